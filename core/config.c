@@ -1,0 +1,651 @@
+#include "config.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <libconfig.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+/* CMake defines this for sm_core; the fallback keeps a bare gcc build (the
+ * unit test command line) working. */
+#ifndef SM_DEFAULT_PLUGIN_DIR
+#define SM_DEFAULT_PLUGIN_DIR "/usr/local/lib/safemessenger/plugins"
+#endif
+
+#define PLUGIN_NAME_MAX 64
+
+struct config {
+    config_t lc;
+    char *path;            /* NULL: built-in defaults, no file */
+    server_config server;
+};
+
+/* A plugin setting some getter has looked up carries this address as its
+ * libconfig hook (as do its enclosing groups), so config_warn_unused can
+ * find the keys nobody read without a side table. libconfig only calls a
+ * destructor on hooks when one is installed, and none is. */
+static char read_mark;
+
+static const char *const core_sections[] = {"server", "storage", "plugins", "limits", "log"};
+
+static const char *const synchronous_values[] = {"off", "normal", "full", "extra"};
+
+/* ---- reporting --------------------------------------------------------- */
+
+static const char *setting_file(const config *cfg, const config_setting_t *s)
+{
+    const char *file = config_setting_source_file(s);
+    if (file)
+        return file;
+    return cfg->path ? cfg->path : "(defaults)";
+}
+
+static void report(const config *cfg, sm_log_level level, const config_setting_t *s,
+                   const char *fmt, ...) SM_PRINTF(4, 5);
+
+static void report(const config *cfg, sm_log_level level, const config_setting_t *s,
+                   const char *fmt, ...)
+{
+    char what[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(what, sizeof what, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        what[0] = '\0';
+    log_msg(level, "config", "%s:%u: %s", setting_file(cfg, s),
+            config_setting_source_line(s), what);
+}
+
+static int is_core_section(const char *name)
+{
+    for (size_t i = 0; i < sizeof core_sections / sizeof core_sections[0]; i++)
+        if (strcmp(name, core_sections[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static int is_integer(const config_setting_t *s)
+{
+    int type = config_setting_type(s);
+    return type == CONFIG_TYPE_INT || type == CONFIG_TYPE_INT64;
+}
+
+static int is_string_list(const config_setting_t *s)
+{
+    return config_setting_is_array(s) || config_setting_is_list(s);
+}
+
+/* ---- the core's sections ----------------------------------------------- */
+
+struct core_key;
+typedef int (*core_parse_fn)(config *cfg, const config_setting_t *s, const struct core_key *k);
+
+/* One row per key of the core's sections: where it goes in server_config
+ * and how it is checked. min/max bound integers (and string length 0/1 for
+ * "may be empty"/"must not be empty"). */
+typedef struct core_key {
+    const char *section;
+    const char *name;
+    core_parse_fn parse;
+    int64_t min;
+    int64_t max;
+    size_t offset;
+} core_key;
+
+#define FIELD(type, at) ((type *)((char *)&cfg->server + (at)))
+
+static int parse_int(config *cfg, const config_setting_t *s, const core_key *k)
+{
+    long long v = is_integer(s) ? config_setting_get_int64(s) : 0;
+    if (!is_integer(s) || v < k->min || v > k->max) {
+        report(cfg, SM_LOG_ERROR, s, "%s.%s must be an integer from %" PRId64 " to %" PRId64,
+               k->section, k->name, k->min, k->max);
+        return -1;
+    }
+    *FIELD(int, k->offset) = (int)v;
+    return 0;
+}
+
+static int parse_size(config *cfg, const config_setting_t *s, const core_key *k)
+{
+    long long v = is_integer(s) ? config_setting_get_int64(s) : 0;
+    if (!is_integer(s) || v < k->min || v > k->max) {
+        report(cfg, SM_LOG_ERROR, s, "%s.%s must be an integer from %" PRId64 " to %" PRId64,
+               k->section, k->name, k->min, k->max);
+        return -1;
+    }
+    *FIELD(size_t, k->offset) = (size_t)v;
+    return 0;
+}
+
+/* A rate: any positive number up to max; an integer setting is accepted
+ * because operators write "20", not "20.0". */
+static int parse_rate(config *cfg, const config_setting_t *s, const core_key *k)
+{
+    double v = 0;
+    if (is_integer(s))
+        v = (double)config_setting_get_int64(s);
+    else if (config_setting_type(s) == CONFIG_TYPE_FLOAT)
+        v = config_setting_get_float(s);
+    if (!(isfinite(v) && v > 0 && v <= (double)k->max)) {
+        report(cfg, SM_LOG_ERROR, s, "%s.%s must be a number greater than 0 and at most %" PRId64,
+               k->section, k->name, k->max);
+        return -1;
+    }
+    *FIELD(double, k->offset) = v;
+    return 0;
+}
+
+static int parse_string(config *cfg, const config_setting_t *s, const core_key *k)
+{
+    const char *v = config_setting_type(s) == CONFIG_TYPE_STRING ? config_setting_get_string(s)
+                                                                 : NULL;
+    if (!v || (k->min > 0 && v[0] == '\0')) {
+        report(cfg, SM_LOG_ERROR, s, "%s.%s must be a %sstring", k->section, k->name,
+               k->min > 0 ? "non-empty " : "");
+        return -1;
+    }
+    *FIELD(const char *, k->offset) = v;
+    return 0;
+}
+
+static int parse_synchronous(config *cfg, const config_setting_t *s, const core_key *k)
+{
+    const char *v = config_setting_type(s) == CONFIG_TYPE_STRING ? config_setting_get_string(s)
+                                                                 : NULL;
+    for (size_t i = 0; v && i < sizeof synchronous_values / sizeof synchronous_values[0]; i++) {
+        if (strcmp(v, synchronous_values[i]) == 0) {
+            *FIELD(const char *, k->offset) = synchronous_values[i];
+            return 0;
+        }
+    }
+    report(cfg, SM_LOG_ERROR, s,
+           "%s.%s must be one of \"off\", \"normal\", \"full\", \"extra\"", k->section, k->name);
+    return -1;
+}
+
+static int parse_log_level(config *cfg, const config_setting_t *s, const core_key *k)
+{
+    const char *v = config_setting_type(s) == CONFIG_TYPE_STRING ? config_setting_get_string(s)
+                                                                 : NULL;
+    sm_log_level level;
+    if (!v || log_level_from_name(v, &level) != 0) {
+        report(cfg, SM_LOG_ERROR, s,
+               "%s.%s must be one of \"error\", \"warning\", \"info\", \"debug\"",
+               k->section, k->name);
+        return -1;
+    }
+    *FIELD(sm_log_level, k->offset) = level;
+    return 0;
+}
+
+static int parse_origins(config *cfg, const config_setting_t *s, const core_key *k)
+{
+    int n = is_string_list(s) ? config_setting_length(s) : -1;
+    if (n < 0 || n > CONFIG_MAX_ORIGINS) {
+        report(cfg, SM_LOG_ERROR, s, "%s.%s must be a list of at most %d non-empty strings",
+               k->section, k->name, CONFIG_MAX_ORIGINS);
+        return -1;
+    }
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+        const char *v = config_setting_type(e) == CONFIG_TYPE_STRING
+                            ? config_setting_get_string(e) : NULL;
+        if (!v || v[0] == '\0') {
+            report(cfg, SM_LOG_ERROR, e, "%s.%s[%d] must be a non-empty string",
+                   k->section, k->name, i);
+            rc = -1;
+            continue;
+        }
+        cfg->server.allowed_origins[i] = v;
+    }
+    if (rc == 0)
+        cfg->server.n_allowed_origins = (size_t)n;
+    return rc;
+}
+
+static int valid_plugin_name(const char *name)
+{
+    size_t len = 0;
+    for (; name[len]; len++) {
+        char c = name[len];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+            return 0;
+        if (len >= PLUGIN_NAME_MAX)
+            return 0;
+    }
+    return len > 0;
+}
+
+static int parse_plugin_list(config *cfg, const config_setting_t *s, const core_key *k)
+{
+    int n = is_string_list(s) ? config_setting_length(s) : -1;
+    if (n < 0 || n > CONFIG_MAX_PLUGINS) {
+        report(cfg, SM_LOG_ERROR, s, "%s.%s must be a list of at most %d plugin names",
+               k->section, k->name, CONFIG_MAX_PLUGINS);
+        return -1;
+    }
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+        const char *v = config_setting_type(e) == CONFIG_TYPE_STRING
+                            ? config_setting_get_string(e) : NULL;
+        if (!v || !valid_plugin_name(v)) {
+            report(cfg, SM_LOG_ERROR, e,
+                   "%s.%s[%d] must be a plugin name of 1 to %d characters from [a-z0-9_]",
+                   k->section, k->name, i, PLUGIN_NAME_MAX);
+            rc = -1;
+            continue;
+        }
+        for (int j = 0; j < i; j++) {
+            const char *prev = config_setting_get_string_elem(s, j);
+            if (prev && strcmp(prev, v) == 0) {
+                report(cfg, SM_LOG_ERROR, e, "%s.%s lists plugin \"%s\" more than once",
+                       k->section, k->name, v);
+                rc = -1;
+                break;
+            }
+        }
+        cfg->server.plugins[i] = v;
+    }
+    if (rc == 0)
+        cfg->server.n_plugins = (size_t)n;
+    return rc;
+}
+
+static int tls_string(config *cfg, const config_setting_t *s, const char *name, const char **out)
+{
+    if (config_setting_type(s) != CONFIG_TYPE_STRING) {
+        report(cfg, SM_LOG_ERROR, s, "server.tls.%s must be a string", name);
+        return -1;
+    }
+    *out = config_setting_get_string(s);
+    return 0;
+}
+
+/* TLS is on only with both files: a certificate without its key (or the
+ * reverse) is a half-done setup that must not silently fall back to ws://. */
+static int parse_tls(config *cfg, const config_setting_t *s, const core_key *k)
+{
+    (void)k;
+    if (!config_setting_is_group(s)) {
+        report(cfg, SM_LOG_ERROR, s, "server.tls must be a group { cert = \"...\"; key = \"...\"; }");
+        return -1;
+    }
+    const char *cert = "", *key = "";
+    const config_setting_t *cert_s = NULL, *key_s = NULL;
+    int rc = 0;
+    int n = config_setting_length(s);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *m = config_setting_get_elem(s, (unsigned)i);
+        const char *name = config_setting_name(m);
+        if (strcmp(name, "cert") == 0) {
+            cert_s = m;
+            if (tls_string(cfg, m, name, &cert) != 0)
+                rc = -1;
+        } else if (strcmp(name, "key") == 0) {
+            key_s = m;
+            if (tls_string(cfg, m, name, &key) != 0)
+                rc = -1;
+        } else {
+            report(cfg, SM_LOG_WARNING, m, "unknown key server.tls.%s (ignored)", name);
+        }
+    }
+    if (rc != 0)
+        return -1;
+    if (cert[0] != '\0' && key[0] == '\0') {
+        report(cfg, SM_LOG_ERROR, cert_s,
+               "server.tls.cert is set but server.tls.key is missing (set both, or neither for no TLS)");
+        return -1;
+    }
+    if (key[0] != '\0' && cert[0] == '\0') {
+        report(cfg, SM_LOG_ERROR, key_s,
+               "server.tls.key is set but server.tls.cert is missing (set both, or neither for no TLS)");
+        return -1;
+    }
+    cfg->server.tls_cert = cert;
+    cfg->server.tls_key = key;
+    return 0;
+}
+
+#define AT(field) offsetof(server_config, field)
+
+/* Every key of the core's sections. Ranges here are the documented ones
+ * (docs/OPERATIONS.md); keep the two in step. */
+static const core_key core_keys[] = {
+    {"server", "port", parse_int, 0, 65535, AT(port)},
+    {"server", "bind", parse_string, 1, 0, AT(bind)},
+    {"server", "key_file", parse_string, 1, 0, AT(key_file)},
+    {"server", "key_bits", parse_int, 2048, 8192, AT(key_bits)},
+    {"server", "max_message_bytes", parse_size, 4096, 16777216, AT(max_message_bytes)},
+    {"server", "handshake_timeout", parse_int, 1, 300, AT(handshake_timeout)},
+    {"server", "workers", parse_int, 1, 64, AT(workers)},
+    {"server", "allowed_origins", parse_origins, 0, 0, 0},
+    {"server", "tls", parse_tls, 0, 0, 0},
+    {"storage", "database", parse_string, 1, 0, AT(database)},
+    {"storage", "synchronous", parse_synchronous, 0, 0, AT(synchronous)},
+    {"plugins", "dir", parse_string, 1, 0, AT(plugin_dir)},
+    {"plugins", "load", parse_plugin_list, 0, 0, 0},
+    {"limits", "commands_per_second", parse_rate, 0, 100000, AT(commands_per_second)},
+    {"limits", "command_burst", parse_int, 1, 100000, AT(command_burst)},
+    {"limits", "send_queue_bytes", parse_size, 65536, 1073741824, AT(send_queue_bytes)},
+    {"limits", "send_queue_messages", parse_size, 16, 1000000, AT(send_queue_messages)},
+    {"limits", "max_sessions", parse_int, 1, 1000000, AT(max_sessions)},
+    {"log", "level", parse_log_level, 0, 0, AT(log_level)},
+};
+
+static void set_defaults(server_config *srv)
+{
+    memset(srv, 0, sizeof *srv);
+    srv->bind = "0.0.0.0";
+    srv->port = 8765;
+    srv->key_file = "data/server_key.pem";
+    srv->key_bits = 2048;
+    srv->max_message_bytes = 65536;
+    srv->tls_cert = "";
+    srv->tls_key = "";
+    srv->handshake_timeout = 10;
+    srv->workers = 2;
+    srv->database = "data/safemessenger.db";
+    srv->synchronous = "normal";
+    srv->plugin_dir = SM_DEFAULT_PLUGIN_DIR;
+    srv->commands_per_second = 20;
+    srv->command_burst = 40;
+    srv->send_queue_bytes = 1048576;
+    srv->send_queue_messages = 1000;
+    srv->max_sessions = 19000;
+    srv->log_level = SM_LOG_INFO;
+}
+
+static const core_key *find_core_key(const char *section, const char *name)
+{
+    for (size_t i = 0; i < sizeof core_keys / sizeof core_keys[0]; i++)
+        if (strcmp(core_keys[i].section, section) == 0 && strcmp(core_keys[i].name, name) == 0)
+            return &core_keys[i];
+    return NULL;
+}
+
+/* Checks every key of one core section, reporting all problems rather
+ * than stopping at the first, so one edit fixes the file. */
+static int check_core_section(config *cfg, const config_setting_t *sec)
+{
+    const char *section = config_setting_name(sec);
+    if (!config_setting_is_group(sec)) {
+        report(cfg, SM_LOG_ERROR, sec, "%s must be a group { ... }", section);
+        return -1;
+    }
+    int rc = 0;
+    int n = config_setting_length(sec);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *m = config_setting_get_elem(sec, (unsigned)i);
+        const core_key *k = find_core_key(section, config_setting_name(m));
+        if (!k) {
+            report(cfg, SM_LOG_WARNING, m, "unknown key %s.%s (ignored)", section,
+                   config_setting_name(m));
+            continue;
+        }
+        if (k->parse(cfg, m, k) != 0)
+            rc = -1;
+    }
+    return rc;
+}
+
+static int check_tree(config *cfg)
+{
+    const config_setting_t *root = config_root_setting(&cfg->lc);
+    int rc = 0;
+    int n = config_setting_length(root);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
+        const char *name = config_setting_name(s);
+        if (is_core_section(name)) {
+            if (check_core_section(cfg, s) != 0)
+                rc = -1;
+        } else if (!config_setting_is_group(s)) {
+            /* A plugin's getters could not see inside it; most likely a
+             * core key written outside its section. */
+            report(cfg, SM_LOG_ERROR, s,
+                   "top-level setting '%s' must be a section { ... } (core keys belong inside "
+                   "server, storage, plugins, limits or log)", name);
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
+static int read_file(config *cfg)
+{
+    /* libconfig reports a missing file only as "file I/O error"; opening it
+     * first gives the operator the real reason. */
+    FILE *f = fopen(cfg->path, "r");
+    if (!f) {
+        log_msg(SM_LOG_ERROR, "config", "%s: cannot open: %s", cfg->path, strerror(errno));
+        return -1;
+    }
+    fclose(f);
+    if (config_read_file(&cfg->lc, cfg->path) != CONFIG_TRUE) {
+        if (config_error_type(&cfg->lc) == CONFIG_ERR_FILE_IO) {
+            log_msg(SM_LOG_ERROR, "config", "%s: cannot read: %s", cfg->path,
+                    config_error_text(&cfg->lc));
+        } else {
+            const char *file = config_error_file(&cfg->lc);
+            log_msg(SM_LOG_ERROR, "config", "%s:%d: %s", file ? file : cfg->path,
+                    config_error_line(&cfg->lc), config_error_text(&cfg->lc));
+        }
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- public: load, free, accessors ------------------------------------- */
+
+int config_load(const char *path, config **out)
+{
+    config *cfg = calloc(1, sizeof *cfg);
+    if (!cfg) {
+        log_msg(SM_LOG_ERROR, "config", "out of memory");
+        return -1;
+    }
+    /* An empty tree, so the plugin getters work on defaults too. */
+    config_init(&cfg->lc);
+    set_defaults(&cfg->server);
+    if (path) {
+        cfg->path = strdup(path);
+        if (!cfg->path) {
+            log_msg(SM_LOG_ERROR, "config", "out of memory");
+            goto fail;
+        }
+        if (read_file(cfg) != 0 || check_tree(cfg) != 0)
+            goto fail;
+    }
+    *out = cfg;
+    return 0;
+fail:
+    config_free(cfg);
+    return -1;
+}
+
+void config_free(config *cfg)
+{
+    if (!cfg)
+        return;
+    config_destroy(&cfg->lc);
+    free(cfg->path);
+    free(cfg);
+}
+
+server_config *config_server(config *cfg) { return &cfg->server; }
+
+const char *config_path(const config *cfg) { return cfg->path ? cfg->path : "(defaults)"; }
+
+/* ---- plugin sections --------------------------------------------------- */
+
+/* Finds "<section>.<key>": SM_OK with *out NULL when absent, SM_EINVAL for
+ * bad arguments. A found setting and its enclosing groups are marked read. */
+static int section_lookup(config *cfg, const char *section, const char *key,
+                          config_setting_t **out)
+{
+    if (!cfg || !section || !key || section[0] == '\0' || key[0] == '\0') {
+        log_msg(SM_LOG_ERROR, "config", "config lookup without a section or key");
+        return SM_EINVAL;
+    }
+    if (is_core_section(section)) {
+        log_msg(SM_LOG_ERROR, "config", "section '%s' belongs to the core, not to a plugin",
+                section);
+        return SM_EINVAL;
+    }
+    config_setting_t *sec = config_setting_get_member(config_root_setting(&cfg->lc), section);
+    config_setting_t *s = NULL;
+    if (sec && config_setting_is_group(sec))
+        s = config_setting_lookup(sec, key);
+    for (config_setting_t *p = s; p && !config_setting_is_root(p); p = config_setting_parent(p))
+        config_setting_set_hook(p, &read_mark);
+    *out = s;
+    return SM_OK;
+}
+
+int config_section_int(config *cfg, const char *section, const char *key,
+                       int64_t min, int64_t max, int64_t *out)
+{
+    config_setting_t *s;
+    int rc = section_lookup(cfg, section, key, &s);
+    if (rc != SM_OK || !s)
+        return rc;
+    long long v = is_integer(s) ? config_setting_get_int64(s) : 0;
+    if (!is_integer(s) || v < min || v > max) {
+        report(cfg, SM_LOG_ERROR, s, "%s.%s must be an integer from %" PRId64 " to %" PRId64,
+               section, key, min, max);
+        return SM_EINVAL;
+    }
+    *out = (int64_t)v;
+    return SM_OK;
+}
+
+int config_section_double(config *cfg, const char *section, const char *key,
+                          double min, double max, double *out)
+{
+    config_setting_t *s;
+    int rc = section_lookup(cfg, section, key, &s);
+    if (rc != SM_OK || !s)
+        return rc;
+    int ok = 1;
+    double v = 0;
+    if (is_integer(s))
+        v = (double)config_setting_get_int64(s);
+    else if (config_setting_type(s) == CONFIG_TYPE_FLOAT)
+        v = config_setting_get_float(s);
+    else
+        ok = 0;
+    if (!ok || !isfinite(v) || v < min || v > max) {
+        report(cfg, SM_LOG_ERROR, s, "%s.%s must be a number from %g to %g", section, key,
+               min, max);
+        return SM_EINVAL;
+    }
+    *out = v;
+    return SM_OK;
+}
+
+int config_section_bool(config *cfg, const char *section, const char *key, int *out)
+{
+    config_setting_t *s;
+    int rc = section_lookup(cfg, section, key, &s);
+    if (rc != SM_OK || !s)
+        return rc;
+    if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
+        report(cfg, SM_LOG_ERROR, s, "%s.%s must be true or false", section, key);
+        return SM_EINVAL;
+    }
+    *out = config_setting_get_bool(s) ? 1 : 0;
+    return SM_OK;
+}
+
+int config_section_string(config *cfg, const char *section, const char *key, const char **out)
+{
+    config_setting_t *s;
+    int rc = section_lookup(cfg, section, key, &s);
+    if (rc != SM_OK || !s)
+        return rc;
+    if (config_setting_type(s) != CONFIG_TYPE_STRING) {
+        report(cfg, SM_LOG_ERROR, s, "%s.%s must be a string", section, key);
+        return SM_EINVAL;
+    }
+    *out = config_setting_get_string(s);
+    return SM_OK;
+}
+
+int config_section_string_list(config *cfg, const char *section, const char *key,
+                               const char **out, size_t max)
+{
+    config_setting_t *s;
+    int rc = section_lookup(cfg, section, key, &s);
+    if (rc != SM_OK || !s)
+        return rc;
+    if (!is_string_list(s)) {
+        report(cfg, SM_LOG_ERROR, s, "%s.%s must be a list of strings", section, key);
+        return SM_EINVAL;
+    }
+    int n = config_setting_length(s);
+    if ((size_t)n > max || (n > 0 && !out)) {
+        report(cfg, SM_LOG_ERROR, s, "%s.%s must list at most %zu strings", section, key, max);
+        return SM_EINVAL;
+    }
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+        if (config_setting_type(e) != CONFIG_TYPE_STRING) {
+            report(cfg, SM_LOG_ERROR, e, "%s.%s[%d] must be a string", section, key, i);
+            return SM_EINVAL;
+        }
+    }
+    /* Written only once every element is known good. */
+    for (int i = 0; i < n; i++)
+        out[i] = config_setting_get_string_elem(s, i);
+    return n;
+}
+
+/* ---- unused settings --------------------------------------------------- */
+
+static void warn_unread(const config *cfg, const config_setting_t *group, const char *path)
+{
+    int n = config_setting_length(group);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *m = config_setting_get_elem(group, (unsigned)i);
+        const char *name = config_setting_name(m);
+        if (config_setting_get_hook(m) != &read_mark) {
+            report(cfg, SM_LOG_WARNING, m, "unknown key %s.%s (ignored)", path, name);
+        } else if (config_setting_is_group(m)) {
+            /* A group some key was read from: its other keys may still be typos. */
+            char child[256];
+            int len = snprintf(child, sizeof child, "%s.%s", path, name);
+            if (len > 0 && (size_t)len < sizeof child)
+                warn_unread(cfg, m, child);
+        }
+    }
+}
+
+void config_warn_unused(config *cfg, const char *const *known, size_t n_known)
+{
+    if (!cfg || !cfg->path)
+        return;
+    const config_setting_t *root = config_root_setting(&cfg->lc);
+    int n = config_setting_length(root);
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
+        const char *name = config_setting_name(s);
+        if (is_core_section(name) || !config_setting_is_group(s))
+            continue;
+        int is_known = 0;
+        for (size_t j = 0; known && j < n_known && !is_known; j++)
+            is_known = known[j] && strcmp(known[j], name) == 0;
+        if (!is_known)
+            report(cfg, SM_LOG_WARNING, s, "section '%s' matches no loaded plugin (ignored)", name);
+        else
+            warn_unread(cfg, s, name);
+    }
+}

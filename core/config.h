@@ -1,0 +1,75 @@
+/* Configuration: one libconfig file in the shape of DESIGN.md. The core's
+ * own sections (server, storage, plugins, limits, log) are read and
+ * checked here into server_config; every other top-level section belongs
+ * to the plugin of that name, which reads it through the getters below
+ * (the host table's config_* services). Errors name the file and line. */
+#ifndef SM_CORE_CONFIG_H
+#define SM_CORE_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "safemessenger/plugin.h"
+
+#define CONFIG_MAX_ORIGINS 32
+#define CONFIG_MAX_PLUGINS 64
+
+typedef struct server_config {
+    /* server */
+    const char *bind;               /* "0.0.0.0" */
+    int port;                       /* 8765; 0 = any free port */
+    const char *key_file;           /* "data/server_key.pem" */
+    int key_bits;                   /* 2048 (2048..8192) */
+    size_t max_message_bytes;       /* 65536 (4096..16 MiB) */
+    const char *tls_cert;           /* "" = no TLS */
+    const char *tls_key;
+    const char *allowed_origins[CONFIG_MAX_ORIGINS]; /* empty = any */
+    size_t n_allowed_origins;
+    int handshake_timeout;          /* 10 seconds (PROTOCOL.md section 1) */
+    int workers;                    /* worker threads, 2 (1..64) */
+    /* storage */
+    const char *database;           /* "data/safemessenger.db" */
+    const char *synchronous;        /* "normal" (off|normal|full|extra) */
+    /* plugins */
+    const char *plugin_dir;         /* build-time default */
+    const char *plugins[CONFIG_MAX_PLUGINS];
+    size_t n_plugins;
+    /* limits */
+    double commands_per_second;     /* 20 */
+    int command_burst;              /* 40 */
+    size_t send_queue_bytes;        /* 1 MiB */
+    size_t send_queue_messages;     /* 1000 */
+    int max_sessions;               /* 19000 */
+    /* log */
+    sm_log_level log_level;         /* info */
+} server_config;
+
+typedef struct config config;
+
+/* Loads and checks the file. path NULL gives the built-in defaults (no
+ * file). On error logs "<file>:<line>: <what>" for each problem and
+ * returns -1. Unknown keys in the core's sections are warned about. */
+int config_load(const char *path, config **out);
+void config_free(config *cfg);
+
+/* The core's settings; main may change fields after load (command-line
+ * overrides). Strings point into the config and live as long as it. */
+server_config *config_server(config *cfg);
+const char *config_path(const config *cfg);
+
+/* Plugin subtree getters: semantics as the sm_host config_* entries.
+ * section is the plugin name; key may be a dotted path inside it. */
+int config_section_int(config *cfg, const char *section, const char *key,
+                       int64_t min, int64_t max, int64_t *out);
+int config_section_double(config *cfg, const char *section, const char *key,
+                          double min, double max, double *out);
+int config_section_bool(config *cfg, const char *section, const char *key, int *out);
+int config_section_string(config *cfg, const char *section, const char *key, const char **out);
+int config_section_string_list(config *cfg, const char *section, const char *key,
+                               const char **out, size_t max);
+
+/* Warns about keys of the section that no getter read (typos in a plugin's
+ * section), and about top-level sections that are neither the core's nor
+ * in `known` (names of loaded plugins). Call after every plugin's init. */
+void config_warn_unused(config *cfg, const char *const *known, size_t n_known);
+
+#endif

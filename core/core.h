@@ -1,0 +1,86 @@
+/* The server's process-wide state. The core runs one event loop thread, and
+ * every field here is touched only from it (the worker pool talks back
+ * through workers_run_completions). The host table's services take no
+ * context argument, so they reach this state through g_core. */
+#ifndef SM_CORE_CORE_H
+#define SM_CORE_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "crypto.h"
+#include "hashmap.h"
+#include "storage.h"
+#include "timers.h"
+#include "workers.h"
+
+struct session;
+struct sm_plugin;
+
+/* How frames leave a session: the WebSocket transport, or the plugin test
+ * host which records them instead. */
+typedef struct session_transport {
+    /* Sends one message to the session (sealing it when the session has
+     * keys). Returns 0, or -1 when the session is being dropped. */
+    int (*deliver)(struct session *s, const char *type, const char *action,
+                   const char *reply_to, const char *payload_text, size_t payload_len);
+    /* Closes after the queued frames are written. */
+    void (*close)(struct session *s, int close_code, const char *reason);
+    /* Stops (pause = 1) or resumes reading the session's input. */
+    void (*pause_input)(struct session *s, int pause);
+} session_transport;
+
+typedef struct core_subscriber {
+    struct sm_plugin *plugin;
+    sm_event_fn fn;
+} core_subscriber;
+
+struct core {
+    config *cfg;
+    server_config *sc;
+    storage *db;
+    workers *pool;
+    timers *timers;
+    const session_transport *transport;
+
+    hashmap *sessions;  /* sm_session_id -> struct session * */
+    hashmap *users;     /* lower-case username -> struct user_sessions * */
+    hashmap *topics;    /* topic name -> struct topic * */
+    hashmap *actions;   /* action name -> struct dispatch_entry * */
+
+    struct sm_plugin **plugins; /* load order */
+    size_t n_plugins;
+    struct sm_plugin *initialising; /* set while a plugin's init runs */
+
+    core_subscriber *subscribers[SM_EVENT_COUNT];
+    size_t n_subscribers[SM_EVENT_COUNT];
+
+    EVP_PKEY *server_key;
+    char *server_public_pem;
+    char fingerprint[CRYPTO_FINGERPRINT_LEN];
+
+    uint64_t next_session_id;
+    size_t n_sessions;
+    int shutting_down;
+
+    /* Clocks: wall time for timestamps, monotonic for timers. The test host
+     * replaces both with its fake clock. */
+    double (*wall_clock)(void);
+    double (*mono_clock)(void);
+    /* Called after a timer is started so the loop can wake in time. */
+    void (*timers_changed)(void);
+};
+
+extern struct core g_core;
+
+double core_wall_now(void);
+double core_mono_now(void);
+
+/* Sets up the maps, timers and clocks (no network, no database). */
+int core_init(void);
+/* Frees what core_init made and whatever sessions, topics and actions are
+ * left. */
+void core_cleanup(void);
+
+#endif

@@ -1,0 +1,263 @@
+#include "dispatch.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+#include "log.h"
+#include "plugin_loader.h"
+#include "receive.h"
+#include "schema.h"
+#include "session.h"
+
+int dispatch_register(plugin *p, const sm_action *actions)
+{
+    for (const sm_action *a = actions; a->name; a++) {
+        if (!a->handler || !*a->name) {
+            log_msg(SM_LOG_ERROR, p->name, "action table row '%s' has no handler or name",
+                    a->name);
+            return SM_EINVAL;
+        }
+        dispatch_entry *old = hashmap_get(g_core.actions, a->name, strlen(a->name));
+        if (old || strcmp(a->name, "key_exchange") == 0) {
+            log_msg(SM_LOG_ERROR, "core",
+                    "action '%s' of plugin '%s' (%s) is already registered by %s", a->name,
+                    p->name, p->path, old ? old->owner->name : "the core");
+            return SM_EEXIST;
+        }
+        dispatch_entry *e = malloc(sizeof *e);
+        if (!e)
+            return SM_ENOMEM;
+        e->action = a;
+        e->owner = p;
+        if (hashmap_put(g_core.actions, a->name, strlen(a->name), e) != 0) {
+            free(e);
+            return SM_ENOMEM;
+        }
+    }
+    return SM_OK;
+}
+
+static void free_entry(void *e) { free(e); }
+
+void dispatch_clear(void)
+{
+    if (!g_core.actions)
+        return;
+    hashmap_free(g_core.actions, free_entry);
+    g_core.actions = hashmap_new();
+}
+
+int dispatch_send_error(struct session *s, const char *reply_to, const char *command, int code,
+                        const char *message, const json_t *extra)
+{
+    json_t *p = json_pack("{s:i, s:s, s:s}", "code", code, "message", message, "command",
+                          command ? command : "");
+    if (!p)
+        return SM_ENOMEM;
+    if (extra)
+        json_object_update(p, (json_t *)extra);
+    /* The protocol fixes these keys; extra may not override them. */
+    json_object_set_new(p, "code", json_integer(code));
+    char *text = json_dumps(p, JSON_COMPACT);
+    json_decref(p);
+    if (!text)
+        return SM_ENOMEM;
+    int rc = session_deliver(s, "error", "error", reply_to ? reply_to : "", text, strlen(text));
+    free(text);
+    return rc == 0 ? SM_OK : SM_ERROR;
+}
+
+/* Token bucket: refills at commands_per_second up to command_burst. */
+static int rate_take(struct session *s, double *retry_after)
+{
+    double rate = g_core.sc ? g_core.sc->commands_per_second : 20.0;
+    double burst = g_core.sc ? (double)g_core.sc->command_burst : 40.0;
+    double now = core_mono_now();
+    s->tokens += (now - s->tokens_at) * rate;
+    if (s->tokens > burst)
+        s->tokens = burst;
+    s->tokens_at = now;
+    if (s->tokens >= 1.0) {
+        s->tokens -= 1.0;
+        return 1;
+    }
+    *retry_after = ceil((1.0 - s->tokens) / rate * 1000.0) / 1000.0;
+    return 0;
+}
+
+static void ctx_free(sm_ctx *ctx)
+{
+    free(ctx->nonce);
+    free(ctx);
+}
+
+/* Resumes a session's queued input on the next loop turn, not inside the
+ * plugin callback that just replied. */
+static void resume_cb(sm_timer *t, void *arg)
+{
+    (void)t;
+    struct session *s = session_find((sm_session_id)(uintptr_t)arg);
+    if (s)
+        receive_resume(s);
+}
+
+static void finish(struct session *s, sm_ctx *ctx)
+{
+    if (!s || s->busy != ctx)
+        return;
+    s->busy = NULL;
+    session_release_held(s);
+    if (ctx->deferred) {
+        timers_start(g_core.timers, core_mono_now(), 0, 0, resume_cb,
+                     (void *)(uintptr_t)s->id, NULL);
+        if (g_core.timers_changed)
+            g_core.timers_changed();
+    }
+}
+
+static int send_reply(sm_ctx *ctx, const char *type, const char *action, const json_t *payload)
+{
+    if (ctx->replied) {
+        log_msg(SM_LOG_ERROR, ctx->entry->owner->name,
+                "second reply to command '%s' refused (one reply per command)",
+                ctx->entry->action->name);
+        return SM_EREPLIED;
+    }
+    if (ctx->entry->action->flags & SM_ACTION_NO_REPLY) {
+        log_msg(SM_LOG_ERROR, ctx->entry->owner->name,
+                "reply to '%s' refused: the action is declared SM_ACTION_NO_REPLY",
+                ctx->entry->action->name);
+        return SM_ESTATE;
+    }
+    ctx->replied = 1;
+    struct session *s = session_find(ctx->session);
+    int rc = SM_OK;
+    if (s) {
+        char *text = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
+        if (payload && !text) {
+            rc = SM_ENOMEM;
+        } else {
+            const char *body = text ? text : "{}";
+            if (session_deliver(s, type, action, ctx->nonce, body, strlen(body)) != 0)
+                rc = SM_ERROR;
+            free(text);
+        }
+    }
+    finish(s, ctx);
+    if (ctx->deferred && !ctx->in_handler)
+        ctx_free(ctx);
+    return rc;
+}
+
+int dispatch_reply(sm_ctx *ctx, const char *action, const json_t *payload)
+{
+    if (!ctx || !action || !*action || (payload && !json_is_object(payload)))
+        return SM_EINVAL;
+    return send_reply(ctx, "response", action, payload);
+}
+
+int dispatch_reply_error(sm_ctx *ctx, int code, const char *message, const json_t *extra)
+{
+    if (!ctx || !message || (extra && !json_is_object(extra)))
+        return SM_EINVAL;
+    json_t *p = json_pack("{s:i, s:s, s:s}", "code", code, "message", message, "command",
+                          ctx->entry->action->name);
+    if (!p)
+        return SM_ENOMEM;
+    if (extra) {
+        json_object_update(p, (json_t *)extra);
+        json_object_set_new(p, "code", json_integer(code));
+        json_object_set_new(p, "command", json_string(ctx->entry->action->name));
+    }
+    int rc = send_reply(ctx, "error", "error", p);
+    json_decref(p);
+    return rc;
+}
+
+int dispatch_defer(sm_ctx *ctx)
+{
+    if (!ctx || !ctx->in_handler || ctx->replied)
+        return SM_ESTATE;
+    ctx->deferred = 1;
+    return SM_OK;
+}
+
+void dispatch_command(struct session *s, const char *action, const char *nonce,
+                      const json_t *payload)
+{
+    dispatch_entry *e = hashmap_get(g_core.actions, action, strlen(action));
+    if (!e) {
+        dispatch_send_error(s, nonce, action, SM_ERR_INVALID_COMMAND, "unknown action", NULL);
+        return;
+    }
+    unsigned flags = e->action->flags;
+    int silent = (flags & SM_ACTION_NO_REPLY) != 0;
+    if ((flags & SM_ACTION_NEEDS_LOGIN) && !s->username) {
+        if (!silent)
+            dispatch_send_error(s, nonce, action, SM_ERR_NOT_AUTHORIZED, "login required", NULL);
+        return;
+    }
+    double retry_after = 0;
+    if (!(flags & SM_ACTION_NO_RATE_LIMIT) && !rate_take(s, &retry_after)) {
+        if (!silent) {
+            json_t *extra = json_pack("{s:f}", "retry_after", retry_after);
+            dispatch_send_error(s, nonce, action, SM_ERR_RATE_LIMITED, "rate limited", extra);
+            json_decref(extra);
+        }
+        return;
+    }
+    char msg[256];
+    if (schema_check(e->action->schema, payload, msg, sizeof msg) != 0) {
+        if (!silent)
+            dispatch_send_error(s, nonce, action, SM_ERR_MALFORMED, msg, NULL);
+        return;
+    }
+    sm_ctx *ctx = calloc(1, sizeof *ctx);
+    size_t nlen = strlen(nonce);
+    if (!ctx || !(ctx->nonce = malloc(nlen + 1))) {
+        free(ctx);
+        if (!silent)
+            dispatch_send_error(s, nonce, action, SM_ERR_INTERNAL, "internal server error", NULL);
+        return;
+    }
+    memcpy(ctx->nonce, nonce, nlen + 1);
+    ctx->session = s->id;
+    ctx->entry = e;
+    ctx->in_handler = 1;
+    s->busy = ctx;
+    sm_session_id sid = s->id;
+    e->action->handler(ctx, payload, e->owner->data);
+    ctx->in_handler = 0;
+    s = session_find(sid); /* the handler may have closed it */
+    if (ctx->replied || silent) {
+        if (s && s->busy == ctx) {
+            s->busy = NULL;
+            session_release_held(s);
+        }
+        ctx_free(ctx);
+        return;
+    }
+    if (ctx->deferred) {
+        if (s && g_core.transport->pause_input)
+            g_core.transport->pause_input(s, 1);
+        return;
+    }
+    log_msg(SM_LOG_ERROR, e->owner->name, "handler for '%s' returned without replying; sent 1005",
+            action);
+    if (s) {
+        dispatch_send_error(s, nonce, action, SM_ERR_INTERNAL, "internal server error", NULL);
+        s->busy = NULL;
+        session_release_held(s);
+    }
+    ctx_free(ctx);
+}
+
+void dispatch_session_gone(struct session *s)
+{
+    /* A deferred context outlives its session: it is freed by the reply,
+     * which then finds no session and sends nothing. */
+    s->busy = NULL;
+}

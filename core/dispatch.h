@@ -1,0 +1,50 @@
+/* Dispatch: the action table (action name -> plugin handler, flags,
+ * schema), the checks of PROTOCOL.md section 5 in their order (unknown
+ * action 1003, login 1002, rate limit 1008, payload 1004), the request
+ * context, and the one-reply-per-command rule. */
+#ifndef SM_CORE_DISPATCH_H
+#define SM_CORE_DISPATCH_H
+
+#include <jansson.h>
+#include "safemessenger/plugin.h"
+
+struct session;
+struct sm_plugin;
+
+typedef struct dispatch_entry {
+    const sm_action *action;
+    struct sm_plugin *owner;
+} dispatch_entry;
+
+struct sm_ctx {
+    sm_session_id session;
+    const dispatch_entry *entry;
+    char *nonce;        /* the command's nonce: the reply's reply_to */
+    int replied;
+    int deferred;
+    int in_handler;
+};
+
+/* Registers a plugin's action table; a duplicate name is an error that
+ * names both plugins. */
+int dispatch_register(struct sm_plugin *p, const sm_action *actions);
+void dispatch_clear(void);
+
+/* Runs one authenticated, decrypted command. */
+void dispatch_command(struct session *s, const char *action, const char *nonce,
+                      const json_t *payload);
+
+/* Sends an error reply ({code, message, command} plus extra's fields). */
+int dispatch_send_error(struct session *s, const char *reply_to, const char *command,
+                        int code, const char *message, const json_t *extra);
+
+/* Host services on a context. */
+int dispatch_reply(sm_ctx *ctx, const char *action, const json_t *payload);
+int dispatch_reply_error(sm_ctx *ctx, int code, const char *message, const json_t *extra);
+int dispatch_defer(sm_ctx *ctx);
+
+/* Called by the session when it goes away with a deferred command: the
+ * context stays allocated until the plugin replies into the void. */
+void dispatch_session_gone(struct session *s);
+
+#endif

@@ -1,0 +1,219 @@
+#include "handshake.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+#include "dispatch.h"
+#include "envelope.h"
+#include "log.h"
+#include "receive.h"
+#include "session.h"
+
+#define MAX_RSA_BYTES 1024 /* 8192-bit keys */
+
+typedef struct key_job {
+    sm_session_id session;
+    envelope_cipher cipher;
+    uint8_t client_nonce[ENVELOPE_NONCE_LEN];
+    uint8_t *encrypted;
+    size_t encrypted_len;
+    uint8_t key[MAX_RSA_BYTES];
+    size_t key_len;
+    int ok;
+    char *nonce; /* the key_exchange's nonce, echoed as reply_to */
+} key_job;
+
+static void timeout_cb(sm_timer *t, void *arg)
+{
+    (void)t;
+    struct session *s = session_find((sm_session_id)(uintptr_t)arg);
+    if (!s)
+        return;
+    s->handshake_timer = NULL; /* one-shot: freed by the timer module */
+    if (s->state == SESSION_HANDSHAKE || s->state == SESSION_KEY_PENDING) {
+        LOG_INFO("session %llu (%s): no key_exchange in time; closing",
+                 (unsigned long long)s->id, s->address);
+        g_core.transport->close(s, 1008, "handshake timeout");
+    }
+}
+
+int handshake_start(struct session *s)
+{
+    char *nonce_b64 = NULL;
+    if (crypto_random(s->server_nonce, sizeof s->server_nonce) != 0 ||
+        crypto_b64_encode(s->server_nonce, sizeof s->server_nonce, &nonce_b64, NULL) != 0)
+        return -1;
+    json_t *payload = json_pack("{s:i, s:s, s:s, s:[s,s], s:s}", "protocol", 1, "public_key",
+                                g_core.server_public_pem, "fingerprint", g_core.fingerprint,
+                                "ciphers", envelope_cipher_name(ENVELOPE_CIPHER_AES256_GCM),
+                                envelope_cipher_name(ENVELOPE_CIPHER_AES256_CBC_HMAC),
+                                "server_nonce", nonce_b64);
+    free(nonce_b64);
+    char *text = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
+    json_decref(payload);
+    if (!text)
+        return -1;
+    /* The session has no keys yet, so the transport sends it unencrypted. */
+    int rc = g_core.transport->deliver(s, "event", "server_hello", NULL, text, strlen(text));
+    free(text);
+    if (rc != 0)
+        return -1;
+    double timeout = g_core.sc ? (double)g_core.sc->handshake_timeout : 10.0;
+    s->handshake_timer = timers_start(g_core.timers, core_mono_now(), timeout, 0, timeout_cb,
+                                      (void *)(uintptr_t)s->id, NULL);
+    if (g_core.timers_changed)
+        g_core.timers_changed();
+    return s->handshake_timer ? 0 : -1;
+}
+
+static void job_free(key_job *job)
+{
+    crypto_wipe(job->key, sizeof job->key);
+    free(job->encrypted);
+    free(job->nonce);
+    free(job);
+}
+
+/* Worker thread: the only RSA private-key operation of the handshake. */
+static void job_work(void *arg)
+{
+    key_job *job = arg;
+    size_t out_len = 0;
+    job->ok = crypto_rsa_oaep_decrypt(g_core.server_key, job->encrypted, job->encrypted_len,
+                                      job->key, &out_len) == 0;
+    job->key_len = out_len;
+}
+
+static void job_done(void *arg, int cancelled)
+{
+    key_job *job = arg;
+    struct session *s = cancelled ? NULL : session_find(job->session);
+    if (!s || s->state != SESSION_KEY_PENDING)
+        goto out;
+    if (!job->ok || job->key_len != CRYPTO_KEY_LEN) {
+        /* One reply whatever failed: padding, length or anything else. */
+        dispatch_send_error(s, job->nonce, "key_exchange", SM_ERR_INTEGRITY,
+                            "key exchange failed", NULL);
+        g_core.transport->close(s, 1008, "key exchange failed");
+        goto out;
+    }
+    if (envelope_derive(job->key, s->server_nonce, job->client_nonce, job->cipher, &s->c2s,
+                        &s->s2c) != 0) {
+        dispatch_send_error(s, job->nonce, "key_exchange", SM_ERR_INTERNAL,
+                            "internal server error", NULL);
+        g_core.transport->close(s, 1011, "internal error");
+        goto out;
+    }
+    uint8_t token[16];
+    static const char hex[] = "0123456789abcdef";
+    if (crypto_random(token, sizeof token) != 0)
+        goto out;
+    for (size_t i = 0; i < sizeof token; i++) {
+        s->token[2 * i] = hex[token[i] >> 4];
+        s->token[2 * i + 1] = hex[token[i] & 15];
+    }
+    s->token[32] = '\0';
+    s->has_keys = 1;
+    s->state = SESSION_OPEN;
+    if (s->handshake_timer) {
+        timers_stop(g_core.timers, s->handshake_timer);
+        s->handshake_timer = NULL;
+    }
+    json_t *reply = json_pack("{s:b, s:s}", "success", 1, "session_id", s->token);
+    char *text = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
+    json_decref(reply);
+    if (!text || g_core.transport->deliver(s, "response", "key_exchange", job->nonce, text,
+                                           strlen(text)) != 0) {
+        free(text);
+        g_core.transport->close(s, 1011, "internal error");
+        goto out;
+    }
+    free(text);
+    s->opened = 1;
+    session_fire(SM_EVENT_SESSION_OPENED, s);
+    s = session_find(job->session);
+    if (s)
+        receive_resume(s);
+out:
+    job_free(job);
+}
+
+static const char *string_field(const json_t *obj, const char *key)
+{
+    const json_t *v = json_object_get(obj, key);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+void handshake_receive(struct session *s, const char *text, size_t len)
+{
+    envelope_in in;
+    if (envelope_parse(text, len, &in) != ENVELOPE_OK) {
+        receive_fail(s, SM_ERR_MALFORMED, "malformed envelope", 1008);
+        return;
+    }
+    key_job *job = NULL;
+    const char *why = NULL;
+    if (strcmp(in.type, "command") != 0 || strcmp(in.action, "key_exchange") != 0) {
+        why = "the first message must be the key_exchange command";
+        goto reject;
+    }
+    const char *cipher = string_field(in.payload, "cipher");
+    const char *ek = string_field(in.payload, "encrypted_key");
+    const char *cn = string_field(in.payload, "client_nonce");
+    if (!json_is_object(in.payload) || !cipher || !ek || !cn) {
+        why = "key_exchange needs string fields cipher, encrypted_key and client_nonce";
+        goto reject;
+    }
+    job = calloc(1, sizeof *job);
+    if (!job)
+        goto reject_internal;
+    job->session = s->id;
+    job->cipher = envelope_cipher_from_name(cipher);
+    if (job->cipher == ENVELOPE_CIPHER_NONE) {
+        why = "unknown cipher";
+        goto reject;
+    }
+    uint8_t *nonce_bytes = NULL;
+    size_t nonce_len = 0;
+    if (crypto_b64_decode(cn, strlen(cn), &nonce_bytes, &nonce_len) != 0) {
+        why = "client_nonce is not valid base64";
+        goto reject;
+    }
+    if (nonce_len != ENVELOPE_NONCE_LEN) {
+        free(nonce_bytes);
+        why = "client_nonce must be 32 bytes";
+        goto reject;
+    }
+    memcpy(job->client_nonce, nonce_bytes, ENVELOPE_NONCE_LEN);
+    free(nonce_bytes);
+    if (crypto_b64_decode(ek, strlen(ek), &job->encrypted, &job->encrypted_len) != 0) {
+        why = "encrypted_key is not valid base64";
+        goto reject;
+    }
+    size_t nlen = strlen(in.nonce);
+    job->nonce = malloc(nlen + 1);
+    if (!job->nonce)
+        goto reject_internal;
+    memcpy(job->nonce, in.nonce, nlen + 1);
+    if (workers_submit(g_core.pool, job_work, job_done, job) != 0)
+        goto reject_internal;
+    s->state = SESSION_KEY_PENDING;
+    if (g_core.transport->pause_input)
+        g_core.transport->pause_input(s, 1);
+    envelope_in_clear(&in);
+    return;
+
+reject:
+    dispatch_send_error(s, in.nonce, in.action, SM_ERR_MALFORMED, why, NULL);
+    g_core.transport->close(s, 1008, "bad key_exchange");
+    goto fail;
+reject_internal:
+    dispatch_send_error(s, in.nonce, in.action, SM_ERR_INTERNAL, "internal server error", NULL);
+    g_core.transport->close(s, 1011, "internal error");
+fail:
+    if (job)
+        job_free(job);
+    envelope_in_clear(&in);
+}

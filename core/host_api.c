@@ -1,0 +1,381 @@
+#include "host_api.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+#include "dispatch.h"
+#include "log.h"
+#include "plugin_loader.h"
+#include "session.h"
+#include "topic.h"
+
+static int in_init(const plugin *self, const char *what)
+{
+    if (self && g_core.initialising == self)
+        return 1;
+    log_msg(SM_LOG_ERROR, self ? self->name : "?", "%s is allowed only during init", what);
+    return 0;
+}
+
+/* ---- registration ---- */
+
+static int h_register_actions(sm_plugin *self, const sm_action *actions)
+{
+    if (!actions)
+        return SM_EINVAL;
+    if (!in_init(self, "register_actions"))
+        return SM_ESTATE;
+    return dispatch_register(self, actions);
+}
+
+static int h_subscribe(sm_plugin *self, sm_core_event event, sm_event_fn fn)
+{
+    if (!fn || event < 0 || event >= SM_EVENT_COUNT)
+        return SM_EINVAL;
+    if (!in_init(self, "subscribe"))
+        return SM_ESTATE;
+    size_t n = g_core.n_subscribers[event];
+    core_subscriber *subs = realloc(g_core.subscribers[event], (n + 1) * sizeof *subs);
+    if (!subs)
+        return SM_ENOMEM;
+    subs[n].plugin = self;
+    subs[n].fn = fn;
+    g_core.subscribers[event] = subs;
+    g_core.n_subscribers[event] = n + 1;
+    return SM_OK;
+}
+
+static int h_register_migrations(sm_plugin *self, const sm_migration *migrations)
+{
+    if (!migrations)
+        return SM_EINVAL;
+    if (!in_init(self, "register_migrations"))
+        return SM_ESTATE;
+    self->migrations = migrations;
+    return SM_OK;
+}
+
+/* ---- replies ---- */
+
+static int h_reply(sm_ctx *ctx, const char *action, const json_t *payload)
+{
+    return dispatch_reply(ctx, action, payload);
+}
+
+static int h_reply_error(sm_ctx *ctx, int code, const char *message)
+{
+    return dispatch_reply_error(ctx, code, message, NULL);
+}
+
+static int h_reply_error_extra(sm_ctx *ctx, int code, const char *message, const json_t *extra)
+{
+    return dispatch_reply_error(ctx, code, message, extra);
+}
+
+static int h_defer(sm_ctx *ctx) { return dispatch_defer(ctx); }
+
+static sm_session_id h_ctx_session(const sm_ctx *ctx) { return ctx ? ctx->session : 0; }
+
+static const char *h_ctx_action(const sm_ctx *ctx)
+{
+    return ctx ? ctx->entry->action->name : NULL;
+}
+
+/* ---- sessions ---- */
+
+static int h_session_login(sm_session_id id, const char *username, int64_t user_id)
+{
+    session *s = session_find(id);
+    return s ? session_login(s, username, user_id) : SM_ENOTFOUND;
+}
+
+static int h_session_logout(sm_session_id id)
+{
+    session *s = session_find(id);
+    return s ? session_logout(s) : SM_ENOTFOUND;
+}
+
+static const char *h_session_username(sm_session_id id)
+{
+    session *s = session_find(id);
+    return s ? s->username : NULL;
+}
+
+static int64_t h_session_user_id(sm_session_id id)
+{
+    session *s = session_find(id);
+    return s && s->username ? s->user_id : 0;
+}
+
+static const char *h_session_address(sm_session_id id)
+{
+    session *s = session_find(id);
+    return s ? s->address : NULL;
+}
+
+static int h_session_set_attr(sm_session_id id, const char *key, const char *value)
+{
+    session *s = session_find(id);
+    return s ? session_set_attr(s, key, value) : SM_ENOTFOUND;
+}
+
+static const char *h_session_get_attr(sm_session_id id, const char *key)
+{
+    session *s = session_find(id);
+    return s && key ? session_get_attr(s, key) : NULL;
+}
+
+static int h_session_close(sm_session_id id, int close_code, const char *reason)
+{
+    session *s = session_find(id);
+    if (!s)
+        return SM_ENOTFOUND;
+    if (close_code < 1000 || close_code > 4999)
+        return SM_EINVAL;
+    g_core.transport->close(s, close_code, reason ? reason : "");
+    return SM_OK;
+}
+
+static size_t h_user_sessions(const char *username, sm_session_id *out, size_t max)
+{
+    user_sessions *u = session_user(username);
+    if (!u)
+        return 0;
+    for (size_t i = 0; i < u->n && i < max && out; i++)
+        out[i] = u->ids[i];
+    return u->n;
+}
+
+/* ---- events ---- */
+
+static int h_send_event(sm_session_id id, const char *action, const json_t *payload)
+{
+    session *s = session_find(id);
+    if (!s)
+        return SM_ENOTFOUND;
+    if (!action || !*action || (payload && !json_is_object(payload)))
+        return SM_EINVAL;
+    return session_send_event_json(s, action, payload);
+}
+
+static int h_send_event_user(const char *username, const char *action, const json_t *payload)
+{
+    if (!action || !*action || (payload && !json_is_object(payload)))
+        return SM_EINVAL;
+    user_sessions *u = session_user(username);
+    if (!u)
+        return SM_OK;
+    char *text = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
+    if (payload && !text)
+        return SM_ENOMEM;
+    const char *body = text ? text : "{}";
+    size_t len = strlen(body);
+    /* Copy the ids: a delivery failure may close a session, and the user's
+     * list must not change under the loop. */
+    size_t n = u->n;
+    sm_session_id *ids = malloc(n * sizeof *ids);
+    if (!ids) {
+        free(text);
+        return SM_ENOMEM;
+    }
+    memcpy(ids, u->ids, n * sizeof *ids);
+    for (size_t i = 0; i < n; i++) {
+        session *s = session_find(ids[i]);
+        if (s)
+            session_deliver(s, "event", action, NULL, body, len);
+    }
+    free(ids);
+    free(text);
+    return SM_OK;
+}
+
+/* ---- topics ---- */
+
+static int h_topic_join(const char *topic, sm_session_id id)
+{
+    session *s = session_find(id);
+    return s ? topic_join(topic, s) : SM_ENOTFOUND;
+}
+
+static int h_topic_leave(const char *topic, sm_session_id id)
+{
+    session *s = session_find(id);
+    return s ? topic_leave(topic, s) : SM_ENOTFOUND;
+}
+
+static int h_topic_is_member(const char *topic, sm_session_id id)
+{
+    session *s = session_find(id);
+    return s ? topic_is_member(topic, s) : 0;
+}
+
+static int h_topic_publish(const char *topic, const char *action, const json_t *payload,
+                           sm_session_id except)
+{
+    if (!action || !*action || (payload && !json_is_object(payload)))
+        return SM_EINVAL;
+    return topic_publish(topic, action, payload, except);
+}
+
+/* ---- time, timers, workers ---- */
+
+static sm_timer *h_timer_start(sm_plugin *self, double after, double repeat, sm_timer_fn fn,
+                               void *arg)
+{
+    if (!fn || after < 0 || repeat < 0)
+        return NULL;
+    sm_timer *t = timers_start(g_core.timers, core_mono_now(), after, repeat, fn, arg, self);
+    if (t && g_core.timers_changed)
+        g_core.timers_changed();
+    return t;
+}
+
+static void h_timer_stop(sm_timer *timer)
+{
+    if (timer)
+        timers_stop(g_core.timers, timer);
+}
+
+static int h_work_submit(sm_plugin *self, sm_work_fn work, sm_work_done_fn done, void *arg)
+{
+    (void)self;
+    if (!work || !g_core.pool)
+        return SM_EINVAL;
+    return workers_submit(g_core.pool, work, done, arg) == 0 ? SM_OK : SM_ERROR;
+}
+
+/* ---- configuration ---- */
+
+static int h_config_int(sm_plugin *self, const char *key, int64_t min, int64_t max, int64_t *out)
+{
+    return config_section_int(g_core.cfg, self->name, key, min, max, out);
+}
+
+static int h_config_double(sm_plugin *self, const char *key, double min, double max, double *out)
+{
+    return config_section_double(g_core.cfg, self->name, key, min, max, out);
+}
+
+static int h_config_bool(sm_plugin *self, const char *key, int *out)
+{
+    return config_section_bool(g_core.cfg, self->name, key, out);
+}
+
+static int h_config_string(sm_plugin *self, const char *key, const char **out)
+{
+    return config_section_string(g_core.cfg, self->name, key, out);
+}
+
+static int h_config_string_list(sm_plugin *self, const char *key, const char **out, size_t max)
+{
+    return config_section_string_list(g_core.cfg, self->name, key, out, max);
+}
+
+/* ---- logging ---- */
+
+static void h_log(sm_plugin *self, sm_log_level level, const char *fmt, ...) SM_PRINTF(3, 4);
+static void h_log(sm_plugin *self, sm_log_level level, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_vmsg(level, self ? self->name : "plugin", fmt, ap);
+    va_end(ap);
+}
+
+/* ---- storage ---- */
+
+static int h_db_prepare(sm_plugin *self, const char *sql, sm_stmt **out)
+{
+    return storage_prepare(g_core.db, self->name, sql, out);
+}
+
+static int h_db_begin(sm_plugin *self)
+{
+    (void)self;
+    return storage_begin(g_core.db);
+}
+
+static int h_db_commit(sm_plugin *self)
+{
+    (void)self;
+    return storage_commit(g_core.db);
+}
+
+static int h_db_rollback(sm_plugin *self)
+{
+    (void)self;
+    return storage_rollback(g_core.db);
+}
+
+static int64_t h_db_last_insert_id(sm_plugin *self)
+{
+    (void)self;
+    return storage_last_insert_id(g_core.db);
+}
+
+static int64_t h_db_changes(sm_plugin *self)
+{
+    (void)self;
+    return storage_changes(g_core.db);
+}
+
+static const sm_host host_table = {
+    .size = sizeof(sm_host),
+    .abi_version = SM_PLUGIN_ABI_VERSION,
+    .register_actions = h_register_actions,
+    .subscribe = h_subscribe,
+    .register_migrations = h_register_migrations,
+    .reply = h_reply,
+    .reply_error = h_reply_error,
+    .reply_error_extra = h_reply_error_extra,
+    .defer = h_defer,
+    .ctx_session = h_ctx_session,
+    .ctx_action = h_ctx_action,
+    .session_login = h_session_login,
+    .session_logout = h_session_logout,
+    .session_username = h_session_username,
+    .session_user_id = h_session_user_id,
+    .session_address = h_session_address,
+    .session_set_attr = h_session_set_attr,
+    .session_get_attr = h_session_get_attr,
+    .session_close = h_session_close,
+    .user_sessions = h_user_sessions,
+    .send_event = h_send_event,
+    .send_event_user = h_send_event_user,
+    .topic_join = h_topic_join,
+    .topic_leave = h_topic_leave,
+    .topic_is_member = h_topic_is_member,
+    .topic_members = topic_members,
+    .topic_publish = h_topic_publish,
+    .now = core_wall_now,
+    .timer_start = h_timer_start,
+    .timer_stop = h_timer_stop,
+    .work_submit = h_work_submit,
+    .config_int = h_config_int,
+    .config_double = h_config_double,
+    .config_bool = h_config_bool,
+    .config_string = h_config_string,
+    .config_string_list = h_config_string_list,
+    .log = h_log,
+    .db_prepare = h_db_prepare,
+    .db_bind_int64 = storage_bind_int64,
+    .db_bind_double = storage_bind_double,
+    .db_bind_text = storage_bind_text,
+    .db_bind_null = storage_bind_null,
+    .db_step = storage_step,
+    .db_column_int64 = storage_column_int64,
+    .db_column_double = storage_column_double,
+    .db_column_text = storage_column_text,
+    .db_column_is_null = storage_column_is_null,
+    .db_reset = storage_reset,
+    .db_finalize = storage_finalize,
+    .db_begin = h_db_begin,
+    .db_commit = h_db_commit,
+    .db_rollback = h_db_rollback,
+    .db_last_insert_id = h_db_last_insert_id,
+    .db_changes = h_db_changes,
+};
+
+const sm_host *host_api_table(void) { return &host_table; }

@@ -1,0 +1,19 @@
+/* The path of one complete inbound text message: handshake phase or
+ * envelope check (signature, nonce, decryption), then dispatch. Messages
+ * that arrive while a command is in flight wait in the session's input
+ * queue, so one session's commands run one at a time and in order. */
+#ifndef SM_CORE_RECEIVE_H
+#define SM_CORE_RECEIVE_H
+
+#include <stddef.h>
+
+struct session;
+
+void receive_message(struct session *s, const char *text, size_t len);
+/* Resumes reading and runs queued messages after a deferred reply or the
+ * end of the key exchange. */
+void receive_resume(struct session *s);
+/* Sends error `code` (reply_to and command "") and closes with close_code. */
+void receive_fail(struct session *s, int code, const char *message, int close_code);
+
+#endif

@@ -1,0 +1,352 @@
+#include "session.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+#include "log.h"
+#include "plugin_loader.h"
+#include "topic.h"
+
+static char *dup_str(const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+int session_fold_name(const char *name, char *buf, size_t buf_len)
+{
+    size_t n = strlen(name);
+    if (n + 1 > buf_len)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        buf[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
+    }
+    buf[n] = '\0';
+    return 0;
+}
+
+session *session_new(void *io, const char *address)
+{
+    session *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->id = g_core.next_session_id++;
+    s->io = io;
+    s->state = SESSION_HANDSHAKE;
+    snprintf(s->address, sizeof s->address, "%s", address ? address : "");
+    s->tokens = g_core.sc ? (double)g_core.sc->command_burst : 40.0;
+    s->tokens_at = core_mono_now();
+    if (hashmap_put_u64(g_core.sessions, s->id, s) != 0) {
+        free(s);
+        return NULL;
+    }
+    g_core.n_sessions++;
+    return s;
+}
+
+session *session_find(sm_session_id id)
+{
+    return id ? hashmap_get_u64(g_core.sessions, id) : NULL;
+}
+
+void session_fire(sm_core_event event, session *s)
+{
+    size_t n = g_core.n_subscribers[event];
+    core_subscriber *subs = g_core.subscribers[event];
+    for (size_t i = 0; i < n; i++)
+        subs[i].fn(event, s->id, s->username, subs[i].plugin->data);
+}
+
+static void msg_free(session_msg *m)
+{
+    free(m->type);
+    free(m->action);
+    free(m->reply_to);
+    free(m->text);
+    free(m);
+}
+
+static void clear_msgs(session_msg **head, session_msg **tail)
+{
+    for (session_msg *m = *head, *next; m; m = next) {
+        next = m->next;
+        msg_free(m);
+    }
+    *head = *tail = NULL;
+}
+
+static void user_remove_session(session *s)
+{
+    char key[SESSION_USERNAME_MAX + 1];
+    if (!s->username || session_fold_name(s->username, key, sizeof key) != 0)
+        return;
+    user_sessions *u = hashmap_get(g_core.users, key, strlen(key));
+    if (!u)
+        return;
+    for (size_t i = 0; i < u->n; i++) {
+        if (u->ids[i] == s->id) {
+            u->ids[i] = u->ids[--u->n];
+            break;
+        }
+    }
+    if (u->n == 0) {
+        hashmap_remove(g_core.users, key, strlen(key));
+        free(u->name);
+        free(u->ids);
+        free(u);
+    }
+}
+
+static int user_add_session(session *s)
+{
+    char key[SESSION_USERNAME_MAX + 1];
+    if (session_fold_name(s->username, key, sizeof key) != 0)
+        return -1;
+    user_sessions *u = hashmap_get(g_core.users, key, strlen(key));
+    if (!u) {
+        u = calloc(1, sizeof *u);
+        if (!u)
+            return -1;
+        u->name = dup_str(s->username);
+        if (!u->name || hashmap_put(g_core.users, key, strlen(key), u) != 0) {
+            free(u->name);
+            free(u);
+            return -1;
+        }
+    }
+    if (u->n == u->cap) {
+        size_t cap = u->cap ? u->cap * 2 : 4;
+        sm_session_id *ids = realloc(u->ids, cap * sizeof *ids);
+        if (!ids) {
+            if (u->n == 0) {
+                hashmap_remove(g_core.users, key, strlen(key));
+                free(u->name);
+                free(u);
+            }
+            return -1;
+        }
+        u->ids = ids;
+        u->cap = cap;
+    }
+    u->ids[u->n++] = s->id;
+    return 0;
+}
+
+user_sessions *session_user(const char *username)
+{
+    char key[SESSION_USERNAME_MAX + 1];
+    if (!username || session_fold_name(username, key, sizeof key) != 0)
+        return NULL;
+    return hashmap_get(g_core.users, key, strlen(key));
+}
+
+int session_logout(session *s)
+{
+    if (!s->username)
+        return SM_ESTATE;
+    /* Subscribers still see the username during LOGGED_OUT. */
+    session_fire(SM_EVENT_LOGGED_OUT, s);
+    user_remove_session(s);
+    free(s->username);
+    s->username = NULL;
+    s->user_id = 0;
+    return SM_OK;
+}
+
+int session_login(session *s, const char *username, int64_t user_id)
+{
+    if (!username || !*username || strlen(username) > SESSION_USERNAME_MAX)
+        return SM_EINVAL;
+    if (s->state != SESSION_OPEN)
+        return SM_ESTATE;
+    if (s->username)
+        session_logout(s);
+    s->username = dup_str(username);
+    if (!s->username)
+        return SM_ENOMEM;
+    if (user_add_session(s) != 0) {
+        free(s->username);
+        s->username = NULL;
+        return SM_ENOMEM;
+    }
+    s->user_id = user_id;
+    session_fire(SM_EVENT_LOGGED_IN, s);
+    return SM_OK;
+}
+
+void session_destroy(session *s)
+{
+    if (!s)
+        return;
+    if (s->opened) {
+        if (s->username)
+            session_logout(s);
+        session_fire(SM_EVENT_SESSION_CLOSED, s);
+    } else if (s->username) {
+        user_remove_session(s);
+    }
+    topic_leave_all(s);
+    if (s->handshake_timer)
+        timers_stop(g_core.timers, s->handshake_timer);
+    hashmap_remove_u64(g_core.sessions, s->id);
+    g_core.n_sessions--;
+    clear_msgs(&s->held_head, &s->held_tail);
+    clear_msgs(&s->input_head, &s->input_tail);
+    outqueue_clear(&s->out);
+    for (size_t i = 0; i < s->n_attrs; i++) {
+        free(s->attrs[i].key);
+        free(s->attrs[i].value);
+    }
+    free(s->topics);
+    free(s->rx);
+    free(s->username);
+    crypto_wipe(&s->c2s, sizeof s->c2s);
+    crypto_wipe(&s->s2c, sizeof s->s2c);
+    free(s);
+}
+
+void session_destroy_all(void)
+{
+    if (!g_core.sessions)
+        return;
+    hashmap_iter it;
+    void *value;
+    /* Destroying modifies the map, so restart the walk each time. */
+    for (;;) {
+        hashmap_iter_init(g_core.sessions, &it);
+        if (!hashmap_iter_next(&it, NULL, NULL, &value))
+            break;
+        session_destroy(value);
+    }
+}
+
+static session_msg *msg_new(const char *type, const char *action, const char *reply_to,
+                            const char *text, size_t len)
+{
+    session_msg *m = calloc(1, sizeof *m);
+    if (!m)
+        return NULL;
+    m->type = dup_str(type);
+    m->action = dup_str(action);
+    m->reply_to = dup_str(reply_to);
+    m->text = malloc(len + 1);
+    if (!m->type || !m->action || (reply_to && !m->reply_to) || !m->text) {
+        msg_free(m);
+        return NULL;
+    }
+    memcpy(m->text, text, len);
+    m->text[len] = '\0';
+    m->len = len;
+    return m;
+}
+
+int session_deliver(session *s, const char *type, const char *action,
+                    const char *reply_to, const char *text, size_t len)
+{
+    if (s->state == SESSION_CLOSING)
+        return -1;
+    if (s->busy && strcmp(type, "event") == 0) {
+        /* PROTOCOL.md 5: a command's reply goes before the events it
+         * causes. Held events count against the same bounds as the send
+         * queue, so a flood cannot grow memory here either. */
+        size_t max_bytes = g_core.sc ? g_core.sc->send_queue_bytes : (size_t)1 << 20;
+        size_t max_msgs = g_core.sc ? g_core.sc->send_queue_messages : 1000;
+        if (s->held_count + 1 > max_msgs || s->held_bytes + len > max_bytes) {
+            LOG_WARN("session %llu: held events exceed the send queue bound; closing",
+                     (unsigned long long)s->id);
+            g_core.transport->close(s, 1008, "send queue overflow");
+            return -1;
+        }
+        session_msg *m = msg_new(type, action, reply_to, text, len);
+        if (!m)
+            return -1;
+        if (s->held_tail)
+            s->held_tail->next = m;
+        else
+            s->held_head = m;
+        s->held_tail = m;
+        s->held_bytes += len;
+        s->held_count++;
+        return 0;
+    }
+    return g_core.transport->deliver(s, type, action, reply_to, text, len);
+}
+
+void session_release_held(session *s)
+{
+    session_msg *m = s->held_head;
+    s->held_head = s->held_tail = NULL;
+    s->held_bytes = s->held_count = 0;
+    while (m) {
+        session_msg *next = m->next;
+        if (s->state != SESSION_CLOSING)
+            g_core.transport->deliver(s, m->type, m->action, m->reply_to, m->text, m->len);
+        msg_free(m);
+        m = next;
+    }
+}
+
+int session_send_event_json(session *s, const char *action, const json_t *payload)
+{
+    char *text = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
+    const char *body = text ? text : "{}";
+    if (payload && !text)
+        return SM_ENOMEM;
+    int rc = session_deliver(s, "event", action, NULL, body, strlen(body));
+    free(text);
+    return rc == 0 ? SM_OK : SM_ERROR;
+}
+
+int session_set_attr(session *s, const char *key, const char *value)
+{
+    if (!key || !*key || strlen(key) > SESSION_ATTR_KEY_MAX)
+        return SM_EINVAL;
+    if (value && strlen(value) > SESSION_ATTR_VALUE_MAX)
+        return SM_EINVAL;
+    for (size_t i = 0; i < s->n_attrs; i++) {
+        if (strcmp(s->attrs[i].key, key) != 0)
+            continue;
+        if (!value) {
+            free(s->attrs[i].key);
+            free(s->attrs[i].value);
+            s->attrs[i] = s->attrs[--s->n_attrs];
+            return SM_OK;
+        }
+        char *v = dup_str(value);
+        if (!v)
+            return SM_ENOMEM;
+        free(s->attrs[i].value);
+        s->attrs[i].value = v;
+        return SM_OK;
+    }
+    if (!value)
+        return SM_OK;
+    if (s->n_attrs == SESSION_MAX_ATTRS)
+        return SM_EBUSY;
+    char *k = dup_str(key), *v = dup_str(value);
+    if (!k || !v) {
+        free(k);
+        free(v);
+        return SM_ENOMEM;
+    }
+    s->attrs[s->n_attrs].key = k;
+    s->attrs[s->n_attrs].value = v;
+    s->n_attrs++;
+    return SM_OK;
+}
+
+const char *session_get_attr(const session *s, const char *key)
+{
+    for (size_t i = 0; i < s->n_attrs; i++)
+        if (strcmp(s->attrs[i].key, key) == 0)
+            return s->attrs[i].value;
+    return NULL;
+}

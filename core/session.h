@@ -1,0 +1,128 @@
+/* Sessions: one per connection. The registry by id, the index of online
+ * users (lower-case username -> their logged-in sessions), login state,
+ * per-session attributes, and the ordering rule that a command's reply goes
+ * out before the events it causes (events for a session with a command in
+ * flight are held until that command's reply). */
+#ifndef SM_CORE_SESSION_H
+#define SM_CORE_SESSION_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "envelope.h"
+#include "outqueue.h"
+#include "safemessenger/plugin.h"
+
+#define SESSION_MAX_ATTRS 32
+#define SESSION_ATTR_KEY_MAX 64
+#define SESSION_ATTR_VALUE_MAX 1024
+#define SESSION_USERNAME_MAX 64
+/* Commands read while another is in flight wait here (the transport stops
+ * reading meanwhile, so only what was already buffered arrives). */
+#define SESSION_MAX_PENDING_INPUT 64
+
+typedef enum session_state {
+    SESSION_HANDSHAKE,     /* server_hello sent, waiting for key_exchange */
+    SESSION_KEY_PENDING,   /* RSA decryption running on a worker */
+    SESSION_OPEN,          /* keys established */
+    SESSION_CLOSING        /* closing: nothing more is read or sent */
+} session_state;
+
+typedef struct session_attr {
+    char *key;
+    char *value;
+} session_attr;
+
+typedef struct session_msg {
+    struct session_msg *next;
+    char *type;
+    char *action;
+    char *reply_to;
+    char *text;
+    size_t len;
+} session_msg;
+
+struct sm_ctx;
+
+typedef struct session {
+    sm_session_id id;
+    session_state state;
+    void *io;                        /* the transport's handle (struct lws *) */
+    char address[64];
+    char token[33];                  /* the opaque session_id sent to the client */
+    uint8_t server_nonce[ENVELOPE_NONCE_LEN];
+    envelope_dir c2s;
+    envelope_dir s2c;
+    int has_keys;
+
+    /* input reassembly (transport) */
+    char *rx;
+    size_t rx_len;
+    size_t rx_cap;
+    int rx_discard;                  /* rest of an oversized or binary message */
+
+    outqueue out;
+
+    /* login */
+    char *username;                  /* as first written */
+    int64_t user_id;
+
+    session_attr attrs[SESSION_MAX_ATTRS];
+    size_t n_attrs;
+
+    char **topics;                   /* names of topics this session is in */
+    size_t n_topics;
+    size_t cap_topics;
+
+    /* dispatch */
+    struct sm_ctx *busy;             /* command in flight, or NULL */
+    session_msg *held_head, *held_tail; /* events held until busy's reply */
+    size_t held_bytes, held_count;
+    session_msg *input_head, *input_tail; /* commands waiting for busy */
+    size_t input_count;
+    double tokens;                   /* rate limit bucket */
+    double tokens_at;
+
+    sm_timer *handshake_timer;
+    int opened;                      /* SM_EVENT_SESSION_OPENED fired */
+    int close_code;
+} session;
+
+/* The logged-in sessions of one user. */
+typedef struct user_sessions {
+    char *name;                      /* as first written by the first session */
+    sm_session_id *ids;
+    size_t n;
+    size_t cap;
+} user_sessions;
+
+/* Creates a session with a fresh id and registers it. */
+session *session_new(void *io, const char *address);
+session *session_find(sm_session_id id);
+/* Fires LOGGED_OUT / CLOSED as due, leaves every topic, unregisters and
+ * frees the session. */
+void session_destroy(session *s);
+void session_destroy_all(void);
+
+/* Sends one message, holding events while a command is in flight. */
+int session_deliver(session *s, const char *type, const char *action,
+                    const char *reply_to, const char *text, size_t len);
+/* Serialises payload (NULL = {}) and delivers it as an event. */
+int session_send_event_json(session *s, const char *action, const json_t *payload);
+/* Releases the held events (after the in-flight command's reply). */
+void session_release_held(session *s);
+
+int session_login(session *s, const char *username, int64_t user_id);
+int session_logout(session *s);
+user_sessions *session_user(const char *username);
+
+int session_set_attr(session *s, const char *key, const char *value);
+const char *session_get_attr(const session *s, const char *key);
+
+/* Fires a core event to every subscriber, in plugin load order. */
+void session_fire(sm_core_event event, session *s);
+
+/* Lower-cases ASCII into buf (NUL-terminated); -1 if it does not fit. */
+int session_fold_name(const char *name, char *buf, size_t buf_len);
+
+#endif

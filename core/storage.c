@@ -1,0 +1,588 @@
+/* The core's SQLite database. Only the loop thread uses it, so the
+ * connection is opened without SQLite's own mutexes. */
+#include "storage.h"
+
+#include "log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define STORAGE_BUSY_TIMEOUT_MS 5000
+
+struct storage {
+    sqlite3 *db;
+    struct sm_stmt *stmts; /* live statements, so close can finalize leftovers */
+};
+
+struct sm_stmt {
+    sqlite3_stmt *stmt;
+    storage *s;
+    char *owner;
+    struct sm_stmt *prev, *next;
+};
+
+static const char *owner_name(const char *owner)
+{
+    return owner ? owner : "core";
+}
+
+/* Maps a (possibly extended) SQLite result code to the SDK's status. */
+static int status_from_sqlite(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_OK: return SM_OK;
+    case SQLITE_ROW: return SM_ROW;
+    case SQLITE_DONE: return SM_DONE;
+    case SQLITE_CONSTRAINT: return SM_EEXIST;
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED: return SM_EBUSY;
+    case SQLITE_NOMEM: return SM_ENOMEM;
+    case SQLITE_RANGE:
+    case SQLITE_TOOBIG: return SM_EINVAL;
+    case SQLITE_MISUSE: return SM_ESTATE;
+    default: return SM_ERROR;
+    }
+}
+
+static char *dup_string(const char *str)
+{
+    size_t len = strlen(str);
+    char *copy = malloc(len + 1);
+    if (copy)
+        memcpy(copy, str, len + 1);
+    return copy;
+}
+
+/* mkdir -p of the directory part of path, each missing level 0700: the
+ * database holds password hashes and messages. */
+static int make_parent_dirs(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash || slash == path)
+        return 0;
+    size_t len = (size_t)(slash - path);
+    char *dir = malloc(len + 1);
+    if (!dir)
+        return -1;
+    memcpy(dir, path, len);
+    dir[len] = '\0';
+    int rc = 0;
+    for (size_t i = 1; i <= len && rc == 0; i++) {
+        if (dir[i] != '/' && dir[i] != '\0')
+            continue;
+        char saved = dir[i];
+        dir[i] = '\0';
+        if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+            LOG_ERROR("storage: cannot create directory %s: %s", dir, strerror(errno));
+            rc = -1;
+        }
+        dir[i] = saved;
+    }
+    free(dir);
+    return rc;
+}
+
+/* Creates the database file 0600 before SQLite opens it (an empty file is a
+ * valid empty database), without touching the process umask, which other
+ * threads may rely on. SQLite gives the -wal and -shm files the database
+ * file's mode. */
+static int create_db_file(const char *path)
+{
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        LOG_ERROR("storage: cannot open %s: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) == 0 && (st.st_mode & 077) != 0)
+        LOG_WARN("storage: %s is accessible to other users (mode %03o)", path,
+                 (unsigned)(st.st_mode & 0777));
+    close(fd);
+    return 0;
+}
+
+static int exec_sql(storage *s, const char *who, const char *sql)
+{
+    char *err = NULL;
+    int rc = sqlite3_exec(s->db, sql, NULL, NULL, &err);
+    if (rc != SQLITE_OK) {
+        log_msg(SM_LOG_ERROR, who, "SQL failed (%s): %s", sql,
+                err ? err : sqlite3_errstr(rc));
+        sqlite3_free(err);
+        return status_from_sqlite(rc);
+    }
+    return SM_OK;
+}
+
+/* Runs a one-row pragma and copies its first column into buf. */
+static int pragma_text(storage *s, const char *sql, char *buf, size_t size)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &stmt, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    if (rc != SQLITE_ROW) {
+        LOG_ERROR("storage: %s failed: %s", sql, sqlite3_errmsg(s->db));
+        sqlite3_finalize(stmt);
+        return -1;
+    }
+    const unsigned char *text = sqlite3_column_text(stmt, 0);
+    int n = snprintf(buf, size, "%s", text ? (const char *)text : "");
+    sqlite3_finalize(stmt);
+    return n < 0 || (size_t)n >= size ? -1 : 0;
+}
+
+/* The pragma statements are whole constant strings picked from this table,
+ * never built from the configured value. */
+static const struct {
+    const char *name;
+    const char *sql;
+} synchronous_modes[] = {
+    {"off", "PRAGMA synchronous=OFF"},
+    {"normal", "PRAGMA synchronous=NORMAL"},
+    {"full", "PRAGMA synchronous=FULL"},
+    {"extra", "PRAGMA synchronous=EXTRA"},
+};
+
+int storage_open(const char *path, const char *synchronous, storage **out)
+{
+    if (!path || !*path || !out)
+        return SM_EINVAL;
+    if (!synchronous)
+        synchronous = "normal";
+    const char *sync_sql = NULL;
+    for (size_t i = 0; i < sizeof synchronous_modes / sizeof synchronous_modes[0]; i++)
+        if (strcmp(synchronous, synchronous_modes[i].name) == 0)
+            sync_sql = synchronous_modes[i].sql;
+    if (!sync_sql) {
+        LOG_ERROR("storage: unknown synchronous mode \"%s\" (off, normal, full, extra)",
+                  synchronous);
+        return SM_EINVAL;
+    }
+    int memory = strcmp(path, ":memory:") == 0;
+    if (!memory && (make_parent_dirs(path) != 0 || create_db_file(path) != 0))
+        return SM_ERROR;
+
+    storage *s = calloc(1, sizeof *s);
+    if (!s)
+        return SM_ENOMEM;
+    int rc = sqlite3_open_v2(path, &s->db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             NULL);
+    if (rc != SQLITE_OK) {
+        LOG_ERROR("storage: cannot open %s: %s", path,
+                  s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+        goto fail;
+    }
+    sqlite3_extended_result_codes(s->db, 1);
+    sqlite3_busy_timeout(s->db, STORAGE_BUSY_TIMEOUT_MS);
+
+    char mode[16];
+    if (pragma_text(s, "PRAGMA journal_mode=WAL", mode, sizeof mode) != 0)
+        goto fail;
+    /* An in-memory database cannot use a WAL and answers "memory". */
+    if (!memory && sqlite3_stricmp(mode, "wal") != 0) {
+        LOG_ERROR("storage: %s: journal_mode is \"%s\", WAL is required", path, mode);
+        goto fail;
+    }
+    if (exec_sql(s, "core", sync_sql) != SM_OK ||
+        exec_sql(s, "core", "PRAGMA foreign_keys=ON") != SM_OK ||
+        exec_sql(s, "core",
+                 "CREATE TABLE IF NOT EXISTS sm_migrations("
+                 "owner TEXT NOT NULL, version INTEGER NOT NULL, applied_at REAL NOT NULL,"
+                 " PRIMARY KEY(owner, version))") != SM_OK)
+        goto fail;
+    *out = s;
+    return SM_OK;
+fail:
+    sqlite3_close(s->db);
+    free(s);
+    return SM_ERROR;
+}
+
+void storage_close(storage *s)
+{
+    if (!s)
+        return;
+    while (s->stmts) {
+        struct sm_stmt *st = s->stmts;
+        const char *sql = sqlite3_sql(st->stmt);
+        LOG_WARN("storage: statement of %s left open at close, finalizing: %s",
+                 owner_name(st->owner), sql ? sql : "?");
+        storage_finalize(st);
+    }
+    if (!sqlite3_get_autocommit(s->db)) {
+        LOG_WARN("storage: transaction left open at close, rolling back");
+        exec_sql(s, "core", "ROLLBACK");
+    }
+    /* On the last connection a clean close checkpoints the WAL into the
+     * database and removes it. */
+    int rc = sqlite3_close(s->db);
+    if (rc != SQLITE_OK) {
+        LOG_ERROR("storage: close failed: %s", sqlite3_errstr(rc));
+        sqlite3_close_v2(s->db);
+    }
+    free(s);
+}
+
+static double wall_clock(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Runs one migration and its record in one BEGIN IMMEDIATE transaction. */
+static int apply_migration(storage *s, const char *owner, const sm_migration *m)
+{
+    char *err = NULL;
+    sqlite3_stmt *record = NULL;
+    int rc = sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, &err);
+    if (rc != SQLITE_OK)
+        goto fail;
+    rc = sqlite3_exec(s->db, m->sql, NULL, NULL, &err);
+    if (rc != SQLITE_OK)
+        goto fail;
+    rc = sqlite3_prepare_v2(s->db,
+                            "INSERT INTO sm_migrations(owner, version, applied_at)"
+                            " VALUES(?1, ?2, ?3)",
+                            -1, &record, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(record, 1, owner, -1, SQLITE_TRANSIENT);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int(record, 2, m->version);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_double(record, 3, wall_clock());
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(record);
+    if (rc != SQLITE_DONE)
+        goto fail;
+    sqlite3_finalize(record);
+    record = NULL;
+    rc = sqlite3_exec(s->db, "COMMIT", NULL, NULL, &err);
+    if (rc != SQLITE_OK)
+        goto fail;
+    log_msg(SM_LOG_INFO, owner, "applied migration %d", m->version);
+    return 0;
+fail:
+    log_msg(SM_LOG_ERROR, owner, "migration %d failed: %s", m->version,
+            err ? err : sqlite3_errmsg(s->db));
+    sqlite3_free(err);
+    sqlite3_finalize(record);
+    if (!sqlite3_get_autocommit(s->db))
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+}
+
+int storage_migrate(storage *s, const char *owner, const sm_migration *migrations)
+{
+    if (!s || !owner || !*owner)
+        return -1;
+    if (!sqlite3_get_autocommit(s->db)) {
+        log_msg(SM_LOG_ERROR, owner, "migrations cannot run inside a transaction");
+        return -1;
+    }
+    /* Check the whole list before applying any of it. */
+    int highest = 0;
+    for (const sm_migration *m = migrations; m && (m->version != 0 || m->sql); m++) {
+        if (!m->sql || m->version <= highest) {
+            log_msg(SM_LOG_ERROR, owner,
+                    "migration %d: versions must start at 1, increase strictly and"
+                    " each have SQL",
+                    m->version);
+            return -1;
+        }
+        highest = m->version;
+    }
+    int current;
+    if (storage_version(s, owner, &current) != SM_OK)
+        return -1;
+    if (current > highest) {
+        log_msg(SM_LOG_ERROR, owner,
+                "database is at schema version %d but this build knows only up to %d;"
+                " refusing to downgrade",
+                current, highest);
+        return -1;
+    }
+    for (const sm_migration *m = migrations; m && m->sql; m++)
+        if (m->version > current && apply_migration(s, owner, m) != 0)
+            return -1;
+    return 0;
+}
+
+int storage_version(storage *s, const char *owner, int *out)
+{
+    if (!s || !owner || !out)
+        return SM_EINVAL;
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2(s->db,
+                                "SELECT COALESCE(MAX(version), 0) FROM sm_migrations"
+                                " WHERE owner = ?1",
+                                -1, &stmt, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(stmt, 1, owner, -1, SQLITE_TRANSIENT);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    if (rc != SQLITE_ROW) {
+        log_msg(SM_LOG_ERROR, owner, "cannot read schema version: %s", sqlite3_errmsg(s->db));
+        sqlite3_finalize(stmt);
+        return SM_ERROR;
+    }
+    sqlite3_int64 version = sqlite3_column_int64(stmt, 0);
+    sqlite3_finalize(stmt);
+    if (version < 0 || version > INT32_MAX)
+        return SM_ERROR;
+    *out = (int)version;
+    return SM_OK;
+}
+
+/* ---- statements -------------------------------------------------------- */
+
+static int only_blank(const char *p)
+{
+    for (; *p; p++)
+        if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r' && *p != ';')
+            return 0;
+    return 1;
+}
+
+int storage_prepare(storage *s, const char *owner, const char *sql, sm_stmt **out)
+{
+    if (!s || !sql || !out)
+        return SM_EINVAL;
+    owner = owner_name(owner);
+    struct sm_stmt *st = calloc(1, sizeof *st);
+    if (!st)
+        return SM_ENOMEM;
+    int status = SM_ENOMEM;
+    st->owner = dup_string(owner);
+    if (!st->owner)
+        goto fail;
+    const char *tail = NULL;
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st->stmt, &tail);
+    if (rc != SQLITE_OK) {
+        log_msg(SM_LOG_ERROR, owner, "cannot prepare \"%s\": %s", sql, sqlite3_errmsg(s->db));
+        status = status_from_sqlite(rc) == SM_ENOMEM ? SM_ENOMEM : SM_ERROR;
+        goto fail;
+    }
+    /* One statement only: SQLite would silently ignore the rest. */
+    if (!st->stmt || (tail && !only_blank(tail))) {
+        log_msg(SM_LOG_ERROR, owner, "prepare wants exactly one SQL statement: \"%s\"", sql);
+        status = SM_EINVAL;
+        goto fail;
+    }
+    st->s = s;
+    st->next = s->stmts;
+    if (s->stmts)
+        s->stmts->prev = st;
+    s->stmts = st;
+    *out = st;
+    return SM_OK;
+fail:
+    sqlite3_finalize(st->stmt);
+    free(st->owner);
+    free(st);
+    return status;
+}
+
+static int bind_status(sm_stmt *st, int rc)
+{
+    if (rc == SQLITE_OK)
+        return SM_OK;
+    log_msg(SM_LOG_ERROR, st->owner, "bind failed on \"%s\": %s", sqlite3_sql(st->stmt),
+            sqlite3_errstr(rc));
+    return status_from_sqlite(rc);
+}
+
+int storage_bind_int64(sm_stmt *st, int index, int64_t value)
+{
+    if (!st)
+        return SM_EINVAL;
+    return bind_status(st, sqlite3_bind_int64(st->stmt, index, (sqlite3_int64)value));
+}
+
+int storage_bind_double(sm_stmt *st, int index, double value)
+{
+    if (!st)
+        return SM_EINVAL;
+    return bind_status(st, sqlite3_bind_double(st->stmt, index, value));
+}
+
+int storage_bind_text(sm_stmt *st, int index, const char *value, long len)
+{
+    if (!st)
+        return SM_EINVAL;
+    if (!value)
+        return bind_status(st, sqlite3_bind_null(st->stmt, index));
+    size_t n = len < 0 ? strlen(value) : (size_t)len;
+    return bind_status(st, sqlite3_bind_text64(st->stmt, index, value, (sqlite3_uint64)n,
+                                               SQLITE_TRANSIENT, SQLITE_UTF8));
+}
+
+int storage_bind_null(sm_stmt *st, int index)
+{
+    if (!st)
+        return SM_EINVAL;
+    return bind_status(st, sqlite3_bind_null(st->stmt, index));
+}
+
+int storage_step(sm_stmt *st)
+{
+    if (!st)
+        return SM_EINVAL;
+    int rc = sqlite3_step(st->stmt);
+    int status = status_from_sqlite(rc);
+    switch (status) {
+    case SM_ROW:
+    case SM_DONE:
+        return status;
+    case SM_EEXIST:
+        /* Expected in normal operation (a taken username, a duplicate). */
+        log_msg(SM_LOG_DEBUG, st->owner, "constraint on \"%s\": %s", sqlite3_sql(st->stmt),
+                sqlite3_errmsg(st->s->db));
+        return SM_EEXIST;
+    case SM_EBUSY:
+        log_msg(SM_LOG_WARNING, st->owner, "database busy on \"%s\": %s",
+                sqlite3_sql(st->stmt), sqlite3_errmsg(st->s->db));
+        return SM_EBUSY;
+    default:
+        log_msg(SM_LOG_ERROR, st->owner, "step failed on \"%s\": %s", sqlite3_sql(st->stmt),
+                sqlite3_errmsg(st->s->db));
+        return SM_ERROR;
+    }
+}
+
+int64_t storage_column_int64(sm_stmt *st, int col)
+{
+    return st ? (int64_t)sqlite3_column_int64(st->stmt, col) : 0;
+}
+
+double storage_column_double(sm_stmt *st, int col)
+{
+    return st ? sqlite3_column_double(st->stmt, col) : 0.0;
+}
+
+const char *storage_column_text(sm_stmt *st, int col)
+{
+    return st ? (const char *)sqlite3_column_text(st->stmt, col) : NULL;
+}
+
+int storage_column_is_null(sm_stmt *st, int col)
+{
+    return st ? sqlite3_column_type(st->stmt, col) == SQLITE_NULL : 1;
+}
+
+int storage_reset(sm_stmt *st)
+{
+    if (!st)
+        return SM_EINVAL;
+    /* sqlite3_reset repeats the error of the last step, which step already
+     * reported; the statement is reset all the same. */
+    sqlite3_reset(st->stmt);
+    sqlite3_clear_bindings(st->stmt);
+    return SM_OK;
+}
+
+void storage_finalize(sm_stmt *st)
+{
+    if (!st)
+        return;
+    if (st->prev)
+        st->prev->next = st->next;
+    else
+        st->s->stmts = st->next;
+    if (st->next)
+        st->next->prev = st->prev;
+    sqlite3_finalize(st->stmt);
+    free(st->owner);
+    free(st);
+}
+
+/* ---- transactions and the rest ----------------------------------------- */
+
+int storage_begin(storage *s)
+{
+    if (!s)
+        return SM_EINVAL;
+    if (!sqlite3_get_autocommit(s->db))
+        return SM_ESTATE;
+    return exec_sql(s, "core", "BEGIN IMMEDIATE");
+}
+
+int storage_commit(storage *s)
+{
+    if (!s)
+        return SM_EINVAL;
+    if (sqlite3_get_autocommit(s->db))
+        return SM_ESTATE;
+    if (exec_sql(s, "core", "COMMIT") == SM_OK)
+        return SM_OK;
+    /* The caller must not believe anything was stored. */
+    if (!sqlite3_get_autocommit(s->db))
+        exec_sql(s, "core", "ROLLBACK");
+    return SM_ERROR;
+}
+
+int storage_rollback(storage *s)
+{
+    if (!s)
+        return SM_EINVAL;
+    if (sqlite3_get_autocommit(s->db))
+        return SM_ESTATE;
+    return exec_sql(s, "core", "ROLLBACK") == SM_OK ? SM_OK : SM_ERROR;
+}
+
+int storage_in_transaction(const storage *s)
+{
+    /* autocommit is off exactly while a transaction is open, including
+     * after SQLite rolled one back by itself (then it is on again). */
+    return s ? !sqlite3_get_autocommit(s->db) : 0;
+}
+
+int64_t storage_last_insert_id(storage *s)
+{
+    return s ? (int64_t)sqlite3_last_insert_rowid(s->db) : 0;
+}
+
+int64_t storage_changes(storage *s)
+{
+    return s ? (int64_t)sqlite3_changes64(s->db) : 0;
+}
+
+int storage_exec(storage *s, const char *sql)
+{
+    if (!s || !sql)
+        return SM_EINVAL;
+    return exec_sql(s, "core", sql);
+}
+
+int storage_integrity_ok(storage *s)
+{
+    if (!s)
+        return 0;
+    sqlite3_stmt *stmt = NULL;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA integrity_check", -1, &stmt, NULL) != SQLITE_OK) {
+        LOG_ERROR("storage: integrity_check: %s", sqlite3_errmsg(s->db));
+        return 0;
+    }
+    int ok = 0, rows = 0, rc;
+    while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        const unsigned char *text = sqlite3_column_text(stmt, 0);
+        if (rows++ == 0 && text && strcmp((const char *)text, "ok") == 0)
+            ok = 1;
+        else
+            LOG_ERROR("storage: integrity_check: %s", text ? (const char *)text : "?");
+    }
+    if (rc != SQLITE_DONE) {
+        LOG_ERROR("storage: integrity_check: %s", sqlite3_errmsg(s->db));
+        ok = 0;
+    }
+    sqlite3_finalize(stmt);
+    return ok && rows == 1;
+}

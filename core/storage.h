@@ -1,0 +1,55 @@
+/* Storage: the one SQLite database in WAL mode, opened by the core, and the
+ * statement API that plugins reach through the host table. Every plugin's
+ * migrations are recorded in table sm_migrations(owner, version, applied_at). */
+#ifndef SM_CORE_STORAGE_H
+#define SM_CORE_STORAGE_H
+
+#include <stdint.h>
+#include "safemessenger/plugin.h"
+
+typedef struct storage storage;
+
+/* Opens (creating if needed) the database, sets journal_mode=WAL,
+ * synchronous ("off", "normal", "full", "extra"), foreign_keys=ON and a busy
+ * timeout, and creates sm_migrations. path ":memory:" gives an in-memory
+ * database (the test host). The parent directory is created 0700 if missing. */
+int storage_open(const char *path, const char *synchronous, storage **out);
+/* Finalizes statements left open (logging each as a leak), checkpoints the
+ * WAL and closes. NULL is ignored. */
+void storage_close(storage *s);
+
+/* Applies the owner's migrations above its recorded version, each in one
+ * transaction together with its record. Versions must increase strictly;
+ * a database recorded at a version higher than the owner knows is an error
+ * (a downgrade). Returns 0 or -1 with the reason logged. */
+int storage_migrate(storage *s, const char *owner, const sm_migration *migrations);
+/* The owner's recorded version, 0 if none. */
+int storage_version(storage *s, const char *owner, int *out);
+
+/* Statement API; semantics as in sm_host. `owner` names the plugin in logs. */
+int storage_prepare(storage *s, const char *owner, const char *sql, sm_stmt **out);
+int storage_bind_int64(sm_stmt *st, int index, int64_t value);
+int storage_bind_double(sm_stmt *st, int index, double value);
+int storage_bind_text(sm_stmt *st, int index, const char *value, long len);
+int storage_bind_null(sm_stmt *st, int index);
+int storage_step(sm_stmt *st);
+int64_t storage_column_int64(sm_stmt *st, int col);
+double storage_column_double(sm_stmt *st, int col);
+const char *storage_column_text(sm_stmt *st, int col);
+int storage_column_is_null(sm_stmt *st, int col);
+int storage_reset(sm_stmt *st);
+void storage_finalize(sm_stmt *st);
+
+int storage_begin(storage *s);
+int storage_commit(storage *s);
+int storage_rollback(storage *s);
+int storage_in_transaction(const storage *s);
+int64_t storage_last_insert_id(storage *s);
+int64_t storage_changes(storage *s);
+
+/* Runs SQL without results (core use: pragmas, checks). */
+int storage_exec(storage *s, const char *sql);
+/* PRAGMA integrity_check == "ok": 1, else 0. */
+int storage_integrity_ok(storage *s);
+
+#endif

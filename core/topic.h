@@ -1,0 +1,24 @@
+/* Topics: named sets of sessions with O(1) join, leave and membership
+ * tests. Rooms are topics. A publish serialises the payload once and the
+ * transport only seals it per member. An empty topic is freed. */
+#ifndef SM_CORE_TOPIC_H
+#define SM_CORE_TOPIC_H
+
+#include <stddef.h>
+#include "safemessenger/plugin.h"
+
+struct session;
+
+#define TOPIC_NAME_MAX 256
+
+int topic_join(const char *name, struct session *s);
+int topic_leave(const char *name, struct session *s);
+int topic_is_member(const char *name, const struct session *s);
+size_t topic_members(const char *name, sm_session_id *out, size_t max);
+int topic_publish(const char *name, const char *action, const json_t *payload,
+                  sm_session_id except);
+/* Removes the session from every topic it is in (at close). */
+void topic_leave_all(struct session *s);
+void topic_destroy_all(void);
+
+#endif

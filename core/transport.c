@@ -1,0 +1,428 @@
+#include "transport.h"
+
+#include <libwebsockets.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core.h"
+#include "dispatch.h"
+#include "envelope.h"
+#include "handshake.h"
+#include "log.h"
+#include "receive.h"
+#include "session.h"
+
+/* Before key_exchange completes, messages are capped at this many bytes
+ * (PROTOCOL.md section 1). */
+#define PRE_HANDSHAKE_MAX_BYTES 4096
+/* How long a closing session may take to flush before it is dropped. */
+#define CLOSE_FLUSH_SECONDS 5
+#define SHUTDOWN_GRACE_SECONDS 3.0
+#define CLOSE_REASON_MAX 123
+
+_Static_assert(OUTQUEUE_HEADROOM >= LWS_PRE, "outqueue headroom must cover LWS_PRE");
+
+typedef struct pss {
+    session *s;
+    int http_status;
+} pss;
+
+static struct lws_context *lws_ctx;
+static struct lws_vhost *vhost;
+static lws_sorted_usec_list_t timer_sul;
+static volatile sig_atomic_t stop_requested;
+static char close_reasons_unused;
+
+static void schedule_timers(void);
+
+/* ---- session_transport ------------------------------------------------- */
+
+static int t_deliver(session *s, const char *type, const char *action, const char *reply_to,
+                     const char *text, size_t len)
+{
+    struct lws *wsi = s->io;
+    if (!wsi || s->state == SESSION_CLOSING || g_core.shutting_down > 1)
+        return -1;
+    char *frame = NULL;
+    size_t frame_len = 0;
+    int rc;
+    if (s->has_keys) {
+        rc = envelope_seal(&s->s2c, type, action, reply_to, text, len, &frame, &frame_len);
+    } else {
+        /* Handshake phase: unencrypted, nonce "0", empty signature. */
+        json_t *payload = json_loadb(text, len, 0, NULL);
+        rc = payload ? envelope_plain(type, action, payload, reply_to, &frame, &frame_len) : -1;
+        json_decref(payload);
+    }
+    if (rc != 0) {
+        LOG_ERROR("session %llu: cannot encode '%s'", (unsigned long long)s->id, action);
+        return -1;
+    }
+    rc = outqueue_push(&s->out, frame, frame_len, g_core.sc->send_queue_bytes,
+                       g_core.sc->send_queue_messages);
+    free(frame);
+    if (rc == -2) {
+        /* A client that stops reading is cut off here, and its queue freed
+         * at once, so memory stays flat whatever it is sent. */
+        LOG_WARN("session %llu (%s): send queue over its bound (%zu messages, %zu bytes); "
+                 "disconnecting",
+                 (unsigned long long)s->id, s->address, s->out.count, s->out.bytes);
+        outqueue_clear(&s->out);
+        s->state = SESSION_CLOSING;
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        return -1;
+    }
+    if (rc != 0)
+        return -1;
+    lws_callback_on_writable(wsi);
+    return 0;
+}
+
+static void t_close(session *s, int close_code, const char *reason)
+{
+    struct lws *wsi = s->io;
+    if (!wsi || s->state == SESSION_CLOSING)
+        return;
+    s->state = SESSION_CLOSING;
+    s->close_code = close_code;
+    (void)reason;
+    (void)close_reasons_unused;
+    /* The close frame goes after the queued frames; a peer that does not
+     * read is dropped after CLOSE_FLUSH_SECONDS. */
+    lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, CLOSE_FLUSH_SECONDS);
+    lws_callback_on_writable(wsi);
+}
+
+static void t_pause_input(session *s, int pause)
+{
+    if (s->io)
+        lws_rx_flow_control(s->io, pause ? 0 : 1);
+}
+
+static const session_transport lws_transport = {
+    .deliver = t_deliver,
+    .close = t_close,
+    .pause_input = t_pause_input,
+};
+
+/* ---- timers and wake-ups ---------------------------------------------- */
+
+static void timer_sul_cb(lws_sorted_usec_list_t *sul)
+{
+    (void)sul;
+    timers_run_due(g_core.timers, core_mono_now());
+    schedule_timers();
+}
+
+static void schedule_timers(void)
+{
+    if (!lws_ctx)
+        return;
+    double due = timers_next_due(g_core.timers, core_mono_now());
+    if (due < 0 || due > 1.0)
+        due = 1.0;
+    lws_sul_schedule(lws_ctx, 0, &timer_sul, timer_sul_cb, (lws_usec_t)(due * 1e6) + 1);
+}
+
+void transport_wake(void *unused)
+{
+    (void)unused;
+    if (lws_ctx)
+        lws_cancel_service(lws_ctx);
+}
+
+void transport_request_stop(void)
+{
+    stop_requested = 1;
+    if (lws_ctx)
+        lws_cancel_service(lws_ctx);
+}
+
+/* ---- HTTP: /healthz ---------------------------------------------------- */
+
+static int http_request(struct lws *wsi, pss *p, const char *uri)
+{
+    uint8_t buf[LWS_PRE + 512];
+    uint8_t *start = &buf[LWS_PRE], *q = start, *end = &buf[sizeof buf - 1];
+    p->http_status = strcmp(uri, "/healthz") == 0 ? HTTP_STATUS_OK : HTTP_STATUS_NOT_FOUND;
+    const char *body = p->http_status == HTTP_STATUS_OK ? "ok\n" : "not found\n";
+    if (lws_add_http_common_headers(wsi, (unsigned)p->http_status, "text/plain",
+                                    (lws_filepos_t)strlen(body), &q, end) ||
+        lws_finalize_write_http_header(wsi, start, &q, end))
+        return 1;
+    lws_callback_on_writable(wsi);
+    return 0;
+}
+
+static int http_writeable(struct lws *wsi, pss *p)
+{
+    const char *body = p->http_status == HTTP_STATUS_OK ? "ok\n" : "not found\n";
+    uint8_t buf[LWS_PRE + 32];
+    size_t len = strlen(body);
+    memcpy(&buf[LWS_PRE], body, len);
+    if (lws_write(wsi, &buf[LWS_PRE], len, LWS_WRITE_HTTP_FINAL) != (int)len)
+        return 1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+/* ---- WebSocket --------------------------------------------------------- */
+
+static int origin_allowed(struct lws *wsi)
+{
+    const server_config *sc = g_core.sc;
+    if (sc->n_allowed_origins == 0)
+        return 1;
+    int n = lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN);
+    /* Browsers always send Origin; a request without one is not from a web
+     * page, so the list (a browser protection) does not apply to it. */
+    if (n <= 0)
+        return 1;
+    char origin[512];
+    if (n >= (int)sizeof origin || lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) < 0)
+        return 0;
+    for (size_t i = 0; i < sc->n_allowed_origins; i++)
+        if (strcmp(origin, sc->allowed_origins[i]) == 0)
+            return 1;
+    LOG_INFO("refused upgrade from origin '%s'", origin);
+    return 0;
+}
+
+static void fail_message(session *s, int code, const char *msg, int close_code)
+{
+    s->rx_discard = 1;
+    s->rx_len = 0;
+    receive_fail(s, code, msg, close_code);
+}
+
+static int on_receive(struct lws *wsi, session *s, const char *in, size_t len)
+{
+    if (lws_is_first_fragment(wsi)) {
+        s->rx_len = 0;
+        s->rx_discard = s->state == SESSION_CLOSING;
+        if (!s->rx_discard && lws_frame_is_binary(wsi))
+            fail_message(s, SM_ERR_MALFORMED, "binary messages are not accepted", 1003);
+    }
+    if (s->rx_discard)
+        return 0;
+    size_t limit = s->has_keys ? g_core.sc->max_message_bytes : PRE_HANDSHAKE_MAX_BYTES;
+    /* Our own cap: lws has none, and we only ever grow the buffer by bytes
+     * actually received, never by the peer's declared length. */
+    if (len > limit || s->rx_len > limit - len) {
+        fail_message(s, SM_ERR_TOO_LARGE, "message too large", 1009);
+        free(s->rx);
+        s->rx = NULL;
+        s->rx_cap = 0;
+        return 0;
+    }
+    if (s->rx_len + len > s->rx_cap) {
+        size_t cap = s->rx_cap ? s->rx_cap : 1024;
+        while (cap < s->rx_len + len)
+            cap *= 2;
+        if (cap > limit)
+            cap = limit;
+        char *rx = realloc(s->rx, cap);
+        if (!rx)
+            return -1;
+        s->rx = rx;
+        s->rx_cap = cap;
+    }
+    memcpy(s->rx + s->rx_len, in, len);
+    s->rx_len += len;
+    if (!lws_is_final_fragment(wsi))
+        return 0;
+    size_t n = s->rx_len;
+    s->rx_len = 0;
+    receive_message(s, s->rx, n);
+    /* Idle sessions keep no large buffer. */
+    s = lws_wsi_user(wsi) ? ((pss *)lws_wsi_user(wsi))->s : NULL;
+    if (s && s->rx_cap > 4096) {
+        free(s->rx);
+        s->rx = NULL;
+        s->rx_cap = 0;
+    }
+    return 0;
+}
+
+static int on_writeable(struct lws *wsi, session *s)
+{
+    outqueue_frame *f = outqueue_peek(&s->out);
+    if (f) {
+        /* Exactly one lws_write per WRITEABLE callback. */
+        int n = lws_write(wsi, f->data + OUTQUEUE_HEADROOM, f->len, LWS_WRITE_TEXT);
+        if (n < (int)f->len)
+            return -1;
+        outqueue_pop(&s->out);
+        if (outqueue_peek(&s->out) || s->state == SESSION_CLOSING)
+            lws_callback_on_writable(wsi);
+        return 0;
+    }
+    if (s->state == SESSION_CLOSING && s->close_code) {
+        static const char reason[] = "closing";
+        lws_close_reason(wsi, (enum lws_close_status)s->close_code, (unsigned char *)reason,
+                         sizeof reason - 1);
+        return -1;
+    }
+    return 0;
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                    size_t len)
+{
+    pss *p = user;
+    switch (reason) {
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        if (g_core.shutting_down || !origin_allowed(wsi))
+            return 1;
+        if (g_core.n_sessions >= (size_t)g_core.sc->max_sessions) {
+            LOG_WARN("refused a connection: max_sessions (%d) reached", g_core.sc->max_sessions);
+            return 1;
+        }
+        return 0;
+    case LWS_CALLBACK_ESTABLISHED: {
+        char addr[64] = "";
+        lws_get_peer_simple(wsi, addr, sizeof addr);
+        session *s = session_new(wsi, addr);
+        if (!s)
+            return -1;
+        p->s = s;
+        if (handshake_start(s) != 0) {
+            p->s = NULL;
+            session_destroy(s);
+            return -1;
+        }
+        return 0;
+    }
+    case LWS_CALLBACK_RECEIVE:
+        if (!p || !p->s)
+            return -1;
+        return on_receive(wsi, p->s, in, len);
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        if (!p || !p->s)
+            return 0;
+        return on_writeable(wsi, p->s);
+    case LWS_CALLBACK_CLOSED:
+        if (p && p->s) {
+            session *s = p->s;
+            p->s = NULL;
+            s->state = SESSION_CLOSING;
+            s->io = NULL;
+            session_destroy(s);
+        }
+        return 0;
+    case LWS_CALLBACK_HTTP:
+        return http_request(wsi, p, in ? (const char *)in : "");
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        return http_writeable(wsi, p);
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        if (g_core.pool)
+            workers_run_completions(g_core.pool);
+        return 0;
+    default:
+        break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+static const struct lws_protocols protocols[] = {
+    /* First = the vhost default: clients offering no subprotocol bind here. */
+    {"safemessenger.v1", callback, sizeof(pss), 16384, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0}
+};
+
+static void lws_log_bridge(int level, const char *line)
+{
+    size_t n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        n--;
+    log_msg(level == LLL_ERR ? SM_LOG_ERROR : SM_LOG_WARNING, "lws", "%.*s", (int)n, line);
+}
+
+int transport_start(const server_config *sc, int *port_out)
+{
+    lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_bridge);
+    g_core.transport = &lws_transport;
+    g_core.timers_changed = schedule_timers;
+
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+    int tls = sc->tls_cert && *sc->tls_cert;
+    if (tls)
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info.port = CONTEXT_PORT_NO_LISTEN;
+    lws_ctx = lws_create_context(&info);
+    if (!lws_ctx) {
+        LOG_ERROR("cannot create the libwebsockets context");
+        return -1;
+    }
+
+    memset(&info, 0, sizeof info);
+    info.port = sc->port;
+    info.protocols = protocols;
+    info.vhost_name = "safemessenger";
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+    const char *bind = sc->bind;
+    if (!bind || !*bind || strcmp(bind, "0.0.0.0") == 0 || strcmp(bind, "*") == 0) {
+        if (bind && strcmp(bind, "0.0.0.0") == 0)
+            info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+        info.iface = NULL;
+    } else if (strcmp(bind, "::") == 0) {
+        info.iface = NULL;
+    } else {
+        info.iface = bind;
+    }
+    if (tls) {
+        info.ssl_cert_filepath = sc->tls_cert;
+        info.ssl_private_key_filepath = sc->tls_key;
+    }
+    /* No extensions: permessage-deflate stays off. */
+    info.extensions = NULL;
+    vhost = lws_create_vhost(lws_ctx, &info);
+    if (!vhost) {
+        LOG_ERROR("cannot listen on %s port %d%s", bind ? bind : "*", sc->port,
+                  tls ? " (check the TLS certificate and key)" : "");
+        lws_context_destroy(lws_ctx);
+        lws_ctx = NULL;
+        return -1;
+    }
+    int port = lws_get_vhost_listen_port(vhost);
+    LOG_INFO("listening on %s port %d (%s)", bind ? bind : "*", port, tls ? "wss" : "ws");
+    *port_out = port;
+    schedule_timers();
+    return 0;
+}
+
+static void close_all_sessions(void)
+{
+    hashmap_iter it;
+    void *value;
+    hashmap_iter_init(g_core.sessions, &it);
+    while (hashmap_iter_next(&it, NULL, NULL, &value))
+        t_close(value, 1001, "server shutting down");
+}
+
+void transport_run(void)
+{
+    while (!stop_requested)
+        if (lws_service(lws_ctx, 0) < 0)
+            break;
+    LOG_INFO("shutting down: closing %zu sessions", g_core.n_sessions);
+    g_core.shutting_down = 1;
+    close_all_sessions();
+    double deadline = core_mono_now() + SHUTDOWN_GRACE_SECONDS;
+    while (g_core.n_sessions > 0 && core_mono_now() < deadline)
+        if (lws_service(lws_ctx, 0) < 0)
+            break;
+}
+
+void transport_stop(void)
+{
+    if (!lws_ctx)
+        return;
+    g_core.shutting_down = 2;
+    lws_sul_cancel(&timer_sul);
+    lws_context_destroy(lws_ctx);
+    lws_ctx = NULL;
+    vhost = NULL;
+}

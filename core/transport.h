@@ -1,0 +1,24 @@
+/* The WebSocket transport on libwebsockets: one vhost whose default
+ * protocol is ours (so clients offering no subprotocol reach it), GET
+ * /healthz on the same port, the Origin check, message reassembly under our
+ * own size cap, the bounded send queue written one frame per WRITEABLE
+ * callback, and the loop's wake-ups for timers and worker completions. */
+#ifndef SM_CORE_TRANSPORT_H
+#define SM_CORE_TRANSPORT_H
+
+#include "config.h"
+
+/* Creates the lws context and listening vhost. *port_out receives the
+ * bound port (useful with port 0). */
+int transport_start(const server_config *sc, int *port_out);
+/* Runs the loop until transport_request_stop(); then closes every session
+ * with 1001 and waits (bounded) for their queues to flush. */
+void transport_run(void);
+/* Async-signal-safe: asks the loop to stop. */
+void transport_request_stop(void);
+/* Destroys the context (remaining connections are dropped). */
+void transport_stop(void);
+/* Worker wake-up hook (any thread). */
+void transport_wake(void *unused);
+
+#endif

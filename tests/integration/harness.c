@@ -1,0 +1,572 @@
+/* See harness.h. Test support code: failures are printed to stderr with
+ * enough context to debug a red CI run without rerunning it. */
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <CUnit/CUnit.h>
+#include <openssl/bio.h>
+#include <openssl/pem.h>
+
+#include "crypto.h"
+
+#ifndef SM_SERVER_PATH
+#error "SM_SERVER_PATH must name the server binary"
+#endif
+#ifndef SM_TEST_PLUGIN_DIR
+#define SM_TEST_PLUGIN_DIR ""
+#endif
+#ifndef SM_PLUGIN_BUILD_DIR
+#define SM_PLUGIN_BUILD_DIR ""
+#endif
+#ifndef SM_SOURCE_DIR
+#define SM_SOURCE_DIR ""
+#endif
+
+#define START_TIMEOUT_MS 20000
+#define STOP_TIMEOUT_MS 10000
+#define LOG_TAIL_BYTES 12000
+#define MAX_LOG_BYTES (64L << 20)
+#define MAX_ARGS 32
+
+/* ---- small utilities ------------------------------------------------------ */
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int harness_path(const harness_server *s, const char *name, char *buf, size_t buf_len)
+{
+    int n = snprintf(buf, buf_len, "%s/%s", s->dir, name);
+    return n < 0 || (size_t)n >= buf_len ? -1 : 0;
+}
+
+/* Reads a whole file (at most max bytes) into a NUL-terminated buffer. */
+static char *read_file(const char *path, long max, size_t *len_out)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+        if (len + 1 >= cap) {
+            if ((long)cap >= max) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t n = fread(buf + len, 1, cap - 1 - len, f);
+        len += n;
+        if (n == 0)
+            break;
+    }
+    fclose(f);
+    if (!buf)
+        return NULL;
+    buf[len] = '\0';
+    if (len_out)
+        *len_out = len;
+    return buf;
+}
+
+/* A growable string for building the config file. */
+typedef struct sbuf {
+    char *data;
+    size_t len, cap;
+    int failed;
+} sbuf;
+
+static void sb_add(sbuf *b, const char *s, size_t n)
+{
+    if (b->failed)
+        return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 1024;
+        while (b->len + n + 1 > cap)
+            cap *= 2;
+        char *p = realloc(b->data, cap);
+        if (!p) {
+            b->failed = 1;
+            return;
+        }
+        b->data = p;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+static void sb_str(sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
+
+/* Appends text with the @NAME@ placeholders of harness.h replaced. */
+static void sb_expand(sbuf *b, const char *text, const char *dir)
+{
+    static const struct { const char *name; const char *value; } vars[] = {
+        {"@DIR@", NULL},
+        {"@TEST_PLUGIN_DIR@", SM_TEST_PLUGIN_DIR},
+        {"@PLUGIN_BUILD_DIR@", SM_PLUGIN_BUILD_DIR},
+        {"@SOURCE_DIR@", SM_SOURCE_DIR},
+    };
+    const char *p = text;
+    while (*p) {
+        int matched = 0;
+        if (*p == '@') {
+            for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+                size_t n = strlen(vars[i].name);
+                if (strncmp(p, vars[i].name, n) == 0) {
+                    sb_str(b, vars[i].value ? vars[i].value : dir);
+                    p += n;
+                    matched = 1;
+                    break;
+                }
+            }
+        }
+        if (!matched)
+            sb_add(b, p++, 1);
+    }
+}
+
+/* Whether text defines the top-level section `name`: a line starting in
+ * column 0 with the name, optional blanks, then '=' or ':'. */
+static int defines_section(const char *text, const char *name)
+{
+    if (!text)
+        return 0;
+    size_t n = strlen(name);
+    for (const char *line = text; line; line = strchr(line, '\n')) {
+        if (*line == '\n')
+            line++;
+        if (strncmp(line, name, n) != 0)
+            continue;
+        const char *p = line + n;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p == '=' || *p == ':')
+            return 1;
+    }
+    return 0;
+}
+
+/* ---- the server key, generated once per process ------------------------- */
+
+static char *cached_key_pem;
+
+static int write_cached_key(const char *path)
+{
+    if (!cached_key_pem) {
+        EVP_PKEY *key = NULL;
+        if (crypto_rsa_generate(2048, &key) != 0)
+            return -1;
+        BIO *bio = BIO_new(BIO_s_mem());
+        char *data = NULL;
+        long n = 0;
+        if (bio && PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL) == 1)
+            n = BIO_get_mem_data(bio, &data);
+        if (n > 0 && (cached_key_pem = malloc((size_t)n + 1)) != NULL) {
+            memcpy(cached_key_pem, data, (size_t)n);
+            cached_key_pem[n] = '\0';
+        }
+        BIO_free(bio);
+        crypto_pkey_free(key);
+        if (!cached_key_pem)
+            return -1;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    size_t len = strlen(cached_key_pem), done = 0;
+    while (done < len) {
+        ssize_t w = write(fd, cached_key_pem + done, len - done);
+        if (w <= 0) {
+            close(fd);
+            return -1;
+        }
+        done += (size_t)w;
+    }
+    return close(fd);
+}
+
+/* ---- config ---------------------------------------------------------------- */
+
+static int write_config(const harness_server *s, const char *extra)
+{
+    sbuf b = {0};
+    char line[1024];
+    if (!defines_section(extra, "server")) {
+        sb_str(&b, "server = { ");
+        sb_expand(&b, HARNESS_SERVER_BASE, s->dir);
+        sb_str(&b, " };\n");
+    }
+    if (!defines_section(extra, "storage")) {
+        snprintf(line, sizeof line, "storage = { database = \"%s/server.db\"; };\n", s->dir);
+        sb_str(&b, line);
+    }
+    if (!defines_section(extra, "plugins")) {
+        snprintf(line, sizeof line, "plugins = { dir = \"%s\"; load = [\"testcmds\"]; };\n",
+                 SM_TEST_PLUGIN_DIR);
+        sb_str(&b, line);
+    }
+    if (!defines_section(extra, "log"))
+        sb_str(&b, "log = { level = \"info\"; };\n");
+    if (extra) {
+        sb_expand(&b, extra, s->dir);
+        sb_str(&b, "\n");
+    }
+    char path[512];
+    int rc = -1;
+    if (b.failed || harness_path(s, "server.conf", path, sizeof path) != 0)
+        goto out;
+    FILE *f = fopen(path, "w");
+    if (!f)
+        goto out;
+    int ok = fwrite(b.data, 1, b.len, f) == b.len;
+    ok = fclose(f) == 0 && ok;
+    rc = ok ? 0 : -1;
+out:
+    free(b.data);
+    return rc;
+}
+
+/* ---- process control ------------------------------------------------------ */
+
+static pid_t spawn_server(const harness_server *s, const char *const *extra_args)
+{
+    char conf[512], port_file[512], log[512];
+    if (harness_path(s, "server.conf", conf, sizeof conf) != 0
+        || harness_path(s, "port", port_file, sizeof port_file) != 0
+        || harness_path(s, "server.log", log, sizeof log) != 0)
+        return -1;
+    const char *argv[MAX_ARGS + 8];
+    size_t argc = 0;
+    argv[argc++] = SM_SERVER_PATH;
+    argv[argc++] = "-c";
+    argv[argc++] = conf;
+    argv[argc++] = "--port-file";
+    argv[argc++] = port_file;
+    for (size_t i = 0; extra_args && extra_args[i]; i++) {
+        if (i >= MAX_ARGS)
+            return -1;
+        argv[argc++] = extra_args[i];
+    }
+    argv[argc] = NULL;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    /* Child: never return into the test. A server outliving a crashed test
+     * would hold its port and directory. */
+    (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+    int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+    if (fd < 0 || dup2(fd, STDOUT_FILENO) < 0 || dup2(fd, STDERR_FILENO) < 0)
+        _exit(126);
+    if (fd > STDERR_FILENO)
+        close(fd);
+    if (chdir(s->dir) != 0)
+        _exit(126);
+    signal(SIGPIPE, SIG_DFL);
+    execv(SM_SERVER_PATH, (char *const *)argv);
+    dprintf(STDERR_FILENO, "harness: exec %s: %s\n", SM_SERVER_PATH, strerror(errno));
+    _exit(127);
+}
+
+static int decode_status(int status)
+{
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    if (WIFSIGNALED(status))
+        return 128 + WTERMSIG(status);
+    return -1;
+}
+
+/* Reads the port file once the server wrote it (it is renamed into
+ * place, so a complete read is a full line). */
+static int read_port(const harness_server *s)
+{
+    char path[512];
+    if (harness_path(s, "port", path, sizeof path) != 0)
+        return -1;
+    char *text = read_file(path, 64, NULL);
+    if (!text)
+        return -1;
+    char *end = NULL;
+    long v = strtol(text, &end, 10);
+    int ok = end != text && *end == '\n' && v > 0 && v < 65536;
+    free(text);
+    return ok ? (int)v : -1;
+}
+
+int harness_start_args(harness_server *s, const char *extra_config, const char *const *args)
+{
+    memset(s, 0, sizeof *s);
+    signal(SIGPIPE, SIG_IGN);
+    s->failures_at_start = CU_get_number_of_failures();
+    snprintf(s->dir, sizeof s->dir, "/tmp/sm-it-XXXXXX");
+    if (!mkdtemp(s->dir)) {
+        fprintf(stderr, "harness: mkdtemp: %s\n", strerror(errno));
+        s->dir[0] = '\0';
+        return -1;
+    }
+    char key[512];
+    if (harness_path(s, "server_key.pem", key, sizeof key) != 0 || write_cached_key(key) != 0) {
+        fprintf(stderr, "harness: cannot write the server key in %s\n", s->dir);
+        return -1;
+    }
+    if (write_config(s, extra_config) != 0) {
+        fprintf(stderr, "harness: cannot write %s/server.conf\n", s->dir);
+        return -1;
+    }
+    pid_t pid = spawn_server(s, args);
+    if (pid < 0) {
+        fprintf(stderr, "harness: cannot start %s: %s\n", SM_SERVER_PATH, strerror(errno));
+        return -1;
+    }
+    s->pid = pid;
+    long long deadline = now_ms() + START_TIMEOUT_MS;
+    for (;;) {
+        int port = read_port(s);
+        if (port > 0) {
+            s->port = port;
+            break;
+        }
+        int status = 0;
+        if (waitpid(pid, &status, WNOHANG) == pid) {
+            s->pid = 0;
+            fprintf(stderr, "harness: server exited with status %d before listening\n",
+                    decode_status(status));
+            harness_dump_log(s);
+            return -1;
+        }
+        if (now_ms() > deadline) {
+            fprintf(stderr, "harness: no port file after %d ms\n", START_TIMEOUT_MS);
+            harness_dump_log(s);
+            harness_stop(s, SIGKILL, NULL);
+            return -1;
+        }
+        sleep_ms(10);
+    }
+    snprintf(s->url, sizeof s->url, "ws://127.0.0.1:%d/", s->port);
+    snprintf(s->wss_url, sizeof s->wss_url, "wss://127.0.0.1:%d/", s->port);
+    return 0;
+}
+
+int harness_start(harness_server *s, const char *extra_config)
+{
+    return harness_start_args(s, extra_config, NULL);
+}
+
+int harness_stop(harness_server *s, int sig, int *exit_status)
+{
+    if (s->pid <= 0)
+        return -1;
+    int status = 0, rc = 0;
+    pid_t r = 0;
+    if (kill(s->pid, sig) != 0 && errno != ESRCH)
+        fprintf(stderr, "harness: kill: %s\n", strerror(errno));
+    long long deadline = now_ms() + STOP_TIMEOUT_MS;
+    while ((r = waitpid(s->pid, &status, WNOHANG)) == 0 && now_ms() < deadline)
+        sleep_ms(10);
+    if (r == 0) {
+        fprintf(stderr, "harness: server did not stop within %d ms of signal %d; killing it\n",
+                STOP_TIMEOUT_MS, sig);
+        kill(s->pid, SIGKILL);
+        r = waitpid(s->pid, &status, 0);
+        rc = -1;
+    }
+    s->pid = 0;
+    if (r < 0)
+        return -1;
+    if (exit_status)
+        *exit_status = decode_status(status);
+    return rc;
+}
+
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+void harness_cleanup(harness_server *s)
+{
+    if (s->pid > 0)
+        harness_stop(s, SIGTERM, NULL);
+    if (s->dir[0] == '\0')
+        return;
+    if (CU_get_number_of_failures() > s->failures_at_start)
+        harness_dump_log(s);
+    if (getenv("SM_KEEP_TEST_DIRS"))
+        fprintf(stderr, "harness: keeping %s\n", s->dir);
+    else if (nftw(s->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
+        fprintf(stderr, "harness: cannot remove %s: %s\n", s->dir, strerror(errno));
+    s->dir[0] = '\0';
+}
+
+void harness_dump_log(const harness_server *s)
+{
+    char path[512];
+    if (s->dir[0] == '\0' || harness_path(s, "server.log", path, sizeof path) != 0)
+        return;
+    size_t len = 0;
+    char *text = read_file(path, MAX_LOG_BYTES, &len);
+    if (!text) {
+        fprintf(stderr, "harness: no server log at %s\n", path);
+        return;
+    }
+    const char *start = text;
+    if (len > LOG_TAIL_BYTES) {
+        start = text + len - LOG_TAIL_BYTES;
+        const char *nl = strchr(start, '\n');
+        if (nl)
+            start = nl + 1;
+    }
+    fprintf(stderr, "---- tail of %s ----\n%s---- end of server log ----\n", path, start);
+    free(text);
+}
+
+int harness_log_contains(const harness_server *s, const char *needle)
+{
+    char path[512];
+    if (harness_path(s, "server.log", path, sizeof path) != 0)
+        return -1;
+    size_t len = 0;
+    char *text = read_file(path, MAX_LOG_BYTES, &len);
+    if (!text)
+        return -1;
+    int found = memmem(text, len, needle, strlen(needle)) != NULL;
+    free(text);
+    return found;
+}
+
+int harness_wait_log(const harness_server *s, const char *needle, int timeout_ms)
+{
+    long long deadline = now_ms() + timeout_ms;
+    for (;;) {
+        if (harness_log_contains(s, needle) == 1)
+            return 1;
+        if (now_ms() >= deadline)
+            return 0;
+        sleep_ms(20);
+    }
+}
+
+/* ---- clients -------------------------------------------------------------- */
+
+static int connect_common(const harness_server *s, const sm_client_options *base, int handshake,
+                          sm_client **out)
+{
+    sm_client_options o;
+    if (base)
+        o = *base;
+    else
+        memset(&o, 0, sizeof o);
+    if (!o.url)
+        o.url = s->url;
+    char err[512] = "";
+    int rc = handshake ? sm_client_connect(&o, out, err, sizeof err)
+                       : sm_client_open(&o, out, err, sizeof err);
+    if (rc != SM_CLIENT_OK)
+        fprintf(stderr, "harness: %s to %s failed (%d): %s\n", handshake ? "connect" : "open",
+                o.url, rc, err);
+    return rc;
+}
+
+int harness_connect(const harness_server *s, sm_client **out)
+{
+    return connect_common(s, NULL, 1, out);
+}
+
+int harness_connect_opts(const harness_server *s, const sm_client_options *base, sm_client **out)
+{
+    return connect_common(s, base, 1, out);
+}
+
+int harness_open_opts(const harness_server *s, const sm_client_options *base, sm_client **out)
+{
+    return connect_common(s, base, 0, out);
+}
+
+sm_message *harness_callf(sm_client *c, const char *action, const char *fmt, ...)
+{
+    json_t *payload = NULL;
+    if (fmt) {
+        json_error_t jerr;
+        va_list ap;
+        va_start(ap, fmt);
+        payload = json_vpack_ex(&jerr, 0, fmt, ap);
+        va_end(ap);
+        if (!payload) {
+            fprintf(stderr, "harness: %s payload: %s\n", action, jerr.text);
+            return NULL;
+        }
+    }
+    sm_message *reply = NULL;
+    int rc = sm_client_call(c, action, payload, -1, &reply);
+    json_decref(payload);
+    if (rc != SM_CLIENT_OK) {
+        fprintf(stderr, "harness: call %s failed (%d), close code %d\n", action, rc,
+                sm_client_close_code(c));
+        return NULL;
+    }
+    return reply;
+}
+
+int harness_error_code(const sm_message *m)
+{
+    if (!m || strcmp(m->type, "error") != 0)
+        return -1;
+    json_t *code = json_object_get(m->payload, "code");
+    return json_is_integer(code) ? (int)json_integer_value(code) : -1;
+}
+
+int harness_wait_closed(sm_client *c, int timeout_ms)
+{
+    long long deadline = now_ms() + timeout_ms;
+    for (;;) {
+        long long left = deadline - now_ms();
+        char *text = NULL;
+        size_t len = 0;
+        int rc = sm_client_recv_text(c, left > 0 ? (int)left : 0, &text, &len);
+        if (rc == SM_CLIENT_OK) {
+            free(text);
+            continue;
+        }
+        if (rc == SM_CLIENT_CLOSED)
+            return sm_client_close_code(c);
+        return -1;
+    }
+}

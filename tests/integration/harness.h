@@ -1,0 +1,108 @@
+/* Integration-test harness: runs the real safemessenger-server on an
+ * ephemeral port in a private temporary directory and connects real
+ * clients (client/sm_client.h) to it.
+ *
+ * Typical suite:
+ *     static harness_server srv;
+ *     static int init(void) { return harness_start(&srv, NULL); }
+ *     static int fini(void) { harness_cleanup(&srv); return 0; }
+ *     ... sm_client *c; CU_ASSERT_EQUAL_FATAL(harness_connect(&srv, &c), SM_CLIENT_OK); ...
+ *     return sm_test_run("name", cases, init, fini);
+ *
+ * harness_cleanup() prints the tail of the server's log when a CUnit
+ * assertion failed since harness_start(), and keeps the directory when the
+ * environment variable SM_KEEP_TEST_DIRS is set.
+ */
+#ifndef SM_TEST_HARNESS_H
+#define SM_TEST_HARNESS_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "sm_client.h"
+
+typedef struct harness_server {
+    pid_t pid;              /* 0 when not running */
+    int port;
+    char dir[256];          /* mkdtemp: holds server.conf, server.db, server_key.pem, server.log */
+    char url[128];          /* ws://127.0.0.1:<port>/ */
+    char wss_url[128];      /* wss://127.0.0.1:<port>/ (when the config enables TLS) */
+    unsigned failures_at_start;   /* CUnit failure count when started */
+} harness_server;
+
+/* Keys of the default server section, for callers that pass their own
+ * `server = { ... }` section: "server = { " HARNESS_SERVER_BASE
+ * " max_message_bytes = 200000; };". */
+#define HARNESS_SERVER_BASE \
+    "port = 0; bind = \"127.0.0.1\"; key_file = \"@DIR@/server_key.pem\"; key_bits = 2048;"
+
+/* Starts a server. The configuration is written to <dir>/server.conf:
+ *   server  { port = 0; bind = "127.0.0.1"; key_file = "<dir>/server_key.pem"; key_bits = 2048; }
+ *   storage { database = "<dir>/server.db"; }
+ *   plugins { dir = SM_TEST_PLUGIN_DIR; load = ["testcmds"]; }
+ *   log     { level = "info"; }
+ * followed by extra_config (may be NULL). A section that extra_config
+ * defines (a line starting in column 0 with "name =" or "name:") replaces
+ * the default one entirely. In extra_config "@DIR@" is replaced by the
+ * temporary directory, "@TEST_PLUGIN_DIR@" by SM_TEST_PLUGIN_DIR,
+ * "@PLUGIN_BUILD_DIR@" by SM_PLUGIN_BUILD_DIR and "@SOURCE_DIR@" by
+ * SM_SOURCE_DIR.
+ * To save RSA key generation, <dir>/server_key.pem is pre-written (mode
+ * 0600) with a key generated once per test process; point key_file
+ * elsewhere to have the server generate its own.
+ * The server runs with cwd = dir, stdout and stderr to <dir>/server.log,
+ * `-c <dir>/server.conf --port-file <dir>/port`; the harness waits up to
+ * 20 s for the port file. Also ignores SIGPIPE in this process.
+ * Returns 0, or -1 (the reason and the log tail are printed to stderr; the
+ * directory is left for harness_cleanup()). */
+int harness_start(harness_server *s, const char *extra_config);
+
+/* Like harness_start() with extra command-line arguments (NULL-terminated
+ * list, may be NULL), e.g. {"--db", "/tmp/x.db", NULL}. */
+int harness_start_args(harness_server *s, const char *extra_config, const char *const *args);
+
+/* Sends `sig` (e.g. SIGTERM), waits up to 10 s, then SIGKILLs. Returns 0
+ * when the server ended within 10 s, -1 when it had to be killed or was
+ * not running. *exit_status (may be NULL) receives the exit code, or 128 +
+ * the signal number when a signal ended it. */
+int harness_stop(harness_server *s, int sig, int *exit_status);
+
+/* Stops the server if it still runs (SIGTERM), prints the log tail if an
+ * assertion failed since harness_start(), removes the directory unless
+ * SM_KEEP_TEST_DIRS is set. Safe on a zeroed or already cleaned struct. */
+void harness_cleanup(harness_server *s);
+
+/* Prints the last lines of <dir>/server.log to stderr. */
+void harness_dump_log(const harness_server *s);
+
+/* Path of a file inside the server's directory, e.g. "server.log".
+ * Returns 0 or -1 if it does not fit. */
+int harness_path(const harness_server *s, const char *name, char *buf, size_t buf_len);
+
+/* 1 if server.log contains needle, 0 if not, -1 if unreadable. */
+int harness_log_contains(const harness_server *s, const char *needle);
+/* Waits up to timeout_ms for needle to appear in server.log: 1 found, 0 not. */
+int harness_wait_log(const harness_server *s, const char *needle, int timeout_ms);
+
+/* Connect + handshake with the default options (AES-256-GCM, 5 s
+ * timeout). Prints the reason to stderr on failure. Returns an
+ * sm_client_status. */
+int harness_connect(const harness_server *s, sm_client **out);
+/* The same with options; base->url NULL means the server's url. */
+int harness_connect_opts(const harness_server *s, const sm_client_options *base, sm_client **out);
+/* Open only (TCP + upgrade, no protocol handshake). */
+int harness_open_opts(const harness_server *s, const sm_client_options *base, sm_client **out);
+
+/* sm_client_call() with a payload built by json_pack(fmt, ...) (fmt NULL
+ * = {}). Returns the reply or NULL (reason printed). */
+sm_message *harness_callf(sm_client *c, const char *action, const char *fmt, ...);
+
+/* The payload code of an error message, or -1 if m is not an error with
+ * an integer code. */
+int harness_error_code(const sm_message *m);
+
+/* Reads and discards messages until the server closes; returns the close
+ * code, or -1 if it did not close within timeout_ms. */
+int harness_wait_closed(sm_client *c, int timeout_ms);
+
+#endif

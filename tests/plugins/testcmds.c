@@ -1,0 +1,273 @@
+/* A plugin for the core's tests: each action exercises one host service or
+ * one dispatch rule. Not shipped. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "safemessenger/plugin.h"
+
+static const sm_host *host;
+static sm_plugin *self_plugin;
+static sm_stmt *put_stmt, *get_stmt;
+
+static void echo(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)data;
+    host->reply(ctx, "echo", payload);
+}
+
+/* Logs the session in without any credentials (tests only). */
+static void fake_login(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)data;
+    const char *name = json_string_value(json_object_get(payload, "username"));
+    int rc = host->session_login(host->ctx_session(ctx), name, 42);
+    if (rc != SM_OK) {
+        host->reply_error(ctx, SM_ERR_INTERNAL, "login failed");
+        return;
+    }
+    json_t *p = json_pack("{s:s}", "username", host->session_username(host->ctx_session(ctx)));
+    host->reply(ctx, "fake_login", p);
+    json_decref(p);
+}
+
+static void whoami(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)payload;
+    (void)data;
+    json_t *p = json_pack("{s:s}", "username", host->session_username(host->ctx_session(ctx)));
+    host->reply(ctx, "whoami", p);
+    json_decref(p);
+}
+
+static void no_reply(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)ctx;
+    (void)payload;
+    (void)data;
+}
+
+static void double_reply(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)payload;
+    (void)data;
+    host->reply(ctx, "double_reply", NULL);
+    int second = host->reply(ctx, "double_reply", NULL);
+    host->log(self_plugin, SM_LOG_INFO, "second reply returned %d", second);
+}
+
+static void typed(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)data;
+    host->reply(ctx, "typed", payload);
+}
+
+/* Emits an event to the caller before replying: the reply must arrive first. */
+static void emit(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)payload;
+    (void)data;
+    json_t *ev = json_pack("{s:s}", "note", "caused by emit");
+    host->send_event(host->ctx_session(ctx), "emitted", ev);
+    json_decref(ev);
+    host->reply(ctx, "emit", NULL);
+}
+
+/* Replies with `size` bytes of text, for send-queue tests. */
+static void big(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)data;
+    json_int_t size = json_integer_value(json_object_get(payload, "size"));
+    char *buf = malloc((size_t)size + 1);
+    if (!buf) {
+        host->reply_error(ctx, SM_ERR_INTERNAL, "no memory");
+        return;
+    }
+    memset(buf, 'x', (size_t)size);
+    buf[size] = '\0';
+    json_t *p = json_pack("{s:s}", "data", buf);
+    free(buf);
+    host->reply(ctx, "big", p);
+    json_decref(p);
+}
+
+typedef struct slow_job {
+    sm_ctx *ctx;
+    json_t *payload;
+} slow_job;
+
+static void slow_work(void *arg)
+{
+    (void)arg; /* nothing to compute: the point is the round trip */
+}
+
+static void slow_done(void *arg, int cancelled)
+{
+    slow_job *job = arg;
+    if (!cancelled)
+        host->reply(job->ctx, "deferred_echo", job->payload);
+    json_decref(job->payload);
+    free(job);
+}
+
+static void deferred_echo(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)data;
+    slow_job *job = malloc(sizeof *job);
+    if (!job) {
+        host->reply_error(ctx, SM_ERR_INTERNAL, "no memory");
+        return;
+    }
+    job->ctx = ctx;
+    job->payload = json_deep_copy(payload);
+    host->defer(ctx);
+    if (host->work_submit(self_plugin, slow_work, slow_done, job) != SM_OK) {
+        host->reply_error(ctx, SM_ERR_INTERNAL, "cannot queue");
+        json_decref(job->payload);
+        free(job);
+    }
+}
+
+static void kv_put(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)data;
+    const char *k = json_string_value(json_object_get(payload, "key"));
+    const char *v = json_string_value(json_object_get(payload, "value"));
+    host->db_reset(put_stmt);
+    host->db_bind_text(put_stmt, 1, k, -1);
+    host->db_bind_text(put_stmt, 2, v, -1);
+    if (host->db_step(put_stmt) != SM_DONE) {
+        host->reply_error(ctx, SM_ERR_INTERNAL, "write failed");
+        return;
+    }
+    host->reply(ctx, "kv_put", NULL);
+}
+
+static void kv_get(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)data;
+    const char *k = json_string_value(json_object_get(payload, "key"));
+    host->db_reset(get_stmt);
+    host->db_bind_text(get_stmt, 1, k, -1);
+    if (host->db_step(get_stmt) != SM_ROW) {
+        host->reply_error(ctx, SM_ERR_NOT_FOUND, "no such key");
+        return;
+    }
+    json_t *p = json_pack("{s:s}", "value", host->db_column_text(get_stmt, 0));
+    host->db_reset(get_stmt);
+    host->reply(ctx, "kv_get", p);
+    json_decref(p);
+}
+
+static void topic_cmd(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)data;
+    const char *op = json_string_value(json_object_get(payload, "op"));
+    const char *topic = json_string_value(json_object_get(payload, "topic"));
+    sm_session_id sid = host->ctx_session(ctx);
+    int rc = SM_EINVAL;
+    if (strcmp(op, "join") == 0)
+        rc = host->topic_join(topic, sid);
+    else if (strcmp(op, "leave") == 0)
+        rc = host->topic_leave(topic, sid);
+    else if (strcmp(op, "publish") == 0) {
+        json_t *ev = json_pack("{s:s, s:O}", "topic", topic, "body",
+                               json_object_get(payload, "body"));
+        rc = host->topic_publish(topic, "topic_event", ev, 0);
+        json_decref(ev);
+    }
+    json_t *p = json_pack("{s:i, s:I}", "status", rc, "members",
+                          (json_int_t)host->topic_members(topic, NULL, 0));
+    host->reply(ctx, "topic", p);
+    json_decref(p);
+}
+
+static void pong(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)ctx;
+    (void)payload;
+    (void)data;
+}
+
+static const sm_field typed_schema[] = {
+    {"name", SM_FIELD_STRING, SM_FIELD_REQUIRED | SM_FIELD_NAME, 3, 32},
+    {"count", SM_FIELD_INTEGER, 0, 1, 200},
+    {"flag", SM_FIELD_BOOLEAN, 0, 0, 0},
+    {NULL, SM_FIELD_END, 0, 0, 0},
+};
+static const sm_field login_schema[] = {
+    {"username", SM_FIELD_STRING, SM_FIELD_REQUIRED | SM_FIELD_NAME, 3, 32},
+    {NULL, SM_FIELD_END, 0, 0, 0},
+};
+static const sm_field big_schema[] = {
+    {"size", SM_FIELD_INTEGER, SM_FIELD_REQUIRED, 1, 8 << 20},
+    {NULL, SM_FIELD_END, 0, 0, 0},
+};
+static const sm_field kv_schema[] = {
+    {"key", SM_FIELD_STRING, SM_FIELD_REQUIRED, 1, 64},
+    {"value", SM_FIELD_STRING, 0, 0, 4096},
+    {NULL, SM_FIELD_END, 0, 0, 0},
+};
+static const sm_field topic_schema[] = {
+    {"op", SM_FIELD_STRING, SM_FIELD_REQUIRED, 1, 16},
+    {"topic", SM_FIELD_STRING, SM_FIELD_REQUIRED, 1, 64},
+    {NULL, SM_FIELD_END, 0, 0, 0},
+};
+static const sm_field pong_schema[] = {
+    {"timestamp", SM_FIELD_NUMBER, SM_FIELD_REQUIRED, 0, 0},
+    {NULL, SM_FIELD_END, 0, 0, 0},
+};
+
+static const sm_action actions[] = {
+    {"echo", echo, 0, NULL},
+    {"fake_login", fake_login, 0, login_schema},
+    {"whoami", whoami, SM_ACTION_NEEDS_LOGIN, NULL},
+    {"no_reply", no_reply, 0, NULL},
+    {"double_reply", double_reply, 0, NULL},
+    {"typed", typed, 0, typed_schema},
+    {"emit", emit, 0, NULL},
+    {"big", big, SM_ACTION_NO_RATE_LIMIT, big_schema},
+    {"deferred_echo", deferred_echo, 0, NULL},
+    {"kv_put", kv_put, 0, kv_schema},
+    {"kv_get", kv_get, 0, kv_schema},
+    {"topic", topic_cmd, 0, topic_schema},
+    {"PONG", pong, SM_ACTION_NO_REPLY | SM_ACTION_NO_RATE_LIMIT, pong_schema},
+    {NULL, NULL, 0, NULL},
+};
+
+static const sm_migration migrations[] = {
+    {1, "CREATE TABLE testcmds_kv (k TEXT PRIMARY KEY, v TEXT)"},
+    {2, "CREATE INDEX testcmds_kv_v ON testcmds_kv (v)"},
+    {0, NULL},
+};
+
+static int init(sm_plugin *self, const sm_host *h, void **data)
+{
+    host = h;
+    self_plugin = self;
+    *data = NULL;
+    if (h->register_actions(self, actions) != SM_OK ||
+        h->register_migrations(self, migrations) != SM_OK)
+        return SM_ERROR;
+    return SM_OK;
+}
+
+static int start(void *data)
+{
+    (void)data;
+    if (host->db_prepare(self_plugin, "INSERT OR REPLACE INTO testcmds_kv (k, v) VALUES (?, ?)",
+                         &put_stmt) != SM_OK ||
+        host->db_prepare(self_plugin, "SELECT v FROM testcmds_kv WHERE k = ?", &get_stmt) != SM_OK)
+        return SM_ERROR;
+    return SM_OK;
+}
+
+static void fini(void *data)
+{
+    (void)data;
+    host->db_finalize(put_stmt);
+    host->db_finalize(get_stmt);
+    put_stmt = get_stmt = NULL;
+}
+
+SM_PLUGIN_DECLARE(.name = "testcmds", .version = "1.0", .description = "core test actions",
+                  .init = init, .fini = fini, .start = start);

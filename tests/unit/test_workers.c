@@ -1,0 +1,361 @@
+#include "workers.h"
+#include "sm_test.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static pthread_t test_thread;
+
+/* ---- many jobs --------------------------------------------------------- */
+
+enum { MANY_JOBS = 1000, MAX_THREADS = 4 };
+
+static atomic_int work_count;
+static atomic_int wake_count;
+static atomic_int wake_on_test_thread;
+static int done_count;
+static int done_off_thread;
+static int done_cancelled;
+static pthread_t worker_ids[MAX_THREADS];
+static atomic_int worker_id_count;
+static pthread_mutex_t worker_ids_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void note_worker_thread(void)
+{
+    pthread_t self = pthread_self();
+    pthread_mutex_lock(&worker_ids_lock);
+    int n = atomic_load(&worker_id_count);
+    int known = 0;
+    for (int i = 0; i < n; i++)
+        known |= pthread_equal(worker_ids[i], self);
+    if (!known && n < MAX_THREADS) {
+        worker_ids[n] = self;
+        atomic_store(&worker_id_count, n + 1);
+    }
+    pthread_mutex_unlock(&worker_ids_lock);
+}
+
+static void count_work(void *arg)
+{
+    (void)arg;
+    note_worker_thread();
+    atomic_fetch_add(&work_count, 1);
+    /* Long enough that the other threads get jobs too. */
+    struct timespec ts = {0, 50000L};
+    nanosleep(&ts, NULL);
+}
+
+static void count_done(void *arg, int cancelled)
+{
+    int *value = arg;
+    if (!pthread_equal(pthread_self(), test_thread))
+        done_off_thread++;
+    if (cancelled)
+        done_cancelled++;
+    done_count++;
+    free(value);
+}
+
+static void count_wake(void *arg)
+{
+    /* CUnit asserts are not thread-safe: count, check on the test thread. */
+    if (arg != &wake_count)
+        return;
+    if (pthread_equal(pthread_self(), test_thread))
+        atomic_fetch_add(&wake_on_test_thread, 1);
+    atomic_fetch_add(&wake_count, 1);
+}
+
+static void reset_counters(void)
+{
+    test_thread = pthread_self();
+    atomic_store(&work_count, 0);
+    atomic_store(&wake_count, 0);
+    atomic_store(&wake_on_test_thread, 0);
+    atomic_store(&worker_id_count, 0);
+    done_count = done_off_thread = done_cancelled = 0;
+}
+
+static void workers_run_many_jobs_done_on_calling_thread(void)
+{
+    reset_counters();
+    workers *w = NULL;
+    CU_ASSERT_EQUAL_FATAL(workers_start(4, count_wake, &wake_count, &w), 0);
+    for (int i = 0; i < MANY_JOBS; i++) {
+        int *arg = malloc(sizeof *arg);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(arg);
+        *arg = i;
+        CU_ASSERT_EQUAL(workers_submit(w, count_work, count_done, arg), 0);
+    }
+    workers_drain(w);
+    CU_ASSERT_EQUAL(atomic_load(&work_count), MANY_JOBS);
+    CU_ASSERT_EQUAL(done_count, MANY_JOBS);
+    CU_ASSERT_EQUAL(done_off_thread, 0);
+    CU_ASSERT_EQUAL(done_cancelled, 0);
+    /* wake runs once per finished job, on a worker thread. */
+    CU_ASSERT_EQUAL(atomic_load(&wake_count), MANY_JOBS);
+    CU_ASSERT_EQUAL(atomic_load(&wake_on_test_thread), 0);
+    CU_ASSERT_TRUE(atomic_load(&worker_id_count) >= 2);
+    CU_ASSERT_EQUAL(workers_pending(w), 0);
+    CU_ASSERT_EQUAL(workers_run_completions(w), 0);
+    workers_stop(w);
+    CU_ASSERT_EQUAL(done_count, MANY_JOBS); /* nothing left for stop */
+}
+
+/* ---- completions wait for the loop ------------------------------------- */
+
+static void noop_work(void *arg)
+{
+    (void)arg;
+}
+
+static void done_waits_for_run_completions(void)
+{
+    reset_counters();
+    workers *w = NULL;
+    CU_ASSERT_EQUAL_FATAL(workers_start(2, NULL, NULL, &w), 0);
+    for (int i = 0; i < 3; i++) {
+        int *arg = malloc(sizeof *arg);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(arg);
+        CU_ASSERT_EQUAL(workers_submit(w, noop_work, count_done, arg), 0);
+    }
+    CU_ASSERT_EQUAL(workers_submit(w, noop_work, NULL, NULL), 0); /* done may be NULL */
+    for (int tries = 0; workers_pending(w) > 0 && tries < 5000; tries++)
+        sleep_ms(1);
+    CU_ASSERT_EQUAL(workers_pending(w), 0);
+    CU_ASSERT_EQUAL(done_count, 0); /* finished, but done only runs from the loop */
+    CU_ASSERT_EQUAL(workers_run_completions(w), 4);
+    CU_ASSERT_EQUAL(done_count, 3);
+    CU_ASSERT_EQUAL(done_off_thread, 0);
+    CU_ASSERT_EQUAL(workers_run_completions(w), 0);
+    workers_stop(w);
+}
+
+/* ---- FIFO -------------------------------------------------------------- */
+
+enum { FIFO_JOBS = 200 };
+static int work_order[FIFO_JOBS];
+static int work_order_len;
+static int done_order[FIFO_JOBS];
+static int done_order_len;
+
+static void record_work(void *arg)
+{
+    work_order[work_order_len++] = *(int *)arg; /* one worker: no race */
+}
+
+static void record_done(void *arg, int cancelled)
+{
+    CU_ASSERT_EQUAL(cancelled, 0);
+    done_order[done_order_len++] = *(int *)arg;
+    free(arg);
+}
+
+static void single_worker_runs_jobs_in_submit_order(void)
+{
+    work_order_len = done_order_len = 0;
+    workers *w = NULL;
+    CU_ASSERT_EQUAL_FATAL(workers_start(1, NULL, NULL, &w), 0);
+    for (int i = 0; i < FIFO_JOBS; i++) {
+        int *arg = malloc(sizeof *arg);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(arg);
+        *arg = i;
+        CU_ASSERT_EQUAL(workers_submit(w, record_work, record_done, arg), 0);
+    }
+    workers_drain(w);
+    CU_ASSERT_EQUAL_FATAL(work_order_len, FIFO_JOBS);
+    CU_ASSERT_EQUAL_FATAL(done_order_len, FIFO_JOBS);
+    int in_order = 1;
+    for (int i = 0; i < FIFO_JOBS; i++)
+        in_order &= work_order[i] == i && done_order[i] == i;
+    CU_ASSERT_TRUE(in_order);
+    workers_stop(w);
+}
+
+/* ---- drain follows chains ---------------------------------------------- */
+
+static workers *chain_pool;
+static int chain_steps;
+
+static void chain_done(void *arg, int cancelled)
+{
+    CU_ASSERT_EQUAL(cancelled, 0);
+    int *left = arg;
+    chain_steps++;
+    if (--*left > 0) {
+        CU_ASSERT_EQUAL(workers_submit(chain_pool, noop_work, chain_done, left), 0);
+    } else {
+        free(left);
+    }
+}
+
+static void drain_runs_jobs_submitted_by_done(void)
+{
+    chain_steps = 0;
+    CU_ASSERT_EQUAL_FATAL(workers_start(2, NULL, NULL, &chain_pool), 0);
+    int *left = malloc(sizeof *left);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(left);
+    *left = 5;
+    CU_ASSERT_EQUAL(workers_submit(chain_pool, noop_work, chain_done, left), 0);
+    workers_drain(chain_pool);
+    CU_ASSERT_EQUAL(chain_steps, 5);
+    CU_ASSERT_EQUAL(workers_pending(chain_pool), 0);
+    workers_drain(chain_pool); /* idle: returns at once */
+    workers_stop(chain_pool);
+    chain_pool = NULL;
+}
+
+/* ---- stop -------------------------------------------------------------- */
+
+static workers *stop_pool;
+static atomic_int gate_started;
+static atomic_int gate_open;
+static int gate_done_cancelled = -1;
+static int cancelled_jobs;
+static int finished_jobs;
+static int resubmit_refused;
+static int resubmit_accepted;
+
+static void gate_work(void *arg)
+{
+    (void)arg;
+    atomic_store(&gate_started, 1);
+    while (!atomic_load(&gate_open))
+        sleep_ms(1);
+}
+
+static void gate_done(void *arg, int cancelled)
+{
+    (void)arg;
+    gate_done_cancelled = cancelled;
+}
+
+static void queued_done(void *arg, int cancelled)
+{
+    if (cancelled) {
+        cancelled_jobs++;
+        /* stop has begun: the pool is still valid here but refuses work. */
+        if (workers_submit(stop_pool, noop_work, NULL, NULL) == -1)
+            resubmit_refused++;
+        else
+            resubmit_accepted++;
+    } else {
+        finished_jobs++;
+    }
+    free(arg);
+}
+
+static void *stop_thread_main(void *arg)
+{
+    (void)arg;
+    workers_stop(stop_pool);
+    return NULL;
+}
+
+static void stop_cancels_queued_jobs_and_refuses_submit(void)
+{
+    atomic_store(&gate_started, 0);
+    atomic_store(&gate_open, 0);
+    gate_done_cancelled = -1;
+    cancelled_jobs = finished_jobs = resubmit_refused = resubmit_accepted = 0;
+    CU_ASSERT_EQUAL_FATAL(workers_start(1, NULL, NULL, &stop_pool), 0);
+    CU_ASSERT_EQUAL(workers_submit(stop_pool, gate_work, gate_done, NULL), 0);
+    for (int tries = 0; !atomic_load(&gate_started) && tries < 5000; tries++)
+        sleep_ms(1);
+    CU_ASSERT_FATAL(atomic_load(&gate_started));
+    /* The only worker is held by the gate: these stay queued. */
+    int queued = 0;
+    for (int i = 0; i < 5; i++) {
+        int *arg = malloc(sizeof *arg);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(arg);
+        if (workers_submit(stop_pool, noop_work, queued_done, arg) == 0)
+            queued++;
+        else
+            free(arg);
+    }
+    CU_ASSERT_EQUAL(queued, 5);
+    CU_ASSERT_EQUAL(workers_pending(stop_pool), 6);
+
+    /* Stop from another thread: it blocks joining the gated worker, so the
+     * pool stays valid while we watch submit start failing. */
+    pthread_t stopper;
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&stopper, NULL, stop_thread_main, NULL), 0);
+    int accepted_while_stopping = 0;
+    int refused = 0;
+    for (int tries = 0; tries < 5000; tries++) {
+        int *arg = malloc(sizeof *arg);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(arg);
+        if (workers_submit(stop_pool, noop_work, queued_done, arg) != 0) {
+            free(arg); /* refused: nothing will be called */
+            refused = 1;
+            break;
+        }
+        accepted_while_stopping++; /* submitted before stop began */
+        sleep_ms(1);
+    }
+    CU_ASSERT_TRUE(refused);
+    atomic_store(&gate_open, 1);
+    CU_ASSERT_EQUAL(pthread_join(stopper, NULL), 0);
+    stop_pool = NULL;
+
+    CU_ASSERT_EQUAL(gate_done_cancelled, 0); /* the running job finished */
+    CU_ASSERT_EQUAL(finished_jobs, 0);
+    CU_ASSERT_EQUAL(cancelled_jobs, 5 + accepted_while_stopping);
+    CU_ASSERT_EQUAL(resubmit_refused, cancelled_jobs);
+    CU_ASSERT_EQUAL(resubmit_accepted, 0);
+}
+
+static void stop_gives_finished_jobs_done_not_cancelled(void)
+{
+    reset_counters();
+    workers *w = NULL;
+    CU_ASSERT_EQUAL_FATAL(workers_start(2, NULL, NULL, &w), 0);
+    for (int i = 0; i < 10; i++) {
+        int *arg = malloc(sizeof *arg);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(arg);
+        CU_ASSERT_EQUAL(workers_submit(w, noop_work, count_done, arg), 0);
+    }
+    for (int tries = 0; workers_pending(w) > 0 && tries < 5000; tries++)
+        sleep_ms(1);
+    CU_ASSERT_EQUAL(done_count, 0);
+    workers_stop(w); /* completions not yet run by the loop */
+    CU_ASSERT_EQUAL(done_count, 10);
+    CU_ASSERT_EQUAL(done_cancelled, 0);
+}
+
+static void start_and_submit_reject_bad_arguments(void)
+{
+    workers *w = (workers *)&w;
+    workers *before = w;
+    CU_ASSERT_EQUAL(workers_start(0, NULL, NULL, &w), -1);
+    CU_ASSERT_PTR_EQUAL(w, before);
+    CU_ASSERT_EQUAL_FATAL(workers_start(1, NULL, NULL, &w), 0);
+    CU_ASSERT_EQUAL(workers_submit(w, NULL, NULL, NULL), -1);
+    CU_ASSERT_EQUAL(workers_pending(w), 0);
+    workers_stop(w);
+    workers_stop(NULL); /* ignored */
+}
+
+int main(void)
+{
+    static const sm_test_case cases[] = {
+        SM_TEST(workers_run_many_jobs_done_on_calling_thread),
+        SM_TEST(done_waits_for_run_completions),
+        SM_TEST(single_worker_runs_jobs_in_submit_order),
+        SM_TEST(drain_runs_jobs_submitted_by_done),
+        SM_TEST(stop_cancels_queued_jobs_and_refuses_submit),
+        SM_TEST(stop_gives_finished_jobs_done_not_cancelled),
+        SM_TEST(start_and_submit_reject_bad_arguments),
+        SM_TEST_END,
+    };
+    return sm_test_run("workers", cases, NULL, NULL);
+}
