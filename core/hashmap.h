@@ -32,7 +32,8 @@ void *hashmap_get_u64(const hashmap *map, uint64_t key);
 void *hashmap_remove_u64(hashmap *map, uint64_t key);
 
 /* Iteration. The map must not be modified while iterating, except by
- * hashmap_iter_remove on the current entry. */
+ * hashmap_remove of the entry just returned (safe: nothing is skipped or
+ * seen twice). */
 void hashmap_iter_init(const hashmap *map, hashmap_iter *it);
 /* Returns 1 and sets the out-parameters (any may be NULL) for the next
  * entry, 0 at the end. */

@@ -373,6 +373,9 @@ int transport_start(const server_config *sc, int *port_out)
         info.iface = bind;
     }
     if (tls) {
+        /* lws reads this flag from the vhost's options too: without it the
+         * vhost silently serves plain ws. */
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
         info.ssl_cert_filepath = sc->tls_cert;
         info.ssl_private_key_filepath = sc->tls_key;
     }

@@ -1,5 +1,6 @@
 /* See harness.h. Test support code: failures are printed to stderr with
  * enough context to debug a red CI run without rerunning it. */
+#define _XOPEN_SOURCE 700   /* nftw */
 #include "harness.h"
 
 #include <errno.h>
@@ -18,7 +19,10 @@
 
 #include <CUnit/CUnit.h>
 #include <openssl/bio.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include "crypto.h"
 
@@ -134,11 +138,14 @@ static void sb_str(sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
 /* Appends text with the @NAME@ placeholders of harness.h replaced. */
 static void sb_expand(sbuf *b, const char *text, const char *dir)
 {
-    static const struct { const char *name; const char *value; } vars[] = {
-        {"@DIR@", NULL},
-        {"@TEST_PLUGIN_DIR@", SM_TEST_PLUGIN_DIR},
-        {"@PLUGIN_BUILD_DIR@", SM_PLUGIN_BUILD_DIR},
-        {"@SOURCE_DIR@", SM_SOURCE_DIR},
+    /* in_dir: the value is a file name inside the server's directory. */
+    static const struct { const char *name; const char *value; int in_dir; } vars[] = {
+        {"@DIR@", "", 1},
+        {"@TEST_PLUGIN_DIR@", SM_TEST_PLUGIN_DIR, 0},
+        {"@PLUGIN_BUILD_DIR@", SM_PLUGIN_BUILD_DIR, 0},
+        {"@SOURCE_DIR@", SM_SOURCE_DIR, 0},
+        {"@TLS_CERT@", "/" HARNESS_TLS_CERT, 1},
+        {"@TLS_KEY@", "/" HARNESS_TLS_KEY, 1},
     };
     const char *p = text;
     while (*p) {
@@ -147,7 +154,9 @@ static void sb_expand(sbuf *b, const char *text, const char *dir)
             for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++) {
                 size_t n = strlen(vars[i].name);
                 if (strncmp(p, vars[i].name, n) == 0) {
-                    sb_str(b, vars[i].value ? vars[i].value : dir);
+                    if (vars[i].in_dir)
+                        sb_str(b, dir);
+                    sb_str(b, vars[i].value);
                     p += n;
                     matched = 1;
                     break;
@@ -217,6 +226,67 @@ static int write_cached_key(const char *path)
         done += (size_t)w;
     }
     return close(fd);
+}
+
+/* ---- a self-signed TLS certificate ------------------------------------------ */
+
+static int write_pem_file(const char *path, mode_t mode, EVP_PKEY *key, X509 *cert)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd < 0)
+        return -1;
+    FILE *f = fdopen(fd, "w");
+    if (!f) {
+        close(fd);
+        return -1;
+    }
+    int ok = key ? PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL) == 1
+                 : PEM_write_X509(f, cert) == 1;
+    ok = fclose(f) == 0 && ok;
+    return ok ? 0 : -1;
+}
+
+/* EC P-256 (fast to generate), valid for a day, for 127.0.0.1, ::1 and
+ * localhost; it is its own CA so clients can use it as ca_file. */
+static int write_tls_cert(const harness_server *s)
+{
+    char cert_path[512], key_path[512];
+    if (harness_path(s, HARNESS_TLS_CERT, cert_path, sizeof cert_path) != 0
+        || harness_path(s, HARNESS_TLS_KEY, key_path, sizeof key_path) != 0)
+        return -1;
+    int rc = -1;
+    EVP_PKEY *key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+    X509 *x = X509_new();
+    X509_EXTENSION *san = NULL, *bc = NULL;
+    if (!key || !x)
+        goto out;
+    X509_NAME *name = X509_get_subject_name(x);
+    X509V3_CTX v3;
+    if (X509_set_version(x, 2) != 1 || ASN1_INTEGER_set(X509_get_serialNumber(x), 1) != 1
+        || !X509_gmtime_adj(X509_getm_notBefore(x), -3600)
+        || !X509_gmtime_adj(X509_getm_notAfter(x), 86400) || X509_set_pubkey(x, key) != 1
+        || X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                                      (const unsigned char *)"127.0.0.1", -1, -1, 0) != 1
+        || X509_set_issuer_name(x, name) != 1)
+        goto out;
+    X509V3_set_ctx_nodb(&v3);
+    X509V3_set_ctx(&v3, x, x, NULL, NULL, 0);
+    san = X509V3_EXT_conf_nid(NULL, &v3, NID_subject_alt_name,
+                              "IP:127.0.0.1,IP:::1,DNS:localhost");
+    bc = X509V3_EXT_conf_nid(NULL, &v3, NID_basic_constraints, "critical,CA:TRUE");
+    if (!san || !bc || X509_add_ext(x, san, -1) != 1 || X509_add_ext(x, bc, -1) != 1
+        || X509_sign(x, key, EVP_sha256()) <= 0)
+        goto out;
+    if (write_pem_file(key_path, 0600, key, NULL) != 0
+        || write_pem_file(cert_path, 0644, NULL, x) != 0)
+        goto out;
+    rc = 0;
+out:
+    X509_EXTENSION_free(san);
+    X509_EXTENSION_free(bc);
+    X509_free(x);
+    EVP_PKEY_free(key);
+    return rc;
 }
 
 /* ---- config ---------------------------------------------------------------- */
@@ -344,6 +414,11 @@ int harness_start_args(harness_server *s, const char *extra_config, const char *
         fprintf(stderr, "harness: cannot write the server key in %s\n", s->dir);
         return -1;
     }
+    if (extra_config && (strstr(extra_config, "@TLS_CERT@") || strstr(extra_config, "@TLS_KEY@"))
+        && write_tls_cert(s) != 0) {
+        fprintf(stderr, "harness: cannot write a TLS certificate in %s\n", s->dir);
+        return -1;
+    }
     if (write_config(s, extra_config) != 0) {
         fprintf(stderr, "harness: cannot write %s/server.conf\n", s->dir);
         return -1;
@@ -467,7 +542,8 @@ int harness_log_contains(const harness_server *s, const char *needle)
     char *text = read_file(path, MAX_LOG_BYTES, &len);
     if (!text)
         return -1;
-    int found = memmem(text, len, needle, strlen(needle)) != NULL;
+    (void)len;   /* logs are text: stop at the first NUL */
+    int found = strstr(text, needle) != NULL;
     free(text);
     return found;
 }

@@ -30,6 +30,10 @@ typedef struct harness_server {
     unsigned failures_at_start;   /* CUnit failure count when started */
 } harness_server;
 
+/* File names inside the server's directory. */
+#define HARNESS_TLS_CERT "tls_cert.pem"
+#define HARNESS_TLS_KEY "tls_key.pem"
+
 /* Keys of the default server section, for callers that pass their own
  * `server = { ... }` section: "server = { " HARNESS_SERVER_BASE
  * " max_message_bytes = 200000; };". */
@@ -46,7 +50,10 @@ typedef struct harness_server {
  * the default one entirely. In extra_config "@DIR@" is replaced by the
  * temporary directory, "@TEST_PLUGIN_DIR@" by SM_TEST_PLUGIN_DIR,
  * "@PLUGIN_BUILD_DIR@" by SM_PLUGIN_BUILD_DIR and "@SOURCE_DIR@" by
- * SM_SOURCE_DIR.
+ * SM_SOURCE_DIR, and "@TLS_CERT@" / "@TLS_KEY@" by <dir>/tls_cert.pem and
+ * <dir>/tls_key.pem: when either appears, the harness first writes a
+ * fresh self-signed certificate (EC P-256, for 127.0.0.1, ::1 and
+ * localhost, usable as a client's ca_file) and its key (0600) there.
  * To save RSA key generation, <dir>/server_key.pem is pre-written (mode
  * 0600) with a key generated once per test process; point key_file
  * elsewhere to have the server generate its own.

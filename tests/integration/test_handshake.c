@@ -1,0 +1,614 @@
+/* PROTOCOL.md sections 1, 3 and 4 against the real server: server_hello,
+ * key_exchange with both ciphers, and the envelope checks (replay, skipped
+ * nonce, bad signature, tampered ciphertext, short GCM tag), with the
+ * exact error code and close code for each. One server for the suite;
+ * every test uses its own connections. */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include "crypto.h"
+#include "envelope.h"
+#include "harness.h"
+#include "sm_client.h"
+#include "sm_test.h"
+
+#define WAIT_MS 5000
+
+static harness_server srv;
+
+/* ---- helpers ------------------------------------------------------------- */
+
+static sm_client *connect_with(const char *cipher)
+{
+    sm_client_options o = {.cipher = cipher};
+    sm_client *c = NULL;
+    if (harness_connect_opts(&srv, &o, &c) != SM_CLIENT_OK)
+        return NULL;
+    return c;
+}
+
+static sm_client *open_only(int no_subprotocol)
+{
+    sm_client_options o = {.no_subprotocol = no_subprotocol};
+    sm_client *c = NULL;
+    if (harness_open_opts(&srv, &o, &c) != SM_CLIENT_OK)
+        return NULL;
+    return c;
+}
+
+static json_t *load_strict(const char *text, size_t len)
+{
+    json_error_t e;
+    return json_loadb(text, len, JSON_REJECT_DUPLICATES, &e);
+}
+
+/* The next raw message as JSON (NULL if none within WAIT_MS). */
+static json_t *recv_json(sm_client *c)
+{
+    char *text = NULL;
+    size_t len = 0;
+    if (sm_client_recv_text(c, WAIT_MS, &text, &len) != SM_CLIENT_OK)
+        return NULL;
+    json_t *j = load_strict(text, len);
+    free(text);
+    return j;
+}
+
+static const char *jstr(const json_t *obj, const char *key)
+{
+    return json_string_value(json_object_get(obj, key));
+}
+
+/* A command sealed with the client's c2s direction (advances its nonce). */
+static char *seal(sm_client *c, const char *action, const char *plaintext)
+{
+    char *out = NULL;
+    size_t len = 0;
+    if (envelope_seal(sm_client_c2s(c), "command", action, NULL, plaintext, strlen(plaintext),
+                      &out, &len) != 0)
+        return NULL;
+    return out;
+}
+
+static int send_str(sm_client *c, const char *text)
+{
+    return sm_client_send_text(c, text, strlen(text));
+}
+
+/* Signature of PROTOCOL.md 4 over the envelope's fields, with c2s keys. */
+static int resign(sm_client *c, json_t *env)
+{
+    const char *payload = jstr(env, "payload");
+    const char *reply_to = jstr(env, "reply_to");
+    char h[512];
+    long hlen = envelope_header(jstr(env, "type"), jstr(env, "action"), jstr(env, "nonce"),
+                                reply_to ? reply_to : "", h, sizeof h);
+    if (hlen < 0 || !payload)
+        return -1;
+    const uint8_t *parts[] = {(const uint8_t *)h, (const uint8_t *)"\n",
+                              (const uint8_t *)payload};
+    const size_t lens[] = {(size_t)hlen, 1, strlen(payload)};
+    uint8_t mac[CRYPTO_MAC_LEN];
+    char *b64 = NULL;
+    size_t b64_len = 0;
+    if (crypto_hmac_sha256(sm_client_c2s(c)->mac_key, parts, lens, 3, mac) != 0
+        || crypto_b64_encode(mac, sizeof mac, &b64, &b64_len) != 0)
+        return -1;
+    int rc = json_object_set_new(env, "signature", json_string(b64));
+    free(b64);
+    return rc;
+}
+
+typedef void (*mutator)(uint8_t *buf, size_t *len);
+
+/* Seals a command, decodes the named base64 field (payload or signature),
+ * mutates the bytes, re-encodes them and, if asked, signs again so that
+ * only the mutation is wrong. */
+static char *tampered(sm_client *c, const char *field, mutator mutate, int sign_again)
+{
+    char *text = seal(c, "no_such_action", "{}");
+    if (!text)
+        return NULL;
+    json_t *env = load_strict(text, strlen(text));
+    free(text);
+    text = NULL;
+    uint8_t *raw = NULL;
+    size_t raw_len = 0;
+    char *b64 = NULL;
+    size_t b64_len = 0;
+    const char *v = env ? jstr(env, field) : NULL;
+    if (!v || crypto_b64_decode(v, strlen(v), &raw, &raw_len) != 0)
+        goto out;
+    mutate(raw, &raw_len);
+    if (crypto_b64_encode(raw, raw_len, &b64, &b64_len) != 0
+        || json_object_set_new(env, field, json_string(b64)) != 0)
+        goto out;
+    if (sign_again && resign(c, env) != 0)
+        goto out;
+    text = json_dumps(env, JSON_COMPACT);
+out:
+    free(raw);
+    free(b64);
+    json_decref(env);
+    return text;
+}
+
+static void flip_first_byte(uint8_t *buf, size_t *len)
+{
+    if (*len > 0)
+        buf[0] ^= 0x01;
+}
+
+/* A byte of the GCM ciphertext proper, past the 12-byte IV. */
+static void flip_gcm_ciphertext(uint8_t *buf, size_t *len)
+{
+    if (*len > CRYPTO_GCM_IV_LEN)
+        buf[CRYPTO_GCM_IV_LEN] ^= 0x01;
+}
+
+static void drop_last_byte(uint8_t *buf, size_t *len)
+{
+    (void)buf;
+    if (*len > 0)
+        (*len)--;
+}
+
+/* CBC: the last byte of the block before the last one (the IV when there
+ * is one block) XORs the padding byte of the last block, and ^0x80 makes
+ * any pad value 1..16 invalid. So decryption fails for certain. */
+static void break_cbc_padding(uint8_t *buf, size_t *len)
+{
+    if (*len >= 32)
+        buf[*len - 17] ^= 0x80;
+}
+
+/* Checks an error message's envelope and payload fields. */
+static void check_error(const sm_message *m, int code)
+{
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    CU_ASSERT_STRING_EQUAL(m->type, "error");
+    CU_ASSERT_STRING_EQUAL(m->action, "error");
+    CU_ASSERT_PTR_NOT_NULL(m->reply_to);
+    CU_ASSERT_EQUAL(harness_error_code(m), code);
+    CU_ASSERT_TRUE(json_is_string(json_object_get(m->payload, "message")));
+    CU_ASSERT_TRUE(json_is_string(json_object_get(m->payload, "command")));
+}
+
+/* The next message is error `code`, then the server closes with `close`. */
+static void expect_error_and_close(sm_client *c, int code, int close)
+{
+    sm_message *m = NULL;
+    CU_ASSERT_EQUAL_FATAL(sm_client_recv(c, WAIT_MS, &m), SM_CLIENT_OK);
+    check_error(m, code);
+    sm_message_free(m);
+    m = NULL;
+    int rc = sm_client_recv(c, WAIT_MS, &m);
+    CU_ASSERT_EQUAL(rc, SM_CLIENT_CLOSED);
+    if (rc == SM_CLIENT_OK)
+        sm_message_free(m);
+    CU_ASSERT_EQUAL(sm_client_close_code(c), close);
+}
+
+/* An unknown action round-trips through both directions' envelopes. */
+static void check_round_trip(sm_client *c)
+{
+    sm_message *m = NULL;
+    uint64_t before = sm_client_c2s(c)->nonce;
+    CU_ASSERT_EQUAL_FATAL(sm_client_call(c, "no_such_action", NULL, WAIT_MS, &m), SM_CLIENT_OK);
+    check_error(m, 1003);
+    CU_ASSERT_STRING_EQUAL(jstr(m->payload, "command"), "no_such_action");
+    char want[32];
+    snprintf(want, sizeof want, "%llu", (unsigned long long)(before + 1));
+    CU_ASSERT_STRING_EQUAL(m->reply_to, want);
+    sm_message_free(m);
+}
+
+static void check_handshake(const char *cipher)
+{
+    sm_client *c = connect_with(cipher);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    CU_ASSERT_STRING_EQUAL(sm_client_cipher(c), cipher);
+    CU_ASSERT_PTR_NOT_NULL(sm_client_session_id(c));
+    CU_ASSERT_PTR_NOT_NULL(sm_client_server_key_pem(c));
+    const char *fp = sm_client_fingerprint(c);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(fp);
+    CU_ASSERT_EQUAL(strlen(fp), 7 + 64);
+    CU_ASSERT_EQUAL(strncmp(fp, "sha256:", 7), 0);
+    CU_ASSERT_STRING_EQUAL(sm_client_subprotocol(c), "safemessenger.v1");
+    /* key_exchange response was s2c nonce 1; nothing sent yet. */
+    CU_ASSERT_EQUAL(sm_client_s2c(c)->nonce, 1);
+    CU_ASSERT_EQUAL(sm_client_c2s(c)->nonce, 0);
+    check_round_trip(c);
+    check_round_trip(c);
+    sm_client_close(c, 1000);
+}
+
+/* "sha256:" + lowercase hex of SHA-256 over the DER SubjectPublicKeyInfo,
+ * computed here independently of core/crypto. */
+static int fingerprint_of(EVP_PKEY *key, char out[CRYPTO_FINGERPRINT_LEN])
+{
+    unsigned char *der = NULL;
+    int der_len = i2d_PUBKEY(key, &der);
+    unsigned char md[32];
+    unsigned int md_len = 0;
+    int ok = der_len > 0 && EVP_Digest(der, (size_t)der_len, md, &md_len, EVP_sha256(), NULL) == 1
+             && md_len == 32;
+    OPENSSL_free(der);
+    if (!ok)
+        return -1;
+    memcpy(out, "sha256:", 7);
+    for (unsigned i = 0; i < 32; i++)
+        snprintf(out + 7 + 2 * i, 3, "%02x", md[i]);
+    return 0;
+}
+
+static int server_nonce_of(const json_t *hello, uint8_t out[32])
+{
+    const char *b64 = jstr(json_object_get(hello, "payload"), "server_nonce");
+    uint8_t *raw = NULL;
+    size_t n = 0;
+    if (!b64 || crypto_b64_decode(b64, strlen(b64), &raw, &n) != 0)
+        return -1;
+    int ok = n == 32;
+    if (ok)
+        memcpy(out, raw, 32);
+    free(raw);
+    return ok ? 0 : -1;
+}
+
+/* ---- tests ----------------------------------------------------------------- */
+
+static void handshake_succeeds_with_aes_256_gcm(void) { check_handshake("AES-256-GCM"); }
+
+static void handshake_succeeds_with_aes_256_cbc_hmac_sha256(void)
+{
+    check_handshake("AES-256-CBC-HMAC-SHA256");
+}
+
+static void server_hello_has_exactly_the_spec_fields(void)
+{
+    sm_client *c = open_only(0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    json_t *hello = recv_json(c);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(hello);
+    CU_ASSERT_EQUAL(json_object_size(hello), 5);   /* no reply_to */
+    CU_ASSERT_STRING_EQUAL(jstr(hello, "type"), "event");
+    CU_ASSERT_STRING_EQUAL(jstr(hello, "action"), "server_hello");
+    CU_ASSERT_STRING_EQUAL(jstr(hello, "nonce"), "0");
+    CU_ASSERT_STRING_EQUAL(jstr(hello, "signature"), "");
+    json_t *p = json_object_get(hello, "payload");
+    CU_ASSERT_TRUE_FATAL(json_is_object(p));
+    CU_ASSERT_EQUAL(json_object_size(p), 5);
+    json_t *proto = json_object_get(p, "protocol");
+    CU_ASSERT_TRUE(json_is_integer(proto) && json_integer_value(proto) == 1);
+    json_t *ciphers = json_object_get(p, "ciphers");
+    CU_ASSERT_TRUE_FATAL(json_is_array(ciphers));
+    CU_ASSERT_EQUAL(json_array_size(ciphers), 2);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_array_get(ciphers, 0)), "AES-256-GCM");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_array_get(ciphers, 1)),
+                           "AES-256-CBC-HMAC-SHA256");
+    uint8_t nonce[32];
+    CU_ASSERT_EQUAL(server_nonce_of(hello, nonce), 0);
+
+    const char *pem = jstr(p, "public_key");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(pem);
+    CU_ASSERT_EQUAL(strncmp(pem, "-----BEGIN PUBLIC KEY-----", 26), 0);
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    EVP_PKEY *key = bio ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
+    BIO_free(bio);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(key);
+    CU_ASSERT_EQUAL(EVP_PKEY_get_base_id(key), EVP_PKEY_RSA);
+    CU_ASSERT_EQUAL(EVP_PKEY_get_bits(key), 2048);   /* key_bits = 2048 */
+    char fp[CRYPTO_FINGERPRINT_LEN];
+    CU_ASSERT_EQUAL(fingerprint_of(key, fp), 0);
+    CU_ASSERT_STRING_EQUAL(jstr(p, "fingerprint"), fp);
+    EVP_PKEY_free(key);
+
+    /* The key is the one in key_file (pre-written by the harness). */
+    char path[512];
+    CU_ASSERT_EQUAL_FATAL(harness_path(&srv, "server_key.pem", path, sizeof path), 0);
+    FILE *f = fopen(path, "r");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    EVP_PKEY *priv = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+    fclose(f);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(priv);
+    char fp_file[CRYPTO_FINGERPRINT_LEN];
+    CU_ASSERT_EQUAL(fingerprint_of(priv, fp_file), 0);
+    CU_ASSERT_STRING_EQUAL(fp_file, fp);
+    EVP_PKEY_free(priv);
+    json_decref(hello);
+    sm_client_free(c);
+}
+
+static void server_nonce_is_fresh_per_connection(void)
+{
+    sm_client *a = open_only(0), *b = open_only(0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(a);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    json_t *ha = recv_json(a), *hb = recv_json(b);
+    uint8_t na[32], nb[32];
+    CU_ASSERT_EQUAL(server_nonce_of(ha, na), 0);
+    CU_ASSERT_EQUAL(server_nonce_of(hb, nb), 0);
+    CU_ASSERT_NOT_EQUAL(memcmp(na, nb, 32), 0);
+    json_decref(ha);
+    json_decref(hb);
+    sm_client_free(a);
+    sm_client_free(b);
+}
+
+static void client_without_subprotocol_gets_server_hello(void)
+{
+    sm_client *c = open_only(1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    CU_ASSERT_PTR_NULL(sm_client_subprotocol(c));
+    char err[256] = "";
+    int rc = sm_client_handshake(c, err, sizeof err);
+    if (rc != SM_CLIENT_OK)
+        fprintf(stderr, "handshake: %s\n", err);
+    CU_ASSERT_EQUAL_FATAL(rc, SM_CLIENT_OK);
+    check_round_trip(c);
+    sm_client_close(c, 1000);
+}
+
+static void replayed_command_gets_1006_and_close_1008(void)
+{
+    sm_client *c = connect_with(NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    char *text = seal(c, "no_such_action", "{}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    CU_ASSERT_EQUAL(send_str(c, text), SM_CLIENT_OK);
+    CU_ASSERT_EQUAL(send_str(c, text), SM_CLIENT_OK);
+    free(text);
+    sm_message *m = NULL;
+    CU_ASSERT_EQUAL_FATAL(sm_client_recv(c, WAIT_MS, &m), SM_CLIENT_OK);
+    check_error(m, 1003);   /* the first copy is a valid command */
+    CU_ASSERT_STRING_EQUAL(m->reply_to, "1");
+    sm_message_free(m);
+    expect_error_and_close(c, 1006, 1008);
+    sm_client_free(c);
+}
+
+static void skipped_nonce_gets_1006_and_close_1008(void)
+{
+    sm_client *c = connect_with(NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    char *first = seal(c, "no_such_action", "{}");
+    char *second = seal(c, "no_such_action", "{}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(first);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(second);
+    CU_ASSERT_EQUAL(send_str(c, second), SM_CLIENT_OK);
+    free(first);
+    free(second);
+    expect_error_and_close(c, 1006, 1008);
+    sm_client_free(c);
+}
+
+static void bad_signature_gets_1007_and_close_1008(void)
+{
+    sm_client *c = connect_with(NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    char *text = tampered(c, "signature", flip_first_byte, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    CU_ASSERT_EQUAL(send_str(c, text), SM_CLIENT_OK);
+    free(text);
+    expect_error_and_close(c, 1007, 1008);
+    sm_client_free(c);
+}
+
+static void tampered_gcm_ciphertext_gets_1007_and_close_1008(void)
+{
+    sm_client *c = connect_with("AES-256-GCM");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    /* Signed again: only the GCM tag can catch it. */
+    char *text = tampered(c, "payload", flip_gcm_ciphertext, 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    CU_ASSERT_EQUAL(send_str(c, text), SM_CLIENT_OK);
+    free(text);
+    expect_error_and_close(c, 1007, 1008);
+    sm_client_free(c);
+}
+
+static void tampered_cbc_ciphertext_gets_1007_and_close_1008(void)
+{
+    sm_client *c = connect_with("AES-256-CBC-HMAC-SHA256");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    char *text = tampered(c, "payload", flip_first_byte, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    CU_ASSERT_EQUAL(send_str(c, text), SM_CLIENT_OK);
+    free(text);
+    expect_error_and_close(c, 1007, 1008);
+    sm_client_free(c);
+}
+
+static void cbc_bad_padding_with_valid_signature_gets_1007(void)
+{
+    sm_client *c = connect_with("AES-256-CBC-HMAC-SHA256");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    char *text = tampered(c, "payload", break_cbc_padding, 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    CU_ASSERT_EQUAL(send_str(c, text), SM_CLIENT_OK);
+    free(text);
+    expect_error_and_close(c, 1007, 1008);
+    sm_client_free(c);
+}
+
+static void gcm_tag_of_15_bytes_gets_1007_and_close_1008(void)
+{
+    sm_client *c = connect_with("AES-256-GCM");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    char *text = tampered(c, "payload", drop_last_byte, 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    CU_ASSERT_EQUAL(send_str(c, text), SM_CLIENT_OK);
+    free(text);
+    expect_error_and_close(c, 1007, 1008);
+    sm_client_free(c);
+}
+
+/* Reads server_hello, sends `first` unencrypted, and checks that the reply
+ * is an unencrypted error `code` followed by close 1008. */
+static void check_plain_handshake_error(const char *first, int code)
+{
+    sm_client *c = open_only(0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    json_t *hello = recv_json(c);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(hello);
+    json_decref(hello);
+    CU_ASSERT_EQUAL(send_str(c, first), SM_CLIENT_OK);
+    json_t *err = recv_json(c);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(err);
+    CU_ASSERT_STRING_EQUAL(jstr(err, "type"), "error");
+    CU_ASSERT_STRING_EQUAL(jstr(err, "action"), "error");
+    CU_ASSERT_STRING_EQUAL(jstr(err, "nonce"), "0");
+    CU_ASSERT_STRING_EQUAL(jstr(err, "signature"), "");
+    CU_ASSERT_TRUE(json_is_string(json_object_get(err, "reply_to")));
+    json_t *p = json_object_get(err, "payload");
+    CU_ASSERT_TRUE_FATAL(json_is_object(p));
+    json_t *jcode = json_object_get(p, "code");
+    CU_ASSERT_TRUE(json_is_integer(jcode));
+    CU_ASSERT_EQUAL(json_integer_value(jcode), code);
+    CU_ASSERT_TRUE(json_is_string(json_object_get(p, "message")));
+    CU_ASSERT_TRUE(json_is_string(json_object_get(p, "command")));
+    json_decref(err);
+    CU_ASSERT_EQUAL(harness_wait_closed(c, WAIT_MS), 1008);
+    sm_client_free(c);
+}
+
+static void first_message_not_key_exchange_gets_plain_1004_and_close_1008(void)
+{
+    check_plain_handshake_error("{\"type\":\"command\",\"action\":\"login\",\"payload\":"
+                                "{\"username\":\"alice\",\"password\":\"password1\"},"
+                                "\"nonce\":\"0\",\"signature\":\"\"}",
+                                1004);
+}
+
+static void undecryptable_encrypted_key_gets_plain_1007_and_close_1008(void)
+{
+    uint8_t junk[256], cn[32];
+    CU_ASSERT_EQUAL_FATAL(crypto_random(junk, sizeof junk), 0);
+    CU_ASSERT_EQUAL_FATAL(crypto_random(cn, sizeof cn), 0);
+    char *ek = NULL, *cnb = NULL, *text = NULL;
+    size_t n = 0;
+    CU_ASSERT_EQUAL_FATAL(crypto_b64_encode(junk, sizeof junk, &ek, &n), 0);
+    CU_ASSERT_EQUAL_FATAL(crypto_b64_encode(cn, sizeof cn, &cnb, &n), 0);
+    json_t *payload = json_pack("{s:s, s:s, s:s}", "cipher", "AES-256-GCM", "encrypted_key", ek,
+                                "client_nonce", cnb);
+    CU_ASSERT_EQUAL_FATAL(envelope_plain("command", "key_exchange", payload, NULL, &text, &n), 0);
+    check_plain_handshake_error(text, 1007);
+    json_decref(payload);
+    free(text);
+    free(ek);
+    free(cnb);
+}
+
+static void errors_after_handshake_are_sealed(void)
+{
+    sm_client *c = connect_with(NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    char *cmd = seal(c, "no_such_action", "{}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cmd);
+    CU_ASSERT_EQUAL(send_str(c, cmd), SM_CLIENT_OK);
+    free(cmd);
+    char *text = NULL;
+    size_t len = 0;
+    CU_ASSERT_EQUAL_FATAL(sm_client_recv_text(c, WAIT_MS, &text, &len), SM_CLIENT_OK);
+    envelope_in env;
+    CU_ASSERT_EQUAL_FATAL(envelope_parse(text, len, &env), ENVELOPE_OK);
+    CU_ASSERT_STRING_EQUAL(env.type, "error");
+    CU_ASSERT_STRING_EQUAL(env.action, "error");
+    CU_ASSERT_STRING_EQUAL(env.nonce, "2");
+    CU_ASSERT_PTR_NOT_NULL(env.reply_to);
+    if (env.reply_to)
+        CU_ASSERT_STRING_EQUAL(env.reply_to, "1");
+    CU_ASSERT_TRUE(json_is_string(env.payload));   /* encrypted, not an object */
+    CU_ASSERT_EQUAL(strlen(env.signature), 44);    /* base64 of 32 bytes */
+    json_t *payload = NULL;
+    CU_ASSERT_EQUAL(envelope_open(sm_client_s2c(c), &env, &payload), ENVELOPE_OK);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(payload, "code")), 1003);
+    CU_ASSERT_STRING_EQUAL(jstr(payload, "command"), "no_such_action");
+    CU_ASSERT_TRUE(json_is_string(json_object_get(payload, "message")));
+    json_decref(payload);
+    envelope_in_clear(&env);
+    free(text);
+    sm_client_close(c, 1000);
+}
+
+static void unreadable_envelope_after_handshake_gets_1004_and_keeps_nonce(void)
+{
+    sm_client *c = connect_with(NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    CU_ASSERT_EQUAL(send_str(c, "this is not json"), SM_CLIENT_OK);
+    sm_message *m = NULL;
+    CU_ASSERT_EQUAL_FATAL(sm_client_recv(c, WAIT_MS, &m), SM_CLIENT_OK);
+    check_error(m, 1004);
+    CU_ASSERT_STRING_EQUAL(m->reply_to, "");
+    CU_ASSERT_STRING_EQUAL(jstr(m->payload, "command"), "");
+    sm_message_free(m);
+    /* No nonce consumed: the next command is still nonce 1. */
+    check_round_trip(c);
+    CU_ASSERT_EQUAL(sm_client_c2s(c)->nonce, 1);
+    sm_client_close(c, 1000);
+}
+
+static void encrypted_key_exchange_after_handshake_gets_1003(void)
+{
+    sm_client *c = connect_with(NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    sm_message *m = harness_callf(c, "key_exchange", "{s:s, s:s, s:s}", "cipher", "AES-256-GCM",
+                                  "encrypted_key", "AAAA", "client_nonce", "AAAA");
+    check_error(m, 1003);
+    CU_ASSERT_STRING_EQUAL(m->reply_to, "1");
+    sm_message_free(m);
+    sm_client_close(c, 1000);
+}
+
+static void server_still_accepts_connections(void)
+{
+    sm_client *c = connect_with(NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    check_round_trip(c);
+    sm_client_close(c, 1000);
+}
+
+static int suite_init(void) { return harness_start(&srv, NULL) == 0 ? 0 : -1; }
+
+static int suite_cleanup(void)
+{
+    int status = -1;
+    int rc = harness_stop(&srv, SIGTERM, &status);
+    if (rc != 0 || status != 0) {
+        fprintf(stderr, "server stop: rc %d, exit status %d\n", rc, status);
+        harness_dump_log(&srv);
+    }
+    harness_cleanup(&srv);
+    return rc == 0 && status == 0 ? 0 : -1;
+}
+
+int main(void)
+{
+    static const sm_test_case cases[] = {
+        SM_TEST(handshake_succeeds_with_aes_256_gcm),
+        SM_TEST(handshake_succeeds_with_aes_256_cbc_hmac_sha256),
+        SM_TEST(server_hello_has_exactly_the_spec_fields),
+        SM_TEST(server_nonce_is_fresh_per_connection),
+        SM_TEST(client_without_subprotocol_gets_server_hello),
+        SM_TEST(replayed_command_gets_1006_and_close_1008),
+        SM_TEST(skipped_nonce_gets_1006_and_close_1008),
+        SM_TEST(bad_signature_gets_1007_and_close_1008),
+        SM_TEST(tampered_gcm_ciphertext_gets_1007_and_close_1008),
+        SM_TEST(tampered_cbc_ciphertext_gets_1007_and_close_1008),
+        SM_TEST(cbc_bad_padding_with_valid_signature_gets_1007),
+        SM_TEST(gcm_tag_of_15_bytes_gets_1007_and_close_1008),
+        SM_TEST(first_message_not_key_exchange_gets_plain_1004_and_close_1008),
+        SM_TEST(undecryptable_encrypted_key_gets_plain_1007_and_close_1008),
+        SM_TEST(errors_after_handshake_are_sealed),
+        SM_TEST(unreadable_envelope_after_handshake_gets_1004_and_keeps_nonce),
+        SM_TEST(encrypted_key_exchange_after_handshake_gets_1003),
+        SM_TEST(server_still_accepts_connections),
+        SM_TEST_END};
+    return sm_test_run("integration_handshake", cases, suite_init, suite_cleanup);
+}

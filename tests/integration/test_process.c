@@ -1,0 +1,260 @@
+/* The server as a process: command-line options, configuration refusals,
+ * the key file, TLS, and SIGTERM shutdown with the database intact. */
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "sm_test.h"
+
+/* Runs the server binary with args, returns its exit status and output. */
+static int run_server(const char *args, char *out, size_t out_len)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", SM_SERVER_PATH, args);
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    size_t got = fread(out, 1, out_len - 1, p);
+    out[got] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fputs(text, f);
+    return fclose(f);
+}
+
+static void version_and_help_exit_0(void)
+{
+    char out[4096];
+    CU_ASSERT_EQUAL(run_server("--version", out, sizeof out), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "safemessenger-server"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "plugin ABI"));
+    CU_ASSERT_EQUAL(run_server("--help", out, sizeof out), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "--check-config"));
+    CU_ASSERT_EQUAL(run_server("--no-such-option", out, sizeof out), 2);
+    CU_ASSERT_EQUAL(run_server("-p 70000", out, sizeof out), 2);
+}
+
+static void check_config_cites_file_and_line(void)
+{
+    char dir[] = "/tmp/sm-process-XXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    char conf[512], args[1024], out[8192];
+    snprintf(conf, sizeof conf, "%s/bad.conf", dir);
+    CU_ASSERT_EQUAL_FATAL(write_text(conf, "server = {\n  port = \"eighty\";\n"
+                                           "  prot = 1;\n};\nlimits = { command_burst = 0; };\n"),
+                          0);
+    snprintf(args, sizeof args, "-c '%s' --check-config", conf);
+    CU_ASSERT_EQUAL(run_server(args, out, sizeof out), 1);
+    char want[600];
+    snprintf(want, sizeof want, "%s:2: server.port", conf);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, want));
+    snprintf(want, sizeof want, "%s:3: unknown key server.prot", conf);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, want));
+    snprintf(want, sizeof want, "%s:5: limits.command_burst", conf);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, want));
+
+    /* A valid file with a plugin that does not exist fails the check too. */
+    CU_ASSERT_EQUAL_FATAL(write_text(conf, "plugins = { dir = \"/nonexistent\"; load = [\"x\"]; };\n"),
+                          0);
+    CU_ASSERT_EQUAL(run_server(args, out, sizeof out), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "/nonexistent/x.so"));
+
+    char good[1024];
+    snprintf(good, sizeof good, "plugins = { dir = \"%s\"; load = [\"testcmds\"]; };\n",
+             SM_TEST_PLUGIN_DIR);
+    CU_ASSERT_EQUAL_FATAL(write_text(conf, good), 0);
+    CU_ASSERT_EQUAL(run_server(args, out, sizeof out), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "configuration OK"));
+    unlink(conf);
+    rmdir(dir);
+}
+
+static int fingerprint_of(const harness_server *s, char *out, size_t len)
+{
+    sm_client *c = NULL;
+    if (harness_connect(s, &c) != SM_CLIENT_OK)
+        return -1;
+    snprintf(out, len, "%s", sm_client_fingerprint(c));
+    sm_client_close(c, 1000);
+    return 0;
+}
+
+static void server_key_created_0600_and_reused(void)
+{
+    harness_server s1, s2;
+    /* key_file outside the harness's pre-written key: the server makes it. */
+    CU_ASSERT_EQUAL_FATAL(harness_start(&s1, "server = { port = 0; bind = \"127.0.0.1\"; "
+                                             "key_file = \"@DIR@/keys/own.pem\"; };\n"),
+                          0);
+    char path[512];
+    harness_path(&s1, "keys/own.pem", path, sizeof path);
+    struct stat st;
+    CU_ASSERT_EQUAL_FATAL(stat(path, &st), 0);
+    CU_ASSERT_EQUAL(st.st_mode & 0777, 0600);
+    char fp1[CRYPTO_FINGERPRINT_LEN] = "", fp2[CRYPTO_FINGERPRINT_LEN] = "";
+    CU_ASSERT_EQUAL(fingerprint_of(&s1, fp1, sizeof fp1), 0);
+    int status = -1;
+    CU_ASSERT_EQUAL(harness_stop(&s1, SIGTERM, &status), 0);
+    CU_ASSERT_EQUAL(status, 0);
+
+    /* A second server on the same key file reuses it. */
+    char extra[1024];
+    snprintf(extra, sizeof extra, "server = { port = 0; bind = \"127.0.0.1\"; key_file = \"%s\"; };\n",
+             path);
+    CU_ASSERT_EQUAL_FATAL(harness_start(&s2, extra), 0);
+    CU_ASSERT_EQUAL(fingerprint_of(&s2, fp2, sizeof fp2), 0);
+    CU_ASSERT_STRING_EQUAL(fp1, fp2);
+    CU_ASSERT_EQUAL(strncmp(fp1, "sha256:", 7), 0);
+    harness_cleanup(&s2);
+
+    /* A group-readable key is refused at start (timeout: never hang). */
+    CU_ASSERT_EQUAL(chmod(path, 0640), 0);
+    char conf[512], out[4096];
+    harness_path(&s1, "server.conf", conf, sizeof conf);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "timeout 10 '%s' -c '%s' -p 0 2>&1", SM_SERVER_PATH, conf);
+    FILE *p = popen(cmd, "r");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    size_t got = fread(out, 1, sizeof out - 1, p);
+    out[got] = '\0';
+    int rc = pclose(p);
+    CU_ASSERT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "own.pem"));
+    harness_cleanup(&s1);
+}
+
+static void sigterm_closes_sessions_1001_and_keeps_database_intact(void)
+{
+    harness_server s;
+    CU_ASSERT_EQUAL_FATAL(harness_start(&s, "limits = { command_burst = 100; };\n"), 0);
+    sm_client *a = NULL, *b = NULL;
+    CU_ASSERT_EQUAL_FATAL(harness_connect(&s, &a), SM_CLIENT_OK);
+    CU_ASSERT_EQUAL_FATAL(harness_connect(&s, &b), SM_CLIENT_OK);
+    for (int i = 0; i < 50; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i);
+        sm_message *m = harness_callf(a, "kv_put", "{s:s, s:s}", "key", key, "value", "v");
+        CU_ASSERT_STRING_EQUAL(m ? m->type : "", "response");
+        sm_message_free(m);
+    }
+    int status = -1;
+    CU_ASSERT_EQUAL(kill(s.pid, SIGTERM), 0);
+    CU_ASSERT_EQUAL(harness_wait_closed(a, 5000), 1001);
+    CU_ASSERT_EQUAL(harness_wait_closed(b, 5000), 1001);
+    CU_ASSERT_EQUAL(harness_stop(&s, SIGTERM, &status), 0);
+    CU_ASSERT_EQUAL(status, 0);
+    CU_ASSERT_EQUAL(harness_log_contains(&s, "stopped"), 1);
+    sm_client_free(a);
+    sm_client_free(b);
+
+    char db[512];
+    harness_path(&s, "server.db", db, sizeof db);
+    /* A clean close checkpoints the WAL away. */
+    char wal[600];
+    snprintf(wal, sizeof wal, "%s-wal", db);
+    CU_ASSERT_NOT_EQUAL(access(wal, F_OK), 0);
+    sqlite3 *h = NULL;
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open_v2(db, &h, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    CU_ASSERT_EQUAL(sqlite3_prepare_v2(h, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK);
+    CU_ASSERT_EQUAL(sqlite3_step(st), SQLITE_ROW);
+    CU_ASSERT_STRING_EQUAL((const char *)sqlite3_column_text(st, 0), "ok");
+    sqlite3_finalize(st);
+    CU_ASSERT_EQUAL(sqlite3_prepare_v2(h, "SELECT count(*) FROM testcmds_kv", -1, &st, NULL),
+                    SQLITE_OK);
+    CU_ASSERT_EQUAL(sqlite3_step(st), SQLITE_ROW);
+    CU_ASSERT_EQUAL(sqlite3_column_int(st, 0), 50);
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    harness_cleanup(&s);
+}
+
+static void db_option_overrides_the_config(void)
+{
+    harness_server s;
+    char dbpath[] = "/tmp/sm-dbopt-XXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dbpath));
+    char file[600];
+    snprintf(file, sizeof file, "%s/other.db", dbpath);
+    const char *args[] = {"--db", file, NULL};
+    CU_ASSERT_EQUAL_FATAL(harness_start_args(&s, NULL, args), 0);
+    CU_ASSERT_EQUAL(access(file, F_OK), 0);
+    harness_cleanup(&s);
+    char side[700];
+    snprintf(side, sizeof side, "%s-wal", file);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", file);
+    unlink(side);
+    unlink(file);
+    rmdir(dbpath);
+}
+
+static void tls_serves_wss(void)
+{
+    char dir[] = "/tmp/sm-tls-XXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey rsa:2048 -nodes -keyout %s/tls.key -out %s/tls.crt "
+             "-days 1 -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1",
+             dir, dir);
+    CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
+    char extra[2048];
+    snprintf(extra, sizeof extra,
+             "server = { " HARNESS_SERVER_BASE " tls = { cert = \"%s/tls.crt\"; key = \"%s/tls.key\"; }; };\n",
+             dir, dir);
+    harness_server s;
+    CU_ASSERT_EQUAL_FATAL(harness_start(&s, extra), 0);
+    sm_client_options o;
+    memset(&o, 0, sizeof o);
+    char url[160];
+    snprintf(url, sizeof url, "wss://127.0.0.1:%d/", s.port);
+    o.url = url;
+    o.insecure = 1;
+    sm_client *c = NULL;
+    CU_ASSERT_EQUAL(harness_connect_opts(&s, &o, &c), SM_CLIENT_OK);
+    if (c) {
+        sm_message *m = harness_callf(c, "echo", "{s:s}", "over", "tls");
+        CU_ASSERT_STRING_EQUAL(m ? m->type : "", "response");
+        sm_message_free(m);
+        sm_client_close(c, 1000);
+    }
+    /* The CA check works too: the self-signed certificate is its own CA. */
+    char ca[600];
+    snprintf(ca, sizeof ca, "%s/tls.crt", dir);
+    o.insecure = 0;
+    o.ca_file = ca;
+    c = NULL;
+    CU_ASSERT_EQUAL(harness_connect_opts(&s, &o, &c), SM_CLIENT_OK);
+    sm_client_close(c, 1000);
+    harness_cleanup(&s);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+}
+
+int main(void)
+{
+    static const sm_test_case cases[] = {
+        SM_TEST(version_and_help_exit_0),
+        SM_TEST(check_config_cites_file_and_line),
+        SM_TEST(server_key_created_0600_and_reused),
+        SM_TEST(sigterm_closes_sessions_1001_and_keeps_database_intact),
+        SM_TEST(db_option_overrides_the_config),
+        SM_TEST(tls_serves_wss),
+        SM_TEST_END,
+    };
+    return sm_test_run("process", cases, NULL, NULL);
+}
