@@ -680,9 +680,7 @@ int crypto_rsa_load_or_generate(const char *path, int bits, EVP_PKEY **out)
         EVP_PKEY_free(key);
         return -1;
     }
-    char fp[CRYPTO_FINGERPRINT_LEN];
-    if (crypto_fingerprint(key, fp) == 0)
-        LOG_INFO("generated %d-bit RSA server key %s, fingerprint %s", bits, path, fp);
+    LOG_INFO("generated a new %d-bit RSA key in %s (mode 0600)", bits, path);
     *out = key;
     return 0;
 }

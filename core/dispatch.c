@@ -254,10 +254,3 @@ void dispatch_command(struct session *s, const char *action, const char *nonce,
     }
     ctx_free(ctx);
 }
-
-void dispatch_session_gone(struct session *s)
-{
-    /* A deferred context outlives its session: it is freed by the reply,
-     * which then finds no session and sends nothing. */
-    s->busy = NULL;
-}

@@ -43,8 +43,4 @@ int dispatch_reply(sm_ctx *ctx, const char *action, const json_t *payload);
 int dispatch_reply_error(sm_ctx *ctx, int code, const char *message, const json_t *extra);
 int dispatch_defer(sm_ctx *ctx);
 
-/* Called by the session when it goes away with a deferred command: the
- * context stays allocated until the plugin replies into the void. */
-void dispatch_session_gone(struct session *s);
-
 #endif

@@ -148,7 +148,8 @@ int main(int argc, char **argv)
         LOG_ERROR("cannot use the server key %s", g_core.sc->key_file);
         goto out;
     }
-    LOG_INFO("server key %s, fingerprint %s", g_core.sc->key_file, g_core.fingerprint);
+    LOG_INFO("server key %s, fingerprint %s (clients pin this)", g_core.sc->key_file,
+             g_core.fingerprint);
     if (storage_open(g_core.sc->database, g_core.sc->synchronous, &g_core.db) != 0) {
         LOG_ERROR("cannot open the database %s", g_core.sc->database);
         goto out;

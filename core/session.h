@@ -86,6 +86,7 @@ typedef struct session {
     sm_timer *handshake_timer;
     int opened;                      /* SM_EVENT_SESSION_OPENED fired */
     int close_code;
+    char close_reason[64];           /* sent in the close frame (<= 123 bytes allowed) */
 } session;
 
 /* The logged-in sessions of one user. */

@@ -2,6 +2,7 @@
 
 #include <libwebsockets.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,7 +20,6 @@
 /* How long a closing session may take to flush before it is dropped. */
 #define CLOSE_FLUSH_SECONDS 5
 #define SHUTDOWN_GRACE_SECONDS 3.0
-#define CLOSE_REASON_MAX 123
 
 _Static_assert(OUTQUEUE_HEADROOM >= LWS_PRE, "outqueue headroom must cover LWS_PRE");
 
@@ -32,7 +32,6 @@ static struct lws_context *lws_ctx;
 static struct lws_vhost *vhost;
 static lws_sorted_usec_list_t timer_sul;
 static volatile sig_atomic_t stop_requested;
-static char close_reasons_unused;
 
 static void schedule_timers(void);
 
@@ -86,8 +85,7 @@ static void t_close(session *s, int close_code, const char *reason)
         return;
     s->state = SESSION_CLOSING;
     s->close_code = close_code;
-    (void)reason;
-    (void)close_reasons_unused;
+    snprintf(s->close_reason, sizeof s->close_reason, "%s", reason ? reason : "");
     /* The close frame goes after the queued frames; a peer that does not
      * read is dropped after CLOSE_FLUSH_SECONDS. */
     lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, CLOSE_FLUSH_SECONDS);
@@ -258,9 +256,8 @@ static int on_writeable(struct lws *wsi, session *s)
         return 0;
     }
     if (s->state == SESSION_CLOSING && s->close_code) {
-        static const char reason[] = "closing";
-        lws_close_reason(wsi, (enum lws_close_status)s->close_code, (unsigned char *)reason,
-                         sizeof reason - 1);
+        lws_close_reason(wsi, (enum lws_close_status)s->close_code,
+                         (unsigned char *)s->close_reason, strlen(s->close_reason));
         return -1;
     }
     return 0;

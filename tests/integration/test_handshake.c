@@ -566,6 +566,49 @@ static void encrypted_key_exchange_after_handshake_gets_1003(void)
     sm_client_close(c, 1000);
 }
 
+/* wss://: the handshake runs over TLS, with the certificate verified
+ * against the CA file (and the IP literal checked), or not verified at all
+ * when asked; an untrusted certificate fails before any WebSocket byte. */
+static void handshake_over_wss_verifies_the_certificate(void)
+{
+    harness_server tls;
+    int started = harness_start(&tls, "server = { " HARNESS_SERVER_BASE
+                                      " tls = { cert = \"@TLS_CERT@\"; key = \"@TLS_KEY@\"; }; };");
+    CU_ASSERT_EQUAL(started, 0);
+    if (started != 0) {
+        harness_cleanup(&tls);
+        return;
+    }
+    char ca[512];
+    CU_ASSERT_EQUAL(harness_path(&tls, HARNESS_TLS_CERT, ca, sizeof ca), 0);
+    const char *ciphers[] = {"AES-256-GCM", "AES-256-CBC-HMAC-SHA256"};
+    for (int i = 0; i < 2; i++) {
+        sm_client_options o = {.url = tls.wss_url, .ca_file = ca, .cipher = ciphers[i]};
+        sm_client *c = NULL;
+        CU_ASSERT_EQUAL(harness_connect_opts(&tls, &o, &c), SM_CLIENT_OK);
+        if (c) {
+            check_round_trip(c);
+            sm_client_close(c, 1000);
+        }
+    }
+    sm_client_options insecure = {.url = tls.wss_url, .insecure = 1};
+    sm_client *c = NULL;
+    CU_ASSERT_EQUAL(harness_connect_opts(&tls, &insecure, &c), SM_CLIENT_OK);
+    sm_client_close(c, 1000);
+
+    sm_client_options untrusted = {.url = tls.wss_url};   /* system CAs only */
+    char err[512] = "";
+    c = NULL;
+    CU_ASSERT_EQUAL(sm_client_connect(&untrusted, &c, err, sizeof err), SM_CLIENT_IO);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "certificate verify failed"));
+    CU_ASSERT_PTR_NULL(c);
+
+    sm_client_options plain = {.url = tls.url};           /* ws:// to a TLS port */
+    CU_ASSERT_NOT_EQUAL(sm_client_connect(&plain, &c, err, sizeof err), SM_CLIENT_OK);
+    CU_ASSERT_PTR_NULL(c);
+    harness_cleanup(&tls);
+}
+
 static void server_still_accepts_connections(void)
 {
     sm_client *c = connect_with(NULL);
@@ -608,6 +651,7 @@ int main(void)
         SM_TEST(errors_after_handshake_are_sealed),
         SM_TEST(unreadable_envelope_after_handshake_gets_1004_and_keeps_nonce),
         SM_TEST(encrypted_key_exchange_after_handshake_gets_1003),
+        SM_TEST(handshake_over_wss_verifies_the_certificate),
         SM_TEST(server_still_accepts_connections),
         SM_TEST_END};
     return sm_test_run("integration_handshake", cases, suite_init, suite_cleanup);
