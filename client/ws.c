@@ -113,6 +113,7 @@ static long io_read(ws_conn *c, void *buf, size_t cap, uint64_t deadline)
         short want = POLLIN;
         if (c->ssl) {
             ERR_clear_error();
+            errno = 0;   /* SSL_ERROR_SYSCALL with errno 0 means EOF */
             int n = SSL_read(c->ssl, buf, cap > 0x7fffffff ? 0x7fffffff : (int)cap);
             if (n > 0)
                 return n;

@@ -5,7 +5,11 @@
 
 int outqueue_push(outqueue *q, const char *data, size_t len, size_t max_bytes, size_t max_messages)
 {
-    if (q->count + 1 > max_messages || len > max_bytes || q->bytes > max_bytes - len)
+    /* The byte bound applies to what waits behind the frame being written:
+     * one message larger than the bound (a long history page) still goes
+     * to a client that keeps up, while a client that stops reading is cut
+     * off as soon as anything piles up behind it. */
+    if (q->count + 1 > max_messages || (q->count > 0 && (len > max_bytes || q->bytes > max_bytes - len)))
         return -2;
     outqueue_frame *f = malloc(sizeof *f + OUTQUEUE_HEADROOM + len);
     if (!f)

@@ -22,8 +22,9 @@ typedef struct outqueue {
 } outqueue;
 
 /* Appends a copy of data. Returns 0, -1 when out of memory, -2 when the
- * frame would take the queue past max_bytes or max_messages (nothing is
- * queued then). */
+ * frame would take the queue past max_messages, or past max_bytes while
+ * other frames wait (an empty queue takes one frame of any size); nothing
+ * is queued then. */
 int outqueue_push(outqueue *q, const char *data, size_t len, size_t max_bytes, size_t max_messages);
 /* The oldest frame, or NULL; it stays queued until outqueue_pop. */
 outqueue_frame *outqueue_peek(const outqueue *q);

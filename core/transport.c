@@ -269,10 +269,15 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     pss *p = user;
     switch (reason) {
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-        if (g_core.shutting_down || !origin_allowed(wsi))
+        if (!origin_allowed(wsi)) {
+            lws_return_http_status(wsi, HTTP_STATUS_FORBIDDEN, "origin not allowed");
             return 1;
-        if (g_core.n_sessions >= (size_t)g_core.sc->max_sessions) {
-            LOG_WARN("refused a connection: max_sessions (%d) reached", g_core.sc->max_sessions);
+        }
+        if (g_core.shutting_down || g_core.n_sessions >= (size_t)g_core.sc->max_sessions) {
+            if (!g_core.shutting_down)
+                LOG_WARN("refused a connection: max_sessions (%d) reached",
+                         g_core.sc->max_sessions);
+            lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "try again later");
             return 1;
         }
         return 0;

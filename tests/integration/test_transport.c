@@ -415,6 +415,19 @@ static void stopped_reader_is_cut_off_and_others_unaffected(void)
     sm_client_close(other, 1000);
 }
 
+static void one_reply_larger_than_the_byte_bound_reaches_a_reader(void)
+{
+    /* send_queue_bytes = 65536 here; a single 200 kB reply still goes out
+     * to a client that reads. */
+    sm_client *c = connect_default();
+    sm_message *m = harness_callf(c, "big", "{s:i}", "size", 200000);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    CU_ASSERT_STRING_EQUAL(m->type, "response");
+    CU_ASSERT_EQUAL(strlen(json_string_value(json_object_get(m->payload, "data"))), 200000);
+    sm_message_free(m);
+    sm_client_close(c, 1000);
+}
+
 static int http_get(int port, const char *path, char *out, size_t out_len)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -464,9 +477,12 @@ static void origin_not_allowed_is_refused_at_upgrade(void)
     sm_client_options o;
     memset(&o, 0, sizeof o);
     o.origin = "https://evil.example";
+    o.url = srv.url;
     sm_client *c = NULL;
-    CU_ASSERT_NOT_EQUAL(harness_open_opts(&srv, &o, &c), SM_CLIENT_OK);
+    char err[256] = "";
+    CU_ASSERT_EQUAL(sm_client_open(&o, &c, err, sizeof err), SM_CLIENT_PROTOCOL);
     CU_ASSERT_PTR_NULL(c);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "403"));
     o.origin = "https://chat.example";
     CU_ASSERT_EQUAL(harness_connect_opts(&srv, &o, &c), SM_CLIENT_OK);
     sm_client_close(c, 1000);
@@ -508,6 +524,7 @@ int main(void)
         SM_TEST(handler_without_reply_gets_1005),
         SM_TEST(deferred_commands_keep_their_order),
         SM_TEST(stopped_reader_is_cut_off_and_others_unaffected),
+        SM_TEST(one_reply_larger_than_the_byte_bound_reaches_a_reader),
         SM_TEST(healthz_answers_ok_on_the_same_port),
         SM_TEST(origin_not_allowed_is_refused_at_upgrade),
         SM_TEST(client_without_subprotocol_reaches_the_protocol),
