@@ -106,9 +106,10 @@ envelope_status envelope_parse(const char *text, size_t len, envelope_in *out)
             goto fail;
         in.reply_to = json_string_value(reply_to);
     }
+    /* A missing payload is not "unreadable" (PROTOCOL.md section 1 lists
+     * what is): it is a payload that is not a string, so it fails the
+     * signature check after the handshake and the field check before it. */
     in.payload = json_object_get(root, "payload");
-    if (!in.payload)
-        goto fail;
     *out = in;
     return ENVELOPE_OK;
 fail:

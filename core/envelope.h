@@ -67,8 +67,9 @@ int envelope_derive(const uint8_t k[CRYPTO_KEY_LEN],
 
 /* Parses one text message. Rejects what section 1 calls unreadable:
  * invalid JSON, not an object, duplicate keys, non-finite numbers, missing
- * or non-string type/action/nonce/signature, a present non-string reply_to,
- * a missing payload. Returns ENVELOPE_OK or ENVELOPE_MALFORMED. */
+ * or non-string type/action/nonce/signature, a present non-string reply_to.
+ * A missing payload leaves payload NULL (envelope_open then gives
+ * ENVELOPE_INTEGRITY). Returns ENVELOPE_OK or ENVELOPE_MALFORMED. */
 envelope_status envelope_parse(const char *text, size_t len, envelope_in *out);
 void envelope_in_clear(envelope_in *in);
 
