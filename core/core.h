@@ -52,6 +52,7 @@ struct core {
     struct sm_plugin **plugins; /* load order */
     size_t n_plugins;
     struct sm_plugin *initialising; /* set while a plugin's init runs */
+    int init_errors;                /* registrations refused during that init */
 
     core_subscriber *subscribers[SM_EVENT_COUNT];
     size_t n_subscribers[SM_EVENT_COUNT];

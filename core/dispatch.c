@@ -14,6 +14,16 @@
 
 int dispatch_register(plugin *p, const sm_action *actions)
 {
+    /* Check the whole table first, so a refused table registers nothing. */
+    for (const sm_action *a = actions; a->name; a++) {
+        for (const sm_action *b = actions; b != a; b++) {
+            if (strcmp(a->name, b->name) == 0) {
+                log_msg(SM_LOG_ERROR, "core", "plugin '%s' (%s) lists action '%s' twice",
+                        p->name, p->path, a->name);
+                return SM_EEXIST;
+            }
+        }
+    }
     for (const sm_action *a = actions; a->name; a++) {
         if (!a->handler || !*a->name) {
             log_msg(SM_LOG_ERROR, p->name, "action table row '%s' has no handler or name",
@@ -27,17 +37,34 @@ int dispatch_register(plugin *p, const sm_action *actions)
                     p->name, p->path, old ? old->owner->name : "the core");
             return SM_EEXIST;
         }
+    }
+    for (const sm_action *a = actions; a->name; a++) {
         dispatch_entry *e = malloc(sizeof *e);
-        if (!e)
-            return SM_ENOMEM;
-        e->action = a;
-        e->owner = p;
-        if (hashmap_put(g_core.actions, a->name, strlen(a->name), e) != 0) {
+        if (!e || hashmap_put(g_core.actions, a->name, strlen(a->name), e) != 0) {
             free(e);
+            dispatch_remove_owner(p);
             return SM_ENOMEM;
         }
+        e->action = a;
+        e->owner = p;
     }
     return SM_OK;
+}
+
+void dispatch_remove_owner(plugin *p)
+{
+    hashmap_iter it;
+    const void *key;
+    size_t key_len;
+    void *value;
+    hashmap_iter_init(g_core.actions, &it);
+    while (hashmap_iter_next(&it, &key, &key_len, &value)) {
+        dispatch_entry *e = value;
+        if (e->owner == p) {
+            hashmap_remove(g_core.actions, key, key_len);
+            free(e);
+        }
+    }
 }
 
 static void free_entry(void *e) { free(e); }
@@ -57,10 +84,10 @@ int dispatch_send_error(struct session *s, const char *reply_to, const char *com
                           command ? command : "");
     if (!p)
         return SM_ENOMEM;
-    if (extra)
-        json_object_update(p, (json_t *)extra);
-    /* The protocol fixes these keys; extra may not override them. */
-    json_object_set_new(p, "code", json_integer(code));
+    if (extra) {
+        /* The protocol fixes these keys; extra may not override them. */
+        json_object_update_missing(p, (json_t *)extra);
+    }
     char *text = json_dumps(p, JSON_COMPACT);
     json_decref(p);
     if (!text)
@@ -138,6 +165,10 @@ static int send_reply(sm_ctx *ctx, const char *type, const char *action, const j
     if (s) {
         char *text = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
         if (payload && !text) {
+            /* The command still gets its one reply. */
+            static const char internal[] =
+                "{\"code\":1005,\"message\":\"internal server error\",\"command\":\"\"}";
+            session_deliver(s, "error", "error", ctx->nonce, internal, sizeof internal - 1);
             rc = SM_ENOMEM;
         } else {
             const char *body = text ? text : "{}";
@@ -167,11 +198,8 @@ int dispatch_reply_error(sm_ctx *ctx, int code, const char *message, const json_
                           ctx->entry->action->name);
     if (!p)
         return SM_ENOMEM;
-    if (extra) {
-        json_object_update(p, (json_t *)extra);
-        json_object_set_new(p, "code", json_integer(code));
-        json_object_set_new(p, "command", json_string(ctx->entry->action->name));
-    }
+    if (extra)
+        json_object_update_missing(p, (json_t *)extra); /* code, message, command stay */
     int rc = send_reply(ctx, "error", "error", p);
     json_decref(p);
     return rc;
@@ -179,7 +207,10 @@ int dispatch_reply_error(sm_ctx *ctx, int code, const char *message, const json_
 
 int dispatch_defer(sm_ctx *ctx)
 {
-    if (!ctx || !ctx->in_handler || ctx->replied)
+    /* A NO_REPLY command has nothing to defer: its context ends with the
+     * handler. */
+    if (!ctx || !ctx->in_handler || ctx->replied ||
+        (ctx->entry->action->flags & SM_ACTION_NO_REPLY))
         return SM_ESTATE;
     ctx->deferred = 1;
     return SM_OK;

@@ -29,6 +29,8 @@ struct sm_ctx {
  * names both plugins. */
 int dispatch_register(struct sm_plugin *p, const sm_action *actions);
 void dispatch_clear(void);
+/* Removes every action of a plugin (its init failed). */
+void dispatch_remove_owner(struct sm_plugin *p);
 
 /* Runs one authenticated, decrypted command. */
 void dispatch_command(struct session *s, const char *action, const char *nonce,

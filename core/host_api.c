@@ -21,25 +21,32 @@ static int in_init(const plugin *self, const char *what)
 
 /* ---- registration ---- */
 
+static int refused(int rc)
+{
+    if (rc != SM_OK)
+        g_core.init_errors++;
+    return rc;
+}
+
 static int h_register_actions(sm_plugin *self, const sm_action *actions)
 {
-    if (!actions)
-        return SM_EINVAL;
     if (!in_init(self, "register_actions"))
         return SM_ESTATE;
-    return dispatch_register(self, actions);
+    if (!actions)
+        return refused(SM_EINVAL);
+    return refused(dispatch_register(self, actions));
 }
 
 static int h_subscribe(sm_plugin *self, sm_core_event event, sm_event_fn fn)
 {
-    if (!fn || event < 0 || event >= SM_EVENT_COUNT)
-        return SM_EINVAL;
     if (!in_init(self, "subscribe"))
         return SM_ESTATE;
+    if (!fn || event < 0 || event >= SM_EVENT_COUNT)
+        return refused(SM_EINVAL);
     size_t n = g_core.n_subscribers[event];
     core_subscriber *subs = realloc(g_core.subscribers[event], (n + 1) * sizeof *subs);
     if (!subs)
-        return SM_ENOMEM;
+        return refused(SM_ENOMEM);
     subs[n].plugin = self;
     subs[n].fn = fn;
     g_core.subscribers[event] = subs;
@@ -49,10 +56,10 @@ static int h_subscribe(sm_plugin *self, sm_core_event event, sm_event_fn fn)
 
 static int h_register_migrations(sm_plugin *self, const sm_migration *migrations)
 {
-    if (!migrations)
-        return SM_EINVAL;
     if (!in_init(self, "register_migrations"))
         return SM_ESTATE;
+    if (!migrations)
+        return refused(SM_EINVAL);
     self->migrations = migrations;
     return SM_OK;
 }
@@ -278,6 +285,8 @@ static int h_config_string_list(sm_plugin *self, const char *key, const char **o
 static void h_log(sm_plugin *self, sm_log_level level, const char *fmt, ...) SM_PRINTF(3, 4);
 static void h_log(sm_plugin *self, sm_log_level level, const char *fmt, ...)
 {
+    if (level < SM_LOG_ERROR || level > SM_LOG_DEBUG || !fmt)
+        return;
     va_list ap;
     va_start(ap, fmt);
     log_vmsg(level, self ? self->name : "plugin", fmt, ap);

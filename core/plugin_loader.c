@@ -75,6 +75,17 @@ static int append(plugin *p)
     return 0;
 }
 
+static void remove_subscriptions(plugin *p)
+{
+    for (int e = 0; e < SM_EVENT_COUNT; e++) {
+        size_t k = 0;
+        for (size_t i = 0; i < g_core.n_subscribers[e]; i++)
+            if (g_core.subscribers[e][i].plugin != p)
+                g_core.subscribers[e][k++] = g_core.subscribers[e][i];
+        g_core.n_subscribers[e] = k;
+    }
+}
+
 int plugin_load(const char *path, const char *name)
 {
     for (size_t i = 0; i < sizeof core_sections / sizeof *core_sections; i++) {
@@ -111,10 +122,19 @@ int plugin_load(const char *path, const char *name)
     if (check_descriptor(p) != 0 || append(p) != 0)
         goto fail;
     g_core.initialising = p;
+    g_core.init_errors = 0;
     int rc = p->desc->init(p, host_api_table(), &p->data);
     g_core.initialising = NULL;
-    if (rc != SM_OK) {
-        LOG_ERROR("plugin %s: init failed (status %d); see the messages above", name, rc);
+    if (rc != SM_OK || g_core.init_errors) {
+        /* A refused registration fails start-up even if init ignored it. */
+        LOG_ERROR("plugin %s: init failed (status %d%s); see the messages above", name, rc,
+                  g_core.init_errors ? ", a registration was refused" : "");
+        if (rc == SM_OK && p->desc->fini)
+            p->desc->fini(p->data);
+        dispatch_remove_owner(p);
+        remove_subscriptions(p);
+        if (g_core.timers)
+            timers_stop_owner(g_core.timers, p);
         g_core.n_plugins--;
         goto fail;
     }
@@ -127,23 +147,42 @@ fail:
     return -1;
 }
 
-int plugin_start_all(void)
+static int migrate(plugin *p)
 {
-    for (size_t i = 0; i < g_core.n_plugins; i++) {
-        plugin *p = g_core.plugins[i];
-        if (p->migrations && storage_migrate(g_core.db, p->name, p->migrations) != 0) {
-            LOG_ERROR("plugin %s: database migration failed", p->name);
-            return -1;
-        }
-    }
-    for (size_t i = 0; i < g_core.n_plugins; i++) {
-        plugin *p = g_core.plugins[i];
-        if (p->desc->start && p->desc->start(p->data) != SM_OK) {
-            LOG_ERROR("plugin %s: start failed", p->name);
-            return -1;
-        }
+    if (p->migrations && storage_migrate(g_core.db, p->name, p->migrations) != 0) {
+        LOG_ERROR("plugin %s: database migration failed", p->name);
+        return -1;
     }
     return 0;
+}
+
+static int start(plugin *p)
+{
+    if (p->desc->start && p->desc->start(p->data) != SM_OK) {
+        LOG_ERROR("plugin %s: start failed", p->name);
+        return -1;
+    }
+    return 0;
+}
+
+int plugin_start_all(void)
+{
+    /* Every plugin's tables exist before any plugin starts. */
+    for (size_t i = 0; i < g_core.n_plugins; i++)
+        if (migrate(g_core.plugins[i]) != 0)
+            return -1;
+    for (size_t i = 0; i < g_core.n_plugins; i++)
+        if (start(g_core.plugins[i]) != 0)
+            return -1;
+    return 0;
+}
+
+int plugin_start_last(void)
+{
+    if (g_core.n_plugins == 0)
+        return -1;
+    plugin *p = g_core.plugins[g_core.n_plugins - 1];
+    return migrate(p) == 0 && start(p) == 0 ? 0 : -1;
 }
 
 int plugin_load_all(const char *dir, const char *const *names, size_t n)
@@ -162,17 +201,6 @@ int plugin_load_all(const char *dir, const char *const *names, size_t n)
 fail:
     plugin_unload_all();
     return -1;
-}
-
-static void remove_subscriptions(plugin *p)
-{
-    for (int e = 0; e < SM_EVENT_COUNT; e++) {
-        size_t k = 0;
-        for (size_t i = 0; i < g_core.n_subscribers[e]; i++)
-            if (g_core.subscribers[e][i].plugin != p)
-                g_core.subscribers[e][k++] = g_core.subscribers[e][i];
-        g_core.n_subscribers[e] = k;
-    }
 }
 
 void plugin_unload_all(void)

@@ -28,6 +28,9 @@ int plugin_load_all(const char *dir, const char *const *names, size_t n);
 int plugin_load(const char *path, const char *name);
 /* Runs migrations and start for every loaded plugin. */
 int plugin_start_all(void);
+/* Runs migrations and start for the plugin loaded last (the test host
+ * loads and starts plugins one by one). */
+int plugin_start_last(void);
 /* fini in reverse load order, timers stopped, handles closed. */
 void plugin_unload_all(void);
 

@@ -288,7 +288,8 @@ typedef struct sm_host {
      * repeat > 0. Returns NULL on failure. */
     sm_timer *(*timer_start)(sm_plugin *self, double after, double repeat,
                              sm_timer_fn fn, void *arg);
-    /* Cancels a timer (safe from inside its own callback). */
+    /* Cancels a timer (safe from inside its own callback). A one-shot
+     * timer is freed once its callback returns: never stop it after that. */
     void (*timer_stop)(sm_timer *timer);
     /* Queues a job on the core's worker pool. */
     int (*work_submit)(sm_plugin *self, sm_work_fn work, sm_work_done_fn done, void *arg);
@@ -332,7 +333,9 @@ typedef struct sm_host {
     int (*db_reset)(sm_stmt *stmt);
     void (*db_finalize)(sm_stmt *stmt);
     /* Transactions: begin is BEGIN IMMEDIATE; commit returns only when the
-     * data is committed. Nesting is not supported (SM_ESTATE). */
+     * data is committed. There is one database connection, shared by all
+     * plugins: begin and commit within one callback, never across a
+     * deferral. Nesting is not supported (SM_ESTATE). */
     int (*db_begin)(sm_plugin *self);
     int (*db_commit)(sm_plugin *self);
     int (*db_rollback)(sm_plugin *self);
@@ -370,9 +373,10 @@ typedef struct sm_plugin_descriptor {
  *   SM_PLUGIN_DECLARE(.name = "hello", .version = "1.0", .init = hello_init);
  */
 #ifdef __cplusplus
+/* C++20 designated initialisers (fields in declaration order). */
 #define SM_PLUGIN_DECLARE(...) \
     extern "C" SM_EXPORT const sm_plugin_descriptor safemessenger_plugin = \
-        { SM_PLUGIN_ABI_VERSION, __VA_ARGS__ }
+        { .abi_version = SM_PLUGIN_ABI_VERSION, __VA_ARGS__ }
 #else
 #define SM_PLUGIN_DECLARE(...) \
     SM_EXPORT const sm_plugin_descriptor safemessenger_plugin = \

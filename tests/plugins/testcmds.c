@@ -1,5 +1,6 @@
 /* A plugin for the core's tests: each action exercises one host service or
  * one dispatch rule. Not shipped. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -103,8 +104,9 @@ static void slow_work(void *arg)
 static void slow_done(void *arg, int cancelled)
 {
     slow_job *job = arg;
-    if (!cancelled)
-        host->reply(job->ctx, "deferred_echo", job->payload);
+    /* Reply even when cancelled (shutdown): the reply is what frees ctx. */
+    (void)cancelled;
+    host->reply(job->ctx, "deferred_echo", job->payload);
     json_decref(job->payload);
     free(job);
 }
@@ -181,6 +183,62 @@ static void topic_cmd(sm_ctx *ctx, const json_t *payload, void *data)
     json_decref(p);
 }
 
+/* Core events seen, by kind, for tests of event delivery. */
+static long long event_counts[SM_EVENT_COUNT];
+
+static void on_event(sm_core_event event, sm_session_id session, const char *username,
+                     void *data)
+{
+    (void)session;
+    (void)username;
+    (void)data;
+    event_counts[event]++;
+}
+
+static void stats(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)payload;
+    (void)data;
+    json_t *p = json_pack("{s:I, s:I, s:I, s:I}", "opened",
+                          (json_int_t)event_counts[SM_EVENT_SESSION_OPENED], "logged_in",
+                          (json_int_t)event_counts[SM_EVENT_LOGGED_IN], "logged_out",
+                          (json_int_t)event_counts[SM_EVENT_LOGGED_OUT], "closed",
+                          (json_int_t)event_counts[SM_EVENT_SESSION_CLOSED]);
+    host->reply(ctx, "stats", p);
+    json_decref(p);
+}
+
+static void tick(sm_timer *timer, void *arg)
+{
+    (void)timer;
+    json_t *ev = json_pack("{s:f}", "at", host->now());
+    host->send_event((sm_session_id)(uintptr_t)arg, "tick", ev);
+    json_decref(ev);
+}
+
+/* Starts a one-shot timer that sends a "tick" event to the caller. */
+static void timer_cmd(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)data;
+    double after = json_number_value(json_object_get(payload, "after"));
+    sm_timer *t = host->timer_start(self_plugin, after, 0, tick,
+                                    (void *)(uintptr_t)host->ctx_session(ctx));
+    if (!t) {
+        host->reply_error(ctx, SM_ERR_INTERNAL, "timer refused");
+        return;
+    }
+    host->reply(ctx, "timer", NULL);
+}
+
+/* Replies, then has the core close the session with the given code. */
+static void close_me(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)data;
+    int code = (int)json_integer_value(json_object_get(payload, "code"));
+    host->reply(ctx, "close_me", NULL);
+    host->session_close(host->ctx_session(ctx), code, "asked to");
+}
+
 static void pong(sm_ctx *ctx, const json_t *payload, void *data)
 {
     (void)ctx;
@@ -217,7 +275,19 @@ static const sm_field pong_schema[] = {
     {NULL, SM_FIELD_END, 0, 0, 0},
 };
 
+static const sm_field timer_schema[] = {
+    {"after", SM_FIELD_NUMBER, SM_FIELD_REQUIRED, 0, 3600},
+    {NULL, SM_FIELD_END, 0, 0, 0},
+};
+static const sm_field close_schema[] = {
+    {"code", SM_FIELD_INTEGER, SM_FIELD_REQUIRED, 1000, 4999},
+    {NULL, SM_FIELD_END, 0, 0, 0},
+};
+
 static const sm_action actions[] = {
+    {"stats", stats, 0, NULL},
+    {"timer", timer_cmd, 0, timer_schema},
+    {"close_me", close_me, 0, close_schema},
     {"echo", echo, 0, NULL},
     {"fake_login", fake_login, 0, login_schema},
     {"whoami", whoami, SM_ACTION_NEEDS_LOGIN, NULL},
@@ -248,6 +318,11 @@ static int init(sm_plugin *self, const sm_host *h, void **data)
     if (h->register_actions(self, actions) != SM_OK ||
         h->register_migrations(self, migrations) != SM_OK)
         return SM_ERROR;
+    for (int e = 0; e < SM_EVENT_COUNT; e++) {
+        event_counts[e] = 0;
+        if (h->subscribe(self, (sm_core_event)e, on_event) != SM_OK)
+            return SM_ERROR;
+    }
     return SM_OK;
 }
 

@@ -1,0 +1,452 @@
+/* The plugin test host (include/safemessenger/testhost.h): the real core
+ * with a recording transport, an in-memory database and a fake clock. */
+#include "safemessenger/testhost.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core.h"
+#include "dispatch.h"
+#include "envelope.h"
+#include "log.h"
+#include "plugin_loader.h"
+#include "session.h"
+
+/* What the host remembers of a session, also after it closed. */
+typedef struct record {
+    sm_session_id id;
+    json_t *messages; /* array, oldest first */
+    uint64_t next_nonce;
+    int closed;
+    int close_code;
+} record;
+
+struct sm_testhost {
+    hashmap *records;          /* sm_session_id -> record * */
+    sm_session_id *to_destroy; /* sessions the core closed, destroyed after each step */
+    size_t n_to_destroy, cap_to_destroy;
+};
+
+static sm_testhost *current;
+static double fake_now = SM_TESTHOST_EPOCH;
+
+static double fake_clock(void) { return fake_now; }
+
+static record *find_record(sm_testhost *th, sm_session_id id)
+{
+    return hashmap_get_u64(th->records, id);
+}
+
+/* ---- the recording transport ---- */
+
+static int th_deliver(session *s, const char *type, const char *action, const char *reply_to,
+                      const char *text, size_t len)
+{
+    record *r = current ? find_record(current, s->id) : NULL;
+    if (!r)
+        return -1;
+    json_t *payload = json_loadb(text, len, 0, NULL);
+    json_t *m = json_pack("{s:s, s:s, s:o}", "type", type, "action", action, "payload",
+                          payload ? payload : json_object());
+    if (!m)
+        return -1;
+    if (reply_to)
+        json_object_set_new(m, "reply_to", json_string(reply_to));
+    return json_array_append_new(r->messages, m) == 0 ? 0 : -1;
+}
+
+static void th_close(session *s, int close_code, const char *reason)
+{
+    (void)reason;
+    if (!current || s->state == SESSION_CLOSING)
+        return;
+    s->state = SESSION_CLOSING;
+    record *r = find_record(current, s->id);
+    if (r) {
+        r->closed = 1;
+        r->close_code = close_code;
+    }
+    if (current->n_to_destroy == current->cap_to_destroy) {
+        size_t cap = current->cap_to_destroy ? current->cap_to_destroy * 2 : 16;
+        sm_session_id *ids = realloc(current->to_destroy, cap * sizeof *ids);
+        if (!ids)
+            return; /* destroyed at sm_testhost_free at the latest */
+        current->to_destroy = ids;
+        current->cap_to_destroy = cap;
+    }
+    current->to_destroy[current->n_to_destroy++] = s->id;
+}
+
+static void th_pause(session *s, int pause)
+{
+    (void)s;
+    (void)pause;
+}
+
+static const session_transport th_transport = {th_deliver, th_close, th_pause};
+
+/* Finishes what a step started: zero-delay timers due now, then the
+ * sessions the core closed (their close events may close others). */
+static void settle(sm_testhost *th)
+{
+    timers_run_due(g_core.timers, fake_now);
+    while (th->n_to_destroy > 0) {
+        sm_session_id id = th->to_destroy[--th->n_to_destroy];
+        session *s = session_find(id);
+        if (s)
+            session_destroy(s);
+    }
+}
+
+/* ---- life cycle ---- */
+
+static int load_config(const char *text)
+{
+    if (!text)
+        return config_load(NULL, &g_core.cfg);
+    char path[] = "/tmp/sm-testhost-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0)
+        return -1;
+    size_t len = strlen(text), off = 0;
+    while (off < len) {
+        ssize_t n = write(fd, text + off, len - off);
+        if (n <= 0) {
+            close(fd);
+            unlink(path);
+            return -1;
+        }
+        off += (size_t)n;
+    }
+    close(fd);
+    int rc = config_load(path, &g_core.cfg);
+    unlink(path);
+    return rc;
+}
+
+int sm_testhost_new(const char *config_text, sm_testhost **out)
+{
+    if (current) {
+        log_msg(SM_LOG_ERROR, "testhost", "only one test host may exist at a time");
+        return SM_ESTATE;
+    }
+    sm_testhost *th = calloc(1, sizeof *th);
+    if (!th)
+        return SM_ENOMEM;
+    if (core_init() != 0 || !(th->records = hashmap_new()))
+        goto fail;
+    fake_now = SM_TESTHOST_EPOCH;
+    g_core.wall_clock = fake_clock;
+    g_core.mono_clock = fake_clock;
+    g_core.transport = &th_transport;
+    if (load_config(config_text) != 0) {
+        log_msg(SM_LOG_ERROR, "testhost", "configuration refused");
+        goto fail;
+    }
+    g_core.sc = config_server(g_core.cfg);
+    log_set_level(g_core.sc->log_level);
+    if (storage_open(":memory:", "normal", &g_core.db) != 0 ||
+        workers_start(1, NULL, NULL, &g_core.pool) != 0)
+        goto fail;
+    current = th;
+    *out = th;
+    return SM_OK;
+fail:
+    if (g_core.pool)
+        workers_stop(g_core.pool);
+    g_core.pool = NULL;
+    storage_close(g_core.db);
+    g_core.db = NULL;
+    config_free(g_core.cfg);
+    g_core.cfg = NULL;
+    core_cleanup();
+    hashmap_free(th->records, NULL);
+    free(th);
+    return SM_ERROR;
+}
+
+int sm_testhost_load(sm_testhost *th, const char *path, const char *name)
+{
+    if (!th || !path || !name)
+        return SM_EINVAL;
+    if (plugin_load(path, name) != 0)
+        return SM_ERROR;
+    if (plugin_start_last() != 0)
+        return SM_ERROR;
+    settle(th);
+    return SM_OK;
+}
+
+static void free_record(void *value)
+{
+    record *r = value;
+    json_decref(r->messages);
+    free(r);
+}
+
+void sm_testhost_free(sm_testhost *th)
+{
+    if (!th)
+        return;
+    settle(th);
+    /* Close sessions while the plugins can still see the events. */
+    session_destroy_all();
+    workers_stop(g_core.pool);
+    g_core.pool = NULL;
+    plugin_unload_all();
+    storage_close(g_core.db);
+    g_core.db = NULL;
+    core_cleanup();
+    config_free(g_core.cfg);
+    g_core.cfg = NULL;
+    g_core.sc = NULL;
+    hashmap_free(th->records, free_record);
+    free(th->to_destroy);
+    free(th);
+    current = NULL;
+}
+
+/* ---- sessions ---- */
+
+sm_session_id sm_testhost_connect(sm_testhost *th, const char *address)
+{
+    if (!th)
+        return 0;
+    record *r = calloc(1, sizeof *r);
+    session *s = session_new(NULL, address ? address : "127.0.0.1");
+    if (!r || !s || !(r->messages = json_array()) || hashmap_put_u64(th->records, s->id, r) != 0) {
+        if (r)
+            json_decref(r->messages);
+        free(r);
+        if (s)
+            session_destroy(s);
+        return 0;
+    }
+    r->id = s->id;
+    s->state = SESSION_OPEN;
+    s->opened = 1;
+    sm_session_id id = s->id;
+    session_fire(SM_EVENT_SESSION_OPENED, s);
+    settle(th);
+    return id;
+}
+
+sm_session_id sm_testhost_connect_user(sm_testhost *th, const char *username, int64_t user_id)
+{
+    sm_session_id id = sm_testhost_connect(th, NULL);
+    session *s = session_find(id);
+    if (!s)
+        return 0;
+    if (session_login(s, username, user_id) != SM_OK) {
+        sm_testhost_disconnect(th, id);
+        return 0;
+    }
+    settle(th);
+    return id;
+}
+
+int sm_testhost_disconnect(sm_testhost *th, sm_session_id id)
+{
+    session *s = th ? session_find(id) : NULL;
+    if (!s)
+        return SM_ENOTFOUND;
+    record *r = find_record(th, id);
+    if (r && !r->closed) {
+        r->closed = 1;
+        r->close_code = 1000;
+    }
+    s->state = SESSION_CLOSING;
+    session_destroy(s);
+    settle(th);
+    return SM_OK;
+}
+
+/* ---- commands and messages ---- */
+
+uint64_t sm_testhost_send(sm_testhost *th, sm_session_id id, const char *action,
+                          const char *payload_json)
+{
+    record *r = th ? find_record(th, id) : NULL;
+    session *s = session_find(id);
+    if (!r || !s || s->state != SESSION_OPEN || !action)
+        return 0;
+    const char *text = payload_json ? payload_json : "{}";
+    json_t *payload = envelope_json_loads(text, strlen(text));
+    if (!json_is_object(payload)) {
+        json_decref(payload);
+        return 0;
+    }
+    /* The server runs one command per session at a time; so does the host:
+     * a command sent while another waits for a worker lets it finish. */
+    while (s && s->busy) {
+        workers_drain(g_core.pool);
+        settle(th);
+        s = session_find(id);
+    }
+    if (!s || s->state != SESSION_OPEN) {
+        json_decref(payload);
+        return 0;
+    }
+    uint64_t nonce = ++r->next_nonce;
+    char nonce_text[24];
+    snprintf(nonce_text, sizeof nonce_text, "%llu", (unsigned long long)nonce);
+    dispatch_command(s, action, nonce_text, payload);
+    json_decref(payload);
+    settle(th);
+    return nonce;
+}
+
+static json_t *take(record *r, size_t i)
+{
+    json_t *m = json_incref(json_array_get(r->messages, i));
+    json_array_remove(r->messages, i);
+    return m;
+}
+
+json_t *sm_testhost_reply(sm_testhost *th, sm_session_id id, uint64_t nonce)
+{
+    record *r = th ? find_record(th, id) : NULL;
+    if (!r || nonce == 0)
+        return NULL;
+    char nonce_text[24];
+    snprintf(nonce_text, sizeof nonce_text, "%llu", (unsigned long long)nonce);
+    for (size_t i = 0; i < json_array_size(r->messages); i++) {
+        json_t *m = json_array_get(r->messages, i);
+        const char *rt = json_string_value(json_object_get(m, "reply_to"));
+        if (rt && strcmp(rt, nonce_text) == 0)
+            return take(r, i);
+    }
+    return NULL;
+}
+
+json_t *sm_testhost_call(sm_testhost *th, sm_session_id id, const char *action,
+                         const char *payload_json)
+{
+    uint64_t nonce = sm_testhost_send(th, id, action, payload_json);
+    if (!nonce)
+        return NULL;
+    sm_testhost_run_workers(th);
+    return sm_testhost_reply(th, id, nonce);
+}
+
+json_t *sm_testhost_next(sm_testhost *th, sm_session_id id)
+{
+    record *r = th ? find_record(th, id) : NULL;
+    if (!r || json_array_size(r->messages) == 0)
+        return NULL;
+    return take(r, 0);
+}
+
+json_t *sm_testhost_next_event(sm_testhost *th, sm_session_id id, const char *action)
+{
+    record *r = th ? find_record(th, id) : NULL;
+    if (!r || !action)
+        return NULL;
+    for (size_t i = 0; i < json_array_size(r->messages); i++) {
+        json_t *m = json_array_get(r->messages, i);
+        if (strcmp(json_string_value(json_object_get(m, "type")), "event") == 0 &&
+            strcmp(json_string_value(json_object_get(m, "action")), action) == 0)
+            return take(r, i);
+    }
+    return NULL;
+}
+
+size_t sm_testhost_pending(sm_testhost *th, sm_session_id id)
+{
+    record *r = th ? find_record(th, id) : NULL;
+    return r ? json_array_size(r->messages) : 0;
+}
+
+void sm_testhost_clear(sm_testhost *th)
+{
+    if (!th)
+        return;
+    hashmap_iter it;
+    void *value;
+    hashmap_iter_init(th->records, &it);
+    while (hashmap_iter_next(&it, NULL, NULL, &value))
+        json_array_clear(((record *)value)->messages);
+}
+
+/* ---- time and workers ---- */
+
+void sm_testhost_run_workers(sm_testhost *th)
+{
+    if (!th)
+        return;
+    do {
+        workers_drain(g_core.pool);
+        settle(th);
+    } while (workers_pending(g_core.pool) > 0);
+}
+
+void sm_testhost_advance(sm_testhost *th, double seconds)
+{
+    if (!th || !(seconds >= 0))
+        return;
+    double target = fake_now + seconds;
+    for (;;) {
+        double due = timers_next_due(g_core.timers, fake_now);
+        if (due < 0 || fake_now + due > target)
+            break;
+        fake_now += due;
+        timers_run_due(g_core.timers, fake_now);
+        sm_testhost_run_workers(th);
+    }
+    fake_now = target;
+    settle(th);
+    sm_testhost_run_workers(th);
+}
+
+double sm_testhost_now(const sm_testhost *th)
+{
+    (void)th;
+    return fake_now;
+}
+
+int sm_testhost_closed(sm_testhost *th, sm_session_id id, int *close_code)
+{
+    record *r = th ? find_record(th, id) : NULL;
+    if (!r)
+        return -1;
+    if (r->closed && close_code)
+        *close_code = r->close_code;
+    return r->closed;
+}
+
+const char *sm_testhost_username(sm_testhost *th, sm_session_id id)
+{
+    (void)th;
+    session *s = session_find(id);
+    return s ? s->username : NULL;
+}
+
+/* ---- storage ---- */
+
+int sm_testhost_query_int(sm_testhost *th, const char *sql, int64_t *out)
+{
+    if (!th || !sql || !out)
+        return SM_EINVAL;
+    sm_stmt *st = NULL;
+    int rc = storage_prepare(g_core.db, "testhost", sql, &st);
+    if (rc != SM_OK)
+        return rc;
+    rc = storage_step(st);
+    if (rc == SM_ROW) {
+        *out = storage_column_int64(st, 0);
+        rc = SM_OK;
+    } else if (rc == SM_DONE) {
+        rc = SM_ENOTFOUND;
+    }
+    storage_finalize(st);
+    return rc;
+}
+
+int sm_testhost_exec(sm_testhost *th, const char *sql)
+{
+    if (!th || !sql)
+        return SM_EINVAL;
+    return storage_exec(g_core.db, sql) == 0 ? SM_OK : SM_ERROR;
+}
