@@ -163,16 +163,15 @@ static int send_reply(sm_ctx *ctx, const char *type, const char *action, const j
     struct session *s = session_find(ctx->session);
     int rc = SM_OK;
     if (s) {
-        char *text = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
-        if (payload && !text) {
+        char *text = session_payload_text(payload);
+        if (!text) {
             /* The command still gets its one reply. */
             static const char internal[] =
                 "{\"code\":1005,\"message\":\"internal server error\",\"command\":\"\"}";
             session_deliver(s, "error", "error", ctx->nonce, internal, sizeof internal - 1);
             rc = SM_ENOMEM;
         } else {
-            const char *body = text ? text : "{}";
-            if (session_deliver(s, type, action, ctx->nonce, body, strlen(body)) != 0)
+            if (session_deliver(s, type, action, ctx->nonce, text, strlen(text)) != 0)
                 rc = SM_ERROR;
             free(text);
         }

@@ -51,7 +51,7 @@ int handshake_start(struct session *s)
                                 envelope_cipher_name(ENVELOPE_CIPHER_AES256_CBC_HMAC),
                                 "server_nonce", nonce_b64);
     free(nonce_b64);
-    char *text = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
+    char *text = payload ? session_payload_text(payload) : NULL;
     json_decref(payload);
     if (!text)
         return -1;

@@ -174,11 +174,10 @@ static int h_send_event_user(const char *username, const char *action, const jso
     user_sessions *u = session_user(username);
     if (!u)
         return SM_OK;
-    char *text = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
-    if (payload && !text)
+    char *text = session_payload_text(payload);
+    if (!text)
         return SM_ENOMEM;
-    const char *body = text ? text : "{}";
-    size_t len = strlen(body);
+    size_t len = strlen(text);
     /* Copy the ids: a delivery failure may close a session, and the user's
      * list must not change under the loop. */
     size_t n = u->n;
@@ -191,7 +190,7 @@ static int h_send_event_user(const char *username, const char *action, const jso
     for (size_t i = 0; i < n; i++) {
         session *s = session_find(ids[i]);
         if (s)
-            session_deliver(s, "event", action, NULL, body, len);
+            session_deliver(s, "event", action, NULL, text, len);
     }
     free(ids);
     free(text);

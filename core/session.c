@@ -294,13 +294,17 @@ void session_release_held(session *s)
     }
 }
 
+char *session_payload_text(const json_t *payload)
+{
+    return payload ? json_dumps(payload, JSON_COMPACT) : dup_str("{}");
+}
+
 int session_send_event_json(session *s, const char *action, const json_t *payload)
 {
-    char *text = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
-    const char *body = text ? text : "{}";
-    if (payload && !text)
+    char *text = session_payload_text(payload);
+    if (!text)
         return SM_ENOMEM;
-    int rc = session_deliver(s, "event", action, NULL, body, strlen(body));
+    int rc = session_deliver(s, "event", action, NULL, text, strlen(text));
     free(text);
     return rc == 0 ? SM_OK : SM_ERROR;
 }

@@ -108,6 +108,10 @@ void session_destroy_all(void);
 /* Sends one message, holding events while a command is in flight. */
 int session_deliver(session *s, const char *type, const char *action,
                     const char *reply_to, const char *text, size_t len);
+/* The compact JSON text of payload, "{}" for NULL; malloc'd (free it), or
+ * NULL when out of memory. Payloads are serialised once, here, however
+ * many sessions they go to. */
+char *session_payload_text(const json_t *payload);
 /* Serialises payload (NULL = {}) and delivers it as an event. */
 int session_send_event_json(session *s, const char *action, const json_t *payload);
 /* Releases the held events (after the in-flight command's reply). */

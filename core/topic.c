@@ -130,11 +130,10 @@ int topic_publish(const char *name, const char *action, const json_t *payload,
     topic *t = name ? find(name) : NULL;
     if (!t)
         return SM_OK;
-    char *text = payload ? json_dumps(payload, JSON_COMPACT) : NULL;
-    if (payload && !text)
+    char *text = session_payload_text(payload);
+    if (!text)
         return SM_ENOMEM;
-    const char *body = text ? text : "{}";
-    size_t len = strlen(body);
+    size_t len = strlen(text);
     hashmap_iter it;
     void *value;
     hashmap_iter_init(t->members, &it);
@@ -143,7 +142,7 @@ int topic_publish(const char *name, const char *action, const json_t *payload,
     while (hashmap_iter_next(&it, NULL, NULL, &value)) {
         struct session *s = value;
         if (s->id != except)
-            session_deliver(s, "event", action, NULL, body, len);
+            session_deliver(s, "event", action, NULL, text, len);
     }
     free(text);
     return SM_OK;
