@@ -58,6 +58,9 @@ void core_cleanup(void)
     timers_free(g_core.timers);
     for (int e = 0; e < SM_EVENT_COUNT; e++)
         free(g_core.subscribers[e]);
+    free(g_core.policies);
+    g_core.policies = NULL;
+    g_core.n_policies = 0;
     g_core.sessions = g_core.users = g_core.topics = g_core.actions = NULL;
     g_core.timers = NULL;
     memset(g_core.subscribers, 0, sizeof g_core.subscribers);

@@ -57,6 +57,12 @@ struct core {
     core_subscriber *subscribers[SM_EVENT_COUNT];
     size_t n_subscribers[SM_EVENT_COUNT];
 
+    struct core_policy {
+        struct sm_plugin *plugin;
+        sm_policy_fn fn;
+    } *policies; /* load order */
+    size_t n_policies;
+
     EVP_PKEY *server_key;
     char *server_public_pem;
     char fingerprint[CRYPTO_FINGERPRINT_LEN];

@@ -64,6 +64,36 @@ static int h_register_migrations(sm_plugin *self, const sm_migration *migrations
     return SM_OK;
 }
 
+static int h_register_policy(sm_plugin *self, sm_policy_fn fn)
+{
+    if (!in_init(self, "register_policy"))
+        return SM_ESTATE;
+    if (!fn)
+        return refused(SM_EINVAL);
+    struct core_policy *list =
+        realloc(g_core.policies, (g_core.n_policies + 1) * sizeof *list);
+    if (!list)
+        return refused(SM_ENOMEM);
+    list[g_core.n_policies].plugin = self;
+    list[g_core.n_policies].fn = fn;
+    g_core.policies = list;
+    g_core.n_policies++;
+    return SM_OK;
+}
+
+static int h_policy_check(sm_interaction what, const char *from_user, const char *to_user)
+{
+    if (!from_user || !to_user)
+        return SM_VERDICT_DENY;
+    for (size_t i = 0; i < g_core.n_policies; i++) {
+        int v = g_core.policies[i].fn(what, from_user, to_user, g_core.policies[i].plugin->data);
+        /* An unknown verdict from a newer plugin counts as a denial. */
+        if (v != SM_VERDICT_ALLOW)
+            return v == SM_VERDICT_DROP ? SM_VERDICT_DROP : SM_VERDICT_DENY;
+    }
+    return SM_VERDICT_ALLOW;
+}
+
 /* ---- replies ---- */
 
 static int h_reply(sm_ctx *ctx, const char *action, const json_t *payload)
@@ -384,6 +414,8 @@ static const sm_host host_table = {
     .db_rollback = h_db_rollback,
     .db_last_insert_id = h_db_last_insert_id,
     .db_changes = h_db_changes,
+    .register_policy = h_register_policy,
+    .policy_check = h_policy_check,
 };
 
 const sm_host *host_api_table(void) { return &host_table; }

@@ -77,6 +77,11 @@ static int append(plugin *p)
 
 static void remove_subscriptions(plugin *p)
 {
+    size_t kept = 0;
+    for (size_t i = 0; i < g_core.n_policies; i++)
+        if (g_core.policies[i].plugin != p)
+            g_core.policies[kept++] = g_core.policies[i];
+    g_core.n_policies = kept;
     for (int e = 0; e < SM_EVENT_COUNT; e++) {
         size_t k = 0;
         for (size_t i = 0; i < g_core.n_subscribers[e]; i++)

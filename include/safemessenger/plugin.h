@@ -177,6 +177,29 @@ typedef void (*sm_event_fn)(sm_core_event event, sm_session_id session,
 
 typedef void (*sm_timer_fn)(sm_timer *timer, void *arg);
 
+/* ---- policy: may one user interact with another? ------------------------ */
+
+/* Interactions between two users that plugins may veto (values are never
+ * reused; new kinds are appended, so a policy must allow kinds it does not
+ * know). */
+typedef enum sm_interaction {
+    SM_INTERACTION_PRIVATE_MESSAGE = 1, /* from sends a private message to to */
+    SM_INTERACTION_FRIEND_REQUEST = 2   /* from sends a friend request to to */
+} sm_interaction;
+
+/* A policy's verdict. */
+typedef enum sm_verdict {
+    SM_VERDICT_ALLOW = 0,   /* no objection */
+    SM_VERDICT_DENY = 1,    /* refuse openly: the action answers 1002 */
+    SM_VERDICT_DROP = 2     /* refuse silently: acknowledge as usual, but store and
+                               deliver nothing (e.g. the recipient blocked the sender) */
+} sm_verdict;
+
+/* A policy check: usernames as sessions show them; runs on the loop
+ * thread; must not block. Returns an sm_verdict. */
+typedef int (*sm_policy_fn)(sm_interaction what, const char *from_user, const char *to_user,
+                            void *plugin_data);
+
 /* Worker jobs: `work` runs on a worker thread and must not call the host;
  * `done` runs afterwards on the loop thread (also when the server is
  * shutting down, with cancelled = 1, so the plugin can free `arg`). */
@@ -341,6 +364,16 @@ typedef struct sm_host {
     int (*db_rollback)(sm_plugin *self);
     int64_t (*db_last_insert_id)(sm_plugin *self);
     int64_t (*db_changes)(sm_plugin *self);
+
+    /* -- policy hook (appended: check SM_HOST_HAS(host, policy_check)) -- */
+
+    /* Registers a policy consulted by policy_check, in plugin load order.
+     * Only during init. */
+    int (*register_policy)(sm_plugin *self, sm_policy_fn fn);
+    /* Asks every registered policy whether `from_user` may do `what` to
+     * `to_user`; the first verdict other than SM_VERDICT_ALLOW wins and is
+     * returned. Plugins that carry out an interaction call this first. */
+    int (*policy_check)(sm_interaction what, const char *from_user, const char *to_user);
 } sm_host;
 
 /* True when the host table has the given entry (it may be older than the

@@ -239,6 +239,20 @@ static void close_me(sm_ctx *ctx, const json_t *payload, void *data)
     host->session_close(host->ctx_session(ctx), code, "asked to");
 }
 
+/* Asks the core's policy hook about the caller and `to`. */
+static void check_policy(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)data;
+    const char *to = json_string_value(json_object_get(payload, "to"));
+    const char *what = json_string_value(json_object_get(payload, "what"));
+    sm_interaction kind = strcmp(what, "friend_request") == 0 ? SM_INTERACTION_FRIEND_REQUEST
+                                                              : SM_INTERACTION_PRIVATE_MESSAGE;
+    int v = host->policy_check(kind, host->session_username(host->ctx_session(ctx)), to);
+    json_t *p = json_pack("{s:i}", "verdict", v);
+    host->reply(ctx, "check_policy", p);
+    json_decref(p);
+}
+
 static void pong(sm_ctx *ctx, const json_t *payload, void *data)
 {
     (void)ctx;
@@ -284,7 +298,14 @@ static const sm_field close_schema[] = {
     {NULL, SM_FIELD_END, 0, 0, 0},
 };
 
+static const sm_field policy_schema[] = {
+    {"to", SM_FIELD_STRING, SM_FIELD_REQUIRED, 1, 64},
+    {"what", SM_FIELD_STRING, SM_FIELD_REQUIRED, 1, 64},
+    {NULL, SM_FIELD_END, 0, 0, 0},
+};
+
 static const sm_action actions[] = {
+    {"check_policy", check_policy, SM_ACTION_NEEDS_LOGIN, policy_schema},
     {"stats", stats, 0, NULL},
     {"timer", timer_cmd, 0, timer_schema},
     {"close_me", close_me, 0, close_schema},
