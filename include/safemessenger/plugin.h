@@ -101,6 +101,9 @@ typedef struct sm_ctx sm_ctx;
 /* A prepared statement of the plugin's storage. */
 typedef struct sm_stmt sm_stmt;
 
+/* A running timer (sm_host.timer_start). Owned by the core; the handle is
+ * valid until the timer is stopped, or, for a one-shot timer, until its
+ * callback returns. */
 typedef struct sm_timer sm_timer;
 
 /* Sessions are named by id. Ids are never reused while the server runs,
@@ -140,10 +143,12 @@ typedef struct sm_field {
     double max;
 } sm_field;
 
-/* A handler. `payload` is the decrypted payload object, already checked
- * against the action's schema; it is borrowed for the call. The handler
- * must answer exactly once through sm_host.reply or reply_error, either
- * before returning or later after sm_host.defer. */
+/* A handler, called on the loop thread. `payload` is the decrypted payload
+ * object, already checked against the action's schema; it is borrowed for
+ * the call (copy what you keep). `plugin_data` is what init stored. The
+ * handler must answer exactly once through sm_host.reply or reply_error,
+ * either before returning or later after sm_host.defer; a handler that
+ * returns without either gets a 1005 sent for it. */
 typedef void (*sm_handler_fn)(sm_ctx *ctx, const json_t *payload, void *plugin_data);
 
 /* One row of a plugin's action table; the table ends with a row whose name
@@ -171,10 +176,14 @@ typedef enum sm_core_event {
     SM_EVENT_COUNT
 } sm_core_event;
 
-/* `username` is NULL for sessions that are not logged in. */
+/* A core event callback, on the loop thread. `username` is NULL for
+ * sessions that are not logged in; it is owned by the core and valid
+ * during the call. Plugins must ignore event values they do not know
+ * (new events are appended). */
 typedef void (*sm_event_fn)(sm_core_event event, sm_session_id session,
                             const char *username, void *plugin_data);
 
+/* A timer callback, on the loop thread; `arg` is what timer_start got. */
 typedef void (*sm_timer_fn)(sm_timer *timer, void *arg);
 
 /* ---- policy: may one user interact with another? ------------------------ */
@@ -225,21 +234,31 @@ typedef struct sm_host {
 
     /* -- registration, only during init (SM_ESTATE afterwards) -- */
 
-    /* Registers the plugin's action table (rows ending with name NULL).
-     * The table must stay valid until fini. A name another plugin already
-     * registered makes start-up fail, naming both plugins. */
+    /* Registers the plugin's action table (rows ending with name NULL),
+     * all rows or none. The table is borrowed and must stay valid until
+     * fini (make it static const). A row without name or handler is
+     * SM_EINVAL; a name listed twice or already registered (by another
+     * plugin, or key_exchange by the core) is SM_EEXIST and makes
+     * start-up fail, naming both plugins. */
     int (*register_actions)(sm_plugin *self, const sm_action *actions);
-    /* Subscribes fn to a core event. */
+    /* Subscribes fn to a core event (SM_EINVAL for an event this server
+     * does not know). Subscribers are called in plugin load order. */
     int (*subscribe)(sm_plugin *self, sm_core_event event, sm_event_fn fn);
-    /* Declares the plugin's migrations (array must stay valid until fini). */
+    /* Declares the plugin's migrations; the loader applies them after
+     * every init, before start. The array is borrowed and must stay valid
+     * until fini. */
     int (*register_migrations)(sm_plugin *self, const sm_migration *migrations);
 
     /* -- replying to a command (loop thread) -- */
 
     /* Sends the reply: a `response` with this action name and payload
-     * (an object; NULL means {}). SM_EREPLIED for a second reply. */
+     * (an object; NULL means {}). `action` and `payload` are borrowed and
+     * serialised during the call. SM_EREPLIED for a second reply,
+     * SM_EINVAL for bad arguments (not counted as the reply). */
     int (*reply)(sm_ctx *ctx, const char *action, const json_t *payload);
-    /* Sends an `error` reply with code and human message. */
+    /* Sends an `error` reply {"code", "message", "command"} with a
+     * protocol code (enum sm_error_code) and a human message (copied).
+     * Never put internal details into a 1005 message: log them. */
     int (*reply_error)(sm_ctx *ctx, int code, const char *message);
     /* As reply_error with extra fields merged into the error payload
      * (e.g. {"retry_after": 3}). */
@@ -252,27 +271,32 @@ typedef struct sm_host {
     int (*defer)(sm_ctx *ctx);
     /* The session that sent the command. */
     sm_session_id (*ctx_session)(const sm_ctx *ctx);
-    /* The command's action name. */
+    /* The command's action name (the row's name from the action table). */
     const char *(*ctx_action)(const sm_ctx *ctx);
 
     /* -- sessions (loop thread) -- */
 
-    /* Marks the session logged in as `username` (copied) with user_id and
-     * fires SM_EVENT_LOGGED_IN. A session already logged in is first
-     * logged out (SM_EVENT_LOGGED_OUT). */
+    /* Marks the session logged in as `username` (1 to 64 bytes, copied)
+     * with user_id and fires SM_EVENT_LOGGED_IN before returning. A
+     * session already logged in is first logged out (SM_EVENT_LOGGED_OUT).
+     * The core trusts the call: checking credentials is the caller's job. */
     int (*session_login)(sm_session_id session, const char *username, int64_t user_id);
     /* Ends the session's login (SM_EVENT_LOGGED_OUT). SM_ESTATE if not
      * logged in. */
     int (*session_logout)(sm_session_id session);
-    /* NULL when not logged in or unknown. */
+    /* The login as session_login got it; NULL when not logged in or
+     * unknown. Owned by the core: valid until the callback returns. */
     const char *(*session_username)(sm_session_id session);
     /* 0 when not logged in or unknown. */
     int64_t (*session_user_id)(sm_session_id session);
-    /* The peer's IP address as text ("127.0.0.1", "::1"). */
+    /* The peer's IP address as text ("127.0.0.1", "::1"); NULL for an
+     * unknown session. Valid until the callback returns. */
     const char *(*session_address)(sm_session_id session);
     /* Small per-session string attributes (key <= 64 bytes, value <= 1024
      * bytes, at most 32 per session), shared by all plugins: name keys
-     * "<plugin>.<key>". value NULL removes the key. Cleared at close. */
+     * "<plugin>.<key>". Key and value are copied; value NULL removes the
+     * key. Cleared at close. get_attr returns NULL when absent; its string
+     * is valid until the attribute changes or the callback returns. */
     int (*session_set_attr)(sm_session_id session, const char *key, const char *value);
     const char *(*session_get_attr)(sm_session_id session, const char *key);
     /* Closes the session with a WebSocket close code and reason; core
@@ -280,21 +304,29 @@ typedef struct sm_host {
     int (*session_close)(sm_session_id session, int close_code, const char *reason);
     /* Writes up to max ids of the user's logged-in sessions (username
      * compared without regard to ASCII case); returns how many the user
-     * has (may exceed max). */
+     * has (may exceed max; out may be NULL to count only). */
     size_t (*user_sessions)(const char *username, sm_session_id *out, size_t max);
 
     /* -- events (loop thread); payload borrowed, serialised once -- */
 
+    /* One `event` message (payload an object; NULL means {}) to one
+     * session, logged in or not. Events to a session whose command is in
+     * flight are held until that command's reply. SM_ENOTFOUND for an
+     * unknown session, SM_ERROR if it is closing. */
     int (*send_event)(sm_session_id session, const char *action, const json_t *payload);
     /* To every logged-in session of the user; returns SM_OK also when the
      * user has none (see user_sessions to know). */
     int (*send_event_user)(const char *username, const char *action, const json_t *payload);
 
-    /* -- topics: named sets of sessions (rooms are topics) -- */
+    /* -- topics: named sets of sessions (rooms are topics), loop thread -- */
 
+    /* Topic names are 1 to 256 bytes, copied; a topic exists while it has
+     * members. Joining twice is SM_OK. Membership ends at close, never at
+     * logout. */
     int (*topic_join)(const char *topic, sm_session_id session);
     /* SM_ENOTFOUND if the session was not a member. */
     int (*topic_leave)(const char *topic, sm_session_id session);
+    /* 1 or 0. */
     int (*topic_is_member)(const char *topic, sm_session_id session);
     /* As user_sessions, for the topic's members. */
     size_t (*topic_members)(const char *topic, sm_session_id *out, size_t max);
@@ -307,14 +339,21 @@ typedef struct sm_host {
 
     /* Wall-clock UNIX time in seconds (a fake clock under the test host). */
     double (*now)(void);
-    /* Calls fn after `after` seconds, then every `repeat` seconds if
-     * repeat > 0. Returns NULL on failure. */
+    /* Calls fn(timer, arg) on the loop thread after `after` seconds, then
+     * every `repeat` seconds if repeat > 0 (monotonic clock). `arg` stays
+     * the plugin's: free it after stopping the timer. Returns NULL on
+     * failure (negative time, NULL fn, no memory). The core stops the
+     * plugin's remaining timers after its fini. */
     sm_timer *(*timer_start)(sm_plugin *self, double after, double repeat,
                              sm_timer_fn fn, void *arg);
     /* Cancels a timer (safe from inside its own callback). A one-shot
      * timer is freed once its callback returns: never stop it after that. */
     void (*timer_stop)(sm_timer *timer);
-    /* Queues a job on the core's worker pool. */
+    /* Queues a job on the core's worker pool: work(arg) on a worker
+     * thread (no host calls there), then done(arg, cancelled) on the loop
+     * thread (done may be NULL). `arg` is the plugin's; free it in done.
+     * SM_OK, SM_EINVAL (no work, or no pool as under --check-config) or
+     * SM_ERROR (pool stopping, no memory: done will not be called). */
     int (*work_submit)(sm_plugin *self, sm_work_fn work, sm_work_done_fn done, void *arg);
 
     /* -- configuration: the plugin's own subtree "<name> = { ... }" -- */
@@ -326,19 +365,27 @@ typedef struct sm_host {
     int (*config_int)(sm_plugin *self, const char *key, int64_t min, int64_t max, int64_t *out);
     int (*config_double)(sm_plugin *self, const char *key, double min, double max, double *out);
     int (*config_bool)(sm_plugin *self, const char *key, int *out);
-    /* *out points into the configuration, valid until fini. */
+    /* *out points into the configuration, owned by the core, valid until
+     * fini returns. */
     int (*config_string)(sm_plugin *self, const char *key, const char **out);
     /* A list of strings; returns the count written to out (at most max), or
      * a negative sm_status. Strings valid until fini. */
     int (*config_string_list)(sm_plugin *self, const char *key, const char **out, size_t max);
 
-    /* -- logging -- */
+    /* -- logging (loop thread only; never log secrets) -- */
+
+    /* One line on stderr, "[<plugin name>]" prefixed, printf-style, cut at
+     * 1024 bytes; filtered by the configuration's log.level. */
 
     void (*log)(sm_plugin *self, sm_log_level level, const char *fmt, ...) SM_PRINTF(3, 4);
 
     /* -- storage: the core's database through prepared statements -- */
 
-    /* Prepares one SQL statement. Parameters are bound by 1-based index. */
+    /* Storage runs on the loop thread only (never in a worker's work).
+     * Prepares exactly one SQL statement (SM_EINVAL for more, SM_ERROR
+     * logged with the SQL for a bad one). The statement is the plugin's:
+     * db_finalize it, at the latest in fini. Parameters are bound by
+     * 1-based index, columns read by 0-based index. */
     int (*db_prepare)(sm_plugin *self, const char *sql, sm_stmt **out);
     int (*db_bind_int64)(sm_stmt *stmt, int index, int64_t value);
     int (*db_bind_double)(sm_stmt *stmt, int index, double value);
@@ -349,19 +396,23 @@ typedef struct sm_host {
     int (*db_step)(sm_stmt *stmt);
     int64_t (*db_column_int64)(sm_stmt *stmt, int col);
     double (*db_column_double)(sm_stmt *stmt, int col);
-    /* NULL for SQL NULL; valid until the next step/reset/finalize. */
+    /* NULL for SQL NULL; owned by the statement, valid until the next
+     * step/reset/finalize. */
     const char *(*db_column_text)(sm_stmt *stmt, int col);
     int (*db_column_is_null)(sm_stmt *stmt, int col);
     /* Makes the statement ready to run again; bindings are cleared. */
     int (*db_reset)(sm_stmt *stmt);
+    /* Frees the statement; NULL is allowed. */
     void (*db_finalize)(sm_stmt *stmt);
     /* Transactions: begin is BEGIN IMMEDIATE; commit returns only when the
      * data is committed. There is one database connection, shared by all
      * plugins: begin and commit within one callback, never across a
-     * deferral. Nesting is not supported (SM_ESTATE). */
+     * deferral. Nesting is not supported (SM_ESTATE). A failed commit
+     * rolls back and returns SM_ERROR: reply "stored" only after SM_OK. */
     int (*db_begin)(sm_plugin *self);
     int (*db_commit)(sm_plugin *self);
     int (*db_rollback)(sm_plugin *self);
+    /* Of the shared connection: read them right after your own step. */
     int64_t (*db_last_insert_id)(sm_plugin *self);
     int64_t (*db_changes)(sm_plugin *self);
 
@@ -394,22 +445,45 @@ typedef struct sm_plugin_descriptor {
      * anything else to make start-up fail. Migrations run after init
      * returns, so do not touch the plugin's tables in init. */
     int (*init)(sm_plugin *self, const sm_host *host, void **plugin_data);
-    /* Called once at shutdown, in reverse load order. May be NULL. */
+    /* Called once at shutdown, in reverse load order, after sessions are
+     * closed and every worker job's done has run; the database is still
+     * open. Also called when start-up fails after this plugin's init
+     * succeeded (start may not have run); never after a failed init, so
+     * init frees what it took before failing. May be NULL. */
     void (*fini)(void *plugin_data);
     /* Called once after every plugin's init and every migration, before
      * the first session. May be NULL. Return SM_OK or fail start-up. */
     int (*start)(void *plugin_data);
 } sm_plugin_descriptor;
 
-/* Declares the plugin's descriptor with designated initialisers, so fields
- * added to the descriptor later default to NULL:
+/* Declares the plugin's descriptor with designated initialisers, so the
+ * fields a plugin does not name are NULL:
  *   SM_PLUGIN_DECLARE(.name = "hello", .version = "1.0", .init = hello_init);
- */
+ * This keeps source compatibility when a field is added, not binary
+ * compatibility: the descriptor has no size field, so adding one needs an
+ * ABI version bump (docs/PLUGINS.md, "The ABI rule"). */
 #ifdef __cplusplus
-/* C++20 designated initialisers (fields in declaration order). */
+/* C++20 designated initialisers (fields in declaration order). g++ before
+ * 13 warns under -Wextra about every field a designated initialiser leaves
+ * out, which is the point here, so the warning is off for this one
+ * declaration. */
+#if defined(__GNUC__)
+#define SM_DECLARE_BEGIN_ \
+    _Pragma("GCC diagnostic push") \
+    _Pragma("GCC diagnostic ignored \"-Wmissing-field-initializers\"")
+#define SM_DECLARE_END_ _Pragma("GCC diagnostic pop")
+#else
+#define SM_DECLARE_BEGIN_
+#define SM_DECLARE_END_
+#endif
+/* The pragma cannot stand before the caller's `;`: the declaration ends
+ * inside, and a static_assert takes the caller's `;`. */
 #define SM_PLUGIN_DECLARE(...) \
+    SM_DECLARE_BEGIN_ \
     extern "C" SM_EXPORT const sm_plugin_descriptor safemessenger_plugin = \
-        { .abi_version = SM_PLUGIN_ABI_VERSION, __VA_ARGS__ }
+        { .abi_version = SM_PLUGIN_ABI_VERSION, __VA_ARGS__ }; \
+    SM_DECLARE_END_ \
+    static_assert(sizeof(sm_plugin_descriptor) > 0, "")
 #else
 #define SM_PLUGIN_DECLARE(...) \
     SM_EXPORT const sm_plugin_descriptor safemessenger_plugin = \

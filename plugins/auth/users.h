@@ -1,0 +1,44 @@
+/* The auth_users table (its public schema is described at the top of
+ * auth.c): the migration and the prepared statements auth uses. Loop
+ * thread only. */
+#ifndef AUTH_USERS_H
+#define AUTH_USERS_H
+
+#include <stdint.h>
+
+#include "safemessenger/plugin.h"
+
+#define USERNAME_MIN 3
+#define USERNAME_MAX 32
+
+typedef struct users users;
+
+typedef struct user_row {
+    int64_t id;
+    char username[USERNAME_MAX + 1]; /* as first written */
+    char *password_hash;             /* malloc'd; free it */
+} user_row;
+
+extern const sm_migration users_migrations[];
+
+/* Prepares the statements (in start(), after the migrations). Returns
+ * SM_OK or an error status. */
+int users_open(const sm_host *host, sm_plugin *self, users **out);
+void users_close(users *u);
+
+/* Looks a user up by the ASCII-folded name: 1 found (*row filled when row
+ * is not NULL), 0 not found, -1 error (logged by the host). */
+int users_find(users *u, const char *lower, user_row *row);
+
+/* Inserts a user (autocommit: committed when this returns SM_OK).
+ * public_key may be NULL. SM_OK with *id, SM_EEXIST when the folded name
+ * is taken (the UNIQUE index decides races), else SM_ERROR. */
+int users_insert(users *u, const char *username, const char *lower, const char *hash,
+                 const char *public_key, int64_t *id);
+
+/* Replaces the hash only if it is still old_hash (a concurrent login may
+ * have upgraded it first). SM_OK when the row changed, SM_ENOTFOUND when
+ * it did not, else SM_ERROR. */
+int users_update_hash(users *u, int64_t id, const char *new_hash, const char *old_hash);
+
+#endif

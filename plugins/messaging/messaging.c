@@ -1,0 +1,586 @@
+/* Messaging: public messages to the sender's room, private messages with
+ * offline storage, read receipts, public keys, room history and expiring
+ * messages (PROTOCOL.md section 7).
+ *
+ * The room comes from the session attribute "rooms.current" and its topic
+ * is "room:<lower-cased name>" (conventions.md); users are looked up in
+ * auth's auth_users. Every reply that confirms a write is sent after the
+ * commit, and events follow the commit too, so no client ever sees a
+ * message that a crash could take back. Message contents are never
+ * logged. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "safemessenger/plugin.h"
+#include "store.h"
+
+#define ROOM_ATTR "rooms.current"
+#define UNREAD_ATTR "messaging.unread_count"
+#define TOPIC_PREFIX "room:"
+
+/* The largest max_content_bytes the configuration accepts; the schema
+ * allows this much and the handlers check the configured limit. */
+#define CONTENT_LIMIT 1048576
+/* Ids are below 2^53 (PROTOCOL.md section 7): every JSON number parser
+ * keeps them exact. */
+#define ID_LIMIT 9007199254740991.0
+#define UNREAD_PAGE 100
+#define HISTORY_DEFAULT 50
+/* Longest signature accepted: the base64 RSA-PSS signature of an 8192-bit
+ * key is 1368 bytes. */
+#define SIGNATURE_LIMIT 4096
+/* How long a sender is told to wait when the recipient's unread cap is
+ * reached: a person reading messages frees room within about a minute. */
+#define UNREAD_RETRY_AFTER 60
+/* Expired rows are deleted every 30 s (PROTOCOL.md: within a minute), in
+ * batches, so one tick never holds the loop for long. */
+#define PURGE_INTERVAL 30.0
+#define PURGE_BATCH 1000
+#define PURGE_MAX_BATCHES 20
+
+typedef struct messaging {
+    const sm_host *host;
+    sm_plugin *self;
+    int64_t max_content_bytes, max_unread, max_expiry;
+    msg_store store;
+    sm_timer *purge_timer;
+} messaging;
+
+/* The optional and checked parts of a message payload. */
+typedef struct msg_input {
+    const char *content;
+    int has_expiry;
+    double expires_at;
+} msg_input;
+
+static void reply_internal(messaging *m, sm_ctx *ctx)
+{
+    m->host->reply_error(ctx, SM_ERR_INTERNAL, "internal server error");
+}
+
+static void reply_json(messaging *m, sm_ctx *ctx, const char *action, json_t *p)
+{
+    if (p)
+        m->host->reply(ctx, action, p);
+    else
+        reply_internal(m, ctx);
+    json_decref(p);
+}
+
+static int ascii_equal(const char *a, const char *b)
+{
+    for (;; a++, b++) {
+        char x = *a >= 'A' && *a <= 'Z' ? (char)(*a - 'A' + 'a') : *a;
+        char y = *b >= 'A' && *b <= 'Z' ? (char)(*b - 'A' + 'a') : *b;
+        if (x != y)
+            return 0;
+        if (!x)
+            return 1;
+    }
+}
+
+/* Text fields are stored and read back as C strings, so an embedded
+ * U+0000 could not be relayed as given. The core's JSON parser refuses
+ * it today; this keeps the plugin safe if that ever changes. */
+static int has_nul(const json_t *v)
+{
+    return v && json_is_string(v) && strlen(json_string_value(v)) != json_string_length(v);
+}
+
+/* Content and expires_at, checked beyond the schema (1004 naming the
+ * field). Replies itself on failure. */
+static int read_input(messaging *m, sm_ctx *ctx, const json_t *payload, double now,
+                      msg_input *out)
+{
+    const json_t *content = json_object_get(payload, "content");
+    char msg[128];
+    if (json_string_length(content) > (size_t)m->max_content_bytes) {
+        snprintf(msg, sizeof msg, "field 'content' must be a string of 1 to %lld bytes",
+                 (long long)m->max_content_bytes);
+        m->host->reply_error(ctx, SM_ERR_MALFORMED, msg);
+        return SM_EINVAL;
+    }
+    if (has_nul(content)) {
+        m->host->reply_error(ctx, SM_ERR_MALFORMED, "field 'content' must not contain U+0000");
+        return SM_EINVAL;
+    }
+    const json_t *exp = json_object_get(payload, "expires_at");
+    int has_expiry = json_is_number(exp);
+    double at = has_expiry ? json_number_value(exp) : 0;
+    if (has_expiry && !(at > now && at <= now + (double)m->max_expiry)) {
+        snprintf(msg, sizeof msg,
+                 "field 'expires_at' must be in the future and at most %lld seconds from now",
+                 (long long)m->max_expiry);
+        m->host->reply_error(ctx, SM_ERR_MALFORMED, msg);
+        return SM_EINVAL;
+    }
+    out->content = json_string_value(content);
+    out->has_expiry = has_expiry;
+    out->expires_at = at;
+    return SM_OK;
+}
+
+static int set_expiry(json_t *obj, const msg_input *in)
+{
+    return in->has_expiry ? json_object_set_new(obj, "expires_at", json_real(in->expires_at)) : 0;
+}
+
+/* commit_message's answer when the recipient's unread cap is reached; not
+ * an sm_status, so a busy database (SM_EBUSY) is never taken for it. */
+#define AT_CAP 100
+
+/* Reserves an id and, when row is not NULL, stores the row, in one
+ * committed transaction. When cap_user is not NULL the user's unread
+ * count is checked first: AT_CAP (nothing written) at the cap. */
+static int commit_message(messaging *m, msg_row *row, const char *cap_user, double now,
+                          int64_t *id)
+{
+    const sm_host *h = m->host;
+    int64_t new_id = 0, unread = 0;
+    int rc = h->db_begin(m->self);
+    if (rc != SM_OK)
+        return rc;
+    if (cap_user) {
+        rc = store_count_unread(&m->store, cap_user, now, &unread);
+        if (rc == SM_OK && unread >= m->max_unread)
+            rc = AT_CAP;
+    }
+    if (rc == SM_OK)
+        rc = store_reserve_id(&m->store, &new_id);
+    if (rc == SM_OK && row) {
+        row->id = new_id;
+        rc = store_insert(&m->store, row);
+    }
+    if (rc != SM_OK) {
+        h->db_rollback(m->self);
+        return rc;
+    }
+    rc = h->db_commit(m->self); /* rolls back itself on failure */
+    if (rc == SM_OK)
+        *id = new_id;
+    return rc;
+}
+
+/* ---- public messages ---------------------------------------------------- */
+
+/* Stores the message, then sends the event to every session in the room
+ * (the sender's included: the core holds it until this reply). */
+static void post_public(messaging *m, sm_ctx *ctx, const char *room, const msg_input *in,
+                        double now)
+{
+    const sm_host *h = m->host;
+    char lower[STORE_NAME_MAX], topic[sizeof TOPIC_PREFIX + STORE_NAME_MAX];
+    const char *sender = h->session_username(h->ctx_session(ctx));
+    int n = store_lower(room, lower, sizeof lower) == SM_OK
+                ? snprintf(topic, sizeof topic, TOPIC_PREFIX "%s", lower)
+                : -1;
+    if (n < 0 || (size_t)n >= sizeof topic) {
+        h->log(m->self, SM_LOG_ERROR, "session room attribute is not a room name");
+        reply_internal(m, ctx);
+        return;
+    }
+    msg_row row = {.sender = sender, .room = room, .room_lower = lower, .content = in->content,
+                   .timestamp = now, .has_expiry = in->has_expiry, .expires_at = in->expires_at};
+    int64_t id = 0;
+    if (commit_message(m, &row, NULL, now, &id) != SM_OK) {
+        reply_internal(m, ctx);
+        return;
+    }
+    json_t *ev = json_pack("{s:I, s:s, s:s, s:s, s:f}", "id", (json_int_t)id, "sender", sender,
+                           "content", in->content, "room", room, "timestamp", now);
+    if (ev && set_expiry(ev, in) == 0)
+        h->topic_publish(topic, "public_message", ev, 0);
+    else
+        h->log(m->self, SM_LOG_ERROR, "message %lld stored but not sent: out of memory",
+               (long long)id);
+    json_decref(ev);
+    reply_json(m, ctx, "public_message",
+               json_pack("{s:I, s:s, s:f}", "id", (json_int_t)id, "room", room, "timestamp", now));
+}
+
+static void public_message(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    messaging *m = data;
+    double now = m->host->now();
+    msg_input in;
+    if (read_input(m, ctx, payload, now, &in) != SM_OK)
+        return;
+    const char *room = m->host->session_get_attr(m->host->ctx_session(ctx), ROOM_ATTR);
+    if (!room) {
+        m->host->reply_error(ctx, SM_ERR_NOT_FOUND, "you are in no room");
+        return;
+    }
+    post_public(m, ctx, room, &in, now);
+}
+
+/* As public_message, naming the room, which must be the sender's own
+ * (also 1002 when the sender is in no room: the table's only rule). */
+static void send_message(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    messaging *m = data;
+    double now = m->host->now();
+    msg_input in;
+    if (read_input(m, ctx, payload, now, &in) != SM_OK)
+        return;
+    const char *want = json_string_value(json_object_get(payload, "room"));
+    const char *room = m->host->session_get_attr(m->host->ctx_session(ctx), ROOM_ATTR);
+    if (!room || !ascii_equal(room, want)) {
+        m->host->reply_error(ctx, SM_ERR_NOT_AUTHORIZED, "you are not in that room");
+        return;
+    }
+    post_public(m, ctx, room, &in, now);
+}
+
+/* ---- private messages --------------------------------------------------- */
+
+static void private_message(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    messaging *m = data;
+    const sm_host *h = m->host;
+    double now = h->now();
+    msg_input in;
+    if (read_input(m, ctx, payload, now, &in) != SM_OK)
+        return;
+    const json_t *sig = json_object_get(payload, "signature");
+    if (has_nul(sig)) {
+        h->reply_error(ctx, SM_ERR_MALFORMED, "field 'signature' must not contain U+0000");
+        return;
+    }
+    char lower[STORE_NAME_MAX], recipient[STORE_NAME_MAX];
+    int rc = store_lower(json_string_value(json_object_get(payload, "recipient")), lower,
+                         sizeof lower);
+    if (rc == SM_OK)
+        rc = store_find_user(&m->store, lower, recipient, sizeof recipient, NULL);
+    if (rc == SM_ENOTFOUND) {
+        h->reply_error(ctx, SM_ERR_NOT_FOUND, "no such user");
+        return;
+    }
+    if (rc != SM_OK) {
+        reply_internal(m, ctx);
+        return;
+    }
+    const char *sender = h->session_username(h->ctx_session(ctx));
+    int verdict = SM_HOST_HAS(h, policy_check)
+                      ? h->policy_check(SM_INTERACTION_PRIVATE_MESSAGE, sender, recipient)
+                      : SM_VERDICT_ALLOW;
+    if (verdict == SM_VERDICT_DENY) {
+        h->reply_error(ctx, SM_ERR_NOT_AUTHORIZED, "you may not send messages to this user");
+        return;
+    }
+    /* A dropped message takes the same path as a stored one, cap and all,
+     * up to the insert: a real id from the sequence, a commit, online
+     * false. The sender cannot tell it from a message to an offline user. */
+    int drop = verdict == SM_VERDICT_DROP;
+    const char *signature = json_string_value(sig);
+    int encrypted = json_is_true(json_object_get(payload, "encrypted"));
+    msg_row row = {.sender = sender, .recipient = recipient, .recipient_lower = lower,
+                   .content = in.content, .encrypted = encrypted, .signature = signature,
+                   .timestamp = now, .has_expiry = in.has_expiry, .expires_at = in.expires_at};
+    int64_t id = 0;
+    rc = commit_message(m, drop ? NULL : &row, lower, now, &id);
+    if (rc == AT_CAP) {
+        json_t *extra = json_pack("{s:i}", "retry_after", UNREAD_RETRY_AFTER);
+        if (extra)
+            h->reply_error_extra(ctx, SM_ERR_RATE_LIMITED,
+                                 "the recipient has too many unread messages", extra);
+        else
+            reply_internal(m, ctx);
+        json_decref(extra);
+        return;
+    }
+    if (rc != SM_OK) {
+        reply_internal(m, ctx);
+        return;
+    }
+    int online = 0;
+    if (!drop) {
+        online = h->user_sessions(recipient, NULL, 0) > 0;
+        json_t *ev = json_pack("{s:I, s:s, s:s, s:s, s:b, s:s?, s:f}", "id", (json_int_t)id,
+                               "sender", sender, "recipient", recipient, "content", in.content,
+                               "encrypted", encrypted, "signature", signature, "timestamp",
+                               now);
+        if (ev && set_expiry(ev, &in) == 0)
+            h->send_event_user(recipient, "private_message", ev);
+        else
+            h->log(m->self, SM_LOG_ERROR, "message %lld stored but not sent: out of memory",
+                   (long long)id);
+        json_decref(ev);
+    }
+    reply_json(m, ctx, "message_delivered",
+               json_pack("{s:I, s:s, s:b, s:f}", "message_id", (json_int_t)id, "recipient",
+                         recipient, "online", online, "timestamp", now));
+}
+
+/* The caller's lower-cased name; replies 1005 itself on failure. */
+static int caller_lower(messaging *m, sm_ctx *ctx, char *out, size_t out_len)
+{
+    const char *me = m->host->session_username(m->host->ctx_session(ctx));
+    if (!me || store_lower(me, out, out_len) != SM_OK) {
+        reply_internal(m, ctx);
+        return SM_ERROR;
+    }
+    return SM_OK;
+}
+
+static void get_unread_messages(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    messaging *m = data;
+    char me[STORE_NAME_MAX];
+    if (caller_lower(m, ctx, me, sizeof me) != SM_OK)
+        return;
+    const json_t *after = json_object_get(payload, "after_id");
+    int64_t after_id = json_is_integer(after) ? (int64_t)json_integer_value(after) : 0;
+    int more = 0;
+    json_t *items = json_array();
+    if (!items ||
+        store_list_unread(&m->store, me, after_id, m->host->now(), UNREAD_PAGE, items, &more) !=
+            SM_OK) {
+        json_decref(items);
+        reply_internal(m, ctx);
+        return;
+    }
+    reply_json(m, ctx, "unread_messages",
+               json_pack("{s:o, s:b}", "messages", items, "more", more));
+}
+
+/* The same 1009 whether the message does not exist, has expired or is
+ * someone else's: no hint whether it exists. */
+static void mark_message_read(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    messaging *m = data;
+    const sm_host *h = m->host;
+    char me[STORE_NAME_MAX], sender[STORE_NAME_MAX];
+    if (caller_lower(m, ctx, me, sizeof me) != SM_OK)
+        return;
+    int64_t id = (int64_t)json_integer_value(json_object_get(payload, "message_id"));
+    double now = h->now();
+    int was_read = 0;
+    int rc = store_find_private(&m->store, id, me, now, sender, sizeof sender, &was_read);
+    if (rc == SM_ENOTFOUND) {
+        h->reply_error(ctx, SM_ERR_NOT_FOUND, "no such message");
+        return;
+    }
+    if (rc == SM_OK && !was_read)
+        rc = store_set_read(&m->store, id);
+    if (rc != SM_OK) {
+        reply_internal(m, ctx);
+        return;
+    }
+    reply_json(m, ctx, "mark_message_read", json_pack("{s:I}", "message_id", (json_int_t)id));
+    if (was_read)
+        return;
+    json_t *ev = json_pack("{s:I, s:s, s:f}", "message_id", (json_int_t)id, "reader",
+                           h->session_username(h->ctx_session(ctx)), "timestamp", now);
+    if (ev)
+        h->send_event_user(sender, "message_read", ev);
+    json_decref(ev);
+}
+
+static void get_public_key(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    messaging *m = data;
+    char lower[STORE_NAME_MAX], name[STORE_NAME_MAX];
+    json_t *key = NULL;
+    int rc = store_lower(json_string_value(json_object_get(payload, "username")), lower,
+                         sizeof lower);
+    if (rc == SM_OK)
+        rc = store_find_user(&m->store, lower, name, sizeof name, &key);
+    if (rc == SM_ENOTFOUND) {
+        m->host->reply_error(ctx, SM_ERR_NOT_FOUND, "no such user");
+        return;
+    }
+    if (rc != SM_OK) {
+        reply_internal(m, ctx);
+        return;
+    }
+    reply_json(m, ctx, "get_public_key",
+               json_pack("{s:s, s:o}", "username", name, "public_key", key));
+}
+
+static void get_history(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    messaging *m = data;
+    const sm_host *h = m->host;
+    const char *want = json_string_value(json_object_get(payload, "room"));
+    const char *room = h->session_get_attr(h->ctx_session(ctx), ROOM_ATTR);
+    if (!room || !ascii_equal(room, want)) {
+        h->reply_error(ctx, SM_ERR_NOT_AUTHORIZED, "you are not in that room");
+        return;
+    }
+    char lower[STORE_NAME_MAX];
+    if (store_lower(room, lower, sizeof lower) != SM_OK) {
+        reply_internal(m, ctx);
+        return;
+    }
+    const json_t *before = json_object_get(payload, "before_id");
+    const json_t *limit = json_object_get(payload, "limit");
+    int64_t before_id = json_is_integer(before) ? (int64_t)json_integer_value(before) : INT64_MAX;
+    int n = json_is_integer(limit) ? (int)json_integer_value(limit) : HISTORY_DEFAULT;
+    int more = 0;
+    json_t *items = json_array();
+    if (!items || store_history(&m->store, lower, before_id, h->now(), n, items, &more) != SM_OK) {
+        json_decref(items);
+        reply_internal(m, ctx);
+        return;
+    }
+    reply_json(m, ctx, "get_history",
+               json_pack("{s:s, s:o, s:b}", "room", room, "messages", items, "more", more));
+}
+
+/* ---- core events and the purge ------------------------------------------ */
+
+/* conventions.md: auth reads the attribute for login_success.unread_count
+ * once session_login returns (this runs inside it). */
+static void on_logged_in(sm_core_event event, sm_session_id session, const char *username,
+                         void *data)
+{
+    (void)event;
+    messaging *m = data;
+    char lower[STORE_NAME_MAX], text[24];
+    int64_t count = 0;
+    if (!username || store_lower(username, lower, sizeof lower) != SM_OK ||
+        store_count_unread(&m->store, lower, m->host->now(), &count) != SM_OK) {
+        m->host->log(m->self, SM_LOG_ERROR, "session %llu: cannot count unread messages",
+                     (unsigned long long)session);
+        return;
+    }
+    snprintf(text, sizeof text, "%lld", (long long)count);
+    if (m->host->session_set_attr(session, UNREAD_ATTR, text) != SM_OK)
+        m->host->log(m->self, SM_LOG_ERROR, "session %llu: cannot set %s",
+                     (unsigned long long)session, UNREAD_ATTR);
+}
+
+/* Readers already skip expired rows; this frees the storage. */
+static void on_purge(sm_timer *timer, void *arg)
+{
+    (void)timer;
+    messaging *m = arg;
+    double now = m->host->now();
+    int64_t total = 0, deleted = PURGE_BATCH;
+    int batches = 0;
+    while (deleted == PURGE_BATCH && batches < PURGE_MAX_BATCHES) {
+        if (store_purge(&m->store, now, PURGE_BATCH, &deleted) != SM_OK) {
+            m->host->log(m->self, SM_LOG_ERROR, "purge of expired messages failed");
+            return;
+        }
+        total += deleted;
+        batches++;
+    }
+    if (deleted == PURGE_BATCH)
+        m->host->log(m->self, SM_LOG_WARNING,
+                     "deleted %lld expired messages; more remain for the next purge",
+                     (long long)total);
+    else if (total > 0)
+        m->host->log(m->self, SM_LOG_DEBUG, "deleted %lld expired messages", (long long)total);
+}
+
+/* ---- the action table --------------------------------------------------- */
+
+static const sm_field public_schema[] = {
+    {"content", SM_FIELD_STRING, SM_FIELD_REQUIRED, 1, CONTENT_LIMIT},
+    {"expires_at", SM_FIELD_NUMBER, 0, 0, 0},
+    {NULL, SM_FIELD_END, 0, 0, 0},
+};
+static const sm_field send_schema[] = {
+    {"room", SM_FIELD_STRING, SM_FIELD_REQUIRED | SM_FIELD_NAME, 1, 32},
+    {"content", SM_FIELD_STRING, SM_FIELD_REQUIRED, 1, CONTENT_LIMIT},
+    {"expires_at", SM_FIELD_NUMBER, 0, 0, 0},
+    {NULL, SM_FIELD_END, 0, 0, 0},
+};
+static const sm_field private_schema[] = {
+    {"recipient", SM_FIELD_STRING, SM_FIELD_REQUIRED | SM_FIELD_NAME, 3, 32},
+    {"content", SM_FIELD_STRING, SM_FIELD_REQUIRED, 1, CONTENT_LIMIT},
+    {"encrypted", SM_FIELD_BOOLEAN, SM_FIELD_REQUIRED, 0, 0},
+    {"signature", SM_FIELD_STRING, 0, 0, SIGNATURE_LIMIT},
+    {"expires_at", SM_FIELD_NUMBER, 0, 0, 0},
+    {NULL, SM_FIELD_END, 0, 0, 0},
+};
+static const sm_field unread_schema[] = {
+    {"after_id", SM_FIELD_INTEGER, 0, 0, ID_LIMIT},
+    {NULL, SM_FIELD_END, 0, 0, 0},
+};
+static const sm_field mark_schema[] = {
+    {"message_id", SM_FIELD_INTEGER, SM_FIELD_REQUIRED, 1, ID_LIMIT},
+    {NULL, SM_FIELD_END, 0, 0, 0},
+};
+static const sm_field key_schema[] = {
+    {"username", SM_FIELD_STRING, SM_FIELD_REQUIRED | SM_FIELD_NAME, 3, 32},
+    {NULL, SM_FIELD_END, 0, 0, 0},
+};
+static const sm_field history_schema[] = {
+    {"room", SM_FIELD_STRING, SM_FIELD_REQUIRED | SM_FIELD_NAME, 1, 32},
+    {"before_id", SM_FIELD_INTEGER, 0, 1, ID_LIMIT + 1},
+    {"limit", SM_FIELD_INTEGER, 0, 1, 200},
+    {NULL, SM_FIELD_END, 0, 0, 0},
+};
+
+static const sm_action actions[] = {
+    {"public_message", public_message, SM_ACTION_NEEDS_LOGIN, public_schema},
+    {"send_message", send_message, SM_ACTION_NEEDS_LOGIN, send_schema},
+    {"private_message", private_message, SM_ACTION_NEEDS_LOGIN, private_schema},
+    {"get_unread_messages", get_unread_messages, SM_ACTION_NEEDS_LOGIN, unread_schema},
+    {"mark_message_read", mark_message_read, SM_ACTION_NEEDS_LOGIN, mark_schema},
+    {"get_public_key", get_public_key, SM_ACTION_NEEDS_LOGIN, key_schema},
+    {"get_history", get_history, SM_ACTION_NEEDS_LOGIN, history_schema},
+    {NULL, NULL, 0, NULL},
+};
+
+/* ---- life cycle --------------------------------------------------------- */
+
+static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
+{
+    messaging *m = calloc(1, sizeof *m);
+    if (!m)
+        return SM_ENOMEM;
+    m->host = host;
+    m->self = self;
+    m->max_content_bytes = 16384; /* DESIGN.md defaults; kept when a key is absent */
+    m->max_unread = 10000;
+    m->max_expiry = 2592000;
+    int rc = host->config_int(self, "max_content_bytes", 1, CONTENT_LIMIT, &m->max_content_bytes);
+    if (rc == SM_OK)
+        rc = host->config_int(self, "max_unread", 1, 1000000000, &m->max_unread);
+    if (rc == SM_OK)
+        rc = host->config_int(self, "max_expiry", 1, 315360000, &m->max_expiry);
+    if (rc == SM_OK)
+        rc = host->register_migrations(self, store_migrations);
+    if (rc == SM_OK)
+        rc = host->register_actions(self, actions);
+    if (rc == SM_OK)
+        rc = host->subscribe(self, SM_EVENT_LOGGED_IN, on_logged_in);
+    if (rc != SM_OK) {
+        free(m);
+        return rc;
+    }
+    *plugin_data = m;
+    return SM_OK;
+}
+
+static int start(void *plugin_data)
+{
+    messaging *m = plugin_data;
+    if (store_open(&m->store, m->host, m->self) != SM_OK)
+        return SM_ERROR;
+    m->purge_timer = m->host->timer_start(m->self, PURGE_INTERVAL, PURGE_INTERVAL, on_purge, m);
+    if (!m->purge_timer) {
+        store_close(&m->store);
+        return SM_ENOMEM;
+    }
+    return SM_OK;
+}
+
+/* Also runs for a plugin whose start never ran or failed (store zeroed). */
+static void fini(void *plugin_data)
+{
+    messaging *m = plugin_data;
+    if (m->purge_timer)
+        m->host->timer_stop(m->purge_timer);
+    store_close(&m->store);
+    free(m);
+}
+
+SM_PLUGIN_DECLARE(.name = "messaging", .version = "1.0",
+                  .description = "public, private and expiring messages, history, public keys",
+                  .init = init, .fini = fini, .start = start);

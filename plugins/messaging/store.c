@@ -1,0 +1,363 @@
+/* See store.h. SQL kept portable (no AUTOINCREMENT, no RETURNING, no
+ * partial indexes) so a PostgreSQL backend can run it unchanged. */
+#include "store.h"
+
+#include <string.h>
+
+/* Ids come from messaging_ids rather than from the table's row ids: a row
+ * id of a deleted newest row would be handed out again, and a message id
+ * must stay unique for ever (clients page and acknowledge by id). The
+ * sequence also lets a dropped private message (policy DROP) consume a real
+ * id without storing anything.
+ *
+ * The unread index carries expires_at so counting a user's unread messages
+ * (the max_unread cap, unread_count at login) reads the index only. */
+const sm_migration store_migrations[] = {
+    {1, "CREATE TABLE messaging_ids (last_id INTEGER NOT NULL);"
+        "INSERT INTO messaging_ids (last_id) VALUES (0);"
+        "CREATE TABLE messaging_messages ("
+        " id INTEGER PRIMARY KEY,"
+        " kind TEXT NOT NULL CHECK (kind IN ('public', 'private')),"
+        " sender TEXT NOT NULL,"
+        " room TEXT, room_lower TEXT,"
+        " recipient TEXT, recipient_lower TEXT,"
+        " content TEXT NOT NULL,"
+        " encrypted INTEGER NOT NULL DEFAULT 0,"
+        " signature TEXT,"
+        " created_at REAL NOT NULL,"
+        " expires_at REAL,"
+        " is_read INTEGER NOT NULL DEFAULT 0);"
+        "CREATE INDEX messaging_messages_unread"
+        " ON messaging_messages (recipient_lower, is_read, id, expires_at);"
+        "CREATE INDEX messaging_messages_room ON messaging_messages (room_lower, id);"
+        "CREATE INDEX messaging_messages_expiry ON messaging_messages (expires_at);"},
+    {0, NULL},
+};
+
+#define NOT_EXPIRED "(expires_at IS NULL OR expires_at > ?)"
+
+static const struct {
+    size_t offset;
+    const char *sql;
+} statements[] = {
+    {offsetof(msg_store, bump_id), "UPDATE messaging_ids SET last_id = last_id + 1"},
+    {offsetof(msg_store, last_id), "SELECT last_id FROM messaging_ids"},
+    {offsetof(msg_store, insert),
+     "INSERT INTO messaging_messages (id, kind, sender, room, room_lower, recipient,"
+     " recipient_lower, content, encrypted, signature, created_at, expires_at)"
+     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"},
+    {offsetof(msg_store, count_unread),
+     "SELECT COUNT(*) FROM messaging_messages WHERE recipient_lower = ? AND is_read = 0"
+     " AND " NOT_EXPIRED},
+    {offsetof(msg_store, list_unread),
+     "SELECT id, sender, content, encrypted, signature, created_at, expires_at"
+     " FROM messaging_messages WHERE recipient_lower = ? AND is_read = 0 AND id > ?"
+     " AND " NOT_EXPIRED " ORDER BY id LIMIT ?"},
+    {offsetof(msg_store, find_private),
+     "SELECT sender, is_read FROM messaging_messages WHERE id = ? AND recipient_lower = ?"
+     " AND " NOT_EXPIRED},
+    {offsetof(msg_store, set_read), "UPDATE messaging_messages SET is_read = 1 WHERE id = ?"},
+    {offsetof(msg_store, history),
+     "SELECT id, sender, content, room, created_at, expires_at FROM messaging_messages"
+     " WHERE room_lower = ? AND id < ? AND " NOT_EXPIRED " ORDER BY id DESC LIMIT ?"},
+    {offsetof(msg_store, purge),
+     "DELETE FROM messaging_messages WHERE id IN (SELECT id FROM messaging_messages"
+     " WHERE expires_at <= ? LIMIT ?)"},
+    {offsetof(msg_store, find_user),
+     "SELECT username, public_key FROM auth_users WHERE username_lower = ?"},
+};
+
+static sm_stmt **slot(msg_store *st, size_t offset)
+{
+    return (sm_stmt **)(void *)((char *)st + offset);
+}
+
+void store_close(msg_store *st)
+{
+    if (!st->host)
+        return;
+    for (size_t i = 0; i < sizeof statements / sizeof statements[0]; i++) {
+        sm_stmt **s = slot(st, statements[i].offset);
+        if (*s)
+            st->host->db_finalize(*s);
+        *s = NULL;
+    }
+}
+
+int store_open(msg_store *st, const sm_host *host, sm_plugin *self)
+{
+    memset(st, 0, sizeof *st);
+    st->host = host;
+    st->self = self;
+    /* conventions.md: auth owns auth_users; without it no recipient or key
+     * can be looked up. */
+    sm_stmt *probe = NULL;
+    if (host->db_prepare(self, "SELECT 1 FROM auth_users LIMIT 0", &probe) != SM_OK) {
+        host->log(self, SM_LOG_ERROR, "messaging needs the auth plugin, loaded before it");
+        return SM_ERROR;
+    }
+    host->db_finalize(probe);
+    for (size_t i = 0; i < sizeof statements / sizeof statements[0]; i++) {
+        if (host->db_prepare(self, statements[i].sql, slot(st, statements[i].offset)) != SM_OK) {
+            store_close(st);
+            return SM_ERROR;
+        }
+    }
+    return SM_OK;
+}
+
+int store_lower(const char *name, char *out, size_t out_len)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n >= out_len)
+        return SM_EINVAL;
+    for (size_t i = 0; i <= n; i++) {
+        char c = name[i];
+        out[i] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+    }
+    return SM_OK;
+}
+
+/* Copies a text column into a fixed buffer; SM_ERROR if absent or too long. */
+static int copy_text(const sm_host *h, sm_stmt *s, int col, char *out, size_t out_len)
+{
+    const char *t = h->db_column_text(s, col);
+    size_t n = t ? strlen(t) : 0;
+    if (!t || n >= out_len)
+        return SM_ERROR;
+    memcpy(out, t, n + 1);
+    return SM_OK;
+}
+
+/* A nullable text column as JSON (string or null). */
+static json_t *text_or_null(const sm_host *h, sm_stmt *s, int col)
+{
+    const char *t = h->db_column_text(s, col);
+    return t ? json_string(t) : json_null();
+}
+
+int store_reserve_id(msg_store *st, int64_t *id)
+{
+    const sm_host *h = st->host;
+    int rc = h->db_step(st->bump_id) == SM_DONE ? SM_OK : SM_ERROR;
+    h->db_reset(st->bump_id);
+    if (rc != SM_OK)
+        return rc;
+    int64_t value = 0;
+    if (h->db_step(st->last_id) == SM_ROW)
+        value = h->db_column_int64(st->last_id, 0);
+    h->db_reset(st->last_id);
+    if (value <= 0)
+        return SM_ERROR;
+    *id = value;
+    return SM_OK;
+}
+
+static int bind_opt_text(const sm_host *h, sm_stmt *s, int i, const char *v)
+{
+    return v ? h->db_bind_text(s, i, v, -1) : h->db_bind_null(s, i);
+}
+
+int store_insert(msg_store *st, const msg_row *r)
+{
+    const sm_host *h = st->host;
+    sm_stmt *s = st->insert;
+    int rc = SM_OK;
+    if (h->db_bind_int64(s, 1, r->id) != SM_OK ||
+        h->db_bind_text(s, 2, r->recipient ? "private" : "public", -1) != SM_OK ||
+        h->db_bind_text(s, 3, r->sender, -1) != SM_OK || bind_opt_text(h, s, 4, r->room) != SM_OK ||
+        bind_opt_text(h, s, 5, r->room_lower) != SM_OK ||
+        bind_opt_text(h, s, 6, r->recipient) != SM_OK ||
+        bind_opt_text(h, s, 7, r->recipient_lower) != SM_OK ||
+        h->db_bind_text(s, 8, r->content, -1) != SM_OK ||
+        h->db_bind_int64(s, 9, r->encrypted ? 1 : 0) != SM_OK ||
+        bind_opt_text(h, s, 10, r->signature) != SM_OK ||
+        h->db_bind_double(s, 11, r->timestamp) != SM_OK ||
+        (r->has_expiry ? h->db_bind_double(s, 12, r->expires_at) : h->db_bind_null(s, 12)) !=
+            SM_OK ||
+        h->db_step(s) != SM_DONE)
+        rc = SM_ERROR;
+    h->db_reset(s);
+    return rc;
+}
+
+int store_count_unread(msg_store *st, const char *user_lower, double now, int64_t *count)
+{
+    const sm_host *h = st->host;
+    sm_stmt *s = st->count_unread;
+    int rc = SM_ERROR;
+    int64_t n = 0;
+    if (h->db_bind_text(s, 1, user_lower, -1) == SM_OK && h->db_bind_double(s, 2, now) == SM_OK &&
+        h->db_step(s) == SM_ROW) {
+        n = h->db_column_int64(s, 0);
+        rc = SM_OK;
+    }
+    h->db_reset(s);
+    if (rc == SM_OK)
+        *count = n;
+    return rc;
+}
+
+/* Adds "expires_at" to an item when the column is set. */
+static int add_expiry(const sm_host *h, sm_stmt *s, int col, json_t *item)
+{
+    if (h->db_column_is_null(s, col))
+        return 0;
+    return json_object_set_new(item, "expires_at", json_real(h->db_column_double(s, col)));
+}
+
+/* Runs a listing statement (already bound) and appends at most `limit`
+ * items built by make_item; the statement asks for limit + 1 rows so the
+ * extra one tells whether there is more. */
+static int collect(const sm_host *h, sm_stmt *s, int limit, json_t *items, int *more,
+                   json_t *(*make_item)(const sm_host *, sm_stmt *))
+{
+    int rc, n = 0, extra = 0;
+    while ((rc = h->db_step(s)) == SM_ROW) {
+        if (n == limit) {
+            extra = 1;
+            break;
+        }
+        json_t *item = make_item(h, s);
+        if (!item || json_array_append_new(items, item) != 0) {
+            rc = SM_ENOMEM;
+            break;
+        }
+        n++;
+    }
+    h->db_reset(s);
+    if (rc != SM_ROW && rc != SM_DONE)
+        return rc == SM_ENOMEM ? SM_ENOMEM : SM_ERROR;
+    *more = extra;
+    return SM_OK;
+}
+
+static json_t *unread_item(const sm_host *h, sm_stmt *s)
+{
+    json_t *item =
+        json_pack("{s:I, s:s?, s:s?, s:b, s:o, s:f}", "id", (json_int_t)h->db_column_int64(s, 0),
+                  "sender", h->db_column_text(s, 1), "content", h->db_column_text(s, 2),
+                  "encrypted", h->db_column_int64(s, 3) != 0, "signature", text_or_null(h, s, 4),
+                  "timestamp", h->db_column_double(s, 5));
+    if (item && add_expiry(h, s, 6, item) != 0) {
+        json_decref(item);
+        item = NULL;
+    }
+    return item;
+}
+
+int store_list_unread(msg_store *st, const char *user_lower, int64_t after_id, double now,
+                      int limit, json_t *items, int *more)
+{
+    const sm_host *h = st->host;
+    sm_stmt *s = st->list_unread;
+    if (h->db_bind_text(s, 1, user_lower, -1) != SM_OK ||
+        h->db_bind_int64(s, 2, after_id) != SM_OK || h->db_bind_double(s, 3, now) != SM_OK ||
+        h->db_bind_int64(s, 4, (int64_t)limit + 1) != SM_OK) {
+        h->db_reset(s);
+        return SM_ERROR;
+    }
+    return collect(h, s, limit, items, more, unread_item);
+}
+
+int store_find_private(msg_store *st, int64_t id, const char *user_lower, double now, char *sender,
+                       size_t sender_len, int *is_read)
+{
+    const sm_host *h = st->host;
+    sm_stmt *s = st->find_private;
+    int rc = SM_ERROR;
+    int read = 0;
+    if (h->db_bind_int64(s, 1, id) == SM_OK && h->db_bind_text(s, 2, user_lower, -1) == SM_OK &&
+        h->db_bind_double(s, 3, now) == SM_OK) {
+        int step = h->db_step(s);
+        if (step == SM_ROW) {
+            rc = copy_text(h, s, 0, sender, sender_len);
+            read = h->db_column_int64(s, 1) != 0;
+        } else if (step == SM_DONE) {
+            rc = SM_ENOTFOUND;
+        }
+    }
+    h->db_reset(s);
+    if (rc == SM_OK)
+        *is_read = read;
+    return rc;
+}
+
+int store_set_read(msg_store *st, int64_t id)
+{
+    const sm_host *h = st->host;
+    int rc = h->db_bind_int64(st->set_read, 1, id) == SM_OK && h->db_step(st->set_read) == SM_DONE
+                 ? SM_OK
+                 : SM_ERROR;
+    h->db_reset(st->set_read);
+    return rc;
+}
+
+static json_t *history_item(const sm_host *h, sm_stmt *s)
+{
+    json_t *item =
+        json_pack("{s:I, s:s?, s:s?, s:s?, s:f}", "id", (json_int_t)h->db_column_int64(s, 0),
+                  "sender", h->db_column_text(s, 1), "content", h->db_column_text(s, 2), "room",
+                  h->db_column_text(s, 3), "timestamp", h->db_column_double(s, 4));
+    if (item && add_expiry(h, s, 5, item) != 0) {
+        json_decref(item);
+        item = NULL;
+    }
+    return item;
+}
+
+int store_history(msg_store *st, const char *room_lower, int64_t before_id, double now, int limit,
+                  json_t *items, int *more)
+{
+    const sm_host *h = st->host;
+    sm_stmt *s = st->history;
+    if (h->db_bind_text(s, 1, room_lower, -1) != SM_OK ||
+        h->db_bind_int64(s, 2, before_id) != SM_OK || h->db_bind_double(s, 3, now) != SM_OK ||
+        h->db_bind_int64(s, 4, (int64_t)limit + 1) != SM_OK) {
+        h->db_reset(s);
+        return SM_ERROR;
+    }
+    return collect(h, s, limit, items, more, history_item);
+}
+
+int store_purge(msg_store *st, double now, int64_t batch, int64_t *deleted)
+{
+    const sm_host *h = st->host;
+    sm_stmt *s = st->purge;
+    int rc = h->db_bind_double(s, 1, now) == SM_OK && h->db_bind_int64(s, 2, batch) == SM_OK &&
+                     h->db_step(s) == SM_DONE
+                 ? SM_OK
+                 : SM_ERROR;
+    int64_t n = h->db_changes(st->self);
+    h->db_reset(s);
+    if (rc == SM_OK)
+        *deleted = n;
+    return rc;
+}
+
+int store_find_user(msg_store *st, const char *user_lower, char *name, size_t name_len,
+                    json_t **public_key)
+{
+    const sm_host *h = st->host;
+    sm_stmt *s = st->find_user;
+    int rc = SM_ERROR;
+    json_t *key = NULL;
+    if (h->db_bind_text(s, 1, user_lower, -1) == SM_OK) {
+        int step = h->db_step(s);
+        if (step == SM_ROW) {
+            rc = copy_text(h, s, 0, name, name_len);
+            if (rc == SM_OK && public_key && !(key = text_or_null(h, s, 1)))
+                rc = SM_ENOMEM;
+        } else if (step == SM_DONE) {
+            rc = SM_ENOTFOUND;
+        }
+    }
+    h->db_reset(s);
+    if (rc != SM_OK) {
+        json_decref(key);
+        return rc;
+    }
+    if (public_key)
+        *public_key = key;
+    return SM_OK;
+}

@@ -1,0 +1,85 @@
+/* The messaging plugin's storage: one table for public and private
+ * messages, one id sequence, read access to auth_users. Every function
+ * runs on the loop thread and returns an sm_status; out-parameters are
+ * written only on SM_OK. Rows whose expires_at has passed are invisible
+ * to every reader here, whether or not the purge has deleted them yet. */
+#ifndef MESSAGING_STORE_H
+#define MESSAGING_STORE_H
+
+#include <stdint.h>
+
+#include "safemessenger/plugin.h"
+
+/* Longest ASCII-lower-cased name or room kept in a fixed buffer (names are
+ * at most 32 bytes; room attributes come from another plugin). */
+#define STORE_NAME_MAX 64
+
+typedef struct msg_store {
+    const sm_host *host;
+    sm_plugin *self;
+    sm_stmt *bump_id, *last_id, *insert, *count_unread, *list_unread, *find_private,
+        *set_read, *history, *purge, *find_user;
+} msg_store;
+
+/* One message to insert. Public messages have room/room_lower and no
+ * recipient; private ones the reverse. signature may be NULL. */
+typedef struct msg_row {
+    int64_t id;
+    const char *sender;
+    const char *room, *room_lower;
+    const char *recipient, *recipient_lower;
+    const char *content;
+    int encrypted;
+    const char *signature;
+    double timestamp;
+    int has_expiry;
+    double expires_at;
+} msg_row;
+
+/* The migrations, for register_migrations in init. */
+extern const sm_migration store_migrations[];
+
+/* Prepares every statement (in start: the tables exist then). Fails when
+ * auth_users does not exist. */
+int store_open(msg_store *st, const sm_host *host, sm_plugin *self);
+void store_close(msg_store *st);
+
+/* Writes the ASCII-lower-cased copy of name into out (out_len bytes with
+ * the terminator); SM_EINVAL if it does not fit or is empty. */
+int store_lower(const char *name, char *out, size_t out_len);
+
+/* The next message id from the sequence. Call inside a transaction. */
+int store_reserve_id(msg_store *st, int64_t *id);
+int store_insert(msg_store *st, const msg_row *row);
+
+/* Unread, unexpired private messages to the user (lower-cased name). */
+int store_count_unread(msg_store *st, const char *user_lower, double now, int64_t *count);
+
+/* Appends up to `limit` of the user's unread messages with ids above
+ * after_id, oldest first, as get_unread_messages items, to `items`;
+ * *more says whether further ones exist. */
+int store_list_unread(msg_store *st, const char *user_lower, int64_t after_id, double now,
+                      int limit, json_t *items, int *more);
+
+/* The private message `id` if user_lower is its recipient and it has not
+ * expired: its sender (copied into sender, sender_len bytes) and whether
+ * it was read. SM_ENOTFOUND otherwise, whichever reason. */
+int store_find_private(msg_store *st, int64_t id, const char *user_lower, double now,
+                       char *sender, size_t sender_len, int *is_read);
+int store_set_read(msg_store *st, int64_t id);
+
+/* Appends up to `limit` of the room's messages with ids below before_id,
+ * newest first, shaped as public_message events. */
+int store_history(msg_store *st, const char *room_lower, int64_t before_id, double now,
+                  int limit, json_t *items, int *more);
+
+/* Deletes up to `batch` expired rows; *deleted is how many went. */
+int store_purge(msg_store *st, double now, int64_t batch, int64_t *deleted);
+
+/* The registered user `user_lower`: the name as registered (copied into
+ * name, name_len bytes) and, when public_key is not NULL, a new JSON string
+ * of the key or JSON null. SM_ENOTFOUND for an unknown user. */
+int store_find_user(msg_store *st, const char *user_lower, char *name, size_t name_len,
+                    json_t **public_key);
+
+#endif

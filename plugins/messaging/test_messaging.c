@@ -1,0 +1,971 @@
+/* The messaging plugin on the test host: every action of PROTOCOL.md
+ * section 7 it provides, its errors, the policy hook, the unread cap,
+ * expiry and the purge, and the unread_count attribute at login.
+ *
+ * auth_users is created here as conventions.md gives it; a test-only
+ * helper plugin (test_room_helper.c) puts sessions in rooms the way the
+ * rooms plugin does, and policy_veto denies private messages to "denied"
+ * and drops those to "blocked". */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "safemessenger/testhost.h"
+#include "sm_test.h"
+
+#define NOW0 SM_TESTHOST_EPOCH
+#define BOB_KEY                                                                                    \
+    "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA\n-----END PUBLIC "   \
+    "KEY-----\n"
+
+/* The core's rate limit would answer 1008 to the long loops below. */
+#define FAST_LIMITS "limits = { commands_per_second = 100000; command_burst = 100000; };\n"
+
+static const char *const users_sql =
+    "CREATE TABLE auth_users(id INTEGER PRIMARY KEY, username TEXT NOT NULL,"
+    " username_lower TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL, public_key TEXT,"
+    " created_at REAL NOT NULL);"
+    "INSERT INTO auth_users VALUES (1, 'alice', 'alice', 'x', NULL, 0);"
+    "INSERT INTO auth_users VALUES (2, 'Bob', 'bob', 'x', '" BOB_KEY "', 0);"
+    "INSERT INTO auth_users VALUES (3, 'carol', 'carol', 'x', NULL, 0);"
+    "INSERT INTO auth_users VALUES (4, 'denied', 'denied', 'x', NULL, 0);"
+    "INSERT INTO auth_users VALUES (5, 'blocked', 'blocked', 'x', NULL, 0);"
+    "INSERT INTO auth_users VALUES (6, 'dave', 'dave', 'x', NULL, 0);";
+
+/* A host with auth_users, the helpers and messaging (extra: config text). */
+static sm_testhost *start(const char *extra)
+{
+    char config[1024];
+    snprintf(config, sizeof config, FAST_LIMITS "%s", extra ? extra : "");
+    sm_testhost *th = NULL;
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_new(config, &th), SM_OK);
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_exec(th, users_sql), SM_OK);
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, POLICY_VETO_SO, "policy_veto"), SM_OK);
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, ROOM_HELPER_SO, "test_room_helper"), SM_OK);
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, MESSAGING_SO, "messaging"), SM_OK);
+    return th;
+}
+
+static sm_session_id user(sm_testhost *th, const char *name, int64_t id)
+{
+    sm_session_id s = sm_testhost_connect_user(th, name, id);
+    CU_ASSERT_FATAL(s != 0);
+    return s;
+}
+
+/* The payload text from a printf format (may be long: content). */
+static char *vformat(const char *fmt, va_list ap)
+{
+    va_list copy;
+    va_copy(copy, ap);
+    int n = vsnprintf(NULL, 0, fmt, copy);
+    va_end(copy);
+    char *text = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (text)
+        vsnprintf(text, (size_t)n + 1, fmt, ap);
+    return text;
+}
+
+static json_t *callf(sm_testhost *th, sm_session_id s, const char *action, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *text = vformat(fmt, ap);
+    va_end(ap);
+    json_t *r = text ? sm_testhost_call(th, s, action, text) : NULL;
+    free(text);
+    return r;
+}
+
+static json_t *payload_of(const json_t *m)
+{
+    return json_object_get(m, "payload");
+}
+
+/* A string member, or "(absent)": CU_ASSERT_STRING_EQUAL must never see
+ * NULL (strcmp), so a missing field fails the assertion cleanly. */
+static const char *str(const json_t *obj, const char *key)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+    return s ? s : "(absent)";
+}
+
+static json_int_t integer(const json_t *obj, const char *key)
+{
+    return json_integer_value(json_object_get(obj, key));
+}
+
+/* Asserts a response with this action; returns its payload (owned by r). */
+static json_t *expect_response(const json_t *r, const char *action)
+{
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_STRING_EQUAL(str(r, "type"), "response");
+    CU_ASSERT_STRING_EQUAL(str(r, "action"), action);
+    return payload_of(r);
+}
+
+/* Asserts an error with code and command, then frees r. */
+static void expect_error(json_t *r, int code, const char *command)
+{
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_STRING_EQUAL(str(r, "type"), "error");
+    CU_ASSERT_STRING_EQUAL(str(r, "action"), "error");
+    CU_ASSERT_EQUAL(integer(payload_of(r), "code"), code);
+    CU_ASSERT_STRING_EQUAL(str(payload_of(r), "command"), command);
+    if (integer(payload_of(r), "code") != code)
+        fprintf(stderr, "unexpected error: %s\n", str(payload_of(r), "message"));
+    json_decref(r);
+}
+
+static void expect_error_message(json_t *r, int code, const char *command, const char *message)
+{
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_STRING_EQUAL(str(payload_of(r), "message"), message);
+    expect_error(r, code, command);
+}
+
+static void enter(sm_testhost *th, sm_session_id s, const char *room)
+{
+    json_t *r = callf(th, s, "test_enter_room", "{\"room\": \"%s\"}", room);
+    expect_response(r, "test_enter_room");
+    json_decref(r);
+}
+
+static int64_t count_rows(sm_testhost *th, const char *where)
+{
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM messaging_messages%s%s", where ? " WHERE " : "",
+             where ? where : "");
+    int64_t n = -1;
+    CU_ASSERT_EQUAL(sm_testhost_query_int(th, sql, &n), SM_OK);
+    return n;
+}
+
+/* Sends a private message and returns its id (asserting message_delivered). */
+static json_int_t pm(sm_testhost *th, sm_session_id from, const char *to, const char *extra)
+{
+    json_t *r = callf(th, from, "private_message",
+                      "{\"recipient\": \"%s\", \"content\": \"hi\", \"encrypted\": false%s}", to,
+                      extra ? extra : "");
+    json_t *p = expect_response(r, "message_delivered");
+    json_int_t id = integer(p, "message_id");
+    CU_ASSERT_TRUE(id > 0);
+    json_decref(r);
+    return id;
+}
+
+static json_t *take_event(sm_testhost *th, sm_session_id s, const char *action)
+{
+    json_t *m = sm_testhost_next(th, s);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    CU_ASSERT_STRING_EQUAL(str(m, "type"), "event");
+    CU_ASSERT_STRING_EQUAL(str(m, "action"), action);
+    return m;
+}
+
+/* ---- public_message and send_message ----------------------------------- */
+
+static void public_message_reaches_every_room_session_reply_first(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id a = user(th, "alice", 1), b = user(th, "Bob", 2), c = user(th, "carol", 3);
+    sm_session_id d = user(th, "dave", 6), nobody = user(th, "carol", 3);
+    enter(th, a, "General");
+    enter(th, b, "general");
+    enter(th, c, "GENERAL");
+    enter(th, d, "other");
+    sm_testhost_clear(th);
+
+    uint64_t nonce = sm_testhost_send(th, a, "public_message", "{\"content\": \"hello all\"}");
+    CU_ASSERT_FATAL(nonce != 0);
+    json_t *r = sm_testhost_next(th, a); /* the reply comes before the event */
+    json_t *p = expect_response(r, "public_message");
+    CU_ASSERT_EQUAL(json_object_size(p), 3);
+    json_int_t id = integer(p, "id");
+    CU_ASSERT_TRUE(id > 0);
+    CU_ASSERT_STRING_EQUAL(str(p, "room"), "General");
+    CU_ASSERT_DOUBLE_EQUAL(json_number_value(json_object_get(p, "timestamp")), NOW0, 1e-6);
+    json_decref(r);
+
+    sm_session_id members[] = {a, b, c};
+    for (size_t i = 0; i < 3; i++) {
+        json_t *ev = take_event(th, members[i], "public_message");
+        json_t *e = payload_of(ev);
+        CU_ASSERT_EQUAL(json_object_size(e), 5);
+        CU_ASSERT_EQUAL(integer(e, "id"), id);
+        CU_ASSERT_STRING_EQUAL(str(e, "sender"), "alice");
+        CU_ASSERT_STRING_EQUAL(str(e, "content"), "hello all");
+        CU_ASSERT_STRING_EQUAL(str(e, "room"), "General");
+        CU_ASSERT_DOUBLE_EQUAL(json_number_value(json_object_get(e, "timestamp")), NOW0, 1e-6);
+        json_decref(ev);
+        CU_ASSERT_EQUAL(sm_testhost_pending(th, members[i]), 0);
+    }
+    CU_ASSERT_EQUAL(sm_testhost_pending(th, d), 0);
+    CU_ASSERT_EQUAL(sm_testhost_pending(th, nobody), 0);
+    CU_ASSERT_EQUAL(count_rows(th, "kind = 'public' AND room_lower = 'general'"), 1);
+    sm_testhost_free(th);
+}
+
+static void public_message_from_no_room_is_1009(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id a = user(th, "alice", 1);
+    expect_error(callf(th, a, "public_message", "{\"content\": \"x\"}"), 1009, "public_message");
+    enter(th, a, "general");
+    json_t *r = callf(th, a, "test_leave_room", "{}");
+    json_decref(r);
+    expect_error(callf(th, a, "public_message", "{\"content\": \"x\"}"), 1009, "public_message");
+    CU_ASSERT_EQUAL(count_rows(th, NULL), 0);
+    sm_testhost_free(th);
+}
+
+static void send_message_must_name_the_current_room(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id a = user(th, "alice", 1), b = user(th, "Bob", 2);
+    expect_error(callf(th, a, "send_message", "{\"room\": \"general\", \"content\": \"x\"}"), 1002,
+                 "send_message");
+    enter(th, a, "General");
+    enter(th, b, "general");
+    expect_error(callf(th, a, "send_message", "{\"room\": \"other\", \"content\": \"x\"}"), 1002,
+                 "send_message");
+    expect_error(callf(th, a, "send_message", "{\"room\": \"a b\", \"content\": \"x\"}"), 1004,
+                 "send_message");
+    expect_error(callf(th, a, "send_message", "{\"content\": \"x\"}"), 1004, "send_message");
+    CU_ASSERT_EQUAL(count_rows(th, NULL), 0);
+    CU_ASSERT_EQUAL(sm_testhost_pending(th, b), 0);
+
+    json_t *r = callf(th, a, "send_message", "{\"room\": \"gEnErAl\", \"content\": \"named\"}");
+    json_t *p = expect_response(r, "public_message");
+    CU_ASSERT_STRING_EQUAL(str(p, "room"), "General");
+    json_int_t id = integer(p, "id");
+    json_decref(r);
+    json_t *ev = take_event(th, b, "public_message");
+    CU_ASSERT_EQUAL(integer(payload_of(ev), "id"), id);
+    CU_ASSERT_STRING_EQUAL(str(payload_of(ev), "content"), "named");
+    CU_ASSERT_STRING_EQUAL(str(payload_of(ev), "room"), "General");
+    json_decref(ev);
+    ev = take_event(th, a, "public_message");
+    json_decref(ev);
+    sm_testhost_free(th);
+}
+
+static void every_action_needs_login(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id s = sm_testhost_connect(th, NULL);
+    CU_ASSERT_FATAL(s != 0);
+    const char *actions[] = {
+        "public_message",    "send_message",   "private_message", "get_unread_messages",
+        "mark_message_read", "get_public_key", "get_history",     NULL};
+    for (const char **a = actions; *a; a++)
+        expect_error(sm_testhost_call(th, s, *a, "{}"), 1002, *a);
+    sm_testhost_free(th);
+}
+
+/* ---- content ------------------------------------------------------------ */
+
+static void content_beyond_configured_limit_is_1004(void)
+{
+    sm_testhost *th = start("messaging = { max_content_bytes = 10; };");
+    sm_session_id a = user(th, "alice", 1);
+    enter(th, a, "general");
+    const char *limit_msg = "field 'content' must be a string of 1 to 10 bytes";
+    expect_error_message(callf(th, a, "public_message", "{\"content\": \"0123456789a\"}"), 1004,
+                         "public_message", limit_msg);
+    expect_error_message(
+        callf(th, a, "send_message", "{\"room\": \"general\", \"content\": \"0123456789a\"}"), 1004,
+        "send_message", limit_msg);
+    expect_error_message(callf(th, a, "private_message",
+                               "{\"recipient\": \"Bob\", \"content\": \"0123456789a\","
+                               " \"encrypted\": false}"),
+                         1004, "private_message", limit_msg);
+    /* Bytes, not characters: five two-byte characters are 10 bytes. */
+    json_t *r =
+        callf(th, a, "public_message", "{\"content\": \"\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9\"}");
+    expect_response(r, "public_message");
+    json_decref(r);
+    expect_error(
+        callf(th, a, "public_message", "{\"content\": \"\\u00e9\\u00e9\\u00e9\\u00e9\\u00e9x\"}"),
+        1004, "public_message");
+    expect_error(callf(th, a, "public_message", "{\"content\": \"\"}"), 1004, "public_message");
+    expect_error(callf(th, a, "public_message", "{\"content\": 5}"), 1004, "public_message");
+    r = callf(th, a, "public_message", "{\"content\": \"0123456789\"}");
+    expect_response(r, "public_message");
+    json_decref(r);
+    CU_ASSERT_EQUAL(count_rows(th, NULL), 2);
+    sm_testhost_free(th);
+}
+
+/* ---- private_message ---------------------------------------------------- */
+
+static void private_message_online_reaches_every_recipient_session(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id a = user(th, "alice", 1), b1 = user(th, "Bob", 2), b2 = user(th, "Bob", 2);
+    sm_session_id a2 = user(th, "alice", 1);
+    sm_testhost_clear(th);
+    json_t *r = callf(th, a, "private_message",
+                      "{\"recipient\": \"BOB\", \"content\": \"opaque==\", \"encrypted\": true,"
+                      " \"signature\": \"c2ln\"}");
+    json_t *p = expect_response(r, "message_delivered");
+    CU_ASSERT_EQUAL(json_object_size(p), 4);
+    json_int_t id = integer(p, "message_id");
+    CU_ASSERT_TRUE(id > 0);
+    CU_ASSERT_STRING_EQUAL(str(p, "recipient"), "Bob");
+    CU_ASSERT_TRUE(json_is_true(json_object_get(p, "online")));
+    CU_ASSERT_DOUBLE_EQUAL(json_number_value(json_object_get(p, "timestamp")), NOW0, 1e-6);
+    json_decref(r);
+    sm_session_id bobs[] = {b1, b2};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *ev = take_event(th, bobs[i], "private_message");
+        json_t *e = payload_of(ev);
+        CU_ASSERT_EQUAL(json_object_size(e), 7);
+        CU_ASSERT_EQUAL(integer(e, "id"), id);
+        CU_ASSERT_STRING_EQUAL(str(e, "sender"), "alice");
+        CU_ASSERT_STRING_EQUAL(str(e, "recipient"), "Bob");
+        CU_ASSERT_STRING_EQUAL(str(e, "content"), "opaque==");
+        CU_ASSERT_TRUE(json_is_true(json_object_get(e, "encrypted")));
+        CU_ASSERT_STRING_EQUAL(str(e, "signature"), "c2ln");
+        CU_ASSERT_DOUBLE_EQUAL(json_number_value(json_object_get(e, "timestamp")), NOW0, 1e-6);
+        json_decref(ev);
+    }
+    CU_ASSERT_EQUAL(sm_testhost_pending(th, a), 0);
+    CU_ASSERT_EQUAL(sm_testhost_pending(th, a2), 0);
+    CU_ASSERT_EQUAL(count_rows(th, "kind = 'private' AND recipient_lower = 'bob' AND is_read = 0"),
+                    1);
+
+    /* Unsigned: signature is null in the event. */
+    r = callf(th, a, "private_message",
+              "{\"recipient\": \"bob\", \"content\": \"plain\", \"encrypted\": false, "
+              "\"signature\": null}");
+    expect_response(r, "message_delivered");
+    json_decref(r);
+    json_t *ev = take_event(th, b1, "private_message");
+    CU_ASSERT_TRUE(json_is_null(json_object_get(payload_of(ev), "signature")));
+    CU_ASSERT_TRUE(json_is_false(json_object_get(payload_of(ev), "encrypted")));
+    json_decref(ev);
+    sm_testhost_free(th);
+}
+
+static void private_message_offline_is_stored_and_listed_later(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id a = user(th, "alice", 1);
+    json_t *r = callf(th, a, "private_message",
+                      "{\"recipient\": \"carol\", \"content\": \"later\", \"encrypted\": false,"
+                      " \"signature\": \"s\"}");
+    json_t *p = expect_response(r, "message_delivered");
+    CU_ASSERT_TRUE(json_is_false(json_object_get(p, "online")));
+    CU_ASSERT_STRING_EQUAL(str(p, "recipient"), "carol");
+    json_int_t id = integer(p, "message_id");
+    json_decref(r);
+    sm_testhost_advance(th, 5);
+    sm_session_id c = user(th, "carol", 3);
+    r = sm_testhost_call(th, c, "get_unread_messages", "{}");
+    p = expect_response(r, "unread_messages");
+    CU_ASSERT_EQUAL(json_object_size(p), 2);
+    CU_ASSERT_TRUE(json_is_false(json_object_get(p, "more")));
+    json_t *list = json_object_get(p, "messages");
+    CU_ASSERT_EQUAL_FATAL(json_array_size(list), 1);
+    json_t *m = json_array_get(list, 0);
+    CU_ASSERT_EQUAL(json_object_size(m), 6);
+    CU_ASSERT_EQUAL(integer(m, "id"), id);
+    CU_ASSERT_STRING_EQUAL(str(m, "sender"), "alice");
+    CU_ASSERT_STRING_EQUAL(str(m, "content"), "later");
+    CU_ASSERT_TRUE(json_is_false(json_object_get(m, "encrypted")));
+    CU_ASSERT_STRING_EQUAL(str(m, "signature"), "s");
+    CU_ASSERT_DOUBLE_EQUAL(json_number_value(json_object_get(m, "timestamp")), NOW0, 1e-6);
+    json_decref(r);
+    sm_testhost_free(th);
+}
+
+static void private_message_recipient_checks(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id a = user(th, "alice", 1);
+    expect_error_message(
+        callf(th, a, "private_message",
+              "{\"recipient\": \"nobody\", \"content\": \"x\", \"encrypted\": false}"),
+        1009, "private_message", "no such user");
+    const char *bad[] = {"\"a b\"", "\"ab\"", "\"x123456789012345678901234567890123\"",
+                         "5",       "null",   NULL};
+    for (const char **b = bad; *b; b++)
+        expect_error(callf(th, a, "private_message",
+                           "{\"recipient\": %s, \"content\": \"x\", \"encrypted\": false}", *b),
+                     1004, "private_message");
+    expect_error(callf(th, a, "private_message", "{\"recipient\": \"Bob\", \"content\": \"x\"}"),
+                 1004, "private_message");
+    expect_error(callf(th, a, "private_message",
+                       "{\"recipient\": \"Bob\", \"content\": \"x\", \"encrypted\": 1}"),
+                 1004, "private_message");
+    expect_error(callf(th, a, "private_message",
+                       "{\"recipient\": \"Bob\", \"content\": \"x\", \"encrypted\": true,"
+                       " \"signature\": 7}"),
+                 1004, "private_message");
+    CU_ASSERT_EQUAL(count_rows(th, NULL), 0);
+    sm_testhost_free(th);
+}
+
+static void private_message_denied_by_policy_is_1002(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id a = user(th, "alice", 1), d = user(th, "denied", 4);
+    sm_testhost_clear(th);
+    expect_error(callf(th, a, "private_message",
+                       "{\"recipient\": \"denied\", \"content\": \"x\", \"encrypted\": false}"),
+                 1002, "private_message");
+    CU_ASSERT_EQUAL(count_rows(th, NULL), 0);
+    CU_ASSERT_EQUAL(sm_testhost_pending(th, d), 0);
+    sm_testhost_free(th);
+}
+
+/* A drop looks like a delivery to an offline user: a fresh id (the next
+ * real message gets a later one), online false, nothing stored or sent. */
+static void private_message_dropped_by_policy_looks_offline(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id a = user(th, "alice", 1), x = user(th, "blocked", 5);
+    json_int_t before = pm(th, a, "carol", NULL);
+    sm_testhost_clear(th);
+    json_t *r = callf(th, a, "private_message",
+                      "{\"recipient\": \"Blocked\", \"content\": \"x\", \"encrypted\": false}");
+    json_t *p = expect_response(r, "message_delivered");
+    CU_ASSERT_EQUAL(json_object_size(p), 4);
+    json_int_t dropped = integer(p, "message_id");
+    CU_ASSERT_EQUAL(dropped, before + 1);
+    CU_ASSERT_STRING_EQUAL(str(p, "recipient"), "blocked");
+    CU_ASSERT_TRUE(json_is_false(json_object_get(p, "online")));
+    CU_ASSERT_DOUBLE_EQUAL(json_number_value(json_object_get(p, "timestamp")), NOW0, 1e-6);
+    json_decref(r);
+    CU_ASSERT_EQUAL(sm_testhost_pending(th, x), 0);
+    CU_ASSERT_EQUAL(sm_testhost_pending(th, a), 0);
+    CU_ASSERT_EQUAL(count_rows(th, "recipient_lower = 'blocked'"), 0);
+    CU_ASSERT_EQUAL(pm(th, a, "carol", NULL), dropped + 1);
+    r = sm_testhost_call(th, x, "get_unread_messages", "{}");
+    CU_ASSERT_EQUAL(
+        json_array_size(json_object_get(expect_response(r, "unread_messages"), "messages")), 0);
+    json_decref(r);
+    expect_error(callf(th, x, "mark_message_read", "{\"message_id\": %lld}", (long long)dropped),
+                 1009, "mark_message_read");
+    sm_testhost_free(th);
+}
+
+static void private_message_to_yourself_reaches_your_sessions(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id a = user(th, "alice", 1), a2 = user(th, "alice", 1);
+    sm_testhost_clear(th);
+    uint64_t nonce =
+        sm_testhost_send(th, a, "private_message",
+                         "{\"recipient\": \"alice\", \"content\": \"note\", \"encrypted\": false}");
+    CU_ASSERT_FATAL(nonce != 0);
+    json_t *r = sm_testhost_next(th, a);
+    json_t *p = expect_response(r, "message_delivered");
+    CU_ASSERT_TRUE(json_is_true(json_object_get(p, "online")));
+    json_decref(r);
+    json_t *ev = take_event(th, a, "private_message");
+    json_decref(ev);
+    ev = take_event(th, a2, "private_message");
+    CU_ASSERT_STRING_EQUAL(str(payload_of(ev), "sender"), "alice");
+    CU_ASSERT_STRING_EQUAL(str(payload_of(ev), "recipient"), "alice");
+    json_decref(ev);
+    sm_testhost_free(th);
+}
+
+static void unread_cap_answers_1008_and_stores_nothing(void)
+{
+    sm_testhost *th = start("messaging = { max_unread = 3; };");
+    sm_session_id a = user(th, "alice", 1), b = user(th, "Bob", 2);
+    json_int_t first = pm(th, a, "carol", NULL);
+    pm(th, a, "carol", NULL);
+    pm(th, b, "carol", NULL);
+    json_t *r = callf(th, a, "private_message",
+                      "{\"recipient\": \"carol\", \"content\": \"x\", \"encrypted\": false}");
+    CU_ASSERT_EQUAL(integer(payload_of(r), "retry_after"), 60);
+    expect_error(r, 1008, "private_message");
+    CU_ASSERT_EQUAL(count_rows(th, "recipient_lower = 'carol'"), 3);
+    /* The cap is per recipient. */
+    pm(th, a, "Bob", NULL);
+    /* Reading one frees a place. */
+    sm_session_id c = user(th, "carol", 3);
+    r = callf(th, c, "mark_message_read", "{\"message_id\": %lld}", (long long)first);
+    expect_response(r, "mark_message_read");
+    json_decref(r);
+    pm(th, a, "carol", NULL);
+    CU_ASSERT_EQUAL(count_rows(th, "recipient_lower = 'carol'"), 4);
+    sm_testhost_free(th);
+}
+
+/* ---- get_unread_messages ------------------------------------------------ */
+
+/* Fetches one page and checks its size and ids; returns the last id. */
+static json_int_t unread_page(sm_testhost *th, sm_session_id s, json_int_t after, size_t size,
+                              int more, json_int_t first_id)
+{
+    json_t *r = after
+                    ? callf(th, s, "get_unread_messages", "{\"after_id\": %lld}", (long long)after)
+                    : sm_testhost_call(th, s, "get_unread_messages", "{}");
+    json_t *p = expect_response(r, "unread_messages");
+    json_t *list = json_object_get(p, "messages");
+    CU_ASSERT_EQUAL(json_array_size(list), size);
+    CU_ASSERT_EQUAL(json_is_true(json_object_get(p, "more")), more);
+    json_int_t last = after;
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        json_int_t id = integer(json_array_get(list, i), "id");
+        if (i == 0)
+            CU_ASSERT_EQUAL(id, first_id);
+        CU_ASSERT_TRUE(id > last); /* oldest first */
+        last = id;
+    }
+    json_decref(r);
+    return last;
+}
+
+static void unread_messages_come_in_pages_of_100(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id a = user(th, "alice", 1), c = user(th, "carol", 3);
+    json_int_t first = pm(th, a, "carol", NULL);
+    for (int i = 1; i < 250; i++)
+        pm(th, a, "carol", NULL);
+    pm(th, a, "Bob", NULL); /* someone else's: never listed */
+    sm_testhost_clear(th);
+    json_int_t last = unread_page(th, c, 0, 100, 1, first);
+    CU_ASSERT_EQUAL(last, first + 99);
+    last = unread_page(th, c, last, 100, 1, first + 100);
+    last = unread_page(th, c, last, 50, 0, first + 200);
+    CU_ASSERT_EQUAL(last, first + 249);
+    unread_page(th, c, last, 0, 0, 0);
+    unread_page(th, c, first + 149, 100, 0, first + 150);
+    /* Read messages are no longer listed. */
+    json_t *r = callf(th, c, "mark_message_read", "{\"message_id\": %lld}", (long long)first);
+    json_decref(r);
+    unread_page(th, c, 0, 100, 1, first + 1);
+    expect_error(sm_testhost_call(th, c, "get_unread_messages", "{\"after_id\": -1}"), 1004,
+                 "get_unread_messages");
+    expect_error(sm_testhost_call(th, c, "get_unread_messages", "{\"after_id\": \"1\"}"), 1004,
+                 "get_unread_messages");
+    sm_testhost_free(th);
+}
+
+/* ---- mark_message_read -------------------------------------------------- */
+
+static void mark_read_sends_receipt_once_to_every_sender_session(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id a1 = user(th, "alice", 1), a2 = user(th, "alice", 1), b = user(th, "Bob", 2);
+    json_int_t id = pm(th, a1, "bob", NULL);
+    sm_testhost_advance(th, 2);
+    sm_testhost_clear(th);
+    json_t *r = callf(th, b, "mark_message_read", "{\"message_id\": %lld}", (long long)id);
+    json_t *p = expect_response(r, "mark_message_read");
+    CU_ASSERT_EQUAL(json_object_size(p), 1);
+    CU_ASSERT_EQUAL(integer(p, "message_id"), id);
+    json_decref(r);
+    sm_session_id senders[] = {a1, a2};
+    for (size_t i = 0; i < 2; i++) {
+        json_t *ev = take_event(th, senders[i], "message_read");
+        json_t *e = payload_of(ev);
+        CU_ASSERT_EQUAL(json_object_size(e), 3);
+        CU_ASSERT_EQUAL(integer(e, "message_id"), id);
+        CU_ASSERT_STRING_EQUAL(str(e, "reader"), "Bob");
+        CU_ASSERT_DOUBLE_EQUAL(json_number_value(json_object_get(e, "timestamp")), NOW0 + 2, 1e-6);
+        json_decref(ev);
+    }
+    CU_ASSERT_EQUAL(sm_testhost_pending(th, b), 0);
+    CU_ASSERT_EQUAL(count_rows(th, "is_read = 1"), 1);
+    /* Again: the same reply, no second receipt. */
+    r = callf(th, b, "mark_message_read", "{\"message_id\": %lld}", (long long)id);
+    CU_ASSERT_EQUAL(integer(expect_response(r, "mark_message_read"), "message_id"), id);
+    json_decref(r);
+    CU_ASSERT_EQUAL(sm_testhost_pending(th, a1), 0);
+    CU_ASSERT_EQUAL(sm_testhost_pending(th, a2), 0);
+    sm_testhost_free(th);
+}
+
+static void mark_read_same_1009_for_unknown_and_foreign_ids(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id a = user(th, "alice", 1), c = user(th, "carol", 3);
+    enter(th, a, "general");
+    json_int_t to_bob = pm(th, a, "Bob", NULL);
+    json_t *r = callf(th, a, "public_message", "{\"content\": \"pub\"}");
+    json_int_t public_id = integer(expect_response(r, "public_message"), "id");
+    json_decref(r);
+    json_t *foreign =
+        callf(th, c, "mark_message_read", "{\"message_id\": %lld}", (long long)to_bob);
+    json_t *sender = callf(th, a, "mark_message_read", "{\"message_id\": %lld}", (long long)to_bob);
+    json_t *unknown = callf(th, c, "mark_message_read", "{\"message_id\": 999999}");
+    json_t *pub = callf(th, c, "mark_message_read", "{\"message_id\": %lld}", (long long)public_id);
+    CU_ASSERT_TRUE(json_equal(payload_of(foreign), payload_of(unknown)));
+    CU_ASSERT_TRUE(json_equal(payload_of(sender), payload_of(unknown)));
+    CU_ASSERT_TRUE(json_equal(payload_of(pub), payload_of(unknown)));
+    expect_error_message(foreign, 1009, "mark_message_read", "no such message");
+    expect_error(sender, 1009, "mark_message_read");
+    expect_error(unknown, 1009, "mark_message_read");
+    expect_error(pub, 1009, "mark_message_read");
+    CU_ASSERT_EQUAL(count_rows(th, "is_read = 1"), 0);
+    expect_error(sm_testhost_call(th, c, "mark_message_read", "{\"message_id\": 0}"), 1004,
+                 "mark_message_read");
+    expect_error(sm_testhost_call(th, c, "mark_message_read", "{}"), 1004, "mark_message_read");
+    expect_error(sm_testhost_call(th, c, "mark_message_read", "{\"message_id\": 1.5}"), 1004,
+                 "mark_message_read");
+    sm_testhost_free(th);
+}
+
+/* ---- get_public_key ----------------------------------------------------- */
+
+static void get_public_key_key_null_or_1009(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id a = user(th, "alice", 1);
+    json_t *r = sm_testhost_call(th, a, "get_public_key", "{\"username\": \"BOB\"}");
+    json_t *p = expect_response(r, "get_public_key");
+    CU_ASSERT_EQUAL(json_object_size(p), 2);
+    CU_ASSERT_STRING_EQUAL(str(p, "username"), "Bob");
+    CU_ASSERT_STRING_EQUAL(str(p, "public_key"), BOB_KEY);
+    json_decref(r);
+    r = sm_testhost_call(th, a, "get_public_key", "{\"username\": \"carol\"}");
+    p = expect_response(r, "get_public_key");
+    CU_ASSERT_STRING_EQUAL(str(p, "username"), "carol");
+    CU_ASSERT_TRUE(json_is_null(json_object_get(p, "public_key")));
+    json_decref(r);
+    expect_error_message(sm_testhost_call(th, a, "get_public_key", "{\"username\": \"nobody\"}"),
+                         1009, "get_public_key", "no such user");
+    expect_error(sm_testhost_call(th, a, "get_public_key", "{\"username\": \"no body\"}"), 1004,
+                 "get_public_key");
+    expect_error(sm_testhost_call(th, a, "get_public_key", "{\"username\": \"xy\"}"), 1004,
+                 "get_public_key");
+    expect_error(sm_testhost_call(th, a, "get_public_key", "{}"), 1004, "get_public_key");
+    sm_testhost_free(th);
+}
+
+/* ---- get_history -------------------------------------------------------- */
+
+static void get_history_newest_first_with_paging(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id a = user(th, "alice", 1), b = user(th, "Bob", 2);
+    enter(th, a, "General");
+    enter(th, b, "other");
+    json_int_t ids[5];
+    for (int i = 0; i < 5; i++) {
+        json_t *r = callf(th, a, "public_message", "{\"content\": \"m%d\"}", i);
+        ids[i] = integer(expect_response(r, "public_message"), "id");
+        json_decref(r);
+        json_decref(callf(th, b, "public_message", "{\"content\": \"elsewhere\"}"));
+        sm_testhost_advance(th, 1);
+    }
+    json_t *r = sm_testhost_call(th, a, "get_history", "{\"room\": \"general\"}");
+    json_t *p = expect_response(r, "get_history");
+    CU_ASSERT_EQUAL(json_object_size(p), 3);
+    CU_ASSERT_STRING_EQUAL(str(p, "room"), "General");
+    CU_ASSERT_TRUE(json_is_false(json_object_get(p, "more")));
+    json_t *list = json_object_get(p, "messages");
+    CU_ASSERT_EQUAL_FATAL(json_array_size(list), 5);
+    for (int i = 0; i < 5; i++) {
+        json_t *m = json_array_get(list, (size_t)i);
+        char want[8];
+        snprintf(want, sizeof want, "m%d", 4 - i);
+        CU_ASSERT_EQUAL(json_object_size(m), 5);
+        CU_ASSERT_EQUAL(integer(m, "id"), ids[4 - i]);
+        CU_ASSERT_STRING_EQUAL(str(m, "sender"), "alice");
+        CU_ASSERT_STRING_EQUAL(str(m, "content"), want);
+        CU_ASSERT_STRING_EQUAL(str(m, "room"), "General");
+        CU_ASSERT_DOUBLE_EQUAL(json_number_value(json_object_get(m, "timestamp")), NOW0 + 4 - i,
+                               1e-6);
+    }
+    json_decref(r);
+
+    r = sm_testhost_call(th, a, "get_history", "{\"room\": \"General\", \"limit\": 2}");
+    p = expect_response(r, "get_history");
+    list = json_object_get(p, "messages");
+    CU_ASSERT_EQUAL(json_array_size(list), 2);
+    CU_ASSERT_EQUAL(integer(json_array_get(list, 0), "id"), ids[4]);
+    CU_ASSERT_EQUAL(integer(json_array_get(list, 1), "id"), ids[3]);
+    CU_ASSERT_TRUE(json_is_true(json_object_get(p, "more")));
+    json_decref(r);
+
+    r = callf(th, a, "get_history", "{\"room\": \"General\", \"limit\": 2, \"before_id\": %lld}",
+              (long long)ids[3]);
+    p = expect_response(r, "get_history");
+    list = json_object_get(p, "messages");
+    CU_ASSERT_EQUAL(json_array_size(list), 2);
+    CU_ASSERT_EQUAL(integer(json_array_get(list, 0), "id"), ids[2]);
+    CU_ASSERT_EQUAL(integer(json_array_get(list, 1), "id"), ids[1]);
+    CU_ASSERT_TRUE(json_is_true(json_object_get(p, "more")));
+    json_decref(r);
+
+    r = callf(th, a, "get_history", "{\"room\": \"General\", \"limit\": 200, \"before_id\": %lld}",
+              (long long)ids[1]);
+    p = expect_response(r, "get_history");
+    CU_ASSERT_EQUAL(json_array_size(json_object_get(p, "messages")), 1);
+    CU_ASSERT_TRUE(json_is_false(json_object_get(p, "more")));
+    json_decref(r);
+    sm_testhost_free(th);
+}
+
+static void get_history_checks_room_and_limit(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id a = user(th, "alice", 1);
+    expect_error(sm_testhost_call(th, a, "get_history", "{\"room\": \"general\"}"), 1002,
+                 "get_history");
+    enter(th, a, "general");
+    expect_error(sm_testhost_call(th, a, "get_history", "{\"room\": \"other\"}"), 1002,
+                 "get_history");
+    expect_error(sm_testhost_call(th, a, "get_history", "{\"room\": \"general\", \"limit\": 0}"),
+                 1004, "get_history");
+    expect_error(sm_testhost_call(th, a, "get_history", "{\"room\": \"general\", \"limit\": 201}"),
+                 1004, "get_history");
+    expect_error(
+        sm_testhost_call(th, a, "get_history", "{\"room\": \"general\", \"before_id\": 0}"), 1004,
+        "get_history");
+    expect_error(sm_testhost_call(th, a, "get_history", "{}"), 1004, "get_history");
+    json_t *r = sm_testhost_call(th, a, "get_history", "{\"room\": \"general\", \"limit\": 200}");
+    json_t *p = expect_response(r, "get_history");
+    CU_ASSERT_EQUAL(json_array_size(json_object_get(p, "messages")), 0);
+    CU_ASSERT_TRUE(json_is_false(json_object_get(p, "more")));
+    json_decref(r);
+    r = sm_testhost_call(th, a, "get_history", "{\"room\": \"general\", \"limit\": 1}");
+    expect_response(r, "get_history");
+    json_decref(r);
+    sm_testhost_free(th);
+}
+
+/* ---- expiry ------------------------------------------------------------- */
+
+static void expires_at_must_be_future_and_within_limit(void)
+{
+    sm_testhost *th = start("messaging = { max_expiry = 3600; };");
+    sm_session_id a = user(th, "alice", 1);
+    enter(th, a, "general");
+    const char *msg = "field 'expires_at' must be in the future and at most 3600 seconds from now";
+    double bad[] = {NOW0 - 1, NOW0, NOW0 + 3600.5, 0, -5};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        expect_error_message(
+            callf(th, a, "public_message", "{\"content\": \"x\", \"expires_at\": %.3f}", bad[i]),
+            1004, "public_message", msg);
+        expect_error_message(callf(th, a, "private_message",
+                                   "{\"recipient\": \"Bob\", \"content\": \"x\","
+                                   " \"encrypted\": false, \"expires_at\": %.3f}",
+                                   bad[i]),
+                             1004, "private_message", msg);
+        expect_error_message(
+            callf(th, a, "send_message",
+                  "{\"room\": \"general\", \"content\": \"x\", \"expires_at\": %.3f}", bad[i]),
+            1004, "send_message", msg);
+    }
+    expect_error(callf(th, a, "public_message", "{\"content\": \"x\", \"expires_at\": \"soon\"}"),
+                 1004, "public_message");
+    CU_ASSERT_EQUAL(count_rows(th, NULL), 0);
+    json_t *r =
+        callf(th, a, "public_message", "{\"content\": \"x\", \"expires_at\": %.3f}", NOW0 + 3600);
+    expect_response(r, "public_message");
+    json_decref(r);
+    json_t *ev = take_event(th, a, "public_message");
+    CU_ASSERT_DOUBLE_EQUAL(json_number_value(json_object_get(payload_of(ev), "expires_at")),
+                           NOW0 + 3600, 1e-6);
+    CU_ASSERT_EQUAL(json_object_size(payload_of(ev)), 6);
+    json_decref(ev);
+    /* null counts as absent. */
+    r = callf(th, a, "public_message", "{\"content\": \"x\", \"expires_at\": null}");
+    expect_response(r, "public_message");
+    json_decref(r);
+    ev = take_event(th, a, "public_message");
+    CU_ASSERT_PTR_NULL(json_object_get(payload_of(ev), "expires_at"));
+    json_decref(ev);
+    sm_testhost_free(th);
+}
+
+static void expired_messages_vanish_then_are_purged_within_a_minute(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id a = user(th, "alice", 1), b = user(th, "Bob", 2);
+    enter(th, a, "general");
+    sm_testhost_advance(th, 7); /* off the purge timer's phase */
+    double t = sm_testhost_now(th);
+    json_int_t pid = pm(th, a, "carol", ",\"expires_at\": 1700000017.5, \"signature\": \"s\"");
+    json_int_t keep = pm(th, a, "carol", NULL);
+    json_t *r =
+        callf(th, a, "public_message", "{\"content\": \"short\", \"expires_at\": %.3f}", t + 10.5);
+    json_decref(r);
+    json_int_t bob_pid = pm(th, a, "Bob", ",\"expires_at\": 1700000017.5");
+    sm_testhost_clear(th);
+
+    /* Before expiry: listed with expires_at. */
+    sm_session_id c = user(th, "carol", 3);
+    r = sm_testhost_call(th, c, "get_unread_messages", "{}");
+    json_t *list = json_object_get(expect_response(r, "unread_messages"), "messages");
+    CU_ASSERT_EQUAL_FATAL(json_array_size(list), 2);
+    CU_ASSERT_EQUAL(integer(json_array_get(list, 0), "id"), pid);
+    CU_ASSERT_EQUAL(json_object_size(json_array_get(list, 0)), 7);
+    CU_ASSERT_DOUBLE_EQUAL(
+        json_number_value(json_object_get(json_array_get(list, 0), "expires_at")), t + 10.5, 1e-6);
+    json_decref(r);
+    sm_testhost_disconnect(th, c);
+
+    sm_testhost_advance(th, 10.5); /* now exactly at expiry: expired */
+    c = user(th, "carol", 3);
+    r = callf(th, c, "test_get_attr", "{\"key\": \"messaging.unread_count\"}");
+    CU_ASSERT_STRING_EQUAL(str(expect_response(r, "test_get_attr"), "value"), "1");
+    json_decref(r);
+    r = sm_testhost_call(th, c, "get_unread_messages", "{}");
+    list = json_object_get(expect_response(r, "unread_messages"), "messages");
+    CU_ASSERT_EQUAL_FATAL(json_array_size(list), 1);
+    CU_ASSERT_EQUAL(integer(json_array_get(list, 0), "id"), keep);
+    json_decref(r);
+    r = sm_testhost_call(th, a, "get_history", "{\"room\": \"general\"}");
+    CU_ASSERT_EQUAL(json_array_size(json_object_get(expect_response(r, "get_history"), "messages")),
+                    0);
+    json_decref(r);
+    expect_error(callf(th, b, "mark_message_read", "{\"message_id\": %lld}", (long long)bob_pid),
+                 1009, "mark_message_read");
+    CU_ASSERT_EQUAL(sm_testhost_pending(th, a), 0);
+
+    /* Deleted from storage within a minute of expiring. */
+    CU_ASSERT_EQUAL(count_rows(th, NULL), 4);
+    sm_testhost_advance(th, 60);
+    CU_ASSERT_EQUAL(count_rows(th, NULL), 1);
+    CU_ASSERT_EQUAL(count_rows(th, "expires_at IS NOT NULL"), 0);
+    sm_testhost_free(th);
+}
+
+/* More expired rows than one batch: one tick still deletes them all. */
+static void purge_works_in_batches(void)
+{
+    sm_testhost *th = start(NULL);
+    CU_ASSERT_EQUAL_FATAL(
+        sm_testhost_exec(th, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
+                             " WHERE i < 2500) INSERT INTO messaging_messages (id, kind, sender,"
+                             " recipient, recipient_lower, content, created_at, expires_at)"
+                             " SELECT i, 'private', 'alice', 'carol', 'carol', 'x', 1, 2 FROM n"),
+        SM_OK);
+    CU_ASSERT_EQUAL(count_rows(th, NULL), 2500);
+    sm_testhost_advance(th, 30);
+    CU_ASSERT_EQUAL(count_rows(th, NULL), 0);
+    sm_testhost_free(th);
+}
+
+/* ---- login, ids, start-up ----------------------------------------------- */
+
+static void unread_count_attribute_set_at_login(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id a = user(th, "alice", 1);
+    json_int_t id = pm(th, a, "carol", NULL);
+    pm(th, a, "carol", NULL);
+    pm(th, a, "carol", NULL);
+    pm(th, a, "Bob", NULL);
+    sm_session_id c = user(th, "CAROL", 3);
+    json_t *r = callf(th, c, "test_get_attr", "{\"key\": \"messaging.unread_count\"}");
+    CU_ASSERT_STRING_EQUAL(str(expect_response(r, "test_get_attr"), "value"), "3");
+    json_decref(r);
+    r = callf(th, c, "mark_message_read", "{\"message_id\": %lld}", (long long)id);
+    json_decref(r);
+    sm_session_id c2 = user(th, "carol", 3);
+    r = callf(th, c2, "test_get_attr", "{\"key\": \"messaging.unread_count\"}");
+    CU_ASSERT_STRING_EQUAL(str(expect_response(r, "test_get_attr"), "value"), "2");
+    json_decref(r);
+    sm_session_id d = user(th, "dave", 6);
+    r = callf(th, d, "test_get_attr", "{\"key\": \"messaging.unread_count\"}");
+    CU_ASSERT_STRING_EQUAL(str(expect_response(r, "test_get_attr"), "value"), "0");
+    json_decref(r);
+    sm_testhost_free(th);
+}
+
+static void ids_are_unique_across_public_and_private(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id a = user(th, "alice", 1);
+    enter(th, a, "general");
+    json_int_t last = 0;
+    for (int i = 0; i < 6; i++) {
+        json_int_t id;
+        if (i % 2) {
+            id = pm(th, a, "Bob", NULL);
+        } else {
+            json_t *r = callf(th, a, "public_message", "{\"content\": \"p\"}");
+            id = integer(expect_response(r, "public_message"), "id");
+            json_decref(r);
+        }
+        CU_ASSERT_EQUAL(id, last + 1);
+        last = id;
+    }
+    /* Deleting the newest row does not hand its id out again. */
+    CU_ASSERT_EQUAL(sm_testhost_exec(th, "DELETE FROM messaging_messages"), SM_OK);
+    CU_ASSERT_EQUAL(pm(th, a, "Bob", NULL), last + 1);
+    sm_testhost_free(th);
+}
+
+static int load_messaging(const char *config, int with_users)
+{
+    sm_testhost *th = NULL;
+    if (sm_testhost_new(config, &th) != SM_OK)
+        return 1000;
+    if (with_users && sm_testhost_exec(th, users_sql) != SM_OK) {
+        sm_testhost_free(th);
+        return 1001;
+    }
+    int rc = sm_testhost_load(th, MESSAGING_SO, "messaging");
+    sm_testhost_free(th);
+    return rc;
+}
+
+static void start_fails_without_auth_users(void)
+{
+    CU_ASSERT_NOT_EQUAL(load_messaging(NULL, 0), SM_OK);
+    CU_ASSERT_EQUAL(load_messaging(NULL, 1), SM_OK);
+}
+
+static void bad_config_refused_at_load(void)
+{
+    const char *bad[] = {"messaging = { max_content_bytes = 0; };",
+                         "messaging = { max_content_bytes = 1048577; };",
+                         "messaging = { max_content_bytes = \"16k\"; };",
+                         "messaging = { max_unread = 0; };",
+                         "messaging = { max_expiry = 0; };",
+                         "messaging = { max_expiry = 1.5; };",
+                         NULL};
+    for (const char **c = bad; *c; c++)
+        CU_ASSERT_NOT_EQUAL(load_messaging(*c, 1), SM_OK);
+    CU_ASSERT_EQUAL(load_messaging("messaging = { max_content_bytes = 1048576; max_unread = 1;"
+                                   " max_expiry = 60; };",
+                                   1),
+                    SM_OK);
+}
+
+int main(void)
+{
+    static const sm_test_case cases[] = {
+        SM_TEST(public_message_reaches_every_room_session_reply_first),
+        SM_TEST(public_message_from_no_room_is_1009),
+        SM_TEST(send_message_must_name_the_current_room),
+        SM_TEST(every_action_needs_login),
+        SM_TEST(content_beyond_configured_limit_is_1004),
+        SM_TEST(private_message_online_reaches_every_recipient_session),
+        SM_TEST(private_message_offline_is_stored_and_listed_later),
+        SM_TEST(private_message_recipient_checks),
+        SM_TEST(private_message_denied_by_policy_is_1002),
+        SM_TEST(private_message_dropped_by_policy_looks_offline),
+        SM_TEST(private_message_to_yourself_reaches_your_sessions),
+        SM_TEST(unread_cap_answers_1008_and_stores_nothing),
+        SM_TEST(unread_messages_come_in_pages_of_100),
+        SM_TEST(mark_read_sends_receipt_once_to_every_sender_session),
+        SM_TEST(mark_read_same_1009_for_unknown_and_foreign_ids),
+        SM_TEST(get_public_key_key_null_or_1009),
+        SM_TEST(get_history_newest_first_with_paging),
+        SM_TEST(get_history_checks_room_and_limit),
+        SM_TEST(expires_at_must_be_future_and_within_limit),
+        SM_TEST(expired_messages_vanish_then_are_purged_within_a_minute),
+        SM_TEST(purge_works_in_batches),
+        SM_TEST(unread_count_attribute_set_at_login),
+        SM_TEST(ids_are_unique_across_public_and_private),
+        SM_TEST(start_fails_without_auth_users),
+        SM_TEST(bad_config_refused_at_load),
+        SM_TEST_END,
+    };
+    return sm_test_run("plugin_messaging", cases, NULL, NULL);
+}

@@ -1,0 +1,349 @@
+/* Rooms: join_room, leave_room and get_users (PROTOCOL.md section 7,
+ * "Rooms:"), and the default room every session enters at login, which
+ * auth reports as assigned_room through the attribute "rooms.current".
+ *
+ * A room exists from its first join and persists (table `rooms`); with
+ * rooms.allow_create = false only the configured rooms exist. Membership
+ * lives in memory (membership.c); a room's topic "room:<lower-cased name>"
+ * is where the messaging plugin publishes. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "membership.h"
+
+#define ROOMS_LIST_MAX 1000
+
+typedef struct rooms {
+    const sm_host *host;
+    sm_plugin *self;
+    membership members;
+    int allow_create;
+    const char *default_room;    /* "" = nobody is put in a room; points into the config */
+    char default_key[ROOMS_NAME_MAX + 1];
+    const char **configured;     /* rooms.rooms, pointers into the config */
+    size_t n_configured;
+    /* lower-cased name -> stored display name of the default and configured
+     * rooms: the rooms that exist when allow_create is false. */
+    json_t *listed;
+    sm_stmt *find_stmt, *insert_stmt;
+} rooms;
+
+static const sm_migration migrations[] = {
+    {1, "CREATE TABLE rooms (id INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+        " name_lower TEXT NOT NULL UNIQUE, created_at REAL NOT NULL)"},
+    {0, NULL},
+};
+
+/* ---- the rooms that exist ----------------------------------------------- */
+
+/* Copies the stored display name of room `key` into display: SM_OK,
+ * SM_ENOTFOUND or an error. */
+static int db_find(rooms *r, const char *key, char display[ROOMS_NAME_MAX + 1])
+{
+    const sm_host *h = r->host;
+    int rc = h->db_bind_text(r->find_stmt, 1, key, -1);
+    if (rc == SM_OK)
+        rc = h->db_step(r->find_stmt);
+    if (rc == SM_ROW) {
+        const char *name = h->db_column_text(r->find_stmt, 0);
+        rc = name && strlen(name) <= ROOMS_NAME_MAX ? SM_OK : SM_ERROR;
+        if (rc == SM_OK)
+            memcpy(display, name, strlen(name) + 1);
+    } else if (rc == SM_DONE) {
+        rc = SM_ENOTFOUND;
+    } else if (rc == SM_OK) {
+        rc = SM_ERROR;
+    }
+    h->db_reset(r->find_stmt);
+    return rc;
+}
+
+static int db_insert(rooms *r, const char *name, const char *key)
+{
+    const sm_host *h = r->host;
+    int rc = h->db_bind_text(r->insert_stmt, 1, name, -1);
+    if (rc == SM_OK)
+        rc = h->db_bind_text(r->insert_stmt, 2, key, -1);
+    if (rc == SM_OK)
+        rc = h->db_bind_double(r->insert_stmt, 3, h->now());
+    if (rc == SM_OK)
+        rc = h->db_step(r->insert_stmt);
+    h->db_reset(r->insert_stmt);
+    return rc == SM_DONE ? SM_OK : (rc == SM_OK ? SM_ERROR : rc);
+}
+
+/* The display name of room `name` (as the client wrote it), creating the
+ * room if it does not exist and creation is allowed. SM_ENOTFOUND when it
+ * does not exist and may not be created. */
+static int resolve(rooms *r, const char *name, const char *key,
+                   char display[ROOMS_NAME_MAX + 1])
+{
+    const char *known = membership_display(&r->members, key);
+    if (!known)
+        known = json_string_value(json_object_get(r->listed, key));
+    if (known) {
+        memcpy(display, known, strlen(known) + 1);
+        return SM_OK;
+    }
+    if (!r->allow_create)
+        return SM_ENOTFOUND;
+    int rc = db_find(r, key, display);
+    if (rc != SM_ENOTFOUND)
+        return rc;
+    rc = db_insert(r, name, key);
+    if (rc != SM_OK)
+        return rc;
+    r->host->log(r->self, SM_LOG_INFO, "room %s created", name);
+    memcpy(display, name, strlen(name) + 1);
+    return SM_OK;
+}
+
+/* Makes sure room `name` exists and remembers its stored spelling. */
+static int ensure_listed(rooms *r, const char *name)
+{
+    char key[ROOMS_NAME_MAX + 1], display[ROOMS_NAME_MAX + 1];
+    if (rooms_fold(name, key, sizeof key) != 0)
+        return SM_EINVAL;
+    if (json_object_get(r->listed, key))
+        return SM_OK;
+    int rc = db_find(r, key, display);
+    if (rc == SM_ENOTFOUND) {
+        rc = db_insert(r, name, key);
+        memcpy(display, name, strlen(name) + 1);
+    }
+    if (rc == SM_OK && json_object_set_new(r->listed, key, json_string(display)) != 0)
+        rc = SM_ENOMEM;
+    return rc;
+}
+
+/* ---- moving sessions ---------------------------------------------------- */
+
+/* Moves the session into the room; leaving its old room first sends
+ * user_left there. On failure the session is in no room. */
+static int move_to(rooms *r, sm_session_id sid, const char *username, const char *key,
+                   const char *display)
+{
+    const char *current = membership_room(&r->members, sid);
+    if (current && strcmp(current, key) == 0)
+        return SM_OK;
+    if (current)
+        membership_leave(&r->members, sid);
+    return membership_enter(&r->members, sid, username, key, display);
+}
+
+static void on_login(sm_core_event event, sm_session_id sid, const char *username, void *data)
+{
+    (void)event;
+    rooms *r = data;
+    if (!r->default_key[0])
+        return;
+    /* Created at start, so this finds it without touching the database
+     * unless the table was changed behind our back. */
+    char display[ROOMS_NAME_MAX + 1];
+    int rc = resolve(r, r->default_room, r->default_key, display);
+    if (rc == SM_OK)
+        rc = move_to(r, sid, username, r->default_key, display);
+    if (rc != SM_OK)
+        r->host->log(r->self, SM_LOG_ERROR,
+                     "session %llu could not enter the default room (status %d); it is in no room",
+                     (unsigned long long)sid, rc);
+}
+
+/* Logout, re-login and disconnect (LOGGED_OUT comes before CLOSED) all
+ * leave the room; CLOSED catches a session that somehow is still in one. */
+static void on_logout(sm_core_event event, sm_session_id sid, const char *username, void *data)
+{
+    (void)event;
+    (void)username;
+    rooms *r = data;
+    membership_leave(&r->members, sid);
+}
+
+/* ---- actions ------------------------------------------------------------ */
+
+static void reply_listing(rooms *r, sm_ctx *ctx, const char *key)
+{
+    json_t *listing = membership_listing(&r->members, key);
+    if (!listing) {
+        r->host->reply_error(ctx, SM_ERR_INTERNAL, "internal server error");
+        return;
+    }
+    r->host->reply(ctx, r->host->ctx_action(ctx), listing);
+    json_decref(listing);
+}
+
+static void join_room(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    rooms *r = data;
+    const sm_host *h = r->host;
+    sm_session_id sid = h->ctx_session(ctx);
+    const char *name = json_string_value(json_object_get(payload, "room_name"));
+    char key[ROOMS_NAME_MAX + 1], display[ROOMS_NAME_MAX + 1];
+    if (rooms_fold(name, key, sizeof key) != 0) { /* the schema bounds it */
+        h->reply_error(ctx, SM_ERR_MALFORMED, "field 'room_name' must be a string of 1 to 32 bytes");
+        return;
+    }
+    int rc = resolve(r, name, key, display);
+    if (rc == SM_ENOTFOUND) {
+        h->reply_error(ctx, SM_ERR_NOT_FOUND, "no such room");
+        return;
+    }
+    if (rc == SM_OK)
+        rc = move_to(r, sid, h->session_username(sid), key, display);
+    if (rc != SM_OK) {
+        h->log(r->self, SM_LOG_ERROR, "join_room %s failed (status %d)", key, rc);
+        h->reply_error(ctx, SM_ERR_INTERNAL, "internal server error");
+        return;
+    }
+    reply_listing(r, ctx, key);
+}
+
+static void leave_room(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)payload;
+    rooms *r = data;
+    const sm_host *h = r->host;
+    sm_session_id sid = h->ctx_session(ctx);
+    const char *key = membership_room(&r->members, sid);
+    if (!key) {
+        h->reply_error(ctx, SM_ERR_NOT_FOUND, "not in a room");
+        return;
+    }
+    /* The room's entry may go away with its last member: reply with a copy. */
+    json_t *reply = json_pack("{s:s}", "room", membership_display(&r->members, key));
+    if (!reply) {
+        h->reply_error(ctx, SM_ERR_INTERNAL, "internal server error");
+        return;
+    }
+    membership_leave(&r->members, sid);
+    h->reply(ctx, "leave_room", reply);
+    json_decref(reply);
+}
+
+static void get_users(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)payload;
+    rooms *r = data;
+    const char *key = membership_room(&r->members, r->host->ctx_session(ctx));
+    if (!key) {
+        r->host->reply_error(ctx, SM_ERR_NOT_FOUND, "not in a room");
+        return;
+    }
+    reply_listing(r, ctx, key);
+}
+
+/* ---- life cycle --------------------------------------------------------- */
+
+static int read_config(rooms *r)
+{
+    const sm_host *h = r->host;
+    r->allow_create = 1;
+    r->default_room = "general";
+    int rc = h->config_bool(r->self, "allow_create", &r->allow_create);
+    if (rc == SM_OK)
+        rc = h->config_string(r->self, "default_room", &r->default_room);
+    if (rc == SM_OK && r->default_room[0] && !rooms_valid_name(r->default_room)) {
+        h->log(r->self, SM_LOG_ERROR, "rooms.default_room must be \"\" or 1 to 32 characters "
+                                      "of letters, digits, '_', '.' and '-'");
+        rc = SM_EINVAL;
+    }
+    if (rc != SM_OK)
+        return rc;
+    rooms_fold(r->default_room, r->default_key, sizeof r->default_key);
+    r->configured = calloc(ROOMS_LIST_MAX, sizeof *r->configured);
+    if (!r->configured)
+        return SM_ENOMEM;
+    int n = h->config_string_list(r->self, "rooms", r->configured, ROOMS_LIST_MAX);
+    if (n < 0)
+        return n;
+    r->n_configured = (size_t)n;
+    for (size_t i = 0; i < r->n_configured; i++) {
+        if (!rooms_valid_name(r->configured[i])) {
+            h->log(r->self, SM_LOG_ERROR, "rooms.rooms[%zu] must be 1 to 32 characters of "
+                                          "letters, digits, '_', '.' and '-'", i);
+            rc = SM_EINVAL;
+        }
+    }
+    return rc;
+}
+
+static void rooms_free(rooms *r)
+{
+    if (r->find_stmt)
+        r->host->db_finalize(r->find_stmt);
+    if (r->insert_stmt)
+        r->host->db_finalize(r->insert_stmt);
+    membership_free(&r->members);
+    json_decref(r->listed);
+    free(r->configured);
+    free(r);
+}
+
+static const sm_field join_schema[] = {
+    {"room_name", SM_FIELD_STRING, SM_FIELD_REQUIRED | SM_FIELD_NAME, 1, ROOMS_NAME_MAX},
+    {NULL, SM_FIELD_END, 0, 0, 0},
+};
+
+static const sm_action actions[] = {
+    {"join_room", join_room, SM_ACTION_NEEDS_LOGIN, join_schema},
+    {"leave_room", leave_room, SM_ACTION_NEEDS_LOGIN, NULL},
+    {"get_users", get_users, SM_ACTION_NEEDS_LOGIN, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
+{
+    rooms *r = calloc(1, sizeof *r);
+    if (!r)
+        return SM_ENOMEM;
+    r->host = host;
+    r->self = self;
+    int rc = membership_init(&r->members, host, self);
+    if (rc == SM_OK && !(r->listed = json_object()))
+        rc = SM_ENOMEM;
+    if (rc == SM_OK)
+        rc = read_config(r);
+    if (rc == SM_OK)
+        rc = host->register_migrations(self, migrations);
+    if (rc == SM_OK)
+        rc = host->register_actions(self, actions);
+    if (rc == SM_OK)
+        rc = host->subscribe(self, SM_EVENT_LOGGED_IN, on_login);
+    if (rc == SM_OK)
+        rc = host->subscribe(self, SM_EVENT_LOGGED_OUT, on_logout);
+    if (rc == SM_OK)
+        rc = host->subscribe(self, SM_EVENT_SESSION_CLOSED, on_logout);
+    if (rc != SM_OK) {
+        rooms_free(r);
+        return rc;
+    }
+    *plugin_data = r;
+    return SM_OK;
+}
+
+static int start(void *plugin_data)
+{
+    rooms *r = plugin_data;
+    const sm_host *h = r->host;
+    int rc = h->db_prepare(r->self, "SELECT name FROM rooms WHERE name_lower = ?", &r->find_stmt);
+    if (rc == SM_OK)
+        rc = h->db_prepare(r->self,
+                           "INSERT INTO rooms (name, name_lower, created_at) VALUES (?, ?, ?)",
+                           &r->insert_stmt);
+    if (rc == SM_OK && r->default_room[0])
+        rc = ensure_listed(r, r->default_room);
+    for (size_t i = 0; rc == SM_OK && i < r->n_configured; i++)
+        rc = ensure_listed(r, r->configured[i]);
+    if (rc != SM_OK)
+        h->log(r->self, SM_LOG_ERROR, "cannot set up the configured rooms (status %d)", rc);
+    return rc;
+}
+
+static void fini(void *plugin_data)
+{
+    rooms_free(plugin_data);
+}
+
+SM_PLUGIN_DECLARE(.name = "rooms", .version = "1.0",
+                  .description = "chat rooms: join_room, leave_room, get_users",
+                  .init = init, .fini = fini, .start = start);

@@ -1,0 +1,28 @@
+/* The terminal: line editing and history through libedit, events shown
+ * while a line is being typed, and password prompts without echo. */
+#ifndef SM_CLI_TTY_H
+#define SM_CLI_TTY_H
+
+#include <stddef.h>
+
+typedef struct tty tty;
+
+int tty_open(const char *prog, tty **out);
+void tty_close(tty *t);
+
+/* The prompt shown from the next redraw on (copied). */
+void tty_set_prompt(tty *t, const char *prompt);
+
+/* Reads one line (without its newline; malloc'd into *line). While the
+ * user types, whenever sock_fd is readable pump(ctx) is called: what it
+ * prints appears above the line being edited, which is then redrawn.
+ * Returns 0 with a line, 1 at end of input (Ctrl-D), -1 when pump failed
+ * (it returned non-zero) or the terminal failed. */
+int tty_read_line(tty *t, int sock_fd, int (*pump)(void *ctx), void *ctx, char **line);
+
+/* Prompts on the controlling terminal and reads a line with echo off
+ * (restored on every path, also on Ctrl-C). Returns 0, or -1 when there is
+ * no terminal, the input ended, the line does not fit, or Ctrl-C. */
+int tty_read_password(const char *prompt, char *buf, size_t len);
+
+#endif
