@@ -548,7 +548,7 @@ static int start(void *data)
         return SM_ERROR;
     if (hashq_start(a->hq) != SM_OK)
         return SM_ERROR;
-    h->log(a->self, SM_LOG_INFO, "argon2id m=%u KiB, t=%u, p=%u; at most %zu hashes at once",
+    h->log(a->self, SM_LOG_INFO, "argon2id m=%u KiB, t=%u, p=%u; max_concurrent_hashes = %zu",
            a->cfg.argon2.m_kib, a->cfg.argon2.passes, a->cfg.argon2.lanes,
            a->cfg.max_concurrent_hashes);
     return SM_OK;

@@ -902,6 +902,21 @@ static void waiting_job_of_a_closed_session_is_dropped(void)
     sm_testhost_free(th);
 }
 
+/* Shutdown with hashes running and waiting: every job ends (LeakSanitizer
+ * checks that nothing is left behind). */
+static void unloading_with_hashes_in_flight_frees_everything(void)
+{
+    sm_testhost *th = start_with("max_concurrent_hashes = 1;", NULL);
+    for (int i = 0; i < 4; i++) {
+        char payload[96];
+        snprintf(payload, sizeof payload,
+                 "{\"username\": \"user%d\", \"password\": \"password123\"}", i);
+        CU_ASSERT(sm_testhost_send(th, connect_from(th, NULL), i % 2 ? "login" : "register",
+                                   payload) != 0);
+    }
+    sm_testhost_free(th);
+}
+
 static void passwords_never_reach_the_log(void)
 {
     capture cap;
@@ -964,6 +979,7 @@ static const sm_test_case cases[] = {
     SM_TEST(one_hash_at_a_time_still_completes_every_login),
     SM_TEST(full_hash_queue_answers_1008_busy),
     SM_TEST(waiting_job_of_a_closed_session_is_dropped),
+    SM_TEST(unloading_with_hashes_in_flight_frees_everything),
     SM_TEST(passwords_never_reach_the_log),
     SM_TEST_END,
 };

@@ -258,7 +258,7 @@ static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
     if (rc == SM_OK)
         rc = host->config_int(self, "timeout", 1, 86400, &hb->timeout);
     if (rc == SM_OK && hb->timeout < hb->interval) {
-        /* Every session would be closed before its first PING. */
+        /* A session could be closed before it ever got a PING to answer. */
         host->log(self, SM_LOG_ERROR,
                   "heartbeat.timeout (%lld) must be at least heartbeat.interval (%lld)",
                   (long long)hb->timeout, (long long)hb->interval);

@@ -234,28 +234,28 @@ static void get_users(sm_ctx *ctx, const json_t *payload, void *data)
 
 /* ---- life cycle --------------------------------------------------------- */
 
+/* Reads every key before failing, so that each mistake is reported once. */
 static int read_config(rooms *r)
 {
     const sm_host *h = r->host;
     r->allow_create = 1;
     r->default_room = "general";
-    int rc = h->config_bool(r->self, "allow_create", &r->allow_create);
-    if (rc == SM_OK)
-        rc = h->config_string(r->self, "default_room", &r->default_room);
-    if (rc == SM_OK && r->default_room[0] && !rooms_valid_name(r->default_room)) {
+    r->configured = calloc(ROOMS_LIST_MAX, sizeof *r->configured);
+    if (!r->configured)
+        return SM_ENOMEM;
+    int rc = SM_OK;
+    if (h->config_bool(r->self, "allow_create", &r->allow_create) != SM_OK)
+        rc = SM_EINVAL;
+    if (h->config_string(r->self, "default_room", &r->default_room) != SM_OK)
+        rc = SM_EINVAL;
+    else if (r->default_room[0] && !rooms_valid_name(r->default_room)) {
         h->log(r->self, SM_LOG_ERROR, "rooms.default_room must be \"\" or 1 to 32 characters "
                                       "of letters, digits, '_', '.' and '-'");
         rc = SM_EINVAL;
     }
-    if (rc != SM_OK)
-        return rc;
-    rooms_fold(r->default_room, r->default_key, sizeof r->default_key);
-    r->configured = calloc(ROOMS_LIST_MAX, sizeof *r->configured);
-    if (!r->configured)
-        return SM_ENOMEM;
     int n = h->config_string_list(r->self, "rooms", r->configured, ROOMS_LIST_MAX);
     if (n < 0)
-        return n;
+        return SM_EINVAL;
     r->n_configured = (size_t)n;
     for (size_t i = 0; i < r->n_configured; i++) {
         if (!rooms_valid_name(r->configured[i])) {
@@ -264,6 +264,8 @@ static int read_config(rooms *r)
             rc = SM_EINVAL;
         }
     }
+    if (rc == SM_OK && rooms_fold(r->default_room, r->default_key, sizeof r->default_key) != 0)
+        rc = SM_EINVAL; /* cannot happen: checked above */
     return rc;
 }
 

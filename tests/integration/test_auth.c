@@ -3,6 +3,7 @@
  * passwords, a registration race between two connections, several devices,
  * closed connections, the failed-login limit, and password hashing that
  * leaves the event loop free. */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -300,6 +301,39 @@ static void hashing_does_not_block_the_event_loop(void)
     harness_cleanup(&strong);
 }
 
+/* SIGTERM while logins hash and wait: a clean exit, nothing leaked (the
+ * server is built with the sanitizers in SM_SANITIZE builds). */
+static void shutdown_with_logins_in_flight_is_clean(void)
+{
+    enum { CLIENTS = 6 };
+    harness_server busy = {0};
+    CU_ASSERT_EQUAL_FATAL(
+        harness_start(&busy, "plugins = { dir = \"@PLUGIN_BUILD_DIR@\"; load = [\"auth\"]; };\n"
+                             "auth = { max_concurrent_hashes = 1; failed_logins = 100; };\n"),
+        0);
+    sm_client *c[CLIENTS];
+    for (int i = 0; i < CLIENTS; i++)
+        c[i] = connect_to(&busy);
+    for (int i = 0; i < CLIENTS; i++) {
+        json_t *p = json_pack("{s:s, s:s}", "username", i % 2 ? "someone" : "other",
+                              "password", "correct horse");
+        CU_ASSERT_EQUAL(sm_client_send(c[i], i % 2 ? "login" : "register", p, NULL),
+                        SM_CLIENT_OK);
+        json_decref(p);
+    }
+    /* The commands are on the wire: wait until the first has been read. */
+    CU_ASSERT_EQUAL(harness_wait_log(&busy, "registered", 5000), 1);
+    int status = -1;
+    CU_ASSERT_EQUAL(harness_stop(&busy, SIGTERM, &status), 0);
+    CU_ASSERT_EQUAL(status, 0);
+    CU_ASSERT_EQUAL(harness_log_contains(&busy, "Sanitizer"), 0);
+    CU_ASSERT_EQUAL(harness_log_contains(&busy, "still on the worker pool"), 0);
+    CU_ASSERT_EQUAL(harness_log_contains(&busy, "statement"), 0);
+    for (int i = 0; i < CLIENTS; i++)
+        sm_client_free(c[i]);
+    harness_cleanup(&busy);
+}
+
 static const sm_test_case cases[] = {
     SM_TEST(register_login_logout_round_trip),
     SM_TEST(logout_without_login_gets_1002),
@@ -310,6 +344,7 @@ static const sm_test_case cases[] = {
     SM_TEST(login_again_after_the_first_connection_closed),
     SM_TEST(failed_logins_get_1008_with_retry_after),
     SM_TEST(hashing_does_not_block_the_event_loop),
+    SM_TEST(shutdown_with_logins_in_flight_is_clean),
     SM_TEST_END,
 };
 

@@ -1,0 +1,626 @@
+/* Slash commands. Most of them send one action with at most one argument
+ * and need nothing but the table row (cmd_send); the others have their own
+ * handler: login state, passwords and keys, end-to-end messages, lists
+ * whose items need a verdict. */
+#include "commands.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <openssl/evp.h>
+
+#include "conn.h"
+#include "crypto.h"
+#include "e2e.h"
+#include "files.h"
+#include "privmsg.h"
+#include "render.h"
+#include "seen.h"
+#include "tty.h"
+
+#define PASSWORD_MAX 1024          /* PROTOCOL.md 7: passwords are 8-1024 bytes */
+#define PASSWORD_FILE_MAX 4096
+
+typedef enum arg_kind {
+    ARGS_NONE,      /* /leave */
+    ARGS_WORD,      /* /join ROOM */
+    ARGS_OPT_WORD,  /* /history [N] */
+    ARGS_TEXT,      /* /say TEXT */
+    ARGS_WORD_TEXT  /* /msg USER TEXT */
+} arg_kind;
+
+typedef struct command command;
+
+/* word: the first argument (NULL if none); text: the rest of the line
+ * (ARGS_TEXT: the whole argument text). */
+typedef int (*command_fn)(cli_app *app, const command *cmd, const char *word, const char *text);
+
+struct command {
+    const char *name;
+    const char *args;
+    arg_kind kind;
+    command_fn run;
+    const char *action;   /* cmd_send: the action sent */
+    const char *field;    /* cmd_send: the payload field given the argument */
+    const char *help;
+};
+
+static int cmd_send(cli_app *app, const command *cmd, const char *word, const char *text);
+static int cmd_register(cli_app *app, const command *cmd, const char *word, const char *text);
+static int cmd_login(cli_app *app, const command *cmd, const char *word, const char *text);
+static int cmd_say(cli_app *app, const command *cmd, const char *word, const char *text);
+static int cmd_msg(cli_app *app, const command *cmd, const char *word, const char *text);
+static int cmd_unread(cli_app *app, const command *cmd, const char *word, const char *text);
+static int cmd_read(cli_app *app, const command *cmd, const char *word, const char *text);
+static int cmd_history(cli_app *app, const command *cmd, const char *word, const char *text);
+static int cmd_key(cli_app *app, const command *cmd, const char *word, const char *text);
+static int cmd_help(cli_app *app, const command *cmd, const char *word, const char *text);
+static int cmd_quit(cli_app *app, const command *cmd, const char *word, const char *text);
+
+static const command commands[] = {
+    {"register", "USER", ARGS_WORD, cmd_register, "register", NULL,
+     "create an account and its end-to-end key pair (asks for the password)"},
+    {"login", "USER", ARGS_WORD, cmd_login, "login", NULL, "log in (asks for the password)"},
+    {"logout", "", ARGS_NONE, cmd_send, "logout", NULL, "log out"},
+    {"join", "ROOM", ARGS_WORD, cmd_send, "join_room", "room_name", "enter a room (leaving the current one)"},
+    {"leave", "", ARGS_NONE, cmd_send, "leave_room", NULL, "leave the current room"},
+    {"users", "", ARGS_NONE, cmd_send, "get_users", NULL, "list the users in the current room"},
+    {"say", "TEXT", ARGS_TEXT, cmd_say, "public_message", "content",
+     "send TEXT to the room (what a line without '/' does; for text starting with '/')"},
+    {"history", "[N]", ARGS_OPT_WORD, cmd_history, "get_history", NULL,
+     "the last N (1-200, default 50) messages of the current room"},
+    {"msg", "USER TEXT", ARGS_WORD_TEXT, cmd_msg, "private_message", NULL,
+     "private message, end-to-end encrypted when USER has a key"},
+    {"unread", "[AFTER_ID]", ARGS_OPT_WORD, cmd_unread, "get_unread_messages", NULL,
+     "your unread private messages (100 at a time)"},
+    {"read", "ID", ARGS_WORD, cmd_read, "mark_message_read", NULL, "mark private message ID read"},
+    {"key", "USER", ARGS_WORD, cmd_key, "get_public_key", NULL,
+     "USER's registered key, its fingerprint and whether it matches the pinned one"},
+    {"trust", "USER", ARGS_WORD, cmd_key, "get_public_key", NULL,
+     "pin USER's current key, replacing the old pin (after checking it with USER)"},
+    {"friends", "", ARGS_NONE, cmd_send, "get_friends_list", NULL, "your friends and who is online"},
+    {"add", "USER", ARGS_WORD, cmd_send, "send_friend_request", "friend_username", "send a friend request"},
+    {"accept", "USER", ARGS_WORD, cmd_send, "accept_friend_request", "friend_username",
+     "accept USER's friend request"},
+    {"decline", "USER", ARGS_WORD, cmd_send, "decline_friend_request", "friend_username",
+     "decline USER's friend request"},
+    {"remove", "USER", ARGS_WORD, cmd_send, "remove_friend", "friend_username", "end a friendship"},
+    {"requests", "", ARGS_NONE, cmd_send, "get_friend_requests", NULL, "friend requests waiting for you"},
+    {"block", "USER", ARGS_WORD, cmd_send, "block_user", "username", "block USER"},
+    {"unblock", "USER", ARGS_WORD, cmd_send, "unblock_user", "username", "unblock USER"},
+    {"blocked", "", ARGS_NONE, cmd_send, "get_blocked_users", NULL, "the users you block"},
+    {"help", "[COMMAND]", ARGS_OPT_WORD, cmd_help, NULL, NULL, "this list, or one command's help"},
+    {"quit", "", ARGS_NONE, cmd_quit, NULL, NULL, "close the connection and exit"},
+};
+
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
+
+static const command *find_command(const char *name, size_t len)
+{
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strlen(commands[i].name) == len && strncmp(commands[i].name, name, len) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+static int usage(cli_app *app, const command *cmd)
+{
+    render_local("error", "usage", NULL, "usage: /%s%s%s", cmd->name, cmd->args[0] ? " " : "",
+                 cmd->args);
+    cli_set_status(app, CLI_EXIT_USAGE);
+    return -1;
+}
+
+/* Renders a reply; an error sets the exit status. 0 for a response. */
+static int finish(cli_app *app, const command *cmd, sm_message *reply, const json_t *extra)
+{
+    render_reply(cmd->name, reply, extra);
+    int failed = conn_is_error(reply);
+    if (failed)
+        cli_set_status(app, CLI_EXIT_FAILED);
+    return failed ? -1 : 0;
+}
+
+/* Keeps the login and room state in step with what the server said. */
+static void track(cli_app *app, const sm_message *reply)
+{
+    if (conn_is_error(reply))
+        return;
+    const char *a = reply->action;
+    const char *room = json_string_value(json_object_get(reply->payload, "room"));
+    if (strcmp(a, "join_room") == 0 && room)
+        snprintf(app->room, sizeof app->room, "%s", room);
+    else if (strcmp(a, "leave_room") == 0)
+        app->room[0] = '\0';
+    else if (strcmp(a, "logout") == 0)
+        cli_clear_login(app);
+}
+
+static int call_and_finish(cli_app *app, const command *cmd, const char *action, json_t *payload,
+                           int *ok)
+{
+    sm_message *reply = NULL;
+    int rc = conn_call(app, action, payload, &reply);
+    json_decref(payload);
+    if (rc != 0)
+        return -1;
+    track(app, reply);
+    rc = finish(app, cmd, reply, NULL);
+    if (ok)
+        *ok = rc == 0;
+    sm_message_free(reply);
+    return rc;
+}
+
+static int cmd_send(cli_app *app, const command *cmd, const char *word, const char *text)
+{
+    (void)text;
+    json_t *payload = cmd->field ? json_pack("{s:s}", cmd->field, word) : json_object();
+    if (!payload)
+        return usage(app, cmd);   /* an argument that is not UTF-8 */
+    return call_and_finish(app, cmd, cmd->action, payload, NULL);
+}
+
+static int cmd_say(cli_app *app, const command *cmd, const char *word, const char *text)
+{
+    (void)word;
+    json_t *payload = json_pack("{s:s}", "content", text);
+    if (!payload) {
+        render_local("error", "not_utf8", NULL, "the text is not valid UTF-8");
+        cli_set_status(app, CLI_EXIT_USAGE);
+        return -1;
+    }
+    return call_and_finish(app, cmd, cmd->action, payload, NULL);
+}
+
+static int cmd_msg(cli_app *app, const command *cmd, const char *word, const char *text)
+{
+    return privmsg_send(app, cmd->name, word, text);
+}
+
+static int cmd_key(cli_app *app, const command *cmd, const char *word, const char *text)
+{
+    (void)text;
+    return privmsg_key(app, cmd->name, word, strcmp(cmd->name, "trust") == 0);
+}
+
+/* A decimal number in [min, max]. */
+static int parse_num(const char *s, long long min, long long max, long long *out)
+{
+    if (!s || !*s)
+        return -1;
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v < min || v > max || s[0] == '+' || s[0] == '-' || s[0] == ' ')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+#define MAX_MESSAGE_ID 9007199254740991LL   /* ids are below 2^53 */
+
+static int cmd_read(cli_app *app, const command *cmd, const char *word, const char *text)
+{
+    (void)text;
+    long long id;
+    if (parse_num(word, 1, MAX_MESSAGE_ID, &id) != 0)
+        return usage(app, cmd);
+    return call_and_finish(app, cmd, cmd->action, json_pack("{s:I}", "message_id", (json_int_t)id), NULL);
+}
+
+static int cmd_history(cli_app *app, const command *cmd, const char *word, const char *text)
+{
+    (void)text;
+    long long n = 50;
+    if (word && parse_num(word, 1, 200, &n) != 0)
+        return usage(app, cmd);
+    if (!app->room[0]) {
+        render_local("error", "no_room", NULL, "you are in no room (/join ROOM)");
+        cli_set_status(app, CLI_EXIT_FAILED);
+        return -1;
+    }
+    return call_and_finish(app, cmd, cmd->action,
+                           json_pack("{s:s,s:I}", "room", app->room, "limit", (json_int_t)n), NULL);
+}
+
+static int cmd_unread(cli_app *app, const command *cmd, const char *word, const char *text)
+{
+    (void)text;
+    long long after = 0;
+    if (word && parse_num(word, 0, MAX_MESSAGE_ID, &after) != 0)
+        return usage(app, cmd);
+    json_t *payload = word ? json_pack("{s:I}", "after_id", (json_int_t)after) : json_object();
+    sm_message *reply = NULL;
+    int rc = payload ? conn_call(app, cmd->action, payload, &reply) : -1;
+    json_decref(payload);
+    if (rc != 0)
+        return -1;
+    if (!conn_is_error(reply)) {
+        /* Each item gets its verdict, as a private_message event would. */
+        size_t i;
+        json_t *item;
+        json_array_foreach(json_object_get(reply->payload, "messages"), i, item) {
+            json_t *e2e = privmsg_receive(app, item);
+            if (e2e)
+                json_object_set_new(item, "e2e", e2e);
+        }
+    }
+    rc = finish(app, cmd, reply, NULL);
+    sm_message_free(reply);
+    return rc;
+}
+
+static int cmd_help(cli_app *app, const command *cmd, const char *word, const char *text)
+{
+    (void)text;
+    char buf[4096];
+    size_t used = 0;
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        const command *c = &commands[i];
+        if (word && strcmp(word, c->name) != 0 && !(word[0] == '/' && strcmp(word + 1, c->name) == 0))
+            continue;
+        char head[64];
+        snprintf(head, sizeof head, "/%s %s", c->name, c->args);
+        int n = snprintf(buf + used, sizeof buf - used, "  %-22s %s\n", head, c->help);
+        if (n < 0 || (size_t)n >= sizeof buf - used)
+            break;
+        used += (size_t)n;
+    }
+    if (used == 0)
+        return usage(app, cmd);
+    if (!word) {
+        int n = snprintf(buf + used, sizeof buf - used,
+                         "  A line without a leading '/' is sent to the current room.\n");
+        if (n > 0 && (size_t)n < sizeof buf - used)
+            used += (size_t)n;
+    }
+    render_text("help", buf);
+    return 0;
+}
+
+static int cmd_quit(cli_app *app, const command *cmd, const char *word, const char *text)
+{
+    (void)cmd;
+    (void)word;
+    (void)text;
+    app->quit = 1;
+    return 0;
+}
+
+/* ---- accounts: passwords and keys --------------------------------------- */
+
+/* The password: --password-file, else $SM_PASSWORD, else (interactive) a
+ * prompt without echo, twice when confirming. Never from the command line. */
+static int get_password(cli_app *app, const char *user, int confirm, char *buf, size_t len)
+{
+    if (app->password_file) {
+        char *data = NULL;
+        size_t n = 0;
+        if (files_read(app->password_file, PASSWORD_FILE_MAX, &data, &n) != 0) {
+            render_local("error", "password_file", NULL, "cannot read the password file %s",
+                         app->password_file);
+            return -1;
+        }
+        size_t line = strcspn(data, "\r\n");
+        int ok = line < len;
+        if (ok) {
+            memcpy(buf, data, line);
+            buf[line] = '\0';
+        }
+        crypto_wipe(data, n);
+        free(data);
+        if (!ok)
+            render_local("error", "password_file", NULL, "the password in %s is too long",
+                         app->password_file);
+        return ok ? 0 : -1;
+    }
+    const char *env = getenv("SM_PASSWORD");
+    if (env) {
+        if (strlen(env) >= len) {
+            render_local("error", "password_env", NULL, "SM_PASSWORD is too long");
+            return -1;
+        }
+        memcpy(buf, env, strlen(env) + 1);
+        return 0;
+    }
+    if (app->batch) {
+        render_local("error", "no_password", NULL,
+                     "batch mode reads the password from $SM_PASSWORD or --password-file");
+        return -1;
+    }
+    char prompt[96];
+    snprintf(prompt, sizeof prompt, "Password for %s: ", user);
+    if (tty_read_password(prompt, buf, len) != 0) {
+        render_local("error", "no_password", NULL, "no password read");
+        return -1;
+    }
+    if (confirm) {
+        char again[PASSWORD_MAX + 2];
+        int same = tty_read_password("Repeat it: ", again, sizeof again) == 0 && strcmp(again, buf) == 0;
+        crypto_wipe(again, sizeof again);
+        if (!same) {
+            crypto_wipe(buf, len);
+            render_local("error", "password_mismatch", NULL, "the passwords differ");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* <config>/keys/<server>/<user>.pem and .pub.pem */
+static int key_paths(cli_app *app, const char *user, char *priv, size_t priv_len, char *pub,
+                     size_t pub_len)
+{
+    char lower[CLI_NAME_MAX + 1], dir[CLI_PATH_MAX], name[CLI_NAME_MAX + 16];
+    if (files_lower(user, lower, sizeof lower) != 0
+        || files_join(dir, sizeof dir, app->config_dir, "keys", app->server_dir) != 0)
+        return -1;
+    int n = snprintf(name, sizeof name, "%s.pem", lower);
+    if (n < 0 || (size_t)n >= sizeof name || files_join(priv, priv_len, dir, name, NULL) != 0)
+        return -1;
+    n = snprintf(name, sizeof name, "%s.pub.pem", lower);
+    if (n < 0 || (size_t)n >= sizeof name || files_join(pub, pub_len, dir, name, NULL) != 0)
+        return -1;
+    return 0;
+}
+
+static void open_seen(cli_app *app)
+{
+    char lower[CLI_NAME_MAX + 1], dir[CLI_PATH_MAX], path[CLI_PATH_MAX];
+    if (files_lower(app->username, lower, sizeof lower) != 0
+        || files_join(dir, sizeof dir, app->config_dir, "seen", app->server_dir) != 0
+        || files_join(path, sizeof path, dir, lower, NULL) != 0 || files_mkdirs(dir) != 0
+        || seen_open(path, SEEN_LIMIT, &app->seen) != 0)
+        render_local("warning", "seen_unavailable", NULL,
+                     "cannot open the replay list %s: replayed messages will not be detected",
+                     path);
+}
+
+/* The session is now logged in as the reply says. */
+static void start_login(cli_app *app, const sm_message *reply)
+{
+    const char *name = json_string_value(json_object_get(reply->payload, "username"));
+    const char *room = json_string_value(json_object_get(reply->payload, "assigned_room"));
+    snprintf(app->username, sizeof app->username, "%s", name && files_name_ok(name) ? name : "");
+    snprintf(app->room, sizeof app->room, "%s", room ? room : "");
+    if (app->username[0])
+        open_seen(app);
+}
+
+/* Sends register/login with the password, wiping every copy we made. */
+static int call_with_password(cli_app *app, const char *action, json_t *payload, char *password,
+                              sm_message **reply)
+{
+    json_t *pw = json_string(password);
+    crypto_wipe(password, strlen(password));
+    if (!pw || json_object_set_new(payload, "password", pw) != 0) {
+        render_local("error", "password_utf8", NULL, "the password is not valid UTF-8");
+        return -1;
+    }
+    int rc = conn_call(app, action, payload, reply);
+    /* jansson does not wipe freed strings: do it for the one we made. */
+    crypto_wipe((char *)json_string_value(pw), json_string_length(pw));
+    return rc;
+}
+
+static int cmd_register(cli_app *app, const command *cmd, const char *word, const char *text)
+{
+    (void)text;
+    if (!files_name_ok(word)) {
+        render_local("error", "usage", NULL, "invalid username %s: 3-32 of A-Z a-z 0-9 _ . -", word);
+        cli_set_status(app, CLI_EXIT_USAGE);
+        return -1;
+    }
+    char priv[CLI_PATH_MAX], pub[CLI_PATH_MAX], why[CLI_PATH_MAX + 128];
+    char password[PASSWORD_MAX + 2];
+    EVP_PKEY *key = NULL;
+    char *pem = NULL;
+    sm_message *reply = NULL;
+    json_t *payload = NULL;
+    int rc = -1, fresh = 0;
+    if (key_paths(app, word, priv, sizeof priv, pub, sizeof pub) != 0 || files_mkdirs_parent(priv) != 0) {
+        render_local("error", "key_dir", NULL, "cannot create the key directory under %s", app->config_dir);
+        goto fail_status;
+    }
+    int r = e2e_key_load(priv, &key, why, sizeof why);
+    if (r < 0) {
+        render_local("error", "key_unreadable", NULL, "%s", why);
+        goto fail_status;
+    }
+    if (r == 1) {
+        if (e2e_key_generate(E2E_NEW_KEY_BITS, &key) != 0) {
+            render_local("error", "keygen_failed", NULL, "cannot generate an RSA key");
+            goto fail_status;
+        }
+        fresh = 1;
+    }
+    /* Appendix A: only RSA keys of at least 2048 bits; check before the
+     * key leaves this machine, whatever the key file held. */
+    if (e2e_key_usable(key, why, sizeof why) != 0) {
+        render_local("error", "key_refused", NULL, "refusing to register the key in %s: %s", priv, why);
+        goto fail_status;
+    }
+    if (crypto_pubkey_pem(key, &pem) != 0)
+        goto fail_status;
+    if (get_password(app, word, 1, password, sizeof password) != 0)
+        goto fail_status;
+    payload = json_pack("{s:s,s:s}", "username", word, "public_key", pem);
+    if (!payload) {
+        crypto_wipe(password, sizeof password);
+        goto fail_status;
+    }
+    cli_clear_login(app);   /* PROTOCOL.md 7: register ends any old login */
+    if (call_with_password(app, cmd->action, payload, password, &reply) != 0)
+        goto out;
+    if (finish(app, cmd, reply, NULL) != 0)
+        goto out;
+    start_login(app, reply);
+    char fp[CRYPTO_FINGERPRINT_LEN] = "";
+    (void)crypto_fingerprint(key, fp);
+    if (fresh) {
+        if (e2e_key_save(priv, pub, key) != 0) {
+            const char *lines[] = {"WARNING: REGISTERED, BUT THE NEW PRIVATE KEY COULD NOT BE SAVED!",
+                                   priv, "Messages encrypted to this account cannot be read later."};
+            render_loud("key_not_saved", NULL, lines, 3);
+            cli_set_status(app, CLI_EXIT_FAILED);
+        } else {
+            json_t *f = json_pack("{s:s,s:s}", "path", priv, "fingerprint", fp);
+            render_local("info", "key_created", f, "new %d-bit key pair in %s (fingerprint %s)",
+                         E2E_NEW_KEY_BITS, priv, fp);
+            json_decref(f);
+        }
+    } else {
+        json_t *f = json_pack("{s:s,s:s}", "path", priv, "fingerprint", fp);
+        render_local("info", "key_reused", f, "registered the existing key %s (fingerprint %s)", priv, fp);
+        json_decref(f);
+    }
+    app->key = key;
+    key = NULL;
+    rc = 0;
+    goto out;
+fail_status:
+    cli_set_status(app, CLI_EXIT_FAILED);
+out:
+    EVP_PKEY_free(key);
+    free(pem);
+    json_decref(payload);
+    sm_message_free(reply);
+    return rc;
+}
+
+static int cmd_login(cli_app *app, const command *cmd, const char *word, const char *text)
+{
+    (void)text;
+    if (!files_name_ok(word)) {
+        render_local("error", "usage", NULL, "invalid username %s: 3-32 of A-Z a-z 0-9 _ . -", word);
+        cli_set_status(app, CLI_EXIT_USAGE);
+        return -1;
+    }
+    char password[PASSWORD_MAX + 2];
+    if (get_password(app, word, 0, password, sizeof password) != 0) {
+        cli_set_status(app, CLI_EXIT_FAILED);
+        return -1;
+    }
+    json_t *payload = json_pack("{s:s}", "username", word);
+    if (!payload) {
+        crypto_wipe(password, sizeof password);
+        return -1;
+    }
+    cli_clear_login(app);   /* PROTOCOL.md 7: login ends any old login */
+    sm_message *reply = NULL;
+    int rc = call_with_password(app, cmd->action, payload, password, &reply);
+    json_decref(payload);
+    if (rc != 0)
+        return -1;
+    rc = finish(app, cmd, reply, NULL);
+    if (rc == 0) {
+        start_login(app, reply);
+        char priv[CLI_PATH_MAX], pub[CLI_PATH_MAX], why[CLI_PATH_MAX + 128];
+        EVP_PKEY *key = NULL;
+        int r = key_paths(app, app->username[0] ? app->username : word, priv, sizeof priv, pub,
+                          sizeof pub) == 0 ? e2e_key_load(priv, &key, why, sizeof why) : -1;
+        if (r == 1) {
+            render_local("warning", "no_private_key", NULL,
+                         "no private key %s here: encrypted messages to you cannot be read and "
+                         "yours go unsigned", priv);
+        } else if (r < 0) {
+            render_local("warning", "key_unreadable", NULL, "%s", why);
+        } else if (e2e_key_usable(key, why, sizeof why) != 0) {
+            render_local("warning", "key_unusable", NULL, "the key in %s is unusable: %s", priv, why);
+            EVP_PKEY_free(key);
+        } else {
+            app->key = key;
+            privmsg_check_own_key(app);
+        }
+    }
+    sm_message_free(reply);
+    return rc;
+}
+
+/* ---- the runner ------------------------------------------------------------- */
+
+static int is_space(char c) { return c == ' ' || c == '\t'; }
+
+int commands_run(cli_app *app, const char *line)
+{
+    while (is_space(*line))
+        line++;
+    size_t len = strlen(line);
+    while (len > 0 && (is_space(line[len - 1]) || line[len - 1] == '\r' || line[len - 1] == '\n'))
+        len--;
+    if (len == 0)
+        return 0;
+    char buf[65536 + 64];
+    if (len >= sizeof buf) {
+        render_local("error", "too_long", NULL, "the line is too long");
+        cli_set_status(app, CLI_EXIT_USAGE);
+        return -1;
+    }
+    memcpy(buf, line, len);
+    buf[len] = '\0';
+    if (buf[0] != '/')
+        return cmd_say(app, find_command("say", 3), NULL, buf);
+
+    char *name = buf + 1;
+    size_t name_len = strcspn(name, " \t");
+    const command *cmd = find_command(name, name_len);
+    if (!cmd) {
+        render_local("error", "unknown_command", NULL, "unknown command /%.*s (try /help)",
+                     (int)(name_len > 64 ? 64 : name_len), name);
+        cli_set_status(app, CLI_EXIT_USAGE);
+        return -1;
+    }
+    char *rest = name + name_len;
+    if (*rest)
+        *rest++ = '\0';
+    while (is_space(*rest))
+        rest++;
+    char *word = NULL, *text = NULL;
+    switch (cmd->kind) {
+    case ARGS_NONE:
+        if (*rest)
+            return usage(app, cmd);
+        break;
+    case ARGS_WORD:
+    case ARGS_OPT_WORD: {
+        if (!*rest) {
+            if (cmd->kind == ARGS_WORD)
+                return usage(app, cmd);
+            break;
+        }
+        if (rest[strcspn(rest, " \t")] != '\0')
+            return usage(app, cmd);
+        word = rest;
+        break;
+    }
+    case ARGS_TEXT:
+        if (!*rest)
+            return usage(app, cmd);
+        text = rest;
+        break;
+    case ARGS_WORD_TEXT: {
+        size_t w = strcspn(rest, " \t");
+        if (w == 0 || rest[w] == '\0')
+            return usage(app, cmd);
+        rest[w] = '\0';
+        word = rest;
+        text = rest + w + 1;
+        while (is_space(*text))
+            text++;
+        if (!*text)
+            return usage(app, cmd);
+        break;
+    }
+    }
+    if (app->closed && cmd->action) {
+        render_local("error", "not_connected", NULL, "not connected");
+        cli_set_status(app, CLI_EXIT_CONNECTION);
+        return -1;
+    }
+    return cmd->run(app, cmd, word, text);
+}
