@@ -284,7 +284,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     case LWS_CALLBACK_ESTABLISHED: {
         char addr[64] = "";
         lws_get_peer_simple(wsi, addr, sizeof addr);
-        session *s = session_new(wsi, addr);
+        /* An IPv4 peer on a dual-stack socket shows as ::ffff:a.b.c.d; plugins
+         * and logs see the plain IPv4 form. */
+        const char *peer = strncmp(addr, "::ffff:", 7) == 0 && strchr(addr + 7, '.') ? addr + 7 : addr;
+        session *s = session_new(wsi, peer);
         if (!s)
             return -1;
         p->s = s;

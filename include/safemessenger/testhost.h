@@ -7,7 +7,9 @@
  * calling thread except worker jobs, which run on one internal thread and
  * whose completions run on the calling thread in sm_testhost_run_workers().
  *
- * One host at a time per process (the core's state is process-wide).
+ * One host at a time per process (the core's state is process-wide): free
+ * one before creating the next. Call every function from one thread; the
+ * plugins' callbacks, except worker jobs' `work`, run on it.
  *
  * Messages a session receives are recorded in order as JSON objects
  *   {"type": "response"|"error"|"event", "action": "...",
@@ -50,7 +52,9 @@ int sm_testhost_new(const char *config_text, sm_testhost **out);
 
 /* Loads a plugin .so as `name`: ABI check, init, migrations, start, as the
  * server does. Several plugins may be loaded, in order, before the first
- * session. */
+ * session. SM_ERROR if the loader refuses the plugin or its init,
+ * migrations or start fail (the reason is logged); sm_testhost_free() is
+ * still needed. */
 int sm_testhost_load(sm_testhost *th, const char *path, const char *name);
 
 /* Unloads the plugins (fini), closes every session and frees the host. */
@@ -115,7 +119,8 @@ double sm_testhost_now(const sm_testhost *th);
  * if unknown. */
 int sm_testhost_closed(sm_testhost *th, sm_session_id session, int *close_code);
 
-/* The session's username, NULL when not logged in or closed. */
+/* The session's username, NULL when not logged in or closed. Owned by
+ * the host: valid until the session's login changes or it closes. */
 const char *sm_testhost_username(sm_testhost *th, sm_session_id session);
 
 /* Runs one SQL query returning a single integer (e.g. a count) on the
