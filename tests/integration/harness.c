@@ -496,19 +496,39 @@ static int remove_entry(const char *path, const struct stat *sb, int flag, struc
     return remove(path);
 }
 
-void harness_cleanup(harness_server *s)
+int harness_cleanup(harness_server *s)
 {
-    if (s->pid > 0)
-        harness_stop(s, SIGTERM, NULL);
+    int rc = 0;
+    if (s->pid > 0) {
+        /* A server still running here must shut down cleanly: exit 0, which
+         * under the sanitizers also means no leak at exit. */
+        int status = -1;
+        if (harness_stop(s, SIGTERM, &status) != 0 || status != 0) {
+            fprintf(stderr, "harness: server in %s ended with status %d after SIGTERM\n", s->dir,
+                    status);
+            rc = -1;
+        }
+    }
     if (s->dir[0] == '\0')
-        return;
-    if (CU_get_number_of_failures() > s->failures_at_start)
+        return rc;
+    /* Whatever the exit, a sanitizer report in the log fails the suite:
+     * the server's overflows and leaks are test failures too. */
+    static const char *const reports[] = {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                                          "runtime error:"};
+    for (size_t i = 0; i < sizeof reports / sizeof *reports; i++) {
+        if (harness_log_contains(s, reports[i]) == 1) {
+            fprintf(stderr, "harness: the server's log in %s has \"%s\"\n", s->dir, reports[i]);
+            rc = -1;
+        }
+    }
+    if (rc != 0 || CU_get_number_of_failures() > s->failures_at_start)
         harness_dump_log(s);
-    if (getenv("SM_KEEP_TEST_DIRS"))
+    if (getenv("SM_KEEP_TEST_DIRS") || rc != 0)
         fprintf(stderr, "harness: keeping %s\n", s->dir);
     else if (nftw(s->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)
         fprintf(stderr, "harness: cannot remove %s: %s\n", s->dir, strerror(errno));
     s->dir[0] = '\0';
+    return rc;
 }
 
 void harness_dump_log(const harness_server *s)

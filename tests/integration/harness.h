@@ -74,10 +74,15 @@ int harness_start_args(harness_server *s, const char *extra_config, const char *
  * the signal number when a signal ended it. */
 int harness_stop(harness_server *s, int sig, int *exit_status);
 
-/* Stops the server if it still runs (SIGTERM), prints the log tail if an
- * assertion failed since harness_start(), removes the directory unless
- * SM_KEEP_TEST_DIRS is set. Safe on a zeroed or already cleaned struct. */
-void harness_cleanup(harness_server *s);
+/* Stops the server if it still runs (SIGTERM) and checks that it exited
+ * 0; checks server.log for sanitizer reports (AddressSanitizer,
+ * LeakSanitizer, UBSan "runtime error:"); prints the log tail when either
+ * failed or an assertion failed since harness_start(); removes the
+ * directory unless SM_KEEP_TEST_DIRS is set or something failed. Returns 0,
+ * or -1 when the server did not end cleanly or reported a sanitizer error:
+ * suites return it from their cleanup function, tests assert on it. Safe
+ * on a zeroed or already cleaned struct. */
+int harness_cleanup(harness_server *s);
 
 /* Prints the last lines of <dir>/server.log to stderr. */
 void harness_dump_log(const harness_server *s);

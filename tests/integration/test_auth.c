@@ -24,8 +24,7 @@ static int init(void) { return harness_start(&srv, AUTH_SERVER_CONFIG); }
 
 static int fini(void)
 {
-    harness_cleanup(&srv);
-    return 0;
+    return harness_cleanup(&srv);
 }
 
 static double now_ms(void)
@@ -245,7 +244,7 @@ static void failed_logins_get_1008_with_retry_after(void)
                     1);
     CU_ASSERT_EQUAL(harness_log_contains(&limited, "wrong horse"), 0);
     CU_ASSERT_EQUAL(harness_log_contains(&limited, "correct horse"), 0);
-    harness_cleanup(&limited);
+    CU_ASSERT_EQUAL(harness_cleanup(&limited), 0);
 }
 
 /* Default-cost hashes run on the worker pool: while several logins hash,
@@ -298,7 +297,7 @@ static void hashing_does_not_block_the_event_loop(void)
     sm_client_close(probe, 1000);
     for (int i = 0; i < LOGINS; i++)
         sm_client_close(c[i], 1000);
-    harness_cleanup(&strong);
+    CU_ASSERT_EQUAL(harness_cleanup(&strong), 0);
 }
 
 /* SIGTERM while logins hash and wait: a clean exit, nothing leaked (the
@@ -331,7 +330,7 @@ static void shutdown_with_logins_in_flight_is_clean(void)
     CU_ASSERT_EQUAL(harness_log_contains(&busy, "statement"), 0);
     for (int i = 0; i < CLIENTS; i++)
         sm_client_free(c[i]);
-    harness_cleanup(&busy);
+    CU_ASSERT_EQUAL(harness_cleanup(&busy), 0);
 }
 
 static const sm_test_case cases[] = {

@@ -27,8 +27,7 @@ static int init(void)
 
 static int fini(void)
 {
-    harness_cleanup(&srv);
-    return 0;
+    return harness_cleanup(&srv);
 }
 
 #define ASSERT_STR(got, want)                   \
@@ -329,7 +328,7 @@ static void friends_only_mode_refuses_messages_between_non_friends(void)
     sm_client_close(a, 1000);
     sm_client_close(b, 1000);
     sm_client_close(c, 1000);
-    harness_cleanup(&fo);
+    CU_ASSERT_EQUAL(harness_cleanup(&fo), 0);
 }
 
 int main(void)

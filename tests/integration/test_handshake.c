@@ -576,7 +576,7 @@ static void handshake_over_wss_verifies_the_certificate(void)
                                       " tls = { cert = \"@TLS_CERT@\"; key = \"@TLS_KEY@\"; }; };");
     CU_ASSERT_EQUAL(started, 0);
     if (started != 0) {
-        harness_cleanup(&tls);
+        CU_ASSERT_EQUAL(harness_cleanup(&tls), 0);
         return;
     }
     char ca[512];
@@ -606,7 +606,7 @@ static void handshake_over_wss_verifies_the_certificate(void)
     sm_client_options plain = {.url = tls.url};           /* ws:// to a TLS port */
     CU_ASSERT_NOT_EQUAL(sm_client_connect(&plain, &c, err, sizeof err), SM_CLIENT_OK);
     CU_ASSERT_PTR_NULL(c);
-    harness_cleanup(&tls);
+    CU_ASSERT_EQUAL(harness_cleanup(&tls), 0);
 }
 
 static void server_still_accepts_connections(void)
@@ -627,8 +627,8 @@ static int suite_cleanup(void)
         fprintf(stderr, "server stop: rc %d, exit status %d\n", rc, status);
         harness_dump_log(&srv);
     }
-    harness_cleanup(&srv);
-    return rc == 0 && status == 0 ? 0 : -1;
+    int clean = harness_cleanup(&srv);
+    return rc == 0 && status == 0 && clean == 0 ? 0 : -1;
 }
 
 int main(void)

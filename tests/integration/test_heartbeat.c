@@ -18,8 +18,7 @@ static int init(void)
 
 static int fini(void)
 {
-    harness_cleanup(&srv);
-    return 0;
+    return harness_cleanup(&srv);
 }
 
 static double mono_now(void)

@@ -34,8 +34,7 @@ static int init(void)
 
 static int fini(void)
 {
-    harness_cleanup(&srv);
-    return 0;
+    return harness_cleanup(&srv);
 }
 
 /* A string member, or "<none>" so a failed comparison never passes NULL
@@ -370,8 +369,8 @@ static void acknowledged_message_survives_sigkill(void)
         query_text(db, "SELECT COUNT(*) FROM messaging_messages WHERE content = 'must survive'");
     CU_ASSERT_STRING_EQUAL(rows ? rows : "<no answer>", "1");
     free(rows);
-    harness_cleanup(&second);
-    harness_cleanup(&first);
+    CU_ASSERT_EQUAL(harness_cleanup(&second), 0);
+    CU_ASSERT_EQUAL(harness_cleanup(&first), 0);
 }
 
 int main(void)

@@ -118,7 +118,7 @@ static void server_key_created_0600_and_reused(void)
     CU_ASSERT_EQUAL(fingerprint_of(&s2, fp2, sizeof fp2), 0);
     CU_ASSERT_STRING_EQUAL(fp1, fp2);
     CU_ASSERT_EQUAL(strncmp(fp1, "sha256:", 7), 0);
-    harness_cleanup(&s2);
+    CU_ASSERT_EQUAL(harness_cleanup(&s2), 0);
 
     /* A group-readable key is refused at start (timeout: never hang). */
     CU_ASSERT_EQUAL(chmod(path, 0640), 0);
@@ -133,7 +133,7 @@ static void server_key_created_0600_and_reused(void)
     int rc = pclose(p);
     CU_ASSERT_TRUE(WIFEXITED(rc) && WEXITSTATUS(rc) == 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "own.pem"));
-    harness_cleanup(&s1);
+    CU_ASSERT_EQUAL(harness_cleanup(&s1), 0);
 }
 
 static void sigterm_closes_sessions_1001_and_keeps_database_intact(void)
@@ -179,7 +179,7 @@ static void sigterm_closes_sessions_1001_and_keeps_database_intact(void)
     CU_ASSERT_EQUAL(sqlite3_column_int(st, 0), 50);
     sqlite3_finalize(st);
     sqlite3_close(h);
-    harness_cleanup(&s);
+    CU_ASSERT_EQUAL(harness_cleanup(&s), 0);
 }
 
 static void db_option_overrides_the_config(void)
@@ -192,7 +192,7 @@ static void db_option_overrides_the_config(void)
     const char *args[] = {"--db", file, NULL};
     CU_ASSERT_EQUAL_FATAL(harness_start_args(&s, NULL, args), 0);
     CU_ASSERT_EQUAL(access(file, F_OK), 0);
-    harness_cleanup(&s);
+    CU_ASSERT_EQUAL(harness_cleanup(&s), 0);
     char side[700];
     snprintf(side, sizeof side, "%s-wal", file);
     unlink(side);
@@ -240,7 +240,7 @@ static void tls_serves_wss(void)
     c = NULL;
     CU_ASSERT_EQUAL(harness_connect_opts(&s, &o, &c), SM_CLIENT_OK);
     sm_client_close(c, 1000);
-    harness_cleanup(&s);
+    CU_ASSERT_EQUAL(harness_cleanup(&s), 0);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     CU_ASSERT_EQUAL(system(cmd), 0);
 }

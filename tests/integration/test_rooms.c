@@ -41,8 +41,7 @@ static int init(void)
 
 static int fini(void)
 {
-    harness_cleanup(&srv);
-    return 0;
+    return harness_cleanup(&srv);
 }
 
 static sm_client *connect_to(const harness_server *s)
@@ -365,7 +364,7 @@ static void rooms_outlive_restart_and_empty_default_assigns_null(void)
         sm_message_free(m);
         sm_client_close(b, 1000);
     }
-    harness_cleanup(&second);
+    CU_ASSERT_EQUAL(harness_cleanup(&second), 0);
 
     started = harness_start_args(&third, AUTH_AND_ROOMS, args);
     CU_ASSERT_EQUAL(started, 0);
@@ -380,8 +379,8 @@ static void rooms_outlive_restart_and_empty_default_assigns_null(void)
         sm_message_free(m);
         sm_client_close(c, 1000);
     }
-    harness_cleanup(&third);
-    harness_cleanup(&first);
+    CU_ASSERT_EQUAL(harness_cleanup(&third), 0);
+    CU_ASSERT_EQUAL(harness_cleanup(&first), 0);
 }
 
 int main(void)

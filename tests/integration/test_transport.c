@@ -28,8 +28,7 @@ static int init(void)
 
 static int fini(void)
 {
-    harness_cleanup(&srv);
-    return 0;
+    return harness_cleanup(&srv);
 }
 
 static sm_client *open_raw(void)

@@ -111,7 +111,7 @@ static int fetch_key(cli_app *app, peer *p, sm_message **reply)
     return 0;
 }
 
-static void warn_key_changed(cli_app *app, const peer *p)
+static void warn_key_changed(const peer *p)
 {
     char l0[160], l1[160], l2[160], l3[200], l4[200];
     snprintf(l0, sizeof l0, "WARNING: THE END-TO-END KEY OF %s HAS CHANGED!", p->name);
@@ -201,7 +201,7 @@ int privmsg_send(cli_app *app, const char *command, const char *user, const char
     int encrypted = 0;
     if (p.server_pem) {
         if (p.pinned_pem && strcmp(p.pinned_fp, p.server_fp) != 0) {
-            warn_key_changed(app, &p);
+            warn_key_changed(&p);
             send_fail(app, "message to %s NOT sent: their key changed", p.name);
             goto out;
         }
@@ -225,7 +225,7 @@ int privmsg_send(cli_app *app, const char *command, const char *user, const char
     } else {
         if (p.pinned_pem) {
             /* A key that vanishes is a downgrade to plain text: refuse. */
-            warn_key_changed(app, &p);
+            warn_key_changed(&p);
             send_fail(app, "message to %s NOT sent: their pinned key disappeared", p.name);
             goto out;
         }
@@ -319,7 +319,7 @@ static sig_state check_signature(cli_app *app, peer *p, const char *recipient,
         return SIG_BAD;
     }
     if (p->server_pem && strcmp(p->server_fp, p->pinned_fp) != 0) {
-        warn_key_changed(app, p);
+        warn_key_changed(p);
         if (verify_pem(p->server_pem, p->name, recipient, content, sig) == 0) {
             *reason = "signed by the sender's new key, not the pinned one";
             return SIG_KEY_CHANGED;
@@ -457,7 +457,7 @@ int privmsg_key(cli_app *app, const char *command, const char *user, int trust)
         render_local("info", "no_key", NULL, "%s has no registered key: messages to them go as plain text",
                      p.name);
         if (p.pinned_pem)
-            warn_key_changed(app, &p);
+            warn_key_changed(&p);
         if (trust) {
             render_local("error", "nothing_to_trust", NULL, "nothing to trust: %s has no key", p.name);
             cli_set_status(app, CLI_EXIT_FAILED);
@@ -485,7 +485,7 @@ int privmsg_key(cli_app *app, const char *command, const char *user, int trust)
                      "now trusting %s's key %s (replaced the pinned %s)", p.name, p.server_fp,
                      p.pinned_fp);
     } else {
-        warn_key_changed(app, &p);
+        warn_key_changed(&p);
         cli_set_status(app, CLI_EXIT_FAILED);
         goto out;
     }

@@ -206,10 +206,8 @@ static void show_logout(const json_t *p)
     puts("* logged out");
 }
 
-static void show_public_sent(const json_t *p)
-{
-    (void)p;   /* the message itself comes back as an event */
-}
+/* The public message itself comes back as an event. */
+static void show_nothing(const json_t *p) { (void)p; }
 
 static void show_delivered(const json_t *p)
 {
@@ -301,6 +299,27 @@ static void show_requests(const json_t *p)
     }
 }
 
+static void show_blocked(const json_t *p)
+{
+    fputs("* blocked ", stdout);
+    put_safe(str(p, "username"));
+    fputc('\n', stdout);
+}
+
+static void show_unblocked(const json_t *p)
+{
+    fputs("* unblocked ", stdout);
+    put_safe(str(p, "username"));
+    fputc('\n', stdout);
+}
+
+static void show_blocked_list(const json_t *p)
+{
+    fputs("* blocked users: ", stdout);
+    put_names(json_object_get(p, "users"));
+    fputc('\n', stdout);
+}
+
 static void show_generic(const json_t *p)
 {
     char *s = json_dumps(p, JSON_COMPACT);
@@ -322,7 +341,8 @@ static const reply_view reply_views[] = {
     {"join_room", show_join},
     {"leave_room", show_leave},
     {"get_users", show_users},
-    {"public_message", show_public_sent},
+    {"public_message", show_nothing},
+    {"get_public_key", show_nothing},   /* privmsg.c prints the fingerprint */
     {"message_delivered", show_delivered},
     {"unread_messages", show_unread},
     {"mark_message_read", show_marked},
@@ -333,6 +353,9 @@ static const reply_view reply_views[] = {
     {"remove_friend", show_removed},
     {"friends_list", show_friends},
     {"friend_requests", show_requests},
+    {"block_user", show_blocked},
+    {"unblock_user", show_unblocked},
+    {"blocked_users", show_blocked_list},
 };
 
 void render_reply(const char *command, const sm_message *m, const json_t *extra)
