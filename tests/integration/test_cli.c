@@ -1,8 +1,965 @@
-/* placeholder, replaced below */
+/* safemessenger-cli against the real server (auth, heartbeat, rooms,
+ * messaging, friends): the CLI binary runs in batch mode with its own
+ * configuration directory per user, and its JSON lines are checked.
+ * Every CLI run is bounded: it is killed when it outlives its deadline. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+
+#include "crypto.h"
+#include "harness.h"
 #include "sm_test.h"
-static void nothing(void) {}
+
+#ifndef SM_CLI_PATH
+#error "SM_CLI_PATH must name the safemessenger-cli binary (tools/cli/CMakeLists.txt)"
+#endif
+
+#define PASSWORD "correct horse battery"
+#define RUN_TIMEOUT_MS 30000
+#define MAX_ARGS 40
+
+static harness_server srv;
+static char base_dir[256];    /* configuration directories of the CLI users */
+static char server_dir[64];   /* "127.0.0.1_<port>" */
+
+static int init(void)
+{
+    snprintf(base_dir, sizeof base_dir, "/tmp/sm_test_cli.XXXXXX");
+    if (!mkdtemp(base_dir))
+        return -1;
+    if (harness_start(&srv, "plugins = { dir = \"@PLUGIN_BUILD_DIR@\"; load = [\"auth\", "
+                            "\"heartbeat\", \"rooms\", \"messaging\", \"friends\"]; };\n"
+                            "auth = { allow_weak_argon2 = true; argon2_memory_kib = 1024; "
+                            "argon2_passes = 1; };\n") != 0)
+        return -1;
+    snprintf(server_dir, sizeof server_dir, "127.0.0.1_%d", srv.port);
+    return 0;
+}
+
+static void dump_log_tail(void);
+
+static int fini(void)
+{
+    if (CU_get_number_of_failures() > 0)
+        dump_log_tail();
+    harness_cleanup(&srv);
+    if (!getenv("SM_KEEP_TEST_DIRS")) {
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", base_dir);
+        if (system(cmd) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- running the CLI -------------------------------------------------------- */
+
+typedef struct cli_run {
+    pid_t pid;
+    int out_fd, err_fd;
+    char *out, *err;
+    size_t out_len, err_len;
+    int exit_code;      /* -1 until finished (or killed at the deadline) */
+} cli_run;
+
+static void cfg_path(char *out, size_t len, const char *user)
+{
+    snprintf(out, len, "%s/%s", base_dir, user);
+}
+
+/* Starts the CLI: SM_CLI_PATH --config-dir <base>/<cfg> ARGS... <url>.
+ * password NULL leaves SM_PASSWORD unset; stdin_text NULL gives /dev/null. */
+static int cli_startv(cli_run *r, const char *cfg, const char *password, const char *stdin_text,
+                      const char *url, va_list ap)
+{
+    memset(r, 0, sizeof *r);
+    r->exit_code = -1;
+    r->out_fd = r->err_fd = -1;
+    char dir[512];
+    cfg_path(dir, sizeof dir, cfg);
+    const char *argv[MAX_ARGS + 6];
+    size_t n = 0;
+    argv[n++] = SM_CLI_PATH;
+    argv[n++] = "--config-dir";
+    argv[n++] = dir;
+    const char *a;
+    while ((a = va_arg(ap, const char *)) != NULL && n < MAX_ARGS)
+        argv[n++] = a;
+    argv[n++] = url ? url : srv.url;
+    argv[n] = NULL;
+    int out[2], err[2], in[2];
+    if (pipe(out) != 0 || pipe(err) != 0 || pipe(in) != 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        dup2(in[0], STDIN_FILENO);
+        dup2(out[1], STDOUT_FILENO);
+        dup2(err[1], STDERR_FILENO);
+        close(in[0]);
+        close(in[1]);
+        close(out[0]);
+        close(out[1]);
+        close(err[0]);
+        close(err[1]);
+        if (password)
+            setenv("SM_PASSWORD", password, 1);
+        else
+            unsetenv("SM_PASSWORD");
+        execv(SM_CLI_PATH, (char *const *)argv);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    close(err[1]);
+    if (stdin_text) {
+        size_t len = strlen(stdin_text);   /* small: fits the pipe buffer */
+        if (write(in[1], stdin_text, len) != (ssize_t)len)
+            fprintf(stderr, "cli: short write to stdin\n");
+    }
+    close(in[1]);
+    r->pid = pid;
+    r->out_fd = out[0];
+    r->err_fd = err[0];
+    return 0;
+}
+
+static int cli_start(cli_run *r, const char *cfg, const char *password, ...)
+{
+    va_list ap;
+    va_start(ap, password);
+    int rc = cli_startv(r, cfg, password, NULL, NULL, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* The same with commands on stdin (--batch). */
+static int cli_start_stdin(cli_run *r, const char *cfg, const char *password, const char *text, ...)
+{
+    va_list ap;
+    va_start(ap, text);
+    int rc = cli_startv(r, cfg, password, text, NULL, ap);
+    va_end(ap);
+    return rc;
+}
+
+static void append(char **buf, size_t *len, const char *data, size_t n)
+{
+    char *p = realloc(*buf, *len + n + 1);
+    CU_ASSERT_FATAL(p != NULL);
+    memcpy(p + *len, data, n);
+    *len += n;
+    p[*len] = '\0';
+    *buf = p;
+}
+
+/* Reads what is available within wait_ms. Returns 1 while output may
+ * still come, 0 once both pipes reached EOF. */
+static int cli_read(cli_run *r, int wait_ms)
+{
+    struct pollfd fds[2] = {{.fd = r->out_fd, .events = POLLIN}, {.fd = r->err_fd, .events = POLLIN}};
+    if (r->out_fd < 0 && r->err_fd < 0)
+        return 0;
+    int n = poll(fds, 2, wait_ms);
+    if (n <= 0)
+        return 1;
+    for (int i = 0; i < 2; i++) {
+        if (fds[i].fd < 0 || !fds[i].revents)
+            continue;
+        char buf[8192];
+        ssize_t k = read(fds[i].fd, buf, sizeof buf);
+        if (k > 0) {
+            if (i == 0)
+                append(&r->out, &r->out_len, buf, (size_t)k);
+            else
+                append(&r->err, &r->err_len, buf, (size_t)k);
+        } else if (k == 0 || errno != EINTR) {
+            close(fds[i].fd);
+            if (i == 0)
+                r->out_fd = -1;
+            else
+                r->err_fd = -1;
+        }
+    }
+    return r->out_fd >= 0 || r->err_fd >= 0;
+}
+
+/* Waits until stdout holds needle: 1 found, 0 not within timeout_ms. */
+static int cli_wait_for(cli_run *r, const char *needle, int timeout_ms)
+{
+    long long end = now_ms() + timeout_ms;
+    while (!(r->out && strstr(r->out, needle))) {
+        long long left = end - now_ms();
+        if (left <= 0 || !cli_read(r, (int)(left > 200 ? 200 : left)))
+            return r->out && strstr(r->out, needle);
+    }
+    return 1;
+}
+
+/* Every run's output goes to <base_dir>/cli.log, whose tail fini()
+ * prints when an assertion failed. */
+static void log_run(const cli_run *r)
+{
+    char path[300];
+    snprintf(path, sizeof path, "%s/cli.log", base_dir);
+    FILE *f = fopen(path, "a");
+    if (!f)
+        return;
+    fprintf(f, "=== exit %d\n--- stdout\n%s--- stderr\n%s", r->exit_code, r->out, r->err);
+    fclose(f);
+}
+
+static void dump_log_tail(void)
+{
+    char path[300];
+    snprintf(path, sizeof path, "%s/cli.log", base_dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    if (fseek(f, -16000, SEEK_END) != 0)
+        rewind(f);
+    char buf[4096];
+    size_t n;
+    fputs("--- tail of the CLI runs' output:\n", stderr);
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        fwrite(buf, 1, n, stderr);
+    fclose(f);
+}
+
+/* Collects the rest of the output and the exit code; kills the CLI when
+ * it is still running at the deadline (exit code -1). */
+static int cli_finish(cli_run *r, int timeout_ms)
+{
+    long long end = now_ms() + timeout_ms;
+    while (now_ms() < end && cli_read(r, 200)) {
+    }
+    int status = 0;
+    if (r->out_fd >= 0 || r->err_fd >= 0 || waitpid(r->pid, &status, WNOHANG) == 0) {
+        /* Pipes closed but not exited yet: give it a moment. */
+        long long grace = now_ms() + 2000;
+        while (waitpid(r->pid, &status, WNOHANG) == 0 && now_ms() < grace)
+            usleep(10000);
+        if (waitpid(r->pid, &status, WNOHANG) == 0) {
+            fprintf(stderr, "cli: still running at the deadline, killed\n");
+            kill(r->pid, SIGKILL);
+            waitpid(r->pid, &status, 0);
+            r->exit_code = -1;
+            goto out;
+        }
+    }
+    r->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+out:
+    if (r->out_fd >= 0)
+        close(r->out_fd);
+    if (r->err_fd >= 0)
+        close(r->err_fd);
+    r->out_fd = r->err_fd = -1;
+    r->pid = 0;
+    if (!r->out)
+        append(&r->out, &r->out_len, "", 0);
+    if (!r->err)
+        append(&r->err, &r->err_len, "", 0);
+    log_run(r);
+    return r->exit_code;
+}
+
+static void cli_free(cli_run *r)
+{
+    if (r->pid > 0) {
+        kill(r->pid, SIGKILL);
+        waitpid(r->pid, NULL, 0);
+    }
+    if (r->out_fd >= 0)
+        close(r->out_fd);
+    if (r->err_fd >= 0)
+        close(r->err_fd);
+    free(r->out);
+    free(r->err);
+    memset(r, 0, sizeof *r);
+}
+
+/* Runs the CLI to its end; returns its exit code. */
+static int cli(cli_run *r, const char *cfg, const char *password, ...)
+{
+    va_list ap;
+    va_start(ap, password);
+    int rc = cli_startv(r, cfg, password, NULL, NULL, ap);
+    va_end(ap);
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    return cli_finish(r, RUN_TIMEOUT_MS);
+}
+
+/* Runs the CLI against another URL (no password). */
+static int cli_url(cli_run *r, const char *cfg, const char *url, ...)
+{
+    va_list ap;
+    va_start(ap, url);
+    int rc = cli_startv(r, cfg, NULL, NULL, url, ap);
+    va_end(ap);
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    return cli_finish(r, RUN_TIMEOUT_MS);
+}
+
+/* The n-th (from 0) JSON line of stdout whose "kind" is kind and whose
+ * "action" (replies, events) or "what" (local lines) is name. New
+ * reference, or NULL. */
+static json_t *line_of(const cli_run *r, const char *kind, const char *name, int n)
+{
+    const char *p = r->out;
+    while (p && *p) {
+        size_t len = strcspn(p, "\n");
+        json_t *o = json_loadb(p, len, 0, NULL);
+        CU_ASSERT_PTR_NOT_NULL(o);   /* every stdout line is JSON */
+        const char *k = json_string_value(json_object_get(o, "kind"));
+        const char *a = json_string_value(json_object_get(o, "action"));
+        const char *w = json_string_value(json_object_get(o, "what"));
+        if (k && strcmp(k, kind) == 0 && ((a && strcmp(a, name) == 0) || (w && strcmp(w, name) == 0))
+            && n-- == 0)
+            return o;
+        json_decref(o);
+        p += len;
+        if (*p == '\n')
+            p++;
+    }
+    return NULL;
+}
+
+static const char *jstr(const json_t *o, const char *path1, const char *path2)
+{
+    const json_t *v = json_object_get(o, path1);
+    if (path2)
+        v = json_object_get(v, path2);
+    return json_string_value(v);
+}
+
+/* Registers user with a fresh configuration directory named after it. */
+static void register_user(const char *user)
+{
+    cli_run r;
+    char cmd[64];
+    snprintf(cmd, sizeof cmd, "/register %s", user);
+    CU_ASSERT_EQUAL(cli(&r, user, PASSWORD, "-e", cmd, NULL), 0);
+    json_t *o = line_of(&r, "reply", "registration_success", 0);
+    CU_ASSERT_PTR_NOT_NULL(o);
+    CU_ASSERT_STRING_EQUAL(jstr(o, "payload", "username"), user);
+    json_decref(o);
+    cli_free(&r);
+}
+
+static void file_mode_is(const char *path, unsigned mode)
+{
+    struct stat st;
+    CU_ASSERT_EQUAL_FATAL(stat(path, &st), 0);
+    CU_ASSERT_EQUAL(st.st_mode & 0777, mode);
+    if ((st.st_mode & 0777) != mode)
+        fprintf(stderr, "%s: mode %o, expected %o\n", path, st.st_mode & 0777, mode);
+}
+
+static void write_text(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    fputs(text, f);
+    fclose(f);
+}
+
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return NULL;
+    char *buf = calloc(1, 65537);
+    size_t n = buf ? fread(buf, 1, 65536, f) : 0;
+    (void)n;
+    fclose(f);
+    return buf;
+}
+
+static void server_fingerprint(char fp[CRYPTO_FINGERPRINT_LEN])
+{
+    sm_client *c = NULL;
+    CU_ASSERT_EQUAL_FATAL(harness_connect(&srv, &c), SM_CLIENT_OK);
+    snprintf(fp, CRYPTO_FINGERPRINT_LEN, "%s", sm_client_fingerprint(c));
+    sm_client_close(c, 1000);
+}
+
+/* A client of the library logged in as user (registered first when
+ * public_key_pem is given or register is set). */
+static sm_client *raw_login(const char *user, int do_register, const char *public_key_pem)
+{
+    sm_client *c = NULL;
+    CU_ASSERT_EQUAL_FATAL(harness_connect(&srv, &c), SM_CLIENT_OK);
+    sm_message *m = do_register
+        ? (public_key_pem ? harness_callf(c, "register", "{s:s,s:s,s:s}", "username", user, "password",
+                                          PASSWORD, "public_key", public_key_pem)
+                          : harness_callf(c, "register", "{s:s,s:s}", "username", user, "password",
+                                          PASSWORD))
+        : harness_callf(c, "login", "{s:s,s:s}", "username", user, "password", PASSWORD);
+    CU_ASSERT_FATAL(m != NULL);
+    CU_ASSERT_STRING_EQUAL(m->type, "response");
+    sm_message_free(m);
+    return c;
+}
+
+/* ---- server key pinning ------------------------------------------------------ */
+
+static void known_servers_path(char *out, size_t len, const char *cfg)
+{
+    char dir[512];
+    cfg_path(dir, sizeof dir, cfg);
+    snprintf(out, len, "%s/known_servers", dir);
+}
+
+static void first_connection_pins_the_server_key(void)
+{
+    char fp[CRYPTO_FINGERPRINT_LEN], dir[512], path[600], expect[300];
+    server_fingerprint(fp);
+    cfg_path(dir, sizeof dir, "pin_first");
+    cli_run r;
+    CU_ASSERT_EQUAL(cli(&r, "pin_first", NULL, "-e", "/help quit", NULL), 0);
+    json_t *o = line_of(&r, "local", "server_key_pinned", 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_STRING_EQUAL(jstr(o, "fingerprint", NULL), fp);
+    json_decref(o);
+    o = line_of(&r, "local", "help", 0);
+    CU_ASSERT_PTR_NOT_NULL(o);
+    CU_ASSERT_PTR_NOT_NULL(o ? strstr(jstr(o, "message", NULL), "/quit") : NULL);
+    json_decref(o);
+    cli_free(&r);
+    known_servers_path(path, sizeof path, "pin_first");
+    snprintf(expect, sizeof expect, "127.0.0.1:%d %s\n", srv.port, fp);
+    char *text = read_text(path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    CU_ASSERT_STRING_EQUAL(text, expect);
+    free(text);
+    file_mode_is(dir, 0700);
+    file_mode_is(path, 0600);
+    /* The next run finds the pin and says nothing about it. */
+    CU_ASSERT_EQUAL(cli(&r, "pin_first", NULL, "-e", "/help", NULL), 0);
+    o = line_of(&r, "local", "server_key_pinned", 0);
+    CU_ASSERT_PTR_NULL(o);
+    json_decref(o);
+    cli_free(&r);
+}
+
+#define WRONG_FP "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+
+static void changed_server_key_is_refused_with_exit_3(void)
+{
+    char fp[CRYPTO_FINGERPRINT_LEN], dir[512], path[600], pinned[300];
+    server_fingerprint(fp);
+    cfg_path(dir, sizeof dir, "pin_changed");
+    CU_ASSERT_EQUAL_FATAL(mkdir(dir, 0700), 0);
+    known_servers_path(path, sizeof path, "pin_changed");
+    snprintf(pinned, sizeof pinned, "127.0.0.1:%d %s\n", srv.port, WRONG_FP);
+    write_text(path, pinned);
+    cli_run r;
+    CU_ASSERT_EQUAL(cli(&r, "pin_changed", PASSWORD, "-e", "/register pin_changed", NULL), 3);
+    json_t *o = line_of(&r, "local", "server_key_changed", 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_STRING_EQUAL(jstr(o, "level", NULL), "error");
+    CU_ASSERT_STRING_EQUAL(jstr(o, "fingerprint", NULL), fp);
+    CU_ASSERT_STRING_EQUAL(jstr(o, "pinned_fingerprint", NULL), WRONG_FP);
+    json_decref(o);
+    /* Nothing was sent: no reply at all, and the user does not exist. */
+    CU_ASSERT_PTR_NULL(strstr(r.out, "\"kind\":\"reply\""));
+    /* The warning on stderr is loud and several lines long. */
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "HAS CHANGED"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, WRONG_FP));
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "--accept-new-key"));
+    size_t lines = 0;
+    for (const char *p = r.err; *p; p++)
+        lines += *p == '\n';
+    CU_ASSERT_TRUE(lines >= 5);
+    cli_free(&r);
+    char *text = read_text(path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    CU_ASSERT_STRING_EQUAL(text, pinned);   /* the pin is left alone */
+    free(text);
+    register_user("pin_changed2");   /* the server is fine: others can still register */
+    CU_ASSERT_EQUAL(cli(&r, "pin_changed", PASSWORD, "-e", "/login pin_changed", NULL), 3);
+    cli_free(&r);
+}
+
+static void accept_new_key_replaces_the_pin(void)
+{
+    char fp[CRYPTO_FINGERPRINT_LEN], dir[512], path[600], expect[300];
+    server_fingerprint(fp);
+    cfg_path(dir, sizeof dir, "pin_accept");
+    CU_ASSERT_EQUAL_FATAL(mkdir(dir, 0700), 0);
+    known_servers_path(path, sizeof path, "pin_accept");
+    snprintf(expect, sizeof expect, "# kept\nexample.org:443 %s\n127.0.0.1:%d %s\n", WRONG_FP, srv.port,
+             WRONG_FP);
+    write_text(path, expect);
+    cli_run r;
+    CU_ASSERT_EQUAL(cli(&r, "pin_accept", NULL, "--accept-new-key", "-e", "/help", NULL), 0);
+    json_t *o = line_of(&r, "local", "server_key_replaced", 0);
+    CU_ASSERT_PTR_NOT_NULL(o);
+    CU_ASSERT_STRING_EQUAL(o ? jstr(o, "pinned_fingerprint", NULL) : "", WRONG_FP);
+    json_decref(o);
+    cli_free(&r);
+    snprintf(expect, sizeof expect, "# kept\nexample.org:443 %s\n127.0.0.1:%d %s\n", WRONG_FP, srv.port, fp);
+    char *text = read_text(path);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    CU_ASSERT_STRING_EQUAL(text, expect);
+    free(text);
+    file_mode_is(path, 0600);
+    /* From now on the new key is simply the pinned one. */
+    CU_ASSERT_EQUAL(cli(&r, "pin_accept", NULL, "-e", "/help", NULL), 0);
+    CU_ASSERT_PTR_NULL(strstr(r.out, "server_key"));
+    cli_free(&r);
+}
+
+/* ---- accounts and keys --------------------------------------------------------- */
+
+static void commands_from_stdin_in_batch_mode(void)
+{
+    cli_run r;
+    const char *script = "# a comment line\n/register stdin_user\n\n/users\n/quit\n/users\n";
+    CU_ASSERT_EQUAL_FATAL(cli_start_stdin(&r, "stdin_user", PASSWORD, script, "--batch", NULL), 0);
+    CU_ASSERT_EQUAL(cli_finish(&r, RUN_TIMEOUT_MS), 0);
+    json_t *o = line_of(&r, "reply", "registration_success", 0);
+    CU_ASSERT_PTR_NOT_NULL(o);
+    json_decref(o);
+    o = line_of(&r, "reply", "get_users", 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_STRING_EQUAL(jstr(o, "payload", "room"), "general");
+    CU_ASSERT_STRING_EQUAL(jstr(o, "command", NULL), "users");
+    json_decref(o);
+    o = line_of(&r, "reply", "get_users", 1);   /* after /quit: never run */
+    CU_ASSERT_PTR_NULL(o);
+    json_decref(o);
+    cli_free(&r);
+}
+
+static void register_creates_a_key_pair_and_registers_its_public_half(void)
+{
+    register_user("KeyOwner");
+    char dir[512], priv[700], pub[700], keydir[600];
+    cfg_path(dir, sizeof dir, "KeyOwner");
+    snprintf(keydir, sizeof keydir, "%s/keys/%s", dir, server_dir);
+    snprintf(priv, sizeof priv, "%s/keyowner.pem", keydir);
+    snprintf(pub, sizeof pub, "%s/keyowner.pub.pem", keydir);
+    file_mode_is(keydir, 0700);
+    file_mode_is(priv, 0600);
+    file_mode_is(pub, 0600);
+    char *pem = read_text(pub);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(pem);
+    EVP_PKEY *key = NULL;
+    CU_ASSERT_EQUAL_FATAL(crypto_pubkey_from_pem(pem, strlen(pem), &key), 0);
+    CU_ASSERT_EQUAL(EVP_PKEY_get_bits(key), 3072);
+    char fp[CRYPTO_FINGERPRINT_LEN];
+    CU_ASSERT_EQUAL(crypto_fingerprint(key, fp), 0);
+    crypto_pkey_free(key);
+
+    /* Someone else sees exactly that key registered, and pins it. */
+    register_user("KeyViewer");
+    cli_run r;
+    CU_ASSERT_EQUAL(cli(&r, "KeyViewer", PASSWORD, "-e", "/login KeyViewer", "-e", "/key keyowner", NULL), 0);
+    json_t *o = line_of(&r, "reply", "get_public_key", 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_STRING_EQUAL(jstr(o, "payload", "public_key"), pem);
+    CU_ASSERT_STRING_EQUAL(jstr(o, "key", "username"), "KeyOwner");
+    CU_ASSERT_STRING_EQUAL(jstr(o, "key", "fingerprint"), fp);
+    CU_ASSERT_STRING_EQUAL(jstr(o, "key", "pin"), "new");
+    CU_ASSERT_TRUE(json_is_true(json_object_get(json_object_get(o, "key"), "usable")));
+    json_decref(o);
+    cli_free(&r);
+    CU_ASSERT_EQUAL(cli(&r, "KeyViewer", PASSWORD, "-e", "/login KeyViewer", "-e", "/key KeyOwner", NULL), 0);
+    o = line_of(&r, "reply", "get_public_key", 0);
+    CU_ASSERT_STRING_EQUAL(o ? jstr(o, "key", "pin") : "", "match");
+    json_decref(o);
+    cli_free(&r);
+    free(pem);
+}
+
+static void register_refuses_an_existing_key_below_2048_bits(void)
+{
+    char dir[512], keydir[600], priv[700];
+    cfg_path(dir, sizeof dir, "small_key");
+    snprintf(keydir, sizeof keydir, "%s/keys/%s", dir, server_dir);
+    char cmd[1400];
+    snprintf(cmd, sizeof cmd, "mkdir -p -m 700 '%s' '%s'", dir, keydir);
+    CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
+    snprintf(priv, sizeof priv, "%s/small_key.pem", keydir);
+    EVP_PKEY *small = EVP_RSA_gen(1024);
+    CU_ASSERT_FATAL(small != NULL);
+    int fd = open(priv, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    CU_ASSERT_FATAL(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    CU_ASSERT_EQUAL(PEM_write_PrivateKey(f, small, NULL, NULL, 0, NULL, NULL), 1);
+    fclose(f);
+    EVP_PKEY_free(small);
+    cli_run r;
+    CU_ASSERT_EQUAL(cli(&r, "small_key", PASSWORD, "-e", "/register small_key", NULL), 1);
+    json_t *o = line_of(&r, "local", "key_refused", 0);
+    CU_ASSERT_PTR_NOT_NULL(o);
+    CU_ASSERT_PTR_NOT_NULL(o ? strstr(jstr(o, "message", NULL), "1024 bits") : NULL);
+    json_decref(o);
+    CU_ASSERT_PTR_NULL(strstr(r.out, "\"kind\":\"reply\""));   /* nothing was sent */
+    cli_free(&r);
+    register_user("small_key2");
+    /* The name is still free: the refused registration never reached the server. */
+    sm_client *c = raw_login("small_key", 1, NULL);
+    sm_client_close(c, 1000);
+}
+
+static void batch_reads_the_password_from_env_or_file_only(void)
+{
+    register_user("pw_user");
+    cli_run r;
+    CU_ASSERT_EQUAL(cli(&r, "pw_user", NULL, "-e", "/login pw_user", NULL), 1);
+    json_t *o = line_of(&r, "local", "no_password", 0);
+    CU_ASSERT_PTR_NOT_NULL(o);
+    json_decref(o);
+    CU_ASSERT_PTR_NULL(strstr(r.out, "login_success"));
+    cli_free(&r);
+    char path[600];
+    cfg_path(path, sizeof path, "pw_user.password");
+    write_text(path, PASSWORD "\n");
+    CU_ASSERT_EQUAL(cli(&r, "pw_user", NULL, "--password-file", path, "-e", "/login pw_user", NULL), 0);
+    o = line_of(&r, "reply", "login_success", 0);
+    CU_ASSERT_PTR_NOT_NULL(o);
+    json_decref(o);
+    cli_free(&r);
+    CU_ASSERT_EQUAL(cli(&r, "pw_user", "wrong password", "-e", "/login pw_user", NULL), 1);
+    o = line_of(&r, "error", "error", 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(json_object_get(o, "payload"), "code")), 1001);
+    json_decref(o);
+    cli_free(&r);
+}
+
+/* ---- chat ------------------------------------------------------------------------ */
+
+static void public_message_reaches_another_cli(void)
+{
+    register_user("pub_recv");
+    register_user("pub_send");
+    cli_run rx, tx;
+    CU_ASSERT_EQUAL_FATAL(cli_start(&rx, "pub_recv", PASSWORD, "-e", "/login pub_recv", "-e",
+                                    "/join cli_room", "--wait-events", "1", "--wait-action",
+                                    "public_message", "--wait-ms", "15000", NULL),
+                          0);
+    CU_ASSERT_FATAL(cli_wait_for(&rx, "\"action\":\"join_room\"", 15000));
+    CU_ASSERT_EQUAL(cli(&tx, "pub_send", PASSWORD, "-e", "/login pub_send", "-e", "/join CLI_room",
+                        "-e", "hello everyone", NULL),
+                    0);
+    json_t *o = line_of(&tx, "reply", "public_message", 0);
+    CU_ASSERT_PTR_NOT_NULL(o);
+    CU_ASSERT_STRING_EQUAL(o ? jstr(o, "command", NULL) : "", "say");
+    json_decref(o);
+    cli_free(&tx);
+    CU_ASSERT_EQUAL(cli_finish(&rx, 20000), 0);
+    o = line_of(&rx, "event", "public_message", 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_STRING_EQUAL(jstr(o, "payload", "sender"), "pub_send");
+    CU_ASSERT_STRING_EQUAL(jstr(o, "payload", "content"), "hello everyone");
+    CU_ASSERT_STRING_EQUAL(jstr(o, "payload", "room"), "cli_room");
+    json_decref(o);
+    o = line_of(&rx, "event", "user_joined", 0);   /* and the room event before it */
+    CU_ASSERT_STRING_EQUAL(o ? jstr(o, "payload", "username") : "", "pub_send");
+    json_decref(o);
+    cli_free(&rx);
+}
+
+static void e2e_private_message_is_verified_and_decrypted(void)
+{
+    register_user("e2e_from");
+    register_user("E2E_to");
+    cli_run rx, tx;
+    CU_ASSERT_EQUAL_FATAL(cli_start(&rx, "E2E_to", PASSWORD, "-e", "/login e2e_to", "--wait-events",
+                                    "1", "--wait-action", "private_message", "--wait-ms", "15000", NULL),
+                          0);
+    CU_ASSERT_FATAL(cli_wait_for(&rx, "\"action\":\"login_success\"", 15000));
+    CU_ASSERT_EQUAL(cli(&tx, "e2e_from", PASSWORD, "-e", "/login e2e_from", "-e",
+                        "/msg e2e_to meet at noon \xc3\xa0 la gare", NULL),
+                    0);
+    json_t *sent = line_of(&tx, "reply", "message_delivered", 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(sent);
+    CU_ASSERT_STRING_EQUAL(jstr(sent, "payload", "recipient"), "E2E_to");
+    CU_ASSERT_TRUE(json_is_true(json_object_get(json_object_get(sent, "sent"), "encrypted")));
+    CU_ASSERT_TRUE(json_is_true(json_object_get(json_object_get(sent, "sent"), "signed")));
+    CU_ASSERT_EQUAL(cli_finish(&rx, 20000), 0);
+    json_t *o = line_of(&rx, "event", "private_message", 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    const json_t *p = json_object_get(o, "payload");
+    CU_ASSERT_STRING_EQUAL(jstr(p, "sender", NULL), "e2e_from");
+    CU_ASSERT_TRUE(json_is_true(json_object_get(p, "encrypted")));
+    CU_ASSERT_PTR_NULL(strstr(jstr(p, "content", NULL), "noon"));   /* the server saw ciphertext */
+    CU_ASSERT_EQUAL(strncmp(jstr(p, "content", NULL), "{\"v\":1,\"ek\":\"", 13), 0);
+    CU_ASSERT_TRUE(strlen(jstr(p, "signature", NULL)) > 100);
+    const json_t *e = json_object_get(o, "e2e");
+    CU_ASSERT_TRUE(json_is_true(json_object_get(e, "verified")));
+    CU_ASSERT_TRUE(json_is_true(json_object_get(e, "decrypted")));
+    CU_ASSERT_STRING_EQUAL(jstr(e, "status", NULL), "ok");
+    CU_ASSERT_STRING_EQUAL(jstr(e, "text", NULL), "meet at noon \xc3\xa0 la gare");
+    CU_ASSERT_STRING_EQUAL(jstr(e, "id", NULL), jstr(sent, "sent", "id"));
+    json_decref(o);
+    json_decref(sent);
+    cli_free(&rx);
+    cli_free(&tx);
+}
+
+/* A private message as another client would send it, through the library. */
+static void raw_private(sm_client *c, const char *to, const char *content, int encrypted,
+                        const char *signature)
+{
+    sm_message *m = signature
+        ? harness_callf(c, "private_message", "{s:s,s:s,s:b,s:s}", "recipient", to, "content", content,
+                        "encrypted", encrypted, "signature", signature)
+        : harness_callf(c, "private_message", "{s:s,s:s,s:b}", "recipient", to, "content", content,
+                        "encrypted", encrypted);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    CU_ASSERT_STRING_EQUAL(m->action, "message_delivered");
+    sm_message_free(m);
+}
+
+/* The unread item whose e2e text (or, with by_content, content) is text. */
+static json_t *unread_item(const cli_run *r, const char *text, int by_content, int nth_reply)
+{
+    json_t *o = line_of(r, "reply", "unread_messages", nth_reply);
+    if (!o)
+        return NULL;
+    size_t i;
+    json_t *item, *found = NULL;
+    json_array_foreach(json_object_get(json_object_get(o, "payload"), "messages"), i, item) {
+        const char *t = by_content ? jstr(item, "content", NULL) : jstr(item, "e2e", "text");
+        if (t && strcmp(t, text) == 0 && !found)
+            found = json_incref(item);
+    }
+    json_decref(o);
+    return found;
+}
+
+static void unsigned_plain_message_is_shown_as_unsigned(void)
+{
+    register_user("uns_to");
+    sm_client *c = raw_login("uns_from", 1, NULL);   /* no key at all */
+    raw_private(c, "uns_to", "plain hi", 0, NULL);
+    sm_client_close(c, 1000);
+    cli_run r;
+    CU_ASSERT_EQUAL(cli(&r, "uns_to", PASSWORD, "-e", "/login uns_to", "-e", "/unread", "-e",
+                        "/msg uns_from plain back", NULL),
+                    0);
+    json_t *item = unread_item(&r, "plain hi", 0, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(item);
+    const json_t *e = json_object_get(item, "e2e");
+    CU_ASSERT_STRING_EQUAL(jstr(e, "status", NULL), "unsigned");
+    CU_ASSERT_TRUE(json_is_false(json_object_get(e, "verified")));
+    CU_ASSERT_TRUE(json_is_false(json_object_get(e, "decrypted")));
+    json_decref(item);
+    /* To a user without a key: plain text, but signed with our key. */
+    json_t *o = line_of(&r, "reply", "message_delivered", 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_TRUE(json_is_false(json_object_get(json_object_get(o, "sent"), "encrypted")));
+    CU_ASSERT_TRUE(json_is_true(json_object_get(json_object_get(o, "sent"), "signed")));
+    json_decref(o);
+    o = line_of(&r, "local", "sent_plain", 0);
+    CU_ASSERT_PTR_NOT_NULL(o);
+    json_decref(o);
+    cli_free(&r);
+}
+
+static void wrong_signature_is_shown_as_bad_signature(void)
+{
+    register_user("badsig_to");
+    EVP_PKEY *key = NULL;
+    char *pem = NULL, *sig = NULL;
+    size_t sig_len = 0;
+    CU_ASSERT_EQUAL_FATAL(crypto_rsa_generate(2048, &key), 0);
+    CU_ASSERT_EQUAL_FATAL(crypto_pubkey_pem(key, &pem), 0);
+    uint8_t junk[256];
+    CU_ASSERT_EQUAL(crypto_random(junk, sizeof junk), 0);
+    CU_ASSERT_EQUAL_FATAL(crypto_b64_encode(junk, sizeof junk, &sig, &sig_len), 0);
+    sm_client *c = raw_login("badsig_from", 1, pem);
+    raw_private(c, "badsig_to", "trust me", 0, sig);
+    sm_client_close(c, 1000);
+    cli_run r;
+    CU_ASSERT_EQUAL(cli(&r, "badsig_to", PASSWORD, "-e", "/login badsig_to", "-e", "/unread", NULL), 0);
+    json_t *item = unread_item(&r, "trust me", 0, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(item);
+    const json_t *e = json_object_get(item, "e2e");
+    CU_ASSERT_STRING_EQUAL(jstr(e, "status", NULL), "bad_signature");
+    CU_ASSERT_TRUE(json_is_false(json_object_get(e, "verified")));
+    json_decref(item);
+    cli_free(&r);
+    free(sig);
+    free(pem);
+    crypto_pkey_free(key);
+}
+
+static void replayed_message_is_withheld(void)
+{
+    register_user("rp_from");
+    register_user("rp_to");
+    cli_run r;
+    CU_ASSERT_EQUAL(cli(&r, "rp_from", PASSWORD, "-e", "/login rp_from", "-e", "/msg rp_to once only", NULL), 0);
+    cli_free(&r);
+    CU_ASSERT_EQUAL(cli(&r, "rp_to", PASSWORD, "-e", "/login rp_to", "-e", "/unread", NULL), 0);
+    json_t *item = unread_item(&r, "once only", 0, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(item);
+    CU_ASSERT_STRING_EQUAL(jstr(item, "e2e", "status"), "ok");
+    char *content = strdup(jstr(item, "content", NULL));
+    char *signature = strdup(jstr(item, "signature", NULL));
+    json_int_t first_id = json_integer_value(json_object_get(item, "id"));
+    json_decref(item);
+    cli_free(&r);
+    /* The same ciphertext and signature again as a new message: what a
+     * server replaying it would deliver. */
+    sm_client *c = raw_login("rp_from", 0, NULL);
+    raw_private(c, "rp_to", content, 1, signature);
+    sm_client_close(c, 1000);
+    CU_ASSERT_EQUAL(cli(&r, "rp_to", PASSWORD, "-e", "/login rp_to", "-e", "/unread", NULL), 0);
+    json_t *o = line_of(&r, "reply", "unread_messages", 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    const json_t *msgs = json_object_get(json_object_get(o, "payload"), "messages");
+    CU_ASSERT_EQUAL_FATAL(json_array_size(msgs), 2);
+    const json_t *again = json_array_get(msgs, 0), *replay = json_array_get(msgs, 1);
+    /* The original, listed again, is still shown... */
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(again, "id")), first_id);
+    CU_ASSERT_STRING_EQUAL(jstr(again, "e2e", "status"), "ok");
+    CU_ASSERT_STRING_EQUAL(jstr(again, "e2e", "text"), "once only");
+    /* ...its replay is not. */
+    CU_ASSERT_STRING_EQUAL(jstr(replay, "content", NULL), content);
+    CU_ASSERT_STRING_EQUAL(jstr(replay, "e2e", "status"), "replay");
+    CU_ASSERT_TRUE(json_is_true(json_object_get(json_object_get(replay, "e2e"), "decrypted")));
+    CU_ASSERT_PTR_NULL(json_object_get(json_object_get(replay, "e2e"), "text"));
+    json_decref(o);
+    cli_free(&r);
+    free(content);
+    free(signature);
+}
+
+static void changed_contact_key_refuses_sending_and_flags_messages(void)
+{
+    register_user("kc_a");
+    register_user("kc_b");
+    cli_run r;
+    CU_ASSERT_EQUAL(cli(&r, "kc_a", PASSWORD, "-e", "/login kc_a", "-e", "/msg kc_b before", NULL), 0);
+    cli_free(&r);
+    CU_ASSERT_EQUAL(cli(&r, "kc_b", PASSWORD, "-e", "/login kc_b", "-e", "/unread", NULL), 0);
+    json_t *item = unread_item(&r, "before", 0, 0);
+    CU_ASSERT_STRING_EQUAL(item ? jstr(item, "e2e", "status") : "", "ok");
+    json_decref(item);
+    cli_free(&r);
+    /* kc_b's pin of kc_a now differs from what the server holds. */
+    EVP_PKEY *other = NULL;
+    char *other_pem = NULL, dir[512], pin[800];
+    CU_ASSERT_EQUAL_FATAL(crypto_rsa_generate(2048, &other), 0);
+    CU_ASSERT_EQUAL_FATAL(crypto_pubkey_pem(other, &other_pem), 0);
+    cfg_path(dir, sizeof dir, "kc_b");
+    snprintf(pin, sizeof pin, "%s/contacts/%s/kc_a.pem", dir, server_dir);
+    file_mode_is(pin, 0600);
+    write_text(pin, other_pem);
+
+    CU_ASSERT_EQUAL(cli(&r, "kc_a", PASSWORD, "-e", "/login kc_a", "-e", "/msg kc_b after", NULL), 0);
+    cli_free(&r);
+    CU_ASSERT_EQUAL(cli(&r, "kc_b", PASSWORD, "-e", "/login kc_b", "-e", "/unread", "-e", "/msg kc_a hi",
+                        NULL),
+                    1);
+    item = unread_item(&r, "after", 0, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(item);
+    CU_ASSERT_STRING_EQUAL(jstr(item, "e2e", "status"), "key_changed");
+    CU_ASSERT_TRUE(json_is_false(json_object_get(json_object_get(item, "e2e"), "verified")));
+    json_decref(item);
+    json_t *o = line_of(&r, "local", "contact_key_changed", 0);
+    CU_ASSERT_PTR_NOT_NULL(o);
+    json_decref(o);
+    o = line_of(&r, "local", "not_sent", 0);   /* /msg kc_a refused */
+    CU_ASSERT_PTR_NOT_NULL(o);
+    json_decref(o);
+    o = line_of(&r, "reply", "message_delivered", 0);
+    CU_ASSERT_PTR_NULL(o);
+    json_decref(o);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r.err, "HAS CHANGED"));
+    cli_free(&r);
+    /* After /trust the server's key is pinned again and sending works. */
+    CU_ASSERT_EQUAL(cli(&r, "kc_b", PASSWORD, "-e", "/login kc_b", "-e", "/trust kc_a", "-e", "/msg kc_a hi",
+                        NULL),
+                    0);
+    o = line_of(&r, "reply", "message_delivered", 0);
+    CU_ASSERT_PTR_NOT_NULL(o);
+    json_decref(o);
+    cli_free(&r);
+    free(other_pem);
+    crypto_pkey_free(other);
+}
+
+/* ---- exit statuses ------------------------------------------------------------- */
+
+static void exit_status_tells_server_errors_usage_and_connection(void)
+{
+    register_user("exit_user");
+    cli_run r;
+    CU_ASSERT_EQUAL(cli(&r, "exit_user", PASSWORD, "-e", "/login exit_user", "-e", "/read 424242", NULL), 1);
+    json_t *o = line_of(&r, "error", "error", 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(json_object_get(o, "payload"), "code")), 1009);
+    CU_ASSERT_STRING_EQUAL(jstr(o, "command", NULL), "read");
+    json_decref(o);
+    cli_free(&r);
+    CU_ASSERT_EQUAL(cli(&r, "exit_user", PASSWORD, "-e", "/login exit_user", "-e", "/msg onlyname", NULL), 2);
+    o = line_of(&r, "local", "usage", 0);
+    CU_ASSERT_STRING_EQUAL(o ? jstr(o, "message", NULL) : "", "usage: /msg USER TEXT");
+    json_decref(o);
+    cli_free(&r);
+    CU_ASSERT_EQUAL(cli(&r, "exit_user", NULL, "-e", "/frobnicate", NULL), 2);
+    cli_free(&r);
+    CU_ASSERT_EQUAL(cli(&r, "exit_user", NULL, "--no-such-option", NULL), 2);
+    cli_free(&r);
+    CU_ASSERT_EQUAL(cli(&r, "exit_user", NULL, "-e", "/help", "ws://127.0.0.1:1/", NULL), 2);   /* 2 URLs */
+    cli_free(&r);
+    /* Nothing listens on port 1. */
+    CU_ASSERT_EQUAL(cli_url(&r, "exit_user", "ws://127.0.0.1:1/", "-e", "/help", NULL), 4);
+    o = line_of(&r, "local", "connect_failed", 0);
+    CU_ASSERT_PTR_NOT_NULL(o);
+    json_decref(o);
+    cli_free(&r);
+}
+
 int main(void)
 {
-    static const sm_test_case cases[] = {SM_TEST(nothing), SM_TEST_END};
-    return sm_test_run("cli", cases, NULL, NULL);
+    static const sm_test_case cases[] = {
+        SM_TEST(first_connection_pins_the_server_key),
+        SM_TEST(changed_server_key_is_refused_with_exit_3),
+        SM_TEST(accept_new_key_replaces_the_pin),
+        SM_TEST(commands_from_stdin_in_batch_mode),
+        SM_TEST(register_creates_a_key_pair_and_registers_its_public_half),
+        SM_TEST(register_refuses_an_existing_key_below_2048_bits),
+        SM_TEST(batch_reads_the_password_from_env_or_file_only),
+        SM_TEST(public_message_reaches_another_cli),
+        SM_TEST(e2e_private_message_is_verified_and_decrypted),
+        SM_TEST(unsigned_plain_message_is_shown_as_unsigned),
+        SM_TEST(wrong_signature_is_shown_as_bad_signature),
+        SM_TEST(replayed_message_is_withheld),
+        SM_TEST(changed_contact_key_refuses_sending_and_flags_messages),
+        SM_TEST(exit_status_tells_server_errors_usage_and_connection),
+        SM_TEST_END,
+    };
+    return sm_test_run("cli", cases, init, fini);
 }

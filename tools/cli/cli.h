@@ -57,6 +57,11 @@ typedef struct cli_app {
 /* Raises the run's exit status to `status` if that is higher. */
 void cli_set_status(cli_app *app, int status);
 
+/* Copies a name the server sent (user, room) into our state; one that does
+ * not fit is not a valid name (PROTOCOL.md 7) and is dropped rather than
+ * truncated. src may be NULL (empty). */
+void cli_copy_name(char *dst, size_t len, const char *src);
+
 /* Ends the login state (after logout, or a failed register/login, which
  * also ends the old login per PROTOCOL.md 7). */
 void cli_clear_login(cli_app *app);

@@ -1,7 +1,7 @@
 /* Slash commands. Most of them send one action with at most one argument
  * and need nothing but the table row (cmd_send); the others have their own
- * handler: login state, passwords and keys, end-to-end messages, lists
- * whose items need a verdict. */
+ * handler here or hand over to account.c (passwords and keys) and
+ * privmsg.c (end-to-end messages). */
 #include "commands.h"
 
 #include <errno.h>
@@ -13,17 +13,10 @@
 #include <jansson.h>
 #include <openssl/evp.h>
 
+#include "account.h"
 #include "conn.h"
-#include "crypto.h"
-#include "e2e.h"
-#include "files.h"
 #include "privmsg.h"
 #include "render.h"
-#include "seen.h"
-#include "tty.h"
-
-#define PASSWORD_MAX 1024          /* PROTOCOL.md 7: passwords are 8-1024 bytes */
-#define PASSWORD_FILE_MAX 4096
 
 typedef enum arg_kind {
     ARGS_NONE,      /* /leave */
@@ -133,7 +126,7 @@ static void track(cli_app *app, const sm_message *reply)
     const char *a = reply->action;
     const char *room = json_string_value(json_object_get(reply->payload, "room"));
     if (strcmp(a, "join_room") == 0 && room)
-        snprintf(app->room, sizeof app->room, "%s", room);
+        cli_copy_name(app->room, sizeof app->room, room);
     else if (strcmp(a, "leave_room") == 0)
         app->room[0] = '\0';
     else if (strcmp(a, "logout") == 0)
@@ -180,6 +173,18 @@ static int cmd_say(cli_app *app, const command *cmd, const char *word, const cha
 static int cmd_msg(cli_app *app, const command *cmd, const char *word, const char *text)
 {
     return privmsg_send(app, cmd->name, word, text);
+}
+
+static int cmd_register(cli_app *app, const command *cmd, const char *word, const char *text)
+{
+    (void)text;
+    return account_register(app, cmd->name, word);
+}
+
+static int cmd_login(cli_app *app, const command *cmd, const char *word, const char *text)
+{
+    (void)text;
+    return account_login(app, cmd->name, word);
 }
 
 static int cmd_key(cli_app *app, const command *cmd, const char *word, const char *text)
@@ -290,256 +295,6 @@ static int cmd_quit(cli_app *app, const command *cmd, const char *word, const ch
     (void)text;
     app->quit = 1;
     return 0;
-}
-
-/* ---- accounts: passwords and keys --------------------------------------- */
-
-/* The password: --password-file, else $SM_PASSWORD, else (interactive) a
- * prompt without echo, twice when confirming. Never from the command line. */
-static int get_password(cli_app *app, const char *user, int confirm, char *buf, size_t len)
-{
-    if (app->password_file) {
-        char *data = NULL;
-        size_t n = 0;
-        if (files_read(app->password_file, PASSWORD_FILE_MAX, &data, &n) != 0) {
-            render_local("error", "password_file", NULL, "cannot read the password file %s",
-                         app->password_file);
-            return -1;
-        }
-        size_t line = strcspn(data, "\r\n");
-        int ok = line < len;
-        if (ok) {
-            memcpy(buf, data, line);
-            buf[line] = '\0';
-        }
-        crypto_wipe(data, n);
-        free(data);
-        if (!ok)
-            render_local("error", "password_file", NULL, "the password in %s is too long",
-                         app->password_file);
-        return ok ? 0 : -1;
-    }
-    const char *env = getenv("SM_PASSWORD");
-    if (env) {
-        if (strlen(env) >= len) {
-            render_local("error", "password_env", NULL, "SM_PASSWORD is too long");
-            return -1;
-        }
-        memcpy(buf, env, strlen(env) + 1);
-        return 0;
-    }
-    if (app->batch) {
-        render_local("error", "no_password", NULL,
-                     "batch mode reads the password from $SM_PASSWORD or --password-file");
-        return -1;
-    }
-    char prompt[96];
-    snprintf(prompt, sizeof prompt, "Password for %s: ", user);
-    if (tty_read_password(prompt, buf, len) != 0) {
-        render_local("error", "no_password", NULL, "no password read");
-        return -1;
-    }
-    if (confirm) {
-        char again[PASSWORD_MAX + 2];
-        int same = tty_read_password("Repeat it: ", again, sizeof again) == 0 && strcmp(again, buf) == 0;
-        crypto_wipe(again, sizeof again);
-        if (!same) {
-            crypto_wipe(buf, len);
-            render_local("error", "password_mismatch", NULL, "the passwords differ");
-            return -1;
-        }
-    }
-    return 0;
-}
-
-/* <config>/keys/<server>/<user>.pem and .pub.pem */
-static int key_paths(cli_app *app, const char *user, char *priv, size_t priv_len, char *pub,
-                     size_t pub_len)
-{
-    char lower[CLI_NAME_MAX + 1], dir[CLI_PATH_MAX], name[CLI_NAME_MAX + 16];
-    if (files_lower(user, lower, sizeof lower) != 0
-        || files_join(dir, sizeof dir, app->config_dir, "keys", app->server_dir) != 0)
-        return -1;
-    int n = snprintf(name, sizeof name, "%s.pem", lower);
-    if (n < 0 || (size_t)n >= sizeof name || files_join(priv, priv_len, dir, name, NULL) != 0)
-        return -1;
-    n = snprintf(name, sizeof name, "%s.pub.pem", lower);
-    if (n < 0 || (size_t)n >= sizeof name || files_join(pub, pub_len, dir, name, NULL) != 0)
-        return -1;
-    return 0;
-}
-
-static void open_seen(cli_app *app)
-{
-    char lower[CLI_NAME_MAX + 1], dir[CLI_PATH_MAX], path[CLI_PATH_MAX];
-    if (files_lower(app->username, lower, sizeof lower) != 0
-        || files_join(dir, sizeof dir, app->config_dir, "seen", app->server_dir) != 0
-        || files_join(path, sizeof path, dir, lower, NULL) != 0 || files_mkdirs(dir) != 0
-        || seen_open(path, SEEN_LIMIT, &app->seen) != 0)
-        render_local("warning", "seen_unavailable", NULL,
-                     "cannot open the replay list %s: replayed messages will not be detected",
-                     path);
-}
-
-/* The session is now logged in as the reply says. */
-static void start_login(cli_app *app, const sm_message *reply)
-{
-    const char *name = json_string_value(json_object_get(reply->payload, "username"));
-    const char *room = json_string_value(json_object_get(reply->payload, "assigned_room"));
-    snprintf(app->username, sizeof app->username, "%s", name && files_name_ok(name) ? name : "");
-    snprintf(app->room, sizeof app->room, "%s", room ? room : "");
-    if (app->username[0])
-        open_seen(app);
-}
-
-/* Sends register/login with the password, wiping every copy we made. */
-static int call_with_password(cli_app *app, const char *action, json_t *payload, char *password,
-                              sm_message **reply)
-{
-    json_t *pw = json_string(password);
-    crypto_wipe(password, strlen(password));
-    if (!pw || json_object_set_new(payload, "password", pw) != 0) {
-        render_local("error", "password_utf8", NULL, "the password is not valid UTF-8");
-        return -1;
-    }
-    int rc = conn_call(app, action, payload, reply);
-    /* jansson does not wipe freed strings: do it for the one we made. */
-    crypto_wipe((char *)json_string_value(pw), json_string_length(pw));
-    return rc;
-}
-
-static int cmd_register(cli_app *app, const command *cmd, const char *word, const char *text)
-{
-    (void)text;
-    if (!files_name_ok(word)) {
-        render_local("error", "usage", NULL, "invalid username %s: 3-32 of A-Z a-z 0-9 _ . -", word);
-        cli_set_status(app, CLI_EXIT_USAGE);
-        return -1;
-    }
-    char priv[CLI_PATH_MAX], pub[CLI_PATH_MAX], why[CLI_PATH_MAX + 128];
-    char password[PASSWORD_MAX + 2];
-    EVP_PKEY *key = NULL;
-    char *pem = NULL;
-    sm_message *reply = NULL;
-    json_t *payload = NULL;
-    int rc = -1, fresh = 0;
-    if (key_paths(app, word, priv, sizeof priv, pub, sizeof pub) != 0 || files_mkdirs_parent(priv) != 0) {
-        render_local("error", "key_dir", NULL, "cannot create the key directory under %s", app->config_dir);
-        goto fail_status;
-    }
-    int r = e2e_key_load(priv, &key, why, sizeof why);
-    if (r < 0) {
-        render_local("error", "key_unreadable", NULL, "%s", why);
-        goto fail_status;
-    }
-    if (r == 1) {
-        if (e2e_key_generate(E2E_NEW_KEY_BITS, &key) != 0) {
-            render_local("error", "keygen_failed", NULL, "cannot generate an RSA key");
-            goto fail_status;
-        }
-        fresh = 1;
-    }
-    /* Appendix A: only RSA keys of at least 2048 bits; check before the
-     * key leaves this machine, whatever the key file held. */
-    if (e2e_key_usable(key, why, sizeof why) != 0) {
-        render_local("error", "key_refused", NULL, "refusing to register the key in %s: %s", priv, why);
-        goto fail_status;
-    }
-    if (crypto_pubkey_pem(key, &pem) != 0)
-        goto fail_status;
-    if (get_password(app, word, 1, password, sizeof password) != 0)
-        goto fail_status;
-    payload = json_pack("{s:s,s:s}", "username", word, "public_key", pem);
-    if (!payload) {
-        crypto_wipe(password, sizeof password);
-        goto fail_status;
-    }
-    cli_clear_login(app);   /* PROTOCOL.md 7: register ends any old login */
-    if (call_with_password(app, cmd->action, payload, password, &reply) != 0)
-        goto out;
-    if (finish(app, cmd, reply, NULL) != 0)
-        goto out;
-    start_login(app, reply);
-    char fp[CRYPTO_FINGERPRINT_LEN] = "";
-    (void)crypto_fingerprint(key, fp);
-    if (fresh) {
-        if (e2e_key_save(priv, pub, key) != 0) {
-            const char *lines[] = {"WARNING: REGISTERED, BUT THE NEW PRIVATE KEY COULD NOT BE SAVED!",
-                                   priv, "Messages encrypted to this account cannot be read later."};
-            render_loud("key_not_saved", NULL, lines, 3);
-            cli_set_status(app, CLI_EXIT_FAILED);
-        } else {
-            json_t *f = json_pack("{s:s,s:s}", "path", priv, "fingerprint", fp);
-            render_local("info", "key_created", f, "new %d-bit key pair in %s (fingerprint %s)",
-                         E2E_NEW_KEY_BITS, priv, fp);
-            json_decref(f);
-        }
-    } else {
-        json_t *f = json_pack("{s:s,s:s}", "path", priv, "fingerprint", fp);
-        render_local("info", "key_reused", f, "registered the existing key %s (fingerprint %s)", priv, fp);
-        json_decref(f);
-    }
-    app->key = key;
-    key = NULL;
-    rc = 0;
-    goto out;
-fail_status:
-    cli_set_status(app, CLI_EXIT_FAILED);
-out:
-    EVP_PKEY_free(key);
-    free(pem);
-    json_decref(payload);
-    sm_message_free(reply);
-    return rc;
-}
-
-static int cmd_login(cli_app *app, const command *cmd, const char *word, const char *text)
-{
-    (void)text;
-    if (!files_name_ok(word)) {
-        render_local("error", "usage", NULL, "invalid username %s: 3-32 of A-Z a-z 0-9 _ . -", word);
-        cli_set_status(app, CLI_EXIT_USAGE);
-        return -1;
-    }
-    char password[PASSWORD_MAX + 2];
-    if (get_password(app, word, 0, password, sizeof password) != 0) {
-        cli_set_status(app, CLI_EXIT_FAILED);
-        return -1;
-    }
-    json_t *payload = json_pack("{s:s}", "username", word);
-    if (!payload) {
-        crypto_wipe(password, sizeof password);
-        return -1;
-    }
-    cli_clear_login(app);   /* PROTOCOL.md 7: login ends any old login */
-    sm_message *reply = NULL;
-    int rc = call_with_password(app, cmd->action, payload, password, &reply);
-    json_decref(payload);
-    if (rc != 0)
-        return -1;
-    rc = finish(app, cmd, reply, NULL);
-    if (rc == 0) {
-        start_login(app, reply);
-        char priv[CLI_PATH_MAX], pub[CLI_PATH_MAX], why[CLI_PATH_MAX + 128];
-        EVP_PKEY *key = NULL;
-        int r = key_paths(app, app->username[0] ? app->username : word, priv, sizeof priv, pub,
-                          sizeof pub) == 0 ? e2e_key_load(priv, &key, why, sizeof why) : -1;
-        if (r == 1) {
-            render_local("warning", "no_private_key", NULL,
-                         "no private key %s here: encrypted messages to you cannot be read and "
-                         "yours go unsigned", priv);
-        } else if (r < 0) {
-            render_local("warning", "key_unreadable", NULL, "%s", why);
-        } else if (e2e_key_usable(key, why, sizeof why) != 0) {
-            render_local("warning", "key_unusable", NULL, "the key in %s is unusable: %s", priv, why);
-            EVP_PKEY_free(key);
-        } else {
-            app->key = key;
-            privmsg_check_own_key(app);
-        }
-    }
-    sm_message_free(reply);
-    return rc;
 }
 
 /* ---- the runner ------------------------------------------------------------- */

@@ -38,6 +38,15 @@ void cli_set_status(cli_app *app, int status)
         app->status = status;
 }
 
+void cli_copy_name(char *dst, size_t len, const char *src)
+{
+    size_t n = src ? strlen(src) : 0;
+    if (n >= len)
+        n = 0;
+    memcpy(dst, src ? src : "", n);
+    dst[n] = '\0';
+}
+
 void cli_clear_login(cli_app *app)
 {
     app->username[0] = '\0';
@@ -237,10 +246,24 @@ static int check_pin(cli_app *app)
     return rc;
 }
 
+typedef struct interactive {
+    cli_app *app;
+    tty *tty;
+} interactive;
+
+static void erase_prompt(void *ctx)
+{
+    tty_erase_line(ctx);
+}
+
+/* Events while a line is being typed: printed above it (tty.c). */
 static int pump_cb(void *ctx)
 {
-    cli_app *app = ctx;
-    return conn_pump(app, 0, 0);
+    interactive *in = ctx;
+    render_on_output(erase_prompt, in->tty);
+    int rc = conn_pump(in->app, 0, 0);
+    render_on_output(NULL, NULL);
+    return rc;
 }
 
 static void run_interactive(cli_app *app)
@@ -262,10 +285,10 @@ static void run_interactive(cli_app *app)
             snprintf(prompt, sizeof prompt, "> ");
         tty_set_prompt(t, prompt);
         char *line = NULL;
-        int r = tty_read_line(t, sm_client_fd(app->client), pump_cb, app, &line);
+        interactive in = {.app = app, .tty = t};
+        int r = tty_read_line(t, sm_client_fd(app->client), pump_cb, &in, &line);
         if (r != 0) {
-            if (r == 1)
-                fputc('\n', stdout);
+            fputc('\n', stdout);   /* leave the shell a fresh line */
             break;
         }
         commands_run(app, line);

@@ -8,8 +8,23 @@
 #include <time.h>
 
 static int batch_mode;
+static void (*before_output)(void *ctx);
+static void *before_output_ctx;
 
 void render_init(int batch) { batch_mode = batch; }
+
+void render_on_output(void (*fn)(void *ctx), void *ctx)
+{
+    before_output = fn;
+    before_output_ctx = ctx;
+}
+
+/* Called before anything is printed. */
+static void prepare(void)
+{
+    if (before_output)
+        before_output(before_output_ctx);
+}
 
 /* ---- batch: JSON lines ---------------------------------------------------- */
 
@@ -17,6 +32,7 @@ static void emit(json_t *obj)
 {
     if (!obj)
         return;
+    prepare();
     char *s = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(obj);
     if (!s) {
@@ -368,6 +384,7 @@ void render_reply(const char *command, const sm_message *m, const json_t *extra)
         emit(o);
         return;
     }
+    prepare();
     if (is_error) {
         printf("error %lld: ", (long long)json_integer_value(json_object_get(m->payload, "code")));
         put_safe(str(m->payload, "message"));
@@ -445,6 +462,7 @@ void render_event(const sm_message *m, const json_t *e2e)
         emit(o);
         return;
     }
+    prepare();
     show_event(m, e2e);
     fflush(stdout);
 }
@@ -473,6 +491,7 @@ void render_local(const char *level, const char *what, const json_t *fields, con
         emit(o);
         return;
     }
+    prepare();
     fputs(strcmp(level, "info") == 0 ? "* " : strcmp(level, "warning") == 0 ? "! " : "!! ", stdout);
     put_safe(msg);
     fputc('\n', stdout);
@@ -482,6 +501,7 @@ void render_local(const char *level, const char *what, const json_t *fields, con
 void render_loud(const char *what, const json_t *fields, const char *const *lines, size_t n)
 {
     static const char bar[] = "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@";
+    prepare();
     fflush(stdout);
     fprintf(stderr, "%s\n", bar);
     for (size_t i = 0; i < n; i++)
@@ -505,6 +525,7 @@ void render_text(const char *what, const char *text)
         emit(o);
         return;
     }
+    prepare();
     fputs(text, stdout);
     fflush(stdout);
 }

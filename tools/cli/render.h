@@ -12,6 +12,10 @@
 
 void render_init(int batch);
 
+/* fn(ctx) is called before each piece of output until replaced (NULL:
+ * none): the terminal code erases the line being edited there. */
+void render_on_output(void (*fn)(void *ctx), void *ctx);
+
 /* The reply (response or error) to a slash command. extra (may be NULL):
  * members added to the batch object, e.g. {"sent": {...}}. */
 void render_reply(const char *command, const sm_message *m, const json_t *extra);

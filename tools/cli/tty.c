@@ -43,6 +43,8 @@ struct tty {
     int (*pump)(void *ctx);
     void *ctx;
     int pump_failed;
+    int in_pump;        /* pump() is running from inside el_gets */
+    int erased;         /* the edited line was erased for output */
     mbstate_t mbs;
 };
 
@@ -73,12 +75,14 @@ static int getc_fn(EditLine *el, wchar_t *wc)
             return -1;
         }
         if (n == 2 && fds[1].revents) {
-            fputs("\r\033[K", stdout);
-            fflush(stdout);
+            t->in_pump = 1;
+            t->erased = 0;
             int rc = t->pump(t->ctx);
+            t->in_pump = 0;
             fflush(stdout);
             fflush(stderr);
-            el_set(el, EL_REFRESH);
+            if (t->erased)
+                el_set(el, EL_REFRESH);
             if (rc != 0) {
                 t->pump_failed = 1;
                 return -1;
@@ -145,6 +149,14 @@ void tty_close(tty *t)
     free(t);
 }
 
+void tty_erase_line(tty *t)
+{
+    if (!t->in_pump || t->erased)
+        return;
+    fputs("\r\033[K", stdout);
+    t->erased = 1;
+}
+
 void tty_set_prompt(tty *t, const char *prompt)
 {
     snprintf(t->prompt, sizeof t->prompt, "%s", prompt);
@@ -159,8 +171,10 @@ int tty_read_line(tty *t, int sock_fd, int (*pump)(void *ctx), void *ctx, char *
     int count = 0;
     const char *s = el_gets(t->el, &count);
     t->pump = NULL;
+    if (t->pump_failed)
+        return -1;   /* the connection is gone: a half-typed line is not run */
     if (!s || count <= 0)
-        return t->pump_failed ? -1 : 1;
+        return 1;
     size_t len = strlen(s);
     while (len > 0 && (s[len - 1] == '\n' || s[len - 1] == '\r'))
         len--;

@@ -1,0 +1,111 @@
+#!/bin/bash
+# Runs one benchmark several times, each against a fresh server, and
+# prints the medians (docs/BENCHMARKS.md shows how it was used).
+#
+# Usage: tools/bench/measure.sh BUILD_DIR OUT_DIR NAME RUNS SCENARIO [bench options...]
+#
+# BUILD_DIR: a Release build (-DCMAKE_BUILD_TYPE=Release -DSM_SANITIZE=OFF).
+# For each run: a new data directory and database, conf/bench.conf with
+# port 0, the server started, `safemessenger-bench SCENARIO options
+# --server-pid PID` run (report in OUT_DIR/NAME.<i>.json, progress in
+# .err), the server stopped. Before the runs, the ceiling the scenario is
+# compared with is measured in the same session (OUT_DIR/NAME.ceiling.txt):
+# `openssl speed -seconds 3 -multi 2 rsa2048` for handshakes and logins,
+# `openssl speed -seconds 3 -bytes 1024 -evp aes-256-gcm` for the others.
+set -u
+[ $# -ge 5 ] || { sed -n '2,16p' "$0" >&2; exit 2; }
+build=$1 out=$2 name=$3 runs=$4 scenario=$5
+shift 5
+src=$(cd "$(dirname "$0")/../.." && pwd)
+mkdir -p "$out"
+ulimit -n "$(ulimit -Hn)"
+
+case $scenario in
+    handshakes|logins) openssl speed -seconds 3 -multi 2 rsa2048 > "$out/$name.ceiling.txt" 2>&1 ;;
+    *) openssl speed -seconds 3 -bytes 1024 -evp aes-256-gcm > "$out/$name.ceiling.txt" 2>&1 ;;
+esac
+
+pid=
+data=
+stop_server() {
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid"
+        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null
+    fi
+    wait "$pid" 2>/dev/null
+    pid=
+    [ -n "$data" ] && rm -rf "$data"
+    data=
+}
+trap stop_server EXIT
+
+for i in $(seq "$runs"); do
+    data=$(mktemp -d /tmp/smbench-run.XXXXXX)
+    sed -e 's|^\( *port = \).*|\10;|' \
+        -e "s|^\( *key_file = \).*|\1\"$out/server_key.pem\";|" \
+        -e "s|^\( *database = \).*|\1\"$data/bench.db\";|" \
+        -e "s|^\( *dir = \).*|\1\"$build/plugins\";|" \
+        "$src/conf/bench.conf" > "$data/bench.conf"
+    "$build/safemessenger-server" -c "$data/bench.conf" --port-file "$data/port" \
+        > "$out/$name.$i.server.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 300); do [ -s "$data/port" ] && break; sleep 0.1; done
+    [ -s "$data/port" ] || { echo "server did not start" >&2; exit 1; }
+    sleep 1   # let the server settle (idle measures its RSS first)
+    "$build/tools/bench/safemessenger-bench" "$scenario" "$@" \
+        --url "ws://127.0.0.1:$(cat "$data/port")/" --server-pid "$pid" \
+        > "$out/$name.$i.json" 2> "$out/$name.$i.err"
+    echo "run $i: exit status $?" >&2
+    stop_server
+done
+
+python3 - "$out" "$name" "$runs" "$scenario" <<'EOF'
+import json, re, statistics, sys
+out, name, runs, scenario = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+reports = []
+for i in range(1, runs + 1):
+    try:
+        reports.append(json.load(open(f"{out}/{name}.{i}.json")))
+    except (OSError, ValueError) as e:
+        print(f"run {i}: no report ({e})")
+def get(r, path):
+    for k in path.split("."):
+        r = r.get(k) if isinstance(r, dict) else None
+    return r
+metrics = {
+    "handshakes": ["handshakes_per_s", "latency_ms.p50", "latency_ms.p99", "cpu.server_percent", "cpu.bench_percent"],
+    "logins": ["logins_per_s", "latency_ms.p50", "latency_ms.p99", "cpu.server_percent", "cpu.bench_percent"],
+    "fanout": ["deliveries_per_s", "messages_per_s", "latency_ms.p50", "latency_ms.p99", "latency_ms.max",
+               "undelivered", "cpu.server_percent", "cpu.bench_percent"],
+    "private": ["online.messages_per_s", "online.rtt_ms.p50", "online.rtt_ms.p99", "online.delivery_latency_ms.p99",
+                "offline.messages_per_s", "offline.rtt_ms.p50", "offline.rtt_ms.p99",
+                "online.cpu.server_percent", "offline.cpu.server_percent"],
+    "idle": ["per_session_bytes", "anon_per_session_bytes", "per_session_bytes_at_end", "rss_before_kib",
+             "rss_after_kib", "alive_at_end"],
+}[scenario]
+print(f"{name}: {len(reports)} runs; errors per run: {[get(r, 'errors.total') for r in reports]}")
+medians = {}
+for m in metrics:
+    vals = [get(r, "results." + m) for r in reports]
+    vals = [v for v in vals if isinstance(v, (int, float))]
+    if vals:
+        medians[m] = statistics.median(vals)
+        print(f"  {m:34s} median {medians[m]:14.3f}   runs {[round(v, 3) for v in vals]}")
+ceiling = open(f"{out}/{name}.ceiling.txt").read()
+if scenario in ("handshakes", "logins"):
+    rows = [l for l in ceiling.splitlines() if l.startswith("rsa 2048")]
+    if rows:
+        sign_per_s = float(rows[-1].split()[-2])
+        print(f"  ceiling: RSA-2048 private ops/s, 2 processes: {sign_per_s:.0f}")
+        if scenario == "handshakes" and "handshakes_per_s" in medians:
+            print(f"  ratio handshakes/s / ceiling: {medians['handshakes_per_s'] / sign_per_s:.3f}")
+else:
+    rows = [l for l in ceiling.splitlines() if l.startswith("AES-256-GCM")]
+    if rows:
+        kbytes = float(rows[-1].split()[-1].rstrip("k"))
+        blocks = kbytes * 1000 / 1024
+        print(f"  ceiling: AES-256-GCM 1 KiB blocks/s, one core: {blocks:.0f}")
+        if scenario == "fanout" and "deliveries_per_s" in medians:
+            print(f"  ratio deliveries/s / ceiling: {medians['deliveries_per_s'] / blocks:.4f}")
+EOF

@@ -1,0 +1,722 @@
+/* The five scenarios, one function each (see bench.h and docs/BENCHMARKS.md).
+ * Every one runs: setup (not measured), warm-up (load, not counted),
+ * measure (counted), then stops by itself; the loop never runs past the
+ * phase deadlines. */
+#include "run.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NS 1e9
+#define DRAIN_S 5.0
+#define CLOSE_S 3.0
+#define SETTLE_S 1.0
+#define PAYLOAD_MAX (BENCH_MAX_CONTENT + 160)
+
+static int is_reply(const bench_msg *m)
+{
+    return m->reply_to != NULL;
+}
+
+static int is_error(const bench_msg *m)
+{
+    return strcmp(m->type, "error") == 0;
+}
+
+static void rate_text(char *buf, size_t len, double v)
+{
+    if (v >= 10000)
+        snprintf(buf, len, "%.1fk", v / 1000);
+    else
+        snprintf(buf, len, "%.0f", v);
+}
+
+/* ---- pacing: a total rate spread over senders, or windows kept full ------ */
+
+typedef struct pacer {
+    double rate;            /* per second; 0 = as fast as windows allow */
+    double credit;
+    double shortfall;       /* messages due that no sender could take */
+    uint64_t last_ns;
+    unsigned rr;
+} pacer;
+
+/* Sends one message for u if it may: 0 sent, -1 not now. */
+typedef int (*try_send_fn)(run *r, user *u, uint64_t now);
+
+static void pace(run *r, pacer *p, const unsigned *senders, unsigned n, uint64_t now,
+                 try_send_fn send)
+{
+    if (n == 0)
+        return;
+    if (p->rate <= 0) {
+        for (unsigned i = 0; i < n; i++)
+            while (send(r, &r->users[senders[i]], now) == 0) {
+            }
+        return;
+    }
+    if (p->last_ns == 0)
+        p->last_ns = now;
+    p->credit += p->rate * (double)(now - p->last_ns) / NS;
+    p->last_ns = now;
+    /* At most 50 ms of backlog: a stall is reported, not made up for
+     * with a burst that would distort the latency after it. */
+    double cap = p->rate * 0.05 > 1 ? p->rate * 0.05 : 1;
+    if (p->credit > cap) {
+        if (r->measuring)
+            p->shortfall += p->credit - cap;
+        p->credit = cap;
+    }
+    while (p->credit >= 1) {
+        int sent = 0;
+        for (unsigned k = 0; k < n && !sent; k++)
+            sent = send(r, &r->users[senders[p->rr++ % n]], now) == 0;
+        if (!sent)
+            break;
+        p->credit -= 1;
+    }
+}
+
+static void pacer_start(pacer *p, double rate)
+{
+    memset(p, 0, sizeof *p);
+    p->rate = rate;
+}
+
+static void add_cpu(json_t *results, const char *key, const cpu_mark *a, const cpu_mark *b)
+{
+    json_object_set_new(results, key, cpu_json(a, b));
+}
+
+/* ---- (a) handshakes ------------------------------------------------------ */
+
+typedef struct hs_state {
+    bench_hist lat;
+    unsigned idle;          /* slots waiting for a free descriptor */
+    int stopping;
+} hs_state;
+
+static void hs_start(run *r, user *u)
+{
+    hs_state *s = r->scenario;
+    if (s->stopping || loop_room(r->loop) == 0 || loop_connect(r->loop, u, &u->conn) != 0) {
+        u->conn = NULL;
+        s->idle++;
+    }
+}
+
+static void hs_ready(run *r, bench_conn *c)
+{
+    hs_state *s = r->scenario;
+    user *u = conn_user(c);
+    count_done(r);
+    if (r->measuring)
+        hist_add(&s->lat, bench_now_ns() - conn_started_ns(c));
+    /* The slot starts over at once; this connection closes on its own. */
+    conn_set_user(c, NULL);
+    conn_close(c);
+    if (u) {
+        u->conn = NULL;
+        hs_start(r, u);
+    }
+}
+
+/* A failed slot restarts from the tick, so a refusing server is not
+ * hammered in a tight loop. */
+static void hs_ended(run *r, user *u, bench_end why)
+{
+    (void)u;
+    (void)why;
+    hs_state *s = r->scenario;
+    s->idle++;
+}
+
+static int hs_tick(run *r, uint64_t now)
+{
+    (void)now;
+    hs_state *s = r->scenario;
+    if (s->idle == 0 || s->stopping)
+        return 0;
+    s->idle = 0;
+    for (unsigned i = 0; i < r->n_users; i++)
+        if (!r->users[i].conn)
+            hs_start(r, &r->users[i]);
+    return 0;
+}
+
+static void hs_progress(run *r, char *buf, size_t len, double dt)
+{
+    char v[32];
+    rate_text(v, sizeof v, per_s(r->all_done - r->done_shown, dt));
+    snprintf(buf, len, "handshakes %s/s", v);
+}
+
+int scenario_handshakes(const bench_opts *o, json_t *report)
+{
+    static const run_hooks hooks = {.conn_ready = hs_ready, .ended = hs_ended,
+                                    .tick = hs_tick, .progress = hs_progress};
+    hs_state *s = calloc(1, sizeof *s);
+    run r;
+    if (!s || run_init(&r, o, &hooks, s, o->connections, 1) != 0) {
+        free(s);
+        json_object_set_new(report, "error", json_string("out of memory"));
+        return -1;
+    }
+    for (unsigned i = 0; i < r.n_users; i++)
+        hs_start(&r, &r.users[i]);
+    (void)run_phase(&r, "warmup", o->warmup_s, 0, NULL);
+    cpu_mark a, b;
+    cpu_take(&r, &a);
+    double secs = run_phase(&r, "measure", o->duration_s, 1, NULL);
+    cpu_take(&r, &b);
+    s->stopping = 1;
+    run_close_all(&r, CLOSE_S);
+    json_t *res = json_pack("{s:i, s:I, s:f, s:f}", "concurrency", (int)o->connections,
+                            "handshakes", (json_int_t)r.done, "handshakes_per_s",
+                            per_s(r.done, secs), "measured_seconds", secs);
+    json_object_set_new(res, "latency_ms", hist_json_ms(&s->lat));
+    add_cpu(res, "cpu", &a, &b);
+    json_object_set_new(report, "results", res);
+    run_report(&r, report);
+    run_free(&r);
+    free(s);
+    return 0;
+}
+
+/* ---- (b) logins ------------------------------------------------------------ */
+
+typedef struct lg_state {
+    bench_hist rtt;
+    int stopping;
+} lg_state;
+
+static int lg_send(run *r, user *u, uint64_t now)
+{
+    char payload[160];
+    int n = snprintf(payload, sizeof payload, "{\"username\":\"%s\",\"password\":\"%s\"}",
+                     u->name, r->o->password);
+    if (n < 0 || (size_t)n >= sizeof payload)
+        return -1;
+    return user_send(r, u, "login", payload, (size_t)n, now);
+}
+
+static void lg_message(run *r, user *u, const bench_msg *m)
+{
+    lg_state *s = r->scenario;
+    uint64_t sent = 0;
+    if (!is_reply(m) || !user_take_reply(u, m->reply_nonce, &sent))
+        return;
+    if (is_error(m)) {
+        run_count_error(r, m);
+        if (r->measuring)
+            r->cmd_errors++;
+    } else if (strcmp(m->action, "login_success") != 0) {
+        r->unexpected++;
+    } else {
+        count_done(r);
+        if (r->measuring)
+            hist_add(&s->rtt, m->recv_ns - sent);
+    }
+    if (!s->stopping)
+        (void)lg_send(r, u, m->recv_ns);
+}
+
+static void lg_progress(run *r, char *buf, size_t len, double dt)
+{
+    char v[32];
+    rate_text(v, sizeof v, per_s(r->all_done - r->done_shown, dt));
+    snprintf(buf, len, "logins %s/s", v);
+}
+
+static int nothing_in_flight(run *r)
+{
+    for (unsigned i = 0; i < r->n_users; i++)
+        if (r->users[i].conn && r->users[i].inflight)
+            return 0;
+    return 1;
+}
+
+int scenario_logins(const bench_opts *o, json_t *report)
+{
+    static const run_hooks hooks = {.message = lg_message, .progress = lg_progress};
+    lg_state *s = calloc(1, sizeof *s);
+    run r;
+    if (!s || run_init(&r, o, &hooks, s, o->connections, 1) != 0) {
+        free(s);
+        json_object_set_new(report, "error", json_string("out of memory"));
+        return -1;
+    }
+    int rc = -1;
+    for (unsigned i = 0; i < r.n_users; i++)
+        if (run_sender(&r, &r.users[i]) != 0)
+            goto out;
+    if (run_setup(&r, report) != 0)
+        goto out;
+    uint64_t now = bench_now_ns();
+    for (unsigned i = 0; i < r.n_users; i++)
+        (void)lg_send(&r, &r.users[i], now);
+    (void)run_phase(&r, "warmup", o->warmup_s, 0, NULL);
+    cpu_mark a, b;
+    cpu_take(&r, &a);
+    double secs = run_phase(&r, "measure", o->duration_s, 1, NULL);
+    cpu_take(&r, &b);
+    s->stopping = 1;
+    (void)run_phase(&r, "drain", DRAIN_S, 0, nothing_in_flight);
+    json_t *res = json_pack("{s:i, s:I, s:f, s:f}", "concurrency", (int)o->connections, "logins",
+                            (json_int_t)r.done, "logins_per_s", per_s(r.done, secs),
+                            "measured_seconds", secs);
+    json_object_set_new(res, "latency_ms", hist_json_ms(&s->rtt));
+    add_cpu(res, "cpu", &a, &b);
+    json_object_set_new(report, "results", res);
+    rc = 0;
+out:
+    run_close_all(&r, CLOSE_S);
+    run_report(&r, report);
+    run_free(&r);
+    free(s);
+    return rc;
+}
+
+/* ---- (c) fanout -------------------------------------------------------------- */
+
+typedef struct fo_state {
+    unsigned *senders;
+    unsigned n_senders;
+    uint64_t *room_sent;    /* messages accepted for sending, whole run */
+    uint64_t *room_recv;    /* deliveries received, whole run */
+    bench_hist lat, rtt;
+    uint64_t sent_measured;
+    pacer pace;
+    int sending;
+    char content[BENCH_MAX_CONTENT + 32];
+    char payload[PAYLOAD_MAX];
+} fo_state;
+
+static uint64_t fo_in_flight(const run *r, const fo_state *s, unsigned room)
+{
+    uint64_t expect = s->room_sent[room] * r->o->members;
+    return expect > s->room_recv[room] ? expect - s->room_recv[room] : 0;
+}
+
+static int fo_try_send(run *r, user *u, uint64_t now)
+{
+    fo_state *s = r->scenario;
+    if (!s->sending || !u->conn || u->inflight >= r->window
+        || fo_in_flight(r, s, u->room) >= (uint64_t)r->o->room_window * r->o->members)
+        return -1;
+    size_t clen = content_make(r->o, now, s->content, sizeof s->content);
+    int n = snprintf(s->payload, sizeof s->payload, "{\"content\":\"%s\"}", s->content);
+    if (clen == 0 || n < 0 || (size_t)n >= sizeof s->payload)
+        return -1;
+    if (user_send(r, u, "public_message", s->payload, (size_t)n, now) != 0)
+        return -1;
+    s->room_sent[u->room]++;
+    if (r->measuring)
+        s->sent_measured++;
+    return 0;
+}
+
+static void fo_message(run *r, user *u, const bench_msg *m)
+{
+    fo_state *s = r->scenario;
+    if (strcmp(m->type, "event") == 0 && strcmp(m->action, "public_message") == 0) {
+        s->room_recv[u->room]++;
+        count_delivery(r);
+        if (!r->measuring)
+            return;
+        uint64_t t = m->verified ? content_ns(m->payload) : 0;
+        if (t && t <= m->recv_ns)
+            hist_add(&s->lat, m->recv_ns - t);
+        return;
+    }
+    uint64_t sent = 0;
+    if (!is_reply(m) || !user_take_reply(u, m->reply_nonce, &sent))
+        return;   /* user_joined and the like */
+    if (is_error(m)) {
+        run_count_error(r, m);
+        if (r->measuring)
+            r->cmd_errors++;
+        s->room_sent[u->room]--;   /* no deliveries will come for it */
+    } else if (strcmp(m->action, "public_message") != 0) {
+        r->unexpected++;
+    } else {
+        count_done(r);
+        if (r->measuring)
+            hist_add(&s->rtt, m->recv_ns - sent);
+    }
+    if (s->pace.rate <= 0)
+        while (fo_try_send(r, u, m->recv_ns) == 0) {
+        }
+}
+
+static int fo_tick(run *r, uint64_t now)
+{
+    fo_state *s = r->scenario;
+    if (s->sending)
+        pace(r, &s->pace, s->senders, s->n_senders, now, fo_try_send);
+    return 0;
+}
+
+static void fo_progress(run *r, char *buf, size_t len, double dt)
+{
+    fo_state *s = r->scenario;
+    char d[32], m[32];
+    rate_text(d, sizeof d, per_s(r->all_deliveries - r->deliveries_shown, dt));
+    rate_text(m, sizeof m, per_s(r->all_done - r->done_shown, dt));
+    snprintf(buf, len, "deliveries %s/s msgs %s/s p99 %.1f ms", d, m,
+             (double)hist_percentile(&s->lat, 99) / 1e6);
+}
+
+static int fo_all_delivered(run *r)
+{
+    fo_state *s = r->scenario;
+    for (unsigned i = 0; i < r->o->rooms; i++)
+        if (fo_in_flight(r, s, i))
+            return 0;
+    return nothing_in_flight(r);
+}
+
+int scenario_fanout(const bench_opts *o, json_t *report)
+{
+    static const run_hooks hooks = {.message = fo_message, .tick = fo_tick,
+                                    .progress = fo_progress};
+    unsigned n = o->rooms * o->members;
+    fo_state *s = calloc(1, sizeof *s);
+    run r;
+    if (!s || run_init(&r, o, &hooks, s, n, o->window) != 0) {
+        free(s);
+        json_object_set_new(report, "error", json_string("out of memory"));
+        return -1;
+    }
+    int rc = -1;
+    s->senders = calloc(o->senders, sizeof *s->senders);
+    s->room_sent = calloc(o->rooms, sizeof *s->room_sent);
+    s->room_recv = calloc(o->rooms, sizeof *s->room_recv);
+    if (!s->senders || !s->room_sent || !s->room_recv)
+        goto out;
+    for (unsigned i = 0; i < n; i++) {
+        r.users[i].room = i / o->members;
+        r.users[i].join = 1;
+    }
+    /* Sender k is member k / R of room k % R: spread evenly over rooms. */
+    for (unsigned k = 0; k < o->senders; k++) {
+        unsigned idx = (k % o->rooms) * o->members + k / o->rooms;
+        s->senders[s->n_senders++] = idx;
+        if (run_sender(&r, &r.users[idx]) != 0)
+            goto out;
+    }
+    if (run_setup(&r, report) != 0)
+        goto out;
+    pacer_start(&s->pace, o->rate);
+    s->sending = 1;
+    (void)run_phase(&r, "warmup", o->warmup_s, 0, NULL);
+    cpu_mark a, b;
+    cpu_take(&r, &a);
+    double secs = run_phase(&r, "measure", o->duration_s, 1, NULL);
+    cpu_take(&r, &b);
+    s->sending = 0;
+    (void)run_phase(&r, "drain", DRAIN_S, 0, fo_all_delivered);
+    uint64_t undelivered = 0;
+    for (unsigned i = 0; i < o->rooms; i++)
+        undelivered += fo_in_flight(&r, s, i);
+    json_t *res = json_pack(
+        "{s:i, s:i, s:i, s:f, s:i, s:i, s:I, s:f, s:I, s:f, s:I, s:f, s:f}", "rooms",
+        (int)o->rooms, "members", (int)o->members, "senders", (int)o->senders, "target_rate",
+        o->rate, "window", (int)o->window, "content_bytes", (int)o->content_bytes,
+        "messages_sent", (json_int_t)s->sent_measured, "messages_per_s",
+        per_s(s->sent_measured, secs), "deliveries", (json_int_t)r.deliveries,
+        "deliveries_per_s", per_s(r.deliveries, secs), "undelivered", (json_int_t)undelivered,
+        "rate_shortfall", s->pace.shortfall, "measured_seconds", secs);
+    json_object_set_new(res, "latency_ms", hist_json_ms(&s->lat));
+    json_object_set_new(res, "send_rtt_ms", hist_json_ms(&s->rtt));
+    add_cpu(res, "cpu", &a, &b);
+    json_object_set_new(report, "results", res);
+    rc = 0;
+out:
+    run_close_all(&r, CLOSE_S);
+    run_report(&r, report);
+    run_free(&r);
+    free(s->senders);
+    free(s->room_sent);
+    free(s->room_recv);
+    free(s);
+    return rc;
+}
+
+/* ---- (d) private ------------------------------------------------------------- */
+
+enum { ROLE_SENDER = 1, ROLE_ONLINE, ROLE_OFFLINE };
+
+typedef struct pm_phase {
+    uint64_t messages;
+    uint64_t deliveries;
+    uint64_t wrong_online;  /* message_delivered.online not as expected */
+    bench_hist rtt, lat;
+    double secs;
+    cpu_mark a, b;
+} pm_phase;
+
+typedef struct pm_state {
+    unsigned *senders;
+    unsigned n_senders;
+    unsigned first_online, first_offline;
+    int offline;            /* which phase */
+    int sending;
+    pacer pace;
+    pm_phase ph[2];
+    char content[BENCH_MAX_CONTENT + 32];
+    char payload[PAYLOAD_MAX];
+} pm_state;
+
+static int pm_try_send(run *r, user *u, uint64_t now)
+{
+    pm_state *s = r->scenario;
+    if (!s->sending || !u->conn || u->inflight >= r->window)
+        return -1;
+    unsigned count = s->offline ? r->o->offline : r->o->online;
+    unsigned first = s->offline ? s->first_offline : s->first_online;
+    const user *to = &r->users[first + (u->idx + u->next_target) % count];
+    size_t clen = content_make(r->o, now, s->content, sizeof s->content);
+    int n = snprintf(s->payload, sizeof s->payload,
+                     "{\"recipient\":\"%s\",\"content\":\"%s\",\"encrypted\":false}", to->name,
+                     s->content);
+    if (clen == 0 || n < 0 || (size_t)n >= sizeof s->payload)
+        return -1;
+    if (user_send(r, u, "private_message", s->payload, (size_t)n, now) != 0)
+        return -1;
+    u->next_target++;
+    return 0;
+}
+
+static void pm_message(run *r, user *u, const bench_msg *m)
+{
+    pm_state *s = r->scenario;
+    pm_phase *ph = &s->ph[s->offline];
+    if (strcmp(m->type, "event") == 0 && strcmp(m->action, "private_message") == 0) {
+        count_delivery(r);
+        if (!r->measuring)
+            return;
+        ph->deliveries++;
+        uint64_t t = m->verified ? content_ns(m->payload) : 0;
+        if (t && t <= m->recv_ns)
+            hist_add(&ph->lat, m->recv_ns - t);
+        return;
+    }
+    uint64_t sent = 0;
+    if (!is_reply(m) || !user_take_reply(u, m->reply_nonce, &sent))
+        return;
+    if (is_error(m)) {
+        run_count_error(r, m);
+        if (r->measuring)
+            r->cmd_errors++;
+    } else if (strcmp(m->action, "message_delivered") != 0) {
+        r->unexpected++;
+    } else {
+        count_done(r);
+        if (r->measuring) {
+            ph->messages++;
+            hist_add(&ph->rtt, m->recv_ns - sent);
+            if (json_is_true(json_object_get(m->payload, "online")) != !s->offline)
+                ph->wrong_online++;
+        }
+    }
+    if (s->pace.rate <= 0)
+        while (pm_try_send(r, u, m->recv_ns) == 0) {
+        }
+}
+
+static int pm_tick(run *r, uint64_t now)
+{
+    pm_state *s = r->scenario;
+    if (s->sending)
+        pace(r, &s->pace, s->senders, s->n_senders, now, pm_try_send);
+    return 0;
+}
+
+static void pm_progress(run *r, char *buf, size_t len, double dt)
+{
+    pm_state *s = r->scenario;
+    char v[32];
+    rate_text(v, sizeof v, per_s(r->all_done - r->done_shown, dt));
+    snprintf(buf, len, "private (%s) %s/s", s->offline ? "offline" : "online", v);
+}
+
+static int no_closing(run *r)
+{
+    return loop_closing(r->loop) == 0;
+}
+
+/* One half of the measured time, to online or to offline recipients. */
+static void pm_run_phase(run *r, pm_state *s, int offline, double secs)
+{
+    s->offline = offline;
+    pacer_start(&s->pace, r->o->rate);
+    s->sending = 1;
+    (void)run_phase(r, offline ? "warmup-off" : "warmup-on", r->o->warmup_s, 0, NULL);
+    cpu_take(r, &s->ph[offline].a);
+    s->ph[offline].secs = run_phase(r, offline ? "offline" : "online", secs, 1, NULL);
+    cpu_take(r, &s->ph[offline].b);
+    s->sending = 0;
+    (void)run_phase(r, "drain", DRAIN_S, 0, nothing_in_flight);
+}
+
+static json_t *pm_phase_json(const pm_phase *ph, unsigned recipients, int offline)
+{
+    json_t *o = json_pack("{s:i, s:I, s:f, s:I, s:f, s:f}", "recipients", (int)recipients,
+                          "messages", (json_int_t)ph->messages, "messages_per_s",
+                          per_s(ph->messages, ph->secs), "wrong_online_flag",
+                          (json_int_t)ph->wrong_online, "deliveries_per_s",
+                          per_s(ph->deliveries, ph->secs), "measured_seconds", ph->secs);
+    json_object_set_new(o, "rtt_ms", hist_json_ms(&ph->rtt));
+    if (!offline)
+        json_object_set_new(o, "delivery_latency_ms", hist_json_ms(&ph->lat));
+    json_object_set_new(o, "cpu", cpu_json(&ph->a, &ph->b));
+    return o;
+}
+
+int scenario_private(const bench_opts *o, json_t *report)
+{
+    static const run_hooks hooks = {.message = pm_message, .tick = pm_tick,
+                                    .progress = pm_progress};
+    unsigned n = o->senders + o->online + o->offline;
+    pm_state *s = calloc(1, sizeof *s);
+    run r;
+    if (!s || run_init(&r, o, &hooks, s, n, o->window) != 0) {
+        free(s);
+        json_object_set_new(report, "error", json_string("out of memory"));
+        return -1;
+    }
+    int rc = -1;
+    s->senders = calloc(o->senders, sizeof *s->senders);
+    if (!s->senders)
+        goto out;
+    s->first_online = o->senders;
+    s->first_offline = o->senders + o->online;
+    for (unsigned i = 0; i < n; i++) {
+        user *u = &r.users[i];
+        u->role = i < s->first_online ? ROLE_SENDER
+                  : i < s->first_offline ? ROLE_ONLINE : ROLE_OFFLINE;
+        if (u->role == ROLE_SENDER) {
+            s->senders[s->n_senders++] = i;
+            if (run_sender(&r, u) != 0)
+                goto out;
+        }
+    }
+    if (run_setup(&r, report) != 0)
+        goto out;
+    /* Offline recipients exist (registered) but have no session. */
+    for (unsigned i = s->first_offline; i < n; i++) {
+        user *u = &r.users[i];
+        bench_conn *c = u->conn;
+        u->conn = NULL;
+        u->stage = STAGE_GONE;
+        if (c) {
+            conn_set_user(c, NULL);
+            conn_close(c);
+        }
+    }
+    (void)run_phase(&r, "logout", CLOSE_S, 0, no_closing);
+    double half = o->duration_s / 2;
+    pm_run_phase(&r, s, 0, half);
+    pm_run_phase(&r, s, 1, half);
+    json_t *res = json_pack("{s:i, s:i, s:f, s:i}", "senders", (int)o->senders, "window",
+                            (int)o->window, "target_rate", o->rate, "content_bytes",
+                            (int)o->content_bytes);
+    json_object_set_new(res, "online", pm_phase_json(&s->ph[0], o->online, 0));
+    json_object_set_new(res, "offline", pm_phase_json(&s->ph[1], o->offline, 1));
+    json_object_set_new(report, "results", res);
+    r.unexpected += s->ph[0].wrong_online + s->ph[1].wrong_online;
+    rc = 0;
+out:
+    run_close_all(&r, CLOSE_S);
+    run_report(&r, report);
+    run_free(&r);
+    free(s->senders);
+    free(s);
+    return rc;
+}
+
+/* ---- (e) idle ---------------------------------------------------------------- */
+
+/* VmRSS and RssAnon of a process, in KiB (from /proc/<pid>/status). */
+static int read_rss(long pid, long *rss, long *anon)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%ld/status", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    int found = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "VmRSS: %ld", rss) == 1)
+            found |= 1;
+        else if (sscanf(line, "RssAnon: %ld", anon) == 1)
+            found |= 2;
+    }
+    fclose(f);
+    return found == 3 ? 0 : -1;
+}
+
+static void idle_progress(run *r, char *buf, size_t len, double dt)
+{
+    (void)dt;
+    unsigned alive = 0;
+    for (unsigned i = 0; i < r->n_users; i++)
+        alive += r->users[i].stage == STAGE_READY;
+    snprintf(buf, len, "idle sessions %u", alive);
+}
+
+int scenario_idle(const bench_opts *o, json_t *report)
+{
+    static const run_hooks hooks = {.progress = idle_progress};
+    run r;
+    if (run_init(&r, o, &hooks, NULL, o->connections, 1) != 0) {
+        json_object_set_new(report, "error", json_string("out of memory"));
+        return -1;
+    }
+    r.tick_ms = 50;
+    int rc = -1;
+    long before = 0, before_anon = 0, after = 0, after_anon = 0, end = 0, end_anon = 0;
+    if (read_rss(o->server_pid, &before, &before_anon) != 0) {
+        json_object_set_new(report, "error", json_string("cannot read /proc/<server-pid>/status"));
+        goto out;
+    }
+    if (run_setup(&r, report) != 0)
+        goto out;
+    (void)run_phase(&r, "settle", SETTLE_S, 0, NULL);
+    cpu_mark a, b;
+    cpu_take(&r, &a);
+    if (read_rss(o->server_pid, &after, &after_anon) != 0) {
+        json_object_set_new(report, "error", json_string("server gone after setup"));
+        goto out;
+    }
+    double secs = run_phase(&r, "hold", o->duration_s, 1, NULL);
+    cpu_take(&r, &b);
+    if (read_rss(o->server_pid, &end, &end_anon) != 0) {
+        json_object_set_new(report, "error", json_string("server gone while holding"));
+        goto out;
+    }
+    unsigned alive = 0;
+    for (unsigned i = 0; i < r.n_users; i++)
+        alive += r.users[i].stage == STAGE_READY;
+    double n = o->connections ? (double)o->connections : 1;
+    json_t *res = json_pack(
+        "{s:i, s:i, s:f, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:f, s:f}", "sessions",
+        (int)o->connections, "alive_at_end", (int)alive, "held_seconds", secs, "rss_before_kib",
+        (int)before, "rss_after_kib", (int)after, "rss_end_kib", (int)end,
+        "rss_anon_before_kib", (int)before_anon, "rss_anon_after_kib", (int)after_anon,
+        "rss_anon_end_kib", (int)end_anon, "per_session_bytes",
+        (double)(after - before) * 1024.0 / n, "per_session_bytes_at_end",
+        (double)(end - before) * 1024.0 / n, "anon_per_session_bytes",
+        (double)(after_anon - before_anon) * 1024.0 / n);
+    add_cpu(res, "cpu", &a, &b);
+    json_object_set_new(report, "results", res);
+    rc = 0;
+out:
+    run_close_all(&r, CLOSE_S);
+    run_report(&r, report);
+    run_free(&r);
+    return rc;
+}

@@ -1,0 +1,85 @@
+#!/bin/bash
+# ctest bench.smoke: every safemessenger-bench scenario at a tiny size
+# against the real server (conf/bench.conf with port 0, in a temporary
+# directory), checking that each JSON report parses and holds sane values.
+# Usage: smoke.sh BENCH SERVER PLUGIN_DIR BENCH_CONF
+set -u
+bench=$1 server=$2 plugins=$3 conf=$4
+dir=$(mktemp -d /tmp/smbench-smoke.XXXXXX)
+pid=
+cleanup() {
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null
+    fi
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+fail() {
+    echo "bench.smoke: FAIL: $*" >&2
+    echo "--- server log (tail)" >&2
+    tail -n 30 "$dir/server.log" >&2
+    exit 1
+}
+
+sed -e 's|^\( *port = \).*|\10;|' \
+    -e "s|^\( *key_file = \).*|\1\"$dir/key.pem\";|" \
+    -e "s|^\( *database = \).*|\1\"$dir/bench.db\";|" \
+    -e "s|^\( *dir = \).*|\1\"$plugins\";|" \
+    "$conf" > "$dir/bench.conf" || fail "cannot write the config"
+grep -q '^ *port = 0;' "$dir/bench.conf" || fail "config: port not replaced"
+grep -q "$dir/key.pem" "$dir/bench.conf" || fail "config: key_file not replaced"
+
+"$server" -c "$dir/bench.conf" --port-file "$dir/port" > "$dir/server.log" 2>&1 &
+pid=$!
+for _ in $(seq 300); do
+    [ -s "$dir/port" ] && break
+    kill -0 "$pid" 2>/dev/null || fail "server exited at startup"
+    sleep 0.1
+done
+[ -s "$dir/port" ] || fail "server did not write its port file in 30 s"
+url="ws://127.0.0.1:$(cat "$dir/port")/"
+
+# run NAME CHECK ARGS...: runs the bench, then the python CHECK on the
+# report r (a dict); CHECK is a boolean expression.
+run() {
+    local name=$1 check=$2
+    shift 2
+    echo "== $name: $*"
+    "$bench" "$@" --url "$url" --server-pid "$pid" --warmup 0.3 --quiet > "$dir/$name.json" 2> "$dir/$name.err"
+    local rc=$?
+    [ $rc -eq 0 ] || { cat "$dir/$name.err" "$dir/$name.json" >&2; fail "$name: exit status $rc"; }
+    python3 - "$dir/$name.json" "$check" <<'EOF' || fail "$name: report check failed"
+import json, sys
+r = json.load(open(sys.argv[1]))
+res = r["results"]
+ok = (r["ok"] is True and r["errors"]["total"] == 0 and r["interrupted"] is False
+      and r["verification"]["verify_one_in"] >= 1 and eval(sys.argv[2]))
+print(json.dumps(res, sort_keys=True)[:400])
+sys.exit(0 if ok else 1)
+EOF
+}
+
+run handshakes 'res["cpu"]["server_percent"] > 0 and res["handshakes"] > 0 and res["handshakes_per_s"] > 0 and res["latency_ms"]["p50"] > 0 and res["latency_ms"]["p99"] >= res["latency_ms"]["p50"]' \
+    handshakes --connections 4 --duration 1.5
+run logins 'res["logins"] > 0 and res["logins_per_s"] > 0 and res["latency_ms"]["p50"] > 0 and r["setup"]["ready"] == 4' \
+    logins --connections 4 --duration 1.5
+run fanout 'res["deliveries"] > 0 and res["deliveries_per_s"] > 0 and res["messages_per_s"] > 0 and res["latency_ms"]["samples"] > 0 and res["latency_ms"]["p50"] > 0 and res["latency_ms"]["max"] >= res["latency_ms"]["p99"] and res["undelivered"] == 0 and r["verification"]["deliveries_unverified"] == 0' \
+    fanout --rooms 2 --members 4 --senders 2 --duration 1.5
+run fanout_sampled 'res["deliveries"] > 0 and res["latency_ms"]["samples"] > 0 and res["undelivered"] == 0 and r["verification"]["deliveries_verified"] > 0 and r["verification"]["deliveries_unverified"] > r["verification"]["deliveries_verified"]' \
+    fanout --rooms 1 --members 6 --senders 2 --rate 200 --verify-one-in 3 --duration 1.5
+run private 'res["online"]["messages_per_s"] > 0 and res["offline"]["messages_per_s"] > 0 and res["online"]["deliveries_per_s"] > 0 and res["online"]["delivery_latency_ms"]["p50"] > 0 and res["offline"]["rtt_ms"]["p50"] > 0 and res["online"]["wrong_online_flag"] == 0 and res["offline"]["wrong_online_flag"] == 0' \
+    private --senders 2 --online 2 --offline 2 --duration 2
+run idle 'res["sessions"] == 5 and res["alive_at_end"] == 5 and res["rss_before_kib"] > 0 and res["rss_after_kib"] > 0 and res["rss_end_kib"] > 0' \
+    idle --connections 5 --duration 1
+
+# The bench refuses anything but loopback and stops within its bounds.
+"$bench" handshakes --url ws://10.0.0.1:8765/ --duration 1 > /dev/null 2>&1
+[ $? -eq 2 ] || fail "a non-loopback target was not refused"
+"$bench" handshakes --url "$url" --duration 301 > /dev/null 2>&1
+[ $? -eq 2 ] || fail "--duration above the cap was not refused"
+
+kill -0 "$pid" 2>/dev/null || fail "server died during the runs"
+echo "bench.smoke: all scenarios passed"
