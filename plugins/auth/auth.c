@@ -251,21 +251,36 @@ out:
     req_free(r);
 }
 
+/* The start of every register and login: end the session's login first
+ * (PROTOCOL.md 7: even a failed attempt has ended it), then refuse at no
+ * cost when the client's address is over its limit in `table`. Returns 1
+ * when the attempt may go on, with the address key in `address`. */
+static int begin_attempt(auth *a, sm_ctx *ctx, ratelimit *table, const char *what,
+                         const char *refusal, char address[RATELIMIT_KEY_MAX + 1])
+{
+    const sm_host *h = a->host;
+    sm_session_id sid = h->ctx_session(ctx);
+    end_login(a, sid);
+    address_key(a, sid, address);
+    double retry_after = 0;
+    if (ratelimit_blocked(table, address, h->now(), &retry_after)) {
+        h->log(a->self, SM_LOG_WARNING, "%s limit reached for %s", what, address);
+        reply_retry(a, ctx, refusal, retry_after);
+        return 0;
+    }
+    return 1;
+}
+
 static void do_register(sm_ctx *ctx, const json_t *payload, void *data)
 {
     auth *a = data;
     const sm_host *h = a->host;
     sm_session_id sid = h->ctx_session(ctx);
-    end_login(a, sid);
-
     char address[RATELIMIT_KEY_MAX + 1];
-    address_key(a, sid, address);
-    double now = h->now(), retry_after = 0;
-    if (ratelimit_blocked(a->reg_addr, address, now, &retry_after)) {
-        h->log(a->self, SM_LOG_WARNING, "registration limit reached for %s", address);
-        reply_retry(a, ctx, "too many registrations; try again later", retry_after);
+    if (!begin_attempt(a, ctx, a->reg_addr, "registration",
+                       "too many registrations; try again later", address))
         return;
-    }
+    double now = h->now();
 
     char msg[160];
     const char *username = NULL, *password = NULL, *key = NULL;
@@ -384,16 +399,11 @@ static void do_login(sm_ctx *ctx, const json_t *payload, void *data)
     auth *a = data;
     const sm_host *h = a->host;
     sm_session_id sid = h->ctx_session(ctx);
-    end_login(a, sid);
-
     char address[RATELIMIT_KEY_MAX + 1];
-    address_key(a, sid, address);
-    double now = h->now(), retry_after = 0;
-    if (ratelimit_blocked(a->fail_addr, address, now, &retry_after)) {
-        h->log(a->self, SM_LOG_WARNING, "failed-login limit reached for %s", address);
-        reply_retry(a, ctx, "too many failed logins; try again later", retry_after);
+    if (!begin_attempt(a, ctx, a->fail_addr, "failed-login",
+                       "too many failed logins; try again later", address))
         return;
-    }
+    double now = h->now(), retry_after = 0;
     char msg[160];
     const char *username = NULL, *password = NULL;
     size_t ulen = 0, plen = 0;
