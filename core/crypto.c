@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -23,6 +24,7 @@
 
 #include "log.h"
 
+
 /* A private key file larger than this is not a PEM RSA key we wrote. */
 #define KEY_FILE_MAX (64 * 1024)
 #define RSA_MIN_BITS 2048
@@ -41,6 +43,30 @@ static void log_openssl_error(const char *what)
         LOG_ERROR("%s failed", what);
     }
     ERR_clear_error();
+}
+
+/* Algorithms fetched once: OpenSSL 3 looks an algorithm up again on every
+ * init when given EVP_aes_256_gcm() or a name, which costs more than
+ * sealing a short message. Fetched objects are immutable and safe to share
+ * between threads. */
+static EVP_MAC *alg_hmac;
+static EVP_CIPHER *alg_gcm, *alg_cbc;
+static pthread_once_t alg_once = PTHREAD_ONCE_INIT;
+
+static void alg_fetch(void)
+{
+    alg_hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+    alg_gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
+    alg_cbc = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
+}
+
+static int algorithms(void)
+{
+    if (pthread_once(&alg_once, alg_fetch) != 0 || !alg_hmac || !alg_gcm || !alg_cbc) {
+        log_openssl_error("fetching HMAC / AES-256-GCM / AES-256-CBC");
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- base64 -------------------------------------------------------------- */
@@ -243,13 +269,10 @@ int crypto_hmac_sha256(const uint8_t key[CRYPTO_KEY_LEN],
         return -1;
     int rc = -1;
     uint8_t mac[CRYPTO_MAC_LEN];
-    EVP_MAC *hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
     EVP_MAC_CTX *ctx = NULL;
-    if (!hmac) {
-        log_openssl_error("EVP_MAC_fetch(HMAC)");
+    if (algorithms() != 0)
         goto fail;
-    }
-    ctx = EVP_MAC_CTX_new(hmac);
+    ctx = EVP_MAC_CTX_new(alg_hmac);
     if (!ctx) {
         log_openssl_error("EVP_MAC_CTX_new");
         goto fail;
@@ -279,7 +302,6 @@ int crypto_hmac_sha256(const uint8_t key[CRYPTO_KEY_LEN],
 fail:
     crypto_wipe(mac, sizeof mac);
     EVP_MAC_CTX_free(ctx);
-    EVP_MAC_free(hmac);
     return rc;
 }
 
@@ -295,11 +317,11 @@ int crypto_gcm_encrypt(const uint8_t key[CRYPTO_KEY_LEN], const uint8_t iv[CRYPT
     if (aad_len > INT_MAX || pt_len > INT_MAX)
         return -1;
     int rc = -1, n = 0;
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    EVP_CIPHER_CTX *ctx = algorithms() == 0 ? EVP_CIPHER_CTX_new() : NULL;
     if (!ctx)
         goto fail;
     /* The default GCM IV length is 12, which is the protocol's. */
-    if (EVP_EncryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, iv) != 1)
+    if (EVP_EncryptInit_ex(ctx, alg_gcm, NULL, key, iv) != 1)
         goto fail;
     if (aad_len && EVP_EncryptUpdate(ctx, NULL, &n, aad, (int)aad_len) != 1)
         goto fail;
@@ -341,10 +363,10 @@ int crypto_gcm_decrypt(const uint8_t key[CRYPTO_KEY_LEN], const uint8_t iv[CRYPT
     int rc = -1, n = 0, pt_len = 0;
     uint8_t tagbuf[CRYPTO_GCM_TAG_LEN];
     memcpy(tagbuf, tag, sizeof tagbuf);
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    EVP_CIPHER_CTX *ctx = algorithms() == 0 ? EVP_CIPHER_CTX_new() : NULL;
     if (!ctx)
         goto fail;
-    if (EVP_DecryptInit_ex(ctx, EVP_aes_256_gcm(), NULL, key, iv) != 1)
+    if (EVP_DecryptInit_ex(ctx, alg_gcm, NULL, key, iv) != 1)
         goto fail;
     if (aad_len && EVP_DecryptUpdate(ctx, NULL, &n, aad, (int)aad_len) != 1)
         goto fail;
@@ -380,11 +402,11 @@ int crypto_cbc_encrypt(const uint8_t key[CRYPTO_KEY_LEN], const uint8_t iv[CRYPT
     if (pt_len > INT_MAX - 16)
         return -1;
     int rc = -1, n = 0, total = 0;
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    EVP_CIPHER_CTX *ctx = algorithms() == 0 ? EVP_CIPHER_CTX_new() : NULL;
     if (!ctx)
         goto fail;
     /* PKCS#7 padding is OpenSSL's default for block modes. */
-    if (EVP_EncryptInit_ex(ctx, EVP_aes_256_cbc(), NULL, key, iv) != 1)
+    if (EVP_EncryptInit_ex(ctx, alg_cbc, NULL, key, iv) != 1)
         goto fail;
     if (pt_len) {
         if (EVP_EncryptUpdate(ctx, ct, &n, pt, (int)pt_len) != 1)
@@ -411,10 +433,10 @@ int crypto_cbc_decrypt(const uint8_t key[CRYPTO_KEY_LEN], const uint8_t iv[CRYPT
     if (ct_len == 0 || ct_len % 16 != 0 || ct_len > INT_MAX)
         return -1;
     int rc = -1, n = 0, total = 0;
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
+    EVP_CIPHER_CTX *ctx = algorithms() == 0 ? EVP_CIPHER_CTX_new() : NULL;
     if (!ctx)
         goto fail;
-    if (EVP_DecryptInit_ex(ctx, EVP_aes_256_cbc(), NULL, key, iv) != 1)
+    if (EVP_DecryptInit_ex(ctx, alg_cbc, NULL, key, iv) != 1)
         goto fail;
     if (EVP_DecryptUpdate(ctx, pt, &n, ct, (int)ct_len) != 1)
         goto fail;

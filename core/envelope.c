@@ -380,6 +380,76 @@ fail:
     return rc;
 }
 
+/* Appends s as a JSON string (quotes included) at *w. The caller sized the
+ * buffer for the worst case, 6 bytes per input byte. Input is UTF-8 that
+ * Jansson or our own tables produced, so only '"', '\\' and control bytes
+ * need escaping. */
+static char *put_json_string(char *w, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    *w++ = '"';
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') {
+            *w++ = '\\';
+            *w++ = (char)*p;
+        } else if (*p < 0x20) {
+            memcpy(w, "\\u00", 4);
+            w[4] = hex[*p >> 4];
+            w[5] = hex[*p & 15];
+            w += 6;
+        } else {
+            *w++ = (char)*p;
+        }
+    }
+    *w++ = '"';
+    return w;
+}
+
+static char *put_raw(char *w, const char *s, size_t len)
+{
+    memcpy(w, s, len);
+    return w + len;
+}
+
+/* The sealed envelope written directly: this runs once per recipient of
+ * every message, and building a Jansson tree to serialise it cost more than
+ * the encryption. Same key order and escaping as dump_envelope. */
+static int write_sealed(const char *type, const char *action, const char *b64, size_t b64_len,
+                        const char *nonce, const char *sig, size_t sig_len, const char *reply_to,
+                        char **out, size_t *out_len)
+{
+    size_t tl = strlen(type), al = strlen(action), nl = strlen(nonce);
+    size_t rl = reply_to ? strlen(reply_to) : 0;
+    if (tl > SIZE_MAX / 8 || al > SIZE_MAX / 8 || rl > SIZE_MAX / 8 || b64_len > SIZE_MAX / 2)
+        return -1;
+    size_t cap = 6 * (tl + al + nl + rl) + b64_len + sig_len + 128;
+    char *buf = malloc(cap);
+    if (!buf)
+        return -1;
+    char *w = buf;
+    w = put_raw(w, "{\"type\":", 8);
+    w = put_json_string(w, type);
+    w = put_raw(w, ",\"action\":", 10);
+    w = put_json_string(w, action);
+    w = put_raw(w, ",\"payload\":\"", 12);
+    w = put_raw(w, b64, b64_len);
+    w = put_raw(w, "\",\"nonce\":", 10);
+    w = put_json_string(w, nonce);
+    w = put_raw(w, ",\"signature\":\"", 14);
+    w = put_raw(w, sig, sig_len);
+    *w++ = '"';
+    if (reply_to) {
+        w = put_raw(w, ",\"reply_to\":", 12);
+        w = put_json_string(w, reply_to);
+    }
+    *w++ = '}';
+    *w = '\0';
+    *out = buf;
+    if (out_len)
+        *out_len = (size_t)(w - buf);
+    return 0;
+}
+
 int envelope_seal(envelope_dir *d, const char *type, const char *action,
                   const char *reply_to, const char *plaintext, size_t plaintext_len,
                   char **out, size_t *out_len)
@@ -403,8 +473,7 @@ int envelope_seal(envelope_dir *d, const char *type, const char *action,
         return -1;
 
     char *h = NULL, *b64 = NULL, *sig_b64 = NULL;
-    size_t h_len = 0, b64_len = 0;
-    json_t *payload = NULL;
+    size_t h_len = 0, b64_len = 0, sig_len = 0;
     uint8_t mac[CRYPTO_MAC_LEN];
 
     h = header_alloc(type, action, nonce, reply_to, &h_len);
@@ -414,17 +483,14 @@ int envelope_seal(envelope_dir *d, const char *type, const char *action,
         goto fail;
     if (sign(d->mac_key, h, h_len, b64, b64_len, mac) != 0)
         goto fail;
-    if (crypto_b64_encode(mac, sizeof mac, &sig_b64, NULL) != 0)
+    if (crypto_b64_encode(mac, sizeof mac, &sig_b64, &sig_len) != 0)
         goto fail;
-    payload = json_stringn(b64, b64_len);
-    if (!payload)
-        goto fail;
-    if (dump_envelope(type, action, payload, nonce, sig_b64, reply_to, out, out_len) != 0)
+    if (write_sealed(type, action, b64, b64_len, nonce, sig_b64, sig_len, reply_to, out,
+                     out_len) != 0)
         goto fail;
     d->nonce = next;
     rc = 0;
 fail:
-    json_decref(payload);
     free(sig_b64);
     free(b64);
     free(h);
