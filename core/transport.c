@@ -331,7 +331,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 
 static const struct lws_protocols protocols[] = {
     /* First = the vhost default: clients offering no subprotocol bind here. */
-    {"safemessenger.v1", callback, sizeof(pss), 16384, 0, NULL, 0},
+    /* rx_buffer_size 4096: lws keeps a buffer of this size per connection;
+     * 16 KiB made an idle session cost 8.8 KB, 4 KiB brings it to 7.0 KB
+     * (docs/BENCHMARKS.md, idle scenario). Larger messages simply arrive
+     * in more pieces, which on_receive reassembles anyway. */
+    {"safemessenger.v1", callback, sizeof(pss), 4096, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0}
 };
 
