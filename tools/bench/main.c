@@ -288,30 +288,80 @@ static int parse_args(int argc, char **argv, bench_opts *o, int *given_conns, in
     double pid = 0;
     while (rc == 0 && (opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
         switch (opt) {
-        case OPT_URL: o->url = optarg; break;
-        case OPT_DURATION: rc = parse_num("duration", optarg, 0.1, BENCH_MAX_DURATION_S, &o->duration_s); break;
-        case OPT_WARMUP: rc = parse_num("warmup", optarg, 0, 60, &o->warmup_s); break;
-        case OPT_SETUP_TIMEOUT: rc = parse_num("setup-timeout", optarg, 1, BENCH_MAX_SETUP_S, &o->setup_timeout_s); break;
-        case OPT_CONNECTIONS: *given_conns = 1; rc = parse_uint("connections", optarg, 1, BENCH_MAX_CONNECTIONS, &o->connections); break;
-        case OPT_ROOMS: rc = parse_uint("rooms", optarg, 1, BENCH_MAX_CONNECTIONS, &o->rooms); break;
-        case OPT_MEMBERS: rc = parse_uint("members", optarg, 1, BENCH_MAX_CONNECTIONS, &o->members); break;
-        case OPT_SENDERS: *given_senders = 1; rc = parse_uint("senders", optarg, 1, BENCH_MAX_CONNECTIONS, &o->senders); break;
-        case OPT_ONLINE: rc = parse_uint("online", optarg, 1, BENCH_MAX_CONNECTIONS, &o->online); break;
-        case OPT_OFFLINE: rc = parse_uint("offline", optarg, 1, BENCH_MAX_CONNECTIONS, &o->offline); break;
-        case OPT_RATE: rc = parse_num("rate", optarg, 0, 10000000, &o->rate); break;
-        case OPT_WINDOW: rc = parse_uint("window", optarg, 1, BENCH_MAX_WINDOW, &o->window); break;
-        case OPT_ROOM_WINDOW: rc = parse_uint("room-window", optarg, 1, 100000, &o->room_window); break;
-        case OPT_CONTENT: rc = parse_uint("content-bytes", optarg, 1, BENCH_MAX_CONTENT, &o->content_bytes); break;
-        case OPT_VERIFY: rc = parse_uint("verify-one-in", optarg, 1, 1000000, &o->verify_one_in); break;
-        case OPT_PID: rc = parse_num("server-pid", optarg, 1, 4194304, &pid); o->server_pid = (long)pid; break;
-        case OPT_SOURCES: rc = parse_uint("sources", optarg, 1, BENCH_MAX_SOURCES, &o->sources); break;
-        case OPT_SETUP_CONC: rc = parse_uint("setup-concurrency", optarg, 1, BENCH_MAX_CONNECTIONS, &o->setup_concurrency); break;
-        case OPT_PREFIX: o->user_prefix = optarg; break;
-        case OPT_PASSWORD: o->password = optarg; break;
-        case OPT_QUIET: o->quiet = 1; break;
+        case OPT_URL:
+            o->url = optarg;
+            break;
+        case OPT_DURATION:
+            rc = parse_num("duration", optarg, 0.1, BENCH_MAX_DURATION_S, &o->duration_s);
+            break;
+        case OPT_WARMUP:
+            rc = parse_num("warmup", optarg, 0, 60, &o->warmup_s);
+            break;
+        case OPT_SETUP_TIMEOUT:
+            rc = parse_num("setup-timeout", optarg, 1, BENCH_MAX_SETUP_S, &o->setup_timeout_s);
+            break;
+        case OPT_CONNECTIONS:
+            *given_conns = 1;
+            rc = parse_uint("connections", optarg, 1, BENCH_MAX_CONNECTIONS, &o->connections);
+            break;
+        case OPT_ROOMS:
+            rc = parse_uint("rooms", optarg, 1, BENCH_MAX_CONNECTIONS, &o->rooms);
+            break;
+        case OPT_MEMBERS:
+            rc = parse_uint("members", optarg, 1, BENCH_MAX_CONNECTIONS, &o->members);
+            break;
+        case OPT_SENDERS:
+            *given_senders = 1;
+            rc = parse_uint("senders", optarg, 1, BENCH_MAX_CONNECTIONS, &o->senders);
+            break;
+        case OPT_ONLINE:
+            rc = parse_uint("online", optarg, 1, BENCH_MAX_CONNECTIONS, &o->online);
+            break;
+        case OPT_OFFLINE:
+            rc = parse_uint("offline", optarg, 1, BENCH_MAX_CONNECTIONS, &o->offline);
+            break;
+        case OPT_RATE:
+            rc = parse_num("rate", optarg, 0, 10000000, &o->rate);
+            break;
+        case OPT_WINDOW:
+            rc = parse_uint("window", optarg, 1, BENCH_MAX_WINDOW, &o->window);
+            break;
+        case OPT_ROOM_WINDOW:
+            rc = parse_uint("room-window", optarg, 1, 100000, &o->room_window);
+            break;
+        case OPT_CONTENT:
+            rc = parse_uint("content-bytes", optarg, 1, BENCH_MAX_CONTENT, &o->content_bytes);
+            break;
+        case OPT_VERIFY:
+            rc = parse_uint("verify-one-in", optarg, 1, 1000000, &o->verify_one_in);
+            break;
+        case OPT_PID:
+            rc = parse_num("server-pid", optarg, 1, 4194304, &pid);
+            o->server_pid = (long)pid;
+            break;
+        case OPT_SOURCES:
+            rc = parse_uint("sources", optarg, 1, BENCH_MAX_SOURCES, &o->sources);
+            break;
+        case OPT_SETUP_CONC:
+            rc = parse_uint("setup-concurrency", optarg, 1, BENCH_MAX_CONNECTIONS,
+                            &o->setup_concurrency);
+            break;
+        case OPT_PREFIX:
+            o->user_prefix = optarg;
+            break;
+        case OPT_PASSWORD:
+            o->password = optarg;
+            break;
+        case OPT_QUIET:
+            o->quiet = 1;
+            break;
         case 'h':
-        case OPT_HELP: usage(stdout); exit(0);
-        default: rc = -1; break;
+        case OPT_HELP:
+            usage(stdout);
+            exit(0);
+        default:
+            rc = -1;
+            break;
         }
     }
     if (rc != 0)

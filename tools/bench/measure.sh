@@ -5,6 +5,9 @@
 # Usage: tools/bench/measure.sh BUILD_DIR OUT_DIR NAME RUNS SCENARIO [bench options...]
 #
 # BUILD_DIR: a Release build (-DCMAKE_BUILD_TYPE=Release -DSM_SANITIZE=OFF).
+# SM_SERVER_BUILD=DIR takes the server and plugins from another build (to
+# compare a server change with the same bench); SM_BENCH_CONF=FILE uses
+# another configuration instead of conf/bench.conf.
 # For each run: a new data directory and database, conf/bench.conf with
 # port 0, the server started, `safemessenger-bench SCENARIO options
 # --server-pid PID` run (report in OUT_DIR/NAME.<i>.json, progress in
@@ -13,10 +16,12 @@
 # `openssl speed -seconds 3 -multi 2 rsa2048` for handshakes and logins,
 # `openssl speed -seconds 3 -bytes 1024 -evp aes-256-gcm` for the others.
 set -u
-[ $# -ge 5 ] || { sed -n '2,16p' "$0" >&2; exit 2; }
+[ $# -ge 5 ] || { sed -n '2,19p' "$0" >&2; exit 2; }
 build=$1 out=$2 name=$3 runs=$4 scenario=$5
 shift 5
 src=$(cd "$(dirname "$0")/../.." && pwd)
+server_build=${SM_SERVER_BUILD:-$build}
+conf=${SM_BENCH_CONF:-$src/conf/bench.conf}
 mkdir -p "$out"
 ulimit -n "$(ulimit -Hn)"
 
@@ -45,9 +50,9 @@ for i in $(seq "$runs"); do
     sed -e 's|^\( *port = \).*|\10;|' \
         -e "s|^\( *key_file = \).*|\1\"$out/server_key.pem\";|" \
         -e "s|^\( *database = \).*|\1\"$data/bench.db\";|" \
-        -e "s|^\( *dir = \).*|\1\"$build/plugins\";|" \
-        "$src/conf/bench.conf" > "$data/bench.conf"
-    "$build/safemessenger-server" -c "$data/bench.conf" --port-file "$data/port" \
+        -e "s|^\( *dir = \).*|\1\"$server_build/plugins\";|" \
+        "$conf" > "$data/bench.conf"
+    "$server_build/safemessenger-server" -c "$data/bench.conf" --port-file "$data/port" \
         > "$out/$name.$i.server.log" 2>&1 &
     pid=$!
     for _ in $(seq 300); do [ -s "$data/port" ] && break; sleep 0.1; done

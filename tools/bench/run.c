@@ -28,6 +28,8 @@ static void setup_done(run *r, user *u)
 
 static void setup_fail(run *r, user *u, const char *what, int code)
 {
+    if (u->stage == STAGE_GONE)
+        return;   /* a failed send already ended the connection: counted there */
     if (r->setup_failed == 0)
         snprintf(r->setup_error, sizeof r->setup_error, "user %s: %s%s%d", u->name, what,
                  code >= 0 ? ": error " : "", code >= 0 ? code : 0);
@@ -44,7 +46,7 @@ static void setup_fail(run *r, user *u, const char *what, int code)
 
 static int send_auth(run *r, user *u, const char *action)
 {
-    char payload[160];
+    char payload[256];
     int n = snprintf(payload, sizeof payload, "{\"username\":\"%s\",\"password\":\"%s\"}",
                      u->name, r->o->password);
     if (n < 0 || (size_t)n >= sizeof payload)
@@ -296,6 +298,21 @@ int run_sender(run *r, user *u)
     return u->pend ? 0 : -1;
 }
 
+#define QUIET_NS 300000000u
+#define SETTLE_MAX_S 60.0
+
+static int quiet(run *r)
+{
+    uint64_t now = bench_now_ns();
+    uint64_t frames = loop_counters(r->loop)->frames_in;
+    if (frames != r->quiet_frames || r->quiet_since_ns == 0) {
+        r->quiet_frames = frames;
+        r->quiet_since_ns = now;
+        return 0;
+    }
+    return now - r->quiet_since_ns >= QUIET_NS;
+}
+
 int run_setup(run *r, json_t *report)
 {
     uint64_t start = bench_now_ns();
@@ -310,9 +327,16 @@ int run_setup(run *r, json_t *report)
     int rc = loop_run(r->loop, deadline, 10, tick, r);
     r->in_setup = 0;
     double secs = (double)(bench_now_ns() - start) / NS;
-    json_object_set_new(report, "setup", json_pack("{s:f, s:i, s:i}", "seconds", secs, "users",
-                                                   (int)want, "ready", (int)r->setup_ready));
-    if (rc == 0 && r->setup_failed == 0 && r->setup_ready == want)
+    int ok = rc == 0 && r->setup_failed == 0 && r->setup_ready == want;
+    double settle = 0;
+    if (ok) {
+        r->quiet_since_ns = 0;
+        settle = run_phase(r, "settle", SETTLE_MAX_S, 0, quiet);
+    }
+    json_object_set_new(report, "setup",
+                        json_pack("{s:f, s:f, s:i, s:i}", "seconds", secs, "settle_seconds",
+                                  settle, "users", (int)want, "ready", (int)r->setup_ready));
+    if (ok)
         return 0;
     char why[300];
     if (r->setup_failed)
@@ -471,7 +495,8 @@ json_t *cpu_json(const cpu_mark *a, const cpu_mark *b)
     if (!o || wall <= 0)
         return o;
     /* 100 = one core busy for the whole interval. */
-    json_object_set_new(o, "bench_percent", json_real(100.0 * (double)(b->bench_ns - a->bench_ns) / wall));
+    double bench = (double)(b->bench_ns - a->bench_ns);
+    json_object_set_new(o, "bench_percent", json_real(100.0 * bench / wall));
     if (a->has_server && b->has_server) {
         long hz = sysconf(_SC_CLK_TCK);
         double secs = (double)(b->server_ticks - a->server_ticks) / (double)(hz > 0 ? hz : 100);
@@ -499,8 +524,9 @@ void run_report(run *r, json_t *report)
                   "deliveries_verified", (json_int_t)k->verified, "deliveries_unverified",
                   (json_int_t)k->unverified, "unverified_means",
                   r->o->verify_one_in > 1
-                      ? "envelope parsed and nonce checked and advanced; HMAC, base64 decoding, "
-                        "AES-GCM decryption and payload parsing skipped; no latency sample"
+                      ? "recognised by type, action and nonce (a scan of the envelope text), "
+                        "nonce checked and advanced; JSON parse, HMAC, base64 decoding, AES-GCM "
+                        "decryption and payload parse skipped; no latency sample"
                       : "none: every message opened with envelope_open (HMAC, nonce, AES-GCM)"));
     json_object_set_new(report, "teardown",
                         json_pack("{s:f, s:I, s:I}", "seconds", r->teardown_s, "close_timeouts",

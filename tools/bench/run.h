@@ -82,6 +82,7 @@ struct run {
     int measuring;
     int (*until)(run *r);           /* ends the current phase early */
     uint64_t t0_ns, next_progress_ns, last_progress_ns;
+    uint64_t quiet_frames, quiet_since_ns;  /* run_setup's settle phase */
     /* the scenario's unit of work and deliveries: measured time only, and
      * in every phase (all_*, for the progress line) */
     uint64_t done, all_done, done_shown;
@@ -104,8 +105,12 @@ int run_sender(run *r, user *u);
 
 /* Connects every user not yet set up (stage IDLE, conn NULL), registers
  * them (or logs in when the name exists) and joins rooms for users with
- * join set, at most setup_concurrency at once. Writes report.setup.
- * Returns 0 when all are ready, -1 otherwise (report.error says why). */
+ * join set, at most setup_concurrency at once; then waits until the
+ * server has gone quiet (no frame for 300 ms, at most 60 s): the replies
+ * come before the room events the joins caused, and a 1,000-member room
+ * leaves about half a million user_joined events still queued when the
+ * last reply arrives. Writes report.setup. Returns 0 when all are ready,
+ * -1 otherwise (report.error says why). */
 int run_setup(run *r, json_t *report);
 
 /* Runs the loop for `seconds` (ends early when until(r) returns nonzero).

@@ -12,7 +12,6 @@
 #define NS 1e9
 #define DRAIN_S 5.0
 #define CLOSE_S 3.0
-#define SETTLE_S 1.0
 #define PAYLOAD_MAX (BENCH_MAX_CONTENT + 160)
 
 static int is_reply(const bench_msg *m)
@@ -194,7 +193,7 @@ typedef struct lg_state {
 
 static int lg_send(run *r, user *u, uint64_t now)
 {
-    char payload[160];
+    char payload[256];
     int n = snprintf(payload, sizeof payload, "{\"username\":\"%s\",\"password\":\"%s\"}",
                      u->name, r->o->password);
     if (n < 0 || (size_t)n >= sizeof payload)
@@ -685,7 +684,6 @@ int scenario_idle(const bench_opts *o, json_t *report)
     }
     if (run_setup(&r, report) != 0)
         goto out;
-    (void)run_phase(&r, "settle", SETTLE_S, 0, NULL);
     cpu_mark a, b;
     cpu_take(&r, &a);
     if (read_rss(o->server_pid, &after, &after_anon) != 0) {
