@@ -52,15 +52,9 @@ void fr_unblock_user(sm_ctx *ctx, const json_t *payload, void *plugin_data)
     if (fr_me(fr, ctx, &me, my_key, sizeof my_key) != SM_OK ||
         fr_target(fr, ctx, payload, "username", their_key, them) != SM_OK)
         return;
-    int blocked = fr_exists(fr, FR_BLOCK_GET, my_key, their_key);
-    if (blocked < 0 || (blocked && fr_exec(fr, FR_BLOCK_DEL, my_key, their_key, 0) != SM_OK)) {
-        fr_reply_internal(fr, ctx);
+    if (!fr_take_row(fr, ctx, FR_BLOCK_GET, FR_BLOCK_DEL, my_key, their_key,
+                     "this user is not blocked"))
         return;
-    }
-    if (!blocked) {
-        fr->host->reply_error(ctx, SM_ERR_NOT_FOUND, "this user is not blocked");
-        return;
-    }
     fr_reply(fr, ctx, "unblock_user", json_pack("{s:s}", "username", them));
 }
 

@@ -207,6 +207,21 @@ static void accept_friend_request(sm_ctx *ctx, const json_t *payload, void *plug
     reply_done(fr, ctx, "friend_request_accept_response", them, "You and ", " are now friends");
 }
 
+int fr_take_row(friends *fr, sm_ctx *ctx, fr_stmt_id get, fr_stmt_id del, const char *a,
+                const char *b, const char *not_found)
+{
+    int present = fr_exists(fr, get, a, b);
+    if (present < 0 || (present && fr_exec(fr, del, a, b, 0) != SM_OK)) {
+        fr_reply_internal(fr, ctx);
+        return 0;
+    }
+    if (!present) {
+        fr->host->reply_error(ctx, SM_ERR_NOT_FOUND, not_found);
+        return 0;
+    }
+    return 1;
+}
+
 /* The requester is not told (PROTOCOL.md section 7). */
 static void decline_friend_request(sm_ctx *ctx, const json_t *payload, void *plugin_data)
 {
@@ -216,15 +231,9 @@ static void decline_friend_request(sm_ctx *ctx, const json_t *payload, void *plu
     if (fr_me(fr, ctx, &me, my_key, sizeof my_key) != SM_OK ||
         fr_target(fr, ctx, payload, "friend_username", their_key, them) != SM_OK)
         return;
-    int pending = fr_exists(fr, FR_REQ_GET, their_key, my_key);
-    if (pending < 0 || (pending && fr_exec(fr, FR_REQ_DEL, their_key, my_key, 0) != SM_OK)) {
-        fr_reply_internal(fr, ctx);
+    if (!fr_take_row(fr, ctx, FR_REQ_GET, FR_REQ_DEL, their_key, my_key,
+                     "no pending friend request from this user"))
         return;
-    }
-    if (!pending) {
-        fr->host->reply_error(ctx, SM_ERR_NOT_FOUND, "no pending friend request from this user");
-        return;
-    }
     reply_done(fr, ctx, "friend_request_decline_response", them, "Friend request from ",
                " declined");
 }

@@ -74,6 +74,11 @@ int fr_transaction(friends *fr, int (*fn)(friends *fr, const char *a, const char
 /* Sends payload (taken: decref'd here) as the reply, 1005 if it is NULL. */
 void fr_reply(friends *fr, sm_ctx *ctx, const char *action, json_t *payload);
 void fr_reply_internal(friends *fr, sm_ctx *ctx);
+/* Deletes the row (a, b) through the table's get and delete statements.
+ * Returns 1 when the row was there and is gone; otherwise it has already
+ * replied (1009 with not_found, or 1005) and returns 0. */
+int fr_take_row(friends *fr, sm_ctx *ctx, fr_stmt_id get, fr_stmt_id del, const char *a,
+                const char *b, const char *not_found);
 /* send_event_user(user, action, {field: value}); failures are logged. */
 void fr_notify(friends *fr, const char *user, const char *action, const char *field,
                const char *value);
