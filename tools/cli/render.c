@@ -191,23 +191,19 @@ static void show_logged_in(const json_t *p)
     fputc('\n', stdout);
 }
 
-static void show_join(const json_t *p)
+/* "<what> <room>: <users>", for the replies that list a room's users. */
+static void show_room_users(const char *what, const json_t *p)
 {
-    fputs("* joined ", stdout);
+    fputs(what, stdout);
     put_safe(str(p, "room"));
     fputs(": ", stdout);
     put_names(json_object_get(p, "users"));
     fputc('\n', stdout);
 }
 
-static void show_users(const json_t *p)
-{
-    fputs("* users in ", stdout);
-    put_safe(str(p, "room"));
-    fputs(": ", stdout);
-    put_names(json_object_get(p, "users"));
-    fputc('\n', stdout);
-}
+static void show_join(const json_t *p) { show_room_users("* joined ", p); }
+
+static void show_users(const json_t *p) { show_room_users("* users in ", p); }
 
 static void show_leave(const json_t *p)
 {
