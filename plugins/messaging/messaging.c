@@ -39,6 +39,9 @@
 #define PURGE_INTERVAL 30.0
 #define PURGE_BATCH 1000
 #define PURGE_MAX_BATCHES 20
+/* With more left after a run, the next run comes this soon: a backlog
+ * drains in short runs that never hold the loop for long. */
+#define PURGE_FOLLOW_UP 0.2
 
 typedef struct messaging {
     const sm_host *host;
@@ -46,6 +49,7 @@ typedef struct messaging {
     int64_t max_content_bytes, max_unread, max_expiry;
     msg_store store;
     sm_timer *purge_timer;
+    sm_timer *purge_more;   /* one-shot follow-up while a backlog remains */
 } messaging;
 
 /* The optional and checked parts of a message payload. */
@@ -452,11 +456,11 @@ static void on_logged_in(sm_core_event event, sm_session_id session, const char 
                      (unsigned long long)session, UNREAD_ATTR);
 }
 
+static void on_purge_more(sm_timer *timer, void *arg);
+
 /* Readers already skip expired rows; this frees the storage. */
-static void on_purge(sm_timer *timer, void *arg)
+static void purge_run(messaging *m)
 {
-    (void)timer;
-    messaging *m = arg;
     double now = m->host->now();
     int64_t total = 0, deleted = PURGE_BATCH;
     int batches = 0;
@@ -468,12 +472,29 @@ static void on_purge(sm_timer *timer, void *arg)
         total += deleted;
         batches++;
     }
-    if (deleted == PURGE_BATCH)
-        m->host->log(m->self, SM_LOG_WARNING,
-                     "deleted %lld expired messages; more remain for the next purge",
-                     (long long)total);
-    else if (total > 0)
+    if (deleted == PURGE_BATCH) {
+        m->host->log(m->self, SM_LOG_INFO,
+                     "deleted %lld expired messages; more remain, next run in %.1f s",
+                     (long long)total, PURGE_FOLLOW_UP);
+        if (!m->purge_more)
+            m->purge_more = m->host->timer_start(m->self, PURGE_FOLLOW_UP, 0, on_purge_more, m);
+    } else if (total > 0) {
         m->host->log(m->self, SM_LOG_DEBUG, "deleted %lld expired messages", (long long)total);
+    }
+}
+
+static void on_purge(sm_timer *timer, void *arg)
+{
+    (void)timer;
+    purge_run(arg);
+}
+
+static void on_purge_more(sm_timer *timer, void *arg)
+{
+    (void)timer;
+    messaging *m = arg;
+    m->purge_more = NULL; /* one-shot: freed by the core after this call */
+    purge_run(m);
 }
 
 /* ---- the action table --------------------------------------------------- */
@@ -577,6 +598,8 @@ static void fini(void *plugin_data)
     messaging *m = plugin_data;
     if (m->purge_timer)
         m->host->timer_stop(m->purge_timer);
+    if (m->purge_more)
+        m->host->timer_stop(m->purge_more);
     store_close(&m->store);
     free(m);
 }

@@ -849,6 +849,26 @@ static void purge_works_in_batches(void)
     sm_testhost_free(th);
 }
 
+/* One run deletes at most 20 batches of 1000; a larger backlog is drained
+ * by follow-up runs 0.2 s apart, so it is gone well within the minute. */
+static void purge_drains_a_large_backlog_within_a_minute(void)
+{
+    sm_testhost *th = start(NULL);
+    CU_ASSERT_EQUAL_FATAL(
+        sm_testhost_exec(th, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
+                             " WHERE i < 45000) INSERT INTO messaging_messages (id, kind, sender,"
+                             " recipient, recipient_lower, content, created_at, expires_at)"
+                             " SELECT i, 'private', 'alice', 'carol', 'carol', 'x', 1, 2 FROM n"),
+        SM_OK);
+    sm_testhost_advance(th, 30);               /* the regular run: 20,000 */
+    CU_ASSERT_EQUAL(count_rows(th, NULL), 25000);
+    sm_testhost_advance(th, 0.2);              /* first follow-up: 20,000 more */
+    CU_ASSERT_EQUAL(count_rows(th, NULL), 5000);
+    sm_testhost_advance(th, 0.2);              /* second: the rest */
+    CU_ASSERT_EQUAL(count_rows(th, NULL), 0);
+    sm_testhost_free(th);
+}
+
 /* ---- login, ids, start-up ----------------------------------------------- */
 
 static void unread_count_attribute_set_at_login(void)
@@ -961,6 +981,7 @@ int main(void)
         SM_TEST(expires_at_must_be_future_and_within_limit),
         SM_TEST(expired_messages_vanish_then_are_purged_within_a_minute),
         SM_TEST(purge_works_in_batches),
+        SM_TEST(purge_drains_a_large_backlog_within_a_minute),
         SM_TEST(unread_count_attribute_set_at_login),
         SM_TEST(ids_are_unique_across_public_and_private),
         SM_TEST(start_fails_without_auth_users),
