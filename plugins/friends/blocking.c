@@ -62,15 +62,9 @@ void fr_get_blocked_users(sm_ctx *ctx, const json_t *payload, void *plugin_data)
 {
     (void)payload;
     friends *fr = plugin_data;
-    const char *me;
-    char my_key[FR_NAME_MAX + 1];
     fr_names names = {0};
-    if (fr_me(fr, ctx, &me, my_key, sizeof my_key) != SM_OK)
+    if (fr_my_list(fr, ctx, FR_BLOCKED_BY, &names) != SM_OK)
         return;
-    if (fr_list(fr, FR_BLOCKED_BY, my_key, &names) != SM_OK) {
-        fr_reply_internal(fr, ctx);
-        return;
-    }
     json_t *list = json_array();
     for (size_t i = 0; list && i < names.n; i++) {
         if (json_array_append_new(list, json_string(names.name[i])) != 0) {

@@ -260,19 +260,26 @@ static void remove_friend(sm_ctx *ctx, const json_t *payload, void *plugin_data)
     fr_reply(fr, ctx, "remove_friend", json_pack("{s:s}", "friend_username", them));
 }
 
+int fr_my_list(friends *fr, sm_ctx *ctx, fr_stmt_id id, fr_names *out)
+{
+    const char *me;
+    char my_key[FR_NAME_MAX + 1];
+    if (fr_me(fr, ctx, &me, my_key, sizeof my_key) != SM_OK)
+        return SM_ERROR;
+    if (fr_list(fr, id, my_key, out) != SM_OK) {
+        fr_reply_internal(fr, ctx);
+        return SM_ERROR;
+    }
+    return SM_OK;
+}
+
 static void get_friends_list(sm_ctx *ctx, const json_t *payload, void *plugin_data)
 {
     (void)payload;
     friends *fr = plugin_data;
-    const char *me;
-    char my_key[FR_NAME_MAX + 1];
     fr_names names = {0};
-    if (fr_me(fr, ctx, &me, my_key, sizeof my_key) != SM_OK)
+    if (fr_my_list(fr, ctx, FR_FRIENDS_OF, &names) != SM_OK)
         return;
-    if (fr_list(fr, FR_FRIENDS_OF, my_key, &names) != SM_OK) {
-        fr_reply_internal(fr, ctx);
-        return;
-    }
     json_t *list = json_array();
     for (size_t i = 0; list && i < names.n; i++) {
         int online = fr->host->user_sessions(names.name[i], NULL, 0) > 0;
@@ -290,15 +297,9 @@ static void get_friend_requests(sm_ctx *ctx, const json_t *payload, void *plugin
 {
     (void)payload;
     friends *fr = plugin_data;
-    const char *me;
-    char my_key[FR_NAME_MAX + 1];
     fr_names names = {0};
-    if (fr_me(fr, ctx, &me, my_key, sizeof my_key) != SM_OK)
+    if (fr_my_list(fr, ctx, FR_REQUESTS_TO, &names) != SM_OK)
         return;
-    if (fr_list(fr, FR_REQUESTS_TO, my_key, &names) != SM_OK) {
-        fr_reply_internal(fr, ctx);
-        return;
-    }
     json_t *list = json_array();
     for (size_t i = 0; list && i < names.n; i++) {
         json_t *item = json_pack("{s:s, s:f}", "from", names.name[i], "timestamp", names.num[i]);

@@ -64,6 +64,9 @@ int fr_exec(friends *fr, fr_stmt_id id, const char *a, const char *b, double at)
  * `out` is filled only on success; free it with fr_names_free. */
 int fr_list(friends *fr, fr_stmt_id id, const char *key, fr_names *out);
 void fr_names_free(fr_names *names);
+/* The caller's own list (friends, incoming requests, blocked users) for a
+ * list action. SM_OK with *out filled; otherwise it has already replied. */
+int fr_my_list(friends *fr, sm_ctx *ctx, fr_stmt_id id, fr_names *out);
 
 /* Runs fn between db_begin and db_commit (rolled back when fn fails). */
 int fr_transaction(friends *fr, int (*fn)(friends *fr, const char *a, const char *b),
