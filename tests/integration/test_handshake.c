@@ -388,65 +388,45 @@ static void skipped_nonce_gets_1006_and_close_1008(void)
     sm_client_free(c);
 }
 
-static void bad_signature_gets_1007_and_close_1008(void)
+/* Sends one sealed command with `field` changed by `mutate` (re-signed
+ * when sign_again, so only decryption can catch it): the server must
+ * answer 1007 and close 1008, whatever was broken. */
+static void expect_integrity_failure(const char *cipher, const char *field, mutator mutate,
+                                     int sign_again)
 {
-    sm_client *c = connect_with(NULL);
+    sm_client *c = connect_with(cipher);
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
-    char *text = tampered(c, "signature", flip_first_byte, 0);
+    char *text = tampered(c, field, mutate, sign_again);
     CU_ASSERT_PTR_NOT_NULL_FATAL(text);
     CU_ASSERT_EQUAL(send_str(c, text), SM_CLIENT_OK);
     free(text);
     expect_error_and_close(c, 1007, 1008);
     sm_client_free(c);
+}
+
+static void bad_signature_gets_1007_and_close_1008(void)
+{
+    expect_integrity_failure(NULL, "signature", flip_first_byte, 0);
 }
 
 static void tampered_gcm_ciphertext_gets_1007_and_close_1008(void)
 {
-    sm_client *c = connect_with("AES-256-GCM");
-    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
-    /* Signed again: only the GCM tag can catch it. */
-    char *text = tampered(c, "payload", flip_gcm_ciphertext, 1);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
-    CU_ASSERT_EQUAL(send_str(c, text), SM_CLIENT_OK);
-    free(text);
-    expect_error_and_close(c, 1007, 1008);
-    sm_client_free(c);
+    expect_integrity_failure("AES-256-GCM", "payload", flip_gcm_ciphertext, 1);
 }
 
 static void tampered_cbc_ciphertext_gets_1007_and_close_1008(void)
 {
-    sm_client *c = connect_with("AES-256-CBC-HMAC-SHA256");
-    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
-    char *text = tampered(c, "payload", flip_first_byte, 0);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
-    CU_ASSERT_EQUAL(send_str(c, text), SM_CLIENT_OK);
-    free(text);
-    expect_error_and_close(c, 1007, 1008);
-    sm_client_free(c);
+    expect_integrity_failure("AES-256-CBC-HMAC-SHA256", "payload", flip_first_byte, 0);
 }
 
 static void cbc_bad_padding_with_valid_signature_gets_1007(void)
 {
-    sm_client *c = connect_with("AES-256-CBC-HMAC-SHA256");
-    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
-    char *text = tampered(c, "payload", break_cbc_padding, 1);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
-    CU_ASSERT_EQUAL(send_str(c, text), SM_CLIENT_OK);
-    free(text);
-    expect_error_and_close(c, 1007, 1008);
-    sm_client_free(c);
+    expect_integrity_failure("AES-256-CBC-HMAC-SHA256", "payload", break_cbc_padding, 1);
 }
 
 static void gcm_tag_of_15_bytes_gets_1007_and_close_1008(void)
 {
-    sm_client *c = connect_with("AES-256-GCM");
-    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
-    char *text = tampered(c, "payload", drop_last_byte, 1);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
-    CU_ASSERT_EQUAL(send_str(c, text), SM_CLIENT_OK);
-    free(text);
-    expect_error_and_close(c, 1007, 1008);
-    sm_client_free(c);
+    expect_integrity_failure("AES-256-GCM", "payload", drop_last_byte, 1);
 }
 
 /* Reads server_hello, sends `first` unencrypted, and checks that the reply
