@@ -34,7 +34,15 @@ static void rate_text(char *buf, size_t len, double v)
 
 /* ---- pacing: a total rate spread over senders, or windows kept full ------ */
 
+/* Sends one message for u if it may: 0 sent, -1 not now. */
+typedef int (*try_send_fn)(run *r, user *u, uint64_t now);
+
+/* The senders of a scenario and how fast they send. */
 typedef struct pacer {
+    unsigned *senders;      /* user indexes */
+    unsigned n_senders;
+    try_send_fn send;
+    int sending;            /* set during warm-up and measurement */
     double rate;            /* per second; 0 = as fast as windows allow */
     double credit;
     double shortfall;       /* messages due that no sender could take */
@@ -42,13 +50,12 @@ typedef struct pacer {
     unsigned rr;
 } pacer;
 
-/* Sends one message for u if it may: 0 sent, -1 not now. */
-typedef int (*try_send_fn)(run *r, user *u, uint64_t now);
-
-static void pace(run *r, pacer *p, const unsigned *senders, unsigned n, uint64_t now,
-                 try_send_fn send)
+static void pace(run *r, pacer *p, uint64_t now)
 {
-    if (n == 0)
+    const unsigned *senders = p->senders;
+    unsigned n = p->n_senders;
+    try_send_fn send = p->send;
+    if (n == 0 || !p->sending)
         return;
     if (p->rate <= 0) {
         for (unsigned i = 0; i < n; i++)
@@ -80,8 +87,19 @@ static void pace(run *r, pacer *p, const unsigned *senders, unsigned n, uint64_t
 
 static void pacer_start(pacer *p, double rate)
 {
-    memset(p, 0, sizeof *p);
     p->rate = rate;
+    p->credit = p->shortfall = 0;
+    p->last_ns = 0;
+    p->rr = 0;
+    p->sending = 1;
+}
+
+/* After a reply frees a window slot: without a rate, refill it at once. */
+static void pacer_refill(run *r, pacer *p, user *u, uint64_t now)
+{
+    if (p->rate <= 0)
+        while (p->send(r, u, now) == 0) {
+        }
 }
 
 static void add_cpu(json_t *results, const char *key, const cpu_mark *a, const cpu_mark *b)
@@ -281,14 +299,11 @@ out:
 /* ---- (c) fanout -------------------------------------------------------------- */
 
 typedef struct fo_state {
-    unsigned *senders;
-    unsigned n_senders;
     uint64_t *room_sent;    /* messages accepted for sending, whole run */
     uint64_t *room_recv;    /* deliveries received, whole run */
     bench_hist lat, rtt;
     uint64_t sent_measured;
     pacer pace;
-    int sending;
     char content[BENCH_MAX_CONTENT + 32];
     char payload[PAYLOAD_MAX];
 } fo_state;
@@ -302,7 +317,7 @@ static uint64_t fo_in_flight(const run *r, const fo_state *s, unsigned room)
 static int fo_try_send(run *r, user *u, uint64_t now)
 {
     fo_state *s = r->scenario;
-    if (!s->sending || !u->conn || u->inflight >= r->window
+    if (!s->pace.sending || !u->conn || u->inflight >= r->window
         || fo_in_flight(r, s, u->room) >= (uint64_t)r->o->room_window * r->o->members)
         return -1;
     size_t clen = content_make(r->o, now, s->content, sizeof s->content);
@@ -345,16 +360,13 @@ static void fo_message(run *r, user *u, const bench_msg *m)
         if (r->measuring)
             hist_add(&s->rtt, m->recv_ns - sent);
     }
-    if (s->pace.rate <= 0)
-        while (fo_try_send(r, u, m->recv_ns) == 0) {
-        }
+    pacer_refill(r, &s->pace, u, m->recv_ns);
 }
 
 static int fo_tick(run *r, uint64_t now)
 {
     fo_state *s = r->scenario;
-    if (s->sending)
-        pace(r, &s->pace, s->senders, s->n_senders, now, fo_try_send);
+    pace(r, &s->pace, now);
     return 0;
 }
 
@@ -390,10 +402,11 @@ int scenario_fanout(const bench_opts *o, json_t *report)
         return -1;
     }
     int rc = -1;
-    s->senders = calloc(o->senders, sizeof *s->senders);
+    s->pace.senders = calloc(o->senders, sizeof *s->pace.senders);
+    s->pace.send = fo_try_send;
     s->room_sent = calloc(o->rooms, sizeof *s->room_sent);
     s->room_recv = calloc(o->rooms, sizeof *s->room_recv);
-    if (!s->senders || !s->room_sent || !s->room_recv)
+    if (!s->pace.senders || !s->room_sent || !s->room_recv)
         goto out;
     for (unsigned i = 0; i < n; i++) {
         r.users[i].room = i / o->members;
@@ -402,20 +415,19 @@ int scenario_fanout(const bench_opts *o, json_t *report)
     /* Sender k is member k / R of room k % R: spread evenly over rooms. */
     for (unsigned k = 0; k < o->senders; k++) {
         unsigned idx = (k % o->rooms) * o->members + k / o->rooms;
-        s->senders[s->n_senders++] = idx;
+        s->pace.senders[s->pace.n_senders++] = idx;
         if (run_sender(&r, &r.users[idx]) != 0)
             goto out;
     }
     if (run_setup(&r, report) != 0)
         goto out;
     pacer_start(&s->pace, o->rate);
-    s->sending = 1;
     (void)run_phase(&r, "warmup", o->warmup_s, 0, NULL);
     cpu_mark a, b;
     cpu_take(&r, &a);
     double secs = run_phase(&r, "measure", o->duration_s, 1, NULL);
     cpu_take(&r, &b);
-    s->sending = 0;
+    s->pace.sending = 0;
     (void)run_phase(&r, "drain", DRAIN_S, 0, fo_all_delivered);
     uint64_t undelivered = 0;
     for (unsigned i = 0; i < o->rooms; i++)
@@ -437,7 +449,7 @@ out:
     run_close_all(&r, CLOSE_S);
     run_report(&r, report);
     run_free(&r);
-    free(s->senders);
+    free(s->pace.senders);
     free(s->room_sent);
     free(s->room_recv);
     free(s);
@@ -458,11 +470,8 @@ typedef struct pm_phase {
 } pm_phase;
 
 typedef struct pm_state {
-    unsigned *senders;
-    unsigned n_senders;
     unsigned first_online, first_offline;
     int offline;            /* which phase */
-    int sending;
     pacer pace;
     pm_phase ph[2];
     char content[BENCH_MAX_CONTENT + 32];
@@ -472,7 +481,7 @@ typedef struct pm_state {
 static int pm_try_send(run *r, user *u, uint64_t now)
 {
     pm_state *s = r->scenario;
-    if (!s->sending || !u->conn || u->inflight >= r->window)
+    if (!s->pace.sending || !u->conn || u->inflight >= r->window)
         return -1;
     unsigned count = s->offline ? r->o->offline : r->o->online;
     unsigned first = s->offline ? s->first_offline : s->first_online;
@@ -521,16 +530,13 @@ static void pm_message(run *r, user *u, const bench_msg *m)
                 ph->wrong_online++;
         }
     }
-    if (s->pace.rate <= 0)
-        while (pm_try_send(r, u, m->recv_ns) == 0) {
-        }
+    pacer_refill(r, &s->pace, u, m->recv_ns);
 }
 
 static int pm_tick(run *r, uint64_t now)
 {
     pm_state *s = r->scenario;
-    if (s->sending)
-        pace(r, &s->pace, s->senders, s->n_senders, now, pm_try_send);
+    pace(r, &s->pace, now);
     return 0;
 }
 
@@ -552,12 +558,11 @@ static void pm_run_phase(run *r, pm_state *s, int offline, double secs)
 {
     s->offline = offline;
     pacer_start(&s->pace, r->o->rate);
-    s->sending = 1;
     (void)run_phase(r, offline ? "warmup-off" : "warmup-on", r->o->warmup_s, 0, NULL);
     cpu_take(r, &s->ph[offline].a);
     s->ph[offline].secs = run_phase(r, offline ? "offline" : "online", secs, 1, NULL);
     cpu_take(r, &s->ph[offline].b);
-    s->sending = 0;
+    s->pace.sending = 0;
     (void)run_phase(r, "drain", DRAIN_S, 0, nothing_in_flight);
 }
 
@@ -588,8 +593,9 @@ int scenario_private(const bench_opts *o, json_t *report)
         return -1;
     }
     int rc = -1;
-    s->senders = calloc(o->senders, sizeof *s->senders);
-    if (!s->senders)
+    s->pace.senders = calloc(o->senders, sizeof *s->pace.senders);
+    s->pace.send = pm_try_send;
+    if (!s->pace.senders)
         goto out;
     s->first_online = o->senders;
     s->first_offline = o->senders + o->online;
@@ -598,7 +604,7 @@ int scenario_private(const bench_opts *o, json_t *report)
         u->role = i < s->first_online ? ROLE_SENDER
                   : i < s->first_offline ? ROLE_ONLINE : ROLE_OFFLINE;
         if (u->role == ROLE_SENDER) {
-            s->senders[s->n_senders++] = i;
+            s->pace.senders[s->pace.n_senders++] = i;
             if (run_sender(&r, u) != 0)
                 goto out;
         }
@@ -632,7 +638,7 @@ out:
     run_close_all(&r, CLOSE_S);
     run_report(&r, report);
     run_free(&r);
-    free(s->senders);
+    free(s->pace.senders);
     free(s);
     return rc;
 }
