@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <libconfig.h>
 #include <math.h>
 #include <stdarg.h>
@@ -18,11 +19,21 @@
 #endif
 
 #define PLUGIN_NAME_MAX 64
+#define CONFIG_MAX_OWNED 16
+#define CONFIG_MAX_ASKED 256
 
 struct config {
     config_t lc;
     char *path;            /* NULL: built-in defaults, no file */
+    char *dir;             /* absolute directory of path: relative paths start here */
     server_config server;
+    /* Resolved paths that server_config points to. */
+    char *owned[CONFIG_MAX_OWNED];
+    size_t n_owned;
+    /* "<section>.<key>" of every plugin lookup, found or not: the names a
+     * misspelt key is compared with to suggest the intended one. */
+    char *asked[CONFIG_MAX_ASKED];
+    size_t n_asked;
 };
 
 /* A plugin setting some getter has looked up carries this address as its
@@ -79,6 +90,61 @@ static int is_integer(const config_setting_t *s)
 static int is_string_list(const config_setting_t *s)
 {
     return config_setting_is_array(s) || config_setting_is_list(s);
+}
+
+/* ---- suggestions for misspelt names ------------------------------------ */
+
+/* Edit distance counting a swap of neighbours as one edit (the commonest
+ * typo: "bnid"), capped: names are short, and anything past the cap is too
+ * far off to suggest anyway. */
+static size_t edit_distance(const char *a, const char *b)
+{
+    enum { CAP = 64 };
+    size_t la = strlen(a), lb = strlen(b);
+    if (la >= CAP || lb >= CAP)
+        return CAP;
+    size_t before[CAP + 1], prev[CAP + 1], row[CAP + 1];
+    for (size_t j = 0; j <= lb; j++)
+        prev[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t best = prev[j - 1] + (a[i - 1] != b[j - 1]);
+            if (prev[j] + 1 < best)
+                best = prev[j] + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+                before[j - 2] + 1 < best)
+                best = before[j - 2] + 1;
+            row[j] = best;
+        }
+        memcpy(before, prev, sizeof prev);
+        memcpy(prev, row, sizeof row);
+    }
+    return prev[lb];
+}
+
+/* Keeps the closest candidate in *best; a name counts as close when at most
+ * a third of it (and at least one character) differs. */
+static void consider(const char *name, const char *candidate, const char **best,
+                     size_t *best_dist)
+{
+    size_t d = edit_distance(name, candidate);
+    size_t allowed = strlen(name) / 3 > 1 ? strlen(name) / 3 : 1;
+    if (d <= allowed && d < *best_dist) {
+        *best = candidate;
+        *best_dist = d;
+    }
+}
+
+/* ", did you mean 'x'?" or "" into buf. */
+static const char *suggestion(char *buf, size_t len, const char *prefix, const char *best)
+{
+    if (!best)
+        return "";
+    snprintf(buf, len, " (did you mean '%s%s'?)", prefix, best);
+    return buf;
 }
 
 /* ---- the core's sections ----------------------------------------------- */
@@ -153,6 +219,13 @@ static int parse_string(config *cfg, const config_setting_t *s, const core_key *
     }
     *FIELD(const char *, k->offset) = v;
     return 0;
+}
+
+/* A path; relative ones are resolved against the config file's directory
+ * once every key is read (resolve_paths). */
+static int parse_path(config *cfg, const config_setting_t *s, const core_key *k)
+{
+    return parse_string(cfg, s, k);
 }
 
 static int parse_synchronous(config *cfg, const config_setting_t *s, const core_key *k)
@@ -295,7 +368,14 @@ static int parse_tls(config *cfg, const config_setting_t *s, const core_key *k)
             if (tls_string(cfg, m, name, &key) != 0)
                 rc = -1;
         } else {
-            report(cfg, SM_LOG_WARNING, m, "unknown key server.tls.%s (ignored)", name);
+            const char *best = NULL;
+            size_t dist = SIZE_MAX;
+            consider(name, "cert", &best, &dist);
+            consider(name, "key", &best, &dist);
+            char hint[128];
+            report(cfg, SM_LOG_ERROR, m, "unknown key server.tls.%s%s", name,
+                   suggestion(hint, sizeof hint, "server.tls.", best));
+            rc = -1;
         }
     }
     if (rc != 0)
@@ -322,16 +402,16 @@ static int parse_tls(config *cfg, const config_setting_t *s, const core_key *k)
 static const core_key core_keys[] = {
     {"server", "port", parse_int, 0, 65535, AT(port)},
     {"server", "bind", parse_string, 1, 0, AT(bind)},
-    {"server", "key_file", parse_string, 1, 0, AT(key_file)},
+    {"server", "key_file", parse_path, 1, 0, AT(key_file)},
     {"server", "key_bits", parse_int, 2048, 8192, AT(key_bits)},
     {"server", "max_message_bytes", parse_size, 4096, 16777216, AT(max_message_bytes)},
     {"server", "handshake_timeout", parse_int, 1, 300, AT(handshake_timeout)},
     {"server", "workers", parse_int, 1, 64, AT(workers)},
     {"server", "allowed_origins", parse_origins, 0, 0, 0},
     {"server", "tls", parse_tls, 0, 0, 0},
-    {"storage", "database", parse_string, 1, 0, AT(database)},
+    {"storage", "database", parse_path, 1, 0, AT(database)},
     {"storage", "synchronous", parse_synchronous, 0, 0, AT(synchronous)},
-    {"plugins", "dir", parse_string, 1, 0, AT(plugin_dir)},
+    {"plugins", "dir", parse_path, 1, 0, AT(plugin_dir)},
     {"plugins", "load", parse_plugin_list, 0, 0, 0},
     {"limits", "commands_per_second", parse_rate, 0, 100000, AT(commands_per_second)},
     {"limits", "command_burst", parse_int, 1, 100000, AT(command_burst)},
@@ -372,6 +452,36 @@ static const core_key *find_core_key(const char *section, const char *name)
     return NULL;
 }
 
+/* An unknown key is an error: a typo (say `bnid`) must not silently leave
+ * the default in force. The hint looks in this section first, then in the
+ * others, since a key written in the wrong section is a common slip. */
+static void report_unknown_core_key(config *cfg, const config_setting_t *m, const char *section)
+{
+    const char *name = config_setting_name(m);
+    const char *best = NULL, *best_section = NULL;
+    size_t dist = SIZE_MAX;
+    for (size_t i = 0; i < sizeof core_keys / sizeof core_keys[0]; i++) {
+        const char *before = best;
+        if (strcmp(core_keys[i].section, section) == 0)
+            consider(name, core_keys[i].name, &best, &dist);
+        if (best != before)
+            best_section = core_keys[i].section;
+    }
+    for (size_t i = 0; !best && i < sizeof core_keys / sizeof core_keys[0]; i++) {
+        const char *before = best;
+        if (strcmp(name, core_keys[i].name) == 0) {
+            best = core_keys[i].name;
+            dist = 0;
+        }
+        if (best != before)
+            best_section = core_keys[i].section;
+    }
+    char prefix[64], hint[160];
+    snprintf(prefix, sizeof prefix, "%s.", best_section ? best_section : section);
+    report(cfg, SM_LOG_ERROR, m, "unknown key %s.%s%s", section, name,
+           suggestion(hint, sizeof hint, prefix, best));
+}
+
 /* Checks every key of one core section, reporting all problems rather
  * than stopping at the first, so one edit fixes the file. */
 static int check_core_section(config *cfg, const config_setting_t *sec)
@@ -387,8 +497,8 @@ static int check_core_section(config *cfg, const config_setting_t *sec)
         const config_setting_t *m = config_setting_get_elem(sec, (unsigned)i);
         const core_key *k = find_core_key(section, config_setting_name(m));
         if (!k) {
-            report(cfg, SM_LOG_WARNING, m, "unknown key %s.%s (ignored)", section,
-                   config_setting_name(m));
+            report_unknown_core_key(cfg, m, section);
+            rc = -1;
             continue;
         }
         if (k->parse(cfg, m, k) != 0)
@@ -444,6 +554,65 @@ static int read_file(config *cfg)
     return 0;
 }
 
+/* ---- relative paths ---------------------------------------------------- */
+
+/* The config file's directory as an absolute path, so that what a relative
+ * path means does not depend on where the server was started from (a
+ * server started from elsewhere once minted a new key and database). */
+static int find_dir(config *cfg)
+{
+    char *copy = strdup(cfg->path);
+    if (!copy)
+        return -1;
+    char *slash = strrchr(copy, '/');
+    const char *dir = ".";
+    if (slash == copy)
+        dir = "/";
+    else if (slash) {
+        *slash = '\0';
+        dir = copy;
+    }
+    cfg->dir = realpath(dir, NULL);
+    if (!cfg->dir)
+        log_msg(SM_LOG_ERROR, "config", "%s: cannot resolve its directory %s: %s", cfg->path,
+                dir, strerror(errno));
+    free(copy);
+    return cfg->dir ? 0 : -1;
+}
+
+static int resolve_path(config *cfg, const char **field)
+{
+    const char *v = *field;
+    if (!v || v[0] == '\0' || v[0] == '/')
+        return 0;
+    if (cfg->n_owned == CONFIG_MAX_OWNED)
+        return -1;
+    size_t len = strlen(cfg->dir) + 1 + strlen(v) + 1;
+    char *full = malloc(len);
+    if (!full)
+        return -1;
+    snprintf(full, len, "%s/%s", cfg->dir, v);
+    cfg->owned[cfg->n_owned++] = full;
+    *field = full;
+    return 0;
+}
+
+/* Defaults are relative too ("data/..."): with a file they resolve the
+ * same way as written values. */
+static int resolve_paths(config *cfg)
+{
+    server_config *srv = &cfg->server;
+    const char **paths[] = {&srv->key_file, &srv->database, &srv->plugin_dir, &srv->tls_cert,
+                            &srv->tls_key};
+    for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
+        if (resolve_path(cfg, paths[i]) != 0) {
+            log_msg(SM_LOG_ERROR, "config", "out of memory");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* ---- public: load, free, accessors ------------------------------------- */
 
 int config_load(const char *path, config **out)
@@ -462,7 +631,8 @@ int config_load(const char *path, config **out)
             log_msg(SM_LOG_ERROR, "config", "out of memory");
             goto fail;
         }
-        if (read_file(cfg) != 0 || check_tree(cfg) != 0)
+        if (read_file(cfg) != 0 || check_tree(cfg) != 0 || find_dir(cfg) != 0 ||
+            resolve_paths(cfg) != 0)
             goto fail;
     }
     *out = cfg;
@@ -477,6 +647,11 @@ void config_free(config *cfg)
     if (!cfg)
         return;
     config_destroy(&cfg->lc);
+    for (size_t i = 0; i < cfg->n_owned; i++)
+        free(cfg->owned[i]);
+    for (size_t i = 0; i < cfg->n_asked; i++)
+        free(cfg->asked[i]);
+    free(cfg->dir);
     free(cfg->path);
     free(cfg);
 }
@@ -485,7 +660,32 @@ server_config *config_server(config *cfg) { return &cfg->server; }
 
 const char *config_path(const config *cfg) { return cfg->path ? cfg->path : "(defaults)"; }
 
+int config_plugin_line(config *cfg, size_t index, const char **file)
+{
+    *file = cfg->path;
+    const config_setting_t *load = config_lookup(&cfg->lc, "plugins.load");
+    const config_setting_t *e = load ? config_setting_get_elem(load, (unsigned)index) : NULL;
+    if (!e)
+        return 0;
+    *file = setting_file(cfg, e);
+    return (int)config_setting_source_line(e);
+}
+
 /* ---- plugin sections --------------------------------------------------- */
+
+static void remember_asked(config *cfg, const char *section, const char *key)
+{
+    char full[256];
+    int n = snprintf(full, sizeof full, "%s.%s", section, key);
+    if (n < 0 || (size_t)n >= sizeof full || cfg->n_asked == CONFIG_MAX_ASKED)
+        return;
+    for (size_t i = 0; i < cfg->n_asked; i++)
+        if (strcmp(cfg->asked[i], full) == 0)
+            return;
+    char *copy = strdup(full);
+    if (copy)
+        cfg->asked[cfg->n_asked++] = copy;
+}
 
 /* Finds "<section>.<key>": SM_OK with *out NULL when absent, SM_EINVAL for
  * bad arguments. A found setting and its enclosing groups are marked read. */
@@ -501,6 +701,7 @@ static int section_lookup(config *cfg, const char *section, const char *key,
                 section);
         return SM_EINVAL;
     }
+    remember_asked(cfg, section, key);
     config_setting_t *sec = config_setting_get_member(config_root_setting(&cfg->lc), section);
     config_setting_t *s = NULL;
     if (sec && config_setting_is_group(sec))
@@ -611,28 +812,51 @@ int config_section_string_list(config *cfg, const char *section, const char *key
 
 /* ---- unused settings --------------------------------------------------- */
 
-static void warn_unread(const config *cfg, const config_setting_t *group, const char *path)
+/* The closest key a plugin asked for under `path` (e.g. "auth"). */
+static const char *closest_asked(const config *cfg, const char *path, const char *name,
+                                 char *buf, size_t len)
 {
+    size_t plen = strlen(path);
+    const char *best = NULL;
+    size_t dist = SIZE_MAX;
+    for (size_t i = 0; i < cfg->n_asked; i++) {
+        const char *a = cfg->asked[i];
+        if (strncmp(a, path, plen) == 0 && a[plen] == '.' && !strchr(a + plen + 1, '.'))
+            consider(name, a + plen + 1, &best, &dist);
+    }
+    char prefix[256];
+    snprintf(prefix, sizeof prefix, "%s.", path);
+    return suggestion(buf, len, prefix, best);
+}
+
+static int check_unread(const config *cfg, const config_setting_t *group, const char *path)
+{
+    int rc = 0;
     int n = config_setting_length(group);
     for (int i = 0; i < n; i++) {
         const config_setting_t *m = config_setting_get_elem(group, (unsigned)i);
         const char *name = config_setting_name(m);
         if (config_setting_get_hook(m) != &read_mark) {
-            report(cfg, SM_LOG_WARNING, m, "unknown key %s.%s (ignored)", path, name);
+            char hint[320];
+            report(cfg, SM_LOG_ERROR, m, "unknown key %s.%s%s", path, name,
+                   closest_asked(cfg, path, name, hint, sizeof hint));
+            rc = -1;
         } else if (config_setting_is_group(m)) {
             /* A group some key was read from: its other keys may still be typos. */
             char child[256];
             int len = snprintf(child, sizeof child, "%s.%s", path, name);
-            if (len > 0 && (size_t)len < sizeof child)
-                warn_unread(cfg, m, child);
+            if (len > 0 && (size_t)len < sizeof child && check_unread(cfg, m, child) != 0)
+                rc = -1;
         }
     }
+    return rc;
 }
 
-void config_warn_unused(config *cfg, const char *const *known, size_t n_known)
+int config_check_unused(config *cfg, const char *const *known, size_t n_known)
 {
     if (!cfg || !cfg->path)
-        return;
+        return 0;
+    int rc = 0;
     const config_setting_t *root = config_root_setting(&cfg->lc);
     int n = config_setting_length(root);
     for (int i = 0; i < n; i++) {
@@ -643,9 +867,23 @@ void config_warn_unused(config *cfg, const char *const *known, size_t n_known)
         int is_known = 0;
         for (size_t j = 0; known && j < n_known && !is_known; j++)
             is_known = known[j] && strcmp(known[j], name) == 0;
-        if (!is_known)
-            report(cfg, SM_LOG_WARNING, s, "section '%s' matches no loaded plugin (ignored)", name);
-        else
-            warn_unread(cfg, s, name);
+        if (is_known) {
+            if (check_unread(cfg, s, name) != 0)
+                rc = -1;
+            continue;
+        }
+        const char *best = NULL;
+        size_t dist = SIZE_MAX;
+        for (size_t j = 0; j < sizeof core_sections / sizeof core_sections[0]; j++)
+            consider(name, core_sections[j], &best, &dist);
+        for (size_t j = 0; known && j < n_known; j++)
+            if (known[j])
+                consider(name, known[j], &best, &dist);
+        char hint[128];
+        report(cfg, SM_LOG_ERROR, s,
+               "section '%s' is neither a core section nor a loaded plugin's%s", name,
+               suggestion(hint, sizeof hint, "", best));
+        rc = -1;
     }
+    return rc;
 }

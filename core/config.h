@@ -47,7 +47,9 @@ typedef struct config config;
 
 /* Loads and checks the file. path NULL gives the built-in defaults (no
  * file). On error logs "<file>:<line>: <what>" for each problem and
- * returns -1. Unknown keys in the core's sections are warned about. */
+ * returns -1. Unknown keys in the core's sections are errors. Relative
+ * paths (key_file, database, plugins.dir, TLS files) are resolved against
+ * the directory of the file. */
 int config_load(const char *path, config **out);
 void config_free(config *cfg);
 
@@ -55,6 +57,9 @@ void config_free(config *cfg);
  * overrides). Strings point into the config and live as long as it. */
 server_config *config_server(config *cfg);
 const char *config_path(const config *cfg);
+/* The file and line of plugins.load[index]; line 0 (file: the config's
+ * path, or NULL without a file) when it comes from the defaults. */
+int config_plugin_line(config *cfg, size_t index, const char **file);
 
 /* Plugin subtree getters: semantics as the sm_host config_* entries.
  * section is the plugin name; key may be a dotted path inside it. */
@@ -67,9 +72,11 @@ int config_section_string(config *cfg, const char *section, const char *key, con
 int config_section_string_list(config *cfg, const char *section, const char *key,
                                const char **out, size_t max);
 
-/* Warns about keys of the section that no getter read (typos in a plugin's
- * section), and about top-level sections that are neither the core's nor
- * in `known` (names of loaded plugins). Call after every plugin's init. */
-void config_warn_unused(config *cfg, const char *const *known, size_t n_known);
+/* Reports, as errors with the closest known name suggested, keys of a
+ * plugin's section that no getter read (typos), and top-level sections
+ * that are neither the core's nor in `known` (names of loaded plugins).
+ * Call after every plugin's init. Returns 0, or -1 if anything was
+ * reported. */
+int config_check_unused(config *cfg, const char *const *known, size_t n_known);
 
 #endif

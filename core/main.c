@@ -13,6 +13,7 @@
 
 #include "core.h"
 #include "crypto.h"
+#include "identity.h"
 #include "log.h"
 #include "plugin_loader.h"
 #include "transport.h"
@@ -132,35 +133,35 @@ int main(int argc, char **argv)
     if (check_only) {
         /* Plugins are loaded and initialised too, so their sections are
          * checked; nothing is opened or listened on. */
-        if (plugin_load_all(g_core.sc->plugin_dir, g_core.sc->plugins, g_core.sc->n_plugins) != 0)
+        /* Unknown keys are looked for only once every plugin's init ran to
+         * the end: a plugin that failed half-way read only some of its own. */
+        if (plugin_load_all(g_core.sc->plugin_dir, g_core.sc->plugins,
+                            g_core.sc->n_plugins) != 0 ||
+            config_check_unused(g_core.cfg, g_core.sc->plugins, g_core.sc->n_plugins) != 0) {
+            LOG_ERROR("%s: configuration refused", config_file);
             goto out;
-        config_warn_unused(g_core.cfg, g_core.sc->plugins, g_core.sc->n_plugins);
+        }
         printf("%s: configuration OK\n", config_file);
         status = 0;
         goto out;
     }
 
     signal(SIGPIPE, SIG_IGN);
-    if (crypto_rsa_load_or_generate(g_core.sc->key_file, g_core.sc->key_bits,
-                                    &g_core.server_key) != 0 ||
-        crypto_pubkey_pem(g_core.server_key, &g_core.server_public_pem) != 0 ||
-        crypto_fingerprint(g_core.server_key, g_core.fingerprint) != 0) {
-        LOG_ERROR("cannot use the server key %s", g_core.sc->key_file);
-        goto out;
-    }
-    LOG_INFO("server key %s, fingerprint %s (clients pin this)", g_core.sc->key_file,
-             g_core.fingerprint);
     if (storage_open(g_core.sc->database, g_core.sc->synchronous, &g_core.db) != 0) {
         LOG_ERROR("cannot open the database %s", g_core.sc->database);
         goto out;
     }
+    if (identity_open(g_core.sc->key_file, g_core.sc->key_bits, g_core.db) != 0)
+        goto out;
     if (workers_start((size_t)g_core.sc->workers, transport_wake, NULL, &g_core.pool) != 0) {
         LOG_ERROR("cannot start the worker pool");
         goto out;
     }
-    if (plugin_load_all(g_core.sc->plugin_dir, g_core.sc->plugins, g_core.sc->n_plugins) != 0)
+    if (plugin_load_all(g_core.sc->plugin_dir, g_core.sc->plugins, g_core.sc->n_plugins) != 0 ||
+        config_check_unused(g_core.cfg, g_core.sc->plugins, g_core.sc->n_plugins) != 0) {
+        LOG_ERROR("%s: configuration refused", config_file);
         goto out;
-    config_warn_unused(g_core.cfg, g_core.sc->plugins, g_core.sc->n_plugins);
+    }
     if (plugin_start_all() != 0)
         goto out;
 

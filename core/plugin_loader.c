@@ -190,22 +190,27 @@ int plugin_start_last(void)
     return migrate(p) == 0 && start(p) == 0 ? 0 : -1;
 }
 
+/* Every plugin is tried even after one fails, so one run of --check-config
+ * reports every plugin's problem, each pointing at its plugins.load entry. */
 int plugin_load_all(const char *dir, const char *const *names, size_t n)
 {
+    int rc = 0;
     for (size_t i = 0; i < n; i++) {
         char path[4096];
         int len = snprintf(path, sizeof path, "%s/%s.so", dir, names[i]);
-        if (len < 0 || (size_t)len >= sizeof path) {
+        if (len >= 0 && (size_t)len < sizeof path && plugin_load(path, names[i]) == 0)
+            continue;
+        if (len < 0 || (size_t)len >= sizeof path)
             LOG_ERROR("plugin %s: path too long", names[i]);
-            goto fail;
-        }
-        if (plugin_load(path, names[i]) != 0)
-            goto fail;
+        const char *file = NULL;
+        int line = g_core.cfg ? config_plugin_line(g_core.cfg, i, &file) : 0;
+        log_msg(SM_LOG_ERROR, "config", "%s:%d: plugins.load[%zu] \"%s\" (%s): not loaded, "
+                "see the messages above", file ? file : "(defaults)", line, i, names[i], path);
+        rc = -1;
     }
-    return 0;
-fail:
-    plugin_unload_all();
-    return -1;
+    if (rc != 0)
+        plugin_unload_all();
+    return rc;
 }
 
 void plugin_unload_all(void)

@@ -7,8 +7,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sqlite3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -17,6 +19,7 @@
 
 struct storage {
     sqlite3 *db;
+    int lock_fd;           /* <database>.lock, held for the process's life; -1 if none */
     struct sm_stmt *stmts; /* live statements, so close can finalize leftovers */
 };
 
@@ -88,10 +91,33 @@ static int make_parent_dirs(const char *path)
     return rc;
 }
 
+/* The database holds password hashes and messages: like the server key it
+ * is for the server's user alone. A file found readable by others is put
+ * back to 0600 (and said so) rather than refused, since the fix is certain
+ * and the operator may not be at hand. */
+static int restrict_mode(int fd, const char *path)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        LOG_ERROR("storage: cannot stat %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if ((st.st_mode & 077) == 0)
+        return 0;
+    if (fchmod(fd, 0600) != 0) {
+        LOG_ERROR("storage: %s is accessible to other users (mode %03o) and cannot be made "
+                  "0600: %s", path, (unsigned)(st.st_mode & 0777), strerror(errno));
+        return -1;
+    }
+    LOG_WARN("storage: %s was accessible to other users (mode %03o); set it to 0600", path,
+             (unsigned)(st.st_mode & 0777));
+    return 0;
+}
+
 /* Creates the database file 0600 before SQLite opens it (an empty file is a
  * valid empty database), without touching the process umask, which other
- * threads may rely on. SQLite gives the -wal and -shm files the database
- * file's mode. */
+ * threads may rely on. SQLite gives new -wal and -shm files the database
+ * file's mode; ones left by an earlier run are checked too. */
 static int create_db_file(const char *path)
 {
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -99,11 +125,62 @@ static int create_db_file(const char *path)
         LOG_ERROR("storage: cannot open %s: %s", path, strerror(errno));
         return -1;
     }
-    struct stat st;
-    if (fstat(fd, &st) == 0 && (st.st_mode & 077) != 0)
-        LOG_WARN("storage: %s is accessible to other users (mode %03o)", path,
-                 (unsigned)(st.st_mode & 0777));
+    int rc = restrict_mode(fd, path);
     close(fd);
+    static const char *const suffixes[] = {"-wal", "-shm"};
+    for (size_t i = 0; rc == 0 && i < sizeof suffixes / sizeof suffixes[0]; i++) {
+        char side[4096];
+        int n = snprintf(side, sizeof side, "%s%s", path, suffixes[i]);
+        if (n < 0 || (size_t)n >= sizeof side)
+            return -1;
+        fd = open(side, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+            continue; /* none yet */
+        rc = restrict_mode(fd, side);
+        close(fd);
+    }
+    return rc;
+}
+
+/* One server per database: two would each think they own sessions, rooms
+ * and the purge timers, and SQLite would only serialise their writes. The
+ * lock is an flock on "<database>.lock", released by the kernel however
+ * the process ends, so a crash leaves nothing to clean up; the file holds
+ * the owner's pid for the message a second server prints. */
+static int take_lock(const char *path, int *fd_out)
+{
+    char lock_path[4096];
+    int n = snprintf(lock_path, sizeof lock_path, "%s.lock", path);
+    if (n < 0 || (size_t)n >= sizeof lock_path)
+        return -1;
+    int fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        LOG_ERROR("storage: cannot open the lock file %s: %s", lock_path, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        int err = errno;
+        char pid[32] = "";
+        ssize_t got = pread(fd, pid, sizeof pid - 1, 0);
+        pid[got > 0 ? got : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        if (err == EWOULDBLOCK)
+            LOG_ERROR("storage: the database %s is in use by another server (pid %s); stop "
+                      "that one first, or give this one its own storage.database",
+                      path, pid[0] ? pid : "unknown");
+        else
+            LOG_ERROR("storage: cannot lock %s: %s", lock_path, strerror(err));
+        close(fd);
+        return -1;
+    }
+    char pid[32];
+    n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+        LOG_ERROR("storage: cannot write the lock file %s: %s", lock_path, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    *fd_out = fd;
     return 0;
 }
 
@@ -166,12 +243,21 @@ int storage_open(const char *path, const char *synchronous, storage **out)
         return SM_EINVAL;
     }
     int memory = strcmp(path, ":memory:") == 0;
-    if (!memory && (make_parent_dirs(path) != 0 || create_db_file(path) != 0))
+    int lock_fd = -1;
+    if (!memory && (make_parent_dirs(path) != 0 || take_lock(path, &lock_fd) != 0))
         return SM_ERROR;
+    if (!memory && create_db_file(path) != 0) {
+        close(lock_fd);
+        return SM_ERROR;
+    }
 
     storage *s = calloc(1, sizeof *s);
-    if (!s)
+    if (!s) {
+        if (lock_fd >= 0)
+            close(lock_fd);
         return SM_ENOMEM;
+    }
+    s->lock_fd = lock_fd;
     int rc = sqlite3_open_v2(path, &s->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                              NULL);
@@ -196,12 +282,17 @@ int storage_open(const char *path, const char *synchronous, storage **out)
         exec_sql(s, "core",
                  "CREATE TABLE IF NOT EXISTS sm_migrations("
                  "owner TEXT NOT NULL, version INTEGER NOT NULL, applied_at REAL NOT NULL,"
-                 " PRIMARY KEY(owner, version))") != SM_OK)
+                 " PRIMARY KEY(owner, version))") != SM_OK ||
+        exec_sql(s, "core",
+                 "CREATE TABLE IF NOT EXISTS sm_meta("
+                 "name TEXT PRIMARY KEY, value TEXT NOT NULL)") != SM_OK)
         goto fail;
     *out = s;
     return SM_OK;
 fail:
     sqlite3_close(s->db);
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);
     free(s);
     return SM_ERROR;
 }
@@ -228,6 +319,10 @@ void storage_close(storage *s)
         LOG_ERROR("storage: close failed: %s", sqlite3_errstr(rc));
         sqlite3_close_v2(s->db);
     }
+    /* Only after the checkpoint: the next server may start the moment the
+     * lock is gone. */
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);
     free(s);
 }
 
@@ -340,6 +435,62 @@ int storage_version(storage *s, const char *owner, int *out)
         return SM_ERROR;
     *out = (int)version;
     return SM_OK;
+}
+
+int storage_meta_get(storage *s, const char *name, char *buf, size_t size)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2(s->db, "SELECT value FROM sm_meta WHERE name = ?1", -1, &stmt,
+                                NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(stmt, 1, name, -1, SQLITE_TRANSIENT);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    int status = SM_ERROR;
+    if (rc == SQLITE_DONE) {
+        status = SM_ENOTFOUND;
+    } else if (rc == SQLITE_ROW) {
+        const unsigned char *v = sqlite3_column_text(stmt, 0);
+        int n = snprintf(buf, size, "%s", v ? (const char *)v : "");
+        status = n < 0 || (size_t)n >= size ? SM_EINVAL : SM_OK;
+    } else {
+        LOG_ERROR("storage: cannot read sm_meta: %s", sqlite3_errmsg(s->db));
+    }
+    sqlite3_finalize(stmt);
+    return status;
+}
+
+int storage_meta_set(storage *s, const char *name, const char *value)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2(s->db,
+                                "INSERT INTO sm_meta(name, value) VALUES(?1, ?2)"
+                                " ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                                -1, &stmt, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(stmt, 1, name, -1, SQLITE_TRANSIENT);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(stmt, 2, value, -1, SQLITE_TRANSIENT);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    sqlite3_finalize(stmt);
+    if (rc != SQLITE_DONE) {
+        LOG_ERROR("storage: cannot write sm_meta: %s", sqlite3_errmsg(s->db));
+        return SM_ERROR;
+    }
+    return SM_OK;
+}
+
+int storage_has_migrations(storage *s)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2(s->db, "SELECT 1 FROM sm_migrations LIMIT 1", -1, &stmt, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    sqlite3_finalize(stmt);
+    if (rc == SQLITE_ROW)
+        return 1;
+    return rc == SQLITE_DONE ? 0 : -1;
 }
 
 /* ---- statements -------------------------------------------------------- */

@@ -11,8 +11,11 @@ typedef struct storage storage;
 
 /* Opens (creating if needed) the database, sets journal_mode=WAL,
  * synchronous ("off", "normal", "full", "extra"), foreign_keys=ON and a busy
- * timeout, and creates sm_migrations. path ":memory:" gives an in-memory
- * database (the test host). The parent directory is created 0700 if missing. */
+ * timeout, and creates sm_migrations and sm_meta. path ":memory:" gives an
+ * in-memory database (the test host). The parent directory is created 0700
+ * if missing; the file and its -wal/-shm are made 0600. A file database is
+ * locked ("<path>.lock", flock) for as long as it is open: a second server
+ * on it is refused, naming the first one's pid. */
 int storage_open(const char *path, const char *synchronous, storage **out);
 /* Finalizes statements left open (logging each as a leak), checkpoints the
  * WAL and closes. NULL is ignored. */
@@ -25,6 +28,15 @@ void storage_close(storage *s);
 int storage_migrate(storage *s, const char *owner, const sm_migration *migrations);
 /* The owner's recorded version, 0 if none. */
 int storage_version(storage *s, const char *owner, int *out);
+
+/* The core's own facts about the database (table sm_meta), such as the
+ * fingerprint of the server key it was used with. get: SM_OK, SM_ENOTFOUND,
+ * SM_EINVAL if buf is too small, SM_ERROR. */
+int storage_meta_get(storage *s, const char *name, char *buf, size_t size);
+int storage_meta_set(storage *s, const char *name, const char *value);
+/* 1 if any migration was ever applied (the database has been used), 0 if
+ * not, -1 on error. */
+int storage_has_migrations(storage *s);
 
 /* Statement API; semantics as in sm_host. `owner` names the plugin in logs. */
 int storage_prepare(storage *s, const char *owner, const char *sql, sm_stmt **out);

@@ -82,6 +82,161 @@ static void check_config_cites_file_and_line(void)
     rmdir(dir);
 }
 
+static int fingerprint_of(const harness_server *s, char *out, size_t len);
+
+/* --check-config goes on past a plugin that fails, so one run lists every
+ * plugin's problem, each pointing at its plugins.load entry; a key no
+ * plugin reads is an error too. */
+static void check_config_reports_every_plugin_error_with_file_and_line(void)
+{
+    char dir[] = "/tmp/sm-process-XXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    char conf[512], args[1024], out[8192], text[2048], want[700];
+    snprintf(conf, sizeof conf, "%s/plugins.conf", dir);
+    snprintf(text, sizeof text,
+             "plugins = {\n  dir = \"%s\";\n  load = [\n    \"nope\",\n    \"testcmds\",\n"
+             "    \"gone\" ];\n};\n", SM_TEST_PLUGIN_DIR);
+    CU_ASSERT_EQUAL_FATAL(write_text(conf, text), 0);
+    snprintf(args, sizeof args, "-c '%s' --check-config", conf);
+    CU_ASSERT_EQUAL(run_server(args, out, sizeof out), 1);
+    snprintf(want, sizeof want, "%s:4: plugins.load[0] \"nope\"", conf);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, want));
+    snprintf(want, sizeof want, "%s:6: plugins.load[2] \"gone\"", conf);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, want));
+    CU_ASSERT_PTR_NULL(strstr(out, "plugins.load[1]"));
+
+    snprintf(text, sizeof text,
+             "plugins = { dir = \"%s\"; load = [\"testcmds\"]; };\n"
+             "testcmds = {\n  bogus = 1;\n};\nlimit = { };\n", SM_TEST_PLUGIN_DIR);
+    CU_ASSERT_EQUAL_FATAL(write_text(conf, text), 0);
+    CU_ASSERT_EQUAL(run_server(args, out, sizeof out), 1);
+    snprintf(want, sizeof want, "%s:3: unknown key testcmds.bogus", conf);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, want));
+    snprintf(want, sizeof want, "%s:5: section 'limit' is neither a core section nor a loaded plugin's (did you mean "
+                                "'limits'?)", conf);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, want));
+    unlink(conf);
+    rmdir(dir);
+}
+
+/* Runs the server in the background from working directory cwd; returns
+ * its pid (the port is written to port_file). */
+static pid_t spawn_server_in(const char *cwd, const char *conf, const char *port_file,
+                             const char *log)
+{
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid;
+    if (chdir(cwd) != 0)
+        _exit(126);
+    FILE *f = freopen(log, "w", stderr);
+    if (!f)
+        _exit(126);
+    execl(SM_SERVER_PATH, SM_SERVER_PATH, "-c", conf, "-p", "0", "--port-file", port_file,
+          (char *)NULL);
+    _exit(127);
+}
+
+static int wait_for_file(const char *path, int timeout_ms)
+{
+    for (int waited = 0; waited < timeout_ms; waited += 50) {
+        if (access(path, F_OK) == 0)
+            return 0;
+        usleep(50 * 1000);
+    }
+    return -1;
+}
+
+/* Started from another directory, a config with relative paths still finds
+ * its own key and database (once, a server started elsewhere minted a new
+ * key and database where it stood). */
+static void relative_paths_start_at_the_config_directory(void)
+{
+    char dir[] = "/tmp/sm-relpath-XXXXXX";
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    char sub[600], conf[700], text[2048], port[700], log[700], path[800], cmd[900];
+    snprintf(sub, sizeof sub, "%s/conf", dir);
+    CU_ASSERT_EQUAL_FATAL(mkdir(sub, 0700), 0);
+    snprintf(conf, sizeof conf, "%s/server.conf", sub);
+    snprintf(port, sizeof port, "%s/port", dir);
+    snprintf(log, sizeof log, "%s/server.log", dir);
+    snprintf(text, sizeof text,
+             "server = { bind = \"127.0.0.1\"; key_file = \"../state/key.pem\"; };\n"
+             "storage = { database = \"../state/server.db\"; };\n"
+             "plugins = { dir = \"%s\"; load = [\"testcmds\"]; };\n", SM_TEST_PLUGIN_DIR);
+    CU_ASSERT_EQUAL_FATAL(write_text(conf, text), 0);
+    pid_t pid = spawn_server_in("/", conf, port, log);
+    CU_ASSERT_FATAL(pid > 0);
+    CU_ASSERT_EQUAL(wait_for_file(port, 30000), 0);
+    kill(pid, SIGTERM);
+    int st = 0;
+    CU_ASSERT_EQUAL(waitpid(pid, &st, 0), pid);
+    CU_ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    snprintf(path, sizeof path, "%s/state/key.pem", dir);
+    CU_ASSERT_EQUAL(access(path, F_OK), 0);
+    snprintf(path, sizeof path, "%s/state/server.db", dir);
+    CU_ASSERT_EQUAL(access(path, F_OK), 0);
+    CU_ASSERT_NOT_EQUAL(access("/state", F_OK), 0);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+}
+
+/* Runs the server on s's config in the foreground (it must refuse to
+ * start); returns its exit status and output. */
+static int run_on_config_of(const harness_server *s, char *out, size_t len)
+{
+    char conf[512], cmd[1400];
+    harness_path(s, "server.conf", conf, sizeof conf);
+    /* timeout: a server that wrongly starts must not hang the suite. */
+    snprintf(cmd, sizeof cmd, "timeout 20 '%s' -c '%s' -p 0 2>&1", SM_SERVER_PATH, conf);
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    size_t got = fread(out, 1, len - 1, p);
+    out[got] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Clients pinned the key the database was used with: a lost key file must
+ * not be silently replaced by a new one. */
+static void missing_key_for_a_used_database_is_refused_with_the_remedy(void)
+{
+    harness_server s;
+    CU_ASSERT_EQUAL_FATAL(harness_start(&s, "server = { port = 0; bind = \"127.0.0.1\"; "
+                                            "key_file = \"@DIR@/keys/own.pem\"; };\n"),
+                          0);
+    char fp[CRYPTO_FINGERPRINT_LEN] = "";
+    CU_ASSERT_EQUAL(fingerprint_of(&s, fp, sizeof fp), 0);
+    int status = -1;
+    CU_ASSERT_EQUAL(harness_stop(&s, SIGTERM, &status), 0);
+    char key[512], out[8192], want[300];
+    harness_path(&s, "keys/own.pem", key, sizeof key);
+    CU_ASSERT_EQUAL_FATAL(unlink(key), 0);
+    CU_ASSERT_EQUAL(run_on_config_of(&s, out, sizeof out), 1);
+    snprintf(want, sizeof want, "is missing, but the database was used with %s; refusing to "
+                                "create a new key", fp);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, want));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "Restore the key file from a backup"));
+    CU_ASSERT_NOT_EQUAL(access(key, F_OK), 0);
+    CU_ASSERT_EQUAL(harness_cleanup(&s), 0);
+}
+
+static void second_server_on_the_same_database_is_refused_naming_the_pid(void)
+{
+    harness_server s;
+    CU_ASSERT_EQUAL_FATAL(harness_start(&s, NULL), 0);
+    char out[8192], want[200];
+    CU_ASSERT_EQUAL(run_on_config_of(&s, out, sizeof out), 1);
+    snprintf(want, sizeof want, "is in use by another server (pid %ld)", (long)s.pid);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, want));
+    /* The first one is unaffected. */
+    sm_client *c = NULL;
+    CU_ASSERT_EQUAL(harness_connect(&s, &c), SM_CLIENT_OK);
+    sm_client_close(c, 1000);
+    CU_ASSERT_EQUAL(harness_cleanup(&s), 0);
+}
+
 static int fingerprint_of(const harness_server *s, char *out, size_t len)
 {
     sm_client *c = NULL;
@@ -198,6 +353,8 @@ static void db_option_overrides_the_config(void)
     unlink(side);
     snprintf(side, sizeof side, "%s-shm", file);
     unlink(side);
+    snprintf(side, sizeof side, "%s.lock", file);
+    unlink(side);
     unlink(file);
     rmdir(dbpath);
 }
@@ -250,6 +407,10 @@ int main(void)
     static const sm_test_case cases[] = {
         SM_TEST(version_and_help_exit_0),
         SM_TEST(check_config_cites_file_and_line),
+        SM_TEST(check_config_reports_every_plugin_error_with_file_and_line),
+        SM_TEST(relative_paths_start_at_the_config_directory),
+        SM_TEST(missing_key_for_a_used_database_is_refused_with_the_remedy),
+        SM_TEST(second_server_on_the_same_database_is_refused_naming_the_pid),
         SM_TEST(server_key_created_0600_and_reused),
         SM_TEST(sigterm_closes_sessions_1001_and_keeps_database_intact),
         SM_TEST(db_option_overrides_the_config),

@@ -2,6 +2,7 @@
  * every error reported as "<file>:<line>: <path> ...", and plugin sections
  * are read through the typed getters. */
 #include <fcntl.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -341,18 +342,67 @@ static void config_rejects_core_section_that_is_not_a_group(void)
     expect_error("storage = { };\nport = 8765;\n", 2, "top-level setting 'port' must be a section");
 }
 
-static void config_warns_unknown_core_key_and_loads(void)
+/* A typo must not silently leave the default in force: every unknown key
+ * is an error, with the nearest known key (in its section, else in
+ * another core section) suggested, and all of them reported at once. */
+static void config_rejects_unknown_core_keys_with_suggestions(void)
 {
     config *cfg = NULL;
     char *log = NULL;
-    CU_ASSERT_EQUAL_FATAL(load_text("server = {\n  prot = 9000;\n  port = 9000;\n"
-                                    "  tls = { cert = \"\"; key = \"\"; ciphers = \"x\"; };\n};\n",
-                                    &cfg, &log), 0);
-    CU_ASSERT(log_has(log, 2, "unknown key server.prot (ignored)"));
-    CU_ASSERT(log_has(log, 4, "unknown key server.tls.ciphers (ignored)"));
-    CU_ASSERT(strstr(log, "warning") != NULL);
+    CU_ASSERT_EQUAL(load_text("server = {\n  bnid = \"127.0.0.1\";\n  port = 9000;\n"
+                              "  tls = { cert = \"\"; key = \"\"; cret = \"x\"; };\n"
+                              "  max_sessions = 5;\n  zzzzzz = 1;\n};\n",
+                              &cfg, &log), -1);
+    CU_ASSERT_PTR_NULL(cfg);
+    CU_ASSERT(log_has(log, 2, "unknown key server.bnid (did you mean 'server.bind'?)"));
+    CU_ASSERT(log_has(log, 4, "unknown key server.tls.cret (did you mean 'server.tls.cert'?)"));
+    CU_ASSERT(log_has(log, 5, "unknown key server.max_sessions (did you mean "
+                              "'limits.max_sessions'?)"));
+    CU_ASSERT(log_has(log, 6, "unknown key server.zzzzzz"));
+    CU_ASSERT(strstr(log, "zzzzzz (did you mean") == NULL);
+    CU_ASSERT(strstr(log, "ignored") == NULL);
     free(log);
-    CU_ASSERT_EQUAL(config_server(cfg)->port, 9000);
+}
+
+/* Relative paths start at the config file's directory, so the server
+ * finds the same key and database whatever directory it starts in;
+ * absolute paths are kept, and defaults resolve like written values. */
+static void config_resolves_relative_paths_against_its_directory(void)
+{
+    config *cfg = NULL;
+    char *log = NULL;
+    char dir[PATH_MAX];
+    CU_ASSERT_PTR_NOT_NULL_FATAL(realpath(tmp_dir, dir));
+    CU_ASSERT_EQUAL_FATAL(load_text("server = { key_file = \"keys/k.pem\";\n"
+                                    "  tls = { cert = \"c.pem\"; key = \"/abs/k.pem\"; }; };\n"
+                                    "plugins = { dir = \"../plugins\"; };\n",
+                                    &cfg, &log), 0);
+    free(log);
+    const server_config *s = config_server(cfg);
+    char want[PATH_MAX + 64];
+    snprintf(want, sizeof want, "%s/keys/k.pem", dir);
+    CU_ASSERT_STRING_EQUAL(s->key_file, want);
+    snprintf(want, sizeof want, "%s/c.pem", dir);
+    CU_ASSERT_STRING_EQUAL(s->tls_cert, want);
+    CU_ASSERT_STRING_EQUAL(s->tls_key, "/abs/k.pem");
+    snprintf(want, sizeof want, "%s/../plugins", dir);
+    CU_ASSERT_STRING_EQUAL(s->plugin_dir, want);
+    snprintf(want, sizeof want, "%s/data/safemessenger.db", dir);
+    CU_ASSERT_STRING_EQUAL(s->database, want);
+    config_free(cfg);
+
+    /* The same file reached through a relative path from another working
+     * directory gives the same absolute paths. */
+    char cwd[PATH_MAX];
+    CU_ASSERT_PTR_NOT_NULL_FATAL(getcwd(cwd, sizeof cwd));
+    CU_ASSERT_EQUAL_FATAL(chdir("/"), 0);
+    capture_begin();
+    int rc = config_load(conf_path + 1, &cfg); /* "tmp/..." relative to "/" */
+    free(capture_end());
+    CU_ASSERT_EQUAL(chdir(cwd), 0);
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    snprintf(want, sizeof want, "%s/keys/k.pem", dir);
+    CU_ASSERT_STRING_EQUAL(config_server(cfg)->key_file, want);
     config_free(cfg);
 }
 
@@ -567,7 +617,7 @@ static void section_getters_refuse_core_sections(void)
 
 /* ---- unused keys and sections ----------------------------------------- */
 
-static void warn_unused_names_unread_keys_and_unknown_sections(void)
+static void unused_check_names_unread_keys_and_unknown_sections(void)
 {
     config *cfg = NULL;
     char *log = NULL;
@@ -592,13 +642,18 @@ static void warn_unused_names_unread_keys_and_unknown_sections(void)
     CU_ASSERT_EQUAL(config_section_int(cfg, "auth", "limits.per_hour", 0, 100, &v), SM_OK);
     CU_ASSERT_EQUAL(v, 20);
     const char *const known[] = {"auth", "rooms"};
+    /* Asked for but absent: a candidate for suggestions all the same. */
+    CU_ASSERT_EQUAL(config_section_int(cfg, "auth", "limits.per_days", 0, 100, &v), SM_OK);
     capture_begin();
-    config_warn_unused(cfg, known, 2);
+    CU_ASSERT_EQUAL(config_check_unused(cfg, known, 2), -1);
     log = capture_end();
-    CU_ASSERT(log_has(log, 3, "unknown key auth.failed_login (ignored)"));
-    CU_ASSERT(log_has(log, 6, "unknown key auth.limits.per_day (ignored)"));
-    CU_ASSERT(log_has(log, 8, "unknown key auth.unread_group (ignored)"));
-    CU_ASSERT(log_has(log, 10, "section 'foo' matches no loaded plugin (ignored)"));
+    CU_ASSERT(log_has(log, 3, "unknown key auth.failed_login (did you mean "
+                              "'auth.failed_logins'?)"));
+    CU_ASSERT(log_has(log, 6, "unknown key auth.limits.per_day (did you mean "
+                              "'auth.limits.per_days'?)"));
+    CU_ASSERT(log_has(log, 8, "unknown key auth.unread_group"));
+    CU_ASSERT(strstr(log, "unread_group (did you mean") == NULL);
+    CU_ASSERT(log_has(log, 10, "section 'foo' is neither a core section nor a loaded plugin's"));
     /* Read keys, the group they were read from and an empty known
      * section are not warned about; nor are the keys of an unknown
      * section one by one. */
@@ -613,7 +668,24 @@ static void warn_unused_names_unread_keys_and_unknown_sections(void)
     config_free(cfg);
 }
 
-static void warn_unused_is_silent_when_everything_was_read(void)
+static void unused_check_suggests_the_plugin_a_section_meant(void)
+{
+    config *cfg = NULL;
+    char *log = NULL;
+    CU_ASSERT_EQUAL_FATAL(load_text("auht = {\n  x = 1;\n};\nlimit = { };\n", &cfg, &log), 0);
+    free(log);
+    const char *const known[] = {"auth", "rooms"};
+    capture_begin();
+    CU_ASSERT_EQUAL(config_check_unused(cfg, known, 2), -1);
+    log = capture_end();
+    CU_ASSERT(log_has(log, 1, "section 'auht' is neither a core section nor a loaded plugin's (did you mean 'auth'?)"));
+    CU_ASSERT(log_has(log, 4, "section 'limit' is neither a core section nor a loaded plugin's (did you mean "
+                              "'limits'?)"));
+    free(log);
+    config_free(cfg);
+}
+
+static void unused_check_is_silent_when_everything_was_read(void)
 {
     config *cfg = NULL;
     char *log = NULL;
@@ -625,7 +697,7 @@ static void warn_unused_is_silent_when_everything_was_read(void)
     CU_ASSERT_EQUAL(b, 1);
     const char *const known[] = {"auth"};
     capture_begin();
-    config_warn_unused(cfg, known, 1);
+    CU_ASSERT_EQUAL(config_check_unused(cfg, known, 1), 0);
     log = capture_end();
     CU_ASSERT_STRING_EQUAL(log, "");
     free(log);
@@ -647,7 +719,8 @@ static const sm_test_case cases[] = {
     SM_TEST(config_rejects_duplicate_plugin),
     SM_TEST(config_rejects_bad_allowed_origins),
     SM_TEST(config_rejects_core_section_that_is_not_a_group),
-    SM_TEST(config_warns_unknown_core_key_and_loads),
+    SM_TEST(config_rejects_unknown_core_keys_with_suggestions),
+    SM_TEST(config_resolves_relative_paths_against_its_directory),
     SM_TEST(config_reports_syntax_error_line),
     SM_TEST(config_rejects_missing_file),
     SM_TEST(section_absent_key_keeps_default),
@@ -656,8 +729,9 @@ static const sm_test_case cases[] = {
     SM_TEST(section_getters_reject_wrong_type),
     SM_TEST(section_getters_reject_out_of_range),
     SM_TEST(section_getters_refuse_core_sections),
-    SM_TEST(warn_unused_names_unread_keys_and_unknown_sections),
-    SM_TEST(warn_unused_is_silent_when_everything_was_read),
+    SM_TEST(unused_check_names_unread_keys_and_unknown_sections),
+    SM_TEST(unused_check_suggests_the_plugin_a_section_meant),
+    SM_TEST(unused_check_is_silent_when_everything_was_read),
     SM_TEST_END
 };
 

@@ -38,7 +38,7 @@ static void unlink_if_present(const char *path)
 
 static void cleanup_dir(void)
 {
-    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal"};
+    static const char *const suffixes[] = {"", "-wal", "-shm", "-journal", ".lock"};
     char path[160];
     for (size_t i = 0; i < sizeof suffixes / sizeof suffixes[0]; i++) {
         int n = snprintf(path, sizeof path, "%s%s", db_path, suffixes[i]);
@@ -182,6 +182,74 @@ static void storage_creates_parent_0700_and_files_0600(void)
     /* A clean close checkpoints the WAL into the database and removes it. */
     CU_ASSERT_EQUAL(access(wal, F_OK), -1);
     cleanup_dir();
+}
+
+/* A database left readable by others (an older server, a copy, a restore)
+ * is put back to 0600 with its WAL and shared-memory files before use. */
+static void storage_fixes_a_database_readable_by_others(void)
+{
+    setup_dir();
+    storage *s = open_db();
+    CU_ASSERT_EQUAL(storage_exec(s, "CREATE TABLE t(x)"), SM_OK);
+    storage_close(s);
+    char wal[160], shm[160];
+    snprintf(wal, sizeof wal, "%s-wal", db_path);
+    snprintf(shm, sizeof shm, "%s-shm", db_path);
+    CU_ASSERT_EQUAL_FATAL(chmod(db_path, 0644), 0);
+    int fd = open(wal, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    CU_ASSERT_FATAL(fd >= 0);
+    CU_ASSERT_EQUAL(fchmod(fd, 0644), 0);
+    close(fd);
+    char log[4096];
+    capture_begin();
+    s = open_db();
+    capture_end(log, sizeof log);
+    struct stat st;
+    CU_ASSERT_EQUAL(stat(db_path, &st), 0);
+    CU_ASSERT_EQUAL(st.st_mode & 0777, 0600);
+    CU_ASSERT_EQUAL(stat(wal, &st), 0);
+    CU_ASSERT_EQUAL(st.st_mode & 0777, 0600);
+    CU_ASSERT_EQUAL(stat(shm, &st), 0);
+    CU_ASSERT_EQUAL(st.st_mode & 0777, 0600);
+    CU_ASSERT(strstr(log, "was accessible to other users (mode 644); set it to 0600") != NULL);
+    storage_close(s);
+    cleanup_dir();
+}
+
+/* Two servers on one database would both run the purge timers and own
+ * sessions: the second is refused, and told who holds it. */
+static void storage_second_open_of_a_database_is_refused_naming_the_pid(void)
+{
+    setup_dir();
+    storage *s = open_db(), *second = NULL;
+    char log[4096], want[128];
+    capture_begin();
+    int rc = storage_open(db_path, "normal", &second);
+    capture_end(log, sizeof log);
+    CU_ASSERT_EQUAL(rc, SM_ERROR);
+    CU_ASSERT_PTR_NULL(second);
+    snprintf(want, sizeof want, "is in use by another server (pid %ld)", (long)getpid());
+    CU_ASSERT(strstr(log, want) != NULL);
+    storage_close(s);
+    /* Released at close: the next server starts. */
+    s = open_db();
+    storage_close(s);
+    cleanup_dir();
+}
+
+static void storage_meta_round_trip(void)
+{
+    storage *s = NULL;
+    CU_ASSERT_EQUAL_FATAL(storage_open(":memory:", "normal", &s), SM_OK);
+    char buf[64];
+    CU_ASSERT_EQUAL(storage_meta_get(s, "k", buf, sizeof buf), SM_ENOTFOUND);
+    CU_ASSERT_EQUAL(storage_has_migrations(s), 0);
+    CU_ASSERT_EQUAL(storage_meta_set(s, "k", "one"), SM_OK);
+    CU_ASSERT_EQUAL(storage_meta_set(s, "k", "two"), SM_OK);
+    CU_ASSERT_EQUAL(storage_meta_get(s, "k", buf, sizeof buf), SM_OK);
+    CU_ASSERT_STRING_EQUAL(buf, "two");
+    CU_ASSERT_EQUAL(storage_meta_get(s, "k", buf, 3), SM_EINVAL);
+    storage_close(s);
 }
 
 static void storage_memory_db_opens(void)
@@ -589,6 +657,9 @@ int main(void)
         SM_TEST(storage_file_db_uses_wal_and_configured_pragmas),
         SM_TEST(storage_rejects_unknown_synchronous_mode),
         SM_TEST(storage_creates_parent_0700_and_files_0600),
+        SM_TEST(storage_fixes_a_database_readable_by_others),
+        SM_TEST(storage_second_open_of_a_database_is_refused_naming_the_pid),
+        SM_TEST(storage_meta_round_trip),
         SM_TEST(storage_memory_db_opens),
         SM_TEST(storage_committed_data_survives_reopen),
         SM_TEST(migrations_applied_once_and_recorded),
