@@ -580,6 +580,36 @@ static int find_dir(config *cfg)
     return cfg->dir ? 0 : -1;
 }
 
+/* Drops "." and "name/.." from an absolute path in place, so logs show
+ * /srv/sm/data/key.pem rather than /srv/sm/conf/../data/key.pem. Purely
+ * lexical, which is exact here: the directory part came from realpath, so
+ * no component before a ".." is a symbolic link of ours to resolve. */
+static void normalise_path(char *path)
+{
+    char *out = path; /* path[0] == '/' */
+    const char *in = path;
+    while (*in) {
+        while (*in == '/')
+            in++;
+        const char *end = strchr(in, '/');
+        size_t n = end ? (size_t)(end - in) : strlen(in);
+        if (n == 0 || (n == 1 && in[0] == '.')) {
+            /* nothing */
+        } else if (n == 2 && in[0] == '.' && in[1] == '.') {
+            while (out > path && *--out != '/')
+                ;
+        } else {
+            *out++ = '/';
+            memmove(out, in, n);
+            out += n;
+        }
+        in += n;
+    }
+    if (out == path)
+        *out++ = '/';
+    *out = '\0';
+}
+
 static int resolve_path(config *cfg, const char **field)
 {
     const char *v = *field;
@@ -592,6 +622,7 @@ static int resolve_path(config *cfg, const char **field)
     if (!full)
         return -1;
     snprintf(full, len, "%s/%s", cfg->dir, v);
+    normalise_path(full);
     cfg->owned[cfg->n_owned++] = full;
     *field = full;
     return 0;
