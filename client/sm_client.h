@@ -60,6 +60,8 @@ typedef struct sm_client_options {
     int auto_pong;          /* answer PING events with PONG {timestamp}, default 0 */
     int rcvbuf;             /* SO_RCVBUF in bytes (slow-reader tests), 0 = default */
     const char *subprotocol;/* offer this instead of "safemessenger.v1" (NULL = default) */
+    const char *source_address; /* IPv4/IPv6 literal to connect from (tests of
+                                   per-address limits over 127.0.0.0/8), NULL = any */
 } sm_client_options;
 
 /* A message from the server, decrypted and verified. */

@@ -190,6 +190,36 @@ fail_io:
 
 /* ---- connect ------------------------------------------------------------ */
 
+/* Binds fd to the source address (port chosen by the kernel). Returns 0,
+ * or -1 with the reason written (not a literal of the family, bind failed). */
+static int bind_source(int fd, int family, const char *source, char *reason, size_t reason_len)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = 0;
+    memset(&ss, 0, sizeof ss);
+    if (family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+        a->sin_family = AF_INET;
+        if (inet_pton(AF_INET, source, &a->sin_addr) == 1)
+            len = sizeof *a;
+    } else if (family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+        a->sin6_family = AF_INET6;
+        if (inet_pton(AF_INET6, source, &a->sin6_addr) == 1)
+            len = sizeof *a;
+    }
+    if (len == 0) {
+        snprintf(reason, reason_len, "source address %.64s does not fit this address family",
+                 source);
+        return -1;
+    }
+    if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
+        snprintf(reason, reason_len, "bind to %.64s: %s", source, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 static int tcp_connect(const ws_url *url, const ws_options *opt, uint64_t deadline,
                        int *out_fd, char *err, size_t err_len)
 {
@@ -216,6 +246,11 @@ static int tcp_connect(const ws_url *url, const ws_options *opt, uint64_t deadli
             (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &opt->rcvbuf, sizeof opt->rcvbuf);
         int one = 1;
         (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (opt->source_address &&
+            bind_source(fd, ai->ai_family, opt->source_address, reason, sizeof reason) != 0) {
+            close(fd);
+            continue;
+        }
         if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
             *out_fd = fd;
             rc = SM_CLIENT_OK;

@@ -16,7 +16,8 @@
  *
  * This file: the handlers and the action table. Passwords are hashed and
  * checked on the worker pool (hashing.c); the failed-login and
- * registration limits live in memory (limits.c); public keys are checked
+ * registration limits and each address's share of the hash queue live in
+ * memory (limits.c); public keys are checked
  * with OpenSSL (pubkey.c); the table's statements are in users.c and the
  * configuration in settings.c. */
 #include <errno.h>
@@ -43,7 +44,13 @@ typedef struct auth {
     auth_settings cfg;
     users *users;
     hashq *hq;
-    ratelimit *fail_user, *fail_addr, *reg_addr;
+    /* fail_addr: failures per address (failed_logins); fail_user:
+     * failures per username from all addresses (failed_logins_per_user).
+     * Since fail_addr stops an address after failed_logins failures, no
+     * address adds more than that to a user's count in a window, so one
+     * address cannot throttle a user, many together can. hash_addr: hashes
+     * queued or running per address (max_hashes_per_address). */
+    ratelimit *fail_user, *fail_addr, *reg_addr, *hash_addr;
     sm_timer *prune_timer;
     int unloading; /* fini: completions may no longer reply */
 } auth;
@@ -57,7 +64,9 @@ typedef struct auth_req {
     char username[USERNAME_MAX + 1];   /* register: as sent; login: as stored */
     char lower[USERNAME_MAX + 1];
     char address[RATELIMIT_KEY_MAX + 1];
-    int counted_user;                  /* login: ratelimit_begin took effect */
+    /* Reservations held while the hash is queued or running (reserve()). */
+    int held_hash;                     /* a slot of the address's hash share */
+    int held_addr, held_user;          /* login: an attempt in flight in fail_* */
     char *stored_hash;                 /* login: for the compare-and-set rehash */
     char *public_key;                  /* register: NULL when none */
 } auth_req;
@@ -200,6 +209,36 @@ static void address_key(auth *a, sm_session_id sid, char *out)
     ratelimit_address_key(addr ? addr : "", out);
 }
 
+/* Ends the reservations: a failed login becomes a counted failure, any
+ * other end (success, internal error, dropped job) leaves no trace. */
+static void release(auth *a, auth_req *r, int failed, double now)
+{
+    if (r->held_hash)
+        ratelimit_end(a->hash_addr, r->address, 0, now);
+    if (r->held_addr)
+        ratelimit_end(a->fail_addr, r->address, failed, now);
+    if (r->held_user)
+        ratelimit_end(a->fail_user, r->lower, failed, now);
+    r->held_hash = r->held_addr = r->held_user = 0;
+}
+
+/* Takes what an attempt holds while its hash is queued or running: a slot
+ * of its address's share of the hash queue and, for a login, an attempt in
+ * flight in both failure counters, so that parallel guesses count before
+ * their hashes are done. Returns 0, or -1 (no memory) with nothing held. */
+static int reserve(auth *a, auth_req *r, int login, double now)
+{
+    r->held_hash = ratelimit_begin(a->hash_addr, r->address, now) == 0;
+    if (login) {
+        r->held_addr = ratelimit_begin(a->fail_addr, r->address, now) == 0;
+        r->held_user = ratelimit_begin(a->fail_user, r->lower, now) == 0;
+    }
+    if (r->held_hash && (!login || (r->held_addr && r->held_user)))
+        return 0;
+    release(a, r, 0, now);
+    return -1;
+}
+
 /* Compare-and-set: a concurrent login that upgraded the hash first wins. */
 static void store_rehash(auth *a, const auth_req *r, const char *hash)
 {
@@ -220,6 +259,7 @@ static void register_hashed(void *arg, hash_status status, const char *hash)
     auth_req *r = arg;
     auth *a = r->a;
     const sm_host *h = a->host;
+    release(a, r, 0, h->now());
     if (a->unloading)
         goto out;
     if (status != HASH_OK) {
@@ -253,8 +293,11 @@ out:
 
 /* The start of every register and login: end the session's login first
  * (PROTOCOL.md 7: even a failed attempt has ended it), then refuse at no
- * cost when the client's address is over its limit in `table`. Returns 1
- * when the attempt may go on, with the address key in `address`. */
+ * cost when the client's address is over its limit in `table` or already
+ * has its share of the hash queue (max_hashes_per_address: a burst from
+ * one address cannot fill the queue and delay everyone else's logins).
+ * Returns 1 when the attempt may go on, with the address key in
+ * `address`. */
 static int begin_attempt(auth *a, sm_ctx *ctx, ratelimit *table, const char *what,
                          const char *refusal, char address[RATELIMIT_KEY_MAX + 1])
 {
@@ -266,6 +309,11 @@ static int begin_attempt(auth *a, sm_ctx *ctx, ratelimit *table, const char *wha
     if (ratelimit_blocked(table, address, h->now(), &retry_after)) {
         h->log(a->self, SM_LOG_WARNING, "%s limit reached for %s", what, address);
         reply_retry(a, ctx, refusal, retry_after);
+        return 0;
+    }
+    if (ratelimit_blocked(a->hash_addr, address, h->now(), &retry_after)) {
+        h->log(a->self, SM_LOG_WARNING, "hash queue share reached for %s", address);
+        reply_retry(a, ctx, "too many attempts in progress; try again later", retry_after);
         return 0;
     }
     return 1;
@@ -342,13 +390,19 @@ static void do_register(sm_ctx *ctx, const json_t *payload, void *data)
         req_free(r);
         return;
     }
+    if (reserve(a, r, 0, now) != 0) {
+        reply_internal(a, ctx);
+        req_free(r);
+        return;
+    }
     h->defer(ctx);
     int rc = hashq_hash(a->hq, sid, password, plen, register_hashed, r);
-    if (rc == SM_EBUSY) {
-        reply_retry(a, ctx, "server busy; try again later", 1);
-        req_free(r);
-    } else if (rc != SM_OK) {
-        reply_internal(a, ctx);
+    if (rc != SM_OK) {
+        release(a, r, 0, now);
+        if (rc == SM_EBUSY)
+            reply_retry(a, ctx, "server busy; try again later", 1);
+        else
+            reply_internal(a, ctx);
         req_free(r);
     }
     /* SM_OK: r belongs to register_hashed now (it may have run already). */
@@ -362,13 +416,7 @@ static void login_checked(void *arg, hash_status status, const char *rehash)
     auth *a = r->a;
     const sm_host *h = a->host;
     int failed = status == HASH_MISMATCH || (status == HASH_OK && r->user_id <= 0);
-    double now = h->now();
-    if (r->counted_user)
-        ratelimit_end(a->fail_user, r->lower, failed, now);
-    else if (failed)
-        ratelimit_add(a->fail_user, r->lower, now);
-    if (failed)
-        ratelimit_add(a->fail_addr, r->address, now);
+    release(a, r, failed, h->now());
     if (a->unloading)
         goto out;
     if (failed) {
@@ -452,18 +500,20 @@ static void do_login(sm_ctx *ctx, const json_t *payload, void *data)
         memcpy(r->username, row.username, sizeof r->username);
         r->stored_hash = row.password_hash;
     }
-    /* Guesses at one account sent in parallel count as failures while
-     * they hash, or a burst could try far more than the limit at once.
-     * Not so per address: many users may share one (NAT), and the hash
-     * queue bounds a burst from one address anyway. */
-    r->counted_user = ratelimit_begin(a->fail_user, lower, now) == 0;
+    /* Guesses sent in parallel count as failures while they hash, per
+     * address and per username, or a burst could try far more than the
+     * limits before the first failure is known. */
+    if (reserve(a, r, 1, now) != 0) {
+        req_free(r);
+        reply_internal(a, ctx);
+        return;
+    }
     h->defer(ctx);
     /* Unknown user: verified against the dummy hash, at the same cost. */
     int rc = hashq_verify(a->hq, sid, password, plen, r->user_id > 0 ? r->stored_hash : NULL,
                           login_checked, r);
     if (rc != SM_OK) {
-        if (r->counted_user)
-            ratelimit_end(a->fail_user, lower, 0, now);
+        release(a, r, 0, now);
         if (rc == SM_EBUSY)
             reply_retry(a, ctx, "server busy; try again later", 1);
         else
@@ -495,6 +545,7 @@ static void prune(sm_timer *timer, void *arg)
     ratelimit_prune(a->fail_user, now);
     ratelimit_prune(a->fail_addr, now);
     ratelimit_prune(a->reg_addr, now);
+    ratelimit_prune(a->hash_addr, now);
 }
 
 static void auth_free(auth *a)
@@ -509,6 +560,7 @@ static void auth_free(auth *a)
     ratelimit_free(a->fail_user);
     ratelimit_free(a->fail_addr);
     ratelimit_free(a->reg_addr);
+    ratelimit_free(a->hash_addr);
     free(a);
 }
 
@@ -528,12 +580,16 @@ static int init(sm_plugin *self, const sm_host *host, void **data)
     const auth_settings *c = &a->cfg;
     if (hashq_new(host, self, &c->argon2, c->max_concurrent_hashes, c->max_queued_hashes,
                   &a->hq) != SM_OK ||
-        ratelimit_new(c->failed_logins, c->failed_login_window, c->max_tracked_keys,
+        ratelimit_new(c->failed_logins_per_user, c->failed_login_window, c->max_tracked_keys,
                       &a->fail_user) != 0 ||
         ratelimit_new(c->failed_logins, c->failed_login_window, c->max_tracked_keys,
                       &a->fail_addr) != 0 ||
         ratelimit_new(c->registrations_per_hour, 3600.0, c->max_tracked_keys,
-                      &a->reg_addr) != 0) {
+                      &a->reg_addr) != 0 ||
+        /* Nothing is ever counted in it (reservations only): the window
+         * does not matter. */
+        ratelimit_new(c->max_hashes_per_address, 1.0, c->max_tracked_keys,
+                      &a->hash_addr) != 0) {
         rc = SM_ENOMEM;
         goto fail;
     }

@@ -194,8 +194,19 @@ static rl_entry *lookup_or_create(ratelimit *rl, const char *key, double now)
         touch(rl, e);
         return e;
     }
-    if (rl->size >= rl->max_keys && rl->least)
-        remove_entry(rl, rl->least);
+    if (rl->size >= rl->max_keys) {
+        /* Evict the least recently touched key with no attempt in flight:
+         * forgetting a reservation would let its key exceed the limit.
+         * Attempts in flight are bounded by the hash queue, so the walk
+         * is short; only when every key has some is the oldest taken. */
+        rl_entry *victim = rl->least;
+        while (victim && victim->pending > 0)
+            victim = victim->newer;
+        if (!victim)
+            victim = rl->least;
+        if (victim)
+            remove_entry(rl, victim);
+    }
     e = calloc(1, sizeof *e);
     if (!e)
         return NULL;
@@ -216,9 +227,10 @@ int ratelimit_blocked(ratelimit *rl, const char *key, double now, double *retry_
     rl_entry *e = lookup(rl, key, now);
     if (!e || e->count + e->pending < rl->limit)
         return 0;
-    /* Blocked by attempts in flight only: they end within a hash's time. */
+    /* Blocked because of attempts in flight: they end within a hash's
+     * time, and if they succeed the key is below its limit again. */
     double wait = 1.0;
-    if (e->count > 0) {
+    if (e->count >= rl->limit) {
         wait = ceil(e->times[0] + rl->window - now);
         /* A wall clock that jumped back must not block for longer than
          * one window. */

@@ -6,9 +6,14 @@
  * that count as events until they end, so that parallel guesses cannot all
  * slip in before the first failure is recorded.
  *
+ * A table used only through ratelimit_begin/ratelimit_end (nothing ever
+ * counted) is a cap on attempts in flight per key: the auth plugin's share
+ * of the hash queue per address.
+ *
  * Memory is bounded: expired keys are dropped when touched and by
- * ratelimit_prune(), and past max_keys the least recently touched key is
- * evicted. A key holds at most `limit` times. Loop thread only. */
+ * ratelimit_prune(), and past max_keys the least recently touched key with
+ * no attempt in flight is evicted. A key holds at most `limit` times.
+ * Loop thread only. */
 #ifndef AUTH_LIMITS_H
 #define AUTH_LIMITS_H
 
@@ -26,7 +31,9 @@ void ratelimit_free(ratelimit *rl);
 
 /* 0 when the key is below its limit (events in the window plus attempts in
  * flight); 1 when it has reached it, with *retry_after the whole seconds
- * (at least 1) until the oldest event leaves the window. */
+ * (at least 1) until the oldest event leaves the window, or 1 when the
+ * events alone are below the limit (attempts in flight end soon, and if
+ * they succeed the key is free again). */
 int ratelimit_blocked(ratelimit *rl, const char *key, double now, double *retry_after);
 
 /* Records one event at `now`. Returns 0, or -1 (key too long, no memory;

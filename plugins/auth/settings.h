@@ -16,8 +16,10 @@ typedef struct auth_settings {
     hash_params argon2;             /* m 19456 KiB, t 2, p 1 */
     size_t max_concurrent_hashes;   /* 2 */
     size_t max_queued_hashes;       /* 256 */
-    size_t failed_logins;           /* 5 ... */
+    size_t max_hashes_per_address;  /* 2 queued or running per address */
+    size_t failed_logins;           /* 5 per address ... */
     double failed_login_window;     /* ... per 60 s */
+    size_t failed_logins_per_user;  /* 50 per window, > failed_logins */
     size_t registrations_per_hour;  /* 20 */
     size_t max_public_key_bytes;    /* 8192 */
     size_t max_tracked_keys;        /* 100000 per rate-limit table */

@@ -17,6 +17,8 @@
 #define WEAK "allow_weak_argon2 = true; argon2_memory_kib = 64; argon2_passes = 1;"
 #define WEAK_PREFIX "$argon2id$v=19$m=64,t=1,p=1$"
 #define BAD_CREDENTIALS "invalid username or password"
+/* Failure limits out of the way of tests about something else. */
+#define FEW_LIMITS "failed_logins = 100; failed_logins_per_user = 1000;"
 
 /* A host with auth loaded; auth_keys go inside "auth = { WEAK ... };",
  * extra is appended as further sections (may be NULL). The dummy hash
@@ -78,6 +80,14 @@ static json_t *login(sm_testhost *th, sm_session_id s, const char *username, con
 
 static const json_t *payload_of(const json_t *m) { return json_object_get(m, "payload"); }
 
+/* A string member, or "<none>", so that a failing comparison reports
+ * instead of passing NULL to strcmp. */
+static const char *str_of(const json_t *obj, const char *key)
+{
+    const char *v = json_string_value(json_object_get(obj, key));
+    return v ? v : "<none>";
+}
+
 /* Asserts an error reply with this code for this command; returns its message. */
 static const char *expect_error(const json_t *r, int code, const char *command)
 {
@@ -129,11 +139,11 @@ static json_int_t expect_registered(json_t *r, const char *username)
 static void expect_logged_in(json_t *r, const char *username, json_int_t user_id)
 {
     CU_ASSERT_PTR_NOT_NULL_FATAL(r);
-    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(r, "type")), "response");
-    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(r, "action")), "login_success");
+    CU_ASSERT_STRING_EQUAL(str_of(r, "type"), "response");
+    CU_ASSERT_STRING_EQUAL(str_of(r, "action"), "login_success");
     const json_t *p = payload_of(r);
     CU_ASSERT_EQUAL(json_object_size(p), 4);
-    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(p, "username")), username);
+    CU_ASSERT_STRING_EQUAL(str_of(p, "username"), username);
     CU_ASSERT_EQUAL(json_integer_value(json_object_get(p, "user_id")), user_id);
     CU_ASSERT_TRUE(json_is_null(json_object_get(p, "assigned_room")));
     CU_ASSERT_TRUE(json_is_integer(json_object_get(p, "unread_count")));
@@ -489,7 +499,7 @@ static void login_same_reply_for_unknown_user_and_wrong_password(void)
 
 static void login_ill_formed_credentials_get_1001_missing_ones_1004(void)
 {
-    sm_testhost *th = start_with("failed_logins = 100;", NULL);
+    sm_testhost *th = start_with(FEW_LIMITS, NULL);
     register_ok(th, connect_from(th, NULL), "alice", "correct horse");
     sm_session_id s = connect_from(th, NULL);
     json_t *ref = login(th, s, "alice", "wrong horse");
@@ -570,7 +580,7 @@ static void logout_ends_the_login_and_needs_one(void)
 
 static void failed_login_or_register_still_ends_the_old_login(void)
 {
-    sm_testhost *th = start_with("failed_logins = 100;", NULL);
+    sm_testhost *th = start_with(FEW_LIMITS, NULL);
     json_int_t bob = register_ok(th, connect_from(th, NULL), "bob", "bob password");
     sm_session_id s = connect_from(th, NULL);
     register_ok(th, s, "alice", "correct horse");
@@ -622,11 +632,39 @@ static void one_user_on_two_sessions_logout_ends_only_one(void)
 
 /* ---- rate limits -------------------------------------------------------- */
 
-/* Failures for one name from many addresses; the limit holds for unknown
- * names too, and a right password does not get past it. */
+static uint64_t send_login(sm_testhost *th, sm_session_id s, const char *username,
+                           const char *password)
+{
+    char payload[160];
+    int n = snprintf(payload, sizeof payload, "{\"username\": \"%s\", \"password\": \"%s\"}",
+                     username, password);
+    CU_ASSERT_FATAL(n > 0 && (size_t)n < sizeof payload);
+    uint64_t nonce = sm_testhost_send(th, s, "login", payload);
+    CU_ASSERT_FATAL(nonce != 0);
+    return nonce;
+}
+
+/* Asserts a 1008 with this message and retry_after; frees r. */
+static void expect_refusal(json_t *r, const char *command, const char *message,
+                           json_int_t seconds)
+{
+    CU_ASSERT_STRING_EQUAL(expect_error(r, 1008, command), message);
+    const json_t *ra = json_object_get(payload_of(r), "retry_after");
+    CU_ASSERT_TRUE(json_is_integer(ra));
+    CU_ASSERT_EQUAL(json_integer_value(ra), seconds);
+    json_decref(r);
+}
+
+#define TOO_MANY_FAILED "too many failed logins; try again later"
+#define IN_PROGRESS "too many attempts in progress; try again later"
+
+/* Failures for one name from many addresses, each below its own limit;
+ * the limit holds for unknown names too, and a right password does not get
+ * past it. */
 static void failed_logins_per_username_get_1008_until_the_window_passes(void)
 {
-    sm_testhost *th = start_with("failed_logins = 3; failed_login_window = 60;", NULL);
+    sm_testhost *th = start_with(
+        "failed_logins = 2; failed_logins_per_user = 3; failed_login_window = 60;", NULL);
     json_int_t id = register_ok(th, connect_from(th, "10.1.0.1"), "alice", "correct horse");
     const char *addrs[] = {"10.0.0.1", "10.0.0.2", "10.0.0.3"};
     for (int i = 0; i < 3; i++) {
@@ -676,16 +714,14 @@ static void failed_logins_per_address_get_1008_before_the_payload_check(void)
 /* Guesses at one account sent in parallel count while their hashes run. */
 static void login_attempts_in_flight_count_toward_the_username_limit(void)
 {
-    sm_testhost *th = start_with("failed_logins = 2;", NULL);
+    sm_testhost *th = start_with("failed_logins = 1; failed_logins_per_user = 2;", NULL);
     register_ok(th, connect_from(th, "10.1.0.1"), "alice", "correct horse");
     sm_session_id s[3];
     uint64_t n[3];
     const char *addrs[] = {"10.0.0.1", "10.0.0.2", "10.0.0.3"};
     for (int i = 0; i < 3; i++) {
         s[i] = connect_from(th, addrs[i]);
-        n[i] = sm_testhost_send(th, s[i], "login",
-                                "{\"username\": \"alice\", \"password\": \"wrong horse\"}");
-        CU_ASSERT_FATAL(n[i] != 0);
+        n[i] = send_login(th, s[i], "alice", "wrong horse");
     }
     /* The third is refused at once, before any hash finished. */
     expect_retry_after(sm_testhost_reply(th, s[2], n[2]), "login", 1);
@@ -696,10 +732,160 @@ static void login_attempts_in_flight_count_toward_the_username_limit(void)
     sm_testhost_free(th);
 }
 
-/* Many people behind one address (NAT) may log in at the same moment. */
-static void parallel_logins_from_one_address_are_not_limited(void)
+enum { BURST = 40 };
+
+/* Sends one wrong login for alice from each session; returns how many were
+ * answered at once (asserting each is a 1008 with `message` and
+ * retry_after `seconds`), and runs the workers: the others were hashed and
+ * must get 1001. *hashed grows by their number. */
+static int burst_of_wrong_logins(sm_testhost *th, const sm_session_id *s, const char *message,
+                                 json_int_t seconds, int *hashed)
 {
-    sm_testhost *th = start_with("failed_logins = 2;", NULL);
+    uint64_t n[BURST];
+    int refused = 0;
+    int waiting[BURST];
+    for (int i = 0; i < BURST; i++)
+        n[i] = send_login(th, s[i], "alice", "wrong horse");
+    for (int i = 0; i < BURST; i++) {
+        json_t *r = sm_testhost_reply(th, s[i], n[i]);
+        waiting[i] = r == NULL;
+        if (r) {
+            expect_refusal(r, "login", message, seconds);
+            refused++;
+        }
+    }
+    sm_testhost_run_workers(th);
+    for (int i = 0; i < BURST; i++) {
+        if (!waiting[i])
+            continue;
+        expect_and_free_error(sm_testhost_reply(th, s[i], n[i]), 1001, "login");
+        (*hashed)++;
+    }
+    return refused;
+}
+
+/* The review's attack: 40 parallel wrong logins from one address were all
+ * hashed. Now at most max_hashes_per_address (2) of the address's hashes
+ * are queued or running, the rest get 1008 at once, and over the window
+ * no more than failed_logins (5) are hashed in all, while a user elsewhere
+ * logs in meanwhile. */
+static void login_hashes_per_address_are_capped_while_in_flight(void)
+{
+    sm_testhost *th = start();
+    json_int_t id = register_ok(th, connect_from(th, "10.1.0.1"), "alice", "correct horse");
+    sm_session_id s[BURST];
+    for (int i = 0; i < BURST; i++)
+        s[i] = connect_from(th, "192.0.2.7");
+    int hashed = 0;
+    /* Two hashed, 38 refused: the address has its share of the queue. */
+    CU_ASSERT_EQUAL(burst_of_wrong_logins(th, s, IN_PROGRESS, 1, &hashed), BURST - 2);
+    CU_ASSERT_EQUAL(hashed, 2);
+    /* The legitimate user, elsewhere, during the next burst. */
+    sm_session_id elsewhere = connect_from(th, "198.51.100.1");
+    uint64_t ne = send_login(th, elsewhere, "alice", "correct horse");
+    CU_ASSERT_EQUAL(burst_of_wrong_logins(th, s, IN_PROGRESS, 1, &hashed), BURST - 2);
+    expect_logged_in(sm_testhost_reply(th, elsewhere, ne), "alice", id);
+    CU_ASSERT_EQUAL(hashed, 4);
+    /* Four failures and one attempt in flight make five: the rest are
+     * refused by the failure limit, for a second (the last may succeed). */
+    CU_ASSERT_EQUAL(burst_of_wrong_logins(th, s, TOO_MANY_FAILED, 1, &hashed), BURST - 1);
+    CU_ASSERT_EQUAL(hashed, 5);
+    CU_ASSERT_EQUAL(burst_of_wrong_logins(th, s, TOO_MANY_FAILED, 60, &hashed), BURST);
+    CU_ASSERT_EQUAL(hashed, 5);
+    sm_testhost_free(th);
+}
+
+/* Attempts in flight count toward the address's failure limit: with a
+ * large hash share, 40 parallel wrong logins still hash only 5. */
+static void login_attempts_in_flight_count_toward_the_address_limit(void)
+{
+    sm_testhost *th = start_with("max_hashes_per_address = 40;", NULL);
+    json_int_t id = register_ok(th, connect_from(th, "10.1.0.1"), "alice", "correct horse");
+    sm_session_id s[BURST];
+    for (int i = 0; i < BURST; i++)
+        s[i] = connect_from(th, "192.0.2.8");
+    int hashed = 0;
+    CU_ASSERT_EQUAL(burst_of_wrong_logins(th, s, TOO_MANY_FAILED, 1, &hashed), BURST - 5);
+    CU_ASSERT_EQUAL(hashed, 5);
+    CU_ASSERT_EQUAL(burst_of_wrong_logins(th, s, TOO_MANY_FAILED, 60, &hashed), BURST);
+    CU_ASSERT_EQUAL(hashed, 5);
+    expect_logged_in(login(th, connect_from(th, "198.51.100.1"), "alice", "correct horse"),
+                     "alice", id);
+    sm_testhost_free(th);
+}
+
+/* A full table forgets the least recently used address, but not one with
+ * attempts in flight: its reservations would be lost with it. */
+static void reservations_survive_eviction_from_a_full_table(void)
+{
+    sm_testhost *th = start_with("max_tracked_keys = 2; max_hashes_per_address = 40;", NULL);
+    register_ok(th, connect_from(th, "10.1.0.1"), "alice", "correct horse");
+    enum { N = 5 };
+    sm_session_id s[N + 1];
+    uint64_t n[N];
+    for (int i = 0; i <= N; i++)
+        s[i] = connect_from(th, "192.0.2.9");
+    for (int i = 0; i < N; i++)
+        n[i] = send_login(th, s[i], "alice", "wrong horse");
+    /* Two other addresses fail (ill-formed names: no hash, counted at
+     * once), so the table must drop a key to make room. */
+    const char *others[] = {"203.0.113.1", "203.0.113.2"};
+    for (int i = 0; i < 2; i++) {
+        sm_session_id o = connect_from(th, others[i]);
+        expect_and_free_error(sm_testhost_reply(th, o, send_login(th, o, "x", "wrong horse")),
+                              1001, "login");
+    }
+    /* The five in flight still count. */
+    expect_refusal(sm_testhost_reply(th, s[N], send_login(th, s[N], "alice", "wrong horse")),
+                   "login", TOO_MANY_FAILED, 1);
+    sm_testhost_run_workers(th);
+    for (int i = 0; i < N; i++)
+        expect_and_free_error(sm_testhost_reply(th, s[i], n[i]), 1001, "login");
+    expect_refusal(login(th, s[N], "alice", "wrong horse"), "login", TOO_MANY_FAILED, 60);
+    sm_testhost_free(th);
+}
+
+/* Registrations hash too: they share the address's part of the queue. */
+static void register_hashes_per_address_are_capped_while_in_flight(void)
+{
+    sm_testhost *th = start();
+    enum { N = 5 };
+    sm_session_id s[N];
+    uint64_t n[N];
+    char names[N][16];
+    for (int i = 0; i < N; i++) {
+        snprintf(names[i], sizeof names[i], "user%d", i);
+        s[i] = connect_from(th, "10.2.0.1");
+        char payload[96];
+        snprintf(payload, sizeof payload, "{\"username\": \"%s\", \"password\": \"password123\"}",
+                 names[i]);
+        n[i] = sm_testhost_send(th, s[i], "register", payload);
+        CU_ASSERT_FATAL(n[i] != 0);
+    }
+    for (int i = 2; i < N; i++)
+        expect_refusal(sm_testhost_reply(th, s[i], n[i]), "register", IN_PROGRESS, 1);
+    /* A login from the same address waits its turn as well. */
+    sm_session_id t = connect_from(th, "10.2.0.1");
+    expect_refusal(sm_testhost_reply(th, t, send_login(th, t, "user0", "password123")),
+                   "login", IN_PROGRESS, 1);
+    CU_ASSERT_EQUAL(sm_testhost_pending(th, s[0]), 0);
+    sm_testhost_run_workers(th);
+    expect_registered(sm_testhost_reply(th, s[0], n[0]), "user0");
+    expect_registered(sm_testhost_reply(th, s[1], n[1]), "user1");
+    CU_ASSERT_EQUAL(user_count(th), 2);
+    /* Done hashes give their slots back. */
+    for (int i = 2; i < N; i++)
+        register_ok(th, s[i], names[i], "password123");
+    CU_ASSERT_EQUAL(user_count(th), N);
+    sm_testhost_free(th);
+}
+
+/* Many people behind one address (NAT) may log in at the same moment: past
+ * the address's share of the hash queue they are asked to retry in a
+ * second, and successful logins leave no trace in the failure limit. */
+static void parallel_logins_from_one_address_beyond_its_share_retry_after_1(void)
+{
+    sm_testhost *th = start_with("failed_logins = 3;", NULL);
     enum { N = 4 };
     const char *names[N] = {"user0", "user1", "user2", "user3"};
     json_int_t ids[N];
@@ -709,15 +895,98 @@ static void parallel_logins_from_one_address_are_not_limited(void)
         ids[i] = register_ok(th, connect_from(th, "10.1.0.1"), names[i], "correct horse");
     for (int i = 0; i < N; i++) {
         s[i] = connect_from(th, "192.0.2.1");
-        char payload[128];
-        snprintf(payload, sizeof payload,
-                 "{\"username\": \"%s\", \"password\": \"correct horse\"}", names[i]);
-        n[i] = sm_testhost_send(th, s[i], "login", payload);
+        n[i] = send_login(th, s[i], names[i], "correct horse");
     }
+    /* The first two hold the address's share of the hash queue. */
+    expect_refusal(sm_testhost_reply(th, s[2], n[2]), "login", IN_PROGRESS, 1);
+    expect_refusal(sm_testhost_reply(th, s[3], n[3]), "login", IN_PROGRESS, 1);
     sm_testhost_run_workers(th);
-    for (int i = 0; i < N; i++)
+    for (int i = 0; i < 2; i++)
         expect_logged_in(sm_testhost_reply(th, s[i], n[i]), names[i], ids[i]);
+    for (int i = 2; i < N; i++)
+        expect_logged_in(login(th, s[i], names[i], "correct horse"), names[i], ids[i]);
+    /* Four successes, and the address still has its three failures. */
+    sm_session_id t = connect_from(th, "192.0.2.1");
+    for (int i = 0; i < 3; i++)
+        expect_and_free_error(login(th, t, names[i], "wrong horse"), 1001, "login");
+    expect_refusal(login(th, t, "user3", "correct horse"), "login", TOO_MANY_FAILED, 60);
     sm_testhost_free(th);
+}
+
+/* The review's lockout: five wrong passwords from one address stopped the
+ * right one from everywhere, again each window. Now that address is
+ * throttled, for that user as for any, and the user is not. */
+static void wrong_passwords_from_one_address_do_not_lock_out_another(void)
+{
+    sm_testhost *th = start();
+    json_int_t id = register_ok(th, connect_from(th, "10.1.0.1"), "alice", "correct horse");
+    sm_session_id attacker = connect_from(th, "203.0.113.5");
+    sm_session_id owner = connect_from(th, "198.51.100.20");
+    for (int window = 0; window < 3; window++) {
+        for (int i = 0; i < 5; i++)
+            expect_and_free_error(login(th, attacker, "alice", "wrong horse"), 1001, "login");
+        /* The address's own limit: even the right password is refused. */
+        expect_refusal(login(th, attacker, "alice", "correct horse"), "login", TOO_MANY_FAILED,
+                       60);
+        expect_refusal(login(th, attacker, "alice", "wrong horse"), "login", TOO_MANY_FAILED,
+                       60);
+        expect_logged_in(login(th, owner, "alice", "correct horse"), "alice", id);
+        sm_testhost_advance(th, 60);
+    }
+    sm_testhost_free(th);
+}
+
+/* Distributed guessing is still throttled: each address adds at most its
+ * failed_logins to the user's count (its refused attempts add nothing), and
+ * past failed_logins_per_user the user gets 1008, the same reply whatever
+ * the password, so the refusal tells nothing about it. */
+static void failures_spread_over_enough_addresses_throttle_the_user(void)
+{
+    sm_testhost *th = start_with("failed_logins = 2; failed_logins_per_user = 6;", NULL);
+    json_int_t id = register_ok(th, connect_from(th, "10.1.0.1"), "alice", "correct horse");
+    sm_session_id a = connect_from(th, "203.0.113.1"), b = connect_from(th, "203.0.113.2");
+    sm_session_id c = connect_from(th, "203.0.113.3");
+    for (int i = 0; i < 2; i++)
+        expect_and_free_error(login(th, a, "alice", "wrong horse"), 1001, "login");
+    for (int i = 0; i < 5; i++)
+        expect_refusal(login(th, a, "alice", "wrong horse"), "login", TOO_MANY_FAILED, 60);
+    for (int i = 0; i < 2; i++)
+        expect_and_free_error(login(th, b, "alice", "wrong horse"), 1001, "login");
+    /* Four failures counted for alice, not nine. */
+    expect_logged_in(login(th, connect_from(th, "198.51.100.20"), "alice", "correct horse"),
+                     "alice", id);
+    sm_testhost_advance(th, 10);
+    for (int i = 0; i < 2; i++)
+        expect_and_free_error(login(th, c, "alice", "wrong horse"), 1001, "login");
+    sm_session_id d = connect_from(th, "198.51.100.21");
+    json_t *right = login(th, d, "alice", "correct horse");
+    json_t *wrong = login(th, d, "alice", "wrong horse");
+    expect_error(right, 1008, "login");
+    CU_ASSERT_TRUE(json_equal(payload_of(right), payload_of(wrong)));
+    CU_ASSERT_STRING_EQUAL(expect_error(wrong, 1008, "login"), TOO_MANY_FAILED);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(payload_of(wrong), "retry_after")), 50);
+    json_decref(right);
+    json_decref(wrong);
+    CU_ASSERT_PTR_NULL(username_of(th, d));
+    /* Other users are not affected. */
+    expect_and_free_error(login(th, d, "bob", "wrong horse"), 1001, "login");
+    sm_testhost_advance(th, 50);
+    expect_logged_in(login(th, d, "alice", "correct horse"), "alice", id);
+    sm_testhost_free(th);
+}
+
+static void limit_keys_are_checked_at_load(void)
+{
+    CU_ASSERT_NOT_EQUAL(load_status("auth = { " WEAK " failed_logins_per_user = 5; };"), SM_OK);
+    CU_ASSERT_NOT_EQUAL(load_status("auth = { " WEAK " failed_logins = 10;"
+                                    " failed_logins_per_user = 10; };"),
+                        SM_OK);
+    CU_ASSERT_NOT_EQUAL(load_status("auth = { " WEAK " failed_logins_per_user = 1; };"), SM_OK);
+    CU_ASSERT_NOT_EQUAL(load_status("auth = { " WEAK " max_hashes_per_address = 0; };"), SM_OK);
+    CU_ASSERT_EQUAL(load_status("auth = { " WEAK " failed_logins_per_user = 6; };"), SM_OK);
+    CU_ASSERT_EQUAL(load_status("auth = { " WEAK " failed_logins = 10;"
+                                " failed_logins_per_user = 11; max_hashes_per_address = 1; };"),
+                    SM_OK);
 }
 
 /* An IPv4 peer seen as ::ffff:a.b.c.d is the same peer; an IPv6 peer is
@@ -836,7 +1105,7 @@ static void login_keeps_a_hash_made_with_the_configured_parameters(void)
 
 static void one_hash_at_a_time_still_completes_every_login(void)
 {
-    sm_testhost *th = start_with("max_concurrent_hashes = 1; failed_logins = 100;", NULL);
+    sm_testhost *th = start_with("max_concurrent_hashes = 1; max_hashes_per_address = 6; " FEW_LIMITS, NULL);
     json_int_t id = register_ok(th, connect_from(th, NULL), "alice", "correct horse");
     enum { N = 6 };
     sm_session_id s[N];
@@ -906,7 +1175,7 @@ static void waiting_job_of_a_closed_session_is_dropped(void)
  * checks that nothing is left behind). */
 static void unloading_with_hashes_in_flight_frees_everything(void)
 {
-    sm_testhost *th = start_with("max_concurrent_hashes = 1;", NULL);
+    sm_testhost *th = start_with("max_concurrent_hashes = 1; max_hashes_per_address = 4;", NULL);
     for (int i = 0; i < 4; i++) {
         char payload[96];
         snprintf(payload, sizeof payload,
@@ -970,7 +1239,14 @@ static const sm_test_case cases[] = {
     SM_TEST(failed_logins_per_username_get_1008_until_the_window_passes),
     SM_TEST(failed_logins_per_address_get_1008_before_the_payload_check),
     SM_TEST(login_attempts_in_flight_count_toward_the_username_limit),
-    SM_TEST(parallel_logins_from_one_address_are_not_limited),
+    SM_TEST(login_hashes_per_address_are_capped_while_in_flight),
+    SM_TEST(login_attempts_in_flight_count_toward_the_address_limit),
+    SM_TEST(reservations_survive_eviction_from_a_full_table),
+    SM_TEST(register_hashes_per_address_are_capped_while_in_flight),
+    SM_TEST(parallel_logins_from_one_address_beyond_its_share_retry_after_1),
+    SM_TEST(wrong_passwords_from_one_address_do_not_lock_out_another),
+    SM_TEST(failures_spread_over_enough_addresses_throttle_the_user),
+    SM_TEST(limit_keys_are_checked_at_load),
     SM_TEST(address_limit_keys_ipv4_mapped_and_ipv6_slash_64),
     SM_TEST(default_parameters_store_m19456_t2_p1),
     SM_TEST(weak_parameters_refused_unless_explicitly_allowed),

@@ -1,8 +1,10 @@
 /* The auth plugin in the real server with real clients: register, login
  * and logout (PROTOCOL.md section 7), one reply for unknown users and wrong
  * passwords, a registration race between two connections, several devices,
- * closed connections, the failed-login limit, and password hashing that
- * leaves the event loop free. */
+ * closed connections, the failed-login limits (parallel guesses from one
+ * address, one address against a user's other addresses, clients bound to
+ * 127.0.0.2 and 127.0.0.3), and password hashing that leaves the event
+ * loop free. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +18,8 @@
 #define AUTH_SERVER_CONFIG                                                                \
     "plugins = { dir = \"@PLUGIN_BUILD_DIR@\"; load = [\"auth\"]; };\n"                   \
     "auth = { allow_weak_argon2 = true; argon2_memory_kib = 1024; argon2_passes = 1;"     \
-    " failed_logins = 1000; registrations_per_hour = 10000; };\n"
+    " failed_logins = 1000; failed_logins_per_user = 1000000; registrations_per_hour = 10000;" \
+    " max_hashes_per_address = 100; };\n"
 
 static harness_server srv;
 
@@ -41,6 +44,18 @@ static sm_client *connect_to(const harness_server *s)
     return c;
 }
 
+/* A client connecting from `source` (a loopback address other than
+ * 127.0.0.1 is another address to the server's limits). */
+static sm_client *connect_from(const harness_server *s, const char *source)
+{
+    sm_client_options o;
+    memset(&o, 0, sizeof o);
+    o.source_address = source;
+    sm_client *c = NULL;
+    CU_ASSERT_EQUAL_FATAL(harness_connect_opts(s, &o, &c), SM_CLIENT_OK);
+    return c;
+}
+
 static sm_message *call2(sm_client *c, const char *action, const char *username,
                          const char *password)
 {
@@ -61,7 +76,9 @@ static json_int_t expect_welcome(sm_message *m, const char *action, const char *
 {
     expect_response(m, action);
     json_t *p = m->payload;
-    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(p, "username")), username);
+    /* "<none>": a failing comparison reports instead of passing NULL to strcmp. */
+    const char *name = json_string_value(json_object_get(p, "username"));
+    CU_ASSERT_STRING_EQUAL(name ? name : "<none>", username);
     CU_ASSERT_TRUE(json_is_null(json_object_get(p, "assigned_room")));
     json_int_t id = json_integer_value(json_object_get(p, "user_id"));
     CU_ASSERT_TRUE(id > 0);
@@ -247,6 +264,134 @@ static void failed_logins_get_1008_with_retry_after(void)
     CU_ASSERT_EQUAL(harness_cleanup(&limited), 0);
 }
 
+/* The review's attack: parallel wrong logins from one address were all
+ * hashed, and then the user was locked out everywhere. Now, with the
+ * defaults (failed_logins 5, max_hashes_per_address 2), each burst has
+ * at most two hashed and the rest refused with 1008 before any hashing;
+ * over the window no more than five are hashed in all; and the user logs
+ * in from another address (127.0.0.2) during and after the attack.
+ * Hashes three times the default cost (about 0.1 to 0.3 s each), so that
+ * a burst, sent in a few milliseconds, is in flight together. */
+static void parallel_wrong_logins_from_one_address_hash_at_most_the_limit(void)
+{
+    enum { ATTACKERS = 12, BURSTS = 6 };
+    harness_server srv2 = {0};
+    CU_ASSERT_EQUAL_FATAL(
+        harness_start(&srv2, "plugins = { dir = \"@PLUGIN_BUILD_DIR@\"; load = [\"auth\"]; };\n"
+                             "auth = { argon2_passes = 6; };\n"),
+        0);
+    sm_client *owner = connect_from(&srv2, "127.0.0.2");
+    sm_client *c[ATTACKERS];
+    for (int i = 0; i < ATTACKERS; i++)
+        c[i] = connect_to(&srv2);
+    json_int_t id = expect_welcome(call2(owner, "register", "Target", "correct horse"),
+                                   "registration_success", "Target");
+    expect_logout(owner);
+    int hashed = 0, last_retry = 0;
+    for (int burst = 0; burst < BURSTS; burst++) {
+        for (int i = 0; i < ATTACKERS; i++) {
+            json_t *p = json_pack("{s:s, s:s}", "username", "target", "password", "wrong horse");
+            CU_ASSERT_EQUAL_FATAL(sm_client_send(c[i], "login", p, NULL), SM_CLIENT_OK);
+            json_decref(p);
+        }
+        /* The owner, elsewhere, in the middle of the first burst. */
+        if (burst == 0) {
+            json_t *p = json_pack("{s:s, s:s}", "username", "Target", "password", "correct horse");
+            CU_ASSERT_EQUAL_FATAL(sm_client_send(owner, "login", p, NULL), SM_CLIENT_OK);
+            json_decref(p);
+        }
+        int in_burst = 0;
+        for (int i = 0; i < ATTACKERS; i++) {
+            sm_message *m = NULL;
+            CU_ASSERT_EQUAL_FATAL(sm_client_recv(c[i], 30000, &m), SM_CLIENT_OK);
+            int code = harness_error_code(m);
+            if (code == 1001) {
+                in_burst++;
+            } else {
+                CU_ASSERT_EQUAL(code, 1008);
+                json_t *ra = json_object_get(m->payload, "retry_after");
+                CU_ASSERT_TRUE(json_is_integer(ra) && json_integer_value(ra) >= 1);
+                last_retry = (int)json_integer_value(ra);
+            }
+            sm_message_free(m);
+        }
+        if (burst == 0) {
+            sm_message *m = NULL;
+            CU_ASSERT_EQUAL_FATAL(sm_client_recv(owner, 30000, &m), SM_CLIENT_OK);
+            CU_ASSERT_EQUAL(expect_welcome(m, "login_success", "Target"), id);
+            expect_logout(owner);
+        }
+        fprintf(stderr, "%s burst %d: %d of %d hashed", burst ? "," : "\n ", burst, in_burst,
+                ATTACKERS);
+        /* Never more than the address's share of the queue at once. */
+        CU_ASSERT_TRUE(in_burst <= 2);
+        hashed += in_burst;
+        CU_ASSERT_TRUE(hashed <= 5);
+        if (in_burst == 0)
+            break;
+    }
+    fprintf(stderr, "; %d in all\n", hashed);
+    /* The address has used its five failures: refused for the window. */
+    CU_ASSERT_EQUAL(hashed, 5);
+    CU_ASSERT_TRUE(last_retry >= 2 && last_retry <= 60);
+    sm_message *m = call2(c[0], "login", "Target", "correct horse");
+    CU_ASSERT_EQUAL(harness_error_code(m), 1008);
+    sm_message_free(m);
+    /* The user is not locked out. */
+    CU_ASSERT_EQUAL(expect_welcome(call2(owner, "login", "target", "correct horse"),
+                                   "login_success", "Target"),
+                    id);
+    CU_ASSERT_EQUAL(harness_log_contains(&srv2, "failed-login limit reached for 127.0.0.1"), 1);
+    CU_ASSERT_EQUAL(harness_log_contains(&srv2, "failed login from 127.0.0.2"), 0);
+    sm_client_close(owner, 1000);
+    for (int i = 0; i < ATTACKERS; i++)
+        sm_client_close(c[i], 1000);
+    CU_ASSERT_EQUAL(harness_cleanup(&srv2), 0);
+}
+
+/* Failures from one address throttle that address only; spread over enough
+ * addresses (here 127.0.0.1 and 127.0.0.2, each below failed_logins_per_user)
+ * they throttle the user, for 127.0.0.3 too, with the same reply whatever
+ * the password. */
+static void failures_from_one_address_throttle_it_not_the_user(void)
+{
+    harness_server lim = {0};
+    CU_ASSERT_EQUAL_FATAL(
+        harness_start(&lim, "plugins = { dir = \"@PLUGIN_BUILD_DIR@\"; load = [\"auth\"]; };\n"
+                            "auth = { allow_weak_argon2 = true; argon2_memory_kib = 1024;"
+                            " argon2_passes = 1; failed_logins = 2; failed_logins_per_user = 3; };\n"),
+        0);
+    sm_client *a = connect_to(&lim), *b = connect_from(&lim, "127.0.0.2");
+    sm_client *c = connect_from(&lim, "127.0.0.3");
+    json_int_t id = expect_welcome(call2(b, "register", "Victim", "correct horse"),
+                                   "registration_success", "Victim");
+    for (int i = 0; i < 2; i++)
+        expect_code(call2(a, "login", "victim", "wrong horse"), 1001, "login");
+    /* 127.0.0.1 is refused, even with the right password... */
+    expect_code(call2(a, "login", "victim", "correct horse"), 1008, "login");
+    /* ...and 127.0.0.2 is not. */
+    CU_ASSERT_EQUAL(expect_welcome(call2(b, "login", "victim", "correct horse"),
+                                   "login_success", "Victim"),
+                    id);
+    expect_code(call2(b, "login", "victim", "wrong horse"), 1001, "login");
+    /* Three failures from two addresses: the user is throttled. */
+    sm_message *right = call2(c, "login", "victim", "correct horse");
+    sm_message *wrong = call2(c, "login", "victim", "wrong horse");
+    CU_ASSERT_EQUAL(harness_error_code(right), 1008);
+    CU_ASSERT_TRUE(json_equal(right->payload, wrong->payload));
+    json_t *ra = json_object_get(right->payload, "retry_after");
+    CU_ASSERT_TRUE(json_is_integer(ra) && json_integer_value(ra) >= 1 &&
+                   json_integer_value(ra) <= 60);
+    sm_message_free(right);
+    sm_message_free(wrong);
+    CU_ASSERT_EQUAL(harness_log_contains(&lim, "failed login from 127.0.0.2"), 1);
+    CU_ASSERT_EQUAL(harness_log_contains(&lim, "failed-login limit reached for a username"), 1);
+    sm_client_close(a, 1000);
+    sm_client_close(b, 1000);
+    sm_client_close(c, 1000);
+    CU_ASSERT_EQUAL(harness_cleanup(&lim), 0);
+}
+
 /* Default-cost hashes run on the worker pool: while several logins hash,
  * a command answered on the loop (logout without login: 1002) comes back
  * at once, before the logins finish. (failed_logins is raised because
@@ -257,7 +402,7 @@ static void hashing_does_not_block_the_event_loop(void)
     harness_server strong = {0};
     CU_ASSERT_EQUAL_FATAL(
         harness_start(&strong, "plugins = { dir = \"@PLUGIN_BUILD_DIR@\"; load = [\"auth\"]; };\n"
-                               "auth = { failed_logins = 10; };\n"),
+                               "auth = { failed_logins = 10; max_hashes_per_address = 6; };\n"),
         0);
     /* Every handshake first: they use the same worker pool. */
     sm_client *c[LOGINS], *probe = connect_to(&strong);
@@ -308,7 +453,8 @@ static void shutdown_with_logins_in_flight_is_clean(void)
     harness_server busy = {0};
     CU_ASSERT_EQUAL_FATAL(
         harness_start(&busy, "plugins = { dir = \"@PLUGIN_BUILD_DIR@\"; load = [\"auth\"]; };\n"
-                             "auth = { max_concurrent_hashes = 1; failed_logins = 100; };\n"),
+                             "auth = { max_concurrent_hashes = 1; failed_logins = 100;"
+                             " failed_logins_per_user = 1000; max_hashes_per_address = 6; };\n"),
         0);
     sm_client *c[CLIENTS];
     for (int i = 0; i < CLIENTS; i++)
@@ -342,6 +488,8 @@ static const sm_test_case cases[] = {
     SM_TEST(closing_a_connection_ends_only_its_login),
     SM_TEST(login_again_after_the_first_connection_closed),
     SM_TEST(failed_logins_get_1008_with_retry_after),
+    SM_TEST(parallel_wrong_logins_from_one_address_hash_at_most_the_limit),
+    SM_TEST(failures_from_one_address_throttle_it_not_the_user),
     SM_TEST(hashing_does_not_block_the_event_loop),
     SM_TEST(shutdown_with_logins_in_flight_is_clean),
     SM_TEST_END,
