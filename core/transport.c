@@ -186,60 +186,36 @@ static int origin_allowed(struct lws *wsi)
     return 0;
 }
 
-static void fail_message(session *s, int code, const char *msg, int close_code)
-{
-    s->rx_discard = 1;
-    s->rx_len = 0;
-    receive_fail(s, code, msg, close_code);
-}
-
 static int on_receive(struct lws *wsi, session *s, const char *in, size_t len)
 {
-    if (lws_is_first_fragment(wsi)) {
-        s->rx_len = 0;
-        s->rx_discard = s->state == SESSION_CLOSING;
-        if (!s->rx_discard && lws_frame_is_binary(wsi))
-            fail_message(s, SM_ERR_MALFORMED, "binary messages are not accepted", 1003);
-    }
-    if (s->rx_discard)
+    int first = lws_is_first_fragment(wsi);
+    if (first && (s->state == SESSION_CLOSING || lws_frame_is_binary(wsi))) {
+        reassembly_discard(&s->rx);
+        if (s->state != SESSION_CLOSING)
+            receive_fail(s, SM_ERR_MALFORMED, "binary messages are not accepted", 1003);
         return 0;
+    }
     size_t limit = s->has_keys ? g_core.sc->max_message_bytes : PRE_HANDSHAKE_MAX_BYTES;
-    /* Our own cap: lws has none, and we only ever grow the buffer by bytes
-     * actually received, never by the peer's declared length. */
-    if (len > limit || s->rx_len > limit - len) {
-        fail_message(s, SM_ERR_TOO_LARGE, "message too large", 1009);
-        free(s->rx);
-        s->rx = NULL;
-        s->rx_cap = 0;
+    /* Our own cap: lws has none. */
+    switch (reassembly_append(&s->rx, first, lws_is_final_fragment(wsi), in, len, limit)) {
+    case REASSEMBLY_COMPLETE:
+        break;
+    case REASSEMBLY_TOO_LARGE:
+        receive_fail(s, SM_ERR_TOO_LARGE, "message too large", 1009);
+        return 0;
+    case REASSEMBLY_NO_MEMORY:
+        return -1;
+    default:
         return 0;
     }
-    if (s->rx_len + len > s->rx_cap) {
-        size_t cap = s->rx_cap ? s->rx_cap : 1024;
-        while (cap < s->rx_len + len)
-            cap *= 2;
-        if (cap > limit)
-            cap = limit;
-        char *rx = realloc(s->rx, cap);
-        if (!rx)
-            return -1;
-        s->rx = rx;
-        s->rx_cap = cap;
-    }
-    memcpy(s->rx + s->rx_len, in, len);
-    s->rx_len += len;
-    if (!lws_is_final_fragment(wsi))
-        return 0;
-    size_t n = s->rx_len;
-    s->rx_len = 0;
-    receive_message(s, s->rx, n);
+    size_t n;
+    const char *text = reassembly_take(&s->rx, &n);
+    receive_message(s, text, n);
     /* Idle sessions keep no buffer at all: with thousands of them the
      * memory matters more than one malloc per message. */
     s = lws_wsi_user(wsi) ? ((pss *)lws_wsi_user(wsi))->s : NULL;
-    if (s && s->rx_len == 0) {
-        free(s->rx);
-        s->rx = NULL;
-        s->rx_cap = 0;
-    }
+    if (s)
+        reassembly_release(&s->rx);
     return 0;
 }
 

@@ -212,6 +212,58 @@ static void fragmented_command_is_reassembled(void)
     sm_client_close(c, 1000);
 }
 
+/* An empty text message is not JSON: the protocol's 1004 with reply_to and
+ * command "", and before the handshake the connection is closed 1008. */
+static void empty_message_before_handshake_gets_1004_and_close_1008(void)
+{
+    sm_client *c = open_raw();
+    skip_server_hello(c);
+    CU_ASSERT_EQUAL(sm_client_send_text(c, "", 0), SM_CLIENT_OK);
+    expect_plain_error(c, 1004);
+    CU_ASSERT_EQUAL(harness_wait_closed(c, 3000), 1008);
+    sm_client_free(c);
+}
+
+static void expect_sealed_empty_message_error(sm_client *c)
+{
+    sm_message *m = NULL;
+    CU_ASSERT_EQUAL_FATAL(sm_client_recv(c, 3000, &m), SM_CLIENT_OK);
+    CU_ASSERT_STRING_EQUAL(m->type, "error");
+    CU_ASSERT_EQUAL(harness_error_code(m), 1004);
+    CU_ASSERT_STRING_EQUAL(m->reply_to ? m->reply_to : "(none)", "");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(m->payload, "command")), "");
+    sm_message_free(m);
+}
+
+static void empty_message_after_handshake_gets_1004_and_stays_open(void)
+{
+    sm_client *c = connect_default();
+    CU_ASSERT_EQUAL(sm_client_send_text(c, "", 0), SM_CLIENT_OK);
+    expect_sealed_empty_message_error(c);
+    /* Empty fragments make an empty message too. */
+    CU_ASSERT_EQUAL(sm_client_send_frame(c, 1, 0, "", 0), SM_CLIENT_OK);
+    CU_ASSERT_EQUAL(sm_client_send_frame(c, 0, 1, "", 0), SM_CLIENT_OK);
+    expect_sealed_empty_message_error(c);
+    sm_message *m = harness_callf(c, "echo", "{s:s}", "still", "open");
+    CU_ASSERT_STRING_EQUAL(m ? m->type : "", "response");
+    sm_message_free(m);
+    sm_client_close(c, 1000);
+}
+
+static void empty_message_queued_behind_a_deferred_command_gets_1004(void)
+{
+    sm_client *c = connect_default();
+    uint64_t n1 = 0;
+    CU_ASSERT_EQUAL(sm_client_send(c, "deferred_echo", NULL, &n1), SM_CLIENT_OK);
+    CU_ASSERT_EQUAL(sm_client_send_text(c, "", 0), SM_CLIENT_OK);
+    sm_message *m = NULL;
+    CU_ASSERT_EQUAL_FATAL(sm_client_recv(c, 3000, &m), SM_CLIENT_OK);
+    CU_ASSERT_STRING_EQUAL(m->type, "response");
+    sm_message_free(m);
+    expect_sealed_empty_message_error(c);
+    sm_client_close(c, 1000);
+}
+
 static void invalid_utf8_closes_1007(void)
 {
     sm_client *c = connect_default();
@@ -512,6 +564,9 @@ int main(void)
         SM_TEST(oversize_after_handshake_gets_1011_and_close_1009),
         SM_TEST(oversize_in_fragments_is_refused_too),
         SM_TEST(fragmented_command_is_reassembled),
+        SM_TEST(empty_message_before_handshake_gets_1004_and_close_1008),
+        SM_TEST(empty_message_after_handshake_gets_1004_and_stays_open),
+        SM_TEST(empty_message_queued_behind_a_deferred_command_gets_1004),
         SM_TEST(invalid_utf8_closes_1007),
         SM_TEST(unknown_action_gets_1003),
         SM_TEST(malformed_payload_gets_1004_naming_the_field),
