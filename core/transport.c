@@ -279,6 +279,16 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         if (!p || !p->s)
             return -1;
         return on_receive(wsi, p->s, in, len);
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        /* RFC 6455 5.5.1: a close body is empty or starts with a 2-byte
+         * code. lws 4.1 checks the code but echoes a 1-byte body as is
+         * (which the peer reads as 1005); fail the connection with 1002
+         * instead. Returning nonzero makes lws send our reason and close. */
+        if (len == 1) {
+            lws_close_reason(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, NULL, 0);
+            return -1;
+        }
+        return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
         if (!p || !p->s)
             return 0;
