@@ -14,8 +14,10 @@
 #include "core.h"
 #include "crypto.h"
 #include "identity.h"
+#include "listener.h"
 #include "log.h"
 #include "plugin_loader.h"
+#include "tls_check.h"
 #include "transport.h"
 
 #ifndef SM_VERSION
@@ -70,6 +72,21 @@ static int parse_port(const char *s, int *out)
     if (errno || *s == '\0' || *end != '\0' || v < 0 || v > 65535)
         return -1;
     *out = (int)v;
+    return 0;
+}
+
+/* What the transport would refuse at start (the listening address, the TLS
+ * certificate and key), found before the key and the database are touched,
+ * and by --check-config. */
+static int check_server_section(const server_config *sc, const char *config_file)
+{
+    char err[1024];
+    if (listener_check_address(sc->bind, err, sizeof err) != 0 ||
+        (sc->tls_cert && *sc->tls_cert &&
+         tls_check_pair(sc->tls_cert, sc->tls_key, err, sizeof err) != 0)) {
+        LOG_ERROR("%s: %s", config_file, err);
+        return -1;
+    }
     return 0;
 }
 
@@ -130,6 +147,7 @@ int main(int argc, char **argv)
     if (db_override)
         g_core.sc->database = db_override;
 
+    int server_ok = check_server_section(g_core.sc, config_file) == 0;
     if (check_only) {
         /* Plugins are loaded and initialised too, so their sections are
          * checked; nothing is opened or listened on. */
@@ -137,7 +155,8 @@ int main(int argc, char **argv)
          * the end: a plugin that failed half-way read only some of its own. */
         if (plugin_load_all(g_core.sc->plugin_dir, g_core.sc->plugins,
                             g_core.sc->n_plugins) != 0 ||
-            config_check_unused(g_core.cfg, g_core.sc->plugins, g_core.sc->n_plugins) != 0) {
+            config_check_unused(g_core.cfg, g_core.sc->plugins, g_core.sc->n_plugins) != 0 ||
+            !server_ok) {
             LOG_ERROR("%s: configuration refused", config_file);
             goto out;
         }
@@ -145,6 +164,8 @@ int main(int argc, char **argv)
         status = 0;
         goto out;
     }
+    if (!server_ok)
+        goto out;
 
     signal(SIGPIPE, SIG_IGN);
     if (storage_open(g_core.sc->database, g_core.sc->synchronous, &g_core.db) != 0) {

@@ -30,7 +30,8 @@ static int queue_input(struct session *s, const char *text, size_t len)
         g_core.transport->close(s, 1011, "out of memory");
         return -1;
     }
-    memcpy(m->text, text, len);
+    if (len)
+        memcpy(m->text, text, len);
     m->text[len] = '\0';
     m->len = len;
     if (s->input_tail)

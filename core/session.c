@@ -206,7 +206,7 @@ void session_destroy(session *s)
         free(s->attrs[i].value);
     }
     free(s->topics);
-    free(s->rx);
+    reassembly_release(&s->rx);
     free(s->username);
     crypto_wipe(&s->c2s, sizeof s->c2s);
     crypto_wipe(&s->s2c, sizeof s->s2c);

@@ -11,6 +11,7 @@
 
 #include "envelope.h"
 #include "outqueue.h"
+#include "reassembly.h"
 #include "safemessenger/plugin.h"
 
 #define SESSION_MAX_ATTRS 32
@@ -55,11 +56,7 @@ typedef struct session {
     envelope_dir s2c;
     int has_keys;
 
-    /* input reassembly (transport) */
-    char *rx;
-    size_t rx_len;
-    size_t rx_cap;
-    int rx_discard;                  /* rest of an oversized or binary message */
+    reassembly rx;                   /* input reassembly (transport) */
 
     outqueue out;
 

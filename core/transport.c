@@ -1,15 +1,19 @@
 #include "transport.h"
 
+#include <errno.h>
 #include <libwebsockets.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "core.h"
 #include "dispatch.h"
 #include "envelope.h"
 #include "handshake.h"
+#include "listener.h"
 #include "log.h"
 #include "receive.h"
 #include "session.h"
@@ -20,6 +24,12 @@
 /* How long a closing session may take to flush before it is dropped. */
 #define CLOSE_FLUSH_SECONDS 5
 #define SHUTDOWN_GRACE_SECONDS 3.0
+/* Connections accepted per wake-up, so a burst does not starve the
+ * established ones. */
+#define ACCEPT_BATCH 64
+/* Out of descriptors: stop accepting this long instead of spinning on a
+ * listening socket that stays readable. */
+#define ACCEPT_PAUSE_USEC 100000
 
 _Static_assert(OUTQUEUE_HEADROOM >= LWS_PRE, "outqueue headroom must cover LWS_PRE");
 
@@ -31,6 +41,12 @@ typedef struct pss {
 static struct lws_context *lws_ctx;
 static struct lws_vhost *vhost;
 static lws_sorted_usec_list_t timer_sul;
+/* The listening socket (listener.c), watched by lws as a raw file on a
+ * vhost of its own; each accepted socket is handed to `vhost`. */
+static int listen_fd = -1;
+static struct lws *acceptor;
+static lws_sorted_usec_list_t accept_pause_sul;
+static double accept_error_logged_at = -1e9;
 static volatile sig_atomic_t stop_requested;
 
 static void schedule_timers(void);
@@ -186,60 +202,36 @@ static int origin_allowed(struct lws *wsi)
     return 0;
 }
 
-static void fail_message(session *s, int code, const char *msg, int close_code)
-{
-    s->rx_discard = 1;
-    s->rx_len = 0;
-    receive_fail(s, code, msg, close_code);
-}
-
 static int on_receive(struct lws *wsi, session *s, const char *in, size_t len)
 {
-    if (lws_is_first_fragment(wsi)) {
-        s->rx_len = 0;
-        s->rx_discard = s->state == SESSION_CLOSING;
-        if (!s->rx_discard && lws_frame_is_binary(wsi))
-            fail_message(s, SM_ERR_MALFORMED, "binary messages are not accepted", 1003);
-    }
-    if (s->rx_discard)
+    int first = lws_is_first_fragment(wsi);
+    if (first && (s->state == SESSION_CLOSING || lws_frame_is_binary(wsi))) {
+        reassembly_discard(&s->rx);
+        if (s->state != SESSION_CLOSING)
+            receive_fail(s, SM_ERR_MALFORMED, "binary messages are not accepted", 1003);
         return 0;
+    }
     size_t limit = s->has_keys ? g_core.sc->max_message_bytes : PRE_HANDSHAKE_MAX_BYTES;
-    /* Our own cap: lws has none, and we only ever grow the buffer by bytes
-     * actually received, never by the peer's declared length. */
-    if (len > limit || s->rx_len > limit - len) {
-        fail_message(s, SM_ERR_TOO_LARGE, "message too large", 1009);
-        free(s->rx);
-        s->rx = NULL;
-        s->rx_cap = 0;
+    /* Our own cap: lws has none. */
+    switch (reassembly_append(&s->rx, first, lws_is_final_fragment(wsi), in, len, limit)) {
+    case REASSEMBLY_COMPLETE:
+        break;
+    case REASSEMBLY_TOO_LARGE:
+        receive_fail(s, SM_ERR_TOO_LARGE, "message too large", 1009);
+        return 0;
+    case REASSEMBLY_NO_MEMORY:
+        return -1;
+    default:
         return 0;
     }
-    if (s->rx_len + len > s->rx_cap) {
-        size_t cap = s->rx_cap ? s->rx_cap : 1024;
-        while (cap < s->rx_len + len)
-            cap *= 2;
-        if (cap > limit)
-            cap = limit;
-        char *rx = realloc(s->rx, cap);
-        if (!rx)
-            return -1;
-        s->rx = rx;
-        s->rx_cap = cap;
-    }
-    memcpy(s->rx + s->rx_len, in, len);
-    s->rx_len += len;
-    if (!lws_is_final_fragment(wsi))
-        return 0;
-    size_t n = s->rx_len;
-    s->rx_len = 0;
-    receive_message(s, s->rx, n);
+    size_t n;
+    const char *text = reassembly_take(&s->rx, &n);
+    receive_message(s, text, n);
     /* Idle sessions keep no buffer at all: with thousands of them the
      * memory matters more than one malloc per message. */
     s = lws_wsi_user(wsi) ? ((pss *)lws_wsi_user(wsi))->s : NULL;
-    if (s && s->rx_len == 0) {
-        free(s->rx);
-        s->rx = NULL;
-        s->rx_cap = 0;
-    }
+    if (s)
+        reassembly_release(&s->rx);
     return 0;
 }
 
@@ -283,11 +275,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         }
         return 0;
     case LWS_CALLBACK_ESTABLISHED: {
-        char addr[64] = "";
-        lws_get_peer_simple(wsi, addr, sizeof addr);
-        /* An IPv4 peer on a dual-stack socket shows as ::ffff:a.b.c.d; plugins
-         * and logs see the plain IPv4 form. */
-        const char *peer = strncmp(addr, "::ffff:", 7) == 0 && strchr(addr + 7, '.') ? addr + 7 : addr;
+        /* Not lws_get_peer_simple(): it reads every peer as IPv6 when the
+         * vhost has IPv6 on, whatever the socket's family. */
+        char peer[LISTENER_ADDRESS_LEN] = "";
+        if (listener_peer_address(lws_get_socket_fd(wsi), peer, sizeof peer) != 0)
+            snprintf(peer, sizeof peer, "?");
         session *s = session_new(wsi, peer);
         if (!s)
             return -1;
@@ -303,6 +295,16 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         if (!p || !p->s)
             return -1;
         return on_receive(wsi, p->s, in, len);
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        /* RFC 6455 5.5.1: a close body is empty or starts with a 2-byte
+         * code. lws 4.1 checks the code but echoes a 1-byte body as is
+         * (which the peer reads as 1005); fail the connection with 1002
+         * instead. Returning nonzero makes lws send our reason and close. */
+        if (len == 1) {
+            lws_close_reason(wsi, LWS_CLOSE_STATUS_PROTOCOL_ERR, NULL, 0);
+            return -1;
+        }
+        return 0;
     case LWS_CALLBACK_SERVER_WRITEABLE:
         if (!p || !p->s)
             return 0;
@@ -348,11 +350,139 @@ static void lws_log_bridge(int level, const char *line)
     log_msg(level == LLL_ERR ? SM_LOG_ERROR : SM_LOG_WARNING, "lws", "%.*s", (int)n, line);
 }
 
+/* ---- accepting --------------------------------------------------------- */
+
+static void accept_resume(lws_sorted_usec_list_t *sul)
+{
+    (void)sul;
+    if (acceptor)
+        lws_rx_flow_control(acceptor, 1);
+}
+
+static void accept_waiting(void)
+{
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        int fd = listener_accept(listen_fd);
+        if (fd < 0) {
+            int e = errno;
+            if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR || e == ECONNABORTED)
+                return;
+            double now = core_mono_now();
+            if (now - accept_error_logged_at >= 10.0) {
+                LOG_WARN("cannot accept a connection: %s", strerror(e));
+                accept_error_logged_at = now;
+            }
+            if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+                lws_rx_flow_control(acceptor, 0);
+                lws_sul_schedule(lws_ctx, 0, &accept_pause_sul, accept_resume,
+                                 ACCEPT_PAUSE_USEC);
+            }
+            return;
+        }
+        /* lws closes fd itself when it cannot adopt it. */
+        if (!lws_adopt_socket_vhost(vhost, fd))
+            LOG_WARN("libwebsockets could not take an accepted connection");
+    }
+}
+
+static int acceptor_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                             void *in, size_t len)
+{
+    (void)wsi;
+    (void)user;
+    (void)in;
+    (void)len;
+    switch (reason) {
+    case LWS_CALLBACK_RAW_RX_FILE:
+        accept_waiting();
+        return 0;
+    case LWS_CALLBACK_RAW_CLOSE_FILE:
+        /* lws closes the descriptor with the wsi. */
+        acceptor = NULL;
+        listen_fd = -1;
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+static const struct lws_protocols acceptor_protocols[] = {
+    {"sm-acceptor", acceptor_callback, 0, 0, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0}
+};
+
+/* Watches the listening socket from the lws loop, on a vhost that serves
+ * nothing, so no client can select its protocol. */
+static int acceptor_start(void)
+{
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.port = CONTEXT_PORT_NO_LISTEN;
+    info.protocols = acceptor_protocols;
+    info.vhost_name = "sm-acceptor";
+    struct lws_vhost *vh = lws_create_vhost(lws_ctx, &info);
+    if (!vh)
+        return -1;
+    lws_sock_file_fd_type desc;
+    desc.filefd = listen_fd;
+    acceptor = lws_adopt_descriptor_vhost(vh, LWS_ADOPT_RAW_FILE_DESC, desc, "sm-acceptor", NULL);
+    return acceptor ? 0 : -1;
+}
+
+/* ---- start and stop ---------------------------------------------------- */
+
+static int create_vhost(const server_config *sc, int listen_family)
+{
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    /* Sockets arrive through lws_adopt_socket_vhost(); lws binds nothing. */
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
+    info.protocols = protocols;
+    info.vhost_name = "safemessenger";
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
+    /* lws reads peers of an IPv6-enabled vhost as IPv6 structures. */
+    if (listen_family == AF_INET)
+        info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
+    int tls = sc->tls_cert && *sc->tls_cert;
+    if (tls) {
+        /* lws reads this flag from the vhost's options too: without it the
+         * vhost silently serves plain ws. */
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.ssl_cert_filepath = sc->tls_cert;
+        info.ssl_private_key_filepath = sc->tls_key;
+    }
+    /* No extensions: permessage-deflate stays off. */
+    info.extensions = NULL;
+    vhost = lws_create_vhost(lws_ctx, &info);
+    if (vhost)
+        return 0;
+    /* With no socket of its own to bind, only TLS (or memory) fails here. */
+    if (tls)
+        LOG_ERROR("cannot set up TLS with the certificate %s and the key %s", sc->tls_cert,
+                  sc->tls_key);
+    else
+        LOG_ERROR("cannot create the libwebsockets vhost");
+    return -1;
+}
+
 int transport_start(const server_config *sc, int *port_out)
 {
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_bridge);
     g_core.transport = &lws_transport;
     g_core.timers_changed = schedule_timers;
+
+    char err[512];
+    listen_fd = listener_open(sc->bind, sc->port, err, sizeof err);
+    if (listen_fd < 0) {
+        LOG_ERROR("%s", err);
+        return -1;
+    }
+    char where[LISTENER_ADDRESS_LEN];
+    int port = 0;
+    if (listener_local_address(listen_fd, where, sizeof where, &port) != 0) {
+        LOG_ERROR("cannot read back the listening address: %s", strerror(errno));
+        goto fail;
+    }
 
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
@@ -364,46 +494,28 @@ int transport_start(const server_config *sc, int *port_out)
     lws_ctx = lws_create_context(&info);
     if (!lws_ctx) {
         LOG_ERROR("cannot create the libwebsockets context");
-        return -1;
+        goto fail;
     }
-
-    memset(&info, 0, sizeof info);
-    info.port = sc->port;
-    info.protocols = protocols;
-    info.vhost_name = "safemessenger";
-    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
-    const char *bind = sc->bind;
-    if (!bind || !*bind || strcmp(bind, "0.0.0.0") == 0 || strcmp(bind, "*") == 0) {
-        if (bind && strcmp(bind, "0.0.0.0") == 0)
-            info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
-        info.iface = NULL;
-    } else if (strcmp(bind, "::") == 0) {
-        info.iface = NULL;
-    } else {
-        info.iface = bind;
+    if (create_vhost(sc, listener_family(listen_fd)) != 0)
+        goto fail;
+    if (acceptor_start() != 0) {
+        LOG_ERROR("cannot watch the listening socket %s", where);
+        goto fail;
     }
-    if (tls) {
-        /* lws reads this flag from the vhost's options too: without it the
-         * vhost silently serves plain ws. */
-        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
-        info.ssl_cert_filepath = sc->tls_cert;
-        info.ssl_private_key_filepath = sc->tls_key;
-    }
-    /* No extensions: permessage-deflate stays off. */
-    info.extensions = NULL;
-    vhost = lws_create_vhost(lws_ctx, &info);
-    if (!vhost) {
-        LOG_ERROR("cannot listen on %s port %d%s", bind ? bind : "*", sc->port,
-                  tls ? " (check the TLS certificate and key)" : "");
-        lws_context_destroy(lws_ctx);
-        lws_ctx = NULL;
-        return -1;
-    }
-    int port = lws_get_vhost_listen_port(vhost);
-    LOG_INFO("listening on %s port %d (%s)", bind ? bind : "*", port, tls ? "wss" : "ws");
+    LOG_INFO("listening on %s (%s)", where, tls ? "wss" : "ws");
     *port_out = port;
     schedule_timers();
     return 0;
+fail:
+    if (!acceptor && listen_fd >= 0)
+        close(listen_fd);
+    listen_fd = -1;
+    if (lws_ctx)
+        lws_context_destroy(lws_ctx);
+    lws_ctx = NULL;
+    vhost = NULL;
+    acceptor = NULL;
+    return -1;
 }
 
 static void close_all_sessions(void)
@@ -435,6 +547,7 @@ void transport_stop(void)
         return;
     g_core.shutting_down = 2;
     lws_sul_cancel(&timer_sul);
+    lws_sul_cancel(&accept_pause_sul);
     lws_context_destroy(lws_ctx);
     lws_ctx = NULL;
     vhost = NULL;

@@ -1,4 +1,5 @@
-/* The WebSocket transport on libwebsockets: one vhost whose default
+/* The WebSocket transport on libwebsockets: our own listening socket whose
+ * connections are handed to one vhost whose default
  * protocol is ours (so clients offering no subprotocol reach it), GET
  * /healthz on the same port, the Origin check, message reassembly under our
  * own size cap, the bounded send queue written one frame per WRITEABLE
@@ -8,8 +9,10 @@
 
 #include "config.h"
 
-/* Creates the lws context and listening vhost. *port_out receives the
- * bound port (useful with port 0). */
+/* Opens the listening socket on exactly sc->bind (listener.c), creates the
+ * lws context and the vhost that serves the connections accepted from it,
+ * and logs the address actually bound. *port_out receives the bound port
+ * (useful with port 0). Returns 0, or -1 after logging the reason. */
 int transport_start(const server_config *sc, int *port_out);
 /* Runs the loop until transport_request_stop(); then closes every session
  * with 1001 and waits (bounded) for their queues to flush. */

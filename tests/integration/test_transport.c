@@ -212,6 +212,58 @@ static void fragmented_command_is_reassembled(void)
     sm_client_close(c, 1000);
 }
 
+/* An empty text message is not JSON: the protocol's 1004 with reply_to and
+ * command "", and before the handshake the connection is closed 1008. */
+static void empty_message_before_handshake_gets_1004_and_close_1008(void)
+{
+    sm_client *c = open_raw();
+    skip_server_hello(c);
+    CU_ASSERT_EQUAL(sm_client_send_text(c, "", 0), SM_CLIENT_OK);
+    expect_plain_error(c, 1004);
+    CU_ASSERT_EQUAL(harness_wait_closed(c, 3000), 1008);
+    sm_client_free(c);
+}
+
+static void expect_sealed_empty_message_error(sm_client *c)
+{
+    sm_message *m = NULL;
+    CU_ASSERT_EQUAL_FATAL(sm_client_recv(c, 3000, &m), SM_CLIENT_OK);
+    CU_ASSERT_STRING_EQUAL(m->type, "error");
+    CU_ASSERT_EQUAL(harness_error_code(m), 1004);
+    CU_ASSERT_STRING_EQUAL(m->reply_to ? m->reply_to : "(none)", "");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(m->payload, "command")), "");
+    sm_message_free(m);
+}
+
+static void empty_message_after_handshake_gets_1004_and_stays_open(void)
+{
+    sm_client *c = connect_default();
+    CU_ASSERT_EQUAL(sm_client_send_text(c, "", 0), SM_CLIENT_OK);
+    expect_sealed_empty_message_error(c);
+    /* Empty fragments make an empty message too. */
+    CU_ASSERT_EQUAL(sm_client_send_frame(c, 1, 0, "", 0), SM_CLIENT_OK);
+    CU_ASSERT_EQUAL(sm_client_send_frame(c, 0, 1, "", 0), SM_CLIENT_OK);
+    expect_sealed_empty_message_error(c);
+    sm_message *m = harness_callf(c, "echo", "{s:s}", "still", "open");
+    CU_ASSERT_STRING_EQUAL(m ? m->type : "", "response");
+    sm_message_free(m);
+    sm_client_close(c, 1000);
+}
+
+static void empty_message_queued_behind_a_deferred_command_gets_1004(void)
+{
+    sm_client *c = connect_default();
+    uint64_t n1 = 0;
+    CU_ASSERT_EQUAL(sm_client_send(c, "deferred_echo", NULL, &n1), SM_CLIENT_OK);
+    CU_ASSERT_EQUAL(sm_client_send_text(c, "", 0), SM_CLIENT_OK);
+    sm_message *m = NULL;
+    CU_ASSERT_EQUAL_FATAL(sm_client_recv(c, 3000, &m), SM_CLIENT_OK);
+    CU_ASSERT_STRING_EQUAL(m->type, "response");
+    sm_message_free(m);
+    expect_sealed_empty_message_error(c);
+    sm_client_close(c, 1000);
+}
+
 static void invalid_utf8_closes_1007(void)
 {
     sm_client *c = connect_default();
@@ -427,6 +479,49 @@ static void one_reply_larger_than_the_byte_bound_reaches_a_reader(void)
     sm_client_close(c, 1000);
 }
 
+/* RFC 6455 5.5.1: a close body is empty or starts with a 2-byte code; a
+ * 1-byte body fails the connection with 1002 (lws alone echoed it: 1005). */
+static void one_byte_close_body_is_answered_1002(void)
+{
+    sm_client *c = connect_default();
+    CU_ASSERT_EQUAL(sm_client_send_frame(c, 8, 1, "\x03", 1), SM_CLIENT_OK);
+    CU_ASSERT_EQUAL(harness_wait_closed(c, 3000), 1002);
+    sm_client_free(c);
+    /* lws itself answers a code that may not be sent (1005) with 1002. */
+    c = connect_default();
+    CU_ASSERT_EQUAL(sm_client_send_frame(c, 8, 1, "\x03\xed", 2), SM_CLIENT_OK);
+    CU_ASSERT_EQUAL(harness_wait_closed(c, 3000), 1002);
+    sm_client_free(c);
+    /* A valid close is echoed. */
+    c = connect_default();
+    CU_ASSERT_EQUAL(sm_client_send_frame(c, 8, 1, "\x03\xe8", 2), SM_CLIENT_OK);
+    CU_ASSERT_EQUAL(harness_wait_closed(c, 3000), 1000);
+    sm_client_free(c);
+}
+
+/* Known gap, pinned (docs/PROTOCOL.md section 8): RFC 6455 5.1 wants an
+ * unmasked client frame to fail the connection with 1002, but lws 4.1.6
+ * accepts it and tells the callback nothing. If an lws upgrade starts
+ * refusing it, this test fails: update the docs and assert 1002 here. */
+static void unmasked_client_frame_is_still_processed_known_gap(void)
+{
+    sm_client *c = connect_default();
+    char *frame = NULL;
+    size_t len = 0;
+    const char *plain = "{\"unmasked\":true}";
+    CU_ASSERT_EQUAL_FATAL(envelope_seal(sm_client_c2s(c), "command", "echo", NULL, plain,
+                                        strlen(plain), &frame, &len), 0);
+    CU_ASSERT_EQUAL(sm_client_send_frame_ex(c, 1, 1, 0, 0, frame, len), SM_CLIENT_OK);
+    free(frame);
+    sm_message *m = NULL;
+    CU_ASSERT_EQUAL_FATAL(sm_client_recv(c, 3000, &m), SM_CLIENT_OK);
+    CU_ASSERT_STRING_EQUAL(m->type, "response");
+    CU_ASSERT_TRUE(json_is_true(json_object_get(m->payload, "unmasked")));
+    sm_message_free(m);
+    CU_ASSERT_EQUAL(sm_client_close_code(c), -1);
+    sm_client_close(c, 1000);
+}
+
 static int http_get(int port, const char *path, char *out, size_t out_len)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -512,6 +607,9 @@ int main(void)
         SM_TEST(oversize_after_handshake_gets_1011_and_close_1009),
         SM_TEST(oversize_in_fragments_is_refused_too),
         SM_TEST(fragmented_command_is_reassembled),
+        SM_TEST(empty_message_before_handshake_gets_1004_and_close_1008),
+        SM_TEST(empty_message_after_handshake_gets_1004_and_stays_open),
+        SM_TEST(empty_message_queued_behind_a_deferred_command_gets_1004),
         SM_TEST(invalid_utf8_closes_1007),
         SM_TEST(unknown_action_gets_1003),
         SM_TEST(malformed_payload_gets_1004_naming_the_field),
@@ -524,6 +622,8 @@ int main(void)
         SM_TEST(deferred_commands_keep_their_order),
         SM_TEST(stopped_reader_is_cut_off_and_others_unaffected),
         SM_TEST(one_reply_larger_than_the_byte_bound_reaches_a_reader),
+        SM_TEST(one_byte_close_body_is_answered_1002),
+        SM_TEST(unmasked_client_frame_is_still_processed_known_gap),
         SM_TEST(healthz_answers_ok_on_the_same_port),
         SM_TEST(origin_not_allowed_is_refused_at_upgrade),
         SM_TEST(client_without_subprotocol_reaches_the_protocol),

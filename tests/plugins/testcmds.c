@@ -40,6 +40,17 @@ static void whoami(sm_ctx *ctx, const json_t *payload, void *data)
     json_decref(p);
 }
 
+/* The peer address the core recorded for this session. */
+static void peer_address(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)payload;
+    (void)data;
+    const char *address = host->session_address(host->ctx_session(ctx));
+    json_t *p = json_pack("{s:s}", "address", address ? address : "");
+    host->reply(ctx, "peer_address", p);
+    json_decref(p);
+}
+
 static void no_reply(sm_ctx *ctx, const json_t *payload, void *data)
 {
     (void)ctx;
@@ -318,6 +329,7 @@ static const sm_action actions[] = {
     {"emit", emit, 0, NULL},
     {"big", big, SM_ACTION_NO_RATE_LIMIT, big_schema},
     {"deferred_echo", deferred_echo, 0, NULL},
+    {"peer_address", peer_address, 0, NULL},
     {"kv_put", kv_put, 0, kv_schema},
     {"kv_get", kv_get, 0, kv_schema},
     {"topic", topic_cmd, 0, topic_schema},
