@@ -1,15 +1,19 @@
 /* Blocking (an extension of PROTOCOL.md, documented in docs/PROTOCOL.md):
  * a user's block list, and the policy that makes the core's
  * policy_check drop what a blocked user sends to the blocker (private
- * messages, friend requests) without telling the sender, and, in
+ * messages, friend requests) without telling the sender: every reply the
+ * blocked user can provoke is the one an unblocked user in the same state
+ * would get (docs/PROTOCOL.md section 8), and, in
  * friends.private_messages = "friends" mode, deny private messages
  * between users who are not friends. */
 #include <string.h>
 
 #include "friends.h"
 
-/* Blocking ends whatever ties the two had, in both directions, without
- * telling the blocked user (that would reveal the block). */
+/* Blocking ends the friendship (the caller tells the blocked user as
+ * remove_friend would) and withdraws the blocker's own request. The
+ * blocked user's request to the blocker stays pending, hidden: the blocked
+ * user, asking again, gets the 1010 they got before the block. */
 static int block_tx(friends *fr, const char *blocker, const char *blocked)
 {
     int rc = fr_exec(fr, FR_BLOCK_ADD, blocker, blocked, fr->host->now());
@@ -18,7 +22,17 @@ static int block_tx(friends *fr, const char *blocker, const char *blocked)
     if (rc == SM_OK)
         rc = fr_exec(fr, FR_REQ_DEL, blocker, blocked, 0);
     if (rc == SM_OK)
-        rc = fr_exec(fr, FR_REQ_DEL, blocked, blocker, 0);
+        rc = fr_exec(fr, FR_REQ_HIDE, blocked, blocker, 0);
+    return rc;
+}
+
+/* A hidden request of the blocked user goes with the block, as if the
+ * blocker had declined it (which the requester is never told). */
+static int unblock_tx(friends *fr, const char *blocker, const char *blocked)
+{
+    int rc = fr_exec(fr, FR_BLOCK_DEL, blocker, blocked, 0);
+    if (rc == SM_OK)
+        rc = fr_exec(fr, FR_REQ_DEL_HIDDEN, blocked, blocker, 0);
     return rc;
 }
 
@@ -37,10 +51,15 @@ void fr_block_user(sm_ctx *ctx, const json_t *payload, void *plugin_data)
     if (fr_target(fr, ctx, payload, "username", their_key, them) != SM_OK)
         return;
     /* Blocking again is no error: it keeps the first block's time. */
-    if (fr_transaction(fr, block_tx, my_key, their_key) != SM_OK) {
+    int friends_now = fr_exists(fr, FR_PAIR_GET, my_key, their_key);
+    if (friends_now < 0 || fr_transaction(fr, block_tx, my_key, their_key) != SM_OK) {
         fr_reply_internal(fr, ctx);
         return;
     }
+    /* What remove_friend tells: a friendship that vanished without it
+     * would tell the blocked user more. */
+    if (friends_now)
+        fr_notify(fr, them, "friend_removed", "friend_username", me);
     fr_reply(fr, ctx, "block_user", json_pack("{s:s}", "username", them));
 }
 
@@ -52,9 +71,15 @@ void fr_unblock_user(sm_ctx *ctx, const json_t *payload, void *plugin_data)
     if (fr_me(fr, ctx, &me, my_key, sizeof my_key) != SM_OK ||
         fr_target(fr, ctx, payload, "username", their_key, them) != SM_OK)
         return;
-    if (!fr_take_row(fr, ctx, FR_BLOCK_GET, FR_BLOCK_DEL, my_key, their_key,
-                     "this user is not blocked"))
+    int blocked = fr_exists(fr, FR_BLOCK_GET, my_key, their_key);
+    if (blocked < 0 || (blocked && fr_transaction(fr, unblock_tx, my_key, their_key) != SM_OK)) {
+        fr_reply_internal(fr, ctx);
         return;
+    }
+    if (!blocked) {
+        fr->host->reply_error(ctx, SM_ERR_NOT_FOUND, "this user is not blocked");
+        return;
+    }
     fr_reply(fr, ctx, "unblock_user", json_pack("{s:s}", "username", them));
 }
 

@@ -22,6 +22,8 @@ static const sm_migration migrations[] = {
         "CREATE TABLE friends_blocks (blocker_lower TEXT NOT NULL,"
         " blocked_lower TEXT NOT NULL, created_at REAL NOT NULL,"
         " PRIMARY KEY (blocker_lower, blocked_lower))"},
+    /* Requests a policy dropped are kept, hidden from their target. */
+    {2, "ALTER TABLE friends_requests ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0"},
     {0, NULL},
 };
 
@@ -123,7 +125,7 @@ static void send_friend_request(sm_ctx *ctx, const json_t *payload, void *plugin
     if (fr_target(fr, ctx, payload, "friend_username", their_key, them) != SM_OK)
         return;
     int friends_now = fr_exists(fr, FR_PAIR_GET, my_key, their_key);
-    int pending = fr_exists(fr, FR_REQ_GET, my_key, their_key);
+    int pending = fr_exists(fr, FR_REQ_ANY_GET, my_key, their_key);
     int blocked = fr_exists(fr, FR_BLOCK_GET, my_key, their_key);
     int incoming = fr_exists(fr, FR_REQ_GET, their_key, my_key);
     if (friends_now < 0 || pending < 0 || blocked < 0 || incoming < 0) {
@@ -147,7 +149,13 @@ static void send_friend_request(sm_ctx *ctx, const json_t *payload, void *plugin
         return;
     }
     if (verdict == SM_VERDICT_DROP) {
-        /* Refused silently (e.g. the target blocked us): looks sent. */
+        /* Refused silently (e.g. the target blocked us): looks sent, and is
+         * kept hidden so that a repeat gets the 1010 any pending request
+         * gets. The target never sees it. */
+        if (fr_exec(fr, FR_REQ_ADD_HIDDEN, my_key, their_key, h->now()) != SM_OK) {
+            fr_reply_internal(fr, ctx);
+            return;
+        }
         reply_done(fr, ctx, "friend_request_response", them, "Friend request sent to ", "");
         return;
     }
@@ -207,8 +215,11 @@ static void accept_friend_request(sm_ctx *ctx, const json_t *payload, void *plug
     reply_done(fr, ctx, "friend_request_accept_response", them, "You and ", " are now friends");
 }
 
-int fr_take_row(friends *fr, sm_ctx *ctx, fr_stmt_id get, fr_stmt_id del, const char *a,
-                const char *b, const char *not_found)
+/* Deletes the row (a, b) through the table's get and delete statements.
+ * Returns 1 when the row was there and is gone; otherwise it has already
+ * replied (1009 with not_found, or 1005) and returns 0. */
+static int take_row(friends *fr, sm_ctx *ctx, fr_stmt_id get, fr_stmt_id del, const char *a,
+                    const char *b, const char *not_found)
 {
     int present = fr_exists(fr, get, a, b);
     if (present < 0 || (present && fr_exec(fr, del, a, b, 0) != SM_OK)) {
@@ -231,8 +242,8 @@ static void decline_friend_request(sm_ctx *ctx, const json_t *payload, void *plu
     if (fr_me(fr, ctx, &me, my_key, sizeof my_key) != SM_OK ||
         fr_target(fr, ctx, payload, "friend_username", their_key, them) != SM_OK)
         return;
-    if (!fr_take_row(fr, ctx, FR_REQ_GET, FR_REQ_DEL, their_key, my_key,
-                     "no pending friend request from this user"))
+    if (!take_row(fr, ctx, FR_REQ_GET, FR_REQ_DEL, their_key, my_key,
+                  "no pending friend request from this user"))
         return;
     reply_done(fr, ctx, "friend_request_decline_response", them, "Friend request from ",
                " declined");

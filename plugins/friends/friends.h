@@ -19,9 +19,13 @@ typedef enum fr_stmt_id {
     FR_PAIR_GET,        /* (a_lower, b_lower) with a < b */
     FR_PAIR_ADD,        /* (a_lower, b_lower, created_at) */
     FR_PAIR_DEL,
-    FR_REQ_GET,         /* (from_lower, to_lower) */
+    FR_REQ_GET,         /* (from_lower, to_lower): a request the target can see */
     FR_REQ_ADD,         /* (from_lower, to_lower, created_at) */
-    FR_REQ_DEL,
+    FR_REQ_DEL,         /* hidden or not */
+    FR_REQ_ANY_GET,     /* (from_lower, to_lower): hidden or not */
+    FR_REQ_ADD_HIDDEN,  /* (from_lower, to_lower, created_at) */
+    FR_REQ_HIDE,        /* (from_lower, to_lower) */
+    FR_REQ_DEL_HIDDEN,  /* (from_lower, to_lower) */
     FR_BLOCK_GET,       /* (blocker_lower, blocked_lower) */
     FR_BLOCK_ADD,       /* (blocker_lower, blocked_lower, created_at) */
     FR_BLOCK_DEL,
@@ -77,11 +81,6 @@ int fr_transaction(friends *fr, int (*fn)(friends *fr, const char *a, const char
 /* Sends payload (taken: decref'd here) as the reply, 1005 if it is NULL. */
 void fr_reply(friends *fr, sm_ctx *ctx, const char *action, json_t *payload);
 void fr_reply_internal(friends *fr, sm_ctx *ctx);
-/* Deletes the row (a, b) through the table's get and delete statements.
- * Returns 1 when the row was there and is gone; otherwise it has already
- * replied (1009 with not_found, or 1005) and returns 0. */
-int fr_take_row(friends *fr, sm_ctx *ctx, fr_stmt_id get, fr_stmt_id del, const char *a,
-                const char *b, const char *not_found);
 /* send_event_user(user, action, {field: value}); failures are logged. */
 void fr_notify(friends *fr, const char *user, const char *action, const char *field,
                const char *value);

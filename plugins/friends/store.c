@@ -20,12 +20,27 @@ static const fr_sql statements[FR_STMT_COUNT] = {
     [FR_PAIR_ADD] = {"INSERT INTO friends_pairs (a_lower, b_lower, created_at) VALUES (?, ?, ?)",
                      2, 1},
     [FR_PAIR_DEL] = {"DELETE FROM friends_pairs WHERE a_lower = ? AND b_lower = ?", 2, 0},
-    [FR_REQ_GET] = {"SELECT 1 FROM friends_requests WHERE from_lower = ? AND to_lower = ?", 2,
-                    0},
+    /* A hidden request is one a policy dropped (the target blocked the
+     * requester): its target never sees it, its requester is told "already
+     * pending" as for any other (docs/PROTOCOL.md 7.7). */
+    [FR_REQ_GET] = {"SELECT 1 FROM friends_requests WHERE from_lower = ? AND to_lower = ?"
+                    " AND hidden = 0",
+                    2, 0},
     [FR_REQ_ADD] = {"INSERT INTO friends_requests (from_lower, to_lower, created_at)"
                     " VALUES (?, ?, ?)",
                     2, 1},
     [FR_REQ_DEL] = {"DELETE FROM friends_requests WHERE from_lower = ? AND to_lower = ?", 2, 0},
+    [FR_REQ_ANY_GET] = {"SELECT 1 FROM friends_requests WHERE from_lower = ? AND to_lower = ?",
+                        2, 0},
+    [FR_REQ_ADD_HIDDEN] = {"INSERT INTO friends_requests (from_lower, to_lower, created_at,"
+                           " hidden) VALUES (?, ?, ?, 1)",
+                           2, 1},
+    [FR_REQ_HIDE] = {"UPDATE friends_requests SET hidden = 1 WHERE from_lower = ?"
+                     " AND to_lower = ?",
+                     2, 0},
+    [FR_REQ_DEL_HIDDEN] = {"DELETE FROM friends_requests WHERE from_lower = ? AND to_lower = ?"
+                           " AND hidden = 1",
+                           2, 0},
     [FR_BLOCK_GET] = {"SELECT 1 FROM friends_blocks WHERE blocker_lower = ? AND blocked_lower = ?",
                       2, 0},
     [FR_BLOCK_ADD] = {"INSERT INTO friends_blocks (blocker_lower, blocked_lower, created_at)"
@@ -46,7 +61,8 @@ static const fr_sql statements[FR_STMT_COUNT] = {
      * SQL has no insertion order, and real clocks carry fractions. */
     [FR_REQUESTS_TO] = {"SELECT u.username, r.created_at FROM friends_requests r"
                         " JOIN auth_users u ON u.username_lower = r.from_lower"
-                        " WHERE r.to_lower = ? ORDER BY r.created_at, u.username_lower",
+                        " WHERE r.to_lower = ? AND r.hidden = 0"
+                        " ORDER BY r.created_at, u.username_lower",
                         1, 0},
     [FR_BLOCKED_BY] = {"SELECT u.username, u.username_lower FROM friends_blocks b"
                        " JOIN auth_users u ON u.username_lower = b.blocked_lower"

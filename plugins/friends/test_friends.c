@@ -555,12 +555,46 @@ static void block_list_sorted_idempotent_and_unblock(void)
     stop();
 }
 
-static void block_ends_friendship_and_requests_silently(void)
+/* The reply to a command that must fail, as a new reference to its
+ * payload (code, message, command) for comparing replies. */
+static json_t *error_payload(sm_session_id s, const char *action, const char *payload)
+{
+    json_t *r = sm_testhost_call(th, s, action, payload);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    ASSERT_STR(json_string_value(json_object_get(r, "type")), "error");
+    json_t *p = json_incref(json_object_get(r, "payload"));
+    json_decref(r);
+    return p;
+}
+
+/* Asserts that two commands get the same error, with this code. */
+static void expect_same_error(sm_session_id s1, const char *action1, const char *payload1,
+                              sm_session_id s2, const char *action2, const char *payload2,
+                              int code)
+{
+    json_t *p1 = error_payload(s1, action1, payload1);
+    json_t *p2 = error_payload(s2, action2, payload2);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(p1, "code")), code);
+    /* The command names differ when the actions do; the rest must not. */
+    json_object_del(p1, "command");
+    json_object_del(p2, "command");
+    CU_ASSERT_TRUE(json_equal(p1, p2));
+    if (!json_equal(p1, p2))
+        fprintf(stderr, "replies differ: %s / %s\n",
+                json_string_value(json_object_get(p1, "message")),
+                json_string_value(json_object_get(p2, "message")));
+    json_decref(p1);
+    json_decref(p2);
+}
+
+/* Blocking a friend looks like remove_friend to the blocked user (the
+ * same friend_removed event, no friendship left); the blocker's own
+ * request is withdrawn; nothing else is told. */
+static void block_ends_friendship_as_remove_friend_does(void)
 {
     start();
     sm_session_id a = login("Alice"), b = login("bob"), c = login("Carol"), d = login("dave");
     befriend(a, "Alice", b, "bob");
-    send_request(c, "Alice", "Alice");
     send_request(a, "dave", "dave");
     sm_testhost_clear(th);
     const char *targets[] = {"bob", "Carol", "dave"};
@@ -571,38 +605,79 @@ static void block_ends_friendship_and_requests_silently(void)
         json_decref(p);
     }
     CU_ASSERT_EQUAL(sm_testhost_pending(th, a), 0);
-    CU_ASSERT_EQUAL(sm_testhost_pending(th, b), 0); /* no friend_removed */
+    expect_event(b, "friend_removed", "friend_username", "Alice");
+    CU_ASSERT_EQUAL(sm_testhost_pending(th, b), 0);
     CU_ASSERT_EQUAL(sm_testhost_pending(th, c), 0);
     CU_ASSERT_EQUAL(sm_testhost_pending(th, d), 0);
     expect_friends(a, "");
     expect_friends(b, "");
-    expect_requests(a, "");
+    expect_same_error(b, "remove_friend", "{\"friend_username\":\"alice\"}", c, "remove_friend",
+                      "{\"friend_username\":\"alice\"}", 1009);
     expect_requests(d, "");
+    expect_same_error(d, "accept_friend_request", "{\"friend_username\":\"alice\"}", c,
+                      "accept_friend_request", "{\"friend_username\":\"alice\"}", 1009);
     /* and no presence any more */
     CU_ASSERT_EQUAL(sm_testhost_disconnect(th, a), SM_OK);
     CU_ASSERT_EQUAL(sm_testhost_pending(th, b), 0);
     stop();
 }
 
-static void request_from_blocked_user_acknowledged_and_dropped(void)
+/* The review's oracle: a second request got success from a blocked user
+ * and 1010 from anyone else. The dropped request is kept, hidden from its
+ * target, so every reply is the one an unblocked user would get. */
+static void repeated_request_from_blocked_user_gets_1010_as_a_pending_one(void)
 {
     start();
-    sm_session_id a = login("Alice"), b = login("bob");
+    sm_session_id a = login("Alice"), b = login("bob"), c = login("Carol"), d = login("dave");
     json_decref(ok(a, "block_user", "{\"username\":\"bob\"}", "block_user"));
     send_request(b, "alice", "Alice");
-    send_request(b, "alice", "Alice"); /* nothing stored, so no 1010 either */
+    send_request(c, "dave", "dave");
+    sm_testhost_clear(th);
+    expect_same_error(b, "send_friend_request", "{\"friend_username\":\"alice\"}", c,
+                      "send_friend_request", "{\"friend_username\":\"dave\"}", 1010);
     CU_ASSERT_EQUAL(sm_testhost_pending(th, a), 0);
     CU_ASSERT_EQUAL(sm_testhost_pending(th, b), 0);
+    CU_ASSERT_EQUAL(sm_testhost_pending(th, d), 0);
+    /* The target never sees it: not listed, nothing to accept or decline. */
     expect_requests(a, "");
-    int64_t rows = -1;
-    CU_ASSERT_EQUAL(sm_testhost_query_int(th, "SELECT COUNT(*) FROM friends_requests", &rows),
-                    SM_OK);
-    CU_ASSERT_EQUAL(rows, 0);
+    expect_same_error(a, "accept_friend_request", "{\"friend_username\":\"bob\"}", a,
+                      "accept_friend_request", "{\"friend_username\":\"erin\"}", 1009);
+    expect_same_error(a, "decline_friend_request", "{\"friend_username\":\"bob\"}", a,
+                      "decline_friend_request", "{\"friend_username\":\"erin\"}", 1009);
+    expect_same_error(b, "send_friend_request", "{\"friend_username\":\"Alice\"}", c,
+                      "send_friend_request", "{\"friend_username\":\"dave\"}", 1010);
     /* the blocker cannot befriend whom she blocks until she unblocks */
     expect_error(a, "send_friend_request", "{\"friend_username\":\"bob\"}", 1002);
+    /* Unblocking forgets the hidden request, as a silent decline would. */
     json_decref(ok(a, "unblock_user", "{\"username\":\"bob\"}", "unblock_user"));
+    expect_requests(a, "");
     send_request(b, "alice", "Alice");
     expect_request_event(a, "bob", EPOCH);
+    expect_requests(a, "bob");
+    stop();
+}
+
+/* A request made before the block stays pending for its sender. */
+static void block_keeps_the_blocked_users_request_pending(void)
+{
+    start();
+    sm_session_id a = login("Alice"), b = login("bob"), c = login("Carol"), d = login("dave");
+    send_request(b, "alice", "Alice");
+    send_request(c, "dave", "dave");
+    json_decref(ok(a, "block_user", "{\"username\":\"bob\"}", "block_user"));
+    sm_testhost_clear(th);
+    expect_requests(a, "");
+    expect_same_error(b, "send_friend_request", "{\"friend_username\":\"alice\"}", c,
+                      "send_friend_request", "{\"friend_username\":\"dave\"}", 1010);
+    CU_ASSERT_EQUAL(sm_testhost_pending(th, a), 0);
+    CU_ASSERT_EQUAL(sm_testhost_pending(th, d), 0);
+    int64_t rows = -1;
+    CU_ASSERT_EQUAL(sm_testhost_query_int(th,
+                                          "SELECT COUNT(*) FROM friends_requests"
+                                          " WHERE from_lower = 'bob' AND hidden = 1",
+                                          &rows),
+                    SM_OK);
+    CU_ASSERT_EQUAL(rows, 1);
     stop();
 }
 
@@ -661,8 +736,9 @@ int main(void)
         SM_TEST(presence_once_for_the_first_device_and_the_last),
         SM_TEST(presence_reaches_every_session_of_online_friends),
         SM_TEST(block_list_sorted_idempotent_and_unblock),
-        SM_TEST(block_ends_friendship_and_requests_silently),
-        SM_TEST(request_from_blocked_user_acknowledged_and_dropped),
+        SM_TEST(block_ends_friendship_as_remove_friend_does),
+        SM_TEST(repeated_request_from_blocked_user_gets_1010_as_a_pending_one),
+        SM_TEST(block_keeps_the_blocked_users_request_pending),
         SM_TEST(policy_drops_what_a_blocked_user_sends),
         SM_TEST(friends_only_mode_denies_non_friends_and_drops_blocked),
         SM_TEST_END,

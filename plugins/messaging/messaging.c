@@ -15,6 +15,7 @@
 
 #include "safemessenger/plugin.h"
 #include "store.h"
+#include "unread.h"
 
 #define ROOM_ATTR "rooms.current"
 #define UNREAD_ATTR "messaging.unread_count"
@@ -31,9 +32,13 @@
 /* Longest signature accepted: the base64 RSA-PSS signature of an 8192-bit
  * key is 1368 bytes. */
 #define SIGNATURE_LIMIT 4096
-/* How long a sender is told to wait when the recipient's unread cap is
- * reached: a person reading messages frees room within about a minute. */
+/* How long a sender is told to wait when the recipient's unread cap (or
+ * the sender's share of it) is reached: a person reading messages frees
+ * room within about a minute. */
 #define UNREAD_RETRY_AFTER 60
+/* mark_all_read marks at most this many per command (oldest first), so
+ * one command never holds the loop for long; `more` asks for another. */
+#define MARK_ALL_BATCH 1000
 /* Expired rows are deleted every 30 s (PROTOCOL.md: within a minute), in
  * batches, so one tick never holds the loop for long. */
 #define PURGE_INTERVAL 30.0
@@ -46,7 +51,7 @@
 typedef struct messaging {
     const sm_host *host;
     sm_plugin *self;
-    int64_t max_content_bytes, max_unread, max_expiry;
+    int64_t max_content_bytes, max_unread, max_unread_per_sender, max_expiry;
     msg_store store;
     sm_timer *purge_timer;
     sm_timer *purge_more;   /* one-shot follow-up while a backlog remains */
@@ -131,29 +136,22 @@ static int set_expiry(json_t *obj, const msg_input *in)
     return in->has_expiry ? json_object_set_new(obj, "expires_at", json_real(in->expires_at)) : 0;
 }
 
-/* commit_message's answer when the recipient's unread cap is reached; not
- * an sm_status, so a busy database (SM_EBUSY) is never taken for it. */
-#define AT_CAP 100
-
-/* Reserves an id and, when row is not NULL, stores the row, in one
- * committed transaction. When cap_user is not NULL the user's unread
- * count is checked first: AT_CAP (nothing written) at the cap. */
-static int commit_message(messaging *m, msg_row *row, const char *cap_user, double now,
+/* Reserves an id and stores the row, in one committed transaction. When
+ * caps is not NULL they are checked first: UNREAD_AT_CAP or
+ * UNREAD_AT_SENDER_CAP (nothing written) when one is reached. */
+static int commit_message(messaging *m, msg_row *row, const unread_caps *caps, double now,
                           int64_t *id)
 {
     const sm_host *h = m->host;
-    int64_t new_id = 0, unread = 0;
+    int64_t new_id = 0;
     int rc = h->db_begin(m->self);
     if (rc != SM_OK)
         return rc;
-    if (cap_user) {
-        rc = store_count_unread(&m->store, cap_user, now, &unread);
-        if (rc == SM_OK && unread >= m->max_unread)
-            rc = AT_CAP;
-    }
+    if (caps)
+        rc = unread_check_caps(&m->store, caps, now);
     if (rc == SM_OK)
         rc = store_reserve_id(&m->store, &new_id);
-    if (rc == SM_OK && row) {
+    if (rc == SM_OK) {
         row->id = new_id;
         rc = store_insert(&m->store, row);
     }
@@ -266,29 +264,42 @@ static void private_message(sm_ctx *ctx, const json_t *payload, void *data)
         return;
     }
     const char *sender = h->session_username(h->ctx_session(ctx));
-    int verdict = SM_HOST_HAS(h, policy_check)
-                      ? h->policy_check(SM_INTERACTION_PRIVATE_MESSAGE, sender, recipient)
-                      : SM_VERDICT_ALLOW;
+    char sender_lower[STORE_NAME_MAX];
+    if (!sender || store_lower(sender, sender_lower, sizeof sender_lower) != SM_OK) {
+        reply_internal(m, ctx);
+        return;
+    }
+    int verdict = unread_verdict(&m->store, sender, recipient);
     if (verdict == SM_VERDICT_DENY) {
         h->reply_error(ctx, SM_ERR_NOT_AUTHORIZED, "you may not send messages to this user");
         return;
     }
-    /* A dropped message takes the same path as a stored one, cap and all,
-     * up to the insert: a real id from the sequence, a commit, online
-     * false. The sender cannot tell it from a message to an offline user. */
+    /* A dropped message (the recipient blocked the sender) takes the path
+     * of a stored one, caps and all, and is stored hidden: no content,
+     * never shown to the recipient, but counted for the sender's cap as an
+     * unread message would be. Its id is a real one from the sequence and
+     * `online` says what it says for anyone: the sender cannot tell. */
     int drop = verdict == SM_VERDICT_DROP;
     const char *signature = json_string_value(sig);
     int encrypted = json_is_true(json_object_get(payload, "encrypted"));
     msg_row row = {.sender = sender, .recipient = recipient, .recipient_lower = lower,
                    .content = in.content, .encrypted = encrypted, .signature = signature,
-                   .timestamp = now, .has_expiry = in.has_expiry, .expires_at = in.expires_at};
+                   .timestamp = now, .has_expiry = in.has_expiry, .expires_at = in.expires_at,
+                   .hidden = drop};
+    unread_caps caps = {.recipient = recipient, .recipient_lower = lower,
+                        .sender_lower = sender_lower, .drop = drop,
+                        .max_unread = m->max_unread,
+                        .max_per_sender = m->max_unread_per_sender};
     int64_t id = 0;
-    rc = commit_message(m, drop ? NULL : &row, lower, now, &id);
-    if (rc == AT_CAP) {
+    rc = commit_message(m, &row, &caps, now, &id);
+    if (rc == UNREAD_AT_CAP || rc == UNREAD_AT_SENDER_CAP) {
         json_t *extra = json_pack("{s:i}", "retry_after", UNREAD_RETRY_AFTER);
         if (extra)
             h->reply_error_extra(ctx, SM_ERR_RATE_LIMITED,
-                                 "the recipient has too many unread messages", extra);
+                                 rc == UNREAD_AT_CAP
+                                     ? "the recipient has too many unread messages"
+                                     : "you have too many unread messages waiting for this user",
+                                 extra);
         else
             reply_internal(m, ctx);
         json_decref(extra);
@@ -298,9 +309,8 @@ static void private_message(sm_ctx *ctx, const json_t *payload, void *data)
         reply_internal(m, ctx);
         return;
     }
-    int online = 0;
+    int online = h->user_sessions(recipient, NULL, 0) > 0;
     if (!drop) {
-        online = h->user_sessions(recipient, NULL, 0) > 0;
         json_t *ev = json_pack("{s:I, s:s, s:s, s:s, s:b, s:s?, s:f}", "id", (json_int_t)id,
                                "sender", sender, "recipient", recipient, "content", in.content,
                                "encrypted", encrypted, "signature", signature, "timestamp",
@@ -317,30 +327,34 @@ static void private_message(sm_ctx *ctx, const json_t *payload, void *data)
                          recipient, "online", online, "timestamp", now));
 }
 
-/* The caller's lower-cased name; replies 1005 itself on failure. */
-static int caller_lower(messaging *m, sm_ctx *ctx, char *out, size_t out_len)
+/* The caller's name and its lower-cased copy; replies 1005 itself on
+ * failure. */
+static int caller(messaging *m, sm_ctx *ctx, const char **name, char *lower, size_t lower_len)
 {
     const char *me = m->host->session_username(m->host->ctx_session(ctx));
-    if (!me || store_lower(me, out, out_len) != SM_OK) {
+    if (!me || store_lower(me, lower, lower_len) != SM_OK) {
         reply_internal(m, ctx);
         return SM_ERROR;
     }
+    *name = me;
     return SM_OK;
 }
 
 static void get_unread_messages(sm_ctx *ctx, const json_t *payload, void *data)
 {
     messaging *m = data;
+    const char *name;
     char me[STORE_NAME_MAX];
-    if (caller_lower(m, ctx, me, sizeof me) != SM_OK)
+    if (caller(m, ctx, &name, me, sizeof me) != SM_OK)
         return;
     const json_t *after = json_object_get(payload, "after_id");
     int64_t after_id = json_is_integer(after) ? (int64_t)json_integer_value(after) : 0;
+    double now = m->host->now();
+    int64_t count = 0;
     int more = 0;
     json_t *items = json_array();
-    if (!items ||
-        store_list_unread(&m->store, me, after_id, m->host->now(), UNREAD_PAGE, items, &more) !=
-            SM_OK) {
+    if (!items || unread_settle(&m->store, name, me, now, &count) != SM_OK ||
+        store_list_unread(&m->store, me, after_id, now, UNREAD_PAGE, items, &more) != SM_OK) {
         json_decref(items);
         reply_internal(m, ctx);
         return;
@@ -349,19 +363,29 @@ static void get_unread_messages(sm_ctx *ctx, const json_t *payload, void *data)
                json_pack("{s:o, s:b}", "messages", items, "more", more));
 }
 
-/* The same 1009 whether the message does not exist, has expired or is
- * someone else's: no hint whether it exists. */
+/* The same 1009 whether the message does not exist, has expired, is
+ * someone else's or is hidden: no hint whether it exists. */
 static void mark_message_read(sm_ctx *ctx, const json_t *payload, void *data)
 {
     messaging *m = data;
     const sm_host *h = m->host;
-    char me[STORE_NAME_MAX], sender[STORE_NAME_MAX];
-    if (caller_lower(m, ctx, me, sizeof me) != SM_OK)
+    const char *name;
+    char me[STORE_NAME_MAX], sender[STORE_NAME_MAX], sender_lower[STORE_NAME_MAX];
+    if (caller(m, ctx, &name, me, sizeof me) != SM_OK)
         return;
     int64_t id = (int64_t)json_integer_value(json_object_get(payload, "message_id"));
     double now = h->now();
     int was_read = 0;
     int rc = store_find_private(&m->store, id, me, now, sender, sizeof sender, &was_read);
+    /* An unread message whose sender has been blocked since is hidden
+     * now, as unread_settle would have hidden it. */
+    if (rc == SM_OK && !was_read && unread_verdict(&m->store, sender, name) == SM_VERDICT_DROP) {
+        rc = store_lower(sender, sender_lower, sizeof sender_lower);
+        if (rc == SM_OK)
+            rc = store_hide_pair(&m->store, me, sender_lower);
+        if (rc == SM_OK)
+            rc = SM_ENOTFOUND;
+    }
     if (rc == SM_ENOTFOUND) {
         h->reply_error(ctx, SM_ERR_NOT_FOUND, "no such message");
         return;
@@ -375,11 +399,61 @@ static void mark_message_read(sm_ctx *ctx, const json_t *payload, void *data)
     reply_json(m, ctx, "mark_message_read", json_pack("{s:I}", "message_id", (json_int_t)id));
     if (was_read)
         return;
-    json_t *ev = json_pack("{s:I, s:s, s:f}", "message_id", (json_int_t)id, "reader",
-                           h->session_username(h->ctx_session(ctx)), "timestamp", now);
+    json_t *ev = json_pack("{s:I, s:s, s:f}", "message_id", (json_int_t)id, "reader", name,
+                           "timestamp", now);
     if (ev)
         h->send_event_user(sender, "message_read", ev);
     json_decref(ev);
+}
+
+/* An extension (docs/PROTOCOL.md 7.5): marks the caller's visible unread
+ * messages up to `up_to_id` read, oldest first, at most MARK_ALL_BATCH,
+ * with one receipt per message as mark_message_read sends. */
+static void mark_all_read(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    messaging *m = data;
+    const sm_host *h = m->host;
+    const char *name;
+    char me[STORE_NAME_MAX];
+    if (caller(m, ctx, &name, me, sizeof me) != SM_OK)
+        return;
+    const json_t *up_to = json_object_get(payload, "up_to_id");
+    int64_t up_to_id = json_is_integer(up_to) ? (int64_t)json_integer_value(up_to) : INT64_MAX;
+    double now = h->now();
+    int64_t count = 0;
+    int more = 0;
+    store_marked marked = {0};
+    int rc = h->db_begin(m->self);
+    if (rc != SM_OK) {
+        reply_internal(m, ctx);
+        return;
+    }
+    rc = unread_settle(&m->store, name, me, now, &count);
+    if (rc == SM_OK)
+        rc = store_mark_all(&m->store, me, up_to_id, now, MARK_ALL_BATCH, &marked, &more);
+    if (rc != SM_OK) {
+        h->db_rollback(m->self);
+        reply_internal(m, ctx);
+        return;
+    }
+    if (h->db_commit(m->self) != SM_OK) {
+        store_marked_free(&marked);
+        reply_internal(m, ctx);
+        return;
+    }
+    reply_json(m, ctx, "mark_all_read",
+               json_pack("{s:I, s:b}", "count", (json_int_t)marked.n, "more", more));
+    for (size_t i = 0; i < marked.n; i++) {
+        json_t *ev = json_pack("{s:I, s:s, s:f}", "message_id", (json_int_t)marked.item[i].id,
+                               "reader", name, "timestamp", now);
+        if (ev)
+            h->send_event_user(marked.item[i].sender, "message_read", ev);
+        else
+            h->log(m->self, SM_LOG_ERROR, "message_read for %lld not sent: out of memory",
+                   (long long)marked.item[i].id);
+        json_decref(ev);
+    }
+    store_marked_free(&marked);
 }
 
 static void get_public_key(sm_ctx *ctx, const json_t *payload, void *data)
@@ -445,7 +519,7 @@ static void on_logged_in(sm_core_event event, sm_session_id session, const char 
     char lower[STORE_NAME_MAX], text[24];
     int64_t count = 0;
     if (!username || store_lower(username, lower, sizeof lower) != SM_OK ||
-        store_count_unread(&m->store, lower, m->host->now(), &count) != SM_OK) {
+        unread_settle(&m->store, username, lower, m->host->now(), &count) != SM_OK) {
         m->host->log(m->self, SM_LOG_ERROR, "session %llu: cannot count unread messages",
                      (unsigned long long)session);
         return;
@@ -526,6 +600,10 @@ static const sm_field mark_schema[] = {
     {"message_id", SM_FIELD_INTEGER, SM_FIELD_REQUIRED, 1, ID_LIMIT},
     {NULL, SM_FIELD_END, 0, 0, 0},
 };
+static const sm_field mark_all_schema[] = {
+    {"up_to_id", SM_FIELD_INTEGER, 0, 1, ID_LIMIT},
+    {NULL, SM_FIELD_END, 0, 0, 0},
+};
 static const sm_field key_schema[] = {
     {"username", SM_FIELD_STRING, SM_FIELD_REQUIRED | SM_FIELD_NAME, 3, 32},
     {NULL, SM_FIELD_END, 0, 0, 0},
@@ -543,6 +621,7 @@ static const sm_action actions[] = {
     {"private_message", private_message, SM_ACTION_NEEDS_LOGIN, private_schema},
     {"get_unread_messages", get_unread_messages, SM_ACTION_NEEDS_LOGIN, unread_schema},
     {"mark_message_read", mark_message_read, SM_ACTION_NEEDS_LOGIN, mark_schema},
+    {"mark_all_read", mark_all_read, SM_ACTION_NEEDS_LOGIN, mark_all_schema},
     {"get_public_key", get_public_key, SM_ACTION_NEEDS_LOGIN, key_schema},
     {"get_history", get_history, SM_ACTION_NEEDS_LOGIN, history_schema},
     {NULL, NULL, 0, NULL},
@@ -559,10 +638,14 @@ static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
     m->self = self;
     m->max_content_bytes = 16384; /* DESIGN.md defaults; kept when a key is absent */
     m->max_unread = 10000;
+    m->max_unread_per_sender = 1000;
     m->max_expiry = 2592000;
     int rc = host->config_int(self, "max_content_bytes", 1, CONTENT_LIMIT, &m->max_content_bytes);
     if (rc == SM_OK)
         rc = host->config_int(self, "max_unread", 1, 1000000000, &m->max_unread);
+    if (rc == SM_OK)
+        rc = host->config_int(self, "max_unread_per_sender", 1, 1000000000,
+                              &m->max_unread_per_sender);
     if (rc == SM_OK)
         rc = host->config_int(self, "max_expiry", 1, 315360000, &m->max_expiry);
     if (rc == SM_OK)

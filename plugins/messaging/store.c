@@ -2,6 +2,7 @@
  * partial indexes) so a PostgreSQL backend can run it unchanged. */
 #include "store.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* Ids come from messaging_ids rather than from the table's row ids: a row
@@ -11,7 +12,14 @@
  * id without storing anything.
  *
  * The unread index carries expires_at so counting a user's unread messages
- * (the max_unread cap, unread_count at login) reads the index only. */
+ * (the max_unread cap, unread_count at login) reads the index only.
+ *
+ * Version 2 (issue 10): sender_lower keys the per-sender cap; `hidden`
+ * marks rows the recipient can never see: messages from a sender the
+ * recipient's policy drops (blocked), kept without content only so the
+ * sender's own cap counts them as it would count unread ones. Both unread
+ * indexes start with (recipient_lower, is_read, hidden), so the visible
+ * count, the listing and the per-sender counts read an index only. */
 const sm_migration store_migrations[] = {
     {1, "CREATE TABLE messaging_ids (last_id INTEGER NOT NULL);"
         "INSERT INTO messaging_ids (last_id) VALUES (0);"
@@ -31,10 +39,20 @@ const sm_migration store_migrations[] = {
         " ON messaging_messages (recipient_lower, is_read, id, expires_at);"
         "CREATE INDEX messaging_messages_room ON messaging_messages (room_lower, id);"
         "CREATE INDEX messaging_messages_expiry ON messaging_messages (expires_at);"},
+    {2, "ALTER TABLE messaging_messages ADD COLUMN sender_lower TEXT;"
+        "UPDATE messaging_messages SET sender_lower = LOWER(sender);"
+        "ALTER TABLE messaging_messages ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0;"
+        "DROP INDEX messaging_messages_unread;"
+        "CREATE INDEX messaging_messages_unread_visible"
+        " ON messaging_messages (recipient_lower, is_read, hidden, id, expires_at);"
+        "CREATE INDEX messaging_messages_unread_sender"
+        " ON messaging_messages (recipient_lower, is_read, hidden, sender_lower, expires_at);"},
     {0, NULL},
 };
 
 #define NOT_EXPIRED "(expires_at IS NULL OR expires_at > ?)"
+/* What the recipient may see of their unread messages. */
+#define VISIBLE_UNREAD "recipient_lower = ? AND is_read = 0 AND hidden = 0"
 
 static const struct {
     size_t offset;
@@ -43,18 +61,38 @@ static const struct {
     {offsetof(msg_store, bump_id), "UPDATE messaging_ids SET last_id = last_id + 1"},
     {offsetof(msg_store, last_id), "SELECT last_id FROM messaging_ids"},
     {offsetof(msg_store, insert),
-     "INSERT INTO messaging_messages (id, kind, sender, room, room_lower, recipient,"
-     " recipient_lower, content, encrypted, signature, created_at, expires_at)"
-     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"},
+     "INSERT INTO messaging_messages (id, kind, sender, sender_lower, room, room_lower,"
+     " recipient, recipient_lower, content, encrypted, signature, created_at, expires_at,"
+     " hidden) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"},
     {offsetof(msg_store, count_unread),
-     "SELECT COUNT(*) FROM messaging_messages WHERE recipient_lower = ? AND is_read = 0"
-     " AND " NOT_EXPIRED},
+     "SELECT COUNT(*) FROM messaging_messages WHERE " VISIBLE_UNREAD " AND " NOT_EXPIRED},
     {offsetof(msg_store, list_unread),
      "SELECT id, sender, content, encrypted, signature, created_at, expires_at"
-     " FROM messaging_messages WHERE recipient_lower = ? AND is_read = 0 AND id > ?"
+     " FROM messaging_messages WHERE " VISIBLE_UNREAD " AND id > ?"
      " AND " NOT_EXPIRED " ORDER BY id LIMIT ?"},
     {offsetof(msg_store, find_private),
      "SELECT sender, is_read FROM messaging_messages WHERE id = ? AND recipient_lower = ?"
+     " AND hidden = 0 AND " NOT_EXPIRED},
+    /* Hidden rows count too: the sender's cap must not change when the
+     * recipient blocks them. IN (0, 1) keeps both halves on the index. */
+    {offsetof(msg_store, count_pair),
+     "SELECT COUNT(*), COALESCE(SUM(hidden), 0) FROM messaging_messages WHERE recipient_lower = ?"
+     " AND is_read = 0 AND hidden IN (0, 1) AND sender_lower = ? AND " NOT_EXPIRED},
+    {offsetof(msg_store, unread_senders),
+     "SELECT sender_lower, MIN(sender), COUNT(*) FROM messaging_messages"
+     " WHERE " VISIBLE_UNREAD " AND " NOT_EXPIRED " GROUP BY sender_lower"},
+    /* The content goes: nothing the recipient could ever be shown is kept. */
+    {offsetof(msg_store, hide_pair),
+     "UPDATE messaging_messages SET hidden = 1, content = '', signature = NULL,"
+     " encrypted = 0 WHERE " VISIBLE_UNREAD " AND sender_lower = ?"},
+    {offsetof(msg_store, release_pair),
+     "DELETE FROM messaging_messages WHERE recipient_lower = ? AND is_read = 0"
+     " AND hidden = 1 AND sender_lower = ?"},
+    {offsetof(msg_store, list_to_mark),
+     "SELECT id, sender FROM messaging_messages WHERE " VISIBLE_UNREAD " AND id <= ?"
+     " AND " NOT_EXPIRED " ORDER BY id LIMIT ?"},
+    {offsetof(msg_store, mark_up_to),
+     "UPDATE messaging_messages SET is_read = 1 WHERE " VISIBLE_UNREAD " AND id <= ?"
      " AND " NOT_EXPIRED},
     {offsetof(msg_store, set_read), "UPDATE messaging_messages SET is_read = 1 WHERE id = ?"},
     {offsetof(msg_store, history),
@@ -162,20 +200,25 @@ int store_insert(msg_store *st, const msg_row *r)
 {
     const sm_host *h = st->host;
     sm_stmt *s = st->insert;
-    int rc = SM_OK;
+    char sender_lower[STORE_NAME_MAX];
+    int rc = store_lower(r->sender, sender_lower, sizeof sender_lower);
+    if (rc != SM_OK)
+        return rc;
     if (h->db_bind_int64(s, 1, r->id) != SM_OK ||
         h->db_bind_text(s, 2, r->recipient ? "private" : "public", -1) != SM_OK ||
-        h->db_bind_text(s, 3, r->sender, -1) != SM_OK || bind_opt_text(h, s, 4, r->room) != SM_OK ||
-        bind_opt_text(h, s, 5, r->room_lower) != SM_OK ||
-        bind_opt_text(h, s, 6, r->recipient) != SM_OK ||
-        bind_opt_text(h, s, 7, r->recipient_lower) != SM_OK ||
-        h->db_bind_text(s, 8, r->content, -1) != SM_OK ||
-        h->db_bind_int64(s, 9, r->encrypted ? 1 : 0) != SM_OK ||
-        bind_opt_text(h, s, 10, r->signature) != SM_OK ||
-        h->db_bind_double(s, 11, r->timestamp) != SM_OK ||
-        (r->has_expiry ? h->db_bind_double(s, 12, r->expires_at) : h->db_bind_null(s, 12)) !=
+        h->db_bind_text(s, 3, r->sender, -1) != SM_OK ||
+        h->db_bind_text(s, 4, sender_lower, -1) != SM_OK ||
+        bind_opt_text(h, s, 5, r->room) != SM_OK ||
+        bind_opt_text(h, s, 6, r->room_lower) != SM_OK ||
+        bind_opt_text(h, s, 7, r->recipient) != SM_OK ||
+        bind_opt_text(h, s, 8, r->recipient_lower) != SM_OK ||
+        h->db_bind_text(s, 9, r->hidden ? "" : r->content, -1) != SM_OK ||
+        h->db_bind_int64(s, 10, r->encrypted && !r->hidden ? 1 : 0) != SM_OK ||
+        bind_opt_text(h, s, 11, r->hidden ? NULL : r->signature) != SM_OK ||
+        h->db_bind_double(s, 12, r->timestamp) != SM_OK ||
+        (r->has_expiry ? h->db_bind_double(s, 13, r->expires_at) : h->db_bind_null(s, 13)) !=
             SM_OK ||
-        h->db_step(s) != SM_DONE)
+        h->db_bind_int64(s, 14, r->hidden ? 1 : 0) != SM_OK || h->db_step(s) != SM_DONE)
         rc = SM_ERROR;
     h->db_reset(s);
     return rc;
@@ -360,4 +403,158 @@ int store_find_user(msg_store *st, const char *user_lower, char *name, size_t na
     if (public_key)
         *public_key = key;
     return SM_OK;
+}
+
+int store_count_pair(msg_store *st, const char *recipient_lower, const char *sender_lower,
+                     double now, int64_t *all, int64_t *hidden)
+{
+    const sm_host *h = st->host;
+    sm_stmt *s = st->count_pair;
+    int rc = SM_ERROR;
+    int64_t n = 0, n_hidden = 0;
+    if (h->db_bind_text(s, 1, recipient_lower, -1) == SM_OK &&
+        h->db_bind_text(s, 2, sender_lower, -1) == SM_OK && h->db_bind_double(s, 3, now) == SM_OK &&
+        h->db_step(s) == SM_ROW) {
+        n = h->db_column_int64(s, 0);
+        n_hidden = h->db_column_int64(s, 1);
+        rc = SM_OK;
+    }
+    h->db_reset(s);
+    if (rc == SM_OK) {
+        *all = n;
+        *hidden = n_hidden;
+    }
+    return rc;
+}
+
+void store_senders_free(store_senders *list)
+{
+    free(list->item);
+    list->item = NULL;
+    list->n = 0;
+}
+
+int store_unread_senders(msg_store *st, const char *recipient_lower, double now,
+                         store_senders *out)
+{
+    const sm_host *h = st->host;
+    sm_stmt *s = st->unread_senders;
+    store_senders list = {0};
+    size_t cap = 0;
+    int rc = h->db_bind_text(s, 1, recipient_lower, -1) == SM_OK &&
+                     h->db_bind_double(s, 2, now) == SM_OK
+                 ? SM_ROW
+                 : SM_ERROR;
+    while (rc == SM_ROW && (rc = h->db_step(s)) == SM_ROW) {
+        if (list.n == cap) {
+            size_t more = cap ? cap * 2 : 16;
+            store_sender *grown = realloc(list.item, more * sizeof *grown);
+            if (!grown) {
+                rc = SM_ENOMEM;
+                break;
+            }
+            list.item = grown;
+            cap = more;
+        }
+        store_sender *it = &list.item[list.n];
+        if (copy_text(h, s, 0, it->lower, sizeof it->lower) != SM_OK ||
+            copy_text(h, s, 1, it->name, sizeof it->name) != SM_OK) {
+            rc = SM_ERROR;
+            break;
+        }
+        it->count = h->db_column_int64(s, 2);
+        list.n++;
+    }
+    h->db_reset(s);
+    if (rc != SM_DONE)
+        goto fail;
+    *out = list;
+    return SM_OK;
+fail:
+    store_senders_free(&list);
+    return rc == SM_ENOMEM ? SM_ENOMEM : SM_ERROR;
+}
+
+/* Runs a statement bound with (recipient_lower, sender_lower). */
+static int run_pair(const sm_host *h, sm_stmt *s, const char *recipient_lower,
+                    const char *sender_lower)
+{
+    int rc = h->db_bind_text(s, 1, recipient_lower, -1) == SM_OK &&
+                     h->db_bind_text(s, 2, sender_lower, -1) == SM_OK && h->db_step(s) == SM_DONE
+                 ? SM_OK
+                 : SM_ERROR;
+    h->db_reset(s);
+    return rc;
+}
+
+int store_hide_pair(msg_store *st, const char *recipient_lower, const char *sender_lower)
+{
+    return run_pair(st->host, st->hide_pair, recipient_lower, sender_lower);
+}
+
+int store_release_pair(msg_store *st, const char *recipient_lower, const char *sender_lower)
+{
+    return run_pair(st->host, st->release_pair, recipient_lower, sender_lower);
+}
+
+int store_mark_all(msg_store *st, const char *user_lower, int64_t up_to_id, double now,
+                   int limit, store_marked *out, int *more)
+{
+    const sm_host *h = st->host;
+    sm_stmt *s = st->list_to_mark;
+    store_marked list = {0};
+    int rc = SM_ERROR, extra = 0;
+    list.item = calloc((size_t)limit, sizeof *list.item);
+    if (!list.item)
+        return SM_ENOMEM;
+    if (h->db_bind_text(s, 1, user_lower, -1) == SM_OK &&
+        h->db_bind_int64(s, 2, up_to_id) == SM_OK && h->db_bind_double(s, 3, now) == SM_OK &&
+        h->db_bind_int64(s, 4, (int64_t)limit + 1) == SM_OK) {
+        while ((rc = h->db_step(s)) == SM_ROW) {
+            if (list.n == (size_t)limit) {
+                extra = 1;
+                rc = SM_DONE;
+                break;
+            }
+            store_marked_item *it = &list.item[list.n];
+            it->id = h->db_column_int64(s, 0);
+            if (copy_text(h, s, 1, it->sender, sizeof it->sender) != SM_OK) {
+                rc = SM_ERROR;
+                break;
+            }
+            list.n++;
+        }
+    }
+    h->db_reset(s);
+    if (rc != SM_DONE)
+        goto fail;
+    if (list.n > 0) {
+        /* The same rows: the caller holds a transaction and `now` is the
+         * same, so the bound is the last id listed. */
+        sm_stmt *u = st->mark_up_to;
+        rc = h->db_bind_text(u, 1, user_lower, -1) == SM_OK &&
+                     h->db_bind_int64(u, 2, list.item[list.n - 1].id) == SM_OK &&
+                     h->db_bind_double(u, 3, now) == SM_OK && h->db_step(u) == SM_DONE
+                 ? SM_OK
+                 : SM_ERROR;
+        int64_t changed = h->db_changes(st->self);
+        h->db_reset(u);
+        if (rc != SM_OK || changed != (int64_t)list.n) {
+            rc = SM_ERROR;
+            goto fail;
+        }
+    }
+    *out = list;
+    *more = extra;
+    return SM_OK;
+fail:
+    store_marked_free(&list);
+    return SM_ERROR;
+}
+
+void store_marked_free(store_marked *list)
+{
+    free(list->item);
+    list->item = NULL;
+    list->n = 0;
 }

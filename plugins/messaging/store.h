@@ -18,11 +18,14 @@ typedef struct msg_store {
     const sm_host *host;
     sm_plugin *self;
     sm_stmt *bump_id, *last_id, *insert, *count_unread, *list_unread, *find_private,
-        *set_read, *history, *purge, *find_user;
+        *set_read, *history, *purge, *find_user, *count_pair, *unread_senders, *hide_pair,
+        *release_pair, *list_to_mark, *mark_up_to;
 } msg_store;
 
 /* One message to insert. Public messages have room/room_lower and no
- * recipient; private ones the reverse. signature may be NULL. */
+ * recipient; private ones the reverse. signature may be NULL. A hidden
+ * row (a private message the recipient's policy drops) is stored without
+ * content, signature or encrypted flag. */
 typedef struct msg_row {
     int64_t id;
     const char *sender;
@@ -34,7 +37,31 @@ typedef struct msg_row {
     double timestamp;
     int has_expiry;
     double expires_at;
+    int hidden;
 } msg_row;
+
+/* A sender with visible unread messages waiting for one recipient. */
+typedef struct store_sender {
+    char lower[STORE_NAME_MAX];
+    char name[STORE_NAME_MAX];  /* as the rows spell it */
+    int64_t count;
+} store_sender;
+
+typedef struct store_senders {
+    store_sender *item;
+    size_t n;
+} store_senders;
+
+/* A message mark_all_read has just marked. */
+typedef struct store_marked_item {
+    int64_t id;
+    char sender[STORE_NAME_MAX];
+} store_marked_item;
+
+typedef struct store_marked {
+    store_marked_item *item;
+    size_t n;
+} store_marked;
 
 /* The migrations, for register_migrations in init. */
 extern const sm_migration store_migrations[];
@@ -52,8 +79,34 @@ int store_lower(const char *name, char *out, size_t out_len);
 int store_reserve_id(msg_store *st, int64_t *id);
 int store_insert(msg_store *st, const msg_row *row);
 
-/* Unread, unexpired private messages to the user (lower-cased name). */
+/* Unread, unexpired, visible private messages to the user (lower-cased
+ * name). */
 int store_count_unread(msg_store *st, const char *user_lower, double now, int64_t *count);
+
+/* The unread, unexpired messages from one sender to one recipient: all of
+ * them (hidden included) and how many of those are hidden. */
+int store_count_pair(msg_store *st, const char *recipient_lower, const char *sender_lower,
+                     double now, int64_t *all, int64_t *hidden);
+
+/* The senders of the recipient's visible unread messages, with counts
+ * (in no particular order). Free with store_senders_free. */
+int store_unread_senders(msg_store *st, const char *recipient_lower, double now,
+                         store_senders *out);
+void store_senders_free(store_senders *list);
+
+/* Hides the recipient's visible unread messages from the sender (their
+ * content is erased); they still count for the sender's own cap. */
+int store_hide_pair(msg_store *st, const char *recipient_lower, const char *sender_lower);
+/* Deletes the hidden unread messages from the sender to the recipient. */
+int store_release_pair(msg_store *st, const char *recipient_lower, const char *sender_lower);
+
+/* Marks read the user's oldest visible unread messages with ids up to
+ * up_to_id, at most `limit` (> 0), and lists them (id, sender) in *out
+ * (free with store_marked_free); *more says whether further ones remain.
+ * Call inside a transaction. */
+int store_mark_all(msg_store *st, const char *user_lower, int64_t up_to_id, double now,
+                   int limit, store_marked *out, int *more);
+void store_marked_free(store_marked *list);
 
 /* Appends up to `limit` of the user's unread messages with ids above
  * after_id, oldest first, as get_unread_messages items, to `items`;

@@ -5,7 +5,9 @@
  * auth_users is created here as conventions.md gives it; a test-only
  * helper plugin (test_room_helper.c) puts sessions in rooms the way the
  * rooms plugin does, and policy_veto denies private messages to "denied"
- * and drops those to "blocked". */
+ * and drops those to "blocked". Suites on blocks that come and go load the
+ * real friends plugin instead, whose policy drops what a blocked user
+ * sends. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,18 +35,26 @@ static const char *const users_sql =
     "INSERT INTO auth_users VALUES (5, 'blocked', 'blocked', 'x', NULL, 0);"
     "INSERT INTO auth_users VALUES (6, 'dave', 'dave', 'x', NULL, 0);";
 
-/* A host with auth_users, the helpers and messaging (extra: config text). */
-static sm_testhost *start(const char *extra)
+/* A host with auth_users, a policy (policy_veto, or friends when
+ * `policy` says so), the room helper and messaging (extra: config text). */
+static sm_testhost *start_with(const char *extra, const char *policy)
 {
     char config[1024];
     snprintf(config, sizeof config, FAST_LIMITS "%s", extra ? extra : "");
     sm_testhost *th = NULL;
     CU_ASSERT_EQUAL_FATAL(sm_testhost_new(config, &th), SM_OK);
     CU_ASSERT_EQUAL_FATAL(sm_testhost_exec(th, users_sql), SM_OK);
-    CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, POLICY_VETO_SO, "policy_veto"), SM_OK);
+    int friends = strcmp(policy, "friends") == 0;
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, friends ? FRIENDS_SO : POLICY_VETO_SO, policy),
+                          SM_OK);
     CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, ROOM_HELPER_SO, "test_room_helper"), SM_OK);
     CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, MESSAGING_SO, "messaging"), SM_OK);
     return th;
+}
+
+static sm_testhost *start(const char *extra)
+{
+    return start_with(extra, "policy_veto");
 }
 
 static sm_session_id user(sm_testhost *th, const char *name, int64_t id)
@@ -258,7 +268,8 @@ static void every_action_needs_login(void)
     CU_ASSERT_FATAL(s != 0);
     const char *actions[] = {
         "public_message",    "send_message",   "private_message", "get_unread_messages",
-        "mark_message_read", "get_public_key", "get_history",     NULL};
+        "mark_message_read", "mark_all_read",  "get_public_key",  "get_history",
+        NULL};
     for (const char **a = actions; *a; a++)
         expect_error(sm_testhost_call(th, s, *a, "{}"), 1002, *a);
     sm_testhost_free(th);
@@ -421,9 +432,10 @@ static void private_message_denied_by_policy_is_1002(void)
     sm_testhost_free(th);
 }
 
-/* A drop looks like a delivery to an offline user: a fresh id (the next
- * real message gets a later one), online false, nothing stored or sent. */
-static void private_message_dropped_by_policy_looks_offline(void)
+/* A drop looks like any delivery: a fresh id (the next real message gets a
+ * later one), `online` true since the recipient has a session, nothing sent
+ * and nothing the recipient could see stored. */
+static void private_message_dropped_by_policy_looks_delivered(void)
 {
     sm_testhost *th = start(NULL);
     sm_session_id a = user(th, "alice", 1), x = user(th, "blocked", 5);
@@ -436,12 +448,16 @@ static void private_message_dropped_by_policy_looks_offline(void)
     json_int_t dropped = integer(p, "message_id");
     CU_ASSERT_EQUAL(dropped, before + 1);
     CU_ASSERT_STRING_EQUAL(str(p, "recipient"), "blocked");
-    CU_ASSERT_TRUE(json_is_false(json_object_get(p, "online")));
+    CU_ASSERT_TRUE(json_is_true(json_object_get(p, "online")));
     CU_ASSERT_DOUBLE_EQUAL(json_number_value(json_object_get(p, "timestamp")), NOW0, 1e-6);
     json_decref(r);
     CU_ASSERT_EQUAL(sm_testhost_pending(th, x), 0);
     CU_ASSERT_EQUAL(sm_testhost_pending(th, a), 0);
-    CU_ASSERT_EQUAL(count_rows(th, "recipient_lower = 'blocked'"), 0);
+    /* Only a hidden row without content, for the sender's cap. */
+    CU_ASSERT_EQUAL(count_rows(th, "recipient_lower = 'blocked'"), 1);
+    CU_ASSERT_EQUAL(count_rows(th, "recipient_lower = 'blocked' AND hidden = 1 AND content = ''"
+                                   " AND signature IS NULL"),
+                    1);
     CU_ASSERT_EQUAL(pm(th, a, "carol", NULL), dropped + 1);
     r = sm_testhost_call(th, x, "get_unread_messages", "{}");
     CU_ASSERT_EQUAL(
@@ -495,6 +511,233 @@ static void unread_cap_answers_1008_and_stores_nothing(void)
     json_decref(r);
     pm(th, a, "carol", NULL);
     CU_ASSERT_EQUAL(count_rows(th, "recipient_lower = 'carol'"), 4);
+    sm_testhost_free(th);
+}
+
+/* ---- per-sender cap and blocked senders (issue 10, items 8 and 11) ------ */
+
+static void per_sender_cap_answers_1008_and_leaves_room_for_others(void)
+{
+    sm_testhost *th =
+        start("messaging = { max_unread = 5; max_unread_per_sender = 3; };");
+    sm_session_id a = user(th, "alice", 1), b = user(th, "Bob", 2);
+    json_int_t first = pm(th, a, "carol", NULL);
+    pm(th, a, "carol", NULL);
+    pm(th, a, "carol", NULL);
+    json_t *r = callf(th, a, "private_message",
+                      "{\"recipient\": \"carol\", \"content\": \"x\", \"encrypted\": false}");
+    CU_ASSERT_EQUAL(json_object_size(payload_of(r)), 4);
+    CU_ASSERT_EQUAL(integer(payload_of(r), "retry_after"), 60);
+    expect_error_message(r, 1008, "private_message",
+                         "you have too many unread messages waiting for this user");
+    CU_ASSERT_EQUAL(count_rows(th, "recipient_lower = 'carol'"), 3);
+    /* The share is per recipient, and other senders still get through. */
+    pm(th, a, "dave", NULL);
+    pm(th, b, "carol", NULL);
+    pm(th, b, "carol", NULL);
+    /* Then the recipient's own cap. */
+    r = callf(th, b, "private_message",
+              "{\"recipient\": \"carol\", \"content\": \"x\", \"encrypted\": false}");
+    CU_ASSERT_EQUAL(integer(payload_of(r), "retry_after"), 60);
+    expect_error_message(r, 1008, "private_message", "the recipient has too many unread messages");
+    /* Reading one of alice's frees a place in her share. */
+    sm_session_id c = user(th, "carol", 3);
+    json_decref(callf(th, c, "mark_message_read", "{\"message_id\": %lld}", (long long)first));
+    pm(th, a, "carol", NULL);
+    CU_ASSERT_EQUAL(count_rows(th, "recipient_lower = 'carol' AND is_read = 0"), 5);
+    sm_testhost_free(th);
+}
+
+static void block(sm_testhost *th, sm_session_id s, const char *action, const char *name)
+{
+    json_t *r = callf(th, s, action, "{\"username\": \"%s\"}", name);
+    expect_response(r, action);
+    json_decref(r);
+}
+
+/* The ids get_unread_messages lists, as "1,2,3". */
+static void expect_unread_ids(sm_testhost *th, sm_session_id s, const char *want)
+{
+    char got[256] = "";
+    json_t *r = sm_testhost_call(th, s, "get_unread_messages", "{}");
+    json_t *list = json_object_get(expect_response(r, "unread_messages"), "messages");
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        size_t n = strlen(got);
+        snprintf(got + n, sizeof got - n, "%s%lld", i ? "," : "",
+                 (long long)integer(json_array_get(list, i), "id"));
+    }
+    CU_ASSERT_STRING_EQUAL(got, want);
+    json_decref(r);
+}
+
+static void expect_unread_count_at_login(sm_testhost *th, const char *name, int64_t id,
+                                         const char *want)
+{
+    sm_session_id s = user(th, name, id);
+    json_t *r = callf(th, s, "test_get_attr", "{\"key\": \"messaging.unread_count\"}");
+    CU_ASSERT_STRING_EQUAL(str(expect_response(r, "test_get_attr"), "value"), want);
+    json_decref(r);
+    CU_ASSERT_EQUAL(sm_testhost_disconnect(th, s), SM_OK);
+}
+
+/* The flood of the review: one sender fills the recipient's unread cap;
+ * blocking the flooder must let everybody else through at once, without
+ * the flooder sending anything more. */
+static void blocking_a_flooder_frees_the_recipients_cap(void)
+{
+    sm_testhost *th = start_with("messaging = { max_unread = 4; };", "friends");
+    sm_session_id a = user(th, "alice", 1), d = user(th, "dave", 6);
+    for (int i = 0; i < 4; i++)
+        pm(th, d, "carol", NULL);
+    expect_error(callf(th, a, "private_message",
+                       "{\"recipient\": \"carol\", \"content\": \"x\", \"encrypted\": false}"),
+                 1008, "private_message");
+    sm_session_id c = user(th, "carol", 3);
+    block(th, c, "block_user", "dave");
+    json_int_t id = pm(th, a, "carol", NULL);
+    char want[32];
+    snprintf(want, sizeof want, "%lld", (long long)id);
+    expect_unread_ids(th, c, want);
+    expect_unread_count_at_login(th, "carol", 3, "1");
+    /* The flooder's messages are kept without content, hidden. */
+    CU_ASSERT_EQUAL(count_rows(th, "sender_lower = 'dave' AND hidden = 1 AND content = ''"), 4);
+    sm_testhost_free(th);
+}
+
+/* A block counts from the moment it is made: the count at login, the
+ * listing and marking a message the recipient saw live all ignore the
+ * blocked sender's waiting messages, and the sender gets no receipt. */
+static void blocked_senders_waiting_messages_stop_counting_at_once(void)
+{
+    sm_testhost *th = start_with(NULL, "friends");
+    sm_session_id a = user(th, "alice", 1), d = user(th, "dave", 6), c = user(th, "carol", 3);
+    json_int_t live = pm(th, d, "carol", NULL);
+    pm(th, d, "carol", NULL);
+    json_int_t kept = pm(th, a, "carol", NULL);
+    block(th, c, "block_user", "DAVE");
+    sm_testhost_clear(th);
+    expect_unread_count_at_login(th, "carol", 3, "1");
+    char want[32];
+    snprintf(want, sizeof want, "%lld", (long long)kept);
+    expect_unread_ids(th, c, want);
+    expect_error(callf(th, c, "mark_message_read", "{\"message_id\": %lld}", (long long)live),
+                 1009, "mark_message_read");
+    /* Unblocking does not bring them back. */
+    block(th, c, "unblock_user", "dave");
+    expect_unread_ids(th, c, want);
+    expect_unread_count_at_login(th, "carol", 3, "1");
+    /* A message seen live, then a block: marking it is marking nothing. */
+    live = pm(th, d, "carol", NULL);
+    block(th, c, "block_user", "dave");
+    sm_testhost_clear(th);
+    expect_error_message(
+        callf(th, c, "mark_message_read", "{\"message_id\": %lld}", (long long)live), 1009,
+        "mark_message_read", "no such message");
+    CU_ASSERT_EQUAL(sm_testhost_pending(th, d), 0);
+    expect_unread_ids(th, c, want);
+    sm_testhost_free(th);
+}
+
+static void blocked_senders_messages_are_not_listed(void)
+{
+    sm_testhost *th = start_with(NULL, "friends");
+    sm_session_id a = user(th, "alice", 1), d = user(th, "dave", 6), c = user(th, "carol", 3);
+    pm(th, d, "carol", NULL);
+    json_int_t kept = pm(th, a, "carol", NULL);
+    block(th, c, "block_user", "dave");
+    char want[32];
+    snprintf(want, sizeof want, "%lld", (long long)kept);
+    expect_unread_ids(th, c, want);
+    sm_testhost_free(th);
+}
+
+/* The blocked sender's own share keeps counting what it sent, as with a
+ * recipient who never reads: the same 1008 at the same moment. Once
+ * unblocked, the hidden messages go and the share is free again. */
+static void blocked_sender_meets_its_cap_as_anyone_would(void)
+{
+    sm_testhost *th = start_with("messaging = { max_unread_per_sender = 2; };", "friends");
+    sm_session_id a = user(th, "alice", 1), d = user(th, "dave", 6), c = user(th, "carol", 3);
+    pm(th, d, "carol", NULL); /* before the block */
+    pm(th, a, "Bob", NULL);
+    pm(th, a, "Bob", NULL);
+    block(th, c, "block_user", "dave");
+    pm(th, d, "carol", NULL); /* dropped */
+    json_t *blocked = callf(th, d, "private_message",
+                            "{\"recipient\": \"carol\", \"content\": \"x\", \"encrypted\": false}");
+    json_t *plain = callf(th, a, "private_message",
+                          "{\"recipient\": \"Bob\", \"content\": \"x\", \"encrypted\": false}");
+    CU_ASSERT_TRUE(json_equal(payload_of(blocked), payload_of(plain)));
+    expect_error(blocked, 1008, "private_message");
+    expect_error(plain, 1008, "private_message");
+    CU_ASSERT_EQUAL(count_rows(th, "recipient_lower = 'carol' AND hidden = 1"), 2);
+    block(th, c, "unblock_user", "dave");
+    sm_testhost_clear(th);
+    json_int_t id = pm(th, d, "carol", NULL);
+    json_t *ev = take_event(th, c, "private_message");
+    CU_ASSERT_EQUAL(integer(payload_of(ev), "id"), id);
+    json_decref(ev);
+    CU_ASSERT_EQUAL(count_rows(th, "recipient_lower = 'carol' AND hidden = 1"), 0);
+    sm_testhost_free(th);
+}
+
+/* What a blocked sender sees of a private message is what anyone sees:
+ * the next id of the sequence, `online` as the recipient's sessions say,
+ * the same reply shape; the recipient gets nothing. */
+static void blocked_sender_gets_the_reply_anyone_gets(void)
+{
+    sm_testhost *th = start_with(NULL, "friends");
+    sm_session_id a = user(th, "alice", 1), d = user(th, "dave", 6), c = user(th, "carol", 3);
+    block(th, c, "block_user", "dave");
+    for (int online = 1; online >= 0; online--) {
+        sm_testhost_clear(th);
+        json_int_t before = pm(th, a, "Bob", NULL);
+        json_t *r = callf(th, d, "private_message",
+                          "{\"recipient\": \"CAROL\", \"content\": \"x\", \"encrypted\": true,"
+                          " \"signature\": \"c2ln\"}");
+        json_t *p = expect_response(r, "message_delivered");
+        CU_ASSERT_EQUAL(json_object_size(p), 4);
+        CU_ASSERT_EQUAL(integer(p, "message_id"), before + 1);
+        CU_ASSERT_STRING_EQUAL(str(p, "recipient"), "carol");
+        CU_ASSERT_EQUAL(json_is_true(json_object_get(p, "online")), online);
+        CU_ASSERT_TRUE(json_is_boolean(json_object_get(p, "online")));
+        CU_ASSERT_DOUBLE_EQUAL(json_number_value(json_object_get(p, "timestamp")),
+                               sm_testhost_now(th), 1e-6);
+        json_decref(r);
+        r = callf(th, a, "private_message",
+                  "{\"recipient\": \"carol\", \"content\": \"y\", \"encrypted\": false}");
+        p = expect_response(r, "message_delivered");
+        CU_ASSERT_EQUAL(integer(p, "message_id"), before + 2);
+        CU_ASSERT_EQUAL(json_is_true(json_object_get(p, "online")), online);
+        json_decref(r);
+        if (online) {
+            json_t *ev = take_event(th, c, "private_message");
+            CU_ASSERT_STRING_EQUAL(str(payload_of(ev), "sender"), "alice");
+            json_decref(ev);
+            CU_ASSERT_EQUAL(sm_testhost_pending(th, c), 0);
+            CU_ASSERT_EQUAL(sm_testhost_disconnect(th, c), SM_OK);
+        }
+        /* The sender marking its own message: the same 1009 as anyone. */
+        json_t *own = callf(th, d, "mark_message_read", "{\"message_id\": %lld}",
+                            (long long)(before + 1));
+        json_t *other = callf(th, a, "mark_message_read", "{\"message_id\": %lld}",
+                              (long long)(before + 2));
+        CU_ASSERT_TRUE(json_equal(payload_of(own), payload_of(other)));
+        expect_error(own, 1009, "mark_message_read");
+        expect_error(other, 1009, "mark_message_read");
+        /* And the recipient's key, as anyone gets it. */
+        json_t *k1 = callf(th, d, "get_public_key", "{\"username\": \"carol\"}");
+        json_t *k2 = callf(th, a, "get_public_key", "{\"username\": \"carol\"}");
+        CU_ASSERT_TRUE(json_equal(payload_of(k1), payload_of(k2)));
+        expect_response(k1, "get_public_key");
+        json_decref(k1);
+        json_decref(k2);
+        sm_testhost_advance(th, 1);
+    }
+    CU_ASSERT_EQUAL(count_rows(th, "sender_lower = 'dave' AND (hidden = 0 OR content <> ''"
+                                   " OR signature IS NOT NULL OR encrypted <> 0)"),
+                    0);
+    expect_unread_count_at_login(th, "carol", 3, "2");
     sm_testhost_free(th);
 }
 
@@ -612,6 +855,121 @@ static void mark_read_same_1009_for_unknown_and_foreign_ids(void)
     expect_error(sm_testhost_call(th, c, "mark_message_read", "{}"), 1004, "mark_message_read");
     expect_error(sm_testhost_call(th, c, "mark_message_read", "{\"message_id\": 1.5}"), 1004,
                  "mark_message_read");
+    sm_testhost_free(th);
+}
+
+/* ---- mark_all_read (extension, issue 10) -------------------------------- */
+
+/* Takes the message_read events of a session, checking each, and returns
+ * their ids as "1,2". */
+static void expect_receipts(sm_testhost *th, sm_session_id s, const char *reader, double at,
+                            const char *want)
+{
+    char got[256] = "";
+    json_t *ev;
+    while ((ev = sm_testhost_next_event(th, s, "message_read")) != NULL) {
+        json_t *e = payload_of(ev);
+        CU_ASSERT_EQUAL(json_object_size(e), 3);
+        CU_ASSERT_STRING_EQUAL(str(e, "reader"), reader);
+        CU_ASSERT_DOUBLE_EQUAL(json_number_value(json_object_get(e, "timestamp")), at, 1e-6);
+        size_t n = strlen(got);
+        snprintf(got + n, sizeof got - n, "%s%lld", n ? "," : "",
+                 (long long)integer(e, "message_id"));
+        json_decref(ev);
+    }
+    CU_ASSERT_STRING_EQUAL(got, want);
+}
+
+static void expect_marked(json_t *r, json_int_t count, int more)
+{
+    json_t *p = expect_response(r, "mark_all_read");
+    CU_ASSERT_EQUAL(json_object_size(p), 2);
+    CU_ASSERT_EQUAL(integer(p, "count"), count);
+    CU_ASSERT_TRUE(json_is_boolean(json_object_get(p, "more")));
+    CU_ASSERT_EQUAL(json_is_true(json_object_get(p, "more")), more);
+    json_decref(r);
+}
+
+static void mark_all_read_marks_everything_with_one_receipt_each(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id a1 = user(th, "alice", 1), a2 = user(th, "alice", 1), b = user(th, "Bob", 2);
+    json_int_t m1 = pm(th, a1, "carol", NULL);
+    json_int_t m2 = pm(th, b, "carol", NULL);
+    json_int_t m3 = pm(th, a1, "carol", NULL);
+    json_int_t other = pm(th, a1, "dave", NULL);
+    sm_session_id c = user(th, "carol", 3);
+    json_decref(callf(th, c, "mark_message_read", "{\"message_id\": %lld}", (long long)m2));
+    sm_testhost_advance(th, 3);
+    sm_testhost_clear(th);
+    uint64_t nonce = sm_testhost_send(th, c, "mark_all_read", "{}");
+    CU_ASSERT_FATAL(nonce != 0);
+    expect_marked(sm_testhost_next(th, c), 2, 0); /* the reply first */
+    char want[64];
+    snprintf(want, sizeof want, "%lld,%lld", (long long)m1, (long long)m3);
+    expect_receipts(th, a1, "carol", NOW0 + 3, want);
+    expect_receipts(th, a2, "carol", NOW0 + 3, want);
+    expect_receipts(th, b, "carol", NOW0 + 3, ""); /* m2 was read before */
+    CU_ASSERT_EQUAL(sm_testhost_pending(th, c), 0);
+    expect_unread_ids(th, c, "");
+    CU_ASSERT_EQUAL(count_rows(th, "is_read = 0"), 1);
+    (void)other;
+    /* Again: nothing left, no receipt. */
+    expect_marked(sm_testhost_call(th, c, "mark_all_read", "{\"up_to_id\": null}"), 0, 0);
+    CU_ASSERT_EQUAL(sm_testhost_pending(th, a1), 0);
+    sm_testhost_free(th);
+}
+
+static void mark_all_read_stops_at_up_to_id(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id a = user(th, "alice", 1), c = user(th, "carol", 3);
+    json_int_t m1 = pm(th, a, "carol", NULL);
+    json_int_t m2 = pm(th, a, "carol", NULL);
+    json_int_t m3 = pm(th, a, "carol", NULL);
+    sm_testhost_clear(th);
+    expect_marked(callf(th, c, "mark_all_read", "{\"up_to_id\": %lld}", (long long)m2), 2, 0);
+    char want[64];
+    snprintf(want, sizeof want, "%lld,%lld", (long long)m1, (long long)m2);
+    expect_receipts(th, a, "carol", NOW0, want);
+    snprintf(want, sizeof want, "%lld", (long long)m3);
+    expect_unread_ids(th, c, want);
+    const char *bad[] = {"{\"up_to_id\": 0}", "{\"up_to_id\": -1}", "{\"up_to_id\": \"5\"}",
+                         "{\"up_to_id\": 1.5}", "{\"up_to_id\": 9007199254740992}", NULL};
+    for (const char **b = bad; *b; b++)
+        expect_error(sm_testhost_call(th, c, "mark_all_read", *b), 1004, "mark_all_read");
+    CU_ASSERT_EQUAL(count_rows(th, "is_read = 0"), 1);
+    sm_testhost_free(th);
+}
+
+static void mark_all_read_works_in_batches_of_1000(void)
+{
+    sm_testhost *th = start("messaging = { max_unread_per_sender = 2000; };");
+    sm_session_id a = user(th, "alice", 1), c = user(th, "carol", 3);
+    for (int i = 0; i < 1001; i++)
+        pm(th, a, "carol", NULL);
+    sm_testhost_clear(th);
+    expect_marked(sm_testhost_call(th, c, "mark_all_read", "{}"), 1000, 1);
+    CU_ASSERT_EQUAL(sm_testhost_pending(th, a), 1000);
+    CU_ASSERT_EQUAL(count_rows(th, "is_read = 0"), 1);
+    expect_marked(sm_testhost_call(th, c, "mark_all_read", "{}"), 1, 0);
+    CU_ASSERT_EQUAL(sm_testhost_pending(th, a), 1001);
+    sm_testhost_free(th);
+}
+
+static void mark_all_read_leaves_blocked_senders_unanswered(void)
+{
+    sm_testhost *th = start_with(NULL, "friends");
+    sm_session_id a = user(th, "alice", 1), d = user(th, "dave", 6), c = user(th, "carol", 3);
+    pm(th, d, "carol", NULL);
+    json_int_t kept = pm(th, a, "carol", NULL);
+    block(th, c, "block_user", "dave");
+    sm_testhost_clear(th);
+    expect_marked(sm_testhost_call(th, c, "mark_all_read", "{}"), 1, 0);
+    char want[32];
+    snprintf(want, sizeof want, "%lld", (long long)kept);
+    expect_receipts(th, a, "carol", NOW0, want);
+    CU_ASSERT_EQUAL(sm_testhost_pending(th, d), 0);
     sm_testhost_free(th);
 }
 
@@ -946,12 +1304,15 @@ static void bad_config_refused_at_load(void)
                          "messaging = { max_content_bytes = 1048577; };",
                          "messaging = { max_content_bytes = \"16k\"; };",
                          "messaging = { max_unread = 0; };",
+                         "messaging = { max_unread_per_sender = 0; };",
+                         "messaging = { max_unread_per_sender = 1000000001; };",
                          "messaging = { max_expiry = 0; };",
                          "messaging = { max_expiry = 1.5; };",
                          NULL};
     for (const char **c = bad; *c; c++)
         CU_ASSERT_NOT_EQUAL(load_messaging(*c, 1), SM_OK);
     CU_ASSERT_EQUAL(load_messaging("messaging = { max_content_bytes = 1048576; max_unread = 1;"
+                                   " max_unread_per_sender = 1000000000;"
                                    " max_expiry = 60; };",
                                    1),
                     SM_OK);
@@ -969,12 +1330,22 @@ int main(void)
         SM_TEST(private_message_offline_is_stored_and_listed_later),
         SM_TEST(private_message_recipient_checks),
         SM_TEST(private_message_denied_by_policy_is_1002),
-        SM_TEST(private_message_dropped_by_policy_looks_offline),
+        SM_TEST(private_message_dropped_by_policy_looks_delivered),
         SM_TEST(private_message_to_yourself_reaches_your_sessions),
         SM_TEST(unread_cap_answers_1008_and_stores_nothing),
+        SM_TEST(per_sender_cap_answers_1008_and_leaves_room_for_others),
+        SM_TEST(blocking_a_flooder_frees_the_recipients_cap),
+        SM_TEST(blocked_senders_waiting_messages_stop_counting_at_once),
+        SM_TEST(blocked_senders_messages_are_not_listed),
+        SM_TEST(blocked_sender_meets_its_cap_as_anyone_would),
+        SM_TEST(blocked_sender_gets_the_reply_anyone_gets),
         SM_TEST(unread_messages_come_in_pages_of_100),
         SM_TEST(mark_read_sends_receipt_once_to_every_sender_session),
         SM_TEST(mark_read_same_1009_for_unknown_and_foreign_ids),
+        SM_TEST(mark_all_read_marks_everything_with_one_receipt_each),
+        SM_TEST(mark_all_read_stops_at_up_to_id),
+        SM_TEST(mark_all_read_works_in_batches_of_1000),
+        SM_TEST(mark_all_read_leaves_blocked_senders_unanswered),
         SM_TEST(get_public_key_key_null_or_1009),
         SM_TEST(get_history_newest_first_with_paging),
         SM_TEST(get_history_checks_room_and_limit),

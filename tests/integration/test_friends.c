@@ -261,25 +261,72 @@ static void presence_once_per_user_not_per_device(void)
     sm_client_close(b, 1000);
 }
 
-static void blocked_sender_gets_offline_acknowledgement_and_nothing_is_stored(void)
+/* The error reply (code, message) a command gets, as "1010 a friend
+ * request is already pending", for comparing two users' replies. */
+static void error_text(sm_client *c, const char *action, const char *field, const char *name,
+                       char *out, size_t out_len)
+{
+    sm_message *r = harness_callf(c, action, "{s:s}", field, name);
+    snprintf(out, out_len, "%d %s", harness_error_code(r),
+             r ? json_string_value(json_object_get(r->payload, "message")) : "(none)");
+    sm_message_free(r);
+}
+
+/* Everything a blocked user can provoke gets the reply an unblocked user
+ * in the same state gets (docs/PROTOCOL.md section 8): the block is never
+ * told, neither through a reply nor through a missing event. */
+static void blocked_sender_gets_the_replies_anyone_gets(void)
 {
     sm_client *a = user(&srv, "ann_bl", 1), *b = user(&srv, "bo_bl", 1);
+    sm_client *c = user(&srv, "cy_bl", 1), *d = user(&srv, "di_bl", 1);
     befriend(a, "ann_bl", b, "bo_bl");
     sm_message *r = harness_callf(a, "block_user", "{s:s}", "username", "BO_BL");
     CU_ASSERT_PTR_NOT_NULL_FATAL(r);
     ASSERT_STR(r->action, "block_user");
     ASSERT_STR(json_string_value(json_object_get(r->payload, "username")), "bo_bl");
     sm_message_free(r);
-    expect_quiet(b); /* the friendship ended without friend_removed */
+    /* the friendship ends as remove_friend would end it */
+    expect_event(b, "friend_removed", "friend_username", "ann_bl");
+    expect_quiet(b);
     expect_friends(b, "");
 
-    r = private_message(b, "ann_bl", "are you there?");
-    ASSERT_STR(r->type, "response");
-    ASSERT_STR(r->action, "message_delivered");
-    CU_ASSERT_TRUE(json_is_false(json_object_get(r->payload, "online")));
-    ASSERT_STR(json_string_value(json_object_get(r->payload, "recipient")), "ann_bl");
-    sm_message_free(r);
+    /* A private message: the same reply as cy_bl's, who is not blocked. */
+    sm_message *blocked = private_message(b, "ann_bl", "are you there?");
+    sm_message *plain = private_message(c, "di_bl", "are you there?");
+    ASSERT_STR(blocked->action, "message_delivered");
+    CU_ASSERT_EQUAL(json_object_size(blocked->payload), 4);
+    CU_ASSERT_TRUE(json_is_true(json_object_get(blocked->payload, "online")));
+    CU_ASSERT_TRUE(json_is_true(json_object_get(plain->payload, "online")));
+    ASSERT_STR(json_string_value(json_object_get(blocked->payload, "recipient")), "ann_bl");
+    /* ids from one sequence: the plain message got the next one */
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(plain->payload, "message_id")),
+                    json_integer_value(json_object_get(blocked->payload, "message_id")) + 1);
+    sm_message_free(blocked);
+    sm_message_free(plain);
+    expect_event(d, "private_message", "content", "are you there?");
+
+    /* A friend request, then the same request again: success, then 1010. */
     friend_ok(b, "send_friend_request", "friend_request_response", "ann_bl", "ann_bl");
+    friend_ok(c, "send_friend_request", "friend_request_response", "di_bl", "di_bl");
+    expect_event(d, "friend_request", "from", "cy_bl");
+    char got[128], want[128];
+    error_text(b, "send_friend_request", "friend_username", "ann_bl", got, sizeof got);
+    error_text(c, "send_friend_request", "friend_username", "di_bl", want, sizeof want);
+    ASSERT_STR(got, want);
+    ASSERT_STR(got, "1010 a friend request is already pending");
+    /* remove, accept, decline: what "not friends, nothing pending" gives */
+    const char *actions[] = {"remove_friend", "accept_friend_request", "decline_friend_request"};
+    for (size_t i = 0; i < 3; i++) {
+        error_text(b, actions[i], "friend_username", "ann_bl", got, sizeof got);
+        error_text(c, actions[i], "friend_username", "ann_bl", want, sizeof want);
+        ASSERT_STR(got, want);
+    }
+    /* the key and the message marking, as for anyone */
+    r = harness_callf(b, "get_public_key", "{s:s}", "username", "ann_bl");
+    sm_message *r2 = harness_callf(c, "get_public_key", "{s:s}", "username", "ann_bl");
+    CU_ASSERT_TRUE(r && r2 && json_equal(r->payload, r2->payload));
+    sm_message_free(r);
+    sm_message_free(r2);
     expect_quiet(a);
     expect_requests(a, "");
     r = harness_callf(a, "get_unread_messages", NULL);
@@ -300,8 +347,14 @@ static void blocked_sender_gets_offline_acknowledgement_and_nothing_is_stored(vo
     CU_ASSERT_TRUE(json_is_true(json_object_get(r->payload, "online")));
     sm_message_free(r);
     expect_event(a, "private_message", "content", "hello again");
+    /* the request made while blocked is gone, as if declined */
+    expect_requests(a, "");
+    friend_ok(b, "send_friend_request", "friend_request_response", "ann_bl", "ann_bl");
+    expect_event(a, "friend_request", "from", "bo_bl");
     sm_client_close(a, 1000);
     sm_client_close(b, 1000);
+    sm_client_close(c, 1000);
+    sm_client_close(d, 1000);
 }
 
 static void friends_only_mode_refuses_messages_between_non_friends(void)
@@ -338,7 +391,7 @@ int main(void)
         SM_TEST(decline_is_not_told_to_the_requester),
         SM_TEST(mutual_requests_make_friends_and_tell_both),
         SM_TEST(presence_once_per_user_not_per_device),
-        SM_TEST(blocked_sender_gets_offline_acknowledgement_and_nothing_is_stored),
+        SM_TEST(blocked_sender_gets_the_replies_anyone_gets),
         SM_TEST(friends_only_mode_refuses_messages_between_non_friends),
         SM_TEST_END,
     };

@@ -256,6 +256,65 @@ static void offline_message_waits_unread_then_receipt_reaches_sender(void)
     sm_client_close(bob, 1000);
 }
 
+/* The extension of issue 10: one command marks what waits, up to an id,
+ * with the receipt of each message to its sender. */
+static void mark_all_read_marks_waiting_messages_with_a_receipt_each(void)
+{
+    sm_client *bob = registered_on(&srv, "ma_bob");
+    sm_client_close(bob, 1000);
+    sm_client *alice = registered_on(&srv, "ma_alice");
+    json_int_t ids[3];
+    for (int i = 0; i < 3; i++) {
+        sm_message *r = send_pm(alice, "ma_bob", "waiting");
+        CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+        CU_ASSERT_STRING_EQUAL_FATAL(r->action, "message_delivered");
+        ids[i] = jint(r->payload, "message_id");
+        sm_message_free(r);
+    }
+    json_int_t unread = -1;
+    bob = logged_in_on(&srv, "ma_bob", &unread);
+    CU_ASSERT_EQUAL(unread, 3);
+    drain(alice);
+    sm_message *r = harness_callf(bob, "mark_all_read", "{s:I}", "up_to_id", ids[1]);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_STRING_EQUAL(r->type, "response");
+    CU_ASSERT_STRING_EQUAL(r->action, "mark_all_read");
+    CU_ASSERT_EQUAL(json_object_size(r->payload), 2);
+    CU_ASSERT_EQUAL(jint(r->payload, "count"), 2);
+    CU_ASSERT_TRUE(json_is_false(json_object_get(r->payload, "more")));
+    sm_message_free(r);
+    for (int i = 0; i < 2; i++) {
+        sm_message *ev = next_event(alice, "message_read");
+        CU_ASSERT_PTR_NOT_NULL_FATAL(ev);
+        CU_ASSERT_EQUAL(jint(ev->payload, "message_id"), ids[i]);
+        CU_ASSERT_STRING_EQUAL(jstr(ev->payload, "reader"), "ma_bob");
+        CU_ASSERT_TRUE(json_is_number(json_object_get(ev->payload, "timestamp")));
+        sm_message_free(ev);
+    }
+    r = harness_callf(bob, "mark_all_read", NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(jint(r->payload, "count"), 1);
+    sm_message_free(r);
+    sm_message *ev = next_event(alice, "message_read");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ev);
+    CU_ASSERT_EQUAL(jint(ev->payload, "message_id"), ids[2]);
+    sm_message_free(ev);
+    /* Nothing left: count 0 and no receipt. */
+    r = harness_callf(bob, "mark_all_read", NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(jint(r->payload, "count"), 0);
+    sm_message_free(r);
+    expect_no_event(alice, "message_read");
+    r = harness_callf(bob, "mark_all_read", "{s:i}", "up_to_id", 0);
+    CU_ASSERT_EQUAL(harness_error_code(r), 1004);
+    sm_message_free(r);
+    sm_client *bob2 = logged_in_on(&srv, "ma_bob", &unread);
+    CU_ASSERT_EQUAL(unread, 0);
+    sm_client_close(bob2, 1000);
+    sm_client_close(alice, 1000);
+    sm_client_close(bob, 1000);
+}
+
 static void history_of_current_room_newest_first(void)
 {
     sm_client *a = registered_on(&srv, "pd_ann");
@@ -379,6 +438,7 @@ int main(void)
         SM_TEST(public_message_fans_out_to_room_with_reply_first),
         SM_TEST(private_message_reaches_both_devices_of_online_user),
         SM_TEST(offline_message_waits_unread_then_receipt_reaches_sender),
+        SM_TEST(mark_all_read_marks_waiting_messages_with_a_receipt_each),
         SM_TEST(history_of_current_room_newest_first),
         SM_TEST(acknowledged_message_survives_sigkill),
         SM_TEST_END,
