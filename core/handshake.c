@@ -11,15 +11,15 @@
 #include "receive.h"
 #include "session.h"
 
-#define MAX_RSA_BYTES 1024 /* 8192-bit keys */
-
 typedef struct key_job {
     sm_session_id session;
     envelope_cipher cipher;
     uint8_t client_nonce[ENVELOPE_NONCE_LEN];
     uint8_t *encrypted;
     size_t encrypted_len;
-    uint8_t key[MAX_RSA_BYTES];
+    /* OpenSSL 3 wants room for a whole modulus; larger keys are refused
+     * when the server key is loaded. */
+    uint8_t key[CRYPTO_RSA_MAX_BITS / 8];
     size_t key_len;
     int ok;
     char *nonce; /* the key_exchange's nonce, echoed as reply_to */
@@ -82,7 +82,7 @@ static void job_work(void *arg)
     key_job *job = arg;
     size_t out_len = 0;
     job->ok = crypto_rsa_oaep_decrypt(g_core.server_key, job->encrypted, job->encrypted_len,
-                                      job->key, &out_len) == 0;
+                                      job->key, sizeof job->key, &out_len) == 0;
     job->key_len = out_len;
 }
 

@@ -4,8 +4,12 @@
  * exact error code and close code for each. One server for the suite;
  * every test uses its own connections. */
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -589,6 +593,50 @@ static void handshake_over_wss_verifies_the_certificate(void)
     CU_ASSERT_EQUAL(harness_cleanup(&tls), 0);
 }
 
+/* Copies a key fixture of tests/fixtures into a fresh directory with mode
+ * 0600 (git keeps 0644, which the server refuses for another reason), runs
+ * the server on it and returns its exit status and output. A server that
+ * accepted the key would listen until `timeout` ends it (status 124). */
+static int run_with_key_fixture(const char *fixture, char *out, size_t out_len)
+{
+    char dir[] = "/tmp/sm-key-XXXXXX";
+    if (!mkdtemp(dir))
+        return -1;
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && install -m 600 '%s/tests/fixtures/%s' key.pem"
+             " && printf 'server = { port = 0; bind = \"127.0.0.1\"; key_file = \"%s/key.pem\"; };\n"
+             "storage = { database = \"%s/db\"; };\n' > server.conf"
+             " && timeout 20 '%s' -c server.conf 2>&1; echo \"exit $?\"; rm -rf '%s'",
+             dir, SM_SOURCE_DIR, fixture, dir, dir, SM_SERVER_PATH, dir);
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    size_t got = fread(out, 1, out_len - 1, p);
+    out[got] = '\0';
+    pclose(p);
+    const char *tail = strstr(out, "exit ");
+    while (tail && strstr(tail + 1, "exit "))
+        tail = strstr(tail + 1, "exit ");
+    return tail ? atoi(tail + 5) : -1;
+}
+
+/* Issue 10 item 2: a 9216-bit key let a crafted key_exchange write past
+ * the decryption buffer. Such a key is refused at start, as is one below
+ * 2048 bits, with the size and the file in the message. */
+static void server_refuses_key_larger_than_8192_or_smaller_than_2048_bits(void)
+{
+    static char out[16384];
+    CU_ASSERT_EQUAL(run_with_key_fixture("rsa_9216_test_only.pem", out, sizeof out), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "key.pem: RSA key of 9216 bits; the server supports "
+                                       "2048 to 8192 bits"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "cannot use the server key"));
+    CU_ASSERT_PTR_NULL(strstr(out, "listening"));
+    CU_ASSERT_EQUAL(run_with_key_fixture("rsa_1024_test_only.pem", out, sizeof out), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "key.pem: RSA key of 1024 bits; the server supports "
+                                       "2048 to 8192 bits"));
+}
+
 static void server_still_accepts_connections(void)
 {
     sm_client *c = connect_with(NULL);
@@ -632,6 +680,7 @@ int main(void)
         SM_TEST(unreadable_envelope_after_handshake_gets_1004_and_keeps_nonce),
         SM_TEST(encrypted_key_exchange_after_handshake_gets_1003),
         SM_TEST(handshake_over_wss_verifies_the_certificate),
+        SM_TEST(server_refuses_key_larger_than_8192_or_smaller_than_2048_bits),
         SM_TEST(server_still_accepts_connections),
         SM_TEST_END};
     return sm_test_run("integration_handshake", cases, suite_init, suite_cleanup);
