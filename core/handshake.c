@@ -11,6 +11,10 @@
 #include "receive.h"
 #include "session.h"
 
+/* Names the handshake's queue on the worker pool (each plugin has its
+ * own). */
+static const char rsa_owner;
+
 typedef struct key_job {
     sm_session_id session;
     envelope_cipher cipher;
@@ -197,7 +201,7 @@ void handshake_receive(struct session *s, const char *text, size_t len)
     if (!job->nonce)
         goto reject_internal;
     memcpy(job->nonce, in.nonce, nlen + 1);
-    if (workers_submit(g_core.pool, job_work, job_done, job) != 0)
+    if (workers_submit(g_core.pool, &rsa_owner, job_work, job_done, job) != 0)
         goto reject_internal;
     s->state = SESSION_KEY_PENDING;
     if (g_core.transport->pause_input)
