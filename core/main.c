@@ -13,6 +13,7 @@
 
 #include "core.h"
 #include "crypto.h"
+#include "handshake.h"
 #include "log.h"
 #include "plugin_loader.h"
 #include "transport.h"
@@ -185,6 +186,7 @@ out:
     if (g_core.pool) {
         workers_stop(g_core.pool);
         g_core.pool = NULL;
+        handshake_log_stats();
     }
     plugin_unload_all();
     if (g_core.db) {
