@@ -248,6 +248,8 @@ int workers_submit(workers *w, const void *owner, sm_work_fn work, sm_work_done_
     return 0;
 }
 
+/* A linear walk of the owner's queue: the only canceller, the handshake,
+ * bounds its queue (limits.handshake_queue, at most 10000). */
 int workers_cancel(workers *w, const void *owner, const void *arg)
 {
     if (!w)

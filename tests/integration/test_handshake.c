@@ -699,6 +699,16 @@ static int flood_stop_reports(flood *f, const char *want)
     return found == 1;
 }
 
+/* flood_start as a test step: a failure is recorded and cleaned up. */
+static int flood_ready(flood *f)
+{
+    int started = flood_start(f);
+    CU_ASSERT_EQUAL(started, 0);
+    if (started != 0)
+        flood_stop_reports(f, "");
+    return started == 0;
+}
+
 static int count_in_log(const harness_server *s, const char *needle)
 {
     char path[512];
@@ -721,12 +731,8 @@ static int count_in_log(const harness_server *s, const char *needle)
 static void key_exchange_beyond_handshake_queue_gets_plain_1008_with_retry_after(void)
 {
     flood f;
-    int started = flood_start(&f);
-    CU_ASSERT_EQUAL(started, 0);
-    if (started != 0) {
-        flood_stop_reports(&f, "");
+    if (!flood_ready(&f))
         return;
-    }
     sm_client *probe = send_junk_key_exchange(&f.srv);
     CU_ASSERT_PTR_NOT_NULL(probe);
     json_t *err = probe ? recv_json(probe) : NULL;
@@ -773,12 +779,8 @@ static void key_exchange_beyond_handshake_queue_gets_plain_1008_with_retry_after
 static void rsa_jobs_of_closed_sessions_are_dropped_not_run(void)
 {
     flood f;
-    int started = flood_start(&f);
-    CU_ASSERT_EQUAL(started, 0);
-    if (started != 0) {
-        flood_stop_reports(&f, "");
+    if (!flood_ready(&f))
         return;
-    }
     flood_free_junk(&f);
     /* Each dropped job is logged (debug): wait until all sessions are gone. */
     const char *dropped = "before its key_exchange was decrypted: RSA job dropped";

@@ -263,7 +263,7 @@ static void config_rejects_other_out_of_range_values(void)
     expect_error("limits = { max_sessions = 0; };\n", 1,
                  "limits.max_sessions must be an integer from 1 to 1000000");
     expect_error("limits = { handshake_queue = 0; };\n", 1,
-                 "limits.handshake_queue must be an integer from 1 to 100000");
+                 "limits.handshake_queue must be an integer from 1 to 10000");
     expect_error("log = { level = \"verbose\"; };\n", 1,
                  "log.level must be one of \"error\", \"warning\", \"info\", \"debug\"");
 }
