@@ -156,7 +156,7 @@ static int send_key_exchange(sm_client *c, const hello *h, char *err, size_t err
         client_err(err, err_len, "key_exchange: cannot draw the session key");
         goto out;
     }
-    if (crypto_rsa_oaep_encrypt(h->key, k, sizeof k, ek, &ek_len) != 0
+    if (crypto_rsa_oaep_encrypt(h->key, k, sizeof k, ek, ek_cap, &ek_len) != 0
         || crypto_b64_encode(ek, ek_len, &ek_b64, &b64_len) != 0
         || crypto_b64_encode(cnonce, sizeof cnonce, &cn_b64, &b64_len) != 0) {
         client_err(err, err_len, "key_exchange: cannot encrypt the session key");

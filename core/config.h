@@ -39,6 +39,7 @@ typedef struct server_config {
     size_t send_queue_bytes;        /* 1 MiB */
     size_t send_queue_messages;     /* 1000 */
     int max_sessions;               /* 19000 */
+    size_t handshake_queue;         /* 256 RSA jobs waiting (1..10000) */
     /* log */
     sm_log_level log_level;         /* info */
 } server_config;

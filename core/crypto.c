@@ -27,8 +27,6 @@
 
 /* A private key file larger than this is not a PEM RSA key we wrote. */
 #define KEY_FILE_MAX (64 * 1024)
-#define RSA_MIN_BITS 2048
-#define RSA_MAX_BITS 16384
 
 /* Logs and clears OpenSSL's thread-local error queue, so one failure is not
  * reported again by the next unrelated caller. */
@@ -459,8 +457,13 @@ fail:
 
 int crypto_rsa_generate(int bits, EVP_PKEY **out)
 {
-    if (!out || bits < RSA_MIN_BITS || bits > RSA_MAX_BITS)
+    if (!out)
         return -1;
+    if (bits < CRYPTO_RSA_MIN_BITS || bits > CRYPTO_RSA_MAX_BITS) {
+        LOG_ERROR("RSA key of %d bits refused: supported sizes are %d to %d bits", bits,
+                  CRYPTO_RSA_MIN_BITS, CRYPTO_RSA_MAX_BITS);
+        return -1;
+    }
     EVP_PKEY *key = NULL;
     EVP_PKEY_CTX *ctx = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
     if (!ctx || EVP_PKEY_keygen_init(ctx) != 1
@@ -491,9 +494,12 @@ static int check_rsa_key(EVP_PKEY *key, const char *what)
         LOG_ERROR("%s: not an RSA key", what);
         return -1;
     }
+    /* Too large is refused as firmly as too small: buffers and the
+     * handshake's cost are sized for at most CRYPTO_RSA_MAX_BITS. */
     int bits = EVP_PKEY_get_bits(key);
-    if (bits < RSA_MIN_BITS) {
-        LOG_ERROR("%s: RSA key of %d bits, at least %d required", what, bits, RSA_MIN_BITS);
+    if (bits < CRYPTO_RSA_MIN_BITS || bits > CRYPTO_RSA_MAX_BITS) {
+        LOG_ERROR("%s: RSA key of %d bits; the server supports %d to %d bits", what, bits,
+                  CRYPTO_RSA_MIN_BITS, CRYPTO_RSA_MAX_BITS);
         return -1;
     }
     return 0;
@@ -775,7 +781,7 @@ int crypto_pubkey_from_pem(const char *pem, size_t len, EVP_PKEY **out)
     if (!key)
         return -1;
     /* Every key the protocol carries is RSA of at least 2048 bits. */
-    if (!EVP_PKEY_is_a(key, "RSA") || EVP_PKEY_get_bits(key) < RSA_MIN_BITS) {
+    if (!EVP_PKEY_is_a(key, "RSA") || EVP_PKEY_get_bits(key) < CRYPTO_RSA_MIN_BITS) {
         EVP_PKEY_free(key);
         return -1;
     }
@@ -801,19 +807,21 @@ static EVP_PKEY_CTX *oaep_ctx(EVP_PKEY *key, int decrypt)
 }
 
 int crypto_rsa_oaep_encrypt(EVP_PKEY *pub, const uint8_t *in, size_t in_len,
-                            uint8_t *out, size_t *out_len)
+                            uint8_t *out, size_t out_cap, size_t *out_len)
 {
     if (!pub || (!in && in_len) || !out || !out_len)
         return -1;
-    size_t cap = crypto_pkey_size(pub);
-    if (cap == 0)
+    /* The key may be a peer's of any size: never assume the buffer holds
+     * its modulus. */
+    size_t size = crypto_pkey_size(pub);
+    if (size == 0 || size > out_cap)
         return -1;
     EVP_PKEY_CTX *ctx = oaep_ctx(pub, 0);
     if (!ctx) {
         log_openssl_error("RSA-OAEP setup");
         return -1;
     }
-    size_t n = cap;
+    size_t n = out_cap;
     int ok = EVP_PKEY_encrypt(ctx, out, &n, in, in_len);
     EVP_PKEY_CTX_free(ctx);
     if (ok != 1) {
@@ -825,19 +833,19 @@ int crypto_rsa_oaep_encrypt(EVP_PKEY *pub, const uint8_t *in, size_t in_len,
 }
 
 int crypto_rsa_oaep_decrypt(EVP_PKEY *priv, const uint8_t *in, size_t in_len,
-                            uint8_t *out, size_t *out_len)
+                            uint8_t *out, size_t out_cap, size_t *out_len)
 {
-    if (!priv || !in || !out || !out_len)
-        return -1;
-    size_t cap = crypto_pkey_size(priv);
-    if (cap == 0)
+    if (!priv || !in || !out || out_cap == 0 || !out_len)
         return -1;
     EVP_PKEY_CTX *ctx = oaep_ctx(priv, 1);
     if (!ctx) {
         log_openssl_error("RSA-OAEP setup");
         return -1;
     }
-    size_t n = cap;
+    /* OpenSSL writes at most n bytes and fails when the plaintext is
+     * longer; passing the modulus size here instead let a crafted
+     * plaintext run past the caller's buffer. */
+    size_t n = out_cap;
     int ok = EVP_PKEY_decrypt(ctx, out, &n, in, in_len);
     EVP_PKEY_CTX_free(ctx);
     /* A failed decryption is the peer's bad input; the caller answers it

@@ -59,10 +59,18 @@ int crypto_cbc_encrypt(const uint8_t key[CRYPTO_KEY_LEN], const uint8_t iv[CRYPT
 int crypto_cbc_decrypt(const uint8_t key[CRYPTO_KEY_LEN], const uint8_t iv[CRYPTO_CBC_IV_LEN],
                        const uint8_t *ct, size_t ct_len, uint8_t *pt, size_t *pt_len);
 
+/* The RSA sizes the server accepts for its own key, loaded or generated.
+ * Larger keys cost every handshake a slower private-key operation for no
+ * gain, and nothing in the protocol needs them. */
+#define CRYPTO_RSA_MIN_BITS 2048
+#define CRYPTO_RSA_MAX_BITS 8192
+
 /* RSA keys. load_or_generate reads a PEM private key from path, or when the
  * file does not exist generates an RSA key of `bits` and writes it with
  * mode 0600 (created with O_EXCL, parent directory created 0700 if missing).
- * An existing file that is group/world readable is refused. */
+ * An existing file that is group/world readable is refused, and so is a
+ * key outside CRYPTO_RSA_MIN_BITS..CRYPTO_RSA_MAX_BITS (loaded or asked
+ * for), with a log line naming the file and the size. */
 int crypto_rsa_load_or_generate(const char *path, int bits, EVP_PKEY **out);
 int crypto_rsa_generate(int bits, EVP_PKEY **out);
 /* PEM SubjectPublicKeyInfo of the key, malloc'd, NUL-terminated. */
@@ -72,12 +80,15 @@ int crypto_fingerprint(EVP_PKEY *key, char out[CRYPTO_FINGERPRINT_LEN]);
 /* Parses a PEM public key (SubjectPublicKeyInfo). */
 int crypto_pubkey_from_pem(const char *pem, size_t len, EVP_PKEY **out);
 /* RSA-OAEP, SHA-256 and MGF1-SHA-256, no label. decrypt is safe to call
- * from several threads at once on the same key. out must have room for
- * the key's modulus size; *out_len receives the plaintext length. */
+ * from several threads at once on the same key. out has room for out_cap
+ * bytes and nothing more is written there: a ciphertext (encrypt: the
+ * modulus size) or a plaintext (decrypt) that does not fit fails; OpenSSL
+ * 3 also fails a decryption into less than the modulus size. *out_len
+ * receives the length written. */
 int crypto_rsa_oaep_encrypt(EVP_PKEY *pub, const uint8_t *in, size_t in_len,
-                            uint8_t *out, size_t *out_len);
+                            uint8_t *out, size_t out_cap, size_t *out_len);
 int crypto_rsa_oaep_decrypt(EVP_PKEY *priv, const uint8_t *in, size_t in_len,
-                            uint8_t *out, size_t *out_len);
+                            uint8_t *out, size_t out_cap, size_t *out_len);
 size_t crypto_pkey_size(EVP_PKEY *key);
 void crypto_pkey_free(EVP_PKEY *key);
 

@@ -1,5 +1,6 @@
 #include "handshake.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,7 +12,17 @@
 #include "receive.h"
 #include "session.h"
 
-#define MAX_RSA_BYTES 1024 /* 8192-bit keys */
+/* Names the handshake's queue on the worker pool (each plugin has its
+ * own), and bounds it: limits.handshake_queue jobs may wait. */
+static const char rsa_owner;
+
+/* Seconds a client refused for a full queue is told to wait. */
+#define HANDSHAKE_RETRY_AFTER 1
+
+/* For the shutdown line. rsa_run is counted on worker threads; the others
+ * only on the loop thread. */
+static atomic_ulong rsa_run;
+static unsigned long rsa_dropped, rsa_refused;
 
 typedef struct key_job {
     sm_session_id session;
@@ -19,7 +30,9 @@ typedef struct key_job {
     uint8_t client_nonce[ENVELOPE_NONCE_LEN];
     uint8_t *encrypted;
     size_t encrypted_len;
-    uint8_t key[MAX_RSA_BYTES];
+    /* OpenSSL 3 wants room for a whole modulus; larger keys are refused
+     * when the server key is loaded. */
+    uint8_t key[CRYPTO_RSA_MAX_BITS / 8];
     size_t key_len;
     int ok;
     char *nonce; /* the key_exchange's nonce, echoed as reply_to */
@@ -81,15 +94,42 @@ static void job_work(void *arg)
 {
     key_job *job = arg;
     size_t out_len = 0;
+    atomic_fetch_add_explicit(&rsa_run, 1, memory_order_relaxed);
     job->ok = crypto_rsa_oaep_decrypt(g_core.server_key, job->encrypted, job->encrypted_len,
-                                      job->key, &out_len) == 0;
+                                      job->key, sizeof job->key, &out_len) == 0;
     job->key_len = out_len;
+}
+
+/* The session's drop hook: its session is being destroyed. A job still
+ * waiting is taken off the queue and never costs a private-key operation
+ * (a flood of key_exchanges from connections that close at once costs
+ * nothing more); one already running or finished ends in job_done, which
+ * finds no session. */
+static void job_drop(void *arg)
+{
+    key_job *job = arg;
+    if (workers_cancel(g_core.pool, &rsa_owner, job) != 0)
+        return;
+    rsa_dropped++;
+    LOG_DEBUG("session %llu closed before its key_exchange was decrypted: RSA job dropped",
+              (unsigned long long)job->session);
+    job_free(job);
 }
 
 static void job_done(void *arg, int cancelled)
 {
     key_job *job = arg;
-    struct session *s = cancelled ? NULL : session_find(job->session);
+    struct session *s = session_find(job->session);
+    /* Past this point the session must not hand the job to job_drop: its
+     * memory is freed below and may be reused by another session's job. */
+    if (s && s->key_job == job) {
+        s->key_job = NULL;
+        s->key_job_drop = NULL;
+    }
+    if (cancelled) {
+        rsa_dropped++; /* the pool stopped before the job started */
+        goto out;
+    }
     if (!s || s->state != SESSION_KEY_PENDING)
         goto out;
     if (!job->ok || job->key_len != CRYPTO_KEY_LEN) {
@@ -197,11 +237,17 @@ void handshake_receive(struct session *s, const char *text, size_t len)
     if (!job->nonce)
         goto reject_internal;
     memcpy(job->nonce, in.nonce, nlen + 1);
-    if (workers_submit(g_core.pool, job_work, job_done, job) != 0)
+    if (workers_queued(g_core.pool, &rsa_owner) >= g_core.sc->handshake_queue)
+        goto reject_overload;
+    if (workers_submit(g_core.pool, &rsa_owner, job_work, job_done, job) != 0)
         goto reject_internal;
+    s->key_job = job;
+    s->key_job_drop = job_drop;
+    /* Input stays on: with reading paused, lws does not notice the peer
+     * closing, and a flood of key_exchanges from connections that close at
+     * once would all be decrypted. A command pipelined behind key_exchange
+     * waits in the session's input queue, which pauses reading. */
     s->state = SESSION_KEY_PENDING;
-    if (g_core.transport->pause_input)
-        g_core.transport->pause_input(s, 1);
     envelope_in_clear(&in);
     return;
 
@@ -209,6 +255,18 @@ reject:
     dispatch_send_error(s, in.nonce, in.action, SM_ERR_MALFORMED, why, NULL);
     g_core.transport->close(s, 1008, "bad key_exchange");
     goto fail;
+reject_overload: {
+    /* More RSA work waits than the workers clear in a few seconds: the
+     * client is told to come back rather than wait in a queue that only
+     * grows (docs/PROTOCOL.md, implementation decisions). */
+    rsa_refused++;
+    json_t *extra = json_pack("{s:i}", "retry_after", HANDSHAKE_RETRY_AFTER);
+    dispatch_send_error(s, in.nonce, in.action, SM_ERR_RATE_LIMITED,
+                        "server busy; try again later", extra);
+    json_decref(extra);
+    g_core.transport->close(s, 1008, "handshake queue full");
+    goto fail;
+}
 reject_internal:
     dispatch_send_error(s, in.nonce, in.action, SM_ERR_INTERNAL, "internal server error", NULL);
     g_core.transport->close(s, 1011, "internal error");
@@ -216,4 +274,10 @@ fail:
     if (job)
         job_free(job);
     envelope_in_clear(&in);
+}
+
+void handshake_log_stats(void)
+{
+    LOG_INFO("rsa jobs: %lu run, %lu dropped, %lu refused (queue full)",
+             atomic_load(&rsa_run), rsa_dropped, rsa_refused);
 }

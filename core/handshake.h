@@ -12,5 +12,10 @@ struct session;
 int handshake_start(struct session *s);
 /* Handles the first message of a session. */
 void handshake_receive(struct session *s, const char *text, size_t len);
+/* Logs "rsa jobs: N run, M dropped, K refused (queue full)": private-key
+ * operations done, jobs that never ran (session gone, or shutdown), and
+ * key_exchanges refused for a full queue. At shutdown, after the pool
+ * has stopped. */
+void handshake_log_stats(void);
 
 #endif

@@ -276,10 +276,11 @@ static void h_timer_stop(sm_timer *timer)
 
 static int h_work_submit(sm_plugin *self, sm_work_fn work, sm_work_done_fn done, void *arg)
 {
-    (void)self;
     if (!work || !g_core.pool)
         return SM_EINVAL;
-    return workers_submit(g_core.pool, work, done, arg) == 0 ? SM_OK : SM_ERROR;
+    /* The plugin is the owner: the pool serves each plugin's queue and the
+     * handshake's in turn. */
+    return workers_submit(g_core.pool, self, work, done, arg) == 0 ? SM_OK : SM_ERROR;
 }
 
 /* ---- configuration ---- */

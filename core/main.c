@@ -15,6 +15,7 @@
 #include "crypto.h"
 #include "identity.h"
 #include "listener.h"
+#include "handshake.h"
 #include "log.h"
 #include "plugin_loader.h"
 #include "tls_check.h"
@@ -207,6 +208,7 @@ out:
     if (g_core.pool) {
         workers_stop(g_core.pool);
         g_core.pool = NULL;
+        handshake_log_stats();
     }
     plugin_unload_all();
     if (g_core.db) {

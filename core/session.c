@@ -196,6 +196,8 @@ void session_destroy(session *s)
     topic_leave_all(s);
     if (s->handshake_timer)
         timers_stop(g_core.timers, s->handshake_timer);
+    if (s->key_job && s->key_job_drop)
+        s->key_job_drop(s->key_job);
     hashmap_remove_u64(g_core.sessions, s->id);
     g_core.n_sessions--;
     clear_msgs(&s->held_head, &s->held_tail);

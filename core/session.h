@@ -81,6 +81,11 @@ typedef struct session {
     double tokens_at;
 
     sm_timer *handshake_timer;
+    /* The handshake's RSA job while it may still wait on the worker pool;
+     * session_destroy hands it to key_job_drop (set by the handshake) so
+     * that a session gone first costs no private-key operation. */
+    void *key_job;
+    void (*key_job_drop)(void *key_job);
     int opened;                      /* SM_EVENT_SESSION_OPENED fired */
     int close_code;
     char close_reason[64];           /* sent in the close frame (<= 123 bytes allowed) */

@@ -1,6 +1,9 @@
-/* A fixed pool of threads fed by one FIFO queue under a mutex. Finished
- * jobs move to a completed list that only the loop thread drains, so every
- * `done` callback runs on the loop thread as the SDK promises. */
+/* A fixed pool of threads fed by one FIFO queue per owner under a mutex.
+ * Workers serve the owners' queues round-robin, so one submitter's flood
+ * (a handshake storm, a login storm) delays another's jobs by at most one
+ * job per other owner, not by the whole backlog. Finished jobs move to a
+ * completed list that only the loop thread drains, so every `done`
+ * callback runs on the loop thread as the SDK promises. */
 #include "workers.h"
 
 #include "log.h"
@@ -21,13 +24,23 @@ struct job_list {
     struct job *head, *tail;
 };
 
+/* Owners are few (the core's handshake, one per plugin) and live as long
+ * as the pool, so their queues are never freed before it. */
+struct owner_queue {
+    const void *owner;
+    struct job_list jobs;
+    size_t queued;
+};
+
 struct workers {
     pthread_mutex_t lock;
-    pthread_cond_t has_work; /* queue gained a job, or stopping */
-    pthread_cond_t idle;     /* queue empty and nothing running */
-    struct job_list queue;
+    pthread_cond_t has_work; /* a queue gained a job, or stopping */
+    pthread_cond_t idle;     /* queues empty and nothing running */
+    struct owner_queue *owners;
+    size_t n_owners, cap_owners;
+    size_t next_owner;       /* round-robin: the owner served next */
     struct job_list completed;
-    size_t queued;
+    size_t queued;           /* over all owners */
     size_t running;
     int stopping;
     void (*wake)(void *wake_arg);
@@ -57,18 +70,42 @@ static struct job *list_pop(struct job_list *list)
     return job;
 }
 
+/* The first owner from the cursor on with a job waiting; the cursor then
+ * moves past it. Called with the lock held and w->queued > 0. */
+static struct job *next_job(workers *w)
+{
+    for (size_t i = 0; i < w->n_owners; i++) {
+        size_t at = (w->next_owner + i) % w->n_owners;
+        struct owner_queue *q = &w->owners[at];
+        if (q->jobs.head) {
+            w->next_owner = (at + 1) % w->n_owners;
+            q->queued--;
+            w->queued--;
+            return list_pop(&q->jobs);
+        }
+    }
+    return NULL;
+}
+
+static struct owner_queue *find_owner(workers *w, const void *owner)
+{
+    for (size_t i = 0; i < w->n_owners; i++)
+        if (w->owners[i].owner == owner)
+            return &w->owners[i];
+    return NULL;
+}
+
 static void *worker_main(void *arg)
 {
     workers *w = arg;
     pthread_mutex_lock(&w->lock);
     for (;;) {
-        while (!w->stopping && !w->queue.head)
+        while (!w->stopping && w->queued == 0)
             pthread_cond_wait(&w->has_work, &w->lock);
         /* On stop, jobs not yet started stay queued: workers_stop cancels them. */
         if (w->stopping)
             break;
-        struct job *job = list_pop(&w->queue);
-        w->queued--;
+        struct job *job = next_job(w);
         w->running++;
         pthread_mutex_unlock(&w->lock);
 
@@ -105,6 +142,7 @@ static void destroy(workers *w)
     pthread_cond_destroy(&w->idle);
     pthread_cond_destroy(&w->has_work);
     pthread_mutex_destroy(&w->lock);
+    free(w->owners);
     free(w->threads);
     free(w);
 }
@@ -164,7 +202,28 @@ fail_mutex:
     return -1;
 }
 
-int workers_submit(workers *w, sm_work_fn work, sm_work_done_fn done, void *arg)
+/* Called with the lock held. */
+static struct owner_queue *owner_queue(workers *w, const void *owner)
+{
+    struct owner_queue *q = find_owner(w, owner);
+    if (q)
+        return q;
+    if (w->n_owners == w->cap_owners) {
+        size_t cap = w->cap_owners ? 2 * w->cap_owners : 4;
+        struct owner_queue *grown = realloc(w->owners, cap * sizeof *grown);
+        if (!grown)
+            return NULL;
+        w->owners = grown;
+        w->cap_owners = cap;
+    }
+    q = &w->owners[w->n_owners++];
+    memset(q, 0, sizeof *q);
+    q->owner = owner;
+    return q;
+}
+
+int workers_submit(workers *w, const void *owner, sm_work_fn work, sm_work_done_fn done,
+                   void *arg)
 {
     if (!w || !work)
         return -1;
@@ -175,16 +234,61 @@ int workers_submit(workers *w, sm_work_fn work, sm_work_done_fn done, void *arg)
     job->done = done;
     job->arg = arg;
     pthread_mutex_lock(&w->lock);
-    if (w->stopping) {
+    struct owner_queue *q = w->stopping ? NULL : owner_queue(w, owner);
+    if (!q) {
         pthread_mutex_unlock(&w->lock);
         free(job);
         return -1;
     }
-    list_push(&w->queue, job);
+    list_push(&q->jobs, job);
+    q->queued++;
     w->queued++;
     pthread_cond_signal(&w->has_work);
     pthread_mutex_unlock(&w->lock);
     return 0;
+}
+
+/* A linear walk of the owner's queue: the only canceller, the handshake,
+ * bounds its queue (limits.handshake_queue, at most 10000). */
+int workers_cancel(workers *w, const void *owner, const void *arg)
+{
+    if (!w)
+        return -1;
+    int rc = -1;
+    pthread_mutex_lock(&w->lock);
+    struct owner_queue *q = find_owner(w, owner);
+    struct job *prev = NULL;
+    for (struct job *job = q ? q->jobs.head : NULL; job; prev = job, job = job->next) {
+        if (job->arg != arg)
+            continue;
+        if (prev)
+            prev->next = job->next;
+        else
+            q->jobs.head = job->next;
+        if (q->jobs.tail == job)
+            q->jobs.tail = prev;
+        q->queued--;
+        w->queued--;
+        if (w->queued == 0 && w->running == 0)
+            pthread_cond_broadcast(&w->idle);
+        free(job);
+        rc = 0;
+        break;
+    }
+    pthread_mutex_unlock(&w->lock);
+    return rc;
+}
+
+size_t workers_queued(const workers *w, const void *owner)
+{
+    if (!w)
+        return 0;
+    workers *mw = (workers *)w; /* as in workers_pending */
+    pthread_mutex_lock(&mw->lock);
+    const struct owner_queue *q = find_owner(mw, owner);
+    size_t n = q ? q->queued : 0;
+    pthread_mutex_unlock(&mw->lock);
+    return n;
 }
 
 /* Returns the number of jobs whose completion was handled (done called, or
@@ -247,13 +351,17 @@ void workers_stop(workers *w)
         return;
     join_threads(w, w->nthreads);
     /* Threads are gone; stopping stays set, so a done callback that tries
-     * to submit gets -1. Finished jobs first, then the cancelled ones. */
+     * to submit gets -1. Finished jobs first, then the cancelled ones,
+     * owner by owner. */
     struct job *finished = w->completed.head;
-    struct job *cancelled = w->queue.head;
     w->completed.head = w->completed.tail = NULL;
-    w->queue.head = w->queue.tail = NULL;
-    w->queued = 0;
     run_list(finished, 0);
-    run_list(cancelled, 1);
+    for (size_t i = 0; i < w->n_owners; i++) {
+        struct job *cancelled = w->owners[i].jobs.head;
+        w->owners[i].jobs.head = w->owners[i].jobs.tail = NULL;
+        w->owners[i].queued = 0;
+        run_list(cancelled, 1);
+    }
+    w->queued = 0;
     destroy(w);
 }

@@ -14,9 +14,25 @@ typedef struct workers workers;
  * so the loop can be woken (lws_cancel_service). It may be NULL. */
 int workers_start(size_t threads, void (*wake)(void *wake_arg), void *wake_arg, workers **out);
 
-/* Queues a job. done may be NULL. Returns 0, or -1 when stopping or out
- * of memory (the job is then not queued and nothing is called). */
-int workers_submit(workers *w, sm_work_fn work, sm_work_done_fn done, void *arg);
+/* Queues a job of `owner` (any pointer naming the submitter: the core's
+ * handshake, a plugin). Each owner's jobs start in submit order; owners
+ * are served round-robin, one job each in turn, so no owner's backlog
+ * holds another's jobs behind it. done may be NULL. Returns 0, or -1 when
+ * stopping or out of memory (the job is then not queued and nothing is
+ * called). */
+int workers_submit(workers *w, const void *owner, sm_work_fn work, sm_work_done_fn done,
+                   void *arg);
+
+/* Removes owner's queued job whose arg is `arg`, if it has not started.
+ * Returns 0 when removed: neither work nor done will be called, so arg is
+ * the caller's again. Returns -1 when it has started or finished: done
+ * will be called as usual. Call it on the loop thread and only before
+ * done(arg) has run, so that arg still names this job and not a later
+ * one that reuses the memory. */
+int workers_cancel(workers *w, const void *owner, const void *arg);
+
+/* Jobs of owner queued and not yet started. */
+size_t workers_queued(const workers *w, const void *owner);
 
 /* Runs `done` of every finished job, on the calling (loop) thread.
  * Returns how many ran. */

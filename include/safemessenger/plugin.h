@@ -352,6 +352,8 @@ typedef struct sm_host {
     /* Queues a job on the core's worker pool: work(arg) on a worker
      * thread (no host calls there), then done(arg, cancelled) on the loop
      * thread (done may be NULL). `arg` is the plugin's; free it in done.
+     * The plugin's jobs start in submit order; the pool serves each
+     * plugin and the core's handshakes in turn (docs/PLUGINS.md section 9).
      * SM_OK, SM_EINVAL (no work, or no pool as under --check-config) or
      * SM_ERROR (pool stopping, no memory: done will not be called). */
     int (*work_submit)(sm_plugin *self, sm_work_fn work, sm_work_done_fn done, void *arg);

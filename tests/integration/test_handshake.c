@@ -4,8 +4,13 @@
  * exact error code and close code for each. One server for the suite;
  * every test uses its own connections. */
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -466,23 +471,33 @@ static void first_message_not_key_exchange_gets_plain_1004_and_close_1008(void)
                                 1004);
 }
 
-static void undecryptable_encrypted_key_gets_plain_1007_and_close_1008(void)
+/* A well-formed key_exchange whose encrypted_key is 256 random bytes:
+ * valid base64, garbage ciphertext. Only the RSA decryption can refuse it. */
+static char *junk_key_exchange(void)
 {
     uint8_t junk[256], cn[32];
-    CU_ASSERT_EQUAL_FATAL(crypto_random(junk, sizeof junk), 0);
-    CU_ASSERT_EQUAL_FATAL(crypto_random(cn, sizeof cn), 0);
     char *ek = NULL, *cnb = NULL, *text = NULL;
     size_t n = 0;
-    CU_ASSERT_EQUAL_FATAL(crypto_b64_encode(junk, sizeof junk, &ek, &n), 0);
-    CU_ASSERT_EQUAL_FATAL(crypto_b64_encode(cn, sizeof cn, &cnb, &n), 0);
-    json_t *payload = json_pack("{s:s, s:s, s:s}", "cipher", "AES-256-GCM", "encrypted_key", ek,
-                                "client_nonce", cnb);
-    CU_ASSERT_EQUAL_FATAL(envelope_plain("command", "key_exchange", payload, NULL, &text, &n), 0);
-    check_plain_handshake_error(text, 1007);
+    json_t *payload = NULL;
+    if (crypto_random(junk, sizeof junk) == 0 && crypto_random(cn, sizeof cn) == 0
+        && crypto_b64_encode(junk, sizeof junk, &ek, &n) == 0
+        && crypto_b64_encode(cn, sizeof cn, &cnb, &n) == 0)
+        payload = json_pack("{s:s, s:s, s:s}", "cipher", "AES-256-GCM", "encrypted_key", ek,
+                            "client_nonce", cnb);
+    if (payload && envelope_plain("command", "key_exchange", payload, NULL, &text, &n) != 0)
+        text = NULL;
     json_decref(payload);
-    free(text);
     free(ek);
     free(cnb);
+    return text;
+}
+
+static void undecryptable_encrypted_key_gets_plain_1007_and_close_1008(void)
+{
+    char *text = junk_key_exchange();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    check_plain_handshake_error(text, 1007);
+    free(text);
 }
 
 static void errors_after_handshake_are_sealed(void)
@@ -589,6 +604,245 @@ static void handshake_over_wss_verifies_the_certificate(void)
     CU_ASSERT_EQUAL(harness_cleanup(&tls), 0);
 }
 
+/* ---- handshake flood (issue 10 item 5) ------------------------------------------ */
+
+enum { FLOOD_QUEUE = 20 };
+
+/* A server with one worker, held by testcmds' hold_worker, and
+ * FLOOD_QUEUE (= limits.handshake_queue) junk key_exchanges queued behind
+ * it on as many open connections. The handshake timeout is long so that no
+ * session ends on its own while a test runs. */
+typedef struct flood {
+    harness_server srv;
+    sm_client *holder;
+    sm_client *junk[FLOOD_QUEUE];
+} flood;
+
+#define FLOOD_CONFIG                                                                      \
+    "server = { " HARNESS_SERVER_BASE " workers = 1; handshake_timeout = 120; };\n"     \
+    "limits = { handshake_queue = 20; };\n"                                              \
+    "log = { level = \"debug\"; };\n"
+
+/* Opens a connection, reads server_hello and sends a junk key_exchange. */
+static sm_client *send_junk_key_exchange(const harness_server *s)
+{
+    sm_client *c = NULL;
+    if (harness_open_opts(s, NULL, &c) != SM_CLIENT_OK)
+        return NULL;
+    json_t *hello = recv_json(c);
+    char *text = hello ? junk_key_exchange() : NULL;
+    json_decref(hello);
+    if (!text || send_str(c, text) != SM_CLIENT_OK) {
+        free(text);
+        sm_client_free(c);
+        return NULL;
+    }
+    free(text);
+    return c;
+}
+
+static int call_ok(sm_client *c, const char *action)
+{
+    sm_message *m = harness_callf(c, action, NULL);
+    int ok = m && strcmp(m->type, "response") == 0;
+    sm_message_free(m);
+    return ok;
+}
+
+static int worker_held(sm_client *c)
+{
+    sm_message *m = harness_callf(c, "worker_status", NULL);
+    int held = m && json_is_true(json_object_get(m->payload, "held"));
+    sm_message_free(m);
+    return held;
+}
+
+static int flood_start(flood *f)
+{
+    memset(f, 0, sizeof *f);
+    if (harness_start(&f->srv, FLOOD_CONFIG) != 0
+        || harness_connect(&f->srv, &f->holder) != SM_CLIENT_OK
+        || !call_ok(f->holder, "hold_worker"))
+        return -1;
+    /* Waits for the event (the job started), within a generous bound. */
+    for (int tries = 0; !worker_held(f->holder); tries++) {
+        if (tries == 1000)
+            return -1;
+        struct timespec ts = {0, 10000000L};
+        nanosleep(&ts, NULL);
+    }
+    for (int i = 0; i < FLOOD_QUEUE; i++)
+        if (!(f->junk[i] = send_junk_key_exchange(&f->srv)))
+            return -1;
+    return 0;
+}
+
+static void flood_free_junk(flood *f)
+{
+    for (int i = 0; i < FLOOD_QUEUE; i++) {
+        sm_client_free(f->junk[i]);
+        f->junk[i] = NULL;
+    }
+}
+
+/* Stops the server and returns whether its shutdown line is `want`. */
+static int flood_stop_reports(flood *f, const char *want)
+{
+    sm_client_free(f->holder);
+    f->holder = NULL;
+    flood_free_junk(f);
+    int status = -1;
+    CU_ASSERT_EQUAL(harness_stop(&f->srv, SIGTERM, &status), 0);
+    CU_ASSERT_EQUAL(status, 0);
+    int found = harness_log_contains(&f->srv, want);
+    CU_ASSERT_EQUAL(harness_cleanup(&f->srv), 0);
+    return found == 1;
+}
+
+/* flood_start as a test step: a failure is recorded and cleaned up. */
+static int flood_ready(flood *f)
+{
+    int started = flood_start(f);
+    CU_ASSERT_EQUAL(started, 0);
+    if (started != 0)
+        flood_stop_reports(f, "");
+    return started == 0;
+}
+
+static int count_in_log(const harness_server *s, const char *needle)
+{
+    char path[512];
+    if (harness_path(s, "server.log", path, sizeof path) != 0)
+        return -1;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    int n = 0;
+    char line[2048];
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+/* limits.handshake_queue RSA jobs wait: one more key_exchange is told to
+ * come back (PROTOCOL.md section 8, item 27), unencrypted like every handshake
+ * error, and those already queued still complete once a worker is free. */
+static void key_exchange_beyond_handshake_queue_gets_plain_1008_with_retry_after(void)
+{
+    flood f;
+    if (!flood_ready(&f))
+        return;
+    sm_client *probe = send_junk_key_exchange(&f.srv);
+    CU_ASSERT_PTR_NOT_NULL(probe);
+    json_t *err = probe ? recv_json(probe) : NULL;
+    CU_ASSERT_PTR_NOT_NULL(err);
+    if (err) {
+        CU_ASSERT_EQUAL(json_object_size(err), 6);
+        CU_ASSERT_STRING_EQUAL(jstr(err, "type"), "error");
+        CU_ASSERT_STRING_EQUAL(jstr(err, "action"), "error");
+        CU_ASSERT_STRING_EQUAL(jstr(err, "nonce"), "0");
+        CU_ASSERT_STRING_EQUAL(jstr(err, "signature"), "");
+        CU_ASSERT_STRING_EQUAL(jstr(err, "reply_to"), "0");
+        json_t *p = json_object_get(err, "payload");
+        CU_ASSERT_EQUAL(json_object_size(p), 4);
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(p, "code")), 1008);
+        CU_ASSERT_STRING_EQUAL(jstr(p, "message"), "server busy; try again later");
+        CU_ASSERT_STRING_EQUAL(jstr(p, "command"), "key_exchange");
+        json_t *retry = json_object_get(p, "retry_after");
+        CU_ASSERT_TRUE(json_is_integer(retry) && json_integer_value(retry) == 1);
+        json_decref(err);
+    }
+    if (probe) {
+        CU_ASSERT_EQUAL(harness_wait_closed(probe, WAIT_MS), 1008);
+        sm_client_free(probe);
+    }
+
+    /* The queued ones are decrypted once the worker is free (and fail). */
+    CU_ASSERT_TRUE(call_ok(f.holder, "release_worker"));
+    for (int i = 0; i < FLOOD_QUEUE; i++) {
+        json_t *e = recv_json(f.junk[i]);
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(json_object_get(e, "payload"),
+                                                           "code")), 1007);
+        json_decref(e);
+    }
+    sm_client *real = NULL;
+    CU_ASSERT_EQUAL(harness_connect(&f.srv, &real), SM_CLIENT_OK);
+    sm_client_free(real);
+    /* The holder's and the real client's handshakes, and the 20 queued. */
+    CU_ASSERT_TRUE(flood_stop_reports(&f, "rsa jobs: 22 run, 0 dropped, 1 refused (queue full)"));
+}
+
+/* Connections that send a key_exchange and close at once cost no RSA
+ * operation: their jobs leave the queue unrun, and a real handshake behind
+ * them completes. Counted by the server itself, not timed. */
+static void rsa_jobs_of_closed_sessions_are_dropped_not_run(void)
+{
+    flood f;
+    if (!flood_ready(&f))
+        return;
+    flood_free_junk(&f);
+    /* Each dropped job is logged (debug): wait until all sessions are gone. */
+    const char *dropped = "before its key_exchange was decrypted: RSA job dropped";
+    for (int tries = 0; count_in_log(&f.srv, dropped) < FLOOD_QUEUE && tries < 1000; tries++) {
+        struct timespec ts = {0, 10000000L};
+        nanosleep(&ts, NULL);
+    }
+    CU_ASSERT_EQUAL(count_in_log(&f.srv, dropped), FLOOD_QUEUE);
+    CU_ASSERT_TRUE(call_ok(f.holder, "release_worker"));
+    sm_client *real = NULL;
+    CU_ASSERT_EQUAL(harness_connect(&f.srv, &real), SM_CLIENT_OK);
+    if (real)
+        check_round_trip(real);
+    sm_client_free(real);
+    /* Only the holder's and the real client's handshakes were decrypted. */
+    CU_ASSERT_TRUE(flood_stop_reports(&f, "rsa jobs: 2 run, 20 dropped, 0 refused (queue full)"));
+}
+
+/* Copies a key fixture of tests/fixtures into a fresh directory with mode
+ * 0600 (git keeps 0644, which the server refuses for another reason), runs
+ * the server on it and returns its exit status and output. A server that
+ * accepted the key would listen until `timeout` ends it (status 124). */
+static int run_with_key_fixture(const char *fixture, char *out, size_t out_len)
+{
+    char dir[] = "/tmp/sm-key-XXXXXX";
+    if (!mkdtemp(dir))
+        return -1;
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && install -m 600 '%s/tests/fixtures/%s' key.pem"
+             " && printf 'server = { port = 0; bind = \"127.0.0.1\"; key_file = \"%s/key.pem\"; };\n"
+             "storage = { database = \"%s/db\"; };\n' > server.conf"
+             " && timeout 20 '%s' -c server.conf 2>&1; echo \"exit $?\"; rm -rf '%s'",
+             dir, SM_SOURCE_DIR, fixture, dir, dir, SM_SERVER_PATH, dir);
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    size_t got = fread(out, 1, out_len - 1, p);
+    out[got] = '\0';
+    pclose(p);
+    const char *tail = strstr(out, "exit ");
+    while (tail && strstr(tail + 1, "exit "))
+        tail = strstr(tail + 1, "exit ");
+    return tail ? atoi(tail + 5) : -1;
+}
+
+/* Issue 10 item 2: a 9216-bit key let a crafted key_exchange write past
+ * the decryption buffer. Such a key is refused at start, as is one below
+ * 2048 bits, with the size and the file in the message. */
+static void server_refuses_key_larger_than_8192_or_smaller_than_2048_bits(void)
+{
+    static char out[16384];
+    CU_ASSERT_EQUAL(run_with_key_fixture("rsa_9216_test_only.pem", out, sizeof out), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "key.pem: RSA key of 9216 bits; the server supports "
+                                       "2048 to 8192 bits"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "cannot use the server key"));
+    CU_ASSERT_PTR_NULL(strstr(out, "listening"));
+    CU_ASSERT_EQUAL(run_with_key_fixture("rsa_1024_test_only.pem", out, sizeof out), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "key.pem: RSA key of 1024 bits; the server supports "
+                                       "2048 to 8192 bits"));
+}
+
 static void server_still_accepts_connections(void)
 {
     sm_client *c = connect_with(NULL);
@@ -632,6 +886,9 @@ int main(void)
         SM_TEST(unreadable_envelope_after_handshake_gets_1004_and_keeps_nonce),
         SM_TEST(encrypted_key_exchange_after_handshake_gets_1003),
         SM_TEST(handshake_over_wss_verifies_the_certificate),
+        SM_TEST(server_refuses_key_larger_than_8192_or_smaller_than_2048_bits),
+        SM_TEST(key_exchange_beyond_handshake_queue_gets_plain_1008_with_retry_after),
+        SM_TEST(rsa_jobs_of_closed_sessions_are_dropped_not_run),
         SM_TEST(server_still_accepts_connections),
         SM_TEST_END};
     return sm_test_run("integration_handshake", cases, suite_init, suite_cleanup);

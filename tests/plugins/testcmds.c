@@ -1,8 +1,10 @@
 /* A plugin for the core's tests: each action exercises one host service or
  * one dispatch rule. Not shipped. */
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "safemessenger/plugin.h"
 
@@ -138,6 +140,51 @@ static void deferred_echo(sm_ctx *ctx, const json_t *payload, void *data)
         json_decref(job->payload);
         free(job);
     }
+}
+
+/* hold_worker occupies one worker thread until release_worker (or 30 s,
+ * so a failed test cannot hang the server's shutdown): with
+ * server.workers = 1, tests can then queue handshakes that cannot start. */
+static atomic_int worker_held, worker_release;
+
+static void hold_work(void *arg)
+{
+    (void)arg;
+    atomic_store(&worker_held, 1);
+    struct timespec ms = {0, 1000000L};
+    for (int i = 0; i < 30000 && !atomic_load(&worker_release); i++)
+        nanosleep(&ms, NULL);
+    atomic_store(&worker_held, 0);
+}
+
+static void hold_worker(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)payload;
+    (void)data;
+    atomic_store(&worker_release, 0);
+    if (host->work_submit(self_plugin, hold_work, NULL, NULL) != SM_OK) {
+        host->reply_error(ctx, SM_ERR_INTERNAL, "cannot queue");
+        return;
+    }
+    host->reply(ctx, "hold_worker", NULL);
+}
+
+/* {"held": true} once hold_work runs on a worker. */
+static void worker_status(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)payload;
+    (void)data;
+    json_t *p = json_pack("{s:b}", "held", atomic_load(&worker_held));
+    host->reply(ctx, "worker_status", p);
+    json_decref(p);
+}
+
+static void release_worker(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)payload;
+    (void)data;
+    atomic_store(&worker_release, 1);
+    host->reply(ctx, "release_worker", NULL);
 }
 
 static void kv_put(sm_ctx *ctx, const json_t *payload, void *data)
@@ -330,6 +377,9 @@ static const sm_action actions[] = {
     {"big", big, SM_ACTION_NO_RATE_LIMIT, big_schema},
     {"deferred_echo", deferred_echo, 0, NULL},
     {"peer_address", peer_address, 0, NULL},
+    {"hold_worker", hold_worker, 0, NULL},
+    {"worker_status", worker_status, 0, NULL},
+    {"release_worker", release_worker, 0, NULL},
     {"kv_put", kv_put, 0, kv_schema},
     {"kv_get", kv_get, 0, kv_schema},
     {"topic", topic_cmd, 0, topic_schema},

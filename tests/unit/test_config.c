@@ -143,6 +143,7 @@ static void config_null_path_gives_defaults(void)
     CU_ASSERT_EQUAL(s->send_queue_bytes, 1048576);
     CU_ASSERT_EQUAL(s->send_queue_messages, 1000);
     CU_ASSERT_EQUAL(s->max_sessions, 19000);
+    CU_ASSERT_EQUAL(s->handshake_queue, 256);
     CU_ASSERT_EQUAL(s->log_level, SM_LOG_INFO);
     /* Plugin getters on the empty tree: absent, default kept. */
     int64_t v = 7;
@@ -262,6 +263,8 @@ static void config_rejects_other_out_of_range_values(void)
                  "limits.send_queue_bytes must be an integer from 65536 to 1073741824");
     expect_error("limits = { max_sessions = 0; };\n", 1,
                  "limits.max_sessions must be an integer from 1 to 1000000");
+    expect_error("limits = { handshake_queue = 0; };\n", 1,
+                 "limits.handshake_queue must be an integer from 1 to 10000");
     expect_error("log = { level = \"verbose\"; };\n", 1,
                  "log.level must be one of \"error\", \"warning\", \"info\", \"debug\"");
 }

@@ -543,17 +543,18 @@ static void rsa_generate_oaep_round_trip_and_fingerprint_format(void)
     uint8_t secret[32], ct[256], pt[256];
     size_t ct_len = 0, pt_len = 0;
     CU_ASSERT_EQUAL(crypto_random(secret, sizeof secret), 0);
-    CU_ASSERT_EQUAL_FATAL(crypto_rsa_oaep_encrypt(pub, secret, sizeof secret, ct, &ct_len), 0);
+    CU_ASSERT_EQUAL_FATAL(crypto_rsa_oaep_encrypt(pub, secret, sizeof secret, ct, sizeof ct,
+                                                  &ct_len), 0);
     CU_ASSERT_EQUAL(ct_len, 256);
-    CU_ASSERT_EQUAL_FATAL(crypto_rsa_oaep_decrypt(key, ct, ct_len, pt, &pt_len), 0);
+    CU_ASSERT_EQUAL_FATAL(crypto_rsa_oaep_decrypt(key, ct, ct_len, pt, sizeof pt, &pt_len), 0);
     CU_ASSERT_EQUAL(pt_len, 32);
     CU_ASSERT_EQUAL(memcmp(pt, secret, 32), 0);
 
     ct[100] ^= 1;
     pt_len = 777;
-    CU_ASSERT_EQUAL(crypto_rsa_oaep_decrypt(key, ct, ct_len, pt, &pt_len), -1);
+    CU_ASSERT_EQUAL(crypto_rsa_oaep_decrypt(key, ct, ct_len, pt, sizeof pt, &pt_len), -1);
     CU_ASSERT_EQUAL(pt_len, 777);
-    CU_ASSERT_EQUAL(crypto_rsa_oaep_decrypt(key, ct, ct_len - 1, pt, &pt_len), -1);
+    CU_ASSERT_EQUAL(crypto_rsa_oaep_decrypt(key, ct, ct_len - 1, pt, sizeof pt, &pt_len), -1);
 
     free(pem);
     crypto_pkey_free(pub);
@@ -565,6 +566,69 @@ static void rsa_generate_refuses_fewer_than_2048_bits(void)
     EVP_PKEY *key = (EVP_PKEY *)&key;
     CU_ASSERT_EQUAL(crypto_rsa_generate(1024, &key), -1);
     CU_ASSERT_PTR_EQUAL(key, (EVP_PKEY *)&key);
+}
+
+/* Refused before any work: generating even 8200 bits would take seconds. */
+static void rsa_generate_refuses_more_than_8192_bits(void)
+{
+    EVP_PKEY *key = (EVP_PKEY *)&key;
+    CU_ASSERT_EQUAL(crypto_rsa_generate(CRYPTO_RSA_MAX_BITS + 8, &key), -1);
+    CU_ASSERT_EQUAL(crypto_rsa_generate(9216, &key), -1);
+    CU_ASSERT_PTR_EQUAL(key, (EVP_PKEY *)&key);
+}
+
+/* The overflow of issue 10 item 2: a valid ciphertext whose plaintext is
+ * longer than the caller's buffer. AddressSanitizer does not see writes
+ * made inside libcrypto (not instrumented), so the bytes past out_cap are
+ * guard bytes checked here. */
+static void oaep_decrypt_fails_when_plaintext_exceeds_the_buffer(void)
+{
+    EVP_PKEY *key = load_test_key();
+    uint8_t long_pt[190]; /* the most OAEP-SHA-256 carries in 2048 bits */
+    uint8_t ct[256];
+    size_t ct_len = 0;
+    CU_ASSERT_EQUAL_FATAL(crypto_random(long_pt, sizeof long_pt), 0);
+    CU_ASSERT_EQUAL_FATAL(crypto_rsa_oaep_encrypt(key, long_pt, sizeof long_pt, ct, sizeof ct,
+                                                  &ct_len), 0);
+    uint8_t *buf = malloc(256);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(buf);
+    memset(buf, 0xA5, 256);
+    size_t pt_len = 777;
+    CU_ASSERT_EQUAL(crypto_rsa_oaep_decrypt(key, ct, ct_len, buf, CRYPTO_KEY_LEN, &pt_len), -1);
+    CU_ASSERT_EQUAL(pt_len, 777);
+    size_t touched = 0;
+    for (size_t i = CRYPTO_KEY_LEN; i < 256; i++)
+        touched += buf[i] != 0xA5;
+    CU_ASSERT_EQUAL(touched, 0);
+    free(buf);
+
+    /* A buffer of the modulus size holds it. */
+    uint8_t *whole = malloc(256);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(whole);
+    CU_ASSERT_EQUAL(crypto_rsa_oaep_decrypt(key, ct, ct_len, whole, 256, &pt_len), 0);
+    CU_ASSERT_EQUAL(pt_len, sizeof long_pt);
+    CU_ASSERT_EQUAL(memcmp(whole, long_pt, sizeof long_pt), 0);
+    free(whole);
+    crypto_pkey_free(key);
+}
+
+/* A peer's key may be larger than the buffer the caller sized for it. */
+static void oaep_encrypt_fails_when_the_modulus_exceeds_the_buffer(void)
+{
+    EVP_PKEY *key = load_test_key();
+    uint8_t secret[32] = {1};
+    uint8_t *ct = malloc(512);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ct);
+    memset(ct, 0xA5, 512);
+    size_t ct_len = 777;
+    CU_ASSERT_EQUAL(crypto_rsa_oaep_encrypt(key, secret, sizeof secret, ct, 255, &ct_len), -1);
+    CU_ASSERT_EQUAL(ct_len, 777);
+    size_t touched = 0;
+    for (size_t i = 255; i < 512; i++)
+        touched += ct[i] != 0xA5;
+    CU_ASSERT_EQUAL(touched, 0); /* guard bytes, as in the decrypt test */
+    free(ct);
+    crypto_pkey_free(key);
 }
 
 static void fingerprint_is_sha256_of_der_spki(void)
@@ -586,7 +650,7 @@ static void oaep_decrypts_python_cryptography_ciphertext(void)
                                             &ct, &ct_len), 0);
     uint8_t pt[256];
     size_t pt_len = 0;
-    CU_ASSERT_EQUAL(crypto_rsa_oaep_decrypt(key, ct, ct_len, pt, &pt_len), 0);
+    CU_ASSERT_EQUAL(crypto_rsa_oaep_decrypt(key, ct, ct_len, pt, sizeof pt, &pt_len), 0);
     CU_ASSERT_EQUAL(pt_len, 32);
     for (size_t i = 0; i < 32 && i < pt_len; i++)
         CU_ASSERT_EQUAL(pt[i], i);
@@ -607,8 +671,9 @@ static void *oaep_thread(void *arg)
     for (int i = 0; i < 8; i++) {
         uint8_t pt[256];
         size_t pt_len = 0;
-        if (crypto_rsa_oaep_decrypt(job->key, job->ct, job->ct_len, pt, &pt_len) == 0
-            && pt_len == 32 && pt[31] == 31)
+        int rc = crypto_rsa_oaep_decrypt(job->key, job->ct, job->ct_len, pt, sizeof pt,
+                                         &pt_len);
+        if (rc == 0 && pt_len == 32 && pt[31] == 31)
             job->ok++;
     }
     return NULL;
@@ -714,6 +779,19 @@ static void load_or_generate_refuses_group_or_world_accessible_file(void)
     rm_rf(tmp_root);
 }
 
+static void load_or_generate_refuses_to_generate_more_than_8192_bits(void)
+{
+    char path[256];
+    tmp_make();
+    tmp_path(path, sizeof path, "big.pem");
+    EVP_PKEY *key = NULL;
+    CU_ASSERT_EQUAL(crypto_rsa_load_or_generate(path, 9216, &key), -1);
+    CU_ASSERT_PTR_NULL(key);
+    struct stat st;
+    CU_ASSERT_EQUAL(stat(path, &st), -1); /* nothing written */
+    rm_rf(tmp_root);
+}
+
 static void load_or_generate_refuses_small_rsa_or_non_rsa_key(void)
 {
     char small_path[256], ec_path[256], junk_path[256];
@@ -767,13 +845,17 @@ static const sm_test_case cases[] = {
     SM_TEST(cbc_round_trips_empty_plaintext),
     SM_TEST(rsa_generate_oaep_round_trip_and_fingerprint_format),
     SM_TEST(rsa_generate_refuses_fewer_than_2048_bits),
+    SM_TEST(rsa_generate_refuses_more_than_8192_bits),
     SM_TEST(fingerprint_is_sha256_of_der_spki),
     SM_TEST(oaep_decrypts_python_cryptography_ciphertext),
+    SM_TEST(oaep_decrypt_fails_when_plaintext_exceeds_the_buffer),
+    SM_TEST(oaep_encrypt_fails_when_the_modulus_exceeds_the_buffer),
     SM_TEST(oaep_decrypt_is_safe_from_several_threads),
     SM_TEST(pubkey_from_pem_rejects_garbage_and_non_rsa),
     SM_TEST(load_or_generate_creates_0600_file_and_reuses_it),
     SM_TEST(load_or_generate_refuses_group_or_world_accessible_file),
     SM_TEST(load_or_generate_refuses_small_rsa_or_non_rsa_key),
+    SM_TEST(load_or_generate_refuses_to_generate_more_than_8192_bits),
     SM_TEST_END};
 
 int main(void)

@@ -94,7 +94,7 @@ static void workers_run_many_jobs_done_on_calling_thread(void)
         int *arg = malloc(sizeof *arg);
         CU_ASSERT_PTR_NOT_NULL_FATAL(arg);
         *arg = i;
-        CU_ASSERT_EQUAL(workers_submit(w, count_work, count_done, arg), 0);
+        CU_ASSERT_EQUAL(workers_submit(w, NULL, count_work, count_done, arg), 0);
     }
     workers_drain(w);
     CU_ASSERT_EQUAL(atomic_load(&work_count), MANY_JOBS);
@@ -128,9 +128,9 @@ static void done_waits_for_run_completions(void)
     for (int i = 0; i < 3; i++) {
         int *arg = malloc(sizeof *arg);
         CU_ASSERT_PTR_NOT_NULL_FATAL(arg);
-        CU_ASSERT_EQUAL(workers_submit(w, noop_work, count_done, arg), 0);
+        CU_ASSERT_EQUAL(workers_submit(w, NULL, noop_work, count_done, arg), 0);
     }
-    CU_ASSERT_EQUAL(workers_submit(w, noop_work, NULL, NULL), 0); /* done may be NULL */
+    CU_ASSERT_EQUAL(workers_submit(w, NULL, noop_work, NULL, NULL), 0); /* done may be NULL */
     for (int tries = 0; workers_pending(w) > 0 && tries < 5000; tries++)
         sleep_ms(1);
     CU_ASSERT_EQUAL(workers_pending(w), 0);
@@ -171,7 +171,7 @@ static void single_worker_runs_jobs_in_submit_order(void)
         int *arg = malloc(sizeof *arg);
         CU_ASSERT_PTR_NOT_NULL_FATAL(arg);
         *arg = i;
-        CU_ASSERT_EQUAL(workers_submit(w, record_work, record_done, arg), 0);
+        CU_ASSERT_EQUAL(workers_submit(w, NULL, record_work, record_done, arg), 0);
     }
     workers_drain(w);
     CU_ASSERT_EQUAL_FATAL(work_order_len, FIFO_JOBS);
@@ -194,7 +194,7 @@ static void chain_done(void *arg, int cancelled)
     int *left = arg;
     chain_steps++;
     if (--*left > 0) {
-        CU_ASSERT_EQUAL(workers_submit(chain_pool, noop_work, chain_done, left), 0);
+        CU_ASSERT_EQUAL(workers_submit(chain_pool, NULL, noop_work, chain_done, left), 0);
     } else {
         free(left);
     }
@@ -207,7 +207,7 @@ static void drain_runs_jobs_submitted_by_done(void)
     int *left = malloc(sizeof *left);
     CU_ASSERT_PTR_NOT_NULL_FATAL(left);
     *left = 5;
-    CU_ASSERT_EQUAL(workers_submit(chain_pool, noop_work, chain_done, left), 0);
+    CU_ASSERT_EQUAL(workers_submit(chain_pool, NULL, noop_work, chain_done, left), 0);
     workers_drain(chain_pool);
     CU_ASSERT_EQUAL(chain_steps, 5);
     CU_ASSERT_EQUAL(workers_pending(chain_pool), 0);
@@ -246,7 +246,7 @@ static void queued_done(void *arg, int cancelled)
     if (cancelled) {
         cancelled_jobs++;
         /* stop has begun: the pool is still valid here but refuses work. */
-        if (workers_submit(stop_pool, noop_work, NULL, NULL) == -1)
+        if (workers_submit(stop_pool, NULL, noop_work, NULL, NULL) == -1)
             resubmit_refused++;
         else
             resubmit_accepted++;
@@ -270,7 +270,7 @@ static void stop_cancels_queued_jobs_and_refuses_submit(void)
     gate_done_cancelled = -1;
     cancelled_jobs = finished_jobs = resubmit_refused = resubmit_accepted = 0;
     CU_ASSERT_EQUAL_FATAL(workers_start(1, NULL, NULL, &stop_pool), 0);
-    CU_ASSERT_EQUAL(workers_submit(stop_pool, gate_work, gate_done, NULL), 0);
+    CU_ASSERT_EQUAL(workers_submit(stop_pool, NULL, gate_work, gate_done, NULL), 0);
     for (int tries = 0; !atomic_load(&gate_started) && tries < 5000; tries++)
         sleep_ms(1);
     CU_ASSERT_FATAL(atomic_load(&gate_started));
@@ -279,7 +279,7 @@ static void stop_cancels_queued_jobs_and_refuses_submit(void)
     for (int i = 0; i < 5; i++) {
         int *arg = malloc(sizeof *arg);
         CU_ASSERT_PTR_NOT_NULL_FATAL(arg);
-        if (workers_submit(stop_pool, noop_work, queued_done, arg) == 0)
+        if (workers_submit(stop_pool, NULL, noop_work, queued_done, arg) == 0)
             queued++;
         else
             free(arg);
@@ -296,7 +296,7 @@ static void stop_cancels_queued_jobs_and_refuses_submit(void)
     for (int tries = 0; tries < 5000; tries++) {
         int *arg = malloc(sizeof *arg);
         CU_ASSERT_PTR_NOT_NULL_FATAL(arg);
-        if (workers_submit(stop_pool, noop_work, queued_done, arg) != 0) {
+        if (workers_submit(stop_pool, NULL, noop_work, queued_done, arg) != 0) {
             free(arg); /* refused: nothing will be called */
             refused = 1;
             break;
@@ -324,7 +324,7 @@ static void stop_gives_finished_jobs_done_not_cancelled(void)
     for (int i = 0; i < 10; i++) {
         int *arg = malloc(sizeof *arg);
         CU_ASSERT_PTR_NOT_NULL_FATAL(arg);
-        CU_ASSERT_EQUAL(workers_submit(w, noop_work, count_done, arg), 0);
+        CU_ASSERT_EQUAL(workers_submit(w, NULL, noop_work, count_done, arg), 0);
     }
     for (int tries = 0; workers_pending(w) > 0 && tries < 5000; tries++)
         sleep_ms(1);
@@ -334,6 +334,130 @@ static void stop_gives_finished_jobs_done_not_cancelled(void)
     CU_ASSERT_EQUAL(done_cancelled, 0);
 }
 
+/* ---- owners are served in turn ------------------------------------------- */
+
+static const char owner_a, owner_b, owner_gate;
+enum { FAIR_A_JOBS = 100 };
+static int fair_order[FAIR_A_JOBS + 1];
+static int fair_order_len;
+
+static void fair_work(void *arg)
+{
+    fair_order[fair_order_len++] = *(int *)arg; /* one worker: no race */
+}
+
+static void free_done(void *arg, int cancelled)
+{
+    (void)cancelled;
+    free(arg);
+}
+
+/* Holds the only worker until gate_open (the stop tests' gate). */
+static void hold_only_worker(workers *w)
+{
+    atomic_store(&gate_started, 0);
+    atomic_store(&gate_open, 0);
+    CU_ASSERT_EQUAL(workers_submit(w, &owner_gate, gate_work, NULL, NULL), 0);
+    for (int tries = 0; !atomic_load(&gate_started) && tries < 5000; tries++)
+        sleep_ms(1);
+    CU_ASSERT_FATAL(atomic_load(&gate_started));
+}
+
+static int *int_arg(int v)
+{
+    int *arg = malloc(sizeof *arg);
+    if (arg)
+        *arg = v;
+    return arg;
+}
+
+/* Issue 10 item 5: one FIFO let a flood of one submitter (RSA at
+ * handshakes, argon2 at logins) hold every other's jobs behind it. */
+static void owner_with_one_job_is_served_before_anothers_backlog(void)
+{
+    fair_order_len = 0;
+    workers *w = NULL;
+    CU_ASSERT_EQUAL_FATAL(workers_start(1, NULL, NULL, &w), 0);
+    hold_only_worker(w);
+    for (int i = 0; i < FAIR_A_JOBS; i++) {
+        int *arg = int_arg(i);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(arg);
+        CU_ASSERT_EQUAL(workers_submit(w, &owner_a, fair_work, free_done, arg), 0);
+    }
+    int *b = int_arg(-1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b);
+    CU_ASSERT_EQUAL(workers_submit(w, &owner_b, fair_work, free_done, b), 0);
+    CU_ASSERT_EQUAL(workers_queued(w, &owner_a), FAIR_A_JOBS);
+    CU_ASSERT_EQUAL(workers_queued(w, &owner_b), 1);
+    atomic_store(&gate_open, 1);
+    workers_drain(w);
+    CU_ASSERT_EQUAL_FATAL(fair_order_len, FAIR_A_JOBS + 1);
+    /* B's job is among the first two; A's still run in their own order. */
+    CU_ASSERT_TRUE(fair_order[0] == -1 || fair_order[1] == -1);
+    int a_in_order = 1, expect = 0;
+    for (int i = 0; i < fair_order_len; i++) {
+        if (fair_order[i] == -1)
+            continue;
+        a_in_order &= fair_order[i] == expect++;
+    }
+    CU_ASSERT_TRUE(a_in_order);
+    workers_stop(w);
+}
+
+/* ---- cancel ---------------------------------------------------------------- */
+
+static atomic_int cancel_work_runs;
+static int cancel_done_calls;
+
+static void cancel_work(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&cancel_work_runs, 1);
+}
+
+static void cancel_done(void *arg, int cancelled)
+{
+    (void)cancelled;
+    cancel_done_calls++;
+    free(arg);
+}
+
+static void cancelled_job_never_runs_and_gets_no_done(void)
+{
+    atomic_store(&cancel_work_runs, 0);
+    cancel_done_calls = 0;
+    workers *w = NULL;
+    CU_ASSERT_EQUAL_FATAL(workers_start(1, NULL, NULL, &w), 0);
+    hold_only_worker(w);
+    int *args[3];
+    for (int i = 0; i < 3; i++) {
+        args[i] = int_arg(i);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(args[i]);
+        CU_ASSERT_EQUAL(workers_submit(w, &owner_a, cancel_work, cancel_done, args[i]), 0);
+    }
+    CU_ASSERT_EQUAL(workers_queued(w, &owner_a), 3);
+    CU_ASSERT_EQUAL(workers_pending(w), 4);
+    /* The wrong owner finds nothing; the right one removes the job. */
+    CU_ASSERT_EQUAL(workers_cancel(w, &owner_b, args[1]), -1);
+    CU_ASSERT_EQUAL(workers_cancel(w, &owner_a, args[1]), 0);
+    CU_ASSERT_EQUAL(workers_cancel(w, &owner_a, args[1]), -1);
+    free(args[1]); /* the caller's again */
+    CU_ASSERT_EQUAL(workers_queued(w, &owner_a), 2);
+    /* The last job too: the queue's tail must follow. */
+    CU_ASSERT_EQUAL(workers_cancel(w, &owner_a, args[2]), 0);
+    free(args[2]);
+    int *late = int_arg(3);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(late);
+    CU_ASSERT_EQUAL(workers_submit(w, &owner_a, cancel_work, cancel_done, late), 0);
+    CU_ASSERT_EQUAL(workers_cancel(w, &owner_gate, NULL), -1); /* running: too late */
+    atomic_store(&gate_open, 1);
+    workers_drain(w);
+    CU_ASSERT_EQUAL(atomic_load(&cancel_work_runs), 2); /* args[0] and late */
+    CU_ASSERT_EQUAL(cancel_done_calls, 2);
+    CU_ASSERT_EQUAL(workers_queued(w, &owner_a), 0);
+    workers_stop(w);
+}
+
 static void start_and_submit_reject_bad_arguments(void)
 {
     workers *w = (workers *)&w;
@@ -341,7 +465,7 @@ static void start_and_submit_reject_bad_arguments(void)
     CU_ASSERT_EQUAL(workers_start(0, NULL, NULL, &w), -1);
     CU_ASSERT_PTR_EQUAL(w, before);
     CU_ASSERT_EQUAL_FATAL(workers_start(1, NULL, NULL, &w), 0);
-    CU_ASSERT_EQUAL(workers_submit(w, NULL, NULL, NULL), -1);
+    CU_ASSERT_EQUAL(workers_submit(w, NULL, NULL, NULL, NULL), -1);
     CU_ASSERT_EQUAL(workers_pending(w), 0);
     workers_stop(w);
     workers_stop(NULL); /* ignored */
@@ -356,6 +480,8 @@ int main(void)
         SM_TEST(drain_runs_jobs_submitted_by_done),
         SM_TEST(stop_cancels_queued_jobs_and_refuses_submit),
         SM_TEST(stop_gives_finished_jobs_done_not_cancelled),
+        SM_TEST(owner_with_one_job_is_served_before_anothers_backlog),
+        SM_TEST(cancelled_job_never_runs_and_gets_no_done),
         SM_TEST(start_and_submit_reject_bad_arguments),
         SM_TEST_END,
     };

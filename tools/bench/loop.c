@@ -441,7 +441,7 @@ static int handle_hello(bench_conn *c, const char *text, size_t len)
     if (!key || crypto_pkey_size(key) > sizeof ek)
         goto out;
     if (crypto_random(k, sizeof k) != 0 || crypto_random(cnonce, sizeof cnonce) != 0
-        || crypto_rsa_oaep_encrypt(key, k, sizeof k, ek, &ek_len) != 0
+        || crypto_rsa_oaep_encrypt(key, k, sizeof k, ek, sizeof ek, &ek_len) != 0
         || crypto_b64_encode(ek, ek_len, &ek_b64, &b64_len) != 0
         || crypto_b64_encode(cnonce, sizeof cnonce, &cn_b64, &b64_len) != 0)
         goto out;

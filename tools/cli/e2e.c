@@ -361,7 +361,7 @@ int e2e_encrypt(EVP_PKEY *recipient_pub, const char *sender, const char *recipie
     size_t ek_cap = crypto_pkey_size(recipient_pub), ek_len = 0;
     if (!(ek = malloc(ek_cap)))
         goto fail;
-    if (crypto_rsa_oaep_encrypt(recipient_pub, m, sizeof m, ek, &ek_len) != 0)
+    if (crypto_rsa_oaep_encrypt(recipient_pub, m, sizeof m, ek, ek_cap, &ek_len) != 0)
         goto fail;
     /* Member order as Appendix A writes it (jansson keeps insertion order). */
     env = json_object();
@@ -472,7 +472,7 @@ int e2e_decrypt(EVP_PKEY *priv, const char *sender, const char *recipient, const
         goto fail;
     if (!(m = malloc(m_cap)))
         goto fail;
-    if (crypto_rsa_oaep_decrypt(priv, ek, ek_len, m, &m_len) != 0 || m_len != E2E_M_LEN)
+    if (crypto_rsa_oaep_decrypt(priv, ek, ek_len, m, m_cap, &m_len) != 0 || m_len != E2E_M_LEN)
         goto fail;
     if (bound_text(sender, recipient, NULL, &aad, &aad_len) != 0)
         goto fail;
