@@ -514,7 +514,7 @@ int harness_cleanup(harness_server *s)
     /* Whatever the exit, a sanitizer report in the log fails the suite:
      * the server's overflows and leaks are test failures too. */
     static const char *const reports[] = {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
-                                          "runtime error:"};
+                                          "runtime error:", "WARNING: ThreadSanitizer"};
     for (size_t i = 0; i < sizeof reports / sizeof *reports; i++) {
         if (harness_log_contains(s, reports[i]) == 1) {
             fprintf(stderr, "harness: the server's log in %s has \"%s\"\n", s->dir, reports[i]);
