@@ -1,7 +1,8 @@
 /* libFuzzer target: the WebSocket frame path on arbitrary bytes.
  *
  * Input: byte 0 seeds how the server side splits frame payloads into
- * fragments; the rest is a byte stream read two ways.
+ * fragments and picks its message size cap (top 3 bits); the rest is a
+ * byte stream read two ways.
  *
  * Client side (client/ws.c, client/ws_frame.c): the stream is what a
  * server sent. It is written into a socketpair and read with
@@ -10,11 +11,16 @@
  * documented ones; everything the client writes back (pongs, its close)
  * must be a well-formed masked control frame.
  *
+ * A stream that starts with "HTTP/" is first the server's answer to the
+ * upgrade request; the same bytes are also parsed as a ws:// URL.
+ *
  * Server side: the stream is what a client sent. Frames are walked with
  * ws_frame_header_parse as the server's receive callback sees them: each
  * payload unmasked and cut into fragments with first/final/binary flags,
- * as lws delivers them, and passed to server_fragment(). Re-encoding every
+ * as lws delivers them, and passed to server_fragment(), which keeps the
+ * message a reassembly must produce under the cap. Re-encoding every
  * parsed frame must give back the input bytes (one encoding per header). */
+#define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
@@ -47,9 +53,9 @@ static int write_all(int fd, const uint8_t *p, size_t len)
     return 0;
 }
 
-/* What the client wrote back: only masked, final control frames of at
- * most 125 bytes, each whole. */
-static void check_client_output(int fd)
+/* What the client wrote back: the upgrade request if there was one, then
+ * only masked, final control frames of at most 125 bytes, each whole. */
+static void check_client_output(int fd, int upgraded)
 {
     size_t cap = 1 << 16, len = 0;
     uint8_t *buf = malloc(cap);
@@ -68,6 +74,11 @@ static void check_client_output(int fd)
         len += (size_t)n;
     }
     size_t off = 0, closes = 0;
+    if (upgraded) {
+        uint8_t *end = memmem(buf, len, "\r\n\r\n", 4);
+        FUZZ_CHECK(end != NULL && memcmp(buf, "GET ", 4) == 0);
+        off = (size_t)(end - buf) + 4;
+    }
     while (off < len) {
         ws_frame_header h;
         FUZZ_CHECK(ws_frame_header_parse(buf + off, len - off, &h) == 1);
@@ -96,8 +107,20 @@ static void client_side(const uint8_t *data, size_t len)
     ws_conn *c = NULL;
     FUZZ_CHECK(ws_conn_wrap_fd(sv[1], &c) == SM_CLIENT_OK);
     size_t delivered = 0;
-    int rc;
-    for (;;) {
+    int rc = SM_CLIENT_OK;
+    /* A stream that starts like an HTTP response is read as the answer to
+     * an upgrade first. Its accept key cannot match (the request's key is
+     * random), so this covers the response parser, not what follows. */
+    int upgraded = len >= 5 && memcmp(data, "HTTP/", 5) == 0;
+    if (upgraded) {
+        ws_url url;
+        ws_options opt = {.subprotocol = "safemessenger.v1"};
+        char err[256];
+        FUZZ_CHECK(ws_url_parse("ws://127.0.0.1:8765/", &url) == 0);
+        rc = ws_upgrade(c, &url, &opt, ws_now_ms() + 10000, err, sizeof err);
+        FUZZ_CHECK(rc == SM_CLIENT_PROTOCOL || rc == SM_CLIENT_CLOSED || rc == SM_CLIENT_OK);
+    }
+    while (rc == SM_CLIENT_OK) {
         char *msg = NULL;
         size_t msg_len = 0;
         rc = ws_recv_message(c, ws_now_ms() + 10000, &msg, &msg_len);
@@ -114,25 +137,54 @@ static void client_side(const uint8_t *data, size_t len)
     /* The input ends in EOF, so nothing may time out or fail on I/O. */
     FUZZ_CHECK(rc == SM_CLIENT_CLOSED || rc == SM_CLIENT_PROTOCOL);
     int code = ws_close_code(c);
-    if (rc == SM_CLIENT_CLOSED)
+    if (rc == SM_CLIENT_CLOSED && !upgraded)
         FUZZ_CHECK(code >= 0 && code <= 0xffff);
-    /* The end is sticky: a later call gives the same status. */
-    char *again = NULL;
-    size_t again_len = 0;
-    FUZZ_CHECK(ws_recv_message(c, ws_now_ms() + 10000, &again, &again_len) == rc);
+    if (!upgraded) {
+        /* The end is sticky: a later call gives the same status. */
+        char *again = NULL;
+        size_t again_len = 0;
+        FUZZ_CHECK(ws_recv_message(c, ws_now_ms() + 10000, &again, &again_len) == rc);
+    }
     ws_free(c);
-    check_client_output(sv[0]);
+    check_client_output(sv[0], upgraded);
     close(sv[0]);
+}
+
+/* The same bytes as a ws:// URL: what parses must be usable as is. */
+static void url_side(const uint8_t *data, size_t len)
+{
+    char text[512];
+    if (len >= sizeof text)
+        return;
+    memcpy(text, data, len);
+    text[len] = '\0';
+    ws_url u;
+    if (ws_url_parse(text, &u) != 0)
+        return;
+    FUZZ_CHECK(u.host[0] != '\0' && u.authority[0] != '\0');
+    FUZZ_CHECK(u.path[0] == '/');
+    char *end = NULL;
+    long port = strtol(u.port, &end, 10);
+    FUZZ_CHECK(end && *end == '\0' && port >= 1 && port <= 65535);
+    for (const char *p = u.path; *p; p++)
+        FUZZ_CHECK((unsigned char)*p > ' ' && (unsigned char)*p < 0x7f);
 }
 
 /* ---- server side ------------------------------------------------------- */
 
-/* One message as the server's receive callback sees it. */
+/* One message as the server's receive callback sees it, and the
+ * reference a reassembly of it must produce: `model` holds the message's
+ * bytes so far, `too_large` says whether they passed `limit` (the server's
+ * per-session cap, chosen from the input so small caps are hit too). */
 typedef struct server_rx {
     int in_message;     /* a data frame without FIN was seen */
     int binary;
     size_t fragments;
-    size_t message_bytes;
+    size_t limit;
+    uint8_t *model;
+    size_t model_len, model_cap;
+    int too_large;
+    size_t frame_bytes;  /* payload bytes of the message's frames, counted per frame */
 } server_rx;
 
 /* One piece of a data frame's unmasked payload, flagged as lws flags it:
@@ -141,15 +193,31 @@ typedef struct server_rx {
 static void server_fragment(server_rx *rx, const uint8_t *data, size_t len, int first,
                             int final, int binary)
 {
-    (void)data;
     FUZZ_CHECK(first == (rx->fragments == 0));
-    if (first)
+    if (first) {
         rx->binary = binary;
+        rx->model_len = 0;
+        rx->too_large = 0;
+    }
     rx->fragments++;
-    rx->message_bytes += len;
+    if (!rx->too_large && len > rx->limit - rx->model_len) {
+        rx->too_large = 1;
+    } else if (!rx->too_large) {
+        if (rx->model_len + len > rx->model_cap) {
+            rx->model_cap = rx->model_len + len;
+            rx->model = realloc(rx->model, rx->model_cap);
+            FUZZ_CHECK(rx->model != NULL);
+        }
+        if (len)
+            memcpy(rx->model + rx->model_len, data, len);
+        rx->model_len += len;
+    }
     if (final) {
+        /* The pieces add up to the frames' payloads, nothing lost or doubled. */
+        FUZZ_CHECK(rx->too_large || rx->model_len == rx->frame_bytes);
+        FUZZ_CHECK(!rx->too_large || rx->frame_bytes > rx->limit);
         rx->fragments = 0;
-        rx->message_bytes = 0;
+        rx->frame_bytes = 0;
     }
 }
 
@@ -171,9 +239,13 @@ static void deliver_frame(server_rx *rx, const uint8_t *payload, size_t len, int
     } while (off < len);
 }
 
+/* Caps from tiny to the default max_message_bytes. */
+static const size_t limits[] = {0, 1, 16, 125, 4096, 65536};
+
 static void server_side(uint8_t split, const uint8_t *data, size_t len)
 {
     server_rx rx = {0};
+    rx.limit = limits[(split >> 5) % (sizeof limits / sizeof limits[0])];
     size_t off = 0;
     uint8_t *payload = NULL;
     while (off < len) {
@@ -215,11 +287,13 @@ static void server_side(uint8_t split, const uint8_t *data, size_t len)
         if (!valid || (!control && (h.opcode == WS_OP_CONT) != rx.in_message))
             break;
         if (!control) {
+            rx.frame_bytes += plen;
             deliver_frame(&rx, payload, plen, h.fin, h.opcode == WS_OP_BINARY, &split);
             rx.in_message = !h.fin;
         }
         off += h.header_len + plen;
     }
+    free(rx.model);
     free(payload);
 }
 
@@ -229,5 +303,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     client_side(data + 1, size - 1);
     server_side(data[0], data + 1, size - 1);
+    url_side(data + 1, size - 1);
     return 0;
 }
