@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "fuzz_check.h"
+#include "reassembly.h"
 #include "sm_client.h"
 #include "ws.h"
 
@@ -185,6 +186,7 @@ typedef struct server_rx {
     size_t model_len, model_cap;
     int too_large;
     size_t frame_bytes;  /* payload bytes of the message's frames, counted per frame */
+    reassembly r;        /* the server's reassembly, checked against the model */
 } server_rx;
 
 /* One piece of a data frame's unmasked payload, flagged as lws flags it:
@@ -200,6 +202,7 @@ static void server_fragment(server_rx *rx, const uint8_t *data, size_t len, int 
         rx->too_large = 0;
     }
     rx->fragments++;
+    int was_too_large = rx->too_large;
     if (!rx->too_large && len > rx->limit - rx->model_len) {
         rx->too_large = 1;
     } else if (!rx->too_large) {
@@ -211,6 +214,20 @@ static void server_fragment(server_rx *rx, const uint8_t *data, size_t len, int 
         if (len)
             memcpy(rx->model + rx->model_len, data, len);
         rx->model_len += len;
+    }
+    /* The server's reassembly agrees with the model piece by piece. */
+    reassembly_status st = reassembly_append(&rx->r, first, final, (const char *)data, len,
+                                             rx->limit);
+    if (rx->too_large) {
+        FUZZ_CHECK(st == (was_too_large ? REASSEMBLY_SKIPPED : REASSEMBLY_TOO_LARGE));
+    } else if (final) {
+        FUZZ_CHECK(st == REASSEMBLY_COMPLETE);
+        size_t n = 0;
+        const char *message = reassembly_take(&rx->r, &n);
+        FUZZ_CHECK(message != NULL && n == rx->model_len && message[n] == '\0');
+        FUZZ_CHECK(n == 0 || memcmp(message, rx->model, n) == 0);
+    } else {
+        FUZZ_CHECK(st == REASSEMBLY_MORE);
     }
     if (final) {
         /* The pieces add up to the frames' payloads, nothing lost or doubled. */
@@ -293,6 +310,7 @@ static void server_side(uint8_t split, const uint8_t *data, size_t len)
         }
         off += h.header_len + plen;
     }
+    reassembly_release(&rx.r);
     free(rx.model);
     free(payload);
 }
