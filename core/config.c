@@ -417,6 +417,7 @@ static const core_key core_keys[] = {
     {"limits", "command_burst", parse_int, 1, 100000, AT(command_burst)},
     {"limits", "send_queue_bytes", parse_size, 65536, 1073741824, AT(send_queue_bytes)},
     {"limits", "send_queue_messages", parse_size, 16, 1000000, AT(send_queue_messages)},
+    {"limits", "send_timeout", parse_int, 1, 3600, AT(send_timeout)},
     {"limits", "max_sessions", parse_int, 1, 1000000, AT(max_sessions)},
     {"limits", "handshake_queue", parse_size, 1, 10000, AT(handshake_queue)},
     {"log", "level", parse_log_level, 0, 0, AT(log_level)},
@@ -441,6 +442,7 @@ static void set_defaults(server_config *srv)
     srv->command_burst = 40;
     srv->send_queue_bytes = 1048576;
     srv->send_queue_messages = 1000;
+    srv->send_timeout = 30;
     srv->max_sessions = 19000;
     srv->handshake_queue = 256;
     srv->log_level = SM_LOG_INFO;

@@ -38,6 +38,7 @@ typedef struct server_config {
     int command_burst;              /* 40 */
     size_t send_queue_bytes;        /* 1 MiB */
     size_t send_queue_messages;     /* 1000 */
+    int send_timeout;               /* 30 seconds (1..3600) without output taken: closed */
     int max_sessions;               /* 19000 */
     size_t handshake_queue;         /* 256 RSA jobs waiting (1..10000) */
     /* log */

@@ -145,6 +145,16 @@ static void finish(struct session *s, sm_ctx *ctx)
     }
 }
 
+/* The error 1011 that replaces a reply over the payload limit. */
+static char *too_large_text(const char *command)
+{
+    json_t *p = json_pack("{s:i, s:s, s:s}", "code", SM_ERR_TOO_LARGE, "message",
+                          "reply too large", "command", command);
+    char *text = p ? json_dumps(p, JSON_COMPACT) : NULL;
+    json_decref(p);
+    return text;
+}
+
 static int send_reply(sm_ctx *ctx, const char *type, const char *action, const json_t *payload)
 {
     if (ctx->replied) {
@@ -171,7 +181,21 @@ static int send_reply(sm_ctx *ctx, const char *type, const char *action, const j
             session_deliver(s, "error", "error", ctx->nonce, internal, sizeof internal - 1);
             rc = SM_ENOMEM;
         } else {
-            if (session_deliver(s, type, action, ctx->nonce, text, strlen(text)) != 0)
+            size_t len = strlen(text), cap = session_payload_max();
+            if (len > cap) {
+                /* No reply may take a client's queue past its bound: the
+                 * command still gets its one reply, a short one. */
+                log_msg(SM_LOG_WARNING, ctx->entry->owner->name,
+                        "reply to '%s' is %zu bytes, over the %zu-byte payload limit; sent 1011",
+                        ctx->entry->action->name, len, cap);
+                free(text);
+                text = too_large_text(ctx->entry->action->name);
+                type = "error";
+                action = "error";
+                len = text ? strlen(text) : 0;
+                rc = SM_ERROR;
+            }
+            if (!text || session_deliver(s, type, action, ctx->nonce, text, len) != 0)
                 rc = SM_ERROR;
             free(text);
         }

@@ -3,17 +3,23 @@
 #include <stdlib.h>
 #include <string.h>
 
-int outqueue_push(outqueue *q, const char *data, size_t len, size_t max_bytes, size_t max_messages)
+size_t outqueue_unsent(const outqueue *q) { return q->bytes + q->in_transport; }
+
+size_t outqueue_messages(const outqueue *q) { return q->count + (q->in_transport > 0); }
+
+int outqueue_pending(const outqueue *q) { return q->count > 0 || q->in_transport > 0; }
+
+int outqueue_push(outqueue *q, const char *data, size_t len, size_t max_bytes,
+                  size_t max_messages, double now)
 {
-    /* The byte bound applies to what waits behind the frame being written:
-     * one message larger than the bound (a long history page) still goes
-     * to a client that keeps up, while a client that stops reading is cut
-     * off as soon as anything piles up behind it. */
-    if (q->count + 1 > max_messages || (q->count > 0 && (len > max_bytes || q->bytes > max_bytes - len)))
+    size_t unsent = outqueue_unsent(q);
+    if (outqueue_messages(q) + 1 > max_messages || len > max_bytes || unsent > max_bytes - len)
         return -2;
     outqueue_frame *f = malloc(sizeof *f + OUTQUEUE_HEADROOM + len);
     if (!f)
         return -1;
+    if (!outqueue_pending(q))
+        q->progress_at = now;
     f->next = NULL;
     f->len = len;
     memcpy(f->data + OUTQUEUE_HEADROOM, data, len);
@@ -29,11 +35,9 @@ int outqueue_push(outqueue *q, const char *data, size_t len, size_t max_bytes, s
 
 outqueue_frame *outqueue_peek(const outqueue *q) { return q->head; }
 
-void outqueue_pop(outqueue *q)
+static void pop(outqueue *q)
 {
     outqueue_frame *f = q->head;
-    if (!f)
-        return;
     q->head = f->next;
     if (!q->head)
         q->tail = NULL;
@@ -42,8 +46,42 @@ void outqueue_pop(outqueue *q)
     free(f);
 }
 
+void outqueue_sent(outqueue *q, int transport_holds_rest, double now)
+{
+    outqueue_frame *f = q->head;
+    if (!f)
+        return;
+    q->in_transport = transport_holds_rest ? f->len : 0;
+    pop(q);
+    q->progress_at = now;
+}
+
+void outqueue_transport_drained(outqueue *q, double now)
+{
+    if (q->in_transport > 0)
+        q->progress_at = now;
+    q->in_transport = 0;
+}
+
 void outqueue_clear(outqueue *q)
 {
     while (q->head)
-        outqueue_pop(q);
+        pop(q);
+    q->in_transport = 0;
+}
+
+int outqueue_congested(const outqueue *q, size_t max_bytes)
+{
+    return outqueue_unsent(q) >= max_bytes / 2;
+}
+
+int outqueue_stalled(const outqueue *q, double now, double timeout)
+{
+    return outqueue_pending(q) && now - q->progress_at >= timeout;
+}
+
+size_t outqueue_payload_max(size_t max_bytes)
+{
+    size_t cap = max_bytes / 4;
+    return cap < OUTQUEUE_PAYLOAD_MAX ? cap : OUTQUEUE_PAYLOAD_MAX;
 }

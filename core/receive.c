@@ -104,11 +104,21 @@ static void process(struct session *s, const char *text, size_t len)
     }
 }
 
+/* Back-pressure: while half the send queue bound is unsent, the session's
+ * next command waits (reading paused) instead of adding a reply; the
+ * transport resumes it as the output drains. A client that reads is thus
+ * never cut off for pipelining. */
+static int output_congested(const struct session *s)
+{
+    return s->state == SESSION_OPEN && g_core.sc &&
+           outqueue_congested(&s->out, g_core.sc->send_queue_bytes);
+}
+
 void receive_message(struct session *s, const char *text, size_t len)
 {
     if (s->state == SESSION_CLOSING)
         return;
-    if (s->busy || s->input_head || s->state == SESSION_KEY_PENDING) {
+    if (s->busy || s->input_head || s->state == SESSION_KEY_PENDING || output_congested(s)) {
         queue_input(s, text, len);
         return;
     }
@@ -118,7 +128,8 @@ void receive_message(struct session *s, const char *text, size_t len)
 void receive_resume(struct session *s)
 {
     sm_session_id id = s->id;
-    while ((s = session_find(id)) && s->state == SESSION_OPEN && !s->busy && s->input_head) {
+    while ((s = session_find(id)) && s->state == SESSION_OPEN && !s->busy && s->input_head &&
+           !output_congested(s)) {
         session_msg *m = s->input_head;
         s->input_head = m->next;
         if (!s->input_head)

@@ -10,8 +10,9 @@
 struct session;
 
 void receive_message(struct session *s, const char *text, size_t len);
-/* Resumes reading and runs queued messages after a deferred reply or the
- * end of the key exchange. */
+/* Resumes reading and runs queued messages after a deferred reply, the
+ * end of the key exchange, or the session's output draining below the
+ * back-pressure threshold (half of limits.send_queue_bytes unsent). */
 void receive_resume(struct session *s);
 /* Sends error `code` (reply_to and command "") and closes with close_code. */
 void receive_fail(struct session *s, int code, const char *message, int close_code);

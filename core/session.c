@@ -250,18 +250,34 @@ static session_msg *msg_new(const char *type, const char *action, const char *re
     return m;
 }
 
+size_t session_payload_max(void)
+{
+    return outqueue_payload_max(g_core.sc ? g_core.sc->send_queue_bytes : (size_t)1 << 20);
+}
+
 int session_deliver(session *s, const char *type, const char *action,
                     const char *reply_to, const char *text, size_t len)
 {
     if (s->state == SESSION_CLOSING)
         return -1;
+    size_t cap = session_payload_max();
+    if (len > cap) {
+        /* Nothing this large is ever queued (replies were turned into
+         * error 1011 by dispatch already). */
+        LOG_WARN("session %llu: %s '%s' of %zu bytes is over the %zu-byte payload limit; "
+                 "not sent",
+                 (unsigned long long)s->id, type, action, len, cap);
+        return -1;
+    }
     if (s->busy && strcmp(type, "event") == 0) {
         /* PROTOCOL.md 5: a command's reply goes before the events it
-         * causes. Held events count against the same bounds as the send
-         * queue, so a flood cannot grow memory here either. */
+         * causes. Held events count with the unsent output against the
+         * send queue's bounds, so a flood cannot grow memory here either. */
         size_t max_bytes = g_core.sc ? g_core.sc->send_queue_bytes : (size_t)1 << 20;
         size_t max_msgs = g_core.sc ? g_core.sc->send_queue_messages : 1000;
-        if (s->held_count + 1 > max_msgs || s->held_bytes + len > max_bytes) {
+        size_t msgs = s->held_count + outqueue_messages(&s->out);
+        size_t bytes = s->held_bytes + outqueue_unsent(&s->out);
+        if (msgs + 1 > max_msgs || bytes > max_bytes - len) {
             LOG_WARN("session %llu: held events exceed the send queue bound; closing",
                      (unsigned long long)s->id);
             g_core.transport->close(s, 1008, "send queue overflow");

@@ -107,6 +107,10 @@ session *session_find(sm_session_id id);
 void session_destroy(session *s);
 void session_destroy_all(void);
 
+/* The largest payload text sent to a session (outqueue_payload_max of
+ * limits.send_queue_bytes): session_deliver drops, and logs, anything
+ * larger. */
+size_t session_payload_max(void);
 /* Sends one message, holding events while a command is in flight. */
 int session_deliver(session *s, const char *type, const char *action,
                     const char *reply_to, const char *text, size_t len);

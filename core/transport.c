@@ -36,6 +36,7 @@ _Static_assert(OUTQUEUE_HEADROOM >= LWS_PRE, "outqueue headroom must cover LWS_P
 typedef struct pss {
     session *s;
     int http_status;
+    int stall_timer;        /* the send_timeout check is scheduled */
 } pss;
 
 static struct lws_context *lws_ctx;
@@ -74,15 +75,18 @@ static int t_deliver(session *s, const char *type, const char *action, const cha
         LOG_ERROR("session %llu: cannot encode '%s'", (unsigned long long)s->id, action);
         return -1;
     }
-    rc = outqueue_push(&s->out, frame, frame_len, g_core.sc->send_queue_bytes,
-                       g_core.sc->send_queue_messages);
+    const server_config *sc = g_core.sc;
+    rc = outqueue_push(&s->out, frame, frame_len, sc->send_queue_bytes, sc->send_queue_messages,
+                       core_mono_now());
     free(frame);
     if (rc == -2) {
         /* A client that stops reading is cut off here, and its queue freed
-         * at once, so memory stays flat whatever it is sent. */
-        LOG_WARN("session %llu (%s): send queue over its bound (%zu messages, %zu bytes); "
-                 "disconnecting",
-                 (unsigned long long)s->id, s->address, s->out.count, s->out.bytes);
+         * at once, so memory stays flat whatever it is sent. The count
+         * includes what lws still buffers of the frame last written. */
+        LOG_WARN("session %llu (%s): send queue over its bound (%zu messages, %zu bytes unsent, "
+                 "%zu more refused); disconnecting",
+                 (unsigned long long)s->id, s->address, outqueue_messages(&s->out),
+                 outqueue_unsent(&s->out), frame_len);
         outqueue_clear(&s->out);
         s->state = SESSION_CLOSING;
         lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
@@ -90,6 +94,13 @@ static int t_deliver(session *s, const char *type, const char *action, const cha
     }
     if (rc != 0)
         return -1;
+    pss *p = lws_wsi_user(wsi);
+    if (p && !p->stall_timer) {
+        /* One timer per session with output pending, re-armed from its
+         * callback rather than on every frame. */
+        p->stall_timer = 1;
+        lws_set_timer_usecs(wsi, (lws_usec_t)sc->send_timeout * LWS_USEC_PER_SEC);
+    }
     lws_callback_on_writable(wsi);
     return 0;
 }
@@ -235,17 +246,34 @@ static int on_receive(struct lws *wsi, session *s, const char *in, size_t len)
     return 0;
 }
 
+/* Queued commands that waited for the output to drain (back-pressure,
+ * receive.c) run once it is below the threshold again. */
+static void resume_after_output(session *s)
+{
+    if (s->input_head && !s->busy && s->state == SESSION_OPEN &&
+        !outqueue_congested(&s->out, g_core.sc->send_queue_bytes))
+        receive_resume(s);
+}
+
 static int on_writeable(struct lws *wsi, session *s)
 {
+    double now = core_mono_now();
+    /* lws calls this only once it has written out all it buffered
+     * (lws_partial_buffered is never set here), so the frame it held has
+     * left our count. */
+    outqueue_transport_drained(&s->out, now);
     outqueue_frame *f = outqueue_peek(&s->out);
     if (f) {
         /* Exactly one lws_write per WRITEABLE callback. */
         int n = lws_write(wsi, f->data + OUTQUEUE_HEADROOM, f->len, LWS_WRITE_TEXT);
         if (n < (int)f->len)
             return -1;
-        outqueue_pop(&s->out);
-        if (outqueue_peek(&s->out) || s->state == SESSION_CLOSING)
+        outqueue_sent(&s->out, lws_partial_buffered(wsi), now);
+        /* Also while lws holds part of the frame: the next callback comes
+         * once lws has written it, and ends its count. */
+        if (outqueue_pending(&s->out) || s->state == SESSION_CLOSING)
             lws_callback_on_writable(wsi);
+        resume_after_output(s);
         return 0;
     }
     if (s->state == SESSION_CLOSING && s->close_code) {
@@ -253,6 +281,34 @@ static int on_writeable(struct lws *wsi, session *s)
                          (unsigned char *)s->close_reason, strlen(s->close_reason));
         return -1;
     }
+    resume_after_output(s);
+    return 0;
+}
+
+/* limits.send_timeout: output pending and nothing taken by the socket for
+ * that long closes the session, whatever else the client sends (a PONG
+ * does not show that it reads). */
+static int on_stall_timer(struct lws *wsi, pss *p)
+{
+    session *s = p->s;
+    double now = core_mono_now(), timeout = (double)g_core.sc->send_timeout;
+    if (!outqueue_pending(&s->out)) {
+        p->stall_timer = 0;
+        return 0;
+    }
+    if (outqueue_stalled(&s->out, now, timeout)) {
+        LOG_WARN("session %llu (%s): no output taken for %d s (%zu messages, %zu bytes unsent); "
+                 "disconnecting",
+                 (unsigned long long)s->id, s->address, g_core.sc->send_timeout,
+                 outqueue_messages(&s->out), outqueue_unsent(&s->out));
+        outqueue_clear(&s->out);
+        p->stall_timer = 0;
+        s->state = SESSION_CLOSING;
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        return 0;
+    }
+    double left = s->out.progress_at + timeout - now;
+    lws_set_timer_usecs(wsi, (lws_usec_t)(left * 1e6) + 1000);
     return 0;
 }
 
@@ -309,6 +365,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         if (!p || !p->s)
             return 0;
         return on_writeable(wsi, p->s);
+    case LWS_CALLBACK_TIMER:
+        if (!p || !p->s)
+            return 0;
+        return on_stall_timer(wsi, p);
     case LWS_CALLBACK_CLOSED:
         if (p && p->s) {
             session *s = p->s;

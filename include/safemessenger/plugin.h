@@ -254,7 +254,10 @@ typedef struct sm_host {
     /* Sends the reply: a `response` with this action name and payload
      * (an object; NULL means {}). `action` and `payload` are borrowed and
      * serialised during the call. SM_EREPLIED for a second reply,
-     * SM_EINVAL for bad arguments (not counted as the reply). */
+     * SM_EINVAL for bad arguments (not counted as the reply). A payload
+     * over the core's limit (a quarter of limits.send_queue_bytes) is
+     * not sent: the client gets error 1011 "reply too large" as the
+     * reply, and this returns SM_ERROR. */
     int (*reply)(sm_ctx *ctx, const char *action, const json_t *payload);
     /* Sends an `error` reply {"code", "message", "command"} with a
      * protocol code (enum sm_error_code) and a human message (copied).

@@ -29,6 +29,16 @@
 #define ID_LIMIT 9007199254740991.0
 #define UNREAD_PAGE 100
 #define HISTORY_DEFAULT 50
+/* messaging.max_page_bytes: the default keeps a page within the core's
+ * payload limit at the default limits.send_queue_bytes (a quarter of
+ * 1 MiB); the maximum is the core's absolute payload limit. */
+#define PAGE_BYTES_DEFAULT 262144
+#define PAGE_BYTES_MIN 16384
+#define PAGE_BYTES_MAX 6000000
+/* What one stored message can take in a page beyond 6 bytes per content
+ * byte (a control character is escaped as \u00XX): names, the signature,
+ * numbers and keys. */
+#define ITEM_OVERHEAD (SIGNATURE_LIMIT + 1024)
 /* Longest signature accepted: the base64 RSA-PSS signature of an 8192-bit
  * key is 1368 bytes. */
 #define SIGNATURE_LIMIT 4096
@@ -51,7 +61,7 @@
 typedef struct messaging {
     const sm_host *host;
     sm_plugin *self;
-    int64_t max_content_bytes, max_unread, max_unread_per_sender, max_expiry;
+    int64_t max_content_bytes, max_unread, max_unread_per_sender, max_expiry, max_page_bytes;
     msg_store store;
     sm_timer *purge_timer;
     sm_timer *purge_more;   /* one-shot follow-up while a backlog remains */
@@ -327,6 +337,16 @@ static void private_message(sm_ctx *ctx, const json_t *payload, void *data)
                          recipient, "online", online, "timestamp", now));
 }
 
+/* The bytes left for a page's items once its reply object (measured
+ * empty, with the longer "more":false) is counted, 0 when none. */
+static size_t page_budget(const messaging *m, json_t *empty_reply)
+{
+    size_t base = empty_reply ? json_dumpb(empty_reply, NULL, 0, JSON_COMPACT) : 0;
+    json_decref(empty_reply);
+    size_t max = (size_t)m->max_page_bytes;
+    return base > 0 && base < max ? max - base : 0;
+}
+
 /* The caller's name and its lower-cased copy; replies 1005 itself on
  * failure. */
 static int caller(messaging *m, sm_ctx *ctx, const char **name, char *lower, size_t lower_len)
@@ -352,9 +372,11 @@ static void get_unread_messages(sm_ctx *ctx, const json_t *payload, void *data)
     double now = m->host->now();
     int64_t count = 0;
     int more = 0;
+    size_t budget = page_budget(m, json_pack("{s:[], s:b}", "messages", "more", 0));
     json_t *items = json_array();
     if (!items || unread_settle(&m->store, name, me, now, &count) != SM_OK ||
-        store_list_unread(&m->store, me, after_id, now, UNREAD_PAGE, items, &more) != SM_OK) {
+        store_list_unread(&m->store, me, after_id, now, UNREAD_PAGE, budget, items, &more) !=
+            SM_OK) {
         json_decref(items);
         reply_internal(m, ctx);
         return;
@@ -497,8 +519,11 @@ static void get_history(sm_ctx *ctx, const json_t *payload, void *data)
     int64_t before_id = json_is_integer(before) ? (int64_t)json_integer_value(before) : INT64_MAX;
     int n = json_is_integer(limit) ? (int)json_integer_value(limit) : HISTORY_DEFAULT;
     int more = 0;
+    size_t budget =
+        page_budget(m, json_pack("{s:s, s:[], s:b}", "room", room, "messages", "more", 0));
     json_t *items = json_array();
-    if (!items || store_history(&m->store, lower, before_id, h->now(), n, items, &more) != SM_OK) {
+    if (!items ||
+        store_history(&m->store, lower, before_id, h->now(), n, budget, items, &more) != SM_OK) {
         json_decref(items);
         reply_internal(m, ctx);
         return;
@@ -648,6 +673,16 @@ static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
                               &m->max_unread_per_sender);
     if (rc == SM_OK)
         rc = host->config_int(self, "max_expiry", 1, 315360000, &m->max_expiry);
+    m->max_page_bytes = PAGE_BYTES_DEFAULT;
+    if (rc == SM_OK)
+        rc = host->config_int(self, "max_page_bytes", PAGE_BYTES_MIN, PAGE_BYTES_MAX,
+                              &m->max_page_bytes);
+    if (rc == SM_OK && m->max_page_bytes < 6 * m->max_content_bytes + ITEM_OVERHEAD)
+        host->log(self, SM_LOG_WARNING,
+                  "max_page_bytes (%lld) is below what one message of max_content_bytes (%lld) "
+                  "can take in a page (%lld); such a message goes alone in its page",
+                  (long long)m->max_page_bytes, (long long)m->max_content_bytes,
+                  (long long)(6 * m->max_content_bytes + ITEM_OVERHEAD));
     if (rc == SM_OK)
         rc = host->register_migrations(self, store_migrations);
     if (rc == SM_OK)

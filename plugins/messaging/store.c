@@ -251,21 +251,38 @@ static int add_expiry(const sm_host *h, sm_stmt *s, int col, json_t *item)
 
 /* Runs a listing statement (already bound) and appends at most `limit`
  * items built by make_item; the statement asks for limit + 1 rows so the
- * extra one tells whether there is more. */
-static int collect(const sm_host *h, sm_stmt *s, int limit, json_t *items, int *more,
-                   json_t *(*make_item)(const sm_host *, sm_stmt *))
+ * extra one tells whether there is more. Items also stop before their
+ * compact JSON (with the commas between them) would pass `budget` bytes;
+ * the first item always goes in, so paging always moves on. */
+static int collect(const sm_host *h, sm_stmt *s, int limit, size_t budget, json_t *items,
+                   int *more, json_t *(*make_item)(const sm_host *, sm_stmt *))
 {
     int rc, n = 0, extra = 0;
+    size_t used = 0;
     while ((rc = h->db_step(s)) == SM_ROW) {
         if (n == limit) {
             extra = 1;
             break;
         }
         json_t *item = make_item(h, s);
-        if (!item || json_array_append_new(items, item) != 0) {
+        /* Measured exactly as the core serialises the reply. */
+        size_t size = item ? json_dumpb(item, NULL, 0, JSON_COMPACT) : 0;
+        if (size == 0) {
+            json_decref(item);
             rc = SM_ENOMEM;
             break;
         }
+        size += n > 0; /* the comma */
+        if (n > 0 && (size > budget || used > budget - size)) {
+            json_decref(item);
+            extra = 1;
+            break;
+        }
+        if (json_array_append_new(items, item) != 0) {
+            rc = SM_ENOMEM;
+            break;
+        }
+        used += size;
         n++;
     }
     h->db_reset(s);
@@ -290,7 +307,7 @@ static json_t *unread_item(const sm_host *h, sm_stmt *s)
 }
 
 int store_list_unread(msg_store *st, const char *user_lower, int64_t after_id, double now,
-                      int limit, json_t *items, int *more)
+                      int limit, size_t budget, json_t *items, int *more)
 {
     const sm_host *h = st->host;
     sm_stmt *s = st->list_unread;
@@ -300,7 +317,7 @@ int store_list_unread(msg_store *st, const char *user_lower, int64_t after_id, d
         h->db_reset(s);
         return SM_ERROR;
     }
-    return collect(h, s, limit, items, more, unread_item);
+    return collect(h, s, limit, budget, items, more, unread_item);
 }
 
 int store_find_private(msg_store *st, int64_t id, const char *user_lower, double now, char *sender,
@@ -350,7 +367,7 @@ static json_t *history_item(const sm_host *h, sm_stmt *s)
 }
 
 int store_history(msg_store *st, const char *room_lower, int64_t before_id, double now, int limit,
-                  json_t *items, int *more)
+                  size_t budget, json_t *items, int *more)
 {
     const sm_host *h = st->host;
     sm_stmt *s = st->history;
@@ -360,7 +377,7 @@ int store_history(msg_store *st, const char *room_lower, int64_t before_id, doub
         h->db_reset(s);
         return SM_ERROR;
     }
-    return collect(h, s, limit, items, more, history_item);
+    return collect(h, s, limit, budget, items, more, history_item);
 }
 
 int store_purge(msg_store *st, double now, int64_t batch, int64_t *deleted)

@@ -6,6 +6,7 @@
 #ifndef MESSAGING_STORE_H
 #define MESSAGING_STORE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "safemessenger/plugin.h"
@@ -110,9 +111,11 @@ void store_marked_free(store_marked *list);
 
 /* Appends up to `limit` of the user's unread messages with ids above
  * after_id, oldest first, as get_unread_messages items, to `items`;
- * *more says whether further ones exist. */
+ * *more says whether further ones exist. Items stop early before their
+ * compact JSON, commas included, would pass `budget` bytes (the first
+ * item always goes in). */
 int store_list_unread(msg_store *st, const char *user_lower, int64_t after_id, double now,
-                      int limit, json_t *items, int *more);
+                      int limit, size_t budget, json_t *items, int *more);
 
 /* The private message `id` if user_lower is its recipient and it has not
  * expired: its sender (copied into sender, sender_len bytes) and whether
@@ -122,9 +125,10 @@ int store_find_private(msg_store *st, int64_t id, const char *user_lower, double
 int store_set_read(msg_store *st, int64_t id);
 
 /* Appends up to `limit` of the room's messages with ids below before_id,
- * newest first, shaped as public_message events. */
+ * newest first, shaped as public_message events, within `budget` bytes as
+ * store_list_unread. */
 int store_history(msg_store *st, const char *room_lower, int64_t before_id, double now,
-                  int limit, json_t *items, int *more);
+                  int limit, size_t budget, json_t *items, int *more);
 
 /* Deletes up to `batch` expired rows; *deleted is how many went. */
 int store_purge(msg_store *st, double now, int64_t batch, int64_t *deleted);

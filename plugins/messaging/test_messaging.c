@@ -1065,6 +1065,100 @@ static void get_history_newest_first_with_paging(void)
     sm_testhost_free(th);
 }
 
+/* A page's payload as the core serialises it. */
+static size_t page_bytes(const json_t *payload)
+{
+    return json_dumpb(payload, NULL, 0, JSON_COMPACT);
+}
+
+#define PAGE_LIMIT 65536
+#define BIG_CONTENT 10000
+
+static char *big_content(void)
+{
+    char *c = malloc(BIG_CONTENT + 1);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    memset(c, 'x', BIG_CONTENT);
+    c[BIG_CONTENT] = '\0';
+    return c;
+}
+
+static void get_history_page_stops_at_max_page_bytes(void)
+{
+    sm_testhost *th = start("messaging = { max_page_bytes = 65536; };\n");
+    sm_session_id a = user(th, "alice", 1);
+    enter(th, a, "general");
+    char *content = big_content();
+    json_int_t ids[12];
+    for (int i = 0; i < 12; i++) {
+        json_t *r = callf(th, a, "public_message", "{\"content\": \"%s\"}", content);
+        ids[i] = integer(expect_response(r, "public_message"), "id");
+        json_decref(r);
+    }
+    free(content);
+    sm_testhost_clear(th);
+    /* Six items of about 10 kB fit in 64 KiB, a seventh would not: the
+     * page stops there and says more, whatever the limit asked for. */
+    json_t *r = sm_testhost_call(th, a, "get_history", "{\"room\": \"general\", \"limit\": 50}");
+    json_t *p = expect_response(r, "get_history");
+    json_t *list = json_object_get(p, "messages");
+    CU_ASSERT_EQUAL_FATAL(json_array_size(list), 6);
+    CU_ASSERT_TRUE(json_is_true(json_object_get(p, "more")));
+    CU_ASSERT_TRUE(page_bytes(p) <= PAGE_LIMIT);
+    CU_ASSERT_TRUE(page_bytes(p) + BIG_CONTENT > PAGE_LIMIT);
+    for (int i = 0; i < 6; i++)
+        CU_ASSERT_EQUAL(integer(json_array_get(list, (size_t)i), "id"), ids[11 - i]);
+    json_int_t last = integer(json_array_get(list, 5), "id");
+    json_decref(r);
+    /* Paging on with before_id gives the rest, and then no more. */
+    r = callf(th, a, "get_history", "{\"room\": \"general\", \"limit\": 50, \"before_id\": %lld}",
+              (long long)last);
+    p = expect_response(r, "get_history");
+    list = json_object_get(p, "messages");
+    CU_ASSERT_EQUAL_FATAL(json_array_size(list), 6);
+    CU_ASSERT_TRUE(json_is_false(json_object_get(p, "more")));
+    for (int i = 0; i < 6; i++)
+        CU_ASSERT_EQUAL(integer(json_array_get(list, (size_t)i), "id"), ids[5 - i]);
+    json_decref(r);
+    sm_testhost_free(th);
+}
+
+static void unread_page_stops_at_max_page_bytes(void)
+{
+    sm_testhost *th = start("messaging = { max_page_bytes = 65536; };\n");
+    sm_session_id a = user(th, "alice", 1), c = user(th, "carol", 3);
+    char *content = big_content();
+    json_int_t first = 0;
+    for (int i = 0; i < 10; i++) {
+        json_t *r = callf(th, a, "private_message",
+                          "{\"recipient\": \"carol\", \"content\": \"%s\", \"encrypted\": false}",
+                          content);
+        json_int_t id = integer(expect_response(r, "message_delivered"), "message_id");
+        if (i == 0)
+            first = id;
+        json_decref(r);
+    }
+    free(content);
+    sm_testhost_clear(th);
+    json_t *r = sm_testhost_call(th, c, "get_unread_messages", "{}");
+    json_t *p = expect_response(r, "unread_messages");
+    CU_ASSERT_TRUE(page_bytes(p) <= PAGE_LIMIT);
+    json_decref(r);
+    json_int_t last = unread_page(th, c, 0, 6, 1, first);
+    unread_page(th, c, last, 4, 0, first + 6);
+    sm_testhost_free(th);
+}
+
+static void max_page_bytes_out_of_range_is_refused(void)
+{
+    sm_testhost *th = NULL;
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_new("messaging = { max_page_bytes = 1000; };\n", &th),
+                          SM_OK);
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_exec(th, users_sql), SM_OK);
+    CU_ASSERT_NOT_EQUAL(sm_testhost_load(th, MESSAGING_SO, "messaging"), SM_OK);
+    sm_testhost_free(th);
+}
+
 static void get_history_checks_room_and_limit(void)
 {
     sm_testhost *th = start(NULL);
@@ -1349,6 +1443,9 @@ int main(void)
         SM_TEST(get_public_key_key_null_or_1009),
         SM_TEST(get_history_newest_first_with_paging),
         SM_TEST(get_history_checks_room_and_limit),
+        SM_TEST(get_history_page_stops_at_max_page_bytes),
+        SM_TEST(unread_page_stops_at_max_page_bytes),
+        SM_TEST(max_page_bytes_out_of_range_is_refused),
         SM_TEST(expires_at_must_be_future_and_within_limit),
         SM_TEST(expired_messages_vanish_then_are_purged_within_a_minute),
         SM_TEST(purge_works_in_batches),

@@ -23,6 +23,7 @@ static int init(void)
                                " max_message_bytes = 8192; handshake_timeout = 1;"
                                " allowed_origins = [\"https://chat.example\"]; };\n"
                                "limits = { send_queue_bytes = 65536; send_queue_messages = 16;"
+                               " send_timeout = 3;"
                                " commands_per_second = 1000; command_burst = 1000; };\n");
 }
 
@@ -429,6 +430,22 @@ static void deferred_commands_keep_their_order(void)
     sm_client_close(c, 1000);
 }
 
+/* Reads until the connection ends: 1 when it was closed (or dropped), 0
+ * when it still delivered after that many messages. */
+static int drained_to_close(sm_client *c)
+{
+    for (int i = 0; i < 4000; i++) {
+        sm_message *x = NULL;
+        int rc = sm_client_recv(c, 5000, &x);
+        sm_message_free(x);
+        if (rc == SM_CLIENT_CLOSED || rc == SM_CLIENT_IO)
+            return 1;
+        if (rc != SM_CLIENT_OK)
+            return 0;
+    }
+    return 0;
+}
+
 static void stopped_reader_is_cut_off_and_others_unaffected(void)
 {
     sm_client_options o;
@@ -437,44 +454,50 @@ static void stopped_reader_is_cut_off_and_others_unaffected(void)
     sm_client *slow = NULL, *other = NULL;
     CU_ASSERT_EQUAL_FATAL(harness_connect_opts(&srv, &o, &slow), SM_CLIENT_OK);
     CU_ASSERT_EQUAL_FATAL(harness_connect(&srv, &other), SM_CLIENT_OK);
-    /* Ask for far more than the 64 KiB queue and the socket buffers hold,
-     * without reading any of it. */
-    json_t *p = json_pack("{s:i}", "size", 60000);
-    for (int i = 0; i < 60; i++)
-        if (sm_client_send(slow, "big", p, NULL) != SM_CLIENT_OK)
-            break;
-    json_decref(p);
+    sm_message *m = harness_callf(slow, "topic", "{s:s, s:s}", "op", "join", "topic", "flood");
+    CU_ASSERT_STRING_EQUAL(m ? m->type : "", "response");
+    sm_message_free(m);
+    /* Events for far more than the 64 KiB queue and the socket buffers
+     * hold, which the slow one never reads. */
+    char body[5501]; /* within max_message_bytes (8192) once sealed */
+    memset(body, 'y', 5500);
+    body[5500] = '\0';
+    for (int i = 0; i < 400 && !harness_log_contains(&srv, "send queue over its bound"); i++) {
+        m = harness_callf(other, "topic", "{s:s, s:s, s:s}", "op", "publish", "topic", "flood",
+                          "body", body);
+        CU_ASSERT_STRING_EQUAL(m ? m->type : "", "response");
+        sm_message_free(m);
+    }
     CU_ASSERT_EQUAL(harness_wait_log(&srv, "send queue over its bound", 5000), 1);
     /* The other session still works. */
-    sm_message *m = harness_callf(other, "echo", "{s:s}", "still", "here");
+    m = harness_callf(other, "echo", "{s:s}", "still", "here");
     CU_ASSERT_PTR_NOT_NULL(m);
     CU_ASSERT_STRING_EQUAL(m ? m->type : "", "response");
     sm_message_free(m);
     /* The slow one was dropped: draining it ends in a closed connection. */
-    int closed = 0;
-    for (int i = 0; i < 2000 && !closed; i++) {
-        sm_message *x = NULL;
-        int rc = sm_client_recv(slow, 2000, &x);
-        sm_message_free(x);
-        if (rc == SM_CLIENT_CLOSED || rc == SM_CLIENT_IO)
-            closed = 1;
-        else if (rc != SM_CLIENT_OK)
-            break;
-    }
-    CU_ASSERT_TRUE(closed);
+    CU_ASSERT_TRUE(drained_to_close(slow));
     sm_client_free(slow);
     sm_client_close(other, 1000);
 }
 
-static void one_reply_larger_than_the_byte_bound_reaches_a_reader(void)
+static void reply_over_the_payload_limit_gets_1011(void)
 {
-    /* send_queue_bytes = 65536 here; a single 200 kB reply still goes out
-     * to a client that reads. */
+    /* send_queue_bytes = 65536 here: replies may have 16384 bytes. */
     sm_client *c = connect_default();
-    sm_message *m = harness_callf(c, "big", "{s:i}", "size", 200000);
+    sm_message *m = harness_callf(c, "big", "{s:i}", "size", 16384);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    CU_ASSERT_STRING_EQUAL(m->type, "error");
+    CU_ASSERT_EQUAL(harness_error_code(m), 1011);
+    const char *msg = json_string_value(json_object_get(m->payload, "message"));
+    const char *cmd = json_string_value(json_object_get(m->payload, "command"));
+    CU_ASSERT_STRING_EQUAL(msg ? msg : "", "reply too large");
+    CU_ASSERT_STRING_EQUAL(cmd ? cmd : "", "big");
+    sm_message_free(m);
+    m = harness_callf(c, "big", "{s:i}", "size", 16384 - 11); /* with {"data":""} */
     CU_ASSERT_PTR_NOT_NULL_FATAL(m);
     CU_ASSERT_STRING_EQUAL(m->type, "response");
-    CU_ASSERT_EQUAL(strlen(json_string_value(json_object_get(m->payload, "data"))), 200000);
+    const char *data = json_string_value(json_object_get(m->payload, "data"));
+    CU_ASSERT_EQUAL(data ? strlen(data) : 0, 16384 - 11);
     sm_message_free(m);
     sm_client_close(c, 1000);
 }
@@ -520,6 +543,70 @@ static void unmasked_client_frame_is_still_processed_known_gap(void)
     sm_message_free(m);
     CU_ASSERT_EQUAL(sm_client_close_code(c), -1);
     sm_client_close(c, 1000);
+}
+
+static void pipelining_reader_is_never_cut_off(void)
+{
+    /* 120 commands sent before reading a byte, their replies together 20
+     * times the 64 KiB bound: the server stops taking commands while the
+     * output is at half the bound and goes on as the client reads. */
+    enum { N = 120 };
+    sm_client *c = connect_default();
+    uint64_t nonces[N];
+    json_t *big = json_pack("{s:i}", "size", 16000);
+    for (int i = 0; i < N; i++)
+        CU_ASSERT_EQUAL_FATAL(sm_client_send(c, i % 3 == 2 ? "echo" : "big", i % 3 == 2 ? NULL : big,
+                                             &nonces[i]),
+                              SM_CLIENT_OK);
+    json_decref(big);
+    for (int i = 0; i < N; i++) {
+        sm_message *m = NULL;
+        int rc = sm_client_recv(c, 10000, &m);
+        CU_ASSERT_EQUAL_FATAL(rc, SM_CLIENT_OK);
+        char want[24];
+        snprintf(want, sizeof want, "%llu", (unsigned long long)nonces[i]);
+        CU_ASSERT_STRING_EQUAL(m->type, "response");
+        CU_ASSERT_STRING_EQUAL(m->reply_to ? m->reply_to : "", want);
+        CU_ASSERT_STRING_EQUAL(m->action, i % 3 == 2 ? "echo" : "big");
+        sm_message_free(m);
+    }
+    sm_message *m = harness_callf(c, "echo", NULL);
+    CU_ASSERT_STRING_EQUAL(m ? m->type : "", "response");
+    sm_message_free(m);
+    sm_client_close(c, 1000);
+}
+
+static void silent_reader_answering_pongs_is_cut_after_send_timeout(void)
+{
+    /* Its output stays under the byte bound (its own commands wait at half
+     * of it), it sends PONGs, but it reads nothing: after send_timeout
+     * (3 s here) with nothing taken by the socket it is closed. */
+    sm_client_options o;
+    memset(&o, 0, sizeof o);
+    o.rcvbuf = 4096;
+    sm_client *c = NULL;
+    CU_ASSERT_EQUAL_FATAL(harness_connect_opts(&srv, &o, &c), SM_CLIENT_OK);
+    /* 5 MB of replies: more than the kernel's socket buffers take (up to
+     * 4 MiB with autotuning), so output stays pending in the server. The
+     * commands themselves (60 KB) fit in the server's receive buffer
+     * while it does not read them. */
+    json_t *big = json_pack("{s:i}", "size", 16000);
+    for (int i = 0; i < 180; i++)
+        CU_ASSERT_EQUAL(sm_client_send(c, "big", big, NULL), SM_CLIENT_OK);
+    json_decref(big);
+    json_t *pong = json_pack("{s:f}", "timestamp", 1.0);
+    int cut = 0;
+    for (int i = 0; i < 120 && !cut; i++) {
+        if (sm_client_send(c, "PONG", pong, NULL) != SM_CLIENT_OK)
+            break;
+        struct timespec ts = {0, 250 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        cut = harness_log_contains(&srv, "no output taken for 3 s") == 1;
+    }
+    json_decref(pong);
+    CU_ASSERT_TRUE(cut);
+    CU_ASSERT_TRUE(drained_to_close(c));
+    sm_client_free(c);
 }
 
 static int http_get(int port, const char *path, char *out, size_t out_len)
@@ -621,9 +708,11 @@ int main(void)
         SM_TEST(handler_without_reply_gets_1005),
         SM_TEST(deferred_commands_keep_their_order),
         SM_TEST(stopped_reader_is_cut_off_and_others_unaffected),
-        SM_TEST(one_reply_larger_than_the_byte_bound_reaches_a_reader),
         SM_TEST(one_byte_close_body_is_answered_1002),
         SM_TEST(unmasked_client_frame_is_still_processed_known_gap),
+        SM_TEST(reply_over_the_payload_limit_gets_1011),
+        SM_TEST(pipelining_reader_is_never_cut_off),
+        SM_TEST(silent_reader_answering_pongs_is_cut_after_send_timeout),
         SM_TEST(healthz_answers_ok_on_the_same_port),
         SM_TEST(origin_not_allowed_is_refused_at_upgrade),
         SM_TEST(client_without_subprotocol_reaches_the_protocol),

@@ -278,6 +278,108 @@ static void session_attributes_set_replace_remove(void)
     session_destroy(s);
 }
 
+/* Fills the session's send queue (which the fake transport does not use)
+ * with `bytes` unsent bytes, as the real transport would hold them. */
+static void fill_output(struct session *s, size_t bytes)
+{
+    static char chunk[4096];
+    while (bytes > 0) {
+        size_t n = bytes < sizeof chunk ? bytes : sizeof chunk;
+        CU_ASSERT_EQUAL_FATAL(outqueue_push(&s->out, chunk, n, g_core.sc->send_queue_bytes,
+                                            g_core.sc->send_queue_messages, core_mono_now()),
+                              0);
+        bytes -= n;
+    }
+}
+
+static void dispatch_reply_over_payload_limit_becomes_1011(void)
+{
+    fake_reset();
+    struct session *s = fake_session();
+    size_t cap = session_payload_max();
+    CU_ASSERT_EQUAL(cap, g_core.sc->send_queue_bytes / 4);
+    char payload[64];
+    snprintf(payload, sizeof payload, "{\"size\":%zu}", cap); /* {"data":"..."} is larger */
+    run(s, "big", "9", payload);
+    CU_ASSERT_EQUAL_FATAL(fake_count, 1);
+    CU_ASSERT_STRING_EQUAL(fake_log[0].type, "error");
+    CU_ASSERT_STRING_EQUAL(fake_log[0].reply_to, "9");
+    CU_ASSERT_EQUAL(fake_code(0), 1011);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(fake_log[0].payload, "message")),
+                           "reply too large");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(fake_log[0].payload, "command")),
+                           "big");
+    CU_ASSERT_PTR_NULL(s->busy);
+    /* Just under the limit it goes out as is. */
+    snprintf(payload, sizeof payload, "{\"size\":%zu}", cap - 11); /* + {"data":""} */
+    run(s, "big", "10", payload);
+    CU_ASSERT_EQUAL_FATAL(fake_count, 2);
+    CU_ASSERT_STRING_EQUAL(fake_log[1].type, "response");
+    CU_ASSERT_EQUAL(strlen(json_string_value(json_object_get(fake_log[1].payload, "data"))),
+                    cap - 11);
+    session_destroy(s);
+}
+
+static void session_event_over_payload_limit_is_dropped(void)
+{
+    fake_reset();
+    struct session *s = fake_session();
+    size_t cap = session_payload_max();
+    char *text = malloc(cap + 2);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    memset(text, ' ', cap + 1);
+    text[0] = '{';
+    text[cap] = '}';
+    text[cap + 1] = '\0';
+    CU_ASSERT_EQUAL(session_deliver(s, "event", "huge", NULL, text, cap + 1), -1);
+    CU_ASSERT_EQUAL(fake_count, 0);
+    CU_ASSERT_EQUAL(fake_closed_code, 0);
+    CU_ASSERT_EQUAL(session_deliver(s, "event", "fits", NULL, text + 1, cap), 0);
+    CU_ASSERT_EQUAL(fake_count, 1);
+    free(text);
+    session_destroy(s);
+}
+
+static void held_events_count_with_unsent_output(void)
+{
+    fake_reset();
+    struct session *s = fake_session();
+    /* The event emit causes is held until emit's reply; with the queue all
+     * but full it takes the session past send_queue_bytes. */
+    fill_output(s, g_core.sc->send_queue_bytes - 16);
+    run(s, "emit", "1", "{}");
+    CU_ASSERT_EQUAL(fake_closed_code, 1008);
+    CU_ASSERT_EQUAL(s->state, SESSION_CLOSING);
+    session_destroy(s);
+}
+
+static void receive_waits_while_output_congested_and_resumes_after_drain(void)
+{
+    fake_reset();
+    struct session *s = fake_session();
+    size_t half = g_core.sc->send_queue_bytes / 2;
+    fill_output(s, half);
+    /* Not run: its reply would add to a queue already half full. */
+    receive_message(s, "{}", 2);
+    CU_ASSERT_EQUAL(fake_count, 0);
+    CU_ASSERT_EQUAL(s->input_count, 1);
+    CU_ASSERT_EQUAL(fake_paused, 1);
+    /* Still at the threshold: resuming runs nothing yet. */
+    receive_resume(s);
+    CU_ASSERT_EQUAL(s->input_count, 1);
+    CU_ASSERT_EQUAL(fake_paused, 1);
+    /* One frame written whole: below the threshold, the command runs (an
+     * unreadable envelope here: error 1004) and reading resumes. */
+    outqueue_sent(&s->out, 0, core_mono_now());
+    receive_resume(s);
+    CU_ASSERT_EQUAL(s->input_count, 0);
+    CU_ASSERT_EQUAL_FATAL(fake_count, 1);
+    CU_ASSERT_EQUAL(fake_code(0), 1004);
+    CU_ASSERT_EQUAL(fake_paused, 0);
+    CU_ASSERT_EQUAL(fake_closed_code, 0);
+    session_destroy(s);
+}
+
 int main(void)
 {
     static const sm_test_case cases[] = {
@@ -294,6 +396,10 @@ int main(void)
         SM_TEST(topic_publish_reaches_members_except_one),
         SM_TEST(session_users_are_case_insensitive_and_multi_device),
         SM_TEST(session_attributes_set_replace_remove),
+        SM_TEST(dispatch_reply_over_payload_limit_becomes_1011),
+        SM_TEST(session_event_over_payload_limit_is_dropped),
+        SM_TEST(held_events_count_with_unsent_output),
+        SM_TEST(receive_waits_while_output_congested_and_resumes_after_drain),
         SM_TEST_END,
     };
     return sm_test_run("dispatch", cases, setup, teardown);
