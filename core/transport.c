@@ -2,7 +2,9 @@
 
 #include <errno.h>
 #include <libwebsockets.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +42,14 @@ typedef struct pss {
 } pss;
 
 static struct lws_context *lws_ctx;
+/* The context as other threads see it: workers wake the loop through it,
+ * and so does the signal handler. It is published once the context is
+ * ready and withdrawn before the context is destroyed; wake_lock keeps a
+ * worker's lws_cancel_service from overlapping the destroy. The signal
+ * handler cannot take a lock, so SIGINT and SIGTERM are blocked while the
+ * context is withdrawn. */
+static _Atomic(struct lws_context *) wake_ctx;
+static pthread_mutex_t wake_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct lws_vhost *vhost;
 static lws_sorted_usec_list_t timer_sul;
 /* The listening socket (listener.c), watched by lws as a raw file on a
@@ -153,15 +163,39 @@ static void schedule_timers(void)
 void transport_wake(void *unused)
 {
     (void)unused;
-    if (lws_ctx)
-        lws_cancel_service(lws_ctx);
+    pthread_mutex_lock(&wake_lock);
+    struct lws_context *ctx = atomic_load(&wake_ctx);
+    if (ctx)
+        lws_cancel_service(ctx);
+    pthread_mutex_unlock(&wake_lock);
 }
 
 void transport_request_stop(void)
 {
     stop_requested = 1;
-    if (lws_ctx)
-        lws_cancel_service(lws_ctx);
+    struct lws_context *ctx = atomic_load(&wake_ctx);
+    if (ctx)
+        lws_cancel_service(ctx);
+}
+
+static void publish_context(void)
+{
+    atomic_store(&wake_ctx, lws_ctx);
+    /* Jobs that completed before the loop existed found nobody to wake. */
+    lws_cancel_service(lws_ctx);
+}
+
+static void withdraw_context(void)
+{
+    sigset_t stop_signals, old;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, &old);
+    pthread_mutex_lock(&wake_lock);
+    atomic_store(&wake_ctx, NULL);
+    pthread_mutex_unlock(&wake_lock);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 /* ---- HTTP: /healthz ---------------------------------------------------- */
@@ -565,6 +599,7 @@ int transport_start(const server_config *sc, int *port_out)
     LOG_INFO("listening on %s (%s)", where, tls ? "wss" : "ws");
     *port_out = port;
     schedule_timers();
+    publish_context();
     return 0;
 fail:
     if (!acceptor && listen_fd >= 0)
@@ -606,6 +641,7 @@ void transport_stop(void)
     if (!lws_ctx)
         return;
     g_core.shutting_down = 2;
+    withdraw_context();
     lws_sul_cancel(&timer_sul);
     lws_sul_cancel(&accept_pause_sul);
     lws_context_destroy(lws_ctx);
