@@ -12,11 +12,12 @@
 #include "harness.h"
 #include "sm_test.h"
 
-/* Runs the server binary with args, returns its exit status and output. */
+/* Runs the server binary with args, returns its exit status and output.
+ * Under a timeout: a server that wrongly starts must not hang the suite. */
 static int run_server(const char *args, char *out, size_t out_len)
 {
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", SM_SERVER_PATH, args);
+    snprintf(cmd, sizeof cmd, "timeout 20 '%s' %s 2>&1", SM_SERVER_PATH, args);
     FILE *p = popen(cmd, "r");
     if (!p)
         return -1;
@@ -185,17 +186,10 @@ static void relative_paths_start_at_the_config_directory(void)
  * start); returns its exit status and output. */
 static int run_on_config_of(const harness_server *s, char *out, size_t len)
 {
-    char conf[512], cmd[1400];
+    char conf[512], args[700];
     harness_path(s, "server.conf", conf, sizeof conf);
-    /* timeout: a server that wrongly starts must not hang the suite. */
-    snprintf(cmd, sizeof cmd, "timeout 20 '%s' -c '%s' -p 0 2>&1", SM_SERVER_PATH, conf);
-    FILE *p = popen(cmd, "r");
-    if (!p)
-        return -1;
-    size_t got = fread(out, 1, len - 1, p);
-    out[got] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    snprintf(args, sizeof args, "-c '%s' -p 0", conf);
+    return run_server(args, out, len);
 }
 
 /* Clients pinned the key the database was used with: a lost key file must
