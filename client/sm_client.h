@@ -60,6 +60,8 @@ typedef struct sm_client_options {
     int auto_pong;          /* answer PING events with PONG {timestamp}, default 0 */
     int rcvbuf;             /* SO_RCVBUF in bytes (slow-reader tests), 0 = default */
     const char *subprotocol;/* offer this instead of "safemessenger.v1" (NULL = default) */
+    const char *source_address; /* local IP literal to connect from (e.g. "127.0.0.2" to
+                               test per-address limits over loopback), NULL = any */
 } sm_client_options;
 
 /* A message from the server, decrypted and verified. */

@@ -190,6 +190,37 @@ fail_io:
 
 /* ---- connect ------------------------------------------------------------ */
 
+/* Binds fd to the given local address, in the family of the remote one. */
+static int bind_source(int fd, int family, const char *source, char *reason, size_t reason_len)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    socklen_t len = 0;
+    if (family == AF_INET) {
+        struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+        sin->sin_family = AF_INET;
+        len = sizeof *sin;
+        if (inet_pton(AF_INET, source, &sin->sin_addr) != 1)
+            len = 0;
+    } else if (family == AF_INET6) {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+        sin6->sin6_family = AF_INET6;
+        len = sizeof *sin6;
+        if (inet_pton(AF_INET6, source, &sin6->sin6_addr) != 1)
+            len = 0;
+    }
+    if (len == 0) {
+        snprintf(reason, reason_len, "source address %s does not fit the server's family",
+                 source);
+        return -1;
+    }
+    if (bind(fd, (struct sockaddr *)&ss, len) != 0) {
+        snprintf(reason, reason_len, "bind to %s: %s", source, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 static int tcp_connect(const ws_url *url, const ws_options *opt, uint64_t deadline,
                        int *out_fd, char *err, size_t err_len)
 {
@@ -216,6 +247,11 @@ static int tcp_connect(const ws_url *url, const ws_options *opt, uint64_t deadli
             (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &opt->rcvbuf, sizeof opt->rcvbuf);
         int one = 1;
         (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (opt->source_address &&
+            bind_source(fd, ai->ai_family, opt->source_address, reason, sizeof reason) != 0) {
+            close(fd);
+            continue;
+        }
         if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
             *out_fd = fd;
             rc = SM_CLIENT_OK;

@@ -79,6 +79,7 @@ typedef struct ws_options {
     const char *ca_file;        /* NULL = system default verify paths */
     int insecure;               /* no certificate verification */
     int rcvbuf;                 /* SO_RCVBUF, 0 = system default */
+    const char *source_address; /* local IP literal to bind before connect, NULL = any */
 } ws_options;
 
 typedef struct ws_conn ws_conn;

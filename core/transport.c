@@ -11,6 +11,7 @@
 #include "envelope.h"
 #include "handshake.h"
 #include "log.h"
+#include "peers.h"
 #include "receive.h"
 #include "session.h"
 
@@ -20,6 +21,12 @@
 /* How long a closing session may take to flush before it is dropped. */
 #define CLOSE_FLUSH_SECONDS 5
 #define SHUTDOWN_GRACE_SECONDS 3.0
+/* Quiet addresses are forgotten this often; the table's bound is
+ * max_sessions plus this many addresses without sessions. */
+#define PEERS_SWEEP_SECONDS 30.0
+#define PEERS_SPARE 4096
+/* RFC 6585; lws 4.1 names no constant for it. */
+#define HTTP_STATUS_TOO_MANY_REQUESTS 429
 
 _Static_assert(OUTQUEUE_HEADROOM >= LWS_PRE, "outqueue headroom must cover LWS_PRE");
 
@@ -31,6 +38,7 @@ typedef struct pss {
 static struct lws_context *lws_ctx;
 static struct lws_vhost *vhost;
 static lws_sorted_usec_list_t timer_sul;
+static sm_timer *peers_timer;
 static volatile sig_atomic_t stop_requested;
 
 static void schedule_timers(void);
@@ -264,41 +272,77 @@ static int on_writeable(struct lws *wsi, session *s)
     return 0;
 }
 
+/* The peer's address as sessions, plugins and logs see it. */
+static const char *peer_address(struct lws *wsi, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    lws_get_peer_simple(wsi, buf, len);
+    /* An IPv4 peer on a dual-stack socket shows as ::ffff:a.b.c.d; plugins
+     * and logs see the plain IPv4 form. */
+    return strncmp(buf, "::ffff:", 7) == 0 && strchr(buf + 7, '.') ? buf + 7 : buf;
+}
+
+/* Whether the upgrade may go on; otherwise answers it with an HTTP error. */
+static int admit_connection(struct lws *wsi)
+{
+    if (!origin_allowed(wsi)) {
+        lws_return_http_status(wsi, HTTP_STATUS_FORBIDDEN, "origin not allowed");
+        return 0;
+    }
+    if (g_core.shutting_down || g_core.n_sessions >= (size_t)g_core.sc->max_sessions) {
+        if (!g_core.shutting_down)
+            LOG_WARN("refused a connection: max_sessions (%d) reached",
+                     g_core.sc->max_sessions);
+        lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "try again later");
+        return 0;
+    }
+    char buf[64];
+    const char *addr = peer_address(wsi, buf, sizeof buf);
+    size_t refused = 0;
+    if (g_core.peers && !peers_admit(g_core.peers, addr, core_mono_now(), &refused)) {
+        /* 429, not 503: the server has room, this address has used its
+         * share. One line per address per minute, so a flood cannot fill
+         * the log. */
+        if (refused)
+            LOG_WARN("refused %zu connection(s) from %s: max_sessions_per_address (%d) reached",
+                     refused, addr, g_core.sc->max_sessions_per_address);
+        lws_return_http_status(wsi, HTTP_STATUS_TOO_MANY_REQUESTS, "too many connections");
+        return 0;
+    }
+    return 1;
+}
+
+static int on_established(struct lws *wsi, pss *p)
+{
+    char buf[64];
+    const char *addr = peer_address(wsi, buf, sizeof buf);
+    if (g_core.peers && peers_session_opened(g_core.peers, addr, core_mono_now()) != 0) {
+        LOG_WARN("refused a connection from %s: out of memory for its address", addr);
+        return -1;
+    }
+    session *s = session_new(wsi, addr);
+    if (s)
+        p->s = s;
+    if (!s || handshake_start(s) != 0 || session_start_login_deadline(s) != 0) {
+        /* CLOSED does not follow a refused ESTABLISHED: uncount here. */
+        p->s = NULL;
+        session_destroy(s);
+        if (g_core.peers)
+            peers_session_closed(g_core.peers, addr, core_mono_now());
+        return -1;
+    }
+    return 0;
+}
+
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                     size_t len)
 {
     pss *p = user;
     switch (reason) {
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-        if (!origin_allowed(wsi)) {
-            lws_return_http_status(wsi, HTTP_STATUS_FORBIDDEN, "origin not allowed");
-            return 1;
-        }
-        if (g_core.shutting_down || g_core.n_sessions >= (size_t)g_core.sc->max_sessions) {
-            if (!g_core.shutting_down)
-                LOG_WARN("refused a connection: max_sessions (%d) reached",
-                         g_core.sc->max_sessions);
-            lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "try again later");
-            return 1;
-        }
-        return 0;
-    case LWS_CALLBACK_ESTABLISHED: {
-        char addr[64] = "";
-        lws_get_peer_simple(wsi, addr, sizeof addr);
-        /* An IPv4 peer on a dual-stack socket shows as ::ffff:a.b.c.d; plugins
-         * and logs see the plain IPv4 form. */
-        const char *peer = strncmp(addr, "::ffff:", 7) == 0 && strchr(addr + 7, '.') ? addr + 7 : addr;
-        session *s = session_new(wsi, peer);
-        if (!s)
-            return -1;
-        p->s = s;
-        if (handshake_start(s) != 0) {
-            p->s = NULL;
-            session_destroy(s);
-            return -1;
-        }
-        return 0;
-    }
+        return admit_connection(wsi) ? 0 : 1;
+    case LWS_CALLBACK_ESTABLISHED:
+        return on_established(wsi, p);
     case LWS_CALLBACK_RECEIVE:
         if (!p || !p->s)
             return -1;
@@ -313,6 +357,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             p->s = NULL;
             s->state = SESSION_CLOSING;
             s->io = NULL;
+            if (g_core.peers)
+                peers_session_closed(g_core.peers, s->address, core_mono_now());
             session_destroy(s);
         }
         return 0;
@@ -348,9 +394,34 @@ static void lws_log_bridge(int level, const char *line)
     log_msg(level == LLL_ERR ? SM_LOG_ERROR : SM_LOG_WARNING, "lws", "%.*s", (int)n, line);
 }
 
+static void peers_sweep_cb(sm_timer *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+    peers_sweep(g_core.peers, core_mono_now());
+}
+
+static int peers_start(const server_config *sc)
+{
+    g_core.peers = peers_new((size_t)sc->max_sessions + PEERS_SPARE, sc->max_sessions_per_address,
+                             sc->handshakes_per_address);
+    if (g_core.peers)
+        peers_timer = timers_start(g_core.timers, core_mono_now(), PEERS_SWEEP_SECONDS,
+                                   PEERS_SWEEP_SECONDS, peers_sweep_cb, NULL, NULL);
+    if (!g_core.peers || !peers_timer) {
+        LOG_ERROR("out of memory for the per-address limits");
+        peers_free(g_core.peers);
+        g_core.peers = NULL;
+        return -1;
+    }
+    return 0;
+}
+
 int transport_start(const server_config *sc, int *port_out)
 {
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_bridge);
+    if (peers_start(sc) != 0)
+        return -1;
     g_core.transport = &lws_transport;
     g_core.timers_changed = schedule_timers;
 
@@ -364,6 +435,7 @@ int transport_start(const server_config *sc, int *port_out)
     lws_ctx = lws_create_context(&info);
     if (!lws_ctx) {
         LOG_ERROR("cannot create the libwebsockets context");
+        transport_stop();
         return -1;
     }
 
@@ -395,8 +467,7 @@ int transport_start(const server_config *sc, int *port_out)
     if (!vhost) {
         LOG_ERROR("cannot listen on %s port %d%s", bind ? bind : "*", sc->port,
                   tls ? " (check the TLS certificate and key)" : "");
-        lws_context_destroy(lws_ctx);
-        lws_ctx = NULL;
+        transport_stop();
         return -1;
     }
     int port = lws_get_vhost_listen_port(vhost);
@@ -431,11 +502,17 @@ void transport_run(void)
 
 void transport_stop(void)
 {
-    if (!lws_ctx)
-        return;
-    g_core.shutting_down = 2;
-    lws_sul_cancel(&timer_sul);
-    lws_context_destroy(lws_ctx);
-    lws_ctx = NULL;
-    vhost = NULL;
+    if (lws_ctx) {
+        g_core.shutting_down = 2;
+        lws_sul_cancel(&timer_sul);
+        lws_context_destroy(lws_ctx);
+        lws_ctx = NULL;
+        vhost = NULL;
+    }
+    if (peers_timer) {
+        timers_stop(g_core.timers, peers_timer);
+        peers_timer = NULL;
+    }
+    peers_free(g_core.peers);
+    g_core.peers = NULL;
 }
