@@ -1,6 +1,5 @@
 #include "handshake.h"
 
-#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,7 +160,7 @@ static int handshake_admit(struct session *s, const char *nonce)
     if (refused)
         LOG_WARN("refused %zu key_exchange(s) from %s: handshakes_per_address (%d per minute) "
                  "reached", refused, s->address, g_core.sc->handshakes_per_address);
-    json_t *extra = json_pack("{s:f}", "retry_after", ceil(retry_after * 1000.0) / 1000.0);
+    json_t *extra = json_pack("{s:f}", "retry_after", retry_after);
     dispatch_send_error(s, nonce, "key_exchange", SM_ERR_RATE_LIMITED, "rate limited", extra);
     json_decref(extra);
     g_core.transport->close(s, 1008, "rate limited");

@@ -3,14 +3,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bucket.h"
 #include "hashmap.h"
 
 typedef struct peer {
     size_t sessions;
-    /* Handshake budget as a debt: attempts used, paid back at
-     * handshakes_per_minute / 60 per second; zero is a full budget. */
-    double hs_debt;
-    double hs_at;
+    bucket handshakes; /* refilled at handshakes_per_minute / 60 a second */
     /* Refusals (connections and handshakes) not yet in a log line. */
     size_t refused;
     double logged_at;
@@ -54,16 +52,12 @@ static peer *find(const peers *p, const char *addr)
     return hashmap_get(p->map, addr, strlen(addr));
 }
 
-/* The debt left at now: what was used, less what the time since paid back. */
-static double debt_at(const peers *p, const peer *e, double now)
+/* No sessions, a whole handshake budget and no refusal logged within the
+ * interval: forgetting the address changes nothing. */
+static int quiet(const peers *p, peer *e, double now)
 {
-    double debt = e->hs_debt - (now - e->hs_at) * p->hs_rate;
-    return debt > 0 ? debt : 0;
-}
-
-static int quiet(const peers *p, const peer *e, double now)
-{
-    return e->sessions == 0 && debt_at(p, e, now) == 0 &&
+    return e->sessions == 0 &&
+           bucket_wait(&e->handshakes, p->hs_rate, p->hs_burst, p->hs_burst, now) == 0 &&
            (!e->logged || now - e->logged_at >= PEERS_LOG_INTERVAL);
 }
 
@@ -122,7 +116,7 @@ static peer *find_or_add(peers *p, const char *addr, double now)
         free(e);
         return NULL;
     }
-    e->hs_at = now;
+    bucket_init(&e->handshakes, p->hs_burst, now);
     return e;
 }
 
@@ -155,17 +149,15 @@ int peers_handshake_take(peers *p, const char *addr, double now, double *retry_a
     if (!e) {
         /* No room to remember it: refuse rather than give an unmetered
          * handshake. */
-        *retry_after = 1.0 / p->hs_rate;
+        *retry_after = bucket_retry_after(1.0 / p->hs_rate);
         return 0;
     }
-    double debt = debt_at(p, e, now);
-    e->hs_at = now;
-    if (debt + 1.0 <= p->hs_burst) {
-        e->hs_debt = debt + 1.0;
+    double wait = bucket_wait(&e->handshakes, p->hs_rate, p->hs_burst, 1.0, now);
+    if (wait == 0) {
+        bucket_take(&e->handshakes, 1.0);
         return 1;
     }
-    e->hs_debt = debt;
-    *retry_after = (debt + 1.0 - p->hs_burst) / p->hs_rate;
+    *retry_after = bucket_retry_after(wait);
     *log_refused = refusal(e, now);
     return 0;
 }

@@ -36,7 +36,8 @@ void peers_session_closed(peers *p, const char *addr, double now);
 
 /* Takes one key_exchange attempt from addr's budget: 1 taken; 0 when the
  * budget is spent, with *retry_after the seconds until one attempt is
- * available again and *log_refused as for peers_admit. */
+ * available again (rounded up to the millisecond) and *log_refused as for
+ * peers_admit. */
 int peers_handshake_take(peers *p, const char *addr, double now, double *retry_after,
                          size_t *log_refused);
 

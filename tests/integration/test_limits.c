@@ -80,6 +80,28 @@ static double retry_after(const sm_message *m)
     return json_is_number(ra) ? json_number_value(ra) : -1;
 }
 
+static sm_client *connected(const char *label)
+{
+    sm_client *c = NULL;
+    if (harness_connect(&srv, &c) != SM_CLIENT_OK)
+        fprintf(stderr, "%s: no connection\n", label);
+    return c;
+}
+
+/* A new connection with a newly registered user, in room general. */
+static sm_client *registered(const char *name)
+{
+    sm_client *c = connected(name);
+    if (!c)
+        return NULL;
+    sm_message *m =
+        harness_callf(c, "register", "{s:s, s:s}", "username", name, "password", PASSWORD);
+    CU_ASSERT_STRING_EQUAL(m ? m->action : "", "registration_success");
+    CU_ASSERT_STRING_EQUAL(m ? jstr(m->payload, "assigned_room") : "", "general");
+    sm_message_free(m);
+    return c;
+}
+
 /* ---- max_sessions_per_address --------------------------------------------- */
 
 static void connection_beyond_max_sessions_per_address_gets_429(void)
@@ -124,27 +146,15 @@ static void connection_beyond_max_sessions_per_address_gets_429(void)
 
 /* ---- login_deadline ------------------------------------------------------- */
 
-static sm_client *connected(const char *label)
-{
-    sm_client *c = NULL;
-    if (harness_connect(&srv, &c) != SM_CLIENT_OK)
-        fprintf(stderr, "%s: no connection\n", label);
-    return c;
-}
-
 static void session_without_login_is_closed_1008_at_login_deadline(void)
 {
     start(PLUGINS "limits = { login_deadline = 1; };\n");
     sm_client *idle = connected("idle");
-    sm_client *user = connected("user");
+    sm_client *user = registered("deadline_u");
     CU_ASSERT_PTR_NOT_NULL_FATAL(idle);
     CU_ASSERT_PTR_NOT_NULL_FATAL(user);
-    sm_message *m = harness_callf(user, "register", "{s:s, s:s}", "username", "deadline_u",
-                                  "password", PASSWORD);
-    CU_ASSERT_STRING_EQUAL(m ? m->action : "", "registration_success");
-    sm_message_free(m);
     /* The deadline was met by the first login; a logout does not restart it. */
-    m = harness_callf(user, "logout", NULL);
+    sm_message *m = harness_callf(user, "logout", NULL);
     CU_ASSERT_STRING_EQUAL(m ? m->action : "", "logout");
     sm_message_free(m);
     CU_ASSERT_EQUAL(harness_wait_closed(idle, WAIT_MS), 1008);
@@ -305,19 +315,6 @@ static void big_messages_beyond_bytes_per_second_get_1008_with_retry_after(void)
 }
 
 /* ---- room fan-out budget -------------------------------------------------- */
-
-static sm_client *registered(const char *name)
-{
-    sm_client *c = connected(name);
-    if (!c)
-        return NULL;
-    sm_message *m =
-        harness_callf(c, "register", "{s:s, s:s}", "username", name, "password", PASSWORD);
-    CU_ASSERT_STRING_EQUAL(m ? m->action : "", "registration_success");
-    CU_ASSERT_STRING_EQUAL(m ? jstr(m->payload, "assigned_room") : "", "general");
-    sm_message_free(m);
-    return c;
-}
 
 static int history_has(sm_client *c, const char *content)
 {
