@@ -420,6 +420,14 @@ static const core_key core_keys[] = {
     {"limits", "send_timeout", parse_int, 1, 3600, AT(send_timeout)},
     {"limits", "max_sessions", parse_int, 1, 1000000, AT(max_sessions)},
     {"limits", "handshake_queue", parse_size, 1, 10000, AT(handshake_queue)},
+    {"limits", "max_sessions_per_address", parse_int, 1, 1000000, AT(max_sessions_per_address)},
+    {"limits", "handshakes_per_address", parse_int, 1, 1000000, AT(handshakes_per_address)},
+    {"limits", "login_deadline", parse_int, 0, 86400, AT(login_deadline)},
+    {"limits", "bytes_per_second", parse_rate, 0, 1073741824, AT(bytes_per_second)},
+    {"limits", "bytes_burst", parse_size, 4096, 1073741824, AT(bytes_burst)},
+    {"limits", "room_fanout_bytes_per_second", parse_rate, 0, 1073741824,
+     AT(room_fanout_bytes_per_second)},
+    {"limits", "room_fanout_burst", parse_size, 4096, 1073741824, AT(room_fanout_burst)},
     {"log", "level", parse_log_level, 0, 0, AT(log_level)},
 };
 
@@ -445,6 +453,13 @@ static void set_defaults(server_config *srv)
     srv->send_timeout = 30;
     srv->max_sessions = 19000;
     srv->handshake_queue = 256;
+    srv->max_sessions_per_address = 64;
+    srv->handshakes_per_address = 60;
+    srv->login_deadline = 60;
+    srv->bytes_per_second = 65536;
+    srv->bytes_burst = 0; /* resolved by check_limits */
+    srv->room_fanout_bytes_per_second = 8388608;
+    srv->room_fanout_burst = 33554432;
     srv->log_level = SM_LOG_INFO;
 }
 
@@ -532,6 +547,27 @@ static int check_tree(config *cfg)
         }
     }
     return rc;
+}
+
+/* Checks between keys, after each key passed its own. A session's byte
+ * bucket must hold one largest message, or that message could never pass;
+ * left unset, the burst is sized to allow that. */
+#define DEFAULT_BYTES_BURST 262144
+
+static int check_limits(config *cfg)
+{
+    server_config *srv = &cfg->server;
+    if (srv->bytes_burst == 0) {
+        srv->bytes_burst = srv->max_message_bytes > DEFAULT_BYTES_BURST ? srv->max_message_bytes
+                                                                         : DEFAULT_BYTES_BURST;
+        return 0;
+    }
+    if (srv->bytes_burst >= srv->max_message_bytes)
+        return 0;
+    report(cfg, SM_LOG_ERROR, config_lookup(&cfg->lc, "limits.bytes_burst"),
+           "limits.bytes_burst (%zu) must be at least server.max_message_bytes (%zu)",
+           srv->bytes_burst, srv->max_message_bytes);
+    return -1;
 }
 
 static int read_file(config *cfg)
@@ -670,6 +706,8 @@ int config_load(const char *path, config **out)
             resolve_paths(cfg) != 0)
             goto fail;
     }
+    if (check_limits(cfg) != 0)
+        goto fail;
     *out = cfg;
     return 0;
 fail:

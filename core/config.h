@@ -41,6 +41,13 @@ typedef struct server_config {
     int send_timeout;               /* 30 seconds (1..3600) without output taken: closed */
     int max_sessions;               /* 19000 */
     size_t handshake_queue;         /* 256 RSA jobs waiting (1..10000) */
+    int max_sessions_per_address;   /* 64 open connections per peer address */
+    int handshakes_per_address;     /* 60 key_exchange attempts per address per minute */
+    int login_deadline;             /* 60 seconds from open to first login; 0 = off */
+    double bytes_per_second;        /* 65536 received bytes per session */
+    size_t bytes_burst;             /* 0 = max(262144, max_message_bytes) */
+    double room_fanout_bytes_per_second; /* 8 MiB: payload bytes x members, per topic */
+    size_t room_fanout_burst;       /* 32 MiB */
     /* log */
     sm_log_level log_level;         /* info */
 } server_config;

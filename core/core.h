@@ -15,6 +15,7 @@
 #include "timers.h"
 #include "workers.h"
 
+struct peers;
 struct session;
 struct sm_plugin;
 
@@ -69,6 +70,7 @@ struct core {
 
     uint64_t next_session_id;
     size_t n_sessions;
+    struct peers *peers; /* per-address limits; the transport's, NULL under the test host */
     int shutting_down;
 
     /* Clocks: wall time for timestamps, monotonic for timers. The test host

@@ -1,10 +1,10 @@
 #include "dispatch.h"
 
-#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "bucket.h"
 #include "core.h"
 #include "log.h"
 #include "plugin_loader.h"
@@ -97,22 +97,25 @@ int dispatch_send_error(struct session *s, const char *reply_to, const char *com
     return rc == 0 ? SM_OK : SM_ERROR;
 }
 
-/* Token bucket: refills at commands_per_second up to command_burst. */
-static int rate_take(struct session *s, double *retry_after)
+/* limits: a command takes one token of the command bucket and its bytes
+ * (as received) from the byte bucket. It passes only if both have enough,
+ * and a refused command takes from neither. */
+static int rate_take(struct session *s, size_t bytes, double *retry_after)
 {
-    double rate = g_core.sc ? g_core.sc->commands_per_second : 20.0;
-    double burst = g_core.sc ? (double)g_core.sc->command_burst : 40.0;
+    const server_config *sc = g_core.sc;
     double now = core_mono_now();
-    s->tokens += (now - s->tokens_at) * rate;
-    if (s->tokens > burst)
-        s->tokens = burst;
-    s->tokens_at = now;
-    if (s->tokens >= 1.0) {
-        s->tokens -= 1.0;
-        return 1;
+    double burst = (double)sc->command_burst, byte_burst = (double)sc->bytes_burst;
+    double wait = bucket_wait(&s->commands, sc->commands_per_second, burst, 1.0, now);
+    double byte_wait = bucket_wait(&s->bytes, sc->bytes_per_second, byte_burst, (double)bytes, now);
+    if (byte_wait > wait)
+        wait = byte_wait;
+    if (wait > 0) {
+        *retry_after = bucket_retry_after(wait);
+        return 0;
     }
-    *retry_after = ceil((1.0 - s->tokens) / rate * 1000.0) / 1000.0;
-    return 0;
+    bucket_take(&s->commands, 1.0);
+    bucket_take(&s->bytes, (double)bytes);
+    return 1;
 }
 
 static void ctx_free(sm_ctx *ctx)
@@ -240,7 +243,7 @@ int dispatch_defer(sm_ctx *ctx)
 }
 
 void dispatch_command(struct session *s, const char *action, const char *nonce,
-                      const json_t *payload)
+                      const json_t *payload, size_t bytes)
 {
     dispatch_entry *e = hashmap_get(g_core.actions, action, strlen(action));
     if (!e) {
@@ -255,7 +258,7 @@ void dispatch_command(struct session *s, const char *action, const char *nonce,
         return;
     }
     double retry_after = 0;
-    if (!(flags & SM_ACTION_NO_RATE_LIMIT) && !rate_take(s, &retry_after)) {
+    if (!(flags & SM_ACTION_NO_RATE_LIMIT) && !rate_take(s, bytes, &retry_after)) {
         if (!silent) {
             json_t *extra = json_pack("{s:f}", "retry_after", retry_after);
             dispatch_send_error(s, nonce, action, SM_ERR_RATE_LIMITED, "rate limited", extra);

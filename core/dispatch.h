@@ -1,6 +1,7 @@
 /* Dispatch: the action table (action name -> plugin handler, flags,
  * schema), the checks of PROTOCOL.md section 5 in their order (unknown
- * action 1003, login 1002, rate limit 1008, payload 1004), the request
+ * action 1003, login 1002, rate limit 1008 of commands and of bytes,
+ * payload 1004), the request
  * context, and the one-reply-per-command rule. */
 #ifndef SM_CORE_DISPATCH_H
 #define SM_CORE_DISPATCH_H
@@ -32,9 +33,10 @@ void dispatch_clear(void);
 /* Removes every action of a plugin (its init failed). */
 void dispatch_remove_owner(struct sm_plugin *p);
 
-/* Runs one authenticated, decrypted command. */
+/* Runs one authenticated, decrypted command; bytes is its size as
+ * received, charged to limits.bytes_per_second. */
 void dispatch_command(struct session *s, const char *action, const char *nonce,
-                      const json_t *payload);
+                      const json_t *payload, size_t bytes);
 
 /* Sends an error reply ({code, message, command} plus extra's fields). */
 int dispatch_send_error(struct session *s, const char *reply_to, const char *command,

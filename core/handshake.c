@@ -9,6 +9,7 @@
 #include "dispatch.h"
 #include "envelope.h"
 #include "log.h"
+#include "peers.h"
 #include "receive.h"
 #include "session.h"
 
@@ -186,6 +187,26 @@ static const char *string_field(const json_t *obj, const char *key)
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
+/* limits.handshakes_per_address, checked before any field so that a
+ * refused attempt costs no RSA work: error 1008 with retry_after, sent
+ * unencrypted like every handshake error, then close 1008. */
+static int handshake_admit(struct session *s, const char *nonce)
+{
+    double retry_after = 0;
+    size_t refused = 0;
+    if (!g_core.peers ||
+        peers_handshake_take(g_core.peers, s->address, core_mono_now(), &retry_after, &refused))
+        return 1;
+    if (refused)
+        LOG_WARN("refused %zu key_exchange(s) from %s: handshakes_per_address (%d per minute) "
+                 "reached", refused, s->address, g_core.sc->handshakes_per_address);
+    json_t *extra = json_pack("{s:f}", "retry_after", retry_after);
+    dispatch_send_error(s, nonce, "key_exchange", SM_ERR_RATE_LIMITED, "rate limited", extra);
+    json_decref(extra);
+    g_core.transport->close(s, 1008, "rate limited");
+    return 0;
+}
+
 void handshake_receive(struct session *s, const char *text, size_t len)
 {
     envelope_in in;
@@ -199,6 +220,8 @@ void handshake_receive(struct session *s, const char *text, size_t len)
         why = "the first message must be the key_exchange command";
         goto reject;
     }
+    if (!handshake_admit(s, in.nonce))
+        goto fail;
     const char *cipher = string_field(in.payload, "cipher");
     const char *ek = string_field(in.payload, "encrypted_key");
     const char *cn = string_field(in.payload, "client_nonce");

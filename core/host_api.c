@@ -255,6 +255,13 @@ static int h_topic_publish(const char *topic, const char *action, const json_t *
     return topic_publish(topic, action, payload, except);
 }
 
+static int h_topic_fanout_take(const char *topic, size_t payload_bytes, double *retry_after)
+{
+    if (!topic)
+        return SM_EINVAL;
+    return topic_fanout_take(topic, payload_bytes, retry_after);
+}
+
 /* ---- time, timers, workers ---- */
 
 static sm_timer *h_timer_start(sm_plugin *self, double after, double repeat, sm_timer_fn fn,
@@ -417,6 +424,7 @@ static const sm_host host_table = {
     .db_changes = h_db_changes,
     .register_policy = h_register_policy,
     .policy_check = h_policy_check,
+    .topic_fanout_take = h_topic_fanout_take,
 };
 
 const sm_host *host_api_table(void) { return &host_table; }

@@ -84,7 +84,7 @@ static void process_open(struct session *s, const char *text, size_t len)
         dispatch_send_error(s, in.nonce, in.action, SM_ERR_INVALID_COMMAND,
                             "the handshake is already complete", NULL);
     else
-        dispatch_command(s, in.action, in.nonce, payload);
+        dispatch_command(s, in.action, in.nonce, payload, len);
 done:
     json_decref(payload);
     envelope_in_clear(&in);

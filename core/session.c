@@ -1,5 +1,6 @@
 #include "session.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,8 +43,8 @@ session *session_new(void *io, const char *address)
     s->io = io;
     s->state = SESSION_HANDSHAKE;
     snprintf(s->address, sizeof s->address, "%s", address ? address : "");
-    s->tokens = g_core.sc ? (double)g_core.sc->command_burst : 40.0;
-    s->tokens_at = core_mono_now();
+    bucket_init(&s->commands, (double)g_core.sc->command_burst, core_mono_now());
+    bucket_init(&s->bytes, (double)g_core.sc->bytes_burst, core_mono_now());
     if (hashmap_put_u64(g_core.sessions, s->id, s) != 0) {
         free(s);
         return NULL;
@@ -161,6 +162,32 @@ int session_logout(session *s)
     return SM_OK;
 }
 
+static void login_deadline_cb(sm_timer *t, void *arg)
+{
+    (void)t;
+    session *s = session_find((sm_session_id)(uintptr_t)arg);
+    if (!s)
+        return;
+    s->login_timer = NULL; /* one-shot: freed by the timer module */
+    LOG_INFO("session %llu (%s): no login within %d s; closing", (unsigned long long)s->id,
+             s->address, g_core.sc->login_deadline);
+    g_core.transport->close(s, 1008, "login deadline");
+}
+
+int session_start_login_deadline(session *s)
+{
+    int seconds = g_core.sc ? g_core.sc->login_deadline : 0;
+    if (seconds <= 0)
+        return SM_OK;
+    s->login_timer = timers_start(g_core.timers, core_mono_now(), seconds, 0, login_deadline_cb,
+                                  (void *)(uintptr_t)s->id, NULL);
+    if (!s->login_timer)
+        return SM_ENOMEM;
+    if (g_core.timers_changed)
+        g_core.timers_changed();
+    return SM_OK;
+}
+
 int session_login(session *s, const char *username, int64_t user_id)
 {
     if (!username || !*username || strlen(username) > SESSION_USERNAME_MAX)
@@ -178,6 +205,10 @@ int session_login(session *s, const char *username, int64_t user_id)
         return SM_ENOMEM;
     }
     s->user_id = user_id;
+    if (s->login_timer) {
+        timers_stop(g_core.timers, s->login_timer);
+        s->login_timer = NULL;
+    }
     session_fire(SM_EVENT_LOGGED_IN, s);
     return SM_OK;
 }
@@ -198,6 +229,8 @@ void session_destroy(session *s)
         timers_stop(g_core.timers, s->handshake_timer);
     if (s->key_job && s->key_job_drop)
         s->key_job_drop(s->key_job);
+    if (s->login_timer)
+        timers_stop(g_core.timers, s->login_timer);
     hashmap_remove_u64(g_core.sessions, s->id);
     g_core.n_sessions--;
     clear_msgs(&s->held_head, &s->held_tail);

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bucket.h"
 #include "envelope.h"
 #include "outqueue.h"
 #include "reassembly.h"
@@ -77,8 +78,8 @@ typedef struct session {
     size_t held_bytes, held_count;
     session_msg *input_head, *input_tail; /* commands waiting for busy */
     size_t input_count;
-    double tokens;                   /* rate limit bucket */
-    double tokens_at;
+    bucket commands;                 /* limits.commands_per_second */
+    bucket bytes;                    /* limits.bytes_per_second */
 
     sm_timer *handshake_timer;
     /* The handshake's RSA job while it may still wait on the worker pool;
@@ -86,6 +87,7 @@ typedef struct session {
      * that a session gone first costs no private-key operation. */
     void *key_job;
     void (*key_job_drop)(void *key_job);
+    sm_timer *login_timer;           /* limits.login_deadline, until the first login */
     int opened;                      /* SM_EVENT_SESSION_OPENED fired */
     int close_code;
     char close_reason[64];           /* sent in the close frame (<= 123 bytes allowed) */
@@ -124,6 +126,10 @@ int session_send_event_json(session *s, const char *action, const json_t *payloa
 void session_release_held(session *s);
 
 int session_login(session *s, const char *username, int64_t user_id);
+/* Closes the session (1008 "login deadline") if it has not logged in
+ * within limits.login_deadline seconds (0 = never). Met by the first
+ * login: a later logout does not start it again. */
+int session_start_login_deadline(session *s);
 int session_logout(session *s);
 user_sessions *session_user(const char *username);
 

@@ -3,12 +3,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bucket.h"
 #include "core.h"
 #include "session.h"
 
 typedef struct topic {
     char *name;
     hashmap *members; /* sm_session_id -> session * */
+    bucket fanout;    /* limits.room_fanout_bytes_per_second */
 } topic;
 
 static topic *find(const char *name)
@@ -67,6 +69,7 @@ int topic_join(const char *name, struct session *s)
             free(t);
             return SM_ENOMEM;
         }
+        bucket_init(&t->fanout, (double)g_core.sc->room_fanout_burst, core_mono_now());
         created = 1;
     }
     if (hashmap_get_u64(t->members, s->id))
@@ -145,6 +148,24 @@ int topic_publish(const char *name, const char *action, const json_t *payload,
             session_deliver(s, "event", action, NULL, text, len);
     }
     free(text);
+    return SM_OK;
+}
+
+int topic_fanout_take(const char *name, size_t payload_bytes, double *retry_after)
+{
+    topic *t = find(name);
+    if (!t)
+        return SM_OK;
+    const server_config *sc = g_core.sc;
+    double cost = (double)payload_bytes * (double)hashmap_count(t->members);
+    double wait = bucket_wait(&t->fanout, sc->room_fanout_bytes_per_second,
+                              (double)sc->room_fanout_burst, cost, core_mono_now());
+    if (wait > 0) {
+        if (retry_after)
+            *retry_after = bucket_retry_after(wait);
+        return SM_EBUSY;
+    }
+    bucket_take(&t->fanout, cost);
     return SM_OK;
 }
 

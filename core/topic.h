@@ -17,6 +17,9 @@ int topic_is_member(const char *name, const struct session *s);
 size_t topic_members(const char *name, sm_session_id *out, size_t max);
 int topic_publish(const char *name, const char *action, const json_t *payload,
                   sm_session_id except);
+/* The fan-out budget (sm_host.topic_fanout_take): SM_OK and charged, or
+ * SM_EBUSY with *retry_after (may be NULL) and nothing charged. */
+int topic_fanout_take(const char *name, size_t payload_bytes, double *retry_after);
 /* Removes the session from every topic it is in (at close). */
 void topic_leave_all(struct session *s);
 void topic_destroy_all(void);

@@ -17,6 +17,7 @@
 #include "handshake.h"
 #include "listener.h"
 #include "log.h"
+#include "peers.h"
 #include "receive.h"
 #include "session.h"
 
@@ -32,6 +33,12 @@
 /* Out of descriptors: stop accepting this long instead of spinning on a
  * listening socket that stays readable. */
 #define ACCEPT_PAUSE_USEC 100000
+/* Quiet addresses are forgotten this often; the table's bound is
+ * max_sessions plus this many addresses without sessions. */
+#define PEERS_SWEEP_SECONDS 30.0
+#define PEERS_SPARE 4096
+/* RFC 6585; lws 4.1 names no constant for it. */
+#define HTTP_STATUS_TOO_MANY_REQUESTS 429
 
 _Static_assert(OUTQUEUE_HEADROOM >= LWS_PRE, "outqueue headroom must cover LWS_PRE");
 
@@ -58,6 +65,7 @@ static int listen_fd = -1;
 static struct lws *acceptor;
 static lws_sorted_usec_list_t accept_pause_sul;
 static double accept_error_logged_at = -1e9;
+static sm_timer *peers_timer;
 static volatile sig_atomic_t stop_requested;
 
 static void schedule_timers(void);
@@ -346,41 +354,77 @@ static int on_stall_timer(struct lws *wsi, pss *p)
     return 0;
 }
 
+/* The peer's address as sessions, plugins and logs see it. */
+static const char *peer_address(struct lws *wsi, char *buf, size_t len)
+{
+    /* Not lws_get_peer_simple(): it reads every peer as IPv6 when the
+     * vhost has IPv6 on, whatever the socket's family. */
+    if (listener_peer_address(lws_get_socket_fd(wsi), buf, len) != 0)
+        snprintf(buf, len, "?");
+    return buf;
+}
+
+/* Whether the upgrade may go on; otherwise answers it with an HTTP error. */
+static int admit_connection(struct lws *wsi)
+{
+    if (!origin_allowed(wsi)) {
+        lws_return_http_status(wsi, HTTP_STATUS_FORBIDDEN, "origin not allowed");
+        return 0;
+    }
+    if (g_core.shutting_down || g_core.n_sessions >= (size_t)g_core.sc->max_sessions) {
+        if (!g_core.shutting_down)
+            LOG_WARN("refused a connection: max_sessions (%d) reached",
+                     g_core.sc->max_sessions);
+        lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "try again later");
+        return 0;
+    }
+    char buf[LISTENER_ADDRESS_LEN];
+    const char *addr = peer_address(wsi, buf, sizeof buf);
+    size_t refused = 0;
+    if (g_core.peers && !peers_admit(g_core.peers, addr, core_mono_now(), &refused)) {
+        /* 429, not 503: the server has room, this address has used its
+         * share. One line per address per minute, so a flood cannot fill
+         * the log. */
+        if (refused)
+            LOG_WARN("refused %zu connection(s) from %s: max_sessions_per_address (%d) reached",
+                     refused, addr, g_core.sc->max_sessions_per_address);
+        lws_return_http_status(wsi, HTTP_STATUS_TOO_MANY_REQUESTS, "too many connections");
+        return 0;
+    }
+    return 1;
+}
+
+static int on_established(struct lws *wsi, pss *p)
+{
+    char buf[LISTENER_ADDRESS_LEN];
+    const char *addr = peer_address(wsi, buf, sizeof buf);
+    if (g_core.peers && peers_session_opened(g_core.peers, addr, core_mono_now()) != 0) {
+        LOG_WARN("refused a connection from %s: out of memory for its address", addr);
+        return -1;
+    }
+    session *s = session_new(wsi, addr);
+    if (s)
+        p->s = s;
+    if (!s || handshake_start(s) != 0 || session_start_login_deadline(s) != 0) {
+        /* CLOSED does not follow a refused ESTABLISHED: uncount here. */
+        p->s = NULL;
+        session_destroy(s);
+        if (g_core.peers)
+            peers_session_closed(g_core.peers, addr, core_mono_now());
+        return -1;
+    }
+    return 0;
+}
+
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                     size_t len)
 {
     pss *p = user;
     switch (reason) {
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-        if (!origin_allowed(wsi)) {
-            lws_return_http_status(wsi, HTTP_STATUS_FORBIDDEN, "origin not allowed");
-            return 1;
-        }
-        if (g_core.shutting_down || g_core.n_sessions >= (size_t)g_core.sc->max_sessions) {
-            if (!g_core.shutting_down)
-                LOG_WARN("refused a connection: max_sessions (%d) reached",
-                         g_core.sc->max_sessions);
-            lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "try again later");
-            return 1;
-        }
-        return 0;
-    case LWS_CALLBACK_ESTABLISHED: {
-        /* Not lws_get_peer_simple(): it reads every peer as IPv6 when the
-         * vhost has IPv6 on, whatever the socket's family. */
-        char peer[LISTENER_ADDRESS_LEN] = "";
-        if (listener_peer_address(lws_get_socket_fd(wsi), peer, sizeof peer) != 0)
-            snprintf(peer, sizeof peer, "?");
-        session *s = session_new(wsi, peer);
-        if (!s)
-            return -1;
-        p->s = s;
-        if (handshake_start(s) != 0) {
-            p->s = NULL;
-            session_destroy(s);
-            return -1;
-        }
-        return 0;
-    }
+        return admit_connection(wsi) ? 0 : 1;
+    case LWS_CALLBACK_ESTABLISHED:
+        return on_established(wsi, p);
     case LWS_CALLBACK_RECEIVE:
         if (!p || !p->s)
             return -1;
@@ -409,6 +453,8 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             p->s = NULL;
             s->state = SESSION_CLOSING;
             s->io = NULL;
+            if (g_core.peers)
+                peers_session_closed(g_core.peers, s->address, core_mono_now());
             session_destroy(s);
         }
         return 0;
@@ -559,9 +605,44 @@ static int create_vhost(const server_config *sc, int listen_family)
     return -1;
 }
 
+static void peers_sweep_cb(sm_timer *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+    peers_sweep(g_core.peers, core_mono_now());
+}
+
+static int peers_start(const server_config *sc)
+{
+    g_core.peers = peers_new((size_t)sc->max_sessions + PEERS_SPARE, sc->max_sessions_per_address,
+                             sc->handshakes_per_address);
+    if (g_core.peers)
+        peers_timer = timers_start(g_core.timers, core_mono_now(), PEERS_SWEEP_SECONDS,
+                                   PEERS_SWEEP_SECONDS, peers_sweep_cb, NULL, NULL);
+    if (!g_core.peers || !peers_timer) {
+        LOG_ERROR("out of memory for the per-address limits");
+        peers_free(g_core.peers);
+        g_core.peers = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static void peers_stop(void)
+{
+    if (peers_timer) {
+        timers_stop(g_core.timers, peers_timer);
+        peers_timer = NULL;
+    }
+    peers_free(g_core.peers);
+    g_core.peers = NULL;
+}
+
 int transport_start(const server_config *sc, int *port_out)
 {
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_bridge);
+    if (peers_start(sc) != 0)
+        return -1;
     g_core.transport = &lws_transport;
     g_core.timers_changed = schedule_timers;
 
@@ -569,6 +650,7 @@ int transport_start(const server_config *sc, int *port_out)
     listen_fd = listener_open(sc->bind, sc->port, err, sizeof err);
     if (listen_fd < 0) {
         LOG_ERROR("%s", err);
+        peers_stop();
         return -1;
     }
     char where[LISTENER_ADDRESS_LEN];
@@ -610,6 +692,7 @@ fail:
     lws_ctx = NULL;
     vhost = NULL;
     acceptor = NULL;
+    peers_stop();
     return -1;
 }
 
@@ -638,13 +721,14 @@ void transport_run(void)
 
 void transport_stop(void)
 {
-    if (!lws_ctx)
-        return;
-    g_core.shutting_down = 2;
-    withdraw_context();
-    lws_sul_cancel(&timer_sul);
-    lws_sul_cancel(&accept_pause_sul);
-    lws_context_destroy(lws_ctx);
-    lws_ctx = NULL;
-    vhost = NULL;
+    if (lws_ctx) {
+        g_core.shutting_down = 2;
+        withdraw_context();
+        lws_sul_cancel(&timer_sul);
+        lws_sul_cancel(&accept_pause_sul);
+        lws_context_destroy(lws_ctx);
+        lws_ctx = NULL;
+        vhost = NULL;
+    }
+    peers_stop();
 }

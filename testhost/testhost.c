@@ -292,7 +292,7 @@ uint64_t sm_testhost_send(sm_testhost *th, sm_session_id id, const char *action,
     uint64_t nonce = ++r->next_nonce;
     char nonce_text[24];
     snprintf(nonce_text, sizeof nonce_text, "%llu", (unsigned long long)nonce);
-    dispatch_command(s, action, nonce_text, payload);
+    dispatch_command(s, action, nonce_text, payload, strlen(text));
     json_decref(payload);
     settle(th);
     return nonce;

@@ -430,6 +430,18 @@ typedef struct sm_host {
      * `to_user`; the first verdict other than SM_VERDICT_ALLOW wins and is
      * returned. Plugins that carry out an interaction call this first. */
     int (*policy_check)(sm_interaction what, const char *from_user, const char *to_user);
+
+    /* -- fan-out budget (appended: check SM_HOST_HAS(host, topic_fanout_take)) -- */
+
+    /* Charges a publish of payload_bytes to each member of the topic
+     * (payload_bytes x members) to the topic's fan-out budget, a token
+     * bucket of limits.room_fanout_bytes_per_second with burst
+     * limits.room_fanout_burst. SM_OK: charged (also for a topic without
+     * members, at no cost), go ahead. SM_EBUSY: over budget, nothing
+     * charged, and *retry_after (may be NULL) is the seconds until it
+     * would pass: answer 1008 with {"retry_after": ...} and store and
+     * publish nothing. Call it before storing what you will publish. */
+    int (*topic_fanout_take)(const char *topic, size_t payload_bytes, double *retry_after);
 } sm_host;
 
 /* True when the host table has the given entry (it may be older than the

@@ -75,7 +75,11 @@ sm_session_id sm_testhost_connect_user(sm_testhost *th, const char *username, in
 int sm_testhost_disconnect(sm_testhost *th, sm_session_id session);
 
 /* Sends a command (payload_json: a JSON object as text, NULL = {}) and
- * runs it through dispatch exactly as the server would after decryption.
+ * runs it through dispatch exactly as the server would after decryption,
+ * rate limits included: limits.commands_per_second, and
+ * limits.bytes_per_second counting payload_json's length (the server counts
+ * the whole envelope), both on the fake clock, as is the topics' fan-out
+ * budget (sm_host.topic_fanout_take).
  * Returns the command's nonce (1, 2, ... per session), or 0 if the session
  * is unknown or closed or payload_json is not a JSON object. Worker jobs
  * it queues are not run: see sm_testhost_run_workers(). */

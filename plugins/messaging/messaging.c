@@ -193,6 +193,17 @@ static void post_public(messaging *m, sm_ctx *ctx, const char *room, const msg_i
         reply_internal(m, ctx);
         return;
     }
+    /* The room's fan-out budget (limits.room_fanout_bytes_per_second),
+     * before anything is stored: a refused message leaves no trace. A
+     * server older than the entry has no budget to ask. */
+    double retry_after = 0;
+    if (SM_HOST_HAS(h, topic_fanout_take) &&
+        h->topic_fanout_take(topic, strlen(in->content), &retry_after) == SM_EBUSY) {
+        json_t *extra = json_pack("{s:f}", "retry_after", retry_after);
+        h->reply_error_extra(ctx, SM_ERR_RATE_LIMITED, "room fan-out budget exceeded", extra);
+        json_decref(extra);
+        return;
+    }
     msg_row row = {.sender = sender, .room = room, .room_lower = lower, .content = in->content,
                    .timestamp = now, .has_expiry = in->has_expiry, .expires_at = in->expires_at};
     int64_t id = 0;

@@ -40,7 +40,9 @@ static int init(void)
               "auth = { allow_weak_argon2 = true; argon2_memory_kib = 1024; argon2_passes = 1;\n"
               "         registrations_per_hour = 1000; };\n"
               "heartbeat = { interval = 1; timeout = 60; };\n"
-              "limits = { commands_per_second = 1000; command_burst = 1000; };\n");
+              "limits = { commands_per_second = 1000; command_burst = 1000;"
+              " bytes_per_second = 100000000; bytes_burst = 100000000;"
+              " room_fanout_bytes_per_second = 1000000000; room_fanout_burst = 1000000000; };\n");
 }
 
 static int fini(void)

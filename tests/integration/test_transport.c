@@ -24,7 +24,8 @@ static int init(void)
                                " allowed_origins = [\"https://chat.example\"]; };\n"
                                "limits = { send_queue_bytes = 65536; send_queue_messages = 16;"
                                " send_timeout = 3;"
-                               " commands_per_second = 1000; command_burst = 1000; };\n");
+                               " commands_per_second = 1000; command_burst = 1000;"
+                               " bytes_per_second = 100000000; bytes_burst = 100000000; };\n");
 }
 
 static int fini(void)

@@ -225,7 +225,11 @@ static void topic_cmd(sm_ctx *ctx, const json_t *payload, void *data)
     const char *topic = json_string_value(json_object_get(payload, "topic"));
     sm_session_id sid = host->ctx_session(ctx);
     int rc = SM_EINVAL;
-    if (strcmp(op, "join") == 0)
+    double retry_after = 0;
+    if (strcmp(op, "fanout") == 0)
+        rc = host->topic_fanout_take(
+            topic, (size_t)json_integer_value(json_object_get(payload, "bytes")), &retry_after);
+    else if (strcmp(op, "join") == 0)
         rc = host->topic_join(topic, sid);
     else if (strcmp(op, "leave") == 0)
         rc = host->topic_leave(topic, sid);
@@ -235,8 +239,9 @@ static void topic_cmd(sm_ctx *ctx, const json_t *payload, void *data)
         rc = host->topic_publish(topic, "topic_event", ev, 0);
         json_decref(ev);
     }
-    json_t *p = json_pack("{s:i, s:I}", "status", rc, "members",
-                          (json_int_t)host->topic_members(topic, NULL, 0));
+    json_t *p = json_pack("{s:i, s:I, s:f}", "status", rc, "members",
+                          (json_int_t)host->topic_members(topic, NULL, 0), "retry_after",
+                          retry_after);
     host->reply(ctx, "topic", p);
     json_decref(p);
 }
@@ -340,6 +345,7 @@ static const sm_field kv_schema[] = {
 static const sm_field topic_schema[] = {
     {"op", SM_FIELD_STRING, SM_FIELD_REQUIRED, 1, 16},
     {"topic", SM_FIELD_STRING, SM_FIELD_REQUIRED, 1, 64},
+    {"bytes", SM_FIELD_INTEGER, 0, 0, 1 << 30},
     {NULL, SM_FIELD_END, 0, 0, 0},
 };
 static const sm_field pong_schema[] = {

@@ -269,6 +269,42 @@ static void config_rejects_other_out_of_range_values(void)
                  "log.level must be one of \"error\", \"warning\", \"info\", \"debug\"");
 }
 
+static void config_limits_of_issue_10_have_safe_defaults(void)
+{
+    config *cfg = NULL;
+    CU_ASSERT_EQUAL_FATAL(config_load(NULL, &cfg), 0);
+    const server_config *s = config_server(cfg);
+    CU_ASSERT_EQUAL(s->max_sessions_per_address, 64);
+    CU_ASSERT_EQUAL(s->handshakes_per_address, 60);
+    CU_ASSERT_EQUAL(s->login_deadline, 60);
+    CU_ASSERT_DOUBLE_EQUAL(s->bytes_per_second, 65536.0, 1e-9);
+    CU_ASSERT_EQUAL(s->bytes_burst, 262144);
+    CU_ASSERT_DOUBLE_EQUAL(s->room_fanout_bytes_per_second, 8388608.0, 1e-9);
+    CU_ASSERT_EQUAL(s->room_fanout_burst, 33554432);
+    config_free(cfg);
+}
+
+static void config_bytes_burst_unset_holds_the_largest_message(void)
+{
+    config *cfg = NULL;
+    char *log = NULL;
+    CU_ASSERT_EQUAL_FATAL(load_text("server = { max_message_bytes = 1048576; };\n", &cfg, &log),
+                          0);
+    CU_ASSERT_EQUAL(config_server(cfg)->bytes_burst, 1048576);
+    free(log);
+    config_free(cfg);
+}
+
+static void config_rejects_bytes_burst_below_max_message_bytes(void)
+{
+    expect_error("server = { max_message_bytes = 65536; };\nlimits = {\n  bytes_burst = 65535;\n};\n",
+                 3, "limits.bytes_burst (65535) must be at least server.max_message_bytes (65536)");
+    expect_error("limits = { login_deadline = -1; };\n", 1,
+                 "limits.login_deadline must be an integer from 0 to 86400");
+    expect_error("limits = { max_sessions_per_address = 0; };\n", 1,
+                 "limits.max_sessions_per_address must be an integer from 1 to 1000000");
+}
+
 static void config_reports_every_error_not_only_the_first(void)
 {
     config *cfg = NULL;
@@ -715,6 +751,9 @@ static const sm_test_case cases[] = {
     SM_TEST(config_rejects_wrong_type),
     SM_TEST(config_rejects_port_out_of_range),
     SM_TEST(config_rejects_other_out_of_range_values),
+    SM_TEST(config_limits_of_issue_10_have_safe_defaults),
+    SM_TEST(config_bytes_burst_unset_holds_the_largest_message),
+    SM_TEST(config_rejects_bytes_burst_below_max_message_bytes),
     SM_TEST(config_reports_every_error_not_only_the_first),
     SM_TEST(config_rejects_unknown_synchronous),
     SM_TEST(config_rejects_tls_cert_without_key),

@@ -47,7 +47,7 @@ static void run(struct session *s, const char *action, const char *nonce, const 
 {
     json_t *p = json_loads(payload, 0, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(p);
-    dispatch_command(s, action, nonce, p);
+    dispatch_command(s, action, nonce, p, strlen(payload));
     json_decref(p);
 }
 
@@ -204,6 +204,63 @@ static void dispatch_rate_limit_gets_1008_with_retry_after(void)
     json_t *ra = json_object_get(fake_log[burst].payload, "retry_after");
     CU_ASSERT_TRUE(json_is_number(ra) && json_number_value(ra) > 0 &&
                    json_number_value(ra) <= 1.0 / g_core.sc->commands_per_second + 0.001);
+    session_destroy(s);
+}
+
+/* One command as if it had arrived as `bytes` bytes on the wire. */
+static void run_sized(struct session *s, const char *action, const char *nonce,
+                      const char *payload, size_t bytes)
+{
+    json_t *p = json_loads(payload, 0, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    dispatch_command(s, action, nonce, p, bytes);
+    json_decref(p);
+}
+
+static void dispatch_byte_limit_gets_1008_with_retry_after(void)
+{
+    fake_reset();
+    struct session *s = fake_session();
+    const server_config *sc = g_core.sc;
+    /* Defaults: 65536 bytes/s, burst 262144 (4 largest messages). */
+    CU_ASSERT_EQUAL_FATAL(sc->bytes_burst, 262144);
+    size_t big = sc->max_message_bytes;
+    for (int i = 0; i < 4; i++)
+        run_sized(s, "echo", "1", "{}", big);
+    run_sized(s, "echo", "2", "{}", big);
+    CU_ASSERT_EQUAL_FATAL(fake_count, 5);
+    CU_ASSERT_STRING_EQUAL(fake_log[3].type, "response");
+    CU_ASSERT_EQUAL(fake_code(4), 1008);
+    json_t *ra = json_object_get(fake_log[4].payload, "retry_after");
+    /* 65536 bytes at 65536/s: about one second (less what time passed). */
+    CU_ASSERT_TRUE(json_is_number(ra) && json_number_value(ra) > 0.5 &&
+                   json_number_value(ra) <= 1.0);
+    /* Small commands still pass: the refused one took nothing from either
+     * bucket, and the byte bucket is not empty. */
+    run_sized(s, "echo", "3", "{}", 2);
+    CU_ASSERT_EQUAL_FATAL(fake_count, 6);
+    CU_ASSERT_STRING_EQUAL(fake_log[5].type, "response");
+    session_destroy(s);
+}
+
+static void dispatch_byte_limit_comes_after_login_and_before_payload(void)
+{
+    fake_reset();
+    struct session *s = fake_session();
+    size_t big = g_core.sc->max_message_bytes;
+    for (int i = 0; i < 4; i++)
+        run_sized(s, "echo", "1", "{}", big);
+    fake_reset();
+    run_sized(s, "no_such_action", "2", "{}", big);
+    run_sized(s, "whoami", "3", "{}", big);
+    run_sized(s, "typed", "4", "{\"name\": 5}", big);
+    CU_ASSERT_EQUAL_FATAL(fake_count, 3);
+    CU_ASSERT_EQUAL(fake_code(0), 1003);
+    CU_ASSERT_EQUAL(fake_code(1), 1002);
+    CU_ASSERT_EQUAL(fake_code(2), 1008);
+    /* Not counted: PONG and other NO_RATE_LIMIT actions. */
+    run_sized(s, "PONG", "5", "{\"timestamp\": 1}", big);
+    CU_ASSERT_EQUAL(fake_count, 3);
     session_destroy(s);
 }
 
@@ -392,6 +449,8 @@ int main(void)
         SM_TEST(dispatch_deferred_reply_and_queued_input_keep_order),
         SM_TEST(dispatch_deferred_reply_after_close_is_dropped),
         SM_TEST(dispatch_rate_limit_gets_1008_with_retry_after),
+        SM_TEST(dispatch_byte_limit_gets_1008_with_retry_after),
+        SM_TEST(dispatch_byte_limit_comes_after_login_and_before_payload),
         SM_TEST(dispatch_no_reply_action_is_silent_even_when_malformed),
         SM_TEST(topic_publish_reaches_members_except_one),
         SM_TEST(session_users_are_case_insensitive_and_multi_device),

@@ -88,7 +88,7 @@ static json_t *run_probe(void)
     json_t *empty = json_object();
     if (!s || !empty)
         return NULL;
-    dispatch_command(s, "probe", "1", empty);
+    dispatch_command(s, "probe", "1", empty, 2);
     json_decref(empty);
     session_destroy(s);
     if (fake_count != 1 || strcmp(fake_log[0].type, "response") != 0)

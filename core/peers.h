@@ -1,0 +1,53 @@
+/* Per-address state of the transport: how many sessions each peer address
+ * holds (limits.max_sessions_per_address), its key_exchange budget
+ * (limits.handshakes_per_address: a token bucket of that many attempts
+ * refilled over a minute), and how refusals are logged (one line per
+ * address per minute, not one per connection). An entry lives while its
+ * address has sessions or recent events; the table never holds more than
+ * its bound. Times are monotonic seconds given by the caller, so tests
+ * drive the module with a fake clock. */
+#ifndef SM_CORE_PEERS_H
+#define SM_CORE_PEERS_H
+
+#include <stddef.h>
+
+/* Refusals of one address are logged at most once per this many seconds. */
+#define PEERS_LOG_INTERVAL 60.0
+
+typedef struct peers peers;
+
+/* max_entries bounds the table (give it more than max_sessions, so an
+ * address with a session always finds room); NULL when out of memory. */
+peers *peers_new(size_t max_entries, int max_sessions_per_address, int handshakes_per_minute);
+void peers_free(peers *p);
+
+/* Whether a new connection from addr may open: 1 yes, 0 when the address
+ * already holds max_sessions_per_address sessions. On a refusal, *log_refused
+ * is the number of refusals to report in one log line now (this one
+ * included), or 0 when a line for this address was written less than
+ * PEERS_LOG_INTERVAL ago. */
+int peers_admit(peers *p, const char *addr, double now, size_t *log_refused);
+
+/* Counts an opened session of addr. 0, or -1 when out of memory or when
+ * the table is full of addresses that all hold sessions. */
+int peers_session_opened(peers *p, const char *addr, double now);
+/* Uncounts it; a quiet address is forgotten at once. */
+void peers_session_closed(peers *p, const char *addr, double now);
+
+/* Takes one key_exchange attempt from addr's budget: 1 taken; 0 when the
+ * budget is spent, with *retry_after the seconds until one attempt is
+ * available again (rounded up to the millisecond) and *log_refused as for
+ * peers_admit. */
+int peers_handshake_take(peers *p, const char *addr, double now, double *retry_after,
+                         size_t *log_refused);
+
+/* Forgets addresses with no sessions and no recent events (a spent
+ * handshake budget, a refusal logged within PEERS_LOG_INTERVAL). Returns
+ * how many were forgotten. */
+size_t peers_sweep(peers *p, double now);
+
+/* How many addresses are remembered, and the sessions one holds. */
+size_t peers_count(const peers *p);
+size_t peers_sessions(const peers *p, const char *addr);
+
+#endif
