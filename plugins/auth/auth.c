@@ -53,6 +53,7 @@ typedef struct auth {
     ratelimit *fail_user, *fail_addr, *reg_addr, *hash_addr;
     sm_timer *prune_timer;
     int unloading; /* fini: completions may no longer reply */
+    size_t requests; /* auth_req allocated and not yet freed */
 } auth;
 
 /* One register or login waiting for its hash. */
@@ -71,10 +72,24 @@ typedef struct auth_req {
     char *public_key;                  /* register: NULL when none */
 } auth_req;
 
+/* Counted, so that unloading can tell that every one ended. */
+static auth_req *req_new(auth *a, sm_ctx *ctx, sm_session_id session)
+{
+    auth_req *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->a = a;
+    r->ctx = ctx;
+    r->session = session;
+    a->requests++;
+    return r;
+}
+
 static void req_free(auth_req *r)
 {
     if (!r)
         return;
+    r->a->requests--;
     free(r->stored_hash);
     free(r->public_key);
     free(r);
@@ -365,15 +380,12 @@ static void do_register(sm_ctx *ctx, const json_t *payload, void *data)
         }
     }
 
-    auth_req *r = calloc(1, sizeof *r);
+    auth_req *r = req_new(a, ctx, sid);
     if (!r || (has_key == 0 && !(r->public_key = dup_text(key)))) {
         req_free(r);
         reply_internal(a, ctx);
         return;
     }
-    r->a = a;
-    r->ctx = ctx;
-    r->session = sid;
     memcpy(r->username, username, ulen + 1);
     fold(username, r->lower);
     memcpy(r->address, address, sizeof address);
@@ -478,14 +490,11 @@ static void do_login(sm_ctx *ctx, const json_t *payload, void *data)
         return;
     }
 
-    auth_req *r = calloc(1, sizeof *r);
+    auth_req *r = req_new(a, ctx, sid);
     if (!r) {
         reply_internal(a, ctx);
         return;
     }
-    r->a = a;
-    r->ctx = ctx;
-    r->session = sid;
     memcpy(r->lower, lower, sizeof lower);
     memcpy(r->address, address, sizeof address);
     user_row row = {0};
@@ -553,7 +562,11 @@ static void auth_free(auth *a)
     if (!a)
         return;
     a->unloading = 1;
-    hashq_free(a->hq);
+    /* Every hash job and every register or login waiting for one must end
+     * here: a job still on the pool would complete into freed memory. */
+    size_t jobs_left = hashq_free(a->hq);
+    a->host->log(a->self, jobs_left || a->requests ? SM_LOG_ERROR : SM_LOG_DEBUG,
+                 "unloading: %zu hash jobs and %zu requests left", jobs_left, a->requests);
     if (a->prune_timer)
         a->host->timer_stop(a->prune_timer);
     users_close(a->users);

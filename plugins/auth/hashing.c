@@ -38,6 +38,7 @@ struct hashq {
     hash_params params;
     size_t max_running, max_queued;
     size_t running, waiting;
+    size_t live;                  /* jobs allocated and not yet freed */
     hash_job *head, *tail;
     dummy_state dummy_state;
     char *dummy;
@@ -134,6 +135,7 @@ static void job_free(hash_job *j)
 {
     if (!j)
         return;
+    j->q->live--;
     if (j->password) {
         explicit_bzero(j->password, j->password_len);
         free(j->password);
@@ -153,6 +155,7 @@ static hash_job *job_new(hashq *q, job_kind kind, sm_session_id session, const c
     if (!j)
         return NULL;
     j->q = q;
+    q->live++;
     j->kind = kind;
     j->session = session;
     j->params = q->params;
@@ -379,10 +382,10 @@ int hashq_start(hashq *q)
     return SM_OK;
 }
 
-void hashq_free(hashq *q)
+size_t hashq_free(hashq *q)
 {
     if (!q)
-        return;
+        return 0;
     hash_job *j;
     while ((j = pop_head(q)) != NULL) {
         if (j->kind == JOB_DUMMY)
@@ -394,13 +397,15 @@ void hashq_free(hashq *q)
         q->host->log(q->self, SM_LOG_ERROR,
                      "%zu password hashing jobs still on the worker pool at unload; "
                      "their state is leaked", q->running);
-        return;
+        return q->live;
     }
+    size_t left = q->live;
     if (q->dummy) {
         explicit_bzero(q->dummy, strlen(q->dummy));
         free(q->dummy);
     }
     free(q);
+    return left;
 }
 
 static int enqueue(hashq *q, job_kind kind, sm_session_id session, const char *password,

@@ -61,8 +61,9 @@ int hashq_start(hashq *q);
 
 /* Frees the queue. Jobs still waiting get HASH_CANCELLED first. Call after
  * the worker pool has stopped (fini): a job still on the pool then would
- * complete into freed memory, so the queue is leaked instead (logged). */
-void hashq_free(hashq *q);
+ * complete into freed memory, so the queue is leaked instead (logged).
+ * Returns how many jobs were not freed (0 when every job ended). */
+size_t hashq_free(hashq *q);
 
 /* Queues hashing `password` (len bytes, copied) into a new encoded hash.
  * `session` is the session the result is for: if it is gone when the job's

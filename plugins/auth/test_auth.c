@@ -1171,19 +1171,32 @@ static void waiting_job_of_a_closed_session_is_dropped(void)
     sm_testhost_free(th);
 }
 
-/* Shutdown with hashes running and waiting: every job ends (LeakSanitizer
- * checks that nothing is left behind). */
+/* Shutdown with hashes running and waiting: every hash job and every
+ * register or login waiting for one ends. The plugin counts both and logs
+ * what is left at unload; LeakSanitizer checks the memory as well. */
 static void unloading_with_hashes_in_flight_frees_everything(void)
 {
-    sm_testhost *th = start_with("max_concurrent_hashes = 1; max_hashes_per_address = 4;", NULL);
+    capture cap;
+    CU_ASSERT_EQUAL_FATAL(capture_begin(&cap), 0);
+    sm_testhost *th = start_with("max_concurrent_hashes = 1; max_hashes_per_address = 4;",
+                                 "log = { level = \"debug\"; };\n");
+    sm_session_id s[4];
     for (int i = 0; i < 4; i++) {
         char payload[96];
         snprintf(payload, sizeof payload,
                  "{\"username\": \"user%d\", \"password\": \"password123\"}", i);
-        CU_ASSERT(sm_testhost_send(th, connect_from(th, NULL), i % 2 ? "login" : "register",
-                                   payload) != 0);
+        s[i] = connect_from(th, NULL);
+        CU_ASSERT(sm_testhost_send(th, s[i], i % 2 ? "login" : "register", payload) != 0);
     }
+    /* All four are in flight: one on the pool, three waiting, none answered. */
+    for (int i = 0; i < 4; i++)
+        CU_ASSERT_EQUAL(sm_testhost_pending(th, s[i]), 0);
     sm_testhost_free(th);
+    char *log = capture_end(&cap);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(log);
+    CU_ASSERT_PTR_NOT_NULL(strstr(log, "[auth] unloading: 0 hash jobs and 0 requests left"));
+    CU_ASSERT_PTR_NULL(strstr(log, "still on the worker pool"));
+    free(log);
 }
 
 static void passwords_never_reach_the_log(void)

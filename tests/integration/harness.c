@@ -1,6 +1,6 @@
 /* See harness.h. Test support code: failures are printed to stderr with
  * enough context to debug a red CI run without rerunning it. */
-#define _XOPEN_SOURCE 700   /* nftw */
+#define _GNU_SOURCE   /* nftw, memmem */
 #include "harness.h"
 
 #include <errno.h>
@@ -42,7 +42,8 @@
 #define START_TIMEOUT_MS 20000
 #define STOP_TIMEOUT_MS 10000
 #define LOG_TAIL_BYTES 12000
-#define MAX_LOG_BYTES (64L << 20)
+#define LOG_SCAN_CHUNK (64 * 1024)
+#define MAX_NEEDLE 1024
 #define MAX_ARGS 32
 
 /* ---- small utilities ------------------------------------------------------ */
@@ -468,7 +469,10 @@ int harness_stop(harness_server *s, int sig, int *exit_status)
         return -1;
     int status = 0, rc = 0;
     pid_t r = 0;
-    if (kill(s->pid, sig) != 0 && errno != ESRCH)
+    s->stopped = 1;
+    s->stop_signal = sig;
+    s->stop_status = -1;
+    if (sig != 0 && kill(s->pid, sig) != 0 && errno != ESRCH)
         fprintf(stderr, "harness: kill: %s\n", strerror(errno));
     long long deadline = now_ms() + STOP_TIMEOUT_MS;
     while ((r = waitpid(s->pid, &status, WNOHANG)) == 0 && now_ms() < deadline)
@@ -483,6 +487,8 @@ int harness_stop(harness_server *s, int sig, int *exit_status)
     s->pid = 0;
     if (r < 0)
         return -1;
+    if (rc == 0)
+        s->stop_status = decode_status(status);
     if (exit_status)
         *exit_status = decode_status(status);
     return rc;
@@ -499,24 +505,35 @@ static int remove_entry(const char *path, const struct stat *sb, int flag, struc
 int harness_cleanup(harness_server *s)
 {
     int rc = 0;
-    if (s->pid > 0) {
-        /* A server still running here must shut down cleanly: exit 0, which
-         * under the sanitizers also means no leak at exit. */
-        int status = -1;
-        if (harness_stop(s, SIGTERM, &status) != 0 || status != 0) {
-            fprintf(stderr, "harness: server in %s ended with status %d after SIGTERM\n", s->dir,
-                    status);
-            rc = -1;
-        }
+    /* A server still running here must shut down cleanly: exit 0, which
+     * under the sanitizers also means no leak at exit. So must one stopped
+     * gracefully earlier, even when its caller did not look at the status
+     * (a SIGKILL's status is the caller's business). */
+    if (s->pid > 0)
+        harness_stop(s, SIGTERM, NULL);
+    int graceful = s->stop_signal == SIGTERM || s->stop_signal == SIGINT || s->stop_signal == 0;
+    if (s->stopped && graceful && s->stop_status != 0) {
+        fprintf(stderr, "harness: server in %s ended with status %d after signal %d\n", s->dir,
+                s->stop_status, s->stop_signal);
+        rc = -1;
     }
+    s->stopped = 0;
     if (s->dir[0] == '\0')
         return rc;
     /* Whatever the exit, a sanitizer report in the log fails the suite:
-     * the server's overflows and leaks are test failures too. */
+     * the server's overflows and leaks are test failures too. A log that
+     * cannot be read fails it as well: an unchecked log is no evidence. */
     static const char *const reports[] = {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
                                           "runtime error:", "WARNING: ThreadSanitizer"};
     for (size_t i = 0; i < sizeof reports / sizeof *reports; i++) {
-        if (harness_log_contains(s, reports[i]) == 1) {
+        int found = harness_log_contains(s, reports[i]);
+        if (found < 0) {
+            fprintf(stderr, "harness: cannot read the server's log in %s: %s\n", s->dir,
+                    strerror(errno));
+            rc = -1;
+            break;
+        }
+        if (found) {
             fprintf(stderr, "harness: the server's log in %s has \"%s\"\n", s->dir, reports[i]);
             rc = -1;
         }
@@ -536,21 +553,64 @@ void harness_dump_log(const harness_server *s)
     char path[512];
     if (s->dir[0] == '\0' || harness_path(s, "server.log", path, sizeof path) != 0)
         return;
-    size_t len = 0;
-    char *text = read_file(path, MAX_LOG_BYTES, &len);
-    if (!text) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
         fprintf(stderr, "harness: no server log at %s\n", path);
         return;
     }
+    /* Only the tail is read, so a huge log costs nothing here. */
+    char text[LOG_TAIL_BYTES + 1];
+    long size = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    long from = size > LOG_TAIL_BYTES ? size - LOG_TAIL_BYTES : 0;
+    size_t len = 0;
+    if (size >= 0 && fseek(f, from, SEEK_SET) == 0)
+        len = fread(text, 1, LOG_TAIL_BYTES, f);
+    fclose(f);
+    text[len] = '\0';
     const char *start = text;
-    if (len > LOG_TAIL_BYTES) {
-        start = text + len - LOG_TAIL_BYTES;
-        const char *nl = strchr(start, '\n');
+    if (from > 0) {
+        const char *nl = memchr(text, '\n', len);
         if (nl)
             start = nl + 1;
     }
     fprintf(stderr, "---- tail of %s ----\n%s---- end of server log ----\n", path, start);
-    free(text);
+}
+
+/* 1 if the file contains needle, 0 if not, -1 if it cannot be read. Reads
+ * in chunks, keeping the last strlen(needle) - 1 bytes of each, so a match
+ * across chunks is found and no size is too large. */
+static int file_contains(const char *path, const char *needle)
+{
+    size_t n = strlen(needle);
+    if (n == 0 || n > MAX_NEEDLE) {
+        errno = EINVAL;
+        return -1;
+    }
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -1;
+    static char buf[LOG_SCAN_CHUNK + MAX_NEEDLE];
+    size_t keep = 0;
+    int found = 0;
+    for (;;) {
+        size_t r = fread(buf + keep, 1, LOG_SCAN_CHUNK, f);
+        if (r == 0)
+            break;
+        size_t len = keep + r;
+        if (memmem(buf, len, needle, n)) {
+            found = 1;
+            break;
+        }
+        keep = n - 1 < len ? n - 1 : len;
+        memmove(buf, buf + len - keep, keep);
+    }
+    int failed = ferror(f);
+    fclose(f);
+    if (failed) {
+        errno = EIO;
+        return -1;
+    }
+    return found;
 }
 
 int harness_log_contains(const harness_server *s, const char *needle)
@@ -558,14 +618,7 @@ int harness_log_contains(const harness_server *s, const char *needle)
     char path[512];
     if (harness_path(s, "server.log", path, sizeof path) != 0)
         return -1;
-    size_t len = 0;
-    char *text = read_file(path, MAX_LOG_BYTES, &len);
-    if (!text)
-        return -1;
-    (void)len;   /* logs are text: stop at the first NUL */
-    int found = strstr(text, needle) != NULL;
-    free(text);
-    return found;
+    return file_contains(path, needle);
 }
 
 int harness_wait_log(const harness_server *s, const char *needle, int timeout_ms)

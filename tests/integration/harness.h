@@ -28,6 +28,10 @@ typedef struct harness_server {
     char url[128];          /* ws://127.0.0.1:<port>/ */
     char wss_url[128];      /* wss://127.0.0.1:<port>/ (when the config enables TLS) */
     unsigned failures_at_start;   /* CUnit failure count when started */
+    int stopped;            /* harness_stop() ran */
+    int stop_signal;        /* the signal it sent */
+    int stop_status;        /* its exit status (as harness_stop reports it), -1 if it
+                               did not end within the stop timeout */
 } harness_server;
 
 /* File names inside the server's directory. */
@@ -68,20 +72,26 @@ int harness_start(harness_server *s, const char *extra_config);
  * list, may be NULL), e.g. {"--db", "/tmp/x.db", NULL}. */
 int harness_start_args(harness_server *s, const char *extra_config, const char *const *args);
 
-/* Sends `sig` (e.g. SIGTERM), waits up to 10 s, then SIGKILLs. Returns 0
- * when the server ended within 10 s, -1 when it had to be killed or was
- * not running. *exit_status (may be NULL) receives the exit code, or 128 +
- * the signal number when a signal ended it. */
+/* Sends `sig` (e.g. SIGTERM; 0 sends nothing and only waits for an exit
+ * already under way), waits up to 10 s, then SIGKILLs. Returns 0 when the
+ * server ended within 10 s, -1 when it had to be killed or was not
+ * running. *exit_status (may be NULL) receives the exit code, or 128 + the
+ * signal number when a signal ended it. The signal and status are also
+ * kept in the struct: harness_cleanup() fails when a server asked to stop
+ * gracefully (SIGTERM, SIGINT, or 0) did not exit 0 in time, so a caller
+ * that ignores the status cannot let a bad exit through. */
 int harness_stop(harness_server *s, int sig, int *exit_status);
 
 /* Stops the server if it still runs (SIGTERM) and checks that it exited
- * 0; checks server.log for sanitizer reports (AddressSanitizer,
- * LeakSanitizer, UBSan "runtime error:"); prints the log tail when either
- * failed or an assertion failed since harness_start(); removes the
- * directory unless SM_KEEP_TEST_DIRS is set or something failed. Returns 0,
- * or -1 when the server did not end cleanly or reported a sanitizer error:
- * suites return it from their cleanup function, tests assert on it. Safe
- * on a zeroed or already cleaned struct. */
+ * 0 (also after an earlier graceful harness_stop()); checks all of
+ * server.log, whatever its size, for sanitizer reports (AddressSanitizer,
+ * LeakSanitizer, UBSan "runtime error:"), and fails when the log cannot
+ * be read; prints the log tail when anything failed or an assertion
+ * failed since harness_start(); removes the directory unless
+ * SM_KEEP_TEST_DIRS is set or something failed. Returns 0, or -1 when the
+ * server did not end cleanly, its log was unreadable or it reported a
+ * sanitizer error: suites return it from their cleanup function, tests
+ * assert on it. Safe on a zeroed or already cleaned struct. */
 int harness_cleanup(harness_server *s);
 
 /* Prints the last lines of <dir>/server.log to stderr. */
@@ -91,7 +101,8 @@ void harness_dump_log(const harness_server *s);
  * Returns 0 or -1 if it does not fit. */
 int harness_path(const harness_server *s, const char *name, char *buf, size_t buf_len);
 
-/* 1 if server.log contains needle, 0 if not, -1 if unreadable. */
+/* 1 if server.log contains needle (searched through the whole file, any
+ * size), 0 if not, -1 if unreadable. */
 int harness_log_contains(const harness_server *s, const char *needle);
 /* Waits up to timeout_ms for needle to appear in server.log: 1 found, 0 not. */
 int harness_wait_log(const harness_server *s, const char *needle, int timeout_ms);

@@ -5,6 +5,7 @@
  * address, one address against a user's other addresses, clients bound to
  * 127.0.0.2 and 127.0.0.3), and password hashing that leaves the event
  * loop free. */
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -427,6 +428,17 @@ static void hashing_does_not_block_the_event_loop(void)
     for (int i = 0; i < LOGINS; i++)
         if (sm_client_recv(c[i], 0, &r[i]) == SM_CLIENT_OK)
             ready++;
+    /* How long one hash takes on this machine, as busy as it is now: until
+     * the first login's answer. A loop that hashed would answer the probe
+     * only after a hash; a free one answers it in a fraction of one. */
+    double first_login_ms = probe_ms;
+    if (ready == 0) {
+        struct pollfd first[LOGINS];
+        for (int i = 0; i < LOGINS; i++)
+            first[i] = (struct pollfd){sm_client_fd(c[i]), POLLIN, 0};
+        CU_ASSERT_TRUE_FATAL(poll(first, LOGINS, 10000) > 0);
+        first_login_ms = now_ms() - t0;
+    }
     for (int i = 0; i < LOGINS; i++) {
         if (!r[i])
             CU_ASSERT_EQUAL_FATAL(sm_client_recv(c[i], 10000, &r[i]), SM_CLIENT_OK);
@@ -434,9 +446,9 @@ static void hashing_does_not_block_the_event_loop(void)
     }
     double logins_ms = now_ms() - t0;
     fprintf(stderr, "\n  probe answered in %.1f ms (%d of %d logins done by then); "
-            "the logins took %.1f ms\n", probe_ms, ready, LOGINS, logins_ms);
-    CU_ASSERT_TRUE(probe_ms < 100.0);
-    CU_ASSERT_TRUE(probe_ms < logins_ms / 2);
+            "the first login took %.1f ms, all %.1f ms\n", probe_ms, ready, LOGINS,
+            first_login_ms, logins_ms);
+    CU_ASSERT_TRUE(probe_ms < first_login_ms / 2);
     CU_ASSERT_TRUE(ready < LOGINS);
     CU_ASSERT_EQUAL(harness_log_contains(&strong, "m=19456 KiB, t=2, p=1"), 1);
     sm_client_close(probe, 1000);

@@ -429,8 +429,40 @@ static void cbc_bad_padding_with_valid_signature_gets_1007(void)
     expect_integrity_failure("AES-256-CBC-HMAC-SHA256", "payload", break_cbc_padding, 1);
 }
 
+/* A real 15-byte tag: an empty plaintext sealed as usual is iv || tag (28
+ * bytes); its tag loses its last byte and the envelope is signed again, so
+ * the signature is valid and only the tag is short. PROTOCOL.md 4: a
+ * payload shorter than iv + 16-byte tag is an integrity failure, never a
+ * truncated tag. Then the same cut with ciphertext before the tag. */
 static void gcm_tag_of_15_bytes_gets_1007_and_close_1008(void)
 {
+    sm_client *c = connect_with("AES-256-GCM");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    char *text = NULL, *b64 = NULL;
+    size_t len = 0, b64_len = 0, raw_len = 0;
+    uint8_t *raw = NULL;
+    CU_ASSERT_EQUAL_FATAL(envelope_seal(sm_client_c2s(c), "command", "no_such_action", NULL, "",
+                                        0, &text, &len),
+                          0);
+    json_t *env = load_strict(text, len);
+    free(text);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(env);
+    const char *payload = jstr(env, "payload");
+    CU_ASSERT_EQUAL_FATAL(crypto_b64_decode(payload, strlen(payload), &raw, &raw_len), 0);
+    CU_ASSERT_EQUAL_FATAL(raw_len, CRYPTO_GCM_IV_LEN + CRYPTO_GCM_TAG_LEN);
+    CU_ASSERT_EQUAL_FATAL(crypto_b64_encode(raw, raw_len - 1, &b64, &b64_len), 0);
+    CU_ASSERT_EQUAL(json_object_set_new(env, "payload", json_string(b64)), 0);
+    CU_ASSERT_EQUAL_FATAL(resign(c, env), 0);
+    text = json_dumps(env, JSON_COMPACT);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(text);
+    CU_ASSERT_EQUAL(send_str(c, text), SM_CLIENT_OK);
+    expect_error_and_close(c, 1007, 1008);
+    free(text);
+    free(b64);
+    free(raw);
+    json_decref(env);
+    sm_client_free(c);
+
     expect_integrity_failure("AES-256-GCM", "payload", drop_last_byte, 1);
 }
 

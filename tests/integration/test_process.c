@@ -204,6 +204,7 @@ static void missing_key_for_a_used_database_is_refused_with_the_remedy(void)
     CU_ASSERT_EQUAL(fingerprint_of(&s, fp, sizeof fp), 0);
     int status = -1;
     CU_ASSERT_EQUAL(harness_stop(&s, SIGTERM, &status), 0);
+    CU_ASSERT_EQUAL(status, 0);
     char key[512], out[8192], want[300];
     harness_path(&s, "keys/own.pem", key, sizeof key);
     CU_ASSERT_EQUAL_FATAL(unlink(key), 0);

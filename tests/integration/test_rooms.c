@@ -343,7 +343,9 @@ static void rooms_outlive_restart_and_empty_default_assigns_null(void)
     sm_message *m = ok(a, "join_room", "{s:s}", "KeptRoom");
     sm_message_free(m);
     sm_client_close(a, 1000);
-    CU_ASSERT_EQUAL(harness_stop(&first, SIGTERM, NULL), 0);
+    int status = -1;
+    CU_ASSERT_EQUAL(harness_stop(&first, SIGTERM, &status), 0);
+    CU_ASSERT_EQUAL(status, 0);
 
     char db[512];
     CU_ASSERT_EQUAL_FATAL(harness_path(&first, "server.db", db, sizeof db), 0);

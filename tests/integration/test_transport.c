@@ -119,14 +119,19 @@ static void oversize_before_handshake_gets_1011_and_close_1009(void)
 
 static void no_key_exchange_in_time_closes_1008(void)
 {
-    sm_client *c = open_raw();
-    skip_server_hello(c);
+    /* handshake_timeout = 1, counted by the server from the connection's
+     * opening: never sooner than 1 s after the client began to connect;
+     * later only by how busy the machine is, so the upper bound is loose. */
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    CU_ASSERT_EQUAL(harness_wait_closed(c, 5000), 1008);
+    sm_client *c = open_raw();
+    skip_server_hello(c);
+    CU_ASSERT_EQUAL(harness_wait_closed(c, 15000), 1008);
     clock_gettime(CLOCK_MONOTONIC, &t1);
     double waited = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-    CU_ASSERT_TRUE(waited > 0.5 && waited < 3.0); /* handshake_timeout = 1 */
+    if (waited < 1.0 || waited > 11.0)
+        fprintf(stderr, "closed after %.3f s\n", waited);
+    CU_ASSERT_TRUE(waited >= 1.0 && waited <= 11.0);
     sm_client_free(c);
 }
 

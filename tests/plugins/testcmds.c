@@ -86,6 +86,24 @@ static void emit(sm_ctx *ctx, const json_t *payload, void *data)
     host->reply(ctx, "emit", NULL);
 }
 
+/* Sends `count` events to the caller before replying: while the command
+ * is in flight they are held (PROTOCOL.md 5), for tests of the bound on
+ * held events. */
+static void emit_many(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)data;
+    json_int_t count = json_integer_value(json_object_get(payload, "count"));
+    sm_session_id sid = host->ctx_session(ctx);
+    for (json_int_t i = 0; i < count; i++) {
+        json_t *ev = json_pack("{s:I}", "i", i);
+        int rc = host->send_event(sid, "emitted", ev);
+        json_decref(ev);
+        if (rc != SM_OK)
+            break; /* the session is being closed */
+    }
+    host->reply(ctx, "emit_many", NULL);
+}
+
 /* Replies with `size` bytes of text, for send-queue tests. */
 static void big(sm_ctx *ctx, const json_t *payload, void *data)
 {
@@ -337,6 +355,10 @@ static const sm_field big_schema[] = {
     {"size", SM_FIELD_INTEGER, SM_FIELD_REQUIRED, 1, 8 << 20},
     {NULL, SM_FIELD_END, 0, 0, 0},
 };
+static const sm_field emit_many_schema[] = {
+    {"count", SM_FIELD_INTEGER, SM_FIELD_REQUIRED, 1, 100000},
+    {NULL, SM_FIELD_END, 0, 0, 0},
+};
 static const sm_field kv_schema[] = {
     {"key", SM_FIELD_STRING, SM_FIELD_REQUIRED, 1, 64},
     {"value", SM_FIELD_STRING, 0, 0, 4096},
@@ -380,6 +402,7 @@ static const sm_action actions[] = {
     {"double_reply", double_reply, 0, NULL},
     {"typed", typed, 0, typed_schema},
     {"emit", emit, 0, NULL},
+    {"emit_many", emit_many, 0, emit_many_schema},
     {"big", big, SM_ACTION_NO_RATE_LIMIT, big_schema},
     {"deferred_echo", deferred_echo, 0, NULL},
     {"peer_address", peer_address, 0, NULL},

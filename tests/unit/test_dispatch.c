@@ -181,6 +181,28 @@ static void dispatch_deferred_reply_and_queued_input_keep_order(void)
     session_destroy(s);
 }
 
+/* At most 64 messages wait behind a command in flight; the 65th closes
+ * the connection with 1008. (Through lws the server stops reading first,
+ * so this is the backstop: tests/integration/test_rules.c.) */
+static void dispatch_more_than_64_queued_messages_close_1008(void)
+{
+    fake_reset();
+    struct session *s = fake_session();
+    run(s, "deferred_echo", "1", "{}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s->busy);
+    for (int i = 0; i < 64; i++)
+        receive_message(s, "{}", 2);
+    CU_ASSERT_EQUAL(s->input_count, 64);
+    CU_ASSERT_EQUAL(fake_closed_code, 0);
+    CU_ASSERT_EQUAL(s->state, SESSION_OPEN);
+    receive_message(s, "{}", 2);
+    CU_ASSERT_EQUAL(fake_closed_code, 1008);
+    CU_ASSERT_EQUAL(s->state, SESSION_CLOSING);
+    CU_ASSERT_EQUAL(s->input_count, 64);
+    workers_drain(g_core.pool);
+    session_destroy(s);
+}
+
 static void dispatch_deferred_reply_after_close_is_dropped(void)
 {
     fake_reset();
@@ -448,6 +470,7 @@ int main(void)
         SM_TEST(dispatch_reply_goes_before_caused_events),
         SM_TEST(dispatch_deferred_reply_and_queued_input_keep_order),
         SM_TEST(dispatch_deferred_reply_after_close_is_dropped),
+        SM_TEST(dispatch_more_than_64_queued_messages_close_1008),
         SM_TEST(dispatch_rate_limit_gets_1008_with_retry_after),
         SM_TEST(dispatch_byte_limit_gets_1008_with_retry_after),
         SM_TEST(dispatch_byte_limit_comes_after_login_and_before_payload),

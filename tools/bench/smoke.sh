@@ -1,7 +1,8 @@
 #!/bin/bash
 # ctest bench.smoke: every safemessenger-bench scenario at a tiny size
 # against the real server (conf/bench.conf with port 0, in a temporary
-# directory), checking that each JSON report parses and holds sane values.
+# directory), checking that each JSON report parses and holds sane values,
+# and that the server then exits 0 with no sanitizer report in its log.
 # Usage: smoke.sh BENCH SERVER PLUGIN_DIR BENCH_CONF
 set -u
 bench=$1 server=$2 plugins=$3 conf=$4
@@ -82,4 +83,23 @@ run idle 'res["sessions"] == 5 and res["alive_at_end"] == 5 and res["rss_before_
 [ $? -eq 2 ] || fail "--duration above the cap was not refused"
 
 kill -0 "$pid" 2>/dev/null || fail "server died during the runs"
+
+# The server must stop cleanly: exit 0 on SIGTERM (under the sanitizers
+# that also means no leak at exit), within 10 s, and its whole log must be
+# readable and free of sanitizer reports.
+kill -TERM "$pid"
+( sleep 10; kill -KILL "$pid" 2>/dev/null ) &
+watchdog=$!
+wait "$pid"
+status=$?
+kill "$watchdog" 2>/dev/null
+wait "$watchdog" 2>/dev/null
+pid=
+[ $status -eq 0 ] || fail "server exited with status $status after SIGTERM (137: killed after 10 s)"
+grep -a -q -E 'ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:' "$dir/server.log"
+case $? in
+    0) fail "sanitizer report in the server log" ;;
+    1) ;;
+    *) fail "cannot read the server log" ;;
+esac
 echo "bench.smoke: all scenarios passed"
