@@ -419,6 +419,32 @@ static void private_message_recipient_checks(void)
     sm_testhost_free(th);
 }
 
+/* The signature field is capped at 4096 bytes: exactly that is stored and
+ * relayed, one byte more is a malformed payload and nothing is stored. */
+static void private_message_signature_limit_is_4096_bytes_inclusive(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id a = user(th, "alice", 1);
+    user(th, "Bob", 2);
+    char sig[4098];
+    memset(sig, 'A', sizeof sig - 1);
+    sig[4096] = '\0';
+    json_t *r = callf(th, a, "private_message",
+                      "{\"recipient\": \"Bob\", \"content\": \"x\", \"encrypted\": true,"
+                      " \"signature\": \"%s\"}", sig);
+    expect_response(r, "message_delivered");
+    json_decref(r);
+    CU_ASSERT_EQUAL(count_rows(th, NULL), 1);
+    sig[4096] = 'A';
+    sig[4097] = '\0';
+    expect_error(callf(th, a, "private_message",
+                       "{\"recipient\": \"Bob\", \"content\": \"x\", \"encrypted\": true,"
+                       " \"signature\": \"%s\"}", sig),
+                 1004, "private_message");
+    CU_ASSERT_EQUAL(count_rows(th, NULL), 1);
+    sm_testhost_free(th);
+}
+
 static void private_message_denied_by_policy_is_1002(void)
 {
     sm_testhost *th = start(NULL);
@@ -1423,6 +1449,7 @@ int main(void)
         SM_TEST(private_message_online_reaches_every_recipient_session),
         SM_TEST(private_message_offline_is_stored_and_listed_later),
         SM_TEST(private_message_recipient_checks),
+        SM_TEST(private_message_signature_limit_is_4096_bytes_inclusive),
         SM_TEST(private_message_denied_by_policy_is_1002),
         SM_TEST(private_message_dropped_by_policy_looks_delivered),
         SM_TEST(private_message_to_yourself_reaches_your_sessions),
