@@ -85,6 +85,33 @@ static void check_config_cites_file_and_line(void)
 
 static int fingerprint_of(const harness_server *s, char *out, size_t len);
 
+/* Unknown keys are errors, so the shipped files must stay in step with
+ * the code: each passes --check-config with every plugin it names (its
+ * plugins.dir pointed at this build; nothing else is changed). */
+static void shipped_configurations_pass_check_config(void)
+{
+    static const char *const files[] = {"safemessenger.conf", "bench.conf"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char src[600], dir[] = "/tmp/sm-shipped-XXXXXX", dst[600], cmd[2048], out[16384];
+        snprintf(src, sizeof src, "%s/conf/%s", SM_SOURCE_DIR, files[i]);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+        snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
+        snprintf(cmd, sizeof cmd,
+                 "sed 's|^\\( *dir = \\).*|\\1\"%s\";|' '%s' > '%s' && grep -q '%s' '%s'",
+                 SM_PLUGIN_BUILD_DIR, src, dst, SM_PLUGIN_BUILD_DIR, dst);
+        CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
+        char args[700];
+        snprintf(args, sizeof args, "-c '%s' --check-config", dst);
+        int rc = run_server(args, out, sizeof out);
+        CU_ASSERT_EQUAL(rc, 0);
+        CU_ASSERT_PTR_NOT_NULL(strstr(out, "configuration OK"));
+        if (rc != 0)
+            fprintf(stderr, "\n%s:\n%s\n", files[i], out);
+        unlink(dst);
+        rmdir(dir);
+    }
+}
+
 /* --check-config goes on past a plugin that fails, so one run lists every
  * plugin's problem, each pointing at its plugins.load entry; a key no
  * plugin reads is an error too. */
@@ -403,6 +430,7 @@ int main(void)
         SM_TEST(version_and_help_exit_0),
         SM_TEST(check_config_cites_file_and_line),
         SM_TEST(check_config_reports_every_plugin_error_with_file_and_line),
+        SM_TEST(shipped_configurations_pass_check_config),
         SM_TEST(relative_paths_start_at_the_config_directory),
         SM_TEST(missing_key_for_a_used_database_is_refused_with_the_remedy),
         SM_TEST(second_server_on_the_same_database_is_refused_naming_the_pid),
