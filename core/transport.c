@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "acceptor.h"
 #include "core.h"
 #include "dispatch.h"
 #include "envelope.h"
@@ -27,12 +28,6 @@
 /* How long a closing session may take to flush before it is dropped. */
 #define CLOSE_FLUSH_SECONDS 5
 #define SHUTDOWN_GRACE_SECONDS 3.0
-/* Connections accepted per wake-up, so a burst does not starve the
- * established ones. */
-#define ACCEPT_BATCH 64
-/* Out of descriptors: stop accepting this long instead of spinning on a
- * listening socket that stays readable. */
-#define ACCEPT_PAUSE_USEC 100000
 /* Quiet addresses are forgotten this often; the table's bound is
  * max_sessions plus this many addresses without sessions. */
 #define PEERS_SWEEP_SECONDS 30.0
@@ -59,12 +54,6 @@ static _Atomic(struct lws_context *) wake_ctx;
 static pthread_mutex_t wake_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct lws_vhost *vhost;
 static lws_sorted_usec_list_t timer_sul;
-/* The listening socket (listener.c), watched by lws as a raw file on a
- * vhost of its own; each accepted socket is handed to `vhost`. */
-static int listen_fd = -1;
-static struct lws *acceptor;
-static lws_sorted_usec_list_t accept_pause_sul;
-static double accept_error_logged_at = -1e9;
 static sm_timer *peers_timer;
 static volatile sig_atomic_t stop_requested;
 
@@ -490,85 +479,6 @@ static void lws_log_bridge(int level, const char *line)
     log_msg(level == LLL_ERR ? SM_LOG_ERROR : SM_LOG_WARNING, "lws", "%.*s", (int)n, line);
 }
 
-/* ---- accepting --------------------------------------------------------- */
-
-static void accept_resume(lws_sorted_usec_list_t *sul)
-{
-    (void)sul;
-    if (acceptor)
-        lws_rx_flow_control(acceptor, 1);
-}
-
-static void accept_waiting(void)
-{
-    for (int i = 0; i < ACCEPT_BATCH; i++) {
-        int fd = listener_accept(listen_fd);
-        if (fd < 0) {
-            int e = errno;
-            if (e == EAGAIN || e == EWOULDBLOCK || e == EINTR || e == ECONNABORTED)
-                return;
-            double now = core_mono_now();
-            if (now - accept_error_logged_at >= 10.0) {
-                LOG_WARN("cannot accept a connection: %s", strerror(e));
-                accept_error_logged_at = now;
-            }
-            if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
-                lws_rx_flow_control(acceptor, 0);
-                lws_sul_schedule(lws_ctx, 0, &accept_pause_sul, accept_resume,
-                                 ACCEPT_PAUSE_USEC);
-            }
-            return;
-        }
-        /* lws closes fd itself when it cannot adopt it. */
-        if (!lws_adopt_socket_vhost(vhost, fd))
-            LOG_WARN("libwebsockets could not take an accepted connection");
-    }
-}
-
-static int acceptor_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
-                             void *in, size_t len)
-{
-    (void)wsi;
-    (void)user;
-    (void)in;
-    (void)len;
-    switch (reason) {
-    case LWS_CALLBACK_RAW_RX_FILE:
-        accept_waiting();
-        return 0;
-    case LWS_CALLBACK_RAW_CLOSE_FILE:
-        /* lws closes the descriptor with the wsi. */
-        acceptor = NULL;
-        listen_fd = -1;
-        return 0;
-    default:
-        return 0;
-    }
-}
-
-static const struct lws_protocols acceptor_protocols[] = {
-    {"sm-acceptor", acceptor_callback, 0, 0, 0, NULL, 0},
-    {NULL, NULL, 0, 0, 0, NULL, 0}
-};
-
-/* Watches the listening socket from the lws loop, on a vhost that serves
- * nothing, so no client can select its protocol. */
-static int acceptor_start(void)
-{
-    struct lws_context_creation_info info;
-    memset(&info, 0, sizeof info);
-    info.port = CONTEXT_PORT_NO_LISTEN;
-    info.protocols = acceptor_protocols;
-    info.vhost_name = "sm-acceptor";
-    struct lws_vhost *vh = lws_create_vhost(lws_ctx, &info);
-    if (!vh)
-        return -1;
-    lws_sock_file_fd_type desc;
-    desc.filefd = listen_fd;
-    acceptor = lws_adopt_descriptor_vhost(vh, LWS_ADOPT_RAW_FILE_DESC, desc, "sm-acceptor", NULL);
-    return acceptor ? 0 : -1;
-}
-
 /* ---- start and stop ---------------------------------------------------- */
 
 static int create_vhost(const server_config *sc, int listen_family)
@@ -647,7 +557,7 @@ int transport_start(const server_config *sc, int *port_out)
     g_core.timers_changed = schedule_timers;
 
     char err[512];
-    listen_fd = listener_open(sc->bind, sc->port, err, sizeof err);
+    int listen_fd = listener_open(sc->bind, sc->port, err, sizeof err);
     if (listen_fd < 0) {
         LOG_ERROR("%s", err);
         peers_stop();
@@ -674,24 +584,23 @@ int transport_start(const server_config *sc, int *port_out)
     }
     if (create_vhost(sc, listener_family(listen_fd)) != 0)
         goto fail;
-    if (acceptor_start() != 0) {
+    if (acceptor_start(lws_ctx, listen_fd, vhost) != 0) {
         LOG_ERROR("cannot watch the listening socket %s", where);
         goto fail;
     }
+    listen_fd = -1; /* lws's now */
     LOG_INFO("listening on %s (%s)", where, tls ? "wss" : "ws");
     *port_out = port;
     schedule_timers();
     publish_context();
     return 0;
 fail:
-    if (!acceptor && listen_fd >= 0)
+    if (listen_fd >= 0)
         close(listen_fd);
-    listen_fd = -1;
     if (lws_ctx)
         lws_context_destroy(lws_ctx);
     lws_ctx = NULL;
     vhost = NULL;
-    acceptor = NULL;
     peers_stop();
     return -1;
 }
@@ -725,7 +634,7 @@ void transport_stop(void)
         g_core.shutting_down = 2;
         withdraw_context();
         lws_sul_cancel(&timer_sul);
-        lws_sul_cancel(&accept_pause_sul);
+        acceptor_stop();
         lws_context_destroy(lws_ctx);
         lws_ctx = NULL;
         vhost = NULL;
