@@ -13,11 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "safemessenger/plugin.h"
-#include "store.h"
+#include "messaging.h"
 #include "unread.h"
 
-#define ROOM_ATTR "rooms.current"
 #define UNREAD_ATTR "messaging.unread_count"
 #define TOPIC_PREFIX "room:"
 
@@ -27,8 +25,6 @@
 /* Ids are below 2^53 (PROTOCOL.md section 7): every JSON number parser
  * keeps them exact. */
 #define ID_LIMIT 9007199254740991.0
-#define UNREAD_PAGE 100
-#define HISTORY_DEFAULT 50
 /* messaging.max_page_bytes: the default keeps a page within the core's
  * payload limit at the default limits.send_queue_bytes (a quarter of
  * 1 MiB); the maximum is the core's absolute payload limit. */
@@ -46,9 +42,6 @@
  * the sender's share of it) is reached: a person reading messages frees
  * room within about a minute. */
 #define UNREAD_RETRY_AFTER 60
-/* mark_all_read marks at most this many per command (oldest first), so
- * one command never holds the loop for long; `more` asks for another. */
-#define MARK_ALL_BATCH 1000
 /* Expired rows are deleted every 30 s (PROTOCOL.md: within a minute), in
  * batches, so one tick never holds the loop for long. */
 #define PURGE_INTERVAL 30.0
@@ -58,14 +51,6 @@
  * drains in short runs that never hold the loop for long. */
 #define PURGE_FOLLOW_UP 0.2
 
-typedef struct messaging {
-    const sm_host *host;
-    sm_plugin *self;
-    int64_t max_content_bytes, max_unread, max_unread_per_sender, max_expiry, max_page_bytes;
-    msg_store store;
-    sm_timer *purge_timer;
-    sm_timer *purge_more;   /* one-shot follow-up while a backlog remains */
-} messaging;
 
 /* The optional and checked parts of a message payload. */
 typedef struct msg_input {
@@ -74,21 +59,21 @@ typedef struct msg_input {
     double expires_at;
 } msg_input;
 
-static void reply_internal(messaging *m, sm_ctx *ctx)
+void messaging_reply_internal(messaging *m, sm_ctx *ctx)
 {
     m->host->reply_error(ctx, SM_ERR_INTERNAL, "internal server error");
 }
 
-static void reply_json(messaging *m, sm_ctx *ctx, const char *action, json_t *p)
+void messaging_reply_json(messaging *m, sm_ctx *ctx, const char *action, json_t *p)
 {
     if (p)
         m->host->reply(ctx, action, p);
     else
-        reply_internal(m, ctx);
+        messaging_reply_internal(m, ctx);
     json_decref(p);
 }
 
-static int ascii_equal(const char *a, const char *b)
+int messaging_ascii_equal(const char *a, const char *b)
 {
     for (;; a++, b++) {
         char x = *a >= 'A' && *a <= 'Z' ? (char)(*a - 'A' + 'a') : *a;
@@ -190,7 +175,7 @@ static void post_public(messaging *m, sm_ctx *ctx, const char *room, const msg_i
                 : -1;
     if (n < 0 || (size_t)n >= sizeof topic) {
         h->log(m->self, SM_LOG_ERROR, "session room attribute is not a room name");
-        reply_internal(m, ctx);
+        messaging_reply_internal(m, ctx);
         return;
     }
     /* The room's fan-out budget (limits.room_fanout_bytes_per_second),
@@ -208,7 +193,7 @@ static void post_public(messaging *m, sm_ctx *ctx, const char *room, const msg_i
                    .timestamp = now, .has_expiry = in->has_expiry, .expires_at = in->expires_at};
     int64_t id = 0;
     if (commit_message(m, &row, NULL, now, &id) != SM_OK) {
-        reply_internal(m, ctx);
+        messaging_reply_internal(m, ctx);
         return;
     }
     json_t *ev = json_pack("{s:I, s:s, s:s, s:s, s:f}", "id", (json_int_t)id, "sender", sender,
@@ -219,7 +204,7 @@ static void post_public(messaging *m, sm_ctx *ctx, const char *room, const msg_i
         h->log(m->self, SM_LOG_ERROR, "message %lld stored but not sent: out of memory",
                (long long)id);
     json_decref(ev);
-    reply_json(m, ctx, "public_message",
+    messaging_reply_json(m, ctx, "public_message",
                json_pack("{s:I, s:s, s:f}", "id", (json_int_t)id, "room", room, "timestamp", now));
 }
 
@@ -249,7 +234,7 @@ static void send_message(sm_ctx *ctx, const json_t *payload, void *data)
         return;
     const char *want = json_string_value(json_object_get(payload, "room"));
     const char *room = m->host->session_get_attr(m->host->ctx_session(ctx), ROOM_ATTR);
-    if (!room || !ascii_equal(room, want)) {
+    if (!room || !messaging_ascii_equal(room, want)) {
         m->host->reply_error(ctx, SM_ERR_NOT_AUTHORIZED, "you are not in that room");
         return;
     }
@@ -281,13 +266,13 @@ static void private_message(sm_ctx *ctx, const json_t *payload, void *data)
         return;
     }
     if (rc != SM_OK) {
-        reply_internal(m, ctx);
+        messaging_reply_internal(m, ctx);
         return;
     }
     const char *sender = h->session_username(h->ctx_session(ctx));
     char sender_lower[STORE_NAME_MAX];
     if (!sender || store_lower(sender, sender_lower, sizeof sender_lower) != SM_OK) {
-        reply_internal(m, ctx);
+        messaging_reply_internal(m, ctx);
         return;
     }
     int verdict = unread_verdict(&m->store, sender, recipient);
@@ -322,12 +307,12 @@ static void private_message(sm_ctx *ctx, const json_t *payload, void *data)
                                      : "you have too many unread messages waiting for this user",
                                  extra);
         else
-            reply_internal(m, ctx);
+            messaging_reply_internal(m, ctx);
         json_decref(extra);
         return;
     }
     if (rc != SM_OK) {
-        reply_internal(m, ctx);
+        messaging_reply_internal(m, ctx);
         return;
     }
     int online = h->user_sessions(recipient, NULL, 0) > 0;
@@ -343,204 +328,9 @@ static void private_message(sm_ctx *ctx, const json_t *payload, void *data)
                    (long long)id);
         json_decref(ev);
     }
-    reply_json(m, ctx, "message_delivered",
+    messaging_reply_json(m, ctx, "message_delivered",
                json_pack("{s:I, s:s, s:b, s:f}", "message_id", (json_int_t)id, "recipient",
                          recipient, "online", online, "timestamp", now));
-}
-
-/* The bytes left for a page's items once its reply object (measured
- * empty, with the longer "more":false) is counted, 0 when none. */
-static size_t page_budget(const messaging *m, json_t *empty_reply)
-{
-    size_t base = empty_reply ? json_dumpb(empty_reply, NULL, 0, JSON_COMPACT) : 0;
-    json_decref(empty_reply);
-    size_t max = (size_t)m->max_page_bytes;
-    return base > 0 && base < max ? max - base : 0;
-}
-
-/* The caller's name and its lower-cased copy; replies 1005 itself on
- * failure. */
-static int caller(messaging *m, sm_ctx *ctx, const char **name, char *lower, size_t lower_len)
-{
-    const char *me = m->host->session_username(m->host->ctx_session(ctx));
-    if (!me || store_lower(me, lower, lower_len) != SM_OK) {
-        reply_internal(m, ctx);
-        return SM_ERROR;
-    }
-    *name = me;
-    return SM_OK;
-}
-
-static void get_unread_messages(sm_ctx *ctx, const json_t *payload, void *data)
-{
-    messaging *m = data;
-    const char *name;
-    char me[STORE_NAME_MAX];
-    if (caller(m, ctx, &name, me, sizeof me) != SM_OK)
-        return;
-    const json_t *after = json_object_get(payload, "after_id");
-    int64_t after_id = json_is_integer(after) ? (int64_t)json_integer_value(after) : 0;
-    double now = m->host->now();
-    int64_t count = 0;
-    int more = 0;
-    size_t budget = page_budget(m, json_pack("{s:[], s:b}", "messages", "more", 0));
-    json_t *items = json_array();
-    if (!items || unread_settle(&m->store, name, me, now, &count) != SM_OK ||
-        store_list_unread(&m->store, me, after_id, now, UNREAD_PAGE, budget, items, &more) !=
-            SM_OK) {
-        json_decref(items);
-        reply_internal(m, ctx);
-        return;
-    }
-    reply_json(m, ctx, "unread_messages",
-               json_pack("{s:o, s:b}", "messages", items, "more", more));
-}
-
-/* The same 1009 whether the message does not exist, has expired, is
- * someone else's or is hidden: no hint whether it exists. */
-static void mark_message_read(sm_ctx *ctx, const json_t *payload, void *data)
-{
-    messaging *m = data;
-    const sm_host *h = m->host;
-    const char *name;
-    char me[STORE_NAME_MAX], sender[STORE_NAME_MAX], sender_lower[STORE_NAME_MAX];
-    if (caller(m, ctx, &name, me, sizeof me) != SM_OK)
-        return;
-    int64_t id = (int64_t)json_integer_value(json_object_get(payload, "message_id"));
-    double now = h->now();
-    int was_read = 0;
-    int rc = store_find_private(&m->store, id, me, now, sender, sizeof sender, &was_read);
-    /* An unread message whose sender has been blocked since is hidden
-     * now, as unread_settle would have hidden it. */
-    if (rc == SM_OK && !was_read && unread_verdict(&m->store, sender, name) == SM_VERDICT_DROP) {
-        rc = store_lower(sender, sender_lower, sizeof sender_lower);
-        if (rc == SM_OK)
-            rc = store_hide_pair(&m->store, me, sender_lower);
-        if (rc == SM_OK)
-            rc = SM_ENOTFOUND;
-    }
-    if (rc == SM_ENOTFOUND) {
-        h->reply_error(ctx, SM_ERR_NOT_FOUND, "no such message");
-        return;
-    }
-    if (rc == SM_OK && !was_read)
-        rc = store_set_read(&m->store, id);
-    if (rc != SM_OK) {
-        reply_internal(m, ctx);
-        return;
-    }
-    reply_json(m, ctx, "mark_message_read", json_pack("{s:I}", "message_id", (json_int_t)id));
-    if (was_read)
-        return;
-    json_t *ev = json_pack("{s:I, s:s, s:f}", "message_id", (json_int_t)id, "reader", name,
-                           "timestamp", now);
-    if (ev)
-        h->send_event_user(sender, "message_read", ev);
-    json_decref(ev);
-}
-
-/* An extension (docs/PROTOCOL.md 7.5): marks the caller's visible unread
- * messages up to `up_to_id` read, oldest first, at most MARK_ALL_BATCH,
- * with one receipt per message as mark_message_read sends. */
-static void mark_all_read(sm_ctx *ctx, const json_t *payload, void *data)
-{
-    messaging *m = data;
-    const sm_host *h = m->host;
-    const char *name;
-    char me[STORE_NAME_MAX];
-    if (caller(m, ctx, &name, me, sizeof me) != SM_OK)
-        return;
-    const json_t *up_to = json_object_get(payload, "up_to_id");
-    int64_t up_to_id = json_is_integer(up_to) ? (int64_t)json_integer_value(up_to) : INT64_MAX;
-    double now = h->now();
-    int64_t count = 0;
-    int more = 0;
-    store_marked marked = {0};
-    int rc = h->db_begin(m->self);
-    if (rc != SM_OK) {
-        reply_internal(m, ctx);
-        return;
-    }
-    rc = unread_settle(&m->store, name, me, now, &count);
-    if (rc == SM_OK)
-        rc = store_mark_all(&m->store, me, up_to_id, now, MARK_ALL_BATCH, &marked, &more);
-    if (rc != SM_OK) {
-        h->db_rollback(m->self);
-        reply_internal(m, ctx);
-        return;
-    }
-    if (h->db_commit(m->self) != SM_OK) {
-        store_marked_free(&marked);
-        reply_internal(m, ctx);
-        return;
-    }
-    reply_json(m, ctx, "mark_all_read",
-               json_pack("{s:I, s:b}", "count", (json_int_t)marked.n, "more", more));
-    for (size_t i = 0; i < marked.n; i++) {
-        json_t *ev = json_pack("{s:I, s:s, s:f}", "message_id", (json_int_t)marked.item[i].id,
-                               "reader", name, "timestamp", now);
-        if (ev)
-            h->send_event_user(marked.item[i].sender, "message_read", ev);
-        else
-            h->log(m->self, SM_LOG_ERROR, "message_read for %lld not sent: out of memory",
-                   (long long)marked.item[i].id);
-        json_decref(ev);
-    }
-    store_marked_free(&marked);
-}
-
-static void get_public_key(sm_ctx *ctx, const json_t *payload, void *data)
-{
-    messaging *m = data;
-    char lower[STORE_NAME_MAX], name[STORE_NAME_MAX];
-    json_t *key = NULL;
-    int rc = store_lower(json_string_value(json_object_get(payload, "username")), lower,
-                         sizeof lower);
-    if (rc == SM_OK)
-        rc = store_find_user(&m->store, lower, name, sizeof name, &key);
-    if (rc == SM_ENOTFOUND) {
-        m->host->reply_error(ctx, SM_ERR_NOT_FOUND, "no such user");
-        return;
-    }
-    if (rc != SM_OK) {
-        reply_internal(m, ctx);
-        return;
-    }
-    reply_json(m, ctx, "get_public_key",
-               json_pack("{s:s, s:o}", "username", name, "public_key", key));
-}
-
-static void get_history(sm_ctx *ctx, const json_t *payload, void *data)
-{
-    messaging *m = data;
-    const sm_host *h = m->host;
-    const char *want = json_string_value(json_object_get(payload, "room"));
-    const char *room = h->session_get_attr(h->ctx_session(ctx), ROOM_ATTR);
-    if (!room || !ascii_equal(room, want)) {
-        h->reply_error(ctx, SM_ERR_NOT_AUTHORIZED, "you are not in that room");
-        return;
-    }
-    char lower[STORE_NAME_MAX];
-    if (store_lower(room, lower, sizeof lower) != SM_OK) {
-        reply_internal(m, ctx);
-        return;
-    }
-    const json_t *before = json_object_get(payload, "before_id");
-    const json_t *limit = json_object_get(payload, "limit");
-    int64_t before_id = json_is_integer(before) ? (int64_t)json_integer_value(before) : INT64_MAX;
-    int n = json_is_integer(limit) ? (int)json_integer_value(limit) : HISTORY_DEFAULT;
-    int more = 0;
-    size_t budget =
-        page_budget(m, json_pack("{s:s, s:[], s:b}", "room", room, "messages", "more", 0));
-    json_t *items = json_array();
-    if (!items ||
-        store_history(&m->store, lower, before_id, h->now(), n, budget, items, &more) != SM_OK) {
-        json_decref(items);
-        reply_internal(m, ctx);
-        return;
-    }
-    reply_json(m, ctx, "get_history",
-               json_pack("{s:s, s:o, s:b}", "room", room, "messages", items, "more", more));
 }
 
 /* ---- core events and the purge ------------------------------------------ */
@@ -655,11 +445,11 @@ static const sm_action actions[] = {
     {"public_message", public_message, SM_ACTION_NEEDS_LOGIN, public_schema},
     {"send_message", send_message, SM_ACTION_NEEDS_LOGIN, send_schema},
     {"private_message", private_message, SM_ACTION_NEEDS_LOGIN, private_schema},
-    {"get_unread_messages", get_unread_messages, SM_ACTION_NEEDS_LOGIN, unread_schema},
-    {"mark_message_read", mark_message_read, SM_ACTION_NEEDS_LOGIN, mark_schema},
-    {"mark_all_read", mark_all_read, SM_ACTION_NEEDS_LOGIN, mark_all_schema},
-    {"get_public_key", get_public_key, SM_ACTION_NEEDS_LOGIN, key_schema},
-    {"get_history", get_history, SM_ACTION_NEEDS_LOGIN, history_schema},
+    {"get_unread_messages", messaging_get_unread_messages, SM_ACTION_NEEDS_LOGIN, unread_schema},
+    {"mark_message_read", messaging_mark_message_read, SM_ACTION_NEEDS_LOGIN, mark_schema},
+    {"mark_all_read", messaging_mark_all_read, SM_ACTION_NEEDS_LOGIN, mark_all_schema},
+    {"get_public_key", messaging_get_public_key, SM_ACTION_NEEDS_LOGIN, key_schema},
+    {"get_history", messaging_get_history, SM_ACTION_NEEDS_LOGIN, history_schema},
     {NULL, NULL, 0, NULL},
 };
 

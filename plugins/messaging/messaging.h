@@ -1,0 +1,42 @@
+/* The messaging plugin's shared state and helpers: messaging.c posts
+ * messages and runs the purge, reading.c answers what clients read back
+ * (unread pages, receipts, public keys, history). */
+#ifndef SM_PLUGIN_MESSAGING_H
+#define SM_PLUGIN_MESSAGING_H
+
+#include <stdint.h>
+
+#include "safemessenger/plugin.h"
+#include "store.h"
+
+#define ROOM_ATTR "rooms.current"
+#define UNREAD_PAGE 100
+#define HISTORY_DEFAULT 50
+/* mark_all_read marks at most this many per command (oldest first), so
+ * one command never holds the loop for long; `more` asks for another. */
+#define MARK_ALL_BATCH 1000
+
+typedef struct messaging {
+    const sm_host *host;
+    sm_plugin *self;
+    int64_t max_content_bytes, max_unread, max_unread_per_sender, max_expiry, max_page_bytes;
+    msg_store store;
+    sm_timer *purge_timer;
+    sm_timer *purge_more;   /* one-shot follow-up while a backlog remains */
+} messaging;
+
+/* Replies 1005 (details are logged where they happen). */
+void messaging_reply_internal(messaging *m, sm_ctx *ctx);
+/* Replies with p (taking it), or 1005 when p is NULL (out of memory). */
+void messaging_reply_json(messaging *m, sm_ctx *ctx, const char *action, json_t *p);
+/* Room names compare without regard to ASCII case (PROTOCOL.md 7). */
+int messaging_ascii_equal(const char *a, const char *b);
+
+/* Action handlers of reading.c (the action table is in messaging.c). */
+void messaging_get_unread_messages(sm_ctx *ctx, const json_t *payload, void *data);
+void messaging_mark_message_read(sm_ctx *ctx, const json_t *payload, void *data);
+void messaging_mark_all_read(sm_ctx *ctx, const json_t *payload, void *data);
+void messaging_get_public_key(sm_ctx *ctx, const json_t *payload, void *data);
+void messaging_get_history(sm_ctx *ctx, const json_t *payload, void *data);
+
+#endif
