@@ -710,6 +710,52 @@ static int msg_append(ws_conn *c, const uint8_t *data, size_t len)
     return 0;
 }
 
+/* RFC 3629 UTF-8: no overlong forms, no surrogates, nothing past U+10FFFF. */
+static int utf8_valid(const uint8_t *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t b = p[i];
+        size_t extra;
+        uint32_t cp;
+        if (b < 0x80) {
+            i++;
+            continue;
+        } else if ((b & 0xE0) == 0xC0) {
+            extra = 1;
+            cp = b & 0x1F;
+        } else if ((b & 0xF0) == 0xE0) {
+            extra = 2;
+            cp = b & 0x0F;
+        } else if ((b & 0xF8) == 0xF0) {
+            extra = 3;
+            cp = b & 0x07;
+        } else {
+            return 0;
+        }
+        if (n - i <= extra)
+            return 0;
+        for (size_t k = 1; k <= extra; k++) {
+            if ((p[i + k] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (p[i + k] & 0x3F);
+        }
+        static const uint32_t min_for[] = {0, 0x80, 0x800, 0x10000};
+        if (cp < min_for[extra] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        i += extra + 1;
+    }
+    return 1;
+}
+
+/* Close codes a peer may send (RFC 6455 7.4): 1004-1006 and 1015 are
+ * reserved for reporting, never sent. */
+static int close_code_sendable(int code)
+{
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+           (code >= 3000 && code <= 4999);
+}
+
 static int handle_control(ws_conn *c, const ws_frame_header *h, const uint8_t *body,
                           uint64_t deadline)
 {
@@ -721,10 +767,18 @@ static int handle_control(ws_conn *c, const ws_frame_header *h, const uint8_t *b
     }
     if (h->opcode == WS_OP_PONG)
         return 1;
-    /* close */
+    /* close: empty, or a sendable code and a UTF-8 reason (RFC 6455
+     * 5.5.1, 7.4); anything else fails the connection. */
     int code = 1005;
-    if (len >= 2)
+    if (len == 1)
+        return fail_protocol(c, 1002, deadline);
+    if (len >= 2) {
         code = (body[0] << 8) | body[1];
+        if (!close_code_sendable(code))
+            return fail_protocol(c, 1002, deadline);
+        if (!utf8_valid(body + 2, len - 2))
+            return fail_protocol(c, 1007, deadline);
+    }
     c->close_code = code;
     c->closed = 1;
     (void)ws_send_close(c, len >= 2 ? code : 0, deadline);

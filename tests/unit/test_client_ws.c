@@ -361,6 +361,44 @@ static void recv_rejects_masked_server_frame(void)
     peer_close(&p);
 }
 
+/* RFC 6455 5.5.1 and 7.4: a close body is empty or a code a peer may send
+ * with a UTF-8 reason; a 1-byte body or a reserved code fails the
+ * connection with 1002, a reason that is not UTF-8 with 1007. */
+static void recv_fails_on_malformed_close_frames(void)
+{
+    static const struct {
+        uint8_t body[6];
+        size_t len;
+        int code;
+    } cases[] = {
+        {{0x03}, 1, 1002},
+        {{0x03, 0xed}, 2, 1002},                   /* 1005: reserved */
+        {{0x03, 0xee}, 2, 1002},                   /* 1006: reserved */
+        {{0x03, 0xf7}, 2, 1002},                   /* 1015: reserved */
+        {{0x03, 0xe7}, 2, 1002},                   /* 999 */
+        {{0x13, 0x88}, 2, 1002},                   /* 5000 */
+        {{0x03, 0xe8, 0xc0, 0xaf}, 4, 1007},       /* overlong '/' */
+        {{0x03, 0xe8, 0xed, 0xa0, 0x80}, 5, 1007}, /* a surrogate */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        peer p;
+        CU_ASSERT_EQUAL_FATAL(peer_open(&p), 0);
+        CU_ASSERT_EQUAL(server_frame(p.server_fd, WS_OP_CLOSE, 1, cases[i].body, cases[i].len), 0);
+        expect_failure(&p, SM_CLIENT_PROTOCOL, cases[i].code);
+        peer_close(&p);
+    }
+    /* A registered private-use code with a UTF-8 reason is a normal close. */
+    peer p;
+    CU_ASSERT_EQUAL_FATAL(peer_open(&p), 0);
+    const uint8_t ok[] = {0x0f, 0xa0, 0xc3, 0xa9};   /* 4000, "\u00e9" */
+    CU_ASSERT_EQUAL(server_frame(p.server_fd, WS_OP_CLOSE, 1, ok, sizeof ok), 0);
+    char *msg = NULL;
+    size_t len = 0;
+    CU_ASSERT_EQUAL(ws_recv_message(p.ws, in_ms(1000), &msg, &len), SM_CLIENT_CLOSED);
+    CU_ASSERT_EQUAL(ws_close_code(p.ws), 4000);
+    peer_close(&p);
+}
+
 static void recv_rejects_continuation_without_start(void)
 {
     peer p;
@@ -640,6 +678,7 @@ int main(void)
         SM_TEST(recv_eof_without_close_is_1006),
         SM_TEST(recv_timeout_keeps_partial_frame),
         SM_TEST(recv_rejects_masked_server_frame),
+        SM_TEST(recv_fails_on_malformed_close_frames),
         SM_TEST(recv_rejects_continuation_without_start),
         SM_TEST(recv_rejects_binary_message),
         SM_TEST(recv_rejects_message_over_16_mib),
