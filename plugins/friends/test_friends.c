@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "safemessenger/testhost.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #define EPOCH SM_TESTHOST_EPOCH
 #define TESTCMDS_SO SM_TEST_PLUGIN_DIR "/testcmds.so"

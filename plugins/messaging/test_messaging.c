@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "safemessenger/testhost.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #define NOW0 SM_TESTHOST_EPOCH
 #define BOB_KEY                                                                                    \

@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "harness.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #define PLUGINS                                                                                    \
     "plugins = { dir = \"@PLUGIN_BUILD_DIR@\"; load = [\"auth\", \"rooms\", \"messaging\"]; };\n"  \

@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "safemessenger/testhost.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #define TESTCMDS SM_TEST_PLUGIN_DIR "/testcmds.so"
 
