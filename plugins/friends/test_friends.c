@@ -20,7 +20,8 @@
             CU_ASSERT_STRING_EQUAL(got_, want); \
     } while (0)
 
-/* The statement of conventions.md, so the suite sees auth's table. */
+/* auth's table as docs/PLUGINS.md section 17 gives it, so the suite sees
+ * auth's users without loading auth. */
 #define AUTH_USERS_SQL                                                                   \
     "CREATE TABLE auth_users(id INTEGER PRIMARY KEY, username TEXT NOT NULL,"            \
     " username_lower TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL, public_key TEXT," \
