@@ -51,7 +51,9 @@ void sm_message_free(sm_message *m)
     free(m);
 }
 
-int client_message_new(const envelope_in *env, json_t *payload, sm_message **out)
+/* Builds an sm_message from a parsed envelope (strings copied) and the
+ * payload object (reference taken over). */
+static int client_message_new(const envelope_in *env, json_t *payload, sm_message **out)
 {
     sm_message *m = calloc(1, sizeof *m);
     if (!m)
@@ -83,7 +85,6 @@ static int queue_push(sm_client *c, sm_message *m)
     else
         c->head = n;
     c->tail = n;
-    c->queued++;
     return SM_CLIENT_OK;
 }
 
@@ -103,13 +104,11 @@ static sm_message *queue_take(sm_client *c, const char *type)
             c->tail = prev;
         sm_message *m = n->msg;
         free(n);
-        c->queued--;
         return m;
     }
     return NULL;
 }
 
-size_t sm_client_queued(const sm_client *c) { return c->queued; }
 
 /* ---- reading ------------------------------------------------------------ */
 

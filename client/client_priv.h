@@ -31,15 +31,10 @@ struct sm_client {
     char fingerprint[CRYPTO_FINGERPRINT_LEN];
     char *session_id;
     msg_node *head, *tail;
-    size_t queued;
 };
 
 /* Absolute deadline for a call's timeout (negative = the client's default). */
 uint64_t client_deadline(const sm_client *c, int timeout_ms);
-
-/* Builds an sm_message from a parsed envelope (strings copied) and the
- * payload object (reference taken over). */
-int client_message_new(const envelope_in *env, json_t *payload, sm_message **out);
 
 /* Writes a formatted reason into err when err is not NULL. */
 void client_err(char *err, size_t err_len, const char *fmt, ...)

@@ -133,9 +133,6 @@ int sm_client_call(sm_client *c, const char *action, const json_t *payload, int 
  * call) and are still returned here. */
 int sm_client_next_event(sm_client *c, int timeout_ms, sm_message **out);
 
-/* Number of messages queued for sm_client_recv()/sm_client_next_event(). */
-size_t sm_client_queued(const sm_client *c);
-
 /* Close code received from the server, or -1 (none yet), 1005 when the
  * close frame had no code, 1006 when TCP closed without a close frame. */
 int sm_client_close_code(const sm_client *c);

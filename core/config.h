@@ -1,6 +1,6 @@
-/* Configuration: one libconfig file in the shape of DESIGN.md. The core's
- * own sections (server, storage, plugins, limits, log) are read and
- * checked here into server_config; every other top-level section belongs
+/* Configuration: one libconfig file, as docs/OPERATIONS.md describes it.
+ * The core's own sections (server, storage, plugins, limits, log) are read
+ * and checked here into server_config; every other top-level section belongs
  * to the plugin of that name, which reads it through the getters below
  * (the host table's config_* services). Errors name the file and line. */
 #ifndef SM_CORE_CONFIG_H

@@ -9,8 +9,6 @@ static const char *const level_names[] = {"error", "warning", "info", "debug"};
 
 void log_set_level(sm_log_level level) { current_level = level; }
 
-sm_log_level log_get_level(void) { return current_level; }
-
 int log_level_from_name(const char *name, sm_log_level *out)
 {
     for (int i = 0; i <= (int)SM_LOG_DEBUG; i++) {

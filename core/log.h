@@ -7,7 +7,6 @@
 #include "safemessenger/plugin.h"
 
 void log_set_level(sm_log_level level);
-sm_log_level log_get_level(void);
 /* Parses "error", "warning", "info", "debug"; -1 if unknown. */
 int log_level_from_name(const char *name, sm_log_level *out);
 

@@ -4,7 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
-int schema_is_name(const char *s)
+/* 1 when s consists only of [A-Za-z0-9_.-]. */
+static int schema_is_name(const char *s)
 {
     for (; *s; s++) {
         char c = *s;

@@ -12,7 +12,4 @@
  * string of 1 to 32 bytes"). */
 int schema_check(const sm_field *schema, const json_t *payload, char *msg, size_t msg_len);
 
-/* 1 when s consists only of [A-Za-z0-9_.-]. */
-int schema_is_name(const char *s);
-
 #endif

@@ -21,7 +21,8 @@ static char *dup_str(const char *s)
     return d;
 }
 
-int session_fold_name(const char *name, char *buf, size_t buf_len)
+/* Lower-cases ASCII into buf (NUL-terminated); -1 if it does not fit. */
+static int session_fold_name(const char *name, char *buf, size_t buf_len)
 {
     size_t n = strlen(name);
     if (n + 1 > buf_len)

@@ -139,7 +139,4 @@ const char *session_get_attr(const session *s, const char *key);
 /* Fires a core event to every subscriber, in plugin load order. */
 void session_fire(sm_core_event event, session *s);
 
-/* Lower-cases ASCII into buf (NUL-terminated); -1 if it does not fit. */
-int session_fold_name(const char *name, char *buf, size_t buf_len);
-
 #endif

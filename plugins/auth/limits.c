@@ -82,7 +82,6 @@ void ratelimit_free(ratelimit *rl)
     free(rl);
 }
 
-size_t ratelimit_size(const ratelimit *rl) { return rl ? rl->size : 0; }
 
 static void order_unlink(ratelimit *rl, rl_entry *e)
 {

@@ -55,7 +55,4 @@ void ratelimit_prune(ratelimit *rl, double now);
  * hold RATELIMIT_KEY_MAX + 1 bytes. */
 void ratelimit_address_key(const char *address, char *out);
 
-/* Number of keys tracked (for tests and logs). */
-size_t ratelimit_size(const ratelimit *rl);
-
 #endif

@@ -11,7 +11,7 @@
 
 #include "capture.h"
 #include "safemessenger/testhost.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 /* Cheap parameters so the suite stays fast; one test uses the defaults. */
 #define WEAK "allow_weak_argon2 = true; argon2_memory_kib = 64; argon2_passes = 1;"

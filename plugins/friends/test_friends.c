@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "safemessenger/testhost.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #define EPOCH SM_TESTHOST_EPOCH
 #define TESTCMDS_SO SM_TEST_PLUGIN_DIR "/testcmds.so"
@@ -20,7 +20,8 @@
             CU_ASSERT_STRING_EQUAL(got_, want); \
     } while (0)
 
-/* The statement of conventions.md, so the suite sees auth's table. */
+/* auth's table as docs/PLUGINS.md section 17 gives it, so the suite sees
+ * auth's users without loading auth. */
 #define AUTH_USERS_SQL                                                                   \
     "CREATE TABLE auth_users(id INTEGER PRIMARY KEY, username TEXT NOT NULL,"            \
     " username_lower TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL, public_key TEXT," \

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 
 #include "safemessenger/testhost.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #define EPOCH SM_TESTHOST_EPOCH
 

@@ -3,7 +3,7 @@
  * messages (PROTOCOL.md section 7).
  *
  * The room comes from the session attribute "rooms.current" and its topic
- * is "room:<lower-cased name>" (conventions.md); users are looked up in
+ * is "room:<lower-cased name>" (docs/PLUGINS.md section 17); users are looked up in
  * auth's auth_users. Every reply that confirms a write is sent after the
  * commit, and events follow the commit too, so no client ever sees a
  * message that a crash could take back. Message contents are never
@@ -335,8 +335,8 @@ static void private_message(sm_ctx *ctx, const json_t *payload, void *data)
 
 /* ---- core events and the purge ------------------------------------------ */
 
-/* conventions.md: auth reads the attribute for login_success.unread_count
- * once session_login returns (this runs inside it). */
+/* auth reads the attribute for login_success.unread_count once
+ * session_login returns (this runs inside it; docs/PLUGINS.md section 17). */
 static void on_logged_in(sm_core_event event, sm_session_id session, const char *username,
                          void *data)
 {
@@ -462,7 +462,7 @@ static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
         return SM_ENOMEM;
     m->host = host;
     m->self = self;
-    m->max_content_bytes = 16384; /* DESIGN.md defaults; kept when a key is absent */
+    m->max_content_bytes = 16384; /* docs/OPERATIONS.md defaults; kept when a key is absent */
     m->max_unread = 10000;
     m->max_unread_per_sender = 1000;
     m->max_expiry = 2592000;

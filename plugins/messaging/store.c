@@ -127,8 +127,8 @@ int store_open(msg_store *st, const sm_host *host, sm_plugin *self)
     memset(st, 0, sizeof *st);
     st->host = host;
     st->self = self;
-    /* conventions.md: auth owns auth_users; without it no recipient or key
-     * can be looked up. */
+    /* auth owns auth_users (docs/PLUGINS.md section 17); without it no
+     * recipient or key can be looked up. */
     sm_stmt *probe = NULL;
     if (host->db_prepare(self, "SELECT 1 FROM auth_users LIMIT 0", &probe) != SM_OK) {
         host->log(self, SM_LOG_ERROR, "messaging needs the auth plugin, loaded before it");

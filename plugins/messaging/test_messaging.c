@@ -2,7 +2,7 @@
  * section 7 it provides, its errors, the policy hook, the unread cap,
  * expiry and the purge, and the unread_count attribute at login.
  *
- * auth_users is created here as conventions.md gives it; a test-only
+ * auth_users is created here as docs/PLUGINS.md section 17 gives it; a test-only
  * helper plugin (test_room_helper.c) puts sessions in rooms the way the
  * rooms plugin does, and policy_veto denies private messages to "denied"
  * and drops those to "blocked". Suites on blocks that come and go load the
@@ -14,7 +14,7 @@
 #include <string.h>
 
 #include "safemessenger/testhost.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #define NOW0 SM_TESTHOST_EPOCH
 #define BOB_KEY                                                                                    \

@@ -1,7 +1,7 @@
 /* Test-only plugin for the messaging suite: stands in for the rooms plugin
  * (which messaging never calls) by setting the session attribute
- * "rooms.current" and the room topic exactly as conventions.md says rooms
- * does, and reads attributes back. Never built into a server. */
+ * "rooms.current" and the room topic exactly as docs/PLUGINS.md section 17
+ * says rooms does, and reads attributes back. Never built into a server. */
 #include <stdio.h>
 
 #include "safemessenger/plugin.h"

@@ -7,7 +7,8 @@
 #include <string.h>
 
 #define ROOMS_ATTR "rooms.current"
-/* "room:" + lower-cased name (conventions.md): other plugins publish there. */
+/* "room:" + lower-cased name (docs/PLUGINS.md section 17): other plugins
+ * publish there. */
 #define ROOMS_TOPIC_MAX (sizeof "room:" + ROOMS_NAME_MAX)
 #define ROOMS_ID_MAX 24
 

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "safemessenger/testhost.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 /* A string member, or "<none>" so a failing comparison reports instead of
  * passing NULL to strcmp. */

@@ -13,7 +13,7 @@
 #include <time.h>
 
 #include "harness.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 /* Cheap hashes and no auth limits in the way: every client is 127.0.0.1. */
 #define AUTH_SERVER_CONFIG                                                                \

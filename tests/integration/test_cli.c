@@ -23,7 +23,7 @@
 
 #include "crypto.h"
 #include "harness.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #ifndef SM_CLI_PATH
 #error "SM_CLI_PATH must name the safemessenger-cli binary (tools/cli/CMakeLists.txt)"

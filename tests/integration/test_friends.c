@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "harness.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #define PASSWORD "correct horse battery"
 #define QUIET_MS 300 /* how long "nothing more arrives" is watched */

@@ -20,7 +20,7 @@
 #include "envelope.h"
 #include "harness.h"
 #include "sm_client.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #define WAIT_MS 5000
 

@@ -6,7 +6,7 @@
 #include <time.h>
 
 #include "harness.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 static harness_server srv;
 

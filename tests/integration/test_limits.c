@@ -12,7 +12,7 @@
 
 #include "crypto.h"
 #include "harness.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #define WAIT_MS 5000
 #define OTHER_ADDRESS "127.0.0.2"

@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "harness.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #define BIND_SECTION(addr) \
     "server = { port = 0; bind = \"" addr "\"; key_file = \"@DIR@/server_key.pem\"; key_bits = 2048; };\n"

@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "harness.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #define PLUGINS                                                                                    \
     "plugins = { dir = \"@PLUGIN_BUILD_DIR@\"; load = [\"auth\", \"rooms\", \"messaging\"]; };\n"  \
@@ -382,8 +382,10 @@ static char *query_text(const char *path, const char *sql)
     return out;
 }
 
-/* DESIGN.md: acknowledged means durable. The server is killed the moment
- * message_delivered arrives; a new server on the same database has it. */
+/* Acknowledged means durable: a reply or event that reports a write is
+ * sent only after the commit (docs/PLUGINS.md section 8, "reply after
+ * commit"). The server is killed the moment message_delivered arrives; a
+ * new server on the same database has it. */
 static void acknowledged_message_survives_sigkill(void)
 {
     harness_server first, second;

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "harness.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 /* Runs the server binary with args, returns its exit status and output.
  * Under a timeout: a server that wrongly starts must not hang the suite. */

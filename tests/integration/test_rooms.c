@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "harness.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #define AUTH_AND_ROOMS \
     "plugins = { dir = \"@PLUGIN_BUILD_DIR@\"; load = [\"auth\", \"rooms\"]; };\n" \

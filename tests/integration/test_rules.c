@@ -18,7 +18,7 @@
 #include "crypto.h"
 #include "envelope.h"
 #include "harness.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #define WAIT_MS 10000
 

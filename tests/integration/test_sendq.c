@@ -15,7 +15,7 @@
 #include <time.h>
 
 #include "harness.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #define PASSWORD "correct horse battery"
 #define HISTORY_MESSAGES 40

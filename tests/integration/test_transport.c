@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "harness.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 static harness_server srv;
 

@@ -4,8 +4,10 @@
 #   build_example.sh BUILD_DIR SOURCE_DIR CALL_HELLO TESTCMDS_SO SANITIZE
 #
 # 1. installs BUILD_DIR into a temporary prefix (cmake --install --prefix);
-# 2. checks what the SDK installed (headers, .pc files, versioned library)
-#    and builds hello.c with the pkg-config one-liner;
+# 2. checks what the SDK installed (headers, .pc files, versioned library),
+#    builds hello.c with the pkg-config one-liner, then builds hello's suite
+#    with the line docs/PLUGINS.md gives and runs it, with no rpath or
+#    LD_LIBRARY_PATH of our own;
 # 3. configures, builds and tests examples/plugins/hello with
 #    PKG_CONFIG_PATH pointing at the prefix: nothing from the source tree;
 # 4. starts the installed server with the example's hello.so and the test
@@ -93,6 +95,7 @@ quietly install cmake --install "$build_dir" --prefix "$prefix"
 
 begin "check the installed SDK"
 for f in include/safemessenger/plugin.h include/safemessenger/testhost.h \
+         include/safemessenger/testhost_suite.h \
          lib/pkgconfig/safemessenger-plugin.pc lib/pkgconfig/safemessenger-testhost.pc \
          lib/libsafemessenger-testhost.so bin/safemessenger-server; do
     [ -e "$prefix/$f" ] || fail "not installed: $f"
@@ -118,6 +121,32 @@ quietly oneliner cc $(pkg-config --cflags --libs safemessenger-plugin) -shared -
     -o "$tmp/oneliner/hello.so" "$example/hello.c"
 nm -D --defined-only "$tmp/oneliner/hello.so" | grep -q ' safemessenger_plugin$' ||
     fail "the one-liner's hello.so does not export safemessenger_plugin"
+
+# The suite by hand, with the build line docs/PLUGINS.md (section 13) gives,
+# word for word, and nothing else: no rpath, no LD_LIBRARY_PATH. The test
+# binary must find the installed test host through what pkg-config gave.
+# Under SANITIZE, cc is a function adding the flags the ASan-built test
+# host needs (the guide says to add them in that case).
+test_line="cc -o test_hello test_hello.c -DHELLO_SO='\"./hello.so\"' \$(pkg-config --cflags --libs safemessenger-testhost cunit)"
+begin "$test_line, then ./test_hello"
+grep -qxF "$test_line" "$source_dir/docs/PLUGINS.md" ||
+    fail "docs/PLUGINS.md does not show the suite's build line: $test_line"
+cp "$example/test_hello.c" "$tmp/oneliner/"
+if [ "$sanitize" = ON ]; then
+    # shellcheck disable=SC2086 # san_flags is a list of flags
+    cc() { command cc $san_flags "$@"; }
+fi
+(cd "$tmp/oneliner" && eval "$test_line") >"$tmp/test_line.log" 2>&1 ||
+    { cat "$tmp/test_line.log" >&2; fail "the documented build line failed"; }
+unset -f cc
+(cd "$tmp/oneliner" && ./test_hello) >"$tmp/test_hello.log" 2>&1 ||
+    { cat "$tmp/test_hello.log" >&2; fail "test_hello, built with the documented line, failed"; }
+# And it ran the test host of the SDK the line named, not a copy elsewhere.
+resolved=$(cd "$tmp/oneliner" && ldd ./test_hello | grep 'libsafemessenger-testhost' || true)
+resolved=${resolved#*=> }
+resolved=${resolved% (*}
+[ -f "$resolved" ] && [ "$(cd "$(dirname "$resolved")" && pwd -P)" = "$(cd "$prefix/lib" && pwd -P)" ] ||
+    fail "test_hello does not find the test host in $prefix/lib (ldd: ${resolved:-nothing})"
 
 begin "configure, build and test $example out of tree"
 cmake_args=(-S "$example" -B "$tmp/hello-build" -DCMAKE_BUILD_TYPE=Debug)

@@ -8,7 +8,7 @@
 #include <string.h>
 
 #include "safemessenger/testhost.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #define PLUGIN(name) SM_TEST_PLUGIN_DIR "/" name ".so"
 

@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "safemessenger/testhost.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 static sm_testhost *th;
 

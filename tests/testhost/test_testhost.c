@@ -1,9 +1,10 @@
 /* The plugin test host, driven as a plugin author would: the testcmds
  * plugin, fake sessions, replies and events, workers, the fake clock. */
 #include <string.h>
+#include <time.h>
 
 #include "safemessenger/testhost.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #define TESTCMDS SM_TEST_PLUGIN_DIR "/testcmds.so"
 
@@ -193,6 +194,47 @@ static void testhost_is_one_at_a_time(void)
     CU_ASSERT_PTR_NULL(second);
 }
 
+/* Sends `echo` until the first refusal; the number of replies before it,
+ * with the refusal's payload checked: 1008 "rate limited", retry_after. */
+static int echoes_until_limited(sm_session_id s, int most)
+{
+    for (int i = 0; i < most; i++) {
+        json_t *r = sm_testhost_call(th, s, "echo", NULL);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+        if (strcmp(str(r, "type"), "error") == 0) {
+            json_t *p = json_object_get(r, "payload");
+            CU_ASSERT_EQUAL(code_of(r), 1008);
+            CU_ASSERT_STRING_EQUAL(str(p, "message"), "rate limited");
+            CU_ASSERT(json_number_value(json_object_get(p, "retry_after")) > 0);
+            json_decref(r);
+            return i;
+        }
+        json_decref(r);
+    }
+    return most;
+}
+
+/* docs/PLUGINS.md section 13: the default command limit (bursts of 40, 20
+ * per second) applies on the fake clock, which refills it only when the
+ * suite advances it, never with the time the suite takes. */
+static void testhost_command_limit_refills_only_on_the_fake_clock(void)
+{
+    sm_testhost_free(th); /* one host at a time: this one has the defaults */
+    th = NULL;
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_new(NULL, &th), SM_OK);
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, TESTCMDS, "testcmds"), SM_OK);
+    sm_session_id s = sm_testhost_connect(th, NULL);
+    CU_ASSERT_NOT_EQUAL_FATAL(s, 0);
+    CU_ASSERT_EQUAL(echoes_until_limited(s, 100), 40);
+    /* Real time refills nothing: 200 ms would be 4 commands on the wall clock. */
+    struct timespec pause = {0, 200000000};
+    nanosleep(&pause, NULL);
+    CU_ASSERT_EQUAL(echoes_until_limited(s, 100), 0);
+    sm_testhost_advance(th, 1.0);
+    CU_ASSERT_EQUAL(echoes_until_limited(s, 100), 20);
+    sm_testhost_disconnect(th, s);
+}
+
 int main(void)
 {
     static const sm_test_case cases[] = {
@@ -207,6 +249,7 @@ int main(void)
         SM_TEST(testhost_delivers_core_events_to_plugins),
         SM_TEST(testhost_storage_is_queryable),
         SM_TEST(testhost_is_one_at_a_time),
+        SM_TEST(testhost_command_limit_refills_only_on_the_fake_clock), /* last: own host */
         SM_TEST_END,
     };
     return sm_test_run("testhost", cases, setup, teardown);

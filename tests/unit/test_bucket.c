@@ -2,7 +2,7 @@
  * limits: refill up to the burst, a refused take costs nothing, a cost
  * above the burst passes from a full bucket and leaves a debt. */
 #include "bucket.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 static void bucket_takes_until_empty_then_says_how_long_to_wait(void)
 {

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "sm_client.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 #include "ws.h"
 
 /* ---- helpers: the fake server's side of a socketpair ------------------- */

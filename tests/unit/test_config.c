@@ -11,7 +11,7 @@
 
 #include "config.h"
 #include "log.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 static char tmp_dir[] = "/tmp/sm_test_config_XXXXXX";
 static char conf_path[256];

@@ -16,7 +16,7 @@
 
 #include "crypto.h"
 #include "log.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 /* ---- helpers ------------------------------------------------------------- */
 

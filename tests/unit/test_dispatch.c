@@ -11,7 +11,7 @@
 #include "plugin_loader.h"
 #include "receive.h"
 #include "session.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 #include "topic.h"
 
 static int setup(void)

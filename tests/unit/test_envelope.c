@@ -9,7 +9,7 @@
 
 #include "crypto.h"
 #include "envelope.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 /* ---- helpers ------------------------------------------------------------- */
 
@@ -168,8 +168,8 @@ static void hex_of(const uint8_t *b, size_t n, char *out)
 
 /* The worked example of docs/PROTOCOL.md: K = 00..1f, server_nonce = 20..3f,
  * client_nonce = 40..5f. Expected keys computed independently with Python
- * hmac/hashlib (see /work/notes/worked_example.txt) and cross-checked with
- * Python `cryptography`'s HKDF. */
+ * hmac/hashlib and Python `cryptography`'s HKDF
+ * (docs/examples/worked_example.py prints them). */
 #define WE_C2S_ENC "825f49229c65e035cef35d364aa7563e365f2a7d9e8fa226199e56ca5603494e"
 #define WE_S2C_ENC "39dc0670d674d95a575ecc772d83f304b43cf44d8e490116a6823cdbba8dbbaf"
 #define WE_C2S_MAC "b475e5b352c85b85f28a76a9205df4092288091667cfb4fb8f009d9e25ea17df"

@@ -1,5 +1,5 @@
 #include "hashmap.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #include <stdio.h>
 #include <stdlib.h>

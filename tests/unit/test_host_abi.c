@@ -13,7 +13,7 @@
 #include "fake_transport.h"
 #include "host_api.h"
 #include "plugin_loader.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #define PROBE_SO SM_TEST_PLUGIN_DIR "/feature_probe.so"
 

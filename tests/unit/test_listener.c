@@ -1,5 +1,5 @@
 #include "listener.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -7,7 +7,7 @@
 #include "core.h"
 #include "dispatch.h"
 #include "plugin_loader.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 static char *load_capture(const char *name, int *rc)
 {

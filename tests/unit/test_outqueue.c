@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "outqueue.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 static char data[8192];
 

@@ -2,7 +2,7 @@
  * per minute, one refusal log line per address per minute, and an entry
  * forgotten once its address is quiet, within a bounded table. */
 #include "peers.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #include <stdio.h>
 

@@ -9,7 +9,7 @@
 
 #include "crypto.h"
 #include "envelope.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 /* ---- the document's bytes ------------------------------------------------ */
 

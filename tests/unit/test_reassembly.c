@@ -1,5 +1,5 @@
 #include "reassembly.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #include <string.h>
 

@@ -1,5 +1,5 @@
 #include "storage.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,5 +1,5 @@
 #include "timers.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #include <math.h>
 #include <stdint.h>

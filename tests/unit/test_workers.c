@@ -1,5 +1,5 @@
 #include "workers.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #include <pthread.h>
 #include <stdatomic.h>

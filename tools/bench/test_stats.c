@@ -1,7 +1,7 @@
 /* The bench's latency histogram: percentiles are nearest-rank and within
  * the documented 1/64 resolution, the maximum and the mean are exact. */
 #include "bench.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 #include <stdlib.h>
 

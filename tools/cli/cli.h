@@ -1,6 +1,7 @@
 /* safemessenger-cli: the state one run of the client shares between its
- * modules (main.c options and modes, commands.c slash commands, privmsg.c
- * end-to-end pipelines, events.c the incoming stream, render.c output).
+ * modules (main.c options and modes, commands.c slash commands, account.c
+ * register and login, privmsg.c end-to-end pipelines, conn.c calls and the
+ * incoming stream, batch.c and tty.c the two input modes, render.c output).
  * One connection, one login at a time, used from one thread. */
 #ifndef SM_CLI_H
 #define SM_CLI_H

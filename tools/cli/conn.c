@@ -50,7 +50,9 @@ int conn_call(cli_app *app, const char *action, const json_t *payload, sm_messag
 
 int conn_is_error(const sm_message *m) { return m && strcmp(m->type, "error") == 0; }
 
-void conn_dispatch(cli_app *app, sm_message *m)
+/* Handles one message read outside conn_pump (an event, or a reply that
+ * matched no call). Takes ownership of m. */
+static void conn_dispatch(cli_app *app, sm_message *m)
 {
     if (strcmp(m->type, "event") != 0) {
         render_reply(NULL, m, NULL);   /* a reply no call waited for */

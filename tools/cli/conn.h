@@ -22,8 +22,4 @@ int conn_is_error(const sm_message *m);
  * shown. Returns 0, or -1 when the connection is gone. */
 int conn_pump(cli_app *app, int timeout_ms, unsigned long stop_at);
 
-/* Handles one message read outside conn_pump (an event, or a reply that
- * matched no call). Takes ownership of m. */
-void conn_dispatch(cli_app *app, sm_message *m);
-
 #endif

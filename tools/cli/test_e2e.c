@@ -17,7 +17,7 @@
 #include "files.h"
 #include "pinning.h"
 #include "seen.h"
-#include "sm_test.h"
+#include "safemessenger/testhost_suite.h"
 
 /* A message alice -> Bob made independently with Python `cryptography`
  * (AESGCM, OAEP-SHA256, PSS salt 32), plaintext

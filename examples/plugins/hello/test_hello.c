@@ -1,11 +1,11 @@
 /* The hello plugin's suite on the SafeMessenger test host: the real core
  * in-process, fake sessions, an in-memory database. HELLO_SO is the path
- * of the built hello.so (CMakeLists.txt passes it). */
+ * of the built hello.so (CMakeLists.txt passes it; by hand, -DHELLO_SO as
+ * docs/PLUGINS.md section 13 shows). */
 #include <string.h>
 
 #include <safemessenger/testhost.h>
-
-#include "run_suite.h"
+#include <safemessenger/testhost_suite.h>
 
 #ifndef HELLO_SO
 #error "HELLO_SO must name the built hello.so"
@@ -138,14 +138,14 @@ static void hello_refuses_greeting_outside_1_to_64_bytes(void)
 
 int main(void)
 {
-    static const suite_test tests[] = {
-        SUITE_TEST(hello_replies_with_configured_greeting),
-        SUITE_TEST(hello_counts_each_user_separately),
-        SUITE_TEST(hello_count_ignores_ascii_case_of_username),
-        SUITE_TEST(hello_needs_login),
-        SUITE_TEST(hello_greets_with_hello_when_section_is_absent),
-        SUITE_TEST(hello_refuses_greeting_outside_1_to_64_bytes),
-        {NULL, NULL},
+    static const sm_test_case tests[] = {
+        SM_TEST(hello_replies_with_configured_greeting),
+        SM_TEST(hello_counts_each_user_separately),
+        SM_TEST(hello_count_ignores_ascii_case_of_username),
+        SM_TEST(hello_needs_login),
+        SM_TEST(hello_greets_with_hello_when_section_is_absent),
+        SM_TEST(hello_refuses_greeting_outside_1_to_64_bytes),
+        SM_TEST_END,
     };
-    return run_suite("hello", tests, NULL, cleanup);
+    return sm_test_run("hello", tests, NULL, cleanup);
 }

@@ -4,8 +4,7 @@
 #include <string.h>
 
 #include <safemessenger/testhost.h>
-
-#include "run_suite.h"
+#include <safemessenger/testhost_suite.h>
 
 #ifndef WAVE_SO
 #error "WAVE_SO must name the built wave.so"
@@ -132,13 +131,13 @@ static void shout_replies_from_the_worker(void)
 
 int main(void)
 {
-    static const suite_test tests[] = {
-        SUITE_TEST(wave_login_announces_arrival_to_the_lobby),
-        SUITE_TEST(wave_reaches_the_others_after_the_reply),
-        SUITE_TEST(wave_logout_leaves_the_lobby),
-        SUITE_TEST(wave_ticks_to_the_lobby_every_interval),
-        SUITE_TEST(shout_replies_from_the_worker),
-        {NULL, NULL},
+    static const sm_test_case tests[] = {
+        SM_TEST(wave_login_announces_arrival_to_the_lobby),
+        SM_TEST(wave_reaches_the_others_after_the_reply),
+        SM_TEST(wave_logout_leaves_the_lobby),
+        SM_TEST(wave_ticks_to_the_lobby_every_interval),
+        SM_TEST(shout_replies_from_the_worker),
+        SM_TEST_END,
     };
-    return run_suite("wave", tests, setup, cleanup);
+    return sm_test_run("wave", tests, setup, cleanup);
 }
