@@ -1,5 +1,5 @@
-/* libFuzzer target: the envelope of PROTOCOL.md sections 2-4 (core/envelope.c
- * over core/crypto.c) with fixed session keys.
+/* libFuzzer target: the envelope of PROTOCOL.md sections 2-4 (proto/envelope.c
+ * over proto/crypto.c) with fixed session keys.
  *
  * Input: byte 0 picks the mode (low 3 bits) and the cipher (bit 3); the
  * rest is the mode's material.

@@ -234,7 +234,7 @@ static void check_handshake(const char *cipher)
 }
 
 /* "sha256:" + lowercase hex of SHA-256 over the DER SubjectPublicKeyInfo,
- * computed here independently of core/crypto. */
+ * computed here independently of proto/crypto. */
 static int fingerprint_of(EVP_PKEY *key, char out[CRYPTO_FINGERPRINT_LEN])
 {
     unsigned char *der = NULL;

@@ -1,4 +1,4 @@
-/* Unit tests for core/crypto.c: published test vectors for every primitive,
+/* Unit tests for proto/crypto.c: published test vectors for every primitive,
  * strict base64, and the RSA key file rules. */
 #include <dirent.h>
 #include <errno.h>

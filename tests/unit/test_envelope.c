@@ -1,4 +1,4 @@
-/* Unit tests for core/envelope.c: the rules of PROTOCOL.md sections 2-4.
+/* Unit tests for proto/envelope.c: the rules of PROTOCOL.md sections 2-4.
  * Messages with a chosen defect and an otherwise valid signature are built
  * here from the crypto primitives, independently of envelope_seal. */
 #include <inttypes.h>

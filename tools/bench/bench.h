@@ -3,7 +3,7 @@
  * connections, each a small state machine (loop.c) that speaks the
  * protocol of PROTOCOL.md with the building blocks the client library is
  * made of: WebSocket frame helpers (client/ws.h), sealing and opening
- * (core/envelope.h), RSA-OAEP and friends (core/crypto.h).
+ * (proto/envelope.h), RSA-OAEP and friends (proto/crypto.h).
  *
  * main.c reads the options and prints the report, loop.c owns sockets
  * and connections, scenarios.c drives them (one function per scenario),

@@ -8,8 +8,8 @@
  * thousands of sockets from one thread, so only their non-blocking
  * building blocks are reused: the frame header encoder/parser, masking
  * and the accept key (client/ws_frame.c), envelope parse/open/seal and
- * key derivation (core/envelope.c), base64, RSA-OAEP and the key
- * fingerprint (core/crypto.c). libwebsockets' client API was the other
+ * key derivation (proto/envelope.c), base64, RSA-OAEP and the key
+ * fingerprint (proto/crypto.c). libwebsockets' client API was the other
  * option; it would add its own per-connection buffers and callbacks
  * between the socket and the measurement, and a second event loop
  * implementation to trust.

@@ -1,5 +1,5 @@
 /* PROTOCOL.md Appendix A over OpenSSL 3 EVP. The session-level crypto
- * (base64, AES-GCM, RSA-OAEP, fingerprints) comes from core/crypto.h; the
+ * (base64, AES-GCM, RSA-OAEP, fingerprints) comes from proto/crypto.h; the
  * pieces only an end-to-end client needs (RSA-PSS, the user's key files)
  * are here. */
 #include "e2e.h"
