@@ -42,15 +42,6 @@
  * the sender's share of it) is reached: a person reading messages frees
  * room within about a minute. */
 #define UNREAD_RETRY_AFTER 60
-/* Expired rows are deleted every 30 s (PROTOCOL.md: within a minute), in
- * batches, so one tick never holds the loop for long. */
-#define PURGE_INTERVAL 30.0
-#define PURGE_BATCH 1000
-#define PURGE_MAX_BATCHES 20
-/* With more left after a run, the next run comes this soon: a backlog
- * drains in short runs that never hold the loop for long. */
-#define PURGE_FOLLOW_UP 0.2
-
 
 /* The optional and checked parts of a message payload. */
 typedef struct msg_input {
@@ -333,7 +324,7 @@ static void private_message(sm_ctx *ctx, const json_t *payload, void *data)
                          recipient, "online", online, "timestamp", now));
 }
 
-/* ---- core events and the purge ------------------------------------------ */
+/* ---- core events ------------------------------------------------------ */
 
 /* auth reads the attribute for login_success.unread_count once
  * session_login returns (this runs inside it; docs/PLUGINS.md section 17). */
@@ -354,47 +345,6 @@ static void on_logged_in(sm_core_event event, sm_session_id session, const char 
     if (m->host->session_set_attr(session, UNREAD_ATTR, text) != SM_OK)
         m->host->log(m->self, SM_LOG_ERROR, "session %llu: cannot set %s",
                      (unsigned long long)session, UNREAD_ATTR);
-}
-
-static void on_purge_more(sm_timer *timer, void *arg);
-
-/* Readers already skip expired rows; this frees the storage. */
-static void purge_run(messaging *m)
-{
-    double now = m->host->now();
-    int64_t total = 0, deleted = PURGE_BATCH;
-    int batches = 0;
-    while (deleted == PURGE_BATCH && batches < PURGE_MAX_BATCHES) {
-        if (store_purge(&m->store, now, PURGE_BATCH, &deleted) != SM_OK) {
-            m->host->log(m->self, SM_LOG_ERROR, "purge of expired messages failed");
-            return;
-        }
-        total += deleted;
-        batches++;
-    }
-    if (deleted == PURGE_BATCH) {
-        m->host->log(m->self, SM_LOG_INFO,
-                     "deleted %lld expired messages; more remain, next run in %.1f s",
-                     (long long)total, PURGE_FOLLOW_UP);
-        if (!m->purge_more)
-            m->purge_more = m->host->timer_start(m->self, PURGE_FOLLOW_UP, 0, on_purge_more, m);
-    } else if (total > 0) {
-        m->host->log(m->self, SM_LOG_DEBUG, "deleted %lld expired messages", (long long)total);
-    }
-}
-
-static void on_purge(sm_timer *timer, void *arg)
-{
-    (void)timer;
-    purge_run(arg);
-}
-
-static void on_purge_more(sm_timer *timer, void *arg)
-{
-    (void)timer;
-    messaging *m = arg;
-    m->purge_more = NULL; /* one-shot: freed by the core after this call */
-    purge_run(m);
 }
 
 /* ---- the action table --------------------------------------------------- */
@@ -485,6 +435,8 @@ static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
                   (long long)m->max_page_bytes, (long long)m->max_content_bytes,
                   (long long)(6 * m->max_content_bytes + ITEM_OVERHEAD));
     if (rc == SM_OK)
+        rc = messaging_purge_configure(m);
+    if (rc == SM_OK)
         rc = host->register_migrations(self, store_migrations);
     if (rc == SM_OK)
         rc = host->register_actions(self, actions);
@@ -503,8 +455,7 @@ static int start(void *plugin_data)
     messaging *m = plugin_data;
     if (store_open(&m->store, m->host, m->self) != SM_OK)
         return SM_ERROR;
-    m->purge_timer = m->host->timer_start(m->self, PURGE_INTERVAL, PURGE_INTERVAL, on_purge, m);
-    if (!m->purge_timer) {
+    if (messaging_purge_start(m) != SM_OK) {
         store_close(&m->store);
         return SM_ENOMEM;
     }
@@ -515,10 +466,7 @@ static int start(void *plugin_data)
 static void fini(void *plugin_data)
 {
     messaging *m = plugin_data;
-    if (m->purge_timer)
-        m->host->timer_stop(m->purge_timer);
-    if (m->purge_more)
-        m->host->timer_stop(m->purge_more);
+    messaging_purge_stop(m);
     store_close(&m->store);
     free(m);
 }

@@ -1,6 +1,7 @@
 /* The messaging plugin's shared state and helpers: messaging.c posts
- * messages and runs the purge, reading.c answers what clients read back
- * (unread pages, receipts, public keys, history). */
+ * messages, reading.c answers what clients read back (unread pages,
+ * receipts, public keys, history), purge.c deletes expired messages and
+ * what retention no longer keeps. */
 #ifndef SM_PLUGIN_MESSAGING_H
 #define SM_PLUGIN_MESSAGING_H
 
@@ -20,6 +21,7 @@ typedef struct messaging {
     const sm_host *host;
     sm_plugin *self;
     int64_t max_content_bytes, max_unread, max_unread_per_sender, max_expiry, max_page_bytes;
+    int64_t private_retention, public_retention; /* seconds; 0 = kept for ever */
     msg_store store;
     sm_timer *purge_timer;
     sm_timer *purge_more;   /* one-shot follow-up while a backlog remains */
@@ -38,5 +40,13 @@ void messaging_mark_message_read(sm_ctx *ctx, const json_t *payload, void *data)
 void messaging_mark_all_read(sm_ctx *ctx, const json_t *payload, void *data);
 void messaging_get_public_key(sm_ctx *ctx, const json_t *payload, void *data);
 void messaging_get_history(sm_ctx *ctx, const json_t *payload, void *data);
+
+/* purge.c. Reads messaging.private_retention and public_retention (in
+ * init; logs and fails on a bad value). */
+int messaging_purge_configure(messaging *m);
+/* Starts the periodic purge (in start, once the store is open). */
+int messaging_purge_start(messaging *m);
+/* Stops its timers; safe when it never started. */
+void messaging_purge_stop(messaging *m);
 
 #endif

@@ -85,7 +85,7 @@ void messaging_mark_message_read(sm_ctx *ctx, const json_t *payload, void *data)
         return;
     }
     if (rc == SM_OK && !was_read)
-        rc = store_set_read(&m->store, id);
+        rc = store_set_read(&m->store, id, now);
     if (rc != SM_OK) {
         messaging_reply_internal(m, ctx);
         return;

@@ -19,7 +19,15 @@
  * recipient's policy drops (blocked), kept without content only so the
  * sender's own cap counts them as it would count unread ones. Both unread
  * indexes start with (recipient_lower, is_read, hidden), so the visible
- * count, the listing and the per-sender counts read an index only. */
+ * count, the listing and the per-sender counts read an index only.
+ *
+ * Version 3 (issue 12, retention): read_at is when the recipient first
+ * marked a private message read, set exactly when is_read becomes 1 (NULL
+ * for unread and public rows). The server kept no read time before, so a
+ * row read earlier counts as read when it was sent: the earliest it can
+ * have been read. The two indexes let the retention purge find its oldest
+ * rows by range: read_at for read private messages, (kind, created_at) for
+ * room history. */
 const sm_migration store_migrations[] = {
     {1, "CREATE TABLE messaging_ids (last_id INTEGER NOT NULL);"
         "INSERT INTO messaging_ids (last_id) VALUES (0);"
@@ -47,6 +55,10 @@ const sm_migration store_migrations[] = {
         " ON messaging_messages (recipient_lower, is_read, hidden, id, expires_at);"
         "CREATE INDEX messaging_messages_unread_sender"
         " ON messaging_messages (recipient_lower, is_read, hidden, sender_lower, expires_at);"},
+    {3, "ALTER TABLE messaging_messages ADD COLUMN read_at REAL;"
+        "UPDATE messaging_messages SET read_at = created_at WHERE is_read = 1;"
+        "CREATE INDEX messaging_messages_read_at ON messaging_messages (read_at);"
+        "CREATE INDEX messaging_messages_public_age ON messaging_messages (kind, created_at);"},
     {0, NULL},
 };
 
@@ -92,15 +104,24 @@ static const struct {
      "SELECT id, sender FROM messaging_messages WHERE " VISIBLE_UNREAD " AND id <= ?"
      " AND " NOT_EXPIRED " ORDER BY id LIMIT ?"},
     {offsetof(msg_store, mark_up_to),
-     "UPDATE messaging_messages SET is_read = 1 WHERE " VISIBLE_UNREAD " AND id <= ?"
-     " AND " NOT_EXPIRED},
-    {offsetof(msg_store, set_read), "UPDATE messaging_messages SET is_read = 1 WHERE id = ?"},
+     "UPDATE messaging_messages SET is_read = 1, read_at = ? WHERE " VISIBLE_UNREAD
+     " AND id <= ? AND " NOT_EXPIRED},
+    {offsetof(msg_store, set_read),
+     "UPDATE messaging_messages SET is_read = 1, read_at = ? WHERE id = ?"},
     {offsetof(msg_store, history),
      "SELECT id, sender, content, room, created_at, expires_at FROM messaging_messages"
      " WHERE room_lower = ? AND id < ? AND " NOT_EXPIRED " ORDER BY id DESC LIMIT ?"},
-    {offsetof(msg_store, purge),
+    /* The purges, one per store_purge_kind: each deletes at most a batch,
+     * found through its own index (expiry, read_at, public_age). */
+    {offsetof(msg_store, purge[STORE_PURGE_EXPIRED]),
      "DELETE FROM messaging_messages WHERE id IN (SELECT id FROM messaging_messages"
      " WHERE expires_at <= ? LIMIT ?)"},
+    {offsetof(msg_store, purge[STORE_PURGE_READ_PRIVATE]),
+     "DELETE FROM messaging_messages WHERE id IN (SELECT id FROM messaging_messages"
+     " WHERE read_at <= ? LIMIT ?)"},
+    {offsetof(msg_store, purge[STORE_PURGE_OLD_PUBLIC]),
+     "DELETE FROM messaging_messages WHERE id IN (SELECT id FROM messaging_messages"
+     " WHERE kind = 'public' AND created_at <= ? LIMIT ?)"},
     {offsetof(msg_store, find_user),
      "SELECT username, public_key FROM auth_users WHERE username_lower = ?"},
 };
@@ -343,10 +364,12 @@ int store_find_private(msg_store *st, int64_t id, const char *user_lower, double
     return rc;
 }
 
-int store_set_read(msg_store *st, int64_t id)
+int store_set_read(msg_store *st, int64_t id, double now)
 {
     const sm_host *h = st->host;
-    int rc = h->db_bind_int64(st->set_read, 1, id) == SM_OK && h->db_step(st->set_read) == SM_DONE
+    int rc = h->db_bind_double(st->set_read, 1, now) == SM_OK &&
+                     h->db_bind_int64(st->set_read, 2, id) == SM_OK &&
+                     h->db_step(st->set_read) == SM_DONE
                  ? SM_OK
                  : SM_ERROR;
     h->db_reset(st->set_read);
@@ -380,11 +403,14 @@ int store_history(msg_store *st, const char *room_lower, int64_t before_id, doub
     return collect(h, s, limit, budget, items, more, history_item);
 }
 
-int store_purge(msg_store *st, double now, int64_t batch, int64_t *deleted)
+int store_purge(msg_store *st, store_purge_kind kind, double cutoff, int64_t batch,
+                int64_t *deleted)
 {
     const sm_host *h = st->host;
-    sm_stmt *s = st->purge;
-    int rc = h->db_bind_double(s, 1, now) == SM_OK && h->db_bind_int64(s, 2, batch) == SM_OK &&
+    if ((unsigned)kind >= STORE_PURGE_KINDS)
+        return SM_EINVAL;
+    sm_stmt *s = st->purge[kind];
+    int rc = h->db_bind_double(s, 1, cutoff) == SM_OK && h->db_bind_int64(s, 2, batch) == SM_OK &&
                      h->db_step(s) == SM_DONE
                  ? SM_OK
                  : SM_ERROR;
@@ -549,9 +575,10 @@ int store_mark_all(msg_store *st, const char *user_lower, int64_t up_to_id, doub
         /* The same rows: the caller holds a transaction and `now` is the
          * same, so the bound is the last id listed. */
         sm_stmt *u = st->mark_up_to;
-        rc = h->db_bind_text(u, 1, user_lower, -1) == SM_OK &&
-                     h->db_bind_int64(u, 2, list.item[list.n - 1].id) == SM_OK &&
-                     h->db_bind_double(u, 3, now) == SM_OK && h->db_step(u) == SM_DONE
+        rc = h->db_bind_double(u, 1, now) == SM_OK &&
+                     h->db_bind_text(u, 2, user_lower, -1) == SM_OK &&
+                     h->db_bind_int64(u, 3, list.item[list.n - 1].id) == SM_OK &&
+                     h->db_bind_double(u, 4, now) == SM_OK && h->db_step(u) == SM_DONE
                  ? SM_OK
                  : SM_ERROR;
         int64_t changed = h->db_changes(st->self);

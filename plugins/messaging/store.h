@@ -15,11 +15,23 @@
  * at most 32 bytes; room attributes come from another plugin). */
 #define STORE_NAME_MAX 64
 
+/* What store_purge deletes, each by its own time column against a cutoff:
+ * expired messages (expires_at), read private messages (read_at: when
+ * first marked read) and room history (created_at). Unread private
+ * messages go only when they expire. */
+typedef enum store_purge_kind {
+    STORE_PURGE_EXPIRED,
+    STORE_PURGE_READ_PRIVATE,
+    STORE_PURGE_OLD_PUBLIC,
+    STORE_PURGE_KINDS
+} store_purge_kind;
+
 typedef struct msg_store {
     const sm_host *host;
     sm_plugin *self;
+    sm_stmt *purge[STORE_PURGE_KINDS];
     sm_stmt *bump_id, *last_id, *insert, *count_unread, *list_unread, *find_private,
-        *set_read, *history, *purge, *find_user, *count_pair, *unread_senders, *hide_pair,
+        *set_read, *history, *find_user, *count_pair, *unread_senders, *hide_pair,
         *release_pair, *list_to_mark, *mark_up_to;
 } msg_store;
 
@@ -101,8 +113,9 @@ int store_hide_pair(msg_store *st, const char *recipient_lower, const char *send
 /* Deletes the hidden unread messages from the sender to the recipient. */
 int store_release_pair(msg_store *st, const char *recipient_lower, const char *sender_lower);
 
-/* Marks read the user's oldest visible unread messages with ids up to
- * up_to_id, at most `limit` (> 0), and lists them (id, sender) in *out
+/* Marks read (at `now`, which becomes their read_at) the user's oldest
+ * visible unread messages with ids up to up_to_id, at most `limit` (> 0),
+ * and lists them (id, sender) in *out
  * (free with store_marked_free); *more says whether further ones remain.
  * Call inside a transaction. */
 int store_mark_all(msg_store *st, const char *user_lower, int64_t up_to_id, double now,
@@ -122,7 +135,8 @@ int store_list_unread(msg_store *st, const char *user_lower, int64_t after_id, d
  * it was read. SM_ENOTFOUND otherwise, whichever reason. */
 int store_find_private(msg_store *st, int64_t id, const char *user_lower, double now,
                        char *sender, size_t sender_len, int *is_read);
-int store_set_read(msg_store *st, int64_t id);
+/* Marks the message read, with `now` as its read_at. */
+int store_set_read(msg_store *st, int64_t id, double now);
 
 /* Appends up to `limit` of the room's messages with ids below before_id,
  * newest first, shaped as public_message events, within `budget` bytes as
@@ -130,8 +144,10 @@ int store_set_read(msg_store *st, int64_t id);
 int store_history(msg_store *st, const char *room_lower, int64_t before_id, double now,
                   int limit, size_t budget, json_t *items, int *more);
 
-/* Deletes up to `batch` expired rows; *deleted is how many went. */
-int store_purge(msg_store *st, double now, int64_t batch, int64_t *deleted);
+/* Deletes up to `batch` rows of that kind whose time column is at or
+ * before `cutoff`; *deleted is how many went. */
+int store_purge(msg_store *st, store_purge_kind kind, double cutoff, int64_t batch,
+                int64_t *deleted);
 
 /* The registered user `user_lower`: the name as registered (copied into
  * name, name_len bytes) and, when public_key is not NULL, a new JSON string

@@ -1,6 +1,7 @@
 /* The messaging plugin on the test host: every action of PROTOCOL.md
  * section 7 it provides, its errors, the policy hook, the unread cap,
- * expiry and the purge, and the unread_count attribute at login.
+ * expiry, retention and the purge, and the unread_count attribute at
+ * login.
  *
  * auth_users is created here as docs/PLUGINS.md section 17 gives it; a test-only
  * helper plugin (test_room_helper.c) puts sessions in rooms the way the
@@ -1347,6 +1348,191 @@ static void purge_drains_a_large_backlog_within_a_minute(void)
     sm_testhost_free(th);
 }
 
+/* ---- retention (issue 12) ----------------------------------------------- */
+
+#define DAY 86400.0
+
+/* The ids of the room's history, newest first, as "3,2" ("" when empty);
+ * asserts a single page. */
+static void expect_history_ids(sm_testhost *th, sm_session_id s, const char *room,
+                               const char *want)
+{
+    json_t *r = callf(th, s, "get_history", "{\"room\": \"%s\"}", room);
+    json_t *p = expect_response(r, "get_history");
+    CU_ASSERT_TRUE(json_is_false(json_object_get(p, "more")));
+    char got[256] = "";
+    json_t *list = json_object_get(p, "messages");
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        size_t n = strlen(got);
+        snprintf(got + n, sizeof got - n, "%s%lld", n ? "," : "",
+                 (long long)integer(json_array_get(list, i), "id"));
+    }
+    CU_ASSERT_STRING_EQUAL(got, want);
+    json_decref(r);
+}
+
+static json_int_t post(sm_testhost *th, sm_session_id s, const char *content)
+{
+    json_t *r = callf(th, s, "public_message", "{\"content\": \"%s\"}", content);
+    json_int_t id = integer(expect_response(r, "public_message"), "id");
+    CU_ASSERT_TRUE(id > 0);
+    json_decref(r);
+    return id;
+}
+
+static int64_t row_exists(sm_testhost *th, json_int_t id)
+{
+    char where[64];
+    snprintf(where, sizeof where, "id = %lld", (long long)id);
+    return count_rows(th, where);
+}
+
+static void expect_marked_read(sm_testhost *th, sm_session_id s, json_int_t id)
+{
+    json_t *r = callf(th, s, "mark_message_read", "{\"message_id\": %lld}", (long long)id);
+    CU_ASSERT_EQUAL(integer(expect_response(r, "mark_message_read"), "message_id"), id);
+    json_decref(r);
+}
+
+/* private_retention counts from the moment a message was first marked
+ * read (mark_message_read or mark_all_read), not from when it was sent;
+ * unread messages and room history are not touched by it. */
+static void read_private_messages_go_private_retention_after_being_read(void)
+{
+    sm_testhost *th = start("messaging = { private_retention = 3600; };");
+    sm_session_id a = user(th, "alice", 1), c = user(th, "carol", 3);
+    enter(th, a, "general");
+    sm_testhost_advance(th, 7); /* off the purge timer's phase: runs at +30 s, +60 s, ... */
+    json_int_t read_first = pm(th, a, "carol", NULL);
+    json_int_t read_later = pm(th, a, "carol", NULL);
+    json_int_t unread = pm(th, a, "carol", NULL);
+    json_int_t pub = post(th, a, "kept");
+    expect_marked_read(th, c, read_first);                    /* read at +7 */
+    sm_testhost_advance(th, 1800);
+    expect_marked(callf(th, c, "mark_all_read", "{\"up_to_id\": %lld}", (long long)read_later),
+                  1, 0);                                      /* read at +1807 */
+
+    sm_testhost_advance(th, 1799); /* +3606: the run at +3600 found it 3593 s old */
+    CU_ASSERT_EQUAL(row_exists(th, read_first), 1);
+    sm_testhost_advance(th, 24);   /* +3630: 3623 s since it was read */
+    CU_ASSERT_EQUAL(row_exists(th, read_first), 0);
+    CU_ASSERT_EQUAL(row_exists(th, read_later), 1); /* sent as long ago, read later */
+    expect_error(callf(th, c, "mark_message_read", "{\"message_id\": %lld}",
+                       (long long)read_first),
+                 1009, "mark_message_read");
+    expect_marked_read(th, c, read_later); /* still there: the same reply as before */
+
+    sm_testhost_advance(th, 1800); /* +5430: 3623 s since read_later was read */
+    CU_ASSERT_EQUAL(row_exists(th, read_later), 0);
+    sm_testhost_advance(th, DAY);
+    CU_ASSERT_EQUAL(count_rows(th, NULL), 2);
+    CU_ASSERT_EQUAL(row_exists(th, unread), 1);
+    CU_ASSERT_EQUAL(row_exists(th, pub), 1);
+    char want[32];
+    snprintf(want, sizeof want, "%lld", (long long)unread);
+    expect_unread_ids(th, c, want);
+    snprintf(want, sizeof want, "%lld", (long long)pub);
+    expect_history_ids(th, a, "general", want);
+    sm_testhost_free(th);
+}
+
+/* public_retention counts from the message's timestamp; a message goes at
+ * the first purge run at which it is that old or older. */
+static void room_history_older_than_public_retention_leaves_get_history(void)
+{
+    sm_testhost *th = start("messaging = { public_retention = 600; };");
+    sm_session_id a = user(th, "alice", 1), b = user(th, "Bob", 2), c = user(th, "carol", 3);
+    enter(th, a, "general");
+    enter(th, b, "other");
+    json_int_t first = post(th, a, "first");        /* at +0 */
+    json_int_t elsewhere = post(th, b, "elsewhere"); /* at +0, another room */
+    json_int_t read = pm(th, a, "carol", NULL);
+    expect_marked_read(th, c, read);
+    sm_testhost_advance(th, 1);
+    json_int_t second = post(th, a, "second"); /* at +1 */
+    char want[64];
+    snprintf(want, sizeof want, "%lld,%lld", (long long)second, (long long)first);
+    expect_history_ids(th, a, "general", want);
+
+    sm_testhost_advance(th, 599); /* +600: the run there finds `first` exactly 600 s old */
+    snprintf(want, sizeof want, "%lld", (long long)second);
+    expect_history_ids(th, a, "general", want);
+    expect_history_ids(th, b, "other", "");
+    CU_ASSERT_EQUAL(row_exists(th, elsewhere), 0);
+
+    sm_testhost_advance(th, 30);
+    expect_history_ids(th, a, "general", "");
+    CU_ASSERT_EQUAL(count_rows(th, NULL), 1); /* the read private message: no private_retention */
+    CU_ASSERT_EQUAL(row_exists(th, read), 1);
+    sm_testhost_free(th);
+}
+
+/* 0 (also the default) keeps that kind for ever while the other goes. */
+static void retention_zero_keeps_that_kind_for_ever(void)
+{
+    const char *configs[] = {"messaging = { private_retention = 0; public_retention = 60; };",
+                             "messaging = { private_retention = 60; public_retention = 0; };",
+                             "messaging = { private_retention = 60; };"};
+    for (int i = 0; i < 3; i++) {
+        int keep_private = i == 0;
+        sm_testhost *th = start(configs[i]);
+        sm_session_id a = user(th, "alice", 1), c = user(th, "carol", 3);
+        enter(th, a, "general");
+        json_int_t pub = post(th, a, "old");
+        json_int_t read = pm(th, a, "carol", NULL);
+        expect_marked_read(th, c, read);
+        sm_testhost_advance(th, 2 * DAY);
+        CU_ASSERT_EQUAL(row_exists(th, read), keep_private);
+        CU_ASSERT_EQUAL(row_exists(th, pub), !keep_private);
+        char want[32];
+        snprintf(want, sizeof want, "%lld", (long long)pub);
+        expect_history_ids(th, a, "general", keep_private ? "" : want);
+        sm_testhost_free(th);
+    }
+}
+
+/* The three purges share one run's budget of 20 DELETE statements of at
+ * most 1000 rows, in the order expired, read private, old public; a kind
+ * is done when a statement deletes fewer than 1000 (0 included: 15,000
+ * expired rows take 16 statements). A larger backlog drains in follow-up
+ * runs 0.2 s apart. */
+static void retention_backlog_drains_in_bounded_runs(void)
+{
+    sm_testhost *th = start("messaging = { private_retention = 60; public_retention = 60; };");
+    CU_ASSERT_EQUAL_FATAL(
+        sm_testhost_exec(
+            th, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 45000)"
+                " INSERT INTO messaging_messages (id, kind, sender, room, room_lower, recipient,"
+                " recipient_lower, content, created_at, expires_at, is_read, read_at)"
+                " SELECT i, CASE WHEN i > 30000 THEN 'public' ELSE 'private' END, 'alice',"
+                " CASE WHEN i > 30000 THEN 'general' END, CASE WHEN i > 30000 THEN 'general' END,"
+                " CASE WHEN i <= 30000 THEN 'carol' END, CASE WHEN i <= 30000 THEN 'carol' END,"
+                " 'x', 1, CASE WHEN i <= 15000 THEN 2 END,"
+                " CASE WHEN i > 15000 AND i <= 30000 THEN 1 ELSE 0 END,"
+                " CASE WHEN i > 15000 AND i <= 30000 THEN 1 END FROM n;"
+                /* and what stays: unread, recent */
+                " INSERT INTO messaging_messages (id, kind, sender, recipient, recipient_lower,"
+                " content, created_at) VALUES (45001, 'private', 'alice', 'carol', 'carol', 'x',"
+                " 1);"),
+        SM_OK);
+    CU_ASSERT_EQUAL(count_rows(th, "expires_at IS NOT NULL"), 15000);
+    CU_ASSERT_EQUAL(count_rows(th, "read_at IS NOT NULL"), 15000);
+    CU_ASSERT_EQUAL(count_rows(th, "kind = 'public'"), 15000);
+    sm_testhost_advance(th, 30); /* the regular run: 15,000 expired (16), 4,000 read (4) */
+    CU_ASSERT_EQUAL(count_rows(th, NULL), 26001);
+    CU_ASSERT_EQUAL(count_rows(th, "expires_at IS NOT NULL"), 0);
+    CU_ASSERT_EQUAL(count_rows(th, "read_at IS NOT NULL"), 11000);
+    CU_ASSERT_EQUAL(count_rows(th, "kind = 'public'"), 15000);
+    sm_testhost_advance(th, 0.2); /* first follow-up: none expired (1), 11,000 read (12), */
+    CU_ASSERT_EQUAL(count_rows(th, NULL), 8001); /* 7,000 public (7) */
+    CU_ASSERT_EQUAL(count_rows(th, "read_at IS NOT NULL"), 0);
+    CU_ASSERT_EQUAL(count_rows(th, "kind = 'public'"), 8000);
+    sm_testhost_advance(th, 0.2); /* second: the rest */
+    CU_ASSERT_EQUAL(count_rows(th, NULL), 1);
+    CU_ASSERT_EQUAL(row_exists(th, 45001), 1);
+    sm_testhost_free(th);
+}
+
 /* ---- login, ids, start-up ----------------------------------------------- */
 
 static void unread_count_attribute_set_at_login(void)
@@ -1438,6 +1624,23 @@ static void bad_config_refused_at_load(void)
                     SM_OK);
 }
 
+static void retention_out_of_range_is_refused(void)
+{
+    const char *bad[] = {"messaging = { private_retention = 59; };",
+                         "messaging = { public_retention = 1; };",
+                         "messaging = { private_retention = -1; };",
+                         "messaging = { public_retention = 315360001; };",
+                         "messaging = { private_retention = 60.5; };",
+                         "messaging = { public_retention = \"1d\"; };",
+                         NULL};
+    for (const char **c = bad; *c; c++)
+        CU_ASSERT_NOT_EQUAL(load_messaging(*c, 1), SM_OK);
+    CU_ASSERT_EQUAL(load_messaging("messaging = { private_retention = 0;"
+                                   " public_retention = 0; };", 1), SM_OK);
+    CU_ASSERT_EQUAL(load_messaging("messaging = { private_retention = 60;"
+                                   " public_retention = 315360000; };", 1), SM_OK);
+}
+
 int main(void)
 {
     static const sm_test_case cases[] = {
@@ -1477,10 +1680,15 @@ int main(void)
         SM_TEST(expired_messages_vanish_then_are_purged_within_a_minute),
         SM_TEST(purge_works_in_batches),
         SM_TEST(purge_drains_a_large_backlog_within_a_minute),
+        SM_TEST(read_private_messages_go_private_retention_after_being_read),
+        SM_TEST(room_history_older_than_public_retention_leaves_get_history),
+        SM_TEST(retention_zero_keeps_that_kind_for_ever),
+        SM_TEST(retention_backlog_drains_in_bounded_runs),
         SM_TEST(unread_count_attribute_set_at_login),
         SM_TEST(ids_are_unique_across_public_and_private),
         SM_TEST(start_fails_without_auth_users),
         SM_TEST(bad_config_refused_at_load),
+        SM_TEST(retention_out_of_range_is_refused),
         SM_TEST_END,
     };
     return sm_test_run("plugin_messaging", cases, NULL, NULL);
