@@ -324,7 +324,7 @@ static void private_message(sm_ctx *ctx, const json_t *payload, void *data)
                          recipient, "online", online, "timestamp", now));
 }
 
-/* ---- core events ------------------------------------------------------ */
+/* ---- core events -------------------------------------------------------- */
 
 /* auth reads the attribute for login_success.unread_count once
  * session_login returns (this runs inside it; docs/PLUGINS.md section 17). */
