@@ -582,18 +582,23 @@ static void block(sm_testhost *th, sm_session_id s, const char *action, const ch
     json_decref(r);
 }
 
-/* The ids get_unread_messages lists, as "1,2,3". */
-static void expect_unread_ids(sm_testhost *th, sm_session_id s, const char *want)
+/* Asserts the ids of a list of messages, in order, as "1,2,3". */
+static void expect_ids(const json_t *list, const char *want)
 {
     char got[256] = "";
-    json_t *r = sm_testhost_call(th, s, "get_unread_messages", "{}");
-    json_t *list = json_object_get(expect_response(r, "unread_messages"), "messages");
     for (size_t i = 0; i < json_array_size(list); i++) {
         size_t n = strlen(got);
         snprintf(got + n, sizeof got - n, "%s%lld", i ? "," : "",
                  (long long)integer(json_array_get(list, i), "id"));
     }
     CU_ASSERT_STRING_EQUAL(got, want);
+}
+
+/* The ids get_unread_messages lists, as "1,2,3". */
+static void expect_unread_ids(sm_testhost *th, sm_session_id s, const char *want)
+{
+    json_t *r = sm_testhost_call(th, s, "get_unread_messages", "{}");
+    expect_ids(json_object_get(expect_response(r, "unread_messages"), "messages"), want);
     json_decref(r);
 }
 
@@ -1360,14 +1365,7 @@ static void expect_history_ids(sm_testhost *th, sm_session_id s, const char *roo
     json_t *r = callf(th, s, "get_history", "{\"room\": \"%s\"}", room);
     json_t *p = expect_response(r, "get_history");
     CU_ASSERT_TRUE(json_is_false(json_object_get(p, "more")));
-    char got[256] = "";
-    json_t *list = json_object_get(p, "messages");
-    for (size_t i = 0; i < json_array_size(list); i++) {
-        size_t n = strlen(got);
-        snprintf(got + n, sizeof got - n, "%s%lld", n ? "," : "",
-                 (long long)integer(json_array_get(list, i), "id"));
-    }
-    CU_ASSERT_STRING_EQUAL(got, want);
+    expect_ids(json_object_get(p, "messages"), want);
     json_decref(r);
 }
 
