@@ -1531,6 +1531,48 @@ static void retention_backlog_drains_in_bounded_runs(void)
     sm_testhost_free(th);
 }
 
+/* A database from before read times (schema version 2): its read private
+ * messages count as read when they were sent, so retention can reach them;
+ * unread ones keep read_at NULL. */
+static void upgrade_counts_earlier_reads_as_read_when_sent(void)
+{
+    sm_testhost *th = NULL;
+    CU_ASSERT_EQUAL_FATAL(
+        sm_testhost_new(FAST_LIMITS "messaging = { private_retention = 3600; };", &th), SM_OK);
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_exec(th, users_sql), SM_OK);
+    /* The version 2 table as migrations 1 and 2 leave it (indexes aside). */
+    CU_ASSERT_EQUAL_FATAL(
+        sm_testhost_exec(
+            th, "CREATE TABLE messaging_ids (last_id INTEGER NOT NULL);"
+                "INSERT INTO messaging_ids (last_id) VALUES (3);"
+                "CREATE TABLE messaging_messages (id INTEGER PRIMARY KEY,"
+                " kind TEXT NOT NULL, sender TEXT NOT NULL, room TEXT, room_lower TEXT,"
+                " recipient TEXT, recipient_lower TEXT, content TEXT NOT NULL,"
+                " encrypted INTEGER NOT NULL DEFAULT 0, signature TEXT,"
+                " created_at REAL NOT NULL, expires_at REAL,"
+                " is_read INTEGER NOT NULL DEFAULT 0, sender_lower TEXT,"
+                " hidden INTEGER NOT NULL DEFAULT 0);"
+                "INSERT INTO messaging_messages (id, kind, sender, sender_lower, recipient,"
+                " recipient_lower, content, created_at, is_read) VALUES"
+                " (1, 'private', 'alice', 'alice', 'carol', 'carol', 'x', 1699990000, 1),"
+                " (2, 'private', 'alice', 'alice', 'carol', 'carol', 'x', 1699999000, 1),"
+                " (3, 'private', 'alice', 'alice', 'carol', 'carol', 'x', 1699990000, 0);"
+                "INSERT INTO sm_migrations (owner, version, applied_at)"
+                " VALUES ('messaging', 1, 0), ('messaging', 2, 0);"),
+        SM_OK);
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, POLICY_VETO_SO, "policy_veto"), SM_OK);
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, MESSAGING_SO, "messaging"), SM_OK);
+    CU_ASSERT_EQUAL(count_rows(th, "read_at = created_at"), 2);
+    CU_ASSERT_EQUAL(count_rows(th, "id = 3 AND read_at IS NULL"), 1);
+    sm_testhost_advance(th, 30); /* id 1 was read 10,030 s ago, id 2 1,030 s ago */
+    CU_ASSERT_EQUAL(row_exists(th, 1), 0);
+    CU_ASSERT_EQUAL(row_exists(th, 2), 1);
+    sm_testhost_advance(th, 2580); /* +2610: id 2 is 3,610 s old */
+    CU_ASSERT_EQUAL(row_exists(th, 2), 0);
+    CU_ASSERT_EQUAL(row_exists(th, 3), 1);
+    sm_testhost_free(th);
+}
+
 /* ---- login, ids, start-up ----------------------------------------------- */
 
 static void unread_count_attribute_set_at_login(void)
@@ -1682,6 +1724,7 @@ int main(void)
         SM_TEST(room_history_older_than_public_retention_leaves_get_history),
         SM_TEST(retention_zero_keeps_that_kind_for_ever),
         SM_TEST(retention_backlog_drains_in_bounded_runs),
+        SM_TEST(upgrade_counts_earlier_reads_as_read_when_sent),
         SM_TEST(unread_count_attribute_set_at_login),
         SM_TEST(ids_are_unique_across_public_and_private),
         SM_TEST(start_fails_without_auth_users),
