@@ -16,12 +16,9 @@
 
 static int setup(void)
 {
-    if (core_init() != 0 || config_load(NULL, &g_core.cfg) != 0)
-        return -1;
-    g_core.sc = config_server(g_core.cfg);
-    g_core.transport = &fake_transport;
-    if (storage_open(":memory:", "normal", &g_core.db) != 0 ||
-        workers_start(1, NULL, NULL, &g_core.pool) != 0)
+    core_options o = {.database = ":memory:", .port = -1, .workers = 1,
+                      .transport = &fake_transport};
+    if (core_start(&o) != 0)
         return -1;
     if (plugin_load(SM_TEST_PLUGIN_DIR "/testcmds.so", "testcmds") != 0)
         return -1;
@@ -31,15 +28,7 @@ static int setup(void)
 static int teardown(void)
 {
     fake_reset();
-    session_destroy_all();
-    workers_stop(g_core.pool);
-    g_core.pool = NULL;
-    plugin_unload_all();
-    storage_close(g_core.db);
-    g_core.db = NULL;
-    core_cleanup();
-    config_free(g_core.cfg);
-    g_core.cfg = NULL;
+    core_stop();
     return 0;
 }
 
