@@ -32,6 +32,21 @@ double core_wall_now(void) { return g_core.wall_clock(); }
 
 double core_mono_now(void) { return g_core.mono_clock(); }
 
+int core_random(uint8_t *buf, size_t len) { return g_core.random(buf, len); }
+
+static sm_timer *real_timer_start(double after, sm_timer_fn fn, void *arg)
+{
+    sm_timer *t = timers_start(g_core.timers, core_mono_now(), after, 0, fn, arg, NULL);
+    if (t && g_core.timers_changed)
+        g_core.timers_changed();
+    return t;
+}
+
+sm_timer *core_timer_start(double after, sm_timer_fn fn, void *arg)
+{
+    return g_core.timer_start(after, fn, arg);
+}
+
 static void core_cleanup(void);
 
 static int core_init(void)
@@ -39,6 +54,8 @@ static int core_init(void)
     memset(&g_core, 0, sizeof g_core);
     g_core.wall_clock = real_wall_clock;
     g_core.mono_clock = real_mono_clock;
+    g_core.random = crypto_random;
+    g_core.timer_start = real_timer_start;
     g_core.next_session_id = 1;
     g_core.sessions = hashmap_new();
     g_core.users = hashmap_new();

@@ -80,12 +80,22 @@ struct core {
     double (*mono_clock)(void);
     /* Called after a timer is started so the loop can wake in time. */
     void (*timers_changed)(void);
+    /* Randomness and the core's own one-shot timers (core_random,
+     * core_timer_start). The unit tests replace them to reach the paths
+     * taken when the system has no entropy or no memory. */
+    int (*random)(uint8_t *buf, size_t len);
+    sm_timer *(*timer_start)(double after, sm_timer_fn fn, void *arg);
 };
 
 extern struct core g_core;
 
 double core_wall_now(void);
 double core_mono_now(void);
+/* Fills buf with random bytes: 0, or -1 when no entropy could be had. */
+int core_random(uint8_t *buf, size_t len);
+/* Starts a one-shot core timer due `after` seconds from now and tells the
+ * loop. NULL when out of memory. */
+sm_timer *core_timer_start(double after, sm_timer_fn fn, void *arg);
 
 /* What core_start opens besides the maps, timers, clocks and the
  * configuration. The server, the plugin test host and the unit tests all

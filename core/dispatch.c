@@ -140,11 +140,12 @@ static void finish(struct session *s, sm_ctx *ctx)
         return;
     s->busy = NULL;
     session_release_held(s);
-    if (ctx->deferred) {
-        timers_start(g_core.timers, core_mono_now(), 0, 0, resume_cb,
-                     (void *)(uintptr_t)s->id, NULL);
-        if (g_core.timers_changed)
-            g_core.timers_changed();
+    if (ctx->deferred && !core_timer_start(0, resume_cb, (void *)(uintptr_t)s->id)) {
+        /* The reply went out, but the session's next command could never
+         * run: close rather than leave it waiting. */
+        LOG_ERROR("session %llu: cannot schedule its next command (out of memory); closing",
+                  (unsigned long long)s->id);
+        g_core.transport->close(s, 1011, "internal error");
     }
 }
 
