@@ -9,6 +9,7 @@
 #include "identity.h"
 #include "log.h"
 #include "plugin_loader.h"
+#include "receive.h"
 #include "session.h"
 #include "topic.h"
 
@@ -115,6 +116,7 @@ int core_start(const core_options *o)
         return -1;
     }
     g_core.started = 1;
+    dispatch_set_resume(receive_resume_later);
     g_core.transport = o->transport;
     if (config_load(o->config_file, &g_core.cfg) != 0) {
         refuse(o->config_file);
@@ -186,5 +188,6 @@ void core_stop(void)
     g_core.cfg = NULL;
     g_core.sc = NULL;
     g_core.transport = NULL;
+    dispatch_set_resume(NULL);
     g_core.started = 0;
 }
