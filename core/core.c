@@ -5,6 +5,11 @@
 #include <time.h>
 
 #include "dispatch.h"
+#include "handshake.h"
+#include "identity.h"
+#include "log.h"
+#include "plugin_loader.h"
+#include "receive.h"
 #include "session.h"
 #include "topic.h"
 
@@ -28,11 +33,30 @@ double core_wall_now(void) { return g_core.wall_clock(); }
 
 double core_mono_now(void) { return g_core.mono_clock(); }
 
-int core_init(void)
+int core_random(uint8_t *buf, size_t len) { return g_core.random(buf, len); }
+
+static sm_timer *real_timer_start(double after, sm_timer_fn fn, void *arg)
+{
+    sm_timer *t = timers_start(g_core.timers, core_mono_now(), after, 0, fn, arg, NULL);
+    if (t && g_core.timers_changed)
+        g_core.timers_changed();
+    return t;
+}
+
+sm_timer *core_timer_start(double after, sm_timer_fn fn, void *arg)
+{
+    return g_core.timer_start(after, fn, arg);
+}
+
+static void core_cleanup(void);
+
+static int core_init(void)
 {
     memset(&g_core, 0, sizeof g_core);
     g_core.wall_clock = real_wall_clock;
     g_core.mono_clock = real_mono_clock;
+    g_core.random = crypto_random;
+    g_core.timer_start = real_timer_start;
     g_core.next_session_id = 1;
     g_core.sessions = hashmap_new();
     g_core.users = hashmap_new();
@@ -46,7 +70,7 @@ int core_init(void)
     return 0;
 }
 
-void core_cleanup(void)
+static void core_cleanup(void)
 {
     session_destroy_all();
     topic_destroy_all();
@@ -65,4 +89,105 @@ void core_cleanup(void)
     g_core.timers = NULL;
     memset(g_core.subscribers, 0, sizeof g_core.subscribers);
     memset(g_core.n_subscribers, 0, sizeof g_core.n_subscribers);
+}
+
+static int refuse(const char *config_file)
+{
+    LOG_ERROR("%s: configuration refused", config_file ? config_file : "(defaults)");
+    return -1;
+}
+
+/* The configuration and the plugins' init; for --check-config, that is
+ * all. Unknown keys are looked for only once every plugin's init ran to
+ * the end: a plugin that failed half-way read only some of its own. */
+static int load_plugins(const char *config_file)
+{
+    const server_config *sc = g_core.sc;
+    if (plugin_load_all(sc->plugin_dir, sc->plugins, sc->n_plugins) != 0 ||
+        config_check_unused(g_core.cfg, sc->plugins, sc->n_plugins) != 0)
+        return refuse(config_file);
+    return 0;
+}
+
+int core_start(const core_options *o)
+{
+    if (core_init() != 0) {
+        LOG_ERROR("out of memory");
+        return -1;
+    }
+    g_core.started = 1;
+    dispatch_set_resume(receive_resume_later);
+    g_core.transport = o->transport;
+    if (config_load(o->config_file, &g_core.cfg) != 0) {
+        refuse(o->config_file);
+        goto fail;
+    }
+    g_core.sc = config_server(g_core.cfg);
+    log_set_level(g_core.sc->log_level);
+    if (o->port >= 0)
+        g_core.sc->port = o->port;
+    if (o->database)
+        g_core.sc->database = o->database;
+    int checked = !o->check || o->check(g_core.sc, o->config_file) == 0;
+    if (o->check_only) {
+        /* Plugins are initialised too, so that their sections are checked;
+         * nothing is opened or listened on. */
+        if (o->load_plugins && load_plugins(o->config_file) != 0)
+            goto fail;
+        if (!checked) {
+            refuse(o->config_file);
+            goto fail;
+        }
+        return 0;
+    }
+    if (!checked)
+        goto fail;
+    if (storage_open(g_core.sc->database, g_core.sc->synchronous, &g_core.db) != 0) {
+        LOG_ERROR("cannot open the database %s", g_core.sc->database);
+        goto fail;
+    }
+    if (o->open_identity && identity_open(g_core.sc->key_file, g_core.sc->key_bits, g_core.db) != 0)
+        goto fail;
+    size_t n_workers = o->workers ? o->workers : (size_t)g_core.sc->workers;
+    if (workers_start(n_workers, o->wake, NULL, &g_core.pool) != 0) {
+        LOG_ERROR("cannot start the worker pool");
+        goto fail;
+    }
+    if (o->load_plugins && (load_plugins(o->config_file) != 0 || plugin_start_all() != 0))
+        goto fail;
+    return 0;
+fail:
+    core_stop();
+    return -1;
+}
+
+void core_stop(void)
+{
+    if (!g_core.started)
+        return;
+    /* Sessions the transport left (the test host's, the unit tests') close
+     * while the plugins can still see the events. */
+    session_destroy_all();
+    if (g_core.pool) {
+        workers_stop(g_core.pool);
+        g_core.pool = NULL;
+        if (g_core.server_key)
+            handshake_log_stats();
+    }
+    plugin_unload_all();
+    if (g_core.db) {
+        storage_close(g_core.db);
+        g_core.db = NULL;
+    }
+    core_cleanup();
+    crypto_pkey_free(g_core.server_key);
+    g_core.server_key = NULL;
+    free(g_core.server_public_pem);
+    g_core.server_public_pem = NULL;
+    config_free(g_core.cfg);
+    g_core.cfg = NULL;
+    g_core.sc = NULL;
+    g_core.transport = NULL;
+    dispatch_set_resume(NULL);
+    g_core.started = 0;
 }

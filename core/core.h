@@ -72,6 +72,7 @@ struct core {
     size_t n_sessions;
     struct peers *peers; /* per-address limits; the transport's, NULL under the test host */
     int shutting_down;
+    int started;               /* between core_start and core_stop */
 
     /* Clocks: wall time for timestamps, monotonic for timers. The test host
      * replaces both with its fake clock. */
@@ -79,17 +80,53 @@ struct core {
     double (*mono_clock)(void);
     /* Called after a timer is started so the loop can wake in time. */
     void (*timers_changed)(void);
+    /* Randomness and the core's own one-shot timers (core_random,
+     * core_timer_start). The unit tests replace them to reach the paths
+     * taken when the system has no entropy or no memory. */
+    int (*random)(uint8_t *buf, size_t len);
+    sm_timer *(*timer_start)(double after, sm_timer_fn fn, void *arg);
 };
 
 extern struct core g_core;
 
 double core_wall_now(void);
 double core_mono_now(void);
+/* Fills buf with random bytes: 0, or -1 when no entropy could be had. */
+int core_random(uint8_t *buf, size_t len);
+/* Starts a one-shot core timer due `after` seconds from now and tells the
+ * loop. NULL when out of memory. */
+sm_timer *core_timer_start(double after, sm_timer_fn fn, void *arg);
 
-/* Sets up the maps, timers and clocks (no network, no database). */
-int core_init(void);
-/* Frees what core_init made and whatever sessions, topics and actions are
- * left. */
-void core_cleanup(void);
+/* What core_start opens besides the maps, timers, clocks and the
+ * configuration. The server, the plugin test host and the unit tests all
+ * start and stop the core through these two functions, so the order of
+ * the shutdown is written once. */
+typedef struct core_options {
+    const char *config_file;   /* NULL: the built-in defaults */
+    const char *database;      /* overrides storage.database when not NULL */
+    int port;                  /* overrides server.port when >= 0 */
+    /* What would be refused later (the server's listener and TLS files),
+     * checked before anything is opened; non-zero refuses the start. */
+    int (*check)(const server_config *sc, const char *config_file);
+    /* --check-config: the configuration and every plugin's init, nothing
+     * opened (no database, key or workers). */
+    int check_only;
+    int open_identity;         /* the server key (tests have none) */
+    int load_plugins;          /* plugins.load (the test host loads one by one) */
+    size_t workers;            /* worker threads; 0: server.workers */
+    void (*wake)(void *arg);   /* worker completion wake-up (NULL: polled) */
+    const session_transport *transport;
+} core_options;
+
+/* Loads the configuration (with o's overrides), opens the database and
+ * the server key, starts the worker pool, loads and starts the plugins,
+ * each as o asks. Returns 0, or -1 after logging why and undoing what it
+ * did. */
+int core_start(const core_options *o);
+/* Closes what is left of the sessions while the plugins still see their
+ * events, stops the workers, unloads the plugins, closes the database and
+ * frees the rest. The transport is stopped first (transport_stop). Safe
+ * to call when core_start failed or never ran. */
+void core_stop(void);
 
 #endif

@@ -8,7 +8,6 @@
 #include "core.h"
 #include "log.h"
 #include "plugin_loader.h"
-#include "receive.h"
 #include "schema.h"
 #include "session.h"
 
@@ -124,15 +123,9 @@ static void ctx_free(sm_ctx *ctx)
     free(ctx);
 }
 
-/* Resumes a session's queued input on the next loop turn, not inside the
- * plugin callback that just replied. */
-static void resume_cb(sm_timer *t, void *arg)
-{
-    (void)t;
-    struct session *s = session_find((sm_session_id)(uintptr_t)arg);
-    if (s)
-        receive_resume(s);
-}
+static dispatch_resume_fn resume_hook;
+
+void dispatch_set_resume(dispatch_resume_fn fn) { resume_hook = fn; }
 
 static void finish(struct session *s, sm_ctx *ctx)
 {
@@ -140,12 +133,10 @@ static void finish(struct session *s, sm_ctx *ctx)
         return;
     s->busy = NULL;
     session_release_held(s);
-    if (ctx->deferred) {
-        timers_start(g_core.timers, core_mono_now(), 0, 0, resume_cb,
-                     (void *)(uintptr_t)s->id, NULL);
-        if (g_core.timers_changed)
-            g_core.timers_changed();
-    }
+    /* Only a deferred reply needs it: after a reply given inside the
+     * handler, control returns to receive, which takes the next command. */
+    if (ctx->deferred && resume_hook)
+        resume_hook(s);
 }
 
 /* The error 1011 that replaces a reply over the payload limit. */

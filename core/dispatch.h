@@ -26,6 +26,12 @@ struct sm_ctx {
     int in_handler;
 };
 
+/* Called once a deferred command has had its reply, so that the session
+ * takes its next command. Registered by the session's input side
+ * (receive.c, by core_start), so that dispatch never calls up into it. */
+typedef void (*dispatch_resume_fn)(struct session *s);
+void dispatch_set_resume(dispatch_resume_fn fn);
+
 /* Registers a plugin's action table; a duplicate name is an error that
  * names both plugins. */
 int dispatch_register(struct sm_plugin *p, const sm_action *actions);

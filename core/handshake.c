@@ -56,7 +56,7 @@ static void timeout_cb(sm_timer *t, void *arg)
 int handshake_start(struct session *s)
 {
     char *nonce_b64 = NULL;
-    if (crypto_random(s->server_nonce, sizeof s->server_nonce) != 0 ||
+    if (core_random(s->server_nonce, sizeof s->server_nonce) != 0 ||
         crypto_b64_encode(s->server_nonce, sizeof s->server_nonce, &nonce_b64, NULL) != 0)
         return -1;
     json_t *payload = json_pack("{s:i, s:s, s:s, s:[s,s], s:s}", "protocol", 1, "public_key",
@@ -75,10 +75,7 @@ int handshake_start(struct session *s)
     if (rc != 0)
         return -1;
     double timeout = g_core.sc ? (double)g_core.sc->handshake_timeout : 10.0;
-    s->handshake_timer = timers_start(g_core.timers, core_mono_now(), timeout, 0, timeout_cb,
-                                      (void *)(uintptr_t)s->id, NULL);
-    if (g_core.timers_changed)
-        g_core.timers_changed();
+    s->handshake_timer = core_timer_start(timeout, timeout_cb, (void *)(uintptr_t)s->id);
     return s->handshake_timer ? 0 : -1;
 }
 
@@ -149,8 +146,12 @@ static void job_done(void *arg, int cancelled)
     }
     uint8_t token[16];
     static const char hex[] = "0123456789abcdef";
-    if (crypto_random(token, sizeof token) != 0)
+    if (core_random(token, sizeof token) != 0) {
+        dispatch_send_error(s, job->nonce, "key_exchange", SM_ERR_INTERNAL,
+                            "internal server error", NULL);
+        g_core.transport->close(s, 1011, "internal error");
         goto out;
+    }
     for (size_t i = 0; i < sizeof token; i++) {
         s->token[2 * i] = hex[token[i] >> 4];
         s->token[2 * i + 1] = hex[token[i] & 15];

@@ -13,9 +13,7 @@
 
 #include "core.h"
 #include "crypto.h"
-#include "identity.h"
 #include "listener.h"
-#include "handshake.h"
 #include "log.h"
 #include "plugin_loader.h"
 #include "tls_check.h"
@@ -133,59 +131,25 @@ int main(int argc, char **argv)
     }
 
     int status = 1;
-    if (core_init() != 0) {
-        LOG_ERROR("out of memory");
-        return 1;
-    }
-    if (config_load(config_file, &g_core.cfg) != 0) {
-        LOG_ERROR("%s: configuration refused", config_file);
+    if (!check_only)
+        signal(SIGPIPE, SIG_IGN);
+    core_options o = {
+        .config_file = config_file,
+        .database = db_override,
+        .port = port_override,
+        .check = check_server_section,
+        .check_only = check_only,
+        .open_identity = 1,
+        .load_plugins = 1,
+        .wake = transport_wake,
+    };
+    if (core_start(&o) != 0)
         goto out;
-    }
-    g_core.sc = config_server(g_core.cfg);
-    log_set_level(g_core.sc->log_level);
-    if (port_override >= 0)
-        g_core.sc->port = port_override;
-    if (db_override)
-        g_core.sc->database = db_override;
-
-    int server_ok = check_server_section(g_core.sc, config_file) == 0;
     if (check_only) {
-        /* Plugins are loaded and initialised too, so their sections are
-         * checked; nothing is opened or listened on. */
-        /* Unknown keys are looked for only once every plugin's init ran to
-         * the end: a plugin that failed half-way read only some of its own. */
-        if (plugin_load_all(g_core.sc->plugin_dir, g_core.sc->plugins,
-                            g_core.sc->n_plugins) != 0 ||
-            config_check_unused(g_core.cfg, g_core.sc->plugins, g_core.sc->n_plugins) != 0 ||
-            !server_ok) {
-            LOG_ERROR("%s: configuration refused", config_file);
-            goto out;
-        }
         printf("%s: configuration OK\n", config_file);
         status = 0;
         goto out;
     }
-    if (!server_ok)
-        goto out;
-
-    signal(SIGPIPE, SIG_IGN);
-    if (storage_open(g_core.sc->database, g_core.sc->synchronous, &g_core.db) != 0) {
-        LOG_ERROR("cannot open the database %s", g_core.sc->database);
-        goto out;
-    }
-    if (identity_open(g_core.sc->key_file, g_core.sc->key_bits, g_core.db) != 0)
-        goto out;
-    if (workers_start((size_t)g_core.sc->workers, transport_wake, NULL, &g_core.pool) != 0) {
-        LOG_ERROR("cannot start the worker pool");
-        goto out;
-    }
-    if (plugin_load_all(g_core.sc->plugin_dir, g_core.sc->plugins, g_core.sc->n_plugins) != 0 ||
-        config_check_unused(g_core.cfg, g_core.sc->plugins, g_core.sc->n_plugins) != 0) {
-        LOG_ERROR("%s: configuration refused", config_file);
-        goto out;
-    }
-    if (plugin_start_all() != 0)
-        goto out;
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -205,20 +169,7 @@ int main(int argc, char **argv)
     status = 0;
 out:
     transport_stop();
-    if (g_core.pool) {
-        workers_stop(g_core.pool);
-        g_core.pool = NULL;
-        handshake_log_stats();
-    }
-    plugin_unload_all();
-    if (g_core.db) {
-        storage_close(g_core.db);
-        g_core.db = NULL;
-    }
-    core_cleanup();
-    crypto_pkey_free(g_core.server_key);
-    free(g_core.server_public_pem);
-    config_free(g_core.cfg);
+    core_stop();
     if (status == 0 && !check_only)
         LOG_INFO("stopped");
     return status;

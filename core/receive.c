@@ -1,5 +1,6 @@
 #include "receive.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -143,4 +144,23 @@ void receive_resume(struct session *s)
     if (s && s->state == SESSION_OPEN && !s->busy && !s->input_head &&
         g_core.transport->pause_input)
         g_core.transport->pause_input(s, 0);
+}
+
+static void resume_cb(sm_timer *t, void *arg)
+{
+    (void)t;
+    struct session *s = session_find((sm_session_id)(uintptr_t)arg);
+    if (s)
+        receive_resume(s);
+}
+
+void receive_resume_later(struct session *s)
+{
+    if (core_timer_start(0, resume_cb, (void *)(uintptr_t)s->id))
+        return;
+    /* The reply went out, but the session's next command could never
+     * run: close rather than leave it waiting. */
+    LOG_ERROR("session %llu: cannot schedule its next command (out of memory); closing",
+              (unsigned long long)s->id);
+    g_core.transport->close(s, 1011, "internal error");
 }

@@ -180,13 +180,8 @@ int session_start_login_deadline(session *s)
     int seconds = g_core.sc ? g_core.sc->login_deadline : 0;
     if (seconds <= 0)
         return SM_OK;
-    s->login_timer = timers_start(g_core.timers, core_mono_now(), seconds, 0, login_deadline_cb,
-                                  (void *)(uintptr_t)s->id, NULL);
-    if (!s->login_timer)
-        return SM_ENOMEM;
-    if (g_core.timers_changed)
-        g_core.timers_changed();
-    return SM_OK;
+    s->login_timer = core_timer_start(seconds, login_deadline_cb, (void *)(uintptr_t)s->id);
+    return s->login_timer ? SM_OK : SM_ENOMEM;
 }
 
 int session_login(session *s, const char *username, int64_t user_id)

@@ -102,17 +102,25 @@ static void settle(sm_testhost *th)
 
 /* ---- life cycle ---- */
 
-static int load_config(const char *text)
+/* Starts the core on config_text, written to a temporary file for the
+ * configuration loader (NULL: the defaults). */
+static int start_core(const char *config_text)
 {
-    if (!text)
-        return config_load(NULL, &g_core.cfg);
+    core_options o = {
+        .database = ":memory:",
+        .port = -1,
+        .workers = 1,
+        .transport = &th_transport,
+    };
+    if (!config_text)
+        return core_start(&o);
     char path[] = "/tmp/sm-testhost-XXXXXX";
     int fd = mkstemp(path);
     if (fd < 0)
         return -1;
-    size_t len = strlen(text), off = 0;
+    size_t len = strlen(config_text), off = 0;
     while (off < len) {
-        ssize_t n = write(fd, text + off, len - off);
+        ssize_t n = write(fd, config_text + off, len - off);
         if (n <= 0) {
             close(fd);
             unlink(path);
@@ -121,7 +129,8 @@ static int load_config(const char *text)
         off += (size_t)n;
     }
     close(fd);
-    int rc = config_load(path, &g_core.cfg);
+    o.config_file = path;
+    int rc = core_start(&o);
     unlink(path);
     return rc;
 }
@@ -135,33 +144,19 @@ int sm_testhost_new(const char *config_text, sm_testhost **out)
     sm_testhost *th = calloc(1, sizeof *th);
     if (!th)
         return SM_ENOMEM;
-    if (core_init() != 0 || !(th->records = hashmap_new()))
+    if (!(th->records = hashmap_new()))
         goto fail;
-    fake_now = SM_TESTHOST_EPOCH;
-    g_core.wall_clock = fake_clock;
-    g_core.mono_clock = fake_clock;
-    g_core.transport = &th_transport;
-    if (load_config(config_text) != 0) {
+    if (start_core(config_text) != 0) {
         log_msg(SM_LOG_ERROR, "testhost", "configuration refused");
         goto fail;
     }
-    g_core.sc = config_server(g_core.cfg);
-    log_set_level(g_core.sc->log_level);
-    if (storage_open(":memory:", "normal", &g_core.db) != 0 ||
-        workers_start(1, NULL, NULL, &g_core.pool) != 0)
-        goto fail;
+    fake_now = SM_TESTHOST_EPOCH;
+    g_core.wall_clock = fake_clock;
+    g_core.mono_clock = fake_clock;
     current = th;
     *out = th;
     return SM_OK;
 fail:
-    if (g_core.pool)
-        workers_stop(g_core.pool);
-    g_core.pool = NULL;
-    storage_close(g_core.db);
-    g_core.db = NULL;
-    config_free(g_core.cfg);
-    g_core.cfg = NULL;
-    core_cleanup();
     hashmap_free(th->records, NULL);
     free(th);
     return SM_ERROR;
@@ -191,17 +186,7 @@ void sm_testhost_free(sm_testhost *th)
     if (!th)
         return;
     settle(th);
-    /* Close sessions while the plugins can still see the events. */
-    session_destroy_all();
-    workers_stop(g_core.pool);
-    g_core.pool = NULL;
-    plugin_unload_all();
-    storage_close(g_core.db);
-    g_core.db = NULL;
-    core_cleanup();
-    config_free(g_core.cfg);
-    g_core.cfg = NULL;
-    g_core.sc = NULL;
+    core_stop();
     hashmap_free(th->records, free_record);
     free(th->to_destroy);
     free(th);

@@ -14,15 +14,15 @@
 #include "safemessenger/testhost_suite.h"
 #include "topic.h"
 
+static sm_timer *(*real_timer_start)(double after, sm_timer_fn fn, void *arg);
+
 static int setup(void)
 {
-    if (core_init() != 0 || config_load(NULL, &g_core.cfg) != 0)
+    core_options o = {.database = ":memory:", .port = -1, .workers = 1,
+                      .transport = &fake_transport};
+    if (core_start(&o) != 0)
         return -1;
-    g_core.sc = config_server(g_core.cfg);
-    g_core.transport = &fake_transport;
-    if (storage_open(":memory:", "normal", &g_core.db) != 0 ||
-        workers_start(1, NULL, NULL, &g_core.pool) != 0)
-        return -1;
+    real_timer_start = g_core.timer_start;
     if (plugin_load(SM_TEST_PLUGIN_DIR "/testcmds.so", "testcmds") != 0)
         return -1;
     return plugin_start_all();
@@ -31,15 +31,7 @@ static int setup(void)
 static int teardown(void)
 {
     fake_reset();
-    session_destroy_all();
-    workers_stop(g_core.pool);
-    g_core.pool = NULL;
-    plugin_unload_all();
-    storage_close(g_core.db);
-    g_core.db = NULL;
-    core_cleanup();
-    config_free(g_core.cfg);
-    g_core.cfg = NULL;
+    core_stop();
     return 0;
 }
 
@@ -178,6 +170,38 @@ static void dispatch_deferred_reply_and_queued_input_keep_order(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(s);
     CU_ASSERT_EQUAL(s->input_count, 0);
     CU_ASSERT_EQUAL(fake_paused, 0);
+    session_destroy(s);
+}
+
+static sm_timer *no_timer(double after, sm_timer_fn fn, void *arg)
+{
+    (void)after;
+    (void)fn;
+    (void)arg;
+    return NULL;
+}
+
+/* Out of memory for the timer that runs the session's next command after
+ * a deferred reply: the reply still goes, then the session closes 1011
+ * instead of waiting for ever with its input paused. */
+static void dispatch_deferred_reply_without_timer_closes_1011(void)
+{
+    fake_reset();
+    struct session *s = fake_session();
+    sm_session_id id = s->id;
+    run(s, "deferred_echo", "1", "{}");
+    receive_message(s, "{}", 2);
+    CU_ASSERT_EQUAL(s->input_count, 1);
+    g_core.timer_start = no_timer;
+    workers_drain(g_core.pool);
+    g_core.timer_start = real_timer_start;
+    CU_ASSERT_EQUAL_FATAL(fake_count, 1);
+    CU_ASSERT_STRING_EQUAL(fake_log[0].type, "response");
+    CU_ASSERT_STRING_EQUAL(fake_log[0].reply_to, "1");
+    s = session_find(id);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(fake_closed_code, 1011);
+    CU_ASSERT_EQUAL(s->state, SESSION_CLOSING);
     session_destroy(s);
 }
 
@@ -470,6 +494,7 @@ int main(void)
         SM_TEST(dispatch_reply_goes_before_caused_events),
         SM_TEST(dispatch_deferred_reply_and_queued_input_keep_order),
         SM_TEST(dispatch_deferred_reply_after_close_is_dropped),
+        SM_TEST(dispatch_deferred_reply_without_timer_closes_1011),
         SM_TEST(dispatch_more_than_64_queued_messages_close_1008),
         SM_TEST(dispatch_rate_limit_gets_1008_with_retry_after),
         SM_TEST(dispatch_byte_limit_gets_1008_with_retry_after),

@@ -19,23 +19,15 @@
 
 static int core_up(void)
 {
-    if (core_init() != 0 || config_load(NULL, &g_core.cfg) != 0)
-        return -1;
-    g_core.sc = config_server(g_core.cfg);
-    g_core.transport = &fake_transport;
-    return storage_open(":memory:", "normal", &g_core.db);
+    core_options o = {.database = ":memory:", .port = -1, .workers = 1,
+                      .transport = &fake_transport};
+    return core_start(&o);
 }
 
 static void core_down(void)
 {
     fake_reset();
-    session_destroy_all();
-    plugin_unload_all();
-    storage_close(g_core.db);
-    g_core.db = NULL;
-    core_cleanup();
-    config_free(g_core.cfg);
-    g_core.cfg = NULL;
+    core_stop();
 }
 
 /* A copy of the server's table as a server built when the table ended

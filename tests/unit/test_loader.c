@@ -21,20 +21,13 @@ static char *load_capture(const char *name, int *rc)
 
 static int setup(void)
 {
-    if (core_init() != 0 || config_load(NULL, &g_core.cfg) != 0)
-        return -1;
-    g_core.sc = config_server(g_core.cfg);
-    return storage_open(":memory:", "normal", &g_core.db);
+    core_options o = {.database = ":memory:", .port = -1, .workers = 1};
+    return core_start(&o);
 }
 
 static int teardown(void)
 {
-    plugin_unload_all();
-    storage_close(g_core.db);
-    g_core.db = NULL;
-    core_cleanup();
-    config_free(g_core.cfg);
-    g_core.cfg = NULL;
+    core_stop();
     return 0;
 }
 
