@@ -63,12 +63,12 @@ endif()
 string(SUBSTRING "${sm_text}" ${sm_body_at} -1 sm_body)
 set(sm_text "# SafeMessenger server configuration (libconfig syntax).
 #
-# Installed as ${sm_conf} and read by safemessenger.service,
-# which runs ${sm_bindir}/safemessenger-server as the
-# user safemessenger. The key and the database live in ${SM_STATE_DIR}
-# (the unit's StateDirectory). `cmake --install` never overwrites this
-# file, and dpkg never replaces it once changed; the current default is
-# ${sm_datadir}/safemessenger.conf.
+# Installed as ${sm_conf}.
+# safemessenger.service runs ${sm_bindir}/safemessenger-server
+# on it as the user safemessenger. The key and the database live in
+# ${SM_STATE_DIR} (the unit's StateDirectory). `cmake --install`
+# never overwrites this file, and dpkg never replaces it once changed; the
+# current default is ${sm_datadir}/safemessenger.conf.
 #
 # Check a changed file with
 #     safemessenger-server -c ${sm_conf} --check-config
