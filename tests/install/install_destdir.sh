@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # ctest install.destdir: what `cmake --install` gives an operator.
 #
-#   install_destdir.sh BUILD_DIR LIBDIR
+#   install_destdir.sh BUILD_DIR LIBDIR SYSCONFDIR
 #
+# (SYSCONFDIR: the build's CMAKE_INSTALL_FULL_SYSCONFDIR, where the server
+# looks for its configuration without -c.)
 # 1. installs BUILD_DIR into a temporary DESTDIR with the prefix /usr (the
 #    layout of the .deb: configuration under /etc) and checks the server,
 #    the five plugins, the CLI, the configuration, its reference copy and
@@ -20,12 +22,13 @@
 # is stopped on every exit path.
 set -euo pipefail
 
-if [ $# -ne 2 ]; then
-    echo "usage: $0 BUILD_DIR LIBDIR" >&2
+if [ $# -ne 3 ]; then
+    echo "usage: $0 BUILD_DIR LIBDIR SYSCONFDIR" >&2
     exit 2
 fi
 build_dir=$1
 libdir=$2
+build_sysconfdir=$3
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sm-install-destdir.XXXXXX")
 server_pid=""
@@ -95,6 +98,10 @@ for f in etc/safemessenger/safemessenger.conf usr/share/safemessenger/safemessen
 done
 cmp -s "$conf" "$root/usr/share/safemessenger/safemessenger.conf" ||
     fail "the reference copy differs from the installed configuration"
+default_conf=$build_sysconfdir/safemessenger/safemessenger.conf
+"$root/usr/bin/safemessenger-server" --help >"$tmp/help.txt"
+grep -qF "(default $default_conf)" "$tmp/help.txt" ||
+    fail "the server's default configuration is not $default_conf"
 grep -qxF "ExecStart=/usr/bin/safemessenger-server -c /etc/safemessenger/safemessenger.conf" \
     "$root/usr/lib/systemd/system/safemessenger.service" ||
     fail "the unit does not run the installed server on the installed configuration"
