@@ -26,7 +26,8 @@ set(sm_confdir "${sm_confdir}/safemessenger")
 set(sm_conf "${sm_confdir}/safemessenger.conf")
 
 # Generated files go to a directory of their own per destination, so that
-# two installs from one build tree at once (tests) do not share them.
+# two installs from one build tree at once (tests) do not share them;
+# removed at the end.
 string(MD5 sm_tag "$ENV{DESTDIR}|${CMAKE_INSTALL_PREFIX}")
 set(sm_work "${SM_WORK_DIR}/${sm_tag}")
 file(MAKE_DIRECTORY "${sm_work}")
@@ -97,3 +98,4 @@ else()
   file(INSTALL DESTINATION "${sm_confdir}" TYPE FILE ${sm_perm}
        FILES "${sm_work}/safemessenger.conf")
 endif()
+file(REMOVE_RECURSE "${sm_work}")
