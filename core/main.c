@@ -22,7 +22,11 @@
 #ifndef SM_VERSION
 #define SM_VERSION "dev"
 #endif
-#define DEFAULT_CONFIG "/etc/safemessenger/safemessenger.conf"
+/* The build passes <sysconfdir>/safemessenger/safemessenger.conf, where
+ * `cmake --install` puts the default configuration. */
+#ifndef SM_DEFAULT_CONFIG
+#define SM_DEFAULT_CONFIG "/etc/safemessenger/safemessenger.conf"
+#endif
 
 static void usage(FILE *out)
 {
@@ -35,7 +39,7 @@ static void usage(FILE *out)
             "      --check-config    check the configuration and the plugins, then exit\n"
             "      --version         print the version and exit\n"
             "  -h, --help            this help\n",
-            DEFAULT_CONFIG);
+            SM_DEFAULT_CONFIG);
 }
 
 static void on_signal(int sig)
@@ -91,7 +95,7 @@ static int check_server_section(const server_config *sc, const char *config_file
 
 int main(int argc, char **argv)
 {
-    const char *config_file = DEFAULT_CONFIG, *db_override = NULL, *port_file = NULL;
+    const char *config_file = SM_DEFAULT_CONFIG, *db_override = NULL, *port_file = NULL;
     int port_override = -1, check_only = 0;
     enum { OPT_DB = 256, OPT_PORT_FILE, OPT_CHECK, OPT_VERSION };
     static const struct option options[] = {
