@@ -75,7 +75,9 @@ static int fill_random(unsigned char *buf, size_t len)
     return got == len ? 0 : -1;
 }
 
-int hash_params_match(const char *encoded, const hash_params *p)
+/* 1 when `encoded` is an argon2id v19 hash with exactly these parameters.
+ * Pure function, any thread. */
+static int hash_params_match(const char *encoded, const hash_params *p)
 {
     char prefix[96];
     int n = snprintf(prefix, sizeof prefix, "$argon2id$v=%d$m=%u,t=%u,p=%u$",
@@ -444,5 +446,3 @@ int hashq_verify(hashq *q, sm_session_id session, const char *password, size_t l
     return enqueue(q, JOB_VERIFY, session, password, len, encoded, cb, arg);
 }
 
-size_t hashq_running(const hashq *q) { return q ? q->running : 0; }
-size_t hashq_waiting(const hashq *q) { return q ? q->waiting : 0; }

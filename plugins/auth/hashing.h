@@ -81,12 +81,4 @@ int hashq_hash(hashq *q, sm_session_id session, const char *password, size_t len
 int hashq_verify(hashq *q, sm_session_id session, const char *password, size_t len,
                  const char *encoded, hash_cb cb, void *arg);
 
-/* Jobs on the pool and waiting (for tests and logs). */
-size_t hashq_running(const hashq *q);
-size_t hashq_waiting(const hashq *q);
-
-/* 1 when `encoded` is an argon2id v19 hash with exactly these parameters.
- * Pure function, any thread. */
-int hash_params_match(const char *encoded, const hash_params *p);
-
 #endif
