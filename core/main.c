@@ -175,7 +175,9 @@ int main(int argc, char **argv)
     }
     if (identity_open(g_core.sc->key_file, g_core.sc->key_bits, g_core.db) != 0)
         goto out;
-    if (workers_start((size_t)g_core.sc->workers, transport_wake, NULL, &g_core.pool) != 0) {
+    /* Started from the loop thread: workers run worker_nice levels below it. */
+    if (workers_start_nice((size_t)g_core.sc->workers, g_core.sc->worker_nice, transport_wake,
+                           NULL, &g_core.pool) != 0) {
         LOG_ERROR("cannot start the worker pool");
         goto out;
     }
