@@ -20,7 +20,7 @@
 # `openssl speed -seconds 3 -multi 2 rsa2048` for handshakes and logins,
 # `openssl speed -seconds 3 -bytes 1024 -evp aes-256-gcm` for the others.
 set -u
-[ $# -ge 5 ] || { sed -n '2,24p' "$0" >&2; exit 2; }
+[ $# -ge 5 ] || { sed -n '2,21p' "$0" >&2; exit 2; }
 build=$1 out=$2 name=$3 runs=$4 scenario=$5
 shift 5
 src=$(cd "$(dirname "$0")/../.." && pwd)
