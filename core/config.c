@@ -407,6 +407,7 @@ static const core_key core_keys[] = {
     {"server", "max_message_bytes", parse_size, 4096, 16777216, AT(max_message_bytes)},
     {"server", "handshake_timeout", parse_int, 1, 300, AT(handshake_timeout)},
     {"server", "workers", parse_int, 1, 64, AT(workers)},
+    {"server", "worker_nice", parse_int, 0, 19, AT(worker_nice)},
     {"server", "allowed_origins", parse_origins, 0, 0, 0},
     {"server", "tls", parse_tls, 0, 0, 0},
     {"storage", "database", parse_path, 1, 0, AT(database)},
@@ -443,6 +444,7 @@ static void set_defaults(server_config *srv)
     srv->tls_key = "";
     srv->handshake_timeout = 10;
     srv->workers = 2;
+    srv->worker_nice = 19;
     srv->database = "data/safemessenger.db";
     srv->synchronous = "normal";
     srv->plugin_dir = SM_DEFAULT_PLUGIN_DIR;

@@ -149,7 +149,10 @@ int core_start(const core_options *o)
     if (o->open_identity && identity_open(g_core.sc->key_file, g_core.sc->key_bits, g_core.db) != 0)
         goto fail;
     size_t n_workers = o->workers ? o->workers : (size_t)g_core.sc->workers;
-    if (workers_start(n_workers, o->wake, NULL, &g_core.pool) != 0) {
+    /* Started from the loop thread: workers run worker_nice levels below it,
+     * so password hashing and RSA yield the CPU to the loop. */
+    if (workers_start_nice(n_workers, g_core.sc->worker_nice, o->wake, NULL, &g_core.pool) !=
+        0) {
         LOG_ERROR("cannot start the worker pool");
         goto fail;
     }

@@ -3,15 +3,23 @@
  * (a handshake storm, a login storm) delays another's jobs by at most one
  * job per other owner, not by the whole backlog. Finished jobs move to a
  * completed list that only the loop thread drains, so every `done`
- * callback runs on the loop thread as the SDK promises. */
+ * callback runs on the loop thread as the SDK promises.
+ *
+ * Workers run `nice` levels below the thread that started them (the event
+ * loop): password hashing on every worker would otherwise take every core
+ * from the loop, and a login storm would slow every session's commands. */
+#define _GNU_SOURCE /* gettid() */
 #include "workers.h"
 
 #include "log.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 struct job {
     sm_work_fn work;
@@ -47,6 +55,7 @@ struct workers {
     void *wake_arg;
     pthread_t *threads;
     size_t nthreads;
+    int nice;                /* levels below the starting thread; read-only once started */
 };
 
 static void list_push(struct job_list *list, struct job *job)
@@ -95,9 +104,30 @@ static struct owner_queue *find_owner(workers *w, const void *owner)
     return NULL;
 }
 
+/* Linux keeps a nice value per thread, inherited from the creating thread:
+ * PRIO_PROCESS with a thread id changes this thread alone. Raising one's
+ * own nice value needs no privilege; if it fails all the same, the pool
+ * still works, only without the loop's precedence. */
+static void lower_priority(int below)
+{
+    if (below <= 0)
+        return;
+    id_t tid = (id_t)gettid();
+    errno = 0;
+    int base = getpriority(PRIO_PROCESS, tid);
+    if (base == -1 && errno != 0) {
+        LOG_WARN("workers: cannot read the thread's nice value: %s", strerror(errno));
+        return;
+    }
+    int target = base + below > 19 ? 19 : base + below;
+    if (setpriority(PRIO_PROCESS, tid, target) != 0)
+        LOG_WARN("workers: cannot set nice %d on a worker thread: %s", target, strerror(errno));
+}
+
 static void *worker_main(void *arg)
 {
     workers *w = arg;
+    lower_priority(w->nice);
     pthread_mutex_lock(&w->lock);
     for (;;) {
         while (!w->stopping && w->queued == 0)
@@ -149,7 +179,13 @@ static void destroy(workers *w)
 
 int workers_start(size_t threads, void (*wake)(void *wake_arg), void *wake_arg, workers **out)
 {
-    if (threads == 0 || !out)
+    return workers_start_nice(threads, WORKERS_NICE, wake, wake_arg, out);
+}
+
+int workers_start_nice(size_t threads, int nice, void (*wake)(void *wake_arg), void *wake_arg,
+                       workers **out)
+{
+    if (threads == 0 || !out || nice < 0 || nice > 19)
         return -1;
     workers *w = calloc(1, sizeof *w);
     if (!w)
@@ -167,6 +203,7 @@ int workers_start(size_t threads, void (*wake)(void *wake_arg), void *wake_arg, 
         goto fail_idle;
     w->wake = wake;
     w->wake_arg = wake_arg;
+    w->nice = nice;
 
     /* Workers inherit a full signal mask, so SIGINT/SIGTERM are handled by
      * the loop thread only. */

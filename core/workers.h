@@ -10,9 +10,19 @@
 
 typedef struct workers workers;
 
+/* Worker threads run this many nice levels below the thread that starts
+ * the pool (at most nice 19): server.worker_nice, docs/OPERATIONS.md. */
+#define WORKERS_NICE 19
+
 /* wake(wake_arg) is called from a worker thread each time a job finishes,
- * so the loop can be woken (lws_cancel_service). It may be NULL. */
+ * so the loop can be woken (lws_cancel_service). It may be NULL. Workers
+ * run WORKERS_NICE levels below the caller. */
 int workers_start(size_t threads, void (*wake)(void *wake_arg), void *wake_arg, workers **out);
+
+/* The same with `nice` (0..19) levels below the caller; 0 = the caller's
+ * priority. Returns -1 for a value out of range. */
+int workers_start_nice(size_t threads, int nice, void (*wake)(void *wake_arg), void *wake_arg,
+                       workers **out);
 
 /* Queues a job of `owner` (any pointer naming the submitter: the core's
  * handshake, a plugin). Each owner's jobs start in submit order; owners

@@ -1,11 +1,15 @@
+#define _GNU_SOURCE /* gettid() */
 #include "workers.h"
 #include "safemessenger/testhost_suite.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 static void sleep_ms(long ms)
 {
@@ -471,6 +475,93 @@ static void start_and_submit_reject_bad_arguments(void)
     workers_stop(NULL); /* ignored */
 }
 
+/* ---- priority ---------------------------------------------------------- */
+
+enum { NICE_THREADS = 2 };
+
+static atomic_int nice_started;
+static atomic_int nice_seen[NICE_THREADS];
+static atomic_int nice_failed;
+
+static int own_nice(void)
+{
+    errno = 0;
+    int n = getpriority(PRIO_PROCESS, (id_t)gettid());
+    return n == -1 && errno != 0 ? -100 : n;
+}
+
+/* Records this worker's nice value, then waits (at most 10 s) until every
+ * job has started, so that each runs on a thread of its own. */
+static void record_nice(void *arg)
+{
+    int slot = *(int *)arg;
+    atomic_store(&nice_seen[slot], own_nice());
+    atomic_fetch_add(&nice_started, 1);
+    for (int i = 0; i < 10000 && atomic_load(&nice_started) < NICE_THREADS; i++)
+        sleep_ms(1);
+    if (atomic_load(&nice_started) < NICE_THREADS)
+        atomic_store(&nice_failed, 1);
+}
+
+/* The nice value of each of NICE_THREADS workers of a pool started with
+ * `nice` levels (or with workers_start when nice < 0). */
+static void worker_nices(int nice, int out[NICE_THREADS])
+{
+    static int slots[NICE_THREADS] = {0, 1};
+    atomic_store(&nice_started, 0);
+    atomic_store(&nice_failed, 0);
+    workers *w = NULL;
+    int rc = nice < 0 ? workers_start(NICE_THREADS, NULL, NULL, &w)
+                      : workers_start_nice(NICE_THREADS, nice, NULL, NULL, &w);
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    for (int i = 0; i < NICE_THREADS; i++) {
+        atomic_store(&nice_seen[i], -200);
+        CU_ASSERT_EQUAL(workers_submit(w, &owner_a, record_nice, NULL, &slots[i]), 0);
+    }
+    workers_drain(w);
+    workers_stop(w);
+    CU_ASSERT_EQUAL(atomic_load(&nice_failed), 0);
+    for (int i = 0; i < NICE_THREADS; i++)
+        out[i] = atomic_load(&nice_seen[i]);
+}
+
+static int capped(int n)
+{
+    return n > 19 ? 19 : n;
+}
+
+/* Password hashing on every worker must not take the cores from the event
+ * loop: workers run WORKERS_NICE (or the given) levels below the thread
+ * that started the pool, capped at 19, and that thread keeps its own. */
+static void workers_run_nice_levels_below_the_starting_thread(void)
+{
+    int loop = own_nice();
+    CU_ASSERT_FATAL(loop != -100);
+    /* At nice 19 already, nothing could be lower: run the suite below it. */
+    CU_ASSERT_FATAL(loop < 19);
+    int seen[NICE_THREADS];
+
+    worker_nices(-1, seen);
+    for (int i = 0; i < NICE_THREADS; i++)
+        CU_ASSERT_EQUAL(seen[i], capped(loop + WORKERS_NICE));
+    CU_ASSERT_EQUAL(WORKERS_NICE, 19);
+    CU_ASSERT_EQUAL(own_nice(), loop);
+
+    worker_nices(5, seen);
+    for (int i = 0; i < NICE_THREADS; i++)
+        CU_ASSERT_EQUAL(seen[i], capped(loop + 5));
+
+    worker_nices(0, seen);
+    for (int i = 0; i < NICE_THREADS; i++)
+        CU_ASSERT_EQUAL(seen[i], loop);
+    CU_ASSERT_EQUAL(own_nice(), loop);
+
+    workers *w = NULL;
+    CU_ASSERT_EQUAL(workers_start_nice(1, -1, NULL, NULL, &w), -1);
+    CU_ASSERT_EQUAL(workers_start_nice(1, 20, NULL, NULL, &w), -1);
+    CU_ASSERT_PTR_NULL(w);
+}
+
 int main(void)
 {
     static const sm_test_case cases[] = {
@@ -483,6 +574,7 @@ int main(void)
         SM_TEST(owner_with_one_job_is_served_before_anothers_backlog),
         SM_TEST(cancelled_job_never_runs_and_gets_no_done),
         SM_TEST(start_and_submit_reject_bad_arguments),
+        SM_TEST(workers_run_nice_levels_below_the_starting_thread),
         SM_TEST_END,
     };
     return sm_test_run("workers", cases, NULL, NULL);

@@ -49,6 +49,8 @@ typedef struct bench_opts {
     unsigned room_window;           /* fanout: undelivered messages per room */
     unsigned content_bytes;         /* message content length */
     unsigned verify_one_in;         /* open 1 delivery in K fully */
+    double bystander_ms;            /* logins: the bystander's get_users period; 0 = none */
+    unsigned bystander_rounds;      /* logins: alone/storm alternations */
     long server_pid;                /* 0 = unknown */
     unsigned sources;               /* 127.0.0.x source addresses, 0 = auto */
     unsigned setup_concurrency;     /* connections in setup at once */

@@ -50,6 +50,10 @@ static void usage(FILE *out)
         "  --room-window K         fanout: undelivered messages per room (default 16)\n"
         "  --content-bytes B       message content length (default 64)\n"
         "  --verify-one-in K       open (verify + decrypt) 1 delivery in K (default 1)\n"
+        "  --bystander-ms T        logins: a separate user sends get_users every T ms, alone\n"
+        "                          and then during the storm (default 10; 0 = no bystander)\n"
+        "  --bystander-rounds K    logins: alternate K times between --duration/K s alone\n"
+        "                          and --duration/K s of storm (default 1, at most 100)\n"
         "  --server-pid PID        the server, for CPU use and idle's memory (required by idle)\n"
         "  --sources K             127.0.0.x source addresses (default: auto)\n"
         "  --setup-concurrency C   users in setup at once (default 128)\n"
@@ -62,7 +66,7 @@ enum {
     OPT_URL = 256, OPT_DURATION, OPT_WARMUP, OPT_SETUP_TIMEOUT, OPT_CONNECTIONS, OPT_ROOMS,
     OPT_MEMBERS, OPT_SENDERS, OPT_ONLINE, OPT_OFFLINE, OPT_RATE, OPT_WINDOW, OPT_ROOM_WINDOW,
     OPT_CONTENT, OPT_VERIFY, OPT_PID, OPT_SOURCES, OPT_SETUP_CONC, OPT_PREFIX, OPT_PASSWORD,
-    OPT_QUIET, OPT_HELP
+    OPT_QUIET, OPT_BYSTANDER, OPT_ROUNDS, OPT_HELP
 };
 
 static int parse_num(const char *name, const char *s, double min, double max, double *out)
@@ -190,6 +194,8 @@ static int check_opts(bench_opts *o, int given_conns, int given_senders)
         if (!given_conns)
             o->connections = strcmp(s, "idle") == 0 ? 1000 : 64;
         need = o->connections;
+        if (strcmp(s, "logins") == 0 && o->bystander_ms > 0)
+            need++;   /* the bystander */
     } else if (strcmp(s, "fanout") == 0) {
         if (!given_senders)
             o->senders = o->rooms;
@@ -228,7 +234,7 @@ static int check_opts(bench_opts *o, int given_conns, int given_senders)
 
 static json_t *params_json(const bench_opts *o)
 {
-    return json_pack("{s:f, s:f, s:f, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:i, s:i, s:i, s:i, "
+    json_t *p = json_pack("{s:f, s:f, s:f, s:i, s:i, s:i, s:i, s:i, s:i, s:f, s:i, s:i, s:i, s:i, "
                      "s:i, s:i, s:s, s:I}",
                      "duration_s", o->duration_s, "warmup_s", o->warmup_s, "setup_timeout_s",
                      o->setup_timeout_s, "connections", (int)o->connections, "rooms",
@@ -239,6 +245,12 @@ static json_t *params_json(const bench_opts *o)
                      (int)o->verify_one_in, "sources", (int)o->sources, "setup_concurrency",
                      (int)o->setup_concurrency, "user_prefix", o->user_prefix, "server_pid",
                      (json_int_t)o->server_pid);
+    if (p && strcmp(o->scenario, "logins") == 0)
+    {
+        json_object_set_new(p, "bystander_ms", json_real(o->bystander_ms));
+        json_object_set_new(p, "bystander_rounds", json_integer(o->bystander_rounds));
+    }
+    return p;
 }
 
 static void on_stop(int sig)
@@ -281,6 +293,8 @@ static int parse_args(int argc, char **argv, bench_opts *o, int *given_conns, in
         {"user-prefix", required_argument, NULL, OPT_PREFIX},
         {"password", required_argument, NULL, OPT_PASSWORD},
         {"quiet", no_argument, NULL, OPT_QUIET},
+        {"bystander-ms", required_argument, NULL, OPT_BYSTANDER},
+        {"bystander-rounds", required_argument, NULL, OPT_ROUNDS},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -355,6 +369,16 @@ static int parse_args(int argc, char **argv, bench_opts *o, int *given_conns, in
         case OPT_QUIET:
             o->quiet = 1;
             break;
+        case OPT_ROUNDS:
+            rc = parse_uint("bystander-rounds", optarg, 1, 100, &o->bystander_rounds);
+            break;
+        case OPT_BYSTANDER:
+            rc = parse_num("bystander-ms", optarg, 0, 1000, &o->bystander_ms);
+            if (rc == 0 && o->bystander_ms > 0 && o->bystander_ms < 1) {
+                fprintf(stderr, "safemessenger-bench: --bystander-ms is 0 or 1 to 1000\n");
+                rc = -1;
+            }
+            break;
         case 'h':
         case OPT_HELP:
             usage(stdout);
@@ -381,7 +405,7 @@ int main(int argc, char **argv)
         .url = "ws://127.0.0.1:8765/", .duration_s = 10, .warmup_s = 1, .setup_timeout_s = 120,
         .rooms = 1, .members = 100, .online = 16, .offline = 16, .window = 4,
         .room_window = 16, .content_bytes = 64, .verify_one_in = 1, .setup_concurrency = 128,
-        .password = "bench-password",
+        .password = "bench-password", .bystander_ms = 10, .bystander_rounds = 1,
     };
     int given_conns = 0, given_senders = 0;
     if (parse_args(argc, argv, &o, &given_conns, &given_senders) != 0)
@@ -417,8 +441,11 @@ int main(int argc, char **argv)
     sa.sa_handler = on_alarm;
     sigaction(SIGALRM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    /* Every phase has its own deadline; this only catches a bug. */
-    alarm((unsigned)(o.setup_timeout_s + 3 * o.warmup_s + o.duration_s + 60));
+    /* Every phase has its own deadline; this only catches a bug. (logins
+     * with a bystander measures twice, alone and in the storm, and each
+     * round has a warm-up and a drain of at most 5 s.) */
+    alarm((unsigned)(o.setup_timeout_s + 3 * o.warmup_s + 2 * o.duration_s
+                     + o.bystander_rounds * (o.warmup_s + 5) + 60));
 
     json_t *report = json_pack("{s:s, s:s, s:s, s:I, s:i}", "tool", "safemessenger-bench",
                                "scenario", o.scenario, "target", o.url, "started_at",

@@ -7,7 +7,11 @@
 # BUILD_DIR: a Release build (-DCMAKE_BUILD_TYPE=Release -DSM_SANITIZE=OFF).
 # SM_SERVER_BUILD=DIR takes the server and plugins from another build (to
 # compare a server change with the same bench); SM_BENCH_CONF=FILE uses
-# another configuration instead of conf/bench.conf.
+# another configuration instead of conf/bench.conf. SM_BENCH_ARGON2=shipped
+# replaces bench.conf's weak argon2id cost with the parameters shipped in
+# conf/safemessenger.conf (argon2_memory_kib, argon2_passes, argon2_lanes;
+# allow_weak_argon2 = false), every other bench setting kept: what a login
+# storm costs on a production server (docs/BENCHMARKS.md (b)).
 # For each run: a new data directory and database, conf/bench.conf with
 # port 0, the server started, `safemessenger-bench SCENARIO options
 # --server-pid PID` run (report in OUT_DIR/NAME.<i>.json, progress in
@@ -16,13 +20,33 @@
 # `openssl speed -seconds 3 -multi 2 rsa2048` for handshakes and logins,
 # `openssl speed -seconds 3 -bytes 1024 -evp aes-256-gcm` for the others.
 set -u
-[ $# -ge 5 ] || { sed -n '2,19p' "$0" >&2; exit 2; }
+[ $# -ge 5 ] || { sed -n '2,21p' "$0" >&2; exit 2; }
 build=$1 out=$2 name=$3 runs=$4 scenario=$5
 shift 5
 src=$(cd "$(dirname "$0")/../.." && pwd)
 server_build=${SM_SERVER_BUILD:-$build}
+# The generated configuration lives elsewhere: paths in it must be absolute.
+build=$(cd "$build" && pwd) && server_build=$(cd "$server_build" && pwd) \
+    || { echo "no build directory $build / $server_build" >&2; exit 2; }
 conf=${SM_BENCH_CONF:-$src/conf/bench.conf}
 mkdir -p "$out"
+argon2=()
+case ${SM_BENCH_ARGON2:-bench} in
+    bench) ;;
+    shipped)
+        shipped() {
+            sed -n "s/^ *$1 = \([0-9]*\);.*/\1/p" "$src/conf/safemessenger.conf" | head -n 1
+        }
+        m=$(shipped argon2_memory_kib) t=$(shipped argon2_passes) l=$(shipped argon2_lanes)
+        [ -n "$m" ] && [ -n "$t" ] && [ -n "$l" ] \
+            || { echo "no argon2 parameters in conf/safemessenger.conf" >&2; exit 2; }
+        argon2=(-e "s|^\( *allow_weak_argon2 = \).*|\1false;|"
+                -e "/^ *argon2_lanes = /d"
+                -e "s|^\( *argon2_memory_kib = \).*|\1$m;|"
+                -e "s|^\( *argon2_passes = \).*|\1$t;\n  argon2_lanes = $l;|")
+        echo "argon2id as shipped: m = $m KiB, t = $t, lanes = $l" >&2 ;;
+    *) echo "SM_BENCH_ARGON2 is 'bench' or 'shipped'" >&2; exit 2 ;;
+esac
 ulimit -n "$(ulimit -Hn)"
 
 case $scenario in
@@ -51,7 +75,14 @@ for i in $(seq "$runs"); do
         -e "s|^\( *key_file = \).*|\1\"$out/server_key.pem\";|" \
         -e "s|^\( *database = \).*|\1\"$data/bench.db\";|" \
         -e "s|^\( *dir = \).*|\1\"$server_build/plugins\";|" \
-        "$conf" > "$data/bench.conf"
+        "${argon2[@]}" "$conf" > "$data/bench.conf"
+    if [ ${#argon2[@]} -gt 0 ]; then
+        grep -q "^ *argon2_memory_kib = $m;" "$data/bench.conf" \
+            && grep -q "^ *argon2_passes = $t;" "$data/bench.conf" \
+            && grep -q "^ *allow_weak_argon2 = false;" "$data/bench.conf" \
+            || { echo "$conf: argon2 settings not replaced" >&2; exit 2; }
+        cp "$data/bench.conf" "$out/$name.conf"
+    fi
     "$server_build/safemessenger-server" -c "$data/bench.conf" --port-file "$data/port" \
         > "$out/$name.$i.server.log" 2>&1 &
     pid=$!
@@ -80,7 +111,11 @@ def get(r, path):
     return r
 metrics = {
     "handshakes": ["handshakes_per_s", "latency_ms.p50", "latency_ms.p99", "cpu.server_percent", "cpu.bench_percent"],
-    "logins": ["logins_per_s", "latency_ms.p50", "latency_ms.p99", "cpu.server_percent", "cpu.bench_percent"],
+    "logins": ["logins_per_s", "latency_ms.p50", "latency_ms.p99", "cpu.server_percent", "cpu.bench_percent",
+               "bystander.alone.latency_ms.p50", "bystander.alone.latency_ms.p99",
+               "bystander.storm.latency_ms.p50", "bystander.storm.latency_ms.p99", "bystander.p99_ratio",
+               "bystander.alone.cpu.server_percent", "bystander.alone.missed_sends",
+               "bystander.storm.missed_sends"],
     "fanout": ["deliveries_per_s", "messages_per_s", "latency_ms.p50", "latency_ms.p99", "latency_ms.max",
                "undelivered", "cpu.server_percent", "cpu.bench_percent"],
     "private": ["online.messages_per_s", "online.rtt_ms.p50", "online.rtt_ms.p99", "online.delivery_latency_ms.p99",
@@ -103,6 +138,9 @@ if scenario in ("handshakes", "logins"):
     if rows:
         sign_per_s = float(rows[-1].split()[-2])
         print(f"  ceiling: RSA-2048 private ops/s, 2 processes: {sign_per_s:.0f}")
+        if scenario == "logins" and medians.get("bystander.alone.latency_ms.p99"):
+            print(f"  bystander p99, median storm / median alone: "
+                  f"{medians['bystander.storm.latency_ms.p99'] / medians['bystander.alone.latency_ms.p99']:.2f}")
         if scenario == "handshakes" and "handshakes_per_s" in medians:
             print(f"  ratio handshakes/s / ceiling: {medians['handshakes_per_s'] / sign_per_s:.3f}")
 else:

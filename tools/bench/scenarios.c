@@ -204,9 +204,35 @@ int scenario_handshakes(const bench_opts *o, json_t *report)
 
 /* ---- (b) logins ------------------------------------------------------------ */
 
+/* The bystander: one more logged-in user, in a room of its own, sending
+ * get_users every --bystander-ms, first with nobody logging in ("alone"),
+ * then during the storm. Its reply times show what a login storm costs
+ * everyone else on the server. Sends follow the clock, not the replies
+ * (up to BY_SLOTS in flight), so a slow reply does not hide the ones that
+ * would have queued behind it. */
+#define BY_SLOTS 64u
+
+typedef struct by_phase {
+    bench_hist rtt;
+    uint64_t sent, replies;
+    uint64_t missed;        /* sends due that were not made: all slots busy, or the tick late */
+    double secs;
+    cpu_mark a, b;
+} by_phase;
+
+typedef struct bystander {
+    user *u;                /* NULL: no bystander */
+    uint64_t period_ns, next_ns;
+    by_phase *phase;        /* where samples go; NULL: not sending */
+    pending slots[BY_SLOTS];
+    unsigned inflight;
+    by_phase alone, storm;
+} bystander;
+
 typedef struct lg_state {
     bench_hist rtt;
     int stopping;
+    bystander by;
 } lg_state;
 
 static int lg_send(run *r, user *u, uint64_t now)
@@ -219,10 +245,66 @@ static int lg_send(run *r, user *u, uint64_t now)
     return user_send(r, u, "login", payload, (size_t)n, now);
 }
 
+/* Counts go to the phase only while measuring, like the samples. */
+static void by_send(bystander *b, uint64_t now, int measuring)
+{
+    by_phase *ph = b->phase;
+    uint64_t nonce = 0;
+    if (b->inflight >= BY_SLOTS || !b->u->conn
+        || conn_send(b->u->conn, "get_users", "{}", 2, &nonce) != 0) {
+        ph->missed += measuring != 0;
+        return;
+    }
+    b->slots[b->inflight++] = (pending){nonce, now};
+    ph->sent += measuring != 0;
+}
+
+static void by_tick(bystander *b, uint64_t now, int measuring)
+{
+    if (!b->u || !b->phase || now < b->next_ns)
+        return;
+    by_send(b, now, measuring);
+    b->next_ns += b->period_ns;
+    /* A late tick (the bench descheduled) skips the sends it missed
+     * instead of bursting them: a burst would measure the queue it makes. */
+    if (b->next_ns <= now) {
+        uint64_t behind = (now - b->next_ns) / b->period_ns + 1;
+        b->phase->missed += measuring ? behind : 0;
+        b->next_ns += behind * b->period_ns;
+    }
+}
+
+static void by_message(run *r, bystander *b, const bench_msg *m)
+{
+    if (!is_reply(m))
+        return;   /* room events */
+    unsigned i = 0;
+    while (i < b->inflight && b->slots[i].nonce != m->reply_nonce)
+        i++;
+    if (i == b->inflight)
+        return;
+    uint64_t sent = b->slots[i].sent_ns;
+    b->slots[i] = b->slots[--b->inflight];
+    if (is_error(m)) {
+        run_count_error(r, m);
+        if (r->measuring)
+            r->cmd_errors++;
+    } else if (strcmp(m->action, "get_users") != 0) {
+        r->unexpected++;
+    } else if (r->measuring && b->phase) {
+        b->phase->replies++;
+        hist_add(&b->phase->rtt, m->recv_ns - sent);
+    }
+}
+
 static void lg_message(run *r, user *u, const bench_msg *m)
 {
     lg_state *s = r->scenario;
     uint64_t sent = 0;
+    if (u == s->by.u) {
+        by_message(r, &s->by, m);
+        return;
+    }
     if (!is_reply(m) || !user_take_reply(u, m->reply_nonce, &sent))
         return;
     if (is_error(m)) {
@@ -240,11 +322,23 @@ static void lg_message(run *r, user *u, const bench_msg *m)
         (void)lg_send(r, u, m->recv_ns);
 }
 
+static int lg_tick(run *r, uint64_t now)
+{
+    lg_state *s = r->scenario;
+    by_tick(&s->by, now, r->measuring);
+    return 0;
+}
+
 static void lg_progress(run *r, char *buf, size_t len, double dt)
 {
+    lg_state *s = r->scenario;
     char v[32];
     rate_text(v, sizeof v, per_s(r->all_done - r->done_shown, dt));
-    snprintf(buf, len, "logins %s/s", v);
+    if (s->by.phase)
+        snprintf(buf, len, "logins %s/s bystander p99 %.2f ms", v,
+                 (double)hist_percentile(&s->by.phase->rtt, 99) / 1e6);
+    else
+        snprintf(buf, len, "logins %s/s", v);
 }
 
 static int nothing_in_flight(run *r)
@@ -255,37 +349,131 @@ static int nothing_in_flight(run *r)
     return 1;
 }
 
+static int lg_nothing_in_flight(run *r)
+{
+    lg_state *s = r->scenario;
+    return nothing_in_flight(r) && (!s->by.u || !s->by.u->conn || s->by.inflight == 0);
+}
+
+static json_t *by_phase_json(const by_phase *ph)
+{
+    json_t *o = json_pack("{s:I, s:I, s:I, s:f}", "sent", (json_int_t)ph->sent, "replies",
+                          (json_int_t)ph->replies, "missed_sends", (json_int_t)ph->missed,
+                          "measured_seconds", ph->secs);
+    json_object_set_new(o, "latency_ms", hist_json_ms(&ph->rtt));
+    json_object_set_new(o, "cpu", cpu_json(&ph->a, &ph->b));
+    return o;
+}
+
+static json_t *by_json(const bystander *b, const bench_opts *opts)
+{
+    uint64_t alone = hist_percentile(&b->alone.rtt, 99);
+    uint64_t storm = hist_percentile(&b->storm.rtt, 99);
+    json_t *o = json_pack("{s:s, s:f, s:i, s:f}", "command", "get_users", "interval_ms",
+                          opts->bystander_ms, "rounds", (int)opts->bystander_rounds,
+                          "p99_ratio", alone ? (double)storm / (double)alone : 0.0);
+    json_object_set_new(o, "alone", by_phase_json(&b->alone));
+    json_object_set_new(o, "storm", by_phase_json(&b->storm));
+    return o;
+}
+
+/* One measured stretch of a condition: its samples, time and CPU add up
+ * over the rounds. */
+static void by_segment(run *r, bystander *b, by_phase *ph, const char *name, double secs)
+{
+    cpu_mark a, z;
+    b->phase = ph;
+    cpu_take(r, &a);
+    ph->secs += run_phase(r, name, secs, 1, NULL);
+    cpu_take(r, &z);
+    ph->b.wall_ns += z.wall_ns - a.wall_ns;
+    ph->b.bench_ns += z.bench_ns - a.bench_ns;
+    ph->b.server_ticks += z.server_ticks - a.server_ticks;
+    ph->b.has_server = ph->a.has_server = a.has_server && z.has_server;
+}
+
+static void lg_storm_start(run *r, unsigned storm)
+{
+    lg_state *s = r->scenario;
+    uint64_t now = bench_now_ns();
+    s->stopping = 0;
+    for (unsigned i = 0; i < storm; i++)
+        (void)lg_send(r, &r->users[i], now);
+}
+
+/* With the bystander: `rounds` times, duration/rounds without logins, then
+ * (after a warm-up) duration/rounds of storm, then the storm's logins in
+ * flight drained. Alternating short stretches lets both conditions see
+ * the same background load on a shared machine. */
+static void lg_rounds(run *r, lg_state *s, unsigned storm)
+{
+    const bench_opts *o = r->o;
+    double seg = o->duration_s / o->bystander_rounds;
+    s->by.phase = &s->by.alone;
+    s->by.next_ns = bench_now_ns();
+    (void)run_phase(r, "warmup", o->warmup_s, 0, NULL);
+    for (unsigned k = 0; k < o->bystander_rounds && !bench_interrupted; k++) {
+        by_segment(r, &s->by, &s->by.alone, "alone", seg);
+        lg_storm_start(r, storm);
+        s->by.phase = &s->by.storm;
+        (void)run_phase(r, "warmup", o->warmup_s, 0, NULL);
+        by_segment(r, &s->by, &s->by.storm, "storm", seg);
+        s->stopping = 1;
+        (void)run_phase(r, "drain", DRAIN_S, 0, nothing_in_flight);
+        s->by.phase = &s->by.alone;
+    }
+}
+
 int scenario_logins(const bench_opts *o, json_t *report)
 {
-    static const run_hooks hooks = {.message = lg_message, .progress = lg_progress};
+    static const run_hooks hooks = {.message = lg_message, .tick = lg_tick,
+                                    .progress = lg_progress};
+    unsigned storm = o->connections;
+    int probe = o->bystander_ms > 0;
     lg_state *s = calloc(1, sizeof *s);
     run r;
-    if (!s || run_init(&r, o, &hooks, s, o->connections, 1) != 0) {
+    if (!s || run_init(&r, o, &hooks, s, storm + (probe ? 1u : 0u), 1) != 0) {
         free(s);
         json_object_set_new(report, "error", json_string("out of memory"));
         return -1;
     }
     int rc = -1;
-    for (unsigned i = 0; i < r.n_users; i++)
+    for (unsigned i = 0; i < storm; i++)
         if (run_sender(&r, &r.users[i]) != 0)
             goto out;
+    if (probe) {
+        /* get_users needs a room; bench.conf puts nobody in one. */
+        s->by.u = &r.users[storm];
+        s->by.u->join = 1;
+        s->by.u->room = 0;
+        s->by.period_ns = (uint64_t)(o->bystander_ms * 1e6);
+    }
     if (run_setup(&r, report) != 0)
         goto out;
-    uint64_t now = bench_now_ns();
-    for (unsigned i = 0; i < r.n_users; i++)
-        (void)lg_send(&r, &r.users[i], now);
-    (void)run_phase(&r, "warmup", o->warmup_s, 0, NULL);
+    double secs;
     cpu_mark a, b;
-    cpu_take(&r, &a);
-    double secs = run_phase(&r, "measure", o->duration_s, 1, NULL);
-    cpu_take(&r, &b);
+    if (probe) {
+        lg_rounds(&r, s, storm);
+        secs = s->by.storm.secs;
+        a = s->by.storm.a;
+        b = s->by.storm.b;
+    } else {
+        lg_storm_start(&r, storm);
+        (void)run_phase(&r, "warmup", o->warmup_s, 0, NULL);
+        cpu_take(&r, &a);
+        secs = run_phase(&r, "measure", o->duration_s, 1, NULL);
+        cpu_take(&r, &b);
+    }
+    s->by.phase = NULL;
     s->stopping = 1;
-    (void)run_phase(&r, "drain", DRAIN_S, 0, nothing_in_flight);
+    (void)run_phase(&r, "drain", DRAIN_S, 0, lg_nothing_in_flight);
     json_t *res = json_pack("{s:i, s:I, s:f, s:f}", "concurrency", (int)o->connections, "logins",
                             (json_int_t)r.done, "logins_per_s", per_s(r.done, secs),
                             "measured_seconds", secs);
     json_object_set_new(res, "latency_ms", hist_json_ms(&s->rtt));
     add_cpu(res, "cpu", &a, &b);
+    if (probe)
+        json_object_set_new(res, "bystander", by_json(&s->by, o));
     json_object_set_new(report, "results", res);
     rc = 0;
 out:

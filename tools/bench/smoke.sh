@@ -65,8 +65,8 @@ EOF
 
 run handshakes 'res["cpu"]["server_percent"] > 0 and res["handshakes"] > 0 and res["handshakes_per_s"] > 0 and res["latency_ms"]["p50"] > 0 and res["latency_ms"]["p99"] >= res["latency_ms"]["p50"]' \
     handshakes --connections 4 --duration 1.5
-run logins 'res["logins"] > 0 and res["logins_per_s"] > 0 and res["latency_ms"]["p50"] > 0 and r["setup"]["ready"] == 4' \
-    logins --connections 4 --duration 1.5
+run logins 'res["logins"] > 0 and res["logins_per_s"] > 0 and res["latency_ms"]["p50"] > 0 and r["setup"]["ready"] == 5 and all(res["bystander"][p]["replies"] > 50 and res["bystander"][p]["latency_ms"]["p99"] > 0 for p in ("alone", "storm")) and res["bystander"]["rounds"] == 2 and res["bystander"]["p99_ratio"] > 0' \
+    logins --connections 4 --duration 1.5 --bystander-rounds 2
 run fanout 'res["deliveries"] > 0 and res["deliveries_per_s"] > 0 and res["messages_per_s"] > 0 and res["latency_ms"]["samples"] > 0 and res["latency_ms"]["p50"] > 0 and res["latency_ms"]["max"] >= res["latency_ms"]["p99"] and res["undelivered"] == 0 and r["verification"]["deliveries_unverified"] == 0' \
     fanout --rooms 2 --members 4 --senders 2 --duration 1.5
 run fanout_sampled 'res["deliveries"] > 0 and res["latency_ms"]["samples"] > 0 and res["undelivered"] == 0 and r["verification"]["deliveries_verified"] > 0 and r["verification"]["deliveries_unverified"] > r["verification"]["deliveries_verified"]' \
