@@ -153,11 +153,10 @@ int loop_connect(bench_loop *L, void *user, bench_conn **out);
  * loop runs; returning nonzero ends loop_run. */
 typedef int (*bench_tick_fn)(void *arg, uint64_t now_ns);
 
-/* Runs until tick returns nonzero, until deadline_ns, or until
- * loop_stop(). Returns 0, or -1 when epoll failed. */
+/* Runs until tick returns nonzero, until deadline_ns, or until the run
+ * is interrupted (SIGINT). Returns 0, or -1 when epoll failed. */
 int loop_run(bench_loop *L, uint64_t deadline_ns, unsigned tick_ms, bench_tick_fn tick,
              void *arg);
-void loop_stop(bench_loop *L);
 /* Connections open (not yet ended), and how many of them are mid-close. */
 size_t loop_live(const bench_loop *L);
 size_t loop_closing(const bench_loop *L);
@@ -177,7 +176,6 @@ int conn_send_json(bench_conn *c, const char *action, const json_t *payload, uin
 void conn_close(bench_conn *c);
 void *conn_user(const bench_conn *c);
 void conn_set_user(bench_conn *c, void *user);
-int conn_is_ready(const bench_conn *c);
 /* When the connection was started (bench_now_ns), for handshake latency. */
 uint64_t conn_started_ns(const bench_conn *c);
 

@@ -92,7 +92,6 @@ struct bench_loop {
     struct sockaddr_storage src[BENCH_MAX_SOURCES];
     socklen_t src_len;
     unsigned n_src, next_src;
-    int stop;
     uint64_t setup_timeout_ns;
     bench_counters ctr;
     char *server_pem;           /* the first server_hello's key, reused */
@@ -301,7 +300,6 @@ void conn_close(bench_conn *c)
 
 void *conn_user(const bench_conn *c) { return c->user; }
 void conn_set_user(bench_conn *c, void *user) { c->user = user; }
-int conn_is_ready(const bench_conn *c) { return c->state == ST_READY; }
 uint64_t conn_started_ns(const bench_conn *c) { return c->started_ns; }
 
 /* ---- the HTTP upgrade ---------------------------------------------------- */
@@ -1005,7 +1003,6 @@ void loop_free(bench_loop *L)
     free(L);
 }
 
-void loop_stop(bench_loop *L) { L->stop = 1; }
 size_t loop_live(const bench_loop *L) { return L->n_live; }
 size_t loop_closing(const bench_loop *L) { return L->n_closing; }
 const bench_counters *loop_counters(const bench_loop *L) { return &L->ctr; }
@@ -1029,8 +1026,7 @@ int loop_run(bench_loop *L, uint64_t deadline_ns, unsigned tick_ms, bench_tick_f
     uint64_t tick_ns = (uint64_t)(tick_ms ? tick_ms : 1) * 1000000u;
     uint64_t now = bench_now_ns();
     uint64_t next_tick = now, next_sweep = now;
-    L->stop = 0;
-    while (!L->stop && !bench_interrupted) {
+    while (!bench_interrupted) {
         now = bench_now_ns();
         if (now >= deadline_ns)
             break;
