@@ -30,52 +30,10 @@ build_dir=$1
 libdir=$2
 build_sysconfdir=$3
 
+script_name=install_destdir
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sm-install-destdir.XXXXXX")
-server_pid=""
-
-stop_server() {
-    [ -n "$server_pid" ] || return 0
-    local pid=$server_pid status=0
-    server_pid=""
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "install_destdir: the server did not stop within 10 s; killing it" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || status=$?
-    return "$status"
-}
-
-on_exit() {
-    local status=$?
-    stop_server || true
-    if [ "$status" -ne 0 ]; then
-        echo "install_destdir: FAILED (status $status) during: ${step:-setup}" >&2
-        if [ -f "$tmp/server.log" ]; then
-            echo "---- last lines of the server log ----" >&2
-            tail -n 40 "$tmp/server.log" >&2
-        fi
-    fi
-    rm -rf "$tmp"
-    exit "$status"
-}
-trap on_exit EXIT
-trap 'exit 130' INT TERM
-
-step=""
-begin() {
-    step=$1
-    echo "== $step"
-}
-
-fail() {
-    echo "install_destdir: $*" >&2
-    exit 1
-}
+server_log=$tmp/server.log
+. "$(dirname "$0")/../lib/script_harness.sh"
 
 root=$tmp/root
 plugindir=/usr/$libdir/safemessenger/plugins

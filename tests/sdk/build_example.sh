@@ -29,52 +29,10 @@ call_hello=$3
 testcmds_so=$4
 sanitize=$5
 
+script_name=build_example
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sm-sdk-example.XXXXXX")
-server_pid=""
-
-stop_server() {
-    [ -n "$server_pid" ] || return 0
-    local pid=$server_pid status=0
-    server_pid=""
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        echo "build_example: the server did not stop within 10 s; killing it" >&2
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || status=$?
-    return "$status"
-}
-
-on_exit() {
-    local status=$?
-    stop_server || true
-    if [ "$status" -ne 0 ]; then
-        echo "build_example: FAILED (status $status) during: ${step:-setup}" >&2
-        if [ -f "$tmp/server/server.log" ]; then
-            echo "---- last lines of the server log ----" >&2
-            tail -n 40 "$tmp/server/server.log" >&2
-        fi
-    fi
-    rm -rf "$tmp"
-    exit "$status"
-}
-trap on_exit EXIT
-trap 'exit 130' INT TERM
-
-step=""
-begin() {
-    step=$1
-    echo "== $step"
-}
-
-fail() {
-    echo "build_example: $*" >&2
-    exit 1
-}
+server_log=$tmp/server/server.log
+. "$(dirname "$0")/../lib/script_harness.sh"
 
 # Runs a command with its output in a log file, shown only on failure.
 quietly() {
