@@ -258,6 +258,20 @@ static int parse_log_level(config *cfg, const config_setting_t *s, const core_ke
     return 0;
 }
 
+static int parse_log_format(config *cfg, const config_setting_t *s, const core_key *k)
+{
+    const char *v = config_setting_type(s) == CONFIG_TYPE_STRING ? config_setting_get_string(s)
+                                                                 : NULL;
+    sm_log_format format;
+    if (!v || log_format_from_name(v, &format) != 0) {
+        report(cfg, SM_LOG_ERROR, s, "%s.%s must be one of \"text\", \"json\"", k->section,
+               k->name);
+        return -1;
+    }
+    *FIELD(sm_log_format, k->offset) = format;
+    return 0;
+}
+
 static int parse_origins(config *cfg, const config_setting_t *s, const core_key *k)
 {
     int n = is_string_list(s) ? config_setting_length(s) : -1;
@@ -430,6 +444,7 @@ static const core_key core_keys[] = {
      AT(room_fanout_bytes_per_second)},
     {"limits", "room_fanout_burst", parse_size, 4096, 1073741824, AT(room_fanout_burst)},
     {"log", "level", parse_log_level, 0, 0, AT(log_level)},
+    {"log", "format", parse_log_format, 0, 0, AT(log_format)},
 };
 
 static void set_defaults(server_config *srv)
@@ -463,6 +478,7 @@ static void set_defaults(server_config *srv)
     srv->room_fanout_bytes_per_second = 8388608;
     srv->room_fanout_burst = 33554432;
     srv->log_level = SM_LOG_INFO;
+    srv->log_format = SM_LOG_FORMAT_TEXT;
 }
 
 static const core_key *find_core_key(const char *section, const char *name)

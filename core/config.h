@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "safemessenger/plugin.h"
+#include "log.h"
 
 #define CONFIG_MAX_ORIGINS 32
 #define CONFIG_MAX_PLUGINS 64
@@ -51,6 +52,7 @@ typedef struct server_config {
     size_t room_fanout_burst;       /* 32 MiB */
     /* log */
     sm_log_level log_level;         /* info */
+    sm_log_format log_format;       /* text */
 } server_config;
 
 typedef struct config config;

@@ -124,6 +124,7 @@ int core_start(const core_options *o)
     }
     g_core.sc = config_server(g_core.cfg);
     log_set_level(g_core.sc->log_level);
+    log_set_format(g_core.sc->log_format);
     if (o->port >= 0)
         g_core.sc->port = o->port;
     if (o->database)

@@ -1,52 +1,147 @@
 #include "log.h"
 
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 static sm_log_level current_level = SM_LOG_INFO;
+static sm_log_format current_format = SM_LOG_FORMAT_TEXT;
 
 static const char *const level_names[] = {"error", "warning", "info", "debug"};
+static const char *const format_names[] = {"text", "json"};
 
 void log_set_level(sm_log_level level) { current_level = level; }
 
+void log_set_format(sm_log_format format) { current_format = format; }
+
+static int name_index(const char *name, const char *const *names, int count)
+{
+    for (int i = 0; i < count; i++)
+        if (strcmp(name, names[i]) == 0)
+            return i;
+    return -1;
+}
+
 int log_level_from_name(const char *name, sm_log_level *out)
 {
-    for (int i = 0; i <= (int)SM_LOG_DEBUG; i++) {
-        const char *a = name, *b = level_names[i];
-        while (*a && *a == *b) { a++; b++; }
-        if (*a == '\0' && *b == '\0') {
-            *out = (sm_log_level)i;
+    int i = name_index(name, level_names, (int)SM_LOG_DEBUG + 1);
+    if (i < 0)
+        return -1;
+    *out = (sm_log_level)i;
+    return 0;
+}
+
+int log_format_from_name(const char *name, sm_log_format *out)
+{
+    int i = name_index(name, format_names, (int)SM_LOG_FORMAT_JSON + 1);
+    if (i < 0)
+        return -1;
+    *out = (sm_log_format)i;
+    return 0;
+}
+
+/* Length of the well-formed UTF-8 sequence at s (at most len bytes), 0 if
+ * it is not one (overlong forms, surrogates and code points past U+10FFFF
+ * are not). */
+static size_t utf8_sequence(const unsigned char *s, size_t len)
+{
+    unsigned c = s[0];
+    size_t n;
+    unsigned min, cp;
+    if (c >= 0xc2 && c <= 0xdf) { n = 2; min = 0x80; cp = c & 0x1f; }
+    else if (c >= 0xe0 && c <= 0xef) { n = 3; min = 0x800; cp = c & 0x0f; }
+    else if (c >= 0xf0 && c <= 0xf4) { n = 4; min = 0x10000; cp = c & 0x07; }
+    else return 0;
+    if (n > len)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80)
             return 0;
-        }
+        cp = (cp << 6) | (s[i] & 0x3fu);
     }
-    return -1;
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n;
+}
+
+size_t log_json_escape(const char *in, char *out, size_t out_len)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = (const unsigned char *)in;
+    size_t len = strlen(in), o = 0;
+    if (out_len == 0)
+        return 0;
+    for (size_t i = 0; i < len;) {
+        char esc[8];
+        const char *piece = esc;
+        size_t plen;
+        unsigned c = s[i];
+        if (c == '"' || c == '\\') {
+            esc[0] = '\\'; esc[1] = (char)c; plen = 2; i++;
+        } else if (c == '\n') {
+            memcpy(esc, "\\n", 2); plen = 2; i++;
+        } else if (c == '\t') {
+            memcpy(esc, "\\t", 2); plen = 2; i++;
+        } else if (c == '\r') {
+            memcpy(esc, "\\r", 2); plen = 2; i++;
+        } else if (c < 0x20 || c == 0x7f) {
+            memcpy(esc, "\\u00", 4);
+            esc[4] = hex[c >> 4]; esc[5] = hex[c & 0xf]; plen = 6; i++;
+        } else if (c < 0x80) {
+            piece = (const char *)s + i; plen = 1; i++;
+        } else {
+            size_t n = utf8_sequence(s + i, len - i);
+            if (n > 0) {
+                piece = (const char *)s + i; plen = n; i += n;
+            } else {
+                /* A byte that is not UTF-8 (or a sequence cut by the line
+                 * limit) would make the whole line invalid JSON. */
+                memcpy(esc, "\\ufffd", 6); plen = 6; i++;
+            }
+        }
+        if (o + plen >= out_len)
+            break;   /* never half an escape */
+        memcpy(out + o, piece, plen);
+        o += plen;
+    }
+    out[o] = '\0';
+    return o;
 }
 
 void log_vmsg(sm_log_level level, const char *who, const char *fmt, va_list ap)
 {
     if (level > current_level)
         return;
-    char line[1024];
+    char msg[1024];
+    /* Escaping may grow the message six-fold (control characters). */
+    char source[256], message[sizeof msg * 6];
+    char line[sizeof source + sizeof message + 128];
     struct timespec ts;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
-    int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-7s [%s] ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000L, level_names[level], who ? who : "-");
-    if (n < 0 || (size_t)n >= sizeof line)
-        n = 0;
-    vsnprintf(line + n, sizeof line - (size_t)n, fmt, ap);
+    char stamp[96];
+    snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+             ts.tv_nsec / 1000000L);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    int n;
+    if (current_format == SM_LOG_FORMAT_JSON) {
+        log_json_escape(who ? who : "-", source, sizeof source);
+        log_json_escape(msg, message, sizeof message);
+        n = snprintf(line, sizeof line,
+                     "{\"time\":\"%s\",\"level\":\"%s\",\"source\":\"%s\",\"message\":\"%s\"}\n",
+                     stamp, level_names[level], source, message);
+    } else {
+        n = snprintf(line, sizeof line, "%s %-7s [%s] %s\n", stamp, level_names[level],
+                     who ? who : "-", msg);
+    }
+    if (n < 0)
+        return;
+    if ((size_t)n >= sizeof line)
+        line[sizeof line - 2] = '\n';
     /* One fputs per line so concurrent writers (worker threads) never
      * interleave within a line. */
-    size_t len = 0;
-    while (line[len]) len++;
-    if (len + 1 < sizeof line) {
-        line[len] = '\n';
-        line[len + 1] = '\0';
-    } else {
-        line[sizeof line - 2] = '\n';
-    }
     fputs(line, stderr);
 }
 

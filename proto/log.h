@@ -6,7 +6,18 @@
 #include <stdarg.h>
 #include "safemessenger/plugin.h"
 
+typedef enum sm_log_format { SM_LOG_FORMAT_TEXT, SM_LOG_FORMAT_JSON } sm_log_format;
+
 void log_set_level(sm_log_level level);
+/* text: "<time> <level> [<source>] <message>"; json: one object a line,
+ * {"time","level","source","message"}, valid JSON whatever the message. */
+void log_set_format(sm_log_format format);
+/* Parses "text", "json"; -1 if unknown. */
+int log_format_from_name(const char *name, sm_log_format *out);
+/* Writes in as the inside of a JSON string into out (NUL-terminated,
+ * never cut inside an escape); bytes that are not UTF-8 become U+FFFD.
+ * Returns the length written. */
+size_t log_json_escape(const char *in, char *out, size_t out_len);
 /* Parses "error", "warning", "info", "debug"; -1 if unknown. */
 int log_level_from_name(const char *name, sm_log_level *out);
 

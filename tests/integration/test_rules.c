@@ -6,6 +6,7 @@
  * logged; and the harness's own log scan, which every suite relies on. */
 #define _GNU_SOURCE /* strcasestr */
 #include <arpa/inet.h>
+#include <jansson.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -647,6 +648,72 @@ static void log_level_filters_less_severe_lines(void)
     }
 }
 
+/* Every line of the server's log file, each a JSON object with exactly
+ * time, level, source and message; the number of lines, -1 on a line that
+ * is not. */
+static int json_log_lines(const harness_server *s, const char *source, const char *needle,
+                          int *matches)
+{
+    char path[512];
+    if (harness_path(s, "server.log", path, sizeof path) != 0)
+        return -1;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    static char line[16384];
+    int n = 0;
+    *matches = 0;
+    while (fgets(line, sizeof line, f)) {
+        json_error_t err;
+        json_t *o = json_loads(line, JSON_REJECT_DUPLICATES, &err);
+        const char *keys[] = {"time", "level", "source", "message"};
+        int ok = o && json_is_object(o) && json_object_size(o) == 4;
+        for (size_t k = 0; ok && k < 4; k++)
+            ok = json_is_string(json_object_get(o, keys[k]));
+        if (!ok) {
+            fprintf(stderr, "not a JSON log line: %s", line);
+            json_decref(o);
+            fclose(f);
+            return -1;
+        }
+        if (strcmp(json_string_value(json_object_get(o, "source")), source) == 0
+            && strstr(json_string_value(json_object_get(o, "message")), needle))
+            (*matches)++;
+        json_decref(o);
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+
+/* log.format = "json": the server writes nothing but JSON objects, from
+ * start to exit, core and plugins alike. */
+static void json_log_format_writes_only_json_objects(void)
+{
+    harness_server s = {0};
+    CU_ASSERT_EQUAL_FATAL(
+        harness_start(&s, USER_PLUGINS "log = { level = \"debug\"; format = \"json\"; };\n"), 0);
+    sm_client *c = connect_to(&s, 0);
+    sm_message *m = harness_callf(c, "register", "{s:s, s:s}", "username", "json_user",
+                                  "password", "correct horse");
+    expect_response(m, "registration_success");
+    sm_client_close(c, 1000);
+    int status = -1;
+    CU_ASSERT_EQUAL(harness_stop(&s, SIGTERM, &status), 0);
+    CU_ASSERT_EQUAL(status, 0);
+    int listening = 0;
+    int lines = json_log_lines(&s, "core", "listening on", &listening);
+    CU_ASSERT_TRUE(lines > 3);
+    CU_ASSERT_EQUAL(listening, 1);
+    int registered_lines = 0;
+    CU_ASSERT_TRUE(json_log_lines(&s, "auth", "user 'json_user' registered", &registered_lines)
+                   > 3);
+    CU_ASSERT_EQUAL(registered_lines, 1);
+    CU_ASSERT_EQUAL(harness_log_contains(&s, "\"level\":\"debug\""), 1);
+    CU_ASSERT_EQUAL(harness_log_contains(&s, "Z info    ["), 0);
+    CU_ASSERT_EQUAL(harness_cleanup(&s), 0);
+}
+
 static sm_client *registered(const harness_server *s, const char *name)
 {
     sm_client *c = connect_to(s, 0);
@@ -770,6 +837,7 @@ int main(void)
         SM_TEST(permessage_deflate_offer_is_declined),
         SM_TEST(log_level_filters_less_severe_lines),
         SM_TEST(message_content_is_never_logged),
+        SM_TEST(json_log_format_writes_only_json_objects),
         SM_TEST(harness_cleanup_fails_when_the_log_cannot_be_read),
         SM_TEST(harness_cleanup_finds_a_report_past_64_mib_of_log),
         SM_TEST_END,
