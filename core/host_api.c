@@ -128,6 +128,13 @@ static int h_session_login(sm_session_id id, const char *username, int64_t user_
     return s ? session_login(s, username, user_id) : SM_ENOTFOUND;
 }
 
+static void h_audit(sm_plugin *self, sm_session_id id, const char *event, const char *username)
+{
+    session *s = session_find(id);
+    if (s && event)
+        session_audit(s, event, username, self ? self->name : "plugin");
+}
+
 static int h_session_logout(sm_session_id id)
 {
     session *s = session_find(id);
@@ -425,6 +432,7 @@ static const sm_host host_table = {
     .register_policy = h_register_policy,
     .policy_check = h_policy_check,
     .topic_fanout_take = h_topic_fanout_take,
+    .audit = h_audit,
 };
 
 const sm_host *host_api_table(void) { return &host_table; }

@@ -150,10 +150,19 @@ user_sessions *session_user(const char *username)
     return hashmap_get(g_core.users, key, strlen(key));
 }
 
+void session_audit(const session *s, const char *event, const char *username, const char *by)
+{
+    log_msg(SM_LOG_INFO, "audit", "%s user=%s%s%s address=%s session=%llu%s%s", event,
+            username ? "'" : "", username ? username : "-", username ? "'" : "",
+            s->address[0] ? s->address : "-", (unsigned long long)s->id, by ? " by " : "",
+            by ? by : "");
+}
+
 int session_logout(session *s)
 {
     if (!s->username)
         return SM_ESTATE;
+    session_audit(s, "logout", s->username, NULL);
     /* Subscribers still see the username during LOGGED_OUT. */
     session_fire(SM_EVENT_LOGGED_OUT, s);
     user_remove_session(s);
@@ -205,6 +214,7 @@ int session_login(session *s, const char *username, int64_t user_id)
         timers_stop(g_core.timers, s->login_timer);
         s->login_timer = NULL;
     }
+    session_audit(s, "login", s->username, NULL);
     session_fire(SM_EVENT_LOGGED_IN, s);
     return SM_OK;
 }

@@ -126,6 +126,10 @@ int session_send_event_json(session *s, const char *action, const json_t *payloa
 void session_release_held(session *s);
 
 int session_login(session *s, const char *username, int64_t user_id);
+/* One audit line (source "audit"): event, username (NULL: none), the
+ * session's address and id; by names the plugin that reported it (NULL:
+ * the core). */
+void session_audit(const session *s, const char *event, const char *username, const char *by);
 /* Closes the session (1008 "login deadline") if it has not logged in
  * within limits.login_deadline seconds (0 = never). Met by the first
  * login: a later logout does not start it again. */

@@ -392,8 +392,10 @@ static int on_established(struct lws *wsi, pss *p)
         return -1;
     }
     session *s = session_new(wsi, addr);
-    if (s)
+    if (s) {
         p->s = s;
+        session_audit(s, "connection", NULL, NULL);
+    }
     if (!s || handshake_start(s) != 0 || session_start_login_deadline(s) != 0) {
         /* CLOSED does not follow a refused ESTABLISHED: uncount here. */
         p->s = NULL;

@@ -442,6 +442,16 @@ typedef struct sm_host {
      * would pass: answer 1008 with {"retry_after": ...} and store and
      * publish nothing. Call it before storing what you will publish. */
     int (*topic_fanout_take)(const char *topic, size_t payload_bytes, double *retry_after);
+
+    /* -- audit log (appended: check SM_HOST_HAS(host, audit)) -- */
+
+    /* Writes an audit line (source "audit", level info) for an event the
+     * core cannot see, e.g. "login_failed" or "register": the event, the
+     * username as the client gave it (NULL: none) and the session's
+     * address, in the configured log.format. The core itself audits
+     * connections, logins and logouts. Never pass a secret. */
+    void (*audit)(sm_plugin *self, sm_session_id session, const char *event,
+                  const char *username);
 } sm_host;
 
 /* True when the host table has the given entry (it may be older than the

@@ -294,6 +294,8 @@ static void register_hashed(void *arg, hash_status status, const char *hash)
     }
     h->log(a->self, SM_LOG_INFO, "user '%s' registered (id %lld) from %s", r->username,
            (long long)id, r->address);
+    if (SM_HOST_HAS(h, audit))
+        h->audit(a->self, r->session, "register", r->username);
     rc = h->session_login(r->session, r->username, id);
     if (rc != SM_OK && h->session_address(r->session)) {
         h->log(a->self, SM_LOG_ERROR, "user '%s' registered but the session login failed (%d)",
@@ -433,6 +435,10 @@ static void login_checked(void *arg, hash_status status, const char *rehash)
         goto out;
     if (failed) {
         h->log(a->self, SM_LOG_INFO, "failed login from %s", r->address);
+        if (SM_HOST_HAS(h, audit))
+            /* Only an existing user's name: a name that does not exist
+             * may be a password typed into the wrong field. */
+            h->audit(a->self, r->session, "login_failed", r->user_id > 0 ? r->username : NULL);
         h->reply_error(r->ctx, SM_ERR_INVALID_CREDENTIALS, BAD_CREDENTIALS);
         goto out;
     }
@@ -476,6 +482,9 @@ static void do_login(sm_ctx *ctx, const json_t *payload, void *data)
      * without hashing (the caller knows what it sent; nothing leaks). */
     if (!valid_username(username, ulen) || plen < PASSWORD_MIN || plen > PASSWORD_MAX) {
         ratelimit_add(a->fail_addr, address, now);
+        /* Nor an invalid name. */
+        if (SM_HOST_HAS(h, audit))
+            h->audit(a->self, sid, "login_failed", NULL);
         h->reply_error(ctx, SM_ERR_INVALID_CREDENTIALS, BAD_CREDENTIALS);
         return;
     }

@@ -132,6 +132,49 @@ static void register_login_logout_round_trip(void)
     sm_client_close(c, 1000);
 }
 
+/* Audit lines (source "audit") for the connection, a registration, a
+ * failed and a successful login and each logout, with the address; the
+ * passwords never reach the log. */
+static void audit_lines_record_logins_and_never_passwords(void)
+{
+    harness_server s = {0};
+    CU_ASSERT_EQUAL_FATAL(harness_start(&s, AUTH_SERVER_CONFIG), 0);
+    sm_client *c = NULL;
+    CU_ASSERT_EQUAL_FATAL(harness_connect(&s, &c), 0);
+    expect_welcome(call2(c, "register", "Audit.User", "Pw-Reg-7c1e9a"), "registration_success",
+                   "Audit.User");
+    expect_logout(c);
+    expect_code(call2(c, "login", "audit.user", "Pw-Wrong-2b8d44"), 1001, "login");
+    expect_code(call2(c, "login", "nobody.audit", "Pw-Unknown-55f0"), 1001, "login");
+    expect_welcome(call2(c, "login", "audit.user", "Pw-Reg-7c1e9a"), "login_success",
+                   "Audit.User");
+    expect_logout(c);
+    sm_client_close(c, 1000);
+    int status = -1;
+    CU_ASSERT_EQUAL(harness_stop(&s, SIGTERM, &status), 0);
+    CU_ASSERT_EQUAL(status, 0);
+    static const char *const present[] = {
+        "info    [audit] connection user=- address=127.0.0.1 session=",
+        "info    [audit] register user='Audit.User' address=127.0.0.1 session=",
+        "info    [audit] login user='Audit.User' address=127.0.0.1 session=",
+        "info    [audit] logout user='Audit.User' address=127.0.0.1 session=",
+        "info    [audit] login_failed user='Audit.User' address=127.0.0.1 session=",
+        "info    [audit] login_failed user=- address=127.0.0.1 session=",
+    };
+    for (size_t i = 0; i < sizeof present / sizeof present[0]; i++) {
+        int found = harness_log_contains(&s, present[i]);
+        if (found != 1)
+            fprintf(stderr, "missing audit line: %s\n", present[i]);
+        CU_ASSERT_EQUAL(found, 1);
+    }
+    /* An unknown name may be a password typed into the wrong field. */
+    static const char *const absent[] = {"Pw-Reg-7c1e9a", "Pw-Wrong-2b8d44", "Pw-Unknown-55f0",
+                                         "Pw-", "nobody.audit"};
+    for (size_t i = 0; i < sizeof absent / sizeof absent[0]; i++)
+        CU_ASSERT_EQUAL(harness_log_contains(&s, absent[i]), 0);
+    CU_ASSERT_EQUAL(harness_cleanup(&s), 0);
+}
+
 static void logout_without_login_gets_1002(void)
 {
     sm_client *c = connect_to(&srv);
@@ -504,6 +547,7 @@ static const sm_test_case cases[] = {
     SM_TEST(failures_from_one_address_throttle_it_not_the_user),
     SM_TEST(hashing_does_not_block_the_event_loop),
     SM_TEST(shutdown_with_logins_in_flight_is_clean),
+    SM_TEST(audit_lines_record_logins_and_never_passwords),
     SM_TEST_END,
 };
 
