@@ -308,6 +308,7 @@ int sm_client_open(const sm_client_options *opt, sm_client **out, char *err, siz
         .insecure = opt->insecure,
         .rcvbuf = opt->rcvbuf,
         .source_address = opt->source_address,
+        .forwarded_for = opt->forwarded_for,
     };
     int rc = ws_connect(&url, &wo, client_deadline(c, -1), &c->ws, err, err_len);
     if (rc != SM_CLIENT_OK) {

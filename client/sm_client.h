@@ -62,6 +62,8 @@ typedef struct sm_client_options {
     const char *subprotocol;/* offer this instead of "safemessenger.v1" (NULL = default) */
     const char *source_address; /* IPv4/IPv6 literal to connect from (tests of
                                    per-address limits over 127.0.0.0/8), NULL = any */
+    const char *forwarded_for; /* X-Forwarded-For header (tests of
+                                  server.trusted_proxies), NULL = none */
 } sm_client_options;
 
 /* A message from the server, decrypted and verified. */

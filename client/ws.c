@@ -393,12 +393,16 @@ static int build_request(const ws_url *url, const ws_options *opt, const char *k
                      "Sec-WebSocket-Version: 13\r\n"
                      "%s%s%s"
                      "%s%s%s"
+                     "%s%s%s"
                      "\r\n",
                      url->path, url->authority, key,
                      opt->subprotocol ? "Sec-WebSocket-Protocol: " : "",
                      opt->subprotocol ? opt->subprotocol : "", opt->subprotocol ? "\r\n" : "",
                      opt->origin ? "Origin: " : "", opt->origin ? opt->origin : "",
-                     opt->origin ? "\r\n" : "");
+                     opt->origin ? "\r\n" : "",
+                     opt->forwarded_for ? "X-Forwarded-For: " : "",
+                     opt->forwarded_for ? opt->forwarded_for : "",
+                     opt->forwarded_for ? "\r\n" : "");
     if (n < 0 || (size_t)n >= buf_len)
         return -1;
     *out_len = (size_t)n;
@@ -517,7 +521,7 @@ static void rbuf_consume(ws_conn *c, size_t n)
 int ws_upgrade(ws_conn *c, const ws_url *url, const ws_options *opt, uint64_t deadline,
                char *err, size_t err_len)
 {
-    if (has_crlf(opt->subprotocol) || has_crlf(opt->origin)) {
+    if (has_crlf(opt->subprotocol) || has_crlf(opt->origin) || has_crlf(opt->forwarded_for)) {
         set_err(err, err_len, "upgrade: header value with CR/LF");
         return SM_CLIENT_ERROR;
     }

@@ -80,6 +80,7 @@ typedef struct ws_options {
     int insecure;               /* no certificate verification */
     int rcvbuf;                 /* SO_RCVBUF, 0 = system default */
     const char *source_address; /* local IP literal to bind before connect, NULL = any */
+    const char *forwarded_for;  /* NULL = no X-Forwarded-For header */
 } ws_options;
 
 typedef struct ws_conn ws_conn;

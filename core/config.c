@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -298,6 +299,33 @@ static int parse_origins(config *cfg, const config_setting_t *s, const core_key 
     return rc;
 }
 
+static int parse_proxies(config *cfg, const config_setting_t *s, const core_key *k)
+{
+    int n = is_string_list(s) ? config_setting_length(s) : -1;
+    if (n < 0 || n > CONFIG_MAX_PROXIES) {
+        report(cfg, SM_LOG_ERROR, s, "%s.%s must be a list of at most %d IP addresses",
+               k->section, k->name, CONFIG_MAX_PROXIES);
+        return -1;
+    }
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+        const char *v = config_setting_type(e) == CONFIG_TYPE_STRING
+                            ? config_setting_get_string(e) : NULL;
+        unsigned char bin[16];
+        if (!v || (inet_pton(AF_INET, v, bin) != 1 && inet_pton(AF_INET6, v, bin) != 1)) {
+            report(cfg, SM_LOG_ERROR, e, "%s.%s[%d] must be an IPv4 or IPv6 address",
+                   k->section, k->name, i);
+            rc = -1;
+            continue;
+        }
+        cfg->server.trusted_proxies[i] = v;
+    }
+    if (rc == 0)
+        cfg->server.n_trusted_proxies = (size_t)n;
+    return rc;
+}
+
 static int valid_plugin_name(const char *name)
 {
     size_t len = 0;
@@ -423,6 +451,7 @@ static const core_key core_keys[] = {
     {"server", "workers", parse_int, 1, 64, AT(workers)},
     {"server", "worker_nice", parse_int, 0, 19, AT(worker_nice)},
     {"server", "allowed_origins", parse_origins, 0, 0, 0},
+    {"server", "trusted_proxies", parse_proxies, 0, 0, 0},
     {"server", "tls", parse_tls, 0, 0, 0},
     {"storage", "database", parse_path, 1, 0, AT(database)},
     {"storage", "synchronous", parse_synchronous, 0, 0, AT(synchronous)},

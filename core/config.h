@@ -11,6 +11,7 @@
 #include "safemessenger/plugin.h"
 #include "log.h"
 
+#define CONFIG_MAX_PROXIES 32
 #define CONFIG_MAX_ORIGINS 32
 #define CONFIG_MAX_PLUGINS 64
 
@@ -25,6 +26,9 @@ typedef struct server_config {
     const char *tls_key;
     const char *allowed_origins[CONFIG_MAX_ORIGINS]; /* empty = any */
     size_t n_allowed_origins;
+    /* Peers whose X-Forwarded-For is believed (IP literals); empty = none. */
+    const char *trusted_proxies[CONFIG_MAX_PROXIES];
+    size_t n_trusted_proxies;
     int handshake_timeout;          /* 10 seconds (PROTOCOL.md section 1) */
     int workers;                    /* worker threads, 2 (1..64) */
     int worker_nice;                /* their nice levels below the loop, 19 (0..19) */

@@ -1,5 +1,6 @@
 #include "transport.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <libwebsockets.h>
 #include <pthread.h>
@@ -353,6 +354,84 @@ static const char *peer_address(struct lws *wsi, char *buf, size_t len)
     return buf;
 }
 
+/* addr as a binary IPv4 or IPv6 address (an IPv4-mapped IPv6 address
+ * counts as IPv4); 0, or -1 if it is not an IP literal. */
+static int ip_parse(const char *addr, unsigned char out[16], size_t *out_len)
+{
+    if (inet_pton(AF_INET, addr, out) == 1) {
+        *out_len = 4;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, addr, out) != 1)
+        return -1;
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (memcmp(out, mapped, sizeof mapped) == 0) {
+        memmove(out, out + 12, 4);
+        *out_len = 4;
+    } else {
+        *out_len = 16;
+    }
+    return 0;
+}
+
+static int is_trusted_proxy(const char *addr)
+{
+    unsigned char a[16], p[16];
+    size_t alen, plen;
+    if (ip_parse(addr, a, &alen) != 0)
+        return 0;
+    for (size_t i = 0; i < g_core.sc->n_trusted_proxies; i++)
+        if (ip_parse(g_core.sc->trusted_proxies[i], p, &plen) == 0 && plen == alen
+            && memcmp(a, p, alen) == 0)
+            return 1;
+    return 0;
+}
+
+/* The client's address: the TCP peer's, unless the peer is a trusted
+ * proxy that sent X-Forwarded-For; then the right-most address of that
+ * header which is not itself a trusted proxy (the left-most if all are).
+ * Entries left of it were written by the client and prove nothing. A
+ * header with an entry that is not an IP literal is ignored whole. */
+static const char *client_address(struct lws *wsi, char *buf, size_t len)
+{
+    peer_address(wsi, buf, len);
+    if (g_core.sc->n_trusted_proxies == 0 || !is_trusted_proxy(buf))
+        return buf;
+    char xff[1024];
+    int n = lws_hdr_total_length(wsi, WSI_TOKEN_X_FORWARDED_FOR);
+    if (n <= 0 || n >= (int)sizeof xff
+        || lws_hdr_copy(wsi, xff, sizeof xff, WSI_TOKEN_X_FORWARDED_FOR) < 0)
+        return buf;
+    char canon[INET6_ADDRSTRLEN] = "";
+    char *end = xff + strlen(xff);
+    while (end > xff) {
+        char *a = end, *b = end;
+        while (a > xff && a[-1] != ',')
+            a--;
+        end = a > xff ? a - 1 : xff;
+        while (a < b && (*a == ' ' || *a == '\t'))
+            a++;
+        while (b > a && (b[-1] == ' ' || b[-1] == '\t'))
+            b--;
+        char entry[INET6_ADDRSTRLEN];
+        unsigned char bin[16];
+        size_t blen;
+        if ((size_t)(b - a) >= sizeof entry)
+            return buf;
+        memcpy(entry, a, (size_t)(b - a));
+        entry[b - a] = '\0';
+        /* Canonical text, so that the limits count one address once. */
+        if (ip_parse(entry, bin, &blen) != 0
+            || !inet_ntop(blen == 4 ? AF_INET : AF_INET6, bin, canon, sizeof canon))
+            return buf;
+        if (!is_trusted_proxy(canon))
+            break;
+    }
+    if (canon[0])
+        snprintf(buf, len, "%s", canon);
+    return buf;
+}
+
 /* Whether the upgrade may go on; otherwise answers it with an HTTP error. */
 static int admit_connection(struct lws *wsi)
 {
@@ -368,7 +447,7 @@ static int admit_connection(struct lws *wsi)
         return 0;
     }
     char buf[LISTENER_ADDRESS_LEN];
-    const char *addr = peer_address(wsi, buf, sizeof buf);
+    const char *addr = client_address(wsi, buf, sizeof buf);
     size_t refused = 0;
     if (g_core.peers && !peers_admit(g_core.peers, addr, core_mono_now(), &refused)) {
         /* 429, not 503: the server has room, this address has used its
@@ -386,7 +465,7 @@ static int admit_connection(struct lws *wsi)
 static int on_established(struct lws *wsi, pss *p)
 {
     char buf[LISTENER_ADDRESS_LEN];
-    const char *addr = peer_address(wsi, buf, sizeof buf);
+    const char *addr = client_address(wsi, buf, sizeof buf);
     if (g_core.peers && peers_session_opened(g_core.peers, addr, core_mono_now()) != 0) {
         LOG_WARN("refused a connection from %s: out of memory for its address", addr);
         return -1;

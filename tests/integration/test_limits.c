@@ -49,6 +49,82 @@ static int open_from(const char *source, sm_client **c, char *err, size_t err_le
     return sm_client_open(&o, c, err, err_len);
 }
 
+/* The address the server recorded for a session from source (NULL:
+ * default) sending X-Forwarded-For xff (NULL: none); "" on failure. */
+static void address_seen(const char *source, const char *xff, char *out, size_t len)
+{
+    out[0] = '\0';
+    sm_client_options o;
+    memset(&o, 0, sizeof o);
+    o.source_address = source;
+    o.forwarded_for = xff;
+    sm_client *c = NULL;
+    CU_ASSERT_EQUAL_FATAL(harness_connect_opts(&srv, &o, &c), SM_CLIENT_OK);
+    sm_message *m = harness_callf(c, "peer_address", NULL);
+    if (m && strcmp(m->type, "response") == 0)
+        snprintf(out, len, "%s", json_string_value(json_object_get(m->payload, "address")));
+    sm_message_free(m);
+    sm_client_close(c, 1000);
+}
+
+/* X-Forwarded-For counts only from a trusted proxy, and then its
+ * right-most address that is not itself a trusted proxy. */
+static void forwarded_for_is_believed_only_from_trusted_proxies(void)
+{
+    start("server = { " HARNESS_SERVER_BASE " trusted_proxies = [\"127.0.0.1\", \"10.0.0.9\"]; };\n");
+    char a[80];
+    address_seen(NULL, "192.0.2.7", a, sizeof a);
+    CU_ASSERT_STRING_EQUAL(a, "192.0.2.7");
+    /* The client wrote 198.51.100.1; the trusted 10.0.0.9 saw 192.0.2.8. */
+    address_seen(NULL, "198.51.100.1, 192.0.2.8,10.0.0.9", a, sizeof a);
+    CU_ASSERT_STRING_EQUAL(a, "192.0.2.8");
+    address_seen(NULL, "2001:DB8::0:1", a, sizeof a);
+    CU_ASSERT_STRING_EQUAL(a, "2001:db8::1");
+    /* Not an address: the whole header is ignored. */
+    address_seen(NULL, "192.0.2.7, unknown", a, sizeof a);
+    CU_ASSERT_STRING_EQUAL(a, "127.0.0.1");
+    address_seen(NULL, NULL, a, sizeof a);
+    CU_ASSERT_STRING_EQUAL(a, "127.0.0.1");
+    /* 127.0.0.2 is no trusted proxy: its header is ignored. */
+    address_seen(OTHER_ADDRESS, "192.0.2.7", a, sizeof a);
+    CU_ASSERT_STRING_EQUAL(a, OTHER_ADDRESS);
+    CU_ASSERT_EQUAL(harness_wait_log(&srv, "connection user=- address=192.0.2.7 ", WAIT_MS), 1);
+    stop();
+}
+
+/* Without trusted_proxies (the default) the header is never believed. */
+static void forwarded_for_is_ignored_by_default(void)
+{
+    start(NULL);
+    char a[80];
+    address_seen(NULL, "192.0.2.7", a, sizeof a);
+    CU_ASSERT_STRING_EQUAL(a, "127.0.0.1");
+    stop();
+}
+
+/* The per-address limit counts the forwarded address, not the proxy's. */
+static void per_address_limit_counts_the_forwarded_address(void)
+{
+    start("server = { " HARNESS_SERVER_BASE " trusted_proxies = [\"127.0.0.1\"]; };\n"
+          "limits = { max_sessions_per_address = 1; };\n");
+    sm_client_options o;
+    memset(&o, 0, sizeof o);
+    o.forwarded_for = "192.0.2.7";
+    sm_client *first = NULL, *second = NULL, *third = NULL;
+    CU_ASSERT_EQUAL_FATAL(harness_connect_opts(&srv, &o, &first), SM_CLIENT_OK);
+    o.forwarded_for = "192.0.2.8";
+    CU_ASSERT_EQUAL(harness_connect_opts(&srv, &o, &second), SM_CLIENT_OK);
+    o.forwarded_for = "192.0.2.7";
+    o.url = srv.url;
+    char err[256] = "";
+    CU_ASSERT_EQUAL(sm_client_open(&o, &third, err, sizeof err), SM_CLIENT_PROTOCOL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "429"));
+    sm_client_free(third);
+    sm_client_close(first, 1000);
+    sm_client_close(second, 1000);
+    stop();
+}
+
 /* How many lines of server.log contain needle. */
 static int log_count(const char *needle)
 {
@@ -379,6 +455,9 @@ int main(void)
         SM_TEST(key_exchange_beyond_handshakes_per_address_gets_1008_without_rsa),
         SM_TEST(big_messages_beyond_bytes_per_second_get_1008_with_retry_after),
         SM_TEST(public_message_beyond_room_fanout_budget_gets_1008_and_is_not_stored),
+        SM_TEST(forwarded_for_is_believed_only_from_trusted_proxies),
+        SM_TEST(forwarded_for_is_ignored_by_default),
+        SM_TEST(per_address_limit_counts_the_forwarded_address),
         SM_TEST_END,
     };
     return sm_test_run("limits", cases, NULL, fini);

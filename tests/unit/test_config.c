@@ -146,6 +146,7 @@ static void config_null_path_gives_defaults(void)
     CU_ASSERT_EQUAL(s->handshake_queue, 256);
     CU_ASSERT_EQUAL(s->log_level, SM_LOG_INFO);
     CU_ASSERT_EQUAL(s->log_format, SM_LOG_FORMAT_TEXT);
+    CU_ASSERT_EQUAL(s->n_trusted_proxies, 0);
     /* Plugin getters on the empty tree: absent, default kept. */
     int64_t v = 7;
     CU_ASSERT_EQUAL(config_section_int(cfg, "auth", "failed_logins", 0, 10, &v), SM_OK);
@@ -268,6 +269,8 @@ static void config_rejects_other_out_of_range_values(void)
                  "limits.handshake_queue must be an integer from 1 to 10000");
     expect_error("log = { level = \"verbose\"; };\n", 1,
                  "log.level must be one of \"error\", \"warning\", \"info\", \"debug\"");
+    expect_error("server = { trusted_proxies = [\"127.0.0.1\", \"proxy.local\"]; };\n", 1,
+                 "server.trusted_proxies[1] must be an IPv4 or IPv6 address");
     expect_error("log = { format = \"xml\"; };\n", 1,
                  "log.format must be one of \"text\", \"json\"");
 }
