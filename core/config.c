@@ -273,12 +273,17 @@ static int parse_log_format(config *cfg, const config_setting_t *s, const core_k
     return 0;
 }
 
-static int parse_origins(config *cfg, const config_setting_t *s, const core_key *k)
+/* A list of at most max strings, each accepted by valid; every bad element
+ * is reported. out[] and *n_out are written only when all are good.
+ * `list` and `item` name what the list holds, for the messages. */
+static int parse_list(config *cfg, const config_setting_t *s, const core_key *k, int max,
+                      int (*valid)(const char *), const char *list, const char *item,
+                      const char **out, size_t *n_out)
 {
     int n = is_string_list(s) ? config_setting_length(s) : -1;
-    if (n < 0 || n > CONFIG_MAX_ORIGINS) {
-        report(cfg, SM_LOG_ERROR, s, "%s.%s must be a list of at most %d non-empty strings",
-               k->section, k->name, CONFIG_MAX_ORIGINS);
+    if (n < 0 || n > max) {
+        report(cfg, SM_LOG_ERROR, s, "%s.%s must be a list of at most %d %s", k->section,
+               k->name, max, list);
         return -1;
     }
     int rc = 0;
@@ -286,44 +291,39 @@ static int parse_origins(config *cfg, const config_setting_t *s, const core_key 
         const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
         const char *v = config_setting_type(e) == CONFIG_TYPE_STRING
                             ? config_setting_get_string(e) : NULL;
-        if (!v || v[0] == '\0') {
-            report(cfg, SM_LOG_ERROR, e, "%s.%s[%d] must be a non-empty string",
-                   k->section, k->name, i);
+        if (!v || !valid(v)) {
+            report(cfg, SM_LOG_ERROR, e, "%s.%s[%d] must be %s", k->section, k->name, i, item);
             rc = -1;
-            continue;
         }
-        cfg->server.allowed_origins[i] = v;
     }
-    if (rc == 0)
-        cfg->server.n_allowed_origins = (size_t)n;
-    return rc;
+    if (rc != 0)
+        return -1;
+    for (int i = 0; i < n; i++)
+        out[i] = config_setting_get_string_elem(s, i);
+    *n_out = (size_t)n;
+    return 0;
+}
+
+static int non_empty(const char *v) { return v[0] != '\0'; }
+
+static int ip_literal(const char *v)
+{
+    unsigned char bin[16];
+    return inet_pton(AF_INET, v, bin) == 1 || inet_pton(AF_INET6, v, bin) == 1;
+}
+
+static int parse_origins(config *cfg, const config_setting_t *s, const core_key *k)
+{
+    return parse_list(cfg, s, k, CONFIG_MAX_ORIGINS, non_empty, "non-empty strings",
+                      "a non-empty string", cfg->server.allowed_origins,
+                      &cfg->server.n_allowed_origins);
 }
 
 static int parse_proxies(config *cfg, const config_setting_t *s, const core_key *k)
 {
-    int n = is_string_list(s) ? config_setting_length(s) : -1;
-    if (n < 0 || n > CONFIG_MAX_PROXIES) {
-        report(cfg, SM_LOG_ERROR, s, "%s.%s must be a list of at most %d IP addresses",
-               k->section, k->name, CONFIG_MAX_PROXIES);
-        return -1;
-    }
-    int rc = 0;
-    for (int i = 0; i < n; i++) {
-        const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
-        const char *v = config_setting_type(e) == CONFIG_TYPE_STRING
-                            ? config_setting_get_string(e) : NULL;
-        unsigned char bin[16];
-        if (!v || (inet_pton(AF_INET, v, bin) != 1 && inet_pton(AF_INET6, v, bin) != 1)) {
-            report(cfg, SM_LOG_ERROR, e, "%s.%s[%d] must be an IPv4 or IPv6 address",
-                   k->section, k->name, i);
-            rc = -1;
-            continue;
-        }
-        cfg->server.trusted_proxies[i] = v;
-    }
-    if (rc == 0)
-        cfg->server.n_trusted_proxies = (size_t)n;
-    return rc;
+    return parse_list(cfg, s, k, CONFIG_MAX_PROXIES, ip_literal, "IP addresses",
+                      "an IPv4 or IPv6 address", cfg->server.trusted_proxies,
+                      &cfg->server.n_trusted_proxies);
 }
 
 static int valid_plugin_name(const char *name)
