@@ -613,6 +613,21 @@ static int file_contains(const char *path, const char *needle)
     return found;
 }
 
+int harness_log_count(const harness_server *s, const char *needle)
+{
+    char path[512], line[2048];
+    if (harness_path(s, "server.log", path, sizeof path) != 0)
+        return -1;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    int n = 0;
+    while (fgets(line, sizeof line, f))
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
 int harness_log_contains(const harness_server *s, const char *needle)
 {
     char path[512];

@@ -101,6 +101,8 @@ void harness_dump_log(const harness_server *s);
  * Returns 0 or -1 if it does not fit. */
 int harness_path(const harness_server *s, const char *name, char *buf, size_t buf_len);
 
+/* How many lines of server.log contain needle, -1 if unreadable. */
+int harness_log_count(const harness_server *s, const char *needle);
 /* 1 if server.log contains needle (searched through the whole file, any
  * size), 0 if not, -1 if unreadable. */
 int harness_log_contains(const harness_server *s, const char *needle);

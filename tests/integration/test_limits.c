@@ -125,23 +125,6 @@ static void per_address_limit_counts_the_forwarded_address(void)
     stop();
 }
 
-/* How many lines of server.log contain needle. */
-static int log_count(const char *needle)
-{
-    char path[512];
-    char line[2048];
-    if (harness_path(&srv, "server.log", path, sizeof path) != 0)
-        return -1;
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    int n = 0;
-    while (fgets(line, sizeof line, f))
-        n += strstr(line, needle) != NULL;
-    fclose(f);
-    return n;
-}
-
 static const char *jstr(const json_t *obj, const char *key)
 {
     const char *s = json_string_value(json_object_get(obj, key));
@@ -204,7 +187,7 @@ static void connection_beyond_max_sessions_per_address_gets_429(void)
     sm_client_close(other, 1000);
     /* One log line for the five refusals (one per address per minute). */
     CU_ASSERT_EQUAL(harness_wait_log(&srv, "max_sessions_per_address (3) reached", WAIT_MS), 1);
-    CU_ASSERT_EQUAL(log_count("max_sessions_per_address"), 1);
+    CU_ASSERT_EQUAL(harness_log_count(&srv, "max_sessions_per_address"), 1);
     /* A closed session frees its slot. */
     sm_client_close(held[0], 1000);
     held[0] = NULL;

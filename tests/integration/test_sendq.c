@@ -175,22 +175,6 @@ static long server_rss_kib(void)
     return kib;
 }
 
-/* Lines of server.log containing needle. */
-static int log_count(const char *needle)
-{
-    char path[512], line[1024];
-    if (harness_path(&srv, "server.log", path, sizeof path) != 0)
-        return -1;
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    int n = 0;
-    while (fgets(line, sizeof line, f))
-        n += strstr(line, needle) != NULL;
-    fclose(f);
-    return n;
-}
-
 static void pong(sm_client *c)
 {
     json_t *p = json_pack("{s:f}", "timestamp", 1.0);
@@ -206,7 +190,8 @@ static void readers_that_only_pong_are_cut_and_memory_stays_bounded(void)
         snprintf(name, sizeof name, "slow%d", i);
         slow[i] = registered(name, 4096);
     }
-    int cut_before = log_count("send queue over its bound") + log_count("no output taken");
+    int cut_before = harness_log_count(&srv, "send queue over its bound") +
+                     harness_log_count(&srv, "no output taken");
     long base = server_rss_kib();
     CU_ASSERT_TRUE_FATAL(base > 0);
     /* From here the slow clients read nothing: history pages they ask for
@@ -235,7 +220,8 @@ static void readers_that_only_pong_are_cut_and_memory_stays_bounded(void)
         long rss = server_rss_kib();
         if (rss > peak)
             peak = rss;
-        cut = log_count("send queue over its bound") + log_count("no output taken") - cut_before;
+        cut = harness_log_count(&srv, "send queue over its bound") +
+              harness_log_count(&srv, "no output taken") - cut_before;
     }
     free(content);
     printf("\n    server RSS %ld KiB before, peak %ld KiB (+%ld KiB); %d of %d slow clients cut\n",
