@@ -10,6 +10,7 @@
 #include "plugin_loader.h"
 #include "schema.h"
 #include "session.h"
+#include "session_io.h"
 
 int dispatch_register(plugin *p, const sm_action *actions)
 {
@@ -91,7 +92,7 @@ int dispatch_send_error(struct session *s, const char *reply_to, const char *com
     json_decref(p);
     if (!text)
         return SM_ENOMEM;
-    int rc = session_deliver(s, "error", "error", reply_to ? reply_to : "", text, strlen(text));
+    int rc = session_io_send(s, "error", "error", reply_to ? reply_to : "", text, strlen(text));
     free(text);
     return rc == 0 ? SM_OK : SM_ERROR;
 }
@@ -131,10 +132,9 @@ static void finish(struct session *s, sm_ctx *ctx)
 {
     if (!s || s->busy != ctx)
         return;
-    s->busy = NULL;
-    session_release_held(s);
+    session_io_end(s, ctx);
     /* Only a deferred reply needs it: after a reply given inside the
-     * handler, control returns to receive, which takes the next command. */
+     * handler, control returns to session_io, which takes the next command. */
     if (ctx->deferred && resume_hook)
         resume_hook(s);
 }
@@ -172,10 +172,10 @@ static int send_reply(sm_ctx *ctx, const char *type, const char *action, const j
             /* The command still gets its one reply. */
             static const char internal[] =
                 "{\"code\":1005,\"message\":\"internal server error\",\"command\":\"\"}";
-            session_deliver(s, "error", "error", ctx->nonce, internal, sizeof internal - 1);
+            session_io_send(s, "error", "error", ctx->nonce, internal, sizeof internal - 1);
             rc = SM_ENOMEM;
         } else {
-            size_t len = strlen(text), cap = session_payload_max();
+            size_t len = strlen(text), cap = session_io_payload_max();
             if (len > cap) {
                 /* No reply may take a client's queue past its bound: the
                  * command still gets its one reply, a short one. */
@@ -189,7 +189,7 @@ static int send_reply(sm_ctx *ctx, const char *type, const char *action, const j
                 len = text ? strlen(text) : 0;
                 rc = SM_ERROR;
             }
-            if (!text || session_deliver(s, type, action, ctx->nonce, text, len) != 0)
+            if (!text || session_io_send(s, type, action, ctx->nonce, text, len) != 0)
                 rc = SM_ERROR;
             free(text);
         }
@@ -275,30 +275,27 @@ void dispatch_command(struct session *s, const char *action, const char *nonce,
     ctx->session = s->id;
     ctx->entry = e;
     ctx->in_handler = 1;
-    s->busy = ctx;
+    session_io_begin(s, ctx);
     sm_session_id sid = s->id;
     e->action->handler(ctx, payload, e->owner->data);
     ctx->in_handler = 0;
     s = session_find(sid); /* the handler may have closed it */
     if (ctx->replied || silent) {
-        if (s && s->busy == ctx) {
-            s->busy = NULL;
-            session_release_held(s);
-        }
+        if (s)
+            session_io_end(s, ctx);
         ctx_free(ctx);
         return;
     }
     if (ctx->deferred) {
-        if (s && g_core.transport->pause_input)
-            g_core.transport->pause_input(s, 1);
+        if (s)
+            session_io_deferred(s);
         return;
     }
     log_msg(SM_LOG_ERROR, e->owner->name, "handler for '%s' returned without replying; sent 1005",
             action);
     if (s) {
         dispatch_send_error(s, nonce, action, SM_ERR_INTERNAL, "internal server error", NULL);
-        s->busy = NULL;
-        session_release_held(s);
+        session_io_end(s, ctx);
     }
     ctx_free(ctx);
 }

@@ -10,8 +10,8 @@
 #include "envelope.h"
 #include "log.h"
 #include "peers.h"
-#include "receive.h"
 #include "session.h"
+#include "session_io.h"
 
 /* Names the handshake's queue on the worker pool (each plugin has its
  * own), and bounds it: limits.handshake_queue jobs may wait. */
@@ -49,7 +49,7 @@ static void timeout_cb(sm_timer *t, void *arg)
     if (s->state == SESSION_HANDSHAKE || s->state == SESSION_KEY_PENDING) {
         LOG_INFO("session %llu (%s): no key_exchange in time; closing",
                  (unsigned long long)s->id, s->address);
-        g_core.transport->close(s, 1008, "handshake timeout");
+        session_io_close(s, 1008, "handshake timeout");
     }
 }
 
@@ -69,8 +69,8 @@ int handshake_start(struct session *s)
     json_decref(payload);
     if (!text)
         return -1;
-    /* The session has no keys yet, so the transport sends it unencrypted. */
-    int rc = g_core.transport->deliver(s, "event", "server_hello", NULL, text, strlen(text));
+    /* The session has no keys yet, so session_io sends it unencrypted. */
+    int rc = session_io_send(s, "event", "server_hello", NULL, text, strlen(text));
     free(text);
     if (rc != 0)
         return -1;
@@ -134,14 +134,14 @@ static void job_done(void *arg, int cancelled)
         /* One reply whatever failed: padding, length or anything else. */
         dispatch_send_error(s, job->nonce, "key_exchange", SM_ERR_INTEGRITY,
                             "key exchange failed", NULL);
-        g_core.transport->close(s, 1008, "key exchange failed");
+        session_io_close(s, 1008, "key exchange failed");
         goto out;
     }
     if (envelope_derive(job->key, s->server_nonce, job->client_nonce, job->cipher, &s->c2s,
                         &s->s2c) != 0) {
         dispatch_send_error(s, job->nonce, "key_exchange", SM_ERR_INTERNAL,
                             "internal server error", NULL);
-        g_core.transport->close(s, 1011, "internal error");
+        session_io_close(s, 1011, "internal error");
         goto out;
     }
     uint8_t token[16];
@@ -149,7 +149,7 @@ static void job_done(void *arg, int cancelled)
     if (core_random(token, sizeof token) != 0) {
         dispatch_send_error(s, job->nonce, "key_exchange", SM_ERR_INTERNAL,
                             "internal server error", NULL);
-        g_core.transport->close(s, 1011, "internal error");
+        session_io_close(s, 1011, "internal error");
         goto out;
     }
     for (size_t i = 0; i < sizeof token; i++) {
@@ -157,8 +157,7 @@ static void job_done(void *arg, int cancelled)
         s->token[2 * i + 1] = hex[token[i] & 15];
     }
     s->token[32] = '\0';
-    s->has_keys = 1;
-    s->state = SESSION_OPEN;
+    session_set_open(s);
     if (s->handshake_timer) {
         timers_stop(g_core.timers, s->handshake_timer);
         s->handshake_timer = NULL;
@@ -166,10 +165,10 @@ static void job_done(void *arg, int cancelled)
     json_t *reply = json_pack("{s:b, s:s}", "success", 1, "session_id", s->token);
     char *text = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
     json_decref(reply);
-    if (!text || g_core.transport->deliver(s, "response", "key_exchange", job->nonce, text,
-                                           strlen(text)) != 0) {
+    if (!text ||
+        session_io_send(s, "response", "key_exchange", job->nonce, text, strlen(text)) != 0) {
         free(text);
-        g_core.transport->close(s, 1011, "internal error");
+        session_io_close(s, 1011, "internal error");
         goto out;
     }
     free(text);
@@ -177,7 +176,7 @@ static void job_done(void *arg, int cancelled)
     session_fire(SM_EVENT_SESSION_OPENED, s);
     s = session_find(job->session);
     if (s)
-        receive_resume(s);
+        session_io_resume(s);
 out:
     job_free(job);
 }
@@ -204,7 +203,7 @@ static int handshake_admit(struct session *s, const char *nonce)
     json_t *extra = json_pack("{s:f}", "retry_after", retry_after);
     dispatch_send_error(s, nonce, "key_exchange", SM_ERR_RATE_LIMITED, "rate limited", extra);
     json_decref(extra);
-    g_core.transport->close(s, 1008, "rate limited");
+    session_io_close(s, 1008, "rate limited");
     return 0;
 }
 
@@ -212,7 +211,7 @@ void handshake_receive(struct session *s, const char *text, size_t len)
 {
     envelope_in in;
     if (envelope_parse(text, len, &in) != ENVELOPE_OK) {
-        receive_fail(s, SM_ERR_MALFORMED, "malformed envelope", 1008);
+        session_io_fail(s, SM_ERR_MALFORMED, "malformed envelope", 1008);
         return;
     }
     key_job *job = NULL;
@@ -271,13 +270,13 @@ void handshake_receive(struct session *s, const char *text, size_t len)
      * closing, and a flood of key_exchanges from connections that close at
      * once would all be decrypted. A command pipelined behind key_exchange
      * waits in the session's input queue, which pauses reading. */
-    s->state = SESSION_KEY_PENDING;
+    session_set_key_pending(s);
     envelope_in_clear(&in);
     return;
 
 reject:
     dispatch_send_error(s, in.nonce, in.action, SM_ERR_MALFORMED, why, NULL);
-    g_core.transport->close(s, 1008, "bad key_exchange");
+    session_io_close(s, 1008, "bad key_exchange");
     goto fail;
 reject_overload: {
     /* More RSA work waits than the workers clear in a few seconds: the
@@ -288,12 +287,12 @@ reject_overload: {
     dispatch_send_error(s, in.nonce, in.action, SM_ERR_RATE_LIMITED,
                         "server busy; try again later", extra);
     json_decref(extra);
-    g_core.transport->close(s, 1008, "handshake queue full");
+    session_io_close(s, 1008, "handshake queue full");
     goto fail;
 }
 reject_internal:
     dispatch_send_error(s, in.nonce, in.action, SM_ERR_INTERNAL, "internal server error", NULL);
-    g_core.transport->close(s, 1011, "internal error");
+    session_io_close(s, 1011, "internal error");
 fail:
     if (job)
         job_free(job);

@@ -6,6 +6,7 @@
 #include "bucket.h"
 #include "core.h"
 #include "session.h"
+#include "session_io.h"
 
 typedef struct topic {
     char *name;
@@ -145,7 +146,7 @@ int topic_publish(const char *name, const char *action, const json_t *payload,
     while (hashmap_iter_next(&it, NULL, NULL, &value)) {
         struct session *s = value;
         if (s->id != except)
-            session_deliver(s, "event", action, NULL, text, len);
+            session_io_send(s, "event", action, NULL, text, len);
     }
     free(text);
     return SM_OK;
