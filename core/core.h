@@ -2,6 +2,17 @@
  * every field here is touched only from it (the worker pool talks back
  * through workers_run_completions). The host table's services take no
  * context argument, so they reach this state through g_core. */
+
+/* Status convention of the core. A function that can fail returns int:
+ * 0 (SM_OK) on success, negative on failure, drawn from sm_status
+ * (safemessenger/plugin.h): -1 is SM_ERROR, "failed" with the reason
+ * logged where it happened; a caller that must tell failures apart gets
+ * the specific SM_E* (SM_ENOMEM, SM_EINVAL, SM_EBUSY for a limit reached,
+ * ...), so the host table passes the core's statuses to plugins unchanged.
+ * Positive values are never failures: predicates (is_*, *_admit,
+ * *_congested, ...) return 1 or 0, and documented tri-states say so.
+ * Results that are protocol codes keep their own enums (envelope_status,
+ * reassembly_status). */
 #ifndef SM_CORE_CORE_H
 #define SM_CORE_CORE_H
 

@@ -154,7 +154,7 @@ static int seal_and_queue(struct session *s, const char *type, const char *actio
     rc = outqueue_push(&s->out, frame, frame_len, queue_bytes(), queue_messages(),
                        core_mono_now());
     free(frame);
-    if (rc == -2) {
+    if (rc == SM_EBUSY) {
         /* The count includes what the transport still buffers of the frame
          * last written. */
         LOG_WARN("session %llu (%s): send queue over its bound (%zu messages, %zu bytes unsent, "
@@ -242,23 +242,23 @@ void session_io_deferred(struct session *s) { g_core.transport->pause(s, 1); }
 
 /* ---- input ---- */
 
-static int queue_input(struct session *s, const char *text, size_t len)
+/* Closes the session when the queue is full or memory short. */
+static void queue_input(struct session *s, const char *text, size_t len)
 {
     if (s->input_count >= SESSION_MAX_PENDING_INPUT) {
         LOG_WARN("session %llu: too many commands pipelined; closing",
                  (unsigned long long)s->id);
         session_io_close(s, 1008, "too many pipelined commands");
-        return -1;
+        return;
     }
     session_msg *m = msg_new(NULL, NULL, NULL, text, len);
     if (!m) {
         session_io_close(s, 1011, "out of memory");
-        return -1;
+        return;
     }
     msg_append(&s->input_head, &s->input_tail, m);
     s->input_count++;
     g_core.transport->pause(s, 1);
-    return 0;
 }
 
 static void process_open(struct session *s, const char *text, size_t len)
