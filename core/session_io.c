@@ -136,6 +136,10 @@ size_t session_io_payload_max(void) { return outqueue_payload_max(queue_bytes())
 static int seal_and_queue(struct session *s, const char *type, const char *action,
                           const char *reply_to, const char *text, size_t len)
 {
+    /* The transport is gone (transport_stop): nothing can be written, and
+     * no nonce is spent on it. */
+    if (g_core.shutting_down > 1)
+        return -1;
     char *frame = NULL;
     size_t frame_len = 0;
     int rc;

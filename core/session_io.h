@@ -31,16 +31,30 @@
  *
  * The transport reaches the socket through three calls (session_transport
  * in core.h): write (frames are waiting), close (flush then close, or
- * drop) and pause (stop or resume reading). It calls back only into
- * session_io_* and session_new/session_destroy.
+ * drop) and pause (stop or resume reading). Besides a session's birth and
+ * end (session_new, handshake_start, the login deadline, session_destroy)
+ * it calls only session_io_*.
  *
- * Threads, later: one session is owned by one I/O thread (its transport
- * side, the input queue, sealing and the send queue), while dispatch and
- * the plugins run on one logic thread. The places where the two meet are
- * exactly session_io_receive's call into dispatch (process), and
- * session_io_send (the logic side queueing output); session_io_resume_later
- * already defers the resume to the next loop turn. Today everything runs on
- * the one event loop thread. */
+ * Who owns what, ready for the I/O-thread split (today everything runs on
+ * the one event loop thread):
+ *
+ *   I/O side (later: the one I/O thread that owns the session): s->io, the
+ *   reassembly buffer (s->rx), the input queue, opening (s->c2s), sealing
+ *   (s->s2c), the send queue (s->out) with its cut and stall check, input
+ *   pause, and the state (session_set_*), which only this module and the
+ *   handshake change.
+ *   Logic side (later: the one logic thread running dispatch and the
+ *   plugins): the command in flight (s->busy) and so the held events, the
+ *   rate buckets, login, attributes, topics.
+ *
+ * They meet at four calls, which become queue hand-offs then:
+ *   I/O -> logic   process(): an opened command goes to dispatch_command;
+ *   logic -> I/O   session_io_send(): a reply or event to seal and queue;
+ *   logic -> I/O   session_io_end() + the resume hook
+ *                  (session_io_resume_later, a zero timer today): the
+ *                  command is done, take the next one;
+ *   either side    session_io_close().
+ */
 #ifndef SM_CORE_SESSION_IO_H
 #define SM_CORE_SESSION_IO_H
 
