@@ -14,8 +14,6 @@
 
 #include "acceptor.h"
 #include "core.h"
-#include "dispatch.h"
-#include "envelope.h"
 #include "handshake.h"
 #include "listener.h"
 #include "log.h"

@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include "core.h"
-#include "dispatch.h"
 #include "envelope.h"
 #include "log.h"
 #include "plugin_loader.h"
