@@ -72,7 +72,9 @@ int web_open_beneath(int dirfd, const char *rel, int *fd, struct stat *st)
     for (;;) {
         const char *slash = strchr(p, '/');
         size_t n = slash ? (size_t)(slash - p) : strlen(p);
-        if (n == 0 || n > NAME_MAX) {
+        /* web_path_resolve never yields "." or "..": refused here as well,
+         * so that this function alone cannot climb out of dirfd. */
+        if (n == 0 || n > NAME_MAX || (p[0] == '.' && (n == 1 || (n == 2 && p[1] == '.')))) {
             if (dir != dirfd)
                 close(dir);
             errno = ENOENT;

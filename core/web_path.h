@@ -22,8 +22,8 @@
  * fit out (or WEB_PATH_MAX). Returns 0 or -1. */
 int web_path_resolve(const char *path, size_t len, char *out, size_t out_len);
 
-/* Opens rel (from web_path_resolve) beneath the directory dirfd without
- * following any symbolic link on the way (a link anywhere in the path is
+/* Opens rel (from web_path_resolve) beneath the directory dirfd, refusing
+ * "." and ".." components and following no symbolic link on the way (a link anywhere in the path is
  * refused, so nothing outside the root is reachable through one), and
  * only if it is a regular file. *fd gets the descriptor (O_CLOEXEC) and
  * *st its attributes. Returns 0, or -1 with errno (ENOENT for anything
