@@ -35,7 +35,7 @@
 
 static harness_server srv;
 static char base_dir[256];    /* configuration directories of the CLI users */
-static char server_dir[64];   /* "127.0.0.1_<port>" */
+static char server_dir[80];   /* "sha256_<hex of the server key's fingerprint>" */
 
 static int init(void)
 {
@@ -47,7 +47,11 @@ static int init(void)
                             "auth = { allow_weak_argon2 = true; argon2_memory_kib = 1024; "
                             "argon2_passes = 1; };\n") != 0)
         return -1;
-    snprintf(server_dir, sizeof server_dir, "127.0.0.1_%d", srv.port);
+    sm_client *c = NULL;
+    if (harness_connect(&srv, &c) != SM_CLIENT_OK)
+        return -1;
+    snprintf(server_dir, sizeof server_dir, "sha256_%s", sm_client_fingerprint(c) + 7);
+    sm_client_close(c, 1000);
     return 0;
 }
 
