@@ -15,6 +15,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -160,6 +161,16 @@ static int cli_start(cli_run *r, const char *cfg, const char *password, ...)
     va_list ap;
     va_start(ap, password);
     int rc = cli_startv(r, cfg, password, NULL, NULL, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* The same against url. */
+static int cli_start_at(cli_run *r, const char *cfg, const char *password, const char *url, ...)
+{
+    va_list ap;
+    va_start(ap, url);
+    int rc = cli_startv(r, cfg, password, NULL, url, ap);
     va_end(ap);
     return rc;
 }
@@ -412,6 +423,23 @@ static int pty_wait_for(pty_run *p, const char *needle, int timeout_ms)
             return 0;
         }
         pty_read(p, (int)(left > 200 ? 200 : left));
+    }
+}
+
+/* Waits until the terminal's echo is off (libedit reading a line, or a
+ * password prompt): input written before that is echoed by the terminal
+ * itself, whatever the CLI does. On Linux the master reports the pair's
+ * settings. 1 when off, 0 not within timeout_ms. */
+static int pty_wait_no_echo(pty_run *p, int timeout_ms)
+{
+    long long end = now_ms() + timeout_ms;
+    for (;;) {
+        struct termios t;
+        if (tcgetattr(p->fd, &t) == 0 && !(t.c_lflag & ECHO))
+            return 1;
+        if (now_ms() >= end)
+            return 0;
+        pty_read(p, 20);
     }
 }
 
@@ -1078,7 +1106,8 @@ static void register_prompts_before_keygen_and_drops_typeahead(void)
     pty_run p;
     CU_ASSERT_EQUAL_FATAL(pty_start(&p, "ta_user", NULL, NULL), 0);
     CU_ASSERT_FATAL(pty_wait_for(&p, "/help lists the commands", 20000));
-    CU_ASSERT_FATAL(pty_wait_for(&p, "> ", 20000));   /* libedit reads: no echo by the terminal */
+    CU_ASSERT_FATAL(pty_wait_for(&p, "> ", 20000));
+    CU_ASSERT_FATAL(pty_wait_no_echo(&p, 20000));   /* libedit reads: no echo by the terminal */
     /* A password typed before the prompt (here: together with the
      * command) must neither show nor become the answer. */
     pty_write(&p, "/register ta_user\nearly-typed-secret\n");
@@ -1091,6 +1120,8 @@ static void register_prompts_before_keygen_and_drops_typeahead(void)
     CU_ASSERT(pty_wait_for(&p, "generating a 3072-bit key pair", 20000));
     CU_ASSERT(pty_wait_for(&p, "logged in as ta_user", 30000));
     CU_ASSERT_PTR_NULL(strstr(p.out, "early-typed-secret"));
+    if (strstr(p.out, "early-typed-secret"))
+        fprintf(stderr, "pty output:\n%s\n", p.out);
     CU_ASSERT_PTR_NULL(strstr(p.out, PASSWORD));   /* no echo of the answers either */
     pty_write(&p, "/quit\n");
     CU_ASSERT_EQUAL(pty_finish(&p, 20000), 0);
@@ -1416,6 +1447,11 @@ static void interactive_client_reconnects_and_keeps_the_typed_line(void)
     CU_ASSERT_FATAL(pty_wait_for(&p, "joined rc_room", 20000));
     pty_write(&p, "/me waves\n");   /* shown as an action */
     CU_ASSERT(pty_wait_for(&p, "* rc_user waves", 20000));
+    pty_write(&p, "/rooms\n");
+    CU_ASSERT(pty_wait_for(&p, "* rooms: general (0), rc_room (1)", 20000));
+    pty_write(&p, "/call get_users\n");   /* the reply as indented JSON */
+    CU_ASSERT(pty_wait_for(&p, "* reply get_users:", 20000));
+    CU_ASSERT(pty_wait_for(&p, "\"room\": \"rc_room\"", 5000));
     pty_write(&p, "half");
     CU_ASSERT(pty_wait_for(&p, "half", 5000));
     /* The server restarts on the same port with the same key. */
@@ -1457,6 +1493,47 @@ static void interactive_client_reconnects_and_keeps_the_typed_line(void)
     CU_ASSERT_EQUAL(harness_cleanup(&s2), 0);
 }
 
+static void batch_reconnects_with_the_option(void)
+{
+    harness_server s1, s2;
+    memset(&s2, 0, sizeof s2);
+    CU_ASSERT_EQUAL_FATAL(start_own_server(&s1, "brc.db", 0), 0);
+    cli_run r;
+    CU_ASSERT_EQUAL(cli_at(&r, "brc_user", PASSWORD, s1.url, "-e", "/register brc_user", NULL), 0);
+    cli_free(&r);
+    CU_ASSERT_EQUAL(cli_at(&r, "brc_peer", PASSWORD, s1.url, "-e", "/register brc_peer", NULL), 0);
+    cli_free(&r);
+    CU_ASSERT_EQUAL_FATAL(cli_start_at(&r, "brc_user", PASSWORD, s1.url, "--reconnect", "-e",
+                                       "/login brc_user", "-e", "/join brc_room", "--wait-events", "1",
+                                       "--wait-action", "public_message", "--wait-ms", "40000", NULL),
+                          0);
+    CU_ASSERT_FATAL(cli_wait_for(&r, "\"action\":\"join_room\"", 15000));
+    int port = s1.port;
+    CU_ASSERT_EQUAL(harness_stop(&s1, SIGTERM, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(start_own_server(&s2, "brc.db", port), 0);
+    CU_ASSERT_FATAL(cli_wait_for(&r, "\"what\":\"reconnected\"", 40000));
+    sm_client *c = NULL;
+    CU_ASSERT_EQUAL_FATAL(harness_connect(&s2, &c), SM_CLIENT_OK);
+    sm_message *m = harness_callf(c, "login", "{s:s,s:s}", "username", "brc_peer", "password", PASSWORD);
+    sm_message_free(m);
+    m = harness_callf(c, "join_room", "{s:s}", "room_name", "brc_room");
+    sm_message_free(m);
+    m = harness_callf(c, "public_message", "{s:s}", "content", "after the restart");
+    CU_ASSERT_STRING_EQUAL(m ? m->action : "", "public_message");
+    sm_message_free(m);
+    CU_ASSERT_EQUAL(cli_finish(&r, 30000), 0);   /* lost and recovered: still 0 */
+    json_t *o = line_of(&r, "event", "public_message", 0);
+    CU_ASSERT_STRING_EQUAL(o ? jstr(o, "payload", "content") : "", "after the restart");
+    json_decref(o);
+    o = line_of(&r, "local", "connection_closed", 0);
+    CU_ASSERT_PTR_NOT_NULL(o);
+    json_decref(o);
+    cli_free(&r);
+    sm_client_close(c, 1000);
+    CU_ASSERT_EQUAL(harness_cleanup(&s1), 0);
+    CU_ASSERT_EQUAL(harness_cleanup(&s2), 0);
+}
+
 int main(void)
 {
     static const sm_test_case cases[] = {
@@ -1482,6 +1559,7 @@ int main(void)
         SM_TEST(keys_follow_the_server_fingerprint_across_ports),
         SM_TEST(exported_key_lets_a_second_device_read),
         SM_TEST(interactive_client_reconnects_and_keeps_the_typed_line),
+        SM_TEST(batch_reconnects_with_the_option),
         SM_TEST_END,
     };
     return sm_test_run("cli", cases, init, fini);

@@ -29,6 +29,7 @@
 #define SCRYPT_N 16384
 #define SCRYPT_R 8
 #define SCRYPT_P 1
+#define SALT_BYTES 16
 
 static int fail(cli_app *app, const char *what, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -82,7 +83,10 @@ int keyio_export(cli_app *app, const char *path)
         return -1;
     int rc = -1;
     PKCS8_PRIV_KEY_INFO *p8 = EVP_PKEY2PKCS8(app->key);
-    X509_ALGOR *alg = PKCS5_pbe2_set_scrypt(EVP_aes_256_cbc(), NULL, 0, NULL, SCRYPT_N, SCRYPT_R, SCRYPT_P);
+    unsigned char salt[SALT_BYTES];
+    X509_ALGOR *alg = crypto_random(salt, sizeof salt) == 0
+        ? PKCS5_pbe2_set_scrypt(EVP_aes_256_cbc(), salt, (int)sizeof salt, NULL, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+        : NULL;
     X509_SIG *sig = p8 && alg ? PKCS8_set0_pbe(pass, (int)strlen(pass), p8, alg) : NULL;
     if (sig)
         alg = NULL;   /* owned by sig now */
