@@ -378,7 +378,7 @@ static int cmd_unread(cli_app *app, const command *cmd, const char *word, const 
 static int cmd_help(cli_app *app, const command *cmd, const char *word, const char *text)
 {
     (void)text;
-    char buf[4096];
+    char buf[8192];
     size_t used = 0;
     for (size_t i = 0; i < N_COMMANDS; i++) {
         const command *c = &commands[i];
