@@ -88,8 +88,10 @@ static int reconnect(cli_app *app)
             continue;
         app->closed = 0;
         if (account_resume(app) != 0) {
-            if (!app->closed)
+            if (!app->closed) {
+                app->closed = 1;   /* out of memory: give up, consistently */
                 break;
+            }
             sm_client_free(app->client);
             app->client = NULL;
             continue;   /* lost again while logging in */
