@@ -49,6 +49,7 @@ struct core {
     hashmap *users;     /* lower-case username -> struct user_sessions * */
     hashmap *topics;    /* topic name -> struct topic * */
     hashmap *actions;   /* action name -> struct dispatch_entry * */
+    hashmap *admin;     /* admin command name -> admin entry (admin.c) */
 
     struct sm_plugin **plugins; /* load order */
     size_t n_plugins;

@@ -737,3 +737,56 @@ int storage_integrity_ok(storage *s)
     sqlite3_finalize(stmt);
     return ok && rows == 1;
 }
+
+int storage_backup(storage *s, const char *path, char *err, size_t err_len)
+{
+    char tmp[4096];
+    int n = snprintf(tmp, sizeof tmp, "%s.tmp-XXXXXX", path);
+    if (n < 0 || (size_t)n >= sizeof tmp) {
+        snprintf(err, err_len, "path too long");
+        return -1;
+    }
+    /* mkstemp creates the file 0600 and exclusively: the copy holds every
+     * password hash and message, and nobody else may open it meanwhile. */
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        snprintf(err, err_len, "cannot create %s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    int ok = fchmod(fd, 0600) == 0;
+    close(fd);
+    sqlite3 *dst = NULL;
+    int rc = ok ? sqlite3_open_v2(tmp, &dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL)
+                : SQLITE_CANTOPEN;
+    if (rc == SQLITE_OK) {
+        sqlite3_backup *b = sqlite3_backup_init(dst, "main", s->db, "main");
+        if (b) {
+            /* One step copies everything under one read transaction: a
+             * consistent snapshot. It runs on the loop (one database
+             * connection, loop thread only); copying is fast next to the
+             * disk's write speed, and admin backups are rare. */
+            rc = sqlite3_backup_step(b, -1);
+            int fin = sqlite3_backup_finish(b);
+            if (rc == SQLITE_DONE)
+                rc = fin;
+        } else {
+            rc = sqlite3_errcode(dst);
+        }
+    }
+    if (rc != SQLITE_OK)
+        snprintf(err, err_len, "backup failed: %s",
+                 dst ? sqlite3_errmsg(dst) : "cannot open the copy");
+    if (dst && sqlite3_close(dst) != SQLITE_OK && rc == SQLITE_OK) {
+        snprintf(err, err_len, "backup failed: cannot close the copy");
+        rc = SQLITE_ERROR;
+    }
+    if (rc == SQLITE_OK && rename(tmp, path) != 0) {
+        snprintf(err, err_len, "cannot rename the copy to %s: %s", path, strerror(errno));
+        rc = SQLITE_ERROR;
+    }
+    if (rc != SQLITE_OK) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}

@@ -63,5 +63,11 @@ int64_t storage_changes(storage *s);
 int storage_exec(storage *s, const char *sql);
 /* PRAGMA integrity_check == "ok": 1, else 0. */
 int storage_integrity_ok(storage *s);
+/* Copies the whole database to `path` with SQLite's online backup API (a
+ * consistent snapshot, also while the server writes). The copy is written
+ * to a new file of mode 0600 beside path and renamed into place, so path
+ * never holds half a backup and is replaced whole. Returns 0, or -1 with
+ * the reason in err. */
+int storage_backup(storage *s, const char *path, char *err, size_t err_len);
 
 #endif
