@@ -129,7 +129,8 @@ int core_start(const core_options *o)
         goto fail;
     }
     g_core.sc = config_server(g_core.cfg);
-    log_set_level(g_core.sc->log_level);
+    log_set_level(o->quiet && g_core.sc->log_level > SM_LOG_WARNING ? SM_LOG_WARNING
+                                                                    : g_core.sc->log_level);
     log_set_format(g_core.sc->log_format);
     if (o->port >= 0)
         g_core.sc->port = o->port;
