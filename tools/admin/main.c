@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -216,6 +217,21 @@ static int print_reply(const json_t *reply, int as_json)
     return 0;
 }
 
+/* Root working on a database owned by the server's user takes on that
+ * user first: files SQLite creates beside the database (the WAL, a new
+ * journal) must stay the server's, or the server could not open them. */
+static int become_owner(const struct stat *db, char *err, size_t err_len)
+{
+    if (geteuid() != 0 || db->st_uid == 0)
+        return 0;
+    if (setgroups(0, NULL) != 0 || setgid(db->st_gid) != 0 || setuid(db->st_uid) != 0) {
+        snprintf(err, err_len, "cannot switch to the database owner's uid %u: %s",
+                 (unsigned)db->st_uid, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 /* The server's socket if one answers, else the database in this process. */
 static int run(const char *config_file, const json_t *request, int as_json)
 {
@@ -240,6 +256,8 @@ static int run(const char *config_file, const json_t *request, int as_json)
     }
     json_t *reply = NULL;
     rc = remote_call(path, request, &reply, err, sizeof err);
+    if (rc == 0 && have_db && become_owner(&st, err, sizeof err) != 0)
+        have_db = 0;
     if (rc == 0)
         rc = have_db && local_call(config_file, request, &reply, err, sizeof err) == 0 ? 1 : -1;
     if (rc < 0) {
