@@ -83,6 +83,14 @@ json_t *admin_command_list(void)
     return list;
 }
 
+void admin_scrub(json_t *request)
+{
+    json_t *pw = json_object_get(json_object_get(request, "args"), "password");
+    if (json_is_string(pw))
+        /* The string is the object's own malloc'd copy. */
+        explicit_bzero((char *)json_string_value(pw), json_string_length(pw));
+}
+
 const char *admin_status_name(int status)
 {
     switch (status) {

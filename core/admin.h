@@ -51,6 +51,10 @@ int admin_reply(sm_admin_ctx *ctx, const json_t *result);
 int admin_error(sm_admin_ctx *ctx, int status, const char *message);
 int admin_defer(sm_admin_ctx *ctx);
 
+/* Overwrites the request's args.password in place (users passwd) before
+ * the request is freed: jansson frees strings without wiping them. */
+void admin_scrub(json_t *request);
+
 /* "not_found", "invalid", ... for an sm_status (the reply's "status"). */
 const char *admin_status_name(int status);
 

@@ -102,6 +102,7 @@ static void run_line(admin_conn *c, const char *line)
         return;
     }
     c->pending = admin_run(request, conn_done, c);
+    admin_scrub(request);
     json_decref(request);
 }
 
@@ -120,12 +121,15 @@ static void run_lines(admin_conn *c)
         char *line = strdup(c->in);
         memmove(c->in, c->in + used, c->in_len - used);
         c->in_len -= used;
+        /* The line may hold a password (users passwd): no copy stays. */
+        explicit_bzero(c->in + c->in_len, used);
         if (!line) {
             c->eof = 1;
             lws_callback_on_writable(c->wsi);
             return;
         }
         run_line(c, line);
+        explicit_bzero(line, strlen(line));
         free(line);
     }
 }

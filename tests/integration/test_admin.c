@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -332,6 +334,88 @@ static void delete_closes_sessions_and_forgets_what_plugins_kept(void)
     CU_ASSERT_EQUAL(harness_wait_log(&srv, "[audit] delete user='Adm.Del'", 5000), 1);
 }
 
+static void kick_by_user_closes_each_of_its_sessions(void)
+{
+    sm_client *a = registered("Adm.Two", "Pw-Two-8b9c0d");
+    sm_client *b = connect_to();
+    expect_action(call2(b, "login", "adm.two", "Pw-Two-8b9c0d"), "login_success");
+    CU_ASSERT_EQUAL(run_admin(NULL, "sessions", "kick", "--user", "ADM.TWO", NULL), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out_text, "kicked: 2"));
+    CU_ASSERT_EQUAL(harness_wait_closed(a, 5000), 1008);
+    CU_ASSERT_EQUAL(harness_wait_closed(b, 5000), 1008);
+    sm_client_close(a, 1000);
+    sm_client_close(b, 1000);
+    CU_ASSERT_EQUAL(run_admin(NULL, "sessions", "kick", "--user", "adm.two", NULL), 1);
+}
+
+static void rooms_delete_moves_the_users_out(void)
+{
+    sm_client *c = registered("Adm.Roomy", "Pw-Roomy-1e2f3g");
+    sm_message *m = harness_callf(c, "join_room", "{s:s}", "room_name", "Adm-Room");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    CU_ASSERT_STRING_EQUAL(m->type, "response");
+    sm_message_free(m);
+    CU_ASSERT_EQUAL(run_admin(NULL, "--json", "rooms", "list", NULL), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out_text, "\"room\": \"Adm-Room\""));
+    CU_ASSERT_EQUAL(run_admin(NULL, "rooms", "delete", "adm-room", NULL), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out_text, "sessions_moved_out: 1"));
+    CU_ASSERT_EQUAL(run_admin(NULL, "--json", "rooms", "list", NULL), 0);
+    CU_ASSERT_PTR_NULL(strstr(out_text, "Adm-Room"));
+    /* The session is in no room now. */
+    m = harness_callf(c, "get_users", NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    CU_ASSERT_STRING_EQUAL(m->type, "error");
+    sm_message_free(m);
+    sm_client_close(c, 1000);
+}
+
+/* A socket file left by a server that died is replaced; a file that is
+ * not a socket is never touched, and the server refuses to start. */
+static void stale_admin_socket_is_replaced_and_a_plain_file_refused(void)
+{
+    char stale[512], plain[512], extra[1400];
+    harness_path(&srv, "stale.sock", stale, sizeof stale);
+    harness_path(&srv, "plain.file", plain, sizeof plain);
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un addr;
+    memset(&addr, 0, sizeof addr);
+    addr.sun_family = AF_UNIX;
+    snprintf(addr.sun_path, sizeof addr.sun_path, "%s", stale);
+    CU_ASSERT_EQUAL_FATAL(bind(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+    close(fd); /* the file stays, nobody listens */
+
+    harness_server s2;
+    snprintf(extra, sizeof extra,
+             "server = { " HARNESS_SERVER_BASE " admin_socket = \"%s\"; };\n", stale);
+    CU_ASSERT_EQUAL_FATAL(harness_start(&s2, extra), 0);
+    struct stat st;
+    CU_ASSERT_EQUAL(lstat(stale, &st), 0);
+    CU_ASSERT_TRUE(S_ISSOCK(st.st_mode));
+    CU_ASSERT_EQUAL(st.st_mode & 07777, 0600);
+    CU_ASSERT_EQUAL(harness_log_contains(&s2, "admin socket on "), 1);
+    CU_ASSERT_EQUAL(harness_cleanup(&s2), 0);
+    /* Removed at shutdown. */
+    CU_ASSERT_EQUAL(lstat(stale, &st), -1);
+
+    FILE *f = fopen(plain, "w");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    fputs("keep me\n", f);
+    fclose(f);
+    harness_server s3;
+    snprintf(extra, sizeof extra,
+             "server = { " HARNESS_SERVER_BASE " admin_socket = \"%s\"; };\n", plain);
+    fprintf(stderr, "(a refused start follows, as it should)\n");
+    CU_ASSERT_NOT_EQUAL(harness_start(&s3, extra), 0);
+    CU_ASSERT_EQUAL(harness_log_contains(&s3, "exists and is not a socket"), 1);
+    CU_ASSERT_EQUAL(harness_cleanup(&s3), 0);
+    char back[16] = "";
+    f = fopen(plain, "r");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+    CU_ASSERT_PTR_NOT_NULL(fgets(back, sizeof back, f));
+    fclose(f);
+    CU_ASSERT_STRING_EQUAL(back, "keep me\n");
+}
+
 static void rooms_list_and_purge_answer(void)
 {
     CU_ASSERT_EQUAL(run_admin(NULL, "--json", "rooms", "list", NULL), 0);
@@ -376,6 +460,9 @@ static const sm_test_case cases[] = {
     SM_TEST(backup_is_a_0600_sqlite_copy_with_the_users),
     SM_TEST(passwd_from_stdin_replaces_the_password),
     SM_TEST(delete_closes_sessions_and_forgets_what_plugins_kept),
+    SM_TEST(kick_by_user_closes_each_of_its_sessions),
+    SM_TEST(rooms_delete_moves_the_users_out),
+    SM_TEST(stale_admin_socket_is_replaced_and_a_plain_file_refused),
     SM_TEST(rooms_list_and_purge_answer),
     SM_TEST(without_a_server_the_tool_works_on_the_database),
     SM_TEST_END

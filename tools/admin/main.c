@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "admin_socket.h"
 #include "config.h"
 #include "log.h"
@@ -318,6 +319,7 @@ int main(int argc, char **argv)
     /* Start-up lines of the in-process core would only be noise. */
     log_set_level(SM_LOG_WARNING);
     rc = run(config_file, request, as_json);
+    admin_scrub(request);
     json_decref(request);
     return rc;
 }
