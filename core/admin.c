@@ -175,6 +175,8 @@ sm_admin_ctx *admin_run(const json_t *request, admin_done_fn done, void *arg)
 {
     const char *name = json_string_value(json_object_get(request, "command"));
     json_t *args = json_object_get(request, "args");
+    if (json_is_null(args))
+        args = NULL; /* as absent: {} */
     if (!name || (args && !json_is_object(args))) {
         answer_now(done, arg, SM_EINVAL, "a request is {\"command\": name, \"args\": {...}}");
         return NULL;

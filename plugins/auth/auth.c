@@ -9,12 +9,14 @@
  *     username_lower TEXT NOT NULL UNIQUE,    -- ASCII-folded: look users up by this
  *     password_hash  TEXT NOT NULL,           -- argon2id encoded form, never sent
  *     public_key     TEXT,                    -- PEM SubjectPublicKeyInfo or NULL
- *     created_at     REAL NOT NULL)           -- UNIX seconds
+ *     created_at     REAL NOT NULL,           -- UNIX seconds
+ *     disabled       INTEGER NOT NULL DEFAULT 0) -- 1: logins refused (admin tool)
  *
  * e.g. SELECT username, public_key FROM auth_users WHERE username_lower = ?
  * with the name folded A-Z -> a-z (usernames are [A-Za-z0-9_.-] only).
  *
- * This file: the handlers and the action table. Passwords are hashed and
+ * This file: the handlers and the action table; admin_users.c holds the
+ * `users` admin commands. Passwords are hashed and
  * checked on the worker pool (hashing.c); the failed-login and
  * registration limits and each address's share of the hash queue live in
  * memory (limits.c); public keys are checked
@@ -36,7 +38,6 @@
 
 #define PRUNE_INTERVAL 60.0
 #define BAD_CREDENTIALS "invalid username or password"
-
 
 /* One register or login waiting for its hash. */
 typedef struct auth_req {
