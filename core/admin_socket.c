@@ -76,12 +76,20 @@ static void conn_queue(admin_conn *c, const char *text)
     lws_callback_on_writable(c->wsi);
 }
 
+/* Reading pauses while a command runs (and after the peer's EOF): the
+ * descriptor would stay readable, and the loop would spin on it. */
+static void set_busy(admin_conn *c, int busy)
+{
+    c->busy = busy;
+    lws_rx_flow_control(c->wsi, busy || c->eof ? 0 : 1);
+}
+
 static void conn_done(const json_t *reply, void *arg)
 {
     admin_conn *c = arg;
     char *text = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
     c->pending = NULL;
-    c->busy = 0;
+    set_busy(c, 0);
     if (text)
         conn_queue(c, text);
     else
@@ -93,7 +101,7 @@ static void run_line(admin_conn *c, const char *line)
 {
     json_error_t err;
     json_t *request = json_loads(line, JSON_REJECT_DUPLICATES, &err);
-    c->busy = 1;
+    set_busy(c, 1);
     if (!request) {
         json_t *reply = json_pack("{s:b, s:s, s:s}", "ok", 0, "status", "invalid", "error",
                                   "a request is one JSON object a line");
@@ -143,6 +151,7 @@ static int conn_read(admin_conn *c)
         return errno == EAGAIN || errno == EINTR ? 0 : -1;
     if (n == 0) {
         c->eof = 1;
+        set_busy(c, c->busy);
         lws_callback_on_writable(c->wsi);
         return 0;
     }
