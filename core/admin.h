@@ -35,6 +35,9 @@ int admin_register_core(void);
 /* {name: {"summary", "by"}} of every command (a new reference, NULL when
  * out of memory). */
 json_t *admin_command_list(void);
+/* Ends what a command left running (a backup), answering it with an
+ * error: at shutdown, before the database closes. */
+void admin_abort(void);
 /* Forgets every command (core shutdown). */
 void admin_clear(void);
 

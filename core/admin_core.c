@@ -1,6 +1,7 @@
 /* The core's own admin commands: what only the core can see (sessions)
  * or do (back up the database). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "admin.h"
@@ -93,6 +94,50 @@ static void sessions_kick(sm_admin_ctx *ctx, const json_t *args, void *data)
     json_decref(result);
 }
 
+/* A backup copies this many pages per turn of the loop (4 MiB with
+ * SQLite's default 4 KiB pages), so sessions keep being served meanwhile. */
+#define BACKUP_PAGES 1024
+
+typedef struct backup_job {
+    storage_backup *b;
+    sm_admin_ctx *ctx;
+    sm_timer *timer;  /* the next step, while one is scheduled */
+    char path[4096];
+} backup_job;
+
+/* One at a time: a second one answers "busy". */
+static backup_job *running_backup;
+
+static void backup_end(backup_job *j, int rc, const char *err)
+{
+    running_backup = NULL;
+    if (rc == 0) {
+        audit_line("backup", NULL, NULL, 0, "admin");
+        json_t *result = json_pack("{s:s}", "path", j->path);
+        admin_reply(j->ctx, result);
+        json_decref(result);
+    } else {
+        admin_error(j->ctx, SM_ERROR, err);
+    }
+    free(j);
+}
+
+static void backup_tick(sm_timer *t, void *arg)
+{
+    (void)t;
+    backup_job *j = arg;
+    j->timer = NULL; /* one-shot: freed by the timers after this call */
+    char err[512] = "";
+    int rc = storage_backup_step(j->b, BACKUP_PAGES, err, sizeof err);
+    if (rc == 1 && !(j->timer = core_timer_start(0, backup_tick, j))) {
+        storage_backup_abort(j->b);
+        snprintf(err, sizeof err, "out of memory");
+        rc = -1;
+    }
+    if (rc != 1)
+        backup_end(j, rc, err);
+}
+
 /* {"path": absolute path}: written by this process, so as the server's
  * user, mode 0600. */
 static void backup(sm_admin_ctx *ctx, const json_t *args, void *data)
@@ -103,15 +148,37 @@ static void backup(sm_admin_ctx *ctx, const json_t *args, void *data)
         admin_error(ctx, SM_EINVAL, "\"path\" must be an absolute path");
         return;
     }
-    char err[512];
-    if (storage_backup(g_core.db, path, err, sizeof err) != 0) {
+    if (running_backup) {
+        admin_error(ctx, SM_EBUSY, "a backup is running; try again when it is done");
+        return;
+    }
+    backup_job *j = calloc(1, sizeof *j);
+    char err[512] = "";
+    if (!j || snprintf(j->path, sizeof j->path, "%s", path) >= (int)sizeof j->path) {
+        free(j);
+        admin_error(ctx, SM_EINVAL, "path too long");
+        return;
+    }
+    if (storage_backup_begin(g_core.db, path, &j->b, err, sizeof err) != 0) {
+        free(j);
         admin_error(ctx, SM_ERROR, err);
         return;
     }
-    audit_line("backup", NULL, NULL, 0, "admin");
-    json_t *result = json_pack("{s:s}", "path", path);
-    admin_reply(ctx, result);
-    json_decref(result);
+    j->ctx = ctx;
+    running_backup = j;
+    admin_defer(ctx);
+    backup_tick(NULL, j);
+}
+
+void admin_abort(void)
+{
+    backup_job *j = running_backup;
+    if (!j)
+        return;
+    if (j->timer)
+        timers_stop(g_core.timers, j->timer);
+    storage_backup_abort(j->b);
+    backup_end(j, -1, "the server is stopping");
 }
 
 static void commands(sm_admin_ctx *ctx, const json_t *args, void *data);

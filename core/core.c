@@ -179,6 +179,7 @@ void core_stop(void)
     /* Sessions the transport left (the test host's, the unit tests') close
      * while the plugins can still see the events. */
     session_destroy_all();
+    admin_abort();
     if (g_core.pool) {
         workers_stop(g_core.pool);
         g_core.pool = NULL;
