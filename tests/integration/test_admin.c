@@ -110,6 +110,15 @@ static int run_admin(const char *input, ...)
     }
     slurp(out_path, out_text, sizeof out_text);
     slurp(err_path, err_text, sizeof err_text);
+    /* The tool runs the core in its own process too: the sanitizers'
+     * reports there are failures as in the server's log. */
+    static const char *const reports[] = {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                                          "runtime error:", "WARNING: ThreadSanitizer"};
+    for (size_t i = 0; i < sizeof reports / sizeof *reports; i++)
+        if (strstr(err_text, reports[i])) {
+            fprintf(stderr, "safemessenger-admin reported:\n%s\n", err_text);
+            CU_FAIL("a sanitizer report from safemessenger-admin");
+        }
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
