@@ -3,6 +3,7 @@
  * echo, twice; or, for scripts, one line of stdin (--password-stdin). */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,16 @@
 
 #define PASSWORD_BUF 1100 /* auth takes up to 1024 bytes */
 
+static volatile sig_atomic_t interrupted;
+
+static void on_sigint(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+/* Ctrl-C interrupts read() (no SA_RESTART), so echo is restored before
+ * the tool exits. */
 static int read_tty(const char *prompt, char *buf, size_t len)
 {
     int fd = open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY);
@@ -26,6 +37,12 @@ static int read_tty(const char *prompt, char *buf, size_t len)
     quiet = old;
     quiet.c_lflag &= ~(tcflag_t)(ECHO | ECHOE | ECHOK);
     quiet.c_lflag |= (tcflag_t)(ICANON | ECHONL);
+    struct sigaction sa, old_sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    interrupted = 0;
+    sigaction(SIGINT, &sa, &old_sa);
     int rc = -1;
     size_t used = 0;
     if (tcsetattr(fd, TCSAFLUSH, &quiet) != 0 || write(fd, prompt, strlen(prompt)) < 0)
@@ -33,9 +50,9 @@ static int read_tty(const char *prompt, char *buf, size_t len)
     for (;;) {
         char c;
         ssize_t k = read(fd, &c, 1);
-        if (k < 0 && errno == EINTR)
+        if (k < 0 && errno == EINTR && !interrupted)
             continue;
-        if (k <= 0)
+        if (k <= 0 || interrupted)
             goto restore;
         if (c == '\n' || c == '\r')
             break;
@@ -47,6 +64,10 @@ static int read_tty(const char *prompt, char *buf, size_t len)
     rc = 0;
 restore:
     tcsetattr(fd, TCSAFLUSH, &old);
+    sigaction(SIGINT, &old_sa, NULL);
+    if (interrupted && write(fd, "\n", 1) < 0) {
+        /* nothing to do: the prompt line merely stays open */
+    }
     close(fd);
     if (rc != 0)
         explicit_bzero(buf, len);
