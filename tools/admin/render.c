@@ -70,12 +70,15 @@ static void render_table(FILE *out, const json_t *rows)
                 width[c] = strlen(cell);
         }
     }
+    /* The last column unpadded: no trailing blanks. */
     for (size_t c = 0; c < n_cols; c++)
-        fprintf(out, "%-*s%s", (int)width[c], cols[c], c + 1 < n_cols ? "  " : "\n");
+        fprintf(out, "%-*s%s", c + 1 < n_cols ? (int)width[c] : 0, cols[c],
+                c + 1 < n_cols ? "  " : "\n");
     json_array_foreach(rows, i, row) {
         for (size_t c = 0; c < n_cols; c++) {
             cell_text(cols[c], json_object_get(row, cols[c]), cell, sizeof cell);
-            fprintf(out, "%-*s%s", (int)width[c], cell, c + 1 < n_cols ? "  " : "\n");
+            fprintf(out, "%-*s%s", c + 1 < n_cols ? (int)width[c] : 0, cell,
+                    c + 1 < n_cols ? "  " : "\n");
         }
     }
 }
