@@ -167,7 +167,7 @@ static int conn_read(admin_conn *c)
 static int conn_write(admin_conn *c)
 {
     while (c->out_off < c->out_len) {
-        ssize_t n = write(c->fd, c->out + c->out_off, c->out_len - c->out_off);
+        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR) {
                 lws_callback_on_writable(c->wsi);

@@ -16,7 +16,8 @@
 static int write_all(int fd, const char *p, size_t len)
 {
     while (len > 0) {
-        ssize_t n = write(fd, p, len);
+        /* A server that went away must not kill the tool with SIGPIPE. */
+        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
