@@ -308,7 +308,7 @@ static void held_events_over_the_bound_close_1008(void)
     struct session *s = fake_session();
     CU_ASSERT_PTR_NOT_NULL_FATAL(s);
     char payload[64];
-    snprintf(payload, sizeof payload, "{\"count\":%d}", g_core.sc->send_queue_messages + 1);
+    snprintf(payload, sizeof payload, "{\"count\":%zu}", g_core.sc->send_queue_messages + 1);
     CU_ASSERT_EQUAL(fake_send(s, "emit_many", payload), 0);
     CU_ASSERT_EQUAL(fake_closed_code, 1008);
     CU_ASSERT_STRING_EQUAL(s->close_reason, "send queue overflow");
