@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cidr.h"
 #include "log.h"
 
 /* CMake defines this for sm_core; the fallback keeps a bare gcc build (the
@@ -43,7 +44,8 @@ struct config {
  * destructor on hooks when one is installed, and none is. */
 static char read_mark;
 
-static const char *const core_sections[] = {"server", "storage", "plugins", "limits", "log"};
+static const char *const core_sections[] = {"server", "storage", "plugins", "limits", "log",
+                                             "metrics"};
 
 static const char *const synchronous_values[] = {"off", "normal", "full", "extra"};
 
@@ -326,6 +328,20 @@ static int parse_proxies(config *cfg, const config_setting_t *s, const core_key 
                       &cfg->server.n_trusted_proxies);
 }
 
+static int ip_or_network(const char *v)
+{
+    cidr c;
+    return cidr_parse(v, &c) == 0;
+}
+
+static int parse_metrics_allow(config *cfg, const config_setting_t *s, const core_key *k)
+{
+    return parse_list(cfg, s, k, CONFIG_MAX_METRICS_ALLOW, ip_or_network,
+                      "IP addresses or networks",
+                      "an IPv4 or IPv6 address or network (\"10.0.0.0/8\")",
+                      cfg->server.metrics_allow, &cfg->server.n_metrics_allow);
+}
+
 static int valid_plugin_name(const char *name)
 {
     size_t len = 0;
@@ -474,6 +490,7 @@ static const core_key core_keys[] = {
     {"limits", "room_fanout_burst", parse_size, 4096, 1073741824, AT(room_fanout_burst)},
     {"log", "level", parse_log_level, 0, 0, AT(log_level)},
     {"log", "format", parse_log_format, 0, 0, AT(log_format)},
+    {"metrics", "allow", parse_metrics_allow, 0, 0, 0},
 };
 
 static void set_defaults(server_config *srv)
@@ -508,6 +525,9 @@ static void set_defaults(server_config *srv)
     srv->room_fanout_burst = 33554432;
     srv->log_level = SM_LOG_INFO;
     srv->log_format = SM_LOG_FORMAT_TEXT;
+    srv->metrics_allow[0] = "127.0.0.1";
+    srv->metrics_allow[1] = "::1";
+    srv->n_metrics_allow = 2;
 }
 
 static const core_key *find_core_key(const char *section, const char *name)
@@ -589,7 +609,7 @@ static int check_tree(config *cfg)
              * core key written outside its section. */
             report(cfg, SM_LOG_ERROR, s,
                    "top-level setting '%s' must be a section { ... } (core keys belong inside "
-                   "server, storage, plugins, limits or log)", name);
+                   "server, storage, plugins, limits, log or metrics)", name);
             rc = -1;
         }
     }

@@ -1,5 +1,5 @@
 /* Configuration: one libconfig file, as docs/OPERATIONS.md describes it.
- * The core's own sections (server, storage, plugins, limits, log) are read
+ * The core's own sections (server, storage, plugins, limits, log, metrics) are read
  * and checked here into server_config; every other top-level section belongs
  * to the plugin of that name, which reads it through the getters below
  * (the host table's config_* services). Errors name the file and line. */
@@ -14,6 +14,7 @@
 #define CONFIG_MAX_PROXIES 32
 #define CONFIG_MAX_ORIGINS 32
 #define CONFIG_MAX_PLUGINS 64
+#define CONFIG_MAX_METRICS_ALLOW 32
 
 typedef struct server_config {
     /* server */
@@ -57,6 +58,10 @@ typedef struct server_config {
     /* log */
     sm_log_level log_level;         /* info */
     sm_log_format log_format;       /* text */
+    /* metrics: TCP peers answered on /metrics (addresses or networks);
+     * ["127.0.0.1", "::1"]; empty = nobody */
+    const char *metrics_allow[CONFIG_MAX_METRICS_ALLOW];
+    size_t n_metrics_allow;
 } server_config;
 
 typedef struct config config;

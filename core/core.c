@@ -8,8 +8,10 @@
 #include "handshake.h"
 #include "identity.h"
 #include "log.h"
+#include "metrics.h"
 #include "plugin_loader.h"
 #include "receive.h"
+#include "server_metrics.h"
 #include "session.h"
 #include "topic.h"
 
@@ -63,7 +65,9 @@ static int core_init(void)
     g_core.topics = hashmap_new();
     g_core.actions = hashmap_new();
     g_core.timers = timers_new();
-    if (!g_core.sessions || !g_core.users || !g_core.topics || !g_core.actions || !g_core.timers) {
+    g_core.metrics = metrics_new();
+    if (!g_core.sessions || !g_core.users || !g_core.topics || !g_core.actions || !g_core.timers ||
+        !g_core.metrics || server_metrics_init(g_core.metrics) != 0) {
         core_cleanup();
         return -1;
     }
@@ -80,6 +84,9 @@ static void core_cleanup(void)
     hashmap_free(g_core.topics, NULL);
     hashmap_free(g_core.actions, NULL);
     timers_free(g_core.timers);
+    server_metrics_reset();
+    metrics_free(g_core.metrics);
+    g_core.metrics = NULL;
     for (int e = 0; e < SM_EVENT_COUNT; e++)
         free(g_core.subscribers[e]);
     free(g_core.policies);

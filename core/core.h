@@ -15,6 +15,7 @@
 #include "timers.h"
 #include "workers.h"
 
+struct metrics;
 struct peers;
 struct session;
 struct sm_plugin;
@@ -49,6 +50,7 @@ struct core {
     hashmap *users;     /* lower-case username -> struct user_sessions * */
     hashmap *topics;    /* topic name -> struct topic * */
     hashmap *actions;   /* action name -> struct dispatch_entry * */
+    struct metrics *metrics; /* /metrics: the core's families and the plugins' */
 
     struct sm_plugin **plugins; /* load order */
     size_t n_plugins;

@@ -24,6 +24,7 @@ struct sm_ctx {
     int replied;
     int deferred;
     int in_handler;
+    double started;     /* core_mono_now() at dispatch, for the duration metric */
 };
 
 /* Called once a deferred command has had its reply, so that the session

@@ -6,6 +6,7 @@
 
 #include "core.h"
 #include "dispatch.h"
+#include "host_metrics.h"
 #include "log.h"
 #include "plugin_loader.h"
 #include "session.h"
@@ -433,6 +434,9 @@ static const sm_host host_table = {
     .policy_check = h_policy_check,
     .topic_fanout_take = h_topic_fanout_take,
     .audit = h_audit,
+    .metric_register = host_metric_register,
+    .metric_add = host_metric_add,
+    .metric_set = host_metric_set,
 };
 
 const sm_host *host_api_table(void) { return &host_table; }

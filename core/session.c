@@ -8,6 +8,7 @@
 #include "core.h"
 #include "log.h"
 #include "plugin_loader.h"
+#include "server_metrics.h"
 #include "topic.h"
 
 static char *dup_str(const char *s)
@@ -51,6 +52,7 @@ session *session_new(void *io, const char *address)
         return NULL;
     }
     g_core.n_sessions++;
+    server_metrics_connection();
     return s;
 }
 
@@ -319,6 +321,7 @@ int session_deliver(session *s, const char *type, const char *action,
         if (msgs + 1 > max_msgs || bytes > max_bytes - len) {
             LOG_WARN("session %llu: held events exceed the send queue bound; closing",
                      (unsigned long long)s->id);
+            server_metrics_send_queue_drop("queue_full");
             g_core.transport->close(s, 1008, "send queue overflow");
             return -1;
         }
@@ -332,9 +335,13 @@ int session_deliver(session *s, const char *type, const char *action,
         s->held_tail = m;
         s->held_bytes += len;
         s->held_count++;
+        server_metrics_delivery();
         return 0;
     }
-    return g_core.transport->deliver(s, type, action, reply_to, text, len);
+    int rc = g_core.transport->deliver(s, type, action, reply_to, text, len);
+    if (rc == 0 && strcmp(type, "event") == 0)
+        server_metrics_delivery();
+    return rc;
 }
 
 void session_release_held(session *s)

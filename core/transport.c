@@ -21,6 +21,8 @@
 #include "log.h"
 #include "peers.h"
 #include "receive.h"
+#include "metrics_http.h"
+#include "server_metrics.h"
 #include "session.h"
 
 /* Before key_exchange completes, messages are capped at this many bytes
@@ -42,6 +44,7 @@ typedef struct pss {
     session *s;
     int http_status;
     int stall_timer;        /* the send_timeout check is scheduled */
+    struct metrics_reply *metrics; /* GET /metrics being written */
 } pss;
 
 static struct lws_context *lws_ctx;
@@ -96,6 +99,7 @@ static int t_deliver(session *s, const char *type, const char *action, const cha
                  (unsigned long long)s->id, s->address, outqueue_messages(&s->out),
                  outqueue_unsent(&s->out), frame_len);
         outqueue_clear(&s->out);
+        server_metrics_send_queue_drop("queue_full");
         s->state = SESSION_CLOSING;
         lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
         return -1;
@@ -196,10 +200,12 @@ static void withdraw_context(void)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
-/* ---- HTTP: /healthz ---------------------------------------------------- */
+/* ---- HTTP: /healthz, /metrics ------------------------------------------- */
 
 static int http_request(struct lws *wsi, pss *p, const char *uri)
 {
+    if (strcmp(uri, "/metrics") == 0)
+        return metrics_http_request(wsi, &p->metrics);
     uint8_t buf[LWS_PRE + 512];
     uint8_t *start = &buf[LWS_PRE], *q = start, *end = &buf[sizeof buf - 1];
     p->http_status = strcmp(uri, "/healthz") == 0 ? HTTP_STATUS_OK : HTTP_STATUS_NOT_FOUND;
@@ -214,6 +220,8 @@ static int http_request(struct lws *wsi, pss *p, const char *uri)
 
 static int http_writeable(struct lws *wsi, pss *p)
 {
+    if (p->metrics)
+        return metrics_http_writeable(wsi, &p->metrics);
     const char *body = p->http_status == HTTP_STATUS_OK ? "ok\n" : "not found\n";
     uint8_t buf[LWS_PRE + 32];
     size_t len = strlen(body);
@@ -334,6 +342,7 @@ static int on_stall_timer(struct lws *wsi, pss *p)
                  (unsigned long long)s->id, s->address, g_core.sc->send_timeout,
                  outqueue_messages(&s->out), outqueue_unsent(&s->out));
         outqueue_clear(&s->out);
+        server_metrics_send_queue_drop("send_timeout");
         p->stall_timer = 0;
         s->state = SESSION_CLOSING;
         lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
@@ -532,6 +541,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return http_request(wsi, p, in ? (const char *)in : "");
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return http_writeable(wsi, p);
+    case LWS_CALLBACK_CLOSED_HTTP:
+        if (p)
+            metrics_http_free(&p->metrics);
+        break;
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         if (g_core.pool)
             workers_run_completions(g_core.pool);

@@ -382,6 +382,17 @@ size_t workers_pending(const workers *w)
     return n;
 }
 
+size_t workers_waiting(const workers *w)
+{
+    if (!w)
+        return 0;
+    workers *mw = (workers *)w; /* as in workers_pending */
+    pthread_mutex_lock(&mw->lock);
+    size_t n = mw->queued;
+    pthread_mutex_unlock(&mw->lock);
+    return n;
+}
+
 void workers_stop(workers *w)
 {
     if (!w)

@@ -54,6 +54,8 @@ void workers_drain(workers *w);
 
 /* Jobs queued or running. */
 size_t workers_pending(const workers *w);
+/* Jobs queued and not yet started, over all owners. */
+size_t workers_waiting(const workers *w);
 
 /* Stops the pool: jobs not yet started get done(arg, 1); running ones
  * finish and get done(arg, 0); threads are joined; w is freed. */

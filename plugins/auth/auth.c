@@ -54,6 +54,7 @@ typedef struct auth {
     sm_timer *prune_timer;
     int unloading; /* fini: completions may no longer reply */
     size_t requests; /* auth_req allocated and not yet freed */
+    sm_metric *logins; /* logins_total{result}; NULL on a host without metrics */
 } auth;
 
 /* One register or login waiting for its hash. */
@@ -424,6 +425,32 @@ static void do_register(sm_ctx *ctx, const json_t *payload, void *data)
 
 /* ---- login -------------------------------------------------------------- */
 
+/* result: "success" or "failed" (wrong or impossible credentials). */
+static void count_login(const auth *a, const char *result)
+{
+    const char *const values[] = {result};
+    if (a->logins)
+        a->host->metric_add(a->logins, values, 1);
+}
+
+static int register_metrics(auth *a)
+{
+    static const char *const labels[] = {"result", NULL};
+    const sm_host *h = a->host;
+    if (!SM_HOST_HAS(h, metric_set))
+        return SM_OK;
+    int rc = h->metric_register(a->self, SM_METRIC_COUNTER, "safemessenger_auth_logins_total",
+                                "Logins answered, by result (success, failed).", labels,
+                                &a->logins);
+    if (rc != SM_OK)
+        return rc;
+    /* Both series from the start, so a rate over them has a first sample. */
+    const char *const success[] = {"success"}, *const failed[] = {"failed"};
+    if ((rc = h->metric_add(a->logins, success, 0)) != SM_OK)
+        return rc;
+    return h->metric_add(a->logins, failed, 0);
+}
+
 static void login_checked(void *arg, hash_status status, const char *rehash)
 {
     auth_req *r = arg;
@@ -439,6 +466,7 @@ static void login_checked(void *arg, hash_status status, const char *rehash)
             /* Only an existing user's name: a name that does not exist
              * may be a password typed into the wrong field. */
             h->audit(a->self, r->session, "login_failed", r->user_id > 0 ? r->username : NULL);
+        count_login(a, "failed");
         h->reply_error(r->ctx, SM_ERR_INVALID_CREDENTIALS, BAD_CREDENTIALS);
         goto out;
     }
@@ -455,6 +483,7 @@ static void login_checked(void *arg, hash_status status, const char *rehash)
         reply_internal(a, r->ctx);
         goto out;
     }
+    count_login(a, "success");
     reply_logged_in(a, r->ctx, "login_success", r->username, r->user_id, 1);
 out:
     req_free(r);
@@ -485,6 +514,7 @@ static void do_login(sm_ctx *ctx, const json_t *payload, void *data)
         /* Nor an invalid name. */
         if (SM_HOST_HAS(h, audit))
             h->audit(a->self, sid, "login_failed", NULL);
+        count_login(a, "failed");
         h->reply_error(ctx, SM_ERR_INVALID_CREDENTIALS, BAD_CREDENTIALS);
         return;
     }
@@ -616,7 +646,8 @@ static int init(sm_plugin *self, const sm_host *host, void **data)
         goto fail;
     }
     if ((rc = host->register_actions(self, actions)) != SM_OK ||
-        (rc = host->register_migrations(self, users_migrations)) != SM_OK)
+        (rc = host->register_migrations(self, users_migrations)) != SM_OK ||
+        (rc = register_metrics(a)) != SM_OK)
         goto fail;
     *data = a;
     return SM_OK;
