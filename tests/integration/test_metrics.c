@@ -270,6 +270,70 @@ static void slow_consumer_cut_is_counted(void)
     CU_ASSERT_EQUAL(harness_cleanup(&s2), 0);
 }
 
+/* Code of the reply to action with payload {} (0 for a response). */
+static int code_of(sm_client *c, const char *action)
+{
+    sm_message *m = harness_callf(c, action, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    int code = strcmp(m->type, "response") == 0 ? 0 : harness_error_code(m);
+    sm_message_free(m);
+    return code;
+}
+
+/* Each command path of dispatch counted with its code: replied in the
+ * handler or deferred, refused before it (1002, 1004), left without a
+ * reply (1005), silent (PONG, SM_ACTION_NO_REPLY).
+ * With one histogram per action the page is over one write's chunk, so
+ * it is also written in pieces (metrics_http.c, CHUNK). */
+static void every_dispatch_path_counts_its_code_on_a_page_of_several_chunks(void)
+{
+    harness_server s3;
+    CU_ASSERT_EQUAL_FATAL(harness_start(&s3, NULL), 0);
+    sm_client *c = NULL;
+    CU_ASSERT_EQUAL_FATAL(harness_connect(&s3, &c), SM_CLIENT_OK);
+    static const char *const ok[] = {"echo", "stats", "peer_address", "worker_status",
+                                     "release_worker", "deferred_echo", "double_reply", "emit"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        CU_ASSERT_EQUAL(code_of(c, ok[i]), 0);
+    CU_ASSERT_EQUAL(code_of(c, "whoami"), 1002);
+    CU_ASSERT_EQUAL(code_of(c, "check_policy"), 1002);
+    CU_ASSERT_EQUAL(code_of(c, "kv_get"), 1004);
+    CU_ASSERT_EQUAL(code_of(c, "topic"), 1004);
+    CU_ASSERT_EQUAL(code_of(c, "typed"), 1004);
+    /* A handler that returns without replying: the core's 1005. */
+    CU_ASSERT_EQUAL(code_of(c, "no_reply"), 1005);
+    json_t *pong = json_pack("{s:f}", "timestamp", 1.0);
+    CU_ASSERT_EQUAL(sm_client_send(c, "PONG", pong, NULL), SM_CLIENT_OK);
+    json_decref(pong);
+    CU_ASSERT_EQUAL(code_of(c, "echo"), 0); /* after PONG: it has run */
+    char *resp = http_get(s3.port, NULL, "/metrics", NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(resp);
+    const char *body = strstr(resp, "\r\n\r\n");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(body);
+    CU_ASSERT(strlen(body + 4) > 16384);
+    free(resp);
+    char *p = scrape(&s3);
+    CU_ASSERT_EQUAL(sample(p, "safemessenger_commands_total", "action=echo,code=0"), 2);
+    for (size_t i = 1; i < sizeof ok / sizeof ok[0]; i++) {
+        char labels[96];
+        snprintf(labels, sizeof labels, "action=%s,code=0", ok[i]);
+        CU_ASSERT_EQUAL(sample(p, "safemessenger_commands_total", labels), 1);
+    }
+    CU_ASSERT_EQUAL(sample(p, "safemessenger_commands_total", "action=whoami,code=1002"), 1);
+    CU_ASSERT_EQUAL(sample(p, "safemessenger_commands_total", "action=check_policy,code=1002"),
+                    1);
+    CU_ASSERT_EQUAL(sample(p, "safemessenger_commands_total", "action=kv_get,code=1004"), 1);
+    CU_ASSERT_EQUAL(sample(p, "safemessenger_commands_total", "action=topic,code=1004"), 1);
+    CU_ASSERT_EQUAL(sample(p, "safemessenger_commands_total", "action=typed,code=1004"), 1);
+    CU_ASSERT_EQUAL(sample(p, "safemessenger_commands_total", "action=no_reply,code=1005"), 1);
+    /* SM_ACTION_NO_REPLY: answered by nothing, counted as a success. */
+    CU_ASSERT_EQUAL(sample(p, "safemessenger_commands_total", "action=PONG,code=0"), 1);
+    CU_ASSERT_EQUAL(sample(p, "safemessenger_deliveries_total", ""), 1); /* emit's event */
+    free(p);
+    sm_client_free(c);
+    CU_ASSERT_EQUAL(harness_cleanup(&s3), 0);
+}
+
 static int fini(void)
 {
     return harness_cleanup(&srv);
@@ -279,6 +343,7 @@ static const sm_test_case cases[] = {
     SM_TEST(scrape_after_a_known_workload_has_exact_counts),
     SM_TEST(only_allowed_tcp_peers_get_the_page),
     SM_TEST(slow_consumer_cut_is_counted),
+    SM_TEST(every_dispatch_path_counts_its_code_on_a_page_of_several_chunks),
     SM_TEST_END
 };
 
