@@ -19,9 +19,9 @@
 #include "handshake.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics_http.h"
 #include "peers.h"
 #include "receive.h"
-#include "metrics_http.h"
 #include "server_metrics.h"
 #include "session.h"
 

@@ -1,5 +1,6 @@
 /* GET /metrics in the real server (docs/OPERATIONS.md, "Monitoring"): after
- * a known workload (handshakes, one of them timed out, registrations,
+ * a known workload (handshakes, one timed out, one refused, one failed,
+ * registrations,
  * logins with one wrong password, private messages, an unknown action)
  * the page, read by the Prometheus client's own parser, holds exactly the
  * counts; a slow consumer's cut is counted; only addresses in
@@ -28,6 +29,7 @@
 #define WORKLOAD_CONFIG                                                                      \
     "server = { port = 0; bind = \"0.0.0.0\"; key_file = \"@DIR@/server_key.pem\";"          \
     " key_bits = 2048; handshake_timeout = 1; trusted_proxies = [\"127.0.0.2\"]; };\n"        \
+    "limits = { handshakes_per_address = 3; };\n"                                          \
     "plugins = { dir = \"@PLUGIN_BUILD_DIR@\"; load = [\"auth\", \"messaging\"]; };\n"      \
     "auth = { allow_weak_argon2 = true; argon2_memory_kib = 1024; argon2_passes = 1; };\n"   \
     "metrics = { allow = [\"127.0.0.1\"]; };\n"
@@ -153,6 +155,16 @@ static void scrape_after_a_known_workload_has_exact_counts(void)
     sm_client *idle = NULL;
     CU_ASSERT_EQUAL_FATAL(harness_open_opts(&srv, NULL, &idle), SM_CLIENT_OK);
     sm_client *a = connect_client(), *b = connect_client(), *c = connect_client();
+    /* A fourth key_exchange from 127.0.0.1 this minute: refused. */
+    sm_client *refused = NULL;
+    CU_ASSERT_NOT_EQUAL(harness_connect(&srv, &refused), SM_CLIENT_OK);
+    sm_client_free(refused);
+    /* Not an envelope at all: failed (and not counted by the limit). */
+    sm_client *garbage = NULL;
+    CU_ASSERT_EQUAL_FATAL(harness_open_opts(&srv, NULL, &garbage), SM_CLIENT_OK);
+    CU_ASSERT_EQUAL(sm_client_send_text(garbage, "nonsense", 8), SM_CLIENT_OK);
+    CU_ASSERT_EQUAL(harness_wait_closed(garbage, 5000), 1008);
+    sm_client_free(garbage);
     CU_ASSERT_EQUAL(call_code(a, "register", "alice", "correct horse"), 0);
     CU_ASSERT_EQUAL(call_code(b, "register", "bob", "battery staple"), 0);
     CU_ASSERT_EQUAL(call_code(c, "login", "alice", "wrong horse"), 1001);
@@ -189,11 +201,11 @@ static void scrape_after_a_known_workload_has_exact_counts(void)
     CU_ASSERT_EQUAL(sample(p, "safemessenger_sessions", "state=open"), 0);
     CU_ASSERT_EQUAL(sample(p, "safemessenger_sessions", "state=handshake"), 0);
     CU_ASSERT_EQUAL(sample(p, "safemessenger_sessions", "state=key_pending"), 0);
-    CU_ASSERT_EQUAL(sample(p, "safemessenger_connections_total", ""), 4);
+    CU_ASSERT_EQUAL(sample(p, "safemessenger_connections_total", ""), 6);
     CU_ASSERT_EQUAL(sample(p, "safemessenger_handshakes_total", "result=ok"), 3);
     CU_ASSERT_EQUAL(sample(p, "safemessenger_handshakes_total", "result=timeout"), 1);
-    CU_ASSERT_EQUAL(sample(p, "safemessenger_handshakes_total", "result=failed"), 0);
-    CU_ASSERT_EQUAL(sample(p, "safemessenger_handshakes_total", "result=refused"), 0);
+    CU_ASSERT_EQUAL(sample(p, "safemessenger_handshakes_total", "result=failed"), 1);
+    CU_ASSERT_EQUAL(sample(p, "safemessenger_handshakes_total", "result=refused"), 1);
     CU_ASSERT_EQUAL(sample(p, "safemessenger_commands_total", "action=register,code=0"), 2);
     CU_ASSERT_EQUAL(sample(p, "safemessenger_commands_total", "action=login,code=0"), 1);
     CU_ASSERT_EQUAL(sample(p, "safemessenger_commands_total", "action=login,code=1001"), 1);
