@@ -20,6 +20,11 @@
 #define SM_DEFAULT_PLUGIN_DIR "/usr/local/lib/safemessenger/plugins"
 #endif
 
+/* Where `cmake --install` puts web/; the fallback as for the plugins. */
+#ifndef SM_DEFAULT_WEB_ROOT
+#define SM_DEFAULT_WEB_ROOT "/usr/local/share/safemessenger/web"
+#endif
+
 #define PLUGIN_NAME_MAX 64
 #define CONFIG_MAX_OWNED 16
 #define CONFIG_MAX_ASKED 256
@@ -45,7 +50,7 @@ struct config {
 static char read_mark;
 
 static const char *const core_sections[] = {"server", "storage", "plugins", "limits", "log",
-                                             "metrics"};
+                                            "web", "metrics"};
 
 static const char *const synchronous_values[] = {"off", "normal", "full", "extra"};
 
@@ -229,6 +234,26 @@ static int parse_string(config *cfg, const config_setting_t *s, const core_key *
 static int parse_path(config *cfg, const config_setting_t *s, const core_key *k)
 {
     return parse_string(cfg, s, k);
+}
+
+static int parse_bool(config *cfg, const config_setting_t *s, const core_key *k)
+{
+    if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
+        report(cfg, SM_LOG_ERROR, s, "%s.%s must be true or false", k->section, k->name);
+        return -1;
+    }
+    *FIELD(int, k->offset) = config_setting_get_bool(s) ? 1 : 0;
+    return 0;
+}
+
+/* web.root: a path like the others, remembered as written so that a
+ * missing directory the operator named stops the start (main.c). */
+static int parse_web_root(config *cfg, const config_setting_t *s, const core_key *k)
+{
+    if (parse_path(cfg, s, k) != 0)
+        return -1;
+    cfg->server.web_root_set = 1;
+    return 0;
 }
 
 static int parse_synchronous(config *cfg, const config_setting_t *s, const core_key *k)
@@ -469,6 +494,7 @@ static const core_key core_keys[] = {
     {"server", "allowed_origins", parse_origins, 0, 0, 0},
     {"server", "trusted_proxies", parse_proxies, 0, 0, 0},
     {"server", "tls", parse_tls, 0, 0, 0},
+    {"server", "admin_socket", parse_path, 0, 0, AT(admin_socket)},
     {"storage", "database", parse_path, 1, 0, AT(database)},
     {"storage", "synchronous", parse_synchronous, 0, 0, AT(synchronous)},
     {"plugins", "dir", parse_path, 1, 0, AT(plugin_dir)},
@@ -490,6 +516,8 @@ static const core_key core_keys[] = {
     {"limits", "room_fanout_burst", parse_size, 4096, 1073741824, AT(room_fanout_burst)},
     {"log", "level", parse_log_level, 0, 0, AT(log_level)},
     {"log", "format", parse_log_format, 0, 0, AT(log_format)},
+    {"web", "enabled", parse_bool, 0, 0, AT(web_enabled)},
+    {"web", "root", parse_web_root, 1, 0, AT(web_root)},
     {"metrics", "allow", parse_metrics_allow, 0, 0, 0},
 };
 
@@ -503,6 +531,7 @@ static void set_defaults(server_config *srv)
     srv->max_message_bytes = 65536;
     srv->tls_cert = "";
     srv->tls_key = "";
+    srv->admin_socket = "";
     srv->handshake_timeout = 10;
     srv->workers = 2;
     srv->worker_nice = 19;
@@ -525,6 +554,8 @@ static void set_defaults(server_config *srv)
     srv->room_fanout_burst = 33554432;
     srv->log_level = SM_LOG_INFO;
     srv->log_format = SM_LOG_FORMAT_TEXT;
+    srv->web_enabled = 1;
+    srv->web_root = SM_DEFAULT_WEB_ROOT;
     srv->metrics_allow[0] = "127.0.0.1";
     srv->metrics_allow[1] = "::1";
     srv->n_metrics_allow = 2;
@@ -609,7 +640,7 @@ static int check_tree(config *cfg)
              * core key written outside its section. */
             report(cfg, SM_LOG_ERROR, s,
                    "top-level setting '%s' must be a section { ... } (core keys belong inside "
-                   "server, storage, plugins, limits, log or metrics)", name);
+                   "server, storage, plugins, limits, log, web or metrics)", name);
             rc = -1;
         }
     }
@@ -741,7 +772,7 @@ static int resolve_paths(config *cfg)
 {
     server_config *srv = &cfg->server;
     const char **paths[] = {&srv->key_file, &srv->database, &srv->plugin_dir, &srv->tls_cert,
-                            &srv->tls_key};
+                            &srv->tls_key, &srv->web_root, &srv->admin_socket};
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         if (resolve_path(cfg, paths[i]) != 0) {
             log_msg(SM_LOG_ERROR, "config", "out of memory");

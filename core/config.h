@@ -1,5 +1,6 @@
 /* Configuration: one libconfig file, as docs/OPERATIONS.md describes it.
- * The core's own sections (server, storage, plugins, limits, log, metrics) are read
+ * The core's own sections (server, storage, plugins, limits, log, web,
+ * metrics) are read
  * and checked here into server_config; every other top-level section belongs
  * to the plugin of that name, which reads it through the getters below
  * (the host table's config_* services). Errors name the file and line. */
@@ -33,6 +34,7 @@ typedef struct server_config {
     int handshake_timeout;          /* 10 seconds (PROTOCOL.md section 1) */
     int workers;                    /* worker threads, 2 (1..64) */
     int worker_nice;                /* their nice levels below the loop, 19 (0..19) */
+    const char *admin_socket;       /* "" = "admin.sock" beside the database */
     /* storage */
     const char *database;           /* "data/safemessenger.db" */
     const char *synchronous;        /* "normal" (off|normal|full|extra) */
@@ -58,6 +60,11 @@ typedef struct server_config {
     /* log */
     sm_log_level log_level;         /* info */
     sm_log_format log_format;       /* text */
+    /* web: the browser client's static files, served at / */
+    int web_enabled;                /* 1 */
+    const char *web_root;           /* build-time default: <datadir>/safemessenger/web */
+    int web_root_set;               /* web.root was written in the file: a missing
+                                       directory is then an error, not a warning */
     /* metrics: TCP peers answered on /metrics (addresses or networks);
      * ["127.0.0.1", "::1"]; empty = nobody */
     const char *metrics_allow[CONFIG_MAX_METRICS_ALLOW];
@@ -69,7 +76,7 @@ typedef struct config config;
 /* Loads and checks the file. path NULL gives the built-in defaults (no
  * file). On error logs "<file>:<line>: <what>" for each problem and
  * returns -1. Unknown keys in the core's sections are errors. Relative
- * paths (key_file, database, plugins.dir, TLS files) are resolved against
+ * paths (key_file, database, plugins.dir, TLS files, web.root) are resolved against
  * the directory of the file. */
 int config_load(const char *path, config **out);
 void config_free(config *cfg);

@@ -50,6 +50,7 @@ struct core {
     hashmap *users;     /* lower-case username -> struct user_sessions * */
     hashmap *topics;    /* topic name -> struct topic * */
     hashmap *actions;   /* action name -> struct dispatch_entry * */
+    hashmap *admin;     /* admin command name -> admin entry (admin.c) */
     struct metrics *metrics; /* /metrics: the core's families and the plugins' */
 
     struct sm_plugin **plugins; /* load order */
@@ -117,6 +118,9 @@ typedef struct core_options {
     int load_plugins;          /* plugins.load (the test host loads one by one) */
     size_t workers;            /* worker threads; 0: server.workers */
     void (*wake)(void *arg);   /* worker completion wake-up (NULL: polled) */
+    /* Caps log.level at warning: the admin tool's stderr is for problems,
+     * not the server's start-up story. */
+    int quiet;
     const session_transport *transport;
 } core_options;
 

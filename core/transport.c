@@ -10,9 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "acceptor.h"
+#include "admin_socket.h"
 #include "core.h"
 #include "dispatch.h"
 #include "envelope.h"
@@ -24,6 +26,7 @@
 #include "receive.h"
 #include "server_metrics.h"
 #include "session.h"
+#include "web.h"
 
 /* Before key_exchange completes, messages are capped at this many bytes
  * (PROTOCOL.md section 1). */
@@ -44,6 +47,7 @@ typedef struct pss {
     session *s;
     int http_status;
     int stall_timer;        /* the send_timeout check is scheduled */
+    web_request web;        /* a static file or its error, in progress */
     struct metrics_reply *metrics; /* GET /metrics being written */
 } pss;
 
@@ -200,14 +204,17 @@ static void withdraw_context(void)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
-/* ---- HTTP: /healthz, /metrics ------------------------------------------- */
+/* ---- HTTP: /healthz, /metrics, then the web client's files ----------- */
 
-static int http_request(struct lws *wsi, pss *p, const char *uri)
+static int http_request(struct lws *wsi, pss *p, const char *uri, size_t len)
 {
-    if (strcmp(uri, "/metrics") == 0)
-        return metrics_http_request(wsi, &p->metrics);
     uint8_t buf[LWS_PRE + 512];
     uint8_t *start = &buf[LWS_PRE], *q = start, *end = &buf[sizeof buf - 1];
+    /* Reserved paths first: no file in web.root can shadow them. */
+    if (strcmp(uri, "/metrics") == 0)
+        return metrics_http_request(wsi, &p->metrics);
+    if (strcmp(uri, "/healthz") != 0 && web_serving())
+        return web_http(wsi, &p->web, uri, len);
     p->http_status = strcmp(uri, "/healthz") == 0 ? HTTP_STATUS_OK : HTTP_STATUS_NOT_FOUND;
     const char *body = p->http_status == HTTP_STATUS_OK ? "ok\n" : "not found\n";
     if (lws_add_http_common_headers(wsi, (unsigned)p->http_status, "text/plain",
@@ -222,6 +229,8 @@ static int http_writeable(struct lws *wsi, pss *p)
 {
     if (p->metrics)
         return metrics_http_writeable(wsi, &p->metrics);
+    if (p->web.active)
+        return web_http_writeable(wsi, &p->web);
     const char *body = p->http_status == HTTP_STATUS_OK ? "ok\n" : "not found\n";
     uint8_t buf[LWS_PRE + 32];
     size_t len = strlen(body);
@@ -538,12 +547,15 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         }
         return 0;
     case LWS_CALLBACK_HTTP:
-        return http_request(wsi, p, in ? (const char *)in : "");
+        return http_request(wsi, p, in ? (const char *)in : "", in ? len : 0);
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return http_writeable(wsi, p);
     case LWS_CALLBACK_CLOSED_HTTP:
-        if (p)
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+        if (p) {
+            web_http_release(&p->web);
             metrics_http_free(&p->metrics);
+        }
         break;
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         if (g_core.pool)
@@ -647,6 +659,10 @@ int transport_start(const server_config *sc, int *port_out)
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_bridge);
     if (peers_start(sc) != 0)
         return -1;
+    if (web_start(sc) != 0) {
+        peers_stop();
+        return -1;
+    }
     g_core.transport = &lws_transport;
     g_core.timers_changed = schedule_timers;
 
@@ -654,6 +670,7 @@ int transport_start(const server_config *sc, int *port_out)
     int listen_fd = listener_open(sc->bind, sc->port, err, sizeof err);
     if (listen_fd < 0) {
         LOG_ERROR("%s", err);
+        web_stop();
         peers_stop();
         return -1;
     }
@@ -683,6 +700,13 @@ int transport_start(const server_config *sc, int *port_out)
         goto fail;
     }
     listen_fd = -1; /* lws's now */
+    char admin_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    if (admin_socket_path(sc, admin_path, sizeof admin_path) != 0) {
+        LOG_ERROR("server.admin_socket: the path is too long for a Unix socket");
+        goto fail;
+    }
+    if (admin_socket_start(lws_ctx, admin_path) != 0)
+        goto fail;
     LOG_INFO("listening on %s (%s)", where, tls ? "wss" : "ws");
     *port_out = port;
     schedule_timers();
@@ -691,10 +715,12 @@ int transport_start(const server_config *sc, int *port_out)
 fail:
     if (listen_fd >= 0)
         close(listen_fd);
+    admin_socket_stop();
     if (lws_ctx)
         lws_context_destroy(lws_ctx);
     lws_ctx = NULL;
     vhost = NULL;
+    web_stop();
     peers_stop();
     return -1;
 }
@@ -729,9 +755,11 @@ void transport_stop(void)
         withdraw_context();
         lws_sul_cancel(&timer_sul);
         acceptor_stop();
+        admin_socket_stop();
         lws_context_destroy(lws_ctx);
         lws_ctx = NULL;
         vhost = NULL;
     }
+    web_stop();
     peers_stop();
 }

@@ -1,4 +1,4 @@
-/* Rooms: join_room, leave_room and get_users (PROTOCOL.md section 7,
+/* Rooms: join_room, leave_room, get_users and list_rooms (PROTOCOL.md section 7,
  * "Rooms:"), and the default room every session enters at login, which
  * auth reports as assigned_room through the attribute "rooms.current".
  *
@@ -6,6 +6,7 @@
  * rooms.allow_create = false only the configured rooms exist. Membership
  * lives in memory (membership.c); a room's topic "room:<lower-cased name>"
  * is where the messaging plugin publishes. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,7 +26,7 @@ typedef struct rooms {
     /* lower-cased name -> stored display name of the default and configured
      * rooms: the rooms that exist when allow_create is false. */
     json_t *listed;
-    sm_stmt *find_stmt, *insert_stmt;
+    sm_stmt *find_stmt, *insert_stmt, *list_stmt;
 } rooms;
 
 static const sm_migration migrations[] = {
@@ -232,6 +233,63 @@ static void get_users(sm_ctx *ctx, const json_t *payload, void *data)
     reply_listing(r, ctx, key);
 }
 
+/* Sessions in an occupied room (its key), 0 for an empty one. */
+static json_int_t occupants(const rooms *r, const char *key)
+{
+    const json_t *users = json_object_get(json_object_get(r->members.active, key), "users");
+    json_int_t n = 0;
+    const char *k;
+    const json_t *v;
+    json_object_foreach((json_t *)users, k, v)
+        n += json_integer_value(json_object_get(v, "count")) > 0;
+    return n;
+}
+
+/* The rooms that can be joined, by name without regard to case, with how
+ * many users are in each; at most ROOMS_LIST_MAX, "more" when there are
+ * others. The query has no LIMIT: a server without room creation may skip
+ * any number of stored rooms. */
+static void list_rooms(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)payload;
+    rooms *r = data;
+    const sm_host *h = r->host;
+    json_t *list = json_array();
+    int more = 0, rc = list ? SM_OK : SM_ENOMEM;
+    size_t n = 0;
+    while (rc == SM_OK) {
+        int step = h->db_step(r->list_stmt);
+        if (step == SM_DONE)
+            break;
+        if (step != SM_ROW) {
+            rc = SM_ERROR;
+            break;
+        }
+        const char *name = h->db_column_text(r->list_stmt, 0);
+        const char *key = h->db_column_text(r->list_stmt, 1);
+        /* Without room creation only the configured rooms can be joined,
+         * whatever earlier runs created. */
+        if (key && !r->allow_create && !json_object_get(r->listed, key))
+            continue;
+        if (n == ROOMS_LIST_MAX) {
+            more = 1;
+            break;
+        }
+        json_t *item = name && key ? json_pack("{s:s,s:I}", "room", name, "users", occupants(r, key)) : NULL;
+        if (!item || json_array_append_new(list, item) != 0)
+            rc = SM_ENOMEM;
+        n++;
+    }
+    h->db_reset(r->list_stmt);
+    json_t *reply = rc == SM_OK ? json_pack("{s:O,s:b}", "rooms", list, "more", more) : NULL;
+    if (reply)
+        h->reply(ctx, "list_rooms", reply);
+    else
+        h->reply_error(ctx, SM_ERR_INTERNAL, "internal server error");
+    json_decref(reply);
+    json_decref(list);
+}
+
 /* ---- life cycle --------------------------------------------------------- */
 
 /* Reads every key before failing, so that each mistake is reported once. */
@@ -275,6 +333,8 @@ static void rooms_free(rooms *r)
         r->host->db_finalize(r->find_stmt);
     if (r->insert_stmt)
         r->host->db_finalize(r->insert_stmt);
+    if (r->list_stmt)
+        r->host->db_finalize(r->list_stmt);
     membership_free(&r->members);
     json_decref(r->listed);
     free(r->configured);
@@ -290,7 +350,96 @@ static const sm_action actions[] = {
     {"join_room", join_room, SM_ACTION_NEEDS_LOGIN, join_schema},
     {"leave_room", leave_room, SM_ACTION_NEEDS_LOGIN, NULL},
     {"get_users", get_users, SM_ACTION_NEEDS_LOGIN, NULL},
+    {"list_rooms", list_rooms, SM_ACTION_NEEDS_LOGIN, NULL},
     {NULL, NULL, 0, NULL},
+};
+
+/* ---- admin commands (safemessenger-admin rooms ...) ------------------ */
+
+static void rooms_list_cmd(sm_admin_ctx *ctx, const json_t *args, void *data)
+{
+    (void)args;
+    rooms *r = data;
+    const sm_host *h = r->host;
+    sm_stmt *st = NULL;
+    json_t *list = json_array();
+    int rc = list ? h->db_prepare(r->self,
+                                  "SELECT name, name_lower, created_at FROM rooms"
+                                  " ORDER BY name_lower",
+                                  &st)
+                  : SM_ENOMEM;
+    while (rc == SM_OK && (rc = h->db_step(st)) == SM_ROW) {
+        const char *name = h->db_column_text(st, 0), *key = h->db_column_text(st, 1);
+        json_t *users = json_object_get(json_object_get(r->members.active, key ? key : ""),
+                                        "users");
+        json_t *row = json_pack("{s:s, s:f, s:I, s:b}", "room", name ? name : "?",
+                                "created_at", h->db_column_double(st, 2), "users",
+                                (json_int_t)json_object_size(users), "configured",
+                                key && json_object_get(r->listed, key) != NULL);
+        rc = json_array_append_new(list, row) == 0 ? SM_OK : SM_ENOMEM;
+    }
+    h->db_finalize(st);
+    json_t *result = rc == SM_DONE ? json_pack("{s:O}", "rooms", list) : NULL;
+    if (result)
+        h->admin_reply(ctx, result);
+    else
+        h->admin_error(ctx, SM_ERROR, "cannot list the rooms (see the server's log)");
+    json_decref(result);
+    json_decref(list);
+}
+
+/* Its members are moved out (the others see user_left); its history stays
+ * with the messaging plugin, which its retention purges. A configured room
+ * (the default, rooms.rooms) would come back at the next start: refused. */
+static void rooms_delete_cmd(sm_admin_ctx *ctx, const json_t *args, void *data)
+{
+    rooms *r = data;
+    const sm_host *h = r->host;
+    const char *name = json_string_value(json_object_get(args, "room"));
+    char key[ROOMS_NAME_MAX + 1], topic[ROOMS_NAME_MAX + 8];
+    if (!name || !rooms_valid_name(name) || rooms_fold(name, key, sizeof key) != 0) {
+        h->admin_error(ctx, SM_ENOTFOUND, "no such room");
+        return;
+    }
+    if (json_object_get(r->listed, key)) {
+        h->admin_error(ctx, SM_ESTATE,
+                       "a configured room (rooms.default_room, rooms.rooms): remove it from the "
+                       "configuration first");
+        return;
+    }
+    sm_stmt *st = NULL;
+    int rc = h->db_prepare(r->self, "DELETE FROM rooms WHERE name_lower = ?", &st);
+    if (rc == SM_OK)
+        rc = h->db_bind_text(st, 1, key, -1);
+    if (rc == SM_OK)
+        rc = h->db_step(st) == SM_DONE ? SM_OK : SM_ERROR;
+    int64_t deleted = rc == SM_OK ? h->db_changes(r->self) : 0;
+    h->db_finalize(st);
+    if (rc != SM_OK || deleted == 0) {
+        h->admin_error(ctx, rc != SM_OK ? SM_ERROR : SM_ENOTFOUND,
+                       rc != SM_OK ? "database error (see the server's log)" : "no such room");
+        return;
+    }
+    snprintf(topic, sizeof topic, "room:%s", key);
+    size_t moved = 0, n = h->topic_members(topic, NULL, 0);
+    sm_session_id *ids = n ? calloc(n, sizeof *ids) : NULL;
+    if (ids) {
+        n = h->topic_members(topic, ids, n);
+        for (size_t i = 0; i < n; i++)
+            moved += membership_leave(&r->members, ids[i]) == SM_OK;
+        free(ids);
+    }
+    h->log(r->self, SM_LOG_INFO, "room %s deleted by the operator", key);
+    json_t *result = json_pack("{s:s, s:b, s:I}", "room", name, "deleted", 1, "sessions_moved_out",
+                               (json_int_t)moved);
+    h->admin_reply(ctx, result);
+    json_decref(result);
+}
+
+static const sm_admin_command admin_commands[] = {
+    {"rooms.list", rooms_list_cmd, "every room: name, created_at, users in it, configured"},
+    {"rooms.delete", rooms_delete_cmd, "delete {room} (not a configured one); members leave it"},
+    {NULL, NULL, NULL},
 };
 
 static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
@@ -315,6 +464,8 @@ static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
         rc = host->subscribe(self, SM_EVENT_LOGGED_OUT, on_logout);
     if (rc == SM_OK)
         rc = host->subscribe(self, SM_EVENT_SESSION_CLOSED, on_logout);
+    if (rc == SM_OK && SM_HOST_HAS(host, user_deleted))
+        rc = host->register_admin_commands(self, admin_commands);
     if (rc != SM_OK) {
         rooms_free(r);
         return rc;
@@ -332,6 +483,9 @@ static int start(void *plugin_data)
         rc = h->db_prepare(r->self,
                            "INSERT INTO rooms (name, name_lower, created_at) VALUES (?, ?, ?)",
                            &r->insert_stmt);
+    if (rc == SM_OK)
+        rc = h->db_prepare(r->self, "SELECT name, name_lower FROM rooms ORDER BY name_lower",
+                           &r->list_stmt);
     if (rc == SM_OK && r->default_room[0])
         rc = ensure_listed(r, r->default_room);
     for (size_t i = 0; rc == SM_OK && i < r->n_configured; i++)
@@ -347,5 +501,5 @@ static void fini(void *plugin_data)
 }
 
 SM_PLUGIN_DECLARE(.name = "rooms", .version = "1.0",
-                  .description = "chat rooms: join_room, leave_room, get_users",
+                  .description = "chat rooms: join_room, leave_room, get_users, list_rooms",
                   .init = init, .fini = fini, .start = start);
