@@ -4,13 +4,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int parse_address(const char *text, unsigned char out[16], size_t *len)
+int cidr_address(const char *addr, unsigned char out[16], size_t *len)
 {
-    if (inet_pton(AF_INET, text, out) == 1) {
+    if (inet_pton(AF_INET, addr, out) == 1) {
         *len = 4;
         return 0;
     }
-    if (inet_pton(AF_INET6, text, out) != 1)
+    if (inet_pton(AF_INET6, addr, out) != 1)
         return -1;
     static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
     if (memcmp(out, mapped, sizeof mapped) == 0) {
@@ -46,7 +46,7 @@ int cidr_parse(const char *text, cidr *out)
     addr[n] = '\0';
     cidr c;
     memset(&c, 0, sizeof c);
-    if (parse_address(addr, c.addr, &c.len) != 0)
+    if (cidr_address(addr, c.addr, &c.len) != 0)
         return -1;
     c.prefix = (unsigned)(c.len * 8);
     if (slash) {
@@ -81,7 +81,7 @@ int cidr_contains(const cidr *net, const char *address)
 {
     unsigned char a[16];
     size_t len;
-    if (!address || parse_address(address, a, &len) != 0 || len != net->len)
+    if (!address || cidr_address(address, a, &len) != 0 || len != net->len)
         return 0;
     return prefix_equal(a, net->addr, net->prefix);
 }

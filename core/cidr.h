@@ -12,6 +12,10 @@ typedef struct cidr {
     unsigned prefix;    /* bits that must match: 0..32 or 0..128 */
 } cidr;
 
+/* addr as a binary IPv4 (4 bytes) or IPv6 (16 bytes) address in out;
+ * 0, or -1 if it is not an IP literal. */
+int cidr_address(const char *addr, unsigned char out[16], size_t *len);
+
 /* An address, or an address "/" prefix length; a bare address is the
  * whole length. 0, or -1 for anything else (bits set past the prefix
  * included, so "10.0.0.1/8" is refused as a likely typo). */

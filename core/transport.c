@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "acceptor.h"
+#include "cidr.h"
 #include "admin_socket.h"
 #include "core.h"
 #include "dispatch.h"
@@ -372,34 +373,14 @@ static const char *peer_address(struct lws *wsi, char *buf, size_t len)
     return buf;
 }
 
-/* addr as a binary IPv4 or IPv6 address (an IPv4-mapped IPv6 address
- * counts as IPv4); 0, or -1 if it is not an IP literal. */
-static int ip_parse(const char *addr, unsigned char out[16], size_t *out_len)
-{
-    if (inet_pton(AF_INET, addr, out) == 1) {
-        *out_len = 4;
-        return 0;
-    }
-    if (inet_pton(AF_INET6, addr, out) != 1)
-        return -1;
-    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (memcmp(out, mapped, sizeof mapped) == 0) {
-        memmove(out, out + 12, 4);
-        *out_len = 4;
-    } else {
-        *out_len = 16;
-    }
-    return 0;
-}
-
 static int is_trusted_proxy(const char *addr)
 {
     unsigned char a[16], p[16];
     size_t alen, plen;
-    if (ip_parse(addr, a, &alen) != 0)
+    if (cidr_address(addr, a, &alen) != 0)
         return 0;
     for (size_t i = 0; i < g_core.sc->n_trusted_proxies; i++)
-        if (ip_parse(g_core.sc->trusted_proxies[i], p, &plen) == 0 && plen == alen
+        if (cidr_address(g_core.sc->trusted_proxies[i], p, &plen) == 0 && plen == alen
             && memcmp(a, p, alen) == 0)
             return 1;
     return 0;
@@ -439,7 +420,7 @@ static const char *client_address(struct lws *wsi, char *buf, size_t len)
         memcpy(entry, a, (size_t)(b - a));
         entry[b - a] = '\0';
         /* Canonical text, so that the limits count one address once. */
-        if (ip_parse(entry, bin, &blen) != 0
+        if (cidr_address(entry, bin, &blen) != 0
             || !inet_ntop(blen == 4 ? AF_INET : AF_INET6, bin, canon, sizeof canon))
             return buf;
         if (!is_trusted_proxy(canon))
