@@ -1,6 +1,7 @@
 #include "metrics_http.h"
 
 #include <libwebsockets.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,8 +26,10 @@ struct metrics_reply {
  * connect. */
 static int peer_allowed(struct lws *wsi, char *addr, size_t addr_len)
 {
-    if (listener_peer_address(lws_get_socket_fd(wsi), addr, addr_len) != 0)
+    if (listener_peer_address(lws_get_socket_fd(wsi), addr, addr_len) != 0) {
+        snprintf(addr, addr_len, "?");
         return 0;
+    }
     const server_config *sc = g_core.sc;
     for (size_t i = 0; i < sc->n_metrics_allow; i++) {
         cidr net;
