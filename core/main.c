@@ -1,7 +1,7 @@
 /* safemessenger-server: reads the configuration, opens the key, the
  * database and the plugins, then runs the WebSocket loop until SIGINT or
  * SIGTERM, and shuts down cleanly (sessions closed with 1001, writes
- * finished, database closed). */
+ * finished, database closed). SIGHUP reloads the configuration. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -44,9 +44,13 @@ static void usage(FILE *out)
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    transport_request_stop();
+    if (sig == SIGHUP)
+        transport_request_reload();
+    else
+        transport_request_stop();
 }
+
+static void reload(void) { (void)core_reload(); }
 
 static int write_port_file(const char *path, int port)
 {
@@ -161,6 +165,7 @@ int main(int argc, char **argv)
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
 
     int port = 0;
     if (transport_start(g_core.sc, &port) != 0)
@@ -169,7 +174,7 @@ int main(int argc, char **argv)
         LOG_ERROR("cannot write the port file %s", port_file);
         goto out;
     }
-    transport_run();
+    transport_run(reload);
     status = 0;
 out:
     transport_stop();
