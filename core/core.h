@@ -148,5 +148,9 @@ void core_stop(void);
  * keep their running values, each named in a warning), -1 when it was
  * refused as a whole (nothing changed; the reason is logged). */
 int core_reload(void);
+/* The same from another file; manage_plugins = 0 leaves the running
+ * plugins as they are, whatever the file's plugins.load says (the test
+ * host loads its plugins one by one). */
+int core_reload_from(const char *path, int manage_plugins);
 
 #endif

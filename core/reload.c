@@ -107,14 +107,14 @@ static plugin *running(const char *name)
  * (g_core.cfg is the new file by then); then the new file's plugin
  * sections are checked for unknown keys, as at start-up, except those of
  * plugins that never read them (no callback, or not loaded yet). */
-static int check_plugins(const server_config *next)
+static int check_plugins(const char *const *names, size_t n_names)
 {
     const char *checked[CONFIG_MAX_PLUGINS];
     size_t n_checked = 0;
     int rc = 0;
     for (size_t i = 0; i < g_core.n_plugins; i++) {
         plugin *p = g_core.plugins[i];
-        if (!p->reload || !in_list(next->plugins, next->n_plugins, p->name))
+        if (!p->reload || !in_list(names, n_names, p->name))
             continue;
         checked[n_checked++] = p->name;
         int status = p->reload(p->data, 0);
@@ -123,16 +123,16 @@ static int check_plugins(const server_config *next)
             rc = -1;
         }
     }
-    if (config_check_sections(g_core.cfg, next->plugins, next->n_plugins, checked, n_checked) != 0)
+    if (config_check_sections(g_core.cfg, names, n_names, checked, n_checked) != 0)
         rc = -1;
     return rc;
 }
 
-static void apply_plugin_settings(const server_config *next)
+static void apply_plugin_settings(const char *const *names, size_t n_names)
 {
     for (size_t i = 0; i < g_core.n_plugins; i++) {
         plugin *p = g_core.plugins[i];
-        if (!in_list(next->plugins, next->n_plugins, p->name))
+        if (!in_list(names, n_names, p->name))
             continue;
         if (!p->reload)
             continue;
@@ -205,6 +205,13 @@ int core_reload(void)
                  "read");
         return -1;
     }
+    return core_reload_from(path, 1);
+}
+
+int core_reload_from(const char *path, int manage_plugins)
+{
+    if (!g_core.cfg || !path)
+        return -1;
     LOG_INFO("reloading the configuration from %s", path);
     config *next_cfg = NULL;
     if (config_load(path, &next_cfg) != 0) {
@@ -223,10 +230,20 @@ int core_reload(void)
         return -1;
     }
     size_t fixed = keep_fixed(cur, next);
+    /* The plugins that run once the reload is done. */
+    const char *running_names[CONFIG_MAX_PLUGINS];
+    const char *const *names = next->plugins;
+    size_t n_names = next->n_plugins;
+    if (!manage_plugins) {
+        n_names = 0;
+        for (size_t i = 0; i < g_core.n_plugins && n_names < CONFIG_MAX_PLUGINS; i++)
+            running_names[n_names++] = g_core.plugins[i]->name;
+        names = running_names;
+    }
 
     /* Everything is checked before anything changes. */
     g_core.cfg = next_cfg;
-    int ok = check_plugins(next) == 0;
+    int ok = check_plugins(names, n_names) == 0;
     if (ok && g_core.transport_reload && g_core.transport_reload(next, 1) != 0)
         ok = 0;
     if (!ok) {
@@ -242,9 +259,9 @@ int core_reload(void)
     log_set_format(next->log_format);
     if (g_core.transport_reload && g_core.transport_reload(next, 0) != 0)
         LOG_ERROR("the transport could not take the new settings; see above");
-    apply_plugin_settings(next);
-    size_t removed = remove_plugins(next), added = 0, failed = 0;
-    for (size_t i = 0; i < next->n_plugins; i++) {
+    apply_plugin_settings(names, n_names);
+    size_t removed = manage_plugins ? remove_plugins(next) : 0, added = 0, failed = 0;
+    for (size_t i = 0; manage_plugins && i < next->n_plugins; i++) {
         if (running(next->plugins[i]))
             continue;
         if (add_plugin(next, next->plugins[i]) == 0)
