@@ -199,6 +199,33 @@ static void removed_plugin_answers_unknown_action_and_comes_back(void)
     stop();
 }
 
+/* A command the plugin deferred and cannot answer any more (its timer
+ * went with it) gets 1005 from the core; the session goes on. */
+static void unloading_answers_the_plugins_deferred_commands(void)
+{
+    start(NULL);
+    sm_client *c = connect_ok();
+    json_t *p = json_pack("{s:f}", "after", 600.0);
+    uint64_t nonce = 0;
+    CU_ASSERT_EQUAL_FATAL(sm_client_send(c, "deferred_timer", p, &nonce), SM_CLIENT_OK);
+    json_decref(p);
+    CU_ASSERT_EQUAL_FATAL(harness_wait_log(&srv, "deferred_timer: reply deferred", 5000), 1);
+    CU_ASSERT_EQUAL(harness_reload(&srv, "plugins = { dir = \"@TEST_PLUGIN_DIR@\"; load = []; };\n"),
+                    1);
+    sm_message *m = NULL;
+    CU_ASSERT_EQUAL_FATAL(sm_client_recv(c, 5000, &m), SM_CLIENT_OK);
+    CU_ASSERT_STRING_EQUAL(m->type, "error");
+    CU_ASSERT_EQUAL(harness_error_code(m), 1005);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(m->payload, "message")),
+                           "the plugin handling the command was unloaded");
+    sm_message_free(m);
+    CU_ASSERT_EQUAL(call_code(c, "echo"), 1003);
+    CU_ASSERT_EQUAL(harness_reload(&srv, NULL), 1);
+    CU_ASSERT_EQUAL(call_code(c, "echo"), 0);
+    sm_client_close(c, 1000);
+    stop();
+}
+
 #define REG_LIMIT(n)                                                                               \
     "plugins = { dir = \"@PLUGIN_BUILD_DIR@\"; load = [\"auth\"]; };\n"                           \
     "auth = { " AUTH_WEAK " registrations_per_hour = " #n "; };\n"
@@ -295,6 +322,7 @@ int main(void)
         SM_TEST(port_change_is_refused_by_name_and_the_old_port_serves),
         SM_TEST(invalid_files_change_nothing),
         SM_TEST(removed_plugin_answers_unknown_action_and_comes_back),
+        SM_TEST(unloading_answers_the_plugins_deferred_commands),
         SM_TEST(plugin_settings_change_through_its_reload_callback),
         SM_TEST(renewed_certificate_is_served_to_new_connections),
         SM_TEST_END,
