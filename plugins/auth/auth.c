@@ -597,7 +597,7 @@ static int reload(void *data, int apply)
 {
     auth *a = data;
     auth_settings next;
-    int rc = settings_read(a->host, a->self, &next);
+    int rc = settings_read(a->host, a->self, !apply, &next);
     if (rc != SM_OK || !apply)
         return rc;
     auth_settings *c = &a->cfg;
@@ -629,7 +629,7 @@ static int init(sm_plugin *self, const sm_host *host, void **data)
         return SM_ENOMEM;
     a->host = host;
     a->self = self;
-    int rc = settings_read(host, self, &a->cfg);
+    int rc = settings_read(host, self, 1, &a->cfg);
     if (rc != SM_OK)
         goto fail;
     const auth_settings *c = &a->cfg;
