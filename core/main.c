@@ -139,8 +139,17 @@ int main(int argc, char **argv)
     }
 
     int status = 1;
-    if (!check_only)
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    if (!check_only) {
         signal(SIGPIPE, SIG_IGN);
+        /* From the start: a `systemctl reload` while the plugins load must
+         * not kill the server (the default action); the reload then runs
+         * once the loop does. */
+        sigaction(SIGHUP, &sa, NULL);
+    }
     core_options o = {
         .config_file = config_file,
         .database = db_override,
@@ -159,13 +168,8 @@ int main(int argc, char **argv)
         goto out;
     }
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
 
     int port = 0;
     if (transport_start(g_core.sc, &port) != 0)
