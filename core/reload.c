@@ -1,12 +1,13 @@
 /* The configuration reload (SIGHUP): the whole file is read and checked
  * again; if anything in it is wrong nothing changes. Settings bound to
  * what was opened at start (the listening socket, the database, the key,
- * the worker threads, the plugin directory, TLS on or off) keep their
- * running values, each refused with a warning that names the key; the
- * rest takes effect: limits, log level and format, origins, proxies, the
- * TLS certificate (re-read from its files), plugin settings through the
- * plugins' reload callbacks, and plugins added to or removed from
- * plugins.load. Sessions stay open throughout. */
+ * the worker threads, the plugin directory, TLS on or off, the web
+ * client's directory) keep their running values, each refused with a
+ * warning that names the key; the rest takes effect: limits, log level
+ * and format, origins, proxies, the TLS certificate (re-read from its
+ * files), plugin settings through the plugins' reload callbacks, and
+ * plugins added to or removed from plugins.load. Sessions stay open
+ * throughout. */
 #include "core.h"
 
 #include <inttypes.h>
@@ -40,6 +41,8 @@ static const fixed_key fixed_keys[] = {
     {"storage.database", FIXED_STRING, AT(database)},
     {"storage.synchronous", FIXED_STRING, AT(synchronous)},
     {"plugins.dir", FIXED_STRING, AT(plugin_dir)},
+    {"web.enabled", FIXED_INT, AT(web_enabled)},
+    {"web.root", FIXED_STRING, AT(web_root)},
 };
 
 #define FIELD(sc, type, at) ((type *)((char *)(sc) + (at)))
@@ -71,6 +74,8 @@ static size_t keep_fixed(const server_config *cur, server_config *next)
         }
         refused++;
     }
+    /* web.root is opened once: whether it was written follows the path. */
+    next->web_root_set = cur->web_root_set;
     /* The vhost was made with TLS or without, from these paths: a renewed
      * certificate is re-read from them, but switching TLS on or off, or to
      * other files, needs a new listener. */
