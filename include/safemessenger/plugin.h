@@ -219,6 +219,15 @@ typedef int (*sm_policy_fn)(sm_interaction what, const char *from_user, const ch
 typedef void (*sm_work_fn)(void *arg);
 typedef void (*sm_work_done_fn)(void *arg, int cancelled);
 
+/* A configuration reload (SIGHUP, docs/OPERATIONS.md "Reload"): called on
+ * the loop thread while the config_* getters read the new file. With
+ * apply = 0, read and check every setting and keep nothing: return SM_OK,
+ * or SM_EINVAL when a value is bad (the getters have logged it), and the
+ * whole reload is refused. With apply = 1 (every plugin's check passed),
+ * read them again and put them in force; strings the getters return then
+ * stay valid until fini. */
+typedef int (*sm_reload_fn)(void *plugin_data, int apply);
+
 /* A versioned schema step of a plugin's own tables. Migrations are applied
  * in order at start-up, each in its own transaction, and recorded per
  * plugin name in the database. The list ends with { 0, NULL }. */
@@ -500,6 +509,14 @@ typedef struct sm_host {
      * it. Called by the plugin that owns accounts (auth) after its own
      * delete committed. */
     int (*user_deleted)(sm_plugin *self, const char *username);
+
+    /* -- configuration reload (appended: check SM_HOST_HAS(host, register_reload)) -- */
+
+    /* Registers fn to receive the plugin's settings again when the server
+     * reloads its configuration (sm_reload_fn). Only during init; one per
+     * plugin (a second call replaces the first). A plugin without one keeps
+     * the settings it read at init until a restart. */
+    int (*register_reload)(sm_plugin *self, sm_reload_fn fn);
 } sm_host;
 
 /* True when the host table has the given entry (it may be older than the
