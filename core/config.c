@@ -831,6 +831,8 @@ server_config *config_server(config *cfg) { return &cfg->server; }
 
 const char *config_path(const config *cfg) { return cfg->path ? cfg->path : "(defaults)"; }
 
+const char *config_file(const config *cfg) { return cfg->path; }
+
 int config_plugin_line(config *cfg, size_t index, const char **file)
 {
     *file = cfg->path;
@@ -1023,7 +1025,21 @@ static int check_unread(const config *cfg, const config_setting_t *group, const 
     return rc;
 }
 
+static int listed(const char *const *names, size_t n, const char *name)
+{
+    for (size_t j = 0; names && j < n; j++)
+        if (names[j] && strcmp(names[j], name) == 0)
+            return 1;
+    return 0;
+}
+
 int config_check_unused(config *cfg, const char *const *known, size_t n_known)
+{
+    return config_check_sections(cfg, known, n_known, known, n_known);
+}
+
+int config_check_sections(config *cfg, const char *const *known, size_t n_known,
+                          const char *const *checked, size_t n_checked)
 {
     if (!cfg || !cfg->path)
         return 0;
@@ -1035,11 +1051,8 @@ int config_check_unused(config *cfg, const char *const *known, size_t n_known)
         const char *name = config_setting_name(s);
         if (is_core_section(name) || !config_setting_is_group(s))
             continue;
-        int is_known = 0;
-        for (size_t j = 0; known && j < n_known && !is_known; j++)
-            is_known = known[j] && strcmp(known[j], name) == 0;
-        if (is_known) {
-            if (check_unread(cfg, s, name) != 0)
+        if (listed(known, n_known, name)) {
+            if (listed(checked, n_checked, name) && check_unread(cfg, s, name) != 0)
                 rc = -1;
             continue;
         }

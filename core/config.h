@@ -85,6 +85,8 @@ void config_free(config *cfg);
  * overrides). Strings point into the config and live as long as it. */
 server_config *config_server(config *cfg);
 const char *config_path(const config *cfg);
+/* The file it was read from; NULL for the built-in defaults. */
+const char *config_file(const config *cfg);
 /* The file and line of plugins.load[index]; line 0 (file: the config's
  * path, or NULL without a file) when it comes from the defaults. */
 int config_plugin_line(config *cfg, size_t index, const char **file);
@@ -106,5 +108,11 @@ int config_section_string_list(config *cfg, const char *section, const char *key
  * Call after every plugin's init. Returns 0, or -1 if anything was
  * reported. */
 int config_check_unused(config *cfg, const char *const *known, size_t n_known);
+/* The same, but only the sections named in `checked` (plugins that read
+ * their settings from this config) have their keys checked; sections of
+ * other `known` plugins are left alone (a reload: plugins without a reload
+ * callback never read the new file). */
+int config_check_sections(config *cfg, const char *const *known, size_t n_known,
+                          const char *const *checked, size_t n_checked);
 
 #endif

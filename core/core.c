@@ -139,6 +139,8 @@ int core_start(const core_options *o)
     log_set_level(o->quiet && g_core.sc->log_level > SM_LOG_WARNING ? SM_LOG_WARNING
                                                                     : g_core.sc->log_level);
     log_set_format(g_core.sc->log_format);
+    g_core.port_override = o->port;
+    g_core.database_override = o->database;
     if (o->port >= 0)
         g_core.sc->port = o->port;
     if (o->database)
@@ -205,6 +207,12 @@ void core_stop(void)
     g_core.server_public_pem = NULL;
     config_free(g_core.cfg);
     g_core.cfg = NULL;
+    for (size_t i = 0; i < g_core.n_retired; i++)
+        config_free(g_core.retired[i]);
+    free(g_core.retired);
+    g_core.retired = NULL;
+    g_core.n_retired = 0;
+    g_core.transport_reload = NULL;
     g_core.sc = NULL;
     g_core.transport = NULL;
     dispatch_set_resume(NULL);

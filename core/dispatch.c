@@ -67,6 +67,22 @@ void dispatch_remove_owner(plugin *p)
     }
 }
 
+void dispatch_abandon_owner(plugin *p)
+{
+    hashmap_iter it;
+    void *value;
+    hashmap_iter_init(g_core.sessions, &it);
+    while (hashmap_iter_next(&it, NULL, NULL, &value)) {
+        struct session *s = value;
+        sm_ctx *ctx = s->busy;
+        /* The reply resumes the session through a timer, not from here,
+         * so the walk is not disturbed. */
+        if (ctx && ctx->deferred && !ctx->replied && ctx->entry->owner == p)
+            dispatch_reply_error(ctx, SM_ERR_INTERNAL,
+                                 "the plugin handling the command was unloaded", NULL);
+    }
+}
+
 static void free_entry(void *e) { free(e); }
 
 void dispatch_clear(void)

@@ -67,6 +67,16 @@ static int h_register_migrations(sm_plugin *self, const sm_migration *migrations
     return SM_OK;
 }
 
+static int h_register_reload(sm_plugin *self, sm_reload_fn fn)
+{
+    if (!in_init(self, "register_reload"))
+        return SM_ESTATE;
+    if (!fn)
+        return refused(SM_EINVAL);
+    self->reload = fn;
+    return SM_OK;
+}
+
 static int h_register_policy(sm_plugin *self, sm_policy_fn fn)
 {
     if (!in_init(self, "register_policy"))
@@ -473,6 +483,7 @@ static const sm_host host_table = {
     .admin_error = admin_error,
     .admin_defer = admin_defer,
     .user_deleted = h_user_deleted,
+    .register_reload = h_register_reload,
     .metric_register = host_metric_register,
     .metric_add = host_metric_add,
     .metric_set = host_metric_set,

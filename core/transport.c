@@ -27,6 +27,7 @@
 #include "receive.h"
 #include "server_metrics.h"
 #include "session.h"
+#include "tls_check.h"
 #include "web.h"
 
 /* Before key_exchange completes, messages are capped at this many bytes
@@ -65,6 +66,10 @@ static struct lws_vhost *vhost;
 static lws_sorted_usec_list_t timer_sul;
 static sm_timer *peers_timer;
 static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t reload_requested;
+/* The paths the vhost was made with: lws re-reads a certificate only
+ * under them (lws_tls_cert_updated). */
+static const char *vhost_cert, *vhost_key;
 
 static void schedule_timers(void);
 
@@ -185,6 +190,14 @@ void transport_request_stop(void)
         lws_cancel_service(ctx);
 }
 
+void transport_request_reload(void)
+{
+    reload_requested = 1;
+    struct lws_context *ctx = atomic_load(&wake_ctx);
+    if (ctx)
+        lws_cancel_service(ctx);
+}
+
 static void publish_context(void)
 {
     atomic_store(&wake_ctx, lws_ctx);
@@ -198,6 +211,7 @@ static void withdraw_context(void)
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stop_signals, &old);
     pthread_mutex_lock(&wake_lock);
     atomic_store(&wake_ctx, NULL);
@@ -591,8 +605,11 @@ static int create_vhost(const server_config *sc, int listen_family)
     /* No extensions: permessage-deflate stays off. */
     info.extensions = NULL;
     vhost = lws_create_vhost(lws_ctx, &info);
-    if (vhost)
+    if (vhost) {
+        vhost_cert = tls ? sc->tls_cert : NULL;
+        vhost_key = tls ? sc->tls_key : NULL;
         return 0;
+    }
     /* With no socket of its own to bind, only TLS (or memory) fails here. */
     if (tls)
         LOG_ERROR("cannot set up TLS with the certificate %s and the key %s", sc->tls_cert,
@@ -635,6 +652,31 @@ static void peers_stop(void)
     g_core.peers = NULL;
 }
 
+/* A reload: the per-address limits, and the TLS certificate re-read
+ * from its files (the paths themselves cannot change, reload.c). New
+ * connections get the new certificate; open ones keep theirs. */
+static int t_reload(const server_config *next, int check)
+{
+    if (check) {
+        char err[1024];
+        if (vhost_cert && tls_check_pair(next->tls_cert, next->tls_key, err, sizeof err) != 0) {
+            LOG_ERROR("server.tls: %s", err);
+            return -1;
+        }
+        return 0;
+    }
+    if (g_core.peers)
+        peers_set_limits(g_core.peers, (size_t)next->max_sessions + PEERS_SPARE,
+                         next->max_sessions_per_address, next->handshakes_per_address);
+    if (vhost_cert) {
+        /* It returns 0 whatever happened; the files were checked just
+         * before, so a failure here means they changed again meanwhile. */
+        lws_tls_cert_updated(lws_ctx, vhost_cert, vhost_key, NULL, 0, NULL, 0);
+        LOG_INFO("TLS certificate reloaded from %s", vhost_cert);
+    }
+    return 0;
+}
+
 int transport_start(const server_config *sc, int *port_out)
 {
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_bridge);
@@ -646,6 +688,7 @@ int transport_start(const server_config *sc, int *port_out)
     }
     g_core.transport = &lws_transport;
     g_core.timers_changed = schedule_timers;
+    g_core.transport_reload = t_reload;
 
     char err[512];
     int listen_fd = listener_open(sc->bind, sc->port, err, sizeof err);
@@ -715,11 +758,20 @@ static void close_all_sessions(void)
         t_close(value, 1001, "server shutting down");
 }
 
-void transport_run(void)
+void transport_run(void (*on_reload)(void))
 {
-    while (!stop_requested)
+    while (!stop_requested) {
+        /* Here, between two services, on the loop thread where plugins
+         * run: a reload never interrupts a callback. */
+        if (reload_requested) {
+            reload_requested = 0;
+            if (on_reload)
+                on_reload();
+            continue;
+        }
         if (lws_service(lws_ctx, 0) < 0)
             break;
+    }
     LOG_INFO("shutting down: closing %zu sessions", g_core.n_sessions);
     g_core.shutting_down = 1;
     close_all_sessions();
@@ -740,7 +792,9 @@ void transport_stop(void)
         lws_context_destroy(lws_ctx);
         lws_ctx = NULL;
         vhost = NULL;
+        vhost_cert = vhost_key = NULL;
     }
+    g_core.transport_reload = NULL;
     web_stop();
     peers_stop();
 }

@@ -229,6 +229,15 @@ typedef struct sm_metric sm_metric;
 typedef void (*sm_work_fn)(void *arg);
 typedef void (*sm_work_done_fn)(void *arg, int cancelled);
 
+/* A configuration reload (SIGHUP, docs/OPERATIONS.md "Reload"): called on
+ * the loop thread while the config_* getters read the new file. With
+ * apply = 0, read and check every setting and keep nothing: return SM_OK,
+ * or SM_EINVAL when a value is bad (the getters have logged it), and the
+ * whole reload is refused. With apply = 1 (every plugin's check passed),
+ * read them again and put them in force; strings the getters return then
+ * stay valid until fini. */
+typedef int (*sm_reload_fn)(void *plugin_data, int apply);
+
 /* A versioned schema step of a plugin's own tables. Migrations are applied
  * in order at start-up, each in its own transaction, and recorded per
  * plugin name in the database. The list ends with { 0, NULL }. */
@@ -511,6 +520,14 @@ typedef struct sm_host {
      * delete committed. */
     int (*user_deleted)(sm_plugin *self, const char *username);
 
+    /* -- configuration reload (appended: check SM_HOST_HAS(host, register_reload)) -- */
+
+    /* Registers fn to receive the plugin's settings again when the server
+     * reloads its configuration (sm_reload_fn). Only during init; one per
+     * plugin (a second call replaces the first). A plugin without one keeps
+     * the settings it read at init until a restart. */
+    int (*register_reload)(sm_plugin *self, sm_reload_fn fn);
+
     /* -- metrics (appended: check SM_HOST_HAS(host, metric_set)) -- */
 
     /* Registers a counter or gauge served on /metrics (docs/OPERATIONS.md,
@@ -519,7 +536,10 @@ typedef struct sm_host {
      * ending in "_total"; `help` one line (copied); `labels` a
      * NULL-terminated list of at most 4 label names ([a-z_][a-z0-9_]*),
      * or NULL for none. SM_EINVAL for a bad name, SM_EEXIST for a name
-     * taken. Every series starts at 0 when first added to or set. */
+     * registered with another type or labels. Registering a name again
+     * the same way (the plugin loaded again by a configuration reload)
+     * gives the same metric, its values kept. Every series starts at 0
+     * when first added to or set. */
     int (*metric_register)(sm_plugin *self, sm_metric_type type, const char *name,
                            const char *help, const char *const *labels, sm_metric **out);
     /* Adds value to the series of these label values (one per registered

@@ -593,6 +593,39 @@ static void auth_free(auth *a)
 /* Defined at the end of the file, after the handlers it names. */
 static const sm_action actions[4];
 
+/* SIGHUP: the argon2id parameters, the rate limits and the public key
+ * bound change live; the sizes of the hash queue and of the rate-limit
+ * tables were allocated at init and keep their values (a warning names
+ * each one changed). */
+static int reload(void *data, int apply)
+{
+    auth *a = data;
+    auth_settings next;
+    int rc = settings_read(a->host, a->self, !apply, &next);
+    if (rc != SM_OK || !apply)
+        return rc;
+    auth_settings *c = &a->cfg;
+    static const char *const fixed_names[] = {"max_concurrent_hashes", "max_queued_hashes",
+                                              "max_tracked_keys"};
+    size_t was[] = {c->max_concurrent_hashes, c->max_queued_hashes, c->max_tracked_keys};
+    size_t now[] = {next.max_concurrent_hashes, next.max_queued_hashes, next.max_tracked_keys};
+    for (size_t i = 0; i < sizeof was / sizeof was[0]; i++)
+        if (was[i] != now[i])
+            a->host->log(a->self, SM_LOG_WARNING,
+                         "auth.%s: cannot change while running (%zu -> %zu); restart to apply",
+                         fixed_names[i], was[i], now[i]);
+    next.max_concurrent_hashes = c->max_concurrent_hashes;
+    next.max_queued_hashes = c->max_queued_hashes;
+    next.max_tracked_keys = c->max_tracked_keys;
+    *c = next;
+    hashq_set_params(a->hq, &c->argon2);
+    ratelimit_set(a->fail_user, c->failed_logins_per_user, c->failed_login_window);
+    ratelimit_set(a->fail_addr, c->failed_logins, c->failed_login_window);
+    ratelimit_set(a->reg_addr, c->registrations_per_hour, 3600.0);
+    ratelimit_set(a->hash_addr, c->max_hashes_per_address, 1.0);
+    return SM_OK;
+}
+
 static int init(sm_plugin *self, const sm_host *host, void **data)
 {
     auth *a = calloc(1, sizeof *a);
@@ -600,7 +633,7 @@ static int init(sm_plugin *self, const sm_host *host, void **data)
         return SM_ENOMEM;
     a->host = host;
     a->self = self;
-    int rc = settings_read(host, self, &a->cfg);
+    int rc = settings_read(host, self, 1, &a->cfg);
     if (rc != SM_OK)
         goto fail;
     const auth_settings *c = &a->cfg;
@@ -624,6 +657,9 @@ static int init(sm_plugin *self, const sm_host *host, void **data)
         (SM_HOST_HAS(host, user_deleted) &&
          (rc = host->register_admin_commands(self, auth_admin_commands)) != SM_OK) ||
         (rc = register_metrics(a)) != SM_OK)
+        goto fail;
+    /* An older server has no reload: the settings then stay as read. */
+    if (SM_HOST_HAS(host, register_reload) && (rc = host->register_reload(self, reload)) != SM_OK)
         goto fail;
     *data = a;
     return SM_OK;

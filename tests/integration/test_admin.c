@@ -435,6 +435,25 @@ static void rooms_list_and_purge_answer(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(out_text, "expired: "));
 }
 
+/* A plugin removed by a reload takes its admin commands with it (they
+ * pointed into its code and data); added back, they answer again. */
+static void reload_removing_a_plugin_removes_its_admin_commands(void)
+{
+    const char *without_rooms =
+        "plugins = { dir = \"@PLUGIN_BUILD_DIR@\";"
+        " load = [\"auth\", \"messaging\", \"friends\"]; };\n"
+        "auth = { allow_weak_argon2 = true; argon2_memory_kib = 1024; argon2_passes = 1;"
+        " failed_logins = 1000; failed_logins_per_user = 1000000; registrations_per_hour = 10000;"
+        " max_hashes_per_address = 100; };\n";
+    CU_ASSERT_EQUAL_FATAL(harness_reload(&srv, without_rooms), 1);
+    CU_ASSERT_EQUAL(run_admin(NULL, "rooms", "list", NULL), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_text, "unknown admin command"));
+    CU_ASSERT_EQUAL(run_admin(NULL, "--json", "users", "list", NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(harness_reload(&srv, ADMIN_CONFIG), 1);
+    CU_ASSERT_EQUAL(run_admin(NULL, "--json", "rooms", "list", NULL), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out_text, "\"room\": \"lobby\""));
+}
+
 /* Last: stops the server. */
 static void without_a_server_the_tool_works_on_the_database(void)
 {
@@ -473,6 +492,7 @@ static const sm_test_case cases[] = {
     SM_TEST(rooms_delete_moves_the_users_out),
     SM_TEST(stale_admin_socket_is_replaced_and_a_plain_file_refused),
     SM_TEST(rooms_list_and_purge_answer),
+    SM_TEST(reload_removing_a_plugin_removes_its_admin_commands),
     SM_TEST(without_a_server_the_tool_works_on_the_database),
     SM_TEST_END
 };
