@@ -44,20 +44,27 @@ static int register_family(plugin *self, sm_metric_type type, const char *name,
         return SM_EINVAL;
     }
     for (size_t i = 0; labels && labels[i]; i++) {
-        if (!lower_name(labels[i]) || (labels[i][0] >= '0' && labels[i][0] <= '9')) {
-            log_msg(SM_LOG_ERROR, self->name, "metric '%s': bad label name '%s'", name,
-                    labels[i]);
+        if (i >= METRICS_MAX_LABELS || !lower_name(labels[i]) ||
+            (labels[i][0] >= '0' && labels[i][0] <= '9')) {
+            log_msg(SM_LOG_ERROR, self->name,
+                    "metric '%s': label '%s' refused (at most %d, each [a-z_][a-z0-9_]*)", name,
+                    labels[i], METRICS_MAX_LABELS);
             return SM_EINVAL;
         }
     }
-    metric_family *f = metrics_family(g_core.metrics,
-                                      type == SM_METRIC_COUNTER ? METRIC_COUNTER : METRIC_GAUGE,
-                                      name, help, labels, NULL, 0);
-    if (!f) {
+    metric_type kind = type == SM_METRIC_COUNTER ? METRIC_COUNTER : METRIC_GAUGE;
+    /* Only this plugin can have registered its prefix: a plugin unloaded
+     * and loaded again by a reload gets its metrics back, values kept, so
+     * counters never go down while the server runs. */
+    metric_family *f = metrics_find(g_core.metrics, name);
+    if (f && !metrics_family_is(f, kind, labels)) {
         log_msg(SM_LOG_ERROR, self->name,
-                "metric '%s' cannot be registered (name taken, more than %d labels, or out of "
-                "memory)", name, METRICS_MAX_LABELS);
+                "metric '%s' is registered already with another type or labels", name);
         return SM_EEXIST;
+    }
+    if (!f && !(f = metrics_family(g_core.metrics, kind, name, help, labels, NULL, 0))) {
+        log_msg(SM_LOG_ERROR, self->name, "metric '%s': out of memory", name);
+        return SM_ENOMEM;
     }
     *out = (sm_metric *)(void *)f;
     return SM_OK;

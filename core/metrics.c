@@ -208,7 +208,38 @@ out:
     return f;
 }
 
+metric_family *metrics_find(metrics *m, const char *name)
+{
+    pthread_mutex_lock(&m->lock);
+    metric_family *f = find_family(m, name);
+    pthread_mutex_unlock(&m->lock);
+    return f;
+}
+
 metric_type metrics_family_type(const metric_family *f) { return f->type; }
+
+int metrics_family_is(const metric_family *f, metric_type type, const char *const *labels)
+{
+    size_t n = 0;
+    while (labels && labels[n])
+        n++;
+    if (f->type != type || f->n_labels != n)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(f->labels[i], labels[i]) != 0)
+            return 0;
+    return 1;
+}
+
+void metrics_family_set_all(metric_family *f, double v)
+{
+    if (!f || f->type != METRIC_GAUGE)
+        return;
+    pthread_mutex_lock(&f->owner->lock);
+    for (size_t i = 0; i < f->n_series; i++)
+        atomic_store_explicit(&f->series[i]->bits, to_bits(v), memory_order_relaxed);
+    pthread_mutex_unlock(&f->owner->lock);
+}
 
 size_t metrics_family_labels(const metric_family *f) { return f->n_labels; }
 

@@ -40,8 +40,15 @@ metric_family *metrics_family(metrics *m, metric_type type, const char *name,
                               const char *help, const char *const *labels,
                               const double *buckets, size_t n_buckets);
 
+/* The family registered as name; NULL if there is none. */
+metric_family *metrics_find(metrics *m, const char *name);
 metric_type metrics_family_type(const metric_family *f);
 size_t metrics_family_labels(const metric_family *f);
+/* 1 when f has this type and exactly these label names (NULL-terminated
+ * list, NULL for none). */
+int metrics_family_is(const metric_family *f, metric_type type, const char *const *labels);
+/* Sets every series of a gauge family to v. */
+void metrics_family_set_all(metric_family *f, double v);
 
 /* The series of `f` with these label values (as many as the family has
  * labels; NULL when it has none), created at 0 on first use. NULL when out

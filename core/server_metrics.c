@@ -150,8 +150,10 @@ static void collect_sessions(void)
         metric_set(metrics_series1(fam.sessions, session_states[i]), counts[i]);
 }
 
+/* A plugin unloaded by a reload keeps its series, at 0. */
 static void collect_plugins(void)
 {
+    metrics_family_set_all(fam.plugin_info, 0);
     for (size_t i = 0; i < g_core.n_plugins; i++) {
         const plugin *p = g_core.plugins[i];
         const char *version = p->desc && p->desc->version ? p->desc->version : "";

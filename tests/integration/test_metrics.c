@@ -346,6 +346,48 @@ static void every_dispatch_path_counts_its_code_on_a_page_of_several_chunks(void
     CU_ASSERT_EQUAL(harness_cleanup(&s3), 0);
 }
 
+#define AUTH_PLUGINS(list, allow)                                                            \
+    "plugins = { dir = \"@PLUGIN_BUILD_DIR@\"; load = [" list "]; };\n"                      \
+    "auth = { allow_weak_argon2 = true; argon2_memory_kib = 1024; argon2_passes = 1; };\n"   \
+    "metrics = { allow = [" allow "]; };\n"
+#define BOTH "\"auth\", \"messaging\""
+#define LOCAL "\"127.0.0.1\""
+
+/* A reload that unloads auth, then one that loads it again: its counter
+ * comes back with its count (a counter never goes down), plugin_info
+ * follows, and metrics.allow takes effect at the reload. */
+static void plugin_reloaded_keeps_its_counts_and_allow_follows_reloads(void)
+{
+    harness_server s4;
+    CU_ASSERT_EQUAL_FATAL(harness_start(&s4, AUTH_PLUGINS(BOTH, LOCAL)), 0);
+    sm_client *c = NULL;
+    CU_ASSERT_EQUAL_FATAL(harness_connect(&s4, &c), SM_CLIENT_OK);
+    CU_ASSERT_EQUAL(call_code(c, "login", "nobody", "wrong password"), 1001);
+    char *p = scrape(&s4);
+    CU_ASSERT_EQUAL(sample(p, "safemessenger_plugin_info", "name=auth,version=1.0"), 1);
+    free(p);
+    CU_ASSERT_EQUAL(harness_reload(&s4, "plugins = { dir = \"@PLUGIN_BUILD_DIR@\"; load = "
+                                        "[\"messaging\"]; };\n"), 1);
+    p = scrape(&s4);
+    CU_ASSERT_EQUAL(sample(p, "safemessenger_plugin_info", "name=auth,version=1.0"), 0);
+    CU_ASSERT_EQUAL(sample(p, "safemessenger_auth_logins_total", "result=failed"), 1);
+    free(p);
+    CU_ASSERT_EQUAL(harness_reload(&s4, AUTH_PLUGINS(BOTH, LOCAL)), 1);
+    CU_ASSERT_EQUAL(call_code(c, "login", "nobody", "wrong password"), 1001);
+    p = scrape(&s4);
+    CU_ASSERT_EQUAL(sample(p, "safemessenger_plugin_info", "name=auth,version=1.0"), 1);
+    CU_ASSERT_EQUAL(sample(p, "safemessenger_auth_logins_total", "result=failed"), 2);
+    free(p);
+    /* Nobody may read the page any more. */
+    CU_ASSERT_EQUAL(harness_reload(&s4, AUTH_PLUGINS(BOTH, "")), 1);
+    char *r = http_get(s4.port, NULL, "/metrics", NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_PTR_NOT_NULL(strstr(r, "HTTP/1.1 403"));
+    free(r);
+    sm_client_free(c);
+    CU_ASSERT_EQUAL(harness_cleanup(&s4), 0);
+}
+
 static int fini(void)
 {
     return harness_cleanup(&srv);
@@ -356,6 +398,7 @@ static const sm_test_case cases[] = {
     SM_TEST(only_allowed_tcp_peers_get_the_page),
     SM_TEST(slow_consumer_cut_is_counted),
     SM_TEST(every_dispatch_path_counts_its_code_on_a_page_of_several_chunks),
+    SM_TEST(plugin_reloaded_keeps_its_counts_and_allow_follows_reloads),
     SM_TEST_END
 };
 

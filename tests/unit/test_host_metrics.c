@@ -53,8 +53,20 @@ static void names_carry_the_plugin_prefix_and_counters_end_in_total(void)
     CU_ASSERT_PTR_NULL(m);
     CU_ASSERT_EQUAL(reg(SM_METRIC_GAUGE, "safemessenger_demo_depth", NULL, &m), SM_OK);
     CU_ASSERT_PTR_NOT_NULL(m);
+    /* The same registration again (a reload loaded the plugin again):
+     * the same metric; with another type or labels: refused. */
+    static const char *const one[] = {"kind", NULL}, *const five[] = {"a", "b", "c", "d", "e",
+                                                                       NULL};
     sm_metric *again = NULL;
-    CU_ASSERT_EQUAL(reg(SM_METRIC_GAUGE, "safemessenger_demo_depth", NULL, &again), SM_EEXIST);
+    CU_ASSERT_EQUAL(reg(SM_METRIC_GAUGE, "safemessenger_demo_depth", NULL, &again), SM_OK);
+    CU_ASSERT_PTR_EQUAL(again, m);
+    again = NULL;
+    CU_ASSERT_EQUAL(reg(SM_METRIC_GAUGE, "safemessenger_demo_depth", one, &again), SM_EEXIST);
+    CU_ASSERT_EQUAL(reg(SM_METRIC_COUNTER, "safemessenger_demo_depth_total", NULL, &again),
+                    SM_OK);
+    CU_ASSERT_EQUAL(reg(SM_METRIC_GAUGE, "safemessenger_demo_depth_total", NULL, &again),
+                    SM_EEXIST);
+    CU_ASSERT_EQUAL(reg(SM_METRIC_GAUGE, "safemessenger_demo_wide", five, &again), SM_EINVAL);
 }
 
 static void registration_is_refused_outside_init(void)
