@@ -4,7 +4,7 @@
  * the worker threads, the plugin directory, TLS on or off, the web
  * client's directory) keep their running values, each refused with a
  * warning that names the key; the rest takes effect: limits, log level
- * and format, origins, proxies, the TLS certificate (re-read from its
+ * and format, origins, proxies, metrics.allow, the TLS certificate (re-read from its
  * files), plugin settings through the plugins' reload callbacks, and
  * plugins added to or removed from plugins.load. Sessions stay open
  * throughout. */
