@@ -127,6 +127,12 @@ auth = {{ registrations_per_hour = 200; }};
     def url(self):
         return self.page_url or f"http://127.0.0.1:{self.port}/"
 
+    def page(self, query=""):
+        """The page's URL with extra query parameters ("a=b")."""
+        if not query:
+            return self.url
+        return self.url + ("&" if "?" in self.url else "?") + query
+
     @property
     def ws_url(self):
         return f"ws://127.0.0.1:{self.port}/"

@@ -192,6 +192,7 @@ export class Connection {
     this.channel = null;
     this.rx = Promise.resolve();
     this.tx = Promise.resolve();
+    this.events = Promise.resolve();
     this.closed = false;
     this.closeError = null;
     this.serverTimeOffset = 0;
@@ -274,11 +275,11 @@ export class Connection {
         return undefined;
       }
       if (this.opts.onEvent) {
-        try {
-          await this.opts.onEvent({ action: env.action, payload });
-        } catch (e) {
-          console.error('event handler failed', e);
-        }
+        // Handlers run one after the other, in arrival order, but outside
+        // the receive chain: a handler may wait for a reply of its own.
+        const ev = { action: env.action, payload };
+        this.events = this.events.then(() => this.opts.onEvent(ev))
+          .catch((e) => console.error('event handler failed', e));
       }
     }
     return undefined;
