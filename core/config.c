@@ -19,6 +19,11 @@
 #define SM_DEFAULT_PLUGIN_DIR "/usr/local/lib/safemessenger/plugins"
 #endif
 
+/* Where `cmake --install` puts web/; the fallback as for the plugins. */
+#ifndef SM_DEFAULT_WEB_ROOT
+#define SM_DEFAULT_WEB_ROOT "/usr/local/share/safemessenger/web"
+#endif
+
 #define PLUGIN_NAME_MAX 64
 #define CONFIG_MAX_OWNED 16
 #define CONFIG_MAX_ASKED 256
@@ -43,7 +48,8 @@ struct config {
  * destructor on hooks when one is installed, and none is. */
 static char read_mark;
 
-static const char *const core_sections[] = {"server", "storage", "plugins", "limits", "log"};
+static const char *const core_sections[] = {"server", "storage", "plugins", "limits", "log",
+                                            "web"};
 
 static const char *const synchronous_values[] = {"off", "normal", "full", "extra"};
 
@@ -227,6 +233,26 @@ static int parse_string(config *cfg, const config_setting_t *s, const core_key *
 static int parse_path(config *cfg, const config_setting_t *s, const core_key *k)
 {
     return parse_string(cfg, s, k);
+}
+
+static int parse_bool(config *cfg, const config_setting_t *s, const core_key *k)
+{
+    if (config_setting_type(s) != CONFIG_TYPE_BOOL) {
+        report(cfg, SM_LOG_ERROR, s, "%s.%s must be true or false", k->section, k->name);
+        return -1;
+    }
+    *FIELD(int, k->offset) = config_setting_get_bool(s) ? 1 : 0;
+    return 0;
+}
+
+/* web.root: a path like the others, remembered as written so that a
+ * missing directory the operator named stops the start (main.c). */
+static int parse_web_root(config *cfg, const config_setting_t *s, const core_key *k)
+{
+    if (parse_path(cfg, s, k) != 0)
+        return -1;
+    cfg->server.web_root_set = 1;
+    return 0;
 }
 
 static int parse_synchronous(config *cfg, const config_setting_t *s, const core_key *k)
@@ -474,6 +500,8 @@ static const core_key core_keys[] = {
     {"limits", "room_fanout_burst", parse_size, 4096, 1073741824, AT(room_fanout_burst)},
     {"log", "level", parse_log_level, 0, 0, AT(log_level)},
     {"log", "format", parse_log_format, 0, 0, AT(log_format)},
+    {"web", "enabled", parse_bool, 0, 0, AT(web_enabled)},
+    {"web", "root", parse_web_root, 1, 0, AT(web_root)},
 };
 
 static void set_defaults(server_config *srv)
@@ -508,6 +536,8 @@ static void set_defaults(server_config *srv)
     srv->room_fanout_burst = 33554432;
     srv->log_level = SM_LOG_INFO;
     srv->log_format = SM_LOG_FORMAT_TEXT;
+    srv->web_enabled = 1;
+    srv->web_root = SM_DEFAULT_WEB_ROOT;
 }
 
 static const core_key *find_core_key(const char *section, const char *name)
@@ -589,7 +619,7 @@ static int check_tree(config *cfg)
              * core key written outside its section. */
             report(cfg, SM_LOG_ERROR, s,
                    "top-level setting '%s' must be a section { ... } (core keys belong inside "
-                   "server, storage, plugins, limits or log)", name);
+                   "server, storage, plugins, limits, log or web)", name);
             rc = -1;
         }
     }
@@ -721,7 +751,7 @@ static int resolve_paths(config *cfg)
 {
     server_config *srv = &cfg->server;
     const char **paths[] = {&srv->key_file, &srv->database, &srv->plugin_dir, &srv->tls_cert,
-                            &srv->tls_key};
+                            &srv->tls_key, &srv->web_root};
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         if (resolve_path(cfg, paths[i]) != 0) {
             log_msg(SM_LOG_ERROR, "config", "out of memory");

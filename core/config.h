@@ -1,5 +1,5 @@
 /* Configuration: one libconfig file, as docs/OPERATIONS.md describes it.
- * The core's own sections (server, storage, plugins, limits, log) are read
+ * The core's own sections (server, storage, plugins, limits, log, web) are read
  * and checked here into server_config; every other top-level section belongs
  * to the plugin of that name, which reads it through the getters below
  * (the host table's config_* services). Errors name the file and line. */
@@ -57,6 +57,11 @@ typedef struct server_config {
     /* log */
     sm_log_level log_level;         /* info */
     sm_log_format log_format;       /* text */
+    /* web: the browser client's static files, served at / */
+    int web_enabled;                /* 1 */
+    const char *web_root;           /* build-time default: <datadir>/safemessenger/web */
+    int web_root_set;               /* web.root was written in the file: a missing
+                                       directory is then an error, not a warning */
 } server_config;
 
 typedef struct config config;
@@ -64,7 +69,7 @@ typedef struct config config;
 /* Loads and checks the file. path NULL gives the built-in defaults (no
  * file). On error logs "<file>:<line>: <what>" for each problem and
  * returns -1. Unknown keys in the core's sections are errors. Relative
- * paths (key_file, database, plugins.dir, TLS files) are resolved against
+ * paths (key_file, database, plugins.dir, TLS files, web.root) are resolved against
  * the directory of the file. */
 int config_load(const char *path, config **out);
 void config_free(config *cfg);

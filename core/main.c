@@ -18,6 +18,7 @@
 #include "plugin_loader.h"
 #include "tls_check.h"
 #include "transport.h"
+#include "web.h"
 
 #ifndef SM_VERSION
 #define SM_VERSION "dev"
@@ -79,8 +80,8 @@ static int parse_port(const char *s, int *out)
 }
 
 /* What the transport would refuse at start (the listening address, the TLS
- * certificate and key), found before the key and the database are touched,
- * and by --check-config. */
+ * certificate and key, the web root), found before the key and the
+ * database are touched, and by --check-config. */
 static int check_server_section(const server_config *sc, const char *config_file)
 {
     char err[1024];
@@ -90,7 +91,7 @@ static int check_server_section(const server_config *sc, const char *config_file
         LOG_ERROR("%s: %s", config_file, err);
         return -1;
     }
-    return 0;
+    return web_check(sc);
 }
 
 int main(int argc, char **argv)

@@ -10,7 +10,9 @@
 #include "host_api.h"
 #include "log.h"
 
-static const char *const core_sections[] = {"server", "storage", "plugins", "limits", "log"};
+/* As in config.c: a plugin named after a core section could not have its own. */
+static const char *const core_sections[] = {"server", "storage", "plugins", "limits", "log",
+                                            "web"};
 
 static char *dup_str(const char *s)
 {

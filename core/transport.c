@@ -22,6 +22,7 @@
 #include "peers.h"
 #include "receive.h"
 #include "session.h"
+#include "web.h"
 
 /* Before key_exchange completes, messages are capped at this many bytes
  * (PROTOCOL.md section 1). */
@@ -42,6 +43,7 @@ typedef struct pss {
     session *s;
     int http_status;
     int stall_timer;        /* the send_timeout check is scheduled */
+    web_request web;        /* a static file or its error, in progress */
 } pss;
 
 static struct lws_context *lws_ctx;
@@ -196,12 +198,15 @@ static void withdraw_context(void)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
-/* ---- HTTP: /healthz ---------------------------------------------------- */
+/* ---- HTTP: /healthz, then the web client's files ---------------------- */
 
-static int http_request(struct lws *wsi, pss *p, const char *uri)
+static int http_request(struct lws *wsi, pss *p, const char *uri, size_t len)
 {
     uint8_t buf[LWS_PRE + 512];
     uint8_t *start = &buf[LWS_PRE], *q = start, *end = &buf[sizeof buf - 1];
+    /* Reserved paths first: no file in web.root can shadow them. */
+    if (strcmp(uri, "/healthz") != 0 && web_serving())
+        return web_http(wsi, &p->web, uri, len);
     p->http_status = strcmp(uri, "/healthz") == 0 ? HTTP_STATUS_OK : HTTP_STATUS_NOT_FOUND;
     const char *body = p->http_status == HTTP_STATUS_OK ? "ok\n" : "not found\n";
     if (lws_add_http_common_headers(wsi, (unsigned)p->http_status, "text/plain",
@@ -214,6 +219,8 @@ static int http_request(struct lws *wsi, pss *p, const char *uri)
 
 static int http_writeable(struct lws *wsi, pss *p)
 {
+    if (p->web.active)
+        return web_http_writeable(wsi, &p->web);
     const char *body = p->http_status == HTTP_STATUS_OK ? "ok\n" : "not found\n";
     uint8_t buf[LWS_PRE + 32];
     size_t len = strlen(body);
@@ -529,9 +536,14 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         }
         return 0;
     case LWS_CALLBACK_HTTP:
-        return http_request(wsi, p, in ? (const char *)in : "");
+        return http_request(wsi, p, in ? (const char *)in : "", in ? len : 0);
     case LWS_CALLBACK_HTTP_WRITEABLE:
         return http_writeable(wsi, p);
+    case LWS_CALLBACK_CLOSED_HTTP:
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+        if (p)
+            web_http_release(&p->web);
+        break;
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         if (g_core.pool)
             workers_run_completions(g_core.pool);
@@ -634,6 +646,10 @@ int transport_start(const server_config *sc, int *port_out)
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_bridge);
     if (peers_start(sc) != 0)
         return -1;
+    if (web_start(sc) != 0) {
+        peers_stop();
+        return -1;
+    }
     g_core.transport = &lws_transport;
     g_core.timers_changed = schedule_timers;
 
@@ -641,6 +657,7 @@ int transport_start(const server_config *sc, int *port_out)
     int listen_fd = listener_open(sc->bind, sc->port, err, sizeof err);
     if (listen_fd < 0) {
         LOG_ERROR("%s", err);
+        web_stop();
         peers_stop();
         return -1;
     }
@@ -682,6 +699,7 @@ fail:
         lws_context_destroy(lws_ctx);
     lws_ctx = NULL;
     vhost = NULL;
+    web_stop();
     peers_stop();
     return -1;
 }
@@ -720,5 +738,6 @@ void transport_stop(void)
         lws_ctx = NULL;
         vhost = NULL;
     }
+    web_stop();
     peers_stop();
 }
