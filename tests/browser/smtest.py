@@ -56,7 +56,8 @@ class Args:
         self.server_bin, self.cli_bin, self.plugin_dir, self.source_dir = argv[1:]
         self.web_root = os.path.join(self.source_dir, "web")
         self.tmp = tempfile.mkdtemp(prefix="sm-browser-")
-        _cleanups.append(lambda: shutil.rmtree(self.tmp, ignore_errors=True))
+        if not os.environ.get("SM_KEEP_TMP"):   # keep it for debugging
+            _cleanups.append(lambda: shutil.rmtree(self.tmp, ignore_errors=True))
 
 
 def make_key(path):

@@ -74,6 +74,32 @@ def worked_example(b):
           "a changed signature is refused, the real one opens")
 
 
+# A server that replays a stored message, played by a second connection of
+# bob's that sends the very same sealed and signed content twice (the e2e
+# id inside is the same; the server gives each a new message id).
+REPLAY_JS = r"""
+const [user, password, to, text] = arguments;
+const done = arguments[arguments.length - 1];
+(async () => {
+  const P = await import('/js/protocol.js');
+  const E = await import('/js/e2e.js');
+  const key = await E.loadUserKey(user);
+  const url = new URLSearchParams(location.search).get('ws') || `ws://${location.host}/`;
+  const c = new P.Connection(url, {});
+  await c.open();
+  await c.request('login', { username: user, password });
+  const k = await c.request('get_public_key', { username: to });
+  const sealed = await E.encryptMessage(k.payload.public_key, user, to, text, Date.now() / 1000);
+  const signature = await E.signMessage(key.signKey, user, to, sealed.content);
+  const p = { recipient: to, content: sealed.content, encrypted: true, signature };
+  const r1 = await c.request('private_message', p);
+  const r2 = await c.request('private_message', p);
+  c.close();
+  return [r1.payload.message_id, r2.payload.message_id];
+})().then(done, (e) => done({ error: String(e) }));
+"""
+
+
 def in_messages(b, needle, css="#messages > *"):
     return any(needle in t for t in b.message_texts(css))
 
@@ -232,6 +258,15 @@ def main(args):
           "a blocked user's private message is not delivered")
     alice.click("#blocked li button")   # Unblock
     alice.wait("the blocked list to empty", lambda: "carl" not in alice.text("#blocked"))
+
+    # ---- a replayed e2e id is refused ----
+    ids = bob.driver.execute_async_script(REPLAY_JS, "bob", PW["bob"], "alice", "said only once")
+    check(isinstance(ids, list) and ids[0] != ids[1], f"the same sealed message was sent twice ({ids})")
+    alice.wait("the replay", lambda: in_messages(alice, "REPLAY", "#pm-messages > *"))
+    items = alice.message_texts("#pm-messages > *")
+    check(sum("said only once" in t for t in items) == 1
+          and any("REPLAY" in t and "said only once" not in t for t in items),
+          "the first copy is shown, the replayed one is refused and its text withheld")
 
     # ---- the expiring message left the view ----
     alice.wait("the expiring message to disappear", lambda: not in_messages(alice, "this one disappears"),

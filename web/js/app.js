@@ -30,6 +30,7 @@ const state = {
   outgoing: new Map(),   // message id -> li of a private message we sent
   incoming: new Map(),   // message id -> li of a private message to us
   unread: new Set(),
+  ready: false,          // logged in and the room (re)joined: commands may go
   reconnectTimer: null,
   attempt: 0,
   keyRefused: null,      // { pinned, offered } while a changed server key is refused
@@ -165,12 +166,13 @@ async function connect() {
     if (err.kind === 'key_changed') showKeyAlert();
     throw err;
   }
-  setStatus(state.me ? `connected as ${state.me}` : 'connected (not logged in)');
+  setStatus(state.me ? `connected; logging in again as ${state.me}…` : 'connected (not logged in)');
   return conn;
 }
 
 function onClose(conn, err) {
   if (conn !== state.conn) return;
+  state.ready = false;
   if (err && err.kind === 'key_changed') return;
   const wasLoggedIn = !!state.me && !!state.password;
   if (err && err.deliberate) return;
@@ -234,7 +236,6 @@ async function login(username, password, isRegister, rejoinRoom) {
   const p = reply.payload;
   state.me = p.username;
   state.password = password;
-  setStatus(`connected as ${state.me}`);
   $('auth-view').hidden = true;
   $('chat-view').hidden = false;
   $('logout').hidden = false;
@@ -248,6 +249,10 @@ async function login(username, password, isRegister, rejoinRoom) {
     enterNoRoom();
   }
   await Promise.all([loadFriends(), loadRequests(), loadBlocked(), loadUnread()]);
+  // Only now: after a reconnect, a message typed before the room was
+  // joined again would go to the server's default room.
+  state.ready = true;
+  setStatus(`connected as ${state.me}`);
   $('message-input').focus();
 }
 
@@ -299,6 +304,7 @@ $('auth-form').addEventListener('submit', (ev) => { ev.preventDefault(); onAuth(
 $('register').addEventListener('click', () => onAuth(true));
 
 function logoutLocal(message) {
+  state.ready = false;
   state.me = null;
   state.password = null;
   state.userKey = null;
@@ -473,6 +479,10 @@ $('message-form').addEventListener('submit', async (ev) => {
   ev.preventDefault();
   const content = $('message-input').value;
   if (!content.trim()) return;
+  if (!state.ready) {
+    showError('Not connected yet: the message was not sent.');
+    return;
+  }
   if (!state.room) {
     showError('Join a room first.');
     return;
@@ -545,6 +555,10 @@ $('pm-form').addEventListener('submit', async (ev) => {
     return;
   }
   if (!text) return;
+  if (!state.ready) {
+    showError('Not connected yet: the message was not sent.');
+    return;
+  }
   try {
     await sendPrivate(to, text);
     $('pm-text').value = '';
