@@ -84,8 +84,7 @@ const done = arguments[arguments.length - 1];
   const P = await import('/js/protocol.js');
   const E = await import('/js/e2e.js');
   const key = await E.loadUserKey(user);
-  const url = new URLSearchParams(location.search).get('ws') || `ws://${location.host}/`;
-  const c = new P.Connection(url, {});
+  const c = new P.Connection(`ws://${location.host}/`, {});
   await c.open();
   await c.request('login', { username: user, password });
   const k = await c.request('get_public_key', { username: to });
@@ -231,6 +230,8 @@ def main(args):
 
     # ---- history paging ----
     carl.command("/join archive", "join")
+    alice.wait("carl to leave lobby's members", lambda: "carl" not in alice.text("#members"))
+    check("alice" in alice.text("#members"), "user_left: carl left alice's member list")
     for i in range(1, 61):
         carl.send(f"archive message {i:02d}")
     carl.wait("the 60th archive message", lambda o: o.get("kind") == "event" and o.get("action") == "public_message"
@@ -246,6 +247,13 @@ def main(args):
     check("archive message 01" in texts[0] and "archive message 60" in texts[-1]
           and not bob.el("#load-older").is_displayed(),
           "the older page is added above, in order, and paging ends")
+
+    mark = carl.mark()
+    bob.click("#leave-room")
+    bob.wait_text("#room-title", "none")
+    carl.wait("user_left for bob", lambda o: o.get("action") == "user_left"
+              and o["payload"].get("username") == "bob" and o["payload"].get("room") == "archive", start=mark)
+    check(not bob.els("#messages > *"), "leaving the room empties the view and tells the others")
 
     # ---- blocking ----
     alice.type("#block-name", "carl" + Keys.ENTER)

@@ -10,9 +10,9 @@ const NAME_RE = /^[A-Za-z0-9_.-]{3,32}$/;
 const ROOM_RE = /^[A-Za-z0-9_.-]{1,32}$/;
 
 const params = new URLSearchParams(location.search);
-// The server's WebSocket endpoint is the page's own origin; `?ws=` exists for
-// development only (a CSP of default-src 'self' refuses any other host).
-const wsUrl = params.get('ws') || `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/`;
+// The server is the page's own origin: the code and the WebSocket come from
+// the same place, and the server's CSP allows no other.
+const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/`;
 const cipher = params.get('cipher') === 'cbc' ? CIPHER_CBC : CIPHER_GCM;
 const serverId = new URL(wsUrl).host;
 const PIN_KEY = `sm.server_pin.v1.${serverId}`;
@@ -338,9 +338,17 @@ $('logout').addEventListener('click', async () => {
 
 function knownRoomsKey() { return `sm.rooms.v1.${(state.me || '').toLowerCase()}`; }
 
+function knownRooms() {
+  try {
+    const rooms = JSON.parse(localStorage.getItem(knownRoomsKey()));
+    return Array.isArray(rooms) ? rooms.filter((r) => typeof r === 'string' && ROOM_RE.test(r)) : [];
+  } catch (e) {
+    return [];
+  }
+}
+
 function rememberRoom(name) {
-  let rooms = [];
-  try { rooms = JSON.parse(localStorage.getItem(knownRoomsKey())) || []; } catch (e) { rooms = []; }
+  const rooms = knownRooms();
   if (!rooms.some((r) => r.toLowerCase() === name.toLowerCase())) rooms.push(name);
   localStorage.setItem(knownRoomsKey(), JSON.stringify(rooms.slice(-50)));
   renderRoomList(rooms);
@@ -419,7 +427,7 @@ $('leave-room').addEventListener('click', async () => {
   try {
     await state.conn.request('leave_room', {});
     enterNoRoom();
-    rememberRoom('general');
+    renderRoomList(knownRooms());
   } catch (err) {
     showError(`Could not leave: ${describe(err)}`);
   }
