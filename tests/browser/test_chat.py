@@ -282,7 +282,9 @@ def main(args):
     check(in_messages(alice, "hello from alice"), "the expiring message left the view, the others stayed")
 
     # ---- 360 px ----
-    bob.driver.set_window_size(360, 800)
+    # A phone's viewport (a headless window may not go below 500 px wide).
+    bob.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                               {"width": 360, "height": 740, "deviceScaleFactor": 2, "mobile": True})
     time.sleep(0.3)
     width = bob.driver.execute_script("return document.documentElement.scrollWidth")
     inner = bob.driver.execute_script("return window.innerWidth")
