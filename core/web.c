@@ -212,11 +212,15 @@ static int respond_error(struct lws *wsi, web_request *r, int status, int close_
     return 0;
 }
 
-/* The method, for HTTP/1 and HTTP/2: 'G'et, 'H'ead, or 0 for the rest. */
-static char request_method(struct lws *wsi)
+/* The method, for HTTP/1 and HTTP/2: 'G'et, 'H'ead, or 0 for the rest;
+ * *h2 tells which. */
+static char request_method(struct lws *wsi, int *h2)
 {
     char *uri = NULL;
     int len = 0;
+    /* lws files an HTTP/2 request's path under the method's token as well,
+     * so :path is what tells the protocol. */
+    *h2 = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_COLON_PATH) > 0;
     switch (lws_http_get_uri_and_method(wsi, &uri, &len)) {
     case LWSHUMETH_GET: return 'G';
     case LWSHUMETH_HEAD: return 'H';
@@ -245,11 +249,13 @@ int web_http(struct lws *wsi, web_request *r, const char *uri, size_t len)
 {
     /* Keep-alive: a new request on the connection starts afresh. */
     web_http_release(r);
-    char method = request_method(wsi);
+    int h2;
+    char method = request_method(wsi, &h2);
     if (!method)
-        /* The request may carry a body we do not read: the connection
-         * cannot be reused, so it ends after the answer. */
-        return respond_error(wsi, r, HTTP_STATUS_METHOD_NOT_ALLOWED, 1);
+        /* HTTP/1: the request may carry a body we do not read, so the
+         * connection cannot be reused and ends after the answer. HTTP/2
+         * ends only the stream, as for any answer. */
+        return respond_error(wsi, r, HTTP_STATUS_METHOD_NOT_ALLOWED, !h2);
     char rel[WEB_PATH_MAX + 1];
     int fd = -1;
     struct stat st;

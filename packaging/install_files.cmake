@@ -9,11 +9,11 @@
 #   <datadir>/safemessenger/safemessenger.conf     the same default, always;
 #   <unitdir>/safemessenger.service                the systemd unit, always.
 #
-# The configuration is conf/safemessenger.conf with its three paths made
+# The configuration is conf/safemessenger.conf with its four paths made
 # absolute: the key and the database under SM_STATE_DIR, plugins.dir the
-# installed plugin directory. A path that cannot be found in the source
-# file stops the install rather than ship a configuration that points into
-# a build tree.
+# installed plugin directory, web.root the installed web client. A path
+# that cannot be found in the source file stops the install rather than
+# ship a configuration that points into a build tree.
 include("${CMAKE_CURRENT_LIST_DIR}/dirs.cmake")
 
 sm_sysconfdir(sm_confdir "${CMAKE_INSTALL_PREFIX}" "${SM_SYSCONFDIR}")
@@ -55,6 +55,9 @@ sm_replace_line("\n  database = \"[^\"\n]*\";" "\n  database = \"${SM_STATE_DIR}
 sm_replace_line("\n  dir = \"[^\"\n]*\";" "\n  dir = \"${sm_plugindir}\";")
 string(REGEX REPLACE "\n  # Where plugin \\.so files are looked up[^\n]*\n(  #[^\n]*\n)*"
        "\n  # Where plugin .so files are looked up: the installed plugins.\n" sm_text "${sm_text}")
+sm_replace_line("\n  root = \"[^\"\n]*\";" "\n  root = \"${sm_datadir}/web\";")
+string(REGEX REPLACE "\n  # The directory served[^\n]*\n(  #[^\n]*\n)*"
+       "\n  # The directory served: the installed web client (symbolic links and\n  # hidden files in it are never served).\n" sm_text "${sm_text}")
 # The source file's header speaks of the build tree; the installed one
 # says where it is and what uses it.
 string(FIND "${sm_text}" "\nserver:" sm_body_at)

@@ -7,7 +7,7 @@
 #    docs/OPERATIONS.md builds it; a tree configured for another prefix
 #    must warn that the server's compiled-in defaults differ);
 # 2. `dpkg-deb -c` lists the server, the CLI, the five plugins, the
-#    configuration and the unit, and nothing of the SDK or the load
+#    configuration, the unit and the web client's index, and nothing of the SDK or the load
 #    generator; the configuration is the one conffile and names /usr paths;
 # 3. the maintainer scripts: postinst creates the system user with
 #    `adduser --system` when it is missing and not when it exists (run
@@ -58,6 +58,7 @@ done
 expect -rw-r--r-- /etc/safemessenger/safemessenger.conf
 expect -rw-r--r-- /usr/share/safemessenger/safemessenger.conf
 expect -rw-r--r-- /usr/lib/systemd/system/safemessenger.service
+expect -rw-r--r-- /usr/share/safemessenger/web/index.html
 # Developers' files stay out; so does anything not under /usr or /etc.
 if grep -E 'safemessenger-bench|/include/|pkgconfig|testhost' "$tmp/entries"; then
     fail "the package holds developer files (above)"
@@ -82,6 +83,8 @@ grep -qxF "  dir = \"/usr/$libdir/safemessenger/plugins\";" "$tmp/conf" ||
     fail "the packaged configuration's plugins.dir is not /usr/$libdir/safemessenger/plugins"
 grep -qxF '  database = "/var/lib/safemessenger/safemessenger.db";' "$tmp/conf" ||
     fail "the packaged configuration's storage.database is not under /var/lib/safemessenger"
+grep -qxF '  root = "/usr/share/safemessenger/web";' "$tmp/conf" ||
+    fail "the packaged configuration's web.root is not /usr/share/safemessenger/web"
 if grep -nF -e "$build_dir" -e "_CPack_Packages" "$tmp/conf" "$tmp/control/postinst"; then
     fail "a build or staging path leaked into the package (above)"
 fi

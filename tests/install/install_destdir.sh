@@ -10,12 +10,14 @@
 #    the five plugins, the CLI, the configuration, its reference copy and
 #    the unit are there;
 # 2. checks the installed configuration names absolute paths only: the key
-#    and the database under /var/lib/safemessenger, the installed plugins;
-# 3. copies it, changing exactly four things (port 0, the state directory
-#    and the plugin directory moved under the temporary directory), checks
-#    it with --check-config, starts the installed server on it and has the
-#    installed CLI register, post to the default room, log in again and
-#    read the message back from the history;
+#    and the database under /var/lib/safemessenger, the installed plugins,
+#    the installed web client;
+# 3. copies it, changing exactly five things (port 0, the state directory,
+#    the plugin directory and the web root moved under the temporary
+#    directory), checks it with --check-config, starts the installed server
+#    on it, fetches the web client's index over HTTP and has the installed
+#    CLI register, post to the default room, log in again and read the
+#    message back from the history;
 # 4. installs again over an operator's change of the configuration and
 #    checks the change is kept.
 # Everything lives in one temporary directory, removed on exit; the server
@@ -51,7 +53,7 @@ for p in auth heartbeat rooms messaging friends; do
     [ -f "$root$plugindir/$p.so" ] || fail "plugin not installed: $plugindir/$p.so"
 done
 for f in etc/safemessenger/safemessenger.conf usr/share/safemessenger/safemessenger.conf \
-         usr/lib/systemd/system/safemessenger.service; do
+         usr/lib/systemd/system/safemessenger.service usr/share/safemessenger/web/index.html; do
     [ -f "$root/$f" ] || fail "not installed: $f"
 done
 cmp -s "$conf" "$root/usr/share/safemessenger/safemessenger.conf" ||
@@ -70,6 +72,8 @@ grep -qxF '  key_file = "/var/lib/safemessenger/server_key.pem";' "$conf" ||
 grep -qxF '  database = "/var/lib/safemessenger/safemessenger.db";' "$conf" ||
     fail "storage.database is not /var/lib/safemessenger/safemessenger.db"
 grep -qxF "  dir = \"$plugindir\";" "$conf" || fail "plugins.dir is not $plugindir"
+grep -qxF '  root = "/usr/share/safemessenger/web";' "$conf" ||
+    fail "web.root is not /usr/share/safemessenger/web"
 # No path of the build or source tree, and no relative path, is left.
 if grep -nE '^[^#]*= *"\.\.?/|build/|/data/' "$conf"; then
     fail "the installed configuration has a relative or build-tree path (above)"
@@ -80,10 +84,11 @@ state=$tmp/state
 sed -e "s|^  port = 8765;\$|  port = 0;|" \
     -e "s|\"/var/lib/safemessenger/|\"$state/|" \
     -e "s|^  dir = \"$plugindir\";\$|  dir = \"$root$plugindir\";|" \
+    -e "s|^  root = \"/usr/share/safemessenger/web\";\$|  root = \"$root/usr/share/safemessenger/web\";|" \
     "$conf" >"$tmp/test.conf"
 changed=$(diff "$conf" "$tmp/test.conf" | grep -c '^>' || true)
-[ "$changed" = 4 ] || { diff "$conf" "$tmp/test.conf" >&2 || true
-                        fail "expected to change 4 lines of the installed configuration, changed $changed"; }
+[ "$changed" = 5 ] || { diff "$conf" "$tmp/test.conf" >&2 || true
+                        fail "expected to change 5 lines of the installed configuration, changed $changed"; }
 server=$root/usr/bin/safemessenger-server
 "$server" -c "$tmp/test.conf" --check-config >"$tmp/check.log" 2>&1 ||
     { cat "$tmp/check.log" >&2; fail "--check-config refuses the installed configuration"; }
@@ -105,6 +110,25 @@ for p in auth heartbeat rooms messaging friends; do
 done
 [ "$(stat -c %a "$state/server_key.pem")" = 600 ] || fail "the key is not mode 0600"
 [ -f "$state/safemessenger.db" ] || fail "no database in the state directory"
+
+begin "the installed server serves the installed web client at /"
+grep -qF "serving the web client from $root/usr/share/safemessenger/web" "$tmp/server.log" ||
+    fail "the server log does not show the installed web root"
+# Raw HTTP over bash's /dev/tcp: no HTTP client needed.
+exec 3<>"/dev/tcp/127.0.0.1/$(cat "$tmp/port")"
+printf 'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' >&3
+timeout 10 cat <&3 >"$tmp/index.http" || fail "no answer to GET /"
+exec 3<&-
+head -n 1 "$tmp/index.http" | grep -q '^HTTP/1.1 200' ||
+    { head -n 20 "$tmp/index.http" >&2; fail "GET / did not answer 200"; }
+grep -qi '^content-type: text/html; charset=utf-8' "$tmp/index.http" ||
+    fail "GET / is not text/html"
+grep -qi "^content-security-policy: default-src 'self'" "$tmp/index.http" ||
+    fail "GET / has no Content-Security-Policy"
+# The body, after the blank line, is the installed index.html byte for byte.
+sed '1,/^\r$/d' "$tmp/index.http" >"$tmp/index.body"
+cmp -s "$tmp/index.body" "$root/usr/share/safemessenger/web/index.html" ||
+    fail "GET / is not the installed web/index.html"
 
 begin "the installed CLI registers, posts and reads back"
 cli=$root/usr/bin/safemessenger-cli

@@ -87,7 +87,8 @@ static int fingerprint_of(const harness_server *s, char *out, size_t len);
 
 /* Unknown keys are errors, so the shipped files must stay in step with
  * the code: each passes --check-config with every plugin it names (its
- * plugins.dir pointed at this build; nothing else is changed). */
+ * plugins.dir pointed at this build, its web.root at the source tree's
+ * web/; nothing else is changed). */
 static void shipped_configurations_pass_check_config(void)
 {
     static const char *const files[] = {"safemessenger.conf", "bench.conf"};
@@ -97,8 +98,9 @@ static void shipped_configurations_pass_check_config(void)
         CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
         snprintf(dst, sizeof dst, "%s/%s", dir, files[i]);
         snprintf(cmd, sizeof cmd,
-                 "sed 's|^\\( *dir = \\).*|\\1\"%s\";|' '%s' > '%s' && grep -q '%s' '%s'",
-                 SM_PLUGIN_BUILD_DIR, src, dst, SM_PLUGIN_BUILD_DIR, dst);
+                 "sed -e 's|^\\( *dir = \\).*|\\1\"%s\";|'"
+                 " -e 's|^\\( *root = \\).*|\\1\"%s/web\";|' '%s' > '%s' && grep -q '%s' '%s'",
+                 SM_PLUGIN_BUILD_DIR, SM_SOURCE_DIR, src, dst, SM_PLUGIN_BUILD_DIR, dst);
         CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
         char args[700];
         snprintf(args, sizeof args, "-c '%s' --check-config", dst);

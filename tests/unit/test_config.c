@@ -452,6 +452,47 @@ static void config_resolves_relative_paths_against_its_directory(void)
     config_free(cfg);
 }
 
+/* web: on by default with the built-in root (absolute, so it is kept);
+ * a written root resolves like the other paths and is marked written,
+ * which makes a missing directory an error at start (web.c). */
+static void config_web_section(void)
+{
+    config *cfg = NULL;
+    CU_ASSERT_EQUAL_FATAL(config_load(NULL, &cfg), 0);
+    const server_config *s = config_server(cfg);
+    CU_ASSERT_EQUAL(s->web_enabled, 1);
+    CU_ASSERT_EQUAL(s->web_root_set, 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s->web_root);
+    CU_ASSERT_EQUAL(s->web_root[0], '/');
+    CU_ASSERT_PTR_NOT_NULL(strstr(s->web_root, "/safemessenger/web"));
+    config_free(cfg);
+
+    char *log = NULL;
+    CU_ASSERT_EQUAL_FATAL(load_text("storage = { };\n", &cfg, &log), 0);
+    free(log);
+    CU_ASSERT_EQUAL(config_server(cfg)->web_root_set, 0);
+    CU_ASSERT_EQUAL(config_server(cfg)->web_root[0], '/');
+    config_free(cfg);
+
+    char dir[PATH_MAX], want[PATH_MAX + 64];
+    CU_ASSERT_PTR_NOT_NULL_FATAL(realpath(tmp_dir, dir));
+    CU_ASSERT_EQUAL_FATAL(load_text("web = {\n  enabled = false;\n  root = \"../w\";\n};\n", &cfg,
+                                    &log), 0);
+    free(log);
+    s = config_server(cfg);
+    CU_ASSERT_EQUAL(s->web_enabled, 0);
+    CU_ASSERT_EQUAL(s->web_root_set, 1);
+    snprintf(want, sizeof want, "%.*s/w", (int)(strrchr(dir, '/') - dir), dir);
+    CU_ASSERT_STRING_EQUAL(s->web_root, want);
+    config_free(cfg);
+
+    expect_error("web = {\n  enabled = 1;\n};\n", 2, "web.enabled must be true or false");
+    expect_error("web = {\n  root = \"\";\n};\n", 2, "web.root must be a non-empty string");
+    expect_error("web = {\n  rot = \"x\";\n};\n", 2,
+                 "unknown key web.rot (did you mean 'web.root'?)");
+    expect_error("web = true;\n", 1, "web must be a group { ... }");
+}
+
 static void config_reports_syntax_error_line(void)
 {
     expect_error("server = {\n  port = 1;\n  bind = ;\n};\n", 3, "syntax error");
@@ -770,6 +811,7 @@ static const sm_test_case cases[] = {
     SM_TEST(config_rejects_core_section_that_is_not_a_group),
     SM_TEST(config_rejects_unknown_core_keys_with_suggestions),
     SM_TEST(config_resolves_relative_paths_against_its_directory),
+    SM_TEST(config_web_section),
     SM_TEST(config_reports_syntax_error_line),
     SM_TEST(config_rejects_missing_file),
     SM_TEST(section_absent_key_keeps_default),
