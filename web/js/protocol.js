@@ -271,7 +271,7 @@ export class Connection {
     }
     if (env.type === 'event') {
       if (env.action === 'PING') {
-        this.send('PONG', { timestamp: payload.timestamp }, false);
+        this.send('PONG', { timestamp: payload.timestamp }, false).catch(() => {});
         return undefined;
       }
       if (this.opts.onEvent) {
