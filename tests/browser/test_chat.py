@@ -12,6 +12,8 @@ Writes the screenshot docs/web-client.png.
 Usage: test_chat.py SERVER_BIN CLI_BIN PLUGIN_DIR SOURCE_DIR
 """
 import os
+import sqlite3
+import subprocess
 import sys
 import time
 
@@ -196,6 +198,30 @@ def main(args):
     alice.driver.save_screenshot(shot)
     with open(shot, "rb") as f:
         check(f.read(8) == b"\x89PNG\r\n\x1a\n", f"screenshot written to {shot}")
+
+    # ---- a correspondent's key changed on the server: nothing is sent ----
+    # The server (here: its database, changed behind its back) hands out
+    # another key for carl. alice's pin must stop the message.
+    fake = os.path.join(args.tmp, "fake_carl.pem")
+    make_key(fake)
+    fake_pub = subprocess.run(["openssl", "pkey", "-in", fake, "-pubout"], check=True,
+                              stdout=subprocess.PIPE, text=True).stdout
+    db = sqlite3.connect(os.path.join(srv.dir, "server.db"), timeout=10)
+    real_pub = db.execute("SELECT public_key FROM auth_users WHERE username_lower = 'carl'").fetchone()[0]
+    db.execute("UPDATE auth_users SET public_key = ? WHERE username_lower = 'carl'", (fake_pub,))
+    db.commit()
+    mark = carl.mark()
+    alice.type("#pm-to", "carl")
+    alice.type("#pm-text", "must not go to a swapped key" + Keys.ENTER)
+    alice.wait("the contact key alert", lambda: alice.el("#contact-alert").is_displayed())
+    check("CHANGED" in alice.text("#contact-alert") and "carl" in alice.text("#contact-alert")
+          and "NOT sent" in alice.text("#error"), "a changed key of carl is refused loudly")
+    time.sleep(1)
+    check(not any(o.get("action") == "private_message" for o in carl.lines[mark:]),
+          "nothing reached carl")
+    db.execute("UPDATE auth_users SET public_key = ? WHERE username_lower = 'carl'", (real_pub,))
+    db.commit()
+    db.close()
 
     # ---- friends, presence, logout, keyboard-only login ----
     alice.type("#friend-name", "bob" + Keys.ENTER)
