@@ -74,15 +74,3 @@ export async function fingerprintDer(der) {
   const digest = await crypto.subtle.digest('SHA-256', der);
   return `sha256:${hex(digest)}`;
 }
-
-export async function fingerprintPem(pem) {
-  return fingerprintDer(pemToDer(pem));
-}
-
-// Compares two byte strings without an early exit (for secrets).
-export function bytesEqual(a, b) {
-  if (a.length !== b.length) return false;
-  let d = 0;
-  for (let i = 0; i < a.length; i++) d |= a[i] ^ b[i];
-  return d === 0;
-}

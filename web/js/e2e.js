@@ -213,7 +213,6 @@ export async function decryptMessage(decryptKey, sender, recipient, content) {
   }
 }
 
-export { fingerprintDer };
 export async function fingerprintOfPem(pem) {
   return fingerprintDer(pemToDer(pem));
 }
