@@ -161,7 +161,7 @@ static int add_header(struct lws *wsi, const char *name, const char *value, unsi
 /* Every answer of ours, file or error, carries these. */
 static int add_common_headers(struct lws *wsi, unsigned char **p, unsigned char *end)
 {
-    char csp[sizeof "" + 512 + 2 * (HOST_MAX + 8)];
+    char csp[512 + 2 * (HOST_MAX + sizeof " wss://")];
     build_csp(wsi, csp, sizeof csp);
     return add_header(wsi, "content-security-policy:", csp, p, end) ||
            add_header(wsi, "x-content-type-options:", "nosniff", p, end) ||

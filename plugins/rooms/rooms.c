@@ -1,4 +1,4 @@
-/* Rooms: join_room, leave_room and get_users (PROTOCOL.md section 7,
+/* Rooms: join_room, leave_room, get_users and list_rooms (PROTOCOL.md section 7,
  * "Rooms:"), and the default room every session enters at login, which
  * auth reports as assigned_room through the attribute "rooms.current".
  *
@@ -25,7 +25,7 @@ typedef struct rooms {
     /* lower-cased name -> stored display name of the default and configured
      * rooms: the rooms that exist when allow_create is false. */
     json_t *listed;
-    sm_stmt *find_stmt, *insert_stmt;
+    sm_stmt *find_stmt, *insert_stmt, *list_stmt;
 } rooms;
 
 static const sm_migration migrations[] = {
@@ -232,6 +232,63 @@ static void get_users(sm_ctx *ctx, const json_t *payload, void *data)
     reply_listing(r, ctx, key);
 }
 
+/* Sessions in an occupied room (its key), 0 for an empty one. */
+static json_int_t occupants(const rooms *r, const char *key)
+{
+    const json_t *users = json_object_get(json_object_get(r->members.active, key), "users");
+    json_int_t n = 0;
+    const char *k;
+    const json_t *v;
+    json_object_foreach((json_t *)users, k, v)
+        n += json_integer_value(json_object_get(v, "count")) > 0;
+    return n;
+}
+
+/* The rooms that can be joined, by name without regard to case, with how
+ * many users are in each; at most ROOMS_LIST_MAX, "more" when there are
+ * others. The query has no LIMIT: a server without room creation may skip
+ * any number of stored rooms. */
+static void list_rooms(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)payload;
+    rooms *r = data;
+    const sm_host *h = r->host;
+    json_t *list = json_array();
+    int more = 0, rc = list ? SM_OK : SM_ENOMEM;
+    size_t n = 0;
+    while (rc == SM_OK) {
+        int step = h->db_step(r->list_stmt);
+        if (step == SM_DONE)
+            break;
+        if (step != SM_ROW) {
+            rc = SM_ERROR;
+            break;
+        }
+        const char *name = h->db_column_text(r->list_stmt, 0);
+        const char *key = h->db_column_text(r->list_stmt, 1);
+        /* Without room creation only the configured rooms can be joined,
+         * whatever earlier runs created. */
+        if (key && !r->allow_create && !json_object_get(r->listed, key))
+            continue;
+        if (n == ROOMS_LIST_MAX) {
+            more = 1;
+            break;
+        }
+        json_t *item = name && key ? json_pack("{s:s,s:I}", "room", name, "users", occupants(r, key)) : NULL;
+        if (!item || json_array_append_new(list, item) != 0)
+            rc = SM_ENOMEM;
+        n++;
+    }
+    h->db_reset(r->list_stmt);
+    json_t *reply = rc == SM_OK ? json_pack("{s:O,s:b}", "rooms", list, "more", more) : NULL;
+    if (reply)
+        h->reply(ctx, "list_rooms", reply);
+    else
+        h->reply_error(ctx, SM_ERR_INTERNAL, "internal server error");
+    json_decref(reply);
+    json_decref(list);
+}
+
 /* ---- life cycle --------------------------------------------------------- */
 
 /* Reads every key before failing, so that each mistake is reported once. */
@@ -275,6 +332,8 @@ static void rooms_free(rooms *r)
         r->host->db_finalize(r->find_stmt);
     if (r->insert_stmt)
         r->host->db_finalize(r->insert_stmt);
+    if (r->list_stmt)
+        r->host->db_finalize(r->list_stmt);
     membership_free(&r->members);
     json_decref(r->listed);
     free(r->configured);
@@ -290,6 +349,7 @@ static const sm_action actions[] = {
     {"join_room", join_room, SM_ACTION_NEEDS_LOGIN, join_schema},
     {"leave_room", leave_room, SM_ACTION_NEEDS_LOGIN, NULL},
     {"get_users", get_users, SM_ACTION_NEEDS_LOGIN, NULL},
+    {"list_rooms", list_rooms, SM_ACTION_NEEDS_LOGIN, NULL},
     {NULL, NULL, 0, NULL},
 };
 
@@ -332,6 +392,9 @@ static int start(void *plugin_data)
         rc = h->db_prepare(r->self,
                            "INSERT INTO rooms (name, name_lower, created_at) VALUES (?, ?, ?)",
                            &r->insert_stmt);
+    if (rc == SM_OK)
+        rc = h->db_prepare(r->self, "SELECT name, name_lower FROM rooms ORDER BY name_lower",
+                           &r->list_stmt);
     if (rc == SM_OK && r->default_room[0])
         rc = ensure_listed(r, r->default_room);
     for (size_t i = 0; rc == SM_OK && i < r->n_configured; i++)
@@ -347,5 +410,5 @@ static void fini(void *plugin_data)
 }
 
 SM_PLUGIN_DECLARE(.name = "rooms", .version = "1.0",
-                  .description = "chat rooms: join_room, leave_room, get_users",
+                  .description = "chat rooms: join_room, leave_room, get_users, list_rooms",
                   .init = init, .fini = fini, .start = start);

@@ -1,5 +1,5 @@
 /* The rooms plugin on the test host: the default room at login, join_room,
- * leave_room, get_users, per-user room events over per-session membership,
+ * leave_room, get_users, list_rooms, per-user room events over per-session membership,
  * restricted rooms, name rules, persistence and configuration checks. */
 #include <stdarg.h>
 #include <stdio.h>
@@ -490,6 +490,42 @@ static void reconnecting_user_reenters_default_room(void)
     sm_testhost_free(th);
 }
 
+/* list_rooms: every room, sorted without regard to case, with its number
+ * of users (each user once), empty rooms included; without room creation
+ * only the rooms that can be joined. */
+static void list_rooms_counts_users_and_keeps_empty_rooms(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id alice = user(th, "alice");
+    sm_session_id alice2 = user(th, "alice");
+    sm_session_id bob = user(th, "bob");
+    json_t *p = ok_call(th, bob, "join_room", "{\"room_name\":\"Zoo\"}");
+    json_decref(p);
+    p = ok_call(th, bob, "join_room", "{\"room_name\":\"attic\"}");
+    json_decref(p);
+    (void)alice2;
+    p = ok_call(th, alice, "list_rooms", "{}");
+    char *text = json_dumps(p, JSON_COMPACT);
+    CU_ASSERT_STRING_EQUAL(text, "{\"rooms\":[{\"room\":\"attic\",\"users\":1},"
+                                 "{\"room\":\"general\",\"users\":1},{\"room\":\"Zoo\",\"users\":0}],"
+                                 "\"more\":false}");
+    free(text);
+    json_decref(p);
+    sm_testhost_free(th);
+    /* Rooms created before creation was turned off are not listed. */
+    th = start("rooms = { allow_create = false; rooms = [\"Lobby\"]; };");
+    CU_ASSERT_EQUAL(sm_testhost_exec(th, "INSERT INTO rooms (name, name_lower, created_at) "
+                                         "VALUES ('old', 'old', 1)"), SM_OK);
+    alice = user(th, "alice");
+    p = ok_call(th, alice, "list_rooms", "{}");
+    text = json_dumps(p, JSON_COMPACT);
+    CU_ASSERT_STRING_EQUAL(text, "{\"rooms\":[{\"room\":\"general\",\"users\":1},"
+                                 "{\"room\":\"Lobby\",\"users\":0}],\"more\":false}");
+    free(text);
+    json_decref(p);
+    sm_testhost_free(th);
+}
+
 int main(void)
 {
     static const sm_test_case cases[] = {
@@ -511,6 +547,7 @@ int main(void)
         SM_TEST(rooms_persist_in_table),
         SM_TEST(invalid_configuration_fails_init),
         SM_TEST(reconnecting_user_reenters_default_room),
+        SM_TEST(list_rooms_counts_users_and_keeps_empty_rooms),
         SM_TEST_END,
     };
     return sm_test_run("plugin_rooms", cases, NULL, NULL);

@@ -5,14 +5,17 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pty.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -35,7 +38,7 @@
 
 static harness_server srv;
 static char base_dir[256];    /* configuration directories of the CLI users */
-static char server_dir[64];   /* "127.0.0.1_<port>" */
+static char server_dir[80];   /* "sha256_<hex of the server key's fingerprint>" */
 
 static int init(void)
 {
@@ -45,9 +48,13 @@ static int init(void)
     if (harness_start(&srv, "plugins = { dir = \"@PLUGIN_BUILD_DIR@\"; load = [\"auth\", "
                             "\"heartbeat\", \"rooms\", \"messaging\", \"friends\"]; };\n"
                             "auth = { allow_weak_argon2 = true; argon2_memory_kib = 1024; "
-                            "argon2_passes = 1; };\n") != 0)
+                            "argon2_passes = 1; registrations_per_hour = 1000; };\n") != 0)
         return -1;
-    snprintf(server_dir, sizeof server_dir, "127.0.0.1_%d", srv.port);
+    sm_client *c = NULL;
+    if (harness_connect(&srv, &c) != SM_CLIENT_OK)
+        return -1;
+    snprintf(server_dir, sizeof server_dir, "sha256_%s", sm_client_fingerprint(c) + 7);
+    sm_client_close(c, 1000);
     return 0;
 }
 
@@ -154,6 +161,16 @@ static int cli_start(cli_run *r, const char *cfg, const char *password, ...)
     va_list ap;
     va_start(ap, password);
     int rc = cli_startv(r, cfg, password, NULL, NULL, ap);
+    va_end(ap);
+    return rc;
+}
+
+/* The same against url. */
+static int cli_start_at(cli_run *r, const char *cfg, const char *password, const char *url, ...)
+{
+    va_list ap;
+    va_start(ap, url);
+    int rc = cli_startv(r, cfg, password, NULL, url, ap);
     va_end(ap);
     return rc;
 }
@@ -323,6 +340,144 @@ static int cli_url(cli_run *r, const char *cfg, const char *url, ...)
     va_end(ap);
     CU_ASSERT_EQUAL_FATAL(rc, 0);
     return cli_finish(r, RUN_TIMEOUT_MS);
+}
+
+/* Runs the CLI against url with SM_PASSWORD = password (may be NULL). */
+static int cli_at(cli_run *r, const char *cfg, const char *password, const char *url, ...)
+{
+    va_list ap;
+    va_start(ap, url);
+    int rc = cli_startv(r, cfg, password, NULL, url, ap);
+    va_end(ap);
+    CU_ASSERT_EQUAL_FATAL(rc, 0);
+    return cli_finish(r, RUN_TIMEOUT_MS);
+}
+
+/* ---- the CLI on a terminal (pty) ------------------------------------------ */
+
+typedef struct pty_run {
+    pid_t pid;
+    int fd;             /* the master side */
+    char *out;          /* everything the CLI wrote to the terminal */
+    size_t len;
+    size_t mark;        /* pty_wait_for searches from here */
+} pty_run;
+
+/* Starts the CLI interactively on a new pseudo-terminal (its controlling
+ * terminal, so that password prompts use it too). */
+static int pty_start(pty_run *p, const char *cfg, const char *password, const char *url)
+{
+    memset(p, 0, sizeof *p);
+    char dir[512];
+    cfg_path(dir, sizeof dir, cfg);
+    struct winsize ws = {.ws_row = 40, .ws_col = 200};
+    int fd = -1;
+    pid_t pid = forkpty(&fd, NULL, NULL, &ws);
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        if (password)
+            setenv("SM_PASSWORD", password, 1);
+        else
+            unsetenv("SM_PASSWORD");
+        setenv("TERM", "xterm", 1);
+        setenv("HOME", dir, 1);   /* no ~/.editrc of the user running the tests */
+        execl(SM_CLI_PATH, SM_CLI_PATH, "--config-dir", dir, url ? url : srv.url, (char *)NULL);
+        _exit(127);
+    }
+    p->pid = pid;
+    p->fd = fd;
+    append(&p->out, &p->len, "", 0);
+    return 0;
+}
+
+static void pty_read(pty_run *p, int wait_ms)
+{
+    struct pollfd pfd = {.fd = p->fd, .events = POLLIN};
+    if (p->fd < 0 || poll(&pfd, 1, wait_ms) <= 0)
+        return;
+    char buf[4096];
+    ssize_t k = read(p->fd, buf, sizeof buf);
+    if (k > 0) {
+        append(&p->out, &p->len, buf, (size_t)k);
+    } else if (k == 0 || errno != EINTR) {   /* EIO once the CLI is gone */
+        close(p->fd);
+        p->fd = -1;
+    }
+}
+
+/* Waits until the output after the mark holds needle; the mark then moves
+ * past it. 1 found, 0 not within timeout_ms. */
+static int pty_wait_for(pty_run *p, const char *needle, int timeout_ms)
+{
+    long long end = now_ms() + timeout_ms;
+    for (;;) {
+        char *at = strstr(p->out + p->mark, needle);
+        if (at) {
+            p->mark = (size_t)(at - p->out) + strlen(needle);
+            return 1;
+        }
+        long long left = end - now_ms();
+        if (left <= 0 || p->fd < 0) {
+            fprintf(stderr, "pty: no \"%s\" within %d ms in:\n%s\n", needle, timeout_ms, p->out);
+            return 0;
+        }
+        pty_read(p, (int)(left > 200 ? 200 : left));
+    }
+}
+
+/* Waits until the terminal's echo is off (libedit reading a line, or a
+ * password prompt): input written before that is echoed by the terminal
+ * itself, whatever the CLI does. On Linux the master reports the pair's
+ * settings. 1 when off, 0 not within timeout_ms. */
+static int pty_wait_no_echo(pty_run *p, int timeout_ms)
+{
+    long long end = now_ms() + timeout_ms;
+    for (;;) {
+        struct termios t;
+        if (tcgetattr(p->fd, &t) == 0 && !(t.c_lflag & ECHO))
+            return 1;
+        if (now_ms() >= end)
+            return 0;
+        pty_read(p, 20);
+    }
+}
+
+static void pty_write(pty_run *p, const char *text)
+{
+    size_t len = strlen(text);
+    CU_ASSERT_EQUAL(write(p->fd, text, len), (ssize_t)len);
+}
+
+/* Waits for the CLI to exit (killing it at the deadline); its exit code. */
+static int pty_finish(pty_run *p, int timeout_ms)
+{
+    long long end = now_ms() + timeout_ms;
+    int status = 0, code = -1;
+    while (now_ms() < end) {
+        pty_read(p, 100);
+        if (waitpid(p->pid, &status, WNOHANG) == p->pid) {
+            code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            break;
+        }
+    }
+    if (code == -1) {
+        kill(p->pid, SIGKILL);
+        waitpid(p->pid, NULL, 0);
+    }
+    if (p->fd >= 0)
+        close(p->fd);
+    p->fd = -1;
+    char path[300];
+    snprintf(path, sizeof path, "%s/cli.log", base_dir);
+    FILE *f = fopen(path, "a");
+    if (f) {
+        fprintf(f, "=== pty run, exit %d\n%s\n", code, p->out);
+        fclose(f);
+    }
+    free(p->out);
+    p->out = NULL;
+    return code;
 }
 
 /* The n-th (from 0) JSON line of stdout whose "kind" is kind and whose
@@ -944,6 +1099,441 @@ static void exit_status_tells_server_errors_usage_and_connection(void)
     cli_free(&r);
 }
 
+/* ---- first-use fixes (issue 13) --------------------------------------------- */
+
+static void register_prompts_before_keygen_and_drops_typeahead(void)
+{
+    pty_run p;
+    CU_ASSERT_EQUAL_FATAL(pty_start(&p, "ta_user", NULL, NULL), 0);
+    CU_ASSERT_FATAL(pty_wait_for(&p, "/help lists the commands", 20000));
+    CU_ASSERT_FATAL(pty_wait_for(&p, "> ", 20000));
+    CU_ASSERT_FATAL(pty_wait_no_echo(&p, 20000));   /* libedit reads: no echo by the terminal */
+    /* A password typed before the prompt (here: together with the
+     * command) must neither show nor become the answer. */
+    pty_write(&p, "/register ta_user\nearly-typed-secret\n");
+    CU_ASSERT_FATAL(pty_wait_for(&p, "Password for ta_user: ", 20000));
+    /* The prompt comes before the key pair is generated. */
+    CU_ASSERT_PTR_NULL(strstr(p.out, "generating a"));
+    pty_write(&p, PASSWORD "\n");
+    CU_ASSERT_FATAL(pty_wait_for(&p, "Repeat it: ", 20000));
+    pty_write(&p, PASSWORD "\n");
+    CU_ASSERT(pty_wait_for(&p, "generating a 3072-bit key pair", 20000));
+    CU_ASSERT(pty_wait_for(&p, "logged in as ta_user", 30000));
+    CU_ASSERT_PTR_NULL(strstr(p.out, "early-typed-secret"));
+    if (strstr(p.out, "early-typed-secret"))
+        fprintf(stderr, "pty output:\n%s\n", p.out);
+    CU_ASSERT_PTR_NULL(strstr(p.out, PASSWORD));   /* no echo of the answers either */
+    pty_write(&p, "/quit\n");
+    CU_ASSERT_EQUAL(pty_finish(&p, 20000), 0);
+    cli_run r;   /* the password set is the one typed at the prompt */
+    CU_ASSERT_EQUAL(cli(&r, "ta_user", PASSWORD, "-e", "/login ta_user", NULL), 0);
+    cli_free(&r);
+}
+
+static void password_and_room_name_rules_are_checked_locally(void)
+{
+    register_user("rule_user");
+    cli_run r;
+    CU_ASSERT_EQUAL(cli(&r, "rule_user", "short", "-e", "/login rule_user", NULL), 1);
+    json_t *o = line_of(&r, "local", "bad_password", 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_PTR_NOT_NULL(strstr(jstr(o, "message", NULL), "8 to 1024 bytes"));
+    json_decref(o);
+    CU_ASSERT_PTR_NULL(strstr(r.out, "\"kind\":\"reply\""));   /* nothing sent */
+    CU_ASSERT_PTR_NULL(strstr(r.out, "\"kind\":\"error\""));
+    cli_free(&r);
+    CU_ASSERT_EQUAL(cli(&r, "rule_user2", "short", "-e", "/register rule_user2", NULL), 1);
+    o = line_of(&r, "local", "bad_password", 0);
+    CU_ASSERT_PTR_NOT_NULL(o);
+    json_decref(o);
+    o = line_of(&r, "local", "key_created", 0);   /* no key was made for it */
+    CU_ASSERT_PTR_NULL(o);
+    json_decref(o);
+    cli_free(&r);
+    CU_ASSERT_EQUAL(cli(&r, "rule_user", PASSWORD, "-e", "/login rule_user", "-e", "/join bad/room", "-e",
+                        "/join a23456789012345678901234567890123", "-e", "/join ok.room-1", NULL),
+                    2);
+    o = line_of(&r, "local", "bad_room_name", 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_PTR_NOT_NULL(strstr(jstr(o, "message", NULL), "1 to 32 characters of A-Z a-z 0-9 _ . -"));
+    json_decref(o);
+    o = line_of(&r, "local", "bad_room_name", 1);   /* 33 characters */
+    CU_ASSERT_PTR_NOT_NULL(o);
+    json_decref(o);
+    o = line_of(&r, "reply", "join_room", 0);   /* only the valid one went out */
+    CU_ASSERT_STRING_EQUAL(o ? jstr(o, "payload", "room") : "", "ok.room-1");
+    json_decref(o);
+    o = line_of(&r, "reply", "join_room", 1);
+    CU_ASSERT_PTR_NULL(o);
+    json_decref(o);
+    cli_free(&r);
+}
+
+static void call_sends_any_action_and_prints_the_reply(void)
+{
+    register_user("call_user");
+    cli_run r;
+    CU_ASSERT_EQUAL(cli(&r, "call_user", PASSWORD, "-e", "/login call_user", "-e",
+                        "/call join_room {\"room_name\": \"Call_Room\"}", "-e", "/call get_users", "-e",
+                        "/call join_room {\"room_name\": 5}", NULL),
+                    1);
+    json_t *o = line_of(&r, "reply", "join_room", 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_STRING_EQUAL(jstr(o, "command", NULL), "call");
+    CU_ASSERT_STRING_EQUAL(jstr(o, "payload", "room"), "Call_Room");
+    json_decref(o);
+    o = line_of(&r, "reply", "get_users", 0);
+    CU_ASSERT_STRING_EQUAL(o ? jstr(o, "payload", "room") : "", "Call_Room");
+    json_decref(o);
+    o = line_of(&r, "error", "error", 0);   /* the server's 1004, as it came */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(json_object_get(o, "payload"), "code")), 1004);
+    CU_ASSERT_STRING_EQUAL(jstr(o, "command", NULL), "call");
+    json_decref(o);
+    cli_free(&r);
+    /* Checked before sending: JSON, an object, an action name. */
+    CU_ASSERT_EQUAL(cli(&r, "call_user", PASSWORD, "-e", "/login call_user", "-e", "/call join_room {oops",
+                        "-e", "/call join_room [1]", "-e", "/call bad-name {}", NULL),
+                    2);
+    o = line_of(&r, "local", "bad_json", 0);
+    CU_ASSERT_PTR_NOT_NULL(o ? strstr(jstr(o, "message", NULL), "not valid JSON") : NULL);
+    json_decref(o);
+    o = line_of(&r, "local", "bad_json", 1);
+    CU_ASSERT_PTR_NOT_NULL(o ? strstr(jstr(o, "message", NULL), "JSON object") : NULL);
+    json_decref(o);
+    o = line_of(&r, "local", "usage", 0);
+    CU_ASSERT_PTR_NOT_NULL(o);
+    json_decref(o);
+    CU_ASSERT_PTR_NULL(strstr(r.out, "\"command\":\"call\""));
+    cli_free(&r);
+}
+
+static void rooms_lists_rooms_and_me_sends_an_action(void)
+{
+    register_user("me_recv");
+    register_user("me_send");
+    cli_run rx, tx;
+    CU_ASSERT_EQUAL_FATAL(cli_start(&rx, "me_recv", PASSWORD, "-e", "/login me_recv", "-e", "/join me_room",
+                                    "--wait-events", "1", "--wait-action", "public_message", "--wait-ms",
+                                    "15000", NULL),
+                          0);
+    CU_ASSERT_FATAL(cli_wait_for(&rx, "\"action\":\"join_room\"", 15000));
+    CU_ASSERT_EQUAL(cli(&tx, "me_send", PASSWORD, "-e", "/login me_send", "-e", "/join Empty_Room", "-e",
+                        "/join me_room", "-e", "/rooms", "-e", "/me waves", NULL),
+                    0);
+    json_t *o = line_of(&tx, "reply", "list_rooms", 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_STRING_EQUAL(jstr(o, "command", NULL), "rooms");
+    const json_t *rooms = json_object_get(json_object_get(o, "payload"), "rooms");
+    int seen_me = 0, seen_empty = 0, seen_general = 0;
+    size_t i;
+    json_t *item;
+    json_array_foreach(rooms, i, item) {
+        const char *name = jstr(item, "room", NULL);
+        json_int_t users = json_integer_value(json_object_get(item, "users"));
+        if (strcmp(name, "me_room") == 0)
+            seen_me = users == 2;
+        else if (strcmp(name, "Empty_Room") == 0)
+            seen_empty = users == 0;
+        else if (strcmp(name, "general") == 0)
+            seen_general = 1;
+        if (i > 0)   /* sorted without regard to case */
+            CU_ASSERT_TRUE(strcasecmp(jstr(json_array_get(rooms, i - 1), "room", NULL), name) < 0);
+    }
+    CU_ASSERT_TRUE(seen_me);
+    CU_ASSERT_TRUE(seen_empty);
+    CU_ASSERT_TRUE(seen_general);
+    CU_ASSERT_TRUE(json_is_false(json_object_get(json_object_get(o, "payload"), "more")));
+    json_decref(o);
+    o = line_of(&tx, "reply", "public_message", 0);
+    CU_ASSERT_STRING_EQUAL(o ? jstr(o, "command", NULL) : "", "me");
+    json_decref(o);
+    cli_free(&tx);
+    CU_ASSERT_EQUAL(cli_finish(&rx, 20000), 0);
+    o = line_of(&rx, "event", "public_message", 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_STRING_EQUAL(jstr(o, "payload", "content"), "/me waves");
+    CU_ASSERT_STRING_EQUAL(jstr(o, "payload", "sender"), "me_send");
+    json_decref(o);
+    cli_free(&rx);
+}
+
+static void live_private_message_is_marked_read(void)
+{
+    register_user("rd_from");
+    register_user("rd_to");
+    cli_run rx, tx;
+    CU_ASSERT_EQUAL_FATAL(cli_start(&rx, "rd_to", PASSWORD, "-e", "/login rd_to", "--wait-events", "1",
+                                    "--wait-action", "private_message", "--wait-ms", "15000", NULL),
+                          0);
+    CU_ASSERT_FATAL(cli_wait_for(&rx, "\"action\":\"login_success\"", 15000));
+    CU_ASSERT_EQUAL(cli(&tx, "rd_from", PASSWORD, "-e", "/login rd_from", "-e", "/msg rd_to read me",
+                        "--wait-events", "1", "--wait-action", "message_read", "--wait-ms", "15000", NULL),
+                    0);
+    json_t *sent = line_of(&tx, "reply", "message_delivered", 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(sent);
+    json_t *o = line_of(&tx, "event", "message_read", 0);   /* the read receipt */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(o);
+    CU_ASSERT_STRING_EQUAL(jstr(o, "payload", "reader"), "rd_to");
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(json_object_get(o, "payload"), "message_id")),
+                    json_integer_value(json_object_get(json_object_get(sent, "payload"), "message_id")));
+    json_decref(o);
+    json_decref(sent);
+    cli_free(&tx);
+    CU_ASSERT_EQUAL(cli_finish(&rx, 20000), 0);
+    cli_free(&rx);
+    /* Nothing left unread. */
+    CU_ASSERT_EQUAL(cli(&rx, "rd_to", PASSWORD, "-e", "/login rd_to", "-e", "/unread", NULL), 0);
+    o = line_of(&rx, "reply", "unread_messages", 0);
+    CU_ASSERT_EQUAL(o ? json_array_size(json_object_get(json_object_get(o, "payload"), "messages")) : 99, 0);
+    json_decref(o);
+    cli_free(&rx);
+}
+
+/* A server of its own: database and key kept across restarts. */
+static int start_own_server(harness_server *s, const char *db, int port)
+{
+    char conf[1024];
+    char server[256] = "";
+    if (port)
+        snprintf(server, sizeof server,
+                 "server = { port = %d; bind = \"127.0.0.1\"; key_file = \"@DIR@/server_key.pem\"; "
+                 "key_bits = 2048; };\n", port);
+    snprintf(conf, sizeof conf,
+             "%sstorage = { database = \"%s/%s\"; };\n"
+             "plugins = { dir = \"@PLUGIN_BUILD_DIR@\"; load = [\"auth\", \"heartbeat\", \"rooms\", "
+             "\"messaging\", \"friends\"]; };\n"
+             "auth = { allow_weak_argon2 = true; argon2_memory_kib = 1024; argon2_passes = 1; "
+             "registrations_per_hour = 1000; };\n",
+             server, base_dir, db);
+    return harness_start(s, conf);
+}
+
+static void rename_dir(const char *cfg, const char *kind, const char *from, const char *to)
+{
+    char dir[512], a[800], b[800];
+    cfg_path(dir, sizeof dir, cfg);
+    snprintf(a, sizeof a, "%s/%s/%s", dir, kind, from);
+    snprintf(b, sizeof b, "%s/%s/%s", dir, kind, to);
+    CU_ASSERT_EQUAL(rename(a, b), 0);
+}
+
+static void keys_follow_the_server_fingerprint_across_ports(void)
+{
+    harness_server s1, s2;
+    memset(&s2, 0, sizeof s2);
+    CU_ASSERT_EQUAL_FATAL(start_own_server(&s1, "fp.db", 0), 0);
+    cli_run r;
+    CU_ASSERT_EQUAL(cli_at(&r, "fp_to", PASSWORD, s1.url, "-e", "/register fp_to", NULL), 0);
+    cli_free(&r);
+    CU_ASSERT_EQUAL(cli_at(&r, "fp_from", PASSWORD, s1.url, "-e", "/register fp_from", "-e",
+                           "/msg fp_to written before the move", NULL),
+                    0);
+    cli_free(&r);
+    /* fp_to's files as the earlier CLI laid them out: per host_port. */
+    char legacy[64];
+    snprintf(legacy, sizeof legacy, "127.0.0.1_%d", s1.port);
+    rename_dir("fp_to", "keys", server_dir, legacy);
+    CU_ASSERT_EQUAL(cli_at(&r, "fp_to", PASSWORD, s1.url, "-e", "/login fp_to", NULL), 0);
+    json_t *o = line_of(&r, "local", "keys_migrated", 0);
+    CU_ASSERT_PTR_NOT_NULL(o);
+    json_decref(o);
+    o = line_of(&r, "local", "no_private_key", 0);
+    CU_ASSERT_PTR_NULL(o);
+    json_decref(o);
+    cli_free(&r);
+    char dir[512], path[800];
+    cfg_path(dir, sizeof dir, "fp_to");
+    snprintf(path, sizeof path, "%s/keys/%s/fp_to.pem", dir, server_dir);
+    file_mode_is(path, 0600);
+    snprintf(path, sizeof path, "%s/keys/%s", dir, legacy);
+    CU_ASSERT_NOT_EQUAL(access(path, F_OK), 0);   /* moved, not copied */
+    /* The same server (key and database) on another port: the message
+     * written before is still readable. */
+    CU_ASSERT_EQUAL(harness_stop(&s1, SIGTERM, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(start_own_server(&s2, "fp.db", 0), 0);
+    CU_ASSERT_NOT_EQUAL(s2.port, s1.port);
+    CU_ASSERT_EQUAL(cli_at(&r, "fp_to", PASSWORD, s2.url, "-e", "/login fp_to", "-e", "/unread", NULL), 0);
+    json_t *item = unread_item(&r, "written before the move", 0, 0);
+    CU_ASSERT_PTR_NOT_NULL(item);
+    CU_ASSERT_STRING_EQUAL(item ? jstr(item, "e2e", "status") : "", "ok");
+    json_decref(item);
+    cli_free(&r);
+    CU_ASSERT_EQUAL(harness_cleanup(&s1), 0);
+    CU_ASSERT_EQUAL(harness_cleanup(&s2), 0);
+}
+
+static void exported_key_lets_a_second_device_read(void)
+{
+    register_user("ex_user");
+    register_user("ex_other");
+    char file[400], other_file[400];
+    snprintf(file, sizeof file, "%s/ex_user.key", base_dir);
+    snprintf(other_file, sizeof other_file, "%s/ex_other.key", base_dir);
+    setenv("SM_KEY_PASSPHRASE", "a long passphrase", 1);
+    cli_run r;
+    char cmd[450];
+    snprintf(cmd, sizeof cmd, "/export-key %s", file);
+    CU_ASSERT_EQUAL(cli(&r, "ex_user", PASSWORD, "-e", "/login ex_user", "-e", cmd, NULL), 0);
+    json_t *o = line_of(&r, "local", "key_exported", 0);
+    CU_ASSERT_PTR_NOT_NULL(o);
+    json_decref(o);
+    cli_free(&r);
+    file_mode_is(file, 0600);
+    char *pem = read_text(file);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(pem);
+    CU_ASSERT_PTR_NOT_NULL(strstr(pem, "-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+    free(pem);
+    CU_ASSERT_EQUAL(cli(&r, "ex_user", PASSWORD, "-e", "/login ex_user", "-e", cmd, NULL), 1);   /* exists */
+    cli_free(&r);
+    snprintf(cmd, sizeof cmd, "/export-key %s", other_file);
+    CU_ASSERT_EQUAL(cli(&r, "ex_other", PASSWORD, "-e", "/login ex_other", "-e", cmd, "-e",
+                        "/msg ex_user for both devices", NULL),
+                    0);
+    cli_free(&r);
+    /* The second device: no key at first. */
+    snprintf(cmd, sizeof cmd, "/import-key %s", other_file);
+    CU_ASSERT_EQUAL(cli(&r, "ex_user_2", PASSWORD, "-e", "/login ex_user", "-e", cmd, NULL), 1);
+    o = line_of(&r, "local", "no_private_key", 0);
+    CU_ASSERT_PTR_NOT_NULL(o);
+    json_decref(o);
+    o = line_of(&r, "local", "key_mismatch", 0);   /* another user's key is refused */
+    CU_ASSERT_PTR_NOT_NULL(o);
+    json_decref(o);
+    cli_free(&r);
+    snprintf(cmd, sizeof cmd, "/import-key %s", file);
+    setenv("SM_KEY_PASSPHRASE", "the wrong passphrase", 1);
+    CU_ASSERT_EQUAL(cli(&r, "ex_user_2", PASSWORD, "-e", "/login ex_user", "-e", cmd, NULL), 1);
+    o = line_of(&r, "local", "import_failed", 0);
+    CU_ASSERT_PTR_NOT_NULL(o);
+    json_decref(o);
+    cli_free(&r);
+    setenv("SM_KEY_PASSPHRASE", "a long passphrase", 1);
+    CU_ASSERT_EQUAL(cli(&r, "ex_user_2", PASSWORD, "-e", "/login ex_user", "-e", cmd, "-e", "/unread", NULL), 0);
+    unsetenv("SM_KEY_PASSPHRASE");
+    o = line_of(&r, "local", "key_imported", 0);
+    CU_ASSERT_PTR_NOT_NULL(o);
+    json_decref(o);
+    json_t *item = unread_item(&r, "for both devices", 0, 0);
+    CU_ASSERT_PTR_NOT_NULL(item);
+    CU_ASSERT_STRING_EQUAL(item ? jstr(item, "e2e", "status") : "", "ok");
+    json_decref(item);
+    cli_free(&r);
+    /* Installed: the next login there loads it. */
+    CU_ASSERT_EQUAL(cli(&r, "ex_user_2", PASSWORD, "-e", "/login ex_user", NULL), 0);
+    o = line_of(&r, "local", "no_private_key", 0);
+    CU_ASSERT_PTR_NULL(o);
+    json_decref(o);
+    cli_free(&r);
+}
+
+static void interactive_client_reconnects_and_keeps_the_typed_line(void)
+{
+    harness_server s1, s2;
+    memset(&s2, 0, sizeof s2);
+    CU_ASSERT_EQUAL_FATAL(start_own_server(&s1, "rc.db", 0), 0);
+    cli_run r;
+    CU_ASSERT_EQUAL(cli_at(&r, "rc_user", PASSWORD, s1.url, "-e", "/register rc_user", NULL), 0);
+    cli_free(&r);
+    CU_ASSERT_EQUAL(cli_at(&r, "rc_peer", PASSWORD, s1.url, "-e", "/register rc_peer", NULL), 0);
+    cli_free(&r);
+    pty_run p;
+    CU_ASSERT_EQUAL_FATAL(pty_start(&p, "rc_user", PASSWORD, s1.url), 0);
+    CU_ASSERT_FATAL(pty_wait_for(&p, "/help lists the commands", 20000));
+    CU_ASSERT_FATAL(pty_wait_for(&p, "> ", 20000));
+    pty_write(&p, "/login rc_user\n");
+    CU_ASSERT_FATAL(pty_wait_for(&p, "logged in as rc_user", 20000));
+    pty_write(&p, "/join rc_room\n");
+    CU_ASSERT_FATAL(pty_wait_for(&p, "joined rc_room", 20000));
+    pty_write(&p, "/me waves\n");   /* shown as an action */
+    CU_ASSERT(pty_wait_for(&p, "* rc_user waves", 20000));
+    pty_write(&p, "/rooms\n");
+    CU_ASSERT(pty_wait_for(&p, "* rooms: general (0), rc_room (1)", 20000));
+    pty_write(&p, "/call get_users\n");   /* the reply as indented JSON */
+    CU_ASSERT(pty_wait_for(&p, "* reply get_users:", 20000));
+    CU_ASSERT(pty_wait_for(&p, "\"room\": \"rc_room\"", 5000));
+    pty_write(&p, "half");
+    CU_ASSERT(pty_wait_for(&p, "half", 5000));
+    /* The server restarts on the same port with the same key. */
+    int port = s1.port;
+    CU_ASSERT_EQUAL(harness_stop(&s1, SIGTERM, NULL), 0);
+    CU_ASSERT(pty_wait_for(&p, "reconnecting", 20000));
+    CU_ASSERT_EQUAL_FATAL(start_own_server(&s2, "rc.db", port), 0);
+    CU_ASSERT_FATAL(pty_wait_for(&p, "reconnected to", 40000));
+    CU_ASSERT(pty_wait_for(&p, "in room rc_room", 1000));
+    sm_client *c = NULL;
+    CU_ASSERT_EQUAL_FATAL(harness_connect(&s2, &c), SM_CLIENT_OK);
+    sm_message *m = harness_callf(c, "login", "{s:s,s:s}", "username", "rc_peer", "password", PASSWORD);
+    CU_ASSERT_STRING_EQUAL(m ? m->action : "", "login_success");
+    sm_message_free(m);
+    m = harness_callf(c, "join_room", "{s:s}", "room_name", "rc_room");
+    CU_ASSERT_STRING_EQUAL(m ? m->action : "", "join_room");
+    /* The CLI is back in its room, logged in again. */
+    const json_t *users = m ? json_object_get(m->payload, "users") : NULL;
+    CU_ASSERT_EQUAL(json_array_size(users), 2);
+    sm_message_free(m);
+    /* The half-typed line is still there: finishing it sends it whole. */
+    pty_write(&p, " done\n");
+    int got = 0;
+    long long end = now_ms() + 20000;
+    while (!got && now_ms() < end) {
+        m = NULL;
+        if (sm_client_next_event(c, 500, &m) == SM_CLIENT_OK && strcmp(m->action, "public_message") == 0) {
+            CU_ASSERT_STRING_EQUAL(jstr(m->payload, "content", NULL), "half done");
+            CU_ASSERT_STRING_EQUAL(jstr(m->payload, "sender", NULL), "rc_user");
+            got = 1;
+        }
+        sm_message_free(m);
+    }
+    CU_ASSERT_TRUE(got);
+    sm_client_close(c, 1000);
+    pty_write(&p, "/quit\n");
+    CU_ASSERT_EQUAL(pty_finish(&p, 20000), 0);
+    CU_ASSERT_EQUAL(harness_cleanup(&s1), 0);
+    CU_ASSERT_EQUAL(harness_cleanup(&s2), 0);
+}
+
+static void batch_reconnects_with_the_option(void)
+{
+    harness_server s1, s2;
+    memset(&s2, 0, sizeof s2);
+    CU_ASSERT_EQUAL_FATAL(start_own_server(&s1, "brc.db", 0), 0);
+    cli_run r;
+    CU_ASSERT_EQUAL(cli_at(&r, "brc_user", PASSWORD, s1.url, "-e", "/register brc_user", NULL), 0);
+    cli_free(&r);
+    CU_ASSERT_EQUAL(cli_at(&r, "brc_peer", PASSWORD, s1.url, "-e", "/register brc_peer", NULL), 0);
+    cli_free(&r);
+    CU_ASSERT_EQUAL_FATAL(cli_start_at(&r, "brc_user", PASSWORD, s1.url, "--reconnect", "-e",
+                                       "/login brc_user", "-e", "/join brc_room", "--wait-events", "1",
+                                       "--wait-action", "public_message", "--wait-ms", "40000", NULL),
+                          0);
+    CU_ASSERT_FATAL(cli_wait_for(&r, "\"action\":\"join_room\"", 15000));
+    int port = s1.port;
+    CU_ASSERT_EQUAL(harness_stop(&s1, SIGTERM, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(start_own_server(&s2, "brc.db", port), 0);
+    CU_ASSERT_FATAL(cli_wait_for(&r, "\"what\":\"reconnected\"", 40000));
+    sm_client *c = NULL;
+    CU_ASSERT_EQUAL_FATAL(harness_connect(&s2, &c), SM_CLIENT_OK);
+    sm_message *m = harness_callf(c, "login", "{s:s,s:s}", "username", "brc_peer", "password", PASSWORD);
+    sm_message_free(m);
+    m = harness_callf(c, "join_room", "{s:s}", "room_name", "brc_room");
+    sm_message_free(m);
+    m = harness_callf(c, "public_message", "{s:s}", "content", "after the restart");
+    CU_ASSERT_STRING_EQUAL(m ? m->action : "", "public_message");
+    sm_message_free(m);
+    CU_ASSERT_EQUAL(cli_finish(&r, 30000), 0);   /* lost and recovered: still 0 */
+    json_t *o = line_of(&r, "event", "public_message", 0);
+    CU_ASSERT_STRING_EQUAL(o ? jstr(o, "payload", "content") : "", "after the restart");
+    json_decref(o);
+    o = line_of(&r, "local", "connection_closed", 0);
+    CU_ASSERT_PTR_NOT_NULL(o);
+    json_decref(o);
+    cli_free(&r);
+    sm_client_close(c, 1000);
+    CU_ASSERT_EQUAL(harness_cleanup(&s1), 0);
+    CU_ASSERT_EQUAL(harness_cleanup(&s2), 0);
+}
+
 int main(void)
 {
     static const sm_test_case cases[] = {
@@ -961,6 +1551,15 @@ int main(void)
         SM_TEST(replayed_message_is_withheld),
         SM_TEST(changed_contact_key_refuses_sending_and_flags_messages),
         SM_TEST(exit_status_tells_server_errors_usage_and_connection),
+        SM_TEST(register_prompts_before_keygen_and_drops_typeahead),
+        SM_TEST(password_and_room_name_rules_are_checked_locally),
+        SM_TEST(call_sends_any_action_and_prints_the_reply),
+        SM_TEST(rooms_lists_rooms_and_me_sends_an_action),
+        SM_TEST(live_private_message_is_marked_read),
+        SM_TEST(keys_follow_the_server_fingerprint_across_ports),
+        SM_TEST(exported_key_lets_a_second_device_read),
+        SM_TEST(interactive_client_reconnects_and_keeps_the_typed_line),
+        SM_TEST(batch_reconnects_with_the_option),
         SM_TEST_END,
     };
     return sm_test_run("cli", cases, init, fini);

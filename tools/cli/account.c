@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -18,8 +19,9 @@
 #include "seen.h"
 #include "tty.h"
 
-#define PASSWORD_MAX 1024          /* PROTOCOL.md 7: passwords are 8-1024 bytes */
+#define PASSWORD_MAX CLI_PASSWORD_MAX
 #define PASSWORD_FILE_MAX 4096
+#define PASSWORD_RULE "passwords are 8 to 1024 bytes"
 
 /* Renders the reply; an error sets the exit status. 0 for a response. */
 static int finish(cli_app *app, const char *command, const sm_message *reply)
@@ -89,8 +91,25 @@ static int get_password(cli_app *app, const char *user, int confirm, char *buf, 
     return 0;
 }
 
+/* The server's rule, checked before anything is sent, with the rule in
+ * the message (a login with a malformed password only gets 1001). */
+static int get_checked_password(cli_app *app, const char *user, int confirm, char *buf, size_t len)
+{
+    if (get_password(app, user, confirm, buf, len) != 0)
+        return -1;
+    size_t n = strlen(buf);
+    if (n >= CLI_PASSWORD_MIN && n <= CLI_PASSWORD_MAX)
+        return 0;
+    crypto_wipe(buf, len);
+    json_t *f = json_pack("{s:I,s:i,s:i}", "length", (json_int_t)n, "min", CLI_PASSWORD_MIN, "max",
+                          CLI_PASSWORD_MAX);
+    render_local("error", "bad_password", f, "the password is %zu bytes long: %s", n, PASSWORD_RULE);
+    json_decref(f);
+    return -1;
+}
+
 /* <config>/keys/<server>/<user>.pem and .pub.pem */
-static int key_paths(cli_app *app, const char *user, char *priv, size_t priv_len, char *pub,
+int account_key_paths(cli_app *app, const char *user, char *priv, size_t priv_len, char *pub,
                      size_t pub_len)
 {
     char lower[CLI_NAME_MAX + 1], dir[CLI_PATH_MAX], name[CLI_NAME_MAX + 16];
@@ -134,7 +153,13 @@ static int call_with_password(cli_app *app, const char *action, json_t *payload,
                               sm_message **reply)
 {
     json_t *pw = json_string(password);
-    crypto_wipe(password, strlen(password));
+    /* Kept for logging in again after a reconnection (cli.h); the caller
+     * marks it valid once the server accepted it. */
+    size_t plen = strlen(password);
+    cli_forget_password(app);
+    if (plen < sizeof app->password)
+        memcpy(app->password, password, plen + 1);
+    crypto_wipe(password, plen);
     if (!pw || json_object_set_new(payload, "password", pw) != 0) {
         render_local("error", "password_utf8", NULL, "the password is not valid UTF-8");
         return -1;
@@ -153,22 +178,28 @@ int account_register(cli_app *app, const char *command, const char *word)
         return -1;
     }
     char priv[CLI_PATH_MAX], pub[CLI_PATH_MAX], why[CLI_PATH_MAX + 128];
-    char password[PASSWORD_MAX + 2];
+    char password[PASSWORD_MAX + 2] = "";
     EVP_PKEY *key = NULL;
     char *pem = NULL;
     sm_message *reply = NULL;
     json_t *payload = NULL;
     int rc = -1, fresh = 0;
-    if (key_paths(app, word, priv, sizeof priv, pub, sizeof pub) != 0 || files_mkdirs_parent(priv) != 0) {
+    if (account_key_paths(app, word, priv, sizeof priv, pub, sizeof pub) != 0 || files_mkdirs_parent(priv) != 0) {
         render_local("error", "key_dir", NULL, "cannot create the key directory under %s", app->config_dir);
         goto fail_status;
     }
+    /* The password first: typing it while a key is generated would echo
+     * it on the screen (the terminal is in normal mode then). */
+    if (get_checked_password(app, word, 1, password, sizeof password) != 0)
+        goto fail_status;
     int r = e2e_key_load(priv, &key, why, sizeof why);
     if (r < 0) {
         render_local("error", "key_unreadable", NULL, "%s", why);
         goto fail_status;
     }
     if (r == 1) {
+        if (!app->batch)
+            render_local("info", "keygen", NULL, "generating a %d-bit key pair...", E2E_NEW_KEY_BITS);
         if (e2e_key_generate(E2E_NEW_KEY_BITS, &key) != 0) {
             render_local("error", "keygen_failed", NULL, "cannot generate an RSA key");
             goto fail_status;
@@ -183,19 +214,16 @@ int account_register(cli_app *app, const char *command, const char *word)
     }
     if (crypto_pubkey_pem(key, &pem) != 0)
         goto fail_status;
-    if (get_password(app, word, 1, password, sizeof password) != 0)
-        goto fail_status;
     payload = json_pack("{s:s,s:s}", "username", word, "public_key", pem);
-    if (!payload) {
-        crypto_wipe(password, sizeof password);
+    if (!payload)
         goto fail_status;
-    }
     cli_clear_login(app);   /* PROTOCOL.md 7: register ends any old login */
     if (call_with_password(app, "register", payload, password, &reply) != 0)
         goto out;
     if (finish(app, command, reply) != 0)
         goto out;
     start_login(app, reply);
+    app->have_password = 1;
     char fp[CRYPTO_FINGERPRINT_LEN] = "";
     (void)crypto_fingerprint(key, fp);
     if (fresh) {
@@ -222,6 +250,9 @@ int account_register(cli_app *app, const char *command, const char *word)
 fail_status:
     cli_set_status(app, CLI_EXIT_FAILED);
 out:
+    crypto_wipe(password, sizeof password);
+    if (!app->username[0])
+        cli_forget_password(app);
     EVP_PKEY_free(key);
     free(pem);
     json_decref(payload);
@@ -237,7 +268,7 @@ int account_login(cli_app *app, const char *command, const char *word)
         return -1;
     }
     char password[PASSWORD_MAX + 2];
-    if (get_password(app, word, 0, password, sizeof password) != 0) {
+    if (get_checked_password(app, word, 0, password, sizeof password) != 0) {
         cli_set_status(app, CLI_EXIT_FAILED);
         return -1;
     }
@@ -253,12 +284,15 @@ int account_login(cli_app *app, const char *command, const char *word)
     if (rc != 0)
         return -1;
     rc = finish(app, command, reply);
+    if (rc != 0)
+        cli_forget_password(app);
     if (rc == 0) {
         start_login(app, reply);
+        app->have_password = 1;
         char priv[CLI_PATH_MAX] = "", pub[CLI_PATH_MAX];
         char why[CLI_PATH_MAX + 128] = "the key file's path is too long";
         EVP_PKEY *key = NULL;
-        int r = key_paths(app, app->username[0] ? app->username : word, priv, sizeof priv, pub,
+        int r = account_key_paths(app, app->username[0] ? app->username : word, priv, sizeof priv, pub,
                           sizeof pub) == 0 ? e2e_key_load(priv, &key, why, sizeof why) : -1;
         if (r == 1) {
             render_local("warning", "no_private_key", NULL,
@@ -276,4 +310,55 @@ int account_login(cli_app *app, const char *command, const char *word)
     }
     sm_message_free(reply);
     return rc;
+}
+
+int account_resume(cli_app *app)
+{
+    if (!app->username[0])
+        return 0;
+    char room[CLI_ROOM_BUF];
+    memcpy(room, app->room, sizeof room);
+    if (!app->have_password) {
+        render_local("warning", "login_needed", NULL, "not logged in any more: /login %s",
+                     app->username);
+        cli_clear_login(app);
+        return 0;
+    }
+    json_t *payload = json_pack("{s:s,s:s}", "username", app->username, "password", app->password);
+    sm_message *reply = NULL;
+    int rc = payload ? conn_call(app, "login", payload, &reply) : -1;
+    if (payload)
+        crypto_wipe((char *)json_string_value(json_object_get(payload, "password")), strlen(app->password));
+    json_decref(payload);
+    if (rc != 0)
+        return -1;
+    if (conn_is_error(reply)) {
+        render_reply("login", reply, NULL);
+        render_local("warning", "login_needed", NULL, "logging in again failed: /login %s",
+                     app->username);
+        sm_message_free(reply);
+        cli_clear_login(app);
+        return 0;
+    }
+    const char *assigned = json_string_value(json_object_get(reply->payload, "assigned_room"));
+    cli_copy_name(app->room, sizeof app->room, assigned);
+    sm_message_free(reply);
+    /* Back to the room we were in (or out of the default one). */
+    if (strcasecmp(room, app->room) == 0)
+        return 0;
+    payload = room[0] ? json_pack("{s:s}", "room_name", room) : json_object();
+    rc = payload ? conn_call(app, room[0] ? "join_room" : "leave_room", payload, &reply) : -1;
+    json_decref(payload);
+    if (rc != 0)
+        return -1;
+    if (conn_is_error(reply)) {
+        render_reply(room[0] ? "join" : "leave", reply, NULL);
+    } else if (room[0]) {
+        cli_copy_name(app->room, sizeof app->room,
+                      json_string_value(json_object_get(reply->payload, "room")));
+    } else {
+        app->room[0] = '\0';
+    }
+    sm_message_free(reply);
+    return 0;
 }

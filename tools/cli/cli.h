@@ -26,6 +26,9 @@ enum {
 #define CLI_NAME_MAX 32         /* usernames and room names (PROTOCOL.md 7) */
 #define CLI_ROOM_BUF 128        /* room names as the server echoes them */
 #define CLI_SERVER_ID_MAX 300   /* "host:port" */
+#define CLI_PASSWORD_MIN 8      /* PROTOCOL.md 7: passwords are 8-1024 bytes */
+#define CLI_PASSWORD_MAX 1024
+#define CLI_FINGERPRINT_BUF 80  /* "sha256:" + 64 hex + NUL (CRYPTO_FINGERPRINT_LEN) */
 
 typedef struct cli_app {
     /* options */
@@ -35,18 +38,29 @@ typedef struct cli_app {
     int batch;                  /* JSON lines on stdout, no prompts */
     int accept_new_key;
     int timeout_ms;             /* per server call */
+    const char *ca_file;
+    int insecure;
+    int reconnect;              /* reconnect when the connection is lost */
 
     /* the server */
     char server_id[CLI_SERVER_ID_MAX];   /* known_servers key: "host:port" */
-    char server_dir[CLI_SERVER_ID_MAX];  /* the same as a file name */
+    char legacy_dir[CLI_SERVER_ID_MAX];  /* the same as a file name (old per-server dirs) */
+    char server_dir[CLI_SERVER_ID_MAX];  /* per-server dirs: the fingerprint as a file name */
+    char fingerprint[CLI_FINGERPRINT_BUF];  /* the pinned key of this run's server */
     sm_client *client;
     int closed;                 /* the connection is gone */
+    int reconnects;             /* successful reconnections so far */
+    int reconnecting;           /* inside the reconnection loop */
 
     /* the login */
     char username[CLI_NAME_MAX + 1];     /* as registered; "" when logged out */
     char room[CLI_ROOM_BUF];             /* current room; "" when none */
     EVP_PKEY *key;              /* our private key for this login, NULL when none */
     seen_store *seen;           /* e2e ids already shown (replay guard) */
+    /* The login's password, kept in memory only while the program runs
+     * so that a reconnection can log in again (wiped at logout and exit). */
+    char password[CLI_PASSWORD_MAX + 1];
+    int have_password;
 
     int status;                 /* exit status so far */
     int quit;                   /* /quit was given */
@@ -62,6 +76,9 @@ void cli_set_status(cli_app *app, int status);
  * not fit is not a valid name (PROTOCOL.md 7) and is dropped rather than
  * truncated. src may be NULL (empty). */
 void cli_copy_name(char *dst, size_t len, const char *src);
+
+/* Forgets the remembered password (wiping it). */
+void cli_forget_password(cli_app *app);
 
 /* Ends the login state (after logout, or a failed register/login, which
  * also ends the old login per PROTOCOL.md 7). */

@@ -15,6 +15,7 @@
 
 #include "account.h"
 #include "conn.h"
+#include "keyio.h"
 #include "privmsg.h"
 #include "render.h"
 
@@ -53,17 +54,24 @@ static int cmd_history(cli_app *app, const command *cmd, const char *word, const
 static int cmd_key(cli_app *app, const command *cmd, const char *word, const char *text);
 static int cmd_help(cli_app *app, const command *cmd, const char *word, const char *text);
 static int cmd_quit(cli_app *app, const command *cmd, const char *word, const char *text);
+static int cmd_join(cli_app *app, const command *cmd, const char *word, const char *text);
+static int cmd_me(cli_app *app, const command *cmd, const char *word, const char *text);
+static int cmd_call(cli_app *app, const command *cmd, const char *word, const char *text);
+static int cmd_keyfile(cli_app *app, const command *cmd, const char *word, const char *text);
 
 static const command commands[] = {
     {"register", "USER", ARGS_WORD, cmd_register, "register", NULL,
      "create an account and its end-to-end key pair (asks for the password)"},
     {"login", "USER", ARGS_WORD, cmd_login, "login", NULL, "log in (asks for the password)"},
     {"logout", "", ARGS_NONE, cmd_send, "logout", NULL, "log out"},
-    {"join", "ROOM", ARGS_WORD, cmd_send, "join_room", "room_name", "enter a room (leaving the current one)"},
+    {"join", "ROOM", ARGS_WORD, cmd_join, "join_room", "room_name", "enter a room (leaving the current one)"},
+    {"rooms", "", ARGS_NONE, cmd_send, "list_rooms", NULL, "the rooms that exist and how many are in each"},
     {"leave", "", ARGS_NONE, cmd_send, "leave_room", NULL, "leave the current room"},
     {"users", "", ARGS_NONE, cmd_send, "get_users", NULL, "list the users in the current room"},
     {"say", "TEXT", ARGS_TEXT, cmd_say, "public_message", "content",
      "send TEXT to the room (what a line without '/' does; for text starting with '/')"},
+    {"me", "TEXT", ARGS_TEXT, cmd_me, "public_message", "content",
+     "an action in the room, shown as \"* you TEXT\" (sent as \"/me TEXT\")"},
     {"history", "[N]", ARGS_OPT_WORD, cmd_history, "get_history", NULL,
      "the last N (1-200, default 50) messages of the current room"},
     {"msg", "USER TEXT", ARGS_WORD_TEXT, cmd_msg, "private_message", NULL,
@@ -86,6 +94,12 @@ static const command commands[] = {
     {"block", "USER", ARGS_WORD, cmd_send, "block_user", "username", "block USER"},
     {"unblock", "USER", ARGS_WORD, cmd_send, "unblock_user", "username", "unblock USER"},
     {"blocked", "", ARGS_NONE, cmd_send, "get_blocked_users", NULL, "the users you block"},
+    {"export-key", "FILE", ARGS_WORD, cmd_keyfile, NULL, NULL,
+     "write your private key to FILE, encrypted with a passphrase (for a second device)"},
+    {"import-key", "FILE", ARGS_WORD, cmd_keyfile, "get_public_key", NULL,
+     "install the key /export-key wrote, after checking it is the one the server holds for you"},
+    {"call", "ACTION [JSON]", ARGS_TEXT, cmd_call, "", NULL,
+     "send any action with a JSON object as payload (default {}) and show the reply"},
     {"help", "[COMMAND]", ARGS_OPT_WORD, cmd_help, NULL, NULL, "this list, or one command's help"},
     {"quit", "", ARGS_NONE, cmd_quit, NULL, NULL, "close the connection and exit"},
 };
@@ -168,6 +182,107 @@ static int cmd_say(cli_app *app, const command *cmd, const char *word, const cha
         return -1;
     }
     return call_and_finish(app, cmd, cmd->action, payload, NULL);
+}
+
+/* PROTOCOL.md 7: room names are 1-32 of [A-Za-z0-9_.-]. */
+static int room_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 1 || n > CLI_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'
+              || c == '.' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+static int cmd_join(cli_app *app, const command *cmd, const char *word, const char *text)
+{
+    if (!room_name_ok(word)) {
+        render_local("error", "bad_room_name", NULL,
+                     "invalid room name: room names are 1 to 32 characters of A-Z a-z 0-9 _ . -");
+        cli_set_status(app, CLI_EXIT_USAGE);
+        return -1;
+    }
+    return cmd_send(app, cmd, word, text);
+}
+
+/* An IRC-style action: no protocol field exists for it, so it travels as
+ * ordinary content "/me TEXT" that any client can show as it is, and
+ * render.c shows as "* sender TEXT". */
+static int cmd_me(cli_app *app, const command *cmd, const char *word, const char *text)
+{
+    (void)word;
+    size_t n = strlen(text) + 5;
+    char *content = malloc(n);
+    if (!content)
+        return -1;
+    snprintf(content, n, "/me %s", text);
+    int rc = cmd_say(app, cmd, NULL, content);
+    free(content);
+    return rc;
+}
+
+static int action_name_ok(const char *s, size_t n)
+{
+    if (n < 1 || n > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+/* Any plugin's action: a third-party plugin has no other client. */
+static int cmd_call(cli_app *app, const command *cmd, const char *word, const char *text)
+{
+    (void)word;
+    size_t n = strcspn(text, " \t");
+    char action[65];
+    if (!action_name_ok(text, n)) {
+        render_local("error", "usage", NULL, "usage: /call ACTION [JSON]: ACTION is 1-64 of A-Z a-z 0-9 _");
+        cli_set_status(app, CLI_EXIT_USAGE);
+        return -1;
+    }
+    memcpy(action, text, n);
+    action[n] = '\0';
+    const char *js = text + n;
+    while (*js == ' ' || *js == '\t')
+        js++;
+    json_error_t err;
+    json_t *payload = *js ? json_loads(js, JSON_REJECT_DUPLICATES, &err) : json_object();
+    if (!json_is_object(payload)) {
+        if (payload)
+            render_local("error", "bad_json", NULL, "the payload must be a JSON object");
+        else
+            render_local("error", "bad_json", NULL, "the payload is not valid JSON: %s (column %d)",
+                         err.text, err.column);
+        json_decref(payload);
+        cli_set_status(app, CLI_EXIT_USAGE);
+        return -1;
+    }
+    sm_message *reply = NULL;
+    int rc = conn_call(app, action, payload, &reply);
+    json_decref(payload);
+    if (rc != 0)
+        return -1;
+    render_json_reply(cmd->name, reply);
+    rc = conn_is_error(reply) ? -1 : 0;
+    if (rc)
+        cli_set_status(app, CLI_EXIT_FAILED);
+    sm_message_free(reply);
+    return rc;
+}
+
+static int cmd_keyfile(cli_app *app, const command *cmd, const char *word, const char *text)
+{
+    (void)text;
+    return cmd->action ? keyio_import(app, word) : keyio_export(app, word);
 }
 
 static int cmd_msg(cli_app *app, const command *cmd, const char *word, const char *text)
@@ -263,7 +378,7 @@ static int cmd_unread(cli_app *app, const command *cmd, const char *word, const 
 static int cmd_help(cli_app *app, const command *cmd, const char *word, const char *text)
 {
     (void)text;
-    char buf[4096];
+    char buf[8192];
     size_t used = 0;
     for (size_t i = 0; i < N_COMMANDS; i++) {
         const command *c = &commands[i];

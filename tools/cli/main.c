@@ -15,6 +15,7 @@
 #include "cli.h"
 #include "commands.h"
 #include "conn.h"
+#include "connect.h"
 #include "crypto.h"
 #include "e2e.h"
 #include "files.h"
@@ -47,8 +48,15 @@ void cli_copy_name(char *dst, size_t len, const char *src)
     dst[n] = '\0';
 }
 
+void cli_forget_password(cli_app *app)
+{
+    crypto_wipe(app->password, sizeof app->password);
+    app->have_password = 0;
+}
+
 void cli_clear_login(cli_app *app)
 {
+    cli_forget_password(app);
     app->username[0] = '\0';
     app->room[0] = '\0';
     EVP_PKEY_free(app->key);
@@ -72,6 +80,8 @@ static void usage(FILE *f)
             "  --ca-file FILE      wss: trust the CAs in FILE (PEM)\n"
             "  --insecure          wss: skip certificate checks (the key pin still applies)\n"
             "  --accept-new-key    replace the pinned server key if it changed\n"
+            "  --reconnect         batch: reconnect when the connection is lost\n"
+            "  --no-reconnect      interactive: exit when the connection is lost\n"
             "  --password-file F   read the password from the first line of F\n"
             "                      (or set $SM_PASSWORD; never on the command line)\n"
             "  --wait-events N     batch: after the commands, wait until N events were shown\n"
@@ -87,8 +97,7 @@ static void usage(FILE *f)
 typedef struct options {
     cli_app *app;
     const char *config_dir;
-    const char *ca_file;
-    int insecure;
+    int reconnect;      /* -1 default, 0 off, 1 on */
     const char *commands[MAX_E_COMMANDS];
     size_t n_commands;
     long wait_events;
@@ -107,7 +116,8 @@ static int parse_long(const char *s, long min, long max, long *out)
 
 enum {
     OPT_BATCH = 256, OPT_CONFIG_DIR, OPT_CA_FILE, OPT_INSECURE, OPT_ACCEPT_NEW_KEY,
-    OPT_PASSWORD_FILE, OPT_WAIT_EVENTS, OPT_WAIT_MS, OPT_WAIT_ACTION, OPT_TIMEOUT_MS, OPT_VERSION
+    OPT_PASSWORD_FILE, OPT_WAIT_EVENTS, OPT_WAIT_MS, OPT_WAIT_ACTION, OPT_TIMEOUT_MS, OPT_VERSION,
+    OPT_RECONNECT, OPT_NO_RECONNECT
 };
 
 /* Returns -1 to continue, or the exit status. */
@@ -126,6 +136,8 @@ static int parse_options(int argc, char **argv, options *o)
         {"timeout-ms", required_argument, NULL, OPT_TIMEOUT_MS},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION},
+        {"reconnect", no_argument, NULL, OPT_RECONNECT},
+        {"no-reconnect", no_argument, NULL, OPT_NO_RECONNECT},
         {NULL, 0, NULL, 0},
     };
     cli_app *app = o->app;
@@ -143,8 +155,10 @@ static int parse_options(int argc, char **argv, options *o)
             app->batch = 1;
             break;
         case OPT_CONFIG_DIR: o->config_dir = optarg; break;
-        case OPT_CA_FILE: o->ca_file = optarg; break;
-        case OPT_INSECURE: o->insecure = 1; break;
+        case OPT_CA_FILE: app->ca_file = optarg; break;
+        case OPT_INSECURE: app->insecure = 1; break;
+        case OPT_RECONNECT: o->reconnect = 1; break;
+        case OPT_NO_RECONNECT: o->reconnect = 0; break;
         case OPT_ACCEPT_NEW_KEY: app->accept_new_key = 1; break;
         case OPT_PASSWORD_FILE: app->password_file = optarg; break;
         case OPT_WAIT_ACTION: app->wait_action = optarg; break;
@@ -176,6 +190,9 @@ static int parse_options(int argc, char **argv, options *o)
         fprintf(stderr, "safemessenger-cli: --wait-events and --wait-ms need --batch\n");
         return CLI_EXIT_USAGE;
     }
+    /* Interactive users expect the client to come back by itself; a
+     * script expects exit status 4 unless it asks otherwise. */
+    app->reconnect = o->reconnect >= 0 ? o->reconnect : !app->batch;
     if (o->wait_events && !o->wait_ms)
         o->wait_ms = DEFAULT_WAIT_MS;
     int r = o->config_dir ? snprintf(app->config_dir, sizeof app->config_dir, "%s", o->config_dir) >= 0
@@ -185,65 +202,12 @@ static int parse_options(int argc, char **argv, options *o)
         fprintf(stderr, "safemessenger-cli: no configuration directory (set HOME or --config-dir)\n");
         return CLI_EXIT_USAGE;
     }
-    if (pinning_server_id(app->url, app->server_id, sizeof app->server_id, app->server_dir,
-                          sizeof app->server_dir) != 0) {
+    if (pinning_server_id(app->url, app->server_id, sizeof app->server_id, app->legacy_dir,
+                          sizeof app->legacy_dir) != 0) {
         fprintf(stderr, "safemessenger-cli: not a ws:// or wss:// URL: %s\n", app->url);
         return CLI_EXIT_USAGE;
     }
     return -1;
-}
-
-/* Trust on first use of the server key (PROTOCOL.md 3). */
-static int check_pin(cli_app *app)
-{
-    /* The fingerprint is computed here from the key itself rather than
-     * taken from server_hello's "fingerprint" field. */
-    const char *pem = sm_client_server_key_pem(app->client);
-    EVP_PKEY *key = NULL;
-    char fp[CRYPTO_FINGERPRINT_LEN], old[CRYPTO_FINGERPRINT_LEN] = "";
-    if (!pem || e2e_pubkey_parse(pem, &key) != 0 || crypto_fingerprint(key, fp) != 0) {
-        EVP_PKEY_free(key);
-        render_local("error", "server_key", NULL, "the server's key cannot be read");
-        return CLI_EXIT_CONNECTION;
-    }
-    EVP_PKEY_free(key);
-    pin_result res;
-    if (files_mkdirs(app->config_dir) != 0
-        || pinning_check_server(app->config_dir, app->server_id, fp, app->accept_new_key, &res, old) != 0) {
-        render_local("error", "known_servers", NULL, "cannot read or write %s/known_servers",
-                     app->config_dir);
-        return CLI_EXIT_FAILED;
-    }
-    json_t *f = json_pack("{s:s,s:s,s:s?}", "server", app->server_id, "fingerprint", fp,
-                          "pinned_fingerprint", old[0] ? old : NULL);
-    int rc = -1;
-    if (res == PIN_NEW) {
-        render_local("info", "server_key_pinned", f,
-                     "first connection to %s: trusting its key %s (pinned in %s/known_servers)",
-                     app->server_id, fp, app->config_dir);
-    } else if (res == PIN_REPLACED) {
-        render_local("warning", "server_key_replaced", f,
-                     "the key of %s changed from %s to %s: accepted (--accept-new-key)",
-                     app->server_id, old, fp);
-    } else if (res == PIN_CHANGED) {
-        char l0[400], l1[200], l2[200], l3[CLI_PATH_MAX + 64];
-        snprintf(l0, sizeof l0, "WARNING: THE KEY OF SERVER %s HAS CHANGED!", app->server_id);
-        snprintf(l1, sizeof l1, "Pinned key:    %s", old);
-        snprintf(l2, sizeof l2, "Server offers: %s", fp);
-        snprintf(l3, sizeof l3, "The pin is in %s/known_servers.", app->config_dir);
-        const char *lines[] = {
-            l0, "",
-            "Someone may be intercepting this connection (man in the middle),",
-            "or the server's operator replaced its key.",
-            l1, l2, l3,
-            "Nothing was sent. If the operator confirms the new fingerprint,",
-            "connect again with --accept-new-key.",
-        };
-        render_loud("server_key_changed", f, lines, sizeof lines / sizeof lines[0]);
-        rc = CLI_EXIT_PIN_REFUSED;
-    }
-    json_decref(f);
-    return rc;
 }
 
 typedef struct interactive {
@@ -263,6 +227,9 @@ static int pump_cb(void *ctx)
     render_on_output(erase_prompt, in->tty);
     int rc = conn_pump(in->app, 0, 0);
     render_on_output(NULL, NULL);
+    /* After a reconnection the socket is another one. */
+    if (rc == 0)
+        tty_set_sock_fd(in->tty, sm_client_fd(in->app->client));
     return rc;
 }
 
@@ -306,6 +273,7 @@ int main(int argc, char **argv)
     options o;
     memset(&o, 0, sizeof o);
     o.app = &app;
+    o.reconnect = -1;
     int rc = parse_options(argc, argv, &o);
     if (rc >= 0)
         return rc;
@@ -316,30 +284,9 @@ int main(int argc, char **argv)
     log_set_level(SM_LOG_ERROR);
     render_init(app.batch);
 
-    sm_client_options copt = {
-        .url = app.url,
-        .timeout_ms = app.timeout_ms,
-        .ca_file = o.ca_file,
-        .insecure = o.insecure,
-        .auto_pong = 1,
-    };
-    char err[256] = "";
-    int crc = sm_client_open(&copt, &app.client, err, sizeof err);
-    if (crc == SM_CLIENT_OK && (crc = sm_client_handshake(app.client, err, sizeof err)) != SM_CLIENT_OK) {
-        sm_client_free(app.client);
-        app.client = NULL;
-    }
-    if (crc != SM_CLIENT_OK) {
-        render_local("error", "connect_failed", NULL, "cannot connect to %s: %s", app.url,
-                     err[0] ? err : "failed");
-        return CLI_EXIT_CONNECTION;
-    }
-    rc = check_pin(&app);
-    if (rc >= 0) {
-        /* Nothing but the handshake's random session key went out. */
-        sm_client_free(app.client);
+    rc = connect_server(&app, 1);
+    if (rc >= 0)
         return rc;
-    }
     if (app.batch) {
         batch_options bo = {
             .commands = o.n_commands ? o.commands : NULL,

@@ -523,3 +523,19 @@ void privmsg_check_own_key(cli_app *app)
     }
     peer_clear(&p);
 }
+
+int privmsg_registered_fingerprint(cli_app *app, const char *user, char fp[CRYPTO_FINGERPRINT_LEN])
+{
+    peer p;
+    if (peer_init(&p, user) != 0)
+        return -1;
+    int rc = fetch_key(app, &p, NULL);
+    if (rc == 0 && !p.server_pem)
+        rc = 1;
+    else if (rc == 0)
+        memcpy(fp, p.server_fp, CRYPTO_FINGERPRINT_LEN);
+    else
+        rc = -1;
+    peer_clear(&p);
+    return rc;
+}

@@ -7,6 +7,7 @@
 #include <jansson.h>
 
 #include "cli.h"
+#include "crypto.h"
 
 /* /msg USER TEXT: encrypts for USER's registered key (plain text when USER
  * has none), signs with ours when we have one, sends private_message and
@@ -32,5 +33,9 @@ int privmsg_key(cli_app *app, const char *command, const char *user, int trust);
 /* After login: warns when the key the server holds for us is not the
  * key of our local key file. */
 void privmsg_check_own_key(cli_app *app);
+
+/* The fingerprint of the key the server holds for user: 0 with fp set, 1
+ * when the user has none, -1 when that cannot be known (reported). */
+int privmsg_registered_fingerprint(cli_app *app, const char *user, char fp[CRYPTO_FINGERPRINT_LEN]);
 
 #endif

@@ -161,15 +161,26 @@ static void put_private(const json_t *p, const json_t *e2e)
     fputc('\n', stdout);
 }
 
+#define ME_PREFIX "/me "
+
 static void put_public(const json_t *p)
 {
     put_time(p, "timestamp");
     fputc('[', stdout);
     put_safe(str(p, "room"));
     fputs("] ", stdout);
-    put_safe(str(p, "sender"));
-    fputs(": ", stdout);
-    put_safe(str(p, "content"));
+    const char *content = str(p, "content");
+    if (strncmp(content, ME_PREFIX, strlen(ME_PREFIX)) == 0) {
+        /* /me: an action (commands.c) */
+        fputs("* ", stdout);
+        put_safe(str(p, "sender"));
+        fputc(' ', stdout);
+        put_safe(content + strlen(ME_PREFIX));
+    } else {
+        put_safe(str(p, "sender"));
+        fputs(": ", stdout);
+        put_safe(content);
+    }
     fputc('\n', stdout);
 }
 
@@ -332,6 +343,25 @@ static void show_blocked_list(const json_t *p)
     fputc('\n', stdout);
 }
 
+static void show_rooms(const json_t *p)
+{
+    const json_t *rooms = json_object_get(p, "rooms");
+    fputs("* rooms: ", stdout);
+    if (json_array_size(rooms) == 0)
+        fputs("(none)", stdout);
+    size_t i;
+    const json_t *r;
+    json_array_foreach(rooms, i, r) {
+        if (i)
+            fputs(", ", stdout);
+        put_safe(str(r, "room"));
+        printf(" (%lld)", (long long)json_integer_value(json_object_get(r, "users")));
+    }
+    if (json_is_true(json_object_get(p, "more")))
+        fputs(", ...", stdout);
+    fputc('\n', stdout);
+}
+
 static void show_generic(const json_t *p)
 {
     char *s = json_dumps(p, JSON_COMPACT);
@@ -368,6 +398,7 @@ static const reply_view reply_views[] = {
     {"block_user", show_blocked},
     {"unblock_user", show_unblocked},
     {"blocked_users", show_blocked_list},
+    {"list_rooms", show_rooms},
 };
 
 void render_reply(const char *command, const sm_message *m, const json_t *extra)
@@ -399,6 +430,25 @@ void render_reply(const char *command, const sm_message *m, const json_t *extra)
         }
     }
     show_generic(m->payload);
+    fflush(stdout);
+}
+
+void render_json_reply(const char *command, const sm_message *m)
+{
+    if (batch_mode || strcmp(m->type, "error") == 0) {
+        render_reply(command, m, NULL);
+        return;
+    }
+    prepare();
+    char *s = json_dumps(m->payload, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    fputs("* reply ", stdout);
+    put_safe(m->action);
+    fputs(":\n", stdout);
+    /* put_safe indents continuation lines by four spaces */
+    fputs("    ", stdout);
+    put_safe(s ? s : "");
+    fputc('\n', stdout);
+    free(s);
     fflush(stdout);
 }
 

@@ -20,6 +20,10 @@ void render_on_output(void (*fn)(void *ctx), void *ctx);
  * members added to the batch object, e.g. {"sent": {...}}. */
 void render_reply(const char *command, const sm_message *m, const json_t *extra);
 
+/* A reply shown as it came: batch mode as render_reply, interactive mode
+ * the action and the payload as indented JSON (errors as code and text). */
+void render_json_reply(const char *command, const sm_message *m);
+
 /* A server event; e2e (may be NULL) is the private message's end-to-end
  * verdict (privmsg.h). */
 void render_event(const sm_message *m, const json_t *e2e);

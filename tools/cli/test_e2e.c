@@ -17,6 +17,7 @@
 #include "files.h"
 #include "pinning.h"
 #include "seen.h"
+#include "serverdir.h"
 #include "safemessenger/testhost_suite.h"
 
 /* A message alice -> Bob made independently with Python `cryptography`
@@ -433,6 +434,60 @@ static int cleanup_keys(void)
     return fini();
 }
 
+static void put_file(const char *rel, const char *text)
+{
+    char path[512];
+    path_in_tmp(path, sizeof path, rel);
+    CU_ASSERT_EQUAL_FATAL(files_mkdirs_parent(path), 0);
+    CU_ASSERT_EQUAL_FATAL(files_write(path, text, strlen(text)), 0);
+}
+
+static char *get_file(const char *rel)
+{
+    char path[512], *data = NULL;
+    size_t len = 0;
+    path_in_tmp(path, sizeof path, rel);
+    return files_read(path, 4096, &data, &len) == 0 ? data : NULL;
+}
+
+static void server_dirs_move_to_the_fingerprint_without_replacing(void)
+{
+    char name[80];
+    CU_ASSERT_EQUAL(serverdir_name("sha256:00ff" "00000000000000000000000000000000000000000000000000000000000a",
+                                   name, sizeof name), 0);
+    CU_ASSERT_STRING_EQUAL(name, "sha256_00ff00000000000000000000000000000000000000000000000000000000000a");
+    CU_ASSERT_EQUAL(serverdir_name("sha256:../x", name, sizeof name), -1);
+    CU_ASSERT_EQUAL(serverdir_name("sha256:00FF00000000000000000000000000000000000000000000000000000000000a",
+                                   name, sizeof name), -1);
+    char cfg[512];
+    path_in_tmp(cfg, sizeof cfg, "mig");
+    put_file("mig/keys/old_1/alice.pem", "old alice");
+    put_file("mig/keys/old_1/bob.pem", "old bob");
+    put_file("mig/keys/new/alice.pem", "new alice");
+    put_file("mig/seen/old_1/alice", "seen");
+    serverdir_moved moved = {0, 0};
+    CU_ASSERT_EQUAL(serverdir_migrate(cfg, "old_1", "new", &moved), 0);
+    CU_ASSERT_EQUAL(moved.files, 2);       /* keys/bob.pem, and seen/ whole */
+    CU_ASSERT_EQUAL(moved.conflicts, 1);   /* keys/alice.pem exists in both */
+    char *t = get_file("mig/keys/new/alice.pem");
+    CU_ASSERT_STRING_EQUAL(t ? t : "", "new alice");   /* never replaced */
+    free(t);
+    t = get_file("mig/keys/old_1/alice.pem");
+    CU_ASSERT_STRING_EQUAL(t ? t : "", "old alice");   /* left for the user */
+    free(t);
+    t = get_file("mig/keys/new/bob.pem");
+    CU_ASSERT_STRING_EQUAL(t ? t : "", "old bob");
+    free(t);
+    t = get_file("mig/seen/new/alice");
+    CU_ASSERT_STRING_EQUAL(t ? t : "", "seen");
+    free(t);
+    /* Nothing left to move: a second run changes nothing. */
+    moved.files = moved.conflicts = 0;
+    CU_ASSERT_EQUAL(serverdir_migrate(cfg, "old_1", "new", &moved), 0);
+    CU_ASSERT_EQUAL(moved.files, 0);
+    CU_ASSERT_EQUAL(moved.conflicts, 1);
+}
+
 int main(void)
 {
     static const sm_test_case cases[] = {
@@ -450,6 +505,7 @@ int main(void)
         SM_TEST(seen_tells_replay_from_the_same_message_listed_again),
         SM_TEST(seen_keeps_only_the_newest_entries),
         SM_TEST(names_used_in_paths_are_checked),
+        SM_TEST(server_dirs_move_to_the_fingerprint_without_replacing),
         SM_TEST_END,
     };
     return sm_test_run("cli_e2e", cases, init, cleanup_keys);

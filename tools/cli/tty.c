@@ -157,6 +157,11 @@ void tty_erase_line(tty *t)
     t->erased = 1;
 }
 
+void tty_set_sock_fd(tty *t, int sock_fd)
+{
+    t->sock_fd = sock_fd;
+}
+
 void tty_set_prompt(tty *t, const char *prompt)
 {
     snprintf(t->prompt, sizeof t->prompt, "%s", prompt);
@@ -221,6 +226,10 @@ int tty_read_password(const char *prompt, char *buf, size_t len)
     interrupted = 0;
     sigaction(SIGINT, &sa, &old_sa);
     int rc = -1;
+    /* Typeahead (a password typed before this prompt, echoed or not) is
+     * dropped: what was typed before the prompt is not the answer to it. */
+    (void)tcflush(STDIN_FILENO, TCIFLUSH);
+    (void)tcflush(fd, TCIFLUSH);
     if (tcsetattr(fd, TCSAFLUSH, &quiet) != 0)
         goto out;
     if (write(fd, prompt, strlen(prompt)) < 0)

@@ -20,12 +20,16 @@ void tty_set_prompt(tty *t, const char *prompt);
  * (it returned non-zero) or the terminal failed. */
 int tty_read_line(tty *t, int sock_fd, int (*pump)(void *ctx), void *ctx, char **line);
 
+/* The socket tty_read_line watches from now on (after a reconnection). */
+void tty_set_sock_fd(tty *t, int sock_fd);
+
 /* Erases the line being edited so that output can take its row; only
  * while pump() runs inside tty_read_line, and once per pump() call (the
  * line is redrawn after it). */
 void tty_erase_line(tty *t);
 
-/* Prompts on the controlling terminal and reads a line with echo off
+/* Prompts on the controlling terminal and reads a line with echo off,
+ * after discarding what was typed before the prompt
  * (restored on every path, also on Ctrl-C). Returns 0, or -1 when there is
  * no terminal, the input ended, the line does not fit, or Ctrl-C. */
 int tty_read_password(const char *prompt, char *buf, size_t len);
