@@ -254,6 +254,11 @@ def main(args):
     bob.wait_text("#pm-messages", "read by alice")
     check(True, "browser -> browser private message, mark all read, receipt shown to the sender")
 
+    # ---- an action (/me, PROTOCOL.md decision 35) ----
+    carl.command("/me waves", "me")
+    alice.wait("carl's action", lambda: in_messages(alice, "* carl waves"))
+    check(True, "a /me message from the CLI shows as an action")
+
     # ---- history paging ----
     carl.command("/join archive", "join")
     alice.wait("carl to leave lobby's members", lambda: "carl" not in alice.text("#members"))
@@ -262,7 +267,10 @@ def main(args):
         carl.send(f"archive message {i:02d}")
     carl.wait("the 60th archive message", lambda o: o.get("kind") == "event" and o.get("action") == "public_message"
               and o["payload"].get("content") == "archive message 60")
-    bob.type("#room-name", "archive" + Keys.ENTER)
+    # The room list (list_rooms) shows archive with carl in it; join from it.
+    bob.click("#refresh-rooms")
+    bob.wait_text("#room-list", "archive (1)")
+    [b for b in bob.els("#room-list button") if b.text.startswith("archive")][0].click()
     bob.wait_text("#room-title", "archive")
     bob.wait("the first history page", lambda: len(bob.els("#messages > *")) == 50)
     check(bob.el("#load-older").is_displayed() and not in_messages(bob, "archive message 10"),

@@ -247,6 +247,7 @@ async function login(username, password, isRegister, rejoinRoom) {
     await enterRoom(users.payload.room, users.payload.users);
   } else {
     enterNoRoom();
+    loadRooms();
   }
   await Promise.all([loadFriends(), loadRequests(), loadBlocked(), loadUnread()]);
   // Only now: after a reconnect, a message typed before the room was
@@ -351,16 +352,34 @@ function rememberRoom(name) {
   const rooms = knownRooms();
   if (!rooms.some((r) => r.toLowerCase() === name.toLowerCase())) rooms.push(name);
   localStorage.setItem(knownRoomsKey(), JSON.stringify(rooms.slice(-50)));
-  renderRoomList(rooms);
+}
+
+// The server's rooms with their number of users (list_rooms, our extension,
+// PROTOCOL.md decision 34); from a server without it, the rooms joined in
+// this browser.
+async function loadRooms() {
+  if (!state.conn || state.conn.closed) return;
+  try {
+    const r = await state.conn.request('list_rooms', {});
+    renderRoomList(r.payload.rooms);
+  } catch (err) {
+    if (err instanceof ServerError && err.code === 1003) {
+      renderRoomList(knownRooms().map((room) => ({ room })));
+    }
+  }
 }
 
 function renderRoomList(rooms) {
   const list = $('room-list');
   list.replaceChildren();
-  for (const r of rooms) {
+  for (const { room, users } of rooms) {
     const li = el('li');
-    const b = button(r, () => joinRoom(r), 'small secondary room-link');
-    if (state.room && r.toLowerCase() === state.room.toLowerCase()) {
+    const label = typeof users === 'number' ? `${room} (${users})` : room;
+    const b = button(label, () => joinRoom(room), 'small secondary room-link');
+    if (typeof users === 'number') {
+      b.setAttribute('aria-label', `Join ${room}, ${users} ${users === 1 ? 'user' : 'users'} there`);
+    }
+    if (state.room && room.toLowerCase() === state.room.toLowerCase()) {
       b.classList.add('current');
       b.setAttribute('aria-current', 'true');
     }
@@ -385,6 +404,7 @@ async function enterRoom(room, users) {
   state.members = new Set(users);
   renderMembers();
   rememberRoom(room);
+  loadRooms();
   $('messages').replaceChildren();
   state.oldestId = null;
   state.more = false;
@@ -412,6 +432,8 @@ function renderMembers() {
   }
 }
 
+$('refresh-rooms').addEventListener('click', () => loadRooms());
+
 $('room-form').addEventListener('submit', (ev) => {
   ev.preventDefault();
   const name = $('room-name').value.trim();
@@ -427,7 +449,7 @@ $('leave-room').addEventListener('click', async () => {
   try {
     await state.conn.request('leave_room', {});
     enterNoRoom();
-    renderRoomList(knownRooms());
+    loadRooms();
   } catch (err) {
     showError(`Could not leave: ${describe(err)}`);
   }
@@ -439,8 +461,12 @@ function messageItem(m) {
   const li = el('li', 'msg');
   li.dataset.id = String(m.id);
   if (m.sender === state.me) li.classList.add('mine');
-  li.append(el('span', 'time', clock(m.timestamp)), ' ', el('strong', 'sender', m.sender), ' ',
-    el('span', 'content', m.content));
+  // "/me TEXT" is an action (PROTOCOL.md decision 35): "* sender TEXT".
+  const action = m.content.startsWith('/me ') && m.content.length > 4;
+  if (action) li.classList.add('action');
+  li.append(el('span', 'time', clock(m.timestamp)), ' ',
+    el('strong', 'sender', action ? `* ${m.sender}` : m.sender), ' ',
+    el('span', 'content', action ? m.content.slice(4) : m.content));
   if (typeof m.expires_at === 'number') {
     li.dataset.expires = String(m.expires_at);
     li.append(' ', el('span', 'tag', `disappears at ${clock(m.expires_at)}`));
