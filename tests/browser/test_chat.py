@@ -122,6 +122,8 @@ def main(args):
     bob = Browser(args, "bob")
     bob.open(srv.page("cipher=cbc"))
     bob.auth("bob", PW["bob"], register=True)
+    check("AES-256-CBC-HMAC-SHA256" in bob.text("#cipher") and "AES-256-GCM" in alice.text("#cipher"),
+          "bob's page runs on AES-256-CBC-HMAC-SHA256, alice's on AES-256-GCM")
 
     carl = Cli(args, srv.ws_url, "carl", PW["carl"])
     carl.command("/register carl", "register")

@@ -161,7 +161,8 @@ async function connect() {
   });
   state.conn = conn;
   try {
-    await conn.open();
+    const info = await conn.open();
+    $('cipher').textContent = `· ${info.cipher}`;
   } catch (err) {
     if (err.kind === 'key_changed') showKeyAlert();
     throw err;
