@@ -370,6 +370,13 @@ async function loadRooms() {
   }
 }
 
+// Room events change the counts; many at once cost one request.
+let roomsTimer = null;
+function refreshRoomsSoon() {
+  clearTimeout(roomsTimer);
+  roomsTimer = setTimeout(loadRooms, 1500);
+}
+
 function renderRoomList(rooms) {
   const list = $('room-list');
   list.replaceChildren();
@@ -902,6 +909,7 @@ async function onEvent(conn, ev) {
       if (state.room && p.room && p.room.toLowerCase() === state.room.toLowerCase()) {
         state.members.add(p.username);
         renderMembers();
+        refreshRoomsSoon();
         notice(`${p.username} joined ${p.room}`);
       }
       break;
@@ -909,6 +917,7 @@ async function onEvent(conn, ev) {
       if (state.room && p.room && p.room.toLowerCase() === state.room.toLowerCase()) {
         state.members.delete(p.username);
         renderMembers();
+        refreshRoomsSoon();
         notice(`${p.username} left ${p.room}`);
       }
       break;
