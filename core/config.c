@@ -479,6 +479,7 @@ static const core_key core_keys[] = {
     {"server", "allowed_origins", parse_origins, 0, 0, 0},
     {"server", "trusted_proxies", parse_proxies, 0, 0, 0},
     {"server", "tls", parse_tls, 0, 0, 0},
+    {"server", "admin_socket", parse_path, 0, 0, AT(admin_socket)},
     {"storage", "database", parse_path, 1, 0, AT(database)},
     {"storage", "synchronous", parse_synchronous, 0, 0, AT(synchronous)},
     {"plugins", "dir", parse_path, 1, 0, AT(plugin_dir)},
@@ -514,6 +515,7 @@ static void set_defaults(server_config *srv)
     srv->max_message_bytes = 65536;
     srv->tls_cert = "";
     srv->tls_key = "";
+    srv->admin_socket = "";
     srv->handshake_timeout = 10;
     srv->workers = 2;
     srv->worker_nice = 19;
@@ -751,7 +753,7 @@ static int resolve_paths(config *cfg)
 {
     server_config *srv = &cfg->server;
     const char **paths[] = {&srv->key_file, &srv->database, &srv->plugin_dir, &srv->tls_cert,
-                            &srv->tls_key, &srv->web_root};
+                            &srv->tls_key, &srv->web_root, &srv->admin_socket};
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         if (resolve_path(cfg, paths[i]) != 0) {
             log_msg(SM_LOG_ERROR, "config", "out of memory");

@@ -32,6 +32,7 @@ typedef struct server_config {
     int handshake_timeout;          /* 10 seconds (PROTOCOL.md section 1) */
     int workers;                    /* worker threads, 2 (1..64) */
     int worker_nice;                /* their nice levels below the loop, 19 (0..19) */
+    const char *admin_socket;       /* "" = "admin.sock" beside the database */
     /* storage */
     const char *database;           /* "data/safemessenger.db" */
     const char *synchronous;        /* "normal" (off|normal|full|extra) */

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "admin.h"
 #include "dispatch.h"
 #include "handshake.h"
 #include "identity.h"
@@ -62,8 +63,10 @@ static int core_init(void)
     g_core.users = hashmap_new();
     g_core.topics = hashmap_new();
     g_core.actions = hashmap_new();
+    g_core.admin = hashmap_new();
     g_core.timers = timers_new();
-    if (!g_core.sessions || !g_core.users || !g_core.topics || !g_core.actions || !g_core.timers) {
+    if (!g_core.sessions || !g_core.users || !g_core.topics || !g_core.actions || !g_core.admin ||
+        !g_core.timers || admin_register_core() != SM_OK) {
         core_cleanup();
         return -1;
     }
@@ -75,6 +78,9 @@ static void core_cleanup(void)
     session_destroy_all();
     topic_destroy_all();
     dispatch_clear();
+    admin_clear();
+    hashmap_free(g_core.admin, NULL);
+    g_core.admin = NULL;
     hashmap_free(g_core.sessions, NULL);
     hashmap_free(g_core.users, NULL);
     hashmap_free(g_core.topics, NULL);
@@ -123,7 +129,8 @@ int core_start(const core_options *o)
         goto fail;
     }
     g_core.sc = config_server(g_core.cfg);
-    log_set_level(g_core.sc->log_level);
+    log_set_level(o->quiet && g_core.sc->log_level > SM_LOG_WARNING ? SM_LOG_WARNING
+                                                                    : g_core.sc->log_level);
     log_set_format(g_core.sc->log_format);
     if (o->port >= 0)
         g_core.sc->port = o->port;
@@ -172,6 +179,7 @@ void core_stop(void)
     /* Sessions the transport left (the test host's, the unit tests') close
      * while the plugins can still see the events. */
     session_destroy_all();
+    admin_abort();
     if (g_core.pool) {
         workers_stop(g_core.pool);
         g_core.pool = NULL;

@@ -49,6 +49,7 @@ struct core {
     hashmap *users;     /* lower-case username -> struct user_sessions * */
     hashmap *topics;    /* topic name -> struct topic * */
     hashmap *actions;   /* action name -> struct dispatch_entry * */
+    hashmap *admin;     /* admin command name -> admin entry (admin.c) */
 
     struct sm_plugin **plugins; /* load order */
     size_t n_plugins;
@@ -115,6 +116,9 @@ typedef struct core_options {
     int load_plugins;          /* plugins.load (the test host loads one by one) */
     size_t workers;            /* worker threads; 0: server.workers */
     void (*wake)(void *arg);   /* worker completion wake-up (NULL: polled) */
+    /* Caps log.level at warning: the admin tool's stderr is for problems,
+     * not the server's start-up story. */
+    int quiet;
     const session_transport *transport;
 } core_options;
 

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin.h"
+#include "audit.h"
 #include "core.h"
 #include "dispatch.h"
 #include "log.h"
@@ -94,6 +96,30 @@ static int h_policy_check(sm_interaction what, const char *from_user, const char
     return SM_VERDICT_ALLOW;
 }
 
+/* ---- admin commands ---- */
+
+static int h_register_admin_commands(sm_plugin *self, const sm_admin_command *commands)
+{
+    if (!in_init(self, "register_admin_commands"))
+        return SM_ESTATE;
+    if (!commands)
+        return refused(SM_EINVAL);
+    return refused(admin_register(self, commands));
+}
+
+static int h_user_deleted(sm_plugin *self, const char *username)
+{
+    (void)self;
+    if (!username || !*username)
+        return SM_EINVAL;
+    /* Session 0: the account is gone, no session is involved. */
+    for (size_t i = 0; i < g_core.n_subscribers[SM_EVENT_USER_DELETED]; i++) {
+        core_subscriber *sub = &g_core.subscribers[SM_EVENT_USER_DELETED][i];
+        sub->fn(SM_EVENT_USER_DELETED, 0, username, sub->plugin->data);
+    }
+    return SM_OK;
+}
+
 /* ---- replies ---- */
 
 static int h_reply(sm_ctx *ctx, const char *action, const json_t *payload)
@@ -130,9 +156,17 @@ static int h_session_login(sm_session_id id, const char *username, int64_t user_
 
 static void h_audit(sm_plugin *self, sm_session_id id, const char *event, const char *username)
 {
+    if (!event)
+        return;
+    const char *by = self ? self->name : "plugin";
+    /* Session 0: an event no client caused (an admin command). */
+    if (id == 0) {
+        audit_line(event, username, NULL, 0, by);
+        return;
+    }
     session *s = session_find(id);
-    if (s && event)
-        session_audit(s, event, username, self ? self->name : "plugin");
+    if (s)
+        session_audit(s, event, username, by);
 }
 
 static int h_session_logout(sm_session_id id)
@@ -433,6 +467,11 @@ static const sm_host host_table = {
     .policy_check = h_policy_check,
     .topic_fanout_take = h_topic_fanout_take,
     .audit = h_audit,
+    .register_admin_commands = h_register_admin_commands,
+    .admin_reply = admin_reply,
+    .admin_error = admin_error,
+    .admin_defer = admin_defer,
+    .user_deleted = h_user_deleted,
 };
 
 const sm_host *host_api_table(void) { return &host_table; }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core.h"
+#include "audit.h"
 #include "log.h"
 #include "plugin_loader.h"
 #include "topic.h"
@@ -43,6 +44,7 @@ session *session_new(void *io, const char *address)
     s->id = g_core.next_session_id++;
     s->io = io;
     s->state = SESSION_HANDSHAKE;
+    s->connected_at = core_wall_now();
     snprintf(s->address, sizeof s->address, "%s", address ? address : "");
     bucket_init(&s->commands, (double)g_core.sc->command_burst, core_mono_now());
     bucket_init(&s->bytes, (double)g_core.sc->bytes_burst, core_mono_now());
@@ -152,10 +154,7 @@ user_sessions *session_user(const char *username)
 
 void session_audit(const session *s, const char *event, const char *username, const char *by)
 {
-    log_msg(SM_LOG_INFO, "audit", "%s user=%s%s%s address=%s session=%llu%s%s", event,
-            username ? "'" : "", username ? username : "-", username ? "'" : "",
-            s->address[0] ? s->address : "-", (unsigned long long)s->id, by ? " by " : "",
-            by ? by : "");
+    audit_line(event, username, s->address, s->id, by);
 }
 
 int session_logout(session *s)

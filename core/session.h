@@ -89,6 +89,7 @@ typedef struct session {
     void (*key_job_drop)(void *key_job);
     sm_timer *login_timer;           /* limits.login_deadline, until the first login */
     int opened;                      /* SM_EVENT_SESSION_OPENED fired */
+    double connected_at;             /* wall clock at accept (admin sessions list) */
     int close_code;
     char close_reason[64];           /* sent in the close frame (<= 123 bytes allowed) */
 } session;

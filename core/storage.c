@@ -737,3 +737,93 @@ int storage_integrity_ok(storage *s)
     sqlite3_finalize(stmt);
     return ok && rows == 1;
 }
+
+struct storage_backup {
+    sqlite3 *dst;
+    sqlite3_backup *b;
+    char tmp[4096];
+    char path[4096];
+};
+
+static void backup_free(storage_backup *b, int remove_copy)
+{
+    if (b->b)
+        sqlite3_backup_finish(b->b);
+    if (b->dst)
+        sqlite3_close(b->dst);
+    if (remove_copy)
+        unlink(b->tmp);
+    free(b);
+}
+
+int storage_backup_begin(storage *s, const char *path, storage_backup **out, char *err,
+                         size_t err_len)
+{
+    storage_backup *b = calloc(1, sizeof *b);
+    if (!b) {
+        snprintf(err, err_len, "out of memory");
+        return -1;
+    }
+    int n = snprintf(b->tmp, sizeof b->tmp, "%s.tmp-XXXXXX", path);
+    int m = snprintf(b->path, sizeof b->path, "%s", path);
+    if (n < 0 || (size_t)n >= sizeof b->tmp || m < 0 || (size_t)m >= sizeof b->path) {
+        snprintf(err, err_len, "path too long");
+        free(b);
+        return -1;
+    }
+    /* mkstemp creates the file 0600 and exclusively: the copy holds every
+     * password hash and message, and nobody else may open it meanwhile. */
+    int fd = mkstemp(b->tmp);
+    if (fd < 0) {
+        snprintf(err, err_len, "cannot create %s: %s", b->tmp, strerror(errno));
+        free(b);
+        return -1;
+    }
+    int ok = fchmod(fd, 0600) == 0;
+    close(fd);
+    if (!ok || sqlite3_open_v2(b->tmp, &b->dst, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                               NULL) != SQLITE_OK ||
+        !(b->b = sqlite3_backup_init(b->dst, "main", s->db, "main"))) {
+        snprintf(err, err_len, "cannot start the backup: %s",
+                 b->dst ? sqlite3_errmsg(b->dst) : "cannot open the copy");
+        backup_free(b, 1);
+        return -1;
+    }
+    *out = b;
+    return 0;
+}
+
+int storage_backup_step(storage_backup *b, int pages, char *err, size_t err_len)
+{
+    /* Writes by this server between steps go through the same connection,
+     * and SQLite carries them into the copy as they happen: the finished
+     * copy is the database as it is at the last step. */
+    int rc = sqlite3_backup_step(b->b, pages);
+    if (rc == SQLITE_OK || rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
+        return 1;
+    int fin = sqlite3_backup_finish(b->b);
+    b->b = NULL;
+    if (rc == SQLITE_DONE)
+        rc = fin;
+    if (rc != SQLITE_OK) {
+        snprintf(err, err_len, "backup failed: %s", sqlite3_errstr(rc));
+        backup_free(b, 1);
+        return -1;
+    }
+    rc = sqlite3_close(b->dst);
+    b->dst = NULL;
+    if (rc != SQLITE_OK || rename(b->tmp, b->path) != 0) {
+        snprintf(err, err_len, "cannot put the copy in place at %s: %s", b->path,
+                 rc != SQLITE_OK ? sqlite3_errstr(rc) : strerror(errno));
+        backup_free(b, 1);
+        return -1;
+    }
+    backup_free(b, 0);
+    return 0;
+}
+
+void storage_backup_abort(storage_backup *b)
+{
+    if (b)
+        backup_free(b, 1);
+}

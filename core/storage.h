@@ -63,5 +63,17 @@ int64_t storage_changes(storage *s);
 int storage_exec(storage *s, const char *sql);
 /* PRAGMA integrity_check == "ok": 1, else 0. */
 int storage_integrity_ok(storage *s);
+/* Copies the whole database to `path` with SQLite's online backup API,
+ * in steps so that a large database does not hold the loop: begin, then
+ * step (pages at a time, -1 = all) until it returns 0 (done) or -1
+ * (failed, the reason in err); both free b; 1 means more to copy. The copy
+ * is written to a new file of mode 0600 beside path and renamed into
+ * place, so path never holds half a backup and is replaced whole. abort
+ * frees a backup not finished (before storage_close). */
+typedef struct storage_backup storage_backup;
+int storage_backup_begin(storage *s, const char *path, storage_backup **out, char *err,
+                         size_t err_len);
+int storage_backup_step(storage_backup *b, int pages, char *err, size_t err_len);
+void storage_backup_abort(storage_backup *b);
 
 #endif

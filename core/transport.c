@@ -10,9 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "acceptor.h"
+#include "admin_socket.h"
 #include "core.h"
 #include "dispatch.h"
 #include "envelope.h"
@@ -687,6 +689,13 @@ int transport_start(const server_config *sc, int *port_out)
         goto fail;
     }
     listen_fd = -1; /* lws's now */
+    char admin_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    if (admin_socket_path(sc, admin_path, sizeof admin_path) != 0) {
+        LOG_ERROR("server.admin_socket: the path is too long for a Unix socket");
+        goto fail;
+    }
+    if (admin_socket_start(lws_ctx, admin_path) != 0)
+        goto fail;
     LOG_INFO("listening on %s (%s)", where, tls ? "wss" : "ws");
     *port_out = port;
     schedule_timers();
@@ -695,6 +704,7 @@ int transport_start(const server_config *sc, int *port_out)
 fail:
     if (listen_fd >= 0)
         close(listen_fd);
+    admin_socket_stop();
     if (lws_ctx)
         lws_context_destroy(lws_ctx);
     lws_ctx = NULL;
@@ -734,6 +744,7 @@ void transport_stop(void)
         withdraw_context();
         lws_sul_cancel(&timer_sul);
         acceptor_stop();
+        admin_socket_stop();
         lws_context_destroy(lws_ctx);
         lws_ctx = NULL;
         vhost = NULL;

@@ -108,14 +108,62 @@ size_t log_json_escape(const char *in, char *out, size_t out_len)
     return o;
 }
 
-void log_vmsg(sm_log_level level, const char *who, const char *fmt, va_list ap)
+static int all_digits(const char *s)
+{
+    if (!*s)
+        return 0;
+    for (; *s; s++)
+        if (*s < '0' || *s > '9')
+            return 0;
+    return 1;
+}
+
+/* The fields as JSON members ("k":"v", numbers bare, NULL as null) or as
+ * text (" k=v", quoted ones in '', NULL as -), appended to out at *o.
+ * Stops before a field that would not fit, so the line stays well-formed. */
+static void append_fields(char *out, size_t out_len, size_t *o, const log_field *fields,
+                          size_t n_fields, int json)
+{
+    for (size_t i = 0; i < n_fields; i++) {
+        const log_field *f = &fields[i];
+        if (!json && (f->kind & LOG_FIELD_JSON_ONLY))
+            continue;
+        char key[128], value[1024 * 6];
+        const char *v = f->value;
+        int n;
+        if (json) {
+            log_json_escape(f->key, key, sizeof key);
+            const char *comma = out[*o - 1] != '{' ? "," : "";
+            if (!v) {
+                n = snprintf(out + *o, out_len - *o, "%s\"%s\":null", comma, key);
+            } else {
+                log_json_escape(v, value, sizeof value);
+                /* Bare only when it is digits, so the line stays JSON. */
+                const char *q = (f->kind & LOG_FIELD_NUMBER) && all_digits(v) ? "" : "\"";
+                n = snprintf(out + *o, out_len - *o, "%s\"%s\":%s%s%s", comma, key, q, value,
+                             q);
+            }
+        } else {
+            const char *q = v && (f->kind & LOG_FIELD_QUOTED) ? "'" : "";
+            n = snprintf(out + *o, out_len - *o, " %s=%s%s%s", f->key, q, v ? v : "-", q);
+        }
+        if (n < 0 || (size_t)n >= out_len - *o) {
+            out[*o] = '\0';
+            return;
+        }
+        *o += (size_t)n;
+    }
+}
+
+void log_vfields(sm_log_level level, const char *who, const log_field *fields, size_t n_fields,
+                 const char *fmt, va_list ap)
 {
     if (level > current_level)
         return;
     char msg[1024];
     /* Escaping may grow the message six-fold (control characters). */
-    char source[256], message[sizeof msg * 6];
-    char line[sizeof source + sizeof message + 128];
+    char source[256], message[sizeof msg * 6], extra[2048];
+    char line[sizeof source + sizeof message + sizeof extra + 128];
     struct timespec ts;
     struct tm tm;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -125,16 +173,29 @@ void log_vmsg(sm_log_level level, const char *who, const char *fmt, va_list ap)
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
              ts.tv_nsec / 1000000L);
     vsnprintf(msg, sizeof msg, fmt, ap);
+    int json = current_format == SM_LOG_FORMAT_JSON;
+    size_t o = 0;
+    extra[0] = '\0';
+    if (json) {
+        extra[o++] = '{';
+        extra[o] = '\0';
+    }
+    append_fields(extra, json ? sizeof extra - 1 : sizeof extra, &o, fields, n_fields, json);
+    if (json) {
+        extra[o++] = '}';
+        extra[o] = '\0';
+    }
     int n;
-    if (current_format == SM_LOG_FORMAT_JSON) {
+    if (json) {
         log_json_escape(who ? who : "-", source, sizeof source);
         log_json_escape(msg, message, sizeof message);
         n = snprintf(line, sizeof line,
-                     "{\"time\":\"%s\",\"level\":\"%s\",\"source\":\"%s\",\"message\":\"%s\"}\n",
-                     stamp, level_names[level], source, message);
+                     "{\"time\":\"%s\",\"level\":\"%s\",\"source\":\"%s\",\"message\":\"%s\","
+                     "\"fields\":%s}\n",
+                     stamp, level_names[level], source, message, extra);
     } else {
-        n = snprintf(line, sizeof line, "%s %-7s [%s] %s\n", stamp, level_names[level],
-                     who ? who : "-", msg);
+        n = snprintf(line, sizeof line, "%s %-7s [%s] %s%s\n", stamp, level_names[level],
+                     who ? who : "-", msg, extra);
     }
     if (n < 0)
         return;
@@ -143,6 +204,20 @@ void log_vmsg(sm_log_level level, const char *who, const char *fmt, va_list ap)
     /* One fputs per line so concurrent writers (worker threads) never
      * interleave within a line. */
     fputs(line, stderr);
+}
+
+void log_vmsg(sm_log_level level, const char *who, const char *fmt, va_list ap)
+{
+    log_vfields(level, who, NULL, 0, fmt, ap);
+}
+
+void log_fields(sm_log_level level, const char *who, const log_field *fields, size_t n_fields,
+                const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_vfields(level, who, fields, n_fields, fmt, ap);
+    va_end(ap);
 }
 
 void log_msg(sm_log_level level, const char *who, const char *fmt, ...)

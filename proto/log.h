@@ -9,8 +9,9 @@
 typedef enum sm_log_format { SM_LOG_FORMAT_TEXT, SM_LOG_FORMAT_JSON } sm_log_format;
 
 void log_set_level(sm_log_level level);
-/* text: "<time> <level> [<source>] <message>"; json: one object a line,
- * {"time","level","source","message"}, valid JSON whatever the message. */
+/* text: "<time> <level> [<source>] <message>[ key=value...]"; json: one
+ * object a line, {"time","level","source","message","fields":{...}}, valid
+ * JSON whatever the message and the fields hold. */
 void log_set_format(sm_log_format format);
 /* Parses "text", "json"; -1 if unknown. */
 int log_format_from_name(const char *name, sm_log_format *out);
@@ -21,6 +22,22 @@ size_t log_json_escape(const char *in, char *out, size_t out_len);
 /* Parses "error", "warning", "info", "debug"; -1 if unknown. */
 int log_level_from_name(const char *name, sm_log_level *out);
 
+/* A structured field of a log line (log_fields). */
+#define LOG_FIELD_QUOTED    1u /* text shows 'value' (names a client chose) */
+#define LOG_FIELD_NUMBER    2u /* JSON writes the value bare: it must be digits */
+#define LOG_FIELD_JSON_ONLY 4u /* text leaves it out (already in the message) */
+typedef struct log_field {
+    const char *key;
+    const char *value; /* NULL: JSON null, text "-" */
+    unsigned kind;     /* LOG_FIELD_* */
+} log_field;
+
+/* A line with fields: in JSON the "fields" object, in text " key=value"
+ * after the message. Fields that do not fit the line are left out. */
+void log_fields(sm_log_level level, const char *who, const log_field *fields, size_t n_fields,
+                const char *fmt, ...) SM_PRINTF(5, 6);
+void log_vfields(sm_log_level level, const char *who, const log_field *fields, size_t n_fields,
+                 const char *fmt, va_list ap);
 void log_msg(sm_log_level level, const char *who, const char *fmt, ...) SM_PRINTF(3, 4);
 void log_vmsg(sm_log_level level, const char *who, const char *fmt, va_list ap);
 

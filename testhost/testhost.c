@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "admin.h"
 #include "core.h"
 #include "dispatch.h"
 #include "envelope.h"
@@ -434,4 +435,27 @@ int sm_testhost_exec(sm_testhost *th, const char *sql)
     if (!th || !sql)
         return SM_EINVAL;
     return storage_exec(g_core.db, sql) == 0 ? SM_OK : SM_ERROR;
+}
+
+static void admin_answered(const json_t *reply, void *arg)
+{
+    json_t **out = arg;
+    *out = json_deep_copy(reply);
+}
+
+json_t *sm_testhost_admin(sm_testhost *th, const char *command, const json_t *args)
+{
+    if (!th || !command)
+        return NULL;
+    json_t *request = json_pack("{s:s, s:O?}", "command", command, "args", args);
+    if (!request)
+        return NULL;
+    json_t *answer = NULL;
+    sm_admin_ctx *pending = admin_run(request, admin_answered, &answer);
+    json_decref(request);
+    if (pending && !answer)
+        sm_testhost_run_workers(th);
+    if (pending && !answer)
+        admin_detach(pending);
+    return answer;
 }

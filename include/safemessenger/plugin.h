@@ -173,6 +173,10 @@ typedef enum sm_core_event {
     SM_EVENT_LOGGED_IN = 1,      /* sm_host.session_login succeeded */
     SM_EVENT_LOGGED_OUT = 2,     /* login ended: logout, re-login, close */
     SM_EVENT_SESSION_CLOSED = 3, /* connection gone; resources about to be freed */
+    /* (appended) An account was deleted (sm_host.user_deleted, e.g. by the
+     * admin tool): session is 0, username the deleted name. Delete what
+     * you keep for that user. Its sessions were closed before. */
+    SM_EVENT_USER_DELETED = 4,
     SM_EVENT_COUNT
 } sm_core_event;
 
@@ -222,6 +226,28 @@ typedef struct sm_migration {
     int version;      /* 1, 2, 3, ... strictly increasing */
     const char *sql;  /* one or more statements */
 } sm_migration;
+
+/* ---- admin commands ---------------------------------------------------- */
+
+/* One admin command being handled (safemessenger-admin, through the
+ * server's admin socket or in the tool's own process on a stopped
+ * server). Valid until the reply, like sm_ctx. */
+typedef struct sm_admin_ctx sm_admin_ctx;
+
+/* An admin command handler, on the loop thread. `args` is the request's
+ * argument object (borrowed; unchecked: validate what you read). Answer
+ * exactly once with sm_host.admin_reply or admin_error, before returning
+ * or after admin_defer; a handler that returns without either gets an
+ * error answered for it. */
+typedef void (*sm_admin_fn)(sm_admin_ctx *ctx, const json_t *args, void *plugin_data);
+
+/* One row of a plugin's admin table; the table ends with a row whose name
+ * is NULL. Names are "<area>.<verb>" ("users.disable", "rooms.list"). */
+typedef struct sm_admin_command {
+    const char *name;
+    sm_admin_fn handler;
+    const char *summary; /* one line, shown by `safemessenger-admin commands` */
+} sm_admin_command;
 
 /* ---- the host table ---------------------------------------------------- */
 
@@ -452,6 +478,28 @@ typedef struct sm_host {
      * connections, logins and logouts. Never pass a secret. */
     void (*audit)(sm_plugin *self, sm_session_id session, const char *event,
                   const char *username);
+
+    /* -- admin commands (appended: check SM_HOST_HAS(host, user_deleted)) -- */
+
+    /* Registers the plugin's admin commands (rows ending with name NULL),
+     * all or none; only during init. The table is borrowed: make it static
+     * const. A name already registered is SM_EEXIST and fails start-up. */
+    int (*register_admin_commands)(sm_plugin *self, const sm_admin_command *commands);
+    /* Answers an admin command with a result object (borrowed; NULL means
+     * {}). SM_EREPLIED for a second answer. */
+    int (*admin_reply)(sm_admin_ctx *ctx, const json_t *result);
+    /* Answers with an error: status is SM_ENOTFOUND (no such user, room),
+     * SM_EINVAL (bad arguments), SM_EEXIST, SM_EBUSY or SM_ERROR; the
+     * message (copied) is shown to the operator as is. */
+    int (*admin_error)(sm_admin_ctx *ctx, int status, const char *message);
+    /* Keeps ctx alive after the handler returns (e.g. for a worker job);
+     * answer later. */
+    int (*admin_defer)(sm_admin_ctx *ctx);
+    /* Tells every plugin (SM_EVENT_USER_DELETED, in load order) that the
+     * account `username` was deleted, so each deletes what it keeps for
+     * it. Called by the plugin that owns accounts (auth) after its own
+     * delete committed. */
+    int (*user_deleted)(sm_plugin *self, const char *username);
 } sm_host;
 
 /* True when the host table has the given entry (it may be older than the

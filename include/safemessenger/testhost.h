@@ -134,6 +134,13 @@ int sm_testhost_query_int(sm_testhost *th, const char *sql, int64_t *out);
 /* Runs SQL statements without results (test setup). */
 int sm_testhost_exec(sm_testhost *th, const char *sql);
 
+/* Runs an admin command (sm_host.register_admin_commands) as
+ * safemessenger-admin would, args may be NULL ({}), and runs the workers
+ * until it is answered. Returns the answer, {"ok": true, "result": {...}}
+ * or {"ok": false, "status": "not_found", "error": "..."} (free it with
+ * json_decref), or NULL if the command never answered. */
+json_t *sm_testhost_admin(sm_testhost *th, const char *command, const json_t *args);
+
 #ifdef __cplusplus
 }
 #endif

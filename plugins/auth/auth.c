@@ -9,12 +9,14 @@
  *     username_lower TEXT NOT NULL UNIQUE,    -- ASCII-folded: look users up by this
  *     password_hash  TEXT NOT NULL,           -- argon2id encoded form, never sent
  *     public_key     TEXT,                    -- PEM SubjectPublicKeyInfo or NULL
- *     created_at     REAL NOT NULL)           -- UNIX seconds
+ *     created_at     REAL NOT NULL,           -- UNIX seconds
+ *     disabled       INTEGER NOT NULL DEFAULT 0) -- 1: logins refused (admin tool)
  *
  * e.g. SELECT username, public_key FROM auth_users WHERE username_lower = ?
  * with the name folded A-Z -> a-z (usernames are [A-Za-z0-9_.-] only).
  *
- * This file: the handlers and the action table. Passwords are hashed and
+ * This file: the handlers and the action table; admin_users.c holds the
+ * `users` admin commands. Passwords are hashed and
  * checked on the worker pool (hashing.c); the failed-login and
  * registration limits and each address's share of the hash queue live in
  * memory (limits.c); public keys are checked
@@ -25,6 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin_users.h"
+#include "auth.h"
 #include "hashing.h"
 #include "limits.h"
 #include "pubkey.h"
@@ -32,29 +36,8 @@
 #include "settings.h"
 #include "users.h"
 
-#define PASSWORD_MIN 8
-#define PASSWORD_MAX 1024
-
 #define PRUNE_INTERVAL 60.0
 #define BAD_CREDENTIALS "invalid username or password"
-
-typedef struct auth {
-    const sm_host *host;
-    sm_plugin *self;
-    auth_settings cfg;
-    users *users;
-    hashq *hq;
-    /* fail_addr: failures per address (failed_logins); fail_user:
-     * failures per username from all addresses (failed_logins_per_user).
-     * Since fail_addr stops an address after failed_logins failures, no
-     * address adds more than that to a user's count in a window, so one
-     * address cannot throttle a user, many together can. hash_addr: hashes
-     * queued or running per address (max_hashes_per_address). */
-    ratelimit *fail_user, *fail_addr, *reg_addr, *hash_addr;
-    sm_timer *prune_timer;
-    int unloading; /* fini: completions may no longer reply */
-    size_t requests; /* auth_req allocated and not yet freed */
-} auth;
 
 /* One register or login waiting for its hash. */
 typedef struct auth_req {
@@ -69,6 +52,7 @@ typedef struct auth_req {
     int held_hash;                     /* a slot of the address's hash share */
     int held_addr, held_user;          /* login: an attempt in flight in fail_* */
     char *stored_hash;                 /* login: for the compare-and-set rehash */
+    int disabled;                      /* login: the account is disabled */
     char *public_key;                  /* register: NULL when none */
 } auth_req;
 
@@ -105,30 +89,6 @@ static char *dup_text(const char *s)
 }
 
 /* ---- payload checks ---------------------------------------------------- */
-
-static int is_name_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '.' || c == '-';
-}
-
-static int valid_username(const char *s, size_t len)
-{
-    if (len < USERNAME_MIN || len > USERNAME_MAX)
-        return 0;
-    for (size_t i = 0; i < len; i++)
-        if (!is_name_char(s[i]))
-            return 0;
-    return 1;
-}
-
-static void fold(const char *s, char *out)
-{
-    size_t i = 0;
-    for (; s[i]; i++)
-        out[i] = (s[i] >= 'A' && s[i] <= 'Z') ? (char)(s[i] - 'A' + 'a') : s[i];
-    out[i] = '\0';
-}
 
 /* A string field: 0 present (value and byte length written), 1 absent or
  * null (PROTOCOL.md section 5), -1 not a string (message written). */
@@ -355,7 +315,7 @@ static void do_register(sm_ctx *ctx, const json_t *payload, void *data)
         h->reply_error(ctx, SM_ERR_MALFORMED, msg);
         return;
     }
-    if (!valid_username(username, ulen)) {
+    if (!users_valid_name(username, ulen)) {
         h->reply_error(ctx, SM_ERR_MALFORMED, "field 'username' must be 3 to 32 characters of "
                                               "A-Z, a-z, 0-9, '_', '.' and '-'");
         return;
@@ -389,7 +349,7 @@ static void do_register(sm_ctx *ctx, const json_t *payload, void *data)
         return;
     }
     memcpy(r->username, username, ulen + 1);
-    fold(username, r->lower);
+    users_fold(username, r->lower);
     memcpy(r->address, address, sizeof address);
 
     /* Every well-formed attempt counts, taken names included: the limit
@@ -424,12 +384,24 @@ static void do_register(sm_ctx *ctx, const json_t *payload, void *data)
 
 /* ---- login -------------------------------------------------------------- */
 
+/* The account may have been disabled or deleted (safemessenger-admin)
+ * while its password was being checked. */
+static int still_enabled(auth *a, const auth_req *r)
+{
+    user_row now = {0};
+    int found = users_find(a->users, r->lower, &now);
+    free(now.password_hash);
+    return found == 1 && now.id == r->user_id && !now.disabled;
+}
+
 static void login_checked(void *arg, hash_status status, const char *rehash)
 {
     auth_req *r = arg;
     auth *a = r->a;
     const sm_host *h = a->host;
-    int failed = status == HASH_MISMATCH || (status == HASH_OK && r->user_id <= 0);
+    int failed = status == HASH_MISMATCH ||
+                 (status == HASH_OK && (r->user_id <= 0 || r->disabled ||
+                                        (!a->unloading && !still_enabled(a, r))));
     release(a, r, failed, h->now());
     if (a->unloading)
         goto out;
@@ -480,7 +452,7 @@ static void do_login(sm_ctx *ctx, const json_t *payload, void *data)
     }
     /* No such name or password can exist: the same 1001 as a wrong one,
      * without hashing (the caller knows what it sent; nothing leaks). */
-    if (!valid_username(username, ulen) || plen < PASSWORD_MIN || plen > PASSWORD_MAX) {
+    if (!users_valid_name(username, ulen) || plen < PASSWORD_MIN || plen > PASSWORD_MAX) {
         ratelimit_add(a->fail_addr, address, now);
         /* Nor an invalid name. */
         if (SM_HOST_HAS(h, audit))
@@ -489,7 +461,7 @@ static void do_login(sm_ctx *ctx, const json_t *payload, void *data)
         return;
     }
     char lower[USERNAME_MAX + 1];
-    fold(username, lower);
+    users_fold(username, lower);
     /* A name counts whether or not it exists, so this reply tells nothing
      * about existence either. */
     if (ratelimit_blocked(a->fail_user, lower, now, &retry_after)) {
@@ -517,6 +489,9 @@ static void do_login(sm_ctx *ctx, const json_t *payload, void *data)
         r->user_id = row.id;
         memcpy(r->username, row.username, sizeof r->username);
         r->stored_hash = row.password_hash;
+        /* Still verified, at the same cost, and refused with the same
+         * 1001: the reply must not tell that the name exists. */
+        r->disabled = row.disabled;
     }
     /* Guesses sent in parallel count as failures while they hash, per
      * address and per username, or a burst could try far more than the
@@ -616,7 +591,9 @@ static int init(sm_plugin *self, const sm_host *host, void **data)
         goto fail;
     }
     if ((rc = host->register_actions(self, actions)) != SM_OK ||
-        (rc = host->register_migrations(self, users_migrations)) != SM_OK)
+        (rc = host->register_migrations(self, users_migrations)) != SM_OK ||
+        (SM_HOST_HAS(host, user_deleted) &&
+         (rc = host->register_admin_commands(self, auth_admin_commands)) != SM_OK))
         goto fail;
     *data = a;
     return SM_OK;

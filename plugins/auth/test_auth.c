@@ -1233,6 +1233,117 @@ static void passwords_never_reach_the_log(void)
     free(log);
 }
 
+
+/* ---- admin commands (safemessenger-admin users ...) ---------------------- */
+
+static json_t *admin(sm_testhost *th, const char *command, const char *user)
+{
+    json_t *args = json_pack("{s:s}", "user", user);
+    json_t *r = sm_testhost_admin(th, command, args);
+    json_decref(args);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    return r;
+}
+
+static void expect_admin_ok(json_t *r)
+{
+    CU_ASSERT_TRUE(json_is_true(json_object_get(r, "ok")));
+    json_decref(r);
+}
+
+static void expect_admin_status(json_t *r, const char *status)
+{
+    const char *got = json_string_value(json_object_get(r, "status"));
+    CU_ASSERT_STRING_EQUAL(got ? got : "<ok>", status);
+    json_decref(r);
+}
+
+static void admin_disable_closes_sessions_and_login_gets_the_wrong_password_reply(void)
+{
+    sm_testhost *th = start_with(FEW_LIMITS, NULL);
+    sm_session_id s1 = connect_from(th, NULL);
+    register_ok(th, s1, "Alice", "correct horse");
+    json_t *r = admin(th, "users.disable", "ALICE");
+    json_t *result = json_object_get(r, "result");
+    CU_ASSERT_TRUE(json_is_true(json_object_get(result, "disabled")));
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(result, "sessions_closed")), 1);
+    json_decref(r);
+    int code = 0;
+    CU_ASSERT_EQUAL(sm_testhost_closed(th, s1, &code), 1);
+    CU_ASSERT_EQUAL(code, 1008);
+
+    sm_session_id s2 = connect_from(th, NULL);
+    json_t *disabled = login(th, s2, "alice", "correct horse");
+    json_t *wrong = login(th, s2, "alice", "wrong horse");
+    CU_ASSERT_STRING_EQUAL(expect_error(disabled, 1001, "login"), BAD_CREDENTIALS);
+    /* The very same reply as a wrong password, but for reply_to. */
+    json_object_del(disabled, "reply_to");
+    json_object_del(wrong, "reply_to");
+    CU_ASSERT_TRUE(json_equal(disabled, wrong));
+    json_decref(disabled);
+    json_decref(wrong);
+    CU_ASSERT_PTR_NULL(username_of(th, s2));
+    /* Still taken. */
+    expect_and_free_error(reg(th, s2, "alice", "another horse"), 1010, "register");
+
+    expect_admin_ok(admin(th, "users.enable", "alice"));
+    json_decref(login(th, s2, "alice", "correct horse"));
+    CU_ASSERT_STRING_EQUAL(username_of(th, s2), "Alice");
+    sm_testhost_free(th);
+}
+
+static void login_being_checked_when_the_user_is_disabled_fails(void)
+{
+    sm_testhost *th = start_with(FEW_LIMITS, NULL);
+    register_ok(th, connect_from(th, NULL), "alice", "correct horse");
+    sm_session_id s = connect_from(th, NULL);
+    uint64_t n = sm_testhost_send(th, s, "login",
+                                  "{\"username\": \"alice\", \"password\": \"correct horse\"}");
+    CU_ASSERT_FATAL(n != 0);
+    /* The hash job waits on the pool while the operator disables. */
+    expect_admin_ok(admin(th, "users.disable", "alice"));
+    sm_testhost_run_workers(th);
+    json_t *r = sm_testhost_reply(th, s, n);
+    CU_ASSERT_STRING_EQUAL(expect_error(r, 1001, "login"), BAD_CREDENTIALS);
+    json_decref(r);
+    CU_ASSERT_PTR_NULL(username_of(th, s));
+    sm_testhost_free(th);
+}
+
+static void admin_passwd_delete_and_errors(void)
+{
+    sm_testhost *th = start_with(FEW_LIMITS, NULL);
+    sm_session_id s = connect_from(th, NULL);
+    register_ok(th, s, "alice", "correct horse");
+    json_t *args = json_pack("{s:s, s:s}", "user", "alice", "password", "battery staple");
+    expect_admin_ok(sm_testhost_admin(th, "users.passwd", args));
+    json_decref(args);
+    sm_session_id s2 = connect_from(th, NULL);
+    expect_and_free_error(login(th, s2, "alice", "correct horse"), 1001, "login");
+    json_decref(login(th, s2, "alice", "battery staple"));
+    CU_ASSERT_STRING_EQUAL(username_of(th, s2), "alice");
+    args = json_pack("{s:s, s:s}", "user", "alice", "password", "short");
+    expect_admin_status(sm_testhost_admin(th, "users.passwd", args), "invalid");
+    json_decref(args);
+
+    json_t *list = sm_testhost_admin(th, "users.list", NULL);
+    CU_ASSERT_EQUAL(json_array_size(json_object_get(json_object_get(list, "result"), "users")),
+                    1);
+    json_decref(list);
+    expect_admin_ok(admin(th, "users.delete", "alice"));
+    int code = 0;
+    CU_ASSERT_EQUAL(sm_testhost_closed(th, s, &code), 1);
+    CU_ASSERT_EQUAL(code, 1008);
+    CU_ASSERT_EQUAL(sm_testhost_closed(th, s2, &code), 1);
+    CU_ASSERT_EQUAL(query(th, "SELECT count(*) FROM auth_users"), 0);
+    expect_admin_status(admin(th, "users.show", "alice"), "not_found");
+    expect_admin_status(admin(th, "users.delete", "alice"), "not_found");
+    expect_admin_status(admin(th, "users.disable", "no such user!"), "not_found");
+    expect_admin_status(sm_testhost_admin(th, "users.show", NULL), "invalid");
+    register_ok(th, connect_from(th, NULL), "alice", "a new horse");
+    sm_testhost_free(th);
+}
+
 static const sm_test_case cases[] = {
     SM_TEST(register_logs_the_session_in_and_replies_registration_success),
     SM_TEST(register_refuses_each_malformed_field_with_1004_naming_it),
@@ -1270,6 +1381,9 @@ static const sm_test_case cases[] = {
     SM_TEST(waiting_job_of_a_closed_session_is_dropped),
     SM_TEST(unloading_with_hashes_in_flight_frees_everything),
     SM_TEST(passwords_never_reach_the_log),
+    SM_TEST(admin_disable_closes_sessions_and_login_gets_the_wrong_password_reply),
+    SM_TEST(login_being_checked_when_the_user_is_disabled_fails),
+    SM_TEST(admin_passwd_delete_and_errors),
     SM_TEST_END,
 };
 

@@ -8,12 +8,15 @@ struct users {
     const sm_host *host;
     sm_plugin *self;
     sm_stmt *find, *insert, *update_hash;
+    sm_stmt *list, *set_disabled, *remove, *set_hash; /* the admin commands' */
 };
 
 const sm_migration users_migrations[] = {
     {1, "CREATE TABLE auth_users (id INTEGER PRIMARY KEY, username TEXT NOT NULL,"
         " username_lower TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,"
         " public_key TEXT, created_at REAL NOT NULL)"},
+    /* safemessenger-admin users disable: a disabled user cannot log in. */
+    {2, "ALTER TABLE auth_users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0"},
     {0, NULL},
 };
 
@@ -26,8 +29,8 @@ int users_open(const sm_host *host, sm_plugin *self, users **out)
     u->self = self;
     int rc;
     if ((rc = host->db_prepare(self,
-                               "SELECT id, username, password_hash FROM auth_users"
-                               " WHERE username_lower = ?",
+                               "SELECT id, username, password_hash, disabled, created_at,"
+                               " public_key IS NOT NULL FROM auth_users WHERE username_lower = ?",
                                &u->find)) != SM_OK ||
         (rc = host->db_prepare(self,
                                "INSERT INTO auth_users (username, username_lower, password_hash,"
@@ -36,7 +39,18 @@ int users_open(const sm_host *host, sm_plugin *self, users **out)
         (rc = host->db_prepare(self,
                                "UPDATE auth_users SET password_hash = ?"
                                " WHERE id = ? AND password_hash = ?",
-                               &u->update_hash)) != SM_OK) {
+                               &u->update_hash)) != SM_OK ||
+        (rc = host->db_prepare(self,
+                               "SELECT id, username, created_at, disabled FROM auth_users"
+                               " ORDER BY username_lower",
+                               &u->list)) != SM_OK ||
+        (rc = host->db_prepare(self,
+                               "UPDATE auth_users SET disabled = ? WHERE username_lower = ?",
+                               &u->set_disabled)) != SM_OK ||
+        (rc = host->db_prepare(self, "DELETE FROM auth_users WHERE username_lower = ?",
+                               &u->remove)) != SM_OK ||
+        (rc = host->db_prepare(self, "UPDATE auth_users SET password_hash = ? WHERE id = ?",
+                               &u->set_hash)) != SM_OK) {
         users_close(u);
         return rc;
     }
@@ -51,6 +65,10 @@ void users_close(users *u)
     u->host->db_finalize(u->find);
     u->host->db_finalize(u->insert);
     u->host->db_finalize(u->update_hash);
+    u->host->db_finalize(u->list);
+    u->host->db_finalize(u->set_disabled);
+    u->host->db_finalize(u->remove);
+    u->host->db_finalize(u->set_hash);
     free(u);
 }
 
@@ -80,6 +98,9 @@ int users_find(users *u, const char *lower, user_row *row)
         row->id = h->db_column_int64(u->find, 0);
         snprintf(row->username, sizeof row->username, "%s", name);
         row->password_hash = copy;
+        row->disabled = h->db_column_int64(u->find, 3) != 0;
+        row->created_at = h->db_column_double(u->find, 4);
+        row->has_public_key = h->db_column_int64(u->find, 5) != 0;
     }
     found = 1;
 out:
@@ -121,4 +142,88 @@ int users_update_hash(users *u, int64_t id, const char *new_hash, const char *ol
         rc = h->db_changes(u->self) > 0 ? SM_OK : SM_ENOTFOUND;
     h->db_reset(st);
     return rc;
+}
+
+int users_set_disabled(users *u, const char *lower, int disabled)
+{
+    const sm_host *h = u->host;
+    sm_stmt *st = u->set_disabled;
+    int rc = SM_ERROR;
+    if (h->db_bind_int64(st, 1, disabled ? 1 : 0) == SM_OK &&
+        h->db_bind_text(st, 2, lower, -1) == SM_OK && h->db_step(st) == SM_DONE)
+        rc = h->db_changes(u->self) > 0 ? SM_OK : SM_ENOTFOUND;
+    h->db_reset(st);
+    return rc;
+}
+
+int users_delete(users *u, const char *lower)
+{
+    const sm_host *h = u->host;
+    sm_stmt *st = u->remove;
+    int rc = SM_ERROR;
+    if (h->db_bind_text(st, 1, lower, -1) == SM_OK && h->db_step(st) == SM_DONE)
+        rc = h->db_changes(u->self) > 0 ? SM_OK : SM_ENOTFOUND;
+    h->db_reset(st);
+    return rc;
+}
+
+int users_set_hash(users *u, int64_t id, const char *hash)
+{
+    const sm_host *h = u->host;
+    sm_stmt *st = u->set_hash;
+    int rc = SM_ERROR;
+    if (h->db_bind_text(st, 1, hash, -1) == SM_OK && h->db_bind_int64(st, 2, id) == SM_OK &&
+        h->db_step(st) == SM_DONE)
+        rc = h->db_changes(u->self) > 0 ? SM_OK : SM_ENOTFOUND;
+    h->db_reset(st);
+    return rc;
+}
+
+json_t *users_list(users *u)
+{
+    const sm_host *h = u->host;
+    sm_stmt *st = u->list;
+    json_t *list = json_array();
+    int rc = SM_DONE;
+    while (list && (rc = h->db_step(st)) == SM_ROW) {
+        const char *name = h->db_column_text(st, 1);
+        json_t *row = json_pack("{s:s, s:I, s:f, s:b}", "user", name ? name : "?", "id",
+                                (json_int_t)h->db_column_int64(st, 0), "created_at",
+                                h->db_column_double(st, 2), "disabled",
+                                h->db_column_int64(st, 3) != 0);
+        if (json_array_append_new(list, row) != 0) {
+            json_decref(list);
+            list = NULL;
+        }
+    }
+    if (list && rc != SM_DONE) {
+        json_decref(list);
+        list = NULL;
+    }
+    h->db_reset(st);
+    return list;
+}
+
+static int is_name_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '.' || c == '-';
+}
+
+int users_valid_name(const char *s, size_t len)
+{
+    if (len < USERNAME_MIN || len > USERNAME_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!is_name_char(s[i]))
+            return 0;
+    return 1;
+}
+
+void users_fold(const char *s, char *out)
+{
+    size_t i = 0;
+    for (; s[i]; i++)
+        out[i] = (s[i] >= 'A' && s[i] <= 'Z') ? (char)(s[i] - 'A' + 'a') : s[i];
+    out[i] = '\0';
 }

@@ -4,6 +4,7 @@
 #ifndef AUTH_USERS_H
 #define AUTH_USERS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "safemessenger/plugin.h"
@@ -13,10 +14,18 @@
 
 typedef struct users users;
 
+/* 1 when s (len bytes) is a valid username: 3 to 32 of [A-Za-z0-9_.-]. */
+int users_valid_name(const char *s, size_t len);
+/* ASCII-folds a valid name into out (at least USERNAME_MAX + 1 bytes). */
+void users_fold(const char *s, char *out);
+
 typedef struct user_row {
     int64_t id;
     char username[USERNAME_MAX + 1]; /* as first written */
     char *password_hash;             /* malloc'd; free it */
+    int disabled;                    /* safemessenger-admin users disable */
+    double created_at;
+    int has_public_key;
 } user_row;
 
 extern const sm_migration users_migrations[];
@@ -40,5 +49,13 @@ int users_insert(users *u, const char *username, const char *lower, const char *
  * have upgraded it first). SM_OK when the row changed, SM_ENOTFOUND when
  * it did not, else SM_ERROR. */
 int users_update_hash(users *u, int64_t id, const char *new_hash, const char *old_hash);
+
+/* The admin commands' (admin.c). SM_OK, SM_ENOTFOUND when no row
+ * changed, else SM_ERROR. */
+int users_set_disabled(users *u, const char *lower, int disabled);
+int users_delete(users *u, const char *lower);
+int users_set_hash(users *u, int64_t id, const char *hash);
+/* [{user, id, created_at, disabled}] by folded name; NULL on error. */
+json_t *users_list(users *u);
 
 #endif

@@ -378,6 +378,8 @@ static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
         rc = host->subscribe(self, SM_EVENT_LOGGED_OUT, fr_on_session_event);
     if (rc == SM_OK)
         rc = host->register_policy(self, fr_policy);
+    if (rc == SM_OK && SM_HOST_HAS(host, user_deleted))
+        rc = host->subscribe(self, SM_EVENT_USER_DELETED, fr_on_user_deleted);
     if (rc != SM_OK)
         goto fail;
     *plugin_data = fr;

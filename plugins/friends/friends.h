@@ -49,6 +49,12 @@ typedef struct fr_names {
     size_t n, cap;
 } fr_names;
 
+/* ---- forget.c ---- */
+
+/* SM_EVENT_USER_DELETED: deletes the user's requests, pairs and blocks. */
+void fr_on_user_deleted(sm_core_event event, sm_session_id session, const char *username,
+                        void *plugin_data);
+
 /* ---- store.c ---- */
 
 int fr_store_prepare(friends *fr);

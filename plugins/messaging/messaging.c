@@ -403,6 +403,12 @@ static const sm_action actions[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static const sm_admin_command admin_commands[] = {
+    {"messages.purge", messaging_admin_purge,
+     "run the purge of expired messages and retention now"},
+    {NULL, NULL, NULL},
+};
+
 /* ---- life cycle --------------------------------------------------------- */
 
 static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
@@ -442,6 +448,10 @@ static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
         rc = host->register_actions(self, actions);
     if (rc == SM_OK)
         rc = host->subscribe(self, SM_EVENT_LOGGED_IN, on_logged_in);
+    if (rc == SM_OK && SM_HOST_HAS(host, user_deleted))
+        rc = host->register_admin_commands(self, admin_commands);
+    if (rc == SM_OK && SM_HOST_HAS(host, user_deleted))
+        rc = host->subscribe(self, SM_EVENT_USER_DELETED, messaging_on_user_deleted);
     if (rc != SM_OK) {
         free(m);
         return rc;

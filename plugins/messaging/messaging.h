@@ -48,5 +48,12 @@ int messaging_purge_configure(messaging *m);
 int messaging_purge_start(messaging *m);
 /* Stops its timers; safe when it never started. */
 void messaging_purge_stop(messaging *m);
+/* Admin command messages.purge: one purge run now, with its counts. */
+void messaging_admin_purge(sm_admin_ctx *ctx, const json_t *args, void *data);
+
+/* forget.c. SM_EVENT_USER_DELETED: the messages the user sent or was
+ * sent. */
+void messaging_on_user_deleted(sm_core_event event, sm_session_id session,
+                               const char *username, void *data);
 
 #endif

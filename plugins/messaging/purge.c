@@ -54,14 +54,15 @@ static void on_purge_more(sm_timer *timer, void *arg);
 
 /* One run: each kind in turn, in batches until it has no more due rows or
  * the run's PURGE_MAX_BATCHES are spent; then a follow-up run is due. */
-static void purge_run(messaging *m)
+static int purge_run(messaging *m, int64_t total[STORE_PURGE_KINDS], int *more_out)
 {
     static const char *const kind_name[STORE_PURGE_KINDS] = {"expired", "read private",
                                                               "old public"};
     const sm_host *h = m->host;
     double now = h->now();
-    int64_t total[STORE_PURGE_KINDS] = {0};
     int batches = 0, more = 0;
+    for (int k = 0; k < STORE_PURGE_KINDS; k++)
+        total[k] = 0;
     for (int k = 0; k < STORE_PURGE_KINDS && !more; k++) {
         double cutoff = 0;
         if (!purge_cutoff(m, (store_purge_kind)k, now, &cutoff))
@@ -75,7 +76,7 @@ static void purge_run(messaging *m)
             if (store_purge(&m->store, (store_purge_kind)k, cutoff, PURGE_BATCH, &deleted) !=
                 SM_OK) {
                 h->log(m->self, SM_LOG_ERROR, "purge of %s messages failed", kind_name[k]);
-                return;
+                return SM_ERROR;
             }
             total[k] += deleted;
             batches++;
@@ -99,12 +100,16 @@ static void purge_run(messaging *m)
                (long long)total[STORE_PURGE_READ_PRIVATE],
                (long long)total[STORE_PURGE_OLD_PUBLIC]);
     }
+    if (more_out)
+        *more_out = more;
+    return SM_OK;
 }
 
 static void on_purge(sm_timer *timer, void *arg)
 {
     (void)timer;
-    purge_run(arg);
+    int64_t total[STORE_PURGE_KINDS];
+    purge_run(arg, total, NULL);
 }
 
 static void on_purge_more(sm_timer *timer, void *arg)
@@ -112,7 +117,29 @@ static void on_purge_more(sm_timer *timer, void *arg)
     (void)timer;
     messaging *m = arg;
     m->purge_more = NULL; /* one-shot: freed by the core after this call */
-    purge_run(m);
+    int64_t total[STORE_PURGE_KINDS];
+    purge_run(m, total, NULL);
+}
+
+/* safemessenger-admin purge: one run now, as the timer would do it (a
+ * backlog beyond one run's batches continues in follow-up runs, so the
+ * loop is never held for long; "more" says so). */
+void messaging_admin_purge(sm_admin_ctx *ctx, const json_t *args, void *data)
+{
+    (void)args;
+    messaging *m = data;
+    int64_t total[STORE_PURGE_KINDS];
+    int more = 0;
+    if (purge_run(m, total, &more) != SM_OK) {
+        m->host->admin_error(ctx, SM_ERROR, "the purge failed (see the server's log)");
+        return;
+    }
+    json_t *result = json_pack("{s:I, s:I, s:I, s:b}", "expired",
+                               (json_int_t)total[STORE_PURGE_EXPIRED], "read_private",
+                               (json_int_t)total[STORE_PURGE_READ_PRIVATE], "old_public",
+                               (json_int_t)total[STORE_PURGE_OLD_PUBLIC], "more", more);
+    m->host->admin_reply(ctx, result);
+    json_decref(result);
 }
 
 int messaging_purge_start(messaging *m)

@@ -6,6 +6,7 @@
  * rooms.allow_create = false only the configured rooms exist. Membership
  * lives in memory (membership.c); a room's topic "room:<lower-cased name>"
  * is where the messaging plugin publishes. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -353,6 +354,94 @@ static const sm_action actions[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* ---- admin commands (safemessenger-admin rooms ...) ------------------ */
+
+static void rooms_list_cmd(sm_admin_ctx *ctx, const json_t *args, void *data)
+{
+    (void)args;
+    rooms *r = data;
+    const sm_host *h = r->host;
+    sm_stmt *st = NULL;
+    json_t *list = json_array();
+    int rc = list ? h->db_prepare(r->self,
+                                  "SELECT name, name_lower, created_at FROM rooms"
+                                  " ORDER BY name_lower",
+                                  &st)
+                  : SM_ENOMEM;
+    while (rc == SM_OK && (rc = h->db_step(st)) == SM_ROW) {
+        const char *name = h->db_column_text(st, 0), *key = h->db_column_text(st, 1);
+        json_t *users = json_object_get(json_object_get(r->members.active, key ? key : ""),
+                                        "users");
+        json_t *row = json_pack("{s:s, s:f, s:I, s:b}", "room", name ? name : "?",
+                                "created_at", h->db_column_double(st, 2), "users",
+                                (json_int_t)json_object_size(users), "configured",
+                                key && json_object_get(r->listed, key) != NULL);
+        rc = json_array_append_new(list, row) == 0 ? SM_OK : SM_ENOMEM;
+    }
+    h->db_finalize(st);
+    json_t *result = rc == SM_DONE ? json_pack("{s:O}", "rooms", list) : NULL;
+    if (result)
+        h->admin_reply(ctx, result);
+    else
+        h->admin_error(ctx, SM_ERROR, "cannot list the rooms (see the server's log)");
+    json_decref(result);
+    json_decref(list);
+}
+
+/* Its members are moved out (the others see user_left); its history stays
+ * with the messaging plugin, which its retention purges. A configured room
+ * (the default, rooms.rooms) would come back at the next start: refused. */
+static void rooms_delete_cmd(sm_admin_ctx *ctx, const json_t *args, void *data)
+{
+    rooms *r = data;
+    const sm_host *h = r->host;
+    const char *name = json_string_value(json_object_get(args, "room"));
+    char key[ROOMS_NAME_MAX + 1], topic[ROOMS_NAME_MAX + 8];
+    if (!name || !rooms_valid_name(name) || rooms_fold(name, key, sizeof key) != 0) {
+        h->admin_error(ctx, SM_ENOTFOUND, "no such room");
+        return;
+    }
+    if (json_object_get(r->listed, key)) {
+        h->admin_error(ctx, SM_ESTATE,
+                       "a configured room (rooms.default_room, rooms.rooms): remove it from the "
+                       "configuration first");
+        return;
+    }
+    sm_stmt *st = NULL;
+    int rc = h->db_prepare(r->self, "DELETE FROM rooms WHERE name_lower = ?", &st);
+    if (rc == SM_OK)
+        rc = h->db_bind_text(st, 1, key, -1);
+    if (rc == SM_OK)
+        rc = h->db_step(st) == SM_DONE ? SM_OK : SM_ERROR;
+    int64_t deleted = rc == SM_OK ? h->db_changes(r->self) : 0;
+    h->db_finalize(st);
+    if (rc != SM_OK || deleted == 0) {
+        h->admin_error(ctx, rc != SM_OK ? SM_ERROR : SM_ENOTFOUND,
+                       rc != SM_OK ? "database error (see the server's log)" : "no such room");
+        return;
+    }
+    snprintf(topic, sizeof topic, "room:%s", key);
+    size_t moved = 0, n = h->topic_members(topic, NULL, 0);
+    sm_session_id *ids = n ? calloc(n, sizeof *ids) : NULL;
+    if (ids) {
+        n = h->topic_members(topic, ids, n);
+        for (size_t i = 0; i < n; i++)
+            moved += membership_leave(&r->members, ids[i]) == SM_OK;
+        free(ids);
+    }
+    h->log(r->self, SM_LOG_INFO, "room %s deleted by the operator", key);
+    json_t *result = json_pack("{s:s, s:b, s:I}", "room", name, "deleted", 1, "sessions_moved_out",
+                               (json_int_t)moved);
+    h->admin_reply(ctx, result);
+    json_decref(result);
+}
+
+static const sm_admin_command admin_commands[] = {
+    {"rooms.list", rooms_list_cmd, "every room: name, created_at, users in it, configured"},
+    {"rooms.delete", rooms_delete_cmd, "delete {room} (not a configured one); members leave it"},
+    {NULL, NULL, NULL},
+};
+
 static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
 {
     rooms *r = calloc(1, sizeof *r);
@@ -375,6 +464,8 @@ static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
         rc = host->subscribe(self, SM_EVENT_LOGGED_OUT, on_logout);
     if (rc == SM_OK)
         rc = host->subscribe(self, SM_EVENT_SESSION_CLOSED, on_logout);
+    if (rc == SM_OK && SM_HOST_HAS(host, user_deleted))
+        rc = host->register_admin_commands(self, admin_commands);
     if (rc != SM_OK) {
         rooms_free(r);
         return rc;

@@ -52,6 +52,7 @@ expect() {  # MODE PATH
 }
 expect -rwxr-xr-x /usr/bin/safemessenger-server
 expect -rwxr-xr-x /usr/bin/safemessenger-cli
+expect -rwxr-xr-x /usr/bin/safemessenger-admin
 for p in auth heartbeat rooms messaging friends; do
     expect -rw-r--r-- "/usr/$libdir/safemessenger/plugins/$p.so"
 done

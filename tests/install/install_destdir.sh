@@ -46,7 +46,7 @@ DESTDIR=$root cmake --install "$build_dir" --prefix /usr >"$tmp/install.log" 2>&
     { cat "$tmp/install.log" >&2; fail "cmake --install failed"; }
 
 begin "check the installed files"
-for f in usr/bin/safemessenger-server usr/bin/safemessenger-cli; do
+for f in usr/bin/safemessenger-server usr/bin/safemessenger-cli usr/bin/safemessenger-admin; do
     [ -x "$root/$f" ] || fail "not installed or not executable: $f"
 done
 for p in auth heartbeat rooms messaging friends; do
@@ -141,6 +141,15 @@ grep -q '"kind":"reply","command":"register"' "$tmp/cli1.out" ||
     >"$tmp/cli2.out" 2>&1 || { cat "$tmp/cli2.out" >&2; fail "login and history failed"; }
 grep -q '"sender":"alice","content":"hello from the installed cli"' "$tmp/cli2.out" ||
     { cat "$tmp/cli2.out" >&2; fail "the history does not hold the message"; }
+
+begin "the installed admin tool sees alice through the admin socket"
+admin=$root/usr/bin/safemessenger-admin
+"$admin" --help | grep -qF "(default $default_conf)" ||
+    fail "the admin tool's default configuration is not $default_conf"
+[ "$(stat -c %a "$state/admin.sock")" = 600 ] || fail "the admin socket is not mode 0600"
+"$admin" -c "$tmp/test.conf" users list >"$tmp/admin.out" 2>&1 ||
+    { cat "$tmp/admin.out" >&2; fail "safemessenger-admin users list failed"; }
+grep -q '^alice ' "$tmp/admin.out" || { cat "$tmp/admin.out" >&2; fail "alice is not listed"; }
 
 begin "stop the server"
 stop_server || fail "the server did not shut down cleanly (status $?)"

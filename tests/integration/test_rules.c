@@ -649,8 +649,8 @@ static void log_level_filters_less_severe_lines(void)
 }
 
 /* Every line of the server's log file, each a JSON object with exactly
- * time, level, source and message; the number of lines, -1 on a line that
- * is not. */
+ * time, level, source, message and fields (an object); the number of
+ * lines, -1 on a line that is not. */
 static int json_log_lines(const harness_server *s, const char *source, const char *needle,
                           int *matches)
 {
@@ -667,7 +667,8 @@ static int json_log_lines(const harness_server *s, const char *source, const cha
         json_error_t err;
         json_t *o = json_loads(line, JSON_REJECT_DUPLICATES, &err);
         const char *keys[] = {"time", "level", "source", "message"};
-        int ok = o && json_is_object(o) && json_object_size(o) == 4;
+        int ok = o && json_is_object(o) && json_object_size(o) == 5 &&
+                 json_is_object(json_object_get(o, "fields"));
         for (size_t k = 0; ok && k < 4; k++)
             ok = json_is_string(json_object_get(o, keys[k]));
         if (!ok) {
@@ -711,6 +712,12 @@ static void json_log_format_writes_only_json_objects(void)
     CU_ASSERT_EQUAL(registered_lines, 1);
     CU_ASSERT_EQUAL(harness_log_contains(&s, "\"level\":\"debug\""), 1);
     CU_ASSERT_EQUAL(harness_log_contains(&s, "Z info    ["), 0);
+    /* Audit lines carry their fields as an object. */
+    CU_ASSERT_EQUAL(harness_log_contains(&s, "\"source\":\"audit\",\"message\":\"register\","
+                                             "\"fields\":{\"event\":\"register\","
+                                             "\"user\":\"json_user\",\"address\":\"127.0.0.1\","
+                                             "\"session\":1,\"by\":\"auth\"}"),
+                    1);
     CU_ASSERT_EQUAL(harness_cleanup(&s), 0);
 }
 

@@ -75,6 +75,25 @@ static const sm_action actions[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* Admin command probe.status (safemessenger-admin): what probe answers,
+ * without storing a call. */
+static void probe_status(sm_admin_ctx *ctx, const json_t *args, void *plugin_data)
+{
+    (void)args;
+    probe *p = plugin_data;
+    json_t *result = json_pack("{s:b, s:b}", "storage", p->storage, "policy", p->policy);
+    if (result)
+        p->host->admin_reply(ctx, result);
+    else
+        p->host->admin_error(ctx, SM_ENOMEM, "out of memory");
+    json_decref(result);
+}
+
+static const sm_admin_command admin_commands[] = {
+    {"probe.status", probe_status, "which host features this plugin found"},
+    {NULL, NULL, NULL},
+};
+
 static int probe_init(sm_plugin *self, const sm_host *host, void **plugin_data)
 {
     probe *p = calloc(1, sizeof *p);
@@ -89,6 +108,8 @@ static int probe_init(sm_plugin *self, const sm_host *host, void **plugin_data)
     int rc = host->register_actions(self, actions);
     if (rc == SM_OK && p->storage)
         rc = host->register_migrations(self, migrations);
+    if (rc == SM_OK && SM_HOST_HAS(host, user_deleted))
+        rc = host->register_admin_commands(self, admin_commands);
     if (rc != SM_OK) {
         free(p);
         return rc;

@@ -1,6 +1,7 @@
 /* proto/log: log.format = "json" writes one valid JSON object a line with
- * exactly time, level, source and message, whatever the message holds;
- * "text" keeps the historical line. */
+ * exactly time, level, source, message and fields, whatever the message
+ * and the fields hold; "text" keeps the historical line, fields appended
+ * as key=value. */
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,10 +75,11 @@ static int check_json_lines(char *text, json_t **objs, int max)
         json_t *o = json_loads(line, JSON_REJECT_DUPLICATES, &err);
         CU_ASSERT_PTR_NOT_NULL_FATAL(o);
         CU_ASSERT_TRUE(json_is_object(o));
-        CU_ASSERT_EQUAL(json_object_size(o), 4);
+        CU_ASSERT_EQUAL(json_object_size(o), 5);
         static const char *const keys[] = {"time", "level", "source", "message"};
         for (size_t k = 0; k < 4; k++)
             CU_ASSERT_TRUE(json_is_string(json_object_get(o, keys[k])));
+        CU_ASSERT_TRUE(json_is_object(json_object_get(o, "fields")));
         const char *t = json_string_value(json_object_get(o, "time"));
         /* 2026-12-02T08:15:42.123Z */
         CU_ASSERT_EQUAL(strlen(t), 24);
@@ -167,7 +169,50 @@ static void escape_never_cuts_inside_an_escape(void)
     CU_ASSERT_STRING_EQUAL(out, "ab");
 }
 
+static void emit_fields(void)
+{
+    log_set_level(SM_LOG_INFO);
+    const log_field f[] = {
+        {"event", "login", LOG_FIELD_JSON_ONLY},
+        {"user", "Al\"ice\n", LOG_FIELD_QUOTED},
+        {"address", NULL, 0},
+        {"session", "42", LOG_FIELD_NUMBER},
+        {"odd", "4x2", LOG_FIELD_NUMBER},
+    };
+    log_set_format(SM_LOG_FORMAT_JSON);
+    log_fields(SM_LOG_INFO, "audit", f, 5, "%s", "login");
+    log_msg(SM_LOG_INFO, "core", "no fields");
+    log_set_format(SM_LOG_FORMAT_TEXT);
+    log_fields(SM_LOG_INFO, "audit", f, 4, "%s", "login");
+}
+
+static void fields_are_an_object_in_json_and_key_value_in_text(void)
+{
+    char *out = capture(emit_fields);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    char *text_line = strchr(strchr(out, '\n') + 1, '\n') + 1;
+    CU_ASSERT_PTR_NOT_NULL_FATAL(strstr(text_line, " info    [audit] login user='Al\"ice\n'"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(text_line, " address=- session=42\n"));
+    CU_ASSERT_PTR_NULL(strstr(text_line, "event="));
+    text_line[0] = '\0';
+    json_t *o[2] = {0};
+    CU_ASSERT_EQUAL_FATAL(check_json_lines(out, o, 2), 2);
+    json_t *f = json_object_get(o[0], "fields");
+    CU_ASSERT_EQUAL(json_object_size(f), 5);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(f, "event")), "login");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(f, "user")), "Al\"ice\n");
+    CU_ASSERT_TRUE(json_is_null(json_object_get(f, "address")));
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(f, "session")), 42);
+    /* Not digits: written as a string, so the line still parses. */
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(f, "odd")), "4x2");
+    CU_ASSERT_EQUAL(json_object_size(json_object_get(o[1], "fields")), 0);
+    json_decref(o[0]);
+    json_decref(o[1]);
+    free(out);
+}
+
 static const sm_test_case cases[] = {
+    SM_TEST(fields_are_an_object_in_json_and_key_value_in_text),
     SM_TEST(json_lines_parse_back_to_the_message_with_escapes),
     SM_TEST(json_line_cut_at_the_limit_is_still_valid_json),
     SM_TEST(text_format_is_the_default_line),

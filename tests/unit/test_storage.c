@@ -296,6 +296,57 @@ static const sm_migration migrations_v3[] = {
     {0, NULL},
 };
 
+/* The online backup in steps: writes made between steps are in the copy,
+ * the copy is 0600, and an aborted one leaves no file behind. */
+static void backup_in_steps_copies_writes_made_meanwhile(void)
+{
+    setup_dir();
+    storage *s = open_db();
+    CU_ASSERT_EQUAL(storage_exec(s, "CREATE TABLE t (v BLOB);"
+                                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1"
+                                    " FROM n WHERE i < 200) INSERT INTO t SELECT"
+                                    " randomblob(4000) FROM n"), 0);
+    char copy[160], err[256] = "";
+    path_join(copy, sizeof copy, tmp_dir, "copy.db");
+    storage_backup *b = NULL;
+    CU_ASSERT_EQUAL_FATAL(storage_backup_begin(s, copy, &b, err, sizeof err), 0);
+    int steps = 0, rc;
+    while ((rc = storage_backup_step(b, 16, err, sizeof err)) == 1) {
+        if (++steps == 3)
+            CU_ASSERT_EQUAL(storage_exec(s, "INSERT INTO t VALUES (x'01')"), 0);
+        CU_ASSERT_FATAL(steps < 10000);
+    }
+    CU_ASSERT_EQUAL(rc, 0);
+    CU_ASSERT_TRUE(steps > 3);
+    struct stat st;
+    CU_ASSERT_EQUAL_FATAL(stat(copy, &st), 0);
+    CU_ASSERT_EQUAL(st.st_mode & 0777, 0600);
+    storage *c = NULL;
+    CU_ASSERT_EQUAL_FATAL(storage_open(copy, "normal", &c), SM_OK);
+    CU_ASSERT_EQUAL(query_int(c, "SELECT count(*) FROM t"), 201);
+    CU_ASSERT_TRUE(storage_integrity_ok(c));
+    storage_close(c);
+
+    /* Aborted half-way: neither the temporary file nor a new copy. */
+    char again[160];
+    path_join(again, sizeof again, tmp_dir, "again.db");
+    CU_ASSERT_EQUAL_FATAL(storage_backup_begin(s, again, &b, err, sizeof err), 0);
+    CU_ASSERT_EQUAL(storage_backup_step(b, 1, err, sizeof err), 1);
+    storage_backup_abort(b);
+    CU_ASSERT_EQUAL(access(again, F_OK), -1);
+    /* No directory to write in: refused with a reason. */
+    CU_ASSERT_EQUAL(storage_backup_begin(s, "/nonexistent-dir/x.db", &b, err, sizeof err), -1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "cannot create"));
+    storage_close(s);
+    static const char *const left[] = {"copy.db", "copy.db.lock", "copy.db-wal", "copy.db-shm"};
+    for (size_t i = 0; i < sizeof left / sizeof *left; i++) {
+        char p[160];
+        path_join(p, sizeof p, tmp_dir, left[i]);
+        unlink_if_present(p);
+    }
+    cleanup_dir();
+}
+
 static void migrations_applied_once_and_recorded(void)
 {
     setup_dir();
@@ -662,6 +713,7 @@ int main(void)
         SM_TEST(storage_meta_round_trip),
         SM_TEST(storage_memory_db_opens),
         SM_TEST(storage_committed_data_survives_reopen),
+        SM_TEST(backup_in_steps_copies_writes_made_meanwhile),
         SM_TEST(migrations_applied_once_and_recorded),
         SM_TEST(migration_new_version_applied_on_reopen),
         SM_TEST(failing_migration_rolled_back_and_logged),

@@ -1,0 +1,36 @@
+/* A deleted account (SM_EVENT_USER_DELETED): every message it sent, in
+ * rooms and in private, and every private message sent to it. Room
+ * history loses the deleted user's lines; nothing of theirs stays behind
+ * for a new account of the same name to inherit. */
+#include "messaging.h"
+
+void messaging_on_user_deleted(sm_core_event event, sm_session_id session,
+                               const char *username, void *data)
+{
+    (void)session;
+    messaging *m = data;
+    const sm_host *h = m->host;
+    if (event != SM_EVENT_USER_DELETED || !username)
+        return;
+    char lower[65];
+    size_t n = 0;
+    for (; username[n] && n + 1 < sizeof lower; n++)
+        lower[n] = username[n] >= 'A' && username[n] <= 'Z' ? (char)(username[n] - 'A' + 'a')
+                                                            : username[n];
+    lower[n] = '\0';
+    sm_stmt *st = NULL;
+    int rc = h->db_prepare(m->self,
+                           "DELETE FROM messaging_messages"
+                           " WHERE sender_lower = ?1 OR recipient_lower = ?1",
+                           &st);
+    if (rc == SM_OK)
+        rc = h->db_bind_text(st, 1, lower, -1);
+    if (rc == SM_OK)
+        rc = h->db_step(st) == SM_DONE ? SM_OK : SM_ERROR;
+    if (rc == SM_OK)
+        h->log(m->self, SM_LOG_INFO, "deleted %lld messages of a deleted user",
+               (long long)h->db_changes(m->self));
+    else
+        h->log(m->self, SM_LOG_ERROR, "cannot delete the messages of a deleted user");
+    h->db_finalize(st);
+}
