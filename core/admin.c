@@ -19,7 +19,26 @@ struct sm_admin_ctx {
     int replied;
     int deferred;
     int in_handler;
+    /* Deferred contexts are listed so that unloading their plugin can
+     * answer them (nothing else would). */
+    struct sm_plugin *owner;
+    sm_admin_ctx *prev, *next;
 };
+
+static sm_admin_ctx *deferred_head;
+
+static void unlink_deferred(sm_admin_ctx *ctx)
+{
+    if (!ctx->deferred)
+        return;
+    if (ctx->prev)
+        ctx->prev->next = ctx->next;
+    else if (deferred_head == ctx)
+        deferred_head = ctx->next;
+    if (ctx->next)
+        ctx->next->prev = ctx->prev;
+    ctx->prev = ctx->next = NULL;
+}
 
 #define ADMIN_NAME_MAX 64
 
@@ -107,6 +126,7 @@ const char *admin_status_name(int status)
 static void finish(sm_admin_ctx *ctx, json_t *reply)
 {
     ctx->replied = 1;
+    unlink_deferred(ctx);
     if (ctx->done && reply)
         ctx->done(reply, ctx->arg);
     else if (ctx->done) {
@@ -155,8 +175,44 @@ int admin_defer(sm_admin_ctx *ctx)
         return SM_EINVAL;
     if (ctx->replied)
         return SM_EREPLIED;
-    ctx->deferred = 1;
+    if (!ctx->deferred) {
+        ctx->deferred = 1;
+        ctx->prev = NULL;
+        ctx->next = deferred_head;
+        if (deferred_head)
+            deferred_head->prev = ctx;
+        deferred_head = ctx;
+    }
     return SM_OK;
+}
+
+void admin_remove_owner(struct sm_plugin *owner)
+{
+    if (!owner)
+        return;
+    for (sm_admin_ctx *ctx = deferred_head, *next; ctx; ctx = next) {
+        next = ctx->next;
+        if (ctx->owner == owner)
+            admin_error(ctx, SM_ERROR, "the plugin handling the command was unloaded");
+    }
+    if (!g_core.admin)
+        return;
+    /* Collect first: removing while iterating would disturb the walk. */
+    const char *names[256];
+    size_t n;
+    do {
+        n = 0;
+        hashmap_iter it;
+        void *value;
+        hashmap_iter_init(g_core.admin, &it);
+        while (n < sizeof names / sizeof names[0] && hashmap_iter_next(&it, NULL, NULL, &value)) {
+            const admin_entry *e = value;
+            if (e->owner == owner)
+                names[n++] = e->cmd->name;
+        }
+        for (size_t i = 0; i < n; i++)
+            free(hashmap_remove(g_core.admin, names[i], strlen(names[i])));
+    } while (n == sizeof names / sizeof names[0]);
 }
 
 void admin_detach(sm_admin_ctx *ctx)
@@ -194,6 +250,7 @@ sm_admin_ctx *admin_run(const json_t *request, admin_done_fn done, void *arg)
     ctx->done = done;
     ctx->arg = arg;
     ctx->entry = e;
+    ctx->owner = e->owner;
     json_t *empty = args ? NULL : json_object();
     ctx->in_handler = 1;
     e->cmd->handler(ctx, args ? args : empty, e->owner ? e->owner->data : NULL);

@@ -40,6 +40,9 @@ json_t *admin_command_list(void);
 void admin_abort(void);
 /* Forgets every command (core shutdown). */
 void admin_clear(void);
+/* Removes a plugin's commands (it is being unloaded) and answers its
+ * deferred ones with an error. */
+void admin_remove_owner(struct sm_plugin *owner);
 
 /* Runs one request. done is called exactly once, possibly before this
  * returns; returns the pending context when the handler deferred (NULL

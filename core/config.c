@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cidr.h"
 #include "log.h"
 
 /* CMake defines this for sm_core; the fallback keeps a bare gcc build (the
@@ -49,7 +50,7 @@ struct config {
 static char read_mark;
 
 static const char *const core_sections[] = {"server", "storage", "plugins", "limits", "log",
-                                            "web"};
+                                            "web", "metrics"};
 
 static const char *const synchronous_values[] = {"off", "normal", "full", "extra"};
 
@@ -352,6 +353,20 @@ static int parse_proxies(config *cfg, const config_setting_t *s, const core_key 
                       &cfg->server.n_trusted_proxies);
 }
 
+static int ip_or_network(const char *v)
+{
+    cidr c;
+    return cidr_parse(v, &c) == 0;
+}
+
+static int parse_metrics_allow(config *cfg, const config_setting_t *s, const core_key *k)
+{
+    return parse_list(cfg, s, k, CONFIG_MAX_METRICS_ALLOW, ip_or_network,
+                      "IP addresses or networks",
+                      "an IPv4 or IPv6 address or network (\"10.0.0.0/8\")",
+                      cfg->server.metrics_allow, &cfg->server.n_metrics_allow);
+}
+
 static int valid_plugin_name(const char *name)
 {
     size_t len = 0;
@@ -503,6 +518,7 @@ static const core_key core_keys[] = {
     {"log", "format", parse_log_format, 0, 0, AT(log_format)},
     {"web", "enabled", parse_bool, 0, 0, AT(web_enabled)},
     {"web", "root", parse_web_root, 1, 0, AT(web_root)},
+    {"metrics", "allow", parse_metrics_allow, 0, 0, 0},
 };
 
 static void set_defaults(server_config *srv)
@@ -540,6 +556,9 @@ static void set_defaults(server_config *srv)
     srv->log_format = SM_LOG_FORMAT_TEXT;
     srv->web_enabled = 1;
     srv->web_root = SM_DEFAULT_WEB_ROOT;
+    srv->metrics_allow[0] = "127.0.0.1";
+    srv->metrics_allow[1] = "::1";
+    srv->n_metrics_allow = 2;
 }
 
 static const core_key *find_core_key(const char *section, const char *name)
@@ -621,7 +640,7 @@ static int check_tree(config *cfg)
              * core key written outside its section. */
             report(cfg, SM_LOG_ERROR, s,
                    "top-level setting '%s' must be a section { ... } (core keys belong inside "
-                   "server, storage, plugins, limits, log or web)", name);
+                   "server, storage, plugins, limits, log, web or metrics)", name);
             rc = -1;
         }
     }
@@ -811,6 +830,8 @@ void config_free(config *cfg)
 server_config *config_server(config *cfg) { return &cfg->server; }
 
 const char *config_path(const config *cfg) { return cfg->path ? cfg->path : "(defaults)"; }
+
+const char *config_file(const config *cfg) { return cfg->path; }
 
 int config_plugin_line(config *cfg, size_t index, const char **file)
 {
@@ -1004,7 +1025,21 @@ static int check_unread(const config *cfg, const config_setting_t *group, const 
     return rc;
 }
 
+static int listed(const char *const *names, size_t n, const char *name)
+{
+    for (size_t j = 0; names && j < n; j++)
+        if (names[j] && strcmp(names[j], name) == 0)
+            return 1;
+    return 0;
+}
+
 int config_check_unused(config *cfg, const char *const *known, size_t n_known)
+{
+    return config_check_sections(cfg, known, n_known, known, n_known);
+}
+
+int config_check_sections(config *cfg, const char *const *known, size_t n_known,
+                          const char *const *checked, size_t n_checked)
 {
     if (!cfg || !cfg->path)
         return 0;
@@ -1016,11 +1051,8 @@ int config_check_unused(config *cfg, const char *const *known, size_t n_known)
         const char *name = config_setting_name(s);
         if (is_core_section(name) || !config_setting_is_group(s))
             continue;
-        int is_known = 0;
-        for (size_t j = 0; known && j < n_known && !is_known; j++)
-            is_known = known[j] && strcmp(known[j], name) == 0;
-        if (is_known) {
-            if (check_unread(cfg, s, name) != 0)
+        if (listed(known, n_known, name)) {
+            if (listed(checked, n_checked, name) && check_unread(cfg, s, name) != 0)
                 rc = -1;
             continue;
         }

@@ -1,5 +1,6 @@
 /* Configuration: one libconfig file, as docs/OPERATIONS.md describes it.
- * The core's own sections (server, storage, plugins, limits, log, web) are read
+ * The core's own sections (server, storage, plugins, limits, log, web,
+ * metrics) are read
  * and checked here into server_config; every other top-level section belongs
  * to the plugin of that name, which reads it through the getters below
  * (the host table's config_* services). Errors name the file and line. */
@@ -14,6 +15,7 @@
 #define CONFIG_MAX_PROXIES 32
 #define CONFIG_MAX_ORIGINS 32
 #define CONFIG_MAX_PLUGINS 64
+#define CONFIG_MAX_METRICS_ALLOW 32
 
 typedef struct server_config {
     /* server */
@@ -63,6 +65,10 @@ typedef struct server_config {
     const char *web_root;           /* build-time default: <datadir>/safemessenger/web */
     int web_root_set;               /* web.root was written in the file: a missing
                                        directory is then an error, not a warning */
+    /* metrics: TCP peers answered on /metrics (addresses or networks);
+     * ["127.0.0.1", "::1"]; empty = nobody */
+    const char *metrics_allow[CONFIG_MAX_METRICS_ALLOW];
+    size_t n_metrics_allow;
 } server_config;
 
 typedef struct config config;
@@ -79,6 +85,8 @@ void config_free(config *cfg);
  * overrides). Strings point into the config and live as long as it. */
 server_config *config_server(config *cfg);
 const char *config_path(const config *cfg);
+/* The file it was read from; NULL for the built-in defaults. */
+const char *config_file(const config *cfg);
 /* The file and line of plugins.load[index]; line 0 (file: the config's
  * path, or NULL without a file) when it comes from the defaults. */
 int config_plugin_line(config *cfg, size_t index, const char **file);
@@ -100,5 +108,11 @@ int config_section_string_list(config *cfg, const char *section, const char *key
  * Call after every plugin's init. Returns 0, or -1 if anything was
  * reported. */
 int config_check_unused(config *cfg, const char *const *known, size_t n_known);
+/* The same, but only the sections named in `checked` (plugins that read
+ * their settings from this config) have their keys checked; sections of
+ * other `known` plugins are left alone (a reload: plugins without a reload
+ * callback never read the new file). */
+int config_check_sections(config *cfg, const char *const *known, size_t n_known,
+                          const char *const *checked, size_t n_checked);
 
 #endif

@@ -9,7 +9,9 @@
 #include "handshake.h"
 #include "identity.h"
 #include "log.h"
+#include "metrics.h"
 #include "plugin_loader.h"
+#include "server_metrics.h"
 #include "session.h"
 #include "session_io.h"
 #include "topic.h"
@@ -65,8 +67,10 @@ static int core_init(void)
     g_core.actions = hashmap_new();
     g_core.admin = hashmap_new();
     g_core.timers = timers_new();
+    g_core.metrics = metrics_new();
     if (!g_core.sessions || !g_core.users || !g_core.topics || !g_core.actions || !g_core.admin ||
-        !g_core.timers || admin_register_core() != SM_OK) {
+        !g_core.timers || admin_register_core() != SM_OK || !g_core.metrics ||
+        server_metrics_init(g_core.metrics) != 0) {
         core_cleanup();
         return -1;
     }
@@ -86,6 +90,9 @@ static void core_cleanup(void)
     hashmap_free(g_core.topics, NULL);
     hashmap_free(g_core.actions, NULL);
     timers_free(g_core.timers);
+    server_metrics_reset();
+    metrics_free(g_core.metrics);
+    g_core.metrics = NULL;
     for (int e = 0; e < SM_EVENT_COUNT; e++)
         free(g_core.subscribers[e]);
     free(g_core.policies);
@@ -132,6 +139,8 @@ int core_start(const core_options *o)
     log_set_level(o->quiet && g_core.sc->log_level > SM_LOG_WARNING ? SM_LOG_WARNING
                                                                     : g_core.sc->log_level);
     log_set_format(g_core.sc->log_format);
+    g_core.port_override = o->port;
+    g_core.database_override = o->database;
     if (o->port >= 0)
         g_core.sc->port = o->port;
     if (o->database)
@@ -198,6 +207,12 @@ void core_stop(void)
     g_core.server_public_pem = NULL;
     config_free(g_core.cfg);
     g_core.cfg = NULL;
+    for (size_t i = 0; i < g_core.n_retired; i++)
+        config_free(g_core.retired[i]);
+    free(g_core.retired);
+    g_core.retired = NULL;
+    g_core.n_retired = 0;
+    g_core.transport_reload = NULL;
     g_core.sc = NULL;
     g_core.transport = NULL;
     dispatch_set_resume(NULL);

@@ -26,6 +26,7 @@
 #include "timers.h"
 #include "workers.h"
 
+struct metrics;
 struct peers;
 struct session;
 struct sm_plugin;
@@ -65,6 +66,7 @@ struct core {
     hashmap *topics;    /* topic name -> struct topic * */
     hashmap *actions;   /* action name -> struct dispatch_entry * */
     hashmap *admin;     /* admin command name -> admin entry (admin.c) */
+    struct metrics *metrics; /* /metrics: the core's families and the plugins' */
 
     struct sm_plugin **plugins; /* load order */
     size_t n_plugins;
@@ -101,6 +103,19 @@ struct core {
      * taken when the system has no entropy or no memory. */
     int (*random)(uint8_t *buf, size_t len);
     sm_timer *(*timer_start)(double after, sm_timer_fn fn, void *arg);
+
+    /* Configuration reload (reload.c). The command-line overrides apply
+     * to every reloaded file too. Configurations replaced by a reload stay
+     * allocated until core_stop: plugins and sessions may still hold
+     * strings from them. */
+    int port_override;               /* -1: none */
+    const char *database_override;   /* NULL: none */
+    config **retired;
+    size_t n_retired;
+    /* The transport's part of a reload (TLS certificate, per-address
+     * limits), set by the transport: with check = 1 whether `next` can be
+     * put in force (0, or -1 after logging why), with check = 0 do it. */
+    int (*transport_reload)(const server_config *next, int check);
 };
 
 extern struct core g_core;
@@ -147,5 +162,16 @@ int core_start(const core_options *o);
  * frees the rest. The transport is stopped first (transport_stop). Safe
  * to call when core_start failed or never ran. */
 void core_stop(void);
+
+/* Re-reads the configuration file (SIGHUP, on the loop thread) and puts
+ * in force what can change while running: docs/OPERATIONS.md "Reload".
+ * Returns 0 when the new file was taken (settings that need a restart
+ * keep their running values, each named in a warning), -1 when it was
+ * refused as a whole (nothing changed; the reason is logged). */
+int core_reload(void);
+/* The same from another file; manage_plugins = 0 leaves the running
+ * plugins as they are, whatever the file's plugins.load says (the test
+ * host loads its plugins one by one). */
+int core_reload_from(const char *path, int manage_plugins);
 
 #endif

@@ -9,6 +9,7 @@
 #include "log.h"
 #include "plugin_loader.h"
 #include "schema.h"
+#include "server_metrics.h"
 #include "session.h"
 #include "session_io.h"
 
@@ -64,6 +65,22 @@ void dispatch_remove_owner(plugin *p)
             hashmap_remove(g_core.actions, key, key_len);
             free(e);
         }
+    }
+}
+
+void dispatch_abandon_owner(plugin *p)
+{
+    hashmap_iter it;
+    void *value;
+    hashmap_iter_init(g_core.sessions, &it);
+    while (hashmap_iter_next(&it, NULL, NULL, &value)) {
+        struct session *s = value;
+        sm_ctx *ctx = s->busy;
+        /* The reply resumes the session through a timer, not from here,
+         * so the walk is not disturbed. */
+        if (ctx && ctx->deferred && !ctx->replied && ctx->entry->owner == p)
+            dispatch_reply_error(ctx, SM_ERR_INTERNAL,
+                                 "the plugin handling the command was unloaded", NULL);
     }
 }
 
@@ -124,6 +141,11 @@ static void ctx_free(sm_ctx *ctx)
     free(ctx);
 }
 
+static void count_command(const sm_ctx *ctx, int code)
+{
+    server_metrics_command(ctx->entry->action->name, code, core_mono_now() - ctx->started);
+}
+
 static dispatch_resume_fn resume_hook;
 
 void dispatch_set_resume(dispatch_resume_fn fn) { resume_hook = fn; }
@@ -149,7 +171,9 @@ static char *too_large_text(const char *command)
     return text;
 }
 
-static int send_reply(sm_ctx *ctx, const char *type, const char *action, const json_t *payload)
+/* code: what the reply tells the client, 0 for a response. */
+static int send_reply(sm_ctx *ctx, const char *type, const char *action, const json_t *payload,
+                      int code)
 {
     if (ctx->replied) {
         log_msg(SM_LOG_ERROR, ctx->entry->owner->name,
@@ -174,6 +198,7 @@ static int send_reply(sm_ctx *ctx, const char *type, const char *action, const j
                 "{\"code\":1005,\"message\":\"internal server error\",\"command\":\"\"}";
             session_io_send(s, "error", "error", ctx->nonce, internal, sizeof internal - 1);
             rc = SM_ENOMEM;
+            code = SM_ERR_INTERNAL;
         } else {
             size_t len = strlen(text), cap = session_io_payload_max();
             if (len > cap) {
@@ -188,12 +213,14 @@ static int send_reply(sm_ctx *ctx, const char *type, const char *action, const j
                 action = "error";
                 len = text ? strlen(text) : 0;
                 rc = SM_ERROR;
+                code = SM_ERR_TOO_LARGE;
             }
             if (!text || session_io_send(s, type, action, ctx->nonce, text, len) != 0)
                 rc = SM_ERROR;
             free(text);
         }
     }
+    count_command(ctx, code);
     finish(s, ctx);
     if (ctx->deferred && !ctx->in_handler)
         ctx_free(ctx);
@@ -204,7 +231,7 @@ int dispatch_reply(sm_ctx *ctx, const char *action, const json_t *payload)
 {
     if (!ctx || !action || !*action || (payload && !json_is_object(payload)))
         return SM_EINVAL;
-    return send_reply(ctx, "response", action, payload);
+    return send_reply(ctx, "response", action, payload, 0);
 }
 
 int dispatch_reply_error(sm_ctx *ctx, int code, const char *message, const json_t *extra)
@@ -217,7 +244,7 @@ int dispatch_reply_error(sm_ctx *ctx, int code, const char *message, const json_
         return SM_ENOMEM;
     if (extra)
         json_object_update_missing(p, (json_t *)extra); /* code, message, command stay */
-    int rc = send_reply(ctx, "error", "error", p);
+    int rc = send_reply(ctx, "error", "error", p, code);
     json_decref(p);
     return rc;
 }
@@ -233,20 +260,18 @@ int dispatch_defer(sm_ctx *ctx)
     return SM_OK;
 }
 
-void dispatch_command(struct session *s, const char *action, const char *nonce,
-                      const json_t *payload, size_t bytes)
+/* The checks before the handler, in PROTOCOL.md's order: 0 when the
+ * command may run, or the code it was refused with (replied unless the
+ * action has no replies). */
+static int dispatch_check(struct session *s, const dispatch_entry *e, const char *action,
+                          const char *nonce, const json_t *payload, size_t bytes)
 {
-    dispatch_entry *e = hashmap_get(g_core.actions, action, strlen(action));
-    if (!e) {
-        dispatch_send_error(s, nonce, action, SM_ERR_INVALID_COMMAND, "unknown action", NULL);
-        return;
-    }
     unsigned flags = e->action->flags;
     int silent = (flags & SM_ACTION_NO_REPLY) != 0;
     if ((flags & SM_ACTION_NEEDS_LOGIN) && !s->username) {
         if (!silent)
             dispatch_send_error(s, nonce, action, SM_ERR_NOT_AUTHORIZED, "login required", NULL);
-        return;
+        return SM_ERR_NOT_AUTHORIZED;
     }
     double retry_after = 0;
     if (!(flags & SM_ACTION_NO_RATE_LIMIT) && !rate_take(s, bytes, &retry_after)) {
@@ -255,32 +280,43 @@ void dispatch_command(struct session *s, const char *action, const char *nonce,
             dispatch_send_error(s, nonce, action, SM_ERR_RATE_LIMITED, "rate limited", extra);
             json_decref(extra);
         }
-        return;
+        return SM_ERR_RATE_LIMITED;
     }
     char msg[256];
     if (schema_check(e->action->schema, payload, msg, sizeof msg) != 0) {
         if (!silent)
             dispatch_send_error(s, nonce, action, SM_ERR_MALFORMED, msg, NULL);
-        return;
+        return SM_ERR_MALFORMED;
     }
+    return 0;
+}
+
+static void dispatch_run(struct session *s, dispatch_entry *e, const char *action,
+                         const char *nonce, const json_t *payload, double started)
+{
+    int silent = (e->action->flags & SM_ACTION_NO_REPLY) != 0;
     sm_ctx *ctx = calloc(1, sizeof *ctx);
     size_t nlen = strlen(nonce);
     if (!ctx || !(ctx->nonce = malloc(nlen + 1))) {
         free(ctx);
         if (!silent)
             dispatch_send_error(s, nonce, action, SM_ERR_INTERNAL, "internal server error", NULL);
+        server_metrics_command(e->action->name, SM_ERR_INTERNAL, core_mono_now() - started);
         return;
     }
     memcpy(ctx->nonce, nonce, nlen + 1);
     ctx->session = s->id;
     ctx->entry = e;
     ctx->in_handler = 1;
+    ctx->started = started;
     session_io_begin(s, ctx);
     sm_session_id sid = s->id;
     e->action->handler(ctx, payload, e->owner->data);
     ctx->in_handler = 0;
     s = session_find(sid); /* the handler may have closed it */
     if (ctx->replied || silent) {
+        if (silent)
+            count_command(ctx, 0);
         if (s)
             session_io_end(s, ctx);
         ctx_free(ctx);
@@ -293,9 +329,28 @@ void dispatch_command(struct session *s, const char *action, const char *nonce,
     }
     log_msg(SM_LOG_ERROR, e->owner->name, "handler for '%s' returned without replying; sent 1005",
             action);
+    count_command(ctx, SM_ERR_INTERNAL);
     if (s) {
         dispatch_send_error(s, nonce, action, SM_ERR_INTERNAL, "internal server error", NULL);
         session_io_end(s, ctx);
     }
     ctx_free(ctx);
+}
+
+void dispatch_command(struct session *s, const char *action, const char *nonce,
+                      const json_t *payload, size_t bytes)
+{
+    double started = core_mono_now();
+    dispatch_entry *e = hashmap_get(g_core.actions, action, strlen(action));
+    if (!e) {
+        dispatch_send_error(s, nonce, action, SM_ERR_INVALID_COMMAND, "unknown action", NULL);
+        server_metrics_command(NULL, SM_ERR_INVALID_COMMAND, core_mono_now() - started);
+        return;
+    }
+    int refused = dispatch_check(s, e, action, nonce, payload, bytes);
+    if (refused) {
+        server_metrics_command(e->action->name, refused, core_mono_now() - started);
+        return;
+    }
+    dispatch_run(s, e, action, nonce, payload, started);
 }

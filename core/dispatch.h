@@ -24,6 +24,7 @@ struct sm_ctx {
     int replied;
     int deferred;
     int in_handler;
+    double started;     /* core_mono_now() at dispatch, for the duration metric */
 };
 
 /* Called once a deferred command has had its reply, so that the session
@@ -37,7 +38,11 @@ void dispatch_set_resume(dispatch_resume_fn fn);
  * names both plugins. */
 int dispatch_register(struct sm_plugin *p, const sm_action *actions);
 void dispatch_clear(void);
-/* Removes every action of a plugin (its init failed). */
+/* Answers with 1005 every command a plugin deferred and has not answered
+ * (the plugin is being unloaded; call after its fini and before
+ * dispatch_remove_owner, while the contexts still name its actions). */
+void dispatch_abandon_owner(struct sm_plugin *p);
+/* Removes every action of a plugin (its init failed, or it is unloaded). */
 void dispatch_remove_owner(struct sm_plugin *p);
 
 /* Runs one authenticated, decrypted command; bytes is its size as

@@ -10,6 +10,7 @@
 #include "envelope.h"
 #include "log.h"
 #include "peers.h"
+#include "server_metrics.h"
 #include "session.h"
 #include "session_io.h"
 
@@ -49,6 +50,7 @@ static void timeout_cb(sm_timer *t, void *arg)
     if (s->state == SESSION_HANDSHAKE || s->state == SESSION_KEY_PENDING) {
         LOG_INFO("session %llu (%s): no key_exchange in time; closing",
                  (unsigned long long)s->id, s->address);
+        server_metrics_handshake("timeout");
         session_io_close(s, 1008, "handshake timeout");
     }
 }
@@ -114,43 +116,26 @@ static void job_drop(void *arg)
     job_free(job);
 }
 
-static void job_done(void *arg, int cancelled)
+/* Completes the handshake: keys, session token, the reply. 0, or -1
+ * after replying with an error and closing the session. */
+static int finish_key_exchange(struct session *s, key_job *job)
 {
-    key_job *job = arg;
-    struct session *s = session_find(job->session);
-    /* Past this point the session must not hand the job to job_drop: its
-     * memory is freed below and may be reused by another session's job. */
-    if (s && s->key_job == job) {
-        s->key_job = NULL;
-        s->key_job_drop = NULL;
-    }
-    if (cancelled) {
-        rsa_dropped++; /* the pool stopped before the job started */
-        goto out;
-    }
-    if (!s || s->state != SESSION_KEY_PENDING)
-        goto out;
     if (!job->ok || job->key_len != CRYPTO_KEY_LEN) {
         /* One reply whatever failed: padding, length or anything else. */
         dispatch_send_error(s, job->nonce, "key_exchange", SM_ERR_INTEGRITY,
                             "key exchange failed", NULL);
         session_io_close(s, 1008, "key exchange failed");
-        goto out;
-    }
-    if (envelope_derive(job->key, s->server_nonce, job->client_nonce, job->cipher, &s->c2s,
-                        &s->s2c) != 0) {
-        dispatch_send_error(s, job->nonce, "key_exchange", SM_ERR_INTERNAL,
-                            "internal server error", NULL);
-        session_io_close(s, 1011, "internal error");
-        goto out;
+        return -1;
     }
     uint8_t token[16];
     static const char hex[] = "0123456789abcdef";
-    if (core_random(token, sizeof token) != 0) {
+    if (envelope_derive(job->key, s->server_nonce, job->client_nonce, job->cipher, &s->c2s,
+                        &s->s2c) != 0 ||
+        core_random(token, sizeof token) != 0) {
         dispatch_send_error(s, job->nonce, "key_exchange", SM_ERR_INTERNAL,
                             "internal server error", NULL);
         session_io_close(s, 1011, "internal error");
-        goto out;
+        return -1;
     }
     for (size_t i = 0; i < sizeof token; i++) {
         s->token[2 * i] = hex[token[i] >> 4];
@@ -169,9 +154,33 @@ static void job_done(void *arg, int cancelled)
         session_io_send(s, "response", "key_exchange", job->nonce, text, strlen(text)) != 0) {
         free(text);
         session_io_close(s, 1011, "internal error");
-        goto out;
+        return -1;
     }
     free(text);
+    return 0;
+}
+
+static void job_done(void *arg, int cancelled)
+{
+    key_job *job = arg;
+    struct session *s = session_find(job->session);
+    /* Past this point the session must not hand the job to job_drop: its
+     * memory is freed below and may be reused by another session's job. */
+    if (s && s->key_job == job) {
+        s->key_job = NULL;
+        s->key_job_drop = NULL;
+    }
+    if (cancelled) {
+        rsa_dropped++; /* the pool stopped before the job started */
+        goto out;
+    }
+    if (!s || s->state != SESSION_KEY_PENDING)
+        goto out;
+    if (finish_key_exchange(s, job) != 0) {
+        server_metrics_handshake("failed");
+        goto out;
+    }
+    server_metrics_handshake("ok");
     s->opened = 1;
     session_fire(SM_EVENT_SESSION_OPENED, s);
     s = session_find(job->session);
@@ -203,6 +212,7 @@ static int handshake_admit(struct session *s, const char *nonce)
     json_t *extra = json_pack("{s:f}", "retry_after", retry_after);
     dispatch_send_error(s, nonce, "key_exchange", SM_ERR_RATE_LIMITED, "rate limited", extra);
     json_decref(extra);
+    server_metrics_handshake("refused");
     session_io_close(s, 1008, "rate limited");
     return 0;
 }
@@ -211,6 +221,7 @@ void handshake_receive(struct session *s, const char *text, size_t len)
 {
     envelope_in in;
     if (envelope_parse(text, len, &in) != ENVELOPE_OK) {
+        server_metrics_handshake("failed");
         session_io_fail(s, SM_ERR_MALFORMED, "malformed envelope", 1008);
         return;
     }
@@ -275,6 +286,7 @@ void handshake_receive(struct session *s, const char *text, size_t len)
     return;
 
 reject:
+    server_metrics_handshake("failed");
     dispatch_send_error(s, in.nonce, in.action, SM_ERR_MALFORMED, why, NULL);
     session_io_close(s, 1008, "bad key_exchange");
     goto fail;
@@ -283,6 +295,7 @@ reject_overload: {
      * client is told to come back rather than wait in a queue that only
      * grows (docs/PROTOCOL.md, implementation decisions). */
     rsa_refused++;
+    server_metrics_handshake("refused");
     json_t *extra = json_pack("{s:i}", "retry_after", HANDSHAKE_RETRY_AFTER);
     dispatch_send_error(s, in.nonce, in.action, SM_ERR_RATE_LIMITED,
                         "server busy; try again later", extra);
@@ -291,6 +304,7 @@ reject_overload: {
     goto fail;
 }
 reject_internal:
+    server_metrics_handshake("failed");
     dispatch_send_error(s, in.nonce, in.action, SM_ERR_INTERNAL, "internal server error", NULL);
     session_io_close(s, 1011, "internal error");
 fail:

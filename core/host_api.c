@@ -8,6 +8,7 @@
 #include "audit.h"
 #include "core.h"
 #include "dispatch.h"
+#include "host_metrics.h"
 #include "log.h"
 #include "plugin_loader.h"
 #include "session.h"
@@ -64,6 +65,16 @@ static int h_register_migrations(sm_plugin *self, const sm_migration *migrations
     if (!migrations)
         return refused(SM_EINVAL);
     self->migrations = migrations;
+    return SM_OK;
+}
+
+static int h_register_reload(sm_plugin *self, sm_reload_fn fn)
+{
+    if (!in_init(self, "register_reload"))
+        return SM_ESTATE;
+    if (!fn)
+        return refused(SM_EINVAL);
+    self->reload = fn;
     return SM_OK;
 }
 
@@ -473,6 +484,10 @@ static const sm_host host_table = {
     .admin_error = admin_error,
     .admin_defer = admin_defer,
     .user_deleted = h_user_deleted,
+    .register_reload = h_register_reload,
+    .metric_register = host_metric_register,
+    .metric_add = host_metric_add,
+    .metric_set = host_metric_set,
 };
 
 const sm_host *host_api_table(void) { return &host_table; }

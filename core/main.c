@@ -1,7 +1,7 @@
 /* safemessenger-server: reads the configuration, opens the key, the
  * database and the plugins, then runs the WebSocket loop until SIGINT or
  * SIGTERM, and shuts down cleanly (sessions closed with 1001, writes
- * finished, database closed). */
+ * finished, database closed). SIGHUP reloads the configuration. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -45,9 +45,13 @@ static void usage(FILE *out)
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    transport_request_stop();
+    if (sig == SIGHUP)
+        transport_request_reload();
+    else
+        transport_request_stop();
 }
+
+static void reload(void) { (void)core_reload(); }
 
 static int write_port_file(const char *path, int port)
 {
@@ -136,8 +140,17 @@ int main(int argc, char **argv)
     }
 
     int status = 1;
-    if (!check_only)
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    if (!check_only) {
         signal(SIGPIPE, SIG_IGN);
+        /* From the start: a `systemctl reload` while the plugins load must
+         * not kill the server (the default action); the reload then runs
+         * once the loop does. */
+        sigaction(SIGHUP, &sa, NULL);
+    }
     core_options o = {
         .config_file = config_file,
         .database = db_override,
@@ -156,10 +169,6 @@ int main(int argc, char **argv)
         goto out;
     }
 
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
@@ -170,7 +179,7 @@ int main(int argc, char **argv)
         LOG_ERROR("cannot write the port file %s", port_file);
         goto out;
     }
-    transport_run();
+    transport_run(reload);
     status = 0;
 out:
     transport_stop();

@@ -39,6 +39,17 @@ peers *peers_new(size_t max_entries, int max_sessions_per_address, int handshake
     return p;
 }
 
+void peers_set_limits(peers *p, size_t max_entries, int max_sessions_per_address,
+                      int handshakes_per_minute)
+{
+    if (!p || max_entries == 0 || max_sessions_per_address < 1 || handshakes_per_minute < 1)
+        return;
+    p->max_entries = max_entries;
+    p->max_sessions = (size_t)max_sessions_per_address;
+    p->hs_burst = handshakes_per_minute;
+    p->hs_rate = handshakes_per_minute / 60.0;
+}
+
 void peers_free(peers *p)
 {
     if (!p)

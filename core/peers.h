@@ -20,6 +20,11 @@ typedef struct peers peers;
  * address with a session always finds room); NULL when out of memory. */
 peers *peers_new(size_t max_entries, int max_sessions_per_address, int handshakes_per_minute);
 void peers_free(peers *p);
+/* New bounds (a configuration reload); counts and budgets already taken
+ * stay, and are held against the new bounds from now on. A smaller table
+ * bound forgets nobody: it only refuses new addresses until it is met. */
+void peers_set_limits(peers *p, size_t max_entries, int max_sessions_per_address,
+                      int handshakes_per_minute);
 
 /* Whether a new connection from addr may open: 1 yes, 0 when the address
  * already holds max_sessions_per_address sessions. On a refusal, *log_refused

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin.h"
 #include "core.h"
 #include "dispatch.h"
 #include "host_api.h"
@@ -213,6 +214,33 @@ int plugin_load_all(const char *dir, const char *const *names, size_t n)
     if (rc != 0)
         plugin_unload_all();
     return rc;
+}
+
+void plugin_unload(plugin *p)
+{
+    size_t at = 0;
+    while (at < g_core.n_plugins && g_core.plugins[at] != p)
+        at++;
+    if (at == g_core.n_plugins)
+        return;
+    /* No new event or policy question reaches it; its worker jobs finish
+     * (their done callbacks may still answer deferred commands) before
+     * fini frees what they use. */
+    remove_subscriptions(p);
+    if (g_core.pool)
+        workers_drain_owner(g_core.pool, p);
+    if (p->initialised && p->desc->fini)
+        p->desc->fini(p->data);
+    if (g_core.timers)
+        timers_stop_owner(g_core.timers, p);
+    dispatch_abandon_owner(p);
+    dispatch_remove_owner(p);
+    admin_remove_owner(p);
+    memmove(&g_core.plugins[at], &g_core.plugins[at + 1],
+            (g_core.n_plugins - at - 1) * sizeof *g_core.plugins);
+    g_core.n_plugins--;
+    LOG_INFO("plugin %s unloaded", p->name);
+    plugin_free(p);
 }
 
 void plugin_unload_all(void)

@@ -15,6 +15,7 @@ struct sm_plugin {
     const sm_plugin_descriptor *desc;
     void *data;
     const sm_migration *migrations;
+    sm_reload_fn reload;    /* register_reload; NULL: settings fixed until restart */
     int initialised;
 };
 typedef struct sm_plugin plugin;
@@ -31,6 +32,12 @@ int plugin_start_all(void);
 /* Runs migrations and start for the plugin loaded last (the test host
  * loads and starts plugins one by one). */
 int plugin_start_last(void);
+/* Unloads one running plugin (a configuration reload dropped it from
+ * plugins.load): its actions, subscriptions and policies go, its worker
+ * jobs are drained, its fini runs, its timers stop, commands it still had
+ * deferred are answered with an error, and its file is closed. Sessions
+ * stay open. */
+void plugin_unload(plugin *p);
 /* fini in reverse load order, timers stopped, handles closed. */
 void plugin_unload_all(void);
 

@@ -9,6 +9,7 @@
 #include "audit.h"
 #include "log.h"
 #include "plugin_loader.h"
+#include "server_metrics.h"
 #include "session_io.h"
 #include "topic.h"
 
@@ -54,6 +55,7 @@ session *session_new(void *io, const char *address)
         return NULL;
     }
     g_core.n_sessions++;
+    server_metrics_connection();
     return s;
 }
 

@@ -10,6 +10,7 @@
 #include "envelope.h"
 #include "handshake.h"
 #include "log.h"
+#include "server_metrics.h"
 #include "session.h"
 
 /* Used when no configuration is loaded (never in the server). */
@@ -108,10 +109,12 @@ void session_io_close(struct session *s, int close_code, const char *reason)
 }
 
 /* The slow-consumer cut: the queue is freed at once, so memory stays flat
- * whatever the session is sent, and the connection is dropped. */
-static void cut(struct session *s)
+ * whatever the session is sent, and the connection is dropped. why names
+ * it in the metrics. */
+static void cut(struct session *s, const char *why)
 {
     outqueue_clear(&s->out);
+    server_metrics_send_queue_drop(why);
     session_set_closing(s);
     g_core.transport->close(s, SESSION_IO_DROP);
 }
@@ -165,7 +168,7 @@ static int seal_and_queue(struct session *s, const char *type, const char *actio
                  "%zu more refused); disconnecting",
                  (unsigned long long)s->id, s->address, outqueue_messages(&s->out),
                  outqueue_unsent(&s->out), frame_len);
-        cut(s);
+        cut(s, "queue_full");
         return -1;
     }
     if (rc != 0)
@@ -185,6 +188,7 @@ static int hold(struct session *s, const char *type, const char *action, const c
     if (msgs + 1 > queue_messages() || bytes > queue_bytes() - len) {
         LOG_WARN("session %llu: held events exceed the send queue bound; closing",
                  (unsigned long long)s->id);
+        server_metrics_send_queue_drop("queue_full");
         session_io_close(s, 1008, "send queue overflow");
         return -1;
     }
@@ -194,6 +198,7 @@ static int hold(struct session *s, const char *type, const char *action, const c
     msg_append(&s->held_head, &s->held_tail, m);
     s->held_bytes += len;
     s->held_count++;
+    server_metrics_delivery();
     return 0;
 }
 
@@ -211,9 +216,15 @@ int session_io_send(struct session *s, const char *type, const char *action,
                  (unsigned long long)s->id, type, action, len, cap);
         return -1;
     }
-    if (s->busy && strcmp(type, "event") == 0)
+    int event = strcmp(type, "event") == 0;
+    if (s->busy && event)
         return hold(s, type, action, reply_to, text, len);
-    return seal_and_queue(s, type, action, reply_to, text, len);
+    int rc = seal_and_queue(s, type, action, reply_to, text, len);
+    /* An event counts as delivered once queued (held ones when held);
+     * server_hello, the one event before the keys, is the handshake's. */
+    if (rc == 0 && event && s->has_keys)
+        server_metrics_delivery();
+    return rc;
 }
 
 static void release_held(struct session *s)
@@ -418,7 +429,7 @@ int session_io_check_stall(struct session *s, double *check_in)
                  "disconnecting",
                  (unsigned long long)s->id, s->address, g_core.sc->send_timeout,
                  outqueue_messages(&s->out), outqueue_unsent(&s->out));
-        cut(s);
+        cut(s, "send_timeout");
         return 1;
     }
     *check_in = s->out.progress_at + timeout - now;

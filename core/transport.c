@@ -14,14 +14,17 @@
 #include <unistd.h>
 
 #include "acceptor.h"
+#include "cidr.h"
 #include "admin_socket.h"
 #include "core.h"
 #include "handshake.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics_http.h"
 #include "peers.h"
 #include "session.h"
 #include "session_io.h"
+#include "tls_check.h"
 #include "web.h"
 
 /* Before key_exchange completes, messages are capped at this many bytes
@@ -44,6 +47,7 @@ typedef struct pss {
     int http_status;
     int stall_timer;        /* the send_timeout check is scheduled */
     web_request web;        /* a static file or its error, in progress */
+    struct metrics_reply *metrics; /* GET /metrics being written */
 } pss;
 
 static struct lws_context *lws_ctx;
@@ -59,6 +63,10 @@ static struct lws_vhost *vhost;
 static lws_sorted_usec_list_t timer_sul;
 static sm_timer *peers_timer;
 static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t reload_requested;
+/* The paths the vhost was made with: lws re-reads a certificate only
+ * under them (lws_tls_cert_updated). */
+static const char *vhost_cert, *vhost_key;
 
 static void schedule_timers(void);
 
@@ -146,6 +154,14 @@ void transport_request_stop(void)
         lws_cancel_service(ctx);
 }
 
+void transport_request_reload(void)
+{
+    reload_requested = 1;
+    struct lws_context *ctx = atomic_load(&wake_ctx);
+    if (ctx)
+        lws_cancel_service(ctx);
+}
+
 static void publish_context(void)
 {
     atomic_store(&wake_ctx, lws_ctx);
@@ -159,6 +175,7 @@ static void withdraw_context(void)
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &stop_signals, &old);
     pthread_mutex_lock(&wake_lock);
     atomic_store(&wake_ctx, NULL);
@@ -166,13 +183,15 @@ static void withdraw_context(void)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
-/* ---- HTTP: /healthz, then the web client's files ---------------------- */
+/* ---- HTTP: /healthz, /metrics, then the web client's files ----------- */
 
 static int http_request(struct lws *wsi, pss *p, const char *uri, size_t len)
 {
     uint8_t buf[LWS_PRE + 512];
     uint8_t *start = &buf[LWS_PRE], *q = start, *end = &buf[sizeof buf - 1];
     /* Reserved paths first: no file in web.root can shadow them. */
+    if (strcmp(uri, "/metrics") == 0)
+        return metrics_http_request(wsi, &p->metrics);
     if (strcmp(uri, "/healthz") != 0 && web_serving())
         return web_http(wsi, &p->web, uri, len);
     p->http_status = strcmp(uri, "/healthz") == 0 ? HTTP_STATUS_OK : HTTP_STATUS_NOT_FOUND;
@@ -187,6 +206,8 @@ static int http_request(struct lws *wsi, pss *p, const char *uri, size_t len)
 
 static int http_writeable(struct lws *wsi, pss *p)
 {
+    if (p->metrics)
+        return metrics_http_writeable(wsi, &p->metrics);
     if (p->web.active)
         return web_http_writeable(wsi, &p->web);
     const char *body = p->http_status == HTTP_STATUS_OK ? "ok\n" : "not found\n";
@@ -306,34 +327,14 @@ static const char *peer_address(struct lws *wsi, char *buf, size_t len)
     return buf;
 }
 
-/* addr as a binary IPv4 or IPv6 address (an IPv4-mapped IPv6 address
- * counts as IPv4); 0, or -1 if it is not an IP literal. */
-static int ip_parse(const char *addr, unsigned char out[16], size_t *out_len)
-{
-    if (inet_pton(AF_INET, addr, out) == 1) {
-        *out_len = 4;
-        return 0;
-    }
-    if (inet_pton(AF_INET6, addr, out) != 1)
-        return -1;
-    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (memcmp(out, mapped, sizeof mapped) == 0) {
-        memmove(out, out + 12, 4);
-        *out_len = 4;
-    } else {
-        *out_len = 16;
-    }
-    return 0;
-}
-
 static int is_trusted_proxy(const char *addr)
 {
     unsigned char a[16], p[16];
     size_t alen, plen;
-    if (ip_parse(addr, a, &alen) != 0)
+    if (cidr_address(addr, a, &alen) != 0)
         return 0;
     for (size_t i = 0; i < g_core.sc->n_trusted_proxies; i++)
-        if (ip_parse(g_core.sc->trusted_proxies[i], p, &plen) == 0 && plen == alen
+        if (cidr_address(g_core.sc->trusted_proxies[i], p, &plen) == 0 && plen == alen
             && memcmp(a, p, alen) == 0)
             return 1;
     return 0;
@@ -373,7 +374,7 @@ static const char *client_address(struct lws *wsi, char *buf, size_t len)
         memcpy(entry, a, (size_t)(b - a));
         entry[b - a] = '\0';
         /* Canonical text, so that the limits count one address once. */
-        if (ip_parse(entry, bin, &blen) != 0
+        if (cidr_address(entry, bin, &blen) != 0
             || !inet_ntop(blen == 4 ? AF_INET : AF_INET6, bin, canon, sizeof canon))
             return buf;
         if (!is_trusted_proxy(canon))
@@ -485,8 +486,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return http_writeable(wsi, p);
     case LWS_CALLBACK_CLOSED_HTTP:
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
-        if (p)
+        if (p) {
             web_http_release(&p->web);
+            metrics_http_free(&p->metrics);
+        }
         break;
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         if (g_core.pool)
@@ -541,8 +544,11 @@ static int create_vhost(const server_config *sc, int listen_family)
     /* No extensions: permessage-deflate stays off. */
     info.extensions = NULL;
     vhost = lws_create_vhost(lws_ctx, &info);
-    if (vhost)
+    if (vhost) {
+        vhost_cert = tls ? sc->tls_cert : NULL;
+        vhost_key = tls ? sc->tls_key : NULL;
         return 0;
+    }
     /* With no socket of its own to bind, only TLS (or memory) fails here. */
     if (tls)
         LOG_ERROR("cannot set up TLS with the certificate %s and the key %s", sc->tls_cert,
@@ -585,6 +591,31 @@ static void peers_stop(void)
     g_core.peers = NULL;
 }
 
+/* A reload: the per-address limits, and the TLS certificate re-read
+ * from its files (the paths themselves cannot change, reload.c). New
+ * connections get the new certificate; open ones keep theirs. */
+static int t_reload(const server_config *next, int check)
+{
+    if (check) {
+        char err[1024];
+        if (vhost_cert && tls_check_pair(next->tls_cert, next->tls_key, err, sizeof err) != 0) {
+            LOG_ERROR("server.tls: %s", err);
+            return -1;
+        }
+        return 0;
+    }
+    if (g_core.peers)
+        peers_set_limits(g_core.peers, (size_t)next->max_sessions + PEERS_SPARE,
+                         next->max_sessions_per_address, next->handshakes_per_address);
+    if (vhost_cert) {
+        /* It returns 0 whatever happened; the files were checked just
+         * before, so a failure here means they changed again meanwhile. */
+        lws_tls_cert_updated(lws_ctx, vhost_cert, vhost_key, NULL, 0, NULL, 0);
+        LOG_INFO("TLS certificate reloaded from %s", vhost_cert);
+    }
+    return 0;
+}
+
 int transport_start(const server_config *sc, int *port_out)
 {
     lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_bridge);
@@ -596,6 +627,7 @@ int transport_start(const server_config *sc, int *port_out)
     }
     g_core.transport = &lws_transport;
     g_core.timers_changed = schedule_timers;
+    g_core.transport_reload = t_reload;
 
     char err[512];
     int listen_fd = listener_open(sc->bind, sc->port, err, sizeof err);
@@ -665,11 +697,20 @@ static void close_all_sessions(void)
         session_io_close(value, 1001, "server shutting down");
 }
 
-void transport_run(void)
+void transport_run(void (*on_reload)(void))
 {
-    while (!stop_requested)
+    while (!stop_requested) {
+        /* Here, between two services, on the loop thread where plugins
+         * run: a reload never interrupts a callback. */
+        if (reload_requested) {
+            reload_requested = 0;
+            if (on_reload)
+                on_reload();
+            continue;
+        }
         if (lws_service(lws_ctx, 0) < 0)
             break;
+    }
     LOG_INFO("shutting down: closing %zu sessions", g_core.n_sessions);
     g_core.shutting_down = 1;
     close_all_sessions();
@@ -690,7 +731,9 @@ void transport_stop(void)
         lws_context_destroy(lws_ctx);
         lws_ctx = NULL;
         vhost = NULL;
+        vhost_cert = vhost_key = NULL;
     }
+    g_core.transport_reload = NULL;
     web_stop();
     peers_stop();
 }

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 struct job {
+    const void *owner;
     sm_work_fn work;
     sm_work_done_fn done;
     void *arg;
@@ -38,12 +39,14 @@ struct owner_queue {
     const void *owner;
     struct job_list jobs;
     size_t queued;
+    size_t running;          /* started and not finished */
 };
 
 struct workers {
     pthread_mutex_t lock;
     pthread_cond_t has_work; /* a queue gained a job, or stopping */
     pthread_cond_t idle;     /* queues empty and nothing running */
+    pthread_cond_t finished; /* some job finished (workers_drain_owner waits on it) */
     struct owner_queue *owners;
     size_t n_owners, cap_owners;
     size_t next_owner;       /* round-robin: the owner served next */
@@ -89,6 +92,7 @@ static struct job *next_job(workers *w)
         if (q->jobs.head) {
             w->next_owner = (at + 1) % w->n_owners;
             q->queued--;
+            q->running++;
             w->queued--;
             return list_pop(&q->jobs);
         }
@@ -143,7 +147,11 @@ static void *worker_main(void *arg)
 
         pthread_mutex_lock(&w->lock);
         w->running--;
+        struct owner_queue *q = find_owner(w, job->owner);
+        if (q)
+            q->running--;
         list_push(&w->completed, job);
+        pthread_cond_broadcast(&w->finished);
         if (w->queued == 0 && w->running == 0)
             pthread_cond_broadcast(&w->idle);
         /* Outside the lock: wake may take locks of its own (lws). */
@@ -169,6 +177,7 @@ static void join_threads(workers *w, size_t count)
 
 static void destroy(workers *w)
 {
+    pthread_cond_destroy(&w->finished);
     pthread_cond_destroy(&w->idle);
     pthread_cond_destroy(&w->has_work);
     pthread_mutex_destroy(&w->lock);
@@ -201,6 +210,10 @@ int workers_start_nice(size_t threads, int nice, void (*wake)(void *wake_arg), v
         goto fail_has_work;
     if (pthread_cond_init(&w->idle, NULL) != 0)
         goto fail_idle;
+    if (pthread_cond_init(&w->finished, NULL) != 0) {
+        pthread_cond_destroy(&w->idle);
+        goto fail_idle;
+    }
     w->wake = wake;
     w->wake_arg = wake_arg;
     w->nice = nice;
@@ -267,6 +280,7 @@ int workers_submit(workers *w, const void *owner, sm_work_fn work, sm_work_done_
     struct job *job = malloc(sizeof *job);
     if (!job)
         return -1;
+    job->owner = owner;
     job->work = work;
     job->done = done;
     job->arg = arg;
@@ -370,6 +384,40 @@ void workers_drain(workers *w)
     } while (workers_run_completions(w) > 0);
 }
 
+void workers_drain_owner(workers *w, const void *owner)
+{
+    if (!w)
+        return;
+    for (;;) {
+        pthread_mutex_lock(&w->lock);
+        struct owner_queue *q = find_owner(w, owner);
+        struct job *cancelled = NULL;
+        if (q) {
+            cancelled = q->jobs.head;
+            q->jobs.head = q->jobs.tail = NULL;
+            w->queued -= q->queued;
+            q->queued = 0;
+            if (w->queued == 0 && w->running == 0)
+                pthread_cond_broadcast(&w->idle);
+        }
+        /* The owner's running jobs run its code: wait for them, whatever
+         * the other owners do. The index, not q: no submit can grow the
+         * array meanwhile (submits come from this thread), but stay safe. */
+        while ((q = find_owner(w, owner)) && q->running > 0)
+            pthread_cond_wait(&w->finished, &w->lock);
+        pthread_mutex_unlock(&w->lock);
+        run_list(cancelled, 1);
+        workers_run_completions(w);
+        /* A done callback may have queued a follow-up job of the owner. */
+        pthread_mutex_lock(&w->lock);
+        q = find_owner(w, owner);
+        int again = q && (q->queued > 0 || q->running > 0);
+        pthread_mutex_unlock(&w->lock);
+        if (!again)
+            break;
+    }
+}
+
 size_t workers_pending(const workers *w)
 {
     if (!w)
@@ -378,6 +426,17 @@ size_t workers_pending(const workers *w)
     workers *mw = (workers *)w;
     pthread_mutex_lock(&mw->lock);
     size_t n = mw->queued + mw->running;
+    pthread_mutex_unlock(&mw->lock);
+    return n;
+}
+
+size_t workers_waiting(const workers *w)
+{
+    if (!w)
+        return 0;
+    workers *mw = (workers *)w; /* as in workers_pending */
+    pthread_mutex_lock(&mw->lock);
+    size_t n = mw->queued;
     pthread_mutex_unlock(&mw->lock);
     return n;
 }

@@ -52,8 +52,15 @@ size_t workers_run_completions(workers *w);
  * Used by the test host and at shutdown. */
 void workers_drain(workers *w);
 
+/* Cancels owner's queued jobs (their done(arg, 1) runs here) and waits
+ * for its running ones, then runs the finished jobs' done callbacks (of
+ * every owner), on the calling (loop) thread. Afterwards no job of owner
+ * is queued or running, so its code can be unloaded. */
+void workers_drain_owner(workers *w, const void *owner);
 /* Jobs queued or running. */
 size_t workers_pending(const workers *w);
+/* Jobs queued and not yet started, over all owners. */
+size_t workers_waiting(const workers *w);
 
 /* Stops the pool: jobs not yet started get done(arg, 1); running ones
  * finish and get done(arg, 0); threads are joined; w is freed. */

@@ -126,19 +126,11 @@ static void settle(sm_testhost *th)
 
 /* ---- life cycle ---- */
 
-/* Starts the core on config_text, written to a temporary file for the
- * configuration loader (NULL: the defaults). */
-static int start_core(const char *config_text)
+/* config_text in a new temporary file for the configuration loader;
+ * path receives its name. 0 or -1. */
+static int write_temp_config(const char *config_text, char path[static 32])
 {
-    core_options o = {
-        .database = ":memory:",
-        .port = -1,
-        .workers = 1,
-        .transport = &th_transport,
-    };
-    if (!config_text)
-        return core_start(&o);
-    char path[] = "/tmp/sm-testhost-XXXXXX";
+    snprintf(path, 32, "/tmp/sm-testhost-XXXXXX");
     int fd = mkstemp(path);
     if (fd < 0)
         return -1;
@@ -153,6 +145,23 @@ static int start_core(const char *config_text)
         off += (size_t)n;
     }
     close(fd);
+    return 0;
+}
+
+/* Starts the core on config_text (NULL: the defaults). */
+static int start_core(const char *config_text)
+{
+    core_options o = {
+        .database = ":memory:",
+        .port = -1,
+        .workers = 1,
+        .transport = &th_transport,
+    };
+    if (!config_text)
+        return core_start(&o);
+    char path[32];
+    if (write_temp_config(config_text, path) != 0)
+        return -1;
     o.config_file = path;
     int rc = core_start(&o);
     unlink(path);
@@ -184,6 +193,19 @@ fail:
     hashmap_free(th->records, NULL);
     free(th);
     return SM_ERROR;
+}
+
+int sm_testhost_reload(sm_testhost *th, const char *config_text)
+{
+    if (!th || !config_text)
+        return SM_EINVAL;
+    char path[32];
+    if (write_temp_config(config_text, path) != 0)
+        return SM_ERROR;
+    int rc = core_reload_from(path, 0);
+    unlink(path);
+    settle(th);
+    return rc == 0 ? SM_OK : SM_ERROR;
 }
 
 int sm_testhost_load(sm_testhost *th, const char *path, const char *name)

@@ -213,11 +213,30 @@ typedef enum sm_verdict {
 typedef int (*sm_policy_fn)(sm_interaction what, const char *from_user, const char *to_user,
                             void *plugin_data);
 
+/* Kinds of metric a plugin may register (sm_host.metric_register). */
+typedef enum sm_metric_type {
+    SM_METRIC_COUNTER = 0, /* only grows; the name ends in "_total" */
+    SM_METRIC_GAUGE = 1    /* goes up and down */
+} sm_metric_type;
+
+/* A metric a plugin registered: owned by the core, valid until the
+ * plugin's fini returns. */
+typedef struct sm_metric sm_metric;
+
 /* Worker jobs: `work` runs on a worker thread and must not call the host;
  * `done` runs afterwards on the loop thread (also when the server is
  * shutting down, with cancelled = 1, so the plugin can free `arg`). */
 typedef void (*sm_work_fn)(void *arg);
 typedef void (*sm_work_done_fn)(void *arg, int cancelled);
+
+/* A configuration reload (SIGHUP, docs/OPERATIONS.md "Reload"): called on
+ * the loop thread while the config_* getters read the new file. With
+ * apply = 0, read and check every setting and keep nothing: return SM_OK,
+ * or SM_EINVAL when a value is bad (the getters have logged it), and the
+ * whole reload is refused. With apply = 1 (every plugin's check passed),
+ * read them again and put them in force; strings the getters return then
+ * stay valid until fini. */
+typedef int (*sm_reload_fn)(void *plugin_data, int apply);
 
 /* A versioned schema step of a plugin's own tables. Migrations are applied
  * in order at start-up, each in its own transaction, and recorded per
@@ -500,6 +519,39 @@ typedef struct sm_host {
      * it. Called by the plugin that owns accounts (auth) after its own
      * delete committed. */
     int (*user_deleted)(sm_plugin *self, const char *username);
+
+    /* -- configuration reload (appended: check SM_HOST_HAS(host, register_reload)) -- */
+
+    /* Registers fn to receive the plugin's settings again when the server
+     * reloads its configuration (sm_reload_fn). Only during init; one per
+     * plugin (a second call replaces the first). A plugin without one keeps
+     * the settings it read at init until a restart. */
+    int (*register_reload)(sm_plugin *self, sm_reload_fn fn);
+
+    /* -- metrics (appended: check SM_HOST_HAS(host, metric_set)) -- */
+
+    /* Registers a counter or gauge served on /metrics (docs/OPERATIONS.md,
+     * "Monitoring"). Only during init. `name` is
+     * "safemessenger_<plugin name>_<what>" of [a-z0-9_], a counter's
+     * ending in "_total"; `help` one line (copied); `labels` a
+     * NULL-terminated list of at most 4 label names ([a-z_][a-z0-9_]*),
+     * or NULL for none. SM_EINVAL for a bad name, SM_EEXIST for a name
+     * registered with another type or labels. Registering a name again
+     * the same way (the plugin loaded again by a configuration reload)
+     * gives the same metric, its values kept. Every series starts at 0
+     * when first added to or set. */
+    int (*metric_register)(sm_plugin *self, sm_metric_type type, const char *name,
+                           const char *help, const char *const *labels, sm_metric **out);
+    /* Adds value to the series of these label values (one per registered
+     * label, NULL when there are none): value >= 0 for a counter, any for
+     * a gauge. Label values must come from a small fixed set (a result, a
+     * kind), never a username or anything a client chooses: a family
+     * holds at most 2048 series, and adding to a new one past that is
+     * SM_EBUSY. Unlike every other service, safe from any thread, a
+     * worker job's work included. */
+    int (*metric_add)(sm_metric *metric, const char *const *label_values, double value);
+    /* Sets a gauge's series (SM_EINVAL for a counter); as metric_add. */
+    int (*metric_set)(sm_metric *metric, const char *const *label_values, double value);
 } sm_host;
 
 /* True when the host table has the given entry (it may be older than the

@@ -58,6 +58,13 @@ int sm_testhost_new(const char *config_text, sm_testhost **out);
  * still needed. */
 int sm_testhost_load(sm_testhost *th, const char *path, const char *name);
 
+/* Reloads the configuration from config_text as SIGHUP does for the
+ * server (docs/OPERATIONS.md "Reload"): core settings, and each loaded
+ * plugin's settings through its reload callback; the loaded plugins stay
+ * (plugins.load is not looked at). SM_OK when the text was taken,
+ * SM_ERROR when it was refused (nothing changed; the reason is logged). */
+int sm_testhost_reload(sm_testhost *th, const char *config_text);
+
 /* Unloads the plugins (fini), closes every session and frees the host. */
 void sm_testhost_free(sm_testhost *th);
 

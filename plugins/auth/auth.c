@@ -384,6 +384,32 @@ static void do_register(sm_ctx *ctx, const json_t *payload, void *data)
 
 /* ---- login -------------------------------------------------------------- */
 
+/* result: "success" or "failed" (wrong or impossible credentials). */
+static void count_login(const auth *a, const char *result)
+{
+    const char *const values[] = {result};
+    if (a->logins)
+        a->host->metric_add(a->logins, values, 1);
+}
+
+static int register_metrics(auth *a)
+{
+    static const char *const labels[] = {"result", NULL};
+    const sm_host *h = a->host;
+    if (!SM_HOST_HAS(h, metric_set))
+        return SM_OK;
+    int rc = h->metric_register(a->self, SM_METRIC_COUNTER, "safemessenger_auth_logins_total",
+                                "Logins answered, by result (success, failed).", labels,
+                                &a->logins);
+    if (rc != SM_OK)
+        return rc;
+    /* Both series from the start, so a rate over them has a first sample. */
+    const char *const success[] = {"success"}, *const failed[] = {"failed"};
+    if ((rc = h->metric_add(a->logins, success, 0)) != SM_OK)
+        return rc;
+    return h->metric_add(a->logins, failed, 0);
+}
+
 /* The account may have been disabled or deleted (safemessenger-admin)
  * while its password was being checked. */
 static int still_enabled(auth *a, const auth_req *r)
@@ -411,6 +437,7 @@ static void login_checked(void *arg, hash_status status, const char *rehash)
             /* Only an existing user's name: a name that does not exist
              * may be a password typed into the wrong field. */
             h->audit(a->self, r->session, "login_failed", r->user_id > 0 ? r->username : NULL);
+        count_login(a, "failed");
         h->reply_error(r->ctx, SM_ERR_INVALID_CREDENTIALS, BAD_CREDENTIALS);
         goto out;
     }
@@ -427,6 +454,7 @@ static void login_checked(void *arg, hash_status status, const char *rehash)
         reply_internal(a, r->ctx);
         goto out;
     }
+    count_login(a, "success");
     reply_logged_in(a, r->ctx, "login_success", r->username, r->user_id, 1);
 out:
     req_free(r);
@@ -457,6 +485,7 @@ static void do_login(sm_ctx *ctx, const json_t *payload, void *data)
         /* Nor an invalid name. */
         if (SM_HOST_HAS(h, audit))
             h->audit(a->self, sid, "login_failed", NULL);
+        count_login(a, "failed");
         h->reply_error(ctx, SM_ERR_INVALID_CREDENTIALS, BAD_CREDENTIALS);
         return;
     }
@@ -564,6 +593,39 @@ static void auth_free(auth *a)
 /* Defined at the end of the file, after the handlers it names. */
 static const sm_action actions[4];
 
+/* SIGHUP: the argon2id parameters, the rate limits and the public key
+ * bound change live; the sizes of the hash queue and of the rate-limit
+ * tables were allocated at init and keep their values (a warning names
+ * each one changed). */
+static int reload(void *data, int apply)
+{
+    auth *a = data;
+    auth_settings next;
+    int rc = settings_read(a->host, a->self, !apply, &next);
+    if (rc != SM_OK || !apply)
+        return rc;
+    auth_settings *c = &a->cfg;
+    static const char *const fixed_names[] = {"max_concurrent_hashes", "max_queued_hashes",
+                                              "max_tracked_keys"};
+    size_t was[] = {c->max_concurrent_hashes, c->max_queued_hashes, c->max_tracked_keys};
+    size_t now[] = {next.max_concurrent_hashes, next.max_queued_hashes, next.max_tracked_keys};
+    for (size_t i = 0; i < sizeof was / sizeof was[0]; i++)
+        if (was[i] != now[i])
+            a->host->log(a->self, SM_LOG_WARNING,
+                         "auth.%s: cannot change while running (%zu -> %zu); restart to apply",
+                         fixed_names[i], was[i], now[i]);
+    next.max_concurrent_hashes = c->max_concurrent_hashes;
+    next.max_queued_hashes = c->max_queued_hashes;
+    next.max_tracked_keys = c->max_tracked_keys;
+    *c = next;
+    hashq_set_params(a->hq, &c->argon2);
+    ratelimit_set(a->fail_user, c->failed_logins_per_user, c->failed_login_window);
+    ratelimit_set(a->fail_addr, c->failed_logins, c->failed_login_window);
+    ratelimit_set(a->reg_addr, c->registrations_per_hour, 3600.0);
+    ratelimit_set(a->hash_addr, c->max_hashes_per_address, 1.0);
+    return SM_OK;
+}
+
 static int init(sm_plugin *self, const sm_host *host, void **data)
 {
     auth *a = calloc(1, sizeof *a);
@@ -571,7 +633,7 @@ static int init(sm_plugin *self, const sm_host *host, void **data)
         return SM_ENOMEM;
     a->host = host;
     a->self = self;
-    int rc = settings_read(host, self, &a->cfg);
+    int rc = settings_read(host, self, 1, &a->cfg);
     if (rc != SM_OK)
         goto fail;
     const auth_settings *c = &a->cfg;
@@ -593,7 +655,11 @@ static int init(sm_plugin *self, const sm_host *host, void **data)
     if ((rc = host->register_actions(self, actions)) != SM_OK ||
         (rc = host->register_migrations(self, users_migrations)) != SM_OK ||
         (SM_HOST_HAS(host, user_deleted) &&
-         (rc = host->register_admin_commands(self, auth_admin_commands)) != SM_OK))
+         (rc = host->register_admin_commands(self, auth_admin_commands)) != SM_OK) ||
+        (rc = register_metrics(a)) != SM_OK)
+        goto fail;
+    /* An older server has no reload: the settings then stay as read. */
+    if (SM_HOST_HAS(host, register_reload) && (rc = host->register_reload(self, reload)) != SM_OK)
         goto fail;
     *data = a;
     return SM_OK;

@@ -30,6 +30,7 @@ typedef struct auth {
     sm_timer *prune_timer;
     int unloading; /* fini: completions may no longer reply */
     size_t requests; /* auth_req allocated and not yet freed */
+    sm_metric *logins; /* logins_total{result}; NULL on a host without metrics */
 } auth;
 
 #endif

@@ -371,6 +371,12 @@ int hashq_new(const sm_host *host, sm_plugin *self, const hash_params *params,
     return SM_OK;
 }
 
+void hashq_set_params(hashq *q, const hash_params *params)
+{
+    if (q && params)
+        q->params = *params;
+}
+
 int hashq_start(hashq *q)
 {
     if (q->dummy_state != DUMMY_NONE)

@@ -58,6 +58,10 @@ int hashq_new(const sm_host *host, sm_plugin *self, const hash_params *params,
  * parameters), so that they cost what a real verification costs. Call from
  * start(). Verifications against the dummy wait until it exists. */
 int hashq_start(hashq *q);
+/* argon2id parameters for hashes submitted from now on (a configuration
+ * reload); stored hashes with other parameters are rehashed at login, as
+ * after a restart. */
+void hashq_set_params(hashq *q, const hash_params *params);
 
 /* Frees the queue. Jobs still waiting get HASH_CANCELLED first. Call after
  * the worker pool has stopped (fini): a job still on the pool then would

@@ -70,6 +70,21 @@ static void entry_free(rl_entry *e)
     free(e);
 }
 
+void ratelimit_set(ratelimit *rl, size_t limit, double window)
+{
+    if (!rl || limit == 0 || !(window > 0))
+        return;
+    /* A key never holds more than `limit` times: keep the newest. */
+    for (rl_entry *e = rl->least; e; e = e->newer) {
+        if (e->count > limit) {
+            memmove(e->times, e->times + (e->count - limit), limit * sizeof *e->times);
+            e->count = limit;
+        }
+    }
+    rl->limit = limit;
+    rl->window = window;
+}
+
 void ratelimit_free(ratelimit *rl)
 {
     if (!rl)

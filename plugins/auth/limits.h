@@ -28,6 +28,9 @@ typedef struct ratelimit ratelimit;
 /* limit >= 1, window > 0, max_keys >= 1. Returns 0 or -1 (no memory). */
 int ratelimit_new(size_t limit, double window, size_t max_keys, ratelimit **out);
 void ratelimit_free(ratelimit *rl);
+/* New limit and window (a configuration reload); events already counted
+ * stay, the oldest dropped past the new limit. Bad values are ignored. */
+void ratelimit_set(ratelimit *rl, size_t limit, double window);
 
 /* 0 when the key is below its limit (events in the window plus attempts in
  * flight); 1 when it has reached it, with *retry_after the whole seconds

@@ -1,6 +1,6 @@
 #include "settings.h"
 
-int settings_read(const sm_host *h, sm_plugin *self, auth_settings *out)
+int settings_read(const sm_host *h, sm_plugin *self, int warn, auth_settings *out)
 {
     int64_t m_kib = OWASP_M_KIB, passes = OWASP_PASSES, lanes = 1;
     int64_t max_concurrent = 2, max_queued = 256, failed = 5, window = 60, regs = 20;
@@ -50,7 +50,7 @@ int settings_read(const sm_host *h, sm_plugin *self, auth_settings *out)
                (long long)m_kib, (long long)passes, OWASP_M_KIB, OWASP_PASSES);
         return SM_EINVAL;
     }
-    if (weak)
+    if (weak && warn)
         h->log(self, SM_LOG_WARNING,
                "weak argon2id parameters m=%lld KiB, t=%lld allowed by "
                "auth.allow_weak_argon2: not for production",

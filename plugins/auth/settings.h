@@ -27,8 +27,10 @@ typedef struct auth_settings {
 
 /* Reads every key (in init: the server warns about keys not read then).
  * Parameters below the OWASP minimum are refused, with a message saying
- * so, unless allow_weak_argon2 = true. Returns SM_OK or SM_EINVAL (the
- * reason logged, with file and line where the host knows them). */
-int settings_read(const sm_host *host, sm_plugin *self, auth_settings *out);
+ * so, unless allow_weak_argon2 = true (then a warning is logged if `warn`:
+ * a reload reads the settings twice and warns once). Returns SM_OK or
+ * SM_EINVAL (the reason logged, with file and line where the host knows
+ * them). */
+int settings_read(const sm_host *host, sm_plugin *self, int warn, auth_settings *out);
 
 #endif

@@ -711,6 +711,34 @@ static void failed_logins_per_address_get_1008_before_the_payload_check(void)
     sm_testhost_free(th);
 }
 
+/* SIGHUP: a lower failed_logins holds against the failures already
+ * counted; new argon2id parameters apply to the next hash; a bad value
+ * refuses the reload and the old limits stay. */
+static void reload_changes_limits_and_argon2_parameters(void)
+{
+    sm_testhost *th = start_with("failed_logins = 5; failed_login_window = 60;", NULL);
+    sm_session_id s = connect_from(th, "10.0.0.1");
+    for (int i = 0; i < 3; i++)
+        expect_and_free_error(login(th, s, "nobody", "wrong horse"), 1001, "login");
+    CU_ASSERT_EQUAL(sm_testhost_reload(th, "auth = { " WEAK " failed_logins = 2; "
+                                           "failed_login_window = 60; };"),
+                    SM_OK);
+    expect_retry_after(login(th, s, "nobody", "wrong horse"), "login", 60);
+    CU_ASSERT_EQUAL(sm_testhost_reload(th, "auth = { " WEAK " failed_logins = 0; };"), SM_ERROR);
+    CU_ASSERT_EQUAL(sm_testhost_reload(th, "auth = { " WEAK " failed_logins = 5; "
+                                           "argon2_lanes = 2; };"),
+                    SM_OK);
+    expect_and_free_error(login(th, s, "nobody", "wrong horse"), 1001, "login");
+    register_ok(th, connect_from(th, "10.0.0.3"), "carol", "correct horse");
+    int64_t n = -1;
+    CU_ASSERT_EQUAL(sm_testhost_query_int(th, "SELECT COUNT(*) FROM auth_users WHERE "
+                                              "password_hash LIKE '$argon2id$v=19$m=64,t=1,p=2$%'",
+                                          &n),
+                    SM_OK);
+    CU_ASSERT_EQUAL(n, 1);
+    sm_testhost_free(th);
+}
+
 /* Guesses at one account sent in parallel count while their hashes run. */
 static void login_attempts_in_flight_count_toward_the_username_limit(void)
 {
@@ -1362,6 +1390,7 @@ static const sm_test_case cases[] = {
     SM_TEST(one_user_on_two_sessions_logout_ends_only_one),
     SM_TEST(failed_logins_per_username_get_1008_until_the_window_passes),
     SM_TEST(failed_logins_per_address_get_1008_before_the_payload_check),
+    SM_TEST(reload_changes_limits_and_argon2_parameters),
     SM_TEST(login_attempts_in_flight_count_toward_the_username_limit),
     SM_TEST(login_hashes_per_address_are_capped_while_in_flight),
     SM_TEST(login_attempts_in_flight_count_toward_the_address_limit),

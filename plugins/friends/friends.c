@@ -349,6 +349,32 @@ static const sm_action actions[] = {
 
 /* ---- life cycle ---- */
 
+/* friends.private_messages: *friends_only 1 for "friends", 0 for
+ * "anyone" (the default); read at init and on a reload. */
+static int read_mode(const sm_host *host, sm_plugin *self, int *friends_only)
+{
+    const char *mode = "anyone";
+    int rc = host->config_string(self, "private_messages", &mode);
+    if (rc == SM_OK && strcmp(mode, "anyone") != 0 && strcmp(mode, "friends") != 0) {
+        host->log(self, SM_LOG_ERROR,
+                  "friends.private_messages must be \"anyone\" or \"friends\", not \"%s\"", mode);
+        rc = SM_EINVAL;
+    }
+    *friends_only = rc == SM_OK && strcmp(mode, "friends") == 0;
+    return rc;
+}
+
+/* SIGHUP: the policy answers by the new mode from the next message on. */
+static int reload(void *plugin_data, int apply)
+{
+    friends *fr = plugin_data;
+    int friends_only;
+    int rc = read_mode(fr->host, fr->self, &friends_only);
+    if (rc == SM_OK && apply)
+        fr->friends_only = friends_only;
+    return rc;
+}
+
 static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
 {
     if (!SM_HOST_HAS(host, policy_check)) {
@@ -360,14 +386,7 @@ static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
         return SM_ENOMEM;
     fr->host = host;
     fr->self = self;
-    const char *mode = "anyone";
-    int rc = host->config_string(self, "private_messages", &mode);
-    if (rc == SM_OK && strcmp(mode, "anyone") != 0 && strcmp(mode, "friends") != 0) {
-        host->log(self, SM_LOG_ERROR,
-                  "friends.private_messages must be \"anyone\" or \"friends\", not \"%s\"", mode);
-        rc = SM_EINVAL;
-    }
-    fr->friends_only = rc == SM_OK && strcmp(mode, "friends") == 0;
+    int rc = read_mode(host, self, &fr->friends_only);
     if (rc == SM_OK)
         rc = host->register_actions(self, actions);
     if (rc == SM_OK)
@@ -380,6 +399,9 @@ static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
         rc = host->register_policy(self, fr_policy);
     if (rc == SM_OK && SM_HOST_HAS(host, user_deleted))
         rc = host->subscribe(self, SM_EVENT_USER_DELETED, fr_on_user_deleted);
+    /* An older server has no reload: the mode then stays as read. */
+    if (rc == SM_OK && SM_HOST_HAS(host, register_reload))
+        rc = host->register_reload(self, reload);
     if (rc != SM_OK)
         goto fail;
     *plugin_data = fr;

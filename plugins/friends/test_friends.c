@@ -716,6 +716,25 @@ static void friends_only_mode_denies_non_friends_and_drops_blocked(void)
     stop();
 }
 
+/* SIGHUP: the policy follows the new mode from the next message; an
+ * unknown mode refuses the reload and the old one stays. */
+static void reload_switches_private_messages_mode(void)
+{
+    start_with(NULL, 1);
+    sm_session_id a = login("Alice"), c = login("Carol");
+    (void)a;
+    CU_ASSERT_EQUAL(verdict(c, "private_message", "Alice"), 0);
+    CU_ASSERT_EQUAL(sm_testhost_reload(th, "friends = { private_messages = \"friends\"; };"),
+                    SM_OK);
+    CU_ASSERT_EQUAL(verdict(c, "private_message", "Alice"), 1);
+    CU_ASSERT_EQUAL(sm_testhost_reload(th, "friends = { private_messages = \"nobody\"; };"),
+                    SM_ERROR);
+    CU_ASSERT_EQUAL(verdict(c, "private_message", "Alice"), 1);
+    CU_ASSERT_EQUAL(sm_testhost_reload(th, "friends = { };"), SM_OK);
+    CU_ASSERT_EQUAL(verdict(c, "private_message", "Alice"), 0);
+    stop();
+}
+
 int main(void)
 {
     static const sm_test_case cases[] = {
@@ -742,6 +761,7 @@ int main(void)
         SM_TEST(block_keeps_the_blocked_users_request_pending),
         SM_TEST(policy_drops_what_a_blocked_user_sends),
         SM_TEST(friends_only_mode_denies_non_friends_and_drops_blocked),
+        SM_TEST(reload_switches_private_messages_mode),
         SM_TEST_END,
     };
     return sm_test_run("friends", cases, NULL, NULL);

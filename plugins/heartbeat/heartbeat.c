@@ -245,6 +245,48 @@ static void heartbeat_free(heartbeat *hb)
     free(hb);
 }
 
+/* heartbeat.interval and timeout (PROTOCOL.md defaults when absent), read
+ * at init and on a reload. */
+static int read_settings(const sm_host *host, sm_plugin *self, int64_t *interval,
+                         int64_t *timeout)
+{
+    *interval = 30;
+    *timeout = 90;
+    int rc = host->config_int(self, "interval", 1, 3600, interval);
+    if (rc == SM_OK)
+        rc = host->config_int(self, "timeout", 1, 86400, timeout);
+    if (rc == SM_OK && *timeout < *interval) {
+        /* A session could be closed before it ever got a PING to answer. */
+        host->log(self, SM_LOG_ERROR,
+                  "heartbeat.timeout (%lld) must be at least heartbeat.interval (%lld)",
+                  (long long)*timeout, (long long)*interval);
+        rc = SM_EINVAL;
+    }
+    return rc;
+}
+
+/* SIGHUP: a new timeout holds from the next tick; a new interval restarts
+ * the PING schedule, the first PING one new interval after the reload. */
+static int reload(void *plugin_data, int apply)
+{
+    heartbeat *hb = plugin_data;
+    int64_t interval, timeout;
+    int rc = read_settings(hb->host, hb->self, &interval, &timeout);
+    if (rc != SM_OK || !apply)
+        return rc;
+    if (interval != hb->interval) {
+        double every = (double)interval;
+        sm_timer *t = hb->host->timer_start(hb->self, every, every, on_ping, hb);
+        if (!t)
+            return SM_ENOMEM; /* the old schedule and settings stay */
+        hb->host->timer_stop(hb->ping_timer);
+        hb->ping_timer = t;
+    }
+    hb->interval = interval;
+    hb->timeout = timeout;
+    return SM_OK;
+}
+
 static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
 {
     heartbeat *hb = calloc(1, sizeof *hb);
@@ -252,18 +294,10 @@ static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
         return SM_ENOMEM;
     hb->host = host;
     hb->self = self;
-    hb->interval = 30; /* PROTOCOL.md defaults; the getters keep them when absent */
-    hb->timeout = 90;
-    int rc = host->config_int(self, "interval", 1, 3600, &hb->interval);
-    if (rc == SM_OK)
-        rc = host->config_int(self, "timeout", 1, 86400, &hb->timeout);
-    if (rc == SM_OK && hb->timeout < hb->interval) {
-        /* A session could be closed before it ever got a PING to answer. */
-        host->log(self, SM_LOG_ERROR,
-                  "heartbeat.timeout (%lld) must be at least heartbeat.interval (%lld)",
-                  (long long)hb->timeout, (long long)hb->interval);
-        rc = SM_EINVAL;
-    }
+    int rc = read_settings(host, self, &hb->interval, &hb->timeout);
+    /* An older server has no reload: the settings then stay as read. */
+    if (rc == SM_OK && SM_HOST_HAS(host, register_reload))
+        rc = host->register_reload(self, reload);
     if (rc == SM_OK)
         rc = grow(hb);
     if (rc == SM_OK)

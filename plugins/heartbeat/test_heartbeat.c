@@ -253,10 +253,34 @@ static void many_sessions_tracked_and_forgotten(void)
     sm_testhost_free(th);
 }
 
+/* SIGHUP: a shorter interval restarts the schedule, a shorter timeout
+ * closes silent sessions sooner; a bad pair changes nothing. */
+static void reload_changes_interval_and_timeout(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id s = sm_testhost_connect(th, NULL);
+    CU_ASSERT_FATAL(s != 0);
+    sm_testhost_advance(th, 10.0);
+    sm_testhost_clear(th);
+    CU_ASSERT_EQUAL(sm_testhost_reload(th, "heartbeat = { interval = 5; timeout = 20; };"), SM_OK);
+    CU_ASSERT_EQUAL(sm_testhost_reload(th, "heartbeat = { interval = 5; timeout = 4; };"),
+                    SM_ERROR);
+    sm_testhost_advance(th, 4.75);
+    expect_no_ping(th, s);
+    sm_testhost_advance(th, 0.25);
+    expect_ping(th, s, NULL);
+    /* Silent since its open at 0 s: closed between 20 and 21 s of silence
+     * (the default 90 s would keep it open). */
+    double closed_at = advance_until_closed(th, s, 10.0);
+    CU_ASSERT(closed_at > EPOCH + 20.0 && closed_at <= EPOCH + 21.0);
+    sm_testhost_free(th);
+}
+
 int main(void)
 {
     static const sm_test_case cases[] = {
         SM_TEST(ping_reaches_every_session_each_interval),
+        SM_TEST(reload_changes_interval_and_timeout),
         SM_TEST(pong_gets_no_reply_even_when_malformed),
         SM_TEST(silent_session_closed_1001_between_timeout_and_one_second_later),
         SM_TEST(pong_keeps_session_alive_past_timeout),

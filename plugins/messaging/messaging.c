@@ -411,14 +411,13 @@ static const sm_admin_command admin_commands[] = {
 
 /* ---- life cycle --------------------------------------------------------- */
 
-static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
+/* Every setting into m (the defaults of docs/OPERATIONS.md when a key is
+ * absent): at init, and on a reload into a copy first. */
+static int read_settings(messaging *m)
 {
-    messaging *m = calloc(1, sizeof *m);
-    if (!m)
-        return SM_ENOMEM;
-    m->host = host;
-    m->self = self;
-    m->max_content_bytes = 16384; /* docs/OPERATIONS.md defaults; kept when a key is absent */
+    const sm_host *host = m->host;
+    sm_plugin *self = m->self;
+    m->max_content_bytes = 16384;
     m->max_unread = 10000;
     m->max_unread_per_sender = 1000;
     m->max_expiry = 2592000;
@@ -442,6 +441,39 @@ static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
                   (long long)(6 * m->max_content_bytes + ITEM_OVERHEAD));
     if (rc == SM_OK)
         rc = messaging_purge_configure(m);
+    return rc;
+}
+
+/* SIGHUP: every setting changes live; the purge reads the retention at
+ * each run. */
+static int reload(void *plugin_data, int apply)
+{
+    messaging *m = plugin_data;
+    messaging next = *m;
+    int rc = read_settings(&next);
+    if (rc != SM_OK || !apply)
+        return rc;
+    m->max_content_bytes = next.max_content_bytes;
+    m->max_unread = next.max_unread;
+    m->max_unread_per_sender = next.max_unread_per_sender;
+    m->max_expiry = next.max_expiry;
+    m->max_page_bytes = next.max_page_bytes;
+    m->private_retention = next.private_retention;
+    m->public_retention = next.public_retention;
+    return SM_OK;
+}
+
+static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
+{
+    messaging *m = calloc(1, sizeof *m);
+    if (!m)
+        return SM_ENOMEM;
+    m->host = host;
+    m->self = self;
+    int rc = read_settings(m);
+    /* An older server has no reload: the settings then stay as read. */
+    if (rc == SM_OK && SM_HOST_HAS(host, register_reload))
+        rc = host->register_reload(self, reload);
     if (rc == SM_OK)
         rc = host->register_migrations(self, store_migrations);
     if (rc == SM_OK)

@@ -310,6 +310,35 @@ static void content_beyond_configured_limit_is_1004(void)
     sm_testhost_free(th);
 }
 
+/* SIGHUP: the new max_content_bytes holds from the next command; a bad
+ * value refuses the reload and the old one stays. */
+static void content_limit_changes_on_reload(void)
+{
+    sm_testhost *th = start("messaging = { max_content_bytes = 10; };");
+    sm_session_id a = user(th, "alice", 1);
+    enter(th, a, "general");
+    const char *eleven = "{\"content\": \"0123456789a\"}";
+    expect_error(callf(th, a, "public_message", eleven), 1004, "public_message");
+    CU_ASSERT_EQUAL(sm_testhost_reload(th, FAST_LIMITS "messaging = { max_content_bytes = 20; };"),
+                    SM_OK);
+    json_t *r = callf(th, a, "public_message", eleven);
+    expect_response(r, "public_message");
+    json_decref(r);
+    CU_ASSERT_EQUAL(sm_testhost_reload(th, FAST_LIMITS "messaging = { max_content_bytes = 0; };"),
+                    SM_ERROR);
+    CU_ASSERT_EQUAL(sm_testhost_reload(th, FAST_LIMITS "messaging = { max_content_byte = 5; };"),
+                    SM_ERROR);
+    r = callf(th, a, "public_message", eleven);
+    expect_response(r, "public_message");
+    json_decref(r);
+    expect_error(callf(th, a, "public_message", "{\"content\": \"0123456789012345678901\"}"),
+                 1004, "public_message");
+    CU_ASSERT_EQUAL(sm_testhost_reload(th, FAST_LIMITS "messaging = { max_content_bytes = 10; };"),
+                    SM_OK);
+    expect_error(callf(th, a, "public_message", eleven), 1004, "public_message");
+    sm_testhost_free(th);
+}
+
 /* ---- private_message ---------------------------------------------------- */
 
 static void private_message_online_reaches_every_recipient_session(void)
@@ -1689,6 +1718,7 @@ int main(void)
         SM_TEST(send_message_must_name_the_current_room),
         SM_TEST(every_action_needs_login),
         SM_TEST(content_beyond_configured_limit_is_1004),
+        SM_TEST(content_limit_changes_on_reload),
         SM_TEST(private_message_online_reaches_every_recipient_session),
         SM_TEST(private_message_offline_is_stored_and_listed_later),
         SM_TEST(private_message_recipient_checks),

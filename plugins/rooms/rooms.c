@@ -341,6 +341,36 @@ static void rooms_free(rooms *r)
     free(r);
 }
 
+/* SIGHUP: allow_create, default_room and rooms take effect for the next
+ * join and login; new rooms of the list are created now. Sessions stay in
+ * the rooms they are in, also in one the new list no longer names. */
+static int reload(void *plugin_data, int apply)
+{
+    rooms *r = plugin_data;
+    rooms next = *r;
+    next.configured = NULL;
+    next.listed = json_object();
+    int rc = next.listed ? read_config(&next) : SM_ENOMEM;
+    if (rc == SM_OK && apply && next.default_room[0])
+        rc = ensure_listed(&next, next.default_room);
+    for (size_t i = 0; rc == SM_OK && apply && i < next.n_configured; i++)
+        rc = ensure_listed(&next, next.configured[i]);
+    if (rc != SM_OK || !apply) {
+        free(next.configured);
+        json_decref(next.listed);
+        return rc;
+    }
+    free(r->configured);
+    json_decref(r->listed);
+    r->allow_create = next.allow_create;
+    r->default_room = next.default_room;
+    memcpy(r->default_key, next.default_key, sizeof r->default_key);
+    r->configured = next.configured;
+    r->n_configured = next.n_configured;
+    r->listed = next.listed;
+    return SM_OK;
+}
+
 static const sm_field join_schema[] = {
     {"room_name", SM_FIELD_STRING, SM_FIELD_REQUIRED | SM_FIELD_NAME, 1, ROOMS_NAME_MAX},
     {NULL, SM_FIELD_END, 0, 0, 0},
@@ -466,6 +496,9 @@ static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
         rc = host->subscribe(self, SM_EVENT_SESSION_CLOSED, on_logout);
     if (rc == SM_OK && SM_HOST_HAS(host, user_deleted))
         rc = host->register_admin_commands(self, admin_commands);
+    /* An older server has no reload: the settings then stay as read. */
+    if (rc == SM_OK && SM_HOST_HAS(host, register_reload))
+        rc = host->register_reload(self, reload);
     if (rc != SM_OK) {
         rooms_free(r);
         return rc;

@@ -437,6 +437,36 @@ static void empty_default_room_puts_nobody_in_a_room(void)
     sm_testhost_free(th);
 }
 
+/* SIGHUP: the new list and default hold for the next join and login; a
+ * session stays in its room; a bad name refuses the reload. */
+static void reload_changes_rooms_and_default(void)
+{
+    sm_testhost *th = start("rooms = { allow_create = false; rooms = [\"Lobby\"]; };");
+    sm_session_id alice = user(th, "alice");
+    json_t *p = ok_call(th, alice, "join_room", "{\"room_name\":\"lobby\"}");
+    json_decref(p);
+    expect_error(th, alice, "join_room", "{\"room_name\":\"dev\"}", 1009, NULL, 0);
+    CU_ASSERT_EQUAL(sm_testhost_reload(th, "rooms = { allow_create = false; "
+                                           "default_room = \"Main\"; rooms = [\"dev\"]; };"),
+                    SM_OK);
+    CU_ASSERT_EQUAL(sm_testhost_reload(th, "rooms = { default_room = \"no spaces\"; };"),
+                    SM_ERROR);
+    /* Alice is still in Lobby, which the list no longer names. */
+    expect_users(th, alice, "Lobby", "alice", NULL, NULL);
+    p = ok_call(th, alice, "join_room", "{\"room_name\":\"DEV\"}");
+    CU_ASSERT_STRING_EQUAL(jstr(p, "room"), "dev");
+    json_decref(p);
+    expect_error(th, alice, "join_room", "{\"room_name\":\"lobby\"}", 1009, NULL, 0);
+    sm_session_id bob = user(th, "bob");
+    expect_users(th, bob, "Main", "bob", NULL, NULL);
+    int64_t n = -1;
+    CU_ASSERT_EQUAL(sm_testhost_query_int(th, "SELECT COUNT(*) FROM rooms WHERE name IN "
+                                              "('Main', 'dev')", &n),
+                    SM_OK);
+    CU_ASSERT_EQUAL(n, 2);
+    sm_testhost_free(th);
+}
+
 static void rooms_persist_in_table(void)
 {
     sm_testhost *th = start(NULL);
@@ -545,6 +575,7 @@ int main(void)
         SM_TEST(configured_rooms_exist_from_start),
         SM_TEST(empty_default_room_puts_nobody_in_a_room),
         SM_TEST(rooms_persist_in_table),
+        SM_TEST(reload_changes_rooms_and_default),
         SM_TEST(invalid_configuration_fails_init),
         SM_TEST(reconnecting_user_reenters_default_room),
         SM_TEST(list_rooms_counts_users_and_keeps_empty_rooms),

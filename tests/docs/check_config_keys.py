@@ -14,7 +14,7 @@ import sys
 
 
 def core_keys(config_c):
-    return re.findall(r'\{"(server|storage|plugins|limits|log|web)",\s*"([a-z_]+)",\s*parse_', config_c)
+    return re.findall(r'\{"(server|storage|plugins|limits|log|web|metrics)",\s*"([a-z_]+)",\s*parse_', config_c)
 
 
 def shipped_keys(conf):

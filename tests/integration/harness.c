@@ -628,6 +628,39 @@ int harness_log_count(const harness_server *s, const char *needle)
     return n;
 }
 
+int harness_renew_tls(const harness_server *s)
+{
+    char cert_path[512], key_path[512];
+    if (harness_path(s, HARNESS_TLS_CERT, cert_path, sizeof cert_path) != 0
+        || harness_path(s, HARNESS_TLS_KEY, key_path, sizeof key_path) != 0)
+        return -1;
+    /* New files under the old names, as a renewal leaves them. */
+    if ((unlink(cert_path) != 0 && errno != ENOENT) || (unlink(key_path) != 0 && errno != ENOENT))
+        return -1;
+    return write_tls_cert(s);
+}
+
+int harness_reload(harness_server *s, const char *extra_config)
+{
+    if (s->pid <= 0 || write_config(s, extra_config) != 0)
+        return -1;
+    int done = harness_log_count(s, "configuration reloaded from ");
+    int refused = harness_log_count(s, "configuration reload refused");
+    if (done < 0 || refused < 0 || kill(s->pid, SIGHUP) != 0)
+        return -1;
+    /* Bounded like harness_wait_log; a loaded machine may take a while. */
+    long long deadline = now_ms() + 20000;
+    while (now_ms() < deadline) {
+        if (harness_log_count(s, "configuration reloaded from ") > done)
+            return 1;
+        if (harness_log_count(s, "configuration reload refused") > refused)
+            return 0;
+        sleep_ms(20);
+    }
+    fprintf(stderr, "harness: no reload outcome in the log within 20 s\n");
+    return -1;
+}
+
 int harness_log_contains(const harness_server *s, const char *needle)
 {
     char path[512];

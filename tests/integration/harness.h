@@ -94,6 +94,16 @@ int harness_stop(harness_server *s, int sig, int *exit_status);
  * assert on it. Safe on a zeroed or already cleaned struct. */
 int harness_cleanup(harness_server *s);
 
+/* Rewrites <dir>/server.conf as harness_start() does with extra_config
+ * (the same defaults and substitutions; "@TLS_CERT@" writes no new
+ * certificate), sends SIGHUP and waits up to 20 s for the outcome in the
+ * log. Returns 1 when the server logged "configuration reloaded", 0 when
+ * it logged "configuration reload refused", -1 on error or timeout. */
+int harness_reload(harness_server *s, const char *extra_config);
+/* Writes a new self-signed certificate and key over <dir>/tls_cert.pem and
+ * <dir>/tls_key.pem (a renewal in place). 0 or -1. */
+int harness_renew_tls(const harness_server *s);
+
 /* Prints the last lines of <dir>/server.log to stderr. */
 void harness_dump_log(const harness_server *s);
 

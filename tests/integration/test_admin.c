@@ -289,6 +289,59 @@ static void backup_is_a_0600_sqlite_copy_with_the_users(void)
     CU_ASSERT_EQUAL(harness_wait_log(&srv, "[audit] backup", 5000), 1);
 }
 
+static const char *history_content(sm_client *c, json_t **keep)
+{
+    sm_message *r = harness_callf(c, "get_history", "{s:s}", "room", "lobby");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    *keep = json_incref(r->payload);
+    sm_message_free(r);
+    json_t *list = json_object_get(*keep, "messages");
+    json_t *last = json_array_get(list, json_array_size(list) - 1);
+    return json_string_value(json_object_get(last, "content"));
+}
+
+/* The restore procedure of docs/OPERATIONS.md ("Backup and restore"): a
+ * server started on the backup file (with the same key) has what was
+ * there at the backup and nothing written after it. */
+static void a_server_started_on_the_backup_has_what_it_held(void)
+{
+    sm_client *c = registered("Adm.Rst", "Pw-Rst-1a2b3c");
+    expect_action(harness_callf(c, "join_room", "{s:s}", "room_name", "lobby"), "join_room");
+    sm_message *r = harness_callf(c, "public_message", "{s:s}", "content", "kept by the backup");
+    CU_ASSERT_PTR_NOT_NULL(r);
+    sm_message_free(r);
+    char path[512];
+    harness_path(&srv, "restore.db", path, sizeof path);
+    CU_ASSERT_EQUAL_FATAL(run_admin(NULL, "backup", path, NULL), 0);
+    r = harness_callf(c, "public_message", "{s:s}", "content", "written after the backup");
+    sm_message_free(r);
+    sm_client_close(c, 1000);
+    sm_client *late = registered("Adm.Late", "Pw-Late-4d5e6f");
+    sm_client_close(late, 1000);
+
+    /* Its own admin socket: the default is beside the database, which is
+     * here in the first server's directory. */
+    harness_server restored = {0};
+    const char *args[] = {"--db", path, NULL};
+    CU_ASSERT_EQUAL_FATAL(harness_start_args(&restored,
+                                             "server = { " HARNESS_SERVER_BASE
+                                             " admin_socket = \"@DIR@/admin.sock\"; };\n"
+                                             ADMIN_CONFIG,
+                                             args),
+                          0);
+    sm_client *c2 = NULL;
+    CU_ASSERT_EQUAL_FATAL(harness_connect(&restored, &c2), SM_CLIENT_OK);
+    expect_action(call2(c2, "login", "Adm.Rst", "Pw-Rst-1a2b3c"), "login_success");
+    expect_action(harness_callf(c2, "join_room", "{s:s}", "room_name", "lobby"), "join_room");
+    json_t *keep = NULL;
+    const char *last = history_content(c2, &keep);
+    CU_ASSERT_STRING_EQUAL(last ? last : "<none>", "kept by the backup");
+    json_decref(keep);
+    expect_bad_credentials(call2(c2, "login", "Adm.Late", "Pw-Late-4d5e6f"));
+    sm_client_close(c2, 1000);
+    CU_ASSERT_EQUAL(harness_cleanup(&restored), 0);
+}
+
 static void passwd_from_stdin_replaces_the_password(void)
 {
     sm_client *c = registered("Adm.Pat", "Pw-Old-0j1k2l");
@@ -435,6 +488,25 @@ static void rooms_list_and_purge_answer(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(out_text, "expired: "));
 }
 
+/* A plugin removed by a reload takes its admin commands with it (they
+ * pointed into its code and data); added back, they answer again. */
+static void reload_removing_a_plugin_removes_its_admin_commands(void)
+{
+    const char *without_rooms =
+        "plugins = { dir = \"@PLUGIN_BUILD_DIR@\";"
+        " load = [\"auth\", \"messaging\", \"friends\"]; };\n"
+        "auth = { allow_weak_argon2 = true; argon2_memory_kib = 1024; argon2_passes = 1;"
+        " failed_logins = 1000; failed_logins_per_user = 1000000; registrations_per_hour = 10000;"
+        " max_hashes_per_address = 100; };\n";
+    CU_ASSERT_EQUAL_FATAL(harness_reload(&srv, without_rooms), 1);
+    CU_ASSERT_EQUAL(run_admin(NULL, "rooms", "list", NULL), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err_text, "unknown admin command"));
+    CU_ASSERT_EQUAL(run_admin(NULL, "--json", "users", "list", NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(harness_reload(&srv, ADMIN_CONFIG), 1);
+    CU_ASSERT_EQUAL(run_admin(NULL, "--json", "rooms", "list", NULL), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out_text, "\"room\": \"lobby\""));
+}
+
 /* Last: stops the server. */
 static void without_a_server_the_tool_works_on_the_database(void)
 {
@@ -473,6 +545,8 @@ static const sm_test_case cases[] = {
     SM_TEST(rooms_delete_moves_the_users_out),
     SM_TEST(stale_admin_socket_is_replaced_and_a_plain_file_refused),
     SM_TEST(rooms_list_and_purge_answer),
+    SM_TEST(a_server_started_on_the_backup_has_what_it_held),
+    SM_TEST(reload_removing_a_plugin_removes_its_admin_commands),
     SM_TEST(without_a_server_the_tool_works_on_the_database),
     SM_TEST_END
 };

@@ -297,6 +297,28 @@ static void tick(sm_timer *timer, void *arg)
     json_decref(ev);
 }
 
+static void deferred_tick(sm_timer *timer, void *arg)
+{
+    (void)timer;
+    host->reply(arg, "deferred_timer", NULL);
+}
+
+/* Defers the reply to a one-shot timer `after` seconds away: the plugin
+ * keeps nothing else, so a reload that unloads it meanwhile leaves the
+ * command for the core to answer. */
+static void deferred_timer(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)data;
+    double after = json_number_value(json_object_get(payload, "after"));
+    host->defer(ctx);
+    if (!host->timer_start(self_plugin, after, 0, deferred_tick, ctx)) {
+        host->reply_error(ctx, SM_ERR_INTERNAL, "cannot start the timer");
+        return;
+    }
+    /* Tests wait for this line to know the command is pending. */
+    host->log(self_plugin, SM_LOG_INFO, "deferred_timer: reply deferred");
+}
+
 /* Starts a one-shot timer that sends a "tick" event to the caller. */
 static void timer_cmd(sm_ctx *ctx, const json_t *payload, void *data)
 {
@@ -394,6 +416,7 @@ static const sm_action actions[] = {
     {"check_policy", check_policy, SM_ACTION_NEEDS_LOGIN, policy_schema},
     {"stats", stats, 0, NULL},
     {"timer", timer_cmd, 0, timer_schema},
+    {"deferred_timer", deferred_timer, 0, timer_schema},
     {"close_me", close_me, 0, close_schema},
     {"echo", echo, 0, NULL},
     {"fake_login", fake_login, 0, login_schema},

@@ -381,6 +381,43 @@ static void config_rejects_bad_allowed_origins(void)
                  "server.allowed_origins must be a list of at most 32 non-empty strings");
 }
 
+static void metrics_allow_defaults_to_loopback_and_takes_networks(void)
+{
+    config *cfg = NULL;
+    CU_ASSERT_EQUAL_FATAL(config_load(NULL, &cfg), 0);
+    const server_config *s = config_server(cfg);
+    CU_ASSERT_EQUAL_FATAL(s->n_metrics_allow, 2);
+    CU_ASSERT_STRING_EQUAL(s->metrics_allow[0], "127.0.0.1");
+    CU_ASSERT_STRING_EQUAL(s->metrics_allow[1], "::1");
+    config_free(cfg);
+    char *log = NULL;
+    CU_ASSERT_EQUAL_FATAL(load_text("metrics = { allow = [\"10.0.0.0/8\", \"fd00::/8\", "
+                                    "\"192.0.2.7\"]; };\n", &cfg, &log), 0);
+    free(log);
+    s = config_server(cfg);
+    CU_ASSERT_EQUAL_FATAL(s->n_metrics_allow, 3);
+    CU_ASSERT_STRING_EQUAL(s->metrics_allow[0], "10.0.0.0/8");
+    CU_ASSERT_STRING_EQUAL(s->metrics_allow[2], "192.0.2.7");
+    config_free(cfg);
+    /* An empty list answers nobody. */
+    CU_ASSERT_EQUAL_FATAL(load_text("metrics = { allow = []; };\n", &cfg, &log), 0);
+    free(log);
+    CU_ASSERT_EQUAL(config_server(cfg)->n_metrics_allow, 0);
+    config_free(cfg);
+}
+
+static void config_rejects_bad_metrics_allow(void)
+{
+    expect_error("metrics = {\n  allow = [\"127.0.0.1\", \"localhost\"];\n};\n", 2,
+                 "metrics.allow[1] must be an IPv4 or IPv6 address or network");
+    expect_error("metrics = { allow = [\"10.0.0.1/8\"]; };\n", 1,
+                 "metrics.allow[0] must be an IPv4 or IPv6 address or network");
+    expect_error("metrics = { allow = \"127.0.0.1\"; };\n", 1,
+                 "metrics.allow must be a list of at most 32 IP addresses or networks");
+    expect_error("metrics = { alow = [\"127.0.0.1\"]; };\n", 1,
+                 "unknown key metrics.alow (did you mean 'metrics.allow'?)");
+}
+
 static void config_rejects_core_section_that_is_not_a_group(void)
 {
     expect_error("server = 8765;\n", 1, "server must be a group");
@@ -823,6 +860,8 @@ static const sm_test_case cases[] = {
     SM_TEST(unused_check_names_unread_keys_and_unknown_sections),
     SM_TEST(unused_check_suggests_the_plugin_a_section_meant),
     SM_TEST(unused_check_is_silent_when_everything_was_read),
+    SM_TEST(metrics_allow_defaults_to_loopback_and_takes_networks),
+    SM_TEST(config_rejects_bad_metrics_allow),
     SM_TEST_END
 };
 

@@ -26,6 +26,31 @@ static void sessions_per_address_refuse_beyond_the_limit(void)
     peers_free(p);
 }
 
+/* A reload: the new bounds hold against the counts already taken. */
+static void new_limits_apply_to_counts_already_taken(void)
+{
+    peers *p = peers_new(16, 3, 60);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    size_t logged;
+    double retry;
+    for (int i = 0; i < 2; i++)
+        CU_ASSERT_EQUAL(peers_session_opened(p, "10.0.0.1", 0), 0);
+    CU_ASSERT_EQUAL(peers_admit(p, "10.0.0.1", 0, &logged), 1);
+    peers_set_limits(p, 16, 2, 6);
+    CU_ASSERT_EQUAL(peers_admit(p, "10.0.0.1", 0, &logged), 0);
+    /* The handshake budget is cut to the new burst at once. */
+    int taken = 0;
+    for (int i = 0; i < 10; i++)
+        taken += peers_handshake_take(p, "10.0.0.1", 1, &retry, &logged);
+    CU_ASSERT_EQUAL(taken, 6);
+    peers_set_limits(p, 16, 5, 6);
+    CU_ASSERT_EQUAL(peers_admit(p, "10.0.0.1", 1, &logged), 1);
+    /* Bad values are ignored. */
+    peers_set_limits(p, 0, 0, 0);
+    CU_ASSERT_EQUAL(peers_admit(p, "10.0.0.1", 1, &logged), 1);
+    peers_free(p);
+}
+
 static void refusals_are_logged_once_per_address_per_minute(void)
 {
     peers *p = peers_new(16, 1, 60);
@@ -131,6 +156,7 @@ static void table_stays_bounded_by_forgetting_addresses_without_sessions(void)
 
 static const sm_test_case cases[] = {
     SM_TEST(sessions_per_address_refuse_beyond_the_limit),
+    SM_TEST(new_limits_apply_to_counts_already_taken),
     SM_TEST(refusals_are_logged_once_per_address_per_minute),
     SM_TEST(handshake_budget_refills_over_a_minute),
     SM_TEST(quiet_address_is_forgotten_and_busy_one_kept),

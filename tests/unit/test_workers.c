@@ -462,6 +462,70 @@ static void cancelled_job_never_runs_and_gets_no_done(void)
     workers_stop(w);
 }
 
+/* ---- drain one owner (a plugin unloaded by a reload) ---------------------- */
+
+static int drained_done_calls, drained_cancelled;
+static int gate_done_calls;
+
+static void drained_done(void *arg, int cancelled)
+{
+    drained_done_calls++;
+    drained_cancelled += cancelled;
+    free(arg);
+}
+
+static void counting_gate_done(void *arg, int cancelled)
+{
+    (void)arg;
+    gate_done_calls++;
+    gate_done_cancelled = cancelled;
+}
+
+static void *open_gate_later(void *arg)
+{
+    (void)arg;
+    sleep_ms(100);
+    atomic_store(&gate_open, 1);
+    return NULL;
+}
+
+static void drain_owner_cancels_its_queue_and_waits_for_its_running_job(void)
+{
+    atomic_store(&cancel_work_runs, 0);
+    drained_done_calls = drained_cancelled = gate_done_calls = 0;
+    atomic_store(&gate_started, 0);
+    atomic_store(&gate_open, 0);
+    workers *w = NULL;
+    CU_ASSERT_EQUAL_FATAL(workers_start(1, NULL, NULL, &w), 0);
+    /* owner_a's job holds the only worker; two more of its jobs and one
+     * of owner_b wait behind it. */
+    CU_ASSERT_EQUAL(workers_submit(w, &owner_a, gate_work, counting_gate_done, NULL), 0);
+    for (int tries = 0; !atomic_load(&gate_started) && tries < 5000; tries++)
+        sleep_ms(1);
+    CU_ASSERT_FATAL(atomic_load(&gate_started));
+    for (int i = 0; i < 2; i++)
+        CU_ASSERT_EQUAL(workers_submit(w, &owner_a, cancel_work, drained_done, int_arg(i)), 0);
+    CU_ASSERT_EQUAL(workers_submit(w, &owner_b, cancel_work, cancel_done, int_arg(9)), 0);
+    cancel_done_calls = 0;
+    pthread_t opener;
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&opener, NULL, open_gate_later, NULL), 0);
+    workers_drain_owner(w, &owner_a);
+    /* It returned only once owner_a's running job had ended and its done
+     * had run; its queued jobs never ran and got done(arg, 1). */
+    CU_ASSERT_TRUE(atomic_load(&gate_open));
+    CU_ASSERT_EQUAL(gate_done_calls, 1);
+    CU_ASSERT_EQUAL(gate_done_cancelled, 0);
+    CU_ASSERT_EQUAL(drained_done_calls, 2);
+    CU_ASSERT_EQUAL(drained_cancelled, 2);
+    CU_ASSERT_EQUAL(workers_queued(w, &owner_a), 0);
+    pthread_join(opener, NULL);
+    /* owner_b's job was left alone. */
+    workers_drain(w);
+    CU_ASSERT_EQUAL(cancel_done_calls, 1);
+    CU_ASSERT_EQUAL(atomic_load(&cancel_work_runs), 1);
+    workers_stop(w);
+}
+
 static void start_and_submit_reject_bad_arguments(void)
 {
     workers *w = (workers *)&w;
@@ -573,6 +637,7 @@ int main(void)
         SM_TEST(stop_gives_finished_jobs_done_not_cancelled),
         SM_TEST(owner_with_one_job_is_served_before_anothers_backlog),
         SM_TEST(cancelled_job_never_runs_and_gets_no_done),
+        SM_TEST(drain_owner_cancels_its_queue_and_waits_for_its_running_job),
         SM_TEST(start_and_submit_reject_bad_arguments),
         SM_TEST(workers_run_nice_levels_below_the_starting_thread),
         SM_TEST_END,

@@ -104,6 +104,31 @@ static const sm_action actions[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* hello.greeting into h->greeting: in init, and on a reload into a copy. */
+static int read_greeting(hello *h, const sm_host *host, sm_plugin *self)
+{
+    h->greeting = "Hello"; /* stays when the key is absent */
+    int rc = host->config_string(self, "greeting", &h->greeting);
+    if (rc == SM_OK && (h->greeting[0] == '\0' || strlen(h->greeting) > GREETING_MAX)) {
+        host->log(self, SM_LOG_ERROR, "hello.greeting must be 1 to %d bytes", GREETING_MAX);
+        rc = SM_EINVAL;
+    }
+    return rc;
+}
+
+/* A configuration reload (SIGHUP): check the new greeting (apply = 0),
+ * then take it (apply = 1). */
+static int hello_reload(void *plugin_data, int apply)
+{
+    hello *h = plugin_data;
+    hello next = *h;
+    int rc = read_greeting(&next, h->host, h->self);
+    if (rc != SM_OK || !apply)
+        return rc;
+    h->greeting = next.greeting;
+    return SM_OK;
+}
+
 static int hello_init(sm_plugin *self, const sm_host *host, void **plugin_data)
 {
     hello *h = calloc(1, sizeof *h);
@@ -111,16 +136,14 @@ static int hello_init(sm_plugin *self, const sm_host *host, void **plugin_data)
         return SM_ENOMEM;
     h->self = self;
     h->host = host;
-    h->greeting = "Hello"; /* stays when the key is absent */
-    int rc = host->config_string(self, "greeting", &h->greeting);
-    if (rc == SM_OK && (h->greeting[0] == '\0' || strlen(h->greeting) > GREETING_MAX)) {
-        host->log(self, SM_LOG_ERROR, "hello.greeting must be 1 to %d bytes", GREETING_MAX);
-        rc = SM_EINVAL;
-    }
+    int rc = read_greeting(h, host, self);
     if (rc == SM_OK)
         rc = host->register_actions(self, actions);
     if (rc == SM_OK)
         rc = host->register_migrations(self, migrations);
+    /* An older server has no reload: the greeting then stays as read. */
+    if (rc == SM_OK && SM_HOST_HAS(host, register_reload))
+        rc = host->register_reload(self, hello_reload);
     if (rc != SM_OK)
         goto fail;
     host->log(self, SM_LOG_DEBUG, "greeting with \"%s\"", h->greeting);

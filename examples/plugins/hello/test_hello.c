@@ -136,10 +136,28 @@ static void hello_refuses_greeting_outside_1_to_64_bytes(void)
                     SM_OK);
 }
 
+/* SIGHUP: the new greeting holds from the next command; a bad one is
+ * refused and the old one stays. */
+static void hello_takes_a_new_greeting_on_reload(void)
+{
+    CU_ASSERT_EQUAL_FATAL(use_host("hello = { greeting = \"Howdy\"; };"), SM_OK);
+    sm_session_id dave = sm_testhost_connect_user(th, "dave", 4);
+    CU_ASSERT_EQUAL(sm_testhost_reload(th, "hello = { greeting = \"Ahoy\"; };"), SM_OK);
+    json_t *reply = sm_testhost_call(th, dave, "hello", NULL);
+    CU_ASSERT_STRING_EQUAL(greeting_of(reply), "Ahoy, dave!");
+    json_decref(reply);
+    CU_ASSERT_EQUAL(sm_testhost_reload(th, "hello = { greeting = \"\"; };"), SM_ERROR);
+    CU_ASSERT_EQUAL(sm_testhost_reload(th, "hello = { greting = \"Hi\"; };"), SM_ERROR);
+    reply = sm_testhost_call(th, dave, "hello", NULL);
+    CU_ASSERT_STRING_EQUAL(greeting_of(reply), "Ahoy, dave!");
+    json_decref(reply);
+}
+
 int main(void)
 {
     static const sm_test_case tests[] = {
         SM_TEST(hello_replies_with_configured_greeting),
+        SM_TEST(hello_takes_a_new_greeting_on_reload),
         SM_TEST(hello_counts_each_user_separately),
         SM_TEST(hello_count_ignores_ascii_case_of_username),
         SM_TEST(hello_needs_login),

@@ -1,0 +1,208 @@
+#include "server_metrics.h"
+
+#include <dirent.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "core.h"
+#include "plugin_loader.h"
+#include "session.h"
+
+/* Seconds from dispatch to reply: from a table lookup to an Argon2 hash
+ * on a busy pool. */
+static const double command_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                         0.1,    0.25,  0.5,    1,     2.5,  5,     10};
+
+static const char *const session_states[] = {"handshake", "key_pending", "open", "logged_in",
+                                             "closing"};
+static const char *const handshake_results[] = {"ok", "failed", "refused", "timeout"};
+static const char *const drop_reasons[] = {"queue_full", "send_timeout"};
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+static struct {
+    metric_family *sessions, *connections, *handshakes, *commands, *command_seconds;
+    metric_family *deliveries, *drops, *worker_queue, *plugin_info;
+    metric_family *cpu, *resident, *virtual_bytes, *open_fds;
+} fam;
+
+static metric_family *family(metrics *m, metric_type type, const char *name, const char *help,
+                             const char *const *labels)
+{
+    return metrics_family(m, type, name, help, labels, command_buckets, COUNT(command_buckets));
+}
+
+/* The series of a fixed label set, created now so that they show as 0
+ * before anything happened: a rate() needs the first sample. */
+static int precreate(metric_family *f, const char *const *values, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!metrics_series1(f, values[i]))
+            return -1;
+    return 0;
+}
+
+int server_metrics_init(metrics *m)
+{
+    static const char *const state[] = {"state", NULL}, *const result[] = {"result", NULL},
+                             *const action_code[] = {"action", "code", NULL},
+                             *const action[] = {"action", NULL},
+                             *const reason[] = {"reason", NULL},
+                             *const name_version[] = {"name", "version", NULL};
+    fam.sessions = family(m, METRIC_GAUGE, "safemessenger_sessions",
+                          "Sessions by state (open: keys established, not logged in).", state);
+    fam.connections = family(m, METRIC_COUNTER, "safemessenger_connections_total",
+                             "WebSocket connections accepted as sessions.", NULL);
+    fam.handshakes = family(m, METRIC_COUNTER, "safemessenger_handshakes_total",
+                            "Handshakes ended, by result.", result);
+    fam.commands = family(m, METRIC_COUNTER, "safemessenger_commands_total",
+                          "Commands answered, by action and code (0: success).", action_code);
+    fam.command_seconds = family(m, METRIC_HISTOGRAM, "safemessenger_command_duration_seconds",
+                                 "Seconds from dispatch to reply, by action.", action);
+    fam.deliveries = family(m, METRIC_COUNTER, "safemessenger_deliveries_total",
+                            "Events queued to sessions.", NULL);
+    fam.drops = family(m, METRIC_COUNTER, "safemessenger_send_queue_drops_total",
+                       "Sessions cut off for not reading their output, by reason.", reason);
+    fam.worker_queue = family(m, METRIC_GAUGE, "safemessenger_worker_queue_depth",
+                              "Worker jobs queued and not yet started.", NULL);
+    fam.plugin_info = family(m, METRIC_GAUGE, "safemessenger_plugin_info",
+                             "Loaded plugins (value 1).", name_version);
+    fam.cpu = family(m, METRIC_COUNTER, "process_cpu_seconds_total",
+                     "User and system CPU time spent in seconds.", NULL);
+    fam.resident = family(m, METRIC_GAUGE, "process_resident_memory_bytes",
+                          "Resident memory size in bytes.", NULL);
+    fam.virtual_bytes = family(m, METRIC_GAUGE, "process_virtual_memory_bytes",
+                               "Virtual memory size in bytes.", NULL);
+    fam.open_fds = family(m, METRIC_GAUGE, "process_open_fds",
+                          "Number of open file descriptors.", NULL);
+    if (!fam.sessions || !fam.connections || !fam.handshakes || !fam.commands ||
+        !fam.command_seconds || !fam.deliveries || !fam.drops || !fam.worker_queue ||
+        !fam.plugin_info || !fam.cpu || !fam.resident || !fam.virtual_bytes || !fam.open_fds ||
+        precreate(fam.sessions, session_states, COUNT(session_states)) != 0 ||
+        precreate(fam.handshakes, handshake_results, COUNT(handshake_results)) != 0 ||
+        precreate(fam.drops, drop_reasons, COUNT(drop_reasons)) != 0 ||
+        !metrics_series(fam.connections, NULL) || !metrics_series(fam.deliveries, NULL) ||
+        !metrics_series(fam.worker_queue, NULL)) {
+        server_metrics_reset();
+        return -1;
+    }
+    return 0;
+}
+
+void server_metrics_reset(void)
+{
+    memset(&fam, 0, sizeof fam);
+}
+
+void server_metrics_connection(void)
+{
+    metric_add(metrics_series(fam.connections, NULL), 1);
+}
+
+void server_metrics_handshake(const char *result)
+{
+    metric_add(metrics_series1(fam.handshakes, result), 1);
+}
+
+void server_metrics_command(const char *action, int code, double seconds)
+{
+    char code_text[16];
+    snprintf(code_text, sizeof code_text, "%d", code);
+    /* Only registered names become labels: a client choosing action
+     * strings must not choose how many series there are. */
+    const char *values[2] = {action ? action : "unknown", code_text};
+    metric_add(metrics_series(fam.commands, values), 1);
+    metric_observe(metrics_series1(fam.command_seconds, values[0]), seconds);
+}
+
+void server_metrics_delivery(void)
+{
+    metric_add(metrics_series(fam.deliveries, NULL), 1);
+}
+
+void server_metrics_send_queue_drop(const char *reason)
+{
+    metric_add(metrics_series1(fam.drops, reason), 1);
+}
+
+/* ---- scrape time ------------------------------------------------------- */
+
+static void collect_sessions(void)
+{
+    double counts[COUNT(session_states)] = {0};
+    hashmap_iter it;
+    void *value;
+    if (g_core.sessions) {
+        hashmap_iter_init(g_core.sessions, &it);
+        while (hashmap_iter_next(&it, NULL, NULL, &value)) {
+            const session *s = value;
+            size_t i = s->state == SESSION_HANDSHAKE     ? 0
+                       : s->state == SESSION_KEY_PENDING ? 1
+                       : s->state == SESSION_CLOSING     ? 4
+                       : s->username                     ? 3
+                                                         : 2;
+            counts[i]++;
+        }
+    }
+    for (size_t i = 0; i < COUNT(session_states); i++)
+        metric_set(metrics_series1(fam.sessions, session_states[i]), counts[i]);
+}
+
+/* A plugin unloaded by a reload keeps its series, at 0. */
+static void collect_plugins(void)
+{
+    metrics_family_set_all(fam.plugin_info, 0);
+    for (size_t i = 0; i < g_core.n_plugins; i++) {
+        const plugin *p = g_core.plugins[i];
+        const char *version = p->desc && p->desc->version ? p->desc->version : "";
+        const char *values[2] = {p->name, version};
+        metric_set(metrics_series(fam.plugin_info, values), 1);
+    }
+}
+
+static size_t count_open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    size_t n = 0;
+    if (!d)
+        return 0;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    /* ".", ".." and the descriptor of d itself. */
+    return n >= 3 ? n - 3 : 0;
+}
+
+static void collect_process(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0) {
+        double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+                     (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+        metric_set(metrics_series(fam.cpu, NULL), cpu);
+    }
+    /* statm: sizes in pages, total then resident. */
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long pages_total = 0, pages_resident = 0;
+    if (f) {
+        if (fscanf(f, "%lu %lu", &pages_total, &pages_resident) == 2) {
+            double page = (double)sysconf(_SC_PAGESIZE);
+            metric_set(metrics_series(fam.virtual_bytes, NULL), (double)pages_total * page);
+            metric_set(metrics_series(fam.resident, NULL), (double)pages_resident * page);
+        }
+        fclose(f);
+    }
+    metric_set(metrics_series(fam.open_fds, NULL), (double)count_open_fds());
+}
+
+void server_metrics_collect(void)
+{
+    if (!fam.sessions)
+        return;
+    collect_sessions();
+    collect_plugins();
+    metric_set(metrics_series(fam.worker_queue, NULL), (double)workers_waiting(g_core.pool));
+    collect_process();
+}
