@@ -587,6 +587,15 @@ static void without_a_server_the_tool_works_on_the_database(void)
     CU_ASSERT_EQUAL(st.st_mode & 07777, 0600);
     CU_ASSERT_EQUAL(run_admin(NULL, "sessions", "list", NULL), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(out_text, "no sessions"));
+    /* The room rooms_delete_takes_the_history_with_it made again: its
+     * history goes with it here too, where the tool runs the plugins. */
+    CU_ASSERT_EQUAL(run_admin(NULL, "rooms", "delete", "Adm-Hist", NULL), 0);
+    harness_path(&srv, "server.db", path, sizeof path);
+    sqlite3 *db = NULL;
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    CU_ASSERT_EQUAL(count_rows(db, "SELECT count(*) FROM messaging_messages"
+                                   " WHERE room_lower = ?", "adm-hist"), 0);
+    sqlite3_close(db);
 }
 
 static const sm_test_case cases[] = {
