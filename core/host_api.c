@@ -119,17 +119,30 @@ static int h_register_admin_commands(sm_plugin *self, const sm_admin_command *co
     return refused(admin_register(self, commands));
 }
 
+/* Session 0: the account or room is gone, no session is involved. */
+static int fire_deleted(sm_core_event event, const char *name)
+{
+    if (!name || !*name)
+        return SM_EINVAL;
+    for (size_t i = 0; i < g_core.n_subscribers[event]; i++) {
+        core_subscriber *sub = &g_core.subscribers[event][i];
+        sub->fn(event, 0, name, sub->plugin->data);
+    }
+    return SM_OK;
+}
+
 static int h_user_deleted(sm_plugin *self, const char *username)
 {
     (void)self;
-    if (!username || !*username)
-        return SM_EINVAL;
-    /* Session 0: the account is gone, no session is involved. */
-    for (size_t i = 0; i < g_core.n_subscribers[SM_EVENT_USER_DELETED]; i++) {
-        core_subscriber *sub = &g_core.subscribers[SM_EVENT_USER_DELETED][i];
-        sub->fn(SM_EVENT_USER_DELETED, 0, username, sub->plugin->data);
-    }
-    return SM_OK;
+    return fire_deleted(SM_EVENT_USER_DELETED, username);
+}
+
+/* The room's name travels in the callbacks' `username` argument
+ * (plugin.h, SM_EVENT_ROOM_DELETED). */
+static int h_room_deleted(sm_plugin *self, const char *room)
+{
+    (void)self;
+    return fire_deleted(SM_EVENT_ROOM_DELETED, room);
 }
 
 /* ---- replies ---- */
@@ -488,6 +501,7 @@ static const sm_host host_table = {
     .metric_register = host_metric_register,
     .metric_add = host_metric_add,
     .metric_set = host_metric_set,
+    .room_deleted = h_room_deleted,
 };
 
 const sm_host *host_api_table(void) { return &host_table; }

@@ -177,13 +177,20 @@ typedef enum sm_core_event {
      * admin tool): session is 0, username the deleted name. Delete what
      * you keep for that user. Its sessions were closed before. */
     SM_EVENT_USER_DELETED = 4,
+    /* (appended) A room was deleted (sm_host.room_deleted, e.g. by the
+     * admin tool): session is 0, and the callback's `username` argument
+     * carries the ROOM's name, not a user's (the rooms plugin passes it
+     * ASCII lower-cased; compare without regard to ASCII case). Delete
+     * what you keep for that room. Its members were moved out before. */
+    SM_EVENT_ROOM_DELETED = 5,
     SM_EVENT_COUNT
 } sm_core_event;
 
 /* A core event callback, on the loop thread. `username` is NULL for
  * sessions that are not logged in; it is owned by the core and valid
- * during the call. Plugins must ignore event values they do not know
- * (new events are appended). */
+ * during the call. For SM_EVENT_ROOM_DELETED it is a room name instead.
+ * Plugins must ignore event values they do not know (new events are
+ * appended). */
 typedef void (*sm_event_fn)(sm_core_event event, sm_session_id session,
                             const char *username, void *plugin_data);
 
@@ -552,6 +559,16 @@ typedef struct sm_host {
     int (*metric_add)(sm_metric *metric, const char *const *label_values, double value);
     /* Sets a gauge's series (SM_EINVAL for a counter); as metric_add. */
     int (*metric_set)(sm_metric *metric, const char *const *label_values, double value);
+
+    /* -- deleted rooms (appended: check SM_HOST_HAS(host, room_deleted)) -- */
+
+    /* Tells every plugin (SM_EVENT_ROOM_DELETED, in load order, `room` in
+     * the callback's `username` argument) that the room `room` was
+     * deleted, so each deletes what it keeps for it (messaging: the
+     * room's history). Called by the plugin that owns rooms (rooms) after
+     * its own delete committed and its members were moved out. SM_EINVAL
+     * for a NULL or empty name. */
+    int (*room_deleted)(sm_plugin *self, const char *room);
 } sm_host;
 
 /* True when the host table has the given entry (it may be older than the

@@ -484,6 +484,9 @@ static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
         rc = host->register_admin_commands(self, admin_commands);
     if (rc == SM_OK && SM_HOST_HAS(host, user_deleted))
         rc = host->subscribe(self, SM_EVENT_USER_DELETED, messaging_on_user_deleted);
+    /* An older server never deletes rooms this way: nothing to subscribe. */
+    if (rc == SM_OK && SM_HOST_HAS(host, room_deleted))
+        rc = host->subscribe(self, SM_EVENT_ROOM_DELETED, messaging_on_room_deleted);
     if (rc != SM_OK) {
         free(m);
         return rc;

@@ -55,5 +55,9 @@ void messaging_admin_purge(sm_admin_ctx *ctx, const json_t *args, void *data);
  * sent. */
 void messaging_on_user_deleted(sm_core_event event, sm_session_id session,
                                const char *username, void *data);
+/* SM_EVENT_ROOM_DELETED (`room` is the callback's username argument):
+ * the room's whole history. */
+void messaging_on_room_deleted(sm_core_event event, sm_session_id session, const char *room,
+                               void *data);
 
 #endif

@@ -1602,6 +1602,93 @@ static void upgrade_counts_earlier_reads_as_read_when_sent(void)
     sm_testhost_free(th);
 }
 
+/* ---- deleted rooms ------------------------------------------------------ */
+
+/* auth_users, policy_veto, the real rooms plugin (default room "general")
+ * and messaging: rooms.delete reaches messaging only through the core. */
+static sm_testhost *start_with_rooms(void)
+{
+    sm_testhost *th = NULL;
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_new(FAST_LIMITS, &th), SM_OK);
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_exec(th, users_sql), SM_OK);
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, POLICY_VETO_SO, "policy_veto"), SM_OK);
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, ROOMS_SO, "rooms"), SM_OK);
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, MESSAGING_SO, "messaging"), SM_OK);
+    return th;
+}
+
+static void join(sm_testhost *th, sm_session_id s, const char *room)
+{
+    json_t *r = callf(th, s, "join_room", "{\"room_name\": \"%s\"}", room);
+    expect_response(r, "join_room");
+    json_decref(r);
+}
+
+static json_t *delete_room(sm_testhost *th, const char *room)
+{
+    json_t *args = json_pack("{s:s}", "room", room);
+    json_t *answer = sm_testhost_admin(th, "rooms.delete", args);
+    json_decref(args);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(answer);
+    return answer;
+}
+
+/* safemessenger-admin rooms delete: the room's history goes with it, so
+ * whoever creates a room of that name later, in any case, reads none of
+ * it. Other rooms' history and private messages stay. */
+static void deleted_room_takes_its_history_with_it(void)
+{
+    sm_testhost *th = start_with_rooms();
+    sm_session_id a = user(th, "alice", 1), b = user(th, "Bob", 2);
+    join(th, a, "Lobby");
+    join(th, b, "lobby");
+    post(th, a, "old one");
+    post(th, b, "old two");
+    join(th, b, "general");
+    json_int_t kept = post(th, b, "stays");
+    json_int_t private_id = pm(th, a, "carol", NULL);
+    CU_ASSERT_EQUAL(count_rows(th, "room_lower = 'lobby'"), 2);
+
+    json_t *answer = delete_room(th, "LOBBY");
+    CU_ASSERT_TRUE(json_is_true(json_object_get(answer, "ok")));
+    CU_ASSERT_EQUAL(integer(json_object_get(answer, "result"), "sessions_moved_out"), 1);
+    json_decref(answer);
+    CU_ASSERT_EQUAL(count_rows(th, "room_lower = 'lobby'"), 0);
+    CU_ASSERT_EQUAL(row_exists(th, kept), 1);
+    CU_ASSERT_EQUAL(row_exists(th, private_id), 1);
+
+    /* Created again by another user, spelled another way. */
+    join(th, b, "LOBBY");
+    expect_history_ids(th, b, "LOBBY", "");
+    json_int_t fresh = post(th, b, "new");
+    join(th, a, "lobby");
+    char want[32];
+    snprintf(want, sizeof want, "%lld", (long long)fresh);
+    expect_history_ids(th, a, "lobby", want);
+    join(th, a, "general");
+    snprintf(want, sizeof want, "%lld", (long long)kept);
+    expect_history_ids(th, a, "general", want);
+    sm_testhost_free(th);
+}
+
+/* A refused or unknown room deletes nothing. */
+static void refused_room_delete_keeps_the_history(void)
+{
+    sm_testhost *th = start_with_rooms();
+    sm_session_id a = user(th, "alice", 1);
+    post(th, a, "in general");
+    join(th, a, "Lobby");
+    post(th, a, "in lobby");
+    json_t *answer = delete_room(th, "General"); /* the default room: configured */
+    CU_ASSERT_STRING_EQUAL(str(answer, "status"), "state");
+    json_decref(answer);
+    answer = delete_room(th, "nowhere");
+    CU_ASSERT_STRING_EQUAL(str(answer, "status"), "not_found");
+    json_decref(answer);
+    CU_ASSERT_EQUAL(count_rows(th, NULL), 2);
+    sm_testhost_free(th);
+}
+
 /* ---- login, ids, start-up ----------------------------------------------- */
 
 static void unread_count_attribute_set_at_login(void)
@@ -1755,6 +1842,8 @@ int main(void)
         SM_TEST(retention_zero_keeps_that_kind_for_ever),
         SM_TEST(retention_backlog_drains_in_bounded_runs),
         SM_TEST(upgrade_counts_earlier_reads_as_read_when_sent),
+        SM_TEST(deleted_room_takes_its_history_with_it),
+        SM_TEST(refused_room_delete_keeps_the_history),
         SM_TEST(unread_count_attribute_set_at_login),
         SM_TEST(ids_are_unique_across_public_and_private),
         SM_TEST(start_fails_without_auth_users),

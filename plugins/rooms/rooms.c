@@ -418,9 +418,11 @@ static void rooms_list_cmd(sm_admin_ctx *ctx, const json_t *args, void *data)
     json_decref(list);
 }
 
-/* Its members are moved out (the others see user_left); its history stays
- * with the messaging plugin, which its retention purges. A configured room
- * (the default, rooms.rooms) would come back at the next start: refused. */
+/* Its members are moved out (the others see user_left), then every plugin
+ * hears of it (SM_EVENT_ROOM_DELETED) and deletes what it keeps for the
+ * room, so a room created later under the same name, in any case, starts
+ * with no history. A configured room (the default, rooms.rooms) would
+ * come back at the next start: refused. */
 static void rooms_delete_cmd(sm_admin_ctx *ctx, const json_t *args, void *data)
 {
     rooms *r = data;
@@ -460,6 +462,9 @@ static void rooms_delete_cmd(sm_admin_ctx *ctx, const json_t *args, void *data)
         free(ids);
     }
     h->log(r->self, SM_LOG_INFO, "room %s deleted by the operator", key);
+    /* The lower-cased key: the name the room's topic and history go by. */
+    if (SM_HOST_HAS(h, room_deleted))
+        h->room_deleted(r->self, key);
     json_t *result = json_pack("{s:s, s:b, s:I}", "room", name, "deleted", 1, "sessions_moved_out",
                                (json_int_t)moved);
     h->admin_reply(ctx, result);

@@ -431,6 +431,62 @@ static void rooms_delete_moves_the_users_out(void)
     sm_client_close(c, 1000);
 }
 
+/* The contents of the room's history as "a,b" (newest first; "" when
+ * empty), as `c`, which must be in that room, reads them. */
+static void expect_history(sm_client *c, const char *room, const char *want)
+{
+    sm_message *r = harness_callf(c, "get_history", "{s:s}", "room", room);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_STRING_EQUAL(r->type, "response");
+    char got[256] = "";
+    size_t i;
+    json_t *item;
+    json_array_foreach(json_object_get(r->payload, "messages"), i, item) {
+        const char *content = json_string_value(json_object_get(item, "content"));
+        size_t used = strlen(got);
+        snprintf(got + used, sizeof got - used, "%s%s", used ? "," : "",
+                 content ? content : "?");
+    }
+    CU_ASSERT_STRING_EQUAL(got, want);
+    sm_message_free(r);
+}
+
+static void post_public(sm_client *c, const char *content)
+{
+    expect_action(harness_callf(c, "public_message", "{s:s}", "content", content),
+                  "public_message");
+}
+
+/* A deleted room's history goes with it: another user who creates a room
+ * of that name later, spelled another way, reads none of it. */
+static void rooms_delete_takes_the_history_with_it(void)
+{
+    sm_client *c = registered("Adm.Hist", "Pw-Hist-4h5i6j");
+    expect_action(harness_callf(c, "join_room", "{s:s}", "room_name", "Adm-Hist"), "join_room");
+    post_public(c, "old one");
+    post_public(c, "old two");
+    expect_history(c, "Adm-Hist", "old two,old one");
+    CU_ASSERT_EQUAL(run_admin(NULL, "rooms", "delete", "ADM-HIST", NULL), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out_text, "sessions_moved_out: 1"));
+
+    sm_client *d = registered("Adm.Next", "Pw-Next-7k8l9m");
+    expect_action(harness_callf(d, "join_room", "{s:s}", "room_name", "adm-hist"), "join_room");
+    expect_history(d, "adm-hist", "");
+    post_public(d, "new");
+    expect_action(harness_callf(c, "join_room", "{s:s}", "room_name", "ADM-HIST"), "join_room");
+    expect_history(c, "ADM-HIST", "new");
+
+    char path[512];
+    harness_path(&srv, "server.db", path, sizeof path);
+    sqlite3 *db = NULL;
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    CU_ASSERT_EQUAL(count_rows(db, "SELECT count(*) FROM messaging_messages"
+                                   " WHERE room_lower = ?", "adm-hist"), 1);
+    sqlite3_close(db);
+    sm_client_close(c, 1000);
+    sm_client_close(d, 1000);
+}
+
 /* A socket file left by a server that died is replaced; a file that is
  * not a socket is never touched, and the server refuses to start. */
 static void stale_admin_socket_is_replaced_and_a_plain_file_refused(void)
@@ -531,6 +587,15 @@ static void without_a_server_the_tool_works_on_the_database(void)
     CU_ASSERT_EQUAL(st.st_mode & 07777, 0600);
     CU_ASSERT_EQUAL(run_admin(NULL, "sessions", "list", NULL), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(out_text, "no sessions"));
+    /* The room rooms_delete_takes_the_history_with_it made again: its
+     * history goes with it here too, where the tool runs the plugins. */
+    CU_ASSERT_EQUAL(run_admin(NULL, "rooms", "delete", "Adm-Hist", NULL), 0);
+    harness_path(&srv, "server.db", path, sizeof path);
+    sqlite3 *db = NULL;
+    CU_ASSERT_EQUAL_FATAL(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    CU_ASSERT_EQUAL(count_rows(db, "SELECT count(*) FROM messaging_messages"
+                                   " WHERE room_lower = ?", "adm-hist"), 0);
+    sqlite3_close(db);
 }
 
 static const sm_test_case cases[] = {
@@ -543,6 +608,7 @@ static const sm_test_case cases[] = {
     SM_TEST(delete_closes_sessions_and_forgets_what_plugins_kept),
     SM_TEST(kick_by_user_closes_each_of_its_sessions),
     SM_TEST(rooms_delete_moves_the_users_out),
+    SM_TEST(rooms_delete_takes_the_history_with_it),
     SM_TEST(stale_admin_socket_is_replaced_and_a_plain_file_refused),
     SM_TEST(rooms_list_and_purge_answer),
     SM_TEST(a_server_started_on_the_backup_has_what_it_held),

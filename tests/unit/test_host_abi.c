@@ -106,6 +106,21 @@ static void host_abi_server_table_reports_its_size_and_version(void)
     CU_ASSERT_EQUAL(h->size, sizeof(sm_host));
     CU_ASSERT_EQUAL(h->abi_version, SM_PLUGIN_ABI_VERSION);
     CU_ASSERT_TRUE(SM_HOST_HAS(h, policy_check));
+    CU_ASSERT_TRUE(SM_HOST_HAS(h, room_deleted));
+    CU_ASSERT_PTR_NOT_NULL(h->room_deleted);
+}
+
+/* room_deleted and user_deleted refuse a missing name before any
+ * subscriber could see it. */
+static void host_abi_deleted_notices_need_a_name(void)
+{
+    CU_ASSERT_EQUAL_FATAL(core_up(), 0);
+    const sm_host *h = host_api_table();
+    CU_ASSERT_EQUAL(h->room_deleted(NULL, NULL), SM_EINVAL);
+    CU_ASSERT_EQUAL(h->room_deleted(NULL, ""), SM_EINVAL);
+    CU_ASSERT_EQUAL(h->user_deleted(NULL, ""), SM_EINVAL);
+    CU_ASSERT_EQUAL(h->room_deleted(NULL, "lobby"), SM_OK); /* no subscriber: nothing to do */
+    core_down();
 }
 
 static void host_abi_has_needs_the_whole_entry(void)
@@ -179,6 +194,7 @@ int main(void)
     static const sm_test_case cases[] = {
         SM_TEST(host_abi_server_table_reports_its_size_and_version),
         SM_TEST(host_abi_has_needs_the_whole_entry),
+        SM_TEST(host_abi_deleted_notices_need_a_name),
         SM_TEST(host_abi_full_table_plugin_uses_storage_and_policy),
         SM_TEST(host_abi_table_before_policy_hook_hides_policy),
         SM_TEST(host_abi_table_without_storage_plugin_falls_back),
