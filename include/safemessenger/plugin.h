@@ -178,10 +178,11 @@ typedef enum sm_core_event {
      * you keep for that user. Its sessions were closed before. */
     SM_EVENT_USER_DELETED = 4,
     /* (appended) A room was deleted (sm_host.room_deleted, e.g. by the
-     * admin tool): session is 0, and the callback's `username` argument
-     * carries the ROOM's name, not a user's (the rooms plugin passes it
-     * ASCII lower-cased; compare without regard to ASCII case). Delete
-     * what you keep for that room. Its members were moved out before. */
+     * admin tool): session is 0; sm_event_info.room is the room's name
+     * (an sm_event_fn gets it in its `username` argument instead). The
+     * rooms plugin passes it ASCII lower-cased; compare without regard to
+     * ASCII case. Delete what you keep for that room. Its members were
+     * moved out before. */
     SM_EVENT_ROOM_DELETED = 5,
     SM_EVENT_COUNT
 } sm_core_event;
@@ -678,12 +679,12 @@ typedef struct sm_host {
 
     /* -- deleted rooms (appended: check SM_HOST_HAS(host, room_deleted)) -- */
 
-    /* Tells every plugin (SM_EVENT_ROOM_DELETED, in load order, `room` in
-     * the callback's `username` argument) that the room `room` was
-     * deleted, so each deletes what it keeps for it (messaging: the
-     * room's history). Called by the plugin that owns rooms (rooms) after
-     * its own delete committed and its members were moved out. SM_EINVAL
-     * for a NULL or empty name. */
+    /* Tells every plugin (SM_EVENT_ROOM_DELETED, in load order; the room
+     * in sm_event_info.room, or in an sm_event_fn's `username` argument)
+     * that the room `room` was deleted, so each deletes what it keeps for
+     * it (messaging: the room's history). Called by the plugin that owns
+     * rooms (rooms) after its own delete committed and its members were
+     * moved out. SM_EINVAL for a NULL or empty name. */
     int (*room_deleted)(sm_plugin *self, const char *room);
 
     /* -- SDK services (appended: check SM_HOST_HAS(host, user_lookup_id)) -- */

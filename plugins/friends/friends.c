@@ -118,7 +118,8 @@ static void send_friend_request(sm_ctx *ctx, const json_t *payload, void *plugin
     if (fr_me(fr, ctx, &me, my_key, sizeof my_key) != SM_OK)
         return;
     const char *asked = json_string_value(json_object_get(payload, "friend_username"));
-    if (sm_name_fold(asked, their_key, sizeof their_key) == SM_OK && strcmp(their_key, my_key) == 0) {
+    if (sm_name_fold(asked, their_key, sizeof their_key) == SM_OK &&
+        strcmp(their_key, my_key) == 0) {
         h->reply_error(ctx, SM_ERR_MALFORMED, "you cannot send a friend request to yourself");
         return;
     }

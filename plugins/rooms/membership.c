@@ -77,7 +77,7 @@ int membership_enter(membership *m, sm_session_id session, const char *username,
 {
     char topic[ROOMS_TOPIC_MAX], user_key[ROOMS_USER_MAX + 1], sid[ROOMS_ID_MAX];
     if (!username || topic_of(room_key, topic, sizeof topic) != 0 ||
-        sm_name_fold(username, user_key, sizeof user_key) != 0)
+        sm_name_fold(username, user_key, sizeof user_key) != SM_OK)
         return SM_EINVAL;
     id_key(session, sid);
     if (json_object_get(m->sessions, sid))
@@ -145,9 +145,9 @@ int membership_leave(membership *m, sm_session_id session)
         return SM_ENOTFOUND;
     /* Copies: the entry is deleted below. */
     if (sm_name_fold(json_string_value(json_object_get(entry, "room")), room_key,
-                   sizeof room_key) != 0 ||
+                     sizeof room_key) != SM_OK ||
         sm_name_fold(json_string_value(json_object_get(entry, "user")), user_key,
-                   sizeof user_key) != 0 ||
+                     sizeof user_key) != SM_OK ||
         topic_of(room_key, topic, sizeof topic) != 0)
         return SM_ERROR; /* cannot happen: enter stored checked names */
     json_object_del(m->sessions, sid);

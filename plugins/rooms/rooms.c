@@ -103,7 +103,7 @@ static int resolve(rooms *r, const char *name, const char *key,
 static int ensure_listed(rooms *r, const char *name)
 {
     char key[ROOMS_NAME_MAX + 1], display[ROOMS_NAME_MAX + 1];
-    if (sm_name_fold(name, key, sizeof key) != 0)
+    if (sm_name_fold(name, key, sizeof key) != SM_OK)
         return SM_EINVAL;
     if (json_object_get(r->listed, key))
         return SM_OK;
@@ -186,7 +186,7 @@ static void join_room(sm_ctx *ctx, const json_t *payload, void *data)
     sm_session_id sid = h->ctx_session(ctx);
     const char *name = json_string_value(json_object_get(payload, "room_name"));
     char key[ROOMS_NAME_MAX + 1], display[ROOMS_NAME_MAX + 1];
-    if (sm_name_fold(name, key, sizeof key) != 0) { /* the schema bounds it */
+    if (sm_name_fold(name, key, sizeof key) != SM_OK) { /* the schema bounds it */
         h->reply_error(ctx, SM_ERR_MALFORMED, "field 'room_name' must be a string of 1 to 32 bytes");
         return;
     }
@@ -438,7 +438,8 @@ static void rooms_delete_cmd(sm_admin_ctx *ctx, const json_t *args, void *data)
     const sm_host *h = r->host;
     const char *name = json_string_value(json_object_get(args, "room"));
     char key[ROOMS_NAME_MAX + 1], topic[ROOMS_NAME_MAX + 8];
-    if (!name || !sm_name_valid(name, 1, ROOMS_NAME_MAX) || sm_name_fold(name, key, sizeof key) != 0) {
+    if (!name || !sm_name_valid(name, 1, ROOMS_NAME_MAX) ||
+        sm_name_fold(name, key, sizeof key) != SM_OK) {
         h->admin_error(ctx, SM_ENOTFOUND, "no such room");
         return;
     }

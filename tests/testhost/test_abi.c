@@ -119,7 +119,8 @@ static void abi_v1_1_plugin_loads_and_gets_old_style_events(void)
     json_t *r = sm_testhost_call(th, s, "v11_seen", NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(r);
     /* Its table is exactly today's cut before the SDK services. */
-    CU_ASSERT_EQUAL(num(r, "built_host_size"), (long long)offsetof(sm_host, topic_publish_except_user));
+    CU_ASSERT_EQUAL(num(r, "built_host_size"),
+                    (long long)offsetof(sm_host, topic_publish_except_user));
     CU_ASSERT_EQUAL(num(r, "host_size"), (long long)sizeof(sm_host));
     const json_t *in = seen(json_object_get(payload(r), "seen"), SM_EVENT_LOGGED_IN);
     CU_ASSERT_EQUAL(json_integer_value(json_object_get(in, "session")), (json_int_t)s);
@@ -131,7 +132,8 @@ static void abi_v1_1_plugin_loads_and_gets_old_style_events(void)
     CU_ASSERT_EQUAL(json_integer_value(json_object_get(in, "session")), (json_int_t)s);
     CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(in, "username")), "Erin");
     CU_ASSERT_TRUE(json_is_null(json_object_get(in, "room")));
-    CU_ASSERT_EQUAL(json_integer_value(json_object_get(in, "size")), (json_int_t)sizeof(sm_event_info));
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(in, "size")),
+                    (json_int_t)sizeof(sm_event_info));
     json_decref(r);
     sm_testhost_disconnect(th, s);
 }
