@@ -8,6 +8,7 @@
 #include "audit.h"
 #include "core.h"
 #include "session.h"
+#include "session_io.h"
 
 /* WebSocket close for a session the operator ends (docs/PROTOCOL.md
  * section 8): policy violation, with a reason the client can show. */
@@ -47,7 +48,7 @@ static void sessions_list(sm_admin_ctx *ctx, const json_t *args, void *data)
 static void kick(session *s)
 {
     audit_line("kick", s->username, s->address, s->id, "admin");
-    g_core.transport->close(s, KICK_CLOSE_CODE, KICK_REASON);
+    session_io_close(s, KICK_CLOSE_CODE, KICK_REASON);
 }
 
 /* {"id": n} closes one session; {"user": name} every session of a user. */

@@ -11,9 +11,9 @@
 #include "log.h"
 #include "metrics.h"
 #include "plugin_loader.h"
-#include "receive.h"
 #include "server_metrics.h"
 #include "session.h"
+#include "session_io.h"
 #include "topic.h"
 
 struct core g_core;
@@ -134,7 +134,7 @@ int core_start(const core_options *o)
         return -1;
     }
     g_core.started = 1;
-    dispatch_set_resume(receive_resume_later);
+    dispatch_set_resume(session_io_resume_later);
     g_core.transport = o->transport;
     if (config_load(o->config_file, &g_core.cfg) != 0) {
         refuse(o->config_file);

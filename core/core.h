@@ -2,6 +2,17 @@
  * every field here is touched only from it (the worker pool talks back
  * through workers_run_completions). The host table's services take no
  * context argument, so they reach this state through g_core. */
+
+/* Status convention of the core. A function that can fail returns int:
+ * 0 (SM_OK) on success, negative on failure, drawn from sm_status
+ * (safemessenger/plugin.h): -1 is SM_ERROR, "failed" with the reason
+ * logged where it happened; a caller that must tell failures apart gets
+ * the specific SM_E* (SM_ENOMEM, SM_EINVAL, SM_EBUSY for a limit reached,
+ * ...), so the host table passes the core's statuses to plugins unchanged.
+ * Positive values are never failures: predicates (is_*, *_admit,
+ * *_congested, ...) return 1 or 0, and documented tri-states say so.
+ * Results that are protocol codes keep their own enums (envelope_status,
+ * reassembly_status). */
 #ifndef SM_CORE_CORE_H
 #define SM_CORE_CORE_H
 
@@ -20,17 +31,21 @@ struct peers;
 struct session;
 struct sm_plugin;
 
-/* How frames leave a session: the WebSocket transport, or the plugin test
- * host which records them instead. */
+/* How a session reaches its socket: the WebSocket transport, or the
+ * plugin test host which records instead. Everything else about a
+ * session's I/O is session_io.c's; the transport calls back into it. */
 typedef struct session_transport {
-    /* Sends one message to the session (sealing it when the session has
-     * keys). Returns 0, or -1 when the session is being dropped. */
-    int (*deliver)(struct session *s, const char *type, const char *action,
-                   const char *reply_to, const char *payload_text, size_t payload_len);
-    /* Closes after the queued frames are written. */
-    void (*close)(struct session *s, int close_code, const char *reason);
+    /* Sealed frames wait in the session's send queue: take them
+     * (session_io_next_frame, session_io_frame_sent) once the socket can be
+     * written. */
+    void (*write)(struct session *s);
+    /* Ends the connection (the session is already closing): how is
+     * SESSION_IO_FLUSH (after the queued frames, with the session's
+     * close_code and close_reason) or SESSION_IO_DROP (at once, no close
+     * frame). */
+    void (*close)(struct session *s, int how);
     /* Stops (pause = 1) or resumes reading the session's input. */
-    void (*pause_input)(struct session *s, int pause);
+    void (*pause)(struct session *s, int pause);
 } session_transport;
 
 /* One subscription: exactly one of fn (subscribe) and fn_ex (subscribe_ex)

@@ -11,6 +11,7 @@
 #include "schema.h"
 #include "server_metrics.h"
 #include "session.h"
+#include "session_io.h"
 
 int dispatch_register(plugin *p, const sm_action *actions)
 {
@@ -108,7 +109,7 @@ int dispatch_send_error(struct session *s, const char *reply_to, const char *com
     json_decref(p);
     if (!text)
         return SM_ENOMEM;
-    int rc = session_deliver(s, "error", "error", reply_to ? reply_to : "", text, strlen(text));
+    int rc = session_io_send(s, "error", "error", reply_to ? reply_to : "", text, strlen(text));
     free(text);
     return rc == 0 ? SM_OK : SM_ERROR;
 }
@@ -153,10 +154,9 @@ static void finish(struct session *s, sm_ctx *ctx)
 {
     if (!s || s->busy != ctx)
         return;
-    s->busy = NULL;
-    session_release_held(s);
+    session_io_end(s, ctx);
     /* Only a deferred reply needs it: after a reply given inside the
-     * handler, control returns to receive, which takes the next command. */
+     * handler, control returns to session_io, which takes the next command. */
     if (ctx->deferred && resume_hook)
         resume_hook(s);
 }
@@ -196,11 +196,11 @@ static int send_reply(sm_ctx *ctx, const char *type, const char *action, const j
             /* The command still gets its one reply. */
             static const char internal[] =
                 "{\"code\":1005,\"message\":\"internal server error\",\"command\":\"\"}";
-            session_deliver(s, "error", "error", ctx->nonce, internal, sizeof internal - 1);
+            session_io_send(s, "error", "error", ctx->nonce, internal, sizeof internal - 1);
             rc = SM_ENOMEM;
             code = SM_ERR_INTERNAL;
         } else {
-            size_t len = strlen(text), cap = session_payload_max();
+            size_t len = strlen(text), cap = session_io_payload_max();
             if (len > cap) {
                 /* No reply may take a client's queue past its bound: the
                  * command still gets its one reply, a short one. */
@@ -215,7 +215,7 @@ static int send_reply(sm_ctx *ctx, const char *type, const char *action, const j
                 rc = SM_ERROR;
                 code = SM_ERR_TOO_LARGE;
             }
-            if (!text || session_deliver(s, type, action, ctx->nonce, text, len) != 0)
+            if (!text || session_io_send(s, type, action, ctx->nonce, text, len) != 0)
                 rc = SM_ERROR;
             free(text);
         }
@@ -309,7 +309,7 @@ static void dispatch_run(struct session *s, dispatch_entry *e, const char *actio
     ctx->entry = e;
     ctx->in_handler = 1;
     ctx->started = started;
-    s->busy = ctx;
+    session_io_begin(s, ctx);
     sm_session_id sid = s->id;
     e->action->handler(ctx, payload, e->owner->data);
     ctx->in_handler = 0;
@@ -317,16 +317,14 @@ static void dispatch_run(struct session *s, dispatch_entry *e, const char *actio
     if (ctx->replied || silent) {
         if (silent)
             count_command(ctx, 0);
-        if (s && s->busy == ctx) {
-            s->busy = NULL;
-            session_release_held(s);
-        }
+        if (s)
+            session_io_end(s, ctx);
         ctx_free(ctx);
         return;
     }
     if (ctx->deferred) {
-        if (s && g_core.transport->pause_input)
-            g_core.transport->pause_input(s, 1);
+        if (s)
+            session_io_deferred(s);
         return;
     }
     log_msg(SM_LOG_ERROR, e->owner->name, "handler for '%s' returned without replying; sent 1005",
@@ -334,8 +332,7 @@ static void dispatch_run(struct session *s, dispatch_entry *e, const char *actio
     count_command(ctx, SM_ERR_INTERNAL);
     if (s) {
         dispatch_send_error(s, nonce, action, SM_ERR_INTERNAL, "internal server error", NULL);
-        s->busy = NULL;
-        session_release_held(s);
+        session_io_end(s, ctx);
     }
     ctx_free(ctx);
 }

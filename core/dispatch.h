@@ -29,7 +29,8 @@ struct sm_ctx {
 
 /* Called once a deferred command has had its reply, so that the session
  * takes its next command. Registered by the session's input side
- * (receive.c, by core_start), so that dispatch never calls up into it. */
+ * (session_io_resume_later, by core_start), so that dispatch never calls
+ * up into it. */
 typedef void (*dispatch_resume_fn)(struct session *s);
 void dispatch_set_resume(dispatch_resume_fn fn);
 

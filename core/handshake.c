@@ -10,9 +10,9 @@
 #include "envelope.h"
 #include "log.h"
 #include "peers.h"
-#include "receive.h"
 #include "server_metrics.h"
 #include "session.h"
+#include "session_io.h"
 
 /* Names the handshake's queue on the worker pool (each plugin has its
  * own), and bounds it: limits.handshake_queue jobs may wait. */
@@ -51,7 +51,7 @@ static void timeout_cb(sm_timer *t, void *arg)
         LOG_INFO("session %llu (%s): no key_exchange in time; closing",
                  (unsigned long long)s->id, s->address);
         server_metrics_handshake("timeout");
-        g_core.transport->close(s, 1008, "handshake timeout");
+        session_io_close(s, 1008, "handshake timeout");
     }
 }
 
@@ -71,8 +71,8 @@ int handshake_start(struct session *s)
     json_decref(payload);
     if (!text)
         return -1;
-    /* The session has no keys yet, so the transport sends it unencrypted. */
-    int rc = g_core.transport->deliver(s, "event", "server_hello", NULL, text, strlen(text));
+    /* The session has no keys yet, so session_io sends it unencrypted. */
+    int rc = session_io_send(s, "event", "server_hello", NULL, text, strlen(text));
     free(text);
     if (rc != 0)
         return -1;
@@ -124,7 +124,7 @@ static int finish_key_exchange(struct session *s, key_job *job)
         /* One reply whatever failed: padding, length or anything else. */
         dispatch_send_error(s, job->nonce, "key_exchange", SM_ERR_INTEGRITY,
                             "key exchange failed", NULL);
-        g_core.transport->close(s, 1008, "key exchange failed");
+        session_io_close(s, 1008, "key exchange failed");
         return -1;
     }
     uint8_t token[16];
@@ -134,7 +134,7 @@ static int finish_key_exchange(struct session *s, key_job *job)
         core_random(token, sizeof token) != 0) {
         dispatch_send_error(s, job->nonce, "key_exchange", SM_ERR_INTERNAL,
                             "internal server error", NULL);
-        g_core.transport->close(s, 1011, "internal error");
+        session_io_close(s, 1011, "internal error");
         return -1;
     }
     for (size_t i = 0; i < sizeof token; i++) {
@@ -142,8 +142,7 @@ static int finish_key_exchange(struct session *s, key_job *job)
         s->token[2 * i + 1] = hex[token[i] & 15];
     }
     s->token[32] = '\0';
-    s->has_keys = 1;
-    s->state = SESSION_OPEN;
+    session_set_open(s);
     if (s->handshake_timer) {
         timers_stop(g_core.timers, s->handshake_timer);
         s->handshake_timer = NULL;
@@ -151,10 +150,10 @@ static int finish_key_exchange(struct session *s, key_job *job)
     json_t *reply = json_pack("{s:b, s:s}", "success", 1, "session_id", s->token);
     char *text = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
     json_decref(reply);
-    if (!text || g_core.transport->deliver(s, "response", "key_exchange", job->nonce, text,
-                                           strlen(text)) != 0) {
+    if (!text ||
+        session_io_send(s, "response", "key_exchange", job->nonce, text, strlen(text)) != 0) {
         free(text);
-        g_core.transport->close(s, 1011, "internal error");
+        session_io_close(s, 1011, "internal error");
         return -1;
     }
     free(text);
@@ -186,7 +185,7 @@ static void job_done(void *arg, int cancelled)
     session_fire(SM_EVENT_SESSION_OPENED, s);
     s = session_find(job->session);
     if (s)
-        receive_resume(s);
+        session_io_resume(s);
 out:
     job_free(job);
 }
@@ -214,7 +213,7 @@ static int handshake_admit(struct session *s, const char *nonce)
     dispatch_send_error(s, nonce, "key_exchange", SM_ERR_RATE_LIMITED, "rate limited", extra);
     json_decref(extra);
     server_metrics_handshake("refused");
-    g_core.transport->close(s, 1008, "rate limited");
+    session_io_close(s, 1008, "rate limited");
     return 0;
 }
 
@@ -223,7 +222,7 @@ void handshake_receive(struct session *s, const char *text, size_t len)
     envelope_in in;
     if (envelope_parse(text, len, &in) != ENVELOPE_OK) {
         server_metrics_handshake("failed");
-        receive_fail(s, SM_ERR_MALFORMED, "malformed envelope", 1008);
+        session_io_fail(s, SM_ERR_MALFORMED, "malformed envelope", 1008);
         return;
     }
     key_job *job = NULL;
@@ -282,14 +281,14 @@ void handshake_receive(struct session *s, const char *text, size_t len)
      * closing, and a flood of key_exchanges from connections that close at
      * once would all be decrypted. A command pipelined behind key_exchange
      * waits in the session's input queue, which pauses reading. */
-    s->state = SESSION_KEY_PENDING;
+    session_set_key_pending(s);
     envelope_in_clear(&in);
     return;
 
 reject:
     server_metrics_handshake("failed");
     dispatch_send_error(s, in.nonce, in.action, SM_ERR_MALFORMED, why, NULL);
-    g_core.transport->close(s, 1008, "bad key_exchange");
+    session_io_close(s, 1008, "bad key_exchange");
     goto fail;
 reject_overload: {
     /* More RSA work waits than the workers clear in a few seconds: the
@@ -301,13 +300,13 @@ reject_overload: {
     dispatch_send_error(s, in.nonce, in.action, SM_ERR_RATE_LIMITED,
                         "server busy; try again later", extra);
     json_decref(extra);
-    g_core.transport->close(s, 1008, "handshake queue full");
+    session_io_close(s, 1008, "handshake queue full");
     goto fail;
 }
 reject_internal:
     server_metrics_handshake("failed");
     dispatch_send_error(s, in.nonce, in.action, SM_ERR_INTERNAL, "internal server error", NULL);
-    g_core.transport->close(s, 1011, "internal error");
+    session_io_close(s, 1011, "internal error");
 fail:
     if (job)
         job_free(job);

@@ -12,6 +12,7 @@
 #include "log.h"
 #include "plugin_loader.h"
 #include "session.h"
+#include "session_io.h"
 #include "topic.h"
 
 static int in_init(const plugin *self, const char *what)
@@ -354,7 +355,7 @@ static int h_session_close(sm_session_id id, int close_code, const char *reason)
         return SM_ENOTFOUND;
     if (close_code < 1000 || close_code > 4999)
         return SM_EINVAL;
-    g_core.transport->close(s, close_code, reason ? reason : "");
+    session_io_close(s, close_code, reason ? reason : "");
     return SM_OK;
 }
 
@@ -403,7 +404,7 @@ static int h_send_event_user(const char *username, const char *action, const jso
     for (size_t i = 0; i < n; i++) {
         session *s = session_find(ids[i]);
         if (s)
-            session_deliver(s, "event", action, NULL, text, len);
+            session_io_send(s, "event", action, NULL, text, len);
     }
     free(ids);
     free(text);

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "safemessenger/plugin.h"
+
 size_t outqueue_unsent(const outqueue *q) { return q->bytes + q->in_transport; }
 
 size_t outqueue_messages(const outqueue *q) { return q->count + (q->in_transport > 0); }
@@ -14,10 +16,10 @@ int outqueue_push(outqueue *q, const char *data, size_t len, size_t max_bytes,
 {
     size_t unsent = outqueue_unsent(q);
     if (outqueue_messages(q) + 1 > max_messages || len > max_bytes || unsent > max_bytes - len)
-        return -2;
+        return SM_EBUSY;
     outqueue_frame *f = malloc(sizeof *f + OUTQUEUE_HEADROOM + len);
     if (!f)
-        return -1;
+        return SM_ENOMEM;
     if (!outqueue_pending(q))
         q->progress_at = now;
     f->next = NULL;
@@ -30,7 +32,7 @@ int outqueue_push(outqueue *q, const char *data, size_t len, size_t max_bytes,
     q->tail = f;
     q->bytes += len;
     q->count++;
-    return 0;
+    return SM_OK;
 }
 
 outqueue_frame *outqueue_peek(const outqueue *q) { return q->head; }

@@ -30,7 +30,7 @@ typedef struct outqueue {
     double progress_at;        /* when output last moved (or became pending) */
 } outqueue;
 
-/* Appends a copy of data. Returns 0, -1 when out of memory, -2 when the
+/* Appends a copy of data. Returns SM_OK, SM_ENOMEM, or SM_EBUSY when the
  * frame would take the unsent bytes past max_bytes or the unsent messages
  * past max_messages; nothing is queued then. now (monotonic seconds)
  * starts the stall clock when output was not pending before. */

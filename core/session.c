@@ -10,6 +10,7 @@
 #include "log.h"
 #include "plugin_loader.h"
 #include "server_metrics.h"
+#include "session_io.h"
 #include "topic.h"
 
 static char *dup_str(const char *s)
@@ -58,6 +59,22 @@ session *session_new(void *io, const char *address)
     return s;
 }
 
+void session_set_key_pending(session *s)
+{
+    if (s->state == SESSION_HANDSHAKE)
+        s->state = SESSION_KEY_PENDING;
+}
+
+void session_set_open(session *s)
+{
+    if (s->state == SESSION_CLOSING)
+        return;
+    s->has_keys = 1;
+    s->state = SESSION_OPEN;
+}
+
+void session_set_closing(session *s) { s->state = SESSION_CLOSING; }
+
 session *session_find(sm_session_id id)
 {
     return id ? hashmap_get_u64(g_core.sessions, id) : NULL;
@@ -66,24 +83,6 @@ session *session_find(sm_session_id id)
 void session_fire(sm_core_event event, session *s)
 {
     core_fire_event(event, s->id, s->username, NULL);
-}
-
-static void msg_free(session_msg *m)
-{
-    free(m->type);
-    free(m->action);
-    free(m->reply_to);
-    free(m->text);
-    free(m);
-}
-
-static void clear_msgs(session_msg **head, session_msg **tail)
-{
-    for (session_msg *m = *head, *next; m; m = next) {
-        next = m->next;
-        msg_free(m);
-    }
-    *head = *tail = NULL;
 }
 
 static void user_remove_session(session *s)
@@ -179,7 +178,7 @@ static void login_deadline_cb(sm_timer *t, void *arg)
     s->login_timer = NULL; /* one-shot: freed by the timer module */
     LOG_INFO("session %llu (%s): no login within %d s; closing", (unsigned long long)s->id,
              s->address, g_core.sc->login_deadline);
-    g_core.transport->close(s, 1008, "login deadline");
+    session_io_close(s, 1008, "login deadline");
 }
 
 int session_start_login_deadline(session *s)
@@ -237,9 +236,7 @@ void session_destroy(session *s)
         timers_stop(g_core.timers, s->login_timer);
     hashmap_remove_u64(g_core.sessions, s->id);
     g_core.n_sessions--;
-    clear_msgs(&s->held_head, &s->held_tail);
-    clear_msgs(&s->input_head, &s->input_tail);
-    outqueue_clear(&s->out);
+    session_io_free(s);
     for (size_t i = 0; i < s->n_attrs; i++) {
         free(s->attrs[i].key);
         free(s->attrs[i].value);
@@ -267,93 +264,6 @@ void session_destroy_all(void)
     }
 }
 
-static session_msg *msg_new(const char *type, const char *action, const char *reply_to,
-                            const char *text, size_t len)
-{
-    session_msg *m = calloc(1, sizeof *m);
-    if (!m)
-        return NULL;
-    m->type = dup_str(type);
-    m->action = dup_str(action);
-    m->reply_to = dup_str(reply_to);
-    m->text = malloc(len + 1);
-    if (!m->type || !m->action || (reply_to && !m->reply_to) || !m->text) {
-        msg_free(m);
-        return NULL;
-    }
-    memcpy(m->text, text, len);
-    m->text[len] = '\0';
-    m->len = len;
-    return m;
-}
-
-size_t session_payload_max(void)
-{
-    return outqueue_payload_max(g_core.sc ? g_core.sc->send_queue_bytes : (size_t)1 << 20);
-}
-
-int session_deliver(session *s, const char *type, const char *action,
-                    const char *reply_to, const char *text, size_t len)
-{
-    if (s->state == SESSION_CLOSING)
-        return -1;
-    size_t cap = session_payload_max();
-    if (len > cap) {
-        /* Nothing this large is ever queued (replies were turned into
-         * error 1011 by dispatch already). */
-        LOG_WARN("session %llu: %s '%s' of %zu bytes is over the %zu-byte payload limit; "
-                 "not sent",
-                 (unsigned long long)s->id, type, action, len, cap);
-        return -1;
-    }
-    if (s->busy && strcmp(type, "event") == 0) {
-        /* PROTOCOL.md 5: a command's reply goes before the events it
-         * causes. Held events count with the unsent output against the
-         * send queue's bounds, so a flood cannot grow memory here either. */
-        size_t max_bytes = g_core.sc ? g_core.sc->send_queue_bytes : (size_t)1 << 20;
-        size_t max_msgs = g_core.sc ? g_core.sc->send_queue_messages : 1000;
-        size_t msgs = s->held_count + outqueue_messages(&s->out);
-        size_t bytes = s->held_bytes + outqueue_unsent(&s->out);
-        if (msgs + 1 > max_msgs || bytes > max_bytes - len) {
-            LOG_WARN("session %llu: held events exceed the send queue bound; closing",
-                     (unsigned long long)s->id);
-            server_metrics_send_queue_drop("queue_full");
-            g_core.transport->close(s, 1008, "send queue overflow");
-            return -1;
-        }
-        session_msg *m = msg_new(type, action, reply_to, text, len);
-        if (!m)
-            return -1;
-        if (s->held_tail)
-            s->held_tail->next = m;
-        else
-            s->held_head = m;
-        s->held_tail = m;
-        s->held_bytes += len;
-        s->held_count++;
-        server_metrics_delivery();
-        return 0;
-    }
-    int rc = g_core.transport->deliver(s, type, action, reply_to, text, len);
-    if (rc == 0 && strcmp(type, "event") == 0)
-        server_metrics_delivery();
-    return rc;
-}
-
-void session_release_held(session *s)
-{
-    session_msg *m = s->held_head;
-    s->held_head = s->held_tail = NULL;
-    s->held_bytes = s->held_count = 0;
-    while (m) {
-        session_msg *next = m->next;
-        if (s->state != SESSION_CLOSING)
-            g_core.transport->deliver(s, m->type, m->action, m->reply_to, m->text, m->len);
-        msg_free(m);
-        m = next;
-    }
-}
-
 char *session_payload_text(const json_t *payload)
 {
     return payload ? json_dumps(payload, JSON_COMPACT) : dup_str("{}");
@@ -364,7 +274,7 @@ int session_send_event_json(session *s, const char *action, const json_t *payloa
     char *text = session_payload_text(payload);
     if (!text)
         return SM_ENOMEM;
-    int rc = session_deliver(s, "event", action, NULL, text, strlen(text));
+    int rc = session_io_send(s, "event", action, NULL, text, strlen(text));
     free(text);
     return rc == 0 ? SM_OK : SM_ERROR;
 }

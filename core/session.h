@@ -1,8 +1,8 @@
 /* Sessions: one per connection. The registry by id, the index of online
  * users (lower-case username -> their logged-in sessions), login state,
- * per-session attributes, and the ordering rule that a command's reply goes
- * out before the events it causes (events for a session with a command in
- * flight are held until that command's reply). */
+ * per-session attributes and the session's state. Its I/O (the command
+ * in flight, input and held events, sealing, the send queue) is
+ * session_io.c's. */
 #ifndef SM_CORE_SESSION_H
 #define SM_CORE_SESSION_H
 
@@ -59,7 +59,7 @@ typedef struct session {
 
     reassembly rx;                   /* input reassembly (transport) */
 
-    outqueue out;
+    outqueue out;                    /* sealed frames not yet written (session_io.c) */
 
     /* login */
     char *username;                  /* as first written */
@@ -72,7 +72,7 @@ typedef struct session {
     size_t n_topics;
     size_t cap_topics;
 
-    /* dispatch */
+    /* owned by session_io.c */
     struct sm_ctx *busy;             /* command in flight, or NULL */
     session_msg *held_head, *held_tail; /* events held until busy's reply */
     size_t held_bytes, held_count;
@@ -105,26 +105,27 @@ typedef struct user_sessions {
 /* Creates a session with a fresh id and registers it. */
 session *session_new(void *io, const char *address);
 session *session_find(sm_session_id id);
+
+/* session->state changes only through these (session_new starts it at
+ * SESSION_HANDSHAKE), called by the handshake and session_io.c. */
+/* The key_exchange's RSA job was queued: input waits. */
+void session_set_key_pending(session *s);
+/* Keys are in c2s and s2c: messages are sealed and opened from now on.
+ * Nothing when the session is already closing. */
+void session_set_open(session *s);
+/* Nothing more is read or sent (session_io_close, the cut, disconnect). */
+void session_set_closing(session *s);
 /* Fires LOGGED_OUT / CLOSED as due, leaves every topic, unregisters and
  * frees the session. */
 void session_destroy(session *s);
 void session_destroy_all(void);
 
-/* The largest payload text sent to a session (outqueue_payload_max of
- * limits.send_queue_bytes): session_deliver drops, and logs, anything
- * larger. */
-size_t session_payload_max(void);
-/* Sends one message, holding events while a command is in flight. */
-int session_deliver(session *s, const char *type, const char *action,
-                    const char *reply_to, const char *text, size_t len);
 /* The compact JSON text of payload, "{}" for NULL; malloc'd (free it), or
  * NULL when out of memory. Payloads are serialised once, here, however
  * many sessions they go to. */
 char *session_payload_text(const json_t *payload);
 /* Serialises payload (NULL = {}) and delivers it as an event. */
 int session_send_event_json(session *s, const char *action, const json_t *payload);
-/* Releases the held events (after the in-flight command's reply). */
-void session_release_held(session *s);
 
 int session_login(session *s, const char *username, int64_t user_id);
 /* One audit line (source "audit"): event, username (NULL: none), the

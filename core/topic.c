@@ -6,6 +6,7 @@
 #include "bucket.h"
 #include "core.h"
 #include "session.h"
+#include "session_io.h"
 
 typedef struct topic {
     char *name;
@@ -145,7 +146,7 @@ static int publish(const char *name, const char *action, const json_t *payload,
     while (hashmap_iter_next(&it, NULL, NULL, &value)) {
         struct session *s = value;
         if (s->id != except && !(except_user && sm_name_equal(s->username, except_user)))
-            session_deliver(s, "event", action, NULL, text, len);
+            session_io_send(s, "event", action, NULL, text, len);
     }
     free(text);
     return SM_OK;

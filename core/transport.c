@@ -17,16 +17,13 @@
 #include "cidr.h"
 #include "admin_socket.h"
 #include "core.h"
-#include "dispatch.h"
-#include "envelope.h"
 #include "handshake.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics_http.h"
 #include "peers.h"
-#include "receive.h"
-#include "server_metrics.h"
 #include "session.h"
+#include "session_io.h"
 #include "tls_check.h"
 #include "web.h"
 
@@ -75,82 +72,49 @@ static void schedule_timers(void);
 
 /* ---- session_transport ------------------------------------------------- */
 
-static int t_deliver(session *s, const char *type, const char *action, const char *reply_to,
-                     const char *text, size_t len)
+/* Frames wait in the session's send queue: written one per WRITEABLE
+ * callback (on_writeable). */
+static void t_write(session *s)
 {
     struct lws *wsi = s->io;
-    if (!wsi || s->state == SESSION_CLOSING || g_core.shutting_down > 1)
-        return -1;
-    char *frame = NULL;
-    size_t frame_len = 0;
-    int rc;
-    if (s->has_keys) {
-        rc = envelope_seal(&s->s2c, type, action, reply_to, text, len, &frame, &frame_len);
-    } else {
-        /* Handshake phase: unencrypted, nonce "0", empty signature. */
-        json_t *payload = json_loadb(text, len, 0, NULL);
-        rc = payload ? envelope_plain(type, action, payload, reply_to, &frame, &frame_len) : -1;
-        json_decref(payload);
-    }
-    if (rc != 0) {
-        LOG_ERROR("session %llu: cannot encode '%s'", (unsigned long long)s->id, action);
-        return -1;
-    }
-    const server_config *sc = g_core.sc;
-    rc = outqueue_push(&s->out, frame, frame_len, sc->send_queue_bytes, sc->send_queue_messages,
-                       core_mono_now());
-    free(frame);
-    if (rc == -2) {
-        /* A client that stops reading is cut off here, and its queue freed
-         * at once, so memory stays flat whatever it is sent. The count
-         * includes what lws still buffers of the frame last written. */
-        LOG_WARN("session %llu (%s): send queue over its bound (%zu messages, %zu bytes unsent, "
-                 "%zu more refused); disconnecting",
-                 (unsigned long long)s->id, s->address, outqueue_messages(&s->out),
-                 outqueue_unsent(&s->out), frame_len);
-        outqueue_clear(&s->out);
-        server_metrics_send_queue_drop("queue_full");
-        s->state = SESSION_CLOSING;
-        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
-        return -1;
-    }
-    if (rc != 0)
-        return -1;
+    if (!wsi || g_core.shutting_down > 1)
+        return;
     pss *p = lws_wsi_user(wsi);
     if (p && !p->stall_timer) {
         /* One timer per session with output pending, re-armed from its
          * callback rather than on every frame. */
         p->stall_timer = 1;
-        lws_set_timer_usecs(wsi, (lws_usec_t)sc->send_timeout * LWS_USEC_PER_SEC);
+        lws_set_timer_usecs(wsi, (lws_usec_t)g_core.sc->send_timeout * LWS_USEC_PER_SEC);
     }
     lws_callback_on_writable(wsi);
-    return 0;
 }
 
-static void t_close(session *s, int close_code, const char *reason)
+static void t_close(session *s, int how)
 {
     struct lws *wsi = s->io;
-    if (!wsi || s->state == SESSION_CLOSING)
+    if (!wsi)
         return;
-    s->state = SESSION_CLOSING;
-    s->close_code = close_code;
-    snprintf(s->close_reason, sizeof s->close_reason, "%s", reason ? reason : "");
+    if (how == SESSION_IO_DROP) {
+        /* The slow-consumer cut: no close frame, the queue is gone. */
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+        return;
+    }
     /* The close frame goes after the queued frames; a peer that does not
      * read is dropped after CLOSE_FLUSH_SECONDS. */
     lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, CLOSE_FLUSH_SECONDS);
     lws_callback_on_writable(wsi);
 }
 
-static void t_pause_input(session *s, int pause)
+static void t_pause(session *s, int pause)
 {
     if (s->io)
         lws_rx_flow_control(s->io, pause ? 0 : 1);
 }
 
 static const session_transport lws_transport = {
-    .deliver = t_deliver,
+    .write = t_write,
     .close = t_close,
-    .pause_input = t_pause_input,
+    .pause = t_pause,
 };
 
 /* ---- timers and wake-ups ---------------------------------------------- */
@@ -283,7 +247,7 @@ static int on_receive(struct lws *wsi, session *s, const char *in, size_t len)
     if (first && (s->state == SESSION_CLOSING || lws_frame_is_binary(wsi))) {
         reassembly_discard(&s->rx);
         if (s->state != SESSION_CLOSING)
-            receive_fail(s, SM_ERR_MALFORMED, "binary messages are not accepted", 1003);
+            session_io_fail(s, SM_ERR_MALFORMED, "binary messages are not accepted", 1003);
         return 0;
     }
     size_t limit = s->has_keys ? g_core.sc->max_message_bytes : PRE_HANDSHAKE_MAX_BYTES;
@@ -292,7 +256,7 @@ static int on_receive(struct lws *wsi, session *s, const char *in, size_t len)
     case REASSEMBLY_COMPLETE:
         break;
     case REASSEMBLY_TOO_LARGE:
-        receive_fail(s, SM_ERR_TOO_LARGE, "message too large", 1009);
+        session_io_fail(s, SM_ERR_TOO_LARGE, "message too large", 1009);
         return 0;
     case REASSEMBLY_NO_MEMORY:
         return -1;
@@ -301,7 +265,7 @@ static int on_receive(struct lws *wsi, session *s, const char *in, size_t len)
     }
     size_t n;
     const char *text = reassembly_take(&s->rx, &n);
-    receive_message(s, text, n);
+    session_io_receive(s, text, n);
     /* Idle sessions keep no buffer at all: with thousands of them the
      * memory matters more than one malloc per message. */
     s = lws_wsi_user(wsi) ? ((pss *)lws_wsi_user(wsi))->s : NULL;
@@ -310,34 +274,24 @@ static int on_receive(struct lws *wsi, session *s, const char *in, size_t len)
     return 0;
 }
 
-/* Queued commands that waited for the output to drain (back-pressure,
- * receive.c) run once it is below the threshold again. */
-static void resume_after_output(session *s)
-{
-    if (s->input_head && !s->busy && s->state == SESSION_OPEN &&
-        !outqueue_congested(&s->out, g_core.sc->send_queue_bytes))
-        receive_resume(s);
-}
-
 static int on_writeable(struct lws *wsi, session *s)
 {
-    double now = core_mono_now();
     /* lws calls this only once it has written out all it buffered
      * (lws_partial_buffered is never set here), so the frame it held has
      * left our count. */
-    outqueue_transport_drained(&s->out, now);
-    outqueue_frame *f = outqueue_peek(&s->out);
+    session_io_transport_drained(s);
+    outqueue_frame *f = session_io_next_frame(s);
     if (f) {
         /* Exactly one lws_write per WRITEABLE callback. */
         int n = lws_write(wsi, f->data + OUTQUEUE_HEADROOM, f->len, LWS_WRITE_TEXT);
         if (n < (int)f->len)
             return -1;
-        outqueue_sent(&s->out, lws_partial_buffered(wsi), now);
+        session_io_frame_sent(s, lws_partial_buffered(wsi));
         /* Also while lws holds part of the frame: the next callback comes
          * once lws has written it, and ends its count. */
-        if (outqueue_pending(&s->out) || s->state == SESSION_CLOSING)
+        if (session_io_output_pending(s) || s->state == SESSION_CLOSING)
             lws_callback_on_writable(wsi);
-        resume_after_output(s);
+        session_io_output_moved(s);
         return 0;
     }
     if (s->state == SESSION_CLOSING && s->close_code) {
@@ -345,7 +299,7 @@ static int on_writeable(struct lws *wsi, session *s)
                          (unsigned char *)s->close_reason, strlen(s->close_reason));
         return -1;
     }
-    resume_after_output(s);
+    session_io_output_moved(s);
     return 0;
 }
 
@@ -354,26 +308,12 @@ static int on_writeable(struct lws *wsi, session *s)
  * does not show that it reads). */
 static int on_stall_timer(struct lws *wsi, pss *p)
 {
-    session *s = p->s;
-    double now = core_mono_now(), timeout = (double)g_core.sc->send_timeout;
-    if (!outqueue_pending(&s->out)) {
+    double check_in = 0;
+    if (session_io_check_stall(p->s, &check_in) || check_in <= 0) {
         p->stall_timer = 0;
         return 0;
     }
-    if (outqueue_stalled(&s->out, now, timeout)) {
-        LOG_WARN("session %llu (%s): no output taken for %d s (%zu messages, %zu bytes unsent); "
-                 "disconnecting",
-                 (unsigned long long)s->id, s->address, g_core.sc->send_timeout,
-                 outqueue_messages(&s->out), outqueue_unsent(&s->out));
-        outqueue_clear(&s->out);
-        server_metrics_send_queue_drop("send_timeout");
-        p->stall_timer = 0;
-        s->state = SESSION_CLOSING;
-        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
-        return 0;
-    }
-    double left = s->out.progress_at + timeout - now;
-    lws_set_timer_usecs(wsi, (lws_usec_t)(left * 1e6) + 1000);
+    lws_set_timer_usecs(wsi, (lws_usec_t)(check_in * 1e6) + 1000);
     return 0;
 }
 
@@ -534,8 +474,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         if (p && p->s) {
             session *s = p->s;
             p->s = NULL;
-            s->state = SESSION_CLOSING;
-            s->io = NULL;
+            session_io_disconnected(s);
             if (g_core.peers)
                 peers_session_closed(g_core.peers, s->address, core_mono_now());
             session_destroy(s);
@@ -755,7 +694,7 @@ static void close_all_sessions(void)
     void *value;
     hashmap_iter_init(g_core.sessions, &it);
     while (hashmap_iter_next(&it, NULL, NULL, &value))
-        t_close(value, 1001, "server shutting down");
+        session_io_close(value, 1001, "server shutting down");
 }
 
 void transport_run(void (*on_reload)(void))

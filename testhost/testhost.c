@@ -1,5 +1,8 @@
 /* The plugin test host (include/safemessenger/testhost.h): the real core
- * with a recording transport, an in-memory database and a fake clock. */
+ * with a recording transport, an in-memory database and a fake clock.
+ * Commands take the server's own receive path: sealed with the session's
+ * keys, handed to session I/O, opened and dispatched; replies and events
+ * are sealed by session I/O and opened here as a client would. */
 #include "safemessenger/testhost.h"
 
 #include <stdio.h>
@@ -9,17 +12,18 @@
 
 #include "admin.h"
 #include "core.h"
-#include "dispatch.h"
 #include "envelope.h"
 #include "log.h"
 #include "plugin_loader.h"
 #include "session.h"
+#include "session_io.h"
 
 /* What the host remembers of a session, also after it closed. */
 typedef struct record {
     sm_session_id id;
     json_t *messages; /* array, oldest first */
-    uint64_t next_nonce;
+    envelope_dir c2s; /* the client's side of the session keys: seals commands */
+    envelope_dir s2c; /* opens what the server sent */
     int closed;
     int close_code;
 } record;
@@ -42,33 +46,52 @@ static record *find_record(sm_testhost *th, sm_session_id id)
 
 /* ---- the recording transport ---- */
 
-static int th_deliver(session *s, const char *type, const char *action, const char *reply_to,
-                      const char *text, size_t len)
+/* Records one frame the server sent: opened with the client's keys, as a
+ * client would read it. */
+static void record_frame(record *r, const char *text, size_t len)
 {
-    record *r = current ? find_record(current, s->id) : NULL;
-    if (!r)
-        return -1;
-    json_t *payload = json_loadb(text, len, 0, NULL);
-    json_t *m = json_pack("{s:s, s:s, s:o}", "type", type, "action", action, "payload",
-                          payload ? payload : json_object());
-    if (!m)
-        return -1;
-    if (reply_to)
-        json_object_set_new(m, "reply_to", json_string(reply_to));
-    return json_array_append_new(r->messages, m) == 0 ? 0 : -1;
+    envelope_in in;
+    json_t *payload = NULL;
+    if (envelope_parse(text, len, &in) != ENVELOPE_OK) {
+        log_msg(SM_LOG_ERROR, "testhost", "session %llu: unreadable frame from the core",
+                (unsigned long long)r->id);
+        return;
+    }
+    if (envelope_open(&r->s2c, &in, &payload) != ENVELOPE_OK) {
+        log_msg(SM_LOG_ERROR, "testhost", "session %llu: frame '%s' does not open",
+                (unsigned long long)r->id, in.action);
+        envelope_in_clear(&in);
+        return;
+    }
+    json_t *m = json_pack("{s:s, s:s, s:o}", "type", in.type, "action", in.action, "payload",
+                          payload);
+    if (m && in.reply_to)
+        json_object_set_new(m, "reply_to", json_string(in.reply_to));
+    if (!m || json_array_append_new(r->messages, m) != 0)
+        log_msg(SM_LOG_ERROR, "testhost", "out of memory recording a message");
+    envelope_in_clear(&in);
 }
 
-static void th_close(session *s, int close_code, const char *reason)
+/* The client reads at once: every frame is taken as soon as it is queued. */
+static void th_write(session *s)
 {
-    (void)reason;
-    if (!current || s->state == SESSION_CLOSING)
-        return;
-    s->state = SESSION_CLOSING;
-    record *r = find_record(current, s->id);
-    if (r) {
-        r->closed = 1;
-        r->close_code = close_code;
+    record *r = current ? find_record(current, s->id) : NULL;
+    outqueue_frame *f;
+    while ((f = session_io_next_frame(s))) {
+        if (r)
+            record_frame(r, (const char *)f->data + OUTQUEUE_HEADROOM, f->len);
+        session_io_frame_sent(s, 0);
     }
+}
+
+static void th_close(session *s, int how)
+{
+    record *r = current ? find_record(current, s->id) : NULL;
+    if (!current || !r || r->closed)
+        return;
+    r->closed = 1;
+    /* A dropped connection has no close frame: the client sees 1006. */
+    r->close_code = how == SESSION_IO_DROP ? 1006 : s->close_code;
     if (current->n_to_destroy == current->cap_to_destroy) {
         size_t cap = current->cap_to_destroy ? current->cap_to_destroy * 2 : 16;
         sm_session_id *ids = realloc(current->to_destroy, cap * sizeof *ids);
@@ -86,7 +109,7 @@ static void th_pause(session *s, int pause)
     (void)pause;
 }
 
-static const session_transport th_transport = {th_deliver, th_close, th_pause};
+static const session_transport th_transport = {th_write, th_close, th_pause};
 
 /* Finishes what a step started: zero-delay timers due now, then the
  * sessions the core closed (their close events may close others). */
@@ -218,6 +241,25 @@ void sm_testhost_free(sm_testhost *th)
 
 /* ---- sessions ---- */
 
+/* What the key exchange would leave: both sides' keys from a fresh session
+ * key, the server's in the session and the client's in the record. */
+static int open_keys(session *s, record *r)
+{
+    uint8_t k[CRYPTO_KEY_LEN], client_nonce[ENVELOPE_NONCE_LEN];
+    int rc = -1;
+    if (core_random(k, sizeof k) == 0 && core_random(client_nonce, sizeof client_nonce) == 0 &&
+        core_random(s->server_nonce, sizeof s->server_nonce) == 0 &&
+        envelope_derive(k, s->server_nonce, client_nonce, ENVELOPE_CIPHER_AES256_GCM, &s->c2s,
+                        &s->s2c) == 0) {
+        r->c2s = s->c2s;
+        r->s2c = s->s2c;
+        session_set_open(s);
+        rc = 0;
+    }
+    crypto_wipe(k, sizeof k);
+    return rc;
+}
+
 sm_session_id sm_testhost_connect(sm_testhost *th, const char *address)
 {
     if (!th)
@@ -233,7 +275,13 @@ sm_session_id sm_testhost_connect(sm_testhost *th, const char *address)
         return 0;
     }
     r->id = s->id;
-    s->state = SESSION_OPEN;
+    if (open_keys(s, r) != 0) {
+        hashmap_remove_u64(th->records, s->id);
+        json_decref(r->messages);
+        free(r);
+        session_destroy(s);
+        return 0;
+    }
     s->opened = 1;
     sm_session_id id = s->id;
     session_fire(SM_EVENT_SESSION_OPENED, s);
@@ -265,7 +313,7 @@ int sm_testhost_disconnect(sm_testhost *th, sm_session_id id)
         r->closed = 1;
         r->close_code = 1000;
     }
-    s->state = SESSION_CLOSING;
+    session_io_disconnected(s);
     session_destroy(s);
     settle(th);
     return SM_OK;
@@ -282,10 +330,10 @@ uint64_t sm_testhost_send(sm_testhost *th, sm_session_id id, const char *action,
         return 0;
     const char *text = payload_json ? payload_json : "{}";
     json_t *payload = envelope_json_loads(text, strlen(text));
-    if (!json_is_object(payload)) {
-        json_decref(payload);
+    int is_object = json_is_object(payload);
+    json_decref(payload);
+    if (!is_object)
         return 0;
-    }
     /* The server runs one command per session at a time; so does the host:
      * a command sent while another waits for a worker lets it finish. */
     while (s && s->busy) {
@@ -293,15 +341,18 @@ uint64_t sm_testhost_send(sm_testhost *th, sm_session_id id, const char *action,
         settle(th);
         s = session_find(id);
     }
-    if (!s || s->state != SESSION_OPEN) {
-        json_decref(payload);
+    if (!s || s->state != SESSION_OPEN)
         return 0;
-    }
-    uint64_t nonce = ++r->next_nonce;
-    char nonce_text[24];
-    snprintf(nonce_text, sizeof nonce_text, "%llu", (unsigned long long)nonce);
-    dispatch_command(s, action, nonce_text, payload, strlen(text));
-    json_decref(payload);
+    /* Sealed as the client would, and read by the server's own path
+     * (session I/O, envelope check, dispatch). */
+    char *frame = NULL;
+    size_t frame_len = 0;
+    if (envelope_seal(&r->c2s, "command", action, NULL, text, strlen(text), &frame,
+                      &frame_len) != 0)
+        return 0;
+    uint64_t nonce = r->c2s.nonce;
+    session_io_receive(s, frame, frame_len);
+    free(frame);
     settle(th);
     return nonce;
 }

@@ -1,9 +1,10 @@
-/* SafeMessenger plugin test host: runs plugins in-process, without sockets
- * or crypto, so a plugin's CUnit suite can drive it command by command.
+/* SafeMessenger plugin test host: runs plugins in-process, without sockets,
+ * so a plugin's CUnit suite can drive it command by command.
  *
- * The host is the real core (dispatch, sessions, topics, storage, timers,
- * worker pool) with a recording transport instead of WebSockets, an
- * in-memory SQLite database and a fake clock. Everything runs on the
+ * The host is the real core (session I/O with its envelope encryption,
+ * dispatch, sessions, topics, storage, timers, worker pool) with a
+ * recording transport instead of WebSockets, an in-memory SQLite database
+ * and a fake clock. Everything runs on the
  * calling thread except worker jobs, which run on one internal thread and
  * whose completions run on the calling thread in sm_testhost_run_workers().
  *
@@ -82,11 +83,11 @@ sm_session_id sm_testhost_connect_user(sm_testhost *th, const char *username, in
 int sm_testhost_disconnect(sm_testhost *th, sm_session_id session);
 
 /* Sends a command (payload_json: a JSON object as text, NULL = {}) and
- * runs it through dispatch exactly as the server would after decryption,
- * rate limits included: limits.commands_per_second, and
- * limits.bytes_per_second counting payload_json's length (the server counts
- * the whole envelope), both on the fake clock, as is the topics' fan-out
- * budget (sm_host.topic_fanout_take).
+ * runs it exactly as the server would: sealed in an envelope with the
+ * session's keys, then opened and dispatched by the server's own receive
+ * path, rate limits included: limits.commands_per_second, and
+ * limits.bytes_per_second counting the whole envelope, both on the fake
+ * clock, as is the topics' fan-out budget (sm_host.topic_fanout_take).
  * Returns the command's nonce (1, 2, ... per session), or 0 if the session
  * is unknown or closed or payload_json is not a JSON object. Worker jobs
  * it queues are not run: see sm_testhost_run_workers(). */

@@ -49,6 +49,29 @@ static void testhost_call_returns_the_reply(void)
     sm_testhost_disconnect(th, s);
 }
 
+/* Commands take the server's receive path (sealed, opened, then checked
+ * as after decryption), not a shortcut into dispatch: key_exchange is
+ * refused there as "already complete", which dispatch alone knows nothing
+ * of. */
+static void testhost_commands_take_the_servers_receive_path(void)
+{
+    sm_session_id s = sm_testhost_connect(th, NULL);
+    CU_ASSERT_NOT_EQUAL_FATAL(s, 0);
+    json_t *r = sm_testhost_call(th, s, "key_exchange", "{}");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_EQUAL(code_of(r), 1003);
+    CU_ASSERT_STRING_EQUAL(str(json_object_get(r, "payload"), "message"),
+                           "the handshake is already complete");
+    CU_ASSERT_STRING_EQUAL(str(r, "reply_to"), "1");
+    json_decref(r);
+    /* The nonces go on from there, as the envelope counts them. */
+    r = sm_testhost_call(th, s, "echo", NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_STRING_EQUAL(str(r, "reply_to"), "2");
+    json_decref(r);
+    sm_testhost_disconnect(th, s);
+}
+
 static void testhost_applies_the_core_checks(void)
 {
     sm_session_id s = sm_testhost_connect(th, NULL);
@@ -266,6 +289,7 @@ int main(void)
     static const sm_test_case cases[] = {
         SM_TEST(testhost_call_returns_the_reply),
         SM_TEST(testhost_applies_the_core_checks),
+        SM_TEST(testhost_commands_take_the_servers_receive_path),
         SM_TEST(testhost_connect_user_is_logged_in),
         SM_TEST(testhost_workers_run_on_demand),
         SM_TEST(testhost_records_events_after_their_reply),

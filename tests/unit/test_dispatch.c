@@ -9,7 +9,7 @@
 #include "dispatch.h"
 #include "fake_transport.h"
 #include "plugin_loader.h"
-#include "receive.h"
+#include "session_io.h"
 #include "session.h"
 #include "safemessenger/testhost_suite.h"
 #include "topic.h"
@@ -157,7 +157,7 @@ static void dispatch_deferred_reply_and_queued_input_keep_order(void)
     /* A command arriving meanwhile waits (no keys here: it is queued as
      * text and would go through the envelope check, so only check that it
      * is queued and not run). */
-    receive_message(s, "{}", 2);
+    session_io_receive(s, "{}", 2);
     CU_ASSERT_EQUAL(s->input_count, 1);
     workers_drain(g_core.pool);
     CU_ASSERT_EQUAL_FATAL(fake_count, 1);
@@ -190,7 +190,7 @@ static void dispatch_deferred_reply_without_timer_closes_1011(void)
     struct session *s = fake_session();
     sm_session_id id = s->id;
     run(s, "deferred_echo", "1", "{}");
-    receive_message(s, "{}", 2);
+    session_io_receive(s, "{}", 2);
     CU_ASSERT_EQUAL(s->input_count, 1);
     g_core.timer_start = no_timer;
     workers_drain(g_core.pool);
@@ -215,11 +215,11 @@ static void dispatch_more_than_64_queued_messages_close_1008(void)
     run(s, "deferred_echo", "1", "{}");
     CU_ASSERT_PTR_NOT_NULL_FATAL(s->busy);
     for (int i = 0; i < 64; i++)
-        receive_message(s, "{}", 2);
+        session_io_receive(s, "{}", 2);
     CU_ASSERT_EQUAL(s->input_count, 64);
     CU_ASSERT_EQUAL(fake_closed_code, 0);
     CU_ASSERT_EQUAL(s->state, SESSION_OPEN);
-    receive_message(s, "{}", 2);
+    session_io_receive(s, "{}", 2);
     CU_ASSERT_EQUAL(fake_closed_code, 1008);
     CU_ASSERT_EQUAL(s->state, SESSION_CLOSING);
     CU_ASSERT_EQUAL(s->input_count, 64);
@@ -399,7 +399,7 @@ static void dispatch_reply_over_payload_limit_becomes_1011(void)
 {
     fake_reset();
     struct session *s = fake_session();
-    size_t cap = session_payload_max();
+    size_t cap = session_io_payload_max();
     CU_ASSERT_EQUAL(cap, g_core.sc->send_queue_bytes / 4);
     char payload[64];
     snprintf(payload, sizeof payload, "{\"size\":%zu}", cap); /* {"data":"..."} is larger */
@@ -427,17 +427,17 @@ static void session_event_over_payload_limit_is_dropped(void)
 {
     fake_reset();
     struct session *s = fake_session();
-    size_t cap = session_payload_max();
+    size_t cap = session_io_payload_max();
     char *text = malloc(cap + 2);
     CU_ASSERT_PTR_NOT_NULL_FATAL(text);
     memset(text, ' ', cap + 1);
     text[0] = '{';
     text[cap] = '}';
     text[cap + 1] = '\0';
-    CU_ASSERT_EQUAL(session_deliver(s, "event", "huge", NULL, text, cap + 1), -1);
+    CU_ASSERT_EQUAL(session_io_send(s, "event", "huge", NULL, text, cap + 1), -1);
     CU_ASSERT_EQUAL(fake_count, 0);
     CU_ASSERT_EQUAL(fake_closed_code, 0);
-    CU_ASSERT_EQUAL(session_deliver(s, "event", "fits", NULL, text + 1, cap), 0);
+    CU_ASSERT_EQUAL(session_io_send(s, "event", "fits", NULL, text + 1, cap), 0);
     CU_ASSERT_EQUAL(fake_count, 1);
     free(text);
     session_destroy(s);
@@ -463,18 +463,18 @@ static void receive_waits_while_output_congested_and_resumes_after_drain(void)
     size_t half = g_core.sc->send_queue_bytes / 2;
     fill_output(s, half);
     /* Not run: its reply would add to a queue already half full. */
-    receive_message(s, "{}", 2);
+    session_io_receive(s, "{}", 2);
     CU_ASSERT_EQUAL(fake_count, 0);
     CU_ASSERT_EQUAL(s->input_count, 1);
     CU_ASSERT_EQUAL(fake_paused, 1);
     /* Still at the threshold: resuming runs nothing yet. */
-    receive_resume(s);
+    session_io_resume(s);
     CU_ASSERT_EQUAL(s->input_count, 1);
     CU_ASSERT_EQUAL(fake_paused, 1);
     /* One frame written whole: below the threshold, the command runs (an
      * unreadable envelope here: error 1004) and reading resumes. */
     outqueue_sent(&s->out, 0, core_mono_now());
-    receive_resume(s);
+    session_io_resume(s);
     CU_ASSERT_EQUAL(s->input_count, 0);
     CU_ASSERT_EQUAL_FATAL(fake_count, 1);
     CU_ASSERT_EQUAL(fake_code(0), 1004);

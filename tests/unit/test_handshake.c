@@ -10,7 +10,7 @@
 #include "envelope.h"
 #include "fake_transport.h"
 #include "handshake.h"
-#include "receive.h"
+#include "session_io.h"
 #include "safemessenger/testhost_suite.h"
 #include "session.h"
 
@@ -80,7 +80,7 @@ static void handshake_without_entropy_for_the_token_replies_1005_and_closes_1011
     CU_ASSERT_PTR_NOT_NULL_FATAL(text);
     /* The RSA job succeeds; drawing the session token then fails. */
     g_core.random = no_entropy;
-    receive_message(s, text, len);
+    session_io_receive(s, text, len);
     free(text);
     workers_drain(g_core.pool);
     g_core.random = crypto_random;
@@ -109,7 +109,7 @@ static void handshake_completes_with_entropy(void)
     size_t len = 0;
     char *text = key_exchange_text(&len);
     CU_ASSERT_PTR_NOT_NULL_FATAL(text);
-    receive_message(s, text, len);
+    session_io_receive(s, text, len);
     free(text);
     workers_drain(g_core.pool);
     s = session_find(id);

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "outqueue.h"
+#include "safemessenger/plugin.h"
 #include "safemessenger/testhost_suite.h"
 
 static char data[8192];
@@ -18,11 +19,11 @@ static void outqueue_first_frame_counts_against_the_byte_bound(void)
 {
     outqueue q = {0};
     /* An empty queue is no exception: a frame over the bound is refused. */
-    CU_ASSERT_EQUAL(outqueue_push(&q, data, 5000, 4096, 10, 0), -2);
+    CU_ASSERT_EQUAL(outqueue_push(&q, data, 5000, 4096, 10, 0), SM_EBUSY);
     CU_ASSERT_EQUAL(q.count, 0);
     CU_ASSERT_EQUAL(outqueue_unsent(&q), 0);
     push_ok(&q, 4096, 4096, 10, 0);
-    CU_ASSERT_EQUAL(outqueue_push(&q, data, 1, 4096, 10, 0), -2);
+    CU_ASSERT_EQUAL(outqueue_push(&q, data, 1, 4096, 10, 0), SM_EBUSY);
     CU_ASSERT_EQUAL(outqueue_unsent(&q), 4096);
     outqueue_clear(&q);
 }
@@ -39,7 +40,7 @@ static void outqueue_frame_held_by_the_transport_stays_counted(void)
     CU_ASSERT_EQUAL(outqueue_unsent(&q), 5000);
     CU_ASSERT_EQUAL(outqueue_messages(&q), 2);
     /* 5000 + 3500 > 8192: refused although the queue alone would fit. */
-    CU_ASSERT_EQUAL(outqueue_push(&q, data, 3500, 8192, 10, 1.0), -2);
+    CU_ASSERT_EQUAL(outqueue_push(&q, data, 3500, 8192, 10, 1.0), SM_EBUSY);
     /* lws wrote it all out: it leaves the count. */
     outqueue_transport_drained(&q, 2.0);
     CU_ASSERT_EQUAL(outqueue_unsent(&q), 2000);
@@ -59,7 +60,7 @@ static void outqueue_message_bound_counts_the_handed_off_frame(void)
     push_ok(&q, 10, 8192, 2, 0);
     outqueue_sent(&q, 1, 0);
     push_ok(&q, 10, 8192, 2, 0);
-    CU_ASSERT_EQUAL(outqueue_push(&q, data, 10, 8192, 2, 0), -2);
+    CU_ASSERT_EQUAL(outqueue_push(&q, data, 10, 8192, 2, 0), SM_EBUSY);
     outqueue_transport_drained(&q, 0);
     push_ok(&q, 10, 8192, 2, 0);
     outqueue_clear(&q);
