@@ -56,6 +56,8 @@ static void core_cleanup(void);
 static int core_init(void)
 {
     memset(&g_core, 0, sizeof g_core);
+    g_core.logic_thread = pthread_self();
+    g_core.logic_thread_set = 1;
     g_core.wall_clock = real_wall_clock;
     g_core.mono_clock = real_mono_clock;
     g_core.random = crypto_random;

@@ -16,6 +16,7 @@
 #ifndef SM_CORE_CORE_H
 #define SM_CORE_CORE_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -100,6 +101,13 @@ struct core {
     struct peers *peers; /* per-address limits; the transport's, NULL under the test host */
     int shutting_down;
     int started;               /* between core_start and core_stop */
+    /* The logic thread: the one that called core_start. Dispatch, the
+     * plugins, timers and worker completions run on it; host services
+     * called from any other thread are refused (host_api.c, PLUGINS.md
+     * 11). Set before the worker pool starts, never written again while
+     * it runs, so other threads may read it. */
+    pthread_t logic_thread;
+    int logic_thread_set;
 
     /* Clocks: wall time for timestamps, monotonic for timers. The test host
      * replaces both with its fake clock. */

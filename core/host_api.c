@@ -1,6 +1,8 @@
 #include "host_api.h"
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +16,149 @@
 #include "session.h"
 #include "session_io.h"
 #include "topic.h"
+
+/* ---- the logic thread ---- */
+
+/* Host services act on state only the logic thread may touch (sessions,
+ * topics, timers, the one database connection, the configuration), so a
+ * call from any other thread, a worker's `work` for instance, is refused
+ * before it touches anything: SM_ESTATE, 0 or NULL, and nothing done
+ * (PLUGINS.md 11). Only now, metric_add and metric_set, which touch
+ * nothing else, work everywhere. The refusal is logged the first time and
+ * then every LOGIC_REFUSAL_LOG_EVERY-th time, so a worker calling in a
+ * loop cannot flood the log; host_api_off_thread_calls() counts them all. */
+#define LOGIC_REFUSAL_LOG_EVERY 1024
+
+static atomic_ulong off_thread_calls;
+
+static int host_off_logic_thread(const char *what)
+{
+    if (!g_core.logic_thread_set || pthread_equal(pthread_self(), g_core.logic_thread))
+        return 0;
+    unsigned long n = atomic_fetch_add(&off_thread_calls, 1);
+    if (n % LOGIC_REFUSAL_LOG_EVERY == 0)
+        log_msg(SM_LOG_ERROR, "core",
+                "host service %s called off the logic thread (a worker's work?): refused "
+                "(%lu such calls)", what, n + 1);
+    return 1;
+}
+
+unsigned long host_api_off_thread_calls(void) { return atomic_load(&off_thread_calls); }
+
+/* The entries the table would otherwise point straight at, behind the
+ * same check. */
+static size_t h_topic_members(const char *topic, sm_session_id *out, size_t max)
+{
+    if (host_off_logic_thread("topic_members"))
+        return 0;
+    return topic_members(topic, out, max);
+}
+
+static int h_db_bind_int64(sm_stmt *stmt, int index, int64_t value)
+{
+    if (host_off_logic_thread("db_bind_int64"))
+        return SM_ESTATE;
+    return storage_bind_int64(stmt, index, value);
+}
+
+static int h_db_bind_double(sm_stmt *stmt, int index, double value)
+{
+    if (host_off_logic_thread("db_bind_double"))
+        return SM_ESTATE;
+    return storage_bind_double(stmt, index, value);
+}
+
+static int h_db_bind_text(sm_stmt *stmt, int index, const char *value, long len)
+{
+    if (host_off_logic_thread("db_bind_text"))
+        return SM_ESTATE;
+    return storage_bind_text(stmt, index, value, len);
+}
+
+static int h_db_bind_null(sm_stmt *stmt, int index)
+{
+    if (host_off_logic_thread("db_bind_null"))
+        return SM_ESTATE;
+    return storage_bind_null(stmt, index);
+}
+
+static int h_db_step(sm_stmt *stmt)
+{
+    if (host_off_logic_thread("db_step"))
+        return SM_ESTATE;
+    return storage_step(stmt);
+}
+
+static int64_t h_db_column_int64(sm_stmt *stmt, int col)
+{
+    if (host_off_logic_thread("db_column_int64"))
+        return 0;
+    return storage_column_int64(stmt, col);
+}
+
+static double h_db_column_double(sm_stmt *stmt, int col)
+{
+    if (host_off_logic_thread("db_column_double"))
+        return 0;
+    return storage_column_double(stmt, col);
+}
+
+static const char *h_db_column_text(sm_stmt *stmt, int col)
+{
+    if (host_off_logic_thread("db_column_text"))
+        return NULL;
+    return storage_column_text(stmt, col);
+}
+
+static int h_db_column_is_null(sm_stmt *stmt, int col)
+{
+    if (host_off_logic_thread("db_column_is_null"))
+        return 1; /* reads as NULL */
+    return storage_column_is_null(stmt, col);
+}
+
+static int h_db_reset(sm_stmt *stmt)
+{
+    if (host_off_logic_thread("db_reset"))
+        return SM_ESTATE;
+    return storage_reset(stmt);
+}
+
+static void h_db_finalize(sm_stmt *stmt)
+{
+    if (host_off_logic_thread("db_finalize"))
+        return;
+    storage_finalize(stmt);
+}
+
+static int h_admin_reply(sm_admin_ctx *ctx, const json_t *result)
+{
+    if (host_off_logic_thread("admin_reply"))
+        return SM_ESTATE;
+    return admin_reply(ctx, result);
+}
+
+static int h_admin_error(sm_admin_ctx *ctx, int status, const char *message)
+{
+    if (host_off_logic_thread("admin_error"))
+        return SM_ESTATE;
+    return admin_error(ctx, status, message);
+}
+
+static int h_admin_defer(sm_admin_ctx *ctx)
+{
+    if (host_off_logic_thread("admin_defer"))
+        return SM_ESTATE;
+    return admin_defer(ctx);
+}
+
+static int h_metric_register(sm_plugin *self, sm_metric_type type, const char *name,
+                             const char *help, const char *const *labels, sm_metric **out)
+{
+    if (host_off_logic_thread("metric_register"))
+        return SM_ESTATE;
+    return host_metric_register(self, type, name, help, labels, out);
+}
 
 static int in_init(const plugin *self, const char *what)
 {
@@ -34,6 +179,8 @@ static int refused(int rc)
 
 static int h_register_actions(sm_plugin *self, const sm_action *actions)
 {
+    if (host_off_logic_thread("register_actions"))
+        return SM_ESTATE;
     if (!in_init(self, "register_actions"))
         return SM_ESTATE;
     if (!actions)
@@ -62,11 +209,15 @@ static int add_subscriber(sm_plugin *self, sm_core_event event, sm_event_fn fn,
 
 static int h_subscribe(sm_plugin *self, sm_core_event event, sm_event_fn fn)
 {
+    if (host_off_logic_thread("subscribe"))
+        return SM_ESTATE;
     return add_subscriber(self, event, fn, NULL, "subscribe");
 }
 
 static int h_subscribe_ex(sm_plugin *self, sm_core_event event, sm_event_ex_fn fn)
 {
+    if (host_off_logic_thread("subscribe_ex"))
+        return SM_ESTATE;
     return add_subscriber(self, event, NULL, fn, "subscribe_ex");
 }
 
@@ -95,6 +246,8 @@ void core_fire_event(sm_core_event event, sm_session_id id, const char *username
 
 static int h_register_migrations(sm_plugin *self, const sm_migration *migrations)
 {
+    if (host_off_logic_thread("register_migrations"))
+        return SM_ESTATE;
     if (!in_init(self, "register_migrations"))
         return SM_ESTATE;
     if (!migrations)
@@ -105,6 +258,8 @@ static int h_register_migrations(sm_plugin *self, const sm_migration *migrations
 
 static int h_register_reload(sm_plugin *self, sm_reload_fn fn)
 {
+    if (host_off_logic_thread("register_reload"))
+        return SM_ESTATE;
     if (!in_init(self, "register_reload"))
         return SM_ESTATE;
     if (!fn)
@@ -115,6 +270,8 @@ static int h_register_reload(sm_plugin *self, sm_reload_fn fn)
 
 static int h_register_policy(sm_plugin *self, sm_policy_fn fn)
 {
+    if (host_off_logic_thread("register_policy"))
+        return SM_ESTATE;
     if (!in_init(self, "register_policy"))
         return SM_ESTATE;
     if (!fn)
@@ -132,6 +289,8 @@ static int h_register_policy(sm_plugin *self, sm_policy_fn fn)
 
 static int h_policy_check(sm_interaction what, const char *from_user, const char *to_user)
 {
+    if (host_off_logic_thread("policy_check"))
+        return SM_ESTATE;
     if (!from_user || !to_user)
         return SM_VERDICT_DENY;
     for (size_t i = 0; i < g_core.n_policies; i++) {
@@ -147,6 +306,8 @@ static int h_policy_check(sm_interaction what, const char *from_user, const char
 
 static int h_register_admin_commands(sm_plugin *self, const sm_admin_command *commands)
 {
+    if (host_off_logic_thread("register_admin_commands"))
+        return SM_ESTATE;
     if (!in_init(self, "register_admin_commands"))
         return SM_ESTATE;
     if (!commands)
@@ -157,6 +318,8 @@ static int h_register_admin_commands(sm_plugin *self, const sm_admin_command *co
 /* Session 0: the account or room is gone, no session is involved. */
 static int h_user_deleted(sm_plugin *self, const char *username)
 {
+    if (host_off_logic_thread("user_deleted"))
+        return SM_ESTATE;
     (void)self;
     if (!username || !*username)
         return SM_EINVAL;
@@ -166,6 +329,8 @@ static int h_user_deleted(sm_plugin *self, const char *username)
 
 static int h_room_deleted(sm_plugin *self, const char *room)
 {
+    if (host_off_logic_thread("room_deleted"))
+        return SM_ESTATE;
     (void)self;
     if (!room || !*room)
         return SM_EINVAL;
@@ -177,6 +342,8 @@ static int h_room_deleted(sm_plugin *self, const char *room)
 
 static int h_register_users_provider(sm_plugin *self, const sm_users_provider *provider)
 {
+    if (host_off_logic_thread("register_users_provider"))
+        return SM_ESTATE;
     if (!in_init(self, "register_users_provider"))
         return SM_ESTATE;
     /* A provider built against a header whose struct ended before by_id
@@ -251,6 +418,8 @@ static int user_lookup(const char *name, int64_t id, sm_user_info *out)
  * start asks whether a provider is loaded (plugin.h). */
 static int h_user_lookup(const char *name, sm_user_info *out)
 {
+    if (host_off_logic_thread("user_lookup"))
+        return SM_ESTATE;
     if (!g_core.users_provider)
         return SM_ESTATE;
     if (!name || !*name)
@@ -260,6 +429,8 @@ static int h_user_lookup(const char *name, sm_user_info *out)
 
 static int h_user_lookup_id(int64_t id, sm_user_info *out)
 {
+    if (host_off_logic_thread("user_lookup_id"))
+        return SM_ESTATE;
     return user_lookup(NULL, id, out);
 }
 
@@ -267,25 +438,43 @@ static int h_user_lookup_id(int64_t id, sm_user_info *out)
 
 static int h_reply(sm_ctx *ctx, const char *action, const json_t *payload)
 {
+    if (host_off_logic_thread("reply"))
+        return SM_ESTATE;
     return dispatch_reply(ctx, action, payload);
 }
 
 static int h_reply_error(sm_ctx *ctx, int code, const char *message)
 {
+    if (host_off_logic_thread("reply_error"))
+        return SM_ESTATE;
     return dispatch_reply_error(ctx, code, message, NULL);
 }
 
 static int h_reply_error_extra(sm_ctx *ctx, int code, const char *message, const json_t *extra)
 {
+    if (host_off_logic_thread("reply_error_extra"))
+        return SM_ESTATE;
     return dispatch_reply_error(ctx, code, message, extra);
 }
 
-static int h_defer(sm_ctx *ctx) { return dispatch_defer(ctx); }
+static int h_defer(sm_ctx *ctx)
+{
+    if (host_off_logic_thread("defer"))
+        return SM_ESTATE;
+    return dispatch_defer(ctx);
+}
 
-static sm_session_id h_ctx_session(const sm_ctx *ctx) { return ctx ? ctx->session : 0; }
+static sm_session_id h_ctx_session(const sm_ctx *ctx)
+{
+    if (host_off_logic_thread("ctx_session"))
+        return 0;
+    return ctx ? ctx->session : 0;
+}
 
 static const char *h_ctx_action(const sm_ctx *ctx)
 {
+    if (host_off_logic_thread("ctx_action"))
+        return NULL;
     return ctx ? ctx->entry->action->name : NULL;
 }
 
@@ -293,12 +482,16 @@ static const char *h_ctx_action(const sm_ctx *ctx)
 
 static int h_session_login(sm_session_id id, const char *username, int64_t user_id)
 {
+    if (host_off_logic_thread("session_login"))
+        return SM_ESTATE;
     session *s = session_find(id);
     return s ? session_login(s, username, user_id) : SM_ENOTFOUND;
 }
 
 static void h_audit(sm_plugin *self, sm_session_id id, const char *event, const char *username)
 {
+    if (host_off_logic_thread("audit"))
+        return;
     if (!event)
         return;
     const char *by = self ? self->name : "plugin";
@@ -314,42 +507,56 @@ static void h_audit(sm_plugin *self, sm_session_id id, const char *event, const 
 
 static int h_session_logout(sm_session_id id)
 {
+    if (host_off_logic_thread("session_logout"))
+        return SM_ESTATE;
     session *s = session_find(id);
     return s ? session_logout(s) : SM_ENOTFOUND;
 }
 
 static const char *h_session_username(sm_session_id id)
 {
+    if (host_off_logic_thread("session_username"))
+        return NULL;
     session *s = session_find(id);
     return s ? s->username : NULL;
 }
 
 static int64_t h_session_user_id(sm_session_id id)
 {
+    if (host_off_logic_thread("session_user_id"))
+        return 0;
     session *s = session_find(id);
     return s && s->username ? s->user_id : 0;
 }
 
 static const char *h_session_address(sm_session_id id)
 {
+    if (host_off_logic_thread("session_address"))
+        return NULL;
     session *s = session_find(id);
     return s ? s->address : NULL;
 }
 
 static int h_session_set_attr(sm_session_id id, const char *key, const char *value)
 {
+    if (host_off_logic_thread("session_set_attr"))
+        return SM_ESTATE;
     session *s = session_find(id);
     return s ? session_set_attr(s, key, value) : SM_ENOTFOUND;
 }
 
 static const char *h_session_get_attr(sm_session_id id, const char *key)
 {
+    if (host_off_logic_thread("session_get_attr"))
+        return NULL;
     session *s = session_find(id);
     return s && key ? session_get_attr(s, key) : NULL;
 }
 
 static int h_session_close(sm_session_id id, int close_code, const char *reason)
 {
+    if (host_off_logic_thread("session_close"))
+        return SM_ESTATE;
     session *s = session_find(id);
     if (!s)
         return SM_ENOTFOUND;
@@ -361,6 +568,8 @@ static int h_session_close(sm_session_id id, int close_code, const char *reason)
 
 static size_t h_user_sessions(const char *username, sm_session_id *out, size_t max)
 {
+    if (host_off_logic_thread("user_sessions"))
+        return 0;
     user_sessions *u = session_user(username);
     if (!u)
         return 0;
@@ -373,6 +582,8 @@ static size_t h_user_sessions(const char *username, sm_session_id *out, size_t m
 
 static int h_send_event(sm_session_id id, const char *action, const json_t *payload)
 {
+    if (host_off_logic_thread("send_event"))
+        return SM_ESTATE;
     session *s = session_find(id);
     if (!s)
         return SM_ENOTFOUND;
@@ -383,6 +594,8 @@ static int h_send_event(sm_session_id id, const char *action, const json_t *payl
 
 static int h_send_event_user(const char *username, const char *action, const json_t *payload)
 {
+    if (host_off_logic_thread("send_event_user"))
+        return SM_ESTATE;
     if (!action || !*action || (payload && !json_is_object(payload)))
         return SM_EINVAL;
     user_sessions *u = session_user(username);
@@ -415,18 +628,24 @@ static int h_send_event_user(const char *username, const char *action, const jso
 
 static int h_topic_join(const char *topic, sm_session_id id)
 {
+    if (host_off_logic_thread("topic_join"))
+        return SM_ESTATE;
     session *s = session_find(id);
     return s ? topic_join(topic, s) : SM_ENOTFOUND;
 }
 
 static int h_topic_leave(const char *topic, sm_session_id id)
 {
+    if (host_off_logic_thread("topic_leave"))
+        return SM_ESTATE;
     session *s = session_find(id);
     return s ? topic_leave(topic, s) : SM_ENOTFOUND;
 }
 
 static int h_topic_is_member(const char *topic, sm_session_id id)
 {
+    if (host_off_logic_thread("topic_is_member"))
+        return SM_ESTATE;
     session *s = session_find(id);
     return s ? topic_is_member(topic, s) : 0;
 }
@@ -434,6 +653,8 @@ static int h_topic_is_member(const char *topic, sm_session_id id)
 static int h_topic_publish(const char *topic, const char *action, const json_t *payload,
                            sm_session_id except)
 {
+    if (host_off_logic_thread("topic_publish"))
+        return SM_ESTATE;
     if (!action || !*action || (payload && !json_is_object(payload)))
         return SM_EINVAL;
     return topic_publish(topic, action, payload, except);
@@ -442,6 +663,8 @@ static int h_topic_publish(const char *topic, const char *action, const json_t *
 static int h_topic_publish_except_user(const char *topic, const char *action,
                                        const json_t *payload, const char *except_user)
 {
+    if (host_off_logic_thread("topic_publish_except_user"))
+        return SM_ESTATE;
     if (!action || !*action || (payload && !json_is_object(payload)))
         return SM_EINVAL;
     return topic_publish_except_user(topic, action, payload, except_user);
@@ -449,6 +672,8 @@ static int h_topic_publish_except_user(const char *topic, const char *action,
 
 static int h_topic_fanout_take(const char *topic, size_t payload_bytes, double *retry_after)
 {
+    if (host_off_logic_thread("topic_fanout_take"))
+        return SM_ESTATE;
     if (!topic)
         return SM_EINVAL;
     return topic_fanout_take(topic, payload_bytes, retry_after);
@@ -459,6 +684,8 @@ static int h_topic_fanout_take(const char *topic, size_t payload_bytes, double *
 static sm_timer *h_timer_start(sm_plugin *self, double after, double repeat, sm_timer_fn fn,
                                void *arg)
 {
+    if (host_off_logic_thread("timer_start"))
+        return NULL;
     if (!fn || after < 0 || repeat < 0)
         return NULL;
     sm_timer *t = timers_start(g_core.timers, core_mono_now(), after, repeat, fn, arg, self);
@@ -469,12 +696,16 @@ static sm_timer *h_timer_start(sm_plugin *self, double after, double repeat, sm_
 
 static void h_timer_stop(sm_timer *timer)
 {
+    if (host_off_logic_thread("timer_stop"))
+        return;
     if (timer)
         timers_stop(g_core.timers, timer);
 }
 
 static int h_work_submit(sm_plugin *self, sm_work_fn work, sm_work_done_fn done, void *arg)
 {
+    if (host_off_logic_thread("work_submit"))
+        return SM_ESTATE;
     if (!work || !g_core.pool)
         return SM_EINVAL;
     /* The plugin is the owner: the pool serves each plugin's queue and the
@@ -486,26 +717,36 @@ static int h_work_submit(sm_plugin *self, sm_work_fn work, sm_work_done_fn done,
 
 static int h_config_int(sm_plugin *self, const char *key, int64_t min, int64_t max, int64_t *out)
 {
+    if (host_off_logic_thread("config_int"))
+        return SM_ESTATE;
     return config_section_int(g_core.cfg, self->name, key, min, max, out);
 }
 
 static int h_config_double(sm_plugin *self, const char *key, double min, double max, double *out)
 {
+    if (host_off_logic_thread("config_double"))
+        return SM_ESTATE;
     return config_section_double(g_core.cfg, self->name, key, min, max, out);
 }
 
 static int h_config_bool(sm_plugin *self, const char *key, int *out)
 {
+    if (host_off_logic_thread("config_bool"))
+        return SM_ESTATE;
     return config_section_bool(g_core.cfg, self->name, key, out);
 }
 
 static int h_config_string(sm_plugin *self, const char *key, const char **out)
 {
+    if (host_off_logic_thread("config_string"))
+        return SM_ESTATE;
     return config_section_string(g_core.cfg, self->name, key, out);
 }
 
 static int h_config_string_list(sm_plugin *self, const char *key, const char **out, size_t max)
 {
+    if (host_off_logic_thread("config_string_list"))
+        return SM_ESTATE;
     return config_section_string_list(g_core.cfg, self->name, key, out, max);
 }
 
@@ -514,6 +755,8 @@ static int h_config_string_list(sm_plugin *self, const char *key, const char **o
 static void h_log(sm_plugin *self, sm_log_level level, const char *fmt, ...) SM_PRINTF(3, 4);
 static void h_log(sm_plugin *self, sm_log_level level, const char *fmt, ...)
 {
+    if (host_off_logic_thread("log"))
+        return;
     if (level < SM_LOG_ERROR || level > SM_LOG_DEBUG || !fmt)
         return;
     va_list ap;
@@ -526,35 +769,47 @@ static void h_log(sm_plugin *self, sm_log_level level, const char *fmt, ...)
 
 static int h_db_prepare(sm_plugin *self, const char *sql, sm_stmt **out)
 {
+    if (host_off_logic_thread("db_prepare"))
+        return SM_ESTATE;
     return storage_prepare(g_core.db, self->name, sql, out);
 }
 
 static int h_db_begin(sm_plugin *self)
 {
+    if (host_off_logic_thread("db_begin"))
+        return SM_ESTATE;
     (void)self;
     return storage_begin(g_core.db);
 }
 
 static int h_db_commit(sm_plugin *self)
 {
+    if (host_off_logic_thread("db_commit"))
+        return SM_ESTATE;
     (void)self;
     return storage_commit(g_core.db);
 }
 
 static int h_db_rollback(sm_plugin *self)
 {
+    if (host_off_logic_thread("db_rollback"))
+        return SM_ESTATE;
     (void)self;
     return storage_rollback(g_core.db);
 }
 
 static int64_t h_db_last_insert_id(sm_plugin *self)
 {
+    if (host_off_logic_thread("db_last_insert_id"))
+        return 0;
     (void)self;
     return storage_last_insert_id(g_core.db);
 }
 
 static int64_t h_db_changes(sm_plugin *self)
 {
+    if (host_off_logic_thread("db_changes"))
+        return 0;
     (void)self;
     return storage_changes(g_core.db);
 }
@@ -585,7 +840,7 @@ static const sm_host host_table = {
     .topic_join = h_topic_join,
     .topic_leave = h_topic_leave,
     .topic_is_member = h_topic_is_member,
-    .topic_members = topic_members,
+    .topic_members = h_topic_members,
     .topic_publish = h_topic_publish,
     .now = core_wall_now,
     .timer_start = h_timer_start,
@@ -598,17 +853,17 @@ static const sm_host host_table = {
     .config_string_list = h_config_string_list,
     .log = h_log,
     .db_prepare = h_db_prepare,
-    .db_bind_int64 = storage_bind_int64,
-    .db_bind_double = storage_bind_double,
-    .db_bind_text = storage_bind_text,
-    .db_bind_null = storage_bind_null,
-    .db_step = storage_step,
-    .db_column_int64 = storage_column_int64,
-    .db_column_double = storage_column_double,
-    .db_column_text = storage_column_text,
-    .db_column_is_null = storage_column_is_null,
-    .db_reset = storage_reset,
-    .db_finalize = storage_finalize,
+    .db_bind_int64 = h_db_bind_int64,
+    .db_bind_double = h_db_bind_double,
+    .db_bind_text = h_db_bind_text,
+    .db_bind_null = h_db_bind_null,
+    .db_step = h_db_step,
+    .db_column_int64 = h_db_column_int64,
+    .db_column_double = h_db_column_double,
+    .db_column_text = h_db_column_text,
+    .db_column_is_null = h_db_column_is_null,
+    .db_reset = h_db_reset,
+    .db_finalize = h_db_finalize,
     .db_begin = h_db_begin,
     .db_commit = h_db_commit,
     .db_rollback = h_db_rollback,
@@ -619,12 +874,12 @@ static const sm_host host_table = {
     .topic_fanout_take = h_topic_fanout_take,
     .audit = h_audit,
     .register_admin_commands = h_register_admin_commands,
-    .admin_reply = admin_reply,
-    .admin_error = admin_error,
-    .admin_defer = admin_defer,
+    .admin_reply = h_admin_reply,
+    .admin_error = h_admin_error,
+    .admin_defer = h_admin_defer,
     .user_deleted = h_user_deleted,
     .register_reload = h_register_reload,
-    .metric_register = host_metric_register,
+    .metric_register = h_metric_register,
     .metric_add = host_metric_add,
     .metric_set = host_metric_set,
     .room_deleted = h_room_deleted,

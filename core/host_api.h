@@ -6,4 +6,8 @@
 
 const sm_host *host_api_table(void);
 
+/* Host calls refused because they came from a thread other than the logic
+ * thread (g_core.logic_thread): a worker's `work`, for instance. */
+unsigned long host_api_off_thread_calls(void);
+
 #endif

@@ -5,6 +5,7 @@
  * an allocation of exactly that size, so a plugin reading past it is a
  * heap overflow under ASan. tests/plugins/feature_probe.c is the plugin. */
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -236,6 +237,73 @@ static void host_abi_table_without_storage_plugin_falls_back(void)
     free(t);
 }
 
+/* What a worker's `work` would get from the host: refusals that touch
+ * nothing (PLUGINS.md 11). Runs on a thread of its own. */
+struct off_thread_calls {
+    sm_session_id id;
+    int join, member, config, prepare, close;
+    const char *username;
+    sm_timer *timer;
+    double now;
+};
+
+static void off_thread_fire(sm_timer *t, void *arg)
+{
+    (void)t;
+    (void)arg;
+}
+
+static void *call_from_other_thread(void *arg)
+{
+    struct off_thread_calls *c = arg;
+    const sm_host *h = host_api_table();
+    int64_t v = 0;
+    sm_stmt *st = NULL;
+    c->join = h->topic_join("off-thread", c->id);
+    c->member = h->topic_is_member("off-thread", c->id);
+    c->username = h->session_username(c->id);
+    c->config = h->config_int(NULL, "x", 0, 1, &v);
+    c->prepare = h->db_prepare(NULL, "SELECT 1", &st);
+    c->close = h->session_close(c->id, 1000, "bye");
+    c->timer = h->timer_start(NULL, 1, 0, off_thread_fire, NULL);
+    h->log(NULL, SM_LOG_ERROR, "must not be written");
+    c->now = h->now();
+    return NULL;
+}
+
+static void host_abi_calls_off_the_logic_thread_are_refused(void)
+{
+    CU_ASSERT_EQUAL_FATAL(core_up(), 0);
+    const sm_host *h = host_api_table();
+    struct session *s = fake_session();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(h->session_login(s->id, "alice", 1), SM_OK);
+    unsigned long before = host_api_off_thread_calls();
+    struct off_thread_calls c = {.id = s->id};
+    pthread_t t;
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&t, NULL, call_from_other_thread, &c), 0);
+    pthread_join(t, NULL);
+    CU_ASSERT_EQUAL(c.join, SM_ESTATE);
+    CU_ASSERT_EQUAL(c.member, SM_ESTATE);
+    CU_ASSERT_PTR_NULL(c.username);
+    CU_ASSERT_EQUAL(c.config, SM_ESTATE);
+    CU_ASSERT_EQUAL(c.prepare, SM_ESTATE);
+    CU_ASSERT_EQUAL(c.close, SM_ESTATE);
+    CU_ASSERT_PTR_NULL(c.timer);
+    CU_ASSERT_TRUE(c.now > 0);
+    /* 8 refused: every call but now. */
+    CU_ASSERT_EQUAL(host_api_off_thread_calls() - before, 8);
+    /* Nothing happened: the session is open, in no topic, still alice's;
+     * on this (the logic) thread the same calls work. */
+    CU_ASSERT_EQUAL(h->topic_is_member("off-thread", s->id), 0);
+    CU_ASSERT_STRING_EQUAL(h->session_username(s->id), "alice");
+    CU_ASSERT_EQUAL(h->topic_join("off-thread", s->id), SM_OK);
+    CU_ASSERT_EQUAL(h->topic_is_member("off-thread", s->id), 1);
+    CU_ASSERT_EQUAL(host_api_off_thread_calls() - before, 8);
+    session_destroy(s);
+    core_down();
+}
+
 int main(void)
 {
     static const sm_test_case cases[] = {
@@ -247,6 +315,7 @@ int main(void)
         SM_TEST(host_abi_full_table_plugin_uses_storage_and_policy),
         SM_TEST(host_abi_table_before_policy_hook_hides_policy),
         SM_TEST(host_abi_table_without_storage_plugin_falls_back),
+        SM_TEST(host_abi_calls_off_the_logic_thread_are_refused),
         SM_TEST_END,
     };
     return sm_test_run("host_abi", cases, NULL, NULL);
