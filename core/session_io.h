@@ -47,6 +47,11 @@
  *   plugins): the command in flight (s->busy) and so the held events, the
  *   rate buckets, login, attributes, topics.
  *
+ * The logic thread is g_core.logic_thread (the thread that ran
+ * core_start); the host table refuses plugin calls from any other thread
+ * (host_api.c), so once the sides split, an I/O-side path that reaches a
+ * host service by mistake fails visibly instead of racing.
+ *
  * They meet at four calls, which become queue hand-offs then:
  *   I/O -> logic   process(): an opened command goes to dispatch_command;
  *   logic -> I/O   session_io_send(): a reply or event to seal and queue;

@@ -8,10 +8,13 @@
  * everything goes through the host table.
  *
  * Threads: every callback (init, fini, action handlers, core event
- * callbacks, timer callbacks, worker `done` callbacks) runs on the server's
- * single event-loop thread, unless its comment says otherwise. Only a worker
- * job's `work` function runs on a worker thread, and it may call no host
- * service.
+ * callbacks, timer callbacks, worker `done` callbacks) runs on one thread,
+ * the logic thread (the "loop thread" below; today also the server's one
+ * event-loop thread), unless its comment says otherwise, so a plugin needs
+ * no lock for its own state. Only a worker job's `work` function runs on a
+ * worker thread, and it may call no host service: from any thread but the
+ * logic thread every host call except now, metric_add and metric_set is
+ * refused without effect (SM_ESTATE, 0 or NULL; logged).
  *
  * Ownership: strings passed to the host are copied unless documented
  * otherwise. json_t payloads passed to reply/event functions are borrowed
@@ -254,7 +257,8 @@ typedef enum sm_metric_type {
  * plugin's fini returns. */
 typedef struct sm_metric sm_metric;
 
-/* Worker jobs: `work` runs on a worker thread and must not call the host;
+/* Worker jobs: `work` runs on a worker thread and must not call the host
+ * (such calls are refused, see "Threads" above);
  * `done` runs afterwards on the loop thread (also when the server is
  * shutting down, with cancelled = 1, so the plugin can free `arg`). */
 typedef void (*sm_work_fn)(void *arg);
