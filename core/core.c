@@ -98,6 +98,11 @@ static void core_cleanup(void)
     free(g_core.policies);
     g_core.policies = NULL;
     g_core.n_policies = 0;
+    g_core.users_plugin = NULL;
+    g_core.users_provider = NULL;
+    free(g_core.user_name);
+    free(g_core.user_key);
+    g_core.user_name = g_core.user_key = NULL;
     g_core.sessions = g_core.users = g_core.topics = g_core.actions = NULL;
     g_core.timers = NULL;
     memset(g_core.subscribers, 0, sizeof g_core.subscribers);

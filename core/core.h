@@ -48,9 +48,12 @@ typedef struct session_transport {
     void (*pause)(struct session *s, int pause);
 } session_transport;
 
+/* One subscription: exactly one of fn (subscribe) and fn_ex (subscribe_ex)
+ * is set. */
 typedef struct core_subscriber {
     struct sm_plugin *plugin;
     sm_event_fn fn;
+    sm_event_ex_fn fn_ex;
 } core_subscriber;
 
 struct core {
@@ -81,6 +84,12 @@ struct core {
         sm_policy_fn fn;
     } *policies; /* load order */
     size_t n_policies;
+
+    /* The users provider (sm_host.register_users_provider) and what the
+     * last lookup returned: user_lookup's strings point here. */
+    struct sm_plugin *users_plugin;
+    const sm_users_provider *users_provider;
+    char *user_name, *user_key;
 
     EVP_PKEY *server_key;
     char *server_public_pem;
@@ -127,6 +136,10 @@ int core_random(uint8_t *buf, size_t len);
 /* Starts a one-shot core timer due `after` seconds from now and tells the
  * loop. NULL when out of memory. */
 sm_timer *core_timer_start(double after, sm_timer_fn fn, void *arg);
+/* Delivers a core event to every subscriber in load order (host_api.c):
+ * old-style callbacks get the room in `username` for ROOM_DELETED. */
+void core_fire_event(sm_core_event event, sm_session_id id, const char *username,
+                     const char *room);
 
 /* What core_start opens besides the maps, timers, clocks and the
  * configuration. The server, the plugin test host and the unit tests all

@@ -41,11 +41,12 @@ static int h_register_actions(sm_plugin *self, const sm_action *actions)
     return refused(dispatch_register(self, actions));
 }
 
-static int h_subscribe(sm_plugin *self, sm_core_event event, sm_event_fn fn)
+static int add_subscriber(sm_plugin *self, sm_core_event event, sm_event_fn fn,
+                          sm_event_ex_fn fn_ex, const char *what)
 {
-    if (!in_init(self, "subscribe"))
+    if (!in_init(self, what))
         return SM_ESTATE;
-    if (!fn || event < 0 || event >= SM_EVENT_COUNT)
+    if ((!fn && !fn_ex) || event < 0 || event >= SM_EVENT_COUNT)
         return refused(SM_EINVAL);
     size_t n = g_core.n_subscribers[event];
     core_subscriber *subs = realloc(g_core.subscribers[event], (n + 1) * sizeof *subs);
@@ -53,9 +54,43 @@ static int h_subscribe(sm_plugin *self, sm_core_event event, sm_event_fn fn)
         return refused(SM_ENOMEM);
     subs[n].plugin = self;
     subs[n].fn = fn;
+    subs[n].fn_ex = fn_ex;
     g_core.subscribers[event] = subs;
     g_core.n_subscribers[event] = n + 1;
     return SM_OK;
+}
+
+static int h_subscribe(sm_plugin *self, sm_core_event event, sm_event_fn fn)
+{
+    return add_subscriber(self, event, fn, NULL, "subscribe");
+}
+
+static int h_subscribe_ex(sm_plugin *self, sm_core_event event, sm_event_ex_fn fn)
+{
+    return add_subscriber(self, event, NULL, fn, "subscribe_ex");
+}
+
+void core_fire_event(sm_core_event event, sm_session_id id, const char *username,
+                     const char *room)
+{
+    const sm_event_info info = {
+        .size = sizeof info,
+        .event = event,
+        .session = id,
+        .username = username,
+        .room = room,
+    };
+    /* Old-style callbacks have no room argument: for ROOM_DELETED they
+     * always got the room as `username` (plugin.h), and keep getting it. */
+    const char *old_name = room ? room : username;
+    size_t n = g_core.n_subscribers[event];
+    core_subscriber *subs = g_core.subscribers[event];
+    for (size_t i = 0; i < n; i++) {
+        if (subs[i].fn_ex)
+            subs[i].fn_ex(&info, subs[i].plugin->data);
+        else
+            subs[i].fn(event, id, old_name, subs[i].plugin->data);
+    }
 }
 
 static int h_register_migrations(sm_plugin *self, const sm_migration *migrations)
@@ -120,29 +155,112 @@ static int h_register_admin_commands(sm_plugin *self, const sm_admin_command *co
 }
 
 /* Session 0: the account or room is gone, no session is involved. */
-static int fire_deleted(sm_core_event event, const char *name)
-{
-    if (!name || !*name)
-        return SM_EINVAL;
-    for (size_t i = 0; i < g_core.n_subscribers[event]; i++) {
-        core_subscriber *sub = &g_core.subscribers[event][i];
-        sub->fn(event, 0, name, sub->plugin->data);
-    }
-    return SM_OK;
-}
-
 static int h_user_deleted(sm_plugin *self, const char *username)
 {
     (void)self;
-    return fire_deleted(SM_EVENT_USER_DELETED, username);
+    if (!username || !*username)
+        return SM_EINVAL;
+    core_fire_event(SM_EVENT_USER_DELETED, 0, username, NULL);
+    return SM_OK;
 }
 
-/* The room's name travels in the callbacks' `username` argument
- * (plugin.h, SM_EVENT_ROOM_DELETED). */
 static int h_room_deleted(sm_plugin *self, const char *room)
 {
     (void)self;
-    return fire_deleted(SM_EVENT_ROOM_DELETED, room);
+    if (!room || !*room)
+        return SM_EINVAL;
+    core_fire_event(SM_EVENT_ROOM_DELETED, 0, NULL, room);
+    return SM_OK;
+}
+
+/* ---- users service ---- */
+
+static int h_register_users_provider(sm_plugin *self, const sm_users_provider *provider)
+{
+    if (!in_init(self, "register_users_provider"))
+        return SM_ESTATE;
+    /* A provider built against a header whose struct ended before by_id
+     * cannot exist: both came together. */
+    if (!provider || provider->size < offsetof(sm_users_provider, by_id) + sizeof provider->by_id ||
+        !provider->by_name || !provider->by_id)
+        return refused(SM_EINVAL);
+    if (g_core.users_plugin) {
+        log_msg(SM_LOG_ERROR, self->name, "the users provider is already %s",
+                g_core.users_plugin->name);
+        return refused(SM_EEXIST);
+    }
+    g_core.users_plugin = self;
+    g_core.users_provider = provider;
+    return SM_OK;
+}
+
+static char *dup_or_null(const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
+/* Keeps copies of the provider's strings (its own may live in a statement
+ * that its next query resets) and fills what fits of the caller's struct,
+ * whose size says which header it was built against. */
+static int user_answer(const sm_user_info *got, sm_user_info *out)
+{
+    char *name = dup_or_null(got->name);
+    char *key = dup_or_null(got->public_key);
+    if (!name || (got->public_key && !key)) {
+        free(name);
+        free(key);
+        return SM_ENOMEM;
+    }
+    free(g_core.user_name);
+    free(g_core.user_key);
+    g_core.user_name = name;
+    g_core.user_key = key;
+    if (out->size >= offsetof(sm_user_info, id) + sizeof out->id)
+        out->id = got->id;
+    if (out->size >= offsetof(sm_user_info, name) + sizeof out->name)
+        out->name = name;
+    if (out->size >= offsetof(sm_user_info, public_key) + sizeof out->public_key)
+        out->public_key = key;
+    return SM_OK;
+}
+
+static int user_lookup(const char *name, int64_t id, sm_user_info *out)
+{
+    if (!g_core.users_provider)
+        return SM_ESTATE;
+    sm_user_info got = {.size = sizeof got};
+    const sm_users_provider *p = g_core.users_provider;
+    void *data = g_core.users_plugin->data;
+    int rc = name ? p->by_name(data, name, &got) : p->by_id(data, id, &got);
+    if (rc != SM_OK)
+        return rc;
+    if (!got.name || !*got.name) {
+        log_msg(SM_LOG_ERROR, g_core.users_plugin->name, "users provider returned no name");
+        return SM_ERROR;
+    }
+    return out ? user_answer(&got, out) : SM_OK;
+}
+
+/* SM_ESTATE before SM_EINVAL: user_lookup(NULL, NULL) is how a plugin's
+ * start asks whether a provider is loaded (plugin.h). */
+static int h_user_lookup(const char *name, sm_user_info *out)
+{
+    if (!g_core.users_provider)
+        return SM_ESTATE;
+    if (!name || !*name)
+        return SM_EINVAL;
+    return user_lookup(name, 0, out);
+}
+
+static int h_user_lookup_id(int64_t id, sm_user_info *out)
+{
+    return user_lookup(NULL, id, out);
 }
 
 /* ---- replies ---- */
@@ -319,6 +437,14 @@ static int h_topic_publish(const char *topic, const char *action, const json_t *
     if (!action || !*action || (payload && !json_is_object(payload)))
         return SM_EINVAL;
     return topic_publish(topic, action, payload, except);
+}
+
+static int h_topic_publish_except_user(const char *topic, const char *action,
+                                       const json_t *payload, const char *except_user)
+{
+    if (!action || !*action || (payload && !json_is_object(payload)))
+        return SM_EINVAL;
+    return topic_publish_except_user(topic, action, payload, except_user);
 }
 
 static int h_topic_fanout_take(const char *topic, size_t payload_bytes, double *retry_after)
@@ -502,6 +628,11 @@ static const sm_host host_table = {
     .metric_add = host_metric_add,
     .metric_set = host_metric_set,
     .room_deleted = h_room_deleted,
+    .topic_publish_except_user = h_topic_publish_except_user,
+    .subscribe_ex = h_subscribe_ex,
+    .register_users_provider = h_register_users_provider,
+    .user_lookup = h_user_lookup,
+    .user_lookup_id = h_user_lookup_id,
 };
 
 const sm_host *host_api_table(void) { return &host_table; }

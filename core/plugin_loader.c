@@ -85,6 +85,10 @@ static void remove_subscriptions(plugin *p)
         if (g_core.policies[i].plugin != p)
             g_core.policies[kept++] = g_core.policies[i];
     g_core.n_policies = kept;
+    if (g_core.users_plugin == p) {
+        g_core.users_plugin = NULL;
+        g_core.users_provider = NULL;
+    }
     for (int e = 0; e < SM_EVENT_COUNT; e++) {
         size_t k = 0;
         for (size_t i = 0; i < g_core.n_subscribers[e]; i++)

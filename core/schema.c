@@ -4,16 +4,11 @@
 #include <stdio.h>
 #include <string.h>
 
-/* 1 when s consists only of [A-Za-z0-9_.-]. */
+/* 1 when s consists only of [A-Za-z0-9_.-]: the SDK's own rule (plugin.h,
+ * sm_name_valid), lengths being the field's min and max. */
 static int schema_is_name(const char *s)
 {
-    for (; *s; s++) {
-        char c = *s;
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '_' || c == '.' || c == '-'))
-            return 0;
-    }
-    return 1;
+    return sm_name_valid(s, 0, SIZE_MAX);
 }
 
 static const char *type_name(sm_field_type t)

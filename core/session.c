@@ -82,10 +82,7 @@ session *session_find(sm_session_id id)
 
 void session_fire(sm_core_event event, session *s)
 {
-    size_t n = g_core.n_subscribers[event];
-    core_subscriber *subs = g_core.subscribers[event];
-    for (size_t i = 0; i < n; i++)
-        subs[i].fn(event, s->id, s->username, subs[i].plugin->data);
+    core_fire_event(event, s->id, s->username, NULL);
 }
 
 static void user_remove_session(session *s)

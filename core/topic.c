@@ -128,8 +128,8 @@ size_t topic_members(const char *name, sm_session_id *out, size_t max)
     return n;
 }
 
-int topic_publish(const char *name, const char *action, const json_t *payload,
-                  sm_session_id except)
+static int publish(const char *name, const char *action, const json_t *payload,
+                   sm_session_id except, const char *except_user)
 {
     topic *t = name ? find(name) : NULL;
     if (!t)
@@ -145,11 +145,23 @@ int topic_publish(const char *name, const char *action, const json_t *payload,
      * closing here and removed later by the transport. */
     while (hashmap_iter_next(&it, NULL, NULL, &value)) {
         struct session *s = value;
-        if (s->id != except)
+        if (s->id != except && !(except_user && sm_name_equal(s->username, except_user)))
             session_io_send(s, "event", action, NULL, text, len);
     }
     free(text);
     return SM_OK;
+}
+
+int topic_publish(const char *name, const char *action, const json_t *payload,
+                  sm_session_id except)
+{
+    return publish(name, action, payload, except, NULL);
+}
+
+int topic_publish_except_user(const char *name, const char *action, const json_t *payload,
+                              const char *except_user)
+{
+    return publish(name, action, payload, 0, except_user);
 }
 
 int topic_fanout_take(const char *name, size_t payload_bytes, double *retry_after)

@@ -15,8 +15,13 @@ int topic_join(const char *name, struct session *s);
 int topic_leave(const char *name, struct session *s);
 int topic_is_member(const char *name, const struct session *s);
 size_t topic_members(const char *name, sm_session_id *out, size_t max);
+/* To every member but the session `except` (0: none). */
 int topic_publish(const char *name, const char *action, const json_t *payload,
                   sm_session_id except);
+/* To every member but the sessions logged in as `except_user` (without
+ * regard to ASCII case; NULL: none). */
+int topic_publish_except_user(const char *name, const char *action, const json_t *payload,
+                              const char *except_user);
 /* The fan-out budget (sm_host.topic_fanout_take): SM_OK and charged, or
  * SM_EBUSY with *retry_after (may be NULL) and nothing charged. */
 int topic_fanout_take(const char *name, size_t payload_bytes, double *retry_after);

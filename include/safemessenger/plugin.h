@@ -178,10 +178,11 @@ typedef enum sm_core_event {
      * you keep for that user. Its sessions were closed before. */
     SM_EVENT_USER_DELETED = 4,
     /* (appended) A room was deleted (sm_host.room_deleted, e.g. by the
-     * admin tool): session is 0, and the callback's `username` argument
-     * carries the ROOM's name, not a user's (the rooms plugin passes it
-     * ASCII lower-cased; compare without regard to ASCII case). Delete
-     * what you keep for that room. Its members were moved out before. */
+     * admin tool): session is 0; sm_event_info.room is the room's name
+     * (an sm_event_fn gets it in its `username` argument instead). The
+     * rooms plugin passes it ASCII lower-cased; compare without regard to
+     * ASCII case. Delete what you keep for that room. Its members were
+     * moved out before. */
     SM_EVENT_ROOM_DELETED = 5,
     SM_EVENT_COUNT
 } sm_core_event;
@@ -190,9 +191,32 @@ typedef enum sm_core_event {
  * sessions that are not logged in; it is owned by the core and valid
  * during the call. For SM_EVENT_ROOM_DELETED it is a room name instead.
  * Plugins must ignore event values they do not know (new events are
- * appended). */
+ * appended). New plugins use sm_event_ex_fn (sm_host.subscribe_ex). */
 typedef void (*sm_event_fn)(sm_core_event event, sm_session_id session,
                             const char *username, void *plugin_data);
+
+/* What a core event is about, for sm_event_ex_fn. The struct only grows
+ * at its end: `size` is the size the core filled, so check
+ * SM_EVENT_INFO_HAS(info, field) before reading a field newer than the
+ * one this header had first (those below are always there). Owned by
+ * the core, valid during the call. */
+typedef struct sm_event_info {
+    size_t size;
+    sm_core_event event;
+    sm_session_id session;  /* 0 for USER_DELETED and ROOM_DELETED */
+    const char *username;   /* the session's login, NULL when not logged in;
+                               USER_DELETED: the deleted account; ROOM_DELETED: NULL */
+    const char *room;       /* ROOM_DELETED: the deleted room (ASCII lower-cased
+                               by the rooms plugin); NULL for every other event */
+} sm_event_info;
+
+/* True when the core filled the given field of an sm_event_info. */
+#define SM_EVENT_INFO_HAS(info, member) \
+    ((info)->size >= offsetof(sm_event_info, member) + sizeof(((sm_event_info *)0)->member))
+
+/* A core event callback taking an sm_event_info (sm_host.subscribe_ex),
+ * on the loop thread. Ignore event values you do not know. */
+typedef void (*sm_event_ex_fn)(const sm_event_info *info, void *plugin_data);
 
 /* A timer callback, on the loop thread; `arg` is what timer_start got. */
 typedef void (*sm_timer_fn)(sm_timer *timer, void *arg);
@@ -274,6 +298,99 @@ typedef struct sm_admin_command {
     sm_admin_fn handler;
     const char *summary; /* one line, shown by `safemessenger-admin commands` */
 } sm_admin_command;
+
+/* ---- names ------------------------------------------------------------ */
+
+/* Usernames and room names are [A-Za-z0-9_.-] and compared without regard
+ * to ASCII case: fold them to lower case for keys. These helpers are
+ * static inline rather than host services on purpose: they are pure, so
+ * they cost the host table nothing, behave the same under every server a
+ * plugin is loaded into (no SM_HOST_HAS check), and the core's own
+ * SM_FIELD_NAME check uses the very same code. A plugin built against an
+ * older header keeps its own copy, which is fine: the rule never changes. */
+
+/* 1 when c may appear in a name. */
+static inline int sm_name_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '.' || c == '-';
+}
+
+/* 1 when s is min to max bytes of name characters, else 0 (also for NULL). */
+static inline int sm_name_valid(const char *s, size_t min, size_t max)
+{
+    size_t n = 0;
+    if (!s)
+        return 0;
+    for (; s[n]; n++)
+        if (n >= max || !sm_name_char(s[n]))
+            return 0;
+    return n >= min;
+}
+
+/* Writes s with A-Z lowered into out (NUL-terminated). SM_EINVAL, with
+ * out untouched, for a NULL or empty s or one that does not fit
+ * (strlen(s) >= out_len). Other bytes are copied as they are. */
+static inline int sm_name_fold(const char *s, char *out, size_t out_len)
+{
+    size_t n = 0;
+    if (!s || !out)
+        return SM_EINVAL;
+    while (s[n])
+        n++;
+    if (n == 0 || n >= out_len)
+        return SM_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        out[i] = (s[i] >= 'A' && s[i] <= 'Z') ? (char)(s[i] - 'A' + 'a') : s[i];
+    out[n] = '\0';
+    return SM_OK;
+}
+
+/* Compares without regard to ASCII case: < 0, 0 or > 0 as strcmp on the
+ * folded names (a sort order for listings). */
+static inline int sm_name_compare(const char *a, const char *b)
+{
+    for (;; a++, b++) {
+        int ca = (*a >= 'A' && *a <= 'Z') ? *a - 'A' + 'a' : (unsigned char)*a;
+        int cb = (*b >= 'A' && *b <= 'Z') ? *b - 'A' + 'a' : (unsigned char)*b;
+        if (ca != cb || !ca)
+            return ca - cb;
+    }
+}
+
+/* 1 when a and b are the same name without regard to ASCII case; 0 when
+ * not, or when either is NULL. */
+static inline int sm_name_equal(const char *a, const char *b)
+{
+    return a && b && sm_name_compare(a, b) == 0;
+}
+
+/* ---- users: the accounts service --------------------------------------- */
+
+/* One account, as sm_host.user_lookup returns it. The caller sets `size`
+ * to sizeof(sm_user_info) before the call; the struct only grows at its
+ * end and the core fills only what fits. The strings are owned by the
+ * core: valid until the next user_lookup/user_lookup_id call or until the
+ * callback that called returns, whichever comes first. */
+typedef struct sm_user_info {
+    size_t size;
+    int64_t id;             /* the account's id (session_login's user_id) */
+    const char *name;       /* as registered (its case kept) */
+    const char *public_key; /* the registered PEM public key, NULL when none */
+} sm_user_info;
+
+/* The plugin that owns accounts (auth) answers lookups for every other
+ * plugin through this (sm_host.register_users_provider). Each function
+ * fills *out (its strings need stay valid only until the function returns:
+ * the core copies them) and returns SM_OK, SM_ENOTFOUND, or another error
+ * status (logged). Runs on the loop thread, synchronously: it must not
+ * block for long (one indexed query). */
+typedef struct sm_users_provider {
+    size_t size; /* sizeof(sm_users_provider) as the provider was built */
+    /* By name, compared without regard to ASCII case. */
+    int (*by_name)(void *plugin_data, const char *name, sm_user_info *out);
+    int (*by_id)(void *plugin_data, int64_t id, sm_user_info *out);
+} sm_users_provider;
 
 /* ---- the host table ---------------------------------------------------- */
 
@@ -562,13 +679,41 @@ typedef struct sm_host {
 
     /* -- deleted rooms (appended: check SM_HOST_HAS(host, room_deleted)) -- */
 
-    /* Tells every plugin (SM_EVENT_ROOM_DELETED, in load order, `room` in
-     * the callback's `username` argument) that the room `room` was
-     * deleted, so each deletes what it keeps for it (messaging: the
-     * room's history). Called by the plugin that owns rooms (rooms) after
-     * its own delete committed and its members were moved out. SM_EINVAL
-     * for a NULL or empty name. */
+    /* Tells every plugin (SM_EVENT_ROOM_DELETED, in load order; the room
+     * in sm_event_info.room, or in an sm_event_fn's `username` argument)
+     * that the room `room` was deleted, so each deletes what it keeps for
+     * it (messaging: the room's history). Called by the plugin that owns
+     * rooms (rooms) after its own delete committed and its members were
+     * moved out. SM_EINVAL for a NULL or empty name. */
     int (*room_deleted)(sm_plugin *self, const char *room);
+
+    /* -- SDK services (appended: check SM_HOST_HAS(host, user_lookup_id)) -- */
+
+    /* As topic_publish, but skips every session logged in as the user
+     * `except_user` (compared without regard to ASCII case; NULL: skip
+     * none), so an event reaches a room's other users and not the acting
+     * user's other devices. The payload is serialised once. */
+    int (*topic_publish_except_user)(const char *topic, const char *action,
+                                     const json_t *payload, const char *except_user);
+    /* As subscribe, for a callback taking an sm_event_info, which can
+     * carry new fields without a new callback type. Only during init. A
+     * plugin may use both; each registered callback is called. */
+    int (*subscribe_ex)(sm_plugin *self, sm_core_event event, sm_event_ex_fn fn);
+    /* Makes the plugin the users provider (the plugin that owns accounts:
+     * auth). Only during init; the struct is borrowed (make it static
+     * const). SM_EEXIST when another plugin already is the provider,
+     * SM_EINVAL for a struct without by_name or by_id. */
+    int (*register_users_provider)(sm_plugin *self, const sm_users_provider *provider);
+    /* Looks an account up by name (without regard to ASCII case) through
+     * the users provider. out may be NULL to ask only whether it exists;
+     * otherwise set out->size first. SM_OK, SM_ENOTFOUND, SM_ESTATE when
+     * no users provider is loaded, SM_EINVAL for a NULL or empty name, or
+     * the provider's error. From start() on (providers register in init);
+     * user_lookup(NULL, NULL) is SM_ESTATE exactly when no provider is
+     * loaded: a plugin that needs one checks that in its start. */
+    int (*user_lookup)(const char *name, sm_user_info *out);
+    /* As user_lookup, by the account's id. */
+    int (*user_lookup_id)(int64_t id, sm_user_info *out);
 } sm_host;
 
 /* True when the host table has the given entry (it may be older than the

@@ -25,7 +25,7 @@ static int user_arg(auth *a, sm_admin_ctx *ctx, const json_t *args, const char *
         a->host->admin_error(ctx, SM_EINVAL, "give {\"user\": name}");
         return -1;
     }
-    if (!users_valid_name(s, strlen(s))) {
+    if (!sm_name_valid(s, USERNAME_MIN, USERNAME_MAX)) {
         /* No such name can exist. */
         char msg[96];
         snprintf(msg, sizeof msg, "no such user '%.40s'", s);
@@ -33,7 +33,7 @@ static int user_arg(auth *a, sm_admin_ctx *ctx, const json_t *args, const char *
         return -1;
     }
     *name = s;
-    users_fold(s, lower);
+    sm_name_fold(s, lower, USERNAME_MAX + 1); /* valid: it fits */
     return 0;
 }
 

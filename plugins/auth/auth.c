@@ -349,7 +349,7 @@ static void do_register(sm_ctx *ctx, const json_t *payload, void *data)
         return;
     }
     memcpy(r->username, username, ulen + 1);
-    users_fold(username, r->lower);
+    sm_name_fold(username, r->lower, sizeof r->lower); /* valid: it fits */
     memcpy(r->address, address, sizeof address);
 
     /* Every well-formed attempt counts, taken names included: the limit
@@ -490,7 +490,7 @@ static void do_login(sm_ctx *ctx, const json_t *payload, void *data)
         return;
     }
     char lower[USERNAME_MAX + 1];
-    users_fold(username, lower);
+    sm_name_fold(username, lower, sizeof lower); /* valid: it fits */
     /* A name counts whether or not it exists, so this reply tells nothing
      * about existence either. */
     if (ratelimit_blocked(a->fail_user, lower, now, &retry_after)) {
@@ -657,6 +657,10 @@ static int init(sm_plugin *self, const sm_host *host, void **data)
         (SM_HOST_HAS(host, user_deleted) &&
          (rc = host->register_admin_commands(self, auth_admin_commands)) != SM_OK) ||
         (rc = register_metrics(a)) != SM_OK)
+        goto fail;
+    /* An older server has no users service: nobody can ask then. */
+    if (SM_HOST_HAS(host, register_users_provider) &&
+        (rc = host->register_users_provider(self, &auth_users_provider)) != SM_OK)
         goto fail;
     /* An older server has no reload: the settings then stay as read. */
     if (SM_HOST_HAS(host, register_reload) && (rc = host->register_reload(self, reload)) != SM_OK)

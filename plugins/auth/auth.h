@@ -33,4 +33,7 @@ typedef struct auth {
     sm_metric *logins; /* logins_total{result}; NULL on a host without metrics */
 } auth;
 
+/* provider.c: the users service's lookups. */
+extern const sm_users_provider auth_users_provider;
+
 #endif

@@ -558,6 +558,56 @@ static void login_reply_carries_room_and_unread_count_from_session_attributes(vo
     sm_testhost_free(th);
 }
 
+/* auth is the users provider: other plugins find accounts by name (any
+ * ASCII case) or id, with the name as registered and the public key. */
+static long long lookup_status(const json_t *r)
+{
+    return json_integer_value(json_object_get(payload_of(r), "status"));
+}
+
+static void users_service_finds_accounts_by_name_and_id(void)
+{
+    sm_testhost *th = start();
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, AUTH_PEER_SO, "auth_peer"), SM_OK);
+    char *pem = make_key_pem("ED25519", 0);
+    /* (auth_peer's attributes are in the replies: check only the ids.) */
+    json_decref(reg_with_key(th, connect_from(th, NULL), "Alice", pem));
+    json_decref(reg(th, connect_from(th, NULL), "bob", "correct horse"));
+    int64_t alice = query(th, "SELECT id FROM auth_users WHERE username_lower = 'alice'");
+    int64_t bob = query(th, "SELECT id FROM auth_users WHERE username_lower = 'bob'");
+    CU_ASSERT_TRUE_FATAL(alice > 0 && bob > 0 && alice != bob);
+    json_t *r;
+    sm_session_id s = connect_from(th, NULL);
+
+    r = sm_testhost_call(th, s, "peer_lookup", "{\"name\": \"ALICE\"}");
+    CU_ASSERT_EQUAL(lookup_status(r), SM_OK);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(payload_of(r), "id")), alice);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(payload_of(r), "name")), "Alice");
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(payload_of(r), "public_key")), pem);
+    json_decref(r);
+
+    char body[64];
+    snprintf(body, sizeof body, "{\"id\": %lld}", (long long)bob);
+    r = sm_testhost_call(th, s, "peer_lookup", body);
+    CU_ASSERT_EQUAL(lookup_status(r), SM_OK);
+    CU_ASSERT_STRING_EQUAL(json_string_value(json_object_get(payload_of(r), "name")), "bob");
+    CU_ASSERT_TRUE(json_is_null(json_object_get(payload_of(r), "public_key")));
+    json_decref(r);
+
+    const char *missing[] = {"{\"name\": \"carol\"}", "{\"name\": \"a b\"}",
+                             "{\"id\": 999}"};
+    for (size_t i = 0; i < 3; i++) {
+        r = sm_testhost_call(th, s, "peer_lookup", missing[i]);
+        CU_ASSERT_EQUAL(lookup_status(r), SM_ENOTFOUND);
+        json_decref(r);
+    }
+    r = sm_testhost_call(th, s, "peer_lookup", "{\"name\": \"\"}");
+    CU_ASSERT_EQUAL(lookup_status(r), SM_EINVAL);
+    json_decref(r);
+    free(pem);
+    sm_testhost_free(th);
+}
+
 /* ---- logout and sessions ------------------------------------------------ */
 
 static void logout_ends_the_login_and_needs_one(void)
@@ -1385,6 +1435,7 @@ static const sm_test_case cases[] = {
     SM_TEST(login_same_reply_for_unknown_user_and_wrong_password),
     SM_TEST(login_ill_formed_credentials_get_1001_missing_ones_1004),
     SM_TEST(login_reply_carries_room_and_unread_count_from_session_attributes),
+    SM_TEST(users_service_finds_accounts_by_name_and_id),
     SM_TEST(logout_ends_the_login_and_needs_one),
     SM_TEST(failed_login_or_register_still_ends_the_old_login),
     SM_TEST(one_user_on_two_sessions_logout_ends_only_one),

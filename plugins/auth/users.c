@@ -9,6 +9,10 @@ struct users {
     sm_plugin *self;
     sm_stmt *find, *insert, *update_hash;
     sm_stmt *list, *set_disabled, *remove, *set_hash; /* the admin commands' */
+    sm_stmt *by_name, *by_id;                         /* the users service's */
+    /* The last lookup's answer, kept for the core to copy. */
+    char found_name[USERNAME_MAX + 1];
+    char *found_key;
 };
 
 const sm_migration users_migrations[] = {
@@ -50,7 +54,14 @@ int users_open(const sm_host *host, sm_plugin *self, users **out)
         (rc = host->db_prepare(self, "DELETE FROM auth_users WHERE username_lower = ?",
                                &u->remove)) != SM_OK ||
         (rc = host->db_prepare(self, "UPDATE auth_users SET password_hash = ? WHERE id = ?",
-                               &u->set_hash)) != SM_OK) {
+                               &u->set_hash)) != SM_OK ||
+        (rc = host->db_prepare(self,
+                               "SELECT id, username, public_key FROM auth_users"
+                               " WHERE username_lower = ?",
+                               &u->by_name)) != SM_OK ||
+        (rc = host->db_prepare(self,
+                               "SELECT id, username, public_key FROM auth_users WHERE id = ?",
+                               &u->by_id)) != SM_OK) {
         users_close(u);
         return rc;
     }
@@ -69,6 +80,9 @@ void users_close(users *u)
     u->host->db_finalize(u->set_disabled);
     u->host->db_finalize(u->remove);
     u->host->db_finalize(u->set_hash);
+    u->host->db_finalize(u->by_name);
+    u->host->db_finalize(u->by_id);
+    free(u->found_key);
     free(u);
 }
 
@@ -204,26 +218,42 @@ json_t *users_list(users *u)
     return list;
 }
 
-static int is_name_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '.' || c == '-';
-}
-
 int users_valid_name(const char *s, size_t len)
 {
-    if (len < USERNAME_MIN || len > USERNAME_MAX)
-        return 0;
-    for (size_t i = 0; i < len; i++)
-        if (!is_name_char(s[i]))
-            return 0;
-    return 1;
+    return strlen(s) == len && sm_name_valid(s, USERNAME_MIN, USERNAME_MAX);
 }
 
-void users_fold(const char *s, char *out)
+/* Binds lower (or id when lower is NULL) and copies the row into u, where
+ * it stays valid until the next lookup. */
+int users_lookup(users *u, const char *lower, int64_t id, sm_user_info *out)
 {
-    size_t i = 0;
-    for (; s[i]; i++)
-        out[i] = (s[i] >= 'A' && s[i] <= 'Z') ? (char)(s[i] - 'A' + 'a') : s[i];
-    out[i] = '\0';
+    const sm_host *h = u->host;
+    sm_stmt *st = lower ? u->by_name : u->by_id;
+    int rc = lower ? h->db_bind_text(st, 1, lower, -1) : h->db_bind_int64(st, 1, id);
+    if (rc == SM_OK) {
+        int step = h->db_step(st);
+        rc = step == SM_DONE ? SM_ENOTFOUND : step == SM_ROW ? SM_OK : SM_ERROR;
+    }
+    if (rc == SM_OK) {
+        const char *name = h->db_column_text(st, 1);
+        const char *key = h->db_column_text(st, 2);
+        char *key_copy = NULL;
+        size_t n = key ? strlen(key) + 1 : 0;
+        if (!name || strlen(name) > USERNAME_MAX)
+            rc = SM_ERROR;
+        else if (key && !(key_copy = malloc(n)))
+            rc = SM_ENOMEM;
+        if (rc == SM_OK) {
+            if (key_copy)
+                memcpy(key_copy, key, n);
+            free(u->found_key);
+            u->found_key = key_copy;
+            snprintf(u->found_name, sizeof u->found_name, "%s", name);
+            out->id = h->db_column_int64(st, 0);
+            out->name = u->found_name;
+            out->public_key = u->found_key;
+        }
+    }
+    h->db_reset(st);
+    return rc;
 }

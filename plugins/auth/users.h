@@ -14,10 +14,10 @@
 
 typedef struct users users;
 
-/* 1 when s (len bytes) is a valid username: 3 to 32 of [A-Za-z0-9_.-]. */
+/* 1 when s (len bytes, NUL-terminated) is a valid username: 3 to 32 name
+ * characters (sm_name_valid) and no NUL inside. */
 int users_valid_name(const char *s, size_t len);
-/* ASCII-folds a valid name into out (at least USERNAME_MAX + 1 bytes). */
-void users_fold(const char *s, char *out);
+
 
 typedef struct user_row {
     int64_t id;
@@ -38,6 +38,11 @@ void users_close(users *u);
 /* Looks a user up by the ASCII-folded name: 1 found (*row filled when row
  * is not NULL), 0 not found, -1 error (logged by the host). */
 int users_find(users *u, const char *lower, user_row *row);
+
+/* The users service (sm_users_provider): by folded name, or by id when
+ * lower is NULL. SM_OK with *out's id, name and public_key (valid until
+ * the next lookup), SM_ENOTFOUND, or SM_ERROR/SM_ENOMEM. */
+int users_lookup(users *u, const char *lower, int64_t id, sm_user_info *out);
 
 /* Inserts a user (autocommit: committed when this returns SM_OK).
  * public_key may be NULL. SM_OK with *id, SM_EEXIST when the folded name

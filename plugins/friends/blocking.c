@@ -44,7 +44,8 @@ void fr_block_user(sm_ctx *ctx, const json_t *payload, void *plugin_data)
     if (fr_me(fr, ctx, &me, my_key, sizeof my_key) != SM_OK)
         return;
     const char *asked = json_string_value(json_object_get(payload, "username"));
-    if (fr_fold(asked, their_key, sizeof their_key) == SM_OK && strcmp(their_key, my_key) == 0) {
+    if (sm_name_fold(asked, their_key, sizeof their_key) == SM_OK &&
+        strcmp(their_key, my_key) == 0) {
         fr->host->reply_error(ctx, SM_ERR_MALFORMED, "you cannot block yourself");
         return;
     }
@@ -110,8 +111,9 @@ int fr_policy(sm_interaction what, const char *from_user, const char *to_user,
     char from_key[FR_NAME_MAX + 1], to_key[FR_NAME_MAX + 1];
     if (what != SM_INTERACTION_PRIVATE_MESSAGE && what != SM_INTERACTION_FRIEND_REQUEST)
         return SM_VERDICT_ALLOW; /* kinds added later are not ours to judge */
-    if (!fr || !fr->stmt[FR_BLOCK_GET] || fr_fold(from_user, from_key, sizeof from_key) != SM_OK ||
-        fr_fold(to_user, to_key, sizeof to_key) != SM_OK)
+    if (!fr || !fr->stmt[FR_BLOCK_GET] ||
+        sm_name_fold(from_user, from_key, sizeof from_key) != SM_OK ||
+        sm_name_fold(to_user, to_key, sizeof to_key) != SM_OK)
         return SM_VERDICT_ALLOW;
     /* Blocking first: a blocked sender is dropped even in friends-only
      * mode, where a denial would tell them something. */

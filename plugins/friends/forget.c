@@ -27,14 +27,16 @@ static int forget(friends *fr, const char *lower, const char *unused)
     return SM_OK;
 }
 
-void fr_on_user_deleted(sm_core_event event, sm_session_id session, const char *username,
-                        void *plugin_data)
+void fr_on_user_deleted(const sm_event_info *info, void *plugin_data)
 {
+    sm_core_event event = info->event;
+    sm_session_id session = info->session;
+    const char *username = info->username;
     (void)session;
     friends *fr = plugin_data;
     char lower[FR_NAME_MAX + 1];
     if (event != SM_EVENT_USER_DELETED || !username ||
-        fr_fold(username, lower, sizeof lower) != SM_OK)
+        sm_name_fold(username, lower, sizeof lower) != SM_OK)
         return;
     if (fr_transaction(fr, forget, lower, NULL) != SM_OK)
         fr->host->log(fr->self, SM_LOG_ERROR, "cannot delete the friends data of a deleted user");

@@ -56,7 +56,7 @@ void fr_notify(friends *fr, const char *user, const char *action, const char *fi
 int fr_me(friends *fr, sm_ctx *ctx, const char **name, char *lower, size_t lower_len)
 {
     const char *me = fr->host->session_username(fr->host->ctx_session(ctx));
-    if (!me || fr_fold(me, lower, lower_len) != SM_OK) {
+    if (!me || sm_name_fold(me, lower, lower_len) != SM_OK) {
         fr_reply_internal(fr, ctx);
         return SM_ERROR;
     }
@@ -69,7 +69,7 @@ int fr_target(friends *fr, sm_ctx *ctx, const json_t *payload, const char *field
 {
     /* The schema has checked the name: 3 to 32 name characters. */
     const char *asked = json_string_value(json_object_get(payload, field));
-    int rc = fr_fold(asked, lower, FR_NAME_MAX + 1);
+    int rc = sm_name_fold(asked, lower, FR_NAME_MAX + 1);
     if (rc == SM_OK)
         rc = fr_user_get(fr, lower, canon, FR_NAME_MAX + 1);
     if (rc == SM_ENOTFOUND)
@@ -118,7 +118,8 @@ static void send_friend_request(sm_ctx *ctx, const json_t *payload, void *plugin
     if (fr_me(fr, ctx, &me, my_key, sizeof my_key) != SM_OK)
         return;
     const char *asked = json_string_value(json_object_get(payload, "friend_username"));
-    if (fr_fold(asked, their_key, sizeof their_key) == SM_OK && strcmp(their_key, my_key) == 0) {
+    if (sm_name_fold(asked, their_key, sizeof their_key) == SM_OK &&
+        strcmp(their_key, my_key) == 0) {
         h->reply_error(ctx, SM_ERR_MALFORMED, "you cannot send a friend request to yourself");
         return;
     }
@@ -377,8 +378,9 @@ static int reload(void *plugin_data, int apply)
 
 static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
 {
-    if (!SM_HOST_HAS(host, policy_check)) {
-        host->log(self, SM_LOG_ERROR, "friends needs a server with the policy hook");
+    /* The users service and subscribe_ex came after the policy hook. */
+    if (!SM_HOST_HAS(host, user_lookup_id)) {
+        host->log(self, SM_LOG_ERROR, "friends needs a server with the users service");
         return SM_ESTATE;
     }
     friends *fr = calloc(1, sizeof *fr);
@@ -392,13 +394,13 @@ static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
     if (rc == SM_OK)
         rc = host->register_migrations(self, migrations);
     if (rc == SM_OK)
-        rc = host->subscribe(self, SM_EVENT_LOGGED_IN, fr_on_session_event);
+        rc = host->subscribe_ex(self, SM_EVENT_LOGGED_IN, fr_on_session_event);
     if (rc == SM_OK)
-        rc = host->subscribe(self, SM_EVENT_LOGGED_OUT, fr_on_session_event);
+        rc = host->subscribe_ex(self, SM_EVENT_LOGGED_OUT, fr_on_session_event);
     if (rc == SM_OK)
         rc = host->register_policy(self, fr_policy);
     if (rc == SM_OK && SM_HOST_HAS(host, user_deleted))
-        rc = host->subscribe(self, SM_EVENT_USER_DELETED, fr_on_user_deleted);
+        rc = host->subscribe_ex(self, SM_EVENT_USER_DELETED, fr_on_user_deleted);
     /* An older server has no reload: the mode then stays as read. */
     if (rc == SM_OK && SM_HOST_HAS(host, register_reload))
         rc = host->register_reload(self, reload);
@@ -414,13 +416,11 @@ fail:
 static int start(void *plugin_data)
 {
     friends *fr = plugin_data;
-    sm_stmt *probe = NULL;
-    /* Names are checked and spelled from auth's table (conventions). */
-    if (fr->host->db_prepare(fr->self, "SELECT 1 FROM auth_users LIMIT 0", &probe) != SM_OK) {
-        fr->host->log(fr->self, SM_LOG_ERROR, "friends needs the auth plugin, loaded before it");
+    /* Names are checked and spelled by the users service (auth). */
+    if (fr->host->user_lookup(NULL, NULL) == SM_ESTATE) {
+        fr->host->log(fr->self, SM_LOG_ERROR, "friends needs a users provider (the auth plugin)");
         return SM_ERROR;
     }
-    fr->host->db_finalize(probe);
     int rc = fr_store_prepare(fr);
     if (rc != SM_OK)
         fr_store_finalize(fr);

@@ -15,7 +15,6 @@
 
 /* Prepared statements, by purpose (SQL in store.c). */
 typedef enum fr_stmt_id {
-    FR_USER_GET,        /* lower -> username */
     FR_PAIR_GET,        /* (a_lower, b_lower) with a < b */
     FR_PAIR_ADD,        /* (a_lower, b_lower, created_at) */
     FR_PAIR_DEL,
@@ -29,9 +28,9 @@ typedef enum fr_stmt_id {
     FR_BLOCK_GET,       /* (blocker_lower, blocked_lower) */
     FR_BLOCK_ADD,       /* (blocker_lower, blocked_lower, created_at) */
     FR_BLOCK_DEL,
-    FR_FRIENDS_OF,      /* (lower, lower) -> username, username_lower; by name */
-    FR_REQUESTS_TO,     /* (to_lower) -> username, created_at; oldest first */
-    FR_BLOCKED_BY,      /* (blocker_lower) -> username, username_lower; by name */
+    FR_FRIENDS_OF,      /* (lower, lower) -> lower; by name */
+    FR_REQUESTS_TO,     /* (to_lower) -> from_lower, created_at; oldest first */
+    FR_BLOCKED_BY,      /* (blocker_lower) -> blocked_lower; by name */
     FR_STMT_COUNT
 } fr_stmt_id;
 
@@ -52,17 +51,14 @@ typedef struct fr_names {
 /* ---- forget.c ---- */
 
 /* SM_EVENT_USER_DELETED: deletes the user's requests, pairs and blocks. */
-void fr_on_user_deleted(sm_core_event event, sm_session_id session, const char *username,
-                        void *plugin_data);
+void fr_on_user_deleted(const sm_event_info *info, void *plugin_data);
 
 /* ---- store.c ---- */
 
 int fr_store_prepare(friends *fr);
 void fr_store_finalize(friends *fr);
-/* ASCII-lower-cases name into out (out_len >= FR_NAME_MAX + 1). */
-int fr_fold(const char *name, char *out, size_t out_len);
-/* The registered spelling of the user whose key is lower: SM_OK,
- * SM_ENOTFOUND or an error status. */
+/* The registered spelling of the user whose key is lower, through the
+ * users service: SM_OK, SM_ENOTFOUND or an error status. */
 int fr_user_get(friends *fr, const char *lower, char *out, size_t out_len);
 /* 1 if the statement (two keys) finds a row, 0 if not, <0 on error. For
  * FR_PAIR_GET the keys may come in any order. */
@@ -70,7 +66,8 @@ int fr_exists(friends *fr, fr_stmt_id id, const char *a, const char *b);
 /* Runs an insert or delete with two keys (inserts store `at` as
  * created_at). A duplicate insert counts as success. */
 int fr_exec(friends *fr, fr_stmt_id id, const char *a, const char *b, double at);
-/* The rows of a list statement with one key, in the statement's order.
+/* The rows of a list statement with one key, in the statement's order,
+ * as registered names (keys of deleted accounts left out).
  * `out` is filled only on success; free it with fr_names_free. */
 int fr_list(friends *fr, fr_stmt_id id, const char *key, fr_names *out);
 void fr_names_free(fr_names *names);
@@ -99,8 +96,7 @@ int fr_target(friends *fr, sm_ctx *ctx, const json_t *payload, const char *field
 
 /* ---- presence.c ---- */
 
-void fr_on_session_event(sm_core_event event, sm_session_id session, const char *username,
-                         void *plugin_data);
+void fr_on_session_event(const sm_event_info *info, void *plugin_data);
 
 /* ---- blocking.c ---- */
 

@@ -8,7 +8,7 @@ static void tell_friends(friends *fr, const char *username, const char *action)
 {
     char key[FR_NAME_MAX + 1];
     fr_names names = {0};
-    if (fr_fold(username, key, sizeof key) != SM_OK ||
+    if (sm_name_fold(username, key, sizeof key) != SM_OK ||
         fr_list(fr, FR_FRIENDS_OF, key, &names) != SM_OK) {
         fr->host->log(fr->self, SM_LOG_ERROR, "%s of %s not sent: friends list unreadable",
                       action, username);
@@ -19,9 +19,11 @@ static void tell_friends(friends *fr, const char *username, const char *action)
     fr_names_free(&names);
 }
 
-void fr_on_session_event(sm_core_event event, sm_session_id session, const char *username,
-                         void *plugin_data)
+void fr_on_session_event(const sm_event_info *info, void *plugin_data)
 {
+    sm_core_event event = info->event;
+    sm_session_id session = info->session;
+    const char *username = info->username;
     (void)session;
     friends *fr = plugin_data;
     if (!username || !fr->stmt[FR_FRIENDS_OF])

@@ -1,7 +1,8 @@
 /* The friends plugin's SQL: every statement is prepared once in start and
  * looks rows up by primary key (or an index), because the policy runs for
  * every private message on the server. Keys are ASCII-lower-cased names;
- * display names always come from auth_users. */
+ * display names always come from the users service (sm_host.user_lookup),
+ * and a key whose account is gone is left out of every list. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,7 +16,6 @@ typedef struct fr_sql {
 
 /* Indexed by fr_stmt_id. */
 static const fr_sql statements[FR_STMT_COUNT] = {
-    [FR_USER_GET] = {"SELECT username FROM auth_users WHERE username_lower = ?", 1, 0},
     [FR_PAIR_GET] = {"SELECT 1 FROM friends_pairs WHERE a_lower = ? AND b_lower = ?", 2, 0},
     [FR_PAIR_ADD] = {"INSERT INTO friends_pairs (a_lower, b_lower, created_at) VALUES (?, ?, ?)",
                      2, 1},
@@ -50,23 +50,19 @@ static const fr_sql statements[FR_STMT_COUNT] = {
                       2, 0},
     /* Both halves use an index (the primary key, friends_pairs_b); sorting
      * by the lower-cased name is sorting without regard to ASCII case. */
-    [FR_FRIENDS_OF] = {"SELECT u.username, u.username_lower FROM friends_pairs p"
-                       " JOIN auth_users u ON u.username_lower = p.b_lower WHERE p.a_lower = ?"
+    [FR_FRIENDS_OF] = {"SELECT b_lower FROM friends_pairs WHERE a_lower = ?"
                        " UNION ALL"
-                       " SELECT u.username, u.username_lower FROM friends_pairs p"
-                       " JOIN auth_users u ON u.username_lower = p.a_lower WHERE p.b_lower = ?"
-                       " ORDER BY 2",
+                       " SELECT a_lower FROM friends_pairs WHERE b_lower = ?"
+                       " ORDER BY 1",
                        2, 0},
     /* Requests made within the same instant come in name order: portable
      * SQL has no insertion order, and real clocks carry fractions. */
-    [FR_REQUESTS_TO] = {"SELECT u.username, r.created_at FROM friends_requests r"
-                        " JOIN auth_users u ON u.username_lower = r.from_lower"
-                        " WHERE r.to_lower = ? AND r.hidden = 0"
-                        " ORDER BY r.created_at, u.username_lower",
+    [FR_REQUESTS_TO] = {"SELECT from_lower, created_at FROM friends_requests"
+                        " WHERE to_lower = ? AND hidden = 0"
+                        " ORDER BY created_at, from_lower",
                         1, 0},
-    [FR_BLOCKED_BY] = {"SELECT u.username, u.username_lower FROM friends_blocks b"
-                       " JOIN auth_users u ON u.username_lower = b.blocked_lower"
-                       " WHERE b.blocker_lower = ? ORDER BY u.username_lower",
+    [FR_BLOCKED_BY] = {"SELECT blocked_lower FROM friends_blocks"
+                       " WHERE blocker_lower = ? ORDER BY blocked_lower",
                        1, 0},
 };
 
@@ -89,19 +85,6 @@ void fr_store_finalize(friends *fr)
     }
 }
 
-int fr_fold(const char *name, char *out, size_t out_len)
-{
-    size_t len = name ? strlen(name) : 0;
-    if (len == 0 || len >= out_len)
-        return SM_EINVAL;
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-        out[i] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
-    }
-    out[len] = '\0';
-    return SM_OK;
-}
-
 /* Binds the keys (pair keys in ascending order) and the timestamp. */
 static int bind_keys(friends *fr, fr_stmt_id id, const char *a, const char *b, double at)
 {
@@ -122,26 +105,15 @@ static int bind_keys(friends *fr, fr_stmt_id id, const char *a, const char *b, d
 
 int fr_user_get(friends *fr, const char *lower, char *out, size_t out_len)
 {
-    const sm_host *h = fr->host;
-    sm_stmt *st = fr->stmt[FR_USER_GET];
-    int rc = bind_keys(fr, FR_USER_GET, lower, NULL, 0);
-    if (rc == SM_OK) {
-        rc = h->db_step(st);
-        if (rc == SM_ROW) {
-            const char *name = h->db_column_text(st, 0);
-            size_t len = name ? strlen(name) : 0;
-            if (len == 0 || len >= out_len) {
-                rc = SM_ERROR;
-            } else {
-                memcpy(out, name, len + 1);
-                rc = SM_OK;
-            }
-        } else if (rc == SM_DONE) {
-            rc = SM_ENOTFOUND;
-        }
-    }
-    h->db_reset(st);
-    return rc;
+    sm_user_info info = {.size = sizeof info};
+    int rc = fr->host->user_lookup(lower, &info);
+    if (rc != SM_OK)
+        return rc == SM_ENOTFOUND ? SM_ENOTFOUND : SM_ERROR;
+    size_t len = strlen(info.name);
+    if (len >= out_len)
+        return SM_ERROR;
+    memcpy(out, info.name, len + 1);
+    return SM_OK;
 }
 
 int fr_exists(friends *fr, fr_stmt_id id, const char *a, const char *b)
@@ -205,6 +177,37 @@ static int names_push(fr_names *names, const char *name, double num)
     return SM_OK;
 }
 
+/* Replaces each key by the name its account is registered under, leaving
+ * out keys whose account is gone (the rows outlive a deleted account only
+ * until its SM_EVENT_USER_DELETED has run). */
+static int resolve(friends *fr, fr_names *names)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < names->n; i++) {
+        sm_user_info info = {.size = sizeof info};
+        int rc = fr->host->user_lookup(names->name[i], &info);
+        char *name = rc == SM_OK ? strdup(info.name) : NULL;
+        if (rc == SM_OK && !name)
+            rc = SM_ENOMEM;
+        free(names->name[i]);
+        names->name[i] = NULL;
+        if (rc == SM_ENOTFOUND)
+            continue;
+        if (rc != SM_OK) {
+            /* Free the rest too: names->n still counts them. */
+            for (size_t k = i + 1; k < names->n; k++)
+                free(names->name[k]);
+            names->n = kept;
+            return rc == SM_ENOMEM ? rc : SM_ERROR;
+        }
+        names->name[kept] = name;
+        names->num[kept] = names->num[i];
+        kept++;
+    }
+    names->n = kept;
+    return SM_OK;
+}
+
 /* The rows are copied out and the statement reset before the caller sends
  * anything: sending can close a session, whose events come back here. */
 int fr_list(friends *fr, fr_stmt_id id, const char *key, fr_names *out)
@@ -227,6 +230,8 @@ int fr_list(friends *fr, fr_stmt_id id, const char *key, fr_names *out)
         rc = names_push(&names, h->db_column_text(st, 0), num);
     }
     h->db_reset(st);
+    if (rc == SM_OK)
+        rc = resolve(fr, &names);
     if (rc != SM_OK)
         goto fail;
     *out = names;

@@ -10,6 +10,7 @@
 
 #define EPOCH SM_TESTHOST_EPOCH
 #define TESTCMDS_SO SM_TEST_PLUGIN_DIR "/testcmds.so"
+#define USERS_TABLE_SO SM_TEST_PLUGIN_DIR "/users_table.so"
 
 /* String equality that fails, rather than crashes, on a missing string. */
 #define ASSERT_STR(got, want)                   \
@@ -48,6 +49,8 @@ static void add_users(void)
                  i + 1, users[i], lower);
         CU_ASSERT_EQUAL_FATAL(sm_testhost_exec(th, sql), SM_OK);
     }
+    /* Served as auth would: friends reads no table of auth's. */
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, USERS_TABLE_SO, "users_table"), SM_OK);
 }
 
 /* A host with auth_users, optionally testcmds, and friends (config: NULL or
@@ -234,7 +237,7 @@ static long long verdict(sm_session_id s, const char *what, const char *to)
 
 /* ---- start-up ---- */
 
-static void start_fails_without_auth_users(void)
+static void start_fails_without_users_provider(void)
 {
     CU_ASSERT_EQUAL_FATAL(sm_testhost_new(NULL, &th), SM_OK);
     CU_ASSERT_NOT_EQUAL(sm_testhost_load(th, FRIENDS_SO, "friends"), SM_OK);
@@ -738,7 +741,7 @@ static void reload_switches_private_messages_mode(void)
 int main(void)
 {
     static const sm_test_case cases[] = {
-        SM_TEST(start_fails_without_auth_users),
+        SM_TEST(start_fails_without_users_provider),
         SM_TEST(start_fails_on_unknown_private_messages_mode),
         SM_TEST(friend_actions_need_login),
         SM_TEST(request_ill_formed_name_gets_1004),

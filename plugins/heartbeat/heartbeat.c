@@ -141,9 +141,11 @@ static void forget(heartbeat *hb, sm_session_id id)
     free(n);
 }
 
-static void on_session_event(sm_core_event event, sm_session_id session, const char *username,
-                             void *plugin_data)
+static void on_session_event(const sm_event_info *info, void *plugin_data)
 {
+    sm_core_event event = info->event;
+    sm_session_id session = info->session;
+    const char *username = info->username;
     (void)username;
     heartbeat *hb = plugin_data;
     if (event == SM_EVENT_SESSION_CLOSED)
@@ -289,6 +291,12 @@ static int reload(void *plugin_data, int apply)
 
 static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
 {
+    /* Events come through subscribe_ex (sm_event_info), which came with
+     * the users service. */
+    if (!SM_HOST_HAS(host, user_lookup_id)) {
+        host->log(self, SM_LOG_ERROR, "heartbeat needs a server with subscribe_ex");
+        return SM_ESTATE;
+    }
     heartbeat *hb = calloc(1, sizeof *hb);
     if (!hb)
         return SM_ENOMEM;
@@ -303,9 +311,9 @@ static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
     if (rc == SM_OK)
         rc = host->register_actions(self, actions);
     if (rc == SM_OK)
-        rc = host->subscribe(self, SM_EVENT_SESSION_OPENED, on_session_event);
+        rc = host->subscribe_ex(self, SM_EVENT_SESSION_OPENED, on_session_event);
     if (rc == SM_OK)
-        rc = host->subscribe(self, SM_EVENT_SESSION_CLOSED, on_session_event);
+        rc = host->subscribe_ex(self, SM_EVENT_SESSION_CLOSED, on_session_event);
     if (rc != SM_OK)
         goto fail;
     double every = (double)hb->interval;

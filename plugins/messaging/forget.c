@@ -9,20 +9,19 @@
  * Each is one DELETE statement, atomic on its own: all or nothing. */
 #include "messaging.h"
 
-void messaging_on_user_deleted(sm_core_event event, sm_session_id session,
-                               const char *username, void *data)
+void messaging_on_user_deleted(const sm_event_info *info, void *data)
 {
+    sm_core_event event = info->event;
+    sm_session_id session = info->session;
+    const char *username = info->username;
     (void)session;
     messaging *m = data;
     const sm_host *h = m->host;
     if (event != SM_EVENT_USER_DELETED || !username)
         return;
-    char lower[65];
-    size_t n = 0;
-    for (; username[n] && n + 1 < sizeof lower; n++)
-        lower[n] = username[n] >= 'A' && username[n] <= 'Z' ? (char)(username[n] - 'A' + 'a')
-                                                            : username[n];
-    lower[n] = '\0';
+    char lower[STORE_NAME_MAX + 1];
+    if (sm_name_fold(username, lower, sizeof lower) != SM_OK)
+        return; /* no account has such a name */
     sm_stmt *st = NULL;
     int rc = h->db_prepare(m->self,
                            "DELETE FROM messaging_messages"
@@ -40,9 +39,11 @@ void messaging_on_user_deleted(sm_core_event event, sm_session_id session,
     h->db_finalize(st);
 }
 
-void messaging_on_room_deleted(sm_core_event event, sm_session_id session, const char *room,
-                               void *data)
+void messaging_on_room_deleted(const sm_event_info *info, void *data)
 {
+    sm_core_event event = info->event;
+    sm_session_id session = info->session;
+    const char *room = info->room;
     (void)session;
     messaging *m = data;
     const sm_host *h = m->host;
@@ -51,7 +52,7 @@ void messaging_on_room_deleted(sm_core_event event, sm_session_id session, const
         return;
     /* room_lower is what post_public stored: the same ASCII folding as the
      * rooms plugin's key, so "Lobby" and "LOBBY" are one history. */
-    if (store_lower(room, lower, sizeof lower) != SM_OK) {
+    if (sm_name_fold(room, lower, sizeof lower) != SM_OK) {
         h->log(m->self, SM_LOG_WARNING, "a deleted room's name is not a room name");
         return;
     }

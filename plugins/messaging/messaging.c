@@ -64,18 +64,6 @@ void messaging_reply_json(messaging *m, sm_ctx *ctx, const char *action, json_t 
     json_decref(p);
 }
 
-int messaging_ascii_equal(const char *a, const char *b)
-{
-    for (;; a++, b++) {
-        char x = *a >= 'A' && *a <= 'Z' ? (char)(*a - 'A' + 'a') : *a;
-        char y = *b >= 'A' && *b <= 'Z' ? (char)(*b - 'A' + 'a') : *b;
-        if (x != y)
-            return 0;
-        if (!x)
-            return 1;
-    }
-}
-
 /* Text fields are stored and read back as C strings, so an embedded
  * U+0000 could not be relayed as given. The core's JSON parser refuses
  * it today; this keeps the plugin safe if that ever changes. */
@@ -161,7 +149,7 @@ static void post_public(messaging *m, sm_ctx *ctx, const char *room, const msg_i
     const sm_host *h = m->host;
     char lower[STORE_NAME_MAX], topic[sizeof TOPIC_PREFIX + STORE_NAME_MAX];
     const char *sender = h->session_username(h->ctx_session(ctx));
-    int n = store_lower(room, lower, sizeof lower) == SM_OK
+    int n = sm_name_fold(room, lower, sizeof lower) == SM_OK
                 ? snprintf(topic, sizeof topic, TOPIC_PREFIX "%s", lower)
                 : -1;
     if (n < 0 || (size_t)n >= sizeof topic) {
@@ -225,7 +213,7 @@ static void send_message(sm_ctx *ctx, const json_t *payload, void *data)
         return;
     const char *want = json_string_value(json_object_get(payload, "room"));
     const char *room = m->host->session_get_attr(m->host->ctx_session(ctx), ROOM_ATTR);
-    if (!room || !messaging_ascii_equal(room, want)) {
+    if (!room || !sm_name_equal(room, want)) {
         m->host->reply_error(ctx, SM_ERR_NOT_AUTHORIZED, "you are not in that room");
         return;
     }
@@ -248,7 +236,7 @@ static void private_message(sm_ctx *ctx, const json_t *payload, void *data)
         return;
     }
     char lower[STORE_NAME_MAX], recipient[STORE_NAME_MAX];
-    int rc = store_lower(json_string_value(json_object_get(payload, "recipient")), lower,
+    int rc = sm_name_fold(json_string_value(json_object_get(payload, "recipient")), lower,
                          sizeof lower);
     if (rc == SM_OK)
         rc = store_find_user(&m->store, lower, recipient, sizeof recipient, NULL);
@@ -262,7 +250,7 @@ static void private_message(sm_ctx *ctx, const json_t *payload, void *data)
     }
     const char *sender = h->session_username(h->ctx_session(ctx));
     char sender_lower[STORE_NAME_MAX];
-    if (!sender || store_lower(sender, sender_lower, sizeof sender_lower) != SM_OK) {
+    if (!sender || sm_name_fold(sender, sender_lower, sizeof sender_lower) != SM_OK) {
         messaging_reply_internal(m, ctx);
         return;
     }
@@ -328,14 +316,16 @@ static void private_message(sm_ctx *ctx, const json_t *payload, void *data)
 
 /* auth reads the attribute for login_success.unread_count once
  * session_login returns (this runs inside it; docs/PLUGINS.md section 17). */
-static void on_logged_in(sm_core_event event, sm_session_id session, const char *username,
-                         void *data)
+static void on_logged_in(const sm_event_info *info, void *data)
 {
+    sm_core_event event = info->event;
+    sm_session_id session = info->session;
+    const char *username = info->username;
     (void)event;
     messaging *m = data;
     char lower[STORE_NAME_MAX], text[24];
     int64_t count = 0;
-    if (!username || store_lower(username, lower, sizeof lower) != SM_OK ||
+    if (!username || sm_name_fold(username, lower, sizeof lower) != SM_OK ||
         unread_settle(&m->store, username, lower, m->host->now(), &count) != SM_OK) {
         m->host->log(m->self, SM_LOG_ERROR, "session %llu: cannot count unread messages",
                      (unsigned long long)session);
@@ -465,6 +455,12 @@ static int reload(void *plugin_data, int apply)
 
 static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
 {
+    /* Events come through subscribe_ex (sm_event_info), which came with
+     * the users service. */
+    if (!SM_HOST_HAS(host, user_lookup_id)) {
+        host->log(self, SM_LOG_ERROR, "messaging needs a server with subscribe_ex");
+        return SM_ESTATE;
+    }
     messaging *m = calloc(1, sizeof *m);
     if (!m)
         return SM_ENOMEM;
@@ -479,14 +475,14 @@ static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
     if (rc == SM_OK)
         rc = host->register_actions(self, actions);
     if (rc == SM_OK)
-        rc = host->subscribe(self, SM_EVENT_LOGGED_IN, on_logged_in);
+        rc = host->subscribe_ex(self, SM_EVENT_LOGGED_IN, on_logged_in);
     if (rc == SM_OK && SM_HOST_HAS(host, user_deleted))
         rc = host->register_admin_commands(self, admin_commands);
     if (rc == SM_OK && SM_HOST_HAS(host, user_deleted))
-        rc = host->subscribe(self, SM_EVENT_USER_DELETED, messaging_on_user_deleted);
+        rc = host->subscribe_ex(self, SM_EVENT_USER_DELETED, messaging_on_user_deleted);
     /* An older server never deletes rooms this way: nothing to subscribe. */
     if (rc == SM_OK && SM_HOST_HAS(host, room_deleted))
-        rc = host->subscribe(self, SM_EVENT_ROOM_DELETED, messaging_on_room_deleted);
+        rc = host->subscribe_ex(self, SM_EVENT_ROOM_DELETED, messaging_on_room_deleted);
     if (rc != SM_OK) {
         free(m);
         return rc;

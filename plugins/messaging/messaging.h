@@ -31,8 +31,6 @@ typedef struct messaging {
 void messaging_reply_internal(messaging *m, sm_ctx *ctx);
 /* Replies with p (taking it), or 1005 when p is NULL (out of memory). */
 void messaging_reply_json(messaging *m, sm_ctx *ctx, const char *action, json_t *p);
-/* Room names compare without regard to ASCII case (PROTOCOL.md 7). */
-int messaging_ascii_equal(const char *a, const char *b);
 
 /* Action handlers of reading.c (the action table is in messaging.c). */
 void messaging_get_unread_messages(sm_ctx *ctx, const json_t *payload, void *data);
@@ -53,11 +51,9 @@ void messaging_admin_purge(sm_admin_ctx *ctx, const json_t *args, void *data);
 
 /* forget.c. SM_EVENT_USER_DELETED: the messages the user sent or was
  * sent. */
-void messaging_on_user_deleted(sm_core_event event, sm_session_id session,
-                               const char *username, void *data);
+void messaging_on_user_deleted(const sm_event_info *info, void *data);
 /* SM_EVENT_ROOM_DELETED (`room` is the callback's username argument):
  * the room's whole history. */
-void messaging_on_room_deleted(sm_core_event event, sm_session_id session, const char *room,
-                               void *data);
+void messaging_on_room_deleted(const sm_event_info *info, void *data);
 
 #endif

@@ -24,7 +24,7 @@ static size_t page_budget(const messaging *m, json_t *empty_reply)
 static int caller(messaging *m, sm_ctx *ctx, const char **name, char *lower, size_t lower_len)
 {
     const char *me = m->host->session_username(m->host->ctx_session(ctx));
-    if (!me || store_lower(me, lower, lower_len) != SM_OK) {
+    if (!me || sm_name_fold(me, lower, lower_len) != SM_OK) {
         messaging_reply_internal(m, ctx);
         return SM_ERROR;
     }
@@ -74,7 +74,7 @@ void messaging_mark_message_read(sm_ctx *ctx, const json_t *payload, void *data)
     /* An unread message whose sender has been blocked since is hidden
      * now, as unread_settle would have hidden it. */
     if (rc == SM_OK && !was_read && unread_verdict(&m->store, sender, name) == SM_VERDICT_DROP) {
-        rc = store_lower(sender, sender_lower, sizeof sender_lower);
+        rc = sm_name_fold(sender, sender_lower, sizeof sender_lower);
         if (rc == SM_OK)
             rc = store_hide_pair(&m->store, me, sender_lower);
         if (rc == SM_OK)
@@ -155,7 +155,7 @@ void messaging_get_public_key(sm_ctx *ctx, const json_t *payload, void *data)
     messaging *m = data;
     char lower[STORE_NAME_MAX], name[STORE_NAME_MAX];
     json_t *key = NULL;
-    int rc = store_lower(json_string_value(json_object_get(payload, "username")), lower,
+    int rc = sm_name_fold(json_string_value(json_object_get(payload, "username")), lower,
                          sizeof lower);
     if (rc == SM_OK)
         rc = store_find_user(&m->store, lower, name, sizeof name, &key);
@@ -177,12 +177,12 @@ void messaging_get_history(sm_ctx *ctx, const json_t *payload, void *data)
     const sm_host *h = m->host;
     const char *want = json_string_value(json_object_get(payload, "room"));
     const char *room = h->session_get_attr(h->ctx_session(ctx), ROOM_ATTR);
-    if (!room || !messaging_ascii_equal(room, want)) {
+    if (!room || !sm_name_equal(room, want)) {
         h->reply_error(ctx, SM_ERR_NOT_AUTHORIZED, "you are not in that room");
         return;
     }
     char lower[STORE_NAME_MAX];
-    if (store_lower(room, lower, sizeof lower) != SM_OK) {
+    if (sm_name_fold(room, lower, sizeof lower) != SM_OK) {
         messaging_reply_internal(m, ctx);
         return;
     }

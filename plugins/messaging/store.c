@@ -122,8 +122,6 @@ static const struct {
     {offsetof(msg_store, purge[STORE_PURGE_OLD_PUBLIC]),
      "DELETE FROM messaging_messages WHERE id IN (SELECT id FROM messaging_messages"
      " WHERE kind = 'public' AND created_at <= ? LIMIT ?)"},
-    {offsetof(msg_store, find_user),
-     "SELECT username, public_key FROM auth_users WHERE username_lower = ?"},
 };
 
 static sm_stmt **slot(msg_store *st, size_t offset)
@@ -148,31 +146,17 @@ int store_open(msg_store *st, const sm_host *host, sm_plugin *self)
     memset(st, 0, sizeof *st);
     st->host = host;
     st->self = self;
-    /* auth owns auth_users (docs/PLUGINS.md section 17); without it no
-     * recipient or key can be looked up. */
-    sm_stmt *probe = NULL;
-    if (host->db_prepare(self, "SELECT 1 FROM auth_users LIMIT 0", &probe) != SM_OK) {
-        host->log(self, SM_LOG_ERROR, "messaging needs the auth plugin, loaded before it");
+    /* Recipients and keys come from the users service (auth); without a
+     * provider none can be looked up. */
+    if (!SM_HOST_HAS(host, user_lookup_id) || host->user_lookup(NULL, NULL) == SM_ESTATE) {
+        host->log(self, SM_LOG_ERROR, "messaging needs a users provider (the auth plugin)");
         return SM_ERROR;
     }
-    host->db_finalize(probe);
     for (size_t i = 0; i < sizeof statements / sizeof statements[0]; i++) {
         if (host->db_prepare(self, statements[i].sql, slot(st, statements[i].offset)) != SM_OK) {
             store_close(st);
             return SM_ERROR;
         }
-    }
-    return SM_OK;
-}
-
-int store_lower(const char *name, char *out, size_t out_len)
-{
-    size_t n = strlen(name);
-    if (n == 0 || n >= out_len)
-        return SM_EINVAL;
-    for (size_t i = 0; i <= n; i++) {
-        char c = name[i];
-        out[i] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
     }
     return SM_OK;
 }
@@ -222,7 +206,7 @@ int store_insert(msg_store *st, const msg_row *r)
     const sm_host *h = st->host;
     sm_stmt *s = st->insert;
     char sender_lower[STORE_NAME_MAX];
-    int rc = store_lower(r->sender, sender_lower, sizeof sender_lower);
+    int rc = sm_name_fold(r->sender, sender_lower, sizeof sender_lower);
     if (rc != SM_OK)
         return rc;
     if (h->db_bind_int64(s, 1, r->id) != SM_OK ||
@@ -424,25 +408,17 @@ int store_purge(msg_store *st, store_purge_kind kind, double cutoff, int64_t bat
 int store_find_user(msg_store *st, const char *user_lower, char *name, size_t name_len,
                     json_t **public_key)
 {
-    const sm_host *h = st->host;
-    sm_stmt *s = st->find_user;
-    int rc = SM_ERROR;
+    sm_user_info info = {.size = sizeof info};
+    int rc = st->host->user_lookup(user_lower, &info);
+    if (rc != SM_OK)
+        return rc == SM_ENOTFOUND ? SM_ENOTFOUND : SM_ERROR;
+    size_t n = strlen(info.name);
+    if (n >= name_len)
+        return SM_ERROR;
     json_t *key = NULL;
-    if (h->db_bind_text(s, 1, user_lower, -1) == SM_OK) {
-        int step = h->db_step(s);
-        if (step == SM_ROW) {
-            rc = copy_text(h, s, 0, name, name_len);
-            if (rc == SM_OK && public_key && !(key = text_or_null(h, s, 1)))
-                rc = SM_ENOMEM;
-        } else if (step == SM_DONE) {
-            rc = SM_ENOTFOUND;
-        }
-    }
-    h->db_reset(s);
-    if (rc != SM_OK) {
-        json_decref(key);
-        return rc;
-    }
+    if (public_key && !(key = info.public_key ? json_string(info.public_key) : json_null()))
+        return SM_ENOMEM;
+    memcpy(name, info.name, n + 1);
     if (public_key)
         *public_key = key;
     return SM_OK;

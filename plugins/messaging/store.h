@@ -31,7 +31,7 @@ typedef struct msg_store {
     sm_plugin *self;
     sm_stmt *purge[STORE_PURGE_KINDS];
     sm_stmt *bump_id, *last_id, *insert, *count_unread, *list_unread, *find_private,
-        *set_read, *history, *find_user, *count_pair, *unread_senders, *hide_pair,
+        *set_read, *history, *count_pair, *unread_senders, *hide_pair,
         *release_pair, *list_to_mark, *mark_up_to;
 } msg_store;
 
@@ -80,13 +80,10 @@ typedef struct store_marked {
 extern const sm_migration store_migrations[];
 
 /* Prepares every statement (in start: the tables exist then). Fails when
- * auth_users does not exist. */
+ * no users provider (sm_host.user_lookup) is loaded. */
 int store_open(msg_store *st, const sm_host *host, sm_plugin *self);
 void store_close(msg_store *st);
 
-/* Writes the ASCII-lower-cased copy of name into out (out_len bytes with
- * the terminator); SM_EINVAL if it does not fit or is empty. */
-int store_lower(const char *name, char *out, size_t out_len);
 
 /* The next message id from the sequence. Call inside a transaction. */
 int store_reserve_id(msg_store *st, int64_t *id);
@@ -149,7 +146,7 @@ int store_history(msg_store *st, const char *room_lower, int64_t before_id, doub
 int store_purge(msg_store *st, store_purge_kind kind, double cutoff, int64_t batch,
                 int64_t *deleted);
 
-/* The registered user `user_lower`: the name as registered (copied into
+/* The registered user `user_lower`, through the users service: the name as registered (copied into
  * name, name_len bytes) and, when public_key is not NULL, a new JSON string
  * of the key or JSON null. SM_ENOTFOUND for an unknown user. */
 int store_find_user(msg_store *st, const char *user_lower, char *name, size_t name_len,

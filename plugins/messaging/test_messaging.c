@@ -36,6 +36,14 @@ static const char *const users_sql =
     "INSERT INTO auth_users VALUES (5, 'blocked', 'blocked', 'x', NULL, 0);"
     "INSERT INTO auth_users VALUES (6, 'dave', 'dave', 'x', NULL, 0);";
 
+/* The users above, and users_table to serve them as auth would (the
+ * users service: messaging reads no table of auth's). */
+static void add_users(sm_testhost *th)
+{
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_exec(th, users_sql), SM_OK);
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, USERS_TABLE_SO, "users_table"), SM_OK);
+}
+
 /* A host with auth_users, a policy (policy_veto, or friends when
  * `policy` says so), the room helper and messaging (extra: config text). */
 static sm_testhost *start_with(const char *extra, const char *policy)
@@ -44,7 +52,7 @@ static sm_testhost *start_with(const char *extra, const char *policy)
     snprintf(config, sizeof config, FAST_LIMITS "%s", extra ? extra : "");
     sm_testhost *th = NULL;
     CU_ASSERT_EQUAL_FATAL(sm_testhost_new(config, &th), SM_OK);
-    CU_ASSERT_EQUAL_FATAL(sm_testhost_exec(th, users_sql), SM_OK);
+    add_users(th);
     int friends = strcmp(policy, "friends") == 0;
     CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, friends ? FRIENDS_SO : POLICY_VETO_SO, policy),
                           SM_OK);
@@ -1215,7 +1223,7 @@ static void max_page_bytes_out_of_range_is_refused(void)
     sm_testhost *th = NULL;
     CU_ASSERT_EQUAL_FATAL(sm_testhost_new("messaging = { max_page_bytes = 1000; };\n", &th),
                           SM_OK);
-    CU_ASSERT_EQUAL_FATAL(sm_testhost_exec(th, users_sql), SM_OK);
+    add_users(th);
     CU_ASSERT_NOT_EQUAL(sm_testhost_load(th, MESSAGING_SO, "messaging"), SM_OK);
     sm_testhost_free(th);
 }
@@ -1568,7 +1576,7 @@ static void upgrade_counts_earlier_reads_as_read_when_sent(void)
     sm_testhost *th = NULL;
     CU_ASSERT_EQUAL_FATAL(
         sm_testhost_new(FAST_LIMITS "messaging = { private_retention = 3600; };", &th), SM_OK);
-    CU_ASSERT_EQUAL_FATAL(sm_testhost_exec(th, users_sql), SM_OK);
+    add_users(th);
     /* The version 2 table as migrations 1 and 2 leave it (indexes aside). */
     CU_ASSERT_EQUAL_FATAL(
         sm_testhost_exec(
@@ -1610,7 +1618,7 @@ static sm_testhost *start_with_rooms(void)
 {
     sm_testhost *th = NULL;
     CU_ASSERT_EQUAL_FATAL(sm_testhost_new(FAST_LIMITS, &th), SM_OK);
-    CU_ASSERT_EQUAL_FATAL(sm_testhost_exec(th, users_sql), SM_OK);
+    add_users(th);
     CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, POLICY_VETO_SO, "policy_veto"), SM_OK);
     CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, ROOMS_SO, "rooms"), SM_OK);
     CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, MESSAGING_SO, "messaging"), SM_OK);
@@ -1745,7 +1753,8 @@ static int load_messaging(const char *config, int with_users)
     sm_testhost *th = NULL;
     if (sm_testhost_new(config, &th) != SM_OK)
         return 1000;
-    if (with_users && sm_testhost_exec(th, users_sql) != SM_OK) {
+    if (with_users && (sm_testhost_exec(th, users_sql) != SM_OK ||
+                       sm_testhost_load(th, USERS_TABLE_SO, "users_table") != SM_OK)) {
         sm_testhost_free(th);
         return 1001;
     }
@@ -1754,7 +1763,7 @@ static int load_messaging(const char *config, int with_users)
     return rc;
 }
 
-static void start_fails_without_auth_users(void)
+static void start_fails_without_users_provider(void)
 {
     CU_ASSERT_NOT_EQUAL(load_messaging(NULL, 0), SM_OK);
     CU_ASSERT_EQUAL(load_messaging(NULL, 1), SM_OK);
@@ -1846,7 +1855,7 @@ int main(void)
         SM_TEST(refused_room_delete_keeps_the_history),
         SM_TEST(unread_count_attribute_set_at_login),
         SM_TEST(ids_are_unique_across_public_and_private),
-        SM_TEST(start_fails_without_auth_users),
+        SM_TEST(start_fails_without_users_provider),
         SM_TEST(bad_config_refused_at_load),
         SM_TEST(retention_out_of_range_is_refused),
         SM_TEST_END,

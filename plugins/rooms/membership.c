@@ -12,34 +12,6 @@
 #define ROOMS_TOPIC_MAX (sizeof "room:" + ROOMS_NAME_MAX)
 #define ROOMS_ID_MAX 24
 
-static int name_char(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '.' || c == '-';
-}
-
-int rooms_valid_name(const char *name)
-{
-    size_t n = 0;
-    for (; name[n]; n++)
-        if (n >= ROOMS_NAME_MAX || !name_char(name[n]))
-            return 0;
-    return n >= 1;
-}
-
-int rooms_fold(const char *name, char *buf, size_t buf_len)
-{
-    size_t n = strlen(name);
-    if (n + 1 > buf_len)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        char c = name[i];
-        buf[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
-    }
-    buf[n] = '\0';
-    return 0;
-}
-
 static int topic_of(const char *room_key, char *buf, size_t buf_len)
 {
     int n = snprintf(buf, buf_len, "room:%s", room_key);
@@ -83,41 +55,10 @@ const char *membership_display(const membership *m, const char *room_key)
     return json_string_value(json_object_get(json_object_get(m->active, room_key), "name"));
 }
 
-static int ascii_casecmp(const char *a, const char *b)
-{
-    for (;; a++, b++) {
-        int ca = (*a >= 'A' && *a <= 'Z') ? *a - 'A' + 'a' : (unsigned char)*a;
-        int cb = (*b >= 'A' && *b <= 'Z') ? *b - 'A' + 'a' : (unsigned char)*b;
-        if (ca != cb || !ca)
-            return ca - cb;
-    }
-}
-
 /* Room events go to the room's other users: every member session except
  * those of the acting user (its other devices are "the user", PROTOCOL.md
- * section 7), not merely except the acting session as topic_publish would. */
-static void notify_others(membership *m, const char *topic, const char *action,
-                          const json_t *event, const char *user_key)
-{
-    size_t n = m->host->topic_members(topic, NULL, 0);
-    if (n == 0)
-        return;
-    sm_session_id *ids = malloc(n * sizeof *ids);
-    if (!ids) {
-        m->host->log(m->self, SM_LOG_ERROR, "out of memory: %s not sent to %s", action, topic);
-        return;
-    }
-    size_t got = m->host->topic_members(topic, ids, n);
-    if (got < n)
-        n = got;
-    for (size_t i = 0; i < n; i++) {
-        const char *name = m->host->session_username(ids[i]);
-        if (name && ascii_casecmp(name, user_key) != 0)
-            m->host->send_event(ids[i], action, event);
-    }
-    free(ids);
-}
-
+ * section 7), not merely except the acting session as topic_publish would.
+ * Every member of a room's topic is logged in (rooms leave at logout). */
 static void notify_user(membership *m, const char *topic, const char *action,
                         const char *username, const char *display, const char *user_key)
 {
@@ -126,7 +67,8 @@ static void notify_user(membership *m, const char *topic, const char *action,
         m->host->log(m->self, SM_LOG_ERROR, "out of memory: %s not sent to %s", action, topic);
         return;
     }
-    notify_others(m, topic, action, event, user_key);
+    if (m->host->topic_publish_except_user(topic, action, event, user_key) != SM_OK)
+        m->host->log(m->self, SM_LOG_ERROR, "%s not sent to %s", action, topic);
     json_decref(event);
 }
 
@@ -135,7 +77,7 @@ int membership_enter(membership *m, sm_session_id session, const char *username,
 {
     char topic[ROOMS_TOPIC_MAX], user_key[ROOMS_USER_MAX + 1], sid[ROOMS_ID_MAX];
     if (!username || topic_of(room_key, topic, sizeof topic) != 0 ||
-        rooms_fold(username, user_key, sizeof user_key) != 0)
+        sm_name_fold(username, user_key, sizeof user_key) != SM_OK)
         return SM_EINVAL;
     id_key(session, sid);
     if (json_object_get(m->sessions, sid))
@@ -202,10 +144,10 @@ int membership_leave(membership *m, sm_session_id session)
     if (!entry)
         return SM_ENOTFOUND;
     /* Copies: the entry is deleted below. */
-    if (rooms_fold(json_string_value(json_object_get(entry, "room")), room_key,
-                   sizeof room_key) != 0 ||
-        rooms_fold(json_string_value(json_object_get(entry, "user")), user_key,
-                   sizeof user_key) != 0 ||
+    if (sm_name_fold(json_string_value(json_object_get(entry, "room")), room_key,
+                     sizeof room_key) != SM_OK ||
+        sm_name_fold(json_string_value(json_object_get(entry, "user")), user_key,
+                     sizeof user_key) != SM_OK ||
         topic_of(room_key, topic, sizeof topic) != 0)
         return SM_ERROR; /* cannot happen: enter stored checked names */
     json_object_del(m->sessions, sid);
@@ -233,7 +175,7 @@ int membership_leave(membership *m, sm_session_id session)
 
 static int compare_names(const void *a, const void *b)
 {
-    return ascii_casecmp(*(const char *const *)a, *(const char *const *)b);
+    return sm_name_compare(*(const char *const *)a, *(const char *const *)b);
 }
 
 json_t *membership_listing(const membership *m, const char *room_key)

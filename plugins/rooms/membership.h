@@ -22,12 +22,6 @@ typedef struct membership {
     json_t *sessions;
 } membership;
 
-/* 1 if name is 1 to ROOMS_NAME_MAX characters of [A-Za-z0-9_.-]. */
-int rooms_valid_name(const char *name);
-
-/* ASCII lower-case copy of name into buf; -1 if it does not fit. */
-int rooms_fold(const char *name, char *buf, size_t buf_len);
-
 int membership_init(membership *m, const sm_host *host, sm_plugin *self);
 void membership_free(membership *m);
 

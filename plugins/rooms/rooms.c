@@ -103,7 +103,7 @@ static int resolve(rooms *r, const char *name, const char *key,
 static int ensure_listed(rooms *r, const char *name)
 {
     char key[ROOMS_NAME_MAX + 1], display[ROOMS_NAME_MAX + 1];
-    if (rooms_fold(name, key, sizeof key) != 0)
+    if (sm_name_fold(name, key, sizeof key) != SM_OK)
         return SM_EINVAL;
     if (json_object_get(r->listed, key))
         return SM_OK;
@@ -132,8 +132,11 @@ static int move_to(rooms *r, sm_session_id sid, const char *username, const char
     return membership_enter(&r->members, sid, username, key, display);
 }
 
-static void on_login(sm_core_event event, sm_session_id sid, const char *username, void *data)
+static void on_login(const sm_event_info *info, void *data)
 {
+    sm_core_event event = info->event;
+    sm_session_id sid = info->session;
+    const char *username = info->username;
     (void)event;
     rooms *r = data;
     if (!r->default_key[0])
@@ -152,8 +155,11 @@ static void on_login(sm_core_event event, sm_session_id sid, const char *usernam
 
 /* Logout, re-login and disconnect (LOGGED_OUT comes before CLOSED) all
  * leave the room; CLOSED catches a session that somehow is still in one. */
-static void on_logout(sm_core_event event, sm_session_id sid, const char *username, void *data)
+static void on_logout(const sm_event_info *info, void *data)
 {
+    sm_core_event event = info->event;
+    sm_session_id sid = info->session;
+    const char *username = info->username;
     (void)event;
     (void)username;
     rooms *r = data;
@@ -180,7 +186,7 @@ static void join_room(sm_ctx *ctx, const json_t *payload, void *data)
     sm_session_id sid = h->ctx_session(ctx);
     const char *name = json_string_value(json_object_get(payload, "room_name"));
     char key[ROOMS_NAME_MAX + 1], display[ROOMS_NAME_MAX + 1];
-    if (rooms_fold(name, key, sizeof key) != 0) { /* the schema bounds it */
+    if (sm_name_fold(name, key, sizeof key) != SM_OK) { /* the schema bounds it */
         h->reply_error(ctx, SM_ERR_MALFORMED, "field 'room_name' must be a string of 1 to 32 bytes");
         return;
     }
@@ -306,7 +312,7 @@ static int read_config(rooms *r)
         rc = SM_EINVAL;
     if (h->config_string(r->self, "default_room", &r->default_room) != SM_OK)
         rc = SM_EINVAL;
-    else if (r->default_room[0] && !rooms_valid_name(r->default_room)) {
+    else if (r->default_room[0] && !sm_name_valid(r->default_room, 1, ROOMS_NAME_MAX)) {
         h->log(r->self, SM_LOG_ERROR, "rooms.default_room must be \"\" or 1 to 32 characters "
                                       "of letters, digits, '_', '.' and '-'");
         rc = SM_EINVAL;
@@ -316,13 +322,16 @@ static int read_config(rooms *r)
         return SM_EINVAL;
     r->n_configured = (size_t)n;
     for (size_t i = 0; i < r->n_configured; i++) {
-        if (!rooms_valid_name(r->configured[i])) {
+        if (!sm_name_valid(r->configured[i], 1, ROOMS_NAME_MAX)) {
             h->log(r->self, SM_LOG_ERROR, "rooms.rooms[%zu] must be 1 to 32 characters of "
                                           "letters, digits, '_', '.' and '-'", i);
             rc = SM_EINVAL;
         }
     }
-    if (rc == SM_OK && rooms_fold(r->default_room, r->default_key, sizeof r->default_key) != 0)
+    /* "" is no default room: its key stays empty. */
+    r->default_key[0] = '\0';
+    if (rc == SM_OK && r->default_room[0] &&
+        sm_name_fold(r->default_room, r->default_key, sizeof r->default_key) != SM_OK)
         rc = SM_EINVAL; /* cannot happen: checked above */
     return rc;
 }
@@ -429,7 +438,8 @@ static void rooms_delete_cmd(sm_admin_ctx *ctx, const json_t *args, void *data)
     const sm_host *h = r->host;
     const char *name = json_string_value(json_object_get(args, "room"));
     char key[ROOMS_NAME_MAX + 1], topic[ROOMS_NAME_MAX + 8];
-    if (!name || !rooms_valid_name(name) || rooms_fold(name, key, sizeof key) != 0) {
+    if (!name || !sm_name_valid(name, 1, ROOMS_NAME_MAX) ||
+        sm_name_fold(name, key, sizeof key) != SM_OK) {
         h->admin_error(ctx, SM_ENOTFOUND, "no such room");
         return;
     }
@@ -479,6 +489,12 @@ static const sm_admin_command admin_commands[] = {
 
 static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
 {
+    /* Events come through subscribe_ex (sm_event_info), which came with
+     * the users service. */
+    if (!SM_HOST_HAS(host, user_lookup_id)) {
+        host->log(self, SM_LOG_ERROR, "rooms needs a server with subscribe_ex");
+        return SM_ESTATE;
+    }
     rooms *r = calloc(1, sizeof *r);
     if (!r)
         return SM_ENOMEM;
@@ -494,11 +510,11 @@ static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
     if (rc == SM_OK)
         rc = host->register_actions(self, actions);
     if (rc == SM_OK)
-        rc = host->subscribe(self, SM_EVENT_LOGGED_IN, on_login);
+        rc = host->subscribe_ex(self, SM_EVENT_LOGGED_IN, on_login);
     if (rc == SM_OK)
-        rc = host->subscribe(self, SM_EVENT_LOGGED_OUT, on_logout);
+        rc = host->subscribe_ex(self, SM_EVENT_LOGGED_OUT, on_logout);
     if (rc == SM_OK)
-        rc = host->subscribe(self, SM_EVENT_SESSION_CLOSED, on_logout);
+        rc = host->subscribe_ex(self, SM_EVENT_SESSION_CLOSED, on_logout);
     if (rc == SM_OK && SM_HOST_HAS(host, user_deleted))
         rc = host->register_admin_commands(self, admin_commands);
     /* An older server has no reload: the settings then stay as read. */

@@ -3,15 +3,19 @@
 #define _GNU_SOURCE   /* nftw, memmem */
 #include "harness.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -766,4 +770,68 @@ int harness_wait_closed(sm_client *c, int timeout_ms)
             return sm_client_close_code(c);
         return -1;
     }
+}
+
+char *harness_http_exchange(int port, const char *source, const char *req, size_t req_len,
+                            int timeout_ms, size_t *len)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return NULL;
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    if (source && (inet_pton(AF_INET, source, &a.sin_addr) != 1 ||
+                   bind(fd, (struct sockaddr *)&a, sizeof a) != 0)) {
+        close(fd);
+        return NULL;
+    }
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        write(fd, req, req_len) != (ssize_t)req_len) {
+        close(fd);
+        return NULL;
+    }
+    size_t cap = 65536, got = 0;
+    char *buf = malloc(cap);
+    struct pollfd pfd = {fd, POLLIN, 0};
+    while (buf && poll(&pfd, 1, timeout_ms) > 0) {
+        if (got + 1 >= cap) {
+            char *bigger = realloc(buf, cap * 2);
+            if (!bigger) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = bigger;
+            cap *= 2;
+        }
+        ssize_t r = read(fd, buf + got, cap - 1 - got);
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    if (!buf)
+        return NULL;
+    buf[got] = '\0';
+    if (len)
+        *len = got;
+    return buf;
+}
+
+int harness_run_server(const char *args, char *out, size_t out_len)
+{
+    char cmd[2048];
+    int n = snprintf(cmd, sizeof cmd, "timeout 20 '%s' %s 2>&1", SM_SERVER_PATH, args);
+    if (n < 0 || (size_t)n >= sizeof cmd || out_len == 0)
+        return -1;
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    size_t got = fread(out, 1, out_len - 1, p);
+    out[got] = '\0';
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }

@@ -104,6 +104,19 @@ int harness_reload(harness_server *s, const char *extra_config);
  * <dir>/tls_key.pem (a renewal in place). 0 or -1. */
 int harness_renew_tls(const harness_server *s);
 
+/* Sends req (req_len bytes, as they are) to 127.0.0.1:port from the
+ * loopback address source (NULL: the kernel's choice) and reads until the
+ * server closes or timeout_ms pass without a byte. Returns the response,
+ * malloc'd and NUL-terminated (*len, may be NULL, its length), or NULL
+ * when it could not connect or send, or out of memory. */
+char *harness_http_exchange(int port, const char *source, const char *req, size_t req_len,
+                            int timeout_ms, size_t *len);
+
+/* Runs the server binary (SM_SERVER_PATH) with args (shell words) under a
+ * 20 s timeout, its stdout and stderr into out (NUL-terminated, cut to
+ * fit). Returns its exit status, -1 if it did not run or exit normally. */
+int harness_run_server(const char *args, char *out, size_t out_len);
+
 /* Prints the last lines of <dir>/server.log to stderr. */
 void harness_dump_log(const harness_server *s);
 

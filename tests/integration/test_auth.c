@@ -57,6 +57,20 @@ static sm_client *connect_from(const harness_server *s, const char *source)
     return c;
 }
 
+/* For a server with production-strength hashes: a register or login may
+ * take seconds on a loaded machine (sanitizers, parallel suites), so its
+ * calls wait 30 s instead of the client's default 5 s. */
+static sm_client *connect_patient(const harness_server *s, const char *source)
+{
+    sm_client_options o;
+    memset(&o, 0, sizeof o);
+    o.source_address = source;
+    o.timeout_ms = 30000;
+    sm_client *c = NULL;
+    CU_ASSERT_EQUAL_FATAL(harness_connect_opts(s, &o, &c), SM_CLIENT_OK);
+    return c;
+}
+
 static sm_message *call2(sm_client *c, const char *action, const char *username,
                          const char *password)
 {
@@ -324,10 +338,10 @@ static void parallel_wrong_logins_from_one_address_hash_at_most_the_limit(void)
         harness_start(&srv2, "plugins = { dir = \"@PLUGIN_BUILD_DIR@\"; load = [\"auth\"]; };\n"
                              "auth = { argon2_passes = 6; };\n"),
         0);
-    sm_client *owner = connect_from(&srv2, "127.0.0.2");
+    sm_client *owner = connect_patient(&srv2, "127.0.0.2");
     sm_client *c[ATTACKERS];
     for (int i = 0; i < ATTACKERS; i++)
-        c[i] = connect_to(&srv2);
+        c[i] = connect_patient(&srv2, NULL);
     json_int_t id = expect_welcome(call2(owner, "register", "Target", "correct horse"),
                                    "registration_success", "Target");
     expect_logout(owner);

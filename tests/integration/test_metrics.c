@@ -34,50 +34,20 @@
     "auth = { allow_weak_argon2 = true; argon2_memory_kib = 1024; argon2_passes = 1; };\n"   \
     "metrics = { allow = [\"127.0.0.1\"]; };\n"
 
-/* Large enough for the page, whatever the number of series. */
+/* Large enough for the parser's output, whatever the number of series. */
 #define PAGE_MAX (1 << 20)
 
 /* The response to GET path from source (NULL: the default) with an extra
  * header line (NULL: none); malloc'd, NULL on failure. */
 static char *http_get(int port, const char *source, const char *path, const char *header)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return NULL;
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    if (source) {
-        inet_pton(AF_INET, source, &a.sin_addr);
-        if (bind(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-            close(fd);
-            return NULL;
-        }
-    }
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     char req[512];
     int n = snprintf(req, sizeof req,
                      "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%s%sConnection: close\r\n\r\n", path,
                      header ? header : "", header ? "\r\n" : "");
-    char *out = malloc(PAGE_MAX);
-    if (!out || n <= 0 || (size_t)n >= sizeof req ||
-        connect(fd, (struct sockaddr *)&a, sizeof a) != 0 || write(fd, req, (size_t)n) != n) {
-        free(out);
-        close(fd);
+    if (n <= 0 || (size_t)n >= sizeof req)
         return NULL;
-    }
-    size_t got = 0;
-    struct pollfd pfd = {fd, POLLIN, 0};
-    while (got + 1 < PAGE_MAX && poll(&pfd, 1, 5000) > 0) {
-        ssize_t r = read(fd, out + got, PAGE_MAX - 1 - got);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    out[got] = '\0';
-    close(fd);
-    return out;
+    return harness_http_exchange(port, source, req, (size_t)n, 5000, NULL);
 }
 
 /* The page parsed by metrics_parse.py: its output lines, malloc'd. */

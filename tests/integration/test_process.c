@@ -12,21 +12,6 @@
 #include "harness.h"
 #include "safemessenger/testhost_suite.h"
 
-/* Runs the server binary with args, returns its exit status and output.
- * Under a timeout: a server that wrongly starts must not hang the suite. */
-static int run_server(const char *args, char *out, size_t out_len)
-{
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "timeout 20 '%s' %s 2>&1", SM_SERVER_PATH, args);
-    FILE *p = popen(cmd, "r");
-    if (!p)
-        return -1;
-    size_t got = fread(out, 1, out_len - 1, p);
-    out[got] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static int write_text(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
@@ -39,13 +24,13 @@ static int write_text(const char *path, const char *text)
 static void version_and_help_exit_0(void)
 {
     char out[4096];
-    CU_ASSERT_EQUAL(run_server("--version", out, sizeof out), 0);
+    CU_ASSERT_EQUAL(harness_run_server("--version", out, sizeof out), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "safemessenger-server"));
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "plugin ABI"));
-    CU_ASSERT_EQUAL(run_server("--help", out, sizeof out), 0);
+    CU_ASSERT_EQUAL(harness_run_server("--help", out, sizeof out), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "--check-config"));
-    CU_ASSERT_EQUAL(run_server("--no-such-option", out, sizeof out), 2);
-    CU_ASSERT_EQUAL(run_server("-p 70000", out, sizeof out), 2);
+    CU_ASSERT_EQUAL(harness_run_server("--no-such-option", out, sizeof out), 2);
+    CU_ASSERT_EQUAL(harness_run_server("-p 70000", out, sizeof out), 2);
 }
 
 static void check_config_cites_file_and_line(void)
@@ -58,7 +43,7 @@ static void check_config_cites_file_and_line(void)
                                            "  prot = 1;\n};\nlimits = { command_burst = 0; };\n"),
                           0);
     snprintf(args, sizeof args, "-c '%s' --check-config", conf);
-    CU_ASSERT_EQUAL(run_server(args, out, sizeof out), 1);
+    CU_ASSERT_EQUAL(harness_run_server(args, out, sizeof out), 1);
     char want[600];
     snprintf(want, sizeof want, "%s:2: server.port", conf);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, want));
@@ -70,14 +55,14 @@ static void check_config_cites_file_and_line(void)
     /* A valid file with a plugin that does not exist fails the check too. */
     CU_ASSERT_EQUAL_FATAL(write_text(conf, "plugins = { dir = \"/nonexistent\"; load = [\"x\"]; };\n"),
                           0);
-    CU_ASSERT_EQUAL(run_server(args, out, sizeof out), 1);
+    CU_ASSERT_EQUAL(harness_run_server(args, out, sizeof out), 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "/nonexistent/x.so"));
 
     char good[1024];
     snprintf(good, sizeof good, "plugins = { dir = \"%s\"; load = [\"testcmds\"]; };\n",
              SM_TEST_PLUGIN_DIR);
     CU_ASSERT_EQUAL_FATAL(write_text(conf, good), 0);
-    CU_ASSERT_EQUAL(run_server(args, out, sizeof out), 0);
+    CU_ASSERT_EQUAL(harness_run_server(args, out, sizeof out), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "configuration OK"));
     unlink(conf);
     rmdir(dir);
@@ -104,7 +89,7 @@ static void shipped_configurations_pass_check_config(void)
         CU_ASSERT_EQUAL_FATAL(system(cmd), 0);
         char args[700];
         snprintf(args, sizeof args, "-c '%s' --check-config", dst);
-        int rc = run_server(args, out, sizeof out);
+        int rc = harness_run_server(args, out, sizeof out);
         CU_ASSERT_EQUAL(rc, 0);
         CU_ASSERT_PTR_NOT_NULL(strstr(out, "configuration OK"));
         if (rc != 0)
@@ -128,7 +113,7 @@ static void check_config_reports_every_plugin_error_with_file_and_line(void)
              "    \"gone\" ];\n};\n", SM_TEST_PLUGIN_DIR);
     CU_ASSERT_EQUAL_FATAL(write_text(conf, text), 0);
     snprintf(args, sizeof args, "-c '%s' --check-config", conf);
-    CU_ASSERT_EQUAL(run_server(args, out, sizeof out), 1);
+    CU_ASSERT_EQUAL(harness_run_server(args, out, sizeof out), 1);
     snprintf(want, sizeof want, "%s:4: plugins.load[0] \"nope\"", conf);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, want));
     snprintf(want, sizeof want, "%s:6: plugins.load[2] \"gone\"", conf);
@@ -139,7 +124,7 @@ static void check_config_reports_every_plugin_error_with_file_and_line(void)
              "plugins = { dir = \"%s\"; load = [\"testcmds\"]; };\n"
              "testcmds = {\n  bogus = 1;\n};\nlimit = { };\n", SM_TEST_PLUGIN_DIR);
     CU_ASSERT_EQUAL_FATAL(write_text(conf, text), 0);
-    CU_ASSERT_EQUAL(run_server(args, out, sizeof out), 1);
+    CU_ASSERT_EQUAL(harness_run_server(args, out, sizeof out), 1);
     snprintf(want, sizeof want, "%s:3: unknown key testcmds.bogus", conf);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, want));
     snprintf(want, sizeof want, "%s:5: section 'limit' is neither a core section nor a loaded plugin's (did you mean "
@@ -218,7 +203,7 @@ static int run_on_config_of(const harness_server *s, char *out, size_t len)
     char conf[512], args[700];
     harness_path(s, "server.conf", conf, sizeof conf);
     snprintf(args, sizeof args, "-c '%s' -p 0", conf);
-    return run_server(args, out, len);
+    return harness_run_server(args, out, len);
 }
 
 /* Clients pinned the key the database was used with: a lost key file must

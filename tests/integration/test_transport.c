@@ -617,35 +617,16 @@ static void silent_reader_answering_pongs_is_cut_after_send_timeout(void)
 
 static int http_get(int port, const char *path, char *out, size_t out_len)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
     char req[256];
     int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
                      path);
-    if (write(fd, req, (size_t)n) != n) {
-        close(fd);
+    if (n < 0 || (size_t)n >= sizeof req)
         return -1;
-    }
-    size_t got = 0;
-    struct pollfd pfd = {fd, POLLIN, 0};
-    while (got + 1 < out_len && poll(&pfd, 1, 3000) > 0) {
-        ssize_t r = read(fd, out + got, out_len - 1 - got);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    out[got] = '\0';
-    close(fd);
+    char *resp = harness_http_exchange(port, NULL, req, (size_t)n, 3000, NULL);
+    if (!resp)
+        return -1;
+    snprintf(out, out_len, "%s", resp);
+    free(resp);
     return 0;
 }
 

@@ -156,55 +156,15 @@ static void response_free(response *r)
     memset(r, 0, sizeof *r);
 }
 
-static int connect_server(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_port = htons((uint16_t)port);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 /* Sends req as it is and reads until the server closes (or 5 s of
  * silence). Returns 0 or -1 (no connection, or no memory). */
 static int exchange(int port, const char *req, size_t req_len, response *out)
 {
     memset(out, 0, sizeof *out);
-    int fd = connect_server(port);
-    if (fd < 0)
-        return -1;
-    if (write(fd, req, req_len) != (ssize_t)req_len) {
-        close(fd);
-        return -1;
-    }
-    size_t cap = 65536, got = 0;
-    char *buf = malloc(cap);
-    struct pollfd pfd = {fd, POLLIN, 0};
-    while (buf && poll(&pfd, 1, 5000) > 0) {
-        if (got + 1 >= cap) {
-            char *bigger = realloc(buf, cap * 2);
-            if (!bigger)
-                break;
-            buf = bigger;
-            cap *= 2;
-        }
-        ssize_t r = read(fd, buf + got, cap - 1 - got);
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    close(fd);
+    size_t got = 0;
+    char *buf = harness_http_exchange(port, NULL, req, req_len, 5000, &got);
     if (!buf)
         return -1;
-    buf[got] = '\0';
     out->raw = buf;
     out->len = got;
     int major, minor;
@@ -614,20 +574,6 @@ static void disabled_serves_nothing_but_healthz_and_websocket_work(void)
     CU_ASSERT_EQUAL(harness_cleanup(&off), 0);
 }
 
-/* Runs the server binary with args under a timeout; its output into out. */
-static int run_server(const char *args, char *out, size_t out_len)
-{
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "timeout 20 '%s' %s 2>&1", SM_SERVER_PATH, args);
-    FILE *p = popen(cmd, "r");
-    if (!p)
-        return -1;
-    size_t got = fread(out, 1, out_len - 1, p);
-    out[got] = '\0';
-    int st = pclose(p);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static int write_conf(const char *conf, const char *web_section)
 {
     FILE *f = fopen(conf, "w");
@@ -650,21 +596,21 @@ static void a_missing_web_root_is_refused_naming_it(void)
     CU_ASSERT_EQUAL_FATAL(write_conf(conf, "web = { root = \"no-such-web\"; };"), 0);
     snprintf(want, sizeof want, "web.root %s/no-such-web: No such file or directory", fixture);
     snprintf(args, sizeof args, "-c '%s' --check-config", conf);
-    CU_ASSERT_EQUAL(run_server(args, out, sizeof out), 1);
+    CU_ASSERT_EQUAL(harness_run_server(args, out, sizeof out), 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, want));
     snprintf(args, sizeof args, "-c '%s' -p 0", conf);
-    CU_ASSERT_EQUAL(run_server(args, out, sizeof out), 1);
+    CU_ASSERT_EQUAL(harness_run_server(args, out, sizeof out), 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, want));
     CU_ASSERT_PTR_NULL(strstr(out, "listening on"));
     /* A file is not a directory. */
     CU_ASSERT_EQUAL_FATAL(write_conf(conf, "web = { root = \"secret.txt\"; };"), 0);
     snprintf(args, sizeof args, "-c '%s' --check-config", conf);
-    CU_ASSERT_EQUAL(run_server(args, out, sizeof out), 1);
+    CU_ASSERT_EQUAL(harness_run_server(args, out, sizeof out), 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "secret.txt: not a directory"));
     /* With serving off, the missing root does not matter. */
     CU_ASSERT_EQUAL_FATAL(write_conf(conf, "web = { enabled = false; root = \"no-such-web\"; };"),
                           0);
-    CU_ASSERT_EQUAL(run_server(args, out, sizeof out), 0);
+    CU_ASSERT_EQUAL(harness_run_server(args, out, sizeof out), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "configuration OK"));
 }
 

@@ -251,10 +251,14 @@ static void topic_cmd(sm_ctx *ctx, const json_t *payload, void *data)
         rc = host->topic_join(topic, sid);
     else if (strcmp(op, "leave") == 0)
         rc = host->topic_leave(topic, sid);
-    else if (strcmp(op, "publish") == 0) {
+    else if (strcmp(op, "publish") == 0 || strcmp(op, "publish_others") == 0) {
         json_t *ev = json_pack("{s:s, s:O}", "topic", topic, "body",
                                json_object_get(payload, "body"));
-        rc = host->topic_publish(topic, "topic_event", ev, 0);
+        /* publish_others: to every member but the caller's user's sessions. */
+        rc = strcmp(op, "publish") == 0
+                 ? host->topic_publish(topic, "topic_event", ev, 0)
+                 : host->topic_publish_except_user(topic, "topic_event", ev,
+                                                   host->session_username(sid));
         json_decref(ev);
     }
     json_t *p = json_pack("{s:i, s:I, s:f}", "status", rc, "members",

@@ -19,6 +19,7 @@ SOURCES = [
     "examples/plugins/hello/*.c",
     "tests/plugins/guide_example.c",
     "tests/plugins/feature_probe.c",
+    "tests/plugins/events_ex.c",
     "include/safemessenger/*.h",
 ]
 

@@ -147,6 +147,32 @@ static void testhost_topics_reach_other_sessions(void)
     sm_testhost_disconnect(th, b);
 }
 
+/* Two sessions of alice, one of Bob, one not logged in: alice's
+ * publish_others reaches Bob and the anonymous member, none of alice's
+ * (her name compared without regard to case). */
+static void testhost_topic_publish_except_user_skips_the_users_sessions(void)
+{
+    sm_session_id a1 = sm_testhost_connect_user(th, "alice", 1);
+    sm_session_id a2 = sm_testhost_connect_user(th, "ALICE", 1);
+    sm_session_id b = sm_testhost_connect_user(th, "Bob", 2);
+    sm_session_id anon = sm_testhost_connect(th, NULL);
+    sm_session_id all[] = {a1, a2, b, anon};
+    for (size_t i = 0; i < 4; i++)
+        json_decref(sm_testhost_call(th, all[i], "topic", "{\"op\":\"join\",\"topic\":\"x\"}"));
+    json_t *r = sm_testhost_call(th, a1, "topic",
+                                 "{\"op\":\"publish_others\",\"topic\":\"x\",\"body\":7}");
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(json_object_get(r, "payload"), "status")),
+                    SM_OK);
+    json_decref(r);
+    for (size_t i = 0; i < 4; i++) {
+        json_t *ev = sm_testhost_next_event(th, all[i], "topic_event");
+        int expected = all[i] == b || all[i] == anon;
+        CU_ASSERT_EQUAL(ev != NULL, expected);
+        json_decref(ev);
+        sm_testhost_disconnect(th, all[i]);
+    }
+}
+
 static void testhost_fake_clock_fires_timers(void)
 {
     sm_session_id s = sm_testhost_connect(th, NULL);
@@ -268,6 +294,7 @@ int main(void)
         SM_TEST(testhost_workers_run_on_demand),
         SM_TEST(testhost_records_events_after_their_reply),
         SM_TEST(testhost_topics_reach_other_sessions),
+        SM_TEST(testhost_topic_publish_except_user_skips_the_users_sessions),
         SM_TEST(testhost_fake_clock_fires_timers),
         SM_TEST(testhost_reports_sessions_the_core_closed),
         SM_TEST(testhost_delivers_core_events_to_plugins),

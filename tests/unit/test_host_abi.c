@@ -108,6 +108,53 @@ static void host_abi_server_table_reports_its_size_and_version(void)
     CU_ASSERT_TRUE(SM_HOST_HAS(h, policy_check));
     CU_ASSERT_TRUE(SM_HOST_HAS(h, room_deleted));
     CU_ASSERT_PTR_NOT_NULL(h->room_deleted);
+    /* The SDK services, appended after room_deleted. */
+    CU_ASSERT_TRUE(SM_HOST_HAS(h, user_lookup_id));
+    CU_ASSERT_TRUE(offsetof(sm_host, topic_publish_except_user) >
+                   offsetof(sm_host, room_deleted));
+    CU_ASSERT_PTR_NOT_NULL(h->topic_publish_except_user);
+    CU_ASSERT_PTR_NOT_NULL(h->subscribe_ex);
+    CU_ASSERT_PTR_NOT_NULL(h->register_users_provider);
+    CU_ASSERT_PTR_NOT_NULL(h->user_lookup);
+    CU_ASSERT_PTR_NOT_NULL(h->user_lookup_id);
+}
+
+/* Without a users provider every lookup is SM_ESTATE, before its
+ * arguments are looked at: user_lookup(NULL, NULL) is how a plugin's
+ * start asks whether one is loaded. */
+static void host_abi_user_lookup_without_a_provider_is_estate(void)
+{
+    CU_ASSERT_EQUAL_FATAL(core_up(), 0);
+    const sm_host *h = host_api_table();
+    sm_user_info info = {.size = sizeof info};
+    CU_ASSERT_EQUAL(h->user_lookup(NULL, NULL), SM_ESTATE);
+    CU_ASSERT_EQUAL(h->user_lookup("alice", &info), SM_ESTATE);
+    CU_ASSERT_EQUAL(h->user_lookup_id(1, &info), SM_ESTATE);
+    CU_ASSERT_EQUAL(h->register_users_provider(NULL, NULL), SM_ESTATE); /* not in init */
+    core_down();
+}
+
+/* The name helpers: one rule for the core's SM_FIELD_NAME and plugins. */
+static void host_abi_name_helpers(void)
+{
+    char out[8];
+    CU_ASSERT_TRUE(sm_name_valid("Ab_.-9", 1, 32));
+    CU_ASSERT_FALSE(sm_name_valid("a b", 1, 32));
+    CU_ASSERT_FALSE(sm_name_valid("ab", 3, 32));
+    CU_ASSERT_FALSE(sm_name_valid("abcd", 1, 3));
+    CU_ASSERT_FALSE(sm_name_valid("", 1, 3));
+    CU_ASSERT_FALSE(sm_name_valid(NULL, 0, 3));
+    CU_ASSERT_EQUAL(sm_name_fold("MiXeD.1", out, sizeof out), SM_OK);
+    CU_ASSERT_STRING_EQUAL(out, "mixed.1");
+    CU_ASSERT_EQUAL(sm_name_fold("TooLong1", out, sizeof out), SM_EINVAL);
+    CU_ASSERT_EQUAL(sm_name_fold("", out, sizeof out), SM_EINVAL);
+    CU_ASSERT_EQUAL(sm_name_fold(NULL, out, sizeof out), SM_EINVAL);
+    CU_ASSERT_TRUE(sm_name_equal("Alice", "aLICE"));
+    CU_ASSERT_FALSE(sm_name_equal("Alice", "Alicia"));
+    CU_ASSERT_FALSE(sm_name_equal(NULL, "a"));
+    CU_ASSERT_TRUE(sm_name_compare("alice", "Bob") < 0);
+    CU_ASSERT_TRUE(sm_name_compare("Zed", "bob") > 0);
+    CU_ASSERT_EQUAL(sm_name_compare("X_y", "x_Y"), 0);
 }
 
 /* room_deleted and user_deleted refuse a missing name before any
@@ -195,6 +242,8 @@ int main(void)
         SM_TEST(host_abi_server_table_reports_its_size_and_version),
         SM_TEST(host_abi_has_needs_the_whole_entry),
         SM_TEST(host_abi_deleted_notices_need_a_name),
+        SM_TEST(host_abi_user_lookup_without_a_provider_is_estate),
+        SM_TEST(host_abi_name_helpers),
         SM_TEST(host_abi_full_table_plugin_uses_storage_and_policy),
         SM_TEST(host_abi_table_before_policy_hook_hides_policy),
         SM_TEST(host_abi_table_without_storage_plugin_falls_back),

@@ -3,6 +3,8 @@
 #ifndef SM_CLI_TTY_H
 #define SM_CLI_TTY_H
 
+#include "password_tty.h"
+
 #include <stddef.h>
 
 typedef struct tty tty;
@@ -27,11 +29,5 @@ void tty_set_sock_fd(tty *t, int sock_fd);
  * while pump() runs inside tty_read_line, and once per pump() call (the
  * line is redrawn after it). */
 void tty_erase_line(tty *t);
-
-/* Prompts on the controlling terminal and reads a line with echo off,
- * after discarding what was typed before the prompt
- * (restored on every path, also on Ctrl-C). Returns 0, or -1 when there is
- * no terminal, the input ended, the line does not fit, or Ctrl-C. */
-int tty_read_password(const char *prompt, char *buf, size_t len);
 
 #endif
