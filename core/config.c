@@ -495,6 +495,7 @@ static const core_key core_keys[] = {
     {"server", "trusted_proxies", parse_proxies, 0, 0, 0},
     {"server", "tls", parse_tls, 0, 0, 0},
     {"server", "admin_socket", parse_path, 0, 0, AT(admin_socket)},
+    {"server", "coalesce_writes", parse_bool, 0, 0, AT(coalesce_writes)},
     {"storage", "database", parse_path, 1, 0, AT(database)},
     {"storage", "synchronous", parse_synchronous, 0, 0, AT(synchronous)},
     {"plugins", "dir", parse_path, 1, 0, AT(plugin_dir)},
@@ -535,6 +536,7 @@ static void set_defaults(server_config *srv)
     srv->handshake_timeout = 10;
     srv->workers = 2;
     srv->worker_nice = 19;
+    srv->coalesce_writes = 1;
     srv->database = "data/safemessenger.db";
     srv->synchronous = "normal";
     srv->plugin_dir = SM_DEFAULT_PLUGIN_DIR;

@@ -35,6 +35,7 @@ typedef struct server_config {
     int workers;                    /* worker threads, 2 (1..64) */
     int worker_nice;                /* their nice levels below the loop, 19 (0..19) */
     const char *admin_socket;       /* "" = "admin.sock" beside the database */
+    int coalesce_writes;            /* 1: queued frames leave in one write (wsframe.h) */
     /* storage */
     const char *database;           /* "data/safemessenger.db" */
     const char *synchronous;        /* "normal" (off|normal|full|extra) */

@@ -7,9 +7,9 @@
 
 size_t outqueue_unsent(const outqueue *q) { return q->bytes + q->in_transport; }
 
-size_t outqueue_messages(const outqueue *q) { return q->count + (q->in_transport > 0); }
+size_t outqueue_messages(const outqueue *q) { return q->count + q->in_transport_count; }
 
-int outqueue_pending(const outqueue *q) { return q->count > 0 || q->in_transport > 0; }
+int outqueue_pending(const outqueue *q) { return q->count > 0 || q->in_transport_count > 0; }
 
 int outqueue_push(outqueue *q, const char *data, size_t len, size_t max_bytes,
                   size_t max_messages, double now)
@@ -50,19 +50,29 @@ static void pop(outqueue *q)
 
 void outqueue_sent(outqueue *q, int transport_holds_rest, double now)
 {
-    outqueue_frame *f = q->head;
-    if (!f)
+    outqueue_sent_many(q, 1, transport_holds_rest, now);
+}
+
+void outqueue_sent_many(outqueue *q, size_t n, int transport_holds_rest, double now)
+{
+    size_t bytes = 0, count = 0;
+    for (; count < n && q->head; count++) {
+        bytes += q->head->len;
+        pop(q);
+    }
+    if (count == 0)
         return;
-    q->in_transport = transport_holds_rest ? f->len : 0;
-    pop(q);
+    q->in_transport = transport_holds_rest ? bytes : 0;
+    q->in_transport_count = transport_holds_rest ? count : 0;
     q->progress_at = now;
 }
 
 void outqueue_transport_drained(outqueue *q, double now)
 {
-    if (q->in_transport > 0)
+    if (q->in_transport_count > 0)
         q->progress_at = now;
     q->in_transport = 0;
+    q->in_transport_count = 0;
 }
 
 void outqueue_clear(outqueue *q)
@@ -70,6 +80,7 @@ void outqueue_clear(outqueue *q)
     while (q->head)
         pop(q);
     q->in_transport = 0;
+    q->in_transport_count = 0;
 }
 
 int outqueue_congested(const outqueue *q, size_t max_bytes)

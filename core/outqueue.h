@@ -3,10 +3,10 @@
  * socket. Each frame is allocated with LWS_PRE bytes of headroom so it can
  * be handed to lws_write without a copy.
  *
- * Unsent bytes are the frames queued here plus the frame last handed to
- * the transport while the transport still holds part of it (lws buffers
- * what the socket did not take): that frame stays counted, whole, until
- * the transport reports its buffer empty. Nothing is exempt from the
+ * Unsent bytes are the frames queued here plus the frames last handed to
+ * the transport (one, or a coalesced batch: wsframe.h) while the transport
+ * still holds part of them (lws buffers what the socket did not take):
+ * they stay counted, whole, until the transport reports its buffer empty. Nothing is exempt from the
  * bounds, not even a first frame into an empty queue. */
 #ifndef SM_CORE_OUTQUEUE_H
 #define SM_CORE_OUTQUEUE_H
@@ -26,7 +26,8 @@ typedef struct outqueue {
     outqueue_frame *tail;
     size_t bytes;              /* of the queued frames */
     size_t count;
-    size_t in_transport;       /* bytes of the handed-off frame the transport still holds */
+    size_t in_transport;       /* bytes of the handed-off frames the transport still holds */
+    size_t in_transport_count; /* and how many frames they are */
     double progress_at;        /* when output last moved (or became pending) */
 } outqueue;
 
@@ -42,6 +43,9 @@ outqueue_frame *outqueue_peek(const outqueue *q);
  * transport_holds_rest says the transport still buffers part of it, so
  * its length stays counted until outqueue_transport_drained. */
 void outqueue_sent(outqueue *q, int transport_holds_rest, double now);
+/* The same for the n oldest frames, handed to the transport in one write
+ * (a coalesced batch); they stay counted, all n, while it holds a part. */
+void outqueue_sent_many(outqueue *q, size_t n, int transport_holds_rest, double now);
 /* The transport's buffer is empty (every byte handed off went to the
  * socket): output moved. */
 void outqueue_transport_drained(outqueue *q, double now);
@@ -51,7 +55,7 @@ void outqueue_clear(outqueue *q);
 
 /* Bytes not yet taken by the socket: queued plus held by the transport. */
 size_t outqueue_unsent(const outqueue *q);
-/* Messages not yet taken by the socket, the handed-off one included. */
+/* Messages not yet taken by the socket, the handed-off ones included. */
 size_t outqueue_messages(const outqueue *q);
 int outqueue_pending(const outqueue *q);
 /* Back-pressure: at or above half of max_bytes unsent, the session's next

@@ -405,6 +405,11 @@ void session_io_frame_sent(struct session *s, int transport_holds_rest)
     outqueue_sent(&s->out, transport_holds_rest, core_mono_now());
 }
 
+void session_io_frames_sent(struct session *s, size_t n, int transport_holds_rest)
+{
+    outqueue_sent_many(&s->out, n, transport_holds_rest, core_mono_now());
+}
+
 void session_io_transport_drained(struct session *s)
 {
     outqueue_transport_drained(&s->out, core_mono_now());

@@ -119,11 +119,15 @@ void session_io_close(struct session *s, int close_code, const char *reason);
 
 /* ---- the transport's side of the send queue ---- */
 
-/* The oldest frame waiting (its text at data + OUTQUEUE_HEADROOM), or NULL. */
+/* The oldest frame waiting (its text at data + OUTQUEUE_HEADROOM), or NULL;
+ * the frames after it follow its next links. */
 outqueue_frame *session_io_next_frame(const struct session *s);
 /* The transport wrote the oldest frame; it still buffers part of it when
  * transport_holds_rest (that part stays counted). */
 void session_io_frame_sent(struct session *s, int transport_holds_rest);
+/* The same for the n oldest frames, written together (a coalesced batch,
+ * wsframe.h); all n stay counted while the transport holds a part. */
+void session_io_frames_sent(struct session *s, size_t n, int transport_holds_rest);
 /* The transport's own buffer is empty (all it took reached the socket). */
 void session_io_transport_drained(struct session *s);
 /* Output moved: queued commands that waited for it to drain run once it is

@@ -26,6 +26,7 @@
 #include "session_io.h"
 #include "tls_check.h"
 #include "web.h"
+#include "wsframe.h"
 
 /* Before key_exchange completes, messages are capped at this many bytes
  * (PROTOCOL.md section 1). */
@@ -37,6 +38,12 @@
  * max_sessions plus this many addresses without sessions. */
 #define PEERS_SWEEP_SECONDS 30.0
 #define PEERS_SPARE 4096
+/* A coalesced write takes at most this many bytes (headers included) and
+ * frames, so one session's backlog does not hog the loop; it is also the
+ * most lws hands to one send() (the protocol's tx_packet_size), so a batch
+ * leaves in one system call when the socket takes it. */
+#define COALESCE_MAX_BYTES 65536
+#define COALESCE_MAX_FRAMES 256
 /* RFC 6585; lws 4.1 names no constant for it. */
 #define HTTP_STATUS_TOO_MANY_REQUESTS 429
 
@@ -274,20 +281,50 @@ static int on_receive(struct lws *wsi, session *s, const char *in, size_t len)
     return 0;
 }
 
+/* Several frames waiting: they leave in one LWS_WRITE_RAW write, each
+ * behind the header we build (wsframe.h). lws sends raw bytes on a ws
+ * connection as they are, through TLS when the connection has it, and
+ * buffers what the socket does not take like any other write. Returns the
+ * frames written (0: fewer than two waited, or coalescing is off), or -1
+ * when the write failed. */
+static int write_batch(struct lws *wsi, session *s, outqueue_frame *head)
+{
+    /* One buffer per thread: the loop's today, each I/O thread's later. */
+    static _Thread_local unsigned char batch[LWS_PRE + COALESCE_MAX_BYTES];
+    size_t bytes = 0;
+    if (!g_core.sc->coalesce_writes)
+        return 0;
+    size_t n = wsframe_batch_plan(head, COALESCE_MAX_BYTES, COALESCE_MAX_FRAMES, &bytes);
+    if (n < 2)
+        return 0;
+    if (wsframe_batch_fill(batch + LWS_PRE, COALESCE_MAX_BYTES, head, n) != bytes)
+        return -1;
+    if (lws_write(wsi, batch + LWS_PRE, bytes, LWS_WRITE_RAW) < (int)bytes)
+        return -1;
+    session_io_frames_sent(s, n, lws_partial_buffered(wsi));
+    return (int)n;
+}
+
 static int on_writeable(struct lws *wsi, session *s)
 {
     /* lws calls this only once it has written out all it buffered
-     * (lws_partial_buffered is never set here), so the frame it held has
-     * left our count. */
+     * (lws_partial_buffered is never set here), so the frames it held
+     * have left our count. */
     session_io_transport_drained(s);
     outqueue_frame *f = session_io_next_frame(s);
     if (f) {
-        /* Exactly one lws_write per WRITEABLE callback. */
-        int n = lws_write(wsi, f->data + OUTQUEUE_HEADROOM, f->len, LWS_WRITE_TEXT);
-        if (n < (int)f->len)
+        /* Exactly one lws_write per WRITEABLE callback: a batch, or the
+         * oldest frame alone. */
+        int sent = write_batch(wsi, s, f);
+        if (sent < 0)
             return -1;
-        session_io_frame_sent(s, lws_partial_buffered(wsi));
-        /* Also while lws holds part of the frame: the next callback comes
+        if (sent == 0) {
+            int n = lws_write(wsi, f->data + OUTQUEUE_HEADROOM, f->len, LWS_WRITE_TEXT);
+            if (n < (int)f->len)
+                return -1;
+            session_io_frame_sent(s, lws_partial_buffered(wsi));
+        }
+        /* Also while lws holds part of the write: the next callback comes
          * once lws has written it, and ends its count. */
         if (session_io_output_pending(s) || s->state == SESSION_CLOSING)
             lws_callback_on_writable(wsi);
@@ -506,8 +543,11 @@ static const struct lws_protocols protocols[] = {
     /* rx_buffer_size 4096: lws keeps a buffer of this size per connection;
      * 16 KiB made an idle session cost 8.8 KB, 4 KiB brings it to 7.0 KB
      * (docs/BENCHMARKS.md, idle scenario). Larger messages simply arrive
-     * in more pieces, which on_receive reassembles anyway. */
-    {"safemessenger.v1", callback, sizeof(pss), 4096, 0, NULL, 0},
+     * in more pieces, which on_receive reassembles anyway.
+     * tx_packet_size: without it lws also cuts every send() at
+     * rx_buffer_size and buffers the rest; a coalesced batch should go in
+     * one. It allocates nothing. */
+    {"safemessenger.v1", callback, sizeof(pss), 4096, 0, NULL, COALESCE_MAX_BYTES},
     {NULL, NULL, 0, 0, 0, NULL, 0}
 };
 

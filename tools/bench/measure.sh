@@ -19,8 +19,14 @@
 # compared with is measured in the same session (OUT_DIR/NAME.ceiling.txt):
 # `openssl speed -seconds 3 -multi 2 rsa2048` for handshakes and logins,
 # `openssl speed -seconds 3 -bytes 1024 -evp aes-256-gcm` for the others.
+# SM_BENCH_SYSCALLS=SECONDS (needs perf and the syscalls tracepoints, i.e.
+# root or perf_event_paranoid -1): once the bench reports its measure
+# phase, counts the server's sendto/write/writev calls for that many
+# seconds (perf stat, all its threads) and the deliveries in the same
+# window (safemessenger_deliveries_total from /metrics), in
+# OUT_DIR/NAME.<i>.syscalls; the summary adds syscalls per delivery.
 set -u
-[ $# -ge 5 ] || { sed -n '2,21p' "$0" >&2; exit 2; }
+[ $# -ge 5 ] || { sed -n '2,27p' "$0" >&2; exit 2; }
 build=$1 out=$2 name=$3 runs=$4 scenario=$5
 shift 5
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -69,6 +75,32 @@ stop_server() {
 }
 trap stop_server EXIT
 
+deliveries() {
+    curl -s "http://127.0.0.1:$1/metrics" | awk '/^safemessenger_deliveries_total/ { print $2 }'
+}
+
+# Waits for the measure phase, then counts for SM_BENCH_SYSCALLS seconds.
+count_syscalls() {
+    local port=$1 base=$2
+    for _ in $(seq 1200); do
+        grep -q '] measure ' "$base.err" 2>/dev/null && break
+        kill -0 "$bench" 2>/dev/null || return
+        sleep 0.5
+    done
+    local d0 d1
+    d0=$(deliveries "$port")
+    perf stat -x, -e syscalls:sys_enter_sendto,syscalls:sys_enter_write,syscalls:sys_enter_writev \
+        -p "$pid" -o "$base.perf" -- sleep "$SM_BENCH_SYSCALLS" 2>/dev/null
+    d1=$(deliveries "$port")
+    awk -F, -v d="$(( ${d1:-0} - ${d0:-0} ))" '
+        /syscalls:sys_enter/ { n[$3] = $1; total += $1 }
+        END {
+            printf "deliveries %d\n", d
+            for (k in n) printf "%s %d\n", k, n[k]
+            printf "syscalls_per_delivery %.4f\n", (d > 0 ? total / d : -1)
+        }' "$base.perf" > "$base.syscalls"
+}
+
 for i in $(seq "$runs"); do
     data=$(mktemp -d /tmp/smbench-run.XXXXXX)
     sed -e 's|^\( *port = \).*|\10;|' \
@@ -91,8 +123,15 @@ for i in $(seq "$runs"); do
     sleep 1   # let the server settle (idle measures its RSS first)
     "$build/tools/bench/safemessenger-bench" "$scenario" "$@" \
         --url "ws://127.0.0.1:$(cat "$data/port")/" --server-pid "$pid" \
-        > "$out/$name.$i.json" 2> "$out/$name.$i.err"
+        > "$out/$name.$i.json" 2> "$out/$name.$i.err" &
+    bench=$!
+    if [ -n "${SM_BENCH_SYSCALLS:-}" ]; then
+        count_syscalls "$(cat "$data/port")" "$out/$name.$i" &
+        counter=$!
+    fi
+    wait "$bench"
     echo "run $i: exit status $?" >&2
+    [ -n "${SM_BENCH_SYSCALLS:-}" ] && wait "$counter"
     stop_server
 done
 
@@ -132,6 +171,17 @@ for m in metrics:
     if vals:
         medians[m] = statistics.median(vals)
         print(f"  {m:34s} median {medians[m]:14.3f}   runs {[round(v, 3) for v in vals]}")
+syscalls = []
+for i in range(1, runs + 1):
+    try:
+        for line in open(f"{out}/{name}.{i}.syscalls"):
+            k, v = line.split()
+            if k == "syscalls_per_delivery" and float(v) >= 0:
+                syscalls.append(float(v))
+    except OSError:
+        pass
+if syscalls:
+    print(f"  {'syscalls_per_delivery':34s} median {statistics.median(syscalls):14.3f}   runs {[round(v, 3) for v in syscalls]}")
 ceiling = open(f"{out}/{name}.ceiling.txt").read()
 if scenario in ("handshakes", "logins"):
     rows = [l for l in ceiling.splitlines() if l.startswith("rsa 2048")]
