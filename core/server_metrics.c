@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "core.h"
+#include "host_api.h"
 #include "plugin_loader.h"
 #include "session.h"
 
@@ -25,7 +26,7 @@ static const char *const drop_reasons[] = {"queue_full", "send_timeout"};
 static struct {
     metric_family *sessions, *connections, *handshakes, *commands, *command_seconds;
     metric_family *deliveries, *drops, *worker_queue, *plugin_info;
-    metric_family *cpu, *resident, *virtual_bytes, *open_fds;
+    metric_family *cpu, *resident, *virtual_bytes, *open_fds, *refused_calls;
 } fam;
 
 static metric_family *family(metrics *m, metric_type type, const char *name, const char *help,
@@ -69,6 +70,10 @@ int server_metrics_init(metrics *m)
                               "Worker jobs queued and not yet started.", NULL);
     fam.plugin_info = family(m, METRIC_GAUGE, "safemessenger_plugin_info",
                              "Loaded plugins (value 1).", name_version);
+    fam.refused_calls = family(m, METRIC_COUNTER, "safemessenger_host_calls_refused_total",
+                               "Host service calls refused because they came from a thread other"
+                               " than the logic thread (a plugin bug).",
+                               NULL);
     fam.cpu = family(m, METRIC_COUNTER, "process_cpu_seconds_total",
                      "User and system CPU time spent in seconds.", NULL);
     fam.resident = family(m, METRIC_GAUGE, "process_resident_memory_bytes",
@@ -79,12 +84,12 @@ int server_metrics_init(metrics *m)
                           "Number of open file descriptors.", NULL);
     if (!fam.sessions || !fam.connections || !fam.handshakes || !fam.commands ||
         !fam.command_seconds || !fam.deliveries || !fam.drops || !fam.worker_queue ||
-        !fam.plugin_info || !fam.cpu || !fam.resident || !fam.virtual_bytes || !fam.open_fds ||
+        !fam.plugin_info || !fam.refused_calls || !fam.cpu || !fam.resident || !fam.virtual_bytes || !fam.open_fds ||
         precreate(fam.sessions, session_states, COUNT(session_states)) != 0 ||
         precreate(fam.handshakes, handshake_results, COUNT(handshake_results)) != 0 ||
         precreate(fam.drops, drop_reasons, COUNT(drop_reasons)) != 0 ||
         !metrics_series(fam.connections, NULL) || !metrics_series(fam.deliveries, NULL) ||
-        !metrics_series(fam.worker_queue, NULL)) {
+        !metrics_series(fam.worker_queue, NULL) || !metrics_series(fam.refused_calls, NULL)) {
         server_metrics_reset();
         return -1;
     }
@@ -204,5 +209,6 @@ void server_metrics_collect(void)
     collect_sessions();
     collect_plugins();
     metric_set(metrics_series(fam.worker_queue, NULL), (double)workers_waiting(g_core.pool));
+    metric_set(metrics_series(fam.refused_calls, NULL), (double)host_api_off_thread_calls());
     collect_process();
 }

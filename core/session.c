@@ -24,20 +24,6 @@ static char *dup_str(const char *s)
     return d;
 }
 
-/* Lower-cases ASCII into buf (NUL-terminated); -1 if it does not fit. */
-static int session_fold_name(const char *name, char *buf, size_t buf_len)
-{
-    size_t n = strlen(name);
-    if (n + 1 > buf_len)
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        char c = name[i];
-        buf[i] = (c >= 'A' && c <= 'Z') ? (char)(c - 'A' + 'a') : c;
-    }
-    buf[n] = '\0';
-    return 0;
-}
-
 session *session_new(void *io, const char *address)
 {
     session *s = calloc(1, sizeof *s);
@@ -88,7 +74,7 @@ void session_fire(sm_core_event event, session *s)
 static void user_remove_session(session *s)
 {
     char key[SESSION_USERNAME_MAX + 1];
-    if (!s->username || session_fold_name(s->username, key, sizeof key) != 0)
+    if (!s->username || sm_name_fold(s->username, key, sizeof key) != 0)
         return;
     user_sessions *u = hashmap_get(g_core.users, key, strlen(key));
     if (!u)
@@ -110,7 +96,7 @@ static void user_remove_session(session *s)
 static int user_add_session(session *s)
 {
     char key[SESSION_USERNAME_MAX + 1];
-    if (session_fold_name(s->username, key, sizeof key) != 0)
+    if (sm_name_fold(s->username, key, sizeof key) != 0)
         return -1;
     user_sessions *u = hashmap_get(g_core.users, key, strlen(key));
     if (!u) {
@@ -145,7 +131,7 @@ static int user_add_session(session *s)
 user_sessions *session_user(const char *username)
 {
     char key[SESSION_USERNAME_MAX + 1];
-    if (!username || session_fold_name(username, key, sizeof key) != 0)
+    if (!username || sm_name_fold(username, key, sizeof key) != 0)
         return NULL;
     return hashmap_get(g_core.users, key, strlen(key));
 }

@@ -193,6 +193,7 @@ static void scrape_after_a_known_workload_has_exact_counts(void)
     CU_ASSERT_EQUAL(sample(p, "safemessenger_deliveries_total", ""), 2);
     CU_ASSERT_EQUAL(sample(p, "safemessenger_send_queue_drops_total", "reason=queue_full"), 0);
     CU_ASSERT_EQUAL(sample(p, "safemessenger_worker_queue_depth", ""), 0);
+    CU_ASSERT_EQUAL(sample(p, "safemessenger_host_calls_refused_total", ""), 0);
     /* The auth plugin's own counter, registered through the host table. */
     CU_ASSERT_EQUAL(sample(p, "safemessenger_auth_logins_total", "result=success"), 1);
     CU_ASSERT_EQUAL(sample(p, "safemessenger_auth_logins_total", "result=failed"), 1);
@@ -249,6 +250,29 @@ static void slow_consumer_cut_is_counted(void)
     CU_ASSERT_EQUAL(sample(p, "safemessenger_send_queue_drops_total", "reason=send_timeout"), 0);
     CU_ASSERT_EQUAL(sample(p, "safemessenger_deliveries_total", ""), 16);
     free(p);
+    CU_ASSERT_EQUAL(harness_cleanup(&s2), 0);
+}
+
+/* A plugin's worker calling a host service is refused, logged and counted
+ * (testcmds host_from_worker does it on purpose). */
+static void host_call_from_a_worker_is_refused_and_counted(void)
+{
+    harness_server s2;
+    CU_ASSERT_EQUAL_FATAL(harness_start(&s2, NULL), 0);
+    char *p = scrape(&s2);
+    CU_ASSERT_EQUAL(sample(p, "safemessenger_host_calls_refused_total", ""), 0);
+    free(p);
+    sm_client *c = NULL;
+    CU_ASSERT_EQUAL_FATAL(harness_connect(&s2, &c), SM_CLIENT_OK);
+    sm_message *m = harness_callf(c, "host_from_worker", NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    CU_ASSERT_TRUE(json_is_true(json_object_get(m->payload, "refused")));
+    sm_message_free(m);
+    sm_client_close(c, 1000);
+    p = scrape(&s2);
+    CU_ASSERT_EQUAL(sample(p, "safemessenger_host_calls_refused_total", ""), 1);
+    free(p);
+    CU_ASSERT_EQUAL(harness_log_contains(&s2, "called off the logic thread"), 1);
     CU_ASSERT_EQUAL(harness_cleanup(&s2), 0);
 }
 
@@ -367,6 +391,7 @@ static const sm_test_case cases[] = {
     SM_TEST(scrape_after_a_known_workload_has_exact_counts),
     SM_TEST(only_allowed_tcp_peers_get_the_page),
     SM_TEST(slow_consumer_cut_is_counted),
+    SM_TEST(host_call_from_a_worker_is_refused_and_counted),
     SM_TEST(every_dispatch_path_counts_its_code_on_a_page_of_several_chunks),
     SM_TEST(plugin_reloaded_keeps_its_counts_and_allow_follows_reloads),
     SM_TEST_END

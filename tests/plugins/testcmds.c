@@ -160,6 +160,49 @@ static void deferred_echo(sm_ctx *ctx, const json_t *payload, void *data)
     }
 }
 
+/* host_from_worker: a plugin bug on purpose. Its work calls a host service
+ * on the worker thread, which the core refuses (and counts); done, back on
+ * the logic thread, replies {"refused": true} when it was. */
+typedef struct bad_job {
+    sm_ctx *ctx;
+    sm_session_id session;
+    int rc;
+} bad_job;
+
+static void bad_work(void *arg)
+{
+    bad_job *job = arg;
+    job->rc = host->session_set_attr(job->session, "testcmds.bad", "1");
+}
+
+static void bad_done(void *arg, int cancelled)
+{
+    bad_job *job = arg;
+    (void)cancelled;
+    json_t *p = json_pack("{s:b}", "refused", job->rc == SM_ESTATE);
+    host->reply(job->ctx, "host_from_worker", p);
+    json_decref(p);
+    free(job);
+}
+
+static void host_from_worker(sm_ctx *ctx, const json_t *payload, void *data)
+{
+    (void)payload;
+    (void)data;
+    bad_job *job = calloc(1, sizeof *job);
+    if (!job) {
+        host->reply_error(ctx, SM_ERR_INTERNAL, "no memory");
+        return;
+    }
+    job->ctx = ctx;
+    job->session = host->ctx_session(ctx);
+    host->defer(ctx);
+    if (host->work_submit(self_plugin, bad_work, bad_done, job) != SM_OK) {
+        host->reply_error(ctx, SM_ERR_INTERNAL, "cannot queue");
+        free(job);
+    }
+}
+
 /* hold_worker occupies one worker thread until release_worker (or 30 s,
  * so a failed test cannot hang the server's shutdown): with
  * server.workers = 1, tests can then queue handshakes that cannot start. */
@@ -432,6 +475,7 @@ static const sm_action actions[] = {
     {"emit_many", emit_many, 0, emit_many_schema},
     {"big", big, SM_ACTION_NO_RATE_LIMIT, big_schema},
     {"deferred_echo", deferred_echo, 0, NULL},
+    {"host_from_worker", host_from_worker, 0, NULL},
     {"peer_address", peer_address, 0, NULL},
     {"hold_worker", hold_worker, 0, NULL},
     {"worker_status", worker_status, 0, NULL},
