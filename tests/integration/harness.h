@@ -49,6 +49,8 @@ typedef struct harness_server {
  *   storage { database = "<dir>/server.db"; }
  *   plugins { dir = SM_TEST_PLUGIN_DIR; load = ["testcmds"]; }
  *   log     { level = "info"; }
+ *   limits  { handshakes_per_address = 100000; }  (the suites' many connections
+ *           from 127.0.0.1 are not an attack; a test of the limit sets its own)
  * followed by extra_config (may be NULL). A section that extra_config
  * defines (a line starting in column 0 with "name =" or "name:") replaces
  * the default one entirely. In extra_config "@DIR@" is replaced by the
