@@ -196,6 +196,9 @@ static int http_request(struct lws *wsi, pss *p, const char *uri, size_t len)
 {
     uint8_t buf[LWS_PRE + 512];
     uint8_t *start = &buf[LWS_PRE], *q = start, *end = &buf[sizeof buf - 1];
+    /* One rule for every path, reserved or not: GET and HEAD only. */
+    if (!web_method_allowed(wsi))
+        return web_http_refuse_method(wsi, &p->web);
     /* Reserved paths first: no file in web.root can shadow them. */
     if (strcmp(uri, "/metrics") == 0)
         return metrics_http_request(wsi, &p->metrics);

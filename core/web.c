@@ -245,17 +245,29 @@ static int not_modified(struct lws *wsi, const char *etag)
     return web_etag_matches(inm, etag);
 }
 
+int web_method_allowed(struct lws *wsi)
+{
+    int h2;
+    return request_method(wsi, &h2) != 0;
+}
+
+int web_http_refuse_method(struct lws *wsi, web_request *r)
+{
+    web_http_release(r);
+    int h2;
+    (void)request_method(wsi, &h2);
+    /* HTTP/1: the request may carry a body we do not read, so the
+     * connection cannot be reused and ends after the answer. HTTP/2 ends
+     * only the stream, as for any answer. */
+    return respond_error(wsi, r, HTTP_STATUS_METHOD_NOT_ALLOWED, !h2);
+}
+
 int web_http(struct lws *wsi, web_request *r, const char *uri, size_t len)
 {
     /* Keep-alive: a new request on the connection starts afresh. */
     web_http_release(r);
     int h2;
     char method = request_method(wsi, &h2);
-    if (!method)
-        /* HTTP/1: the request may carry a body we do not read, so the
-         * connection cannot be reused and ends after the answer. HTTP/2
-         * ends only the stream, as for any answer. */
-        return respond_error(wsi, r, HTTP_STATUS_METHOD_NOT_ALLOWED, !h2);
     char rel[WEB_PATH_MAX + 1];
     int fd = -1;
     struct stat st;

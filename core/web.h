@@ -38,8 +38,16 @@ void web_stop(void);
 /* Whether this module answers the request: serving is on. */
 int web_serving(void);
 
-/* LWS_CALLBACK_HTTP for a path the transport does not reserve; uri/len as
- * lws passes them. Returns what the callback returns. */
+/* Whether the request's method is GET or HEAD, the only ones the server
+ * answers on any path (HTTP/1 and HTTP/2). */
+int web_method_allowed(struct lws *wsi);
+/* Answers 405 with Allow: GET, HEAD (and closes an HTTP/1 connection, whose
+ * unread body would otherwise follow); for any path, web serving on or
+ * off. Returns what the callback returns. */
+int web_http_refuse_method(struct lws *wsi, web_request *r);
+/* LWS_CALLBACK_HTTP for a path the transport does not reserve, after the
+ * method was allowed; uri/len as lws passes them. Returns what the
+ * callback returns. */
 int web_http(struct lws *wsi, web_request *r, const char *uri, size_t len);
 /* LWS_CALLBACK_HTTP_WRITEABLE while r->active. */
 int web_http_writeable(struct lws *wsi, web_request *r);

@@ -436,6 +436,9 @@ static void other_methods_get_405(void)
         "POST /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
         "PUT /new.html HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\n\r\nabc",
         "DELETE /index.html HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        /* The reserved paths follow the same rule. */
+        "POST /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
+        "PUT /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n",
     };
     for (size_t i = 0; i < sizeof reqs / sizeof reqs[0]; i++) {
         response r;
