@@ -16,7 +16,7 @@
 #define ACCEPT_PAUSE_USEC 100000
 
 static struct lws_context *lws_ctx;
-static struct lws_vhost *vhost;    /* where accepted sockets go */
+static void (*hand)(int fd);       /* where accepted sockets go */
 static int listen_fd = -1;
 static struct lws *acceptor;
 static lws_sorted_usec_list_t accept_pause_sul;
@@ -49,9 +49,7 @@ static void accept_waiting(void)
             }
             return;
         }
-        /* lws closes fd itself when it cannot adopt it. */
-        if (!lws_adopt_socket_vhost(vhost, fd))
-            LOG_WARN("libwebsockets could not take an accepted connection");
+        hand(fd);
     }
 }
 
@@ -83,11 +81,11 @@ static const struct lws_protocols acceptor_protocols[] = {
 
 /* Watches the listening socket from the lws loop, on a vhost that serves
  * nothing, so no client can select its protocol. */
-int acceptor_start(struct lws_context *ctx, int fd, struct lws_vhost *target)
+int acceptor_start(struct lws_context *ctx, int fd, void (*hand_fd)(int fd))
 {
     lws_ctx = ctx;
     listen_fd = fd;
-    vhost = target;
+    hand = hand_fd;
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
     info.port = CONTEXT_PORT_NO_LISTEN;
@@ -110,5 +108,5 @@ void acceptor_stop(void)
     if (lws_ctx)
         lws_sul_cancel(&accept_pause_sul);
     lws_ctx = NULL;
-    vhost = NULL;
+    hand = NULL;
 }

@@ -1,7 +1,7 @@
-/* Accepting: the core's listening socket (listener.c) watched from an lws
- * loop, each accepted connection handed to the WebSocket vhost. Its own
- * module because where connections go is a decision of its own: one
- * context today, spread over several I/O threads' contexts later. */
+/* Accepting: the core's listening socket (listener.c) watched from one
+ * I/O thread's lws loop, each accepted connection handed on to the I/O
+ * thread that takes it (transport.c decides which, and says why one
+ * acceptor rather than a listening socket per thread). */
 #ifndef SM_CORE_ACCEPTOR_H
 #define SM_CORE_ACCEPTOR_H
 
@@ -9,11 +9,11 @@ struct lws_context;
 struct lws_vhost;
 
 /* Watches listen_fd from ctx's loop (on a vhost of its own that serves
- * nothing, so no client can select its protocol) and adopts every
- * accepted socket into target. On success the descriptor belongs to lws
- * and is closed with the context; on failure it is left to the caller.
- * Returns 0 or -1. */
-int acceptor_start(struct lws_context *ctx, int listen_fd, struct lws_vhost *target);
+ * nothing, so no client can select its protocol) and gives every accepted
+ * socket to hand (on ctx's thread), which owns it from then on. On success
+ * the listening descriptor belongs to lws and is closed with the context;
+ * on failure it is left to the caller. Returns 0 or -1. */
+int acceptor_start(struct lws_context *ctx, int listen_fd, void (*hand)(int fd));
 
 /* Cancels a pending resume; call before destroying the context. */
 void acceptor_stop(void);

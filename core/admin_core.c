@@ -15,13 +15,11 @@
 #define KICK_CLOSE_CODE 1008
 #define KICK_REASON "closed by the server operator"
 
-static const char *const state_names[] = {"handshake", "key_pending", "open", "closing"};
-
 static json_t *session_row(const session *s)
 {
     return json_pack("{s:I, s:s?, s:s, s:s, s:f}", "id", (json_int_t)s->id, "user",
                      s->username, "address", s->address,
-                     "state", state_names[s->state], "since", s->connected_at);
+                     "state", session_usable(s) ? "open" : "closing", "since", s->connected_at);
 }
 
 static void sessions_list(sm_admin_ctx *ctx, const json_t *args, void *data)
@@ -60,7 +58,7 @@ static void sessions_kick(sm_admin_ctx *ctx, const json_t *args, void *data)
     size_t kicked = 0;
     if (json_is_integer(id)) {
         session *s = session_find((sm_session_id)json_integer_value(id));
-        if (!s || s->state == SESSION_CLOSING) {
+        if (!s || !session_usable(s)) {
             admin_error(ctx, SM_ENOTFOUND, "no such session");
             return;
         }
@@ -77,7 +75,7 @@ static void sessions_kick(sm_admin_ctx *ctx, const json_t *args, void *data)
             ids[i] = u->ids[i];
         for (size_t i = 0; i < n; i++) {
             session *s = session_find(ids[i]);
-            if (s && s->state != SESSION_CLOSING) {
+            if (s && session_usable(s)) {
                 kick(s);
                 kicked++;
             }

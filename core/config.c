@@ -490,6 +490,7 @@ static const core_key core_keys[] = {
     {"server", "max_message_bytes", parse_size, 4096, 16777216, AT(max_message_bytes)},
     {"server", "handshake_timeout", parse_int, 1, 300, AT(handshake_timeout)},
     {"server", "workers", parse_int, 1, 64, AT(workers)},
+    {"server", "io_threads", parse_int, 1, 64, AT(io_threads)},
     {"server", "worker_nice", parse_int, 0, 19, AT(worker_nice)},
     {"server", "allowed_origins", parse_origins, 0, 0, 0},
     {"server", "trusted_proxies", parse_proxies, 0, 0, 0},
@@ -537,6 +538,7 @@ static void set_defaults(server_config *srv)
     srv->workers = 2;
     srv->worker_nice = 19;
     srv->coalesce_writes = 1;
+    srv->io_threads = 4;
     srv->database = "data/safemessenger.db";
     srv->synchronous = "normal";
     srv->plugin_dir = SM_DEFAULT_PLUGIN_DIR;

@@ -33,6 +33,7 @@ typedef struct server_config {
     size_t n_trusted_proxies;
     int handshake_timeout;          /* 10 seconds (PROTOCOL.md section 1) */
     int workers;                    /* worker threads, 2 (1..64) */
+    int io_threads;                 /* I/O threads (1..64) */
     int worker_nice;                /* their nice levels below the loop, 19 (0..19) */
     const char *admin_socket;       /* "" = "admin.sock" beside the database */
     int coalesce_writes;            /* 1: queued frames leave in one write (wsframe.h) */

@@ -136,7 +136,7 @@ int core_start(const core_options *o)
         return -1;
     }
     g_core.started = 1;
-    dispatch_set_resume(session_io_resume_later);
+    dispatch_set_resume(session_io_command_done);
     g_core.transport = o->transport;
     if (config_load(o->config_file, &g_core.cfg) != 0) {
         refuse(o->config_file);

@@ -17,6 +17,7 @@
 #define SM_CORE_CORE_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,7 +48,14 @@ typedef struct session_transport {
     void (*close)(struct session *s, int how);
     /* Stops (pause = 1) or resumes reading the session's input. */
     void (*pause)(struct session *s, int pause);
+    /* Calls handshake_timed_out(s) `seconds` from now, on the session's
+     * thread; seconds <= 0 cancels. 0 or -1. NULL: the handshake uses a
+     * core timer (no I/O threads, so the logic thread's timers are the
+     * session's). */
+    int (*handshake_deadline)(struct session *s, double seconds);
 } session_transport;
+
+struct session_bridge;
 
 /* One subscription: exactly one of fn (subscribe) and fn_ex (subscribe_ex)
  * is set. */
@@ -59,12 +67,21 @@ typedef struct core_subscriber {
 
 struct core {
     config *cfg;
-    server_config *sc;
+    /* Atomic: I/O threads read the limits while a reload (logic thread)
+     * puts the next configuration in place. A replaced one stays allocated
+     * until core_stop (retired), so a pointer read once stays valid. */
+    server_config *_Atomic sc;
     storage *db;
     workers *pool;
     timers *timers;
     const session_transport *transport;
+    /* How a session's I/O side and logic side reach each other: NULL when
+     * they run on one thread (direct calls, session_io.c), the I/O
+     * threads' queues otherwise (io_threads.c). */
+    const struct session_bridge *bridge;
 
+    /* The logic side's sessions: with I/O threads, those whose handshake
+     * completed (each I/O thread has its own map of the rest). */
     hashmap *sessions;  /* sm_session_id -> struct session * */
     hashmap *users;     /* lower-case username -> struct user_sessions * */
     hashmap *topics;    /* topic name -> struct topic * */
@@ -96,10 +113,11 @@ struct core {
     char *server_public_pem;
     char fingerprint[CRYPTO_FINGERPRINT_LEN];
 
-    uint64_t next_session_id;
-    size_t n_sessions;
+    atomic_uint_least64_t next_session_id;
+    atomic_size_t n_sessions;  /* every session, on whichever thread */
     struct peers *peers; /* per-address limits; the transport's, NULL under the test host */
-    int shutting_down;
+    /* 1: closing the sessions, 2: the transport is gone. */
+    atomic_int shutting_down;
     int started;               /* between core_start and core_stop */
     /* The logic thread: the one that called core_start. Dispatch, the
      * plugins, timers and worker completions run on it; host services

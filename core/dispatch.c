@@ -94,19 +94,26 @@ void dispatch_clear(void)
     g_core.actions = hashmap_new();
 }
 
-int dispatch_send_error(struct session *s, const char *reply_to, const char *command, int code,
-                        const char *message, const json_t *extra)
+char *dispatch_error_text(const char *command, int code, const char *message,
+                          const json_t *extra)
 {
     json_t *p = json_pack("{s:i, s:s, s:s}", "code", code, "message", message, "command",
                           command ? command : "");
     if (!p)
-        return SM_ENOMEM;
+        return NULL;
     if (extra) {
         /* The protocol fixes these keys; extra may not override them. */
         json_object_update_missing(p, (json_t *)extra);
     }
     char *text = json_dumps(p, JSON_COMPACT);
     json_decref(p);
+    return text;
+}
+
+int dispatch_send_error(struct session *s, const char *reply_to, const char *command, int code,
+                        const char *message, const json_t *extra)
+{
+    char *text = dispatch_error_text(command, code, message, extra);
     if (!text)
         return SM_ENOMEM;
     int rc = session_io_send(s, "error", "error", reply_to ? reply_to : "", text, strlen(text));

@@ -50,6 +50,11 @@ void dispatch_remove_owner(struct sm_plugin *p);
 void dispatch_command(struct session *s, const char *action, const char *nonce,
                       const json_t *payload, size_t bytes);
 
+/* The JSON text of an error payload (PROTOCOL.md 6): code, message,
+ * command, then extra's other keys. malloc'd, or NULL when out of memory. */
+char *dispatch_error_text(const char *command, int code, const char *message,
+                          const json_t *extra);
+
 /* Sends an error reply ({code, message, command} plus extra's fields). */
 int dispatch_send_error(struct session *s, const char *reply_to, const char *command,
                         int code, const char *message, const json_t *extra);

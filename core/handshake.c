@@ -6,8 +6,8 @@
 #include <string.h>
 
 #include "core.h"
-#include "dispatch.h"
 #include "envelope.h"
+#include "io_threads.h"
 #include "log.h"
 #include "peers.h"
 #include "server_metrics.h"
@@ -21,13 +21,12 @@ static const char rsa_owner;
 /* Seconds a client refused for a full queue is told to wait. */
 #define HANDSHAKE_RETRY_AFTER 1
 
-/* For the shutdown line. rsa_run is counted on worker threads; the others
- * only on the loop thread. */
-static atomic_ulong rsa_run;
-static unsigned long rsa_dropped, rsa_refused;
+/* For the shutdown line: counted on worker and I/O threads. */
+static atomic_ulong rsa_run, rsa_dropped, rsa_refused;
 
 typedef struct key_job {
     sm_session_id session;
+    int io_thread;         /* the session's I/O thread, -1 without them */
     envelope_cipher cipher;
     uint8_t client_nonce[ENVELOPE_NONCE_LEN];
     uint8_t *encrypted;
@@ -40,6 +39,16 @@ typedef struct key_job {
     char *nonce; /* the key_exchange's nonce, echoed as reply_to */
 } key_job;
 
+void handshake_timed_out(struct session *s)
+{
+    if (s->state == SESSION_HANDSHAKE || s->state == SESSION_KEY_PENDING) {
+        LOG_INFO("session %llu (%s): no key_exchange in time; closing",
+                 (unsigned long long)s->id, s->address);
+        server_metrics_handshake("timeout");
+        session_io_out_close(s, 1008, "handshake timeout");
+    }
+}
+
 static void timeout_cb(sm_timer *t, void *arg)
 {
     (void)t;
@@ -47,11 +56,26 @@ static void timeout_cb(sm_timer *t, void *arg)
     if (!s)
         return;
     s->handshake_timer = NULL; /* one-shot: freed by the timer module */
-    if (s->state == SESSION_HANDSHAKE || s->state == SESSION_KEY_PENDING) {
-        LOG_INFO("session %llu (%s): no key_exchange in time; closing",
-                 (unsigned long long)s->id, s->address);
-        server_metrics_handshake("timeout");
-        session_io_close(s, 1008, "handshake timeout");
+    handshake_timed_out(s);
+}
+
+/* The session's own thread's timer when the transport has one (an I/O
+ * thread's), the core's otherwise. */
+static int deadline_start(struct session *s, double seconds)
+{
+    if (g_core.transport && g_core.transport->handshake_deadline)
+        return g_core.transport->handshake_deadline(s, seconds);
+    s->handshake_timer = core_timer_start(seconds, timeout_cb, (void *)(uintptr_t)s->id);
+    return s->handshake_timer ? 0 : -1;
+}
+
+static void deadline_stop(struct session *s)
+{
+    if (g_core.transport && g_core.transport->handshake_deadline)
+        g_core.transport->handshake_deadline(s, 0);
+    if (s->handshake_timer) {
+        timers_stop(g_core.timers, s->handshake_timer);
+        s->handshake_timer = NULL;
     }
 }
 
@@ -72,13 +96,12 @@ int handshake_start(struct session *s)
     if (!text)
         return -1;
     /* The session has no keys yet, so session_io sends it unencrypted. */
-    int rc = session_io_send(s, "event", "server_hello", NULL, text, strlen(text));
+    int rc = session_io_out_send(s, "event", "server_hello", NULL, text, strlen(text));
     free(text);
     if (rc != 0)
         return -1;
-    double timeout = g_core.sc ? (double)g_core.sc->handshake_timeout : 10.0;
-    s->handshake_timer = core_timer_start(timeout, timeout_cb, (void *)(uintptr_t)s->id);
-    return s->handshake_timer ? 0 : -1;
+    const server_config *sc = g_core.sc;
+    return deadline_start(s, sc ? (double)sc->handshake_timeout : 10.0);
 }
 
 static void job_free(key_job *job)
@@ -110,7 +133,7 @@ static void job_drop(void *arg)
     key_job *job = arg;
     if (workers_cancel(g_core.pool, &rsa_owner, job) != 0)
         return;
-    rsa_dropped++;
+    atomic_fetch_add(&rsa_dropped, 1);
     LOG_DEBUG("session %llu closed before its key_exchange was decrypted: RSA job dropped",
               (unsigned long long)job->session);
     job_free(job);
@@ -122,9 +145,9 @@ static int finish_key_exchange(struct session *s, key_job *job)
 {
     if (!job->ok || job->key_len != CRYPTO_KEY_LEN) {
         /* One reply whatever failed: padding, length or anything else. */
-        dispatch_send_error(s, job->nonce, "key_exchange", SM_ERR_INTEGRITY,
+        session_io_out_error(s, job->nonce, "key_exchange", SM_ERR_INTEGRITY,
                             "key exchange failed", NULL);
-        session_io_close(s, 1008, "key exchange failed");
+        session_io_out_close(s, 1008, "key exchange failed");
         return -1;
     }
     uint8_t token[16];
@@ -132,9 +155,9 @@ static int finish_key_exchange(struct session *s, key_job *job)
     if (envelope_derive(job->key, s->server_nonce, job->client_nonce, job->cipher, &s->c2s,
                         &s->s2c) != 0 ||
         core_random(token, sizeof token) != 0) {
-        dispatch_send_error(s, job->nonce, "key_exchange", SM_ERR_INTERNAL,
+        session_io_out_error(s, job->nonce, "key_exchange", SM_ERR_INTERNAL,
                             "internal server error", NULL);
-        session_io_close(s, 1011, "internal error");
+        session_io_out_close(s, 1011, "internal error");
         return -1;
     }
     for (size_t i = 0; i < sizeof token; i++) {
@@ -143,36 +166,35 @@ static int finish_key_exchange(struct session *s, key_job *job)
     }
     s->token[32] = '\0';
     session_set_open(s);
-    if (s->handshake_timer) {
-        timers_stop(g_core.timers, s->handshake_timer);
-        s->handshake_timer = NULL;
-    }
+    deadline_stop(s);
     json_t *reply = json_pack("{s:b, s:s}", "success", 1, "session_id", s->token);
     char *text = reply ? json_dumps(reply, JSON_COMPACT) : NULL;
     json_decref(reply);
     if (!text ||
-        session_io_send(s, "response", "key_exchange", job->nonce, text, strlen(text)) != 0) {
+        session_io_out_send(s, "response", "key_exchange", job->nonce, text, strlen(text)) != 0) {
         free(text);
-        session_io_close(s, 1011, "internal error");
+        session_io_out_close(s, 1011, "internal error");
         return -1;
     }
     free(text);
     return 0;
 }
 
-static void job_done(void *arg, int cancelled)
+/* The session of a job: looked up on the thread that owns it. */
+static struct session *job_session(const key_job *job)
 {
-    key_job *job = arg;
-    struct session *s = session_find(job->session);
+    return job->io_thread >= 0 ? io_threads_find(job->session) : session_find(job->session);
+}
+
+/* On the session's thread, once the RSA work is done. */
+static void job_finish(key_job *job)
+{
+    struct session *s = job_session(job);
     /* Past this point the session must not hand the job to job_drop: its
      * memory is freed below and may be reused by another session's job. */
     if (s && s->key_job == job) {
         s->key_job = NULL;
         s->key_job_drop = NULL;
-    }
-    if (cancelled) {
-        rsa_dropped++; /* the pool stopped before the job started */
-        goto out;
     }
     if (!s || s->state != SESSION_KEY_PENDING)
         goto out;
@@ -181,13 +203,51 @@ static void job_done(void *arg, int cancelled)
         goto out;
     }
     server_metrics_handshake("ok");
-    s->opened = 1;
-    session_fire(SM_EVENT_SESSION_OPENED, s);
-    s = session_find(job->session);
-    if (s)
+    session_opened(s);
+    /* Commands pipelined behind key_exchange go after the session is
+     * known to the logic side (the bridge keeps the order). */
+    if (s->state == SESSION_OPEN)
         session_io_resume(s);
 out:
     job_free(job);
+}
+
+static void job_finish_cb(void *arg) { job_finish(arg); }
+
+/* Without I/O threads: the pool's completion, on the loop thread. */
+static void job_done(void *arg, int cancelled)
+{
+    key_job *job = arg;
+    if (cancelled) {
+        atomic_fetch_add(&rsa_dropped, 1); /* the pool stopped before the job started */
+        struct session *s = job_session(job);
+        if (s && s->key_job == job) {
+            s->key_job = NULL;
+            s->key_job_drop = NULL;
+        }
+        job_free(job);
+        return;
+    }
+    job_finish(job);
+}
+
+/* With I/O threads the work itself hands the job to the session's I/O
+ * thread (job_work_io), so the pool's completion only frees what never
+ * ran; it must not touch a job that ran, which that thread owns now. */
+static void job_done_io(void *arg, int cancelled)
+{
+    if (cancelled) {
+        atomic_fetch_add(&rsa_dropped, 1);
+        job_free(arg);
+    }
+}
+
+static void job_work_io(void *arg)
+{
+    key_job *job = arg;
+    job_work(job);
+    if (io_threads_post_completion(job->io_thread, job_finish_cb, job) != 0)
+        job_free(job); /* the thread has stopped: nobody is left to answer */
 }
 
 static const char *string_field(const json_t *obj, const char *key)
@@ -210,10 +270,10 @@ static int handshake_admit(struct session *s, const char *nonce)
         LOG_WARN("refused %zu key_exchange(s) from %s: handshakes_per_address (%d per minute) "
                  "reached", refused, s->address, g_core.sc->handshakes_per_address);
     json_t *extra = json_pack("{s:f}", "retry_after", retry_after);
-    dispatch_send_error(s, nonce, "key_exchange", SM_ERR_RATE_LIMITED, "rate limited", extra);
+    session_io_out_error(s, nonce, "key_exchange", SM_ERR_RATE_LIMITED, "rate limited", extra);
     json_decref(extra);
     server_metrics_handshake("refused");
-    session_io_close(s, 1008, "rate limited");
+    session_io_out_close(s, 1008, "rate limited");
     return 0;
 }
 
@@ -244,6 +304,7 @@ void handshake_receive(struct session *s, const char *text, size_t len)
     if (!job)
         goto reject_internal;
     job->session = s->id;
+    job->io_thread = s->io_thread;
     job->cipher = envelope_cipher_from_name(cipher);
     if (job->cipher == ENVELOPE_CIPHER_NONE) {
         why = "unknown cipher";
@@ -273,7 +334,8 @@ void handshake_receive(struct session *s, const char *text, size_t len)
     memcpy(job->nonce, in.nonce, nlen + 1);
     if (workers_queued(g_core.pool, &rsa_owner) >= g_core.sc->handshake_queue)
         goto reject_overload;
-    if (workers_submit(g_core.pool, &rsa_owner, job_work, job_done, job) != 0)
+    if (workers_submit(g_core.pool, &rsa_owner, job->io_thread >= 0 ? job_work_io : job_work,
+                       job->io_thread >= 0 ? job_done_io : job_done, job) != 0)
         goto reject_internal;
     s->key_job = job;
     s->key_job_drop = job_drop;
@@ -287,34 +349,40 @@ void handshake_receive(struct session *s, const char *text, size_t len)
 
 reject:
     server_metrics_handshake("failed");
-    dispatch_send_error(s, in.nonce, in.action, SM_ERR_MALFORMED, why, NULL);
-    session_io_close(s, 1008, "bad key_exchange");
+    session_io_out_error(s, in.nonce, in.action, SM_ERR_MALFORMED, why, NULL);
+    session_io_out_close(s, 1008, "bad key_exchange");
     goto fail;
 reject_overload: {
     /* More RSA work waits than the workers clear in a few seconds: the
      * client is told to come back rather than wait in a queue that only
      * grows (docs/PROTOCOL.md, implementation decisions). */
-    rsa_refused++;
+    atomic_fetch_add(&rsa_refused, 1);
     server_metrics_handshake("refused");
     json_t *extra = json_pack("{s:i}", "retry_after", HANDSHAKE_RETRY_AFTER);
-    dispatch_send_error(s, in.nonce, in.action, SM_ERR_RATE_LIMITED,
+    session_io_out_error(s, in.nonce, in.action, SM_ERR_RATE_LIMITED,
                         "server busy; try again later", extra);
     json_decref(extra);
-    session_io_close(s, 1008, "handshake queue full");
+    session_io_out_close(s, 1008, "handshake queue full");
     goto fail;
 }
 reject_internal:
     server_metrics_handshake("failed");
-    dispatch_send_error(s, in.nonce, in.action, SM_ERR_INTERNAL, "internal server error", NULL);
-    session_io_close(s, 1011, "internal error");
+    session_io_out_error(s, in.nonce, in.action, SM_ERR_INTERNAL, "internal server error", NULL);
+    session_io_out_close(s, 1011, "internal error");
 fail:
     if (job)
         job_free(job);
     envelope_in_clear(&in);
 }
 
+void handshake_drain(void)
+{
+    if (g_core.pool)
+        workers_drain_owner(g_core.pool, &rsa_owner);
+}
+
 void handshake_log_stats(void)
 {
     LOG_INFO("rsa jobs: %lu run, %lu dropped, %lu refused (queue full)",
-             atomic_load(&rsa_run), rsa_dropped, rsa_refused);
+             atomic_load(&rsa_run), atomic_load(&rsa_dropped), atomic_load(&rsa_refused));
 }

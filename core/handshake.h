@@ -16,6 +16,12 @@ void handshake_receive(struct session *s, const char *text, size_t len);
  * operations done, jobs that never ran (session gone, or shutdown), and
  * key_exchanges refused for a full queue. At shutdown, after the pool
  * has stopped. */
+/* The handshake deadline passed (the transport's timer, on the session's
+ * thread): closes with 1008 unless the keys were established meanwhile. */
+void handshake_timed_out(struct session *s);
+/* Waits for the RSA jobs queued or running and ends them (the transport,
+ * before its I/O threads' queues are freed). Logic thread. */
+void handshake_drain(void);
 void handshake_log_stats(void);
 
 #endif

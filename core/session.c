@@ -1,5 +1,6 @@
 #include "session.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,6 +8,7 @@
 
 #include "core.h"
 #include "audit.h"
+#include "bridge.h"
 #include "log.h"
 #include "plugin_loader.h"
 #include "server_metrics.h"
@@ -29,20 +31,30 @@ session *session_new(void *io, const char *address)
     session *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
-    s->id = g_core.next_session_id++;
+    const server_config *sc = g_core.sc;
+    s->id = atomic_fetch_add(&g_core.next_session_id, 1);
+    s->io_thread = -1;
     s->io = io;
     s->state = SESSION_HANDSHAKE;
     s->connected_at = core_wall_now();
+    s->connected_mono = core_mono_now();
     snprintf(s->address, sizeof s->address, "%s", address ? address : "");
-    bucket_init(&s->commands, (double)g_core.sc->command_burst, core_mono_now());
-    bucket_init(&s->bytes, (double)g_core.sc->bytes_burst, core_mono_now());
-    if (hashmap_put_u64(g_core.sessions, s->id, s) != 0) {
+    bucket_init(&s->commands, (double)sc->command_burst, s->connected_mono);
+    bucket_init(&s->bytes, (double)sc->bytes_burst, s->connected_mono);
+    /* With I/O threads the logic side learns of the session once its
+     * handshake completes (session_register, from the bridge). */
+    if (!g_core.bridge && session_register(s) != SM_OK) {
         free(s);
         return NULL;
     }
-    g_core.n_sessions++;
+    atomic_fetch_add(&g_core.n_sessions, 1);
     server_metrics_connection();
     return s;
+}
+
+int session_register(session *s)
+{
+    return hashmap_put_u64(g_core.sessions, s->id, s) == 0 ? SM_OK : SM_ENOMEM;
 }
 
 void session_set_key_pending(session *s)
@@ -60,6 +72,14 @@ void session_set_open(session *s)
 }
 
 void session_set_closing(session *s) { s->state = SESSION_CLOSING; }
+
+int session_usable(const session *s)
+{
+    if (s->logic_closing)
+        return 0;
+    /* With I/O threads the state is the I/O thread's to read. */
+    return g_core.bridge ? s->opened : s->state == SESSION_OPEN;
+}
 
 session *session_find(sm_session_id id)
 {
@@ -169,10 +189,14 @@ static void login_deadline_cb(sm_timer *t, void *arg)
 
 int session_start_login_deadline(session *s)
 {
-    int seconds = g_core.sc ? g_core.sc->login_deadline : 0;
+    const server_config *sc = g_core.sc;
+    int seconds = sc ? sc->login_deadline : 0;
     if (seconds <= 0)
         return SM_OK;
-    s->login_timer = core_timer_start(seconds, login_deadline_cb, (void *)(uintptr_t)s->id);
+    /* Counted from the connection, whenever the logic side learns of it. */
+    double left = (double)seconds - (core_mono_now() - s->connected_mono);
+    s->login_timer = core_timer_start(left > 0 ? left : 0, login_deadline_cb,
+                                      (void *)(uintptr_t)s->id);
     return s->login_timer ? SM_OK : SM_ENOMEM;
 }
 
@@ -180,7 +204,7 @@ int session_login(session *s, const char *username, int64_t user_id)
 {
     if (!username || !*username || strlen(username) > SESSION_USERNAME_MAX)
         return SM_EINVAL;
-    if (s->state != SESSION_OPEN)
+    if (!session_usable(s))
         return SM_ESTATE;
     if (s->username)
         session_logout(s);
@@ -202,6 +226,43 @@ int session_login(session *s, const char *username, int64_t user_id)
     return SM_OK;
 }
 
+/* What both sides took: the I/O side's queues and keys, the logic side's
+ * strings; then the session itself. */
+static void session_free(session *s)
+{
+    atomic_fetch_sub(&g_core.n_sessions, 1);
+    session_io_free(s);
+    for (size_t i = 0; i < s->n_attrs; i++) {
+        free(s->attrs[i].key);
+        free(s->attrs[i].value);
+    }
+    free(s->topics);
+    reassembly_release(&s->rx);
+    free(s->username);
+    crypto_wipe(&s->c2s, sizeof s->c2s);
+    crypto_wipe(&s->s2c, sizeof s->s2c);
+    free(s);
+}
+
+void session_opened(session *s)
+{
+    if (g_core.bridge)
+        g_core.bridge->opened(s);
+    else
+        session_logic_opened(s);
+}
+
+void session_logic_opened(session *s)
+{
+    s->opened = 1;
+    if (session_start_login_deadline(s) != SM_OK) {
+        LOG_ERROR("session %llu: cannot start its login deadline (out of memory); closing",
+                  (unsigned long long)s->id);
+        session_io_close(s, 1011, "internal error");
+    }
+    session_fire(SM_EVENT_SESSION_OPENED, s);
+}
+
 void session_destroy(session *s)
 {
     if (!s)
@@ -221,18 +282,16 @@ void session_destroy(session *s)
     if (s->login_timer)
         timers_stop(g_core.timers, s->login_timer);
     hashmap_remove_u64(g_core.sessions, s->id);
-    g_core.n_sessions--;
-    session_io_free(s);
-    for (size_t i = 0; i < s->n_attrs; i++) {
-        free(s->attrs[i].key);
-        free(s->attrs[i].value);
-    }
-    free(s->topics);
-    reassembly_release(&s->rx);
-    free(s->username);
-    crypto_wipe(&s->c2s, sizeof s->c2s);
-    crypto_wipe(&s->s2c, sizeof s->s2c);
-    free(s);
+    session_free(s);
+}
+
+void session_discard(session *s)
+{
+    if (!s)
+        return;
+    if (s->key_job && s->key_job_drop)
+        s->key_job_drop(s->key_job);
+    session_free(s);
 }
 
 void session_destroy_all(void)

@@ -6,6 +6,7 @@
 #ifndef SM_CORE_SESSION_H
 #define SM_CORE_SESSION_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,8 +47,24 @@ typedef struct session_msg {
 
 struct sm_ctx;
 
+/* Which thread touches what (issue 11). With I/O threads, a session
+ * lives on one of them (io_thread) for its socket and on the logic thread
+ * for dispatch and the plugins; the fields are split between the two and
+ * neither side touches the other's. Without I/O threads (the plugin test
+ * host, the unit tests) both sides run on the caller's thread.
+ *
+ *   set once, before the logic side sees the session: id, io_thread,
+ *     address, connected_at, connected_mono, token;
+ *   I/O side: state, io, server_nonce, c2s, s2c, has_keys, rx, out, the
+ *     input queue, io_busy, in_io, the handshake's timer and key job,
+ *     close_code, close_reason;
+ *   logic side: login, attributes, topics, busy and the held events,
+ *     cmd_open, logic_closing, the rate buckets, login_timer, opened;
+ *   both, atomically: out_msgs and out_bytes (the I/O side's send queue
+ *     level, which bounds the logic side's held events). */
 typedef struct session {
     sm_session_id id;
+    int io_thread;                   /* the owning I/O thread, -1 without them */
     session_state state;
     void *io;                        /* the transport's handle (struct lws *) */
     char address[64];
@@ -72,7 +89,14 @@ typedef struct session {
     size_t n_topics;
     size_t cap_topics;
 
-    /* owned by session_io.c */
+    /* owned by session_io.c: the I/O side */
+    int io_busy;                     /* a command went to the logic side; the next waits for done */
+    int in_io;                       /* input is being processed right now */
+    int announced;                   /* the logic side was told it opened (bridge) */
+    atomic_size_t out_msgs, out_bytes; /* the send queue's level, for the logic side */
+    /* owned by session_io.c: the logic side */
+    int cmd_open;                    /* a command arrived and its done is not yet sent */
+    int logic_closing;               /* the logic side closed the session */
     struct sm_ctx *busy;             /* command in flight, or NULL */
     session_msg *held_head, *held_tail; /* events held until busy's reply */
     size_t held_bytes, held_count;
@@ -90,6 +114,7 @@ typedef struct session {
     sm_timer *login_timer;           /* limits.login_deadline, until the first login */
     int opened;                      /* SM_EVENT_SESSION_OPENED fired */
     double connected_at;             /* wall clock at accept (admin sessions list) */
+    double connected_mono;           /* monotonic clock at accept (the login deadline) */
     int close_code;
     char close_reason[64];           /* sent in the close frame (<= 123 bytes allowed) */
 } session;
@@ -102,8 +127,15 @@ typedef struct user_sessions {
     size_t cap;
 } user_sessions;
 
-/* Creates a session with a fresh id and registers it. */
+/* Creates a session with a fresh id; without I/O threads it is
+ * registered with the logic side at once. */
 session *session_new(void *io, const char *address);
+/* Registers s with the logic side (session_find finds it from now on):
+ * with I/O threads, when its handshake completed. SM_OK or SM_ENOMEM. */
+int session_register(session *s);
+/* Whether the logic side may log s in and send to it: opened and not
+ * closed by the logic side (without I/O threads: state OPEN). */
+int session_usable(const session *s);
 session *session_find(sm_session_id id);
 
 /* session->state changes only through these (session_new starts it at
@@ -115,9 +147,18 @@ void session_set_key_pending(session *s);
 void session_set_open(session *s);
 /* Nothing more is read or sent (session_io_close, the cut, disconnect). */
 void session_set_closing(session *s);
+/* The handshake completed (on the session's I/O side): the logic side
+ * learns of it through the bridge, or at once without I/O threads. */
+void session_opened(session *s);
+/* The logic side's part (the bridge's "opened"; the session is
+ * registered): SESSION_OPENED fires and the login deadline runs. */
+void session_logic_opened(session *s);
 /* Fires LOGGED_OUT / CLOSED as due, leaves every topic, unregisters and
  * frees the session. */
 void session_destroy(session *s);
+/* Frees a session the logic side never saw (with I/O threads: closed
+ * before its handshake completed), on its I/O thread: drops its key job. */
+void session_discard(session *s);
 void session_destroy_all(void);
 
 /* The compact JSON text of payload, "{}" for NULL; malloc'd (free it), or

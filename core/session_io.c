@@ -1,5 +1,6 @@
 #include "session_io.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 #include "core.h"
 #include "dispatch.h"
 #include "envelope.h"
+#include "bridge.h"
 #include "handshake.h"
 #include "log.h"
 #include "server_metrics.h"
@@ -19,12 +21,14 @@
 
 static size_t queue_bytes(void)
 {
-    return g_core.sc ? g_core.sc->send_queue_bytes : DEFAULT_QUEUE_BYTES;
+    const server_config *sc = g_core.sc;
+    return sc ? sc->send_queue_bytes : DEFAULT_QUEUE_BYTES;
 }
 
 static size_t queue_messages(void)
 {
-    return g_core.sc ? g_core.sc->send_queue_messages : DEFAULT_QUEUE_MESSAGES;
+    const server_config *sc = g_core.sc;
+    return sc ? sc->send_queue_messages : DEFAULT_QUEUE_MESSAGES;
 }
 
 static char *dup_str(const char *s)
@@ -96,9 +100,19 @@ void session_io_free(struct session *s)
     outqueue_clear(&s->out);
 }
 
+/* The send queue's level as the logic side reads it (held events count
+ * with it against the bounds). */
+static void out_changed(struct session *s)
+{
+    atomic_store_explicit(&s->out_msgs, outqueue_messages(&s->out), memory_order_relaxed);
+    atomic_store_explicit(&s->out_bytes, outqueue_unsent(&s->out), memory_order_relaxed);
+}
+
+/* ==== the I/O side ======================================================= */
+
 /* ---- closing ---- */
 
-void session_io_close(struct session *s, int close_code, const char *reason)
+void session_io_out_close(struct session *s, int close_code, const char *reason)
 {
     if (s->state == SESSION_CLOSING)
         return;
@@ -114,6 +128,7 @@ void session_io_close(struct session *s, int close_code, const char *reason)
 static void cut(struct session *s, const char *why)
 {
     outqueue_clear(&s->out);
+    out_changed(s);
     server_metrics_send_queue_drop(why);
     session_set_closing(s);
     g_core.transport->close(s, SESSION_IO_DROP);
@@ -125,23 +140,16 @@ void session_io_disconnected(struct session *s)
     s->io = NULL;
 }
 
-void session_io_fail(struct session *s, int code, const char *message, int close_code)
-{
-    dispatch_send_error(s, "", "", code, message, NULL);
-    session_io_close(s, close_code, message);
-}
-
 /* ---- output ---- */
 
 size_t session_io_payload_max(void) { return outqueue_payload_max(queue_bytes()); }
 
-/* Seals one message as the session's next frame and queues it. */
-static int seal_and_queue(struct session *s, const char *type, const char *action,
-                          const char *reply_to, const char *text, size_t len)
+int session_io_out_send(struct session *s, const char *type, const char *action,
+                        const char *reply_to, const char *text, size_t len)
 {
     /* The transport is gone (transport_stop): nothing can be written, and
      * no nonce is spent on it. */
-    if (g_core.shutting_down > 1)
+    if (s->state == SESSION_CLOSING || atomic_load(&g_core.shutting_down) > 1)
         return -1;
     char *frame = NULL;
     size_t frame_len = 0;
@@ -173,8 +181,266 @@ static int seal_and_queue(struct session *s, const char *type, const char *actio
     }
     if (rc != 0)
         return -1;
+    out_changed(s);
     g_core.transport->write(s);
     return 0;
+}
+
+int session_io_out_error(struct session *s, const char *reply_to, const char *command, int code,
+                         const char *message, const json_t *extra)
+{
+    char *text = dispatch_error_text(command, code, message, extra);
+    if (!text)
+        return SM_ENOMEM;
+    int rc = session_io_out_send(s, "error", "error", reply_to ? reply_to : "", text,
+                                 strlen(text));
+    free(text);
+    return rc == 0 ? SM_OK : SM_ERROR;
+}
+
+void session_io_fail(struct session *s, int code, const char *message, int close_code)
+{
+    session_io_out_error(s, "", "", code, message, NULL);
+    session_io_out_close(s, close_code, message);
+}
+
+/* ---- input ---- */
+
+/* Closes the session when the queue is full or memory short. */
+static void queue_input(struct session *s, const char *text, size_t len)
+{
+    if (s->input_count >= SESSION_MAX_PENDING_INPUT) {
+        LOG_WARN("session %llu: too many commands pipelined; closing",
+                 (unsigned long long)s->id);
+        session_io_out_close(s, 1008, "too many pipelined commands");
+        return;
+    }
+    session_msg *m = msg_new(NULL, NULL, NULL, text, len);
+    if (!m) {
+        session_io_out_close(s, 1011, "out of memory");
+        return;
+    }
+    msg_append(&s->input_head, &s->input_tail, m);
+    s->input_count++;
+    g_core.transport->pause(s, 1);
+}
+
+static void bridge_command(struct session *s, const char *action, const char *nonce,
+                           json_t *payload, size_t bytes);
+
+static void process_open(struct session *s, const char *text, size_t len)
+{
+    envelope_in in;
+    if (envelope_parse(text, len, &in) != ENVELOPE_OK) {
+        /* Unreadable: 1004, connection stays open, no nonce consumed. */
+        session_io_out_error(s, "", "", SM_ERR_MALFORMED, "malformed envelope", NULL);
+        return;
+    }
+    json_t *payload = NULL;
+    envelope_status st = envelope_open(&s->c2s, &in, &payload);
+    switch (st) {
+    case ENVELOPE_OK:
+        break;
+    case ENVELOPE_NONCE:
+        session_io_out_error(s, in.nonce, in.action, SM_ERR_REPLAY,
+                             "replayed or out-of-order nonce", NULL);
+        session_io_out_close(s, 1008, "bad nonce");
+        goto done;
+    case ENVELOPE_INTEGRITY:
+        session_io_out_error(s, in.nonce, in.action, SM_ERR_INTEGRITY, "integrity check failed",
+                             NULL);
+        session_io_out_close(s, 1008, "integrity failure");
+        goto done;
+    case ENVELOPE_MALFORMED:
+        session_io_out_error(s, in.nonce, in.action, SM_ERR_MALFORMED,
+                             "payload must be a JSON object", NULL);
+        goto done;
+    default:
+        session_io_out_error(s, in.nonce, in.action, SM_ERR_INTERNAL, "internal server error",
+                             NULL);
+        goto done;
+    }
+    if (strcmp(in.type, "command") != 0) {
+        session_io_out_error(s, in.nonce, in.action, SM_ERR_INVALID_COMMAND,
+                             "only commands may be sent to the server", NULL);
+    } else if (strcmp(in.action, "key_exchange") == 0) {
+        session_io_out_error(s, in.nonce, in.action, SM_ERR_INVALID_COMMAND,
+                             "the handshake is already complete", NULL);
+    } else {
+        /* From here the logic side has it; the next command waits for its
+         * done. */
+        s->io_busy = 1;
+        bridge_command(s, in.action, in.nonce, payload, len);
+        payload = NULL;
+    }
+done:
+    json_decref(payload);
+    envelope_in_clear(&in);
+}
+
+static void process(struct session *s, const char *text, size_t len)
+{
+    s->in_io = 1;
+    switch (s->state) {
+    case SESSION_HANDSHAKE:
+        handshake_receive(s, text, len);
+        break;
+    case SESSION_OPEN:
+        process_open(s, text, len);
+        break;
+    default:
+        break;
+    }
+    s->in_io = 0;
+}
+
+/* Back-pressure: while half the send queue bound is unsent, the session's
+ * next command waits (reading paused) instead of adding a reply; the
+ * transport resumes it as the output drains. A client that reads is thus
+ * never cut off for pipelining. */
+static int output_congested(const struct session *s)
+{
+    const server_config *sc = g_core.sc;
+    return s->state == SESSION_OPEN && sc && outqueue_congested(&s->out, sc->send_queue_bytes);
+}
+
+void session_io_receive(struct session *s, const char *text, size_t len)
+{
+    if (s->state == SESSION_CLOSING)
+        return;
+    if (s->io_busy || s->input_head || s->state == SESSION_KEY_PENDING || output_congested(s)) {
+        queue_input(s, text, len);
+        return;
+    }
+    process(s, text, len);
+}
+
+void session_io_resume(struct session *s)
+{
+    /* Processing never frees the session (only the transport's end of the
+     * connection does), so s stays valid through the loop. */
+    while (s->state == SESSION_OPEN && !s->io_busy && s->input_head && !output_congested(s)) {
+        session_msg *m = s->input_head;
+        s->input_head = m->next;
+        if (!s->input_head)
+            s->input_tail = NULL;
+        s->input_count--;
+        process(s, m->text, m->len);
+        msg_free(m);
+    }
+    if (s->state == SESSION_OPEN && !s->io_busy && !s->input_head)
+        g_core.transport->pause(s, 0);
+}
+
+static void resume_cb(sm_timer *t, void *arg)
+{
+    (void)t;
+    struct session *s = session_find((sm_session_id)(uintptr_t)arg);
+    if (s)
+        session_io_resume(s);
+}
+
+void session_io_done(struct session *s)
+{
+    s->io_busy = 0;
+    /* Inside process(): its caller takes the next command when it returns. */
+    if (s->in_io)
+        return;
+    if (g_core.bridge) {
+        session_io_resume(s);
+        return;
+    }
+    /* One thread: this runs inside the plugin callback that replied; the
+     * next command starts on the next loop turn, not in there. */
+    if (core_timer_start(0, resume_cb, (void *)(uintptr_t)s->id))
+        return;
+    /* The reply went out, but the session's next command could never
+     * run: close rather than leave it waiting. */
+    LOG_ERROR("session %llu: cannot schedule its next command (out of memory); closing",
+              (unsigned long long)s->id);
+    session_io_out_close(s, 1011, "internal error");
+}
+
+/* ---- the transport's side of the send queue ---- */
+
+outqueue_frame *session_io_next_frame(const struct session *s)
+{
+    return outqueue_peek(&s->out);
+}
+
+void session_io_frame_sent(struct session *s, int transport_holds_rest)
+{
+    outqueue_sent(&s->out, transport_holds_rest, core_mono_now());
+    out_changed(s);
+}
+
+void session_io_frames_sent(struct session *s, size_t n, int transport_holds_rest)
+{
+    outqueue_sent_many(&s->out, n, transport_holds_rest, core_mono_now());
+    out_changed(s);
+}
+
+void session_io_transport_drained(struct session *s)
+{
+    outqueue_transport_drained(&s->out, core_mono_now());
+    out_changed(s);
+}
+
+int session_io_output_pending(const struct session *s) { return outqueue_pending(&s->out); }
+
+void session_io_output_moved(struct session *s)
+{
+    if (s->input_head && !s->io_busy && s->state == SESSION_OPEN && !output_congested(s))
+        session_io_resume(s);
+}
+
+int session_io_check_stall(struct session *s, double *check_in)
+{
+    const server_config *sc = g_core.sc;
+    double now = core_mono_now(), timeout = (double)sc->send_timeout;
+    *check_in = 0;
+    if (!outqueue_pending(&s->out))
+        return 0;
+    if (outqueue_stalled(&s->out, now, timeout)) {
+        LOG_WARN("session %llu (%s): no output taken for %d s (%zu messages, %zu bytes unsent); "
+                 "disconnecting",
+                 (unsigned long long)s->id, s->address, sc->send_timeout,
+                 outqueue_messages(&s->out), outqueue_unsent(&s->out));
+        cut(s, "send_timeout");
+        return 1;
+    }
+    *check_in = s->out.progress_at + timeout - now;
+    return 0;
+}
+
+/* ==== the logic side ===================================================== */
+
+/* Whether the logic side may still send to s. Without I/O threads the I/O
+ * side's state is on this thread too, and a session it closed takes
+ * nothing more either. */
+static int logic_closed(const struct session *s)
+{
+    return s->logic_closing || (!g_core.bridge && s->state == SESSION_CLOSING);
+}
+
+static void bridge_send(struct session *s, const char *type, const char *action,
+                        const char *reply_to, const char *text, size_t len)
+{
+    if (g_core.bridge)
+        g_core.bridge->send(s, type, action, reply_to, text, len);
+    else
+        session_io_out_send(s, type, action, reply_to, text, len);
+}
+
+void session_io_close(struct session *s, int close_code, const char *reason)
+{
+    if (logic_closed(s))
+        return;
+    s->logic_closing = 1;
+    if (g_core.bridge)
+        g_core.bridge->close(s, close_code, reason);
+    else
+        session_io_out_close(s, close_code, reason);
 }
 
 /* PROTOCOL.md 5: a command's reply goes before the events it causes. Held
@@ -183,8 +449,8 @@ static int seal_and_queue(struct session *s, const char *type, const char *actio
 static int hold(struct session *s, const char *type, const char *action, const char *reply_to,
                 const char *text, size_t len)
 {
-    size_t msgs = s->held_count + outqueue_messages(&s->out);
-    size_t bytes = s->held_bytes + outqueue_unsent(&s->out);
+    size_t msgs = s->held_count + atomic_load_explicit(&s->out_msgs, memory_order_relaxed);
+    size_t bytes = s->held_bytes + atomic_load_explicit(&s->out_bytes, memory_order_relaxed);
     if (msgs + 1 > queue_messages() || bytes > queue_bytes() - len) {
         LOG_WARN("session %llu: held events exceed the send queue bound; closing",
                  (unsigned long long)s->id);
@@ -202,29 +468,62 @@ static int hold(struct session *s, const char *type, const char *action, const c
     return 0;
 }
 
+static int over_payload_max(const struct session *s, const char *type, const char *action,
+                            size_t len)
+{
+    size_t cap = session_io_payload_max();
+    if (len <= cap)
+        return 0;
+    /* Nothing this large is ever queued (replies were turned into error
+     * 1011 by dispatch already). */
+    LOG_WARN("session %llu: %s '%s' of %zu bytes is over the %zu-byte payload limit; not sent",
+             (unsigned long long)s->id, type, action, len, cap);
+    return 1;
+}
+
 int session_io_send(struct session *s, const char *type, const char *action,
                     const char *reply_to, const char *text, size_t len)
 {
-    if (s->state == SESSION_CLOSING)
+    if (logic_closed(s) || over_payload_max(s, type, action, len))
         return -1;
-    size_t cap = session_io_payload_max();
-    if (len > cap) {
-        /* Nothing this large is ever queued (replies were turned into
-         * error 1011 by dispatch already). */
-        LOG_WARN("session %llu: %s '%s' of %zu bytes is over the %zu-byte payload limit; "
-                 "not sent",
-                 (unsigned long long)s->id, type, action, len, cap);
-        return -1;
-    }
     int event = strcmp(type, "event") == 0;
     if (s->busy && event)
         return hold(s, type, action, reply_to, text, len);
-    int rc = seal_and_queue(s, type, action, reply_to, text, len);
-    /* An event counts as delivered once queued (held ones when held);
-     * server_hello, the one event before the keys, is the handshake's. */
-    if (rc == 0 && event && s->has_keys)
+    if (g_core.bridge) {
+        g_core.bridge->send(s, type, action, reply_to, text, len);
+    } else if (session_io_out_send(s, type, action, reply_to, text, len) != 0) {
+        return -1;
+    }
+    /* An event counts as delivered once queued (held ones when held). */
+    if (event)
         server_metrics_delivery();
-    return rc;
+    return 0;
+}
+
+int session_io_publish(struct session *const *to, size_t n, const char *action,
+                       const char *text, size_t len)
+{
+    if (n == 0)
+        return 0;
+    if (len > session_io_payload_max()) {
+        LOG_WARN("event '%s' of %zu bytes is over the %zu-byte payload limit; not sent", action,
+                 len, session_io_payload_max());
+        return -1;
+    }
+    if (g_core.bridge) {
+        g_core.bridge->publish(to, n, action, text, len);
+        for (size_t i = 0; i < n; i++)
+            server_metrics_delivery();
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++)
+        session_io_send(to[i], "event", action, NULL, text, len);
+    return 0;
+}
+
+int session_io_can_publish(const struct session *s)
+{
+    return !logic_closed(s) && !s->busy;
 }
 
 static void release_held(struct session *s)
@@ -234,8 +533,8 @@ static void release_held(struct session *s)
     s->held_bytes = s->held_count = 0;
     while (m) {
         session_msg *next = m->next;
-        if (s->state != SESSION_CLOSING)
-            seal_and_queue(s, m->type, m->action, m->reply_to, m->text, m->len);
+        if (!logic_closed(s))
+            bridge_send(s, m->type, m->action, m->reply_to, m->text, m->len);
         msg_free(m);
         m = next;
     }
@@ -253,190 +552,42 @@ void session_io_end(struct session *s, struct sm_ctx *ctx)
     release_held(s);
 }
 
-void session_io_deferred(struct session *s) { g_core.transport->pause(s, 1); }
-
-/* ---- input ---- */
-
-/* Closes the session when the queue is full or memory short. */
-static void queue_input(struct session *s, const char *text, size_t len)
+void session_io_deferred(struct session *s)
 {
-    if (s->input_count >= SESSION_MAX_PENDING_INPUT) {
-        LOG_WARN("session %llu: too many commands pipelined; closing",
-                 (unsigned long long)s->id);
-        session_io_close(s, 1008, "too many pipelined commands");
-        return;
-    }
-    session_msg *m = msg_new(NULL, NULL, NULL, text, len);
-    if (!m) {
-        session_io_close(s, 1011, "out of memory");
-        return;
-    }
-    msg_append(&s->input_head, &s->input_tail, m);
-    s->input_count++;
-    g_core.transport->pause(s, 1);
+    /* One thread: stop reading now. With I/O threads the I/O side stops
+     * once a message arrives behind the command (queue_input). */
+    if (!g_core.bridge)
+        g_core.transport->pause(s, 1);
 }
 
-static void process_open(struct session *s, const char *text, size_t len)
+void session_io_command_done(struct session *s)
 {
-    envelope_in in;
-    if (envelope_parse(text, len, &in) != ENVELOPE_OK) {
-        /* Unreadable: 1004, connection stays open, no nonce consumed. */
-        dispatch_send_error(s, "", "", SM_ERR_MALFORMED, "malformed envelope", NULL);
+    if (!s->cmd_open || s->busy)
         return;
-    }
-    json_t *payload = NULL;
-    envelope_status st = envelope_open(&s->c2s, &in, &payload);
-    switch (st) {
-    case ENVELOPE_OK:
-        break;
-    case ENVELOPE_NONCE:
-        dispatch_send_error(s, in.nonce, in.action, SM_ERR_REPLAY,
-                            "replayed or out-of-order nonce", NULL);
-        session_io_close(s, 1008, "bad nonce");
-        goto done;
-    case ENVELOPE_INTEGRITY:
-        dispatch_send_error(s, in.nonce, in.action, SM_ERR_INTEGRITY, "integrity check failed",
-                            NULL);
-        session_io_close(s, 1008, "integrity failure");
-        goto done;
-    case ENVELOPE_MALFORMED:
-        dispatch_send_error(s, in.nonce, in.action, SM_ERR_MALFORMED,
-                            "payload must be a JSON object", NULL);
-        goto done;
-    default:
-        dispatch_send_error(s, in.nonce, in.action, SM_ERR_INTERNAL, "internal server error",
-                            NULL);
-        goto done;
-    }
-    if (strcmp(in.type, "command") != 0)
-        dispatch_send_error(s, in.nonce, in.action, SM_ERR_INVALID_COMMAND,
-                            "only commands may be sent to the server", NULL);
-    else if (strcmp(in.action, "key_exchange") == 0)
-        dispatch_send_error(s, in.nonce, in.action, SM_ERR_INVALID_COMMAND,
-                            "the handshake is already complete", NULL);
+    s->cmd_open = 0;
+    if (g_core.bridge)
+        g_core.bridge->done(s);
     else
-        dispatch_command(s, in.action, in.nonce, payload, len);
-done:
+        session_io_done(s);
+}
+
+void session_io_command(struct session *s, const char *action, const char *nonce,
+                        json_t *payload, size_t bytes)
+{
+    s->cmd_open = 1;
+    dispatch_command(s, action, nonce, payload, bytes);
     json_decref(payload);
-    envelope_in_clear(&in);
+    /* Answered already (or refused before the handler): the next one may
+     * come. A deferred command's done comes with its reply (dispatch's
+     * resume hook). */
+    session_io_command_done(s);
 }
 
-static void process(struct session *s, const char *text, size_t len)
+static void bridge_command(struct session *s, const char *action, const char *nonce,
+                           json_t *payload, size_t bytes)
 {
-    switch (s->state) {
-    case SESSION_HANDSHAKE:
-        handshake_receive(s, text, len);
-        break;
-    case SESSION_OPEN:
-        process_open(s, text, len);
-        break;
-    default:
-        break;
-    }
-}
-
-/* Back-pressure: while half the send queue bound is unsent, the session's
- * next command waits (reading paused) instead of adding a reply; the
- * transport resumes it as the output drains. A client that reads is thus
- * never cut off for pipelining. */
-static int output_congested(const struct session *s)
-{
-    return s->state == SESSION_OPEN && g_core.sc &&
-           outqueue_congested(&s->out, g_core.sc->send_queue_bytes);
-}
-
-void session_io_receive(struct session *s, const char *text, size_t len)
-{
-    if (s->state == SESSION_CLOSING)
-        return;
-    if (s->busy || s->input_head || s->state == SESSION_KEY_PENDING || output_congested(s)) {
-        queue_input(s, text, len);
-        return;
-    }
-    process(s, text, len);
-}
-
-void session_io_resume(struct session *s)
-{
-    sm_session_id id = s->id;
-    while ((s = session_find(id)) && s->state == SESSION_OPEN && !s->busy && s->input_head &&
-           !output_congested(s)) {
-        session_msg *m = s->input_head;
-        s->input_head = m->next;
-        if (!s->input_head)
-            s->input_tail = NULL;
-        s->input_count--;
-        process(s, m->text, m->len);
-        msg_free(m);
-    }
-    s = session_find(id);
-    if (s && s->state == SESSION_OPEN && !s->busy && !s->input_head)
-        g_core.transport->pause(s, 0);
-}
-
-static void resume_cb(sm_timer *t, void *arg)
-{
-    (void)t;
-    struct session *s = session_find((sm_session_id)(uintptr_t)arg);
-    if (s)
-        session_io_resume(s);
-}
-
-void session_io_resume_later(struct session *s)
-{
-    if (core_timer_start(0, resume_cb, (void *)(uintptr_t)s->id))
-        return;
-    /* The reply went out, but the session's next command could never
-     * run: close rather than leave it waiting. */
-    LOG_ERROR("session %llu: cannot schedule its next command (out of memory); closing",
-              (unsigned long long)s->id);
-    session_io_close(s, 1011, "internal error");
-}
-
-/* ---- the transport's side of the send queue ---- */
-
-outqueue_frame *session_io_next_frame(const struct session *s)
-{
-    return outqueue_peek(&s->out);
-}
-
-void session_io_frame_sent(struct session *s, int transport_holds_rest)
-{
-    outqueue_sent(&s->out, transport_holds_rest, core_mono_now());
-}
-
-void session_io_frames_sent(struct session *s, size_t n, int transport_holds_rest)
-{
-    outqueue_sent_many(&s->out, n, transport_holds_rest, core_mono_now());
-}
-
-void session_io_transport_drained(struct session *s)
-{
-    outqueue_transport_drained(&s->out, core_mono_now());
-}
-
-int session_io_output_pending(const struct session *s) { return outqueue_pending(&s->out); }
-
-void session_io_output_moved(struct session *s)
-{
-    if (s->input_head && !s->busy && s->state == SESSION_OPEN && !output_congested(s))
-        session_io_resume(s);
-}
-
-int session_io_check_stall(struct session *s, double *check_in)
-{
-    double now = core_mono_now(), timeout = (double)g_core.sc->send_timeout;
-    *check_in = 0;
-    if (!outqueue_pending(&s->out))
-        return 0;
-    if (outqueue_stalled(&s->out, now, timeout)) {
-        LOG_WARN("session %llu (%s): no output taken for %d s (%zu messages, %zu bytes unsent); "
-                 "disconnecting",
-                 (unsigned long long)s->id, s->address, g_core.sc->send_timeout,
-                 outqueue_messages(&s->out), outqueue_unsent(&s->out));
-        cut(s, "send_timeout");
-        return 1;
-    }
-    *check_in = s->out.progress_at + timeout - now;
-    return 0;
+    if (g_core.bridge)
+        g_core.bridge->command(s, action, nonce, payload, bytes);
+    else
+        session_io_command(s, action, nonce, payload, bytes);
 }

@@ -35,35 +35,37 @@
  * end (session_new, handshake_start, the login deadline, session_destroy)
  * it calls only session_io_*.
  *
- * Who owns what, ready for the I/O-thread split (today everything runs on
- * the one event loop thread):
+ * Who owns what (issue 11): with I/O threads, each session's I/O side
+ * runs on the I/O thread that owns its connection and its logic side on
+ * the logic thread; without them (the plugin test host, the unit tests)
+ * both run on the caller's thread.
  *
- *   I/O side (later: the one I/O thread that owns the session): s->io, the
- *   reassembly buffer (s->rx), the input queue, opening (s->c2s), sealing
- *   (s->s2c), the send queue (s->out) with its cut and stall check, input
- *   pause, and the state (session_set_*), which only this module and the
- *   handshake change.
- *   Logic side (later: the one logic thread running dispatch and the
- *   plugins): the command in flight (s->busy) and so the held events, the
- *   rate buckets, login, attributes, topics.
+ *   I/O side: s->io, the reassembly buffer (s->rx), the input queue,
+ *   opening (s->c2s), the handshake, sealing (s->s2c), the send queue
+ *   (s->out) with its cut and stall check, input pause, and the state
+ *   (session_set_*), which only this module and the handshake change.
+ *   Logic side: the command in flight (s->busy) and so the held events,
+ *   the rate buckets, login, attributes, topics, and logic_closing.
  *
  * The logic thread is g_core.logic_thread (the thread that ran
  * core_start); the host table refuses plugin calls from any other thread
- * (host_api.c), so once the sides split, an I/O-side path that reaches a
- * host service by mistake fails visibly instead of racing.
+ * (host_api.c), so an I/O-side path that reaches a host service by
+ * mistake fails visibly instead of racing.
  *
- * They meet at four calls, which become queue hand-offs then:
- *   I/O -> logic   process(): an opened command goes to dispatch_command;
- *   logic -> I/O   session_io_send(): a reply or event to seal and queue;
- *   logic -> I/O   session_io_end() + the resume hook
- *                  (session_io_resume_later, a zero timer today): the
- *                  command is done, take the next one;
- *   either side    session_io_close().
+ * The sides meet only through the bridge (bridge.h): direct calls on one
+ * thread, queue items between threads (io_threads.c):
+ *   I/O -> logic   opened (the handshake completed), command (one opened
+ *                  command, the next waits for its done);
+ *   logic -> I/O   send, publish (one batch per I/O thread), done, close.
+ * A session closed by its connection reaches the logic side as "gone"
+ * (the transport's, after which the I/O side never touches it again).
  */
 #ifndef SM_CORE_SESSION_IO_H
 #define SM_CORE_SESSION_IO_H
 
 #include <stddef.h>
+
+#include <jansson.h>
 
 #include "outqueue.h"
 
@@ -76,46 +78,39 @@ enum {
     SESSION_IO_DROP = 1   /* at once, no close frame: the slow-consumer cut */
 };
 
+/* ==== the I/O side: the session's I/O thread (or the only thread) ==== */
+
 /* ---- input (from the transport) ---- */
 
 /* One complete inbound text message: run now, or queued behind the command
- * in flight, a pending key exchange or congested output. */
+ * at the logic side, a pending key exchange or congested output. */
 void session_io_receive(struct session *s, const char *text, size_t len);
 /* Runs queued messages while nothing holds them back, then resumes
  * reading once the queue is empty. */
 void session_io_resume(struct session *s);
-/* The resume hook of dispatch (dispatch_set_resume): session_io_resume on
- * the next loop turn, not inside the plugin callback that replied. When
+/* The logic side is done with the session's command (bridge.h "done"):
+ * the next one may run. Without I/O threads that happens on the next loop
+ * turn (a zero timer), not inside the plugin callback that replied; when
  * that cannot be scheduled (out of memory) the session is closed with 1011
  * rather than left waiting with its input paused. */
-void session_io_resume_later(struct session *s);
-
-/* ---- the command in flight (from dispatch) ---- */
-
-/* ctx is the session's command in flight from now on. */
-void session_io_begin(struct session *s, struct sm_ctx *ctx);
-/* ctx's reply was sent (or it needs none): it is no longer in flight and
- * the events it held go out. Nothing when ctx is not in flight. */
-void session_io_end(struct session *s, struct sm_ctx *ctx);
-/* The command in flight will reply later: reading stops until then. */
-void session_io_deferred(struct session *s);
+void session_io_done(struct session *s);
 
 /* ---- output ---- */
 
-/* The largest payload text sent to a session (outqueue_payload_max of
- * limits.send_queue_bytes): session_io_send drops, and logs, anything
- * larger. */
-size_t session_io_payload_max(void);
-/* Sends one message (payload_text: serialised JSON object), holding events
- * while a command is in flight. 0, or -1 when it was not sent (closing,
- * too large, out of memory, or the session was cut for it). */
-int session_io_send(struct session *s, const char *type, const char *action,
-                    const char *reply_to, const char *payload_text, size_t len);
+/* Seals one message (payload_text: serialised JSON object) as the
+ * session's next frame and queues it; over the send queue's bounds the
+ * session is cut. 0, or -1 when it was not sent. */
+int session_io_out_send(struct session *s, const char *type, const char *action,
+                        const char *reply_to, const char *payload_text, size_t len);
+/* An error reply (PROTOCOL.md 6) sent from the I/O side: the handshake's,
+ * and an envelope's that never reached dispatch. SM_OK or a status. */
+int session_io_out_error(struct session *s, const char *reply_to, const char *command, int code,
+                         const char *message, const json_t *extra);
 /* Sends error `code` (reply_to and command "") and closes with close_code. */
 void session_io_fail(struct session *s, int code, const char *message, int close_code);
 /* Closes after the queued frames are written; nothing more is read or
  * sent. Nothing when the session is already closing. */
-void session_io_close(struct session *s, int close_code, const char *reason);
+void session_io_out_close(struct session *s, int close_code, const char *reason);
 
 /* ---- the transport's side of the send queue ---- */
 
@@ -146,5 +141,45 @@ void session_io_disconnected(struct session *s);
 /* Frees the input queue, the held events and the send queue (from
  * session_destroy). */
 void session_io_free(struct session *s);
+
+/* ==== the logic side: dispatch and the plugins ==== */
+
+/* A command from the I/O side (bridge.h "command"): dispatched; its done
+ * goes back once it is answered. Takes payload's reference. */
+void session_io_command(struct session *s, const char *action, const char *nonce,
+                        json_t *payload, size_t bytes);
+/* The resume hook of dispatch (dispatch_set_resume): a deferred command
+ * was answered, so the I/O side may take the session's next one. */
+void session_io_command_done(struct session *s);
+
+/* ctx is the session's command in flight from now on. */
+void session_io_begin(struct session *s, struct sm_ctx *ctx);
+/* ctx's reply was sent (or it needs none): it is no longer in flight and
+ * the events it held go out. Nothing when ctx is not in flight. */
+void session_io_end(struct session *s, struct sm_ctx *ctx);
+/* The command in flight will reply later: without I/O threads, reading
+ * stops until then. */
+void session_io_deferred(struct session *s);
+
+/* The largest payload text sent to a session (outqueue_payload_max of
+ * limits.send_queue_bytes): session_io_send drops, and logs, anything
+ * larger. */
+size_t session_io_payload_max(void);
+/* Sends one message (payload_text: serialised JSON object), holding events
+ * while a command is in flight. 0, or -1 when it was not sent (closing,
+ * too large, out of memory, or the session was cut for it). */
+int session_io_send(struct session *s, const char *type, const char *action,
+                    const char *reply_to, const char *payload_text, size_t len);
+/* Whether an event to s may go through session_io_publish: not closing,
+ * and no command in flight (whose reply its events must follow). */
+int session_io_can_publish(const struct session *s);
+/* One event to n sessions (each passing session_io_can_publish),
+ * serialised once; with I/O threads, one batch per thread. 0, or -1 when
+ * the text is over the payload limit (nothing sent). */
+int session_io_publish(struct session *const *to, size_t n, const char *action,
+                       const char *text, size_t len);
+/* Closes after the queued frames are written; nothing more is sent.
+ * Nothing when the session is already closing. */
+void session_io_close(struct session *s, int close_code, const char *reason);
 
 #endif

@@ -128,6 +128,9 @@ size_t topic_members(const char *name, sm_session_id *out, size_t max)
     return n;
 }
 
+/* Members collected for one publish, on the stack up to this many. */
+#define PUBLISH_STACK 256
+
 static int publish(const char *name, const char *action, const json_t *payload,
                    sm_session_id except, const char *except_user)
 {
@@ -137,17 +140,32 @@ static int publish(const char *name, const char *action, const json_t *payload,
     char *text = session_payload_text(payload);
     if (!text)
         return SM_ENOMEM;
-    size_t len = strlen(text);
+    size_t len = strlen(text), n = 0, cap = hashmap_count(t->members);
+    struct session *stack[PUBLISH_STACK];
+    struct session **to = cap <= PUBLISH_STACK ? stack : malloc(cap * sizeof *to);
+    if (!to) {
+        free(text);
+        return SM_ENOMEM;
+    }
     hashmap_iter it;
     void *value;
     hashmap_iter_init(t->members, &it);
     /* Delivery never changes membership: a failing session is only marked
-     * closing here and removed later by the transport. */
+     * closing here and removed later by the transport. Members with a
+     * command in flight hold the event behind its reply, each on its own;
+     * the others get it in one batch per I/O thread. */
     while (hashmap_iter_next(&it, NULL, NULL, &value)) {
         struct session *s = value;
-        if (s->id != except && !(except_user && sm_name_equal(s->username, except_user)))
+        if (s->id == except || (except_user && sm_name_equal(s->username, except_user)))
+            continue;
+        if (session_io_can_publish(s))
+            to[n++] = s;
+        else
             session_io_send(s, "event", action, NULL, text, len);
     }
+    session_io_publish(to, n, action, text, len);
+    if (to != stack)
+        free(to);
     free(text);
     return SM_OK;
 }

@@ -1,3 +1,5 @@
+/* pthread_setname_np */
+#define _GNU_SOURCE
 #include "transport.h"
 
 #include <arpa/inet.h>
@@ -5,6 +7,7 @@
 #include <libwebsockets.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +21,7 @@
 #include "admin_socket.h"
 #include "core.h"
 #include "handshake.h"
+#include "io_threads.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics_http.h"
@@ -46,32 +50,50 @@
 #define COALESCE_MAX_FRAMES 256
 /* RFC 6585; lws 4.1 names no constant for it. */
 #define HTTP_STATUS_TOO_MANY_REQUESTS 429
+/* Items the logic thread may queue for one I/O thread before it waits for
+ * that thread (io_threads.h): a publish is one item per thread, a reply
+ * one item, so this is thousands of commands' worth. */
+#define IO_QUEUE_CAPACITY 16384
 
 _Static_assert(OUTQUEUE_HEADROOM >= LWS_PRE, "outqueue headroom must cover LWS_PRE");
 
 typedef struct pss {
     session *s;
+    lws_sorted_usec_list_t handshake_sul; /* the handshake deadline */
     int http_status;
     int stall_timer;        /* the send_timeout check is scheduled */
     web_request web;        /* a static file or its error, in progress */
     struct metrics_reply *metrics; /* GET /metrics being written */
 } pss;
 
+/* One lws context per thread: Debian's lws 4.1.6 is built with
+ * LWS_MAX_SMP 1, so a context is served by one thread only. */
+typedef struct io_ctx {
+    struct lws_context *ctx;
+    struct lws_vhost *vhost;
+    pthread_t thread;
+    int running;               /* the thread was started (and is joined at stop) */
+    atomic_int stop;
+} io_ctx;
+
+static io_ctx *ios;
+static size_t n_ios;
+/* The logic thread's context: its timers, its wake-ups (worker
+ * completions, the I/O threads' items, signals) and the admin socket. */
 static struct lws_context *lws_ctx;
-/* The context as other threads see it: workers wake the loop through it,
- * and so does the signal handler. It is published once the context is
- * ready and withdrawn before the context is destroyed; wake_lock keeps a
- * worker's lws_cancel_service from overlapping the destroy. The signal
- * handler cannot take a lock, so SIGINT and SIGTERM are blocked while the
- * context is withdrawn. */
+/* The context as other threads see it: workers and I/O threads wake the
+ * logic thread through it, and so does the signal handler. It is published
+ * once the context is ready and withdrawn before the context is destroyed;
+ * wake_lock keeps a lws_cancel_service from overlapping the destroy. The
+ * signal handler cannot take a lock, so SIGINT and SIGTERM are blocked
+ * while the context is withdrawn. */
 static _Atomic(struct lws_context *) wake_ctx;
 static pthread_mutex_t wake_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct lws_vhost *vhost;
 static lws_sorted_usec_list_t timer_sul;
 static sm_timer *peers_timer;
 static volatile sig_atomic_t stop_requested;
 static volatile sig_atomic_t reload_requested;
-/* The paths the vhost was made with: lws re-reads a certificate only
+/* The paths the vhosts were made with: lws re-reads a certificate only
  * under them (lws_tls_cert_updated). */
 static const char *vhost_cert, *vhost_key;
 
@@ -118,10 +140,32 @@ static void t_pause(session *s, int pause)
         lws_rx_flow_control(s->io, pause ? 0 : 1);
 }
 
+static void handshake_sul_cb(lws_sorted_usec_list_t *sul)
+{
+    pss *p = lws_container_of(sul, pss, handshake_sul);
+    if (p->s)
+        handshake_timed_out(p->s);
+}
+
+static int t_handshake_deadline(session *s, double seconds)
+{
+    struct lws *wsi = s->io;
+    pss *p = wsi ? lws_wsi_user(wsi) : NULL;
+    if (!p)
+        return seconds > 0 ? -1 : 0;
+    if (seconds <= 0)
+        lws_sul_cancel(&p->handshake_sul);
+    else
+        lws_sul_schedule(lws_get_context(wsi), 0, &p->handshake_sul, handshake_sul_cb,
+                         (lws_usec_t)(seconds * 1e6));
+    return 0;
+}
+
 static const session_transport lws_transport = {
     .write = t_write,
     .close = t_close,
     .pause = t_pause,
+    .handshake_deadline = t_handshake_deadline,
 };
 
 /* ---- timers and wake-ups ---------------------------------------------- */
@@ -138,8 +182,11 @@ static void schedule_timers(void)
     if (!lws_ctx)
         return;
     double due = timers_next_due(g_core.timers, core_mono_now());
-    if (due < 0 || due > 1.0)
-        due = 1.0;
+    /* While shutting down the loop also waits for the I/O threads' sessions
+     * to go, which post nothing when they never reached the logic side. */
+    double most = atomic_load(&g_core.shutting_down) ? 0.05 : 1.0;
+    if (due < 0 || due > most)
+        due = most;
     lws_sul_schedule(lws_ctx, 0, &timer_sul, timer_sul_cb, (lws_usec_t)(due * 1e6) + 1);
 }
 
@@ -464,19 +511,39 @@ static int on_established(struct lws *wsi, pss *p)
         return -1;
     }
     session *s = session_new(wsi, addr);
+    if (s && io_threads_add(s) != SM_OK) {
+        session_discard(s);
+        s = NULL;
+    }
     if (s) {
         p->s = s;
+        io_threads_count_connection(s->io_thread, 1);
         session_audit(s, "connection", NULL, NULL);
     }
-    if (!s || handshake_start(s) != 0 || session_start_login_deadline(s) != 0) {
+    if (!s || handshake_start(s) != 0) {
         /* CLOSED does not follow a refused ESTABLISHED: uncount here. */
         p->s = NULL;
-        session_destroy(s);
+        if (s) {
+            lws_sul_cancel(&p->handshake_sul);
+            io_threads_count_connection(s->io_thread, -1);
+            io_threads_gone(s);
+        }
         if (g_core.peers)
             peers_session_closed(g_core.peers, addr, core_mono_now());
         return -1;
     }
     return 0;
+}
+
+/* Woken (lws_cancel_service): sockets the acceptor handed over, then what
+ * the logic thread and the workers posted. */
+static void io_service(void)
+{
+    int index = io_threads_current(), fd;
+    while ((fd = io_threads_take_fd()) >= 0)
+        if (!lws_adopt_socket_vhost(ios[index].vhost, fd)) /* lws closes fd */
+            LOG_WARN("libwebsockets could not take an accepted connection");
+    io_threads_run();
 }
 
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -514,10 +581,12 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         if (p && p->s) {
             session *s = p->s;
             p->s = NULL;
+            lws_sul_cancel(&p->handshake_sul);
             session_io_disconnected(s);
             if (g_core.peers)
                 peers_session_closed(g_core.peers, s->address, core_mono_now());
-            session_destroy(s);
+            io_threads_count_connection(s->io_thread, -1);
+            io_threads_gone(s);
         }
         return 0;
     case LWS_CALLBACK_HTTP:
@@ -532,8 +601,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         }
         break;
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
-        if (g_core.pool)
-            workers_run_completions(g_core.pool);
+        io_service();
         return 0;
     default:
         break;
@@ -564,7 +632,8 @@ static void lws_log_bridge(int level, const char *line)
 
 /* ---- start and stop ---------------------------------------------------- */
 
-static int create_vhost(const server_config *sc, int listen_family)
+static struct lws_vhost *create_vhost(struct lws_context *ctx, const server_config *sc,
+                                      int listen_family)
 {
     struct lws_context_creation_info info;
     memset(&info, 0, sizeof info);
@@ -586,11 +655,11 @@ static int create_vhost(const server_config *sc, int listen_family)
     }
     /* No extensions: permessage-deflate stays off. */
     info.extensions = NULL;
-    vhost = lws_create_vhost(lws_ctx, &info);
-    if (vhost) {
+    struct lws_vhost *vh = lws_create_vhost(ctx, &info);
+    if (vh) {
         vhost_cert = tls ? sc->tls_cert : NULL;
         vhost_key = tls ? sc->tls_key : NULL;
-        return 0;
+        return vh;
     }
     /* With no socket of its own to bind, only TLS (or memory) fails here. */
     if (tls)
@@ -598,7 +667,7 @@ static int create_vhost(const server_config *sc, int listen_family)
                   sc->tls_key);
     else
         LOG_ERROR("cannot create the libwebsockets vhost");
-    return -1;
+    return NULL;
 }
 
 static void peers_sweep_cb(sm_timer *t, void *arg)
@@ -634,6 +703,12 @@ static void peers_stop(void)
     g_core.peers = NULL;
 }
 
+/* On each I/O thread: its own context's copy of the certificate. */
+static void reload_cert_on(int index)
+{
+    lws_tls_cert_updated(ios[index].ctx, vhost_cert, vhost_key, NULL, 0, NULL, 0);
+}
+
 /* A reload: the per-address limits, and the TLS certificate re-read
  * from its files (the paths themselves cannot change, reload.c). New
  * connections get the new certificate; open ones keep theirs. */
@@ -651,12 +726,195 @@ static int t_reload(const server_config *next, int check)
         peers_set_limits(g_core.peers, (size_t)next->max_sessions + PEERS_SPARE,
                          next->max_sessions_per_address, next->handshakes_per_address);
     if (vhost_cert) {
-        /* It returns 0 whatever happened; the files were checked just
-         * before, so a failure here means they changed again meanwhile. */
-        lws_tls_cert_updated(lws_ctx, vhost_cert, vhost_key, NULL, 0, NULL, 0);
+        /* lws_tls_cert_updated returns 0 whatever happened; the files were
+         * checked just before, so a failure there means they changed again
+         * meanwhile. Each context is its own thread's to touch. */
+        io_threads_call_all(reload_cert_on);
         LOG_INFO("TLS certificate reloaded from %s", vhost_cert);
     }
     return 0;
+}
+
+/* ---- the threads --------------------------------------------------------- */
+
+/* The logic thread's context only wakes and times: its one protocol hears
+ * the wake-ups (a vhost that serves nothing, so no client reaches it). */
+static int logic_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                          void *in, size_t len)
+{
+    (void)wsi;
+    (void)user;
+    (void)in;
+    (void)len;
+    if (reason == LWS_CALLBACK_EVENT_WAIT_CANCELLED) {
+        io_threads_run_logic();
+        if (g_core.pool)
+            workers_run_completions(g_core.pool);
+    }
+    return 0;
+}
+
+static const struct lws_protocols logic_protocols[] = {
+    {"sm-logic", logic_callback, 0, 0, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0}
+};
+
+static void wake_io(int index) { lws_cancel_service(ios[index].ctx); }
+
+static void wake_logic(void) { transport_wake(NULL); }
+
+/* Where an accepted socket goes (the acceptor runs on I/O thread 0): the
+ * thread with the fewest sessions. One acceptor handing sockets over
+ * rather than a listening socket per thread with SO_REUSEPORT: the kernel
+ * spreads connections over reuseport sockets by a hash of the addresses,
+ * blind to how loaded each thread is, and a thread that stops (or a
+ * reload) would strand the connections queued on its socket; the core
+ * also keeps its own listening socket (listener.c) for exact binding. */
+static void hand_over(int fd)
+{
+    int to = io_threads_pick();
+    if (to == io_threads_current()) {
+        if (!lws_adopt_socket_vhost(ios[to].vhost, fd)) /* lws closes fd */
+            LOG_WARN("libwebsockets could not take an accepted connection");
+        return;
+    }
+    if (io_threads_post_fd(to, fd) != 0)
+        close(fd);
+}
+
+static void *io_main(void *arg)
+{
+    int index = (int)(intptr_t)arg;
+    io_ctx *io = &ios[index];
+    char name[16];
+    snprintf(name, sizeof name, "sm-io-%d", index);
+    pthread_setname_np(pthread_self(), name);
+    io_threads_enter(index);
+    while (!atomic_load(&io->stop))
+        if (lws_service(io->ctx, 0) < 0)
+            break;
+    io_threads_stopping();
+    io_threads_enter(-1);
+    return NULL;
+}
+
+/* After thread `index` ended (or never ran), on the logic thread standing
+ * in for it: its context is destroyed (open connections dropped, their
+ * sessions gone) and what was posted to it is settled. */
+static void end_io_thread(size_t index)
+{
+    io_threads_enter((int)index);
+    io_threads_stopping();
+    if (index == 0)
+        acceptor_stop();
+    if (ios[index].ctx)
+        lws_context_destroy(ios[index].ctx);
+    ios[index].ctx = NULL;
+    ios[index].vhost = NULL;
+    io_threads_leave();
+}
+
+static struct lws_context *new_context(int tls, void *user)
+{
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+    if (tls)
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info.port = CONTEXT_PORT_NO_LISTEN;
+    info.user = user;
+    return lws_create_context(&info);
+}
+
+static int create_logic_context(const server_config *sc)
+{
+    lws_ctx = new_context(0, NULL);
+    if (!lws_ctx) {
+        LOG_ERROR("cannot create the libwebsockets context");
+        return -1;
+    }
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.port = CONTEXT_PORT_NO_LISTEN;
+    info.protocols = logic_protocols;
+    info.vhost_name = "sm-logic";
+    if (!lws_create_vhost(lws_ctx, &info)) {
+        LOG_ERROR("cannot create the logic thread's libwebsockets vhost");
+        return -1;
+    }
+    char admin_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    if (admin_socket_path(sc, admin_path, sizeof admin_path) != 0) {
+        LOG_ERROR("server.admin_socket: the path is too long for a Unix socket");
+        return -1;
+    }
+    return admin_socket_start(lws_ctx, admin_path);
+}
+
+static size_t io_thread_count(const server_config *sc)
+{
+    int n = sc->io_threads;
+    return n < 1 ? 1 : n > IO_THREADS_MAX ? IO_THREADS_MAX : (size_t)n;
+}
+
+/* The I/O threads' contexts and vhosts, the acceptor on thread 0's. The
+ * threads are not started yet. */
+static int create_io_contexts(const server_config *sc, int listen_fd)
+{
+    n_ios = io_thread_count(sc);
+    ios = calloc(n_ios, sizeof *ios);
+    if (!ios || io_threads_init(n_ios, IO_QUEUE_CAPACITY, wake_io, wake_logic) != 0) {
+        LOG_ERROR("out of memory for %zu I/O threads", n_ios);
+        return -1;
+    }
+    int tls = sc->tls_cert && *sc->tls_cert, family = listener_family(listen_fd);
+    for (size_t i = 0; i < n_ios; i++) {
+        /* OpenSSL's global set-up once, by the first context: lws leaks
+         * ~700 KB per further context that asks for it (seen under ASan).
+         * The vhosts still each ask for TLS in their own options. */
+        ios[i].ctx = new_context(tls && i == 0, NULL);
+        if (!ios[i].ctx) {
+            LOG_ERROR("cannot create the libwebsockets context of I/O thread %zu", i);
+            return -1;
+        }
+        ios[i].vhost = create_vhost(ios[i].ctx, sc, family);
+        if (!ios[i].vhost)
+            return -1;
+    }
+    return 0;
+}
+
+static void stop_io_threads(void)
+{
+    for (size_t i = 0; i < n_ios; i++) {
+        if (!ios[i].running)
+            continue;
+        atomic_store(&ios[i].stop, 1);
+        io_threads_wake((int)i);
+    }
+    for (size_t i = 0; i < n_ios; i++) {
+        if (ios[i].running) {
+            pthread_join(ios[i].thread, NULL);
+            ios[i].running = 0;
+        }
+    }
+    for (size_t i = 0; i < n_ios; i++)
+        end_io_thread(i);
+}
+
+static void free_io_contexts(void)
+{
+    if (!ios)
+        n_ios = 0;
+    stop_io_threads();
+    /* Sessions that went while the threads stopped, then the RSA jobs
+     * still running, whose completions find their threads stopped. */
+    io_threads_run_logic();
+    handshake_drain();
+    io_threads_run_logic();
+    io_threads_free();
+    free(ios);
+    ios = NULL;
+    n_ios = 0;
 }
 
 int transport_start(const server_config *sc, int *port_out)
@@ -681,39 +939,28 @@ int transport_start(const server_config *sc, int *port_out)
         return -1;
     }
     char where[LISTENER_ADDRESS_LEN];
-    int port = 0;
+    int port = 0, tls = sc->tls_cert && *sc->tls_cert;
     if (listener_local_address(listen_fd, where, sizeof where, &port) != 0) {
         LOG_ERROR("cannot read back the listening address: %s", strerror(errno));
         goto fail;
     }
-
-    struct lws_context_creation_info info;
-    memset(&info, 0, sizeof info);
-    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
-    int tls = sc->tls_cert && *sc->tls_cert;
-    if (tls)
-        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
-    info.port = CONTEXT_PORT_NO_LISTEN;
-    lws_ctx = lws_create_context(&info);
-    if (!lws_ctx) {
-        LOG_ERROR("cannot create the libwebsockets context");
+    if (create_logic_context(sc) != 0 || create_io_contexts(sc, listen_fd) != 0)
         goto fail;
-    }
-    if (create_vhost(sc, listener_family(listen_fd)) != 0)
-        goto fail;
-    if (acceptor_start(lws_ctx, listen_fd, vhost) != 0) {
+    if (acceptor_start(ios[0].ctx, listen_fd, hand_over) != 0) {
         LOG_ERROR("cannot watch the listening socket %s", where);
         goto fail;
     }
     listen_fd = -1; /* lws's now */
-    char admin_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-    if (admin_socket_path(sc, admin_path, sizeof admin_path) != 0) {
-        LOG_ERROR("server.admin_socket: the path is too long for a Unix socket");
-        goto fail;
+    for (size_t i = 0; i < n_ios; i++) {
+        if (pthread_create(&ios[i].thread, NULL, io_main, (void *)(intptr_t)i) != 0) {
+            LOG_ERROR("cannot start I/O thread %zu", i);
+            goto fail;
+        }
+        ios[i].running = 1;
     }
-    if (admin_socket_start(lws_ctx, admin_path) != 0)
-        goto fail;
-    LOG_INFO("listening on %s (%s)", where, tls ? "wss" : "ws");
+    pthread_setname_np(pthread_self(), "sm-logic");
+    LOG_INFO("listening on %s (%s), %zu I/O thread%s", where, tls ? "wss" : "ws", n_ios,
+             n_ios == 1 ? "" : "s");
     *port_out = port;
     schedule_timers();
     publish_context();
@@ -721,29 +968,30 @@ int transport_start(const server_config *sc, int *port_out)
 fail:
     if (listen_fd >= 0)
         close(listen_fd);
+    free_io_contexts();
     admin_socket_stop();
     if (lws_ctx)
         lws_context_destroy(lws_ctx);
     lws_ctx = NULL;
-    vhost = NULL;
     web_stop();
     peers_stop();
+    g_core.transport_reload = NULL;
     return -1;
 }
 
-static void close_all_sessions(void)
+static void close_session(session *s) { session_io_out_close(s, 1001, "server shutting down"); }
+
+/* On each I/O thread, at shutdown: every session it has, opened or not. */
+static void close_all_on(int index)
 {
-    hashmap_iter it;
-    void *value;
-    hashmap_iter_init(g_core.sessions, &it);
-    while (hashmap_iter_next(&it, NULL, NULL, &value))
-        session_io_close(value, 1001, "server shutting down");
+    (void)index;
+    io_threads_each(close_session);
 }
 
 void transport_run(void (*on_reload)(void))
 {
     while (!stop_requested) {
-        /* Here, between two services, on the loop thread where plugins
+        /* Here, between two services, on the logic thread where plugins
          * run: a reload never interrupts a callback. */
         if (reload_requested) {
             reload_requested = 0;
@@ -754,26 +1002,27 @@ void transport_run(void (*on_reload)(void))
         if (lws_service(lws_ctx, 0) < 0)
             break;
     }
-    LOG_INFO("shutting down: closing %zu sessions", g_core.n_sessions);
-    g_core.shutting_down = 1;
-    close_all_sessions();
+    LOG_INFO("shutting down: closing %zu sessions", atomic_load(&g_core.n_sessions));
+    atomic_store(&g_core.shutting_down, 1);
+    io_threads_call_all(close_all_on);
+    schedule_timers();
     double deadline = core_mono_now() + SHUTDOWN_GRACE_SECONDS;
-    while (g_core.n_sessions > 0 && core_mono_now() < deadline)
+    while (atomic_load(&g_core.n_sessions) > 0 && core_mono_now() < deadline)
         if (lws_service(lws_ctx, 0) < 0)
             break;
 }
 
 void transport_stop(void)
 {
+    atomic_store(&g_core.shutting_down, 2);
+    if (ios)
+        free_io_contexts();
     if (lws_ctx) {
-        g_core.shutting_down = 2;
         withdraw_context();
         lws_sul_cancel(&timer_sul);
-        acceptor_stop();
         admin_socket_stop();
         lws_context_destroy(lws_ctx);
         lws_ctx = NULL;
-        vhost = NULL;
         vhost_cert = vhost_key = NULL;
     }
     g_core.transport_reload = NULL;

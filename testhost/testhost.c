@@ -109,7 +109,7 @@ static void th_pause(session *s, int pause)
     (void)pause;
 }
 
-static const session_transport th_transport = {th_write, th_close, th_pause};
+static const session_transport th_transport = {th_write, th_close, th_pause, NULL};
 
 /* Finishes what a step started: zero-delay timers due now, then the
  * sessions the core closed (their close events may close others). */

@@ -103,7 +103,7 @@ static void fake_pause(struct session *s, int pause)
     fake_paused = pause;
 }
 
-static const session_transport fake_transport = {fake_write, fake_close, fake_pause};
+static const session_transport fake_transport = {fake_write, fake_close, fake_pause, NULL};
 
 static void fake_reset(void)
 {

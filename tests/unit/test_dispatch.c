@@ -39,8 +39,10 @@ static void run(struct session *s, const char *action, const char *nonce, const 
 {
     json_t *p = json_loads(payload, 0, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(p);
-    dispatch_command(s, action, nonce, p, strlen(payload));
-    json_decref(p);
+    /* As session I/O hands an opened command to the logic side: the next
+     * one waits for its done. */
+    s->io_busy = 1;
+    session_io_command(s, action, nonce, p, strlen(payload));
 }
 
 static void dispatch_unknown_action_gets_1003(void)
@@ -393,6 +395,9 @@ static void fill_output(struct session *s, size_t bytes)
                               0);
         bytes -= n;
     }
+    /* The level the logic side reads (session_io.c keeps it so). */
+    atomic_store(&s->out_msgs, outqueue_messages(&s->out));
+    atomic_store(&s->out_bytes, outqueue_unsent(&s->out));
 }
 
 static void dispatch_reply_over_payload_limit_becomes_1011(void)
