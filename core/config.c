@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cidr.h"
 #include "log.h"
@@ -490,7 +491,7 @@ static const core_key core_keys[] = {
     {"server", "max_message_bytes", parse_size, 4096, 16777216, AT(max_message_bytes)},
     {"server", "handshake_timeout", parse_int, 1, 300, AT(handshake_timeout)},
     {"server", "workers", parse_int, 1, 64, AT(workers)},
-    {"server", "io_threads", parse_int, 1, 64, AT(io_threads)},
+    {"server", "io_threads", parse_int, 1, CONFIG_MAX_IO_THREADS, AT(io_threads)},
     {"server", "worker_nice", parse_int, 0, 19, AT(worker_nice)},
     {"server", "allowed_origins", parse_origins, 0, 0, 0},
     {"server", "trusted_proxies", parse_proxies, 0, 0, 0},
@@ -523,6 +524,14 @@ static const core_key core_keys[] = {
     {"metrics", "allow", parse_metrics_allow, 0, 0, 0},
 };
 
+int config_default_io_threads(long online_cpus)
+{
+    if (online_cpus < 1)
+        return 1; /* sysconf could not tell: one thread always works */
+    return online_cpus > CONFIG_DEFAULT_IO_THREADS_CAP ? CONFIG_DEFAULT_IO_THREADS_CAP
+                                                       : (int)online_cpus;
+}
+
 static void set_defaults(server_config *srv)
 {
     memset(srv, 0, sizeof *srv);
@@ -536,9 +545,9 @@ static void set_defaults(server_config *srv)
     srv->admin_socket = "";
     srv->handshake_timeout = 10;
     srv->workers = 2;
+    srv->io_threads = config_default_io_threads(sysconf(_SC_NPROCESSORS_ONLN));
     srv->worker_nice = 19;
     srv->coalesce_writes = 1;
-    srv->io_threads = 4;
     srv->database = "data/safemessenger.db";
     srv->synchronous = "normal";
     srv->plugin_dir = SM_DEFAULT_PLUGIN_DIR;

@@ -16,6 +16,10 @@
 #define CONFIG_MAX_ORIGINS 32
 #define CONFIG_MAX_PLUGINS 64
 #define CONFIG_MAX_METRICS_ALLOW 32
+#define CONFIG_MAX_IO_THREADS 64
+/* server.io_threads left out: one per online CPU, at most this many
+ * (docs/OPERATIONS.md). */
+#define CONFIG_DEFAULT_IO_THREADS_CAP 8
 
 typedef struct server_config {
     /* server */
@@ -33,8 +37,9 @@ typedef struct server_config {
     size_t n_trusted_proxies;
     int handshake_timeout;          /* 10 seconds (PROTOCOL.md section 1) */
     int workers;                    /* worker threads, 2 (1..64) */
-    int io_threads;                 /* I/O threads (1..64) */
     int worker_nice;                /* their nice levels below the loop, 19 (0..19) */
+    int io_threads;                 /* I/O threads owning the connections (1..64);
+                                       config_default_io_threads() when not set */
     const char *admin_socket;       /* "" = "admin.sock" beside the database */
     int coalesce_writes;            /* 1: queued frames leave in one write (wsframe.h) */
     /* storage */
@@ -82,6 +87,11 @@ typedef struct config config;
  * the directory of the file. */
 int config_load(const char *path, config **out);
 void config_free(config *cfg);
+
+/* The default of server.io_threads for a machine with online_cpus CPUs
+ * online (sysconf(_SC_NPROCESSORS_ONLN), -1 when unknown): that many, at
+ * least 1 and at most CONFIG_DEFAULT_IO_THREADS_CAP. */
+int config_default_io_threads(long online_cpus);
 
 /* The core's settings; main may change fields after load (command-line
  * overrides). Strings point into the config and live as long as it. */

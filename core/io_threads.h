@@ -23,10 +23,11 @@
 #include <stdint.h>
 
 #include "bridge.h"
+#include "config.h"
 #include "handoff.h"
 #include "safemessenger/plugin.h"
 
-#define IO_THREADS_MAX 64
+#define IO_THREADS_MAX CONFIG_MAX_IO_THREADS
 
 struct session;
 

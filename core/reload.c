@@ -1,7 +1,7 @@
 /* The configuration reload (SIGHUP): the whole file is read and checked
  * again; if anything in it is wrong nothing changes. Settings bound to
  * what was opened at start (the listening socket, the database, the key,
- * the worker threads, the plugin directory, TLS on or off, the web
+ * the worker and I/O threads, the plugin directory, TLS on or off, the web
  * client's directory) keep their running values, each refused with a
  * warning that names the key; the rest takes effect: limits, log level
  * and format, origins, proxies, metrics.allow, the TLS certificate (re-read from its
@@ -38,6 +38,7 @@ static const fixed_key fixed_keys[] = {
     {"server.key_bits", FIXED_INT, AT(key_bits)},
     {"server.workers", FIXED_INT, AT(workers)},
     {"server.worker_nice", FIXED_INT, AT(worker_nice)},
+    {"server.io_threads", FIXED_INT, AT(io_threads)},
     {"storage.database", FIXED_STRING, AT(database)},
     {"storage.synchronous", FIXED_STRING, AT(synchronous)},
     {"plugins.dir", FIXED_STRING, AT(plugin_dir)},

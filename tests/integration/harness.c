@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -140,17 +141,21 @@ static void sb_add(sbuf *b, const char *s, size_t n)
 
 static void sb_str(sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
 
-/* Appends text with the @NAME@ placeholders of harness.h replaced. */
-static void sb_expand(sbuf *b, const char *text, const char *dir)
+/* Appends text with the @NAME@ placeholders of harness.h replaced;
+ * io_threads is what @IO_THREADS@ stands for. */
+static void sb_expand(sbuf *b, const char *text, const char *dir, int io_threads)
 {
+    char io[16];
+    snprintf(io, sizeof io, "%d", io_threads);
     /* in_dir: the value is a file name inside the server's directory. */
-    static const struct { const char *name; const char *value; int in_dir; } vars[] = {
+    const struct { const char *name; const char *value; int in_dir; } vars[] = {
         {"@DIR@", "", 1},
         {"@TEST_PLUGIN_DIR@", SM_TEST_PLUGIN_DIR, 0},
         {"@PLUGIN_BUILD_DIR@", SM_PLUGIN_BUILD_DIR, 0},
         {"@SOURCE_DIR@", SM_SOURCE_DIR, 0},
         {"@TLS_CERT@", "/" HARNESS_TLS_CERT, 1},
         {"@TLS_KEY@", "/" HARNESS_TLS_KEY, 1},
+        {"@IO_THREADS@", io, 0},
     };
     const char *p = text;
     while (*p) {
@@ -296,13 +301,40 @@ out:
 
 /* ---- config ---------------------------------------------------------------- */
 
+int harness_io_threads(void)
+{
+    const char *v = getenv("SM_TEST_IO_THREADS");
+    if (!v || !*v)
+        return 1;
+    char *end = NULL;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    /* The upper bound is the server's to check (its message names the key). */
+    if (errno != 0 || end == v || *end != '\0' || n < 1 || n > INT_MAX) {
+        fprintf(stderr, "harness: SM_TEST_IO_THREADS=\"%s\" is not a positive integer\n", v);
+        return -1;
+    }
+    return (int)n;
+}
+
 static int write_config(const harness_server *s, const char *extra)
 {
+    int io_threads = harness_io_threads();
+    if (io_threads < 0)
+        return -1;
+    /* Every server a suite starts runs with the chosen count: a server
+     * section of the suite's own that forgot the key would silently run
+     * with the machine's default instead. */
+    if (defines_section(extra, "server") && !strstr(extra, "io_threads")) {
+        fprintf(stderr, "harness: the suite's server section does not set io_threads (use "
+                        "HARNESS_SERVER_BASE or HARNESS_IO_THREADS in it)\n");
+        return -1;
+    }
     sbuf b = {0};
     char line[1024];
     if (!defines_section(extra, "server")) {
         sb_str(&b, "server = { ");
-        sb_expand(&b, HARNESS_SERVER_BASE, s->dir);
+        sb_expand(&b, HARNESS_SERVER_BASE, s->dir, io_threads);
         sb_str(&b, " };\n");
     }
     if (!defines_section(extra, "storage")) {
@@ -322,7 +354,7 @@ static int write_config(const harness_server *s, const char *extra)
     if (!defines_section(extra, "limits"))
         sb_str(&b, "limits = { handshakes_per_address = 100000; };\n");
     if (extra) {
-        sb_expand(&b, extra, s->dir);
+        sb_expand(&b, extra, s->dir, io_threads);
         sb_str(&b, "\n");
     }
     char path[512];

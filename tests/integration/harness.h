@@ -38,14 +38,30 @@ typedef struct harness_server {
 #define HARNESS_TLS_CERT "tls_cert.pem"
 #define HARNESS_TLS_KEY "tls_key.pem"
 
+/* The server.io_threads every server of the suite runs with: the
+ * environment variable SM_TEST_IO_THREADS (ctest runs each integration
+ * suite twice, integration.<suite> with 1 and integration.<suite>.io4 with
+ * 4), 1 when unset. -1, with a message, when it is not a positive
+ * integer (the server refuses one above its range itself). For
+ * configuration files a suite writes without the harness. */
+int harness_io_threads(void);
+
+/* The key inside a server section the harness writes: "@IO_THREADS@" is
+ * replaced by harness_io_threads(). A server section passed to
+ * harness_start() or harness_reload() must set io_threads (this macro, or
+ * HARNESS_SERVER_BASE, which holds it), or they fail. */
+#define HARNESS_IO_THREADS "io_threads = @IO_THREADS@;"
+
 /* Keys of the default server section, for callers that pass their own
  * `server = { ... }` section: "server = { " HARNESS_SERVER_BASE
  * " max_message_bytes = 200000; };". */
-#define HARNESS_SERVER_BASE \
-    "port = 0; bind = \"127.0.0.1\"; key_file = \"@DIR@/server_key.pem\"; key_bits = 2048;"
+#define HARNESS_SERVER_BASE                                                                 \
+    "port = 0; bind = \"127.0.0.1\"; key_file = \"@DIR@/server_key.pem\"; key_bits = 2048; " \
+    HARNESS_IO_THREADS
 
 /* Starts a server. The configuration is written to <dir>/server.conf:
- *   server  { port = 0; bind = "127.0.0.1"; key_file = "<dir>/server_key.pem"; key_bits = 2048; }
+ *   server  { port = 0; bind = "127.0.0.1"; key_file = "<dir>/server_key.pem"; key_bits = 2048;
+ *             io_threads = harness_io_threads(); }
  *   storage { database = "<dir>/server.db"; }
  *   plugins { dir = SM_TEST_PLUGIN_DIR; load = ["testcmds"]; }
  *   log     { level = "info"; }
@@ -55,8 +71,8 @@ typedef struct harness_server {
  * defines (a line starting in column 0 with "name =" or "name:") replaces
  * the default one entirely. In extra_config "@DIR@" is replaced by the
  * temporary directory, "@TEST_PLUGIN_DIR@" by SM_TEST_PLUGIN_DIR,
- * "@PLUGIN_BUILD_DIR@" by SM_PLUGIN_BUILD_DIR and "@SOURCE_DIR@" by
- * SM_SOURCE_DIR, and "@TLS_CERT@" / "@TLS_KEY@" by <dir>/tls_cert.pem and
+ * "@PLUGIN_BUILD_DIR@" by SM_PLUGIN_BUILD_DIR, "@SOURCE_DIR@" by
+ * SM_SOURCE_DIR, "@IO_THREADS@" by harness_io_threads(), and "@TLS_CERT@" / "@TLS_KEY@" by <dir>/tls_cert.pem and
  * <dir>/tls_key.pem: when either appears, the harness first writes a
  * fresh self-signed certificate (EC P-256, for 127.0.0.1, ::1 and
  * localhost, usable as a client's ca_file) and its key (0600) there.

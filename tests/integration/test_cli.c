@@ -1298,7 +1298,7 @@ static int start_own_server(harness_server *s, const char *db, int port)
     if (port)
         snprintf(server, sizeof server,
                  "server = { port = %d; bind = \"127.0.0.1\"; key_file = \"@DIR@/server_key.pem\"; "
-                 "key_bits = 2048; };\n", port);
+                 "key_bits = 2048; " HARNESS_IO_THREADS " };\n", port);
     snprintf(conf, sizeof conf,
              "%sstorage = { database = \"%s/%s\"; };\n"
              "plugins = { dir = \"@PLUGIN_BUILD_DIR@\"; load = [\"auth\", \"heartbeat\", \"rooms\", "

@@ -843,10 +843,11 @@ static int run_with_key_fixture(const char *fixture, char *out, size_t out_len)
     char cmd[4096];
     snprintf(cmd, sizeof cmd,
              "cd '%s' && install -m 600 '%s/tests/fixtures/%s' key.pem"
-             " && printf 'server = { port = 0; bind = \"127.0.0.1\"; key_file = \"%s/key.pem\"; };\n"
+             " && printf 'server = { port = 0; bind = \"127.0.0.1\"; key_file = \"%s/key.pem\";"
+             " io_threads = %d; };\n"
              "storage = { database = \"%s/db\"; };\n' > server.conf"
              " && timeout 20 '%s' -c server.conf 2>&1; echo \"exit $?\"; rm -rf '%s'",
-             dir, SM_SOURCE_DIR, fixture, dir, dir, SM_SERVER_PATH, dir);
+             dir, SM_SOURCE_DIR, fixture, dir, harness_io_threads(), dir, SM_SERVER_PATH, dir);
     FILE *p = popen(cmd, "r");
     if (!p)
         return -1;

@@ -17,7 +17,8 @@
 #include "safemessenger/testhost_suite.h"
 
 #define BIND_SECTION(addr) \
-    "server = { port = 0; bind = \"" addr "\"; key_file = \"@DIR@/server_key.pem\"; key_bits = 2048; };\n"
+    "server = { port = 0; bind = \"" addr "\"; key_file = \"@DIR@/server_key.pem\"; key_bits = 2048; " \
+    HARNESS_IO_THREADS " };\n"
 
 /* Number of LISTEN sockets on `port` in /proc/net/<file>; the local
  * address of the last one (kernel hex form) goes to addr. */
@@ -215,10 +216,10 @@ static int run_alt(const harness_server *s, const char *server_keys, const char 
     if (!f)
         return -1;
     fprintf(f,
-            "server = { key_file = \"%s\"; key_bits = 2048; %s };\n"
+            "server = { key_file = \"%s\"; key_bits = 2048; io_threads = %d; %s };\n"
             "storage = { database = \"%s\"; };\n"
             "plugins = { dir = \"%s\"; load = []; };\n",
-            key, server_keys, db, SM_TEST_PLUGIN_DIR);
+            key, harness_io_threads(), server_keys, db, SM_TEST_PLUGIN_DIR);
     if (fclose(f) != 0)
         return -1;
     char cmd[2048];

@@ -28,7 +28,8 @@
  * X-Forwarded-For must not open /metrics). */
 #define WORKLOAD_CONFIG                                                                      \
     "server = { port = 0; bind = \"0.0.0.0\"; key_file = \"@DIR@/server_key.pem\";"          \
-    " key_bits = 2048; handshake_timeout = 1; trusted_proxies = [\"127.0.0.2\"]; };\n"        \
+    " key_bits = 2048; handshake_timeout = 1; trusted_proxies = [\"127.0.0.2\"]; "          \
+    HARNESS_IO_THREADS " };\n"                                                             \
     "limits = { handshakes_per_address = 3; };\n"                                          \
     "plugins = { dir = \"@PLUGIN_BUILD_DIR@\"; load = [\"auth\", \"messaging\"]; };\n"      \
     "auth = { allow_weak_argon2 = true; argon2_memory_kib = 1024; argon2_passes = 1; };\n"   \

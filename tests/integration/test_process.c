@@ -176,9 +176,10 @@ static void relative_paths_start_at_the_config_directory(void)
     snprintf(port, sizeof port, "%s/port", dir);
     snprintf(log, sizeof log, "%s/server.log", dir);
     snprintf(text, sizeof text,
-             "server = { bind = \"127.0.0.1\"; key_file = \"../state/key.pem\"; };\n"
+             "server = { bind = \"127.0.0.1\"; key_file = \"../state/key.pem\"; io_threads = %d; };\n"
              "storage = { database = \"../state/server.db\"; };\n"
-             "plugins = { dir = \"%s\"; load = [\"testcmds\"]; };\n", SM_TEST_PLUGIN_DIR);
+             "plugins = { dir = \"%s\"; load = [\"testcmds\"]; };\n", harness_io_threads(),
+             SM_TEST_PLUGIN_DIR);
     CU_ASSERT_EQUAL_FATAL(write_text(conf, text), 0);
     pid_t pid = spawn_server_in("/", conf, port, log);
     CU_ASSERT_FATAL(pid > 0);
@@ -212,7 +213,8 @@ static void missing_key_for_a_used_database_is_refused_with_the_remedy(void)
 {
     harness_server s;
     CU_ASSERT_EQUAL_FATAL(harness_start(&s, "server = { port = 0; bind = \"127.0.0.1\"; "
-                                            "key_file = \"@DIR@/keys/own.pem\"; };\n"),
+                                            "key_file = \"@DIR@/keys/own.pem\"; "
+                                            HARNESS_IO_THREADS " };\n"),
                           0);
     char fp[CRYPTO_FINGERPRINT_LEN] = "";
     CU_ASSERT_EQUAL(fingerprint_of(&s, fp, sizeof fp), 0);
@@ -261,7 +263,8 @@ static void server_key_created_0600_and_reused(void)
     harness_server s1, s2;
     /* key_file outside the harness's pre-written key: the server makes it. */
     CU_ASSERT_EQUAL_FATAL(harness_start(&s1, "server = { port = 0; bind = \"127.0.0.1\"; "
-                                             "key_file = \"@DIR@/keys/own.pem\"; };\n"),
+                                             "key_file = \"@DIR@/keys/own.pem\"; "
+                                             HARNESS_IO_THREADS " };\n"),
                           0);
     char path[512];
     harness_path(&s1, "keys/own.pem", path, sizeof path);
@@ -276,8 +279,9 @@ static void server_key_created_0600_and_reused(void)
 
     /* A second server on the same key file reuses it. */
     char extra[1024];
-    snprintf(extra, sizeof extra, "server = { port = 0; bind = \"127.0.0.1\"; key_file = \"%s\"; };\n",
-             path);
+    snprintf(extra, sizeof extra,
+             "server = { port = 0; bind = \"127.0.0.1\"; key_file = \"%s\"; " HARNESS_IO_THREADS
+             " };\n", path);
     CU_ASSERT_EQUAL_FATAL(harness_start(&s2, extra), 0);
     CU_ASSERT_EQUAL(fingerprint_of(&s2, fp2, sizeof fp2), 0);
     CU_ASSERT_STRING_EQUAL(fp1, fp2);

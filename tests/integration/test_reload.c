@@ -1,8 +1,8 @@
 /* SIGHUP reload against the real server (docs/OPERATIONS.md "Reload"):
  * limits take effect on a live session, log.level changes what is logged,
- * a restart-only key (server.port) is refused by name while the server
- * keeps serving on the old port, an invalid file (syntax, unknown key, bad
- * value, bad plugin setting) changes nothing, a plugin removed from
+ * restart-only keys (server.port, server.io_threads) are refused by name
+ * while the server keeps serving on the old port, an invalid file (syntax,
+ * unknown key, bad value, bad plugin setting) changes nothing, a plugin removed from
  * plugins.load answers "unknown action" while sessions stay connected and
  * logged in, and answers again once added back, a plugin's settings change
  * through its reload callback, and a certificate renewed in place is
@@ -128,7 +128,7 @@ static void port_change_is_refused_by_name_and_the_old_port_serves(void)
     char config[512];
     snprintf(config, sizeof config,
              "server = { port = %d; bind = \"127.0.0.1\"; key_file = \"@DIR@/server_key.pem\"; "
-             "key_bits = 2048; };\n" SLOW_LIMITS, other);
+             "key_bits = 2048; " HARNESS_IO_THREADS " };\n" SLOW_LIMITS, other);
     CU_ASSERT_EQUAL(harness_reload(&srv, config), 1);
     char line[128];
     snprintf(line, sizeof line, "server.port: cannot change while running (0 -> %d)", other);
@@ -139,6 +139,32 @@ static void port_change_is_refused_by_name_and_the_old_port_serves(void)
     CU_ASSERT_EQUAL(call_code(d, "echo"), 0);
     sm_client_close(c, 1000);
     sm_client_close(d, 1000);
+    stop();
+}
+
+/* The I/O threads own the connections from start: a reload keeps their
+ * number. The running value is the harness's SM_TEST_IO_THREADS, so this
+ * also shows the suite's server really runs with the count ctest chose. */
+static void io_threads_change_is_refused_by_name(void)
+{
+    start(NULL);
+    sm_client *c = connect_ok();
+    int running = harness_io_threads();
+    CU_ASSERT_FATAL(running >= 1);
+    int other = running == 1 ? 2 : 1;
+    char config[512];
+    snprintf(config, sizeof config,
+             "server = { port = 0; bind = \"127.0.0.1\"; key_file = \"@DIR@/server_key.pem\"; "
+             "key_bits = 2048; io_threads = %d; };\n" SLOW_LIMITS, other);
+    CU_ASSERT_EQUAL(harness_reload(&srv, config), 1);
+    char line[128];
+    snprintf(line, sizeof line, "server.io_threads: cannot change while running (%d -> %d)",
+             running, other);
+    CU_ASSERT_EQUAL(harness_log_count(&srv, line), 1);
+    CU_ASSERT_EQUAL(harness_log_count(&srv, "1 setting(s) kept until restart"), 1);
+    /* The rest of the file took effect; the connection stays. */
+    CU_ASSERT_EQUAL(echoes_passing(c, 4), 2);
+    sm_client_close(c, 1000);
     stop();
 }
 
@@ -320,6 +346,7 @@ int main(void)
         SM_TEST(limits_change_on_a_live_session),
         SM_TEST(log_level_changes_live),
         SM_TEST(port_change_is_refused_by_name_and_the_old_port_serves),
+        SM_TEST(io_threads_change_is_refused_by_name),
         SM_TEST(invalid_files_change_nothing),
         SM_TEST(removed_plugin_answers_unknown_action_and_comes_back),
         SM_TEST(unloading_answers_the_plugins_deferred_commands),

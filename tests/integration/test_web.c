@@ -583,10 +583,10 @@ static int write_conf(const char *conf, const char *web_section)
     if (!f)
         return -1;
     fprintf(f,
-            "server = { port = 0; bind = \"127.0.0.1\"; key_file = \"%s/key.pem\"; };\n"
+            "server = { port = 0; bind = \"127.0.0.1\"; key_file = \"%s/key.pem\"; io_threads = %d; };\n"
             "storage = { database = \"%s/missing.db\"; };\n"
             "plugins = { dir = \"%s\"; load = [\"testcmds\"]; };\n%s\n",
-            fixture, fixture, SM_TEST_PLUGIN_DIR, web_section);
+            fixture, harness_io_threads(), fixture, SM_TEST_PLUGIN_DIR, web_section);
     return fclose(f);
 }
 

@@ -163,6 +163,7 @@ static const char full_conf[] =
     "  max_message_bytes = 131072;\n"
     "  handshake_timeout = 30;\n"
     "  workers = 8;\n"
+    "  io_threads = 3;\n"
     "  allowed_origins = [\"https://a.example\", \"https://b.example\"];\n"
     "  tls = { cert = \"/etc/sm/cert.pem\"; key = \"/etc/sm/key.pem\"; };\n"
     "};\n"
@@ -194,6 +195,7 @@ static void config_reads_every_core_key(void)
     CU_ASSERT_EQUAL(s->max_message_bytes, 131072);
     CU_ASSERT_EQUAL(s->handshake_timeout, 30);
     CU_ASSERT_EQUAL(s->workers, 8);
+    CU_ASSERT_EQUAL(s->io_threads, 3);
     CU_ASSERT_EQUAL_FATAL(s->n_allowed_origins, 2);
     CU_ASSERT_STRING_EQUAL(s->allowed_origins[0], "https://a.example");
     CU_ASSERT_STRING_EQUAL(s->allowed_origins[1], "https://b.example");
@@ -273,6 +275,62 @@ static void config_rejects_other_out_of_range_values(void)
                  "server.trusted_proxies[1] must be an IPv4 or IPv6 address");
     expect_error("log = { format = \"xml\"; };\n", 1,
                  "log.format must be one of \"text\", \"json\"");
+}
+
+/* ---- server.io_threads ------------------------------------------------- */
+
+static void io_threads_outside_1_to_64_is_refused_by_name(void)
+{
+    expect_error("server = {\n  io_threads = 0;\n};\n", 2,
+                 "server.io_threads must be an integer from 1 to 64");
+    expect_error("server = {\n\n  io_threads = 65;\n};\n", 3,
+                 "server.io_threads must be an integer from 1 to 64");
+    expect_error("server = { io_threads = -4; };\n", 1,
+                 "server.io_threads must be an integer from 1 to 64");
+    expect_error("server = { io_threads = 4.0; };\n", 1,
+                 "server.io_threads must be an integer from 1 to 64");
+    expect_error("server = { io_threads = \"4\"; };\n", 1,
+                 "server.io_threads must be an integer from 1 to 64");
+}
+
+static void io_threads_takes_1_and_64(void)
+{
+    static const int ends[] = {1, 64};
+    for (size_t i = 0; i < sizeof ends / sizeof ends[0]; i++) {
+        char text[64];
+        snprintf(text, sizeof text, "server = { io_threads = %d; };\n", ends[i]);
+        config *cfg = NULL;
+        char *log = NULL;
+        CU_ASSERT_EQUAL_FATAL(load_text(text, &cfg, &log), 0);
+        CU_ASSERT_STRING_EQUAL(log, "");
+        free(log);
+        CU_ASSERT_EQUAL(config_server(cfg)->io_threads, ends[i]);
+        config_free(cfg);
+    }
+}
+
+/* One thread per online CPU, between 1 and 8; 1 when sysconf fails. */
+static void io_threads_default_is_online_cpus_from_1_to_8(void)
+{
+    CU_ASSERT_EQUAL(config_default_io_threads(-1), 1);
+    CU_ASSERT_EQUAL(config_default_io_threads(0), 1);
+    CU_ASSERT_EQUAL(config_default_io_threads(1), 1);
+    CU_ASSERT_EQUAL(config_default_io_threads(3), 3);
+    CU_ASSERT_EQUAL(config_default_io_threads(8), 8);
+    CU_ASSERT_EQUAL(config_default_io_threads(9), 8);
+    CU_ASSERT_EQUAL(config_default_io_threads(512), 8);
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    int want = online < 1 ? 1 : online > 8 ? 8 : (int)online;
+    config *cfg = NULL;
+    CU_ASSERT_EQUAL_FATAL(config_load(NULL, &cfg), 0);
+    CU_ASSERT_EQUAL(config_server(cfg)->io_threads, want);
+    config_free(cfg);
+    /* A file without the key keeps the default too. */
+    char *log = NULL;
+    CU_ASSERT_EQUAL_FATAL(load_text("server = { workers = 3; };\n", &cfg, &log), 0);
+    free(log);
+    CU_ASSERT_EQUAL(config_server(cfg)->io_threads, want);
+    config_free(cfg);
 }
 
 static void config_limits_of_issue_10_have_safe_defaults(void)
@@ -835,6 +893,9 @@ static const sm_test_case cases[] = {
     SM_TEST(config_rejects_wrong_type),
     SM_TEST(config_rejects_port_out_of_range),
     SM_TEST(config_rejects_other_out_of_range_values),
+    SM_TEST(io_threads_outside_1_to_64_is_refused_by_name),
+    SM_TEST(io_threads_takes_1_and_64),
+    SM_TEST(io_threads_default_is_online_cpus_from_1_to_8),
     SM_TEST(config_limits_of_issue_10_have_safe_defaults),
     SM_TEST(config_bytes_burst_unset_holds_the_largest_message),
     SM_TEST(config_rejects_bytes_burst_below_max_message_bytes),
