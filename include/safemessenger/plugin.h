@@ -9,8 +9,9 @@
  *
  * Threads: every callback (init, fini, action handlers, core event
  * callbacks, timer callbacks, worker `done` callbacks) runs on one thread,
- * the logic thread (the "loop thread" below; today also the server's one
- * event-loop thread), unless its comment says otherwise, so a plugin needs
+ * the logic thread (the "loop thread" below; the server's sockets have I/O
+ * threads of their own, which never call a plugin), unless its comment
+ * says otherwise, so a plugin needs
  * no lock for its own state. Only a worker job's `work` function runs on a
  * worker thread, and it may call no host service: from any thread but the
  * logic thread every host call except now, metric_add and metric_set is

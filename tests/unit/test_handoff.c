@@ -1,9 +1,8 @@
-/* The hand-off queues between the logic thread and the I/O threads
- * (core/handoff.c) and the logic thread's wait (core/wakeup.c): bounded
- * with counted refusals, one wake-up per batch, nothing lost or reordered
- * per producer under contention, nothing leaked at free. */
+/* The hand-off queues from the logic thread to the I/O threads
+ * (core/handoff.c): bounded with counted refusals, one wake-up per batch,
+ * nothing lost or reordered per producer under contention, nothing leaked
+ * at free. */
 #include "handoff.h"
-#include "wakeup.h"
 #include "safemessenger/plugin.h"
 #include "safemessenger/testhost_suite.h"
 
@@ -157,16 +156,43 @@ static void *produce(void *arg)
     return NULL;
 }
 
-static void wake_logic(void *arg)
+/* The consumer's wait (an I/O thread sleeps in lws until
+ * lws_cancel_service; here a condition variable does that job). */
+typedef struct waiter {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int signalled;
+} waiter;
+
+static void wake_consumer(void *arg)
 {
-    wakeup_signal(arg);
+    waiter *w = arg;
+    pthread_mutex_lock(&w->lock);
+    w->signalled = 1;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* 1 when woken, 0 after about a second without a wake-up. */
+static int wait_consumer(waiter *w)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 1;
+    pthread_mutex_lock(&w->lock);
+    while (!w->signalled && pthread_cond_timedwait(&w->cond, &w->lock, &until) == 0)
+        ;
+    int woken = w->signalled;
+    w->signalled = 0;
+    pthread_mutex_unlock(&w->lock);
+    return woken;
 }
 
 static void handoff_many_producers_deliver_exactly_once_in_order(void)
 {
-    wakeup *w = wakeup_new();
-    CU_ASSERT_PTR_NOT_NULL_FATAL(w);
-    handoff *q = handoff_new(CAPACITY, wake_logic, w);
+    waiter wt = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+    waiter *w = &wt;
+    handoff *q = handoff_new(CAPACITY, wake_consumer, w);
     CU_ASSERT_PTR_NOT_NULL_FATAL(q);
     producer prod[PRODUCERS];
     for (uintptr_t i = 0; i < PRODUCERS; i++) {
@@ -177,10 +203,9 @@ static void handoff_many_producers_deliver_exactly_once_in_order(void)
     size_t received = 0, out_of_order = 0;
     double deadline = mono() + 60.0;
     while (received < (size_t)PRODUCERS * PER_PRODUCER && mono() < deadline) {
-        /* The consumer's loop as the logic thread's will be: sleep until
-         * woken, then take until a take comes back short. */
-        if (wakeup_wait(w, 1.0) < 0)
-            break;
+        /* The consumer's loop as an I/O thread's: sleep until woken (or a
+         * second passed), then take until a take comes back short. */
+        wait_consumer(w);
         void *out[TAKE_MAX];
         size_t n;
         do {
@@ -212,53 +237,8 @@ static void handoff_many_producers_deliver_exactly_once_in_order(void)
     CU_ASSERT(st.wakes >= 1 && st.wakes <= st.pushed);
     CU_ASSERT_EQUAL(st.queued, 0);
     handoff_free(q, NULL);
-    wakeup_free(w);
 }
 
-/* ---- the logic thread's wait ----------------------------------------- */
-
-static void wakeup_signal_before_the_wait_is_not_lost(void)
-{
-    wakeup *w = wakeup_new();
-    CU_ASSERT_PTR_NOT_NULL_FATAL(w);
-    wakeup_signal(w);
-    wakeup_signal(w);
-    CU_ASSERT_EQUAL(wakeup_wait(w, 0), 1);
-    /* Both signals were consumed by the one wait. */
-    CU_ASSERT_EQUAL(wakeup_wait(w, 0), 0);
-    wakeup_free(w);
-}
-
-static void wakeup_wait_times_out(void)
-{
-    wakeup *w = wakeup_new();
-    CU_ASSERT_PTR_NOT_NULL_FATAL(w);
-    double t0 = mono();
-    CU_ASSERT_EQUAL(wakeup_wait(w, 0.05), 0);
-    CU_ASSERT(mono() - t0 >= 0.045);
-    wakeup_free(w);
-}
-
-static void *signal_later(void *arg)
-{
-    struct timespec ts = {0, 50 * 1000000L};
-    nanosleep(&ts, NULL);
-    wakeup_signal(arg);
-    return NULL;
-}
-
-static void wakeup_signal_from_another_thread_wakes_the_waiter(void)
-{
-    wakeup *w = wakeup_new();
-    CU_ASSERT_PTR_NOT_NULL_FATAL(w);
-    pthread_t t;
-    CU_ASSERT_EQUAL_FATAL(pthread_create(&t, NULL, signal_later, w), 0);
-    double t0 = mono();
-    CU_ASSERT_EQUAL(wakeup_wait(w, 30.0), 1);
-    CU_ASSERT(mono() - t0 < 29.0);
-    pthread_join(t, NULL);
-    wakeup_free(w);
-}
 
 int main(void)
 {
@@ -268,9 +248,6 @@ int main(void)
         SM_TEST(handoff_wakes_once_per_batch),
         SM_TEST(handoff_free_hands_queued_items_to_drop),
         SM_TEST(handoff_many_producers_deliver_exactly_once_in_order),
-        SM_TEST(wakeup_signal_before_the_wait_is_not_lost),
-        SM_TEST(wakeup_wait_times_out),
-        SM_TEST(wakeup_signal_from_another_thread_wakes_the_waiter),
         SM_TEST_END,
     };
     return sm_test_run("handoff", tests, NULL, NULL);
