@@ -24,6 +24,33 @@ static char *dup_str(const char *s)
     return d;
 }
 
+/* ---- safemessenger_sessions{state}: counted as the categories change,
+ * so a scrape on any thread reads counts and walks no sessions ---------- */
+
+static int metric_category(const session *s)
+{
+    switch (s->state) {
+    case SESSION_HANDSHAKE:
+        return SERVER_METRICS_SESSION_HANDSHAKE;
+    case SESSION_KEY_PENDING:
+        return SERVER_METRICS_SESSION_KEY_PENDING;
+    case SESSION_CLOSING:
+        return SERVER_METRICS_SESSION_CLOSING; /* even when logged in */
+    case SESSION_OPEN:
+        break;
+    }
+    return s->username ? SERVER_METRICS_SESSION_LOGGED_IN : SERVER_METRICS_SESSION_OPEN;
+}
+
+/* Moves the session's count to `to` (a category, or NONE when it goes). */
+static void metric_move(session *s, int to)
+{
+    server_metrics_session_state(s->metric_state, to);
+    s->metric_state = to;
+}
+
+/* ------------------------------------------------------------------------ */
+
 session *session_new(void *io, const char *address)
 {
     session *s = calloc(1, sizeof *s);
@@ -42,6 +69,8 @@ session *session_new(void *io, const char *address)
     }
     g_core.n_sessions++;
     server_metrics_connection();
+    s->metric_state = SERVER_METRICS_SESSION_NONE;
+    metric_move(s, metric_category(s));
     return s;
 }
 
@@ -49,6 +78,7 @@ void session_set_key_pending(session *s)
 {
     if (s->state == SESSION_HANDSHAKE)
         s->state = SESSION_KEY_PENDING;
+    metric_move(s, metric_category(s));
 }
 
 void session_set_open(session *s)
@@ -57,9 +87,14 @@ void session_set_open(session *s)
         return;
     s->has_keys = 1;
     s->state = SESSION_OPEN;
+    metric_move(s, metric_category(s));
 }
 
-void session_set_closing(session *s) { s->state = SESSION_CLOSING; }
+void session_set_closing(session *s)
+{
+    s->state = SESSION_CLOSING;
+    metric_move(s, metric_category(s));
+}
 
 session *session_find(sm_session_id id)
 {
@@ -152,6 +187,7 @@ int session_logout(session *s)
     free(s->username);
     s->username = NULL;
     s->user_id = 0;
+    metric_move(s, metric_category(s));
     return SM_OK;
 }
 
@@ -193,6 +229,7 @@ int session_login(session *s, const char *username, int64_t user_id)
         return SM_ENOMEM;
     }
     s->user_id = user_id;
+    metric_move(s, metric_category(s));
     if (s->login_timer) {
         timers_stop(g_core.timers, s->login_timer);
         s->login_timer = NULL;
@@ -222,6 +259,7 @@ void session_destroy(session *s)
         timers_stop(g_core.timers, s->login_timer);
     hashmap_remove_u64(g_core.sessions, s->id);
     g_core.n_sessions--;
+    metric_move(s, SERVER_METRICS_SESSION_NONE);
     session_io_free(s);
     for (size_t i = 0; i < s->n_attrs; i++) {
         free(s->attrs[i].key);

@@ -92,6 +92,9 @@ typedef struct session {
     double connected_at;             /* wall clock at accept (admin sessions list) */
     int close_code;
     char close_reason[64];           /* sent in the close frame (<= 123 bytes allowed) */
+    /* The SERVER_METRICS_SESSION_* category the session is counted in
+     * (session.c moves it as state and login change). */
+    int metric_state;
 } session;
 
 /* The logged-in sessions of one user. */
