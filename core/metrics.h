@@ -5,9 +5,8 @@
  * every function is safe from any thread, rendering included while
  * others update, register families or add series (only metrics_new and
  * metrics_free must not overlap another call). A family and a series,
- * once made, live as long as the registry. The
- * server's own families are in server_metrics.c, the HTTP answer in
- * metrics_http.c. */
+ * once made, live as long as the registry. The server's own families are
+ * in server_metrics.c, the HTTP answer in metrics_http.c. */
 #ifndef SM_CORE_METRICS_H
 #define SM_CORE_METRICS_H
 

@@ -215,6 +215,26 @@ static void fields_are_an_object_in_json_and_key_value_in_text(void)
     free(out);
 }
 
+static void emit_always(void)
+{
+    log_set_format(SM_LOG_FORMAT_TEXT);
+    log_set_level(SM_LOG_ERROR);
+    log_msg(SM_LOG_INFO, "core", "filtered");
+    log_msg_always(SM_LOG_INFO, "core", "reloaded %d", 1);
+    log_set_level(SM_LOG_INFO);
+}
+
+/* A reload's outcome is written at log.level = error, without lowering
+ * the level for other threads' lines meanwhile. */
+static void always_line_passes_whatever_the_level(void)
+{
+    char *out = capture(emit_always);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    CU_ASSERT_EQUAL_FATAL(strlen(out) > 24, 1);
+    CU_ASSERT_STRING_EQUAL(out + 24, " info    [core] reloaded 1\n");
+    free(out);
+}
+
 /* ---- several threads: I/O threads log while a reload changes the level
  * and the format on the logic thread ---------------------------------- */
 
@@ -386,6 +406,7 @@ static const sm_test_case cases[] = {
     SM_TEST(text_format_is_the_default_line),
     SM_TEST(format_names_are_text_and_json_only),
     SM_TEST(escape_never_cuts_inside_an_escape),
+    SM_TEST(always_line_passes_whatever_the_level),
     SM_TEST(lines_stay_whole_while_threads_log_and_the_level_changes),
     SM_TEST_END
 };
