@@ -332,10 +332,14 @@ void handshake_receive(struct session *s, const char *text, size_t len)
     if (!job->nonce)
         goto reject_internal;
     memcpy(job->nonce, in.nonce, nlen + 1);
-    if (workers_queued(g_core.pool, &rsa_owner) >= g_core.sc->handshake_queue)
+    /* Checked and queued under one lock: I/O threads submit at once. */
+    int queued = workers_submit_bounded(g_core.pool, &rsa_owner,
+                                        g_core.sc->handshake_queue,
+                                        job->io_thread >= 0 ? job_work_io : job_work,
+                                        job->io_thread >= 0 ? job_done_io : job_done, job);
+    if (queued == WORKERS_FULL)
         goto reject_overload;
-    if (workers_submit(g_core.pool, &rsa_owner, job->io_thread >= 0 ? job_work_io : job_work,
-                       job->io_thread >= 0 ? job_done_io : job_done, job) != 0)
+    if (queued != 0)
         goto reject_internal;
     s->key_job = job;
     s->key_job_drop = job_drop;

@@ -231,16 +231,6 @@ int metrics_family_is(const metric_family *f, metric_type type, const char *cons
     return 1;
 }
 
-void metrics_family_set_all(metric_family *f, double v)
-{
-    if (!f || f->type != METRIC_GAUGE)
-        return;
-    pthread_mutex_lock(&f->owner->lock);
-    for (size_t i = 0; i < f->n_series; i++)
-        atomic_store_explicit(&f->series[i]->bits, to_bits(v), memory_order_relaxed);
-    pthread_mutex_unlock(&f->owner->lock);
-}
-
 size_t metrics_family_labels(const metric_family *f) { return f->n_labels; }
 
 /* ---- series ------------------------------------------------------------ */
@@ -355,6 +345,17 @@ void metric_set(metric *s, double v)
 {
     if (s && s->family->type != METRIC_HISTOGRAM)
         atomic_store_explicit(&s->bits, to_bits(v), memory_order_relaxed);
+}
+
+void metric_raise(metric *s, double v)
+{
+    if (!s || isnan(v) || s->family->type == METRIC_HISTOGRAM)
+        return;
+    uint64_t old = atomic_load_explicit(&s->bits, memory_order_relaxed);
+    while (from_bits(old) < v &&
+           !atomic_compare_exchange_weak_explicit(&s->bits, &old, to_bits(v),
+                                                  memory_order_relaxed, memory_order_relaxed))
+        ;
 }
 
 void metric_observe(metric *s, double v)

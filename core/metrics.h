@@ -1,9 +1,12 @@
 /* Metrics registry: counters, gauges and histograms with labels, and their
  * rendering in the Prometheus text exposition format (version 0.0.4).
  * Values are atomics, so any thread may update a series; registering
- * families, finding series and rendering take the registry's lock. The
- * server's own families are in server_metrics.c, the HTTP answer in
- * metrics_http.c. */
+ * families, finding series and rendering take the registry's lock. So
+ * every function is safe from any thread, rendering included while
+ * others update, register families or add series (only metrics_new and
+ * metrics_free must not overlap another call). A family and a series,
+ * once made, live as long as the registry. The server's own families are
+ * in server_metrics.c, the HTTP answer in metrics_http.c. */
 #ifndef SM_CORE_METRICS_H
 #define SM_CORE_METRICS_H
 
@@ -47,8 +50,6 @@ size_t metrics_family_labels(const metric_family *f);
 /* 1 when f has this type and exactly these label names (NULL-terminated
  * list, NULL for none). */
 int metrics_family_is(const metric_family *f, metric_type type, const char *const *labels);
-/* Sets every series of a gauge family to v. */
-void metrics_family_set_all(metric_family *f, double v);
 
 /* The series of `f` with these label values (as many as the family has
  * labels; NULL when it has none), created at 0 on first use. NULL when out
@@ -59,9 +60,12 @@ metric *metrics_series1(metric_family *f, const char *value);
 
 /* Counters: add v >= 0 (other values are ignored). Gauges: any v. */
 void metric_add(metric *s, double v);
-/* Gauges; also counters kept elsewhere and copied in at scrape time
- * (process CPU), which must never be set lower. */
+/* Gauges (a counter must never be set lower: metric_raise). */
 void metric_set(metric *s, double v);
+/* Counters kept elsewhere and copied in at scrape time: sets v only
+ * when it is above the current value, so that two scrapes at once, each
+ * with its own reading, never move the counter back. */
+void metric_raise(metric *s, double v);
 /* Histograms only. */
 void metric_observe(metric *s, double v);
 /* The value of a counter or gauge, or a histogram's count. */

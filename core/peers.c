@@ -1,5 +1,6 @@
 #include "peers.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,7 +16,11 @@ typedef struct peer {
     int logged;
 } peer;
 
+/* One lock for the table: every I/O thread admits, counts and takes
+ * handshakes, the logic thread sweeps and reloads the bounds. Each call is
+ * a few hash lookups, so a per-address lock would buy nothing. */
 struct peers {
+    pthread_mutex_t lock;
     hashmap *map; /* address -> peer * */
     size_t max_entries;
     size_t max_sessions;
@@ -28,7 +33,14 @@ peers *peers_new(size_t max_entries, int max_sessions_per_address, int handshake
     if (max_entries == 0 || max_sessions_per_address < 1 || handshakes_per_minute < 1)
         return NULL;
     peers *p = calloc(1, sizeof *p);
-    if (!p || !(p->map = hashmap_new())) {
+    if (!p)
+        return NULL;
+    if (pthread_mutex_init(&p->lock, NULL) != 0) {
+        free(p);
+        return NULL;
+    }
+    if (!(p->map = hashmap_new())) {
+        pthread_mutex_destroy(&p->lock);
         free(p);
         return NULL;
     }
@@ -44,10 +56,12 @@ void peers_set_limits(peers *p, size_t max_entries, int max_sessions_per_address
 {
     if (!p || max_entries == 0 || max_sessions_per_address < 1 || handshakes_per_minute < 1)
         return;
+    pthread_mutex_lock(&p->lock);
     p->max_entries = max_entries;
     p->max_sessions = (size_t)max_sessions_per_address;
     p->hs_burst = handshakes_per_minute;
     p->hs_rate = handshakes_per_minute / 60.0;
+    pthread_mutex_unlock(&p->lock);
 }
 
 void peers_free(peers *p)
@@ -55,6 +69,7 @@ void peers_free(peers *p)
     if (!p)
         return;
     hashmap_free(p->map, free);
+    pthread_mutex_destroy(&p->lock);
     free(p);
 }
 
@@ -88,11 +103,13 @@ static size_t refusal(peer *e, double now)
 int peers_admit(peers *p, const char *addr, double now, size_t *log_refused)
 {
     *log_refused = 0;
+    pthread_mutex_lock(&p->lock);
     peer *e = find(p, addr);
-    if (!e || e->sessions < p->max_sessions)
-        return 1;
-    *log_refused = refusal(e, now);
-    return 0;
+    int admitted = !e || e->sessions < p->max_sessions;
+    if (!admitted)
+        *log_refused = refusal(e, now);
+    pthread_mutex_unlock(&p->lock);
+    return admitted;
 }
 
 /* Makes room for one entry by forgetting addresses without sessions,
@@ -133,44 +150,61 @@ static peer *find_or_add(peers *p, const char *addr, double now)
 
 int peers_session_opened(peers *p, const char *addr, double now)
 {
+    int rc = 0;
+    pthread_mutex_lock(&p->lock);
     peer *e = find_or_add(p, addr, now);
-    if (!e)
-        return -1;
-    e->sessions++;
-    return 0;
+    if (!e) {
+        rc = -1;
+    } else if (e->sessions >= p->max_sessions) {
+        /* Another thread's connection from addr was counted since
+         * peers_admit said yes. Reported with the address's next logged
+         * refusal: this caller has no log line to give. */
+        e->refused++;
+        rc = 1;
+    } else {
+        e->sessions++;
+    }
+    pthread_mutex_unlock(&p->lock);
+    return rc;
 }
 
 void peers_session_closed(peers *p, const char *addr, double now)
 {
+    pthread_mutex_lock(&p->lock);
     peer *e = find(p, addr);
-    if (!e || e->sessions == 0)
-        return;
-    e->sessions--;
-    if (quiet(p, e, now)) {
-        hashmap_remove(p->map, addr, strlen(addr));
-        free(e);
+    if (e && e->sessions > 0) {
+        e->sessions--;
+        if (quiet(p, e, now)) {
+            hashmap_remove(p->map, addr, strlen(addr));
+            free(e);
+        }
     }
+    pthread_mutex_unlock(&p->lock);
 }
 
 int peers_handshake_take(peers *p, const char *addr, double now, double *retry_after,
                          size_t *log_refused)
 {
     *log_refused = 0;
+    int taken = 0;
+    pthread_mutex_lock(&p->lock);
     peer *e = find_or_add(p, addr, now);
     if (!e) {
         /* No room to remember it: refuse rather than give an unmetered
          * handshake. */
         *retry_after = bucket_retry_after(1.0 / p->hs_rate);
-        return 0;
+    } else {
+        double wait = bucket_wait(&e->handshakes, p->hs_rate, p->hs_burst, 1.0, now);
+        if (wait == 0) {
+            bucket_take(&e->handshakes, 1.0);
+            taken = 1;
+        } else {
+            *retry_after = bucket_retry_after(wait);
+            *log_refused = refusal(e, now);
+        }
     }
-    double wait = bucket_wait(&e->handshakes, p->hs_rate, p->hs_burst, 1.0, now);
-    if (wait == 0) {
-        bucket_take(&e->handshakes, 1.0);
-        return 1;
-    }
-    *retry_after = bucket_retry_after(wait);
-    *log_refused = refusal(e, now);
-    return 0;
+    pthread_mutex_unlock(&p->lock);
+    return taken;
 }
 
 size_t peers_sweep(peers *p, double now)
@@ -180,6 +214,7 @@ size_t peers_sweep(peers *p, double now)
     const void *key;
     size_t key_len;
     void *value;
+    pthread_mutex_lock(&p->lock);
     hashmap_iter_init(p->map, &it);
     while (hashmap_iter_next(&it, &key, &key_len, &value)) {
         if (quiet(p, value, now)) {
@@ -188,13 +223,25 @@ size_t peers_sweep(peers *p, double now)
             n++;
         }
     }
+    pthread_mutex_unlock(&p->lock);
     return n;
 }
 
-size_t peers_count(const peers *p) { return hashmap_count(p->map); }
+size_t peers_count(const peers *p)
+{
+    peers *mp = (peers *)p; /* the lock is the only mutable part of a const table */
+    pthread_mutex_lock(&mp->lock);
+    size_t n = hashmap_count(p->map);
+    pthread_mutex_unlock(&mp->lock);
+    return n;
+}
 
 size_t peers_sessions(const peers *p, const char *addr)
 {
+    peers *mp = (peers *)p; /* as in peers_count */
+    pthread_mutex_lock(&mp->lock);
     peer *e = find(p, addr);
-    return e ? e->sessions : 0;
+    size_t n = e ? e->sessions : 0;
+    pthread_mutex_unlock(&mp->lock);
+    return n;
 }

@@ -5,7 +5,12 @@
  * address per minute, not one per connection). An entry lives while its
  * address has sessions or recent events; the table never holds more than
  * its bound. Times are monotonic seconds given by the caller, so tests
- * drive the module with a fake clock. */
+ * drive the module with a fake clock.
+ *
+ * Every function is safe from any thread (the table has its own lock):
+ * each I/O thread admits, counts and takes handshakes for its
+ * connections while the logic thread sweeps and applies a reload. Only
+ * peers_new and peers_free must not overlap another call. */
 #ifndef SM_CORE_PEERS_H
 #define SM_CORE_PEERS_H
 
@@ -33,8 +38,12 @@ void peers_set_limits(peers *p, size_t max_entries, int max_sessions_per_address
  * PEERS_LOG_INTERVAL ago. */
 int peers_admit(peers *p, const char *addr, double now, size_t *log_refused);
 
-/* Counts an opened session of addr. 0, or -1 when out of memory or when
- * the table is full of addresses that all hold sessions. */
+/* Counts an opened session of addr. 0; 1 when addr already holds
+ * max_sessions_per_address sessions (a connection on another thread was
+ * counted since peers_admit said yes: admit is the cheap early answer,
+ * this is the one that holds; the refusal is reported in the address's
+ * next peers_admit or peers_handshake_take log count); -1 when out of
+ * memory or when the table is full of addresses that all hold sessions. */
 int peers_session_opened(peers *p, const char *addr, double now);
 /* Uncounts it; a quiet address is forgotten at once. */
 void peers_session_closed(peers *p, const char *addr, double now);

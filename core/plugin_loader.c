@@ -10,6 +10,7 @@
 #include "dispatch.h"
 #include "host_api.h"
 #include "log.h"
+#include "server_metrics.h"
 
 /* As in config.c: a plugin named after a core section could not have its own. */
 static const char *const core_sections[] = {"server", "storage", "plugins", "limits", "log",
@@ -153,6 +154,7 @@ int plugin_load(const char *path, const char *name)
     p->initialised = 1;
     LOG_INFO("plugin %s %s loaded from %s", name, p->desc->version ? p->desc->version : "",
              path);
+    server_metrics_plugin(p->name, p->desc->version, 1);
     return 0;
 fail:
     plugin_free(p);
@@ -244,6 +246,7 @@ void plugin_unload(plugin *p)
             (g_core.n_plugins - at - 1) * sizeof *g_core.plugins);
     g_core.n_plugins--;
     LOG_INFO("plugin %s unloaded", p->name);
+    server_metrics_plugin(p->name, p->desc->version, 0);
     plugin_free(p);
 }
 
@@ -259,6 +262,7 @@ void plugin_unload_all(void)
         /* After fini, which may stop its own timers: the rest go now. */
         if (g_core.timers)
             timers_stop_owner(g_core.timers, p);
+        server_metrics_plugin(p->name, p->desc->version, 0);
         plugin_free(p);
     }
     free(g_core.plugins);

@@ -277,11 +277,9 @@ int core_reload_from(const char *path, int manage_plugins)
     }
     /* The outcome is written whatever the new log.level: the operator
      * asked for the reload and waits for its answer. */
-    if (next->log_level < SM_LOG_INFO)
-        log_set_level(SM_LOG_INFO);
-    LOG_INFO("configuration reloaded from %s (plugins: %zu added, %zu removed, %zu failed to "
-             "load; %zu setting(s) kept until restart)",
-             path, added, removed, failed, fixed);
-    log_set_level(next->log_level);
+    log_msg_always(SM_LOG_INFO, "core",
+                   "configuration reloaded from %s (plugins: %zu added, %zu removed, %zu "
+                   "failed to load; %zu setting(s) kept until restart)",
+                   path, added, removed, failed, fixed);
     return 0;
 }

@@ -1,6 +1,7 @@
 #include "server_metrics.h"
 
 #include <dirent.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -8,8 +9,6 @@
 
 #include "core.h"
 #include "host_api.h"
-#include "plugin_loader.h"
-#include "session.h"
 
 /* Seconds from dispatch to reply: from a table lookup to an Argon2 hash
  * on a busy pool. */
@@ -22,6 +21,12 @@ static const char *const handshake_results[] = {"ok", "failed", "refused", "time
 static const char *const drop_reasons[] = {"queue_full", "send_timeout"};
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Sessions in each state (server_metrics.h's SERVER_METRICS_SESSION_*, the
+ * index into session_states), moved as states change on whichever thread
+ * changes them; a scrape only reads them. */
+static atomic_long session_counts[COUNT(session_states)];
+static atomic_long logged_in;
 
 static struct {
     metric_family *sessions, *connections, *handshakes, *commands, *command_seconds;
@@ -132,39 +137,44 @@ void server_metrics_send_queue_drop(const char *reason)
     metric_add(metrics_series1(fam.drops, reason), 1);
 }
 
+void server_metrics_session_state(int from, int to)
+{
+    if (from == to)
+        return;
+    if (from >= 0 && (size_t)from < COUNT(session_states))
+        atomic_fetch_sub_explicit(&session_counts[from], 1, memory_order_relaxed);
+    if (to >= 0 && (size_t)to < COUNT(session_states))
+        atomic_fetch_add_explicit(&session_counts[to], 1, memory_order_relaxed);
+}
+
+void server_metrics_logged_in(int delta)
+{
+    atomic_fetch_add_explicit(&logged_in, delta, memory_order_relaxed);
+}
+
+void server_metrics_plugin(const char *name, const char *version, int loaded)
+{
+    const char *values[2] = {name, version ? version : ""};
+    metric_set(metrics_series(fam.plugin_info, values), loaded ? 1 : 0);
+}
+
 /* ---- scrape time ------------------------------------------------------- */
 
 static void collect_sessions(void)
 {
-    double counts[COUNT(session_states)] = {0};
-    hashmap_iter it;
-    void *value;
-    if (g_core.sessions) {
-        hashmap_iter_init(g_core.sessions, &it);
-        while (hashmap_iter_next(&it, NULL, NULL, &value)) {
-            const session *s = value;
-            size_t i = s->state == SESSION_HANDSHAKE     ? 0
-                       : s->state == SESSION_KEY_PENDING ? 1
-                       : s->state == SESSION_CLOSING     ? 4
-                       : s->username                     ? 3
-                                                         : 2;
-            counts[i]++;
-        }
-    }
+    long counts[COUNT(session_states)];
     for (size_t i = 0; i < COUNT(session_states); i++)
-        metric_set(metrics_series1(fam.sessions, session_states[i]), counts[i]);
-}
-
-/* A plugin unloaded by a reload keeps its series, at 0. */
-static void collect_plugins(void)
-{
-    metrics_family_set_all(fam.plugin_info, 0);
-    for (size_t i = 0; i < g_core.n_plugins; i++) {
-        const plugin *p = g_core.plugins[i];
-        const char *version = p->desc && p->desc->version ? p->desc->version : "";
-        const char *values[2] = {p->name, version};
-        metric_set(metrics_series(fam.plugin_info, values), 1);
-    }
+        counts[i] = atomic_load_explicit(&session_counts[i], memory_order_relaxed);
+    long logged = atomic_load_explicit(&logged_in, memory_order_relaxed);
+    long open = counts[SERVER_METRICS_SESSION_OPEN];
+    if (logged > open)
+        logged = open;
+    if (logged < 0)
+        logged = 0;
+    counts[SERVER_METRICS_SESSION_LOGGED_IN] = logged;
+    counts[SERVER_METRICS_SESSION_OPEN] = open - logged;
+    for (size_t i = 0; i < COUNT(session_states); i++)
+        metric_set(metrics_series1(fam.sessions, session_states[i]), (double)counts[i]);
 }
 
 static size_t count_open_fds(void)
@@ -186,7 +196,9 @@ static void collect_process(void)
     if (getrusage(RUSAGE_SELF, &ru) == 0) {
         double cpu = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
                      (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-        metric_set(metrics_series(fam.cpu, NULL), cpu);
+        /* Raised, never set: two scrapes at once (two I/O threads) may
+         * finish out of order, and a counter must not go back. */
+        metric_raise(metrics_series(fam.cpu, NULL), cpu);
     }
     /* statm: sizes in pages, total then resident. */
     FILE *f = fopen("/proc/self/statm", "r");
@@ -207,8 +219,7 @@ void server_metrics_collect(void)
     if (!fam.sessions)
         return;
     collect_sessions();
-    collect_plugins();
     metric_set(metrics_series(fam.worker_queue, NULL), (double)workers_waiting(g_core.pool));
-    metric_set(metrics_series(fam.refused_calls, NULL), (double)host_api_off_thread_calls());
+    metric_raise(metrics_series(fam.refused_calls, NULL), (double)host_api_off_thread_calls());
     collect_process();
 }

@@ -2,7 +2,12 @@
  * families in g_core.metrics, counted where the events happen, and the
  * gauges read at scrape time. Every function is safe before
  * server_metrics_init and after the registry is gone (it counts nothing
- * then), so unit tests that start no core need not set it up. */
+ * then), so unit tests that start no core need not set it up.
+ *
+ * Threads: every function but init and reset is safe from any thread
+ * (the I/O threads count handshakes and deliveries and answer /metrics;
+ * the logic thread counts commands and moves plugins and sessions). init
+ * runs before those threads start and reset after they stopped. */
 #ifndef SM_CORE_SERVER_METRICS_H
 #define SM_CORE_SERVER_METRICS_H
 
@@ -27,8 +32,38 @@ void server_metrics_delivery(void);
  * "send_timeout". */
 void server_metrics_send_queue_drop(const char *reason);
 
+/* The categories of safemessenger_sessions{state}: a session in
+ * SESSION_HANDSHAKE, SESSION_KEY_PENDING or SESSION_CLOSING is in that
+ * one (closing even when logged in); SESSION_OPEN is logged_in with a
+ * username and open without. NONE: not a session (created, destroyed).
+ * The state is the I/O side's and the login the logic side's, on
+ * different threads: the I/O side moves sessions between the states (with
+ * OPEN for every open session) and the logic side counts logins apart
+ * (server_metrics_logged_in); a scrape shows min(logins, OPEN) as
+ * logged_in and the rest of OPEN as open, exact whenever no session is
+ * between closing on its I/O thread and its end on the logic thread. */
+#define SERVER_METRICS_SESSION_NONE (-1)
+#define SERVER_METRICS_SESSION_HANDSHAKE 0
+#define SERVER_METRICS_SESSION_KEY_PENDING 1
+#define SERVER_METRICS_SESSION_OPEN 2
+#define SERVER_METRICS_SESSION_LOGGED_IN 3
+#define SERVER_METRICS_SESSION_CLOSING 4
+/* A session moved from one category to another (session.c, as it
+ * changes them): the counts a scrape reads, kept as they change rather
+ * than found by walking the logic thread's sessions. */
+void server_metrics_session_state(int from, int to);
+/* A session logged in (+1) or out, or went while logged in (-1). */
+void server_metrics_logged_in(int delta);
+
+/* A plugin was loaded (loaded 1) or unloaded (0): its
+ * safemessenger_plugin_info series is 1 while it is loaded; one unloaded
+ * by a reload keeps its series, at 0. Logic thread (the plugin loader). */
+void server_metrics_plugin(const char *name, const char *version, int loaded);
+
 /* Sets the scrape-time gauges: sessions by state, worker queue depth,
- * plugin info, process CPU and memory. Loop thread. */
+ * process CPU and memory. Any thread, several at once (/metrics is
+ * answered on the I/O thread of its connection): it reads only atomics,
+ * the worker pool under its lock and the process's own counters. */
 void server_metrics_collect(void);
 
 #endif

@@ -26,6 +26,44 @@ static char *dup_str(const char *s)
     return d;
 }
 
+/* ---- safemessenger_sessions{state}: counted as the categories change,
+ * so a scrape on any thread reads counts and walks no sessions ---------- */
+
+/* A session's category as its I/O side sees it (state only: with I/O
+ * threads, login is the logic side's, counted apart by metric_login). */
+static int metric_category(const session *s)
+{
+    switch (s->state) {
+    case SESSION_HANDSHAKE:
+        return SERVER_METRICS_SESSION_HANDSHAKE;
+    case SESSION_KEY_PENDING:
+        return SERVER_METRICS_SESSION_KEY_PENDING;
+    case SESSION_CLOSING:
+        return SERVER_METRICS_SESSION_CLOSING;
+    case SESSION_OPEN:
+        break;
+    }
+    return SERVER_METRICS_SESSION_OPEN;
+}
+
+/* The logic side's part: logged in or not. */
+static void metric_login(session *s, int logged)
+{
+    if (s->metric_logged == logged)
+        return;
+    s->metric_logged = logged;
+    server_metrics_logged_in(logged ? 1 : -1);
+}
+
+/* Moves the session's count to `to` (a category, or NONE when it goes). */
+static void metric_move(session *s, int to)
+{
+    server_metrics_session_state(s->metric_state, to);
+    s->metric_state = to;
+}
+
+/* ------------------------------------------------------------------------ */
+
 session *session_new(void *io, const char *address)
 {
     session *s = calloc(1, sizeof *s);
@@ -49,6 +87,8 @@ session *session_new(void *io, const char *address)
     }
     atomic_fetch_add(&g_core.n_sessions, 1);
     server_metrics_connection();
+    s->metric_state = SERVER_METRICS_SESSION_NONE;
+    metric_move(s, metric_category(s));
     return s;
 }
 
@@ -61,6 +101,7 @@ void session_set_key_pending(session *s)
 {
     if (s->state == SESSION_HANDSHAKE)
         s->state = SESSION_KEY_PENDING;
+    metric_move(s, metric_category(s));
 }
 
 void session_set_open(session *s)
@@ -69,9 +110,14 @@ void session_set_open(session *s)
         return;
     s->has_keys = 1;
     s->state = SESSION_OPEN;
+    metric_move(s, metric_category(s));
 }
 
-void session_set_closing(session *s) { s->state = SESSION_CLOSING; }
+void session_set_closing(session *s)
+{
+    s->state = SESSION_CLOSING;
+    metric_move(s, metric_category(s));
+}
 
 int session_usable(const session *s)
 {
@@ -172,6 +218,7 @@ int session_logout(session *s)
     free(s->username);
     s->username = NULL;
     s->user_id = 0;
+    metric_login(s, 0);
     return SM_OK;
 }
 
@@ -217,6 +264,7 @@ int session_login(session *s, const char *username, int64_t user_id)
         return SM_ENOMEM;
     }
     s->user_id = user_id;
+    metric_login(s, 1);
     if (s->login_timer) {
         timers_stop(g_core.timers, s->login_timer);
         s->login_timer = NULL;
@@ -231,6 +279,9 @@ int session_login(session *s, const char *username, int64_t user_id)
 static void session_free(session *s)
 {
     atomic_fetch_sub(&g_core.n_sessions, 1);
+    metric_move(s, SERVER_METRICS_SESSION_NONE);
+    if (s->metric_logged)
+        server_metrics_logged_in(-1);
     session_io_free(s);
     for (size_t i = 0; i < s->n_attrs; i++) {
         free(s->attrs[i].key);

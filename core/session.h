@@ -117,6 +117,10 @@ typedef struct session {
     double connected_mono;           /* monotonic clock at accept (the login deadline) */
     int close_code;
     char close_reason[64];           /* sent in the close frame (<= 123 bytes allowed) */
+    /* The SERVER_METRICS_SESSION_* category the session is counted in
+     * (session.c moves it as state and login change). */
+    int metric_state;                /* I/O side: its safemessenger_sessions category */
+    int metric_logged;               /* logic side: counted as logged in */
 } session;
 
 /* The logged-in sessions of one user. */

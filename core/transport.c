@@ -506,10 +506,13 @@ static int on_established(struct lws *wsi, pss *p)
 {
     char buf[LISTENER_ADDRESS_LEN];
     const char *addr = client_address(wsi, buf, sizeof buf);
-    if (g_core.peers && peers_session_opened(g_core.peers, addr, core_mono_now()) != 0) {
+    int counted = g_core.peers ? peers_session_opened(g_core.peers, addr, core_mono_now()) : 0;
+    if (counted < 0)
         LOG_WARN("refused a connection from %s: out of memory for its address", addr);
+    /* counted == 1: another I/O thread's connection from the same address
+     * took the last place since admit_connection; peers logs it. */
+    if (counted != 0)
         return -1;
-    }
     session *s = session_new(wsi, addr);
     if (s && io_threads_add(s) != SM_OK) {
         session_discard(s);

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -272,8 +273,11 @@ static struct owner_queue *owner_queue(workers *w, const void *owner)
     return q;
 }
 
-int workers_submit(workers *w, const void *owner, sm_work_fn work, sm_work_done_fn done,
-                   void *arg)
+/* Queues the job unless owner already has max_queued waiting: the bound
+ * is checked under the same lock that queues, so submitters on several
+ * threads cannot pass it together. */
+static int submit(workers *w, const void *owner, size_t max_queued, sm_work_fn work,
+                  sm_work_done_fn done, void *arg)
 {
     if (!w || !work)
         return -1;
@@ -286,10 +290,11 @@ int workers_submit(workers *w, const void *owner, sm_work_fn work, sm_work_done_
     job->arg = arg;
     pthread_mutex_lock(&w->lock);
     struct owner_queue *q = w->stopping ? NULL : owner_queue(w, owner);
-    if (!q) {
+    int rc = !q ? -1 : q->queued >= max_queued ? WORKERS_FULL : 0;
+    if (rc != 0) {
         pthread_mutex_unlock(&w->lock);
         free(job);
-        return -1;
+        return rc;
     }
     list_push(&q->jobs, job);
     q->queued++;
@@ -297,6 +302,18 @@ int workers_submit(workers *w, const void *owner, sm_work_fn work, sm_work_done_
     pthread_cond_signal(&w->has_work);
     pthread_mutex_unlock(&w->lock);
     return 0;
+}
+
+int workers_submit(workers *w, const void *owner, sm_work_fn work, sm_work_done_fn done,
+                   void *arg)
+{
+    return submit(w, owner, SIZE_MAX, work, done, arg);
+}
+
+int workers_submit_bounded(workers *w, const void *owner, size_t max_queued, sm_work_fn work,
+                           sm_work_done_fn done, void *arg)
+{
+    return submit(w, owner, max_queued, work, done, arg);
 }
 
 /* A linear walk of the owner's queue: the only canceller, the handshake,
@@ -401,8 +418,9 @@ void workers_drain_owner(workers *w, const void *owner)
                 pthread_cond_broadcast(&w->idle);
         }
         /* The owner's running jobs run its code: wait for them, whatever
-         * the other owners do. The index, not q: no submit can grow the
-         * array meanwhile (submits come from this thread), but stay safe. */
+         * the other owners do. Found again after each wait, never q: a
+         * submit on another thread (an I/O thread's handshake) may grow
+         * the array meanwhile. */
         while ((q = find_owner(w, owner)) && q->running > 0)
             pthread_cond_wait(&w->finished, &w->lock);
         pthread_mutex_unlock(&w->lock);

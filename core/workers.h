@@ -1,7 +1,16 @@
 /* The worker pool: a fixed set of threads running blocking jobs (RSA
  * private-key operations, password hashing) off the event loop. A job's
  * `work` runs on a worker thread; its `done` runs later on the loop thread,
- * from workers_run_completions(), which the loop calls when woken. */
+ * from workers_run_completions(), which the loop calls when woken.
+ *
+ * Threads: submit, submit_bounded, cancel, queued, pending and waiting
+ * take the pool's lock and may be called from any thread at once (I/O
+ * threads queue handshakes while the logic thread queues plugin jobs and
+ * runs completions). Every finished job, whoever submitted it, goes to
+ * the one completed list: its done runs on the thread that calls
+ * workers_run_completions, drain or drain_owner, not necessarily the
+ * submitter's. workers_stop must not overlap any other call (stop the
+ * threads that submit first). */
 #ifndef SM_CORE_WORKERS_H
 #define SM_CORE_WORKERS_H
 
@@ -33,12 +42,25 @@ int workers_start_nice(size_t threads, int nice, void (*wake)(void *wake_arg), v
 int workers_submit(workers *w, const void *owner, sm_work_fn work, sm_work_done_fn done,
                    void *arg);
 
+/* workers_submit_bounded refused the job: owner already has max_queued
+ * jobs queued and not yet started. */
+#define WORKERS_FULL 1
+/* workers_submit, unless owner already has max_queued jobs waiting: 0
+ * queued, WORKERS_FULL refused (nothing queued or called), -1 as
+ * workers_submit. One step under the pool's lock: workers_queued followed
+ * by workers_submit would let submitters on several threads pass the
+ * bound together. */
+int workers_submit_bounded(workers *w, const void *owner, size_t max_queued, sm_work_fn work,
+                           sm_work_done_fn done, void *arg);
+
 /* Removes owner's queued job whose arg is `arg`, if it has not started.
  * Returns 0 when removed: neither work nor done will be called, so arg is
  * the caller's again. Returns -1 when it has started or finished: done
- * will be called as usual. Call it on the loop thread and only before
- * done(arg) has run, so that arg still names this job and not a later
- * one that reuses the memory. */
+ * will be called as usual. Any thread, but only while done(arg) cannot
+ * have run yet, so that arg still names this job and not a later one
+ * that reuses the memory: on the thread that runs completions that is
+ * plain; on another thread the caller must exclude done meanwhile (done
+ * runs on the completions thread, and -1 may be answered while it runs). */
 int workers_cancel(workers *w, const void *owner, const void *arg);
 
 /* Jobs of owner queued and not yet started. */

@@ -1,18 +1,28 @@
 #include "log.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
-static sm_log_level current_level = SM_LOG_INFO;
-static sm_log_format current_format = SM_LOG_FORMAT_TEXT;
+/* Atomics: a reload changes them on the logic thread while I/O and
+ * worker threads log. Relaxed is enough, each is read once a line and
+ * nothing else is published through them. */
+static atomic_int current_level = SM_LOG_INFO;
+static atomic_int current_format = SM_LOG_FORMAT_TEXT;
 
 static const char *const level_names[] = {"error", "warning", "info", "debug"};
 static const char *const format_names[] = {"text", "json"};
 
-void log_set_level(sm_log_level level) { current_level = level; }
+void log_set_level(sm_log_level level)
+{
+    atomic_store_explicit(&current_level, (int)level, memory_order_relaxed);
+}
 
-void log_set_format(sm_log_format format) { current_format = format; }
+void log_set_format(sm_log_format format)
+{
+    atomic_store_explicit(&current_format, (int)format, memory_order_relaxed);
+}
 
 static int name_index(const char *name, const char *const *names, int count)
 {
@@ -155,11 +165,11 @@ static void append_fields(char *out, size_t out_len, size_t *o, const log_field 
     }
 }
 
-void log_vfields(sm_log_level level, const char *who, const log_field *fields, size_t n_fields,
-                 const char *fmt, va_list ap)
+/* Every buffer is on the caller's stack and the line goes out in one
+ * fputs, so threads may log at once. */
+static void write_line(sm_log_level level, const char *who, const log_field *fields,
+                       size_t n_fields, const char *fmt, va_list ap)
 {
-    if (level > current_level)
-        return;
     char msg[1024];
     /* Escaping may grow the message six-fold (control characters). */
     char source[256], message[sizeof msg * 6], extra[2048];
@@ -173,7 +183,7 @@ void log_vfields(sm_log_level level, const char *who, const log_field *fields, s
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
              ts.tv_nsec / 1000000L);
     vsnprintf(msg, sizeof msg, fmt, ap);
-    int json = current_format == SM_LOG_FORMAT_JSON;
+    int json = atomic_load_explicit(&current_format, memory_order_relaxed) == SM_LOG_FORMAT_JSON;
     size_t o = 0;
     extra[0] = '\0';
     if (json) {
@@ -201,9 +211,26 @@ void log_vfields(sm_log_level level, const char *who, const log_field *fields, s
         return;
     if ((size_t)n >= sizeof line)
         line[sizeof line - 2] = '\n';
-    /* One fputs per line so concurrent writers (worker threads) never
-     * interleave within a line. */
+    /* One fputs per line: stdio holds the stream's lock for the call, so
+     * concurrent writers (I/O, worker threads) never interleave within a
+     * line, and glibc writes an unbuffered stream's line in one write(). */
     fputs(line, stderr);
+}
+
+void log_vfields(sm_log_level level, const char *who, const log_field *fields, size_t n_fields,
+                 const char *fmt, va_list ap)
+{
+    if ((int)level > atomic_load_explicit(&current_level, memory_order_relaxed))
+        return;
+    write_line(level, who, fields, n_fields, fmt, ap);
+}
+
+void log_msg_always(sm_log_level level, const char *who, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    write_line(level, who, NULL, 0, fmt, ap);
+    va_end(ap);
 }
 
 void log_vmsg(sm_log_level level, const char *who, const char *fmt, va_list ap)

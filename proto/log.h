@@ -1,5 +1,8 @@
 /* Leveled logging to stderr, one line per call, with a timestamp and the
- * module or plugin name. Never pass secrets (passwords, keys, plaintext). */
+ * module or plugin name. Never pass secrets (passwords, keys, plaintext).
+ * Every function is safe from any thread: a line is written whole in one
+ * call (never interleaved with another thread's), and the level and
+ * format may change (a reload, on the logic thread) while others log. */
 #ifndef SM_CORE_LOG_H
 #define SM_CORE_LOG_H
 
@@ -40,6 +43,10 @@ void log_vfields(sm_log_level level, const char *who, const log_field *fields, s
                  const char *fmt, va_list ap);
 void log_msg(sm_log_level level, const char *who, const char *fmt, ...) SM_PRINTF(3, 4);
 void log_vmsg(sm_log_level level, const char *who, const char *fmt, va_list ap);
+/* A line written whatever log.level is (the answer to an operator's
+ * request, such as a reload's outcome); changing the level around it
+ * instead would let other threads' lines through meanwhile. */
+void log_msg_always(sm_log_level level, const char *who, const char *fmt, ...) SM_PRINTF(3, 4);
 
 #define LOG_ERROR(...) log_msg(SM_LOG_ERROR, "core", __VA_ARGS__)
 #define LOG_WARN(...) log_msg(SM_LOG_WARNING, "core", __VA_ARGS__)

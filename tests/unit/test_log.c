@@ -3,11 +3,15 @@
  * and the fields hold; "text" keeps the historical line, fields appended
  * as key=value. */
 #include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "audit.h"
 #include "log.h"
 #include "safemessenger/testhost_suite.h"
 
@@ -211,6 +215,190 @@ static void fields_are_an_object_in_json_and_key_value_in_text(void)
     free(out);
 }
 
+static void emit_always(void)
+{
+    log_set_format(SM_LOG_FORMAT_TEXT);
+    log_set_level(SM_LOG_ERROR);
+    log_msg(SM_LOG_INFO, "core", "filtered");
+    log_msg_always(SM_LOG_INFO, "core", "reloaded %d", 1);
+    log_set_level(SM_LOG_INFO);
+}
+
+/* A reload's outcome is written at log.level = error, without lowering
+ * the level for other threads' lines meanwhile. */
+static void always_line_passes_whatever_the_level(void)
+{
+    char *out = capture(emit_always);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    CU_ASSERT_EQUAL_FATAL(strlen(out) > 24, 1);
+    CU_ASSERT_STRING_EQUAL(out + 24, " info    [core] reloaded 1\n");
+    free(out);
+}
+
+/* ---- several threads: I/O threads log while a reload changes the level
+ * and the format on the logic thread ---------------------------------- */
+
+#define MT_THREADS 4
+#define MT_LINES 400
+
+static atomic_int mt_stop;
+static atomic_int mt_switches;
+
+/* The message of thread t's line n: lengths vary up to 900 bytes (under
+ * the 1024-byte message cut), the filler letter depends on n, and the
+ * last word closes it, so a piece of another line cannot pass. */
+static void mt_message(int t, int n, char *out, size_t len)
+{
+    int head = snprintf(out, len, "t%d n%d ", t, n);
+    size_t fill = 1 + (size_t)(n * 37) % 900;
+    memset(out + head, 'a' + n % 26, fill);
+    snprintf(out + (size_t)head + fill, len - (size_t)head - fill, " end");
+}
+
+/* Threads 0 and 1 write plain lines, 2 and 3 audit lines (with fields);
+ * every thread writes a debug line after each info one. */
+static void *mt_writer(void *arg)
+{
+    int t = (int)(intptr_t)arg;
+    char msg[1024], user[16], addr[16];
+    snprintf(user, sizeof user, "u%d", t);
+    snprintf(addr, sizeof addr, "10.0.0.%d", t);
+    for (int n = 0; n < MT_LINES; n++) {
+        mt_message(t, n, msg, sizeof msg);
+        if (t < 2)
+            log_msg(SM_LOG_INFO, "core", "%s", msg);
+        else
+            audit_line(msg, user, addr, (uint64_t)n + 1, NULL);
+        log_msg(SM_LOG_DEBUG, "core", "%s", msg);
+    }
+    return NULL;
+}
+
+static void *mt_reloader(void *arg)
+{
+    (void)arg;
+    for (int i = 0; !atomic_load(&mt_stop); i++) {
+        log_set_level(i % 2 ? SM_LOG_DEBUG : SM_LOG_INFO);
+        log_set_format(i % 3 ? SM_LOG_FORMAT_TEXT : SM_LOG_FORMAT_JSON);
+        atomic_fetch_add(&mt_switches, 1);
+    }
+    return NULL;
+}
+
+static void emit_from_threads(void)
+{
+    pthread_t writers[MT_THREADS], reloader;
+    atomic_store(&mt_stop, 0);
+    atomic_store(&mt_switches, 0);
+    if (pthread_create(&reloader, NULL, mt_reloader, NULL) != 0)
+        return;
+    int started = 0;
+    for (; started < MT_THREADS; started++)
+        if (pthread_create(&writers[started], NULL, mt_writer, (void *)(intptr_t)started) != 0)
+            break;
+    for (int t = 0; t < started; t++)
+        pthread_join(writers[t], NULL);
+    atomic_store(&mt_stop, 1);
+    pthread_join(reloader, NULL);
+    log_set_level(SM_LOG_INFO);
+    log_set_format(SM_LOG_FORMAT_TEXT);
+}
+
+/* Checks one line against what its writer wrote; on success sets *t, *n
+ * and *debug. */
+static int mt_check_line(const char *line, int *t, int *n, int *debug)
+{
+    char expect[1024], audit_tail[96], lv[16], src[16];
+    const char *level, *source, *message;
+    json_t *o = NULL, *fields = NULL;
+    int ok = 0;
+    if (line[0] == '{') {
+        json_error_t err;
+        if (!(o = json_loads(line, JSON_REJECT_DUPLICATES, &err)))
+            return 0;
+        level = json_string_value(json_object_get(o, "level"));
+        source = json_string_value(json_object_get(o, "source"));
+        message = json_string_value(json_object_get(o, "message"));
+        fields = json_object_get(o, "fields");
+        if (!level || !source || !message || !json_is_object(fields))
+            goto out;
+    } else {
+        /* "<24-byte time> <level padded to 7> [<source>] <message>" */
+        if (strlen(line) < 36 || sscanf(line + 25, "%15s [%15[^]]]", lv, src) != 2)
+            return 0;
+        level = lv;
+        source = src;
+        message = strstr(line, "] ");
+        if (!message)
+            return 0;
+        message += 2;
+    }
+    if (sscanf(message, "t%d n%d ", t, n) != 2 || *t < 0 || *t >= MT_THREADS || *n < 0 ||
+        *n >= MT_LINES)
+        goto out;
+    *debug = strcmp(level, "debug") == 0;
+    int audit = *t >= 2 && !*debug;
+    if (!*debug && strcmp(level, "info") != 0)
+        goto out;
+    if (strcmp(source, audit ? "audit" : "core") != 0)
+        goto out;
+    mt_message(*t, *n, expect, sizeof expect);
+    if (o && audit) {
+        char user[16], addr[16];
+        snprintf(user, sizeof user, "u%d", *t);
+        snprintf(addr, sizeof addr, "10.0.0.%d", *t);
+        ok = strcmp(message, expect) == 0 &&
+             strcmp(json_string_value(json_object_get(fields, "event")), expect) == 0 &&
+             strcmp(json_string_value(json_object_get(fields, "user")), user) == 0 &&
+             strcmp(json_string_value(json_object_get(fields, "address")), addr) == 0 &&
+             json_integer_value(json_object_get(fields, "session")) == *n + 1;
+    } else if (o) {
+        ok = strcmp(message, expect) == 0 && json_object_size(fields) == 0;
+    } else {
+        audit_tail[0] = '\0';
+        if (audit)
+            snprintf(audit_tail, sizeof audit_tail, " user='u%d' address=10.0.0.%d session=%d",
+                     *t, *t, *n + 1);
+        size_t len = strlen(expect);
+        ok = strncmp(message, expect, len) == 0 && strcmp(message + len, audit_tail) == 0;
+    }
+out:
+    json_decref(o);
+    return ok;
+}
+
+static void lines_stay_whole_while_threads_log_and_the_level_changes(void)
+{
+    char *out = capture(emit_from_threads);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(out);
+    CU_ASSERT(atomic_load(&mt_switches) > 0);
+    static unsigned char seen[MT_THREADS][MT_LINES][2];
+    memset(seen, 0, sizeof seen);
+    int broken = 0, repeated = 0, lines = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        int t, n, debug;
+        lines++;
+        if (!mt_check_line(line, &t, &n, &debug)) {
+            if (broken++ < 3)
+                fprintf(stderr, "broken line: %.200s\n", line);
+            continue;
+        }
+        if (seen[t][n][debug]++)
+            repeated++;
+    }
+    CU_ASSERT_EQUAL(broken, 0);
+    CU_ASSERT_EQUAL(repeated, 0);
+    /* Info lines pass at either level: every one is there. */
+    int info = 0;
+    for (int t = 0; t < MT_THREADS; t++)
+        for (int n = 0; n < MT_LINES; n++)
+            info += seen[t][n][0];
+    CU_ASSERT_EQUAL(info, MT_THREADS * MT_LINES);
+    CU_ASSERT(lines >= MT_THREADS * MT_LINES);
+    free(out);
+}
+
 static const sm_test_case cases[] = {
     SM_TEST(fields_are_an_object_in_json_and_key_value_in_text),
     SM_TEST(json_lines_parse_back_to_the_message_with_escapes),
@@ -218,6 +406,8 @@ static const sm_test_case cases[] = {
     SM_TEST(text_format_is_the_default_line),
     SM_TEST(format_names_are_text_and_json_only),
     SM_TEST(escape_never_cuts_inside_an_escape),
+    SM_TEST(always_line_passes_whatever_the_level),
+    SM_TEST(lines_stay_whole_while_threads_log_and_the_level_changes),
     SM_TEST_END
 };
 

@@ -3,6 +3,8 @@
  * _sum and _count, bounded series, refused names, atomic counts from
  * several threads. */
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -180,6 +182,150 @@ static void counts_from_several_threads_add_up_exactly(void)
     metrics_free(m);
 }
 
+/* A counter copied in from elsewhere never goes back, whatever order two
+ * scrapes' readings arrive in. */
+static void raise_never_lowers_a_counter(void)
+{
+    metrics *m = metrics_new();
+    metric_family *f = metrics_family(m, METRIC_COUNTER, "cpu_total", "", NULL, NULL, 0);
+    metric *s = metrics_series(f, NULL);
+    metric_raise(s, 5);
+    CU_ASSERT_DOUBLE_EQUAL(metric_value(s), 5, 0);
+    metric_raise(s, 3);
+    CU_ASSERT_DOUBLE_EQUAL(metric_value(s), 5, 0);
+    metric_raise(s, 7.5);
+    CU_ASSERT_DOUBLE_EQUAL(metric_value(s), 7.5, 0);
+    metrics_free(m);
+}
+
+/* ---- rendering while other threads update and register -------------- */
+
+#define RENDERERS 2
+#define RENDERS 200
+#define UPDATES 20000
+#define NEW_FAMILIES 64
+
+typedef struct render_run {
+    metrics *m;
+    atomic_int stop;
+    atomic_int bad_pages;
+    atomic_int pages;
+} render_run;
+
+/* A page is whole when every family has its HELP and TYPE before its
+ * samples, and every histogram's _count equals its +Inf bucket. */
+static int page_is_whole(char *page)
+{
+    char family[128] = "";
+    double inf_bucket = -1;
+    char *save = NULL;
+    for (char *line = strtok_r(page, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (strncmp(line, "# HELP ", 7) == 0) {
+            if (sscanf(line + 7, "%127s", family) != 1)
+                return 0;
+            continue;
+        }
+        if (strncmp(line, "# TYPE ", 7) == 0) {
+            if (strncmp(line + 7, family, strlen(family)) != 0)
+                return 0;
+            continue;
+        }
+        if (!*family || strncmp(line, family, strlen(family)) != 0)
+            return 0;
+        const char *value = strrchr(line, ' ');
+        if (!value)
+            return 0;
+        if (strstr(line, "le=\"+Inf\"")) {
+            inf_bucket = strtod(value + 1, NULL);
+        } else if (strstr(line, "_count")) {
+            if (strtod(value + 1, NULL) != inf_bucket)
+                return 0;
+        }
+    }
+    return 1;
+}
+
+static void *renderer(void *arg)
+{
+    render_run *r = arg;
+    for (int i = 0; i < RENDERS; i++) {
+        char *page = NULL;
+        size_t len = 0;
+        if (metrics_render(r->m, &page, &len) != 0 || !page_is_whole(page))
+            atomic_fetch_add(&r->bad_pages, 1);
+        atomic_fetch_add(&r->pages, 1);
+        free(page);
+    }
+    return NULL;
+}
+
+static void *updater(void *arg)
+{
+    render_run *r = arg;
+    metric_family *c = metrics_find(r->m, "busy_total");
+    metric_family *g = metrics_find(r->m, "busy_depth");
+    metric_family *h = metrics_find(r->m, "busy_seconds");
+    for (int i = 0; i < UPDATES; i++) {
+        metric_add(metrics_series1(c, i % 2 ? "a" : "b"), 1);
+        metric_set(metrics_series(g, NULL), i);
+        metric_observe(metrics_series(h, NULL), (i % 10) * 0.1);
+    }
+    return NULL;
+}
+
+static void render_is_whole_while_others_update_and_register(void)
+{
+    static render_run r;
+    r.m = metrics_new();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r.m);
+    atomic_store(&r.bad_pages, 0);
+    atomic_store(&r.pages, 0);
+    static const char *const labels[] = {"k", NULL};
+    static const double buckets[] = {0.25, 0.5, 1};
+    CU_ASSERT_PTR_NOT_NULL_FATAL(metrics_family(r.m, METRIC_COUNTER, "busy_total", "", labels,
+                                                NULL, 0));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(metrics_family(r.m, METRIC_GAUGE, "busy_depth", "", NULL,
+                                                NULL, 0));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(metrics_family(r.m, METRIC_HISTOGRAM, "busy_seconds", "", NULL,
+                                                buckets, 3));
+    pthread_t renderers[RENDERERS], upd;
+    for (int i = 0; i < RENDERERS; i++)
+        CU_ASSERT_EQUAL_FATAL(pthread_create(&renderers[i], NULL, renderer, &r), 0);
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&upd, NULL, updater, &r), 0);
+    /* Families and series registered meanwhile (a plugin loaded by a
+     * reload, new label values). */
+    for (int i = 0; i < NEW_FAMILIES; i++) {
+        char name[32], value[16];
+        snprintf(name, sizeof name, "late_%d", i);
+        metric_family *f = metrics_family(r.m, i % 3 == 2 ? METRIC_HISTOGRAM : METRIC_GAUGE,
+                                          name, "Late.", labels, buckets, 3);
+        CU_ASSERT_PTR_NOT_NULL(f);
+        for (int j = 0; j < 16; j++) {
+            snprintf(value, sizeof value, "v%d", j);
+            if (i % 3 == 2)
+                metric_observe(metrics_series1(f, value), j);
+            else
+                metric_set(metrics_series1(f, value), j);
+        }
+    }
+    pthread_join(upd, NULL);
+    for (int i = 0; i < RENDERERS; i++)
+        pthread_join(renderers[i], NULL);
+    CU_ASSERT_EQUAL(atomic_load(&r.pages), RENDERERS * RENDERS);
+    CU_ASSERT_EQUAL(atomic_load(&r.bad_pages), 0);
+    metric_family *c = metrics_find(r.m, "busy_total");
+    CU_ASSERT_DOUBLE_EQUAL(metric_value(metrics_series1(c, "a")), UPDATES / 2, 0);
+    CU_ASSERT_DOUBLE_EQUAL(metric_value(metrics_series1(c, "b")), UPDATES / 2, 0);
+    CU_ASSERT_DOUBLE_EQUAL(metric_value(metrics_series(metrics_find(r.m, "busy_seconds"), NULL)),
+                           UPDATES, 0);
+    CU_ASSERT_DOUBLE_EQUAL(metric_value(metrics_series1(metrics_find(r.m, "late_63"), "v15")),
+                           15, 0);
+    char *page = render(r.m);
+    CU_ASSERT_TRUE(page_is_whole(page));
+    free(page);
+    metrics_free(r.m);
+}
+
 static const sm_test_case cases[] = {
     SM_TEST(counter_and_gauge_render_with_help_type_and_labels),
     SM_TEST(label_values_and_help_are_escaped),
@@ -188,6 +334,8 @@ static const sm_test_case cases[] = {
     SM_TEST(series_are_bounded_per_family),
     SM_TEST(numbers_print_exactly),
     SM_TEST(counts_from_several_threads_add_up_exactly),
+    SM_TEST(raise_never_lowers_a_counter),
+    SM_TEST(render_is_whole_while_others_update_and_register),
     SM_TEST_END
 };
 

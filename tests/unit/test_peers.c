@@ -4,6 +4,8 @@
 #include "peers.h"
 #include "safemessenger/testhost_suite.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 
 static void sessions_per_address_refuse_beyond_the_limit(void)
@@ -154,6 +156,161 @@ static void table_stays_bounded_by_forgetting_addresses_without_sessions(void)
     peers_free(p);
 }
 
+/* One connection from each address won the cheap early answer before
+ * another thread's was counted: the count is what refuses the second. */
+static void opened_refuses_at_the_limit_even_after_admit_said_yes(void)
+{
+    peers *p = peers_new(16, 1, 60);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    size_t logged;
+    CU_ASSERT_EQUAL(peers_admit(p, "a", 0, &logged), 1);
+    CU_ASSERT_EQUAL(peers_admit(p, "a", 0, &logged), 1);
+    CU_ASSERT_EQUAL(peers_session_opened(p, "a", 0), 0);
+    CU_ASSERT_EQUAL(peers_session_opened(p, "a", 0), 1);
+    CU_ASSERT_EQUAL(peers_sessions(p, "a"), 1);
+    /* The refusal is in the address's next log count. */
+    CU_ASSERT_EQUAL(peers_admit(p, "a", 1, &logged), 0);
+    CU_ASSERT_EQUAL(logged, 2);
+    peers_free(p);
+}
+
+/* ---- several threads: every I/O thread admits, counts and takes
+ * handshakes while the logic thread sweeps and reloads ---------------- */
+
+#define HAMMER_THREADS 4
+#define HAMMER_ADDRESSES 6
+#define HAMMER_ROUNDS 3000
+#define HAMMER_CAP 3
+#define HAMMER_HANDSHAKES 50
+#define HAMMER_HELD 4
+
+typedef struct hammer {
+    peers *p;
+    atomic_int live[HAMMER_ADDRESSES];     /* sessions counted and not yet closed */
+    atomic_int most_live[HAMMER_ADDRESSES];
+    atomic_int handshakes[HAMMER_ADDRESSES];
+    atomic_int log_lines[HAMMER_ADDRESSES];
+    atomic_int opened_errors;
+    atomic_int stop;
+    atomic_int sweeps;
+    atomic_int over_bound;                 /* the sweeper saw more entries than the bound */
+} hammer;
+
+typedef struct hammer_thread {
+    hammer *h;
+    int index;
+} hammer_thread;
+
+static void hammer_address(int i, char *out, size_t len) { snprintf(out, len, "10.0.0.%d", i); }
+
+static void hammer_close(hammer *h, int i)
+{
+    char addr[32];
+    hammer_address(i, addr, sizeof addr);
+    atomic_fetch_sub(&h->live[i], 1);
+    peers_session_closed(h->p, addr, 0);
+}
+
+/* The time stands still at 0: no handshake is paid back, so exactly
+ * HAMMER_HANDSHAKES attempts per address can succeed, and an address's
+ * refusals make one log line at most (its minute never ends). Each thread
+ * stays on one address for 8 rounds and holds up to HAMMER_HELD sessions,
+ * closing its oldest to open another: alone it reaches the cap of every
+ * address, and the others reach for the same ones meanwhile. */
+static void *hammer_io_thread(void *arg)
+{
+    hammer_thread *t = arg;
+    hammer *h = t->h;
+    int held[HAMMER_HELD]; /* a ring, oldest first */
+    size_t n_held = 0, oldest = 0;
+    for (int r = 0; r < HAMMER_ROUNDS; r++) {
+        int i = (t->index + r / 8) % HAMMER_ADDRESSES;
+        char addr[32];
+        hammer_address(i, addr, sizeof addr);
+        size_t logged = 0;
+        double retry = 0;
+        if (peers_handshake_take(h->p, addr, 0, &retry, &logged))
+            atomic_fetch_add(&h->handshakes[i], 1);
+        if (logged)
+            atomic_fetch_add(&h->log_lines[i], 1);
+        if (n_held == HAMMER_HELD) {
+            hammer_close(h, held[oldest]);
+            oldest = (oldest + 1) % HAMMER_HELD;
+            n_held--;
+        }
+        if (!peers_admit(h->p, addr, 0, &logged)) {
+            if (logged)
+                atomic_fetch_add(&h->log_lines[i], 1);
+            continue;
+        }
+        int rc = peers_session_opened(h->p, addr, 0);
+        if (rc < 0)
+            atomic_fetch_add(&h->opened_errors, 1);
+        if (rc != 0)
+            continue;
+        int now_live = atomic_fetch_add(&h->live[i], 1) + 1;
+        int most = atomic_load(&h->most_live[i]);
+        while (now_live > most && !atomic_compare_exchange_weak(&h->most_live[i], &most, now_live))
+            ;
+        held[(oldest + n_held) % HAMMER_HELD] = i;
+        n_held++;
+    }
+    while (n_held > 0) {
+        hammer_close(h, held[oldest]);
+        oldest = (oldest + 1) % HAMMER_HELD;
+        n_held--;
+    }
+    return NULL;
+}
+
+static void *hammer_logic_thread(void *arg)
+{
+    hammer *h = arg;
+    while (!atomic_load(&h->stop)) {
+        peers_sweep(h->p, 0);
+        peers_set_limits(h->p, 64, HAMMER_CAP, HAMMER_HANDSHAKES);
+        if (peers_count(h->p) > 64)
+            atomic_store(&h->over_bound, 1);
+        atomic_fetch_add(&h->sweeps, 1);
+    }
+    return NULL;
+}
+
+static void counts_stay_exact_under_several_threads(void)
+{
+    static hammer h; /* static: its atomics start at 0 */
+    h.p = peers_new(64, HAMMER_CAP, HAMMER_HANDSHAKES);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(h.p);
+    pthread_t io[HAMMER_THREADS], logic;
+    hammer_thread args[HAMMER_THREADS];
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&logic, NULL, hammer_logic_thread, &h), 0);
+    for (int t = 0; t < HAMMER_THREADS; t++) {
+        args[t] = (hammer_thread){&h, t};
+        CU_ASSERT_EQUAL_FATAL(pthread_create(&io[t], NULL, hammer_io_thread, &args[t]), 0);
+    }
+    for (int t = 0; t < HAMMER_THREADS; t++)
+        pthread_join(io[t], NULL);
+    atomic_store(&h.stop, 1);
+    pthread_join(logic, NULL);
+    CU_ASSERT(atomic_load(&h.sweeps) > 0);
+    CU_ASSERT_EQUAL(atomic_load(&h.over_bound), 0);
+    CU_ASSERT_EQUAL(atomic_load(&h.opened_errors), 0);
+    for (int i = 0; i < HAMMER_ADDRESSES; i++) {
+        char addr[32];
+        hammer_address(i, addr, sizeof addr);
+        /* Reached (each thread alone gets there), never passed. */
+        CU_ASSERT_EQUAL(atomic_load(&h.most_live[i]), HAMMER_CAP);
+        CU_ASSERT_EQUAL(atomic_load(&h.live[i]), 0);
+        CU_ASSERT_EQUAL(peers_sessions(h.p, addr), 0);
+        CU_ASSERT_EQUAL(atomic_load(&h.handshakes[i]), HAMMER_HANDSHAKES);
+        CU_ASSERT_EQUAL(atomic_load(&h.log_lines[i]), 1);
+    }
+    /* Every address is quiet once its minute is over. */
+    CU_ASSERT_EQUAL(peers_sweep(h.p, 1000), HAMMER_ADDRESSES);
+    CU_ASSERT_EQUAL(peers_count(h.p), 0);
+    peers_free(h.p);
+}
+
 static const sm_test_case cases[] = {
     SM_TEST(sessions_per_address_refuse_beyond_the_limit),
     SM_TEST(new_limits_apply_to_counts_already_taken),
@@ -161,6 +318,8 @@ static const sm_test_case cases[] = {
     SM_TEST(handshake_budget_refills_over_a_minute),
     SM_TEST(quiet_address_is_forgotten_and_busy_one_kept),
     SM_TEST(table_stays_bounded_by_forgetting_addresses_without_sessions),
+    SM_TEST(opened_refuses_at_the_limit_even_after_admit_said_yes),
+    SM_TEST(counts_stay_exact_under_several_threads),
     SM_TEST_END
 };
 

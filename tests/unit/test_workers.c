@@ -626,6 +626,167 @@ static void workers_run_nice_levels_below_the_starting_thread(void)
     CU_ASSERT_PTR_NULL(w);
 }
 
+/* ---- several submitting threads (I/O threads' handshakes) ---------------- */
+
+#define SUBMITTERS 4
+#define BOUND 10
+#define BOUNDED_TRIES 50
+
+static workers *shared_pool;
+static atomic_int bounded_accepted;
+static atomic_int bounded_full;
+static atomic_int bounded_other;
+
+static void *bounded_submitter(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < BOUNDED_TRIES; i++) {
+        int *job = int_arg(i);
+        if (!job) {
+            atomic_fetch_add(&bounded_other, 1);
+            continue;
+        }
+        int rc = workers_submit_bounded(shared_pool, &owner_a, BOUND, noop_work, free_done, job);
+        if (rc == 0) {
+            atomic_fetch_add(&bounded_accepted, 1);
+        } else {
+            atomic_fetch_add(rc == WORKERS_FULL ? &bounded_full : &bounded_other, 1);
+            free(job); /* refused: still ours */
+        }
+    }
+    return NULL;
+}
+
+/* Issue 11: the handshake's queue bound (limits.handshake_queue), checked
+ * by threads that all submit at once, is never passed. */
+static void bounded_submit_holds_its_bound_across_threads(void)
+{
+    atomic_store(&bounded_accepted, 0);
+    atomic_store(&bounded_full, 0);
+    atomic_store(&bounded_other, 0);
+    CU_ASSERT_EQUAL_FATAL(workers_start(1, NULL, NULL, &shared_pool), 0);
+    hold_only_worker(shared_pool);
+    pthread_t t[SUBMITTERS];
+    for (int i = 0; i < SUBMITTERS; i++)
+        CU_ASSERT_EQUAL_FATAL(pthread_create(&t[i], NULL, bounded_submitter, NULL), 0);
+    for (int i = 0; i < SUBMITTERS; i++)
+        pthread_join(t[i], NULL);
+    CU_ASSERT_EQUAL(atomic_load(&bounded_accepted), BOUND);
+    CU_ASSERT_EQUAL(atomic_load(&bounded_full), SUBMITTERS * BOUNDED_TRIES - BOUND);
+    CU_ASSERT_EQUAL(atomic_load(&bounded_other), 0);
+    CU_ASSERT_EQUAL(workers_queued(shared_pool, &owner_a), BOUND);
+    /* Another owner has its own bound. */
+    CU_ASSERT_EQUAL(workers_submit_bounded(shared_pool, &owner_b, 1, noop_work, NULL, NULL), 0);
+    CU_ASSERT_EQUAL(workers_submit_bounded(shared_pool, &owner_b, 1, noop_work, NULL, NULL),
+                    WORKERS_FULL);
+    atomic_store(&gate_open, 1);
+    workers_drain(shared_pool);
+    CU_ASSERT_EQUAL(workers_queued(shared_pool, &owner_a), 0);
+    CU_ASSERT_EQUAL(workers_submit_bounded(shared_pool, &owner_a, BOUND, noop_work, NULL, NULL),
+                    0);
+    workers_stop(shared_pool);
+}
+
+#define MIXED_JOBS 400
+#define LOGIC_JOBS 2000
+
+/* One job of an I/O thread: never reused, so a cancel can only name it. */
+typedef struct mixed_job {
+    atomic_int work_runs;
+    atomic_int done_runs;
+    atomic_int cancelled;
+    atomic_int done_off_thread;
+} mixed_job;
+
+static mixed_job mixed[SUBMITTERS][MIXED_JOBS];
+static mixed_job logic_jobs[LOGIC_JOBS];
+static atomic_int submit_errors;
+static atomic_int submitters_left;
+static const char owner_rsa = 0, owner_plugin = 0;
+
+static void mixed_work(void *arg)
+{
+    mixed_job *j = arg;
+    atomic_fetch_add(&j->work_runs, 1);
+}
+
+static void mixed_done(void *arg, int cancelled)
+{
+    mixed_job *j = arg;
+    (void)cancelled;
+    if (!pthread_equal(pthread_self(), test_thread))
+        atomic_store(&j->done_off_thread, 1);
+    atomic_fetch_add(&j->done_runs, 1);
+}
+
+/* An I/O thread: queues handshakes, asks the queue's depth, and cancels
+ * every third job at once (its session closed). */
+static void *mixed_submitter(void *arg)
+{
+    mixed_job *jobs = arg;
+    for (int i = 0; i < MIXED_JOBS; i++) {
+        if (workers_submit(shared_pool, &owner_rsa, mixed_work, mixed_done, &jobs[i]) != 0) {
+            atomic_fetch_add(&submit_errors, 1);
+            continue;
+        }
+        (void)workers_queued(shared_pool, &owner_rsa);
+        (void)workers_waiting(shared_pool);
+        if (i % 3 == 0 && workers_cancel(shared_pool, &owner_rsa, &jobs[i]) == 0)
+            atomic_store(&jobs[i].cancelled, 1);
+    }
+    atomic_fetch_sub(&submitters_left, 1);
+    return NULL;
+}
+
+/* Every job ran once and had done once on the completions thread, or was
+ * cancelled and had neither. */
+static int job_accounted(mixed_job *j)
+{
+    if (atomic_load(&j->cancelled))
+        return atomic_load(&j->work_runs) == 0 && atomic_load(&j->done_runs) == 0;
+    return atomic_load(&j->work_runs) == 1 && atomic_load(&j->done_runs) == 1 &&
+           !atomic_load(&j->done_off_thread);
+}
+
+static void submits_and_cancels_from_several_threads_while_completions_run(void)
+{
+    memset(mixed, 0, sizeof mixed);
+    memset(logic_jobs, 0, sizeof logic_jobs);
+    atomic_store(&submit_errors, 0);
+    atomic_store(&submitters_left, SUBMITTERS);
+    test_thread = pthread_self();
+    CU_ASSERT_EQUAL_FATAL(workers_start(2, NULL, NULL, &shared_pool), 0);
+    pthread_t t[SUBMITTERS];
+    for (int i = 0; i < SUBMITTERS; i++)
+        CU_ASSERT_EQUAL_FATAL(pthread_create(&t[i], NULL, mixed_submitter, mixed[i]), 0);
+    /* This thread is the logic thread: plugin jobs and completions. */
+    int next = 0;
+    while (atomic_load(&submitters_left) > 0 || next < LOGIC_JOBS) {
+        if (next < LOGIC_JOBS &&
+            workers_submit(shared_pool, &owner_plugin, mixed_work, mixed_done,
+                           &logic_jobs[next++]) != 0)
+            atomic_fetch_add(&submit_errors, 1);
+        workers_run_completions(shared_pool);
+    }
+    for (int i = 0; i < SUBMITTERS; i++)
+        pthread_join(t[i], NULL);
+    workers_drain(shared_pool);
+    CU_ASSERT_EQUAL(atomic_load(&submit_errors), 0);
+    CU_ASSERT_EQUAL(workers_pending(shared_pool), 0);
+    int unaccounted = 0, cancelled = 0;
+    for (int i = 0; i < SUBMITTERS; i++) {
+        for (int j = 0; j < MIXED_JOBS; j++) {
+            unaccounted += !job_accounted(&mixed[i][j]);
+            cancelled += atomic_load(&mixed[i][j].cancelled);
+        }
+    }
+    for (int j = 0; j < LOGIC_JOBS; j++)
+        unaccounted += !job_accounted(&logic_jobs[j]) || atomic_load(&logic_jobs[j].cancelled);
+    CU_ASSERT_EQUAL(unaccounted, 0);
+    CU_ASSERT(cancelled <= SUBMITTERS * ((MIXED_JOBS + 2) / 3));
+    workers_stop(shared_pool);
+}
+
 int main(void)
 {
     static const sm_test_case cases[] = {
@@ -639,6 +800,8 @@ int main(void)
         SM_TEST(cancelled_job_never_runs_and_gets_no_done),
         SM_TEST(drain_owner_cancels_its_queue_and_waits_for_its_running_job),
         SM_TEST(start_and_submit_reject_bad_arguments),
+        SM_TEST(bounded_submit_holds_its_bound_across_threads),
+        SM_TEST(submits_and_cancels_from_several_threads_while_completions_run),
         SM_TEST(workers_run_nice_levels_below_the_starting_thread),
         SM_TEST_END,
     };
