@@ -8,7 +8,7 @@
  * Workers run `nice` levels below the thread that started them (the event
  * loop): password hashing on every worker would otherwise take every core
  * from the loop, and a login storm would slow every session's commands. */
-#define _GNU_SOURCE /* gettid() */
+#define _GNU_SOURCE /* gettid(), pthread_setname_np() */
 #include "workers.h"
 
 #include "log.h"
@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -129,6 +130,19 @@ static void lower_priority(int below)
         LOG_WARN("workers: cannot set nice %d on a worker thread: %s", target, strerror(errno));
 }
 
+/* "sm-worker-<i>" in top -H, perf and /proc/<pid>/task/<tid>/comm, so
+ * per-thread CPU can be told apart from the I/O and logic threads
+ * (tools/bench/measure.sh groups threads by these names). The kernel
+ * keeps 15 characters; a name that cannot be set only costs the label. */
+static void name_thread(pthread_t thread, size_t index)
+{
+    char name[16];   /* "sm-worker-" and at most 5 digits */
+    snprintf(name, sizeof name, "sm-worker-%u", (unsigned)(index % 100000u));
+    int rc = pthread_setname_np(thread, name);
+    if (rc != 0)
+        LOG_WARN("workers: cannot name worker thread %zu: %s", index, strerror(rc));
+}
+
 static void *worker_main(void *arg)
 {
     workers *w = arg;
@@ -230,6 +244,7 @@ int workers_start_nice(size_t threads, int nice, void (*wake)(void *wake_arg), v
         rc = pthread_create(&w->threads[started], NULL, worker_main, w);
         if (rc != 0)
             break;
+        name_thread(w->threads[started], started);
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc != 0) {

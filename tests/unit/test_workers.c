@@ -2,8 +2,10 @@
 #include "workers.h"
 #include "safemessenger/testhost_suite.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -787,6 +789,46 @@ static void submits_and_cancels_from_several_threads_while_completions_run(void)
     workers_stop(shared_pool);
 }
 
+/* ---- thread names -------------------------------------------------------- */
+
+/* How many threads of this process have `name` as their comm. */
+static int threads_named(const char *name)
+{
+    DIR *d = opendir("/proc/self/task");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], comm[32] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;   /* the thread ended meanwhile */
+        if (fgets(comm, sizeof comm, f))
+            comm[strcspn(comm, "\n")] = '\0';
+        fclose(f);
+        n += strcmp(comm, name) == 0;
+    }
+    closedir(d);
+    return n;
+}
+
+/* Per-thread CPU figures (tools/bench/measure.sh, top -H) tell the pool
+ * from the I/O and logic threads by name: each worker is sm-worker-<i>. */
+static void workers_are_named_sm_worker_and_their_index(void)
+{
+    workers *w = NULL;
+    CU_ASSERT_EQUAL_FATAL(workers_start(3, NULL, NULL, &w), 0);
+    CU_ASSERT_EQUAL(threads_named("sm-worker-0"), 1);
+    CU_ASSERT_EQUAL(threads_named("sm-worker-1"), 1);
+    CU_ASSERT_EQUAL(threads_named("sm-worker-2"), 1);
+    CU_ASSERT_EQUAL(threads_named("sm-worker-3"), 0);
+    workers_stop(w);
+    CU_ASSERT_EQUAL(threads_named("sm-worker-0"), 0);
+}
+
 int main(void)
 {
     static const sm_test_case cases[] = {
@@ -803,6 +845,7 @@ int main(void)
         SM_TEST(bounded_submit_holds_its_bound_across_threads),
         SM_TEST(submits_and_cancels_from_several_threads_while_completions_run),
         SM_TEST(workers_run_nice_levels_below_the_starting_thread),
+        SM_TEST(workers_are_named_sm_worker_and_their_index),
         SM_TEST_END,
     };
     return sm_test_run("workers", cases, NULL, NULL);

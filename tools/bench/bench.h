@@ -91,6 +91,56 @@ double hist_mean(const bench_hist *h);
 /* {"samples", "p50", "p99", "max", "mean"} in milliseconds, values in ns. */
 json_t *hist_json_ms(const bench_hist *h);
 
+/* ---- the server's threads (threads.c) ----------------------------------- */
+
+/* Thread groups by name (issue 11): the logic thread "sm-logic", the I/O
+ * threads "sm-io-<i>", the worker pool "sm-worker-<i>", anything else. A
+ * server whose threads are not named yet has its main thread (tid == pid)
+ * counted as the logic thread, so figures compare before and after. */
+typedef enum {
+    TGROUP_LOGIC = 0,
+    TGROUP_IO,
+    TGROUP_WORKER,
+    TGROUP_OTHER,
+    TGROUP_COUNT
+} thread_group;
+
+#define BENCH_MAX_THREADS 128u
+#define THREAD_COMM_MAX 16              /* the kernel's TASK_COMM_LEN */
+
+typedef struct thread_sample {
+    long tid;
+    uint64_t ticks;                 /* utime + stime, clock ticks */
+    thread_group group;
+    char comm[THREAD_COMM_MAX];
+} thread_sample;
+
+/* The threads of one process at one instant (at most BENCH_MAX_THREADS;
+ * `dropped` counts any beyond). */
+typedef struct thread_snapshot {
+    thread_sample t[BENCH_MAX_THREADS];
+    unsigned n;
+    unsigned dropped;
+} thread_snapshot;
+
+/* "sm-logic", "sm-io", "sm-worker", "other". */
+const char *thread_group_name(thread_group g);
+/* The group of a thread called `comm`; `main_thread` when its tid is the
+ * process id, `named_logic` when some thread of it is called sm-logic. */
+thread_group thread_group_of(const char *comm, int main_thread, int named_logic);
+/* utime + stime from the text of a /proc/.../stat file (fields 14 and 15,
+ * counted after the command name's last ')', which may itself contain
+ * spaces and parentheses). Returns 0 or -1. */
+int stat_text_ticks(const char *text, uint64_t *out);
+/* Reads /proc/<pid>/task/ (each thread's comm and stat). Returns 0, or -1
+ * when the process is gone. */
+int threads_take(long pid, thread_snapshot *out);
+/* CPU seconds per group between two snapshots (a thread new in b counts
+ * from 0; one gone by b is lost: the kernel keeps no account of it), and
+ * per thread name. {"sm-logic": s, "sm-io": s, "sm-worker": s, "other": s,
+ * "total": s, "threads": {"<comm>": s, ...}}. */
+json_t *threads_json(const thread_snapshot *a, const thread_snapshot *b);
+
 /* ---- connections (loop.c) ----------------------------------------------- */
 
 typedef struct bench_loop bench_loop;

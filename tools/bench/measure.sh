@@ -25,8 +25,23 @@
 # seconds (perf stat, all its threads) and the deliveries in the same
 # window (safemessenger_deliveries_total from /metrics), in
 # OUT_DIR/NAME.<i>.syscalls; the summary adds syscalls per delivery.
+# SM_BENCH_CEILING=0 skips the ceiling (tools/bench/compare-io-threads.sh
+# calls this script once per run).
+#
+# Per-thread CPU of the server: right before and right after each bench
+# run, each thread's name and utime + stime (/proc/PID/task/*/comm and
+# stat) go to OUT_DIR/NAME.<i>.threads-before / -after ("tid ticks comm"
+# lines after a "pid PID" line); the summary gives the whole run's CPU
+# seconds per thread group: sm-logic, sm-io (sm-io-*), sm-worker
+# (sm-worker-*), other (a server whose threads have no such names yet:
+# its main thread counts as sm-logic). The bench's report has the same
+# groups over the measured interval alone (cpu.server_threads_s), and for
+# reports with deliveries (fanout; private: its online half) the summary
+# adds the logic thread's and the whole server's CPU microseconds per
+# delivery over that interval and their ratio. Medians and each run's
+# figures also go to OUT_DIR/NAME.summary.json.
 set -u
-[ $# -ge 5 ] || { sed -n '2,27p' "$0" >&2; exit 2; }
+[ $# -ge 5 ] || { sed -n '2,42p' "$0" >&2; exit 2; }
 build=$1 out=$2 name=$3 runs=$4 scenario=$5
 shift 5
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -55,14 +70,24 @@ case ${SM_BENCH_ARGON2:-bench} in
 esac
 ulimit -n "$(ulimit -Hn)"
 
-case $scenario in
-    handshakes|logins) openssl speed -seconds 3 -multi 2 rsa2048 > "$out/$name.ceiling.txt" 2>&1 ;;
+rm -f "$out/$name.ceiling.txt"
+case ${SM_BENCH_CEILING:-1}:$scenario in
+    0:*) ;;
+    *:handshakes|*:logins) openssl speed -seconds 3 -multi 2 rsa2048 > "$out/$name.ceiling.txt" 2>&1 ;;
     *) openssl speed -seconds 3 -bytes 1024 -evp aes-256-gcm > "$out/$name.ceiling.txt" 2>&1 ;;
 esac
 
 pid=
 data=
+bench=
 stop_server() {
+    # An interrupted script leaves no bench behind either (it reports and
+    # exits on SIGTERM).
+    if [ -n "$bench" ] && kill -0 "$bench" 2>/dev/null; then
+        kill -TERM "$bench"
+        wait "$bench" 2>/dev/null
+    fi
+    bench=
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
         kill -TERM "$pid"
         for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
@@ -74,6 +99,22 @@ stop_server() {
     data=
 }
 trap stop_server EXIT
+# A signal must end the script through its EXIT trap, which stops the server.
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
+
+# "pid PID", then one "tid ticks comm" line per thread of PID (ticks:
+# utime + stime, fields 14 and 15 of stat counted after the last ')').
+thread_ticks() {
+    local t comm stat f
+    echo "pid $1"
+    for t in /proc/"$1"/task/*; do
+        read -r comm < "$t/comm" 2>/dev/null || continue
+        stat=$(cat "$t/stat" 2>/dev/null) || continue
+        read -ra f <<< "${stat##*) }"
+        echo "${t##*/} $(( f[11] + f[12] )) $comm"
+    done
+}
 
 deliveries() {
     curl -s "http://127.0.0.1:$1/metrics" | awk '/^safemessenger_deliveries_total/ { print $2 }'
@@ -121,6 +162,7 @@ for i in $(seq "$runs"); do
     for _ in $(seq 300); do [ -s "$data/port" ] && break; sleep 0.1; done
     [ -s "$data/port" ] || { echo "server did not start" >&2; exit 1; }
     sleep 1   # let the server settle (idle measures its RSS first)
+    thread_ticks "$pid" > "$out/$name.$i.threads-before"
     "$build/tools/bench/safemessenger-bench" "$scenario" "$@" \
         --url "ws://127.0.0.1:$(cat "$data/port")/" --server-pid "$pid" \
         > "$out/$name.$i.json" 2> "$out/$name.$i.err" &
@@ -131,23 +173,29 @@ for i in $(seq "$runs"); do
     fi
     wait "$bench"
     echo "run $i: exit status $?" >&2
+    bench=
+    thread_ticks "$pid" > "$out/$name.$i.threads-after"
     [ -n "${SM_BENCH_SYSCALLS:-}" ] && wait "$counter"
     stop_server
 done
 
-python3 - "$out" "$name" "$runs" "$scenario" <<'EOF'
-import json, re, statistics, sys
+python3 - "$out" "$name" "$runs" "$scenario" "$(getconf CLK_TCK)" <<'EOF'
+import json, statistics, sys
 out, name, runs, scenario = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-reports = []
+clk_tck = float(sys.argv[5])
+GROUPS = ["sm-logic", "sm-io", "sm-worker", "other"]
+reports = {}
 for i in range(1, runs + 1):
     try:
-        reports.append(json.load(open(f"{out}/{name}.{i}.json")))
+        reports[i] = json.load(open(f"{out}/{name}.{i}.json"))
     except (OSError, ValueError) as e:
         print(f"run {i}: no report ({e})")
 def get(r, path):
     for k in path.split("."):
         r = r.get(k) if isinstance(r, dict) else None
     return r
+def number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 metrics = {
     "handshakes": ["handshakes_per_s", "latency_ms.p50", "latency_ms.p99", "cpu.server_percent", "cpu.bench_percent"],
     "logins": ["logins_per_s", "latency_ms.p50", "latency_ms.p99", "cpu.server_percent", "cpu.bench_percent",
@@ -163,26 +211,111 @@ metrics = {
     "idle": ["per_session_bytes", "anon_per_session_bytes", "per_session_bytes_at_end", "rss_before_kib",
              "rss_after_kib", "alive_at_end"],
 }[scenario]
-print(f"{name}: {len(reports)} runs; errors per run: {[get(r, 'errors.total') for r in reports]}")
+print(f"{name}: {len(reports)} runs; errors per run: {[get(r, 'errors.total') for r in reports.values()]}")
+per_run = {i: {} for i in range(1, runs + 1)}
 medians = {}
-for m in metrics:
-    vals = [get(r, "results." + m) for r in reports]
-    vals = [v for v in vals if isinstance(v, (int, float))]
+def summarise(m, label=None):
+    """Median of figure m over the runs that have it, printed in one line."""
+    vals = [per_run[i][m] for i in sorted(per_run) if number(per_run[i].get(m))]
     if vals:
         medians[m] = statistics.median(vals)
-        print(f"  {m:34s} median {medians[m]:14.3f}   runs {[round(v, 3) for v in vals]}")
-syscalls = []
+        print(f"  {label or m:34s} median {medians[m]:14.3f}   runs {[round(v, 3) for v in vals]}")
+for m in metrics:
+    for i, r in reports.items():
+        v = get(r, "results." + m)
+        if number(v):
+            per_run[i][m] = v
+    summarise(m)
 for i in range(1, runs + 1):
     try:
         for line in open(f"{out}/{name}.{i}.syscalls"):
             k, v = line.split()
             if k == "syscalls_per_delivery" and float(v) >= 0:
-                syscalls.append(float(v))
+                per_run[i]["syscalls_per_delivery"] = float(v)
     except OSError:
         pass
-if syscalls:
-    print(f"  {'syscalls_per_delivery':34s} median {statistics.median(syscalls):14.3f}   runs {[round(v, 3) for v in syscalls]}")
-ceiling = open(f"{out}/{name}.ceiling.txt").read()
+summarise("syscalls_per_delivery")
+
+# Server CPU per thread group. The grouping is the bench's (threads.c):
+# a server without an sm-logic thread has its main thread counted as it.
+def group_of(comm, main_thread, named_logic):
+    if comm == "sm-logic":
+        return "sm-logic"
+    if comm.startswith("sm-io-"):
+        return "sm-io"
+    if comm.startswith("sm-worker-"):
+        return "sm-worker"
+    return "sm-logic" if main_thread and not named_logic else "other"
+def read_threads(path):
+    pid, threads = None, {}
+    for line in open(path):
+        parts = line.rstrip("\n").split(" ", 2)
+        if parts[0] == "pid":
+            pid = int(parts[1])
+        elif len(parts) == 3:
+            threads[int(parts[0])] = (int(parts[1]), parts[2])
+    return pid, threads
+for i in range(1, runs + 1):
+    try:
+        pid, before = read_threads(f"{out}/{name}.{i}.threads-before")
+        _, after = read_threads(f"{out}/{name}.{i}.threads-after")
+    except (OSError, ValueError):
+        continue
+    if not after:
+        continue   # the server was gone when the bench ended
+    named_logic = any(comm == "sm-logic" for _, comm in after.values())
+    secs = dict.fromkeys(GROUPS + ["total"], 0.0)
+    for tid, (ticks, comm) in after.items():
+        # A thread that ended during the run took its account with it.
+        s = max(ticks - before.get(tid, (0, ""))[0], 0) / clk_tck
+        secs[group_of(comm, tid == pid, named_logic)] += s
+        secs["total"] += s
+    for g, s in secs.items():
+        per_run[i][f"run_cpu_s.{g}"] = s
+cpu_path = "results.online.cpu" if scenario == "private" else "results.cpu"
+def deliveries(r):
+    if scenario == "fanout":
+        return get(r, "results.deliveries")
+    if scenario == "private":
+        rate, secs = get(r, "results.online.deliveries_per_s"), get(r, "results.online.measured_seconds")
+        return rate * secs if number(rate) and number(secs) else None
+    return None
+names = set()
+for i, r in reports.items():
+    threads = get(r, cpu_path + ".server_threads_s")
+    if not isinstance(threads, dict):
+        continue
+    for g in GROUPS + ["total"]:
+        per_run[i][f"measure_cpu_s.{g}"] = threads.get(g)
+    for t, s in (threads.get("threads") or {}).items():
+        per_run[i][f"measure_cpu_s.thread.{t}"] = s
+        names.add(t)
+    d = deliveries(r)
+    if number(d) and d > 0:
+        logic, total = threads.get("sm-logic", 0.0), threads.get("total", 0.0)
+        per_run[i]["logic_cpu_us_per_delivery"] = logic * 1e6 / d
+        per_run[i]["server_cpu_us_per_delivery"] = total * 1e6 / d
+        if total > 0:
+            per_run[i]["logic_share_of_server_cpu"] = logic / total
+if any(k.startswith(("run_cpu_s.", "measure_cpu_s.")) for v in per_run.values() for k in v):
+    print("  server CPU seconds per thread group: whole bench run (run_), measured interval (measure_)")
+for g in GROUPS + ["total"]:
+    summarise(f"run_cpu_s.{g}")
+for g in GROUPS + ["total"]:
+    summarise(f"measure_cpu_s.{g}")
+for t in sorted(names):
+    summarise(f"measure_cpu_s.thread.{t}")
+for m in ["logic_cpu_us_per_delivery", "server_cpu_us_per_delivery", "logic_share_of_server_cpu"]:
+    summarise(m)
+if "logic_cpu_us_per_delivery" in medians and medians.get("server_cpu_us_per_delivery"):
+    logic, server = medians["logic_cpu_us_per_delivery"], medians["server_cpu_us_per_delivery"]
+    print(f"  logic thread / whole server, CPU per delivery (medians): {logic:.3f} us / {server:.3f} us"
+          f" = {logic / server:.3f} (issue 11 goal: at most 1/8 = 0.125)")
+
+try:
+    ceiling = open(f"{out}/{name}.ceiling.txt").read()
+except OSError:
+    ceiling = ""   # SM_BENCH_CEILING=0
 if scenario in ("handshakes", "logins"):
     rows = [l for l in ceiling.splitlines() if l.startswith("rsa 2048")]
     if rows:
@@ -201,4 +334,9 @@ else:
         print(f"  ceiling: AES-256-GCM 1 KiB blocks/s, one core: {blocks:.0f}")
         if scenario == "fanout" and "deliveries_per_s" in medians:
             print(f"  ratio deliveries/s / ceiling: {medians['deliveries_per_s'] / blocks:.4f}")
+with open(f"{out}/{name}.summary.json", "w") as f:
+    json.dump({"name": name, "scenario": scenario, "clk_tck": clk_tck,
+               "errors": {str(i): get(r, "errors.total") for i, r in reports.items()},
+               "runs": {str(i): v for i, v in per_run.items()}, "medians": medians}, f, indent=1)
+    f.write("\n")
 EOF

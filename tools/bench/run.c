@@ -455,8 +455,7 @@ size_t content_make(const bench_opts *o, uint64_t now, char *buf, size_t cap)
     return len;
 }
 
-/* utime + stime of a process, in clock ticks (fields 14 and 15 of
- * /proc/<pid>/stat, counted after the command name's closing ')'). */
+/* utime + stime of a process, in clock ticks. */
 static int proc_ticks(long pid, uint64_t *out)
 {
     char path[64], buf[1024];
@@ -467,15 +466,7 @@ static int proc_ticks(long pid, uint64_t *out)
     size_t n = fread(buf, 1, sizeof buf - 1, f);
     fclose(f);
     buf[n] = '\0';
-    char *p = strrchr(buf, ')');
-    if (!p)
-        return -1;
-    unsigned long long ut = 0, st = 0;
-    /* state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-        return -1;
-    *out = ut + st;
-    return 0;
+    return stat_text_ticks(buf, out);
 }
 
 void cpu_take(const run *r, cpu_mark *m)
@@ -486,6 +477,7 @@ void cpu_take(const run *r, cpu_mark *m)
     if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) == 0)
         m->bench_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
     m->has_server = r->o->server_pid > 0 && proc_ticks(r->o->server_pid, &m->server_ticks) == 0;
+    m->has_threads = m->has_server && threads_take(r->o->server_pid, &m->threads) == 0;
 }
 
 json_t *cpu_json(const cpu_mark *a, const cpu_mark *b)
@@ -502,6 +494,8 @@ json_t *cpu_json(const cpu_mark *a, const cpu_mark *b)
         double secs = (double)(b->server_ticks - a->server_ticks) / (double)(hz > 0 ? hz : 100);
         json_object_set_new(o, "server_percent", json_real(100.0 * secs * NS / wall));
     }
+    if (a->has_threads && b->has_threads)
+        json_object_set_new(o, "server_threads_s", threads_json(&a->threads, &b->threads));
     return o;
 }
 

@@ -62,6 +62,8 @@ typedef struct cpu_mark {
     uint64_t bench_ns;              /* this process */
     uint64_t server_ticks;          /* utime + stime of --server-pid */
     int has_server;
+    int has_threads;
+    thread_snapshot threads;        /* --server-pid's threads */
 } cpu_mark;
 
 struct run {

@@ -55,6 +55,12 @@ run() {
     python3 - "$dir/$name.json" "$check" <<'EOF' || fail "$name: report check failed"
 import json, sys
 r = json.load(open(sys.argv[1]))
+def threads_ok(t):
+    # Every group, a total that is their sum, and the server's worker
+    # threads by name (bench.conf has 2 workers).
+    groups = ("sm-logic", "sm-io", "sm-worker", "other")
+    return (all(t[g] >= 0 for g in groups) and abs(sum(t[g] for g in groups) - t["total"]) < 1e-6
+            and {"sm-worker-0", "sm-worker-1"} <= set(t["threads"]))
 res = r["results"]
 ok = (r["ok"] is True and r["errors"]["total"] == 0 and r["interrupted"] is False
       and r["verification"]["verify_one_in"] >= 1 and eval(sys.argv[2]))
@@ -67,7 +73,7 @@ run handshakes 'res["cpu"]["server_percent"] > 0 and res["handshakes"] > 0 and r
     handshakes --connections 4 --duration 1.5
 run logins 'res["logins"] > 0 and res["logins_per_s"] > 0 and res["latency_ms"]["p50"] > 0 and r["setup"]["ready"] == 5 and all(res["bystander"][p]["replies"] > 50 and res["bystander"][p]["latency_ms"]["p99"] > 0 for p in ("alone", "storm")) and res["bystander"]["rounds"] == 2 and res["bystander"]["p99_ratio"] > 0' \
     logins --connections 4 --duration 1.5 --bystander-rounds 2
-run fanout 'res["deliveries"] > 0 and res["deliveries_per_s"] > 0 and res["messages_per_s"] > 0 and res["latency_ms"]["samples"] > 0 and res["latency_ms"]["p50"] > 0 and res["latency_ms"]["max"] >= res["latency_ms"]["p99"] and res["undelivered"] == 0 and r["verification"]["deliveries_unverified"] == 0' \
+run fanout 'res["deliveries"] > 0 and res["deliveries_per_s"] > 0 and res["messages_per_s"] > 0 and res["latency_ms"]["samples"] > 0 and res["latency_ms"]["p50"] > 0 and res["latency_ms"]["max"] >= res["latency_ms"]["p99"] and res["undelivered"] == 0 and r["verification"]["deliveries_unverified"] == 0 and threads_ok(res["cpu"]["server_threads_s"])' \
     fanout --rooms 2 --members 4 --senders 2 --duration 1.5
 run fanout_sampled 'res["deliveries"] > 0 and res["latency_ms"]["samples"] > 0 and res["undelivered"] == 0 and r["verification"]["deliveries_verified"] > 0 and r["verification"]["deliveries_unverified"] > r["verification"]["deliveries_verified"]' \
     fanout --rooms 1 --members 6 --senders 2 --rate 200 --verify-one-in 3 --duration 1.5
