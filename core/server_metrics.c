@@ -26,7 +26,6 @@ static const char *const drop_reasons[] = {"queue_full", "send_timeout"};
  * index into session_states), moved as states change on whichever thread
  * changes them; a scrape only reads them. */
 static atomic_long session_counts[COUNT(session_states)];
-static atomic_long logged_in;
 
 static struct {
     metric_family *sessions, *connections, *handshakes, *commands, *command_seconds;
@@ -147,11 +146,6 @@ void server_metrics_session_state(int from, int to)
         atomic_fetch_add_explicit(&session_counts[to], 1, memory_order_relaxed);
 }
 
-void server_metrics_logged_in(int delta)
-{
-    atomic_fetch_add_explicit(&logged_in, delta, memory_order_relaxed);
-}
-
 void server_metrics_plugin(const char *name, const char *version, int loaded)
 {
     const char *values[2] = {name, version ? version : ""};
@@ -162,19 +156,9 @@ void server_metrics_plugin(const char *name, const char *version, int loaded)
 
 static void collect_sessions(void)
 {
-    long counts[COUNT(session_states)];
     for (size_t i = 0; i < COUNT(session_states); i++)
-        counts[i] = atomic_load_explicit(&session_counts[i], memory_order_relaxed);
-    long logged = atomic_load_explicit(&logged_in, memory_order_relaxed);
-    long open = counts[SERVER_METRICS_SESSION_OPEN];
-    if (logged > open)
-        logged = open;
-    if (logged < 0)
-        logged = 0;
-    counts[SERVER_METRICS_SESSION_LOGGED_IN] = logged;
-    counts[SERVER_METRICS_SESSION_OPEN] = open - logged;
-    for (size_t i = 0; i < COUNT(session_states); i++)
-        metric_set(metrics_series1(fam.sessions, session_states[i]), (double)counts[i]);
+        metric_set(metrics_series1(fam.sessions, session_states[i]),
+                   (double)atomic_load_explicit(&session_counts[i], memory_order_relaxed));
 }
 
 static size_t count_open_fds(void)

@@ -37,11 +37,8 @@ void server_metrics_send_queue_drop(const char *reason);
  * one (closing even when logged in); SESSION_OPEN is logged_in with a
  * username and open without. NONE: not a session (created, destroyed).
  * The state is the I/O side's and the login the logic side's, on
- * different threads: the I/O side moves sessions between the states (with
- * OPEN for every open session) and the logic side counts logins apart
- * (server_metrics_logged_in); a scrape shows min(logins, OPEN) as
- * logged_in and the rest of OPEN as open, exact whenever no session is
- * between closing on its I/O thread and its end on the logic thread. */
+ * different threads: session.c keeps both in one atomic word per session
+ * and moves the session's count once per change of that word. */
 #define SERVER_METRICS_SESSION_NONE (-1)
 #define SERVER_METRICS_SESSION_HANDSHAKE 0
 #define SERVER_METRICS_SESSION_KEY_PENDING 1
@@ -52,8 +49,6 @@ void server_metrics_send_queue_drop(const char *reason);
  * changes them): the counts a scrape reads, kept as they change rather
  * than found by walking the logic thread's sessions. */
 void server_metrics_session_state(int from, int to);
-/* A session logged in (+1) or out, or went while logged in (-1). */
-void server_metrics_logged_in(int delta);
 
 /* A plugin was loaded (loaded 1) or unloaded (0): its
  * safemessenger_plugin_info series is 1 while it is loaded; one unloaded

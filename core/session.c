@@ -29,37 +29,48 @@ static char *dup_str(const char *s)
 /* ---- safemessenger_sessions{state}: counted as the categories change,
  * so a scrape on any thread reads counts and walks no sessions ---------- */
 
-/* A session's category as its I/O side sees it (state only: with I/O
- * threads, login is the logic side's, counted apart by metric_login). */
-static int metric_category(const session *s)
+/* The session's metric word: the I/O side's state category in the low
+ * bits, the logic side's "logged in" above, each side changing only its
+ * own part by compare-and-swap, so that the category each change moves
+ * the count from is the one counted last, whichever thread changed what. */
+#define METRIC_LOGGED 8
+#define METRIC_IO_MASK 7
+#define METRIC_GONE 7 /* the I/O part of a session that no longer counts */
+
+static int word_category(int word)
 {
-    switch (s->state) {
-    case SESSION_HANDSHAKE:
-        return SERVER_METRICS_SESSION_HANDSHAKE;
-    case SESSION_KEY_PENDING:
-        return SERVER_METRICS_SESSION_KEY_PENDING;
-    case SESSION_CLOSING:
-        return SERVER_METRICS_SESSION_CLOSING;
-    case SESSION_OPEN:
-        break;
-    }
-    return SERVER_METRICS_SESSION_OPEN;
+    int io = word & METRIC_IO_MASK;
+    if (io == METRIC_GONE)
+        return SERVER_METRICS_SESSION_NONE;
+    if (io == SERVER_METRICS_SESSION_OPEN && (word & METRIC_LOGGED))
+        return SERVER_METRICS_SESSION_LOGGED_IN;
+    return io;
 }
 
-/* The logic side's part: logged in or not. */
+static void metric_update(session *s, int mask, int bits)
+{
+    int old = atomic_load(&s->metric_word), next;
+    do {
+        next = (old & ~mask) | bits;
+    } while (!atomic_compare_exchange_weak(&s->metric_word, &old, next));
+    server_metrics_session_state(word_category(old), word_category(next));
+}
+
+/* The I/O side: the state's category (HANDSHAKE, KEY_PENDING, OPEN,
+ * CLOSING), or METRIC_GONE. */
+static void metric_state(session *s)
+{
+    int io = s->state == SESSION_HANDSHAKE     ? SERVER_METRICS_SESSION_HANDSHAKE
+             : s->state == SESSION_KEY_PENDING ? SERVER_METRICS_SESSION_KEY_PENDING
+             : s->state == SESSION_CLOSING     ? SERVER_METRICS_SESSION_CLOSING
+                                               : SERVER_METRICS_SESSION_OPEN;
+    metric_update(s, METRIC_IO_MASK, io);
+}
+
+/* The logic side: logged in or not. */
 static void metric_login(session *s, int logged)
 {
-    if (s->metric_logged == logged)
-        return;
-    s->metric_logged = logged;
-    server_metrics_logged_in(logged ? 1 : -1);
-}
-
-/* Moves the session's count to `to` (a category, or NONE when it goes). */
-static void metric_move(session *s, int to)
-{
-    server_metrics_session_state(s->metric_state, to);
-    s->metric_state = to;
+    metric_update(s, METRIC_LOGGED, logged ? METRIC_LOGGED : 0);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -87,8 +98,8 @@ session *session_new(void *io, const char *address)
     }
     atomic_fetch_add(&g_core.n_sessions, 1);
     server_metrics_connection();
-    s->metric_state = SERVER_METRICS_SESSION_NONE;
-    metric_move(s, metric_category(s));
+    atomic_init(&s->metric_word, METRIC_GONE);
+    metric_state(s);
     return s;
 }
 
@@ -101,7 +112,7 @@ void session_set_key_pending(session *s)
 {
     if (s->state == SESSION_HANDSHAKE)
         s->state = SESSION_KEY_PENDING;
-    metric_move(s, metric_category(s));
+    metric_state(s);
 }
 
 void session_set_open(session *s)
@@ -110,13 +121,13 @@ void session_set_open(session *s)
         return;
     s->has_keys = 1;
     s->state = SESSION_OPEN;
-    metric_move(s, metric_category(s));
+    metric_state(s);
 }
 
 void session_set_closing(session *s)
 {
     s->state = SESSION_CLOSING;
-    metric_move(s, metric_category(s));
+    metric_state(s);
 }
 
 int session_usable(const session *s)
@@ -279,9 +290,7 @@ int session_login(session *s, const char *username, int64_t user_id)
 static void session_free(session *s)
 {
     atomic_fetch_sub(&g_core.n_sessions, 1);
-    metric_move(s, SERVER_METRICS_SESSION_NONE);
-    if (s->metric_logged)
-        server_metrics_logged_in(-1);
+    metric_update(s, METRIC_IO_MASK, METRIC_GONE);
     session_io_free(s);
     for (size_t i = 0; i < s->n_attrs; i++) {
         free(s->attrs[i].key);

@@ -61,7 +61,8 @@ struct sm_ctx;
  *   logic side: login, attributes, topics, busy and the held events,
  *     cmd_open, logic_closing, the rate buckets, login_timer, opened;
  *   both, atomically: out_msgs and out_bytes (the I/O side's send queue
- *     level, which bounds the logic side's held events). */
+ *     level, which bounds the logic side's held events) and metric_word
+ *     (state and login, for /metrics). */
 typedef struct session {
     sm_session_id id;
     int io_thread;                   /* the owning I/O thread, -1 without them */
@@ -119,8 +120,7 @@ typedef struct session {
     char close_reason[64];           /* sent in the close frame (<= 123 bytes allowed) */
     /* The SERVER_METRICS_SESSION_* category the session is counted in
      * (session.c moves it as state and login change). */
-    int metric_state;                /* I/O side: its safemessenger_sessions category */
-    int metric_logged;               /* logic side: counted as logged in */
+    atomic_int metric_word;          /* its safemessenger_sessions category (session.c) */
 } session;
 
 /* The logged-in sessions of one user. */

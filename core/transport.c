@@ -14,6 +14,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "acceptor.h"
@@ -954,6 +955,9 @@ int transport_start(const server_config *sc, int *port_out)
         goto fail;
     }
     listen_fd = -1; /* lws's now */
+    /* glibc reads the time zone on first use without a lock; lws's first
+     * timestamps would otherwise race to do it on several threads. */
+    tzset();
     for (size_t i = 0; i < n_ios; i++) {
         if (pthread_create(&ios[i].thread, NULL, io_main, (void *)(intptr_t)i) != 0) {
             LOG_ERROR("cannot start I/O thread %zu", i);
