@@ -9,6 +9,7 @@
 
 #include "core.h"
 #include "host_api.h"
+#include "io_threads.h"
 
 /* Seconds from dispatch to reply: from a table lookup to an Argon2 hash
  * on a busy pool. */
@@ -31,6 +32,7 @@ static struct {
     metric_family *sessions, *connections, *handshakes, *commands, *command_seconds;
     metric_family *deliveries, *drops, *worker_queue, *plugin_info;
     metric_family *cpu, *resident, *virtual_bytes, *open_fds, *refused_calls;
+    metric_family *io_threads, *io_queue, *io_queue_waits;
 } fam;
 
 static metric_family *family(metrics *m, metric_type type, const char *name, const char *help,
@@ -78,6 +80,16 @@ int server_metrics_init(metrics *m)
                                "Host service calls refused because they came from a thread other"
                                " than the logic thread (a plugin bug).",
                                NULL);
+    fam.io_threads = family(m, METRIC_GAUGE, "safemessenger_io_threads",
+                            "I/O threads serving the connections (server.io_threads).", NULL);
+    fam.io_queue = family(m, METRIC_GAUGE, "safemessenger_io_queue_items",
+                          "Items the logic thread queued for the I/O threads and they have not "
+                          "taken yet (all threads).",
+                          NULL);
+    fam.io_queue_waits = family(m, METRIC_COUNTER, "safemessenger_io_queue_full_waits_total",
+                                "Times the logic thread waited because an I/O thread's queue "
+                                "was full (back-pressure from a thread that fell behind).",
+                                NULL);
     fam.cpu = family(m, METRIC_COUNTER, "process_cpu_seconds_total",
                      "User and system CPU time spent in seconds.", NULL);
     fam.resident = family(m, METRIC_GAUGE, "process_resident_memory_bytes",
@@ -88,12 +100,15 @@ int server_metrics_init(metrics *m)
                           "Number of open file descriptors.", NULL);
     if (!fam.sessions || !fam.connections || !fam.handshakes || !fam.commands ||
         !fam.command_seconds || !fam.deliveries || !fam.drops || !fam.worker_queue ||
-        !fam.plugin_info || !fam.refused_calls || !fam.cpu || !fam.resident || !fam.virtual_bytes || !fam.open_fds ||
+        !fam.plugin_info || !fam.refused_calls || !fam.io_threads || !fam.io_queue ||
+        !fam.io_queue_waits || !fam.cpu || !fam.resident || !fam.virtual_bytes || !fam.open_fds ||
         precreate(fam.sessions, session_states, COUNT(session_states)) != 0 ||
         precreate(fam.handshakes, handshake_results, COUNT(handshake_results)) != 0 ||
         precreate(fam.drops, drop_reasons, COUNT(drop_reasons)) != 0 ||
         !metrics_series(fam.connections, NULL) || !metrics_series(fam.deliveries, NULL) ||
-        !metrics_series(fam.worker_queue, NULL) || !metrics_series(fam.refused_calls, NULL)) {
+        !metrics_series(fam.worker_queue, NULL) || !metrics_series(fam.refused_calls, NULL) ||
+        !metrics_series(fam.io_threads, NULL) || !metrics_series(fam.io_queue, NULL) ||
+        !metrics_series(fam.io_queue_waits, NULL)) {
         server_metrics_reset();
         return -1;
     }
@@ -205,5 +220,10 @@ void server_metrics_collect(void)
     collect_sessions();
     metric_set(metrics_series(fam.worker_queue, NULL), (double)workers_waiting(g_core.pool));
     metric_raise(metrics_series(fam.refused_calls, NULL), (double)host_api_off_thread_calls());
+    io_threads_stats io;
+    io_threads_stats_get(&io);
+    metric_set(metrics_series(fam.io_threads, NULL), (double)io_threads_count());
+    metric_set(metrics_series(fam.io_queue, NULL), (double)io.queue.queued);
+    metric_raise(metrics_series(fam.io_queue_waits, NULL), (double)io.full_waits);
     collect_process();
 }

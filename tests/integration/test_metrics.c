@@ -195,6 +195,11 @@ static void scrape_after_a_known_workload_has_exact_counts(void)
     CU_ASSERT_EQUAL(sample(p, "safemessenger_send_queue_drops_total", "reason=queue_full"), 0);
     CU_ASSERT_EQUAL(sample(p, "safemessenger_worker_queue_depth", ""), 0);
     CU_ASSERT_EQUAL(sample(p, "safemessenger_host_calls_refused_total", ""), 0);
+    /* The server runs the I/O threads the suite asked for; the scrape
+     * comes after every reply, so nothing waits in their queues. */
+    CU_ASSERT_EQUAL(sample(p, "safemessenger_io_threads", ""), harness_io_threads());
+    CU_ASSERT_EQUAL(sample(p, "safemessenger_io_queue_items", ""), 0);
+    CU_ASSERT_EQUAL(sample(p, "safemessenger_io_queue_full_waits_total", ""), 0);
     /* The auth plugin's own counter, registered through the host table. */
     CU_ASSERT_EQUAL(sample(p, "safemessenger_auth_logins_total", "result=success"), 1);
     CU_ASSERT_EQUAL(sample(p, "safemessenger_auth_logins_total", "result=failed"), 1);
