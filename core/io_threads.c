@@ -391,6 +391,8 @@ void io_threads_count_connection(int index, int delta)
 
 int io_threads_post_fd(int index, int fd)
 {
+    if (index < 0 || (size_t)index >= n_threads)
+        return -1;
     io_thread *t = &threads[index];
     pthread_mutex_lock(&t->lock);
     int ok = !t->stopped;

@@ -39,7 +39,9 @@ int io_threads_init(size_t n, size_t capacity, void (*wake_io)(int index),
                     void (*wake_logic)(void));
 /* Frees every queue, dropping what is still queued (its descriptors
  * closed, its completions' jobs left to handshake_drain first), and
- * clears g_core.bridge. Once no I/O thread runs. */
+ * clears g_core.bridge. Once no I/O thread runs, and after
+ * io_threads_run_logic took the last opened/gone items (their sessions
+ * are not freed here). */
 void io_threads_free(void);
 size_t io_threads_count(void);
 
@@ -63,8 +65,10 @@ void io_threads_each(void (*fn)(struct session *s));
 /* Runs what was posted to the calling thread: completions, then the
  * logic thread's items. Returns how many ran. */
 size_t io_threads_run(void);
-/* The calling thread is stopping: nothing more is posted to it or wakes
- * it (its lws context may be destroyed after this). */
+/* The calling thread is stopping: no socket or completion is posted to it
+ * any more and nothing wakes it (its lws context may be destroyed after
+ * this); items the logic thread still queues stay until io_threads_free,
+ * or are dropped when its queue is full. */
 void io_threads_stopping(void);
 /* The calling thread ends: the sessions still in its map are handed to
  * io_threads_gone, completions already posted run (their sessions are
