@@ -180,6 +180,10 @@ int core_start(const core_options *o)
         LOG_ERROR("cannot start the worker pool");
         goto fail;
     }
+    /* The database opened before the pool existed: its WAL checkpoints
+     * move to the pool now. */
+    if (storage_start_checkpoints(g_core.db, g_core.pool) != 0)
+        goto fail;
     if (o->load_plugins && (load_plugins(o->config_file) != 0 || plugin_start_all() != 0))
         goto fail;
     return 0;
@@ -196,6 +200,9 @@ void core_stop(void)
      * while the plugins can still see the events. */
     session_destroy_all();
     admin_abort();
+    /* Before the pool goes; what the plugins commit from here on is
+     * checkpointed by SQLite in the commit, as before the pool started. */
+    storage_stop_checkpoints(g_core.db);
     if (g_core.pool) {
         workers_stop(g_core.pool);
         g_core.pool = NULL;

@@ -1,8 +1,11 @@
 /* The core's SQLite database. Only the loop thread uses it, so the
- * connection is opened without SQLite's own mutexes. */
+ * connection is opened without SQLite's own mutexes. WAL checkpoints run
+ * on the worker pool, through a second connection of their own (see
+ * "checkpoints" below). */
 #include "storage.h"
 
 #include "log.h"
+#include "workers.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,10 +20,29 @@
 
 #define STORAGE_BUSY_TIMEOUT_MS 5000
 
+/* Failed checkpoints are logged at most this often (seconds). */
+#define STORAGE_WARN_INTERVAL 60.0
+
+/* WAL checkpoints off the logic thread. `running` and the warning state
+ * belong to the logic thread; `db` to whoever holds the job (the worker
+ * while it runs, the logic thread otherwise), and the job's results are
+ * written by the worker and read by done, both ordered by the pool's lock. */
+struct checkpointer {
+    workers *pool;        /* NULL: SQLite checkpoints on the committing thread */
+    sqlite3 *db;          /* the job's own connection to the same file */
+    int running;          /* a job is queued or running */
+    int rc;               /* the last job's sqlite3_wal_checkpoint_v2 */
+    int warned;           /* a warning was logged, at warned_at (monotonic) */
+    double warned_at;
+    unsigned long unlogged; /* failures not logged since */
+};
+
 struct storage {
     sqlite3 *db;
     int lock_fd;           /* <database>.lock, held for the process's life; -1 if none */
     struct sm_stmt *stmts; /* live statements, so close can finalize leftovers */
+    const char *sync_sql;  /* the synchronous pragma, for the checkpoint connection too */
+    struct checkpointer ckpt;
 };
 
 struct sm_stmt {
@@ -258,6 +280,7 @@ int storage_open(const char *path, const char *synchronous, storage **out)
         return SM_ENOMEM;
     }
     s->lock_fd = lock_fd;
+    s->sync_sql = sync_sql;
     int rc = sqlite3_open_v2(path, &s->db,
                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                              NULL);
@@ -301,6 +324,9 @@ void storage_close(storage *s)
 {
     if (!s)
         return;
+    /* The checkpoint connection first: the main one must be the last, so
+     * that its close checkpoints and removes the WAL. */
+    storage_stop_checkpoints(s);
     while (s->stmts) {
         struct sm_stmt *st = s->stmts;
         const char *sql = sqlite3_sql(st->stmt);
@@ -324,6 +350,145 @@ void storage_close(storage *s)
     if (s->lock_fd >= 0)
         close(s->lock_fd);
     free(s);
+}
+
+/* ---- checkpoints ------------------------------------------------------- */
+
+/* SQLite's automatic checkpoint runs inside the commit that takes the WAL
+ * past wal_autocheckpoint pages: about 4 MB copied into the database file
+ * and two fsyncs, on the logic thread, once per thousand pages written.
+ * Here that commit only queues a job, and a worker runs a PASSIVE
+ * checkpoint through a second connection: PASSIVE takes no lock the
+ * writer needs, so the logic thread's commits go on meanwhile. */
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* A failing checkpoint fails again at each commit: one warning per
+ * STORAGE_WARN_INTERVAL, with the count of those not logged. */
+static void checkpoint_warn(struct checkpointer *c, const char *what, const char *why)
+{
+    double now = mono_now();
+    if (c->warned && now - c->warned_at < STORAGE_WARN_INTERVAL) {
+        c->unlogged++;
+        return;
+    }
+    if (c->unlogged)
+        LOG_WARN("storage: %s: %s (and %lu more since the last warning)", what, why,
+                 c->unlogged);
+    else
+        LOG_WARN("storage: %s: %s", what, why);
+    c->warned = 1;
+    c->warned_at = now;
+    c->unlogged = 0;
+}
+
+static void checkpoint_work(void *arg)
+{
+    struct checkpointer *c = arg;
+    c->rc = sqlite3_wal_checkpoint_v2(c->db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+}
+
+/* On the logic thread. A WAL that grew meanwhile needs nothing here: the
+ * next commit past the threshold queues the next job. */
+static void checkpoint_done(void *arg, int cancelled)
+{
+    struct checkpointer *c = arg;
+    c->running = 0;
+    if (!cancelled && c->rc != SQLITE_OK)
+        checkpoint_warn(c, "WAL checkpoint failed", sqlite3_errmsg(c->db));
+}
+
+/* The WAL hook (sqlite3_wal_hook), called on the logic thread after each
+ * commit with the WAL's length in pages. */
+static int checkpoint_on_commit(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    storage *s = arg;
+    struct checkpointer *c = &s->ckpt;
+    if (pages < STORAGE_CHECKPOINT_PAGES || c->running)
+        return SQLITE_OK;
+    /* The WAL starts again from its beginning only when a transaction
+     * begins with every frame of it already in the database. A worker's
+     * checkpoint copies the frames there were when it started, and under
+     * a steady stream of commits one always lands meanwhile, so the WAL
+     * would grow for as long as the stream lasts. Past the limit the
+     * logic thread checkpoints between two of its commits, as SQLite
+     * would have: the workers copied most frames already, so this copies
+     * only the last ones, and the next transaction restarts the WAL. */
+    if (pages >= STORAGE_WAL_LIMIT_PAGES) {
+        if (sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL) !=
+            SQLITE_OK)
+            checkpoint_warn(c, "WAL checkpoint failed", sqlite3_errmsg(db));
+        return SQLITE_OK;
+    }
+    if (workers_submit(c->pool, s, checkpoint_work, checkpoint_done, c) != 0) {
+        checkpoint_warn(c, "cannot queue a WAL checkpoint", "the worker pool refused it");
+        return SQLITE_OK; /* the commit stands; the next one tries again */
+    }
+    c->running = 1;
+    return SQLITE_OK;
+}
+
+int storage_start_checkpoints(storage *s, workers *pool)
+{
+    if (!s || !pool)
+        return SM_EINVAL;
+    if (s->ckpt.pool)
+        return SM_ESTATE;
+    /* An in-memory database ("") has no file for a second connection, and
+     * nothing to checkpoint. */
+    const char *path = sqlite3_db_filename(s->db, "main");
+    if (!path || !*path)
+        return SM_OK;
+    if (!sqlite3_threadsafe()) {
+        LOG_WARN("storage: this SQLite library is built without threads; WAL checkpoints "
+                 "stay on the logic thread");
+        return SM_OK;
+    }
+    /* Without SQLite's mutexes, as the main connection: it is used by one
+     * thread at a time, handed between this thread and the job's worker
+     * under the pool's lock. The same synchronous setting, so that the
+     * checkpoint syncs as the main connection's would have. */
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_extended_result_codes(db, 1);
+        rc = sqlite3_exec(db, s->sync_sql, NULL, NULL, NULL);
+    }
+    if (rc != SQLITE_OK) {
+        LOG_ERROR("storage: cannot open %s for checkpoints: %s", path,
+                  db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        return SM_ERROR;
+    }
+    s->ckpt.db = db;
+    s->ckpt.pool = pool;
+    /* Replaces SQLite's automatic checkpoints, which are a WAL hook too. */
+    sqlite3_wal_hook(s->db, checkpoint_on_commit, s);
+    return SM_OK;
+}
+
+void storage_stop_checkpoints(storage *s)
+{
+    if (!s || !s->ckpt.pool)
+        return;
+    /* A queued job is cancelled, a running one finishes; either way its
+     * done runs here and the connection is this thread's again. */
+    workers_drain_owner(s->ckpt.pool, s);
+    sqlite3_wal_autocheckpoint(s->db, STORAGE_CHECKPOINT_PAGES);
+    /* Not the last connection (the main one is open), so its close leaves
+     * the WAL alone. */
+    int rc = sqlite3_close(s->ckpt.db);
+    if (rc != SQLITE_OK) {
+        LOG_ERROR("storage: closing the checkpoint connection failed: %s", sqlite3_errstr(rc));
+        sqlite3_close_v2(s->ckpt.db);
+    }
+    s->ckpt.db = NULL;
+    s->ckpt.pool = NULL;
 }
 
 static double wall_clock(void)

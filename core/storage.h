@@ -18,8 +18,33 @@ typedef struct storage storage;
  * on it is refused, naming the first one's pid. */
 int storage_open(const char *path, const char *synchronous, storage **out);
 /* Finalizes statements left open (logging each as a leak), checkpoints the
- * WAL and closes. NULL is ignored. */
+ * WAL and closes. Stops the checkpoint jobs first if they were started
+ * (the pool must then still run). NULL is ignored. */
 void storage_close(storage *s);
+
+/* A commit that leaves the WAL at this many pages or more checkpoints it:
+ * SQLite's own wal_autocheckpoint default (SQLITE_DEFAULT_WAL_AUTOCHECKPOINT). */
+#define STORAGE_CHECKPOINT_PAGES 1000
+/* A WAL this long has outrun the checkpoint jobs: the committing thread
+ * checkpoints it itself (storage.c, checkpoint_on_commit, says why). */
+#define STORAGE_WAL_LIMIT_PAGES (10 * STORAGE_CHECKPOINT_PAGES)
+
+struct workers;
+/* Moves WAL checkpoints off the thread that commits: from here on, a
+ * commit that leaves the WAL at STORAGE_CHECKPOINT_PAGES or more queues a
+ * PASSIVE checkpoint on `pool`, run through a second connection of its
+ * own, one job at a time; a WAL of STORAGE_WAL_LIMIT_PAGES (the jobs do
+ * not keep up with a steady stream of commits) is checkpointed by the
+ * committing thread. Before, SQLite checkpoints inside the commit. The
+ * jobs' done callbacks run where the pool's completions do. Nothing to do
+ * for an in-memory database or a SQLite built without threads (SM_OK).
+ * SM_ERROR when the second connection cannot be opened, SM_ESTATE if
+ * already started. */
+int storage_start_checkpoints(storage *s, struct workers *pool);
+/* Waits for the job in flight (a queued one is cancelled), closes the
+ * second connection and gives checkpoints back to SQLite. Before the pool
+ * stops. Nothing to do if not started; NULL is ignored. */
+void storage_stop_checkpoints(storage *s);
 
 /* Applies the owner's migrations above its recorded version, each in one
  * transaction together with its record. Versions must increase strictly;
