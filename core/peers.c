@@ -148,6 +148,24 @@ static peer *find_or_add(peers *p, const char *addr, double now)
     return e;
 }
 
+int peers_admit_open(peers *p, const char *addr, double now, size_t *log_refused)
+{
+    *log_refused = 0;
+    int rc = 1;
+    pthread_mutex_lock(&p->lock);
+    peer *e = find(p, addr);
+    if (e && e->sessions >= p->max_sessions) {
+        *log_refused = refusal(e, now);
+        rc = 0;
+    } else if (!(e = find_or_add(p, addr, now))) {
+        rc = -1;
+    } else {
+        e->sessions++;
+    }
+    pthread_mutex_unlock(&p->lock);
+    return rc;
+}
+
 int peers_session_opened(peers *p, const char *addr, double now)
 {
     int rc = 0;

@@ -38,6 +38,13 @@ void peers_set_limits(peers *p, size_t max_entries, int max_sessions_per_address
  * PEERS_LOG_INTERVAL ago. */
 int peers_admit(peers *p, const char *addr, double now, size_t *log_refused);
 
+/* peers_admit and peers_session_opened in one step, so that connections
+ * from one address accepted at once on several threads cannot pass the
+ * cap between the check and the count: 1 admitted and counted (release
+ * with peers_session_closed), 0 refused (*log_refused as peers_admit), -1
+ * out of memory. */
+int peers_admit_open(peers *p, const char *addr, double now, size_t *log_refused);
+
 /* Counts an opened session of addr. 0; 1 when addr already holds
  * max_sessions_per_address sessions (a connection on another thread was
  * counted since peers_admit said yes: admit is the cheap early answer,

@@ -60,6 +60,11 @@ _Static_assert(OUTQUEUE_HEADROOM >= LWS_PRE, "outqueue headroom must cover LWS_P
 
 typedef struct pss {
     session *s;
+    /* Counted at the upgrade (admit_connection), released when the
+     * connection is freed (LWS_CALLBACK_WSI_DESTROY), established or not. */
+    int slot;                    /* one of limits.max_sessions */
+    int peer_counted;            /* one of its address's sessions */
+    char peer_addr[LISTENER_ADDRESS_LEN];
     lws_sorted_usec_list_t handshake_sul; /* the handshake deadline */
     int http_status;
     int stall_timer;        /* the send_timeout check is scheduled */
@@ -97,6 +102,10 @@ static volatile sig_atomic_t reload_requested;
 /* The paths the vhosts were made with: lws re-reads a certificate only
  * under them (lws_tls_cert_updated). */
 static const char *vhost_cert, *vhost_key;
+/* Connections admitted at the upgrade and not freed yet: the
+ * limits.max_sessions count, taken before the 101 answer goes out, so that
+ * connections accepted at once on several I/O threads cannot pass it. */
+static atomic_size_t admitted;
 
 static void schedule_timers(void);
 
@@ -473,24 +482,41 @@ static const char *client_address(struct lws *wsi, char *buf, size_t len)
     return buf;
 }
 
-/* Whether the upgrade may go on; otherwise answers it with an HTTP error. */
-static int admit_connection(struct lws *wsi)
+/* Takes one of limits.max_sessions: 0 when none is left. */
+static int take_slot(void)
+{
+    size_t max = (size_t)g_core.sc->max_sessions, n = atomic_load(&admitted);
+    do {
+        if (n >= max)
+            return 0;
+    } while (!atomic_compare_exchange_weak(&admitted, &n, n + 1));
+    return 1;
+}
+
+/* Whether the upgrade may go on; otherwise answers it with an HTTP error.
+ * The limits are counted here, before the 101 answer, rather than once the
+ * session exists: a client that has its answer may connect again at once,
+ * and that connection may be admitted on another I/O thread. */
+static int admit_connection(struct lws *wsi, pss *p)
 {
     if (!origin_allowed(wsi)) {
         lws_return_http_status(wsi, HTTP_STATUS_FORBIDDEN, "origin not allowed");
         return 0;
     }
-    if (g_core.shutting_down || g_core.n_sessions >= (size_t)g_core.sc->max_sessions) {
+    if (g_core.shutting_down || !take_slot()) {
         if (!g_core.shutting_down)
             LOG_WARN("refused a connection: max_sessions (%d) reached",
                      g_core.sc->max_sessions);
         lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "try again later");
         return 0;
     }
+    p->slot = 1;
     char buf[LISTENER_ADDRESS_LEN];
     const char *addr = client_address(wsi, buf, sizeof buf);
     size_t refused = 0;
-    if (g_core.peers && !peers_admit(g_core.peers, addr, core_mono_now(), &refused)) {
+    int counted = g_core.peers ? peers_admit_open(g_core.peers, addr, core_mono_now(), &refused)
+                               : 0;
+    if (counted == 0 && g_core.peers) {
         /* 429, not 503: the server has room, this address has used its
          * share. One line per address per minute, so a flood cannot fill
          * the log. */
@@ -500,20 +526,37 @@ static int admit_connection(struct lws *wsi)
         lws_return_http_status(wsi, HTTP_STATUS_TOO_MANY_REQUESTS, "too many connections");
         return 0;
     }
+    if (counted < 0) {
+        LOG_WARN("refused a connection from %s: out of memory for its address", addr);
+        lws_return_http_status(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "try again later");
+        return 0;
+    }
+    if (counted > 0) {
+        p->peer_counted = 1;
+        snprintf(p->peer_addr, sizeof p->peer_addr, "%s", addr);
+    }
     return 1;
+}
+
+/* The connection's counts go back (every connection, whether its upgrade
+ * was refused, failed or ended). */
+static void release_counts(pss *p)
+{
+    if (p->slot) {
+        p->slot = 0;
+        atomic_fetch_sub(&admitted, 1);
+    }
+    if (p->peer_counted) {
+        p->peer_counted = 0;
+        if (g_core.peers)
+            peers_session_closed(g_core.peers, p->peer_addr, core_mono_now());
+    }
 }
 
 static int on_established(struct lws *wsi, pss *p)
 {
     char buf[LISTENER_ADDRESS_LEN];
     const char *addr = client_address(wsi, buf, sizeof buf);
-    int counted = g_core.peers ? peers_session_opened(g_core.peers, addr, core_mono_now()) : 0;
-    if (counted < 0)
-        LOG_WARN("refused a connection from %s: out of memory for its address", addr);
-    /* counted == 1: another I/O thread's connection from the same address
-     * took the last place since admit_connection; peers logs it. */
-    if (counted != 0)
-        return -1;
     session *s = session_new(wsi, addr);
     if (s && io_threads_add(s) != SM_OK) {
         session_discard(s);
@@ -525,15 +568,14 @@ static int on_established(struct lws *wsi, pss *p)
         session_audit(s, "connection", NULL, NULL);
     }
     if (!s || handshake_start(s) != 0) {
-        /* CLOSED does not follow a refused ESTABLISHED: uncount here. */
+        /* CLOSED does not follow a refused ESTABLISHED: the session goes
+         * here (the counts go with the connection, WSI_DESTROY). */
         p->s = NULL;
         if (s) {
             lws_sul_cancel(&p->handshake_sul);
             io_threads_count_connection(s->io_thread, -1);
             io_threads_gone(s);
         }
-        if (g_core.peers)
-            peers_session_closed(g_core.peers, addr, core_mono_now());
         return -1;
     }
     return 0;
@@ -556,7 +598,11 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
     pss *p = user;
     switch (reason) {
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-        return admit_connection(wsi) ? 0 : 1;
+        return p && admit_connection(wsi, p) ? 0 : 1;
+    case LWS_CALLBACK_WSI_DESTROY:
+        if (p)
+            release_counts(p);
+        return 0;
     case LWS_CALLBACK_ESTABLISHED:
         return on_established(wsi, p);
     case LWS_CALLBACK_RECEIVE:
@@ -587,8 +633,6 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
             p->s = NULL;
             lws_sul_cancel(&p->handshake_sul);
             session_io_disconnected(s);
-            if (g_core.peers)
-                peers_session_closed(g_core.peers, s->address, core_mono_now());
             io_threads_count_connection(s->io_thread, -1);
             io_threads_gone(s);
         }
