@@ -168,6 +168,9 @@ static void append_fields(char *out, size_t out_len, size_t *o, const log_field 
 /* Every buffer is on the caller's stack and the line goes out in one
  * fputs, so threads may log at once. */
 static void write_line(sm_log_level level, const char *who, const log_field *fields,
+                       size_t n_fields, const char *fmt, va_list ap) SM_PRINTF(5, 0);
+
+static void write_line(sm_log_level level, const char *who, const log_field *fields,
                        size_t n_fields, const char *fmt, va_list ap)
 {
     char msg[1024];

@@ -40,9 +40,9 @@ typedef struct log_field {
 void log_fields(sm_log_level level, const char *who, const log_field *fields, size_t n_fields,
                 const char *fmt, ...) SM_PRINTF(5, 6);
 void log_vfields(sm_log_level level, const char *who, const log_field *fields, size_t n_fields,
-                 const char *fmt, va_list ap);
+                 const char *fmt, va_list ap) SM_PRINTF(5, 0);
 void log_msg(sm_log_level level, const char *who, const char *fmt, ...) SM_PRINTF(3, 4);
-void log_vmsg(sm_log_level level, const char *who, const char *fmt, va_list ap);
+void log_vmsg(sm_log_level level, const char *who, const char *fmt, va_list ap) SM_PRINTF(3, 0);
 /* A line written whatever log.level is (the answer to an operator's
  * request, such as a reload's outcome); changing the level around it
  * instead would let other threads' lines through meanwhile. */

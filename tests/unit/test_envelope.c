@@ -452,6 +452,32 @@ static void assert_open_fails(envelope_dir *d, const char *text, envelope_status
     json_decref(payload);
 }
 
+/* Signed with the right MAC key and in order, but not decryptable with
+ * the direction's cipher: the keys of one key exchange do not depend on
+ * the cipher, so a GCM-sealed message opened as CBC is exactly that
+ * (found by fuzz_envelope, whose check expected the counter to stay).
+ * Integrity failure, and the counter has moved, as for any authenticated,
+ * in-order message (envelope.h; the bad-padding case below). */
+static void signed_message_of_the_other_cipher_fails_and_moves_the_counter(void)
+{
+    uint8_t k[CRYPTO_KEY_LEN], sn[ENVELOPE_NONCE_LEN], cn[ENVELOPE_NONCE_LEN];
+    CU_ASSERT_EQUAL_FATAL(crypto_random(k, sizeof k), 0);
+    CU_ASSERT_EQUAL_FATAL(crypto_random(sn, sizeof sn), 0);
+    CU_ASSERT_EQUAL_FATAL(crypto_random(cn, sizeof cn), 0);
+    envelope_dir gcm_c2s, gcm_s2c, cbc_c2s, cbc_s2c;
+    CU_ASSERT_EQUAL_FATAL(envelope_derive(k, sn, cn, ENVELOPE_CIPHER_AES256_GCM, &gcm_c2s,
+                                          &gcm_s2c), 0);
+    CU_ASSERT_EQUAL_FATAL(envelope_derive(k, sn, cn, ENVELOPE_CIPHER_AES256_CBC_HMAC, &cbc_c2s,
+                                          &cbc_s2c), 0);
+    char *msg = seal(&gcm_c2s, "command", "x", NULL, "{\"a\":1}");
+    assert_open_fails(&cbc_c2s, msg, ENVELOPE_INTEGRITY, 1);
+    free(msg);
+    /* The same the other way round: CBC-sealed, opened as GCM. */
+    msg = seal(&cbc_s2c, "event", "y", NULL, "{\"b\":2}");
+    assert_open_fails(&gcm_s2c, msg, ENVELOPE_INTEGRITY, 1);
+    free(msg);
+}
+
 static void envelope_rejects_replayed_nonce(void)
 {
     session_pair s;
@@ -885,6 +911,7 @@ static const sm_test_case cases[] = {
     SM_TEST(seal_open_round_trip_gcm_both_directions),
     SM_TEST(seal_open_round_trip_cbc_both_directions),
     SM_TEST(open_rejects_other_direction_keys),
+    SM_TEST(signed_message_of_the_other_cipher_fails_and_moves_the_counter),
     SM_TEST(seal_writes_keys_in_documented_order),
     SM_TEST(seal_escapes_header_strings),
     SM_TEST(seal_draws_fresh_iv_per_message),
