@@ -86,6 +86,7 @@ static size_t n_threads;
 static void (*wake_io_fn)(int index);
 static void (*wake_logic_fn)(void);
 static _Thread_local int current = -1;
+static void (*defer_wake_fn)(void); /* set before the I/O threads start */
 static atomic_uint next_pick;
 
 static pthread_mutex_t logic_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -225,9 +226,18 @@ static void post_logic(logic_item *li)
         logic_head = li;
     logic_tail = li;
     pthread_mutex_unlock(&logic_lock);
-    if (was_empty)
+    if (!was_empty)
+        return;
+    /* From an I/O thread, once its current pass is over: the items of one
+     * pass (several handshakes, commands, closes) then cost the logic
+     * thread one wake-up. */
+    if (defer_wake_fn && current >= 0)
+        defer_wake_fn();
+    else
         wake_logic_fn();
 }
+
+void io_threads_set_deferred_wake(void (*defer)(void)) { defer_wake_fn = defer; }
 
 void io_threads_gone(struct session *s)
 {

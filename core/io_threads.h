@@ -87,6 +87,12 @@ int io_threads_take_fd(void);
 /* A connection of thread `index` began or ended (the acceptor's choice). */
 void io_threads_count_connection(int index, int delta);
 
+/* How an I/O thread wakes the logic thread once its current pass is over
+ * (the transport: a zero-delay lws timer on the thread's context whose
+ * callback wakes the logic thread); NULL, the default: at once. Set
+ * before the I/O threads start. */
+void io_threads_set_deferred_wake(void (*defer)(void));
+
 /* ---- any thread ---- */
 
 /* Wakes I/O thread `index` unless it has stopped. */

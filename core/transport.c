@@ -77,6 +77,7 @@ typedef struct pss {
 typedef struct io_ctx {
     struct lws_context *ctx;
     struct lws_vhost *vhost;
+    lws_sorted_usec_list_t wake_sul; /* wakes the logic thread after this pass */
     pthread_t thread;
     int running;               /* the thread was started (and is joined at stop) */
     atomic_int stop;
@@ -811,6 +812,20 @@ static void wake_io(int index) { lws_cancel_service(ios[index].ctx); }
 
 static void wake_logic(void) { transport_wake(NULL); }
 
+static void wake_sul_cb(lws_sorted_usec_list_t *sul)
+{
+    (void)sul;
+    wake_logic();
+}
+
+/* On an I/O thread: the logic thread is woken once this pass of the
+ * thread's loop is over, however many items the pass posted. */
+static void defer_wake(void)
+{
+    io_ctx *io = &ios[io_threads_current()];
+    lws_sul_schedule(io->ctx, 0, &io->wake_sul, wake_sul_cb, 1);
+}
+
 /* Where an accepted socket goes (the acceptor runs on I/O thread 0): the
  * thread with the fewest sessions. One acceptor handing sockets over
  * rather than a listening socket per thread with SO_REUSEPORT: the kernel
@@ -853,6 +868,9 @@ static void end_io_thread(size_t index)
 {
     io_threads_enter((int)index);
     io_threads_stopping();
+    /* Items posted from now on (the sessions that go with the context)
+     * wake the logic thread at once: this loop runs no more passes. */
+    io_threads_set_deferred_wake(NULL);
     if (index == 0)
         acceptor_stop();
     if (ios[index].ctx)
@@ -914,6 +932,7 @@ static int create_io_contexts(const server_config *sc, int listen_fd)
         LOG_ERROR("out of memory for %zu I/O threads", n_ios);
         return -1;
     }
+    io_threads_set_deferred_wake(defer_wake);
     int tls = sc->tls_cert && *sc->tls_cert, family = listener_family(listen_fd);
     for (size_t i = 0; i < n_ios; i++) {
         /* OpenSSL's global set-up once, by the first context: lws leaks
