@@ -34,6 +34,17 @@ static double real_mono_clock(void)
 
 double core_wall_now(void) { return g_core.wall_clock(); }
 
+char *core_strdup(const char *s)
+{
+    if (!s)
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d)
+        memcpy(d, s, n);
+    return d;
+}
+
 double core_mono_now(void) { return g_core.mono_clock(); }
 
 int core_random(uint8_t *buf, size_t len) { return g_core.random(buf, len); }

@@ -157,6 +157,8 @@ extern struct core g_core;
 
 double core_wall_now(void);
 double core_mono_now(void);
+/* A malloc'd copy of s (NULL for NULL, or when out of memory). */
+char *core_strdup(const char *s);
 /* Fills buf with random bytes: 0, or -1 when no entropy could be had. */
 int core_random(uint8_t *buf, size_t len);
 /* Starts a one-shot core timer due `after` seconds from now and tells the

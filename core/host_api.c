@@ -361,24 +361,13 @@ static int h_register_users_provider(sm_plugin *self, const sm_users_provider *p
     return SM_OK;
 }
 
-static char *dup_or_null(const char *s)
-{
-    if (!s)
-        return NULL;
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d)
-        memcpy(d, s, n);
-    return d;
-}
-
 /* Keeps copies of the provider's strings (its own may live in a statement
  * that its next query resets) and fills what fits of the caller's struct,
  * whose size says which header it was built against. */
 static int user_answer(const sm_user_info *got, sm_user_info *out)
 {
-    char *name = dup_or_null(got->name);
-    char *key = dup_or_null(got->public_key);
+    char *name = core_strdup(got->name);
+    char *key = core_strdup(got->public_key);
     if (!name || (got->public_key && !key)) {
         free(name);
         free(key);

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core.h"
+
 struct metric {
     metric_family *family;
     char *values[METRICS_MAX_LABELS];
@@ -51,15 +53,6 @@ static double from_bits(uint64_t b)
     double v;
     memcpy(&v, &b, sizeof v);
     return v;
-}
-
-static char *dup_str(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d)
-        memcpy(d, s, n);
-    return d;
 }
 
 metrics *metrics_new(void)
@@ -163,12 +156,12 @@ static metric_family *family_new(metric_type type, const char *name, const char 
     if (!f)
         return NULL;
     f->type = type;
-    f->name = dup_str(name);
-    f->help = dup_str(help ? help : "");
+    f->name = core_strdup(name);
+    f->help = core_strdup(help ? help : "");
     if (!f->name || !f->help)
         goto fail;
     for (; labels && labels[f->n_labels]; f->n_labels++)
-        if (!(f->labels[f->n_labels] = dup_str(labels[f->n_labels])))
+        if (!(f->labels[f->n_labels] = core_strdup(labels[f->n_labels])))
             goto fail;
     if (type == METRIC_HISTOGRAM) {
         memcpy(f->buckets, buckets, n_buckets * sizeof *buckets);
@@ -259,7 +252,7 @@ static metric *series_new(metric_family *f, const char *const *values, uint64_t 
     s->hash = hash;
     atomic_init(&s->bits, to_bits(0.0));
     for (size_t i = 0; i < f->n_labels; i++)
-        if (!(s->values[i] = dup_str(values[i])))
+        if (!(s->values[i] = core_strdup(values[i])))
             goto fail;
     if (f->type == METRIC_HISTOGRAM) {
         s->counts = calloc(f->n_buckets + 1, sizeof *s->counts);

@@ -16,15 +16,6 @@
 static const char *const core_sections[] = {"server", "storage", "plugins", "limits", "log",
                                             "web"};
 
-static char *dup_str(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d)
-        memcpy(d, s, n);
-    return d;
-}
-
 static void plugin_free(plugin *p)
 {
     if (!p)
@@ -116,8 +107,8 @@ int plugin_load(const char *path, const char *name)
     plugin *p = calloc(1, sizeof *p);
     if (!p)
         return -1;
-    p->name = dup_str(name);
-    p->path = dup_str(path);
+    p->name = core_strdup(name);
+    p->path = core_strdup(path);
     if (!p->name || !p->path)
         goto fail;
     p->dl = dlopen(path, RTLD_NOW | RTLD_LOCAL);

@@ -15,17 +15,6 @@
 #include "session_io.h"
 #include "topic.h"
 
-static char *dup_str(const char *s)
-{
-    if (!s)
-        return NULL;
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d)
-        memcpy(d, s, n);
-    return d;
-}
-
 /* ---- safemessenger_sessions{state}: counted as the categories change,
  * so a scrape on any thread reads counts and walks no sessions ---------- */
 
@@ -180,7 +169,7 @@ static int user_add_session(session *s)
         u = calloc(1, sizeof *u);
         if (!u)
             return -1;
-        u->name = dup_str(s->username);
+        u->name = core_strdup(s->username);
         if (!u->name || hashmap_put(g_core.users, key, strlen(key), u) != 0) {
             free(u->name);
             free(u);
@@ -266,7 +255,7 @@ int session_login(session *s, const char *username, int64_t user_id)
         return SM_ESTATE;
     if (s->username)
         session_logout(s);
-    s->username = dup_str(username);
+    s->username = core_strdup(username);
     if (!s->username)
         return SM_ENOMEM;
     if (user_add_session(s) != 0) {
@@ -371,7 +360,7 @@ void session_destroy_all(void)
 
 char *session_payload_text(const json_t *payload)
 {
-    return payload ? json_dumps(payload, JSON_COMPACT) : dup_str("{}");
+    return payload ? json_dumps(payload, JSON_COMPACT) : core_strdup("{}");
 }
 
 int session_send_event_json(session *s, const char *action, const json_t *payload)
@@ -399,7 +388,7 @@ int session_set_attr(session *s, const char *key, const char *value)
             s->attrs[i] = s->attrs[--s->n_attrs];
             return SM_OK;
         }
-        char *v = dup_str(value);
+        char *v = core_strdup(value);
         if (!v)
             return SM_ENOMEM;
         free(s->attrs[i].value);
@@ -410,7 +399,7 @@ int session_set_attr(session *s, const char *key, const char *value)
         return SM_OK;
     if (s->n_attrs == SESSION_MAX_ATTRS)
         return SM_EBUSY;
-    char *k = dup_str(key), *v = dup_str(value);
+    char *k = core_strdup(key), *v = core_strdup(value);
     if (!k || !v) {
         free(k);
         free(v);

@@ -31,17 +31,6 @@ static size_t queue_messages(void)
     return sc ? sc->send_queue_messages : DEFAULT_QUEUE_MESSAGES;
 }
 
-static char *dup_str(const char *s)
-{
-    if (!s)
-        return NULL;
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d)
-        memcpy(d, s, n);
-    return d;
-}
-
 static void msg_free(session_msg *m)
 {
     free(m->type);
@@ -67,9 +56,9 @@ static session_msg *msg_new(const char *type, const char *action, const char *re
     session_msg *m = calloc(1, sizeof *m);
     if (!m)
         return NULL;
-    m->type = dup_str(type);
-    m->action = dup_str(action);
-    m->reply_to = dup_str(reply_to);
+    m->type = core_strdup(type);
+    m->action = core_strdup(action);
+    m->reply_to = core_strdup(reply_to);
     m->text = malloc(len + 1);
     if ((type && !m->type) || (action && !m->action) || (reply_to && !m->reply_to) || !m->text) {
         msg_free(m);
