@@ -16,6 +16,7 @@
 #include "listener.h"
 #include "log.h"
 #include "plugin_loader.h"
+#include "signals.h"
 #include "tls_check.h"
 #include "transport.h"
 #include "web.h"
@@ -41,14 +42,6 @@ static void usage(FILE *out)
             "      --version         print the version and exit\n"
             "  -h, --help            this help\n",
             SM_DEFAULT_CONFIG);
-}
-
-static void on_signal(int sig)
-{
-    if (sig == SIGHUP)
-        transport_request_reload();
-    else
-        transport_request_stop();
 }
 
 static void reload(void) { (void)core_reload(); }
@@ -140,16 +133,15 @@ int main(int argc, char **argv)
     }
 
     int status = 1;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
     if (!check_only) {
         signal(SIGPIPE, SIG_IGN);
-        /* From the start: a `systemctl reload` while the plugins load must
-         * not kill the server (the default action); the reload then runs
-         * once the loop does. */
-        sigaction(SIGHUP, &sa, NULL);
+        /* Before any thread starts, so that all inherit the mask: the
+         * logic thread reads these from a signalfd (signals.h), and one
+         * sent while the plugins load waits for the loop. */
+        if (signals_block() != 0) {
+            fprintf(stderr, "safemessenger-server: cannot block signals: %s\n", strerror(errno));
+            return 1;
+        }
     }
     core_options o = {
         .config_file = config_file,
@@ -168,9 +160,6 @@ int main(int argc, char **argv)
         status = 0;
         goto out;
     }
-
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
 
     int port = 0;
     if (transport_start(g_core.sc, &port) != 0)

@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <libwebsockets.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -29,6 +28,7 @@
 #include "peers.h"
 #include "session.h"
 #include "session_io.h"
+#include "signals.h"
 #include "tls_check.h"
 #include "web.h"
 #include "wsframe.h"
@@ -89,17 +89,18 @@ static size_t n_ios;
  * completions, the I/O threads' items, signals) and the admin socket. */
 static struct lws_context *lws_ctx;
 /* The context as other threads see it: workers and I/O threads wake the
- * logic thread through it, and so does the signal handler. It is published
- * once the context is ready and withdrawn before the context is destroyed;
- * wake_lock keeps a lws_cancel_service from overlapping the destroy. The
- * signal handler cannot take a lock, so SIGINT and SIGTERM are blocked
- * while the context is withdrawn. */
+ * logic thread through it. It is published once the context is ready and
+ * withdrawn before the context is destroyed; wake_lock keeps a
+ * lws_cancel_service from overlapping the destroy. */
 static _Atomic(struct lws_context *) wake_ctx;
 static pthread_mutex_t wake_lock = PTHREAD_MUTEX_INITIALIZER;
 static lws_sorted_usec_list_t timer_sul;
 static sm_timer *peers_timer;
-static volatile sig_atomic_t stop_requested;
-static volatile sig_atomic_t reload_requested;
+/* The stop and reload signals (signals.h), read on the logic thread; the
+ * flags are that thread's alone. */
+static struct lws *signal_wsi;
+static int stop_requested;
+static int reload_requested;
 /* The paths the vhosts were made with: lws re-reads a certificate only
  * under them (lws_tls_cert_updated). */
 static const char *vhost_cert, *vhost_key;
@@ -211,22 +212,6 @@ void transport_wake(void *unused)
     pthread_mutex_unlock(&wake_lock);
 }
 
-void transport_request_stop(void)
-{
-    stop_requested = 1;
-    struct lws_context *ctx = atomic_load(&wake_ctx);
-    if (ctx)
-        lws_cancel_service(ctx);
-}
-
-void transport_request_reload(void)
-{
-    reload_requested = 1;
-    struct lws_context *ctx = atomic_load(&wake_ctx);
-    if (ctx)
-        lws_cancel_service(ctx);
-}
-
 static void publish_context(void)
 {
     atomic_store(&wake_ctx, lws_ctx);
@@ -236,16 +221,9 @@ static void publish_context(void)
 
 static void withdraw_context(void)
 {
-    sigset_t stop_signals, old;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    sigaddset(&stop_signals, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, &old);
     pthread_mutex_lock(&wake_lock);
     atomic_store(&wake_ctx, NULL);
     pthread_mutex_unlock(&wake_lock);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 /* ---- HTTP: /healthz, /metrics, then the web client's files ----------- */
@@ -791,10 +769,21 @@ static int t_reload(const server_config *next, int check)
 static int logic_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
                           void *in, size_t len)
 {
-    (void)wsi;
     (void)user;
     (void)in;
     (void)len;
+    if (wsi && wsi == signal_wsi) {
+        if (reason == LWS_CALLBACK_RAW_RX_FILE) {
+            /* Acted on by transport_run once this service returns: a
+             * reload never interrupts a callback. */
+            int got = signals_take(lws_get_socket_fd(wsi));
+            stop_requested |= (got & SIGNALS_STOP) != 0;
+            reload_requested |= (got & SIGNALS_RELOAD) != 0;
+        } else if (reason == LWS_CALLBACK_RAW_CLOSE_FILE) {
+            signal_wsi = NULL;
+        }
+        return 0;
+    }
     if (reason == LWS_CALLBACK_EVENT_WAIT_CANCELLED) {
         io_threads_run_logic();
         if (g_core.pool)
@@ -904,8 +893,22 @@ static int create_logic_context(const server_config *sc)
     info.port = CONTEXT_PORT_NO_LISTEN;
     info.protocols = logic_protocols;
     info.vhost_name = "sm-logic";
-    if (!lws_create_vhost(lws_ctx, &info)) {
+    struct lws_vhost *vh = lws_create_vhost(lws_ctx, &info);
+    if (!vh) {
         LOG_ERROR("cannot create the logic thread's libwebsockets vhost");
+        return -1;
+    }
+    lws_sock_file_fd_type desc;
+    desc.filefd = signals_open();
+    if (desc.filefd < 0) {
+        LOG_ERROR("cannot read signals (signalfd): %s", strerror(errno));
+        return -1;
+    }
+    /* lws closes it with the context. */
+    signal_wsi = lws_adopt_descriptor_vhost(vh, LWS_ADOPT_RAW_FILE_DESC, desc, "sm-logic", NULL);
+    if (!signal_wsi) {
+        LOG_ERROR("cannot watch the signal descriptor");
+        close(desc.filefd);
         return -1;
     }
     char admin_path[sizeof(((struct sockaddr_un *)0)->sun_path)];

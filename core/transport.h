@@ -14,15 +14,12 @@
  * and logs the address actually bound. *port_out receives the bound port
  * (useful with port 0). Returns 0, or -1 after logging the reason. */
 int transport_start(const server_config *sc, int *port_out);
-/* Runs the loop until transport_request_stop(); then closes every session
+/* Runs the loop until SIGINT or SIGTERM (read from a signalfd on this
+ * thread, signals.h: main blocks them first); then closes every session
  * with 1001 and waits (bounded) for their queues to flush. After each
- * transport_request_reload() it calls on_reload (may be NULL) on the loop
- * thread, between two services. */
+ * SIGHUP it calls on_reload (may be NULL) on the loop thread, between two
+ * services. */
 void transport_run(void (*on_reload)(void));
-/* Async-signal-safe: asks the loop to stop. */
-void transport_request_stop(void);
-/* Async-signal-safe: asks the loop to reload the configuration (SIGHUP). */
-void transport_request_reload(void);
 /* Destroys the context (remaining connections are dropped). */
 void transport_stop(void);
 /* Worker wake-up hook (any thread). */

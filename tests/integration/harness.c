@@ -440,7 +440,7 @@ static int read_port(const harness_server *s)
     return ok ? (int)v : -1;
 }
 
-int harness_start_args(harness_server *s, const char *extra_config, const char *const *args)
+int harness_spawn(harness_server *s, const char *extra_config, const char *const *args)
 {
     memset(s, 0, sizeof *s);
     signal(SIGPIPE, SIG_IGN);
@@ -471,6 +471,14 @@ int harness_start_args(harness_server *s, const char *extra_config, const char *
         return -1;
     }
     s->pid = pid;
+    return 0;
+}
+
+int harness_start_args(harness_server *s, const char *extra_config, const char *const *args)
+{
+    if (harness_spawn(s, extra_config, args) != 0)
+        return -1;
+    pid_t pid = s->pid;
     long long deadline = now_ms() + START_TIMEOUT_MS;
     for (;;) {
         int port = read_port(s);

@@ -90,6 +90,12 @@ int harness_start(harness_server *s, const char *extra_config);
  * list, may be NULL), e.g. {"--db", "/tmp/x.db", NULL}. */
 int harness_start_args(harness_server *s, const char *extra_config, const char *const *args);
 
+/* The first half of harness_start_args(): the directory, the config and
+ * the server process, without waiting for its port file (s->port stays
+ * 0). For a test that acts on a server still starting; stop it with
+ * harness_stop() or harness_cleanup(). */
+int harness_spawn(harness_server *s, const char *extra_config, const char *const *args);
+
 /* Sends `sig` (e.g. SIGTERM; 0 sends nothing and only waits for an exit
  * already under way), waits up to 10 s, then SIGKILLs. Returns 0 when the
  * server ended within 10 s, -1 when it had to be killed or was not
