@@ -631,7 +631,7 @@ static int send_frame_now(ws_conn *c, int opcode, int fin, int rsv, int masked,
                           const void *data, size_t len, uint64_t deadline)
 {
     uint8_t mask[4];
-    if (masked && crypto_random(mask, sizeof mask) != 0)
+    if (masked && crypto_random_public(mask, sizeof mask) != 0)
         return SM_CLIENT_ERROR;
     uint8_t hdr[WS_MAX_HEADER];
     size_t hlen = ws_frame_header_write(hdr, opcode, fin, rsv, masked ? mask : NULL, len);

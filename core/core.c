@@ -228,6 +228,7 @@ void core_stop(void)
     core_cleanup();
     crypto_pkey_free(g_core.server_key);
     g_core.server_key = NULL;
+    crypto_thread_release();
     free(g_core.server_public_pem);
     g_core.server_public_pem = NULL;
     config_free(g_core.cfg);

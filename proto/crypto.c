@@ -67,6 +67,86 @@ static int algorithms(void)
     return 0;
 }
 
+/* ---- per-thread contexts ------------------------------------------------- */
+
+/* Making a context per message (allocations, the provider's context, the
+ * HMAC digest looked up by name, clearing on free) cost more than sealing a
+ * short message did. Each thread keeps one context per use and re-keys it:
+ * an EVP context must not be shared between threads, and one per session
+ * would cost memory on every idle session. Freed when the thread ends. */
+/* IVs are drawn from a block of DRBG output: one RAND_bytes call, with
+ * its locks and parameter look-ups, served a single 12-byte IV and cost
+ * as much as the HMAC (perf, fan-out). */
+#define PUBLIC_RANDOM_BYTES 4096
+
+typedef struct {
+    EVP_CIPHER_CTX *gcm_enc, *gcm_dec;
+    EVP_MAC_CTX *hmac;
+    size_t public_used; /* bytes of public_random already handed out */
+    uint8_t public_random[PUBLIC_RANDOM_BYTES];
+} thread_ctx;
+
+static pthread_key_t tctx_key;
+static int tctx_key_ok;
+static pthread_once_t tctx_once = PTHREAD_ONCE_INIT;
+
+static void tctx_free(void *p)
+{
+    thread_ctx *t = p;
+    if (!t)
+        return;
+    EVP_CIPHER_CTX_free(t->gcm_enc);
+    EVP_CIPHER_CTX_free(t->gcm_dec);
+    EVP_MAC_CTX_free(t->hmac);
+    crypto_wipe(t->public_random, sizeof t->public_random);
+    free(t);
+}
+
+static void tctx_key_make(void) { tctx_key_ok = pthread_key_create(&tctx_key, tctx_free) == 0; }
+
+/* The calling thread's contexts, made on first use; NULL when out of
+ * memory (the caller then fails like any allocation failure). */
+static thread_ctx *thread_contexts(void)
+{
+    if (algorithms() != 0 || pthread_once(&tctx_once, tctx_key_make) != 0 || !tctx_key_ok)
+        return NULL;
+    thread_ctx *t = pthread_getspecific(tctx_key);
+    if (t)
+        return t;
+    t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->public_used = PUBLIC_RANDOM_BYTES; /* drawn on first use */
+    t->gcm_enc = EVP_CIPHER_CTX_new();
+    t->gcm_dec = EVP_CIPHER_CTX_new();
+    t->hmac = EVP_MAC_CTX_new(alg_hmac);
+    OSSL_PARAM params[2] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end()};
+    /* The cipher is set here once; each use then passes only key and IV. */
+    if (!t->gcm_enc || !t->gcm_dec || !t->hmac
+        || EVP_EncryptInit_ex(t->gcm_enc, alg_gcm, NULL, NULL, NULL) != 1
+        || EVP_DecryptInit_ex(t->gcm_dec, alg_gcm, NULL, NULL, NULL) != 1
+        || EVP_MAC_CTX_set_params(t->hmac, params) != 1
+        || pthread_setspecific(tctx_key, t) != 0) {
+        log_openssl_error("per-thread cipher and MAC contexts");
+        tctx_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+void crypto_thread_release(void)
+{
+    if (!tctx_key_ok)
+        return;
+    thread_ctx *t = pthread_getspecific(tctx_key);
+    if (t) {
+        pthread_setspecific(tctx_key, NULL);
+        tctx_free(t);
+    }
+}
+
 /* ---- base64 -------------------------------------------------------------- */
 
 static const char b64_alphabet[] =
@@ -202,6 +282,27 @@ int crypto_random(uint8_t *buf, size_t len)
     return 0;
 }
 
+int crypto_random_public(uint8_t *buf, size_t len)
+{
+    if (len == 0)
+        return 0;
+    if (!buf)
+        return -1;
+    thread_ctx *t = len <= PUBLIC_RANDOM_BYTES ? thread_contexts() : NULL;
+    if (!t)
+        return crypto_random(buf, len);
+    if (PUBLIC_RANDOM_BYTES - t->public_used < len) {
+        if (crypto_random(t->public_random, PUBLIC_RANDOM_BYTES) != 0)
+            return -1;
+        t->public_used = 0;
+    }
+    memcpy(buf, t->public_random + t->public_used, len);
+    /* Handed out once: wiped, so the block never holds a value twice. */
+    crypto_wipe(t->public_random + t->public_used, len);
+    t->public_used += len;
+    return 0;
+}
+
 int crypto_memeq(const void *a, const void *b, size_t len)
 {
     return CRYPTO_memcmp(a, b, len) == 0;
@@ -267,18 +368,12 @@ int crypto_hmac_sha256(const uint8_t key[CRYPTO_KEY_LEN],
         return -1;
     int rc = -1;
     uint8_t mac[CRYPTO_MAC_LEN];
-    EVP_MAC_CTX *ctx = NULL;
-    if (algorithms() != 0)
+    thread_ctx *t = thread_contexts();
+    EVP_MAC_CTX *ctx = t ? t->hmac : NULL;
+    if (!ctx)
         goto fail;
-    ctx = EVP_MAC_CTX_new(alg_hmac);
-    if (!ctx) {
-        log_openssl_error("EVP_MAC_CTX_new");
-        goto fail;
-    }
-    OSSL_PARAM params[2] = {
-        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
-        OSSL_PARAM_construct_end()};
-    if (EVP_MAC_init(ctx, key, CRYPTO_KEY_LEN, params) != 1) {
+    /* The digest was set when the context was made. */
+    if (EVP_MAC_init(ctx, key, CRYPTO_KEY_LEN, NULL) != 1) {
         log_openssl_error("EVP_MAC_init");
         goto fail;
     }
@@ -299,7 +394,6 @@ int crypto_hmac_sha256(const uint8_t key[CRYPTO_KEY_LEN],
     rc = 0;
 fail:
     crypto_wipe(mac, sizeof mac);
-    EVP_MAC_CTX_free(ctx);
     return rc;
 }
 
@@ -315,11 +409,14 @@ int crypto_gcm_encrypt(const uint8_t key[CRYPTO_KEY_LEN], const uint8_t iv[CRYPT
     if (aad_len > INT_MAX || pt_len > INT_MAX)
         return -1;
     int rc = -1, n = 0;
-    EVP_CIPHER_CTX *ctx = algorithms() == 0 ? EVP_CIPHER_CTX_new() : NULL;
+    thread_ctx *t = thread_contexts();
+    EVP_CIPHER_CTX *ctx = t ? t->gcm_enc : NULL;
     if (!ctx)
         goto fail;
-    /* The default GCM IV length is 12, which is the protocol's. */
-    if (EVP_EncryptInit_ex(ctx, alg_gcm, NULL, key, iv) != 1)
+    /* A new key and IV on the thread's context (cipher NULL: kept from
+     * its set-up), which starts a new message. The default GCM IV length
+     * is 12, which is the protocol's. */
+    if (EVP_EncryptInit_ex(ctx, NULL, NULL, key, iv) != 1)
         goto fail;
     if (aad_len && EVP_EncryptUpdate(ctx, NULL, &n, aad, (int)aad_len) != 1)
         goto fail;
@@ -340,7 +437,6 @@ int crypto_gcm_encrypt(const uint8_t key[CRYPTO_KEY_LEN], const uint8_t iv[CRYPT
 fail:
     if (rc != 0)
         log_openssl_error("AES-256-GCM encrypt");
-    EVP_CIPHER_CTX_free(ctx);
     return rc;
 }
 
@@ -361,10 +457,11 @@ int crypto_gcm_decrypt(const uint8_t key[CRYPTO_KEY_LEN], const uint8_t iv[CRYPT
     int rc = -1, n = 0, pt_len = 0;
     uint8_t tagbuf[CRYPTO_GCM_TAG_LEN];
     memcpy(tagbuf, tag, sizeof tagbuf);
-    EVP_CIPHER_CTX *ctx = algorithms() == 0 ? EVP_CIPHER_CTX_new() : NULL;
+    thread_ctx *t = thread_contexts();
+    EVP_CIPHER_CTX *ctx = t ? t->gcm_dec : NULL;
     if (!ctx)
         goto fail;
-    if (EVP_DecryptInit_ex(ctx, alg_gcm, NULL, key, iv) != 1)
+    if (EVP_DecryptInit_ex(ctx, NULL, NULL, key, iv) != 1)
         goto fail;
     if (aad_len && EVP_DecryptUpdate(ctx, NULL, &n, aad, (int)aad_len) != 1)
         goto fail;
@@ -388,7 +485,6 @@ fail:
     if (rc != 0 && pt && ct_len)
         crypto_wipe(pt, ct_len);
     ERR_clear_error();
-    EVP_CIPHER_CTX_free(ctx);
     return rc;
 }
 

@@ -25,6 +25,12 @@ int crypto_b64_encode(const uint8_t *in, size_t len, char **out, size_t *out_len
 int crypto_b64_decode(const char *in, size_t len, uint8_t **out, size_t *out_len);
 
 int crypto_random(uint8_t *buf, size_t len);
+/* Random bytes that go out in the clear (IVs, WebSocket masking keys): the
+ * same DRBG's output, taken from a per-thread block of it drawn 4 KiB at a
+ * time, so they stay unpredictable but cost one RAND_bytes call per few
+ * hundred. Never for keys, nonces of the handshake or anything secret:
+ * those use crypto_random, which leaves no copy behind. */
+int crypto_random_public(uint8_t *buf, size_t len);
 
 /* Constant-time equality: 1 when equal, 0 otherwise. */
 int crypto_memeq(const void *a, const void *b, size_t len);
@@ -94,5 +100,9 @@ void crypto_pkey_free(EVP_PKEY *key);
 
 /* Overwrites memory in a way the compiler may not remove. */
 void crypto_wipe(void *p, size_t len);
+/* Frees the calling thread's cipher and MAC contexts now rather than when
+ * it ends (they are made again on next use): for the main thread, whose
+ * end runs no thread-specific destructor, before exit. */
+void crypto_thread_release(void);
 
 #endif

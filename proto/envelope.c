@@ -326,7 +326,7 @@ static int encrypt_payload(const envelope_dir *d, const char *h, size_t h_len,
         return -1;
     const uint8_t *pt = (const uint8_t *)plaintext;
     if (d->cipher == ENVELOPE_CIPHER_AES256_GCM) {
-        if (crypto_random(raw, CRYPTO_GCM_IV_LEN) != 0)
+        if (crypto_random_public(raw, CRYPTO_GCM_IV_LEN) != 0)
             goto fail;
         if (crypto_gcm_encrypt(d->enc_key, raw, (const uint8_t *)h, h_len, pt, plaintext_len,
                                raw + CRYPTO_GCM_IV_LEN,
@@ -335,7 +335,7 @@ static int encrypt_payload(const envelope_dir *d, const char *h, size_t h_len,
         raw_len = CRYPTO_GCM_IV_LEN + plaintext_len + CRYPTO_GCM_TAG_LEN;
     } else {
         size_t ct_len = 0;
-        if (crypto_random(raw, CRYPTO_CBC_IV_LEN) != 0)
+        if (crypto_random_public(raw, CRYPTO_CBC_IV_LEN) != 0)
             goto fail;
         if (crypto_cbc_encrypt(d->enc_key, raw, pt, plaintext_len, raw + CRYPTO_CBC_IV_LEN,
                                &ct_len) != 0)

@@ -446,6 +446,100 @@ static void gcm_round_trips_empty_plaintext(void)
                                        out), -1);
 }
 
+/* Each thread re-keys one context per use (crypto.c): what one message
+ * leaves in it must not change the next, whatever the order and outcome. */
+static void gcm_and_hmac_contexts_are_rekeyed_between_calls(void)
+{
+    gcm16 v;
+    gcm16_load(&v);
+    uint8_t other_key[32], other_iv[12] = {9}, ct[60], tag[16], pt[60];
+    memset(other_key, 0x5c, sizeof other_key);
+    for (int round = 0; round < 3; round++) {
+        /* Another key, a longer AAD and a failed open first. */
+        uint8_t junk_ct[60], junk_tag[16];
+        CU_ASSERT_EQUAL(crypto_gcm_encrypt(other_key, other_iv, v.pt, sizeof v.pt, v.pt, 33,
+                                           junk_ct, junk_tag), 0);
+        junk_tag[0] ^= 1;
+        CU_ASSERT_EQUAL(crypto_gcm_decrypt(other_key, other_iv, v.pt, sizeof v.pt, junk_ct, 33,
+                                           junk_tag, 16, pt), -1);
+        CU_ASSERT_EQUAL_FATAL(crypto_gcm_encrypt(v.key, v.iv, v.aad, sizeof v.aad, v.pt,
+                                                 sizeof v.pt, ct, tag), 0);
+        assert_hex(ct, sizeof ct, GCM16_CT);
+        assert_hex(tag, sizeof tag, GCM16_TAG);
+        CU_ASSERT_EQUAL_FATAL(crypto_gcm_decrypt(v.key, v.iv, v.aad, sizeof v.aad, v.ct,
+                                                 sizeof v.ct, v.tag, 16, pt), 0);
+        assert_hex(pt, sizeof pt, GCM16_PT);
+        /* The HMAC keyed with other_key in between: RFC 4231 case 2 still. */
+        uint8_t mac[CRYPTO_MAC_LEN], key[CRYPTO_KEY_LEN] = {'J', 'e', 'f', 'e'};
+        const uint8_t *parts[1] = {v.pt};
+        const size_t lens[1] = {sizeof v.pt};
+        CU_ASSERT_EQUAL(crypto_hmac_sha256(other_key, parts, lens, 1, mac), 0);
+        const char *data = "what do ya want for nothing?";
+        const uint8_t *jparts[1] = {(const uint8_t *)data};
+        const size_t jlens[1] = {strlen(data)};
+        CU_ASSERT_EQUAL_FATAL(crypto_hmac_sha256(key, jparts, jlens, 1, mac), 0);
+        assert_hex(mac, sizeof mac,
+                   "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    }
+}
+
+/* Threads each with their own contexts: every result is the known one. */
+static void *gcm_thread(void *arg)
+{
+    int *ok = arg;
+    gcm16 v;
+    gcm16_load(&v);
+    for (int i = 0; i < 200; i++) {
+        uint8_t ct[60], tag[16], pt[60], iv[12];
+        if (crypto_gcm_encrypt(v.key, v.iv, v.aad, sizeof v.aad, v.pt, sizeof v.pt, ct, tag) == 0
+            && memcmp(ct, v.ct, sizeof ct) == 0 && memcmp(tag, v.tag, sizeof tag) == 0
+            && crypto_gcm_decrypt(v.key, v.iv, v.aad, sizeof v.aad, v.ct, sizeof v.ct, v.tag,
+                                  16, pt) == 0
+            && memcmp(pt, v.pt, sizeof pt) == 0 && crypto_random_public(iv, sizeof iv) == 0)
+            (*ok)++;
+    }
+    return NULL; /* the thread's contexts go with it (ASan: no leak) */
+}
+
+static void gcm_is_right_on_several_threads_at_once(void)
+{
+    pthread_t th[4];
+    int ok[4] = {0};
+    for (int i = 0; i < 4; i++)
+        CU_ASSERT_EQUAL_FATAL(pthread_create(&th[i], NULL, gcm_thread, &ok[i]), 0);
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        CU_ASSERT_EQUAL(ok[i], 200);
+    }
+}
+
+static int cmp_iv(const void *a, const void *b) { return memcmp(a, b, 12); }
+
+/* Drawn from a 4 KiB block: across several refills, no value repeats and
+ * none is all zero; a request larger than the block still works. */
+static void random_public_never_repeats_across_refills(void)
+{
+    enum { N = 2000 };
+    static uint8_t ivs[N][12];
+    uint8_t zero[12] = {0};
+    for (int i = 0; i < N; i++) {
+        CU_ASSERT_EQUAL_FATAL(crypto_random_public(ivs[i], 12), 0);
+        CU_ASSERT_NOT_EQUAL(memcmp(ivs[i], zero, 12), 0);
+    }
+    qsort(ivs, N, 12, cmp_iv);
+    int repeats = 0;
+    for (int i = 1; i < N; i++)
+        repeats += memcmp(ivs[i - 1], ivs[i], 12) == 0;
+    CU_ASSERT_EQUAL(repeats, 0);
+    static uint8_t big[10000];
+    CU_ASSERT_EQUAL(crypto_random_public(big, sizeof big), 0);
+    CU_ASSERT_NOT_EQUAL(memcmp(big + 9000, zero, sizeof zero), 0);
+    CU_ASSERT_EQUAL(crypto_random_public(NULL, 1), -1);
+    CU_ASSERT_EQUAL(crypto_random_public(NULL, 0), 0);
+    crypto_thread_release(); /* and made again on next use */
+    CU_ASSERT_EQUAL(crypto_random_public(ivs[0], 12), 0);
+}
+
 /* NIST SP 800-38A F.2.5 (CBC-AES256.Encrypt). Our CBC always adds PKCS#7
  * padding, so the 64-byte vector gets a fifth block (a full block of 0x10),
  * whose ciphertext was computed with Python `cryptography`. */
@@ -838,6 +932,9 @@ static const sm_test_case cases[] = {
     SM_TEST(gcm_decrypt_rejects_truncated_tag),
     SM_TEST(gcm_decrypt_rejects_tampering_and_wipes_output),
     SM_TEST(gcm_round_trips_empty_plaintext),
+    SM_TEST(gcm_and_hmac_contexts_are_rekeyed_between_calls),
+    SM_TEST(gcm_is_right_on_several_threads_at_once),
+    SM_TEST(random_public_never_repeats_across_refills),
     SM_TEST(cbc_encrypt_matches_sp800_38a_f25),
     SM_TEST(cbc_decrypt_matches_sp800_38a_f25),
     SM_TEST(cbc_decrypt_rejects_bad_padding),

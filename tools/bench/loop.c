@@ -235,7 +235,7 @@ static int queue_frame(bench_conn *c, int opcode, const void *data, size_t len)
 {
     uint8_t mask[4];
     uint8_t hdr[WS_MAX_HEADER];
-    if (crypto_random(mask, sizeof mask) != 0)
+    if (crypto_random_public(mask, sizeof mask) != 0)
         return -1;
     size_t hlen = ws_frame_header_write(hdr, opcode, 1, 0, mask, len);
     if (len > SIZE_MAX / 4 || wbuf_reserve(c, hlen + len) != 0)
