@@ -1568,6 +1568,67 @@ static void retention_backlog_drains_in_bounded_runs(void)
     sm_testhost_free(th);
 }
 
+/* The query forced onto one index: SQLite refuses (no query solution)
+ * when the index cannot serve it, e.g. a partial index whose condition
+ * the query does not imply. Returns the count, -1 when refused. */
+static int64_t count_by_index(sm_testhost *th, const char *index, const char *where)
+{
+    char sql[512];
+    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM messaging_messages INDEXED BY %s WHERE %s",
+             index, where);
+    int64_t n = -1;
+    return sm_testhost_query_int(th, sql, &n) == SM_OK ? n : -1;
+}
+
+static void expect_partial_indexes_serve_their_queries(sm_testhost *th)
+{
+    int64_t n = -1;
+    CU_ASSERT_EQUAL(sm_testhost_query_int(th,
+                                          "SELECT COUNT(*) FROM pragma_index_list("
+                                          "'messaging_messages') WHERE partial = 1",
+                                          &n),
+                    SM_OK);
+    CU_ASSERT_EQUAL(n, 4);
+    /* The shapes of store.c's statements (VISIBLE_UNREAD, the purges). */
+    CU_ASSERT(count_by_index(th, "messaging_messages_unread_visible",
+                             "recipient_lower = 'carol' AND is_read = 0 AND hidden = 0") >= 0);
+    CU_ASSERT(count_by_index(th, "messaging_messages_unread_sender",
+                             "recipient_lower = 'carol' AND is_read = 0 AND hidden = 0"
+                             " AND sender_lower = 'alice'") >= 0);
+    CU_ASSERT(count_by_index(th, "messaging_messages_expiry", "expires_at <= 1e12") >= 0);
+    CU_ASSERT(count_by_index(th, "messaging_messages_read_at", "read_at <= 1e12") >= 0);
+}
+
+/* Schema version 4: room messages stay out of the unread, expiry and
+ * read_at indexes (a commit that stores one writes fewer pages), and
+ * every query still finds its index. */
+static void room_messages_stay_out_of_the_private_indexes(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id a = user(th, "alice", 1), c = user(th, "carol", 3);
+    enter(th, a, "general");
+    for (int i = 0; i < 3; i++) {
+        json_t *r = callf(th, a, "public_message", "{\"content\": \"hi %d\"}", i);
+        expect_response(r, "public_message");
+        json_decref(r);
+    }
+    sm_testhost_disconnect(th, c); /* offline: the private message is stored */
+    char expiry[64];
+    snprintf(expiry, sizeof expiry, ", \"expires_at\": %.0f", (double)NOW0 + 60);
+    pm(th, a, "carol", expiry);
+    expect_partial_indexes_serve_their_queries(th);
+    CU_ASSERT_EQUAL(count_rows(th, NULL), 4);
+    CU_ASSERT_EQUAL(count_by_index(th, "messaging_messages_unread_visible",
+                                   "recipient_lower = 'carol' AND is_read = 0 AND hidden = 0"),
+                    1);
+    CU_ASSERT_EQUAL(count_by_index(th, "messaging_messages_expiry", "expires_at <= 1e12"), 1);
+    /* The indexes hold the private row alone. */
+    CU_ASSERT_EQUAL(count_by_index(th, "messaging_messages_unread_visible",
+                                   "recipient_lower IS NOT NULL"),
+                    1);
+    sm_testhost_free(th);
+}
+
 /* A database from before read times (schema version 2): its read private
  * messages count as read when they were sent, so retention can reach them;
  * unread ones keep read_at NULL. */
@@ -1607,6 +1668,7 @@ static void upgrade_counts_earlier_reads_as_read_when_sent(void)
     sm_testhost_advance(th, 2580); /* +2610: id 2 is 3,610 s old */
     CU_ASSERT_EQUAL(row_exists(th, 2), 0);
     CU_ASSERT_EQUAL(row_exists(th, 3), 1);
+    expect_partial_indexes_serve_their_queries(th); /* and versions 3 and 4 on top */
     sm_testhost_free(th);
 }
 
@@ -1851,6 +1913,7 @@ int main(void)
         SM_TEST(retention_zero_keeps_that_kind_for_ever),
         SM_TEST(retention_backlog_drains_in_bounded_runs),
         SM_TEST(upgrade_counts_earlier_reads_as_read_when_sent),
+        SM_TEST(room_messages_stay_out_of_the_private_indexes),
         SM_TEST(deleted_room_takes_its_history_with_it),
         SM_TEST(refused_room_delete_keeps_the_history),
         SM_TEST(unread_count_attribute_set_at_login),
