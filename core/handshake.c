@@ -232,8 +232,8 @@ static void job_done(void *arg, int cancelled)
 }
 
 /* With I/O threads the work itself hands the job to the session's I/O
- * thread (job_work_io), so the pool's completion only frees what never
- * ran; it must not touch a job that ran, which that thread owns now. */
+ * thread (job_work_io), so the pool has no completion for a job that ran
+ * (workers_submit_handoff): this frees only one that never ran. */
 static void job_done_io(void *arg, int cancelled)
 {
     if (cancelled) {
@@ -333,10 +333,13 @@ void handshake_receive(struct session *s, const char *text, size_t len)
         goto reject_internal;
     memcpy(job->nonce, in.nonce, nlen + 1);
     /* Checked and queued under one lock: I/O threads submit at once. */
-    int queued = workers_submit_bounded(g_core.pool, &rsa_owner,
-                                        g_core.sc->handshake_queue,
-                                        job->io_thread >= 0 ? job_work_io : job_work,
-                                        job->io_thread >= 0 ? job_done_io : job_done, job);
+    int queued = job->io_thread >= 0
+                     ? workers_submit_handoff(g_core.pool, &rsa_owner,
+                                              g_core.sc->handshake_queue, job_work_io,
+                                              job_done_io, job)
+                     : workers_submit_bounded(g_core.pool, &rsa_owner,
+                                              g_core.sc->handshake_queue, job_work, job_done,
+                                              job);
     if (queued == WORKERS_FULL)
         goto reject_overload;
     if (queued != 0)

@@ -28,6 +28,7 @@ struct job {
     sm_work_fn work;
     sm_work_done_fn done;
     void *arg;
+    int hands_off;   /* done only if cancelled (workers_submit_handoff) */
     struct job *next;
 };
 
@@ -165,12 +166,18 @@ static void *worker_main(void *arg)
         struct owner_queue *q = find_owner(w, job->owner);
         if (q)
             q->running--;
-        list_push(&w->completed, job);
+        int hands_off = job->hands_off;
+        if (hands_off)
+            free(job); /* the work passed its result on itself */
+        else
+            list_push(&w->completed, job);
         pthread_cond_broadcast(&w->finished);
         if (w->queued == 0 && w->running == 0)
             pthread_cond_broadcast(&w->idle);
-        /* Outside the lock: wake may take locks of its own (lws). */
-        if (w->wake) {
+        /* Outside the lock: wake may take locks of its own (lws). Nothing
+         * to wake for when the job left no completion: each one woke the
+         * loop thread for nothing, once per handshake. */
+        if (w->wake && !hands_off) {
             pthread_mutex_unlock(&w->lock);
             w->wake(w->wake_arg);
             pthread_mutex_lock(&w->lock);
@@ -292,7 +299,7 @@ static struct owner_queue *owner_queue(workers *w, const void *owner)
  * is checked under the same lock that queues, so submitters on several
  * threads cannot pass it together. */
 static int submit(workers *w, const void *owner, size_t max_queued, sm_work_fn work,
-                  sm_work_done_fn done, void *arg)
+                  sm_work_done_fn done, void *arg, int hands_off)
 {
     if (!w || !work)
         return -1;
@@ -303,6 +310,7 @@ static int submit(workers *w, const void *owner, size_t max_queued, sm_work_fn w
     job->work = work;
     job->done = done;
     job->arg = arg;
+    job->hands_off = hands_off;
     pthread_mutex_lock(&w->lock);
     struct owner_queue *q = w->stopping ? NULL : owner_queue(w, owner);
     int rc = !q ? -1 : q->queued >= max_queued ? WORKERS_FULL : 0;
@@ -322,13 +330,19 @@ static int submit(workers *w, const void *owner, size_t max_queued, sm_work_fn w
 int workers_submit(workers *w, const void *owner, sm_work_fn work, sm_work_done_fn done,
                    void *arg)
 {
-    return submit(w, owner, SIZE_MAX, work, done, arg);
+    return submit(w, owner, SIZE_MAX, work, done, arg, 0);
 }
 
 int workers_submit_bounded(workers *w, const void *owner, size_t max_queued, sm_work_fn work,
                            sm_work_done_fn done, void *arg)
 {
-    return submit(w, owner, max_queued, work, done, arg);
+    return submit(w, owner, max_queued, work, done, arg, 0);
+}
+
+int workers_submit_handoff(workers *w, const void *owner, size_t max_queued, sm_work_fn work,
+                           sm_work_done_fn cancelled, void *arg)
+{
+    return submit(w, owner, max_queued, work, cancelled, arg, 1);
 }
 
 /* A linear walk of the owner's queue: the only canceller, the handshake,

@@ -53,6 +53,14 @@ int workers_submit(workers *w, const void *owner, sm_work_fn work, sm_work_done_
 int workers_submit_bounded(workers *w, const void *owner, size_t max_queued, sm_work_fn work,
                            sm_work_done_fn done, void *arg);
 
+/* workers_submit_bounded for a job whose work passes its result on by
+ * itself (the handshake's RSA job posts it to its session's I/O thread):
+ * a job that ran leaves no completion and wakes nobody. `cancelled` (may
+ * be NULL) is called, as done(arg, 1), only for a job that never ran
+ * because the pool stopped; workers_cancel works as for any job. */
+int workers_submit_handoff(workers *w, const void *owner, size_t max_queued, sm_work_fn work,
+                           sm_work_done_fn cancelled, void *arg);
+
 /* Removes owner's queued job whose arg is `arg`, if it has not started.
  * Returns 0 when removed: neither work nor done will be called, so arg is
  * the caller's again. Returns -1 when it has started or finished: done

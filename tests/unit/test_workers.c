@@ -322,6 +322,71 @@ static void stop_cancels_queued_jobs_and_refuses_submit(void)
     CU_ASSERT_EQUAL(resubmit_accepted, 0);
 }
 
+/* ---- jobs that hand their result on themselves ------------------------- */
+
+/* Like the handshake's RSA job: the work passes arg on (here: frees it). */
+static void handoff_work(void *arg)
+{
+    atomic_fetch_add(&work_count, 1);
+    free(arg);
+}
+
+static void handoff_jobs_leave_no_completion_and_wake_nobody(void)
+{
+    reset_counters();
+    workers *w = NULL;
+    CU_ASSERT_EQUAL_FATAL(workers_start(2, count_wake, &wake_count, &w), 0);
+    for (int i = 0; i < 100; i++) {
+        int *arg = malloc(sizeof *arg);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(arg);
+        CU_ASSERT_EQUAL(workers_submit_handoff(w, NULL, SIZE_MAX, handoff_work, count_done, arg),
+                        0);
+    }
+    workers_drain(w);
+    CU_ASSERT_EQUAL(atomic_load(&work_count), 100);
+    CU_ASSERT_EQUAL(workers_run_completions(w), 0);
+    /* An ordinary job beside them still completes and wakes. */
+    int *arg = malloc(sizeof *arg);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(arg);
+    CU_ASSERT_EQUAL(workers_submit(w, NULL, count_work, count_done, arg), 0);
+    workers_drain(w);
+    workers_stop(w);
+    CU_ASSERT_EQUAL(done_count, 1);
+    CU_ASSERT_EQUAL(done_cancelled, 0);
+    CU_ASSERT_EQUAL(atomic_load(&wake_count), 1);
+}
+
+static void handoff_job_that_never_ran_gets_cancelled_at_stop(void)
+{
+    reset_counters();
+    atomic_store(&gate_started, 0);
+    atomic_store(&gate_open, 0);
+    gate_done_cancelled = -1;
+    CU_ASSERT_EQUAL_FATAL(workers_start(1, NULL, NULL, &stop_pool), 0);
+    CU_ASSERT_EQUAL(workers_submit(stop_pool, NULL, gate_work, gate_done, NULL), 0);
+    for (int tries = 0; !atomic_load(&gate_started) && tries < 5000; tries++)
+        sleep_ms(1);
+    CU_ASSERT_FATAL(atomic_load(&gate_started));
+    for (int i = 0; i < 3; i++) {
+        int *arg = malloc(sizeof *arg);
+        CU_ASSERT_PTR_NOT_NULL_FATAL(arg);
+        CU_ASSERT_EQUAL(
+            workers_submit_handoff(stop_pool, NULL, SIZE_MAX, handoff_work, count_done, arg), 0);
+    }
+    /* Bounded like workers_submit_bounded. */
+    CU_ASSERT_EQUAL(workers_submit_handoff(stop_pool, NULL, 3, handoff_work, count_done, NULL),
+                    WORKERS_FULL);
+    pthread_t stopper;
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&stopper, NULL, stop_thread_main, NULL), 0);
+    sleep_ms(20);
+    atomic_store(&gate_open, 1);
+    CU_ASSERT_EQUAL(pthread_join(stopper, NULL), 0);
+    stop_pool = NULL;
+    CU_ASSERT_EQUAL(atomic_load(&work_count), 0);
+    CU_ASSERT_EQUAL(done_count, 3); /* each freed its arg */
+    CU_ASSERT_EQUAL(done_cancelled, 3);
+}
+
 static void stop_gives_finished_jobs_done_not_cancelled(void)
 {
     reset_counters();
@@ -846,6 +911,8 @@ int main(void)
         SM_TEST(submits_and_cancels_from_several_threads_while_completions_run),
         SM_TEST(workers_run_nice_levels_below_the_starting_thread),
         SM_TEST(workers_are_named_sm_worker_and_their_index),
+        SM_TEST(handoff_jobs_leave_no_completion_and_wake_nobody),
+        SM_TEST(handoff_job_that_never_ran_gets_cancelled_at_stop),
         SM_TEST_END,
     };
     return sm_test_run("workers", cases, NULL, NULL);
