@@ -73,7 +73,11 @@ static int algorithms(void)
  * HMAC digest looked up by name, clearing on free) cost more than sealing a
  * short message did. Each thread keeps one context per use and re-keys it:
  * an EVP context must not be shared between threads, and one per session
- * would cost memory on every idle session. Freed when the thread ends. */
+ * would cost memory on every idle session. Freed (and cleansed by OpenSSL)
+ * when the thread ends. The key schedule of the last message a thread
+ * sealed or opened stays in its context until the next one: no longer
+ * than that session's keys stay in the session itself, which holds them
+ * for its whole life. */
 /* IVs are drawn from a block of DRBG output: one RAND_bytes call, with
  * its locks and parameter look-ups, served a single 12-byte IV and cost
  * as much as the HMAC (perf, fan-out). */
