@@ -75,9 +75,9 @@ static int algorithms(void)
  * an EVP context must not be shared between threads, and one per session
  * would cost memory on every idle session. Freed (and cleansed by OpenSSL)
  * when the thread ends. The key schedule of the last message a thread
- * sealed or opened stays in its context until the next one: no longer
- * than that session's keys stay in the session itself, which holds them
- * for its whole life. */
+ * sealed or opened stays in its context until its next message (or its
+ * end), possibly after that session closed: the price of not making a
+ * context per message; the process holds live sessions' keys anyway. */
 /* IVs are drawn from a block of DRBG output: one RAND_bytes call, with
  * its locks and parameter look-ups, served a single 12-byte IV and cost
  * as much as the HMAC (perf, fan-out). */
