@@ -1,0 +1,546 @@
+/* services.redis_link: core/redis_link.c, cluster mode's link to Redis
+ * (hiredis's async API on an lws loop), against the private Redis of
+ * ctest's fixture "redis" (SM_TEST_REDIS_URL_FILE) and, for the restart
+ * case, a second private instance this suite starts, stops and starts
+ * again on the same port (tests/services/redis-instance, SM_REDIS_PORT).
+ * The suite drives its own lws context; every wait is bounded. */
+#include <CUnit/CUnit.h>
+#include <hiredis/hiredis.h>
+#include <libwebsockets.h>
+#include <netinet/in.h>
+#include <safemessenger/testhost_suite.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "redis_link.h"
+#include "service_url.h"
+
+static struct lws_context *ctx;
+static lws_sorted_usec_list_t tick;
+static char fixture_url[256];
+static char private_dir[128]; /* the restart case's instance, while it exists */
+static char channel_prefix[64];
+
+/* ---- the loop ------------------------------------------------------------ */
+
+static void tick_cb(lws_sorted_usec_list_t *sul)
+{
+    (void)sul;
+}
+
+/* One turn of the loop, never longer than 10 ms: lws_service waits for
+ * the next event or timer, and the tick is a timer. */
+static void pump(void)
+{
+    lws_sul_schedule(ctx, 0, &tick, tick_cb, 10 * LWS_US_PER_MS);
+    lws_service(ctx, 0);
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Runs the loop until cond holds or ms pass; the caller asserts cond. */
+#define WAIT_FOR(cond, ms)                                                                        \
+    do {                                                                                          \
+        double wait_end_ = now_s() + (ms) / 1000.0;                                               \
+        while (!(cond) && now_s() < wait_end_)                                                    \
+            pump();                                                                               \
+    } while (0)
+
+/* ---- what a link reports ------------------------------------------------- */
+
+typedef struct probe {
+    int ups, downs;          /* on_state calls */
+    int messages;
+    char channel[128];       /* the last message's */
+    char payload[64];
+    size_t len;
+    char counted[128];       /* messages on this channel... */
+    int on_counted;          /* ...are counted here */
+} probe;
+
+static void on_message(const char *channel, const void *payload, size_t len, void *arg)
+{
+    probe *p = arg;
+    p->messages++;
+    snprintf(p->channel, sizeof p->channel, "%s", channel);
+    p->len = len < sizeof p->payload ? len : sizeof p->payload;
+    memcpy(p->payload, payload, p->len);
+    if (strcmp(channel, p->counted) == 0)
+        p->on_counted++;
+}
+
+static void on_state(int up, void *arg)
+{
+    probe *p = arg;
+    if (up)
+        p->ups++;
+    else
+        p->downs++;
+}
+
+static const redis_link_handlers handlers = { on_message, on_state };
+
+static redis_link *start_link(const char *url, probe *p)
+{
+    char err[256] = "";
+    redis_link *link = NULL;
+    memset(p, 0, sizeof *p);
+    int rc = redis_link_start(ctx, url, &handlers, p, &link, err, sizeof err);
+    if (rc != 0)
+        fprintf(stderr, "redis_link_start(%s): %d %s\n", url, rc, err);
+    CU_ASSERT_EQUAL(rc, 0);
+    return link;
+}
+
+/* A channel name of this run, so suites sharing the fixture never meet. */
+static const char *chan(char *buf, size_t len, const char *name)
+{
+    snprintf(buf, len, "%s%s", channel_prefix, name);
+    return buf;
+}
+
+static uint64_t counter(const redis_link *link, size_t offset)
+{
+    redis_link_counters c;
+    redis_link_get_counters(link, &c);
+    uint64_t v;
+    memcpy(&v, (const char *)&c + offset, sizeof v);
+    return v;
+}
+
+#define COUNTER(link, field) counter(link, offsetof(redis_link_counters, field))
+
+/* Subscribers Redis itself counts on channel (PUBSUB NUMSUB, asked on a
+ * blocking connection of the test's own), -1 on failure. */
+static long redis_subscribers(const char *channel)
+{
+    redis_link_url u;
+    char err[128];
+    if (redis_link_parse_url(fixture_url, &u, err, sizeof err) != 0)
+        return -1;
+    struct timeval timeout = { 5, 0 };
+    redisContext *c = redisConnectWithTimeout(u.host, u.port, timeout);
+    if (!c || c->err) {
+        redisFree(c);
+        return -1;
+    }
+    long n = -1;
+    redisReply *r = redisCommand(c, "PUBSUB NUMSUB %s", channel);
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2
+        && r->element[1]->type == REDIS_REPLY_INTEGER)
+        n = (long)r->element[1]->integer;
+    freeReplyObject(r);
+    redisFree(c);
+    return n;
+}
+
+/* ---- the URL ------------------------------------------------------------- */
+
+static void url_accepts_the_documented_forms(void)
+{
+    static const struct {
+        const char *url, *host, *password;
+        int port, db;
+    } cases[] = {
+        { "redis://127.0.0.1:6379/0", "127.0.0.1", "", 6379, 0 },
+        { "redis://localhost", "localhost", "", 6379, 0 },
+        { "redis://cache-1.example.internal:7000/15", "cache-1.example.internal", "", 7000, 15 },
+        { "redis://host/", "host", "", 6379, 0 },
+        { "redis://[::1]:6380/2", "::1", "", 6380, 2 },
+        { "redis://[fe80::1]", "fe80::1", "", 6379, 0 },
+        { "redis://:s3cr%40t%2f@10.0.0.2:1/3", "10.0.0.2", "s3cr@t/", 1, 3 },
+        { "redis://:p@ss@host:65535", "host", "p@ss", 65535, 0 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        redis_link_url u;
+        char err[128] = "x";
+        int rc = redis_link_parse_url(cases[i].url, &u, err, sizeof err);
+        if (rc != 0)
+            fprintf(stderr, "%s: %s\n", cases[i].url, err);
+        CU_ASSERT_EQUAL(rc, 0);
+        CU_ASSERT_STRING_EQUAL(err, "");
+        CU_ASSERT_STRING_EQUAL(u.host, cases[i].host);
+        CU_ASSERT_STRING_EQUAL(u.password, cases[i].password);
+        CU_ASSERT_EQUAL(u.port, cases[i].port);
+        CU_ASSERT_EQUAL(u.db, cases[i].db);
+    }
+}
+
+static void url_rejects_bad_input_with_the_reason(void)
+{
+    static const struct {
+        const char *url, *reason;
+    } cases[] = {
+        { "http://host", "unknown scheme" },
+        { "host:6379", "unknown scheme" },
+        { "rediss://host", "TLS" },
+        { "redis://host:0", "port '0' is not" },
+        { "redis://host:65536", "port '65536'" },
+        { "redis://host:", "port '' is not" },
+        { "redis://host:12a", "port '12a'" },
+        { "redis://host:+80", "port '+80'" },
+        { "redis://host/16", "database '16' is not" },
+        { "redis://host/-1", "database '-1'" },
+        { "redis://host/1x", "database '1x'" },
+        { "redis://host/1/2", "unexpected '/2' after the database" },
+        { "redis://host/1?timeout=1", "unexpected '?timeout=1'" },
+        { "redis://", "no host" },
+        { "redis://:6379", "no host" },
+        { "redis://[::1", "closing ']'" },
+        { "redis://[not-v6]:1", "'[not-v6]' is not an IPv6 address" },
+        { "redis://[::1]x", "unexpected 'x' after the IPv6 address" },
+        { "redis://ho st", "holds ' '" },
+        { "redis://user:pw@host", "user name" },
+        { "redis://:@host", "password is empty" },
+        { "redis://:a%4@host", "hexadecimal" },
+        { "redis://:a%zz@host", "hexadecimal" },
+        { "redis://:a%00b@host", "NUL" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        redis_link_url u;
+        memset(&u, 0x5a, sizeof u);
+        char err[160] = "";
+        CU_ASSERT_EQUAL(redis_link_parse_url(cases[i].url, &u, err, sizeof err),
+                        REDIS_LINK_INVALID);
+        if (!strstr(err, cases[i].reason))
+            fprintf(stderr, "%s: expected '%s' in '%s'\n", cases[i].url, cases[i].reason, err);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err, cases[i].reason));
+        CU_ASSERT_EQUAL(strncmp(err, "redis URL: ", 11), 0);
+        /* Out-parameters are set only on success. */
+        CU_ASSERT_EQUAL(u.port, 0x5a5a5a5a);
+    }
+}
+
+static void url_too_long_is_refused_and_errors_never_show_the_password(void)
+{
+    char url[REDIS_LINK_URL_MAX + 16];
+    memset(url, 'a', sizeof url - 1);
+    memcpy(url, "redis://", 8);
+    url[sizeof url - 1] = '\0';
+    redis_link_url u;
+    char err[128];
+    CU_ASSERT_EQUAL(redis_link_parse_url(url, &u, err, sizeof err), REDIS_LINK_INVALID);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "longer than 1024 bytes"));
+    /* A host label of 300 bytes fits the URL but not the host. */
+    memset(url, 'h', 308);
+    memcpy(url, "redis://", 8);
+    url[308] = '\0';
+    CU_ASSERT_EQUAL(redis_link_parse_url(url, &u, err, sizeof err), REDIS_LINK_INVALID);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "host is longer"));
+
+    CU_ASSERT_EQUAL(redis_link_parse_url("redis://:hunter2@host:99999", &u, err, sizeof err),
+                    REDIS_LINK_INVALID);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "port '99999'"));
+    CU_ASSERT_PTR_NULL(strstr(err, "hunter2"));
+    /* A short buffer gets a cut, terminated message. */
+    char small[8];
+    memset(small, 'x', sizeof small);
+    CU_ASSERT_EQUAL(redis_link_parse_url("redis://host:0", &u, small, sizeof small),
+                    REDIS_LINK_INVALID);
+    CU_ASSERT_EQUAL(small[sizeof small - 1], '\0');
+}
+
+static void start_refuses_a_bad_url(void)
+{
+    redis_link *link = (redis_link *)&ctx; /* a sentinel: must stay untouched */
+    char err[128] = "";
+    probe p;
+    CU_ASSERT_EQUAL(redis_link_start(ctx, "redis://host:70000", &handlers, &p, &link, err,
+                                     sizeof err), REDIS_LINK_INVALID);
+    CU_ASSERT_PTR_EQUAL(link, (redis_link *)&ctx);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err, "port '70000'"));
+}
+
+/* ---- against the fixture's Redis ----------------------------------------- */
+
+static void publish_reaches_a_subscriber_binary_safe_and_only_on_its_channel(void)
+{
+    static const char payload[] = "sealed\0payload\xff";
+    char a[128], b[128];
+    probe pp, sp;
+    redis_link *pub = start_link(fixture_url, &pp);
+    redis_link *sub = start_link(fixture_url, &sp);
+    CU_ASSERT_FATAL(pub && sub);
+    /* Subscribing before the link is up: sent once it is. */
+    CU_ASSERT_EQUAL(redis_link_subscribe(sub, chan(a, sizeof a, "topic:a")), 0);
+    CU_ASSERT_EQUAL(redis_link_subscribe(sub, a), 0); /* twice is once */
+    WAIT_FOR(redis_link_is_up(pub) && redis_link_is_up(sub), 5000);
+    CU_ASSERT(redis_link_is_up(pub) && redis_link_is_up(sub));
+    CU_ASSERT_EQUAL(pp.ups, 1);
+    CU_ASSERT_EQUAL(sp.ups, 1);
+    CU_ASSERT_EQUAL(pp.downs + sp.downs, 0);
+    /* Up means the subscriptions made so far are confirmed. */
+    CU_ASSERT_EQUAL(redis_link_is_subscribed(sub, a), 1);
+    CU_ASSERT_EQUAL(redis_link_is_subscribed(sub, chan(b, sizeof b, "topic:b")), 0);
+
+    CU_ASSERT_EQUAL(redis_link_publish(pub, b, "not for you", 11), 0);
+    CU_ASSERT_EQUAL(redis_link_publish(pub, a, payload, sizeof payload - 1), 0);
+    WAIT_FOR(sp.messages >= 1, 3000);
+    /* One publisher connection: Redis handles its commands in order, so
+     * had the first reached the subscriber, it would have come first. */
+    CU_ASSERT_EQUAL(sp.messages, 1);
+    CU_ASSERT_STRING_EQUAL(sp.channel, a);
+    CU_ASSERT_EQUAL(sp.len, sizeof payload - 1);
+    CU_ASSERT_EQUAL(memcmp(sp.payload, payload, sizeof payload - 1), 0);
+    WAIT_FOR(COUNTER(pub, in_flight) == 0, 3000);
+    CU_ASSERT_EQUAL(COUNTER(pub, published), 2);
+    CU_ASSERT_EQUAL(COUNTER(pub, publish_failed), 0);
+    CU_ASSERT_EQUAL(COUNTER(sub, received), 1);
+    CU_ASSERT_EQUAL(COUNTER(sub, reconnects), 0);
+
+    CU_ASSERT_EQUAL(redis_link_publish(pub, "", "x", 1), REDIS_LINK_INVALID);
+    CU_ASSERT_EQUAL(redis_link_subscribe(sub, ""), REDIS_LINK_INVALID);
+    redis_link_stop(pub);
+    redis_link_stop(sub);
+}
+
+static void unsubscribe_stops_delivery(void)
+{
+    char a[128], marker[128];
+    probe pp, sp;
+    redis_link *pub = start_link(fixture_url, &pp);
+    redis_link *sub = start_link(fixture_url, &sp);
+    CU_ASSERT_FATAL(pub && sub);
+    WAIT_FOR(redis_link_is_up(pub) && redis_link_is_up(sub), 5000);
+    CU_ASSERT_FATAL(redis_link_is_up(pub) && redis_link_is_up(sub));
+    /* Subscribing while up: confirmed a moment later. */
+    CU_ASSERT_EQUAL(redis_link_subscribe(sub, chan(a, sizeof a, "unsub:a")), 0);
+    CU_ASSERT_EQUAL(redis_link_subscribe(sub, chan(marker, sizeof marker, "unsub:marker")), 0);
+    WAIT_FOR(redis_link_is_subscribed(sub, a) && redis_link_is_subscribed(sub, marker), 3000);
+    CU_ASSERT(redis_link_is_subscribed(sub, a) && redis_link_is_subscribed(sub, marker));
+    CU_ASSERT_EQUAL(redis_subscribers(a), 1);
+    snprintf(sp.counted, sizeof sp.counted, "%s", a);
+    CU_ASSERT_EQUAL(redis_link_publish(pub, a, "1", 1), 0);
+    WAIT_FOR(sp.on_counted == 1, 3000);
+    CU_ASSERT_EQUAL(sp.on_counted, 1);
+
+    CU_ASSERT_EQUAL(redis_link_unsubscribe(sub, a), 0);
+    CU_ASSERT_EQUAL(redis_link_is_subscribed(sub, a), 0);
+    CU_ASSERT_EQUAL(redis_link_unsubscribe(sub, a), REDIS_LINK_INVALID);
+    /* Published right away, possibly before Redis saw the UNSUBSCRIBE:
+     * it must not reach the caller either way. */
+    CU_ASSERT_EQUAL(redis_link_publish(pub, a, "2", 1), 0);
+    CU_ASSERT_EQUAL(redis_link_publish(pub, marker, "end", 3), 0);
+    WAIT_FOR(strcmp(sp.channel, marker) == 0, 3000);
+    CU_ASSERT_STRING_EQUAL(sp.channel, marker);
+    CU_ASSERT_EQUAL(sp.on_counted, 1);
+    CU_ASSERT_EQUAL(sp.messages, 2);
+    /* Redis forgot the subscriber too (the marker came after it). */
+    CU_ASSERT_EQUAL(redis_subscribers(a), 0);
+    CU_ASSERT_EQUAL(redis_subscribers(marker), 1);
+    redis_link_stop(pub);
+    redis_link_stop(sub);
+    /* Stopping a link closes its connections. */
+    WAIT_FOR(redis_subscribers(marker) == 0, 3000);
+    CU_ASSERT_EQUAL(redis_subscribers(marker), 0);
+}
+
+static void publish_beyond_the_in_flight_cap_is_busy(void)
+{
+    char a[128];
+    probe pp;
+    redis_link *pub = start_link(fixture_url, &pp);
+    CU_ASSERT_FATAL(pub != NULL);
+    WAIT_FOR(redis_link_is_up(pub), 5000);
+    CU_ASSERT_FATAL(redis_link_is_up(pub));
+    chan(a, sizeof a, "busy");
+    int ok = 0;
+    /* Nothing is answered while the loop does not run. */
+    for (int i = 0; i < REDIS_LINK_MAX_IN_FLIGHT; i++)
+        ok += redis_link_publish(pub, a, "x", 1) == 0;
+    CU_ASSERT_EQUAL(ok, REDIS_LINK_MAX_IN_FLIGHT);
+    CU_ASSERT_EQUAL(redis_link_publish(pub, a, "x", 1), REDIS_LINK_BUSY);
+    CU_ASSERT_EQUAL(COUNTER(pub, publish_refused), 1);
+    WAIT_FOR(COUNTER(pub, in_flight) == 0, 10000);
+    CU_ASSERT_EQUAL(COUNTER(pub, published), REDIS_LINK_MAX_IN_FLIGHT);
+    CU_ASSERT_EQUAL(redis_link_publish(pub, a, "x", 1), 0);
+    /* Stopped with one in flight: it counts as failed, nothing leaks. */
+    redis_link_stop(pub);
+}
+
+/* ---- without Redis ----------------------------------------------------- */
+
+/* A loopback port nothing listens on (bound, then released). */
+static int closed_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof sa;
+    int port = -1;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0
+        && getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        port = ntohs(sa.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+static void publish_without_redis_is_refused_and_the_link_reports_down(void)
+{
+    char url[64], a[128];
+    int port = closed_port();
+    CU_ASSERT_FATAL(port > 0);
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", port);
+    probe p;
+    redis_link *link = start_link(url, &p);
+    CU_ASSERT_FATAL(link != NULL);
+    CU_ASSERT_EQUAL(redis_link_publish(link, chan(a, sizeof a, "nowhere"), "x", 1),
+                    REDIS_LINK_DOWN);
+    WAIT_FOR(p.downs > 0, 3000);
+    CU_ASSERT_EQUAL(p.downs, 1);
+    CU_ASSERT_EQUAL(p.ups, 0);
+    CU_ASSERT_EQUAL(redis_link_is_up(link), 0);
+    CU_ASSERT_EQUAL(redis_link_publish(link, a, "x", 1), REDIS_LINK_DOWN);
+    /* A subscription is kept for when Redis comes. */
+    CU_ASSERT_EQUAL(redis_link_subscribe(link, a), 0);
+    CU_ASSERT_EQUAL(redis_link_is_subscribed(link, a), 0);
+    /* Further failed attempts (backoff) report nothing new. */
+    WAIT_FOR(0, 400);
+    CU_ASSERT_EQUAL(p.downs, 1);
+    CU_ASSERT_EQUAL(COUNTER(link, publish_refused), 2);
+    CU_ASSERT_EQUAL(COUNTER(link, published), 0);
+    redis_link_stop(link);
+}
+
+/* ---- a Redis restart ------------------------------------------------------ */
+
+/* redis-instance VERB DIR, with SM_REDIS_PORT=port when port > 0. */
+static int instance(const char *verb, int port)
+{
+    char cmd[512];
+    char env[32] = "";
+    if (port > 0)
+        snprintf(env, sizeof env, "SM_REDIS_PORT=%d ", port);
+    snprintf(cmd, sizeof cmd, "%s'%s/tests/services/redis-instance' %s '%s'", env, SM_SOURCE_DIR,
+             verb, private_dir);
+    int rc = system(cmd);
+    if (rc != 0)
+        fprintf(stderr, "%s: status %d\n", cmd, rc);
+    return rc;
+}
+
+static int read_private(const char *name, char *buf, size_t len)
+{
+    char path[192];
+    snprintf(path, sizeof path, "%s/%s", private_dir, name);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    int rc = fgets(buf, (int)len, f) ? 0 : -1;
+    fclose(f);
+    buf[strcspn(buf, "\n")] = '\0';
+    return rc;
+}
+
+static void links_come_back_after_a_redis_restart_with_their_subscriptions(void)
+{
+    char url[128], port_text[16], a[128];
+    probe pp, sp;
+    redis_link *pub = NULL, *sub = NULL;
+    snprintf(private_dir, sizeof private_dir, "/tmp/sm-redis-link.XXXXXX");
+    CU_ASSERT_FATAL(mkdtemp(private_dir) != NULL);
+    if (instance("start", 0) != 0 || read_private("url", url, sizeof url) != 0
+        || read_private("port", port_text, sizeof port_text) != 0) {
+        CU_FAIL("cannot start a private redis-server");
+        goto out;
+    }
+    int port = atoi(port_text);
+    pub = start_link(url, &pp);
+    sub = start_link(url, &sp);
+    if (!pub || !sub)
+        goto out;
+    CU_ASSERT_EQUAL(redis_link_subscribe(sub, chan(a, sizeof a, "restart")), 0);
+    WAIT_FOR(redis_link_is_up(pub) && redis_link_is_up(sub), 5000);
+    CU_ASSERT(redis_link_is_up(pub) && redis_link_is_up(sub));
+    CU_ASSERT_EQUAL(redis_link_publish(pub, a, "before", 6), 0);
+    WAIT_FOR(sp.messages == 1, 3000);
+    CU_ASSERT_EQUAL(sp.messages, 1);
+
+    /* Redis goes away: both links say so, and publishing is refused. */
+    CU_ASSERT_EQUAL(instance("stop", 0), 0);
+    WAIT_FOR(pp.downs == 1 && sp.downs == 1, 5000);
+    CU_ASSERT_EQUAL(pp.downs, 1);
+    CU_ASSERT_EQUAL(sp.downs, 1);
+    CU_ASSERT_EQUAL(redis_link_is_up(sub), 0);
+    CU_ASSERT_EQUAL(redis_link_publish(pub, a, "lost", 4), REDIS_LINK_DOWN);
+    CU_ASSERT_EQUAL(redis_link_is_subscribed(sub, a), 0);
+    /* Some failed attempts while it is away (the backoff grows). */
+    WAIT_FOR(0, 700);
+
+    /* Back on the same port: the links return by themselves, the
+     * subscription with them. */
+    CU_ASSERT_EQUAL(instance("start", port), 0);
+    double back_from = now_s();
+    WAIT_FOR(redis_link_is_up(pub) && redis_link_is_up(sub), 8000);
+    CU_ASSERT(redis_link_is_up(pub) && redis_link_is_up(sub));
+    fprintf(stderr, "links up again %.2f s after redis-server answered\n", now_s() - back_from);
+    CU_ASSERT_EQUAL(pp.ups, 2);
+    CU_ASSERT_EQUAL(sp.ups, 2);
+    CU_ASSERT_EQUAL(COUNTER(pub, reconnects), 1);
+    CU_ASSERT_EQUAL(COUNTER(sub, reconnects), 1);
+    CU_ASSERT_EQUAL(redis_link_is_subscribed(sub, a), 1);
+    CU_ASSERT_EQUAL(redis_link_publish(pub, a, "after", 5), 0);
+    WAIT_FOR(sp.messages == 2, 3000);
+    CU_ASSERT_EQUAL(sp.messages, 2);
+    CU_ASSERT_EQUAL(sp.len, 5);
+    CU_ASSERT_EQUAL(memcmp(sp.payload, "after", 5), 0);
+out:
+    redis_link_stop(pub);
+    redis_link_stop(sub);
+    instance("stop", 0);
+    private_dir[0] = '\0';
+}
+
+/* ---- the suite ------------------------------------------------------------ */
+
+static int suite_init(void)
+{
+    if (service_url_read("SM_TEST_REDIS_URL_FILE", fixture_url, sizeof fixture_url) != 0)
+        return -1;
+    snprintf(channel_prefix, sizeof channel_prefix, "sm:test:redis_link:%ld:", (long)getpid());
+    lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
+    info.port = CONTEXT_PORT_NO_LISTEN;
+    ctx = lws_create_context(&info);
+    return ctx ? 0 : -1;
+}
+
+static int suite_cleanup(void)
+{
+    if (private_dir[0])
+        instance("stop", 0); /* a failed assertion left the case early */
+    lws_sul_schedule(ctx, 0, &tick, tick_cb, LWS_SET_TIMER_USEC_CANCEL);
+    lws_context_destroy(ctx);
+    return 0;
+}
+
+int main(void)
+{
+    static const sm_test_case tests[] = {
+        SM_TEST(url_accepts_the_documented_forms),
+        SM_TEST(url_rejects_bad_input_with_the_reason),
+        SM_TEST(url_too_long_is_refused_and_errors_never_show_the_password),
+        SM_TEST(start_refuses_a_bad_url),
+        SM_TEST(publish_reaches_a_subscriber_binary_safe_and_only_on_its_channel),
+        SM_TEST(unsubscribe_stops_delivery),
+        SM_TEST(publish_beyond_the_in_flight_cap_is_busy),
+        SM_TEST(publish_without_redis_is_refused_and_the_link_reports_down),
+        SM_TEST(links_come_back_after_a_redis_restart_with_their_subscriptions),
+        SM_TEST_END,
+    };
+    return sm_test_run("services.redis_link", tests, suite_init, suite_cleanup);
+}
