@@ -1,10 +1,17 @@
 /* The core's SQLite database. Only the loop thread uses it, so the
  * connection is opened without SQLite's own mutexes. WAL checkpoints run
  * on the worker pool, through a second connection of their own (see
- * "checkpoints" below). */
+ * "checkpoints" below).
+ *
+ * A storage opened with storage_open_pg runs on PostgreSQL instead
+ * (storage_pg.c): each function below starts with one test of its `pg`
+ * field and hands such a storage over, so SQLite's path keeps its code
+ * and costs one predictable branch. The statement list and the owners'
+ * names stay here for both. */
 #include "storage.h"
 
 #include "log.h"
+#include "storage_pg.h"
 #include "workers.h"
 
 #include <errno.h>
@@ -38,7 +45,8 @@ struct checkpointer {
 };
 
 struct storage {
-    sqlite3 *db;
+    sqlite3 *db;           /* NULL on PostgreSQL */
+    pg_db *pg;             /* NULL on SQLite */
     int lock_fd;           /* <database>.lock, held for the process's life; -1 if none */
     struct sm_stmt *stmts; /* live statements, so close can finalize leftovers */
     const char *sync_sql;  /* the synchronous pragma, for the checkpoint connection too */
@@ -53,7 +61,8 @@ enum { TX_BEGIN, TX_COMMIT, TX_ROLLBACK };
 static const char *const tx_sql[] = {"BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"};
 
 struct sm_stmt {
-    sqlite3_stmt *stmt;
+    sqlite3_stmt *stmt; /* NULL on PostgreSQL */
+    pg_stmt *pg;        /* NULL on SQLite */
     storage *s;
     char *owner;
     struct sm_stmt *prev, *next;
@@ -353,20 +362,53 @@ fail:
     return SM_ERROR;
 }
 
+int storage_open_pg(const char *conninfo, storage **out)
+{
+    if (!conninfo || !*conninfo || !out)
+        return SM_EINVAL;
+    storage *s = calloc(1, sizeof *s);
+    if (!s)
+        return SM_ENOMEM;
+    s->lock_fd = -1; /* PostgreSQL serves several servers: no lock file */
+    int rc = pg_db_open(conninfo, &s->pg);
+    if (rc != SM_OK) {
+        free(s);
+        return rc;
+    }
+    *out = s;
+    return SM_OK;
+}
+
+static const char *stmt_sql(const struct sm_stmt *st)
+{
+    const char *sql = st->pg ? pg_stmt_sql(st->pg) : sqlite3_sql(st->stmt);
+    return sql ? sql : "?";
+}
+
+static void finalize_leftovers(storage *s)
+{
+    while (s->stmts) {
+        struct sm_stmt *st = s->stmts;
+        LOG_WARN("storage: statement of %s left open at close, finalizing: %s",
+                 owner_name(st->owner), stmt_sql(st));
+        storage_finalize(st);
+    }
+}
+
 void storage_close(storage *s)
 {
     if (!s)
         return;
+    if (s->pg) {
+        finalize_leftovers(s);
+        pg_db_close(s->pg);
+        free(s);
+        return;
+    }
     /* The checkpoint connection first: the main one must be the last, so
      * that its close checkpoints and removes the WAL. */
     storage_stop_checkpoints(s);
-    while (s->stmts) {
-        struct sm_stmt *st = s->stmts;
-        const char *sql = sqlite3_sql(st->stmt);
-        LOG_WARN("storage: statement of %s left open at close, finalizing: %s",
-                 owner_name(st->owner), sql ? sql : "?");
-        storage_finalize(st);
-    }
+    finalize_leftovers(s);
     if (!sqlite3_get_autocommit(s->db)) {
         LOG_WARN("storage: transaction left open at close, rolling back");
         exec_sql(s, "core", "ROLLBACK");
@@ -473,6 +515,8 @@ int storage_start_checkpoints(storage *s, workers *pool)
         return SM_EINVAL;
     if (s->ckpt.pool)
         return SM_ESTATE;
+    if (s->pg)
+        return SM_OK; /* PostgreSQL's checkpoints are the server's own */
     /* An in-memory database ("") has no file for a second connection, and
      * nothing to checkpoint. */
     const char *path = sqlite3_db_filename(s->db, "main");
@@ -578,7 +622,7 @@ int storage_migrate(storage *s, const char *owner, const sm_migration *migration
 {
     if (!s || !owner || !*owner)
         return -1;
-    if (!sqlite3_get_autocommit(s->db)) {
+    if (storage_in_transaction(s)) {
         log_msg(SM_LOG_ERROR, owner, "migrations cannot run inside a transaction");
         return -1;
     }
@@ -605,7 +649,9 @@ int storage_migrate(storage *s, const char *owner, const sm_migration *migration
         return -1;
     }
     for (const sm_migration *m = migrations; m && m->sql; m++)
-        if (m->version > current && apply_migration(s, owner, m) != 0)
+        if (m->version > current &&
+            (s->pg ? pg_db_apply_migration(s->pg, owner, m, wall_clock())
+                   : apply_migration(s, owner, m)) != 0)
             return -1;
     return 0;
 }
@@ -614,6 +660,8 @@ int storage_version(storage *s, const char *owner, int *out)
 {
     if (!s || !owner || !out)
         return SM_EINVAL;
+    if (s->pg)
+        return pg_db_version(s->pg, owner, out);
     sqlite3_stmt *stmt = NULL;
     int rc = sqlite3_prepare_v2(s->db,
                                 "SELECT COALESCE(MAX(version), 0) FROM sm_migrations"
@@ -638,6 +686,8 @@ int storage_version(storage *s, const char *owner, int *out)
 
 int storage_meta_get(storage *s, const char *name, char *buf, size_t size)
 {
+    if (s->pg)
+        return pg_db_meta_get(s->pg, name, buf, size);
     sqlite3_stmt *stmt = NULL;
     int rc = sqlite3_prepare_v2(s->db, "SELECT value FROM sm_meta WHERE name = ?1", -1, &stmt,
                                 NULL);
@@ -661,6 +711,8 @@ int storage_meta_get(storage *s, const char *name, char *buf, size_t size)
 
 int storage_meta_set(storage *s, const char *name, const char *value)
 {
+    if (s->pg)
+        return pg_db_meta_set(s->pg, name, value);
     sqlite3_stmt *stmt = NULL;
     int rc = sqlite3_prepare_v2(s->db,
                                 "INSERT INTO sm_meta(name, value) VALUES(?1, ?2)"
@@ -682,6 +734,8 @@ int storage_meta_set(storage *s, const char *name, const char *value)
 
 int storage_has_migrations(storage *s)
 {
+    if (s->pg)
+        return pg_db_has_migrations(s->pg);
     sqlite3_stmt *stmt = NULL;
     int rc = sqlite3_prepare_v2(s->db, "SELECT 1 FROM sm_migrations LIMIT 1", -1, &stmt, NULL);
     if (rc == SQLITE_OK)
@@ -702,6 +756,25 @@ static int only_blank(const char *p)
     return 1;
 }
 
+/* The engine's half of storage_prepare: st->stmt or st->pg. */
+static int prepare_sqlite(storage *s, const char *owner, const char *sql, struct sm_stmt *st)
+{
+    const char *tail = NULL;
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st->stmt, &tail);
+    if (rc != SQLITE_OK) {
+        log_msg(SM_LOG_ERROR, owner, "cannot prepare \"%s\": %s", sql, sqlite3_errmsg(s->db));
+        return status_from_sqlite(rc) == SM_ENOMEM ? SM_ENOMEM : SM_ERROR;
+    }
+    /* One statement only: SQLite would silently ignore the rest. */
+    if (!st->stmt || (tail && !only_blank(tail))) {
+        log_msg(SM_LOG_ERROR, owner, "prepare wants exactly one SQL statement: \"%s\"", sql);
+        sqlite3_finalize(st->stmt);
+        st->stmt = NULL;
+        return SM_EINVAL;
+    }
+    return SM_OK;
+}
+
 int storage_prepare(storage *s, const char *owner, const char *sql, sm_stmt **out)
 {
     if (!s || !sql || !out)
@@ -712,20 +785,13 @@ int storage_prepare(storage *s, const char *owner, const char *sql, sm_stmt **ou
         return SM_ENOMEM;
     int status = SM_ENOMEM;
     st->owner = dup_string(owner);
-    if (!st->owner)
-        goto fail;
-    const char *tail = NULL;
-    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st->stmt, &tail);
-    if (rc != SQLITE_OK) {
-        log_msg(SM_LOG_ERROR, owner, "cannot prepare \"%s\": %s", sql, sqlite3_errmsg(s->db));
-        status = status_from_sqlite(rc) == SM_ENOMEM ? SM_ENOMEM : SM_ERROR;
-        goto fail;
-    }
-    /* One statement only: SQLite would silently ignore the rest. */
-    if (!st->stmt || (tail && !only_blank(tail))) {
-        log_msg(SM_LOG_ERROR, owner, "prepare wants exactly one SQL statement: \"%s\"", sql);
-        status = SM_EINVAL;
-        goto fail;
+    if (st->owner)
+        status = s->pg ? pg_stmt_prepare(s->pg, owner, sql, &st->pg)
+                       : prepare_sqlite(s, owner, sql, st);
+    if (status != SM_OK) {
+        free(st->owner);
+        free(st);
+        return status;
     }
     st->s = s;
     st->next = s->stmts;
@@ -734,11 +800,6 @@ int storage_prepare(storage *s, const char *owner, const char *sql, sm_stmt **ou
     s->stmts = st;
     *out = st;
     return SM_OK;
-fail:
-    sqlite3_finalize(st->stmt);
-    free(st->owner);
-    free(st);
-    return status;
 }
 
 static int bind_status(sm_stmt *st, int rc)
@@ -754,6 +815,8 @@ int storage_bind_int64(sm_stmt *st, int index, int64_t value)
 {
     if (!st)
         return SM_EINVAL;
+    if (st->pg)
+        return pg_stmt_bind_int64(st->pg, st->owner, index, value);
     return bind_status(st, sqlite3_bind_int64(st->stmt, index, (sqlite3_int64)value));
 }
 
@@ -761,6 +824,8 @@ int storage_bind_double(sm_stmt *st, int index, double value)
 {
     if (!st)
         return SM_EINVAL;
+    if (st->pg)
+        return pg_stmt_bind_double(st->pg, st->owner, index, value);
     return bind_status(st, sqlite3_bind_double(st->stmt, index, value));
 }
 
@@ -768,9 +833,11 @@ int storage_bind_text(sm_stmt *st, int index, const char *value, long len)
 {
     if (!st)
         return SM_EINVAL;
+    size_t n = !value ? 0 : len < 0 ? strlen(value) : (size_t)len;
+    if (st->pg)
+        return pg_stmt_bind_text(st->pg, st->owner, index, value, n);
     if (!value)
         return bind_status(st, sqlite3_bind_null(st->stmt, index));
-    size_t n = len < 0 ? strlen(value) : (size_t)len;
     return bind_status(st, sqlite3_bind_text64(st->stmt, index, value, (sqlite3_uint64)n,
                                                SQLITE_TRANSIENT, SQLITE_UTF8));
 }
@@ -779,6 +846,8 @@ int storage_bind_null(sm_stmt *st, int index)
 {
     if (!st)
         return SM_EINVAL;
+    if (st->pg)
+        return pg_stmt_bind_text(st->pg, st->owner, index, NULL, 0);
     return bind_status(st, sqlite3_bind_null(st->stmt, index));
 }
 
@@ -786,6 +855,8 @@ int storage_step(sm_stmt *st)
 {
     if (!st)
         return SM_EINVAL;
+    if (st->pg)
+        return pg_stmt_step(st->pg, st->owner);
     int rc = sqlite3_step(st->stmt);
     int status = status_from_sqlite(rc);
     switch (status) {
@@ -810,21 +881,29 @@ int storage_step(sm_stmt *st)
 
 int64_t storage_column_int64(sm_stmt *st, int col)
 {
+    if (st && st->pg)
+        return pg_stmt_column_int64(st->pg, col);
     return st ? (int64_t)sqlite3_column_int64(st->stmt, col) : 0;
 }
 
 double storage_column_double(sm_stmt *st, int col)
 {
+    if (st && st->pg)
+        return pg_stmt_column_double(st->pg, col);
     return st ? sqlite3_column_double(st->stmt, col) : 0.0;
 }
 
 const char *storage_column_text(sm_stmt *st, int col)
 {
+    if (st && st->pg)
+        return pg_stmt_column_text(st->pg, col);
     return st ? (const char *)sqlite3_column_text(st->stmt, col) : NULL;
 }
 
 int storage_column_is_null(sm_stmt *st, int col)
 {
+    if (st && st->pg)
+        return pg_stmt_column_is_null(st->pg, col);
     return st ? sqlite3_column_type(st->stmt, col) == SQLITE_NULL : 1;
 }
 
@@ -832,6 +911,10 @@ int storage_reset(sm_stmt *st)
 {
     if (!st)
         return SM_EINVAL;
+    if (st->pg) {
+        pg_stmt_reset(st->pg);
+        return SM_OK;
+    }
     /* sqlite3_reset repeats the error of the last step, which step already
      * reported; the statement is reset all the same. */
     sqlite3_reset(st->stmt);
@@ -849,7 +932,10 @@ void storage_finalize(sm_stmt *st)
         st->s->stmts = st->next;
     if (st->next)
         st->next->prev = st->prev;
-    sqlite3_finalize(st->stmt);
+    if (st->pg)
+        pg_stmt_finalize(st->pg);
+    else
+        sqlite3_finalize(st->stmt);
     free(st->owner);
     free(st);
 }
@@ -860,6 +946,8 @@ int storage_begin(storage *s)
 {
     if (!s)
         return SM_EINVAL;
+    if (s->pg)
+        return pg_db_begin(s->pg);
     if (!sqlite3_get_autocommit(s->db))
         return SM_ESTATE;
     return run_tx(s, TX_BEGIN);
@@ -869,6 +957,8 @@ int storage_commit(storage *s)
 {
     if (!s)
         return SM_EINVAL;
+    if (s->pg)
+        return pg_db_commit(s->pg);
     if (sqlite3_get_autocommit(s->db))
         return SM_ESTATE;
     if (run_tx(s, TX_COMMIT) == SM_OK)
@@ -883,6 +973,8 @@ int storage_rollback(storage *s)
 {
     if (!s)
         return SM_EINVAL;
+    if (s->pg)
+        return pg_db_rollback(s->pg);
     if (sqlite3_get_autocommit(s->db))
         return SM_ESTATE;
     return run_tx(s, TX_ROLLBACK) == SM_OK ? SM_OK : SM_ERROR;
@@ -892,16 +984,22 @@ int storage_in_transaction(const storage *s)
 {
     /* autocommit is off exactly while a transaction is open, including
      * after SQLite rolled one back by itself (then it is on again). */
+    if (s && s->pg)
+        return pg_db_in_transaction(s->pg);
     return s ? !sqlite3_get_autocommit(s->db) : 0;
 }
 
 int64_t storage_last_insert_id(storage *s)
 {
+    if (s && s->pg)
+        return pg_db_last_insert_id(s->pg);
     return s ? (int64_t)sqlite3_last_insert_rowid(s->db) : 0;
 }
 
 int64_t storage_changes(storage *s)
 {
+    if (s && s->pg)
+        return pg_db_changes(s->pg);
     return s ? (int64_t)sqlite3_changes64(s->db) : 0;
 }
 
@@ -909,6 +1007,8 @@ int storage_exec(storage *s, const char *sql)
 {
     if (!s || !sql)
         return SM_EINVAL;
+    if (s->pg)
+        return pg_db_exec(s->pg, "core", sql);
     return exec_sql(s, "core", sql);
 }
 
@@ -916,6 +1016,14 @@ int storage_integrity_ok(storage *s)
 {
     if (!s)
         return 0;
+    if (s->pg) {
+        /* PostgreSQL has no online equivalent an ordinary role may run
+         * (amcheck is an extension for superusers; data checksums are
+         * checked as pages are read): refused, not faked. */
+        LOG_ERROR("storage: the integrity check is SQLite's; on PostgreSQL use the server's "
+                  "own tools (data checksums, amcheck, pg_dump)");
+        return 0;
+    }
     sqlite3_stmt *stmt = NULL;
     if (sqlite3_prepare_v2(s->db, "PRAGMA integrity_check", -1, &stmt, NULL) != SQLITE_OK) {
         LOG_ERROR("storage: integrity_check: %s", sqlite3_errmsg(s->db));
@@ -958,6 +1066,11 @@ static void backup_free(storage_backup *b, int remove_copy)
 int storage_backup_begin(storage *s, const char *path, storage_backup **out, char *err,
                          size_t err_len)
 {
+    if (s->pg) {
+        snprintf(err, err_len, "backup copies a SQLite database; back up PostgreSQL with "
+                               "its own tools (pg_dump, pg_basebackup)");
+        return -1;
+    }
     storage_backup *b = calloc(1, sizeof *b);
     if (!b) {
         snprintf(err, err_len, "out of memory");

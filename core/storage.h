@@ -1,4 +1,5 @@
-/* Storage: the one SQLite database in WAL mode, opened by the core, and the
+/* Storage: the one SQLite database in WAL mode (or, in cluster mode, a
+ * PostgreSQL database: storage_open_pg), opened by the core, and the
  * statement API that plugins reach through the host table. Every plugin's
  * migrations are recorded in table sm_migrations(owner, version, applied_at). */
 #ifndef SM_CORE_STORAGE_H
@@ -17,6 +18,17 @@ typedef struct storage storage;
  * locked ("<path>.lock", flock) for as long as it is open: a second server
  * on it is refused, naming the first one's pid. */
 int storage_open(const char *path, const char *synchronous, storage **out);
+/* Connects to PostgreSQL instead (cluster mode, issue 14) with a libpq
+ * connection string or URI; a connect_timeout of 5 s is added when it sets
+ * none, so that an unreachable server fails the start fast. Creates
+ * sm_migrations and sm_meta if missing. Logs say host, port and database,
+ * never the password. SM_EINVAL for a string libpq cannot parse, SM_ERROR
+ * when the server cannot be reached or refuses. Every function below then
+ * works on PostgreSQL with the same semantics, except where it says
+ * otherwise ("PostgreSQL:"). Calls wait for the server on the calling
+ * thread (storage_pg.h says why, for now). SQL is PostgreSQL's: plugins
+ * write portable SQL; `?` and `?NNN` placeholders are translated. */
+int storage_open_pg(const char *conninfo, storage **out);
 /* Finalizes statements left open (logging each as a leak), checkpoints the
  * WAL and closes. Stops the checkpoint jobs first if they were started
  * (the pool must then still run). NULL is ignored. */
@@ -39,7 +51,8 @@ struct workers;
  * jobs' done callbacks run where the pool's completions do. Nothing to do
  * for an in-memory database or a SQLite built without threads (SM_OK).
  * SM_ERROR when the second connection cannot be opened, SM_ESTATE if
- * already started. */
+ * already started. PostgreSQL: SM_OK, nothing to do (the server
+ * checkpoints by itself). */
 int storage_start_checkpoints(storage *s, struct workers *pool);
 /* Waits for the job in flight (a queued one is cancelled), closes the
  * second connection and gives checkpoints back to SQLite. Before the pool
@@ -81,12 +94,20 @@ int storage_begin(storage *s);
 int storage_commit(storage *s);
 int storage_rollback(storage *s);
 int storage_in_transaction(const storage *s);
+/* SQLite: the rowid of the last insert. PostgreSQL has no rowid: this is
+ * `SELECT lastval()`, the value the session's last nextval gave, i.e. the
+ * key of the row just inserted into a table keyed by an identity (or
+ * serial) column; a round trip (three inside a transaction, where it runs
+ * under a savepoint); 0 and a log line if no sequence was used yet.
+ * Read it right after your own INSERT. */
 int64_t storage_last_insert_id(storage *s);
+/* Rows changed by the last INSERT, UPDATE or DELETE. */
 int64_t storage_changes(storage *s);
 
 /* Runs SQL without results (core use: pragmas, checks). */
 int storage_exec(storage *s, const char *sql);
-/* PRAGMA integrity_check == "ok": 1, else 0. */
+/* PRAGMA integrity_check == "ok": 1, else 0. PostgreSQL: refused (0,
+ * logged): it has no equivalent an ordinary role may run. */
 int storage_integrity_ok(storage *s);
 /* Copies the whole database to `path` with SQLite's online backup API,
  * in steps so that a large database does not hold the loop: begin, then
@@ -94,7 +115,8 @@ int storage_integrity_ok(storage *s);
  * (failed, the reason in err); both free b; 1 means more to copy. The copy
  * is written to a new file of mode 0600 beside path and renamed into
  * place, so path never holds half a backup and is replaced whole. abort
- * frees a backup not finished (before storage_close). */
+ * frees a backup not finished (before storage_close). PostgreSQL: begin
+ * refuses (-1, err names pg_dump). */
 typedef struct storage_backup storage_backup;
 int storage_backup_begin(storage *s, const char *path, storage_backup **out, char *err,
                          size_t err_len);

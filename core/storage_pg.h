@@ -1,0 +1,76 @@
+/* The PostgreSQL engine behind the storage service (storage.h). Only
+ * storage.c calls this: it keeps the statement list and the owners' names,
+ * and sends a storage opened with storage_open_pg here. The semantics are
+ * those of storage.h; where PostgreSQL differs, the function says how.
+ *
+ * Blocking: in this increment every call is synchronous on the calling
+ * thread (the logic thread) and waits for the server's answer. Issue 14
+ * requires the logic thread's waits to be bounded and measured (a later
+ * step); only connecting is bounded yet (connect_timeout, default
+ * PG_CONNECT_TIMEOUT_S). */
+#ifndef SM_CORE_STORAGE_PG_H
+#define SM_CORE_STORAGE_PG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "safemessenger/plugin.h"
+
+/* Seconds to wait for a connection when the connection string sets no
+ * connect_timeout: an unreachable server fails the start, it does not
+ * hang it. */
+#define PG_CONNECT_TIMEOUT_S "5"
+
+typedef struct pg_db pg_db;
+typedef struct pg_stmt pg_stmt;
+
+/* Connects (libpq connection string or URI) and creates sm_migrations and
+ * sm_meta if missing. Logs host, port and database, never the password.
+ * SM_EINVAL for a string libpq cannot parse, SM_ERROR if unreachable. */
+int pg_db_open(const char *conninfo, pg_db **out);
+/* Rolls back a transaction left open (with a warning) and disconnects. */
+void pg_db_close(pg_db *db);
+
+/* SQL without parameters, one or several statements. Inside a transaction
+ * a failure undoes this call's statements only, as with SQLite. */
+int pg_db_exec(pg_db *db, const char *who, const char *sql);
+int pg_db_begin(pg_db *db);
+int pg_db_commit(pg_db *db);
+int pg_db_rollback(pg_db *db);
+int pg_db_in_transaction(const pg_db *db);
+int64_t pg_db_last_insert_id(pg_db *db);
+int64_t pg_db_changes(const pg_db *db);
+
+/* One migration and its row of sm_migrations in one transaction;
+ * 0, or -1 with the reason logged under owner. */
+int pg_db_apply_migration(pg_db *db, const char *owner, const sm_migration *m,
+                          double applied_at);
+int pg_db_version(pg_db *db, const char *owner, int *out);
+int pg_db_meta_get(pg_db *db, const char *name, char *buf, size_t size);
+int pg_db_meta_set(pg_db *db, const char *name, const char *value);
+int pg_db_has_migrations(pg_db *db);
+
+/* `?` and `?NNN` placeholders become `$N` (quoted text and comments are
+ * left alone); the statement is prepared once on the server. */
+int pg_stmt_prepare(pg_db *db, const char *owner, const char *sql, pg_stmt **out);
+/* The SQL as the caller wrote it. */
+const char *pg_stmt_sql(const pg_stmt *st);
+int pg_stmt_bind_int64(pg_stmt *st, const char *owner, int index, int64_t value);
+int pg_stmt_bind_double(pg_stmt *st, const char *owner, int index, double value);
+/* value NULL binds NULL. A NUL byte inside the text is SM_EINVAL:
+ * PostgreSQL's text cannot hold one. */
+int pg_stmt_bind_text(pg_stmt *st, const char *owner, int index, const char *value, size_t len);
+int pg_stmt_step(pg_stmt *st, const char *owner);
+int64_t pg_stmt_column_int64(const pg_stmt *st, int col);
+double pg_stmt_column_double(const pg_stmt *st, int col);
+const char *pg_stmt_column_text(const pg_stmt *st, int col);
+int pg_stmt_column_is_null(const pg_stmt *st, int col);
+void pg_stmt_reset(pg_stmt *st);
+void pg_stmt_finalize(pg_stmt *st);
+
+/* The placeholder translation pg_stmt_prepare uses: *out is malloc'd,
+ * *nparams the highest index. SM_EINVAL (why says it) for an empty SQL
+ * text, a second statement, `$N` written directly or an index out of
+ * 1..65535; SM_ENOMEM. */
+int pg_translate_sql(const char *sql, char **out, int *nparams, const char **why);
+
+#endif
