@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "hashmap.h"
@@ -22,6 +23,9 @@
 #define RL_VHOST "sm-redis"
 #define RL_BACKOFF_FIRST_MS 100u
 #define RL_BACKOFF_MAX_MS 5000u
+/* The subscriber connection's heartbeat channel: this prefix, the pid and
+ * a number, so no two links of a host share one. */
+#define RL_HEARTBEAT_PREFIX "sm:redis-link:heartbeat:"
 
 /* ---- the URL ------------------------------------------------------------- */
 
@@ -227,9 +231,14 @@ typedef struct rl_conn {
     int ready;                  /* connected, and AUTH/SELECT answered */
     int lost;                   /* this attempt failed; a retry is scheduled */
     int handshake_pending;      /* AUTH/SELECT replies still to come */
-    char refusal[128];          /* Redis's error reply to AUTH/SELECT, if any */
+    int heartbeat_pending;      /* a PING (or heartbeat SUBSCRIBE) awaits its reply */
+    char drop_reason[128];      /* why the link dropped this attempt itself (Redis's
+                                   error reply to AUTH/SELECT, no answer in time) */
     unsigned backoff_ms;
+    lws_usec_t last_answer;     /* when this connection last answered anything */
     lws_sorted_usec_list_t retry;
+    lws_sorted_usec_list_t connect_deadline; /* from the attempt until ready */
+    lws_sorted_usec_list_t heartbeat;        /* while ready, every PING interval */
 } rl_conn;
 
 typedef struct rl_channel {
@@ -250,10 +259,20 @@ struct redis_link {
     rl_conn cmd, sub;
     hashmap *channels; /* name -> rl_channel */
     size_t resub_pending;
+    char heartbeat_channel[64]; /* the subscriber connection's, see heartbeat_send */
     enum rl_state state;
     int stopping;
     _Atomic uint64_t published, publish_failed, publish_refused, received, reconnects, in_flight;
 };
+
+/* Monotonic, unlike the wall clock lws_now_usecs documents: a clock
+ * step must neither kill a live connection nor hide a dead one. */
+static lws_usec_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (lws_usec_t)ts.tv_sec * LWS_USEC_PER_SEC + (lws_usec_t)ts.tv_nsec / 1000;
+}
 
 static void count(_Atomic uint64_t *c, int64_t delta)
 {
@@ -295,6 +314,7 @@ static void update_state(redis_link *l, const char *why)
 
 static void conn_connect(rl_conn *c);
 static void subscribe_now(redis_link *l, rl_channel *ch);
+static void heartbeat_cb(lws_sorted_usec_list_t *sul);
 
 /* No subscription holds any more (the subscriber connection is gone);
  * with resend, the connection is back: every channel is subscribed
@@ -322,6 +342,14 @@ static void retry_cb(lws_sorted_usec_list_t *sul)
     conn_connect(c);
 }
 
+/* The timers of one attempt (not the retry, which outlives it).
+ * Cancelling one that is not scheduled does nothing. */
+static void conn_cancel_timers(rl_conn *c)
+{
+    lws_sul_cancel(&c->connect_deadline);
+    lws_sul_cancel(&c->heartbeat);
+}
+
 /* This attempt is over (refused, dropped, or lws saw the descriptor
  * hang up): the next one after the backoff. Idempotent per attempt. */
 static void conn_lost(rl_conn *c, const char *why)
@@ -332,6 +360,8 @@ static void conn_lost(rl_conn *c, const char *why)
     c->lost = 1;
     c->ac = NULL;
     c->ready = 0;
+    c->heartbeat_pending = 0;
+    conn_cancel_timers(c);
     if (c == &l->sub)
         reset_channels(l, 0);
     LOG_DEBUG("redis %s:%d: %s connection: %s; next attempt in %u ms", l->url.host, l->url.port,
@@ -470,6 +500,8 @@ static void sub_reply(redisAsyncContext *ac, void *reply, void *privdata)
     (void)ac;
     redis_link *l = privdata;
     redisReply *r = reply;
+    if (r)
+        l->sub.last_answer = now_us();
     if (!r || l->stopping || r->type != REDIS_REPLY_ARRAY || r->elements < 3)
         return;
     redisReply *kind = r->element[0], *name = r->element[1];
@@ -503,11 +535,12 @@ static void handshake_reply(redisAsyncContext *ac, void *reply, void *privdata)
     redisReply *r = reply;
     if (!r || l->stopping || c->ac != ac)
         return;
+    c->last_answer = now_us();
     if (r->type == REDIS_REPLY_ERROR) {
         /* A wrong password or database: retried with backoff like a
          * refused connection, and the reason logged with the state. */
         if (c->handshake_pending > 0)
-            snprintf(c->refusal, sizeof c->refusal, "%s", r->str ? r->str : "error");
+            snprintf(c->drop_reason, sizeof c->drop_reason, "%s", r->str ? r->str : "error");
         c->handshake_pending = -1;
         redisAsyncDisconnect(ac);
         return;
@@ -516,6 +549,9 @@ static void handshake_reply(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     c->ready = 1;
     c->backoff_ms = RL_BACKOFF_FIRST_MS;
+    lws_sul_cancel(&c->connect_deadline);
+    lws_sul_schedule(l->ctx, 0, &c->heartbeat, heartbeat_cb,
+                     (lws_usec_t)REDIS_LINK_PING_INTERVAL_MS * LWS_US_PER_MS);
     if (c == &l->sub)
         reset_channels(l, 1);
     update_state(l, NULL);
@@ -526,6 +562,10 @@ static void publish_reply(redisAsyncContext *ac, void *reply, void *privdata)
     (void)ac;
     redis_link *l = privdata;
     redisReply *r = reply;
+    if (r)
+        l->cmd.last_answer = now_us();
+    /* NULL: the connection went (closed, or dropped as dead) before the
+     * answer; hiredis runs every pending callback so, once. */
     count(&l->in_flight, -1);
     if (r && r->type == REDIS_REPLY_INTEGER)
         count(&l->published, 1);
@@ -543,12 +583,108 @@ static void on_connect(const redisAsyncContext *ac, int status)
 static void on_disconnect(const redisAsyncContext *ac, int status)
 {
     rl_conn *c = ac->data;
-    if (c->refusal[0])
-        conn_lost(c, c->refusal);
+    if (c->drop_reason[0])
+        conn_lost(c, c->drop_reason);
     else if (status == REDIS_OK)
         conn_lost(c, "closed");
     else
         conn_lost(c, ac->errstr && ac->errstr[0] ? ac->errstr : "connection error");
+}
+
+/* ---- liveness ------------------------------------------------------------ */
+
+/* The link gives up on this attempt (no answer in time): hiredis closes
+ * it, which runs every pending callback with no reply (publishes in
+ * flight count as failed) and, had it connected, on_disconnect; either
+ * way conn_lost schedules the next attempt, with why as the reason. */
+static void conn_drop(rl_conn *c, const char *why)
+{
+    redisAsyncContext *ac = c->ac;
+    if (!c->drop_reason[0]) /* else Redis refused AUTH/SELECT: that says more */
+        snprintf(c->drop_reason, sizeof c->drop_reason, "%s", why);
+    if (ac)
+        redisAsyncFree(ac);
+    conn_lost(c, c->drop_reason); /* a no-op when on_disconnect ran */
+}
+
+/* A late timer may only mean the loop itself was held up while an
+ * answer sat unread in the socket: read it before judging the
+ * connection. Returns 0 when the attempt ended meanwhile. */
+static int conn_read_pending(rl_conn *c)
+{
+    if (c->ac && (c->ac->c.flags & REDIS_CONNECTED))
+        redisAsyncHandleRead(c->ac);
+    return !c->lost && c->ac != NULL;
+}
+
+static void connect_deadline_cb(lws_sorted_usec_list_t *sul)
+{
+    rl_conn *c = lws_container_of(sul, rl_conn, connect_deadline);
+    if (c->ready || !conn_read_pending(c) || c->ready)
+        return;
+    char why[96];
+    snprintf(why, sizeof why, "no answer within %d ms", REDIS_LINK_CONNECT_TIMEOUT_MS);
+    conn_drop(c, why);
+}
+
+static void heartbeat_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    rl_conn *c = privdata;
+    if (!reply || c->ac != ac)
+        return; /* the connection is going: nothing to note */
+    c->last_answer = now_us();
+    c->heartbeat_pending = 0;
+}
+
+/* Something for Redis to answer. On the command connection, PING. On
+ * the subscriber connection, hiredis 0.14 never hands PING's reply to
+ * its callback: a command sent while subscribed waits in its "invalid"
+ * queue, which only a non-array reply unblocks, and RESP2's answer to
+ * PING in subscribed mode is the array ["pong", ""], which hiredis takes
+ * for a message on a pattern ("p...") named "" and drops. So that
+ * connection SUBSCRIBEs again to a channel of its own, which nobody
+ * publishes on: Redis answers every SUBSCRIBE, also to a channel it is
+ * already subscribed to, and hiredis routes that answer by channel name
+ * to this callback. It also keeps the connection in subscribed mode for
+ * good, so hiredis never has to leave it when the last topic goes. */
+static void heartbeat_send(rl_conn *c)
+{
+    redis_link *l = c->link;
+    int rc = c == &l->sub
+                 ? redisAsyncCommand(c->ac, heartbeat_reply, c, "SUBSCRIBE %s",
+                                     l->heartbeat_channel)
+                 : redisAsyncCommand(c->ac, heartbeat_reply, c, "PING");
+    /* A refusal means hiredis is closing the connection: on_disconnect
+     * follows. */
+    c->heartbeat_pending = rc == REDIS_OK;
+}
+
+/* Every REDIS_LINK_PING_INTERVAL_MS while the connection is ready: a
+ * heartbeat when none is unanswered, and the connection dropped once it
+ * answered nothing (heartbeat, publish, message) for
+ * REDIS_LINK_DEAD_AFTER_MS. */
+static void heartbeat_cb(lws_sorted_usec_list_t *sul)
+{
+    rl_conn *c = lws_container_of(sul, rl_conn, heartbeat);
+    redis_link *l = c->link;
+    const lws_usec_t dead_after = (lws_usec_t)REDIS_LINK_DEAD_AFTER_MS * LWS_US_PER_MS;
+    if (!c->ready || !c->ac)
+        return;
+    if (now_us() - c->last_answer >= dead_after) {
+        if (!conn_read_pending(c))
+            return;
+        if (now_us() - c->last_answer >= dead_after) {
+            char why[96];
+            snprintf(why, sizeof why, "the %s connection answered nothing for %d ms", c->role,
+                     REDIS_LINK_DEAD_AFTER_MS);
+            conn_drop(c, why);
+            return;
+        }
+    }
+    if (!c->heartbeat_pending)
+        heartbeat_send(c);
+    lws_sul_schedule(l->ctx, 0, &c->heartbeat, heartbeat_cb,
+                     (lws_usec_t)REDIS_LINK_PING_INTERVAL_MS * LWS_US_PER_MS);
 }
 
 /* One attempt: a non-blocking connect, watched through lws, and the
@@ -560,7 +696,7 @@ static void conn_connect(rl_conn *c)
     char why[128];
     c->lost = 0;
     c->ready = 0;
-    c->refusal[0] = '\0';
+    c->drop_reason[0] = '\0';
     redisAsyncContext *ac = redisAsyncConnect(l->url.host, l->url.port);
     if (!ac) {
         conn_lost(c, "out of memory");
@@ -599,6 +735,11 @@ static void conn_connect(rl_conn *c)
     c->ac = ac;
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
+    /* Without it, an address that drops our SYNs (a firewall, a host
+     * gone from the network) holds this attempt for the kernel's TCP
+     * timeout (about two minutes with Linux's default tcp_syn_retries). */
+    lws_sul_schedule(l->ctx, 0, &c->connect_deadline, connect_deadline_cb,
+                     (lws_usec_t)REDIS_LINK_CONNECT_TIMEOUT_MS * LWS_US_PER_MS);
     c->handshake_pending = 1;
     if (l->url.password[0]) {
         c->handshake_pending++;
@@ -648,6 +789,9 @@ int redis_link_start(struct lws_context *ctx, const char *url, const redis_link_
     l->state = RL_STARTING;
     conn_init(&l->cmd, l, "command");
     conn_init(&l->sub, l, "subscriber");
+    static atomic_uint links_started;
+    snprintf(l->heartbeat_channel, sizeof l->heartbeat_channel, RL_HEARTBEAT_PREFIX "%ld:%u",
+             (long)getpid(), atomic_fetch_add(&links_started, 1u));
     /* From the loop, so no handler runs before the caller has the link. */
     lws_sul_schedule(ctx, 0, &l->cmd.retry, retry_cb, 1);
     lws_sul_schedule(ctx, 0, &l->sub.retry, retry_cb, 1);
@@ -657,7 +801,8 @@ int redis_link_start(struct lws_context *ctx, const char *url, const redis_link_
 
 static void conn_close(rl_conn *c)
 {
-    lws_sul_schedule(c->link->ctx, 0, &c->retry, retry_cb, LWS_SET_TIMER_USEC_CANCEL);
+    lws_sul_cancel(&c->retry);
+    conn_cancel_timers(c);
     redisAsyncContext *ac = c->ac;
     c->ac = NULL;
     c->ready = 0;

@@ -7,6 +7,17 @@
  * to 5 s) and, once both are back, subscribes again to every channel it
  * has before reporting itself up.
  *
+ * A connection need not drop to count as lost: an attempt that is not
+ * usable (TCP connected, AUTH and SELECT answered) within
+ * REDIS_LINK_CONNECT_TIMEOUT_MS is abandoned (an address that drops
+ * packets would otherwise hold it for the kernel's ~2 min TCP timeout),
+ * and a usable connection that answers nothing for
+ * REDIS_LINK_DEAD_AFTER_MS (a Redis stopped, frozen or swapping) is
+ * dropped; both take the reconnection path above. Each connection gets a
+ * heartbeat every REDIS_LINK_PING_INTERVAL_MS for that: PING on the
+ * command connection, a SUBSCRIBE to a channel of the link's own on the
+ * subscriber connection (redis_link.c says why not PING there).
+ *
  * Every function runs on the thread that services the context the link
  * was started on, and none from within the link's own handlers
  * (on_message, on_state) except publish, subscribe, unsubscribe and the
@@ -29,6 +40,22 @@ struct lws_context;
 /* Publishes sent and not yet answered, at most: beyond, publish returns
  * REDIS_LINK_BUSY instead of queueing without bound. */
 #define REDIS_LINK_MAX_IN_FLIGHT 10000
+/* Liveness. Issue 14 wants the users of a dead node offline everywhere
+ * within 15 s: nodes refresh their presence keys through this link, so a
+ * node must notice a Redis that stopped answering, and be back on a
+ * working one, well inside that budget. A healthy Redis answers in well
+ * under a millisecond and its slow moments (a fork for a snapshot, a slow
+ * command) last far less than 3 s; a PING per second costs it two
+ * commands a second per node. A silent connection is thus dropped 3 to 4
+ * s (DEAD_AFTER, plus up to one interval) after its last answer, a
+ * quarter of the budget, leaving the rest for the reconnection (first
+ * retry after 100 ms) and the presence refresh. The connect timeout
+ * (TCP connect and AUTH/SELECT answered) is 2 s: a thousand times a LAN
+ * round trip, and an unreachable Redis is retried every 2 s plus the
+ * backoff instead of every two minutes. */
+#define REDIS_LINK_CONNECT_TIMEOUT_MS 2000
+#define REDIS_LINK_PING_INTERVAL_MS 1000
+#define REDIS_LINK_DEAD_AFTER_MS 3000
 /* The longest channel name, in bytes. */
 #define REDIS_LINK_CHANNEL_MAX 1024
 /* The longest URL redis_link_parse_url accepts, in bytes. */
@@ -56,8 +83,9 @@ typedef struct redis_link_handlers {
      * bytes, binary; not NUL-terminated). May be NULL. */
     void (*on_message)(const char *channel, const void *payload, size_t len, void *arg);
     /* The link went up (1: both connections answer and every
-     * subscription is confirmed again) or down (0: a connection dropped,
-     * or the first attempt failed). Called on changes only. May be NULL. */
+     * subscription is confirmed again) or down (0: a connection dropped
+     * or stopped answering, or the first attempt failed or timed out).
+     * Called on changes only. May be NULL. */
     void (*on_state)(int up, void *arg);
 } redis_link_handlers;
 
@@ -105,7 +133,8 @@ int redis_link_is_up(const redis_link *link);
 /* Counters for metrics; readable from any thread (atomics). */
 typedef struct redis_link_counters {
     uint64_t published;      /* PUBLISH commands Redis answered */
-    uint64_t publish_failed; /* sent but not answered (connection lost) or refused by Redis */
+    uint64_t publish_failed; /* sent but not answered (connection lost, or dropped for its
+                                silence: Redis may still have run it) or refused by Redis */
     uint64_t publish_refused; /* publish calls that returned DOWN or BUSY */
     uint64_t received;       /* messages passed to on_message */
     uint64_t reconnects;     /* times the link came up again after being down */

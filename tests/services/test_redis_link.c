@@ -2,13 +2,19 @@
  * (hiredis's async API on an lws loop), against the private Redis of
  * ctest's fixture "redis" (SM_TEST_REDIS_URL_FILE) and, for the restart
  * case, a second private instance this suite starts, stops and starts
- * again on the same port (tests/services/redis-instance, SM_REDIS_PORT).
+ * again on the same port (tests/services/redis-instance, SM_REDIS_PORT),
+ * and freezes with SIGSTOP for the liveness case; a loopback listener
+ * whose accept queue is full stands for an address that drops packets.
  * The suite drives its own lws context; every wait is bounded. */
 #include <CUnit/CUnit.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <hiredis/hiredis.h>
 #include <libwebsockets.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <safemessenger/testhost_suite.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +29,7 @@ static struct lws_context *ctx;
 static lws_sorted_usec_list_t tick;
 static char fixture_url[256];
 static char private_dir[128]; /* the restart case's instance, while it exists */
+static pid_t frozen_pid;      /* its redis-server while SIGSTOPped */
 static char channel_prefix[64];
 
 /* ---- the loop ------------------------------------------------------------ */
@@ -414,6 +421,119 @@ static void publish_without_redis_is_refused_and_the_link_reports_down(void)
     redis_link_stop(link);
 }
 
+
+/* ---- an address that drops packets ---------------------------------------- */
+
+/* A loopback listener nobody accepts on, backlog 0, whose accept queue
+ * the test fills: Linux then drops further SYNs (a listen overflow), as a
+ * firewall or a vanished host would, and a connect waits for the
+ * kernel's TCP timeout (about two minutes). Returns the listener (and
+ * its port in *port), or -1; fillers[0..*n) are the test's own client
+ * sockets, the last of them the one left waiting. */
+static int full_listener(int *port, int *fillers, int max_fillers, int *n)
+{
+    *n = 0;
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof sa;
+    if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(lfd, 0) != 0
+        || getsockname(lfd, (struct sockaddr *)&sa, &len) != 0) {
+        if (lfd >= 0)
+            close(lfd);
+        return -1;
+    }
+    *port = ntohs(sa.sin_port);
+    while (*n < max_fillers) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        if (fd < 0)
+            break;
+        fillers[(*n)++] = fd;
+        if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 && errno != EINPROGRESS)
+            break;
+        struct pollfd pfd = { fd, POLLOUT, 0 };
+        if (poll(&pfd, 1, 500) == 0)
+            return lfd; /* this one's SYN was dropped: the queue is full */
+    }
+    for (int i = 0; i < *n; i++)
+        close(fillers[i]);
+    close(lfd);
+    return -1;
+}
+
+/* Accepts on lfd, running the loop, until a connection sends the first
+ * bytes of a SELECT (the link's handshake) or ms pass; 1 when one did. */
+static int link_attempt_arrives(int lfd, int ms)
+{
+    static const char handshake[] = "*2\r\n$6\r\nSELECT\r\n";
+    int fds[16], n = 0, seen = 0;
+    char buf[64];
+    double end = now_s() + ms / 1000.0;
+    while (!seen && now_s() < end) {
+        pump();
+        int fd = accept(lfd, NULL, NULL);
+        if (fd >= 0 && n < (int)(sizeof fds / sizeof fds[0]))
+            fds[n++] = fd;
+        else if (fd >= 0)
+            close(fd);
+        for (int i = 0; i < n && !seen; i++) {
+            ssize_t got = recv(fds[i], buf, sizeof buf, MSG_DONTWAIT | MSG_PEEK);
+            seen = got >= (ssize_t)sizeof handshake - 1
+                   && memcmp(buf, handshake, sizeof handshake - 1) == 0;
+        }
+    }
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+    return seen;
+}
+
+static void connect_to_an_address_that_drops_packets_times_out_and_retries(void)
+{
+    int fillers[8], n_fillers = 0, port = 0;
+    char url[64], a[128];
+    int lfd = full_listener(&port, fillers, 8, &n_fillers);
+    CU_ASSERT_FATAL(lfd >= 0);
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", port);
+    probe p;
+    double started = now_s();
+    redis_link *link = start_link(url, &p);
+    if (!link)
+        goto out;
+    const double bound = REDIS_LINK_CONNECT_TIMEOUT_MS / 1000.0;
+    WAIT_FOR(p.downs > 0, REDIS_LINK_CONNECT_TIMEOUT_MS + 1500);
+    double took = now_s() - started;
+    fprintf(stderr, "down %.2f s after start (connect timeout %.1f s)\n", took, bound);
+    CU_ASSERT_EQUAL(p.downs, 1);
+    /* The timeout, not a refusal, and not the kernel's two minutes. */
+    CU_ASSERT(took >= bound - 0.05);
+    CU_ASSERT(took <= bound + 1.5);
+    CU_ASSERT_EQUAL(redis_link_publish(link, chan(a, sizeof a, "dropped"), "x", 1),
+                    REDIS_LINK_DOWN);
+
+    /* Keeps retrying: once the queue has room, a later attempt reaches
+     * the listener (the timed-out ones were closed, and the test's own
+     * waiting connect goes first). Nothing answers its SELECT. */
+    for (int i = 0; i < n_fillers; i++)
+        close(fillers[i]);
+    n_fillers = 0;
+    for (int fd; (fd = accept(lfd, NULL, NULL)) >= 0;)
+        close(fd);
+    CU_ASSERT_EQUAL(link_attempt_arrives(lfd, REDIS_LINK_CONNECT_TIMEOUT_MS + 3000), 1);
+    /* An attempt that connects but is never answered times out too,
+     * without a new report. */
+    WAIT_FOR(0, REDIS_LINK_CONNECT_TIMEOUT_MS + 300);
+    CU_ASSERT_EQUAL(p.downs, 1);
+    CU_ASSERT_EQUAL(p.ups, 0);
+    CU_ASSERT_EQUAL(redis_link_is_up(link), 0);
+out:
+    redis_link_stop(link);
+    for (int i = 0; i < n_fillers; i++)
+        close(fillers[i]);
+    close(lfd);
+}
+
 /* ---- a Redis restart ------------------------------------------------------ */
 
 /* redis-instance VERB DIR, with SM_REDIS_PORT=port when port > 0. */
@@ -444,16 +564,66 @@ static int read_private(const char *name, char *buf, size_t len)
     return rc;
 }
 
+/* Lets the private redis-server run again if a case froze it. */
+static void thaw_private(void)
+{
+    if (frozen_pid > 0)
+        kill(frozen_pid, SIGCONT);
+    frozen_pid = 0;
+}
+
+/* Starts a case's private redis-server in a new mkdtemp directory, its
+ * URL in url; 0, or -1 after a CUnit failure. */
+static int start_private(char *url, size_t len)
+{
+    snprintf(private_dir, sizeof private_dir, "/tmp/sm-redis-link.XXXXXX");
+    if (!mkdtemp(private_dir)) {
+        private_dir[0] = '\0';
+        CU_FAIL("mkdtemp");
+        return -1;
+    }
+    if (instance("start", 0) != 0 || read_private("url", url, len) != 0) {
+        CU_FAIL("cannot start a private redis-server");
+        return -1;
+    }
+    return 0;
+}
+
+static void stop_private(void)
+{
+    thaw_private(); /* a frozen one would not stop politely */
+    if (private_dir[0])
+        instance("stop", 0);
+    private_dir[0] = '\0';
+}
+
+/* After Redis came back: the two links reported up a second time and
+ * reconnected once, the subscriber's subscription to channel restored
+ * (a publish from `from` reaches it as its second message). */
+static void check_back_with_subscription(redis_link *pub, const probe *pp, redis_link *sub,
+                                         const probe *sp, const char *channel, redis_link *from)
+{
+    CU_ASSERT_EQUAL(pp->ups, 2);
+    CU_ASSERT_EQUAL(sp->ups, 2);
+    CU_ASSERT_EQUAL(COUNTER(pub, reconnects), 1);
+    CU_ASSERT_EQUAL(COUNTER(sub, reconnects), 1);
+    CU_ASSERT_EQUAL(redis_link_is_subscribed(sub, channel), 1);
+    CU_ASSERT_EQUAL(redis_link_publish(from, channel, "after", 5), 0);
+    WAIT_FOR(sp->messages == 2, 3000);
+    CU_ASSERT_EQUAL(sp->messages, 2);
+    CU_ASSERT_EQUAL(sp->len, 5);
+    CU_ASSERT_EQUAL(memcmp(sp->payload, "after", 5), 0);
+}
+
 static void links_come_back_after_a_redis_restart_with_their_subscriptions(void)
 {
     char url[128], port_text[16], a[128];
     probe pp, sp;
     redis_link *pub = NULL, *sub = NULL;
-    snprintf(private_dir, sizeof private_dir, "/tmp/sm-redis-link.XXXXXX");
-    CU_ASSERT_FATAL(mkdtemp(private_dir) != NULL);
-    if (instance("start", 0) != 0 || read_private("url", url, sizeof url) != 0
-        || read_private("port", port_text, sizeof port_text) != 0) {
-        CU_FAIL("cannot start a private redis-server");
+    if (start_private(url, sizeof url) != 0)
+        goto out;
+    if (read_private("port", port_text, sizeof port_text) != 0) {
+        CU_FAIL("no port file");
         goto out;
     }
     int port = atoi(port_text);
@@ -486,21 +656,108 @@ static void links_come_back_after_a_redis_restart_with_their_subscriptions(void)
     WAIT_FOR(redis_link_is_up(pub) && redis_link_is_up(sub), 8000);
     CU_ASSERT(redis_link_is_up(pub) && redis_link_is_up(sub));
     fprintf(stderr, "links up again %.2f s after redis-server answered\n", now_s() - back_from);
-    CU_ASSERT_EQUAL(pp.ups, 2);
-    CU_ASSERT_EQUAL(sp.ups, 2);
-    CU_ASSERT_EQUAL(COUNTER(pub, reconnects), 1);
-    CU_ASSERT_EQUAL(COUNTER(sub, reconnects), 1);
-    CU_ASSERT_EQUAL(redis_link_is_subscribed(sub, a), 1);
-    CU_ASSERT_EQUAL(redis_link_publish(pub, a, "after", 5), 0);
-    WAIT_FOR(sp.messages == 2, 3000);
-    CU_ASSERT_EQUAL(sp.messages, 2);
-    CU_ASSERT_EQUAL(sp.len, 5);
-    CU_ASSERT_EQUAL(memcmp(sp.payload, "after", 5), 0);
+    check_back_with_subscription(pub, &pp, sub, &sp, a, pub);
 out:
     redis_link_stop(pub);
     redis_link_stop(sub);
-    instance("stop", 0);
-    private_dir[0] = '\0';
+    stop_private();
+}
+
+
+static void a_frozen_redis_is_detected_and_the_links_come_back_when_it_resumes(void)
+{
+    char url[128], pid_text[32], a[128], other[128];
+    probe pp, sp, lp;
+    redis_link *pub = NULL, *sub = NULL, *late = NULL;
+    if (start_private(url, sizeof url) != 0)
+        goto out;
+    if (read_private("redis.pid", pid_text, sizeof pid_text) != 0 || atoi(pid_text) <= 0) {
+        CU_FAIL("no pid file");
+        goto out;
+    }
+    pid_t pid = (pid_t)atoi(pid_text);
+    pub = start_link(url, &pp);
+    sub = start_link(url, &sp);
+    if (!pub || !sub)
+        goto out;
+    CU_ASSERT_EQUAL(redis_link_subscribe(sub, chan(a, sizeof a, "frozen")), 0);
+    WAIT_FOR(redis_link_is_up(pub) && redis_link_is_up(sub), 5000);
+    if (!redis_link_is_up(pub) || !redis_link_is_up(sub)) {
+        CU_FAIL("the links did not come up");
+        goto out;
+    }
+    /* A few heartbeats answered: an idle link stays up. */
+    WAIT_FOR(0, REDIS_LINK_PING_INTERVAL_MS * 2 + 200);
+    CU_ASSERT_EQUAL(pp.downs + sp.downs, 0);
+    CU_ASSERT_EQUAL(redis_link_publish(pub, a, "before", 6), 0);
+    WAIT_FOR(sp.messages == 1, 3000);
+    CU_ASSERT_EQUAL(sp.messages, 1);
+
+    /* Frozen: the kernel still accepts connections and data, Redis
+     * answers nothing. */
+    if (kill(pid, SIGSTOP) != 0) {
+        CU_FAIL("cannot SIGSTOP redis-server");
+        goto out;
+    }
+    frozen_pid = pid;
+    double frozen_at = now_s();
+    /* Sent, never answered: it counts as failed once the link gives up.
+     * (On a channel nobody reads: Redis may still run it on resuming.) */
+    CU_ASSERT_EQUAL(redis_link_publish(pub, chan(other, sizeof other, "frozen:lost"), "x", 1), 0);
+    /* A link that starts meanwhile connects (TCP) but gets no answer to
+     * its SELECT: down after the connect timeout. */
+    late = start_link(url, &lp);
+    WAIT_FOR(lp.downs == 1, REDIS_LINK_CONNECT_TIMEOUT_MS + 1000);
+    double late_down = now_s() - frozen_at;
+    /* A link is down once one of its connections is found silent, and
+     * each connection is, at most an interval after DEAD_AFTER from its
+     * last answer: publish is refused once the command connection's
+     * turn came, the subscription gone once the subscriber's did. */
+    WAIT_FOR(pp.downs == 1 && sp.downs == 1, REDIS_LINK_DEAD_AFTER_MS
+                                                 + REDIS_LINK_PING_INTERVAL_MS + 1500);
+    double down = now_s() - frozen_at;
+    WAIT_FOR(COUNTER(pub, publish_failed) == 1 && !redis_link_is_subscribed(sub, a),
+             REDIS_LINK_DEAD_AFTER_MS + REDIS_LINK_PING_INTERVAL_MS + 1500
+                 - (now_s() - frozen_at) * 1000);
+    double all_down = now_s() - frozen_at;
+    fprintf(stderr, "frozen redis: links down after %.2f s, every connection after %.2f s, a "
+            "new link after %.2f s\n", down, all_down, late_down);
+    CU_ASSERT_EQUAL(lp.downs, 1);
+    CU_ASSERT_EQUAL(lp.ups, 0);
+    CU_ASSERT(late_down >= REDIS_LINK_CONNECT_TIMEOUT_MS / 1000.0 - 0.05);
+    CU_ASSERT_EQUAL(pp.downs, 1);
+    CU_ASSERT_EQUAL(sp.downs, 1);
+    /* Not before a connection was silent for DEAD_AFTER: the last answer
+     * came at most one heartbeat interval before the freeze (plus how
+     * late that heartbeat's timer ran on a busy machine). */
+    CU_ASSERT(down >= (REDIS_LINK_DEAD_AFTER_MS - REDIS_LINK_PING_INTERVAL_MS) / 1000.0 - 0.3);
+    CU_ASSERT_EQUAL(redis_link_is_up(pub), 0);
+    CU_ASSERT_EQUAL(redis_link_is_up(sub), 0);
+    CU_ASSERT_EQUAL(redis_link_publish(pub, a, "lost", 4), REDIS_LINK_DOWN);
+    CU_ASSERT_EQUAL(COUNTER(pub, publish_failed), 1);
+    CU_ASSERT_EQUAL(COUNTER(pub, in_flight), 0);
+    CU_ASSERT_EQUAL(COUNTER(pub, published), 1);
+    CU_ASSERT_EQUAL(redis_link_is_subscribed(sub, a), 0);
+    /* Still frozen: the retries connect and time out, reporting nothing
+     * new. */
+    WAIT_FOR(0, REDIS_LINK_CONNECT_TIMEOUT_MS + 500);
+    CU_ASSERT_EQUAL(pp.downs + sp.downs + lp.downs, 3);
+    CU_ASSERT_EQUAL(pp.ups + sp.ups + lp.ups, 2);
+
+    /* Resumed: all three come up by themselves, the subscription with
+     * them. */
+    thaw_private();
+    double thawed_at = now_s();
+    WAIT_FOR(redis_link_is_up(pub) && redis_link_is_up(sub) && redis_link_is_up(late), 8000);
+    CU_ASSERT(redis_link_is_up(pub) && redis_link_is_up(sub) && redis_link_is_up(late));
+    fprintf(stderr, "links up again %.2f s after SIGCONT\n", now_s() - thawed_at);
+    CU_ASSERT_EQUAL(lp.ups, 1);
+    check_back_with_subscription(pub, &pp, sub, &sp, a, late);
+out:
+    redis_link_stop(pub);
+    redis_link_stop(sub);
+    redis_link_stop(late);
+    stop_private();
 }
 
 /* ---- the suite ------------------------------------------------------------ */
@@ -521,8 +778,7 @@ static int suite_init(void)
 
 static int suite_cleanup(void)
 {
-    if (private_dir[0])
-        instance("stop", 0); /* a failed assertion left the case early */
+    stop_private(); /* a failed assertion left a case early */
     lws_sul_schedule(ctx, 0, &tick, tick_cb, LWS_SET_TIMER_USEC_CANCEL);
     lws_context_destroy(ctx);
     return 0;
@@ -539,7 +795,9 @@ int main(void)
         SM_TEST(unsubscribe_stops_delivery),
         SM_TEST(publish_beyond_the_in_flight_cap_is_busy),
         SM_TEST(publish_without_redis_is_refused_and_the_link_reports_down),
+        SM_TEST(connect_to_an_address_that_drops_packets_times_out_and_retries),
         SM_TEST(links_come_back_after_a_redis_restart_with_their_subscriptions),
+        SM_TEST(a_frozen_redis_is_detected_and_the_links_come_back_when_it_resumes),
         SM_TEST_END,
     };
     return sm_test_run("services.redis_link", tests, suite_init, suite_cleanup);
