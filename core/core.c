@@ -177,7 +177,14 @@ int core_start(const core_options *o)
     }
     if (!checked)
         goto fail;
-    if (storage_open(g_core.sc->database, g_core.sc->synchronous, &g_core.db) != 0) {
+    if (o->postgresql) {
+        /* The string may hold a password: storage_open_pg logs what it
+         * may (host, port, database). */
+        if (storage_open_pg(o->postgresql, &g_core.db) != SM_OK) {
+            LOG_ERROR("cannot open the PostgreSQL database");
+            goto fail;
+        }
+    } else if (storage_open(g_core.sc->database, g_core.sc->synchronous, &g_core.db) != 0) {
         LOG_ERROR("cannot open the database %s", g_core.sc->database);
         goto fail;
     }

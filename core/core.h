@@ -176,6 +176,12 @@ void core_fire_event(sm_core_event event, sm_session_id id, const char *username
 typedef struct core_options {
     const char *config_file;   /* NULL: the built-in defaults */
     const char *database;      /* overrides storage.database when not NULL */
+    /* Not NULL: a libpq connection string; the storage service runs on
+     * that PostgreSQL database (storage_open_pg) instead of the SQLite
+     * file, which is then not opened. The test host's
+     * SM_TESTHOST_POSTGRES_URL_FILE; the configuration's storage.backend
+     * does not select it yet (issue 14). */
+    const char *postgresql;
     int port;                  /* overrides server.port when >= 0 */
     /* What would be refused later (the server's listener and TLS files),
      * checked before anything is opened; non-zero refuses the start. */

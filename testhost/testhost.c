@@ -1,13 +1,16 @@
 /* The plugin test host (include/safemessenger/testhost.h): the real core
- * with a recording transport, an in-memory database and a fake clock.
+ * with a recording transport, an in-memory database (or a PostgreSQL
+ * schema of its own: SM_TESTHOST_POSTGRES_URL_FILE) and a fake clock.
  * Commands take the server's own receive path: sealed with the session's
  * keys, handed to session I/O, opened and dispatched; replies and events
  * are sealed by session I/O and opened here as a client would. */
 #include "safemessenger/testhost.h"
 
+#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "admin.h"
@@ -32,6 +35,12 @@ struct sm_testhost {
     hashmap *records;          /* sm_session_id -> record * */
     sm_session_id *to_destroy; /* sessions the core closed, destroyed after each step */
     size_t n_to_destroy, cap_to_destroy;
+    /* On PostgreSQL: the file's connection string, the same with the
+     * host's schema as the search path (what the core connects with) and
+     * the schema, dropped by sm_testhost_free. NULL and "" on SQLite. */
+    char *pg_base;
+    char *pg_conninfo;
+    char pg_schema[64];
 };
 
 static sm_testhost *current;
@@ -148,11 +157,183 @@ static int write_temp_config(const char *config_text, char path[static 32])
     return 0;
 }
 
-/* Starts the core on config_text (NULL: the defaults). */
-static int start_core(const char *config_text)
+/* ---- PostgreSQL (SM_TESTHOST_POSTGRES_URL_FILE) ---- */
+
+/* Reads the connection string, the first line of the file the variable
+ * names, into *out (malloc'd, trailing white space removed); *out NULL
+ * when the variable is unset or empty (SQLite). 0, or -1 with the reason
+ * logged. */
+static int read_pg_url(char **out)
+{
+    *out = NULL;
+    const char *file = getenv(SM_TESTHOST_POSTGRES_ENV);
+    if (!file || !*file)
+        return 0;
+    FILE *f = fopen(file, "r");
+    if (!f) {
+        log_msg(SM_LOG_ERROR, "testhost", "%s: cannot read %s", SM_TESTHOST_POSTGRES_ENV, file);
+        return -1;
+    }
+    char buf[2048];
+    const char *why = NULL;
+    if (!fgets(buf, sizeof buf, f))
+        buf[0] = '\0';
+    else if (!strchr(buf, '\n') && fgetc(f) != EOF)
+        why = "a first line too long for a connection string";
+    fclose(f);
+    size_t n = strcspn(buf, "\r\n");
+    while (n > 0 && (buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+        n--;
+    buf[n] = '\0';
+    if (!why && n == 0)
+        why = "an empty first line";
+    if (why) {
+        log_msg(SM_LOG_ERROR, "testhost", "%s: %s has %s", SM_TESTHOST_POSTGRES_ENV, file, why);
+        return -1;
+    }
+    if (!(*out = strdup(buf)))
+        return -1;
+    return 0;
+}
+
+/* Runs one statement on a connection of its own (the schema's creation
+ * and removal happen outside the core's connection, which only ever sees
+ * its schema). 0, or -1 with the server's reason logged. */
+static int pg_admin_exec(const char *conninfo, const char *sql)
+{
+    PGconn *c = PQconnectdb(conninfo);
+    int rc = -1;
+    if (PQstatus(c) != CONNECTION_OK) {
+        log_msg(SM_LOG_ERROR, "testhost", "PostgreSQL: %s", PQerrorMessage(c));
+    } else {
+        /* Without the notice DROP SCHEMA ... CASCADE gives per table. */
+        PQclear(PQexec(c, "SET client_min_messages = warning"));
+        PGresult *res = PQexec(c, sql);
+        if (PQresultStatus(res) == PGRES_COMMAND_OK)
+            rc = 0;
+        else
+            log_msg(SM_LOG_ERROR, "testhost", "PostgreSQL: %s: %s", sql, PQerrorMessage(c));
+        PQclear(res);
+    }
+    PQfinish(c);
+    return rc;
+}
+
+/* Appends s to buf (size cap, length *len), as a quoted connection
+ * string value when quote is set. 0, or -1 when it does not fit. */
+static int append(char *buf, size_t cap, size_t *len, const char *s, int quote)
+{
+    for (; *s; s++) {
+        int escape = quote && (*s == '\'' || *s == '\\');
+        if (*len + (size_t)escape + 2 > cap)
+            return -1;
+        if (escape)
+            buf[(*len)++] = '\\';
+        buf[(*len)++] = *s;
+    }
+    buf[*len] = '\0';
+    return 0;
+}
+
+/* The connection string `base` (keywords or a URI) rewritten as keywords
+ * with `-c search_path=<schema>` added to its options, so that every
+ * table the core and the plugins create lands in the schema and no other
+ * schema is seen. Through libpq's parser rather than by appending text:
+ * a URI cannot take a keyword after it. malloc'd; NULL on failure. */
+static char *schema_conninfo(const char *base, const char *schema)
+{
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(base, &err);
+    if (!opts) {
+        log_msg(SM_LOG_ERROR, "testhost", "%s: not a connection string: %s",
+                SM_TESTHOST_POSTGRES_ENV, err ? err : "out of memory");
+        PQfreemem(err);
+        return NULL;
+    }
+    size_t cap = strlen(base) * 2 + strlen(schema) + 256, len = 0;
+    char *out = malloc(cap);
+    const char *options = "";
+    int ok = out != NULL;
+    if (ok)
+        out[0] = '\0';
+    for (const PQconninfoOption *o = opts; ok && o->keyword; o++) {
+        if (!o->val)
+            continue;
+        if (strcmp(o->keyword, "options") == 0) {
+            options = o->val;
+            continue;
+        }
+        ok = append(out, cap, &len, o->keyword, 0) == 0 && append(out, cap, &len, "='", 0) == 0 &&
+             append(out, cap, &len, o->val, 1) == 0 && append(out, cap, &len, "' ", 0) == 0;
+    }
+    ok = ok && append(out, cap, &len, "options='", 0) == 0 &&
+         append(out, cap, &len, options, 1) == 0 &&
+         append(out, cap, &len, *options ? " -c search_path=" : "-c search_path=", 0) == 0 &&
+         append(out, cap, &len, schema, 1) == 0 && append(out, cap, &len, "'", 0) == 0;
+    PQconninfoFree(opts);
+    if (!ok) {
+        log_msg(SM_LOG_ERROR, "testhost", "out of memory");
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* When SM_TESTHOST_POSTGRES_URL_FILE is set: a new schema with a name
+ * no other host (of this or another process) uses, and th->pg_conninfo
+ * to reach it. 0 (also when the variable is unset), or -1. */
+static int pg_prepare(sm_testhost *th)
+{
+    if (read_pg_url(&th->pg_base) != 0)
+        return -1;
+    if (!th->pg_base)
+        return 0;
+    /* The pid keeps parallel suites apart, the counter the hosts of one
+     * suite, the random part a pid the system gave again. */
+    static unsigned serial;
+    uint32_t r = 0;
+    /* Not core_random: the core is not initialised yet. */
+    if (getrandom(&r, sizeof r, 0) != (ssize_t)sizeof r)
+        return -1;
+    snprintf(th->pg_schema, sizeof th->pg_schema, "sm_testhost_%ld_%u_%08x", (long)getpid(),
+             ++serial, (unsigned)r);
+    if (!(th->pg_conninfo = schema_conninfo(th->pg_base, th->pg_schema))) {
+        th->pg_schema[0] = '\0';
+        return -1;
+    }
+    char sql[128];
+    snprintf(sql, sizeof sql, "CREATE SCHEMA %s", th->pg_schema);
+    if (pg_admin_exec(th->pg_base, sql) != 0) {
+        th->pg_schema[0] = '\0';
+        return -1;
+    }
+    return 0;
+}
+
+/* Drops the host's schema and everything in it (after core_stop: the
+ * core's connection is closed), and forgets the strings. */
+static void pg_release(sm_testhost *th)
+{
+    if (th->pg_schema[0]) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "DROP SCHEMA %s CASCADE", th->pg_schema);
+        pg_admin_exec(th->pg_base, sql);
+        th->pg_schema[0] = '\0';
+    }
+    free(th->pg_conninfo);
+    free(th->pg_base);
+    th->pg_conninfo = th->pg_base = NULL;
+}
+
+/* Starts the core on config_text (NULL: the defaults), on PostgreSQL when
+ * pg_conninfo is not NULL. */
+static int start_core(const char *config_text, const char *pg_conninfo)
 {
     core_options o = {
+        /* Also on PostgreSQL: a reload then sees storage.database as it
+         * was and names no setting that needs a restart. */
         .database = ":memory:",
+        .postgresql = pg_conninfo,
         .port = -1,
         .workers = 1,
         .transport = &th_transport,
@@ -179,8 +360,12 @@ int sm_testhost_new(const char *config_text, sm_testhost **out)
         return SM_ENOMEM;
     if (!(th->records = hashmap_new()))
         goto fail;
-    if (start_core(config_text) != 0) {
-        log_msg(SM_LOG_ERROR, "testhost", "configuration refused");
+    if (pg_prepare(th) != 0)
+        goto fail;
+    if (start_core(config_text, th->pg_conninfo) != 0) {
+        log_msg(SM_LOG_ERROR, "testhost", "%s",
+                th->pg_conninfo ? "configuration refused or PostgreSQL unreachable"
+                                : "configuration refused");
         goto fail;
     }
     fake_now = SM_TESTHOST_EPOCH;
@@ -190,6 +375,7 @@ int sm_testhost_new(const char *config_text, sm_testhost **out)
     *out = th;
     return SM_OK;
 fail:
+    pg_release(th);
     hashmap_free(th->records, NULL);
     free(th);
     return SM_ERROR;
@@ -233,6 +419,7 @@ void sm_testhost_free(sm_testhost *th)
         return;
     settle(th);
     core_stop();
+    pg_release(th);
     hashmap_free(th->records, free_record);
     free(th->to_destroy);
     free(th);

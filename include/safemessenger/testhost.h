@@ -4,9 +4,10 @@
  * The host is the real core (session I/O with its envelope encryption,
  * dispatch, sessions, topics, storage, timers, worker pool) with a
  * recording transport instead of WebSockets, an in-memory SQLite database
- * and a fake clock. Everything runs on the
- * calling thread except worker jobs, which run on one internal thread and
- * whose completions run on the calling thread in sm_testhost_run_workers().
+ * (or PostgreSQL: SM_TESTHOST_POSTGRES_ENV below) and a fake clock.
+ * Everything runs on the calling thread except worker jobs, which run on
+ * one internal thread and whose completions run on the calling thread in
+ * sm_testhost_run_workers().
  *
  * One host at a time per process (the core's state is process-wide): free
  * one before creating the next. Call every function from one thread; the
@@ -44,6 +45,20 @@ typedef struct sm_testhost sm_testhost;
 
 /* The fake clock starts at this UNIX time. */
 #define SM_TESTHOST_EPOCH 1700000000.0
+
+/* The environment variable that puts the host's database on PostgreSQL:
+ * when it names a file holding a libpq connection string (keywords or a
+ * URI; the first line, trailing white space removed), each
+ * sm_testhost_new creates a schema of its own, sm_testhost_<pid>_<n>_<hex>,
+ * in that database, and the core connects with `-c search_path=<schema>`
+ * added to the string's options, so that every table (sm_migrations, the
+ * plugins') lands there and no other schema is seen; sm_testhost_free
+ * drops the schema with everything in it. The role needs CREATE on the
+ * database. The same suite thus runs on both engines: write its SQL
+ * (sm_testhost_query_int, sm_testhost_exec) portably, as the plugin's.
+ * Unset or empty: SQLite in memory. A file that cannot be read, a string
+ * libpq cannot parse or a server that refuses fail sm_testhost_new. */
+#define SM_TESTHOST_POSTGRES_ENV "SM_TESTHOST_POSTGRES_URL_FILE"
 
 /* Creates the host. config_text is libconfig text (may be NULL) with the
  * sections plugins read, e.g. "auth = { failed_logins = 3; };", and core
@@ -136,10 +151,13 @@ int sm_testhost_closed(sm_testhost *th, sm_session_id session, int *close_code);
 const char *sm_testhost_username(sm_testhost *th, sm_session_id session);
 
 /* Runs one SQL query returning a single integer (e.g. a count) on the
- * host's database. Returns SM_OK and *out, or an error status. */
+ * host's database. Returns SM_OK and *out, or an error status. On
+ * PostgreSQL a boolean (`x LIKE 'a%'`, `a = b`) reads as 1 or 0, and a
+ * number is read from its text as an integer (a fraction is cut off). */
 int sm_testhost_query_int(sm_testhost *th, const char *sql, int64_t *out);
 
-/* Runs SQL statements without results (test setup). */
+/* Runs SQL statements without results (test setup); several, separated
+ * by semicolons, on both engines. */
 int sm_testhost_exec(sm_testhost *th, const char *sql);
 
 /* Runs an admin command (sm_host.register_admin_commands) as

@@ -9,8 +9,13 @@
  *     username_lower TEXT NOT NULL UNIQUE,    -- ASCII-folded: look users up by this
  *     password_hash  TEXT NOT NULL,           -- argon2id encoded form, never sent
  *     public_key     TEXT,                    -- PEM SubjectPublicKeyInfo or NULL
- *     created_at     REAL NOT NULL,           -- UNIX seconds
+ *     created_at     DOUBLE PRECISION NOT NULL, -- UNIX seconds (REAL on SQLite
+ *                                             --   databases made before: the same)
  *     disabled       INTEGER NOT NULL DEFAULT 0) -- 1: logins refused (admin tool)
+ *
+ * Ids come from auth_ids(last_id), never from the engine (users.c says
+ * why): a row written into auth_users by hand takes its id from there.
+ * The SQL runs unchanged on SQLite and PostgreSQL.
  *
  * e.g. SELECT username, public_key FROM auth_users WHERE username_lower = ?
  * with the name folded A-Z -> a-z (usernames are [A-Za-z0-9_.-] only).

@@ -1140,10 +1140,12 @@ static void insert_carol(sm_testhost *th, uint32_t m_kib, uint32_t passes, char 
     CU_ASSERT_EQUAL_FATAL(argon2id_hash_encoded(passes, m_kib, 1, "carol's password", 16, salt,
                                                 sizeof salt, 32, hash, hash_len),
                           ARGON2_OK);
-    char sql[512];
+    char sql[640];
+    /* With an id taken from auth_ids, as auth's own insert does. */
     snprintf(sql, sizeof sql,
-             "INSERT INTO auth_users (username, username_lower, password_hash, created_at)"
-             " VALUES ('Carol', 'carol', '%s', 0)",
+             "UPDATE auth_ids SET last_id = last_id + 1;"
+             "INSERT INTO auth_users (id, username, username_lower, password_hash, created_at)"
+             " VALUES ((SELECT last_id FROM auth_ids), 'Carol', 'carol', '%s', 0)",
              hash);
     CU_ASSERT_EQUAL_FATAL(sm_testhost_exec(th, sql), SM_OK);
 }
@@ -1422,6 +1424,86 @@ static void admin_passwd_delete_and_errors(void)
     sm_testhost_free(th);
 }
 
+/* ---- ids and the schema (the same on SQLite and PostgreSQL) ---------- */
+
+/* Ids come from auth_ids: increasing, and never given twice, also after
+ * the newest account was deleted (SQLite's rowid gave it again). */
+static void user_ids_are_never_given_twice(void)
+{
+    sm_testhost *th = start_with(FEW_LIMITS, NULL);
+    json_int_t alice = register_ok(th, connect_from(th, NULL), "alice", "correct horse");
+    json_int_t bob = register_ok(th, connect_from(th, NULL), "bob", "correct horse");
+    CU_ASSERT_TRUE(bob > alice);
+    expect_admin_ok(admin(th, "users.delete", "bob"));
+    /* A time a 4-byte float (PostgreSQL's REAL) would round by 128 s. */
+    sm_testhost_advance(th, 100);
+    json_int_t carol = register_ok(th, connect_from(th, NULL), "carol", "correct horse");
+    CU_ASSERT_TRUE(carol > bob);
+    CU_ASSERT_EQUAL(query(th, "SELECT last_id FROM auth_ids"), carol);
+    CU_ASSERT_EQUAL(query(th, "SELECT created_at FROM auth_users WHERE username_lower = 'carol'"),
+                    (int64_t)SM_TESTHOST_EPOCH + 100);
+    expect_logged_in(login(th, connect_from(th, NULL), "carol", "correct horse"), "carol", carol);
+    sm_testhost_free(th);
+}
+
+/* A database at version 2, as servers before auth_ids left it (the
+ * schema as it was shipped, REAL included): migration 3 starts the ids
+ * after the highest one, and its accounts still log in. */
+static void upgrade_from_version_2_continues_after_the_highest_id(void)
+{
+    sm_testhost *th = NULL;
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_new("auth = { " WEAK " };", &th), SM_OK);
+    char hash[256];
+    const unsigned char salt[16] = "0123456789abcdef";
+    CU_ASSERT_EQUAL_FATAL(argon2id_hash_encoded(1, 64, 1, "dave's password", 15, salt,
+                                                sizeof salt, 32, hash, sizeof hash),
+                          ARGON2_OK);
+    char sql[1024];
+    snprintf(sql, sizeof sql,
+             "CREATE TABLE auth_users (id INTEGER PRIMARY KEY, username TEXT NOT NULL,"
+             " username_lower TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,"
+             " public_key TEXT, created_at REAL NOT NULL);"
+             "ALTER TABLE auth_users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;"
+             "INSERT INTO sm_migrations (owner, version, applied_at) VALUES ('auth', 1, 0);"
+             "INSERT INTO sm_migrations (owner, version, applied_at) VALUES ('auth', 2, 0);"
+             "INSERT INTO auth_users (id, username, username_lower, password_hash, created_at)"
+             " VALUES (3, 'Early', 'early', 'x', 0);"
+             "INSERT INTO auth_users (id, username, username_lower, password_hash, created_at)"
+             " VALUES (7, 'Dave', 'dave', '%s', 0)",
+             hash);
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_exec(th, sql), SM_OK);
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, AUTH_SO, "auth"), SM_OK);
+    sm_testhost_run_workers(th);
+    CU_ASSERT_EQUAL(query(th, "SELECT MAX(version) FROM sm_migrations WHERE owner = 'auth'"), 3);
+    CU_ASSERT_EQUAL(query(th, "SELECT last_id FROM auth_ids"), 7);
+    CU_ASSERT_EQUAL(register_ok(th, connect_from(th, NULL), "erin", "correct horse"), 8);
+    expect_logged_in(login(th, connect_from(th, NULL), "dave", "dave's password"), "Dave", 7);
+    sm_testhost_free(th);
+}
+
+/* A row written behind auth_ids's back holds the next id: the register
+ * fails as an internal error, logged, never as "username already taken",
+ * and the next one goes on after it. */
+static void an_id_taken_behind_auth_ids_is_an_internal_error(void)
+{
+    sm_testhost *th = start_with(FEW_LIMITS, NULL);
+    CU_ASSERT_EQUAL_FATAL(
+        sm_testhost_exec(th, "INSERT INTO auth_users (id, username, username_lower,"
+                             " password_hash, created_at) VALUES (1, 'Manual', 'manual', 'x', 0)"),
+        SM_OK);
+    capture cap;
+    CU_ASSERT_EQUAL_FATAL(capture_begin(&cap), 0);
+    json_t *r = reg(th, connect_from(th, NULL), "alice", "correct horse");
+    char *log = capture_end(&cap);
+    CU_ASSERT_STRING_EQUAL(expect_error(r, 1005, "register"), "internal server error");
+    json_decref(r);
+    CU_ASSERT_PTR_NOT_NULL(log && strstr(log, "user id 1 is already taken: auth_ids is behind"));
+    free(log);
+    CU_ASSERT_EQUAL(register_ok(th, connect_from(th, NULL), "alice", "correct horse"), 2);
+    CU_ASSERT_EQUAL(user_count(th), 2);
+    sm_testhost_free(th);
+}
+
 static const sm_test_case cases[] = {
     SM_TEST(register_logs_the_session_in_and_replies_registration_success),
     SM_TEST(register_refuses_each_malformed_field_with_1004_naming_it),
@@ -1464,6 +1546,9 @@ static const sm_test_case cases[] = {
     SM_TEST(admin_disable_closes_sessions_and_login_gets_the_wrong_password_reply),
     SM_TEST(login_being_checked_when_the_user_is_disabled_fails),
     SM_TEST(admin_passwd_delete_and_errors),
+    SM_TEST(user_ids_are_never_given_twice),
+    SM_TEST(upgrade_from_version_2_continues_after_the_highest_id),
+    SM_TEST(an_id_taken_behind_auth_ids_is_an_internal_error),
     SM_TEST_END,
 };
 

@@ -7,7 +7,7 @@
 struct users {
     const sm_host *host;
     sm_plugin *self;
-    sm_stmt *find, *insert, *update_hash;
+    sm_stmt *find, *next_id, *insert, *update_hash;
     sm_stmt *list, *set_disabled, *remove, *set_hash; /* the admin commands' */
     sm_stmt *by_name, *by_id;                         /* the users service's */
     /* The last lookup's answer, kept for the core to copy. */
@@ -15,12 +15,32 @@ struct users {
     char *found_key;
 };
 
+/* Portable SQL: the same migrations run on SQLite and PostgreSQL.
+ *
+ * Version 1 was first shipped with `created_at REAL`: on SQLite, REAL and
+ * DOUBLE PRECISION are the same column (REAL affinity, an 8-byte float),
+ * so a database made with either text is the same, and none needs
+ * changing; on PostgreSQL REAL is a 4-byte float, which would round a
+ * UNIX time to 128 s. `id INTEGER PRIMARY KEY` stays: on SQLite it is the
+ * table's rowid (one b-tree, the key of every old database); on
+ * PostgreSQL it is a 4-byte integer without a default, so ids are given
+ * by the application (version 3), never by the engine.
+ *
+ * Version 3: ids come from auth_ids, one row holding the last id given,
+ * taken with `UPDATE ... RETURNING` (SQLite 3.35, PostgreSQL), atomic on
+ * both engines and across the nodes of a cluster, where SQLite's rowid
+ * (max + 1) would give two nodes the same id. It starts at the highest id
+ * a database at version 2 has. An id is never given twice: a name taken
+ * between the two statements costs one, and the id of a deleted newest
+ * account is not given again (SQLite's rowid did reuse it). */
 const sm_migration users_migrations[] = {
     {1, "CREATE TABLE auth_users (id INTEGER PRIMARY KEY, username TEXT NOT NULL,"
         " username_lower TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,"
-        " public_key TEXT, created_at REAL NOT NULL)"},
+        " public_key TEXT, created_at DOUBLE PRECISION NOT NULL)"},
     /* safemessenger-admin users disable: a disabled user cannot log in. */
     {2, "ALTER TABLE auth_users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0"},
+    {3, "CREATE TABLE auth_ids (last_id BIGINT NOT NULL);"
+        "INSERT INTO auth_ids (last_id) SELECT COALESCE(MAX(id), 0) FROM auth_users"},
     {0, NULL},
 };
 
@@ -37,8 +57,12 @@ int users_open(const sm_host *host, sm_plugin *self, users **out)
                                " public_key IS NOT NULL FROM auth_users WHERE username_lower = ?",
                                &u->find)) != SM_OK ||
         (rc = host->db_prepare(self,
-                               "INSERT INTO auth_users (username, username_lower, password_hash,"
-                               " public_key, created_at) VALUES (?, ?, ?, ?, ?)",
+                               "UPDATE auth_ids SET last_id = last_id + 1 RETURNING last_id",
+                               &u->next_id)) != SM_OK ||
+        (rc = host->db_prepare(self,
+                               "INSERT INTO auth_users (id, username, username_lower,"
+                               " password_hash, public_key, created_at)"
+                               " VALUES (?, ?, ?, ?, ?, ?)",
                                &u->insert)) != SM_OK ||
         (rc = host->db_prepare(self,
                                "UPDATE auth_users SET password_hash = ?"
@@ -74,6 +98,7 @@ void users_close(users *u)
     if (!u)
         return;
     u->host->db_finalize(u->find);
+    u->host->db_finalize(u->next_id);
     u->host->db_finalize(u->insert);
     u->host->db_finalize(u->update_hash);
     u->host->db_finalize(u->list);
@@ -122,27 +147,55 @@ out:
     return found;
 }
 
+/* The next user id from auth_ids (committed at once: see the
+ * migrations). SM_OK, or SM_ERROR (logged by the host, or here when the
+ * row is missing). */
+static int next_id(users *u, int64_t *id)
+{
+    const sm_host *h = u->host;
+    int rc = h->db_step(u->next_id);
+    if (rc == SM_ROW)
+        *id = h->db_column_int64(u->next_id, 0);
+    else if (rc == SM_DONE)
+        h->log(u->self, SM_LOG_ERROR, "auth_ids has no row: no user id to give");
+    h->db_reset(u->next_id);
+    return rc == SM_ROW ? SM_OK : SM_ERROR;
+}
+
 int users_insert(users *u, const char *username, const char *lower, const char *hash,
                  const char *public_key, int64_t *id)
 {
     const sm_host *h = u->host;
     sm_stmt *st = u->insert;
+    int64_t new_id = 0;
+    if (next_id(u, &new_id) != SM_OK)
+        return SM_ERROR;
     int rc = SM_ERROR;
-    if (h->db_bind_text(st, 1, username, -1) != SM_OK ||
-        h->db_bind_text(st, 2, lower, -1) != SM_OK ||
-        h->db_bind_text(st, 3, hash, -1) != SM_OK ||
-        (public_key ? h->db_bind_text(st, 4, public_key, -1) : h->db_bind_null(st, 4)) != SM_OK ||
-        h->db_bind_double(st, 5, h->now()) != SM_OK)
+    if (h->db_bind_int64(st, 1, new_id) != SM_OK ||
+        h->db_bind_text(st, 2, username, -1) != SM_OK ||
+        h->db_bind_text(st, 3, lower, -1) != SM_OK ||
+        h->db_bind_text(st, 4, hash, -1) != SM_OK ||
+        (public_key ? h->db_bind_text(st, 5, public_key, -1) : h->db_bind_null(st, 5)) != SM_OK ||
+        h->db_bind_double(st, 6, h->now()) != SM_OK)
         goto out;
     rc = h->db_step(st);
     if (rc == SM_DONE) {
-        *id = h->db_last_insert_id(u->self);
+        *id = new_id;
         rc = SM_OK;
     } else if (rc != SM_EEXIST) {
         rc = SM_ERROR;
     }
 out:
     h->db_reset(st);
+    /* Either key may be the one taken: the name is the user's problem, the
+     * id is a row written behind auth_ids's back (by hand, or by a
+     * version that took rowids), and telling the user the name is taken
+     * would hide it. */
+    if (rc == SM_EEXIST && users_find(u, lower, NULL) == 0) {
+        h->log(u->self, SM_LOG_ERROR,
+               "user id %lld is already taken: auth_ids is behind auth_users", (long long)new_id);
+        rc = SM_ERROR;
+    }
     return rc;
 }
 

@@ -44,9 +44,10 @@ int users_find(users *u, const char *lower, user_row *row);
  * the next lookup), SM_ENOTFOUND, or SM_ERROR/SM_ENOMEM. */
 int users_lookup(users *u, const char *lower, int64_t id, sm_user_info *out);
 
-/* Inserts a user (autocommit: committed when this returns SM_OK).
- * public_key may be NULL. SM_OK with *id, SM_EEXIST when the folded name
- * is taken (the UNIQUE index decides races), else SM_ERROR. */
+/* Inserts a user with the next id of auth_ids (autocommit: committed
+ * when this returns SM_OK). public_key may be NULL. SM_OK with *id,
+ * SM_EEXIST when the folded name is taken (the UNIQUE index decides
+ * races), else SM_ERROR (also when the id is taken: logged). */
 int users_insert(users *u, const char *username, const char *lower, const char *hash,
                  const char *public_key, int64_t *id);
 
