@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 struct pg_db {
     PGconn *conn;
@@ -441,14 +442,22 @@ int64_t pg_db_changes(const pg_db *db)
 
 int pg_db_exec(pg_db *db, const char *who, const char *sql)
 {
-    PGresult *res = exec_guarded(db, sql);
-    int status = SM_OK;
+    char *text = NULL;
+    const char *why = NULL;
+    int status = pg_translate_types(sql, &text, &why);
+    if (status != SM_OK) {
+        if (why)
+            log_msg(SM_LOG_ERROR, who, "%s: \"%s\"", why, sql);
+        return status;
+    }
+    PGresult *res = exec_guarded(db, text);
+    free(text);
     if (result_ok(res)) {
         note_changes(db, res);
     } else {
-        char why[512];
+        char reason[512];
         log_msg(SM_LOG_ERROR, who, "SQL failed (%s): %s", sql,
-                error_text(db, res, why, sizeof why));
+                error_text(db, res, reason, sizeof reason));
         status = status_from_result(res);
     }
     PQclear(res);
@@ -478,12 +487,19 @@ int pg_db_apply_migration(pg_db *db, const char *owner, const sm_migration *m,
     snprintf(version, sizeof version, "%d", m->version);
     snprintf(at, sizeof at, "%.17g", applied_at);
     const char *params[] = {owner, version, at};
+    char *text = NULL;
+    const char *bad = NULL;
+    if (pg_translate_types(m->sql, &text, &bad) != SM_OK) {
+        log_msg(SM_LOG_ERROR, owner, "migration %d failed: %s", m->version,
+                bad ? bad : "out of memory");
+        return -1;
+    }
     PGresult *res = PQexec(db->conn, "BEGIN");
     if (!result_ok(res))
         goto fail;
     PQclear(res);
     /* A simple query: the migration may hold several statements. */
-    res = PQexec(db->conn, m->sql);
+    res = PQexec(db->conn, text);
     if (!result_ok(res))
         goto fail;
     PQclear(res);
@@ -497,9 +513,11 @@ int pg_db_apply_migration(pg_db *db, const char *owner, const sm_migration *m,
     if (!result_ok(res) || strcmp(PQcmdStatus(res), "COMMIT") != 0)
         goto fail;
     PQclear(res);
+    free(text);
     log_msg(SM_LOG_INFO, owner, "applied migration %d", m->version);
     return 0;
 fail:
+    free(text);
     log_msg(SM_LOG_ERROR, owner, "migration %d failed: %s", m->version,
             error_text(db, res, why, sizeof why));
     PQclear(res);
@@ -620,10 +638,42 @@ static void copy_comment(const char **p, char **o)
     *o = d;
 }
 
-int pg_translate_sql(const char *sql, char **out, int *nparams, const char **why)
+/* SQLite's INTEGER is 64 bits and its REAL a double; PostgreSQL's are 32
+ * bits and a 4-byte float, which would cut ids at 2^31 and round a UNIX
+ * time to 128 s. Plugins write SQLite's types (one text for both
+ * engines), so these words, outside quotes and comments, become the
+ * PostgreSQL types that hold the same values. The length of what *p
+ * starts with that is such a word, and its replacement, or 0. */
+static size_t type_word(const char *sql, const char *p, const char **with)
+{
+    static const struct {
+        const char *word, *with;
+    } map[] = {
+        {"INTEGER", "BIGINT"},
+        {"INT", "BIGINT"},
+        {"REAL", "DOUBLE PRECISION"},
+    };
+    if (p > sql && (ident_char(p[-1]) || p[-1] == '.'))
+        return 0;
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+        size_t n = strlen(map[i].word);
+        if (strncasecmp(p, map[i].word, n) == 0 && !ident_char(p[n])) {
+            *with = map[i].with;
+            return n;
+        }
+    }
+    return 0;
+}
+
+/* The walk behind pg_translate_sql (placeholders: one statement, `?`
+ * numbered) and pg_translate_types (any number of statements, `?` left
+ * alone). */
+static int translate(const char *sql, int placeholders, char **out, int *nparams,
+                     const char **why)
 {
     size_t len = strlen(sql);
-    /* "?" becomes at most "$65535": six bytes for one. */
+    /* "?" becomes at most "$65535" and "REAL" "DOUBLE PRECISION": six
+     * bytes at most for one. */
     size_t size = len * 6 + 1;
     char *buf = malloc(size);
     if (!buf)
@@ -634,6 +684,8 @@ int pg_translate_sql(const char *sql, char **out, int *nparams, const char **why
     *why = NULL;
     while (*p && !*why) {
         char c = *p;
+        const char *with = NULL;
+        size_t n;
         if ((c == '-' && p[1] == '-') || (c == '/' && p[1] == '*')) {
             copy_comment(&p, &o);
             continue;
@@ -643,7 +695,7 @@ int pg_translate_sql(const char *sql, char **out, int *nparams, const char **why
             *o++ = *p++;
             continue;
         }
-        if (ended) {
+        if (ended && placeholders) {
             *why = "prepare wants exactly one SQL statement";
             break;
         }
@@ -654,21 +706,30 @@ int pg_translate_sql(const char *sql, char **out, int *nparams, const char **why
             copy_quoted(&p, &o, c, e);
         } else if (c == '$' && isdigit((unsigned char)p[1]) && (p == sql || !ident_char(p[-1]))) {
             *why = "write placeholders as ? or ?N, not $N";
-        } else if (c == '?') {
-            long n = highest + 1L;
+        } else if ((n = type_word(sql, p, &with)) > 0) {
+            size_t w = strlen(with);
+            memcpy(o, with, w);
+            o += w;
+            p += n;
+        } else if (c == '?' && placeholders) {
+            long k = highest + 1L;
             p++;
             if (isdigit((unsigned char)*p)) {
                 char *end;
-                n = strtol(p, &end, 10);
+                k = strtol(p, &end, 10);
                 p = end;
             }
-            if (n < 1 || n > PG_MAX_PARAMS) {
+            if (k < 1 || k > PG_MAX_PARAMS) {
                 *why = "placeholder index out of range (1..65535)";
                 break;
             }
-            o += snprintf(o, size - (size_t)(o - buf), "$%ld", n);
-            if (n > highest)
-                highest = (int)n;
+            o += snprintf(o, size - (size_t)(o - buf), "$%ld", k);
+            if (k > highest)
+                highest = (int)k;
+        } else if (ident_char(c)) {
+            /* A whole word, so that no type name is found inside one. */
+            while (ident_char(*p))
+                *o++ = *p++;
         } else {
             *o++ = *p++;
         }
@@ -681,8 +742,19 @@ int pg_translate_sql(const char *sql, char **out, int *nparams, const char **why
     }
     *o = '\0';
     *out = buf;
-    *nparams = highest;
+    if (nparams)
+        *nparams = highest;
     return SM_OK;
+}
+
+int pg_translate_sql(const char *sql, char **out, int *nparams, const char **why)
+{
+    return translate(sql, 1, out, nparams, why);
+}
+
+int pg_translate_types(const char *sql, char **out, const char **why)
+{
+    return translate(sql, 0, out, NULL, why);
 }
 
 /* ---- statements -------------------------------------------------------- */

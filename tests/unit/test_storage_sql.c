@@ -432,6 +432,51 @@ static void statement_binds_every_type_and_null(void)
     close_db(s);
 }
 
+/* Plugins write SQLite's types: INTEGER holds 64 bits and REAL a double
+ * on both engines, in migrations, in storage_exec and in prepared
+ * statements' casts (PostgreSQL's own INTEGER and REAL would cut 2^40 and
+ * round a UNIX time to 128 s). */
+static void sqlite_types_hold_the_same_values(void)
+{
+    static const sm_migration typed[] = {
+        {1, "CREATE TABLE typed (id INTEGER PRIMARY KEY, n INTEGER NOT NULL, at REAL NOT NULL);"
+            "CREATE TABLE typed_more (k INT)"},
+        {0, NULL},
+    };
+    const int64_t big = (int64_t)1 << 40;
+    const double at = 1796198400.123456;
+    fresh_db();
+    storage *s = open_db();
+    CU_ASSERT_EQUAL_FATAL(storage_migrate(s, "plug", typed), 0);
+    CU_ASSERT_EQUAL_FATAL(storage_exec(s, "INSERT INTO typed_more (k) VALUES (4294967296)"), SM_OK);
+    CU_ASSERT_EQUAL(query_int(s, "SELECT k FROM typed_more"), (int64_t)1 << 32);
+    sm_stmt *ins = NULL;
+    CU_ASSERT_EQUAL_FATAL(storage_prepare(s, "test", "INSERT INTO typed (id, n, at) VALUES (?, ?, ?)",
+                                          &ins),
+                          SM_OK);
+    CU_ASSERT_EQUAL(storage_bind_int64(ins, 1, big + 1), SM_OK);
+    CU_ASSERT_EQUAL(storage_bind_int64(ins, 2, big), SM_OK);
+    CU_ASSERT_EQUAL(storage_bind_double(ins, 3, at), SM_OK);
+    CU_ASSERT_EQUAL(storage_step(ins), SM_DONE);
+    storage_finalize(ins);
+    sm_stmt *sel = NULL;
+    CU_ASSERT_EQUAL_FATAL(storage_prepare(s, "test",
+                                          "SELECT id, n, at, CAST(? AS REAL), CAST(? AS INTEGER)"
+                                          " FROM typed",
+                                          &sel),
+                          SM_OK);
+    CU_ASSERT_EQUAL(storage_bind_double(sel, 1, at), SM_OK);
+    CU_ASSERT_EQUAL(storage_bind_int64(sel, 2, big), SM_OK);
+    CU_ASSERT_EQUAL_FATAL(storage_step(sel), SM_ROW);
+    CU_ASSERT_EQUAL(storage_column_int64(sel, 0), big + 1);
+    CU_ASSERT_EQUAL(storage_column_int64(sel, 1), big);
+    CU_ASSERT_EQUAL(storage_column_double(sel, 2), at); /* every bit kept */
+    CU_ASSERT_EQUAL(storage_column_double(sel, 3), at);
+    CU_ASSERT_EQUAL(storage_column_int64(sel, 4), big);
+    storage_finalize(sel);
+    close_db(s);
+}
+
 /* `?` inside a string, a quoted name or a comment is not a parameter;
  * `?` takes the next index, `?N` that one, and may repeat. */
 static void placeholders_in_literals_and_comments_are_text(void)
@@ -799,6 +844,24 @@ static void translation_of_postgresql_only_syntax(void)
     CU_ASSERT_EQUAL(pg_translate_sql("SELECT 1; -- done\n", &out, &n, &why), SM_OK);
     free(out);
     CU_ASSERT_EQUAL(pg_translate_sql("-- nothing\n;", &out, &n, &why), SM_EINVAL);
+
+    /* SQLite's types, PostgreSQL's words: whole words outside quotes and
+     * comments only. */
+    CU_ASSERT_EQUAL_FATAL(pg_translate_types("CREATE TABLE t (id INTEGER PRIMARY KEY, at real,"
+                                             " n int, interval_s INTEGER, \"INT\" TEXT"
+                                             " DEFAULT 'REAL', x INTEGER2, t.int);"
+                                             "-- REAL\nSELECT ? /* INT */",
+                                             &out, &why),
+                          SM_OK);
+    CU_ASSERT_STRING_EQUAL(out, "CREATE TABLE t (id BIGINT PRIMARY KEY, at DOUBLE PRECISION,"
+                                " n BIGINT, interval_s BIGINT, \"INT\" TEXT"
+                                " DEFAULT 'REAL', x INTEGER2, t.int);"
+                                "-- REAL\nSELECT ? /* INT */");
+    free(out);
+    CU_ASSERT_EQUAL_FATAL(pg_translate_sql("SELECT CAST(? AS REAL), ?2 + 1::integer", &out, &n, &why),
+                          SM_OK);
+    CU_ASSERT_STRING_EQUAL(out, "SELECT CAST($1 AS DOUBLE PRECISION), $2 + 1::BIGINT");
+    free(out);
 }
 #endif
 
@@ -814,6 +877,7 @@ int main(void)
         SM_TEST(migration_versions_must_increase_from_one),
         SM_TEST(migration_refused_inside_transaction),
         SM_TEST(statement_binds_every_type_and_null),
+        SM_TEST(sqlite_types_hold_the_same_values),
         SM_TEST(placeholders_in_literals_and_comments_are_text),
         SM_TEST(reset_clears_bindings),
         SM_TEST(constraint_violation_is_eexist),
