@@ -5,11 +5,13 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <libconfig.h>
+#include <libpq-fe.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cidr.h"
@@ -54,6 +56,7 @@ static const char *const core_sections[] = {"server", "storage", "plugins", "lim
                                             "web", "metrics"};
 
 static const char *const synchronous_values[] = {"off", "normal", "full", "extra"};
+static const char *const backend_values[] = {"sqlite", "postgresql"};
 
 /* ---- reporting --------------------------------------------------------- */
 
@@ -270,6 +273,41 @@ static int parse_synchronous(config *cfg, const config_setting_t *s, const core_
     report(cfg, SM_LOG_ERROR, s,
            "%s.%s must be one of \"off\", \"normal\", \"full\", \"extra\"", k->section, k->name);
     return -1;
+}
+
+static int parse_backend(config *cfg, const config_setting_t *s, const core_key *k)
+{
+    const char *v = config_setting_type(s) == CONFIG_TYPE_STRING ? config_setting_get_string(s)
+                                                                 : NULL;
+    for (size_t i = 0; v && i < sizeof backend_values / sizeof backend_values[0]; i++) {
+        if (strcmp(v, backend_values[i]) == 0) {
+            *FIELD(const char *, k->offset) = backend_values[i];
+            return 0;
+        }
+    }
+    report(cfg, SM_LOG_ERROR, s, "%s.%s must be \"sqlite\" or \"postgresql\"", k->section,
+           k->name);
+    return -1;
+}
+
+/* storage.postgresql: parsed by libpq here, so a typo stops the start
+ * with the line it is on rather than as a connection failure. libpq's
+ * parse errors name the bad keyword or quoting, never a value. */
+static int parse_conninfo(config *cfg, const config_setting_t *s, const core_key *k)
+{
+    if (parse_string(cfg, s, k) != 0)
+        return -1;
+    char *err = NULL;
+    PQconninfoOption *opts = PQconninfoParse(config_setting_get_string(s), &err);
+    if (!opts) {
+        size_t n = err ? strcspn(err, "\n") : 0;
+        report(cfg, SM_LOG_ERROR, s, "%s.%s is not a libpq connection string: %.*s",
+               k->section, k->name, (int)n, err ? err : "out of memory");
+        PQfreemem(err);
+        return -1;
+    }
+    PQconninfoFree(opts);
+    return 0;
 }
 
 static int parse_log_level(config *cfg, const config_setting_t *s, const core_key *k)
@@ -498,6 +536,8 @@ static const core_key core_keys[] = {
     {"server", "tls", parse_tls, 0, 0, 0},
     {"server", "admin_socket", parse_path, 0, 0, AT(admin_socket)},
     {"server", "coalesce_writes", parse_bool, 0, 0, AT(coalesce_writes)},
+    {"storage", "backend", parse_backend, 0, 0, AT(backend)},
+    {"storage", "postgresql", parse_conninfo, 1, 0, AT(postgresql)},
     {"storage", "database", parse_path, 1, 0, AT(database)},
     {"storage", "synchronous", parse_synchronous, 0, 0, AT(synchronous)},
     {"plugins", "dir", parse_path, 1, 0, AT(plugin_dir)},
@@ -548,6 +588,8 @@ static void set_defaults(server_config *srv)
     srv->io_threads = config_default_io_threads(sysconf(_SC_NPROCESSORS_ONLN));
     srv->worker_nice = 19;
     srv->coalesce_writes = 1;
+    srv->backend = "sqlite";
+    srv->postgresql = "";
     srv->database = "data/safemessenger.db";
     srv->synchronous = "normal";
     srv->plugin_dir = SM_DEFAULT_PLUGIN_DIR;
@@ -679,6 +721,46 @@ static int check_limits(config *cfg)
            "limits.bytes_burst (%zu) must be at least server.max_message_bytes (%zu)",
            srv->bytes_burst, srv->max_message_bytes);
     return -1;
+}
+
+/* 1: the connection string sets a password (keyword or URI). */
+static int conninfo_has_password(const char *conninfo)
+{
+    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+    int has = 0;
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (strcmp(o->keyword, "password") == 0 && o->val && o->val[0] != '\0')
+            has = 1;
+    PQconninfoFree(opts);
+    return has;
+}
+
+/* The backend and its settings agree. A connection string left beside
+ * backend "sqlite" is only a warning (an operator trying both keeps
+ * both), the opposite cannot start. */
+static int check_storage(config *cfg)
+{
+    server_config *srv = &cfg->server;
+    int pg = strcmp(srv->backend, "postgresql") == 0;
+    if (pg && srv->postgresql[0] == '\0') {
+        report(cfg, SM_LOG_ERROR, config_lookup(&cfg->lc, "storage.backend"),
+               "storage.backend is \"postgresql\" but storage.postgresql (a libpq connection "
+               "string) is not set");
+        return -1;
+    }
+    if (!pg && srv->postgresql[0] != '\0')
+        report(cfg, SM_LOG_WARNING, config_lookup(&cfg->lc, "storage.postgresql"),
+               "storage.postgresql is set but storage.backend is \"%s\": it is not used",
+               srv->backend);
+    if (srv->postgresql[0] != '\0' && conninfo_has_password(srv->postgresql) && cfg->path) {
+        struct stat st;
+        if (stat(cfg->path, &st) == 0 && (st.st_mode & (S_IRGRP | S_IROTH)))
+            report(cfg, SM_LOG_WARNING, config_lookup(&cfg->lc, "storage.postgresql"),
+                   "storage.postgresql holds a password and %s is readable by others (mode "
+                   "%03o): make it 0600, or keep the password in a ~/.pgpass file",
+                   cfg->path, (unsigned)(st.st_mode & 0777));
+    }
+    return 0;
 }
 
 static int read_file(config *cfg)
@@ -817,7 +899,7 @@ int config_load(const char *path, config **out)
             resolve_paths(cfg) != 0)
             goto fail;
     }
-    if (check_limits(cfg) != 0)
+    if (check_limits(cfg) != 0 || check_storage(cfg) != 0)
         goto fail;
     *out = cfg;
     return 0;

@@ -43,6 +43,9 @@ typedef struct server_config {
     const char *admin_socket;       /* "" = "admin.sock" beside the database */
     int coalesce_writes;            /* 1: queued frames leave in one write (wsframe.h) */
     /* storage */
+    const char *backend;            /* "sqlite" (default) or "postgresql" */
+    const char *postgresql;         /* libpq connection string; "" = not set. May hold a
+                                       password: never logged */
     const char *database;           /* "data/safemessenger.db" */
     const char *synchronous;        /* "normal" (off|normal|full|extra) */
     /* plugins */

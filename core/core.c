@@ -177,10 +177,18 @@ int core_start(const core_options *o)
     }
     if (!checked)
         goto fail;
-    if (o->postgresql) {
+    const char *postgresql = o->postgresql;
+    if (!postgresql && strcmp(g_core.sc->backend, "postgresql") == 0) {
+        if (o->database) {
+            LOG_ERROR("--db names an SQLite database, but storage.backend is \"postgresql\"");
+            goto fail;
+        }
+        postgresql = g_core.sc->postgresql;
+    }
+    if (postgresql) {
         /* The string may hold a password: storage_open_pg logs what it
          * may (host, port, database). */
-        if (storage_open_pg(o->postgresql, &g_core.db) != SM_OK) {
+        if (storage_open_pg(postgresql, &g_core.db) != SM_OK) {
             LOG_ERROR("cannot open the PostgreSQL database");
             goto fail;
         }

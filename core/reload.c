@@ -20,7 +20,8 @@
 
 /* ---- settings that need a restart -------------------------------------- */
 
-typedef enum { FIXED_INT, FIXED_STRING } fixed_kind;
+/* FIXED_SECRET: a string that may hold a password, named but never shown. */
+typedef enum { FIXED_INT, FIXED_STRING, FIXED_SECRET } fixed_kind;
 
 typedef struct fixed_key {
     const char *name;
@@ -39,6 +40,8 @@ static const fixed_key fixed_keys[] = {
     {"server.workers", FIXED_INT, AT(workers)},
     {"server.worker_nice", FIXED_INT, AT(worker_nice)},
     {"server.io_threads", FIXED_INT, AT(io_threads)},
+    {"storage.backend", FIXED_STRING, AT(backend)},
+    {"storage.postgresql", FIXED_SECRET, AT(postgresql)},
     {"storage.database", FIXED_STRING, AT(database)},
     {"storage.synchronous", FIXED_STRING, AT(synchronous)},
     {"plugins.dir", FIXED_STRING, AT(plugin_dir)},
@@ -69,8 +72,11 @@ static size_t keep_fixed(const server_config *cur, server_config *next)
             const char **now = FIELD(next, const char *, k->offset);
             if (strcmp(*now, was) == 0)
                 continue;
-            LOG_WARN("%s: cannot change while running (\"%s\" -> \"%s\"); restart to apply",
-                     k->name, was, *now);
+            if (k->kind == FIXED_SECRET)
+                LOG_WARN("%s: cannot change while running; restart to apply", k->name);
+            else
+                LOG_WARN("%s: cannot change while running (\"%s\" -> \"%s\"); restart to apply",
+                         k->name, was, *now);
             *now = was;
         }
         refused++;

@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -135,6 +136,8 @@ static void config_null_path_gives_defaults(void)
     CU_ASSERT_EQUAL(s->workers, 2);
     CU_ASSERT_STRING_EQUAL(s->database, "data/safemessenger.db");
     CU_ASSERT_STRING_EQUAL(s->synchronous, "normal");
+    CU_ASSERT_STRING_EQUAL(s->backend, "sqlite");
+    CU_ASSERT_STRING_EQUAL(s->postgresql, "");
     CU_ASSERT_PTR_NOT_NULL(s->plugin_dir);
     CU_ASSERT(s->plugin_dir && s->plugin_dir[0] != '\0');
     CU_ASSERT_EQUAL(s->n_plugins, 0);
@@ -384,6 +387,66 @@ static void config_reports_every_error_not_only_the_first(void)
     CU_ASSERT(log_has(log, 2, "server.port must be an integer from 0 to 65535"));
     CU_ASSERT(log_has(log, 3, "server.key_file must be a non-empty string"));
     CU_ASSERT(log_has(log, 6, "limits.command_burst must be an integer from 1 to 100000"));
+    free(log);
+}
+
+/* storage.backend selects the engine; PostgreSQL needs its connection
+ * string, which libpq parses at load (a typo is a config error with its
+ * line) and which is never echoed (it may hold a password). */
+static void config_storage_backend(void)
+{
+    config *cfg = NULL;
+    char *log = NULL;
+    /* Readable by others whatever the umask (rewriting keeps the mode). */
+    CU_ASSERT_FATAL(write_conf("") == 0);
+    CU_ASSERT_EQUAL_FATAL(chmod(conf_path, 0644), 0);
+    CU_ASSERT_EQUAL_FATAL(load_text("storage = { backend = \"postgresql\";\n"
+                                    "  postgresql = \"host=db.example port=5432 dbname=sm"
+                                    " password=hunter2\"; };\n",
+                                    &cfg, &log),
+                          0);
+    CU_ASSERT_STRING_EQUAL(config_server(cfg)->backend, "postgresql");
+    CU_ASSERT_STRING_EQUAL(config_server(cfg)->postgresql,
+                           "host=db.example port=5432 dbname=sm password=hunter2");
+    /* A password in a file others can read is said, the password not. */
+    CU_ASSERT(log_has(log, 2, "storage.postgresql holds a password and"));
+    CU_ASSERT_PTR_NULL(strstr(log, "hunter2"));
+    config_free(cfg);
+    free(log);
+    CU_ASSERT_EQUAL_FATAL(chmod(conf_path, 0600), 0);
+    capture_begin();
+    CU_ASSERT_EQUAL(config_load(conf_path, &cfg), 0);
+    log = capture_end();
+    CU_ASSERT_PTR_NULL(strstr(log, "holds a password"));
+    config_free(cfg);
+    free(log);
+    CU_ASSERT_EQUAL_FATAL(load_text("storage = { backend = \"sqlite\"; };\n", &cfg, &log), 0);
+    CU_ASSERT_STRING_EQUAL(config_server(cfg)->backend, "sqlite");
+    config_free(cfg);
+    free(log);
+    /* A connection string beside SQLite: kept, unused, said. */
+    CU_ASSERT_EQUAL_FATAL(load_text("storage = {\n  postgresql = \"dbname=sm\";\n};\n", &cfg, &log),
+                          0);
+    CU_ASSERT(log_has(log, 2, "storage.postgresql is set but storage.backend is \"sqlite\": it "
+                              "is not used"));
+    config_free(cfg);
+    free(log);
+
+    expect_error("storage = {\n  backend = \"mysql\";\n};\n", 2,
+                 "storage.backend must be \"sqlite\" or \"postgresql\"");
+    expect_error("storage = {\n  backend = \"postgresql\";\n};\n", 2,
+                 "storage.backend is \"postgresql\" but storage.postgresql (a libpq connection "
+                 "string) is not set");
+    expect_error("storage = {\n  backend = \"postgresql\";\n  postgresql = \"\";\n};\n", 3,
+                 "storage.postgresql must be a non-empty string");
+    expect_error("storage = {\n  postgresql = \"host=x passwort=secret\";\n};\n", 2,
+                 "storage.postgresql is not a libpq connection string: invalid connection option "
+                 "\"passwort\"");
+    /* A quoting error: libpq's reason, not the text. */
+    CU_ASSERT_EQUAL(load_text("storage = {\n  postgresql = \"password='open\";\n};\n", &cfg, &log),
+                    -1);
+    CU_ASSERT(log_has(log, 2, "storage.postgresql is not a libpq connection string"));
+    CU_ASSERT_PTR_NULL(strstr(log, "open"));
     free(log);
 }
 
@@ -901,6 +964,7 @@ static const sm_test_case cases[] = {
     SM_TEST(config_rejects_bytes_burst_below_max_message_bytes),
     SM_TEST(config_reports_every_error_not_only_the_first),
     SM_TEST(config_rejects_unknown_synchronous),
+    SM_TEST(config_storage_backend),
     SM_TEST(config_rejects_tls_cert_without_key),
     SM_TEST(config_rejects_bad_plugin_name),
     SM_TEST(config_accepts_64_character_plugin_name),
