@@ -362,6 +362,11 @@ fail:
     return SM_ERROR;
 }
 
+int storage_is_postgresql(const storage *s)
+{
+    return s->pg != NULL;
+}
+
 int storage_open_pg(const char *conninfo, storage **out)
 {
     if (!conninfo || !*conninfo || !out)

@@ -29,6 +29,8 @@ int storage_open(const char *path, const char *synchronous, storage **out);
  * thread (storage_pg.h says why, for now). SQL is PostgreSQL's: plugins
  * write portable SQL; `?` and `?NNN` placeholders are translated. */
 int storage_open_pg(const char *conninfo, storage **out);
+/* 1 when s runs on PostgreSQL (storage_open_pg), 0 on SQLite. */
+int storage_is_postgresql(const storage *s);
 /* Finalizes statements left open (logging each as a leak), checkpoints the
  * WAL and closes. Stops the checkpoint jobs first if they were started
  * (the pool must then still run). NULL is ignored. */

@@ -59,6 +59,11 @@ static void usage(FILE *out)
 "  backup FILE                consistent copy of the database (SQLite online\n"
 "                             backup) into FILE, mode 0600, replaced whole\n"
 "  purge                      run the message retention purge now\n"
+"  import-sqlite FILE         copy a stopped server's SQLite database FILE\n"
+"                             into the PostgreSQL database the configuration\n"
+"                             names (storage.backend = \"postgresql\"), which\n"
+"                             no server may have used yet; never through the\n"
+"                             socket\n"
 "  commands                   the admin commands the server knows\n"
 "\n"
 "Options:\n"
@@ -246,7 +251,9 @@ static int run(const char *config_file, const json_t *request, int as_json)
     /* Only the server creates the database: one made here would lack the
      * server's identity, and the server would then refuse to start. */
     struct stat st;
-    int have_db = stat(config_server(cfg)->database, &st) == 0;
+    /* On PostgreSQL there is no file to find or own: the core connects. */
+    int on_pg = strcmp(config_server(cfg)->backend, "postgresql") == 0;
+    int have_db = on_pg || stat(config_server(cfg)->database, &st) == 0;
     if (!have_db)
         snprintf(err, sizeof err, "no database at %s (has the server ever run?)",
                  config_server(cfg)->database);
@@ -257,7 +264,7 @@ static int run(const char *config_file, const json_t *request, int as_json)
     }
     json_t *reply = NULL;
     rc = remote_call(path, request, &reply, err, sizeof err);
-    if (rc == 0 && have_db && become_owner(&st, err, sizeof err) != 0)
+    if (rc == 0 && have_db && !on_pg && become_owner(&st, err, sizeof err) != 0)
         have_db = 0;
     if (rc == 0)
         rc = have_db && local_call(config_file, request, &reply, err, sizeof err) == 0 ? 1 : -1;
@@ -297,6 +304,14 @@ int main(int argc, char **argv)
         }
     }
     int n_args = argc - optind, used = 0;
+    if (n_args > 0 && strcmp(argv[optind], "import-sqlite") == 0) {
+        if (n_args != 2) {
+            fprintf(stderr, "safemessenger-admin: import-sqlite takes one argument\n");
+            return EXIT_USAGE;
+        }
+        log_set_level(SM_LOG_WARNING);
+        return import_sqlite(config_file, argv[optind + 1], as_json);
+    }
     const command *c = n_args > 0 ? find_command(n_args, argv + optind, &used) : NULL;
     if (!c) {
         if (n_args > 0)

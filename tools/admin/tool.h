@@ -25,6 +25,12 @@ int remote_call(const char *socket_path, const json_t *request, json_t **reply, 
 int local_call(const char *config_file, const json_t *request, json_t **reply, char *err,
                size_t err_len);
 
+/* import-sqlite: copies the SQLite database at sqlite_path into the
+ * PostgreSQL database config_file names (core/storage_import.h), printing
+ * each table's rows. Returns the exit status (0, or 1 with the reason on
+ * stderr). */
+int import_sqlite(const char *config_file, const char *sqlite_path, int as_json);
+
 /* Prints a command's result for people: arrays of rows as tables, other
  * members as "key: value". */
 void render_result(FILE *out, const json_t *result);
