@@ -64,7 +64,9 @@ int fr_user_get(friends *fr, const char *lower, char *out, size_t out_len);
  * FR_PAIR_GET the keys may come in any order. */
 int fr_exists(friends *fr, fr_stmt_id id, const char *a, const char *b);
 /* Runs an insert or delete with two keys (inserts store `at` as
- * created_at). A duplicate insert counts as success. */
+ * created_at). Inserting a row whose key is there already changes
+ * nothing and succeeds; a row another constraint refuses is SM_ERROR
+ * (logged). */
 int fr_exec(friends *fr, fr_stmt_id id, const char *a, const char *b, double at);
 /* The rows of a list statement with one key, in the statement's order,
  * as registered names (keys of deleted accounts left out).

@@ -14,10 +14,16 @@ typedef struct fr_sql {
     int stamped;    /* 1: the parameter after the keys is now() */
 } fr_sql;
 
-/* Indexed by fr_stmt_id. */
+/* Indexed by fr_stmt_id. The same SQL runs on SQLite and PostgreSQL
+ * (docs/PLUGINS.md, "Portable SQL"). An insert of a row that is there
+ * already (a repeated block) does nothing, by its key's ON CONFLICT: any
+ * other constraint that refuses a row is an error, never taken for a
+ * repeat (on PostgreSQL, a database collation other than C can make the
+ * pairs' CHECK (a_lower < b_lower) refuse a pair that strcmp ordered). */
 static const fr_sql statements[FR_STMT_COUNT] = {
     [FR_PAIR_GET] = {"SELECT 1 FROM friends_pairs WHERE a_lower = ? AND b_lower = ?", 2, 0},
-    [FR_PAIR_ADD] = {"INSERT INTO friends_pairs (a_lower, b_lower, created_at) VALUES (?, ?, ?)",
+    [FR_PAIR_ADD] = {"INSERT INTO friends_pairs (a_lower, b_lower, created_at) VALUES (?, ?, ?)"
+                     " ON CONFLICT (a_lower, b_lower) DO NOTHING",
                      2, 1},
     [FR_PAIR_DEL] = {"DELETE FROM friends_pairs WHERE a_lower = ? AND b_lower = ?", 2, 0},
     /* A hidden request is one a policy dropped (the target blocked the
@@ -27,13 +33,14 @@ static const fr_sql statements[FR_STMT_COUNT] = {
                     " AND hidden = 0",
                     2, 0},
     [FR_REQ_ADD] = {"INSERT INTO friends_requests (from_lower, to_lower, created_at)"
-                    " VALUES (?, ?, ?)",
+                    " VALUES (?, ?, ?) ON CONFLICT (from_lower, to_lower) DO NOTHING",
                     2, 1},
     [FR_REQ_DEL] = {"DELETE FROM friends_requests WHERE from_lower = ? AND to_lower = ?", 2, 0},
     [FR_REQ_ANY_GET] = {"SELECT 1 FROM friends_requests WHERE from_lower = ? AND to_lower = ?",
                         2, 0},
     [FR_REQ_ADD_HIDDEN] = {"INSERT INTO friends_requests (from_lower, to_lower, created_at,"
-                           " hidden) VALUES (?, ?, ?, 1)",
+                           " hidden) VALUES (?, ?, ?, 1)"
+                           " ON CONFLICT (from_lower, to_lower) DO NOTHING",
                            2, 1},
     [FR_REQ_HIDE] = {"UPDATE friends_requests SET hidden = 1 WHERE from_lower = ?"
                      " AND to_lower = ?",
@@ -44,7 +51,7 @@ static const fr_sql statements[FR_STMT_COUNT] = {
     [FR_BLOCK_GET] = {"SELECT 1 FROM friends_blocks WHERE blocker_lower = ? AND blocked_lower = ?",
                       2, 0},
     [FR_BLOCK_ADD] = {"INSERT INTO friends_blocks (blocker_lower, blocked_lower, created_at)"
-                      " VALUES (?, ?, ?)",
+                      " VALUES (?, ?, ?) ON CONFLICT (blocker_lower, blocked_lower) DO NOTHING",
                       2, 1},
     [FR_BLOCK_DEL] = {"DELETE FROM friends_blocks WHERE blocker_lower = ? AND blocked_lower = ?",
                       2, 0},
@@ -134,8 +141,10 @@ int fr_exec(friends *fr, fr_stmt_id id, const char *a, const char *b, double at)
     int rc = bind_keys(fr, id, a, b, at);
     if (rc == SM_OK) {
         rc = fr->host->db_step(st);
-        /* Inserting what is already there (a repeated block) is no error. */
-        rc = rc == SM_DONE || rc == SM_EEXIST ? SM_OK : (rc < 0 ? rc : SM_ERROR);
+        if (rc == SM_EEXIST)
+            fr->host->log(fr->self, SM_LOG_ERROR, "a constraint refused the row (%s, %s)", a,
+                          b ? b : a);
+        rc = rc == SM_DONE ? SM_OK : (rc < 0 ? rc : SM_ERROR);
     }
     fr->host->db_reset(st);
     return rc;

@@ -559,6 +559,36 @@ static void block_list_sorted_idempotent_and_unblock(void)
     stop();
 }
 
+/* A repeated insert is no error (its key's ON CONFLICT does nothing), but
+ * a row another constraint refuses is: the command fails with 1005 and
+ * nothing of its transaction stays, never a success for a row that was
+ * not stored. The extra unique index stands in for such a constraint
+ * (on PostgreSQL, the pairs' CHECK under a collation other than C). */
+static void a_row_a_constraint_refuses_is_an_error_not_a_repeat(void)
+{
+    start();
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_exec(th, "CREATE UNIQUE INDEX test_one_block_each"
+                                               " ON friends_blocks (blocker_lower)"),
+                          SM_OK);
+    sm_session_id a = login("Alice");
+    sm_session_id c = login("Carol");
+    json_decref(ok(a, "block_user", "{\"username\":\"bob\"}", "block_user"));
+    json_decref(ok(a, "block_user", "{\"username\":\"BOB\"}", "block_user"));
+    /* Carol and Alice are friends: the block would end that, but fails. */
+    json_decref(ok(c, "send_friend_request", "{\"friend_username\":\"alice\"}",
+                   "friend_request_response"));
+    json_decref(ok(a, "accept_friend_request", "{\"friend_username\":\"carol\"}",
+                   "friend_request_accept_response"));
+    sm_testhost_clear(th);
+    expect_error(a, "block_user", "{\"username\":\"carol\"}", 1005);
+    expect_blocked(a, "bob");
+    int64_t n = -1;
+    CU_ASSERT_EQUAL(sm_testhost_query_int(th, "SELECT COUNT(*) FROM friends_pairs", &n), SM_OK);
+    CU_ASSERT_EQUAL(n, 1);
+    CU_ASSERT_EQUAL(sm_testhost_pending(th, c), 0);
+    stop();
+}
+
 /* The reply to a command that must fail, as a new reference to its
  * payload (code, message, command) for comparing replies. */
 static json_t *error_payload(sm_session_id s, const char *action, const char *payload)
@@ -762,6 +792,7 @@ int main(void)
         SM_TEST(block_ends_friendship_as_remove_friend_does),
         SM_TEST(repeated_request_from_blocked_user_gets_1010_as_a_pending_one),
         SM_TEST(block_keeps_the_blocked_users_request_pending),
+        SM_TEST(a_row_a_constraint_refuses_is_an_error_not_a_repeat),
         SM_TEST(policy_drops_what_a_blocked_user_sends),
         SM_TEST(friends_only_mode_denies_non_friends_and_drops_blocked),
         SM_TEST(reload_switches_private_messages_mode),

@@ -29,9 +29,24 @@ typedef struct rooms {
     sm_stmt *find_stmt, *insert_stmt, *list_stmt;
 } rooms;
 
+/* Portable SQL: the same migrations and statements run on SQLite and
+ * PostgreSQL (docs/PLUGINS.md, "Portable SQL").
+ *
+ * Version 1's `id INTEGER PRIMARY KEY` was SQLite's rowid, given by the
+ * engine; on PostgreSQL it is a plain BIGINT without a default, so an
+ * insert that leaves it out fails. Nothing ever read it: a room is known
+ * by its lower-cased name (its topic, its history in messaging, the
+ * admin commands). Version 2 rebuilds the table without it, keyed by
+ * name_lower, keeping every room's spelling and created_at. */
 static const sm_migration migrations[] = {
     {1, "CREATE TABLE rooms (id INTEGER PRIMARY KEY, name TEXT NOT NULL,"
         " name_lower TEXT NOT NULL UNIQUE, created_at REAL NOT NULL)"},
+    {2, "CREATE TABLE rooms_v2 (name TEXT NOT NULL, name_lower TEXT NOT NULL PRIMARY KEY,"
+        " created_at REAL NOT NULL);"
+        "INSERT INTO rooms_v2 (name, name_lower, created_at)"
+        " SELECT name, name_lower, created_at FROM rooms;"
+        "DROP TABLE rooms;"
+        "ALTER TABLE rooms_v2 RENAME TO rooms"},
     {0, NULL},
 };
 

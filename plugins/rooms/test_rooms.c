@@ -484,7 +484,7 @@ static void rooms_persist_in_table(void)
     CU_ASSERT_EQUAL(n, 1);
     CU_ASSERT_EQUAL(sm_testhost_query_int(th, "SELECT MAX(version) FROM sm_migrations WHERE "
                                               "owner = 'rooms'", &n), SM_OK);
-    CU_ASSERT_EQUAL(n, 1);
+    CU_ASSERT_EQUAL(n, 2);
     sm_testhost_free(th);
 }
 
@@ -556,6 +556,127 @@ static void list_rooms_counts_users_and_keeps_empty_rooms(void)
     sm_testhost_free(th);
 }
 
+/* ---- the schema (the same on SQLite and PostgreSQL) ----------------------- */
+
+/* A database at version 1, as servers before version 2 left it (the
+ * engine's id included): version 2 keeps every room with its spelling and
+ * created_at, the rooms still resolve without regard to case, and new
+ * rooms are created without an id (on PostgreSQL version 1's id had no
+ * default, so no room could be created at all). */
+static void upgrade_from_version_1_keeps_the_rooms(void)
+{
+    sm_testhost *th = NULL;
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_new(NULL, &th), SM_OK);
+    CU_ASSERT_EQUAL_FATAL(
+        sm_testhost_exec(th, "CREATE TABLE rooms (id INTEGER PRIMARY KEY, name TEXT NOT NULL,"
+                             " name_lower TEXT NOT NULL UNIQUE, created_at REAL NOT NULL);"
+                             "INSERT INTO sm_migrations (owner, version, applied_at)"
+                             " VALUES ('rooms', 1, 0);"
+                             "INSERT INTO rooms (id, name, name_lower, created_at)"
+                             " VALUES (3, 'general', 'general', 5);"
+                             "INSERT INTO rooms (id, name, name_lower, created_at)"
+                             " VALUES (7, 'Lobby', 'lobby', 6.5)"),
+        SM_OK);
+    CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, ROOMS_SO, "rooms"), SM_OK);
+    int64_t n = -1;
+    CU_ASSERT_EQUAL(sm_testhost_query_int(th, "SELECT MAX(version) FROM sm_migrations WHERE "
+                                              "owner = 'rooms'", &n), SM_OK);
+    CU_ASSERT_EQUAL(n, 2);
+    CU_ASSERT_EQUAL(sm_testhost_query_int(th, "SELECT COUNT(*) FROM rooms WHERE (name = "
+                                              "'general' AND created_at = 5) OR (name = 'Lobby'"
+                                              " AND name_lower = 'lobby' AND created_at = 6.5)",
+                                          &n), SM_OK);
+    CU_ASSERT_EQUAL(n, 2);
+    sm_session_id alice = user(th, "alice");
+    json_t *p = ok_call(th, alice, "join_room", "{\"room_name\":\"LOBBY\"}");
+    CU_ASSERT_STRING_EQUAL(jstr(p, "room"), "Lobby");
+    json_decref(p);
+    p = ok_call(th, alice, "join_room", "{\"room_name\":\"Fresh\"}");
+    CU_ASSERT_STRING_EQUAL(jstr(p, "room"), "Fresh");
+    json_decref(p);
+    p = ok_call(th, alice, "list_rooms", "{}");
+    char *text = json_dumps(p, JSON_COMPACT);
+    CU_ASSERT_STRING_EQUAL(text, "{\"rooms\":[{\"room\":\"Fresh\",\"users\":1},"
+                                 "{\"room\":\"general\",\"users\":0},"
+                                 "{\"room\":\"Lobby\",\"users\":0}],\"more\":false}");
+    free(text);
+    json_decref(p);
+    /* The same name in any case is still one room: name_lower is the key. */
+    CU_ASSERT_NOT_EQUAL(sm_testhost_exec(th, "INSERT INTO rooms (name, name_lower, created_at)"
+                                             " VALUES ('FRESH', 'fresh', 1)"),
+                        SM_OK);
+    CU_ASSERT_EQUAL(sm_testhost_query_int(th, "SELECT COUNT(*) FROM rooms", &n), SM_OK);
+    CU_ASSERT_EQUAL(n, 3);
+    sm_testhost_free(th);
+}
+
+/* The result of an admin command that succeeded (owned by the answer). */
+static const json_t *admin_ok(const json_t *answer)
+{
+    CU_ASSERT_PTR_NOT_NULL_FATAL(answer);
+    CU_ASSERT_TRUE(json_is_true(json_object_get(answer, "ok")));
+    return json_object_get(answer, "result");
+}
+
+static json_t *admin_delete(sm_testhost *th, const char *room)
+{
+    json_t *args = json_pack("{s:s}", "room", room);
+    json_t *answer = sm_testhost_admin(th, "rooms.delete", args);
+    json_decref(args);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(answer);
+    return answer;
+}
+
+/* safemessenger-admin rooms list and rooms delete: the list sorted
+ * without regard to case with each room's created_at, users and whether
+ * it is configured; a delete moves the members out, and a second one
+ * finds nothing (the deleted row count decides). */
+static void admin_lists_and_deletes_rooms(void)
+{
+    sm_testhost *th = start("rooms = { rooms = [\"Lobby\"]; };");
+    sm_session_id alice = user(th, "alice");
+    sm_session_id bob = user(th, "bob");
+    json_decref(ok_call(th, bob, "join_room", "{\"room_name\":\"attic\"}"));
+    json_decref(ok_call(th, bob, "join_room", "{\"room_name\":\"general\"}"));
+    json_decref(ok_call(th, alice, "join_room", "{\"room_name\":\"Zoo\"}"));
+    sm_testhost_clear(th);
+
+    json_t *answer = sm_testhost_admin(th, "rooms.list", NULL);
+    const json_t *rooms = json_object_get(admin_ok(answer), "rooms");
+    static const char *const names[] = {"attic", "general", "Lobby", "Zoo"};
+    static const json_int_t users[] = {0, 1, 0, 1};
+    static const int configured[] = {0, 1, 1, 0};
+    CU_ASSERT_EQUAL(json_array_size(rooms), 4);
+    for (size_t i = 0; i < 4 && i < json_array_size(rooms); i++) {
+        const json_t *row = json_array_get(rooms, i);
+        CU_ASSERT_STRING_EQUAL(jstr(row, "room"), names[i]);
+        CU_ASSERT_EQUAL(json_integer_value(json_object_get(row, "users")), users[i]);
+        CU_ASSERT_EQUAL(json_is_true(json_object_get(row, "configured")), configured[i]);
+        CU_ASSERT_DOUBLE_EQUAL(json_real_value(json_object_get(row, "created_at")),
+                               sm_testhost_now(th), 0.001);
+    }
+    json_decref(answer);
+
+    answer = admin_delete(th, "ZOO");
+    const json_t *result = admin_ok(answer);
+    CU_ASSERT_STRING_EQUAL(jstr(result, "room"), "ZOO");
+    CU_ASSERT_TRUE(json_is_true(json_object_get(result, "deleted")));
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(result, "sessions_moved_out")), 1);
+    json_decref(answer);
+    expect_error(th, alice, "get_users", "{}", 1009, NULL, 0);
+    answer = admin_delete(th, "zoo");
+    CU_ASSERT_STRING_EQUAL(jstr(answer, "status"), "not_found");
+    json_decref(answer);
+    answer = admin_delete(th, "lobby");
+    CU_ASSERT_STRING_EQUAL(jstr(answer, "status"), "state");
+    json_decref(answer);
+    int64_t n = -1;
+    CU_ASSERT_EQUAL(sm_testhost_query_int(th, "SELECT COUNT(*) FROM rooms", &n), SM_OK);
+    CU_ASSERT_EQUAL(n, 3);
+    expect_quiet(th, bob);
+    sm_testhost_free(th);
+}
+
 int main(void)
 {
     static const sm_test_case cases[] = {
@@ -579,6 +700,8 @@ int main(void)
         SM_TEST(invalid_configuration_fails_init),
         SM_TEST(reconnecting_user_reenters_default_room),
         SM_TEST(list_rooms_counts_users_and_keeps_empty_rooms),
+        SM_TEST(upgrade_from_version_1_keeps_the_rooms),
+        SM_TEST(admin_lists_and_deletes_rooms),
         SM_TEST_END,
     };
     return sm_test_run("plugin_rooms", cases, NULL, NULL);

@@ -512,7 +512,11 @@ static int init(sm_plugin *self, const sm_host *h, void **data)
 static int start(void *data)
 {
     (void)data;
-    if (host->db_prepare(self_plugin, "INSERT OR REPLACE INTO testcmds_kv (k, v) VALUES (?, ?)",
+    /* Portable SQL (an upsert, not INSERT OR REPLACE): suites that load
+     * testcmds run on PostgreSQL too (services.plugin_friends_pg). */
+    if (host->db_prepare(self_plugin,
+                         "INSERT INTO testcmds_kv (k, v) VALUES (?, ?)"
+                         " ON CONFLICT (k) DO UPDATE SET v = excluded.v",
                          &put_stmt) != SM_OK ||
         host->db_prepare(self_plugin, "SELECT v FROM testcmds_kv WHERE k = ?", &get_stmt) != SM_OK)
         return SM_ERROR;

@@ -227,9 +227,14 @@ static void testhost_storage_is_queryable(void)
     sm_session_id s = sm_testhost_connect(th, NULL);
     json_decref(sm_testhost_call(th, s, "kv_put", "{\"key\":\"a\",\"value\":\"1\"}"));
     json_decref(sm_testhost_call(th, s, "kv_put", "{\"key\":\"b\",\"value\":\"2\"}"));
+    /* A second put of a key replaces its value (testcmds' upsert). */
+    json_decref(sm_testhost_call(th, s, "kv_put", "{\"key\":\"a\",\"value\":\"3\"}"));
     int64_t n = -1;
     CU_ASSERT_EQUAL(sm_testhost_query_int(th, "SELECT count(*) FROM testcmds_kv", &n), SM_OK);
     CU_ASSERT_EQUAL(n, 2);
+    CU_ASSERT_EQUAL(sm_testhost_query_int(th, "SELECT v FROM testcmds_kv WHERE k = 'a'", &n),
+                    SM_OK);
+    CU_ASSERT_EQUAL(n, 3);
     CU_ASSERT_EQUAL(sm_testhost_exec(th, "DELETE FROM testcmds_kv"), SM_OK);
     CU_ASSERT_EQUAL(sm_testhost_query_int(th, "SELECT count(*) FROM testcmds_kv", &n), SM_OK);
     CU_ASSERT_EQUAL(n, 0);
