@@ -665,6 +665,37 @@ static size_t type_word(const char *sql, const char *p, const char **with)
     return 0;
 }
 
+static int word_is(const char *p, size_t n, const char *word)
+{
+    return strlen(word) == n && strncasecmp(p, word, n) == 0;
+}
+
+/* PostgreSQL compares and sorts text by the database's collation, SQLite
+ * and the plugins' C code (strcmp) by bytes: under en_US 'a_b' < 'a-b',
+ * so a CHECK (a < b) the C code satisfied could fail and lists come out
+ * in another order. A column declared TEXT in a migration or db_exec is
+ * therefore declared TEXT COLLATE "C" (byte order for UTF-8), whatever
+ * the database's default: a column type is TEXT followed by the end of
+ * the definition or a constraint, and not preceded by AS (a cast). */
+static int text_column_type(const char *prev, size_t prev_len, const char *p)
+{
+    static const char *const next_ok[] = {"NOT", "NULL", "DEFAULT", "UNIQUE", "PRIMARY",
+                                          "CHECK", "REFERENCES", "CONSTRAINT"};
+    if (prev && word_is(prev, prev_len, "AS"))
+        return 0;
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+        p++;
+    if (*p == '\0' || *p == ',' || *p == ')' || *p == ';')
+        return 1;
+    size_t n = 0;
+    while (ident_char(p[n]))
+        n++;
+    for (size_t i = 0; i < sizeof next_ok / sizeof next_ok[0]; i++)
+        if (word_is(p, n, next_ok[i]))
+            return 1;
+    return 0;
+}
+
 /* The walk behind pg_translate_sql (placeholders: one statement, `?`
  * numbered) and pg_translate_types (any number of statements, `?` left
  * alone). */
@@ -681,6 +712,8 @@ static int translate(const char *sql, int placeholders, char **out, int *nparams
     const char *p = sql;
     char *o = buf;
     int highest = 0, ended = 0, any = 0;
+    const char *prev = NULL; /* the last word, for text_column_type */
+    size_t prev_len = 0;
     *why = NULL;
     while (*p && !*why) {
         char c = *p;
@@ -710,6 +743,8 @@ static int translate(const char *sql, int placeholders, char **out, int *nparams
             size_t w = strlen(with);
             memcpy(o, with, w);
             o += w;
+            prev = p;
+            prev_len = n;
             p += n;
         } else if (c == '?' && placeholders) {
             long k = highest + 1L;
@@ -728,8 +763,18 @@ static int translate(const char *sql, int placeholders, char **out, int *nparams
                 highest = (int)k;
         } else if (ident_char(c)) {
             /* A whole word, so that no type name is found inside one. */
+            const char *word = p;
             while (ident_char(*p))
                 *o++ = *p++;
+            size_t wn = (size_t)(p - word);
+            if (!placeholders && word_is(word, wn, "TEXT") &&
+                text_column_type(prev, prev_len, p)) {
+                static const char collate[] = " COLLATE \"C\"";
+                memcpy(o, collate, sizeof collate - 1);
+                o += sizeof collate - 1;
+            }
+            prev = word;
+            prev_len = wn;
         } else {
             *o++ = *p++;
         }

@@ -75,8 +75,10 @@ int pg_translate_sql(const char *sql, char **out, int *nparams, const char **why
 /* SQLite's types in PostgreSQL's words, for every text sent (prepared
  * statements through pg_translate_sql too): INTEGER and INT become BIGINT,
  * REAL becomes DOUBLE PRECISION (SQLite's are 64-bit and a double),
- * outside quotes and comments; `?` is left alone and the text may hold
- * several statements. SM_EINVAL (why) for an empty text or `$N`. */
+ * outside quotes and comments, and a column declared TEXT is declared
+ * TEXT COLLATE "C" (byte order, as SQLite and strcmp compare); `?` is
+ * left alone and the text may hold several statements. SM_EINVAL (why)
+ * for an empty text or `$N`. */
 int pg_translate_types(const char *sql, char **out, const char **why);
 
 #endif

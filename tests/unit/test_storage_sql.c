@@ -439,7 +439,8 @@ static void statement_binds_every_type_and_null(void)
 static void sqlite_types_hold_the_same_values(void)
 {
     static const sm_migration typed[] = {
-        {1, "CREATE TABLE typed (id INTEGER PRIMARY KEY, n INTEGER NOT NULL, at REAL NOT NULL);"
+        {1, "CREATE TABLE typed (id INTEGER PRIMARY KEY, n INTEGER NOT NULL, at REAL NOT NULL,"
+            " name TEXT);"
             "CREATE TABLE typed_more (k INT)"},
         {0, NULL},
     };
@@ -474,6 +475,17 @@ static void sqlite_types_hold_the_same_values(void)
     CU_ASSERT_EQUAL(storage_column_double(sel, 3), at);
     CU_ASSERT_EQUAL(storage_column_int64(sel, 4), big);
     storage_finalize(sel);
+    /* Text compares by bytes, as strcmp: '_' (0x5f) after '-' (0x2d),
+     * where en_US would put it first. */
+    CU_ASSERT_EQUAL(storage_exec(s, "UPDATE typed SET name = 'a_b'"), SM_OK);
+    CU_ASSERT_EQUAL(query_int(s, "SELECT count(*) FROM typed WHERE name > 'a-b'"), 1);
+#ifdef SM_TEST_STORAGE_PG
+    /* Whatever the database's collation: the column's own is C. */
+    CU_ASSERT_EQUAL(query_int(s, "SELECT count(*) FROM information_schema.columns"
+                                 " WHERE table_schema = current_schema() AND table_name = 'typed'"
+                                 " AND column_name = 'name' AND collation_name = 'C'"),
+                    1);
+#endif
     close_db(s);
 }
 
@@ -854,9 +866,21 @@ static void translation_of_postgresql_only_syntax(void)
                                              &out, &why),
                           SM_OK);
     CU_ASSERT_STRING_EQUAL(out, "CREATE TABLE t (id BIGINT PRIMARY KEY, at DOUBLE PRECISION,"
-                                " n BIGINT, interval_s BIGINT, \"INT\" TEXT"
+                                " n BIGINT, interval_s BIGINT, \"INT\" TEXT COLLATE \"C\""
                                 " DEFAULT 'REAL', x INTEGER2, t.int);"
                                 "-- REAL\nSELECT ? /* INT */");
+    free(out);
+    /* TEXT as a column's type only: not a cast, not a column named text. */
+    CU_ASSERT_EQUAL_FATAL(pg_translate_types("CREATE TABLE u (text TEXT, b text NOT NULL,"
+                                             " c TEXT COLLATE \"C\");"
+                                             "ALTER TABLE u ADD COLUMN d TEXT;"
+                                             "UPDATE u SET b = CAST(a AS TEXT)",
+                                             &out, &why),
+                          SM_OK);
+    CU_ASSERT_STRING_EQUAL(out, "CREATE TABLE u (text TEXT COLLATE \"C\", b text COLLATE \"C\""
+                                " NOT NULL, c TEXT COLLATE \"C\");"
+                                "ALTER TABLE u ADD COLUMN d TEXT COLLATE \"C\";"
+                                "UPDATE u SET b = CAST(a AS TEXT)");
     free(out);
     CU_ASSERT_EQUAL_FATAL(pg_translate_sql("SELECT CAST(? AS REAL), ?2 + 1::integer", &out, &n, &why),
                           SM_OK);
