@@ -111,8 +111,12 @@ static int set_expiry(json_t *obj, const msg_input *in)
 }
 
 /* Reserves an id and stores the row, in one committed transaction. When
- * caps is not NULL they are checked first: UNREAD_AT_CAP or
- * UNREAD_AT_SENDER_CAP (nothing written) when one is reached. */
+ * caps is not NULL they are checked too: UNREAD_AT_CAP or
+ * UNREAD_AT_SENDER_CAP (nothing written, the id not taken) when one is
+ * reached. The id comes first: it locks the sequence until the commit,
+ * so on a PostgreSQL shared by several nodes the caps are counted with
+ * every other node's messages committed, never beside one in flight
+ * (SQLite's BEGIN IMMEDIATE already allows one writer at a time). */
 static int commit_message(messaging *m, msg_row *row, const unread_caps *caps, double now,
                           int64_t *id)
 {
@@ -121,10 +125,9 @@ static int commit_message(messaging *m, msg_row *row, const unread_caps *caps, d
     int rc = h->db_begin(m->self);
     if (rc != SM_OK)
         return rc;
-    if (caps)
+    rc = store_reserve_id(&m->store, &new_id);
+    if (rc == SM_OK && caps)
         rc = unread_check_caps(&m->store, caps, now);
-    if (rc == SM_OK)
-        rc = store_reserve_id(&m->store, &new_id);
     if (rc == SM_OK) {
         row->id = new_id;
         rc = store_insert(&m->store, row);

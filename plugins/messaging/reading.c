@@ -80,18 +80,24 @@ void messaging_mark_message_read(sm_ctx *ctx, const json_t *payload, void *data)
         if (rc == SM_OK)
             rc = SM_ENOTFOUND;
     }
+    int marked = 0;
+    if (rc == SM_OK && !was_read) {
+        rc = store_set_read(&m->store, id, now, &marked);
+        /* Another node marked it read, or hid it, since it was found:
+         * answered as that finds it now, without a second receipt. */
+        if (rc == SM_OK && !marked)
+            rc = store_find_private(&m->store, id, me, now, sender, sizeof sender, &was_read);
+    }
     if (rc == SM_ENOTFOUND) {
         h->reply_error(ctx, SM_ERR_NOT_FOUND, "no such message");
         return;
     }
-    if (rc == SM_OK && !was_read)
-        rc = store_set_read(&m->store, id, now);
     if (rc != SM_OK) {
         messaging_reply_internal(m, ctx);
         return;
     }
     messaging_reply_json(m, ctx, "mark_message_read", json_pack("{s:I}", "message_id", (json_int_t)id));
-    if (was_read)
+    if (!marked)
         return;
     json_t *ev = json_pack("{s:I, s:s, s:f}", "message_id", (json_int_t)id, "reader", name,
                            "timestamp", now);

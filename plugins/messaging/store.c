@@ -1,6 +1,11 @@
-/* See store.h. SQL kept portable (no AUTOINCREMENT, no RETURNING; the
- * partial indexes' form, CREATE INDEX ... WHERE col IS NOT NULL, is
- * PostgreSQL's too) so a PostgreSQL backend can run it unchanged. */
+/* See store.h. The same SQL runs on SQLite and on PostgreSQL (cluster
+ * mode, docs/PLUGINS.md "Portable SQL"): no AUTOINCREMENT, ids from
+ * messaging_ids by UPDATE ... RETURNING, partial indexes in the form both
+ * engines take (CREATE INDEX ... WHERE col IS NOT NULL). Where several
+ * nodes share one PostgreSQL, a statement that changes rows another
+ * node may change meanwhile says in its own WHERE which rows it wants:
+ * PostgreSQL checks a row that was changed while the statement waited
+ * for it against that WHERE again, with the row's new values. */
 #include "store.h"
 
 #include <stdlib.h>
@@ -94,8 +99,10 @@ static const struct {
     size_t offset;
     const char *sql;
 } statements[] = {
-    {offsetof(msg_store, bump_id), "UPDATE messaging_ids SET last_id = last_id + 1"},
-    {offsetof(msg_store, last_id), "SELECT last_id FROM messaging_ids"},
+    /* One statement: atomic on both engines, also without a transaction,
+     * and the row stays locked to the end of the caller's transaction. */
+    {offsetof(msg_store, next_id),
+     "UPDATE messaging_ids SET last_id = last_id + 1 RETURNING last_id"},
     {offsetof(msg_store, insert),
      "INSERT INTO messaging_messages (id, kind, sender, sender_lower, room, room_lower,"
      " recipient, recipient_lower, content, encrypted, signature, created_at, expires_at,"
@@ -124,14 +131,25 @@ static const struct {
     {offsetof(msg_store, release_pair),
      "DELETE FROM messaging_messages WHERE recipient_lower = ? AND is_read = 0"
      " AND hidden = 1 AND sender_lower = ?"},
-    {offsetof(msg_store, list_to_mark),
-     "SELECT id, sender FROM messaging_messages WHERE " VISIBLE_UNREAD " AND id <= ?"
-     " AND " NOT_EXPIRED " ORDER BY id LIMIT ?"},
-    {offsetof(msg_store, mark_up_to),
-     "UPDATE messaging_messages SET is_read = 1, read_at = ? WHERE " VISIBLE_UNREAD
-     " AND id <= ? AND " NOT_EXPIRED},
+    /* The oldest batch, marked and returned by one statement: only the
+     * rows this statement marked come back, none another node marked
+     * read or hid meanwhile (the outer WHERE, checked again for those;
+     * the subquery's rows are the statement's snapshot). ?1 now, ?2 the
+     * recipient, ?3 up_to_id, ?4 the batch. */
+    {offsetof(msg_store, mark_batch),
+     "UPDATE messaging_messages SET is_read = 1, read_at = ?1"
+     " WHERE recipient_lower = ?2 AND is_read = 0 AND hidden = 0 AND id IN"
+     " (SELECT id FROM messaging_messages WHERE recipient_lower = ?2 AND is_read = 0"
+     " AND hidden = 0 AND id <= ?3 AND (expires_at IS NULL OR expires_at > ?1)"
+     " ORDER BY id LIMIT ?4) RETURNING id, sender"},
+    {offsetof(msg_store, more_to_mark),
+     "SELECT 1 FROM messaging_messages WHERE " VISIBLE_UNREAD " AND id <= ?"
+     " AND " NOT_EXPIRED " LIMIT 1"},
+    /* Unread and visible still: a message another node marked read (or
+     * hid) since store_find_private is not marked, or answered, twice. */
     {offsetof(msg_store, set_read),
-     "UPDATE messaging_messages SET is_read = 1, read_at = ? WHERE id = ?"},
+     "UPDATE messaging_messages SET is_read = 1, read_at = ?"
+     " WHERE id = ? AND is_read = 0 AND hidden = 0"},
     {offsetof(msg_store, history),
      "SELECT id, sender, content, room, created_at, expires_at FROM messaging_messages"
      " WHERE room_lower = ? AND id < ? AND " NOT_EXPIRED " ORDER BY id DESC LIMIT ?"},
@@ -206,14 +224,10 @@ static json_t *text_or_null(const sm_host *h, sm_stmt *s, int col)
 int store_reserve_id(msg_store *st, int64_t *id)
 {
     const sm_host *h = st->host;
-    int rc = h->db_step(st->bump_id) == SM_DONE ? SM_OK : SM_ERROR;
-    h->db_reset(st->bump_id);
-    if (rc != SM_OK)
-        return rc;
     int64_t value = 0;
-    if (h->db_step(st->last_id) == SM_ROW)
-        value = h->db_column_int64(st->last_id, 0);
-    h->db_reset(st->last_id);
+    if (h->db_step(st->next_id) == SM_ROW)
+        value = h->db_column_int64(st->next_id, 0);
+    h->db_reset(st->next_id);
     if (value <= 0)
         return SM_ERROR;
     *id = value;
@@ -372,7 +386,7 @@ int store_find_private(msg_store *st, int64_t id, const char *user_lower, double
     return rc;
 }
 
-int store_set_read(msg_store *st, int64_t id, double now)
+int store_set_read(msg_store *st, int64_t id, double now, int *marked)
 {
     const sm_host *h = st->host;
     int rc = h->db_bind_double(st->set_read, 1, now) == SM_OK &&
@@ -380,7 +394,10 @@ int store_set_read(msg_store *st, int64_t id, double now)
                      h->db_step(st->set_read) == SM_DONE
                  ? SM_OK
                  : SM_ERROR;
+    int64_t changed = h->db_changes(st->self);
     h->db_reset(st->set_read);
+    if (rc == SM_OK)
+        *marked = changed > 0;
     return rc;
 }
 
@@ -540,60 +557,61 @@ int store_release_pair(msg_store *st, const char *recipient_lower, const char *s
     return run_pair(st->host, st->release_pair, recipient_lower, sender_lower);
 }
 
+static int by_id(const void *a, const void *b)
+{
+    int64_t x = ((const store_marked_item *)a)->id, y = ((const store_marked_item *)b)->id;
+    return (x > y) - (x < y);
+}
+
+/* Whether visible unread messages up to up_to_id remain (after a batch). */
+static int more_to_mark(msg_store *st, const char *user_lower, int64_t up_to_id, double now,
+                        int *more)
+{
+    const sm_host *h = st->host;
+    sm_stmt *s = st->more_to_mark;
+    int step = SM_ERROR;
+    if (h->db_bind_text(s, 1, user_lower, -1) == SM_OK &&
+        h->db_bind_int64(s, 2, up_to_id) == SM_OK && h->db_bind_double(s, 3, now) == SM_OK)
+        step = h->db_step(s);
+    h->db_reset(s);
+    if (step != SM_ROW && step != SM_DONE)
+        return SM_ERROR;
+    *more = step == SM_ROW;
+    return SM_OK;
+}
+
 int store_mark_all(msg_store *st, const char *user_lower, int64_t up_to_id, double now,
                    int limit, store_marked *out, int *more)
 {
     const sm_host *h = st->host;
-    sm_stmt *s = st->list_to_mark;
+    sm_stmt *s = st->mark_batch;
     store_marked list = {0};
-    int rc = SM_ERROR, extra = 0;
+    int rc = SM_ERROR;
     list.item = calloc((size_t)limit, sizeof *list.item);
     if (!list.item)
         return SM_ENOMEM;
-    if (h->db_bind_text(s, 1, user_lower, -1) == SM_OK &&
-        h->db_bind_int64(s, 2, up_to_id) == SM_OK && h->db_bind_double(s, 3, now) == SM_OK &&
-        h->db_bind_int64(s, 4, (int64_t)limit + 1) == SM_OK) {
+    if (h->db_bind_double(s, 1, now) == SM_OK && h->db_bind_text(s, 2, user_lower, -1) == SM_OK &&
+        h->db_bind_int64(s, 3, up_to_id) == SM_OK && h->db_bind_int64(s, 4, limit) == SM_OK) {
         while ((rc = h->db_step(s)) == SM_ROW) {
-            if (list.n == (size_t)limit) {
-                extra = 1;
-                rc = SM_DONE;
-                break;
-            }
-            store_marked_item *it = &list.item[list.n];
-            it->id = h->db_column_int64(s, 0);
-            if (copy_text(h, s, 1, it->sender, sizeof it->sender) != SM_OK) {
+            /* More rows than the LIMIT asked for cannot come. */
+            store_marked_item *it = list.n < (size_t)limit ? &list.item[list.n] : NULL;
+            if (!it || copy_text(h, s, 1, it->sender, sizeof it->sender) != SM_OK) {
                 rc = SM_ERROR;
                 break;
             }
+            it->id = h->db_column_int64(s, 0);
             list.n++;
         }
     }
     h->db_reset(s);
-    if (rc != SM_DONE)
-        goto fail;
-    if (list.n > 0) {
-        /* The same rows: the caller holds a transaction and `now` is the
-         * same, so the bound is the last id listed. */
-        sm_stmt *u = st->mark_up_to;
-        rc = h->db_bind_double(u, 1, now) == SM_OK &&
-                     h->db_bind_text(u, 2, user_lower, -1) == SM_OK &&
-                     h->db_bind_int64(u, 3, list.item[list.n - 1].id) == SM_OK &&
-                     h->db_bind_double(u, 4, now) == SM_OK && h->db_step(u) == SM_DONE
-                 ? SM_OK
-                 : SM_ERROR;
-        int64_t changed = h->db_changes(st->self);
-        h->db_reset(u);
-        if (rc != SM_OK || changed != (int64_t)list.n) {
-            rc = SM_ERROR;
-            goto fail;
-        }
+    if (rc != SM_DONE || more_to_mark(st, user_lower, up_to_id, now, more) != SM_OK) {
+        store_marked_free(&list);
+        return SM_ERROR;
     }
+    /* RETURNING gives the rows in no set order; receipts go oldest first. */
+    qsort(list.item, list.n, sizeof *list.item, by_id);
     *out = list;
-    *more = extra;
     return SM_OK;
-fail:
-    store_marked_free(&list);
-    return SM_ERROR;
 }
 
 void store_marked_free(store_marked *list)

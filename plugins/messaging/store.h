@@ -30,9 +30,9 @@ typedef struct msg_store {
     const sm_host *host;
     sm_plugin *self;
     sm_stmt *purge[STORE_PURGE_KINDS];
-    sm_stmt *bump_id, *last_id, *insert, *count_unread, *list_unread, *find_private,
-        *set_read, *history, *count_pair, *unread_senders, *hide_pair,
-        *release_pair, *list_to_mark, *mark_up_to;
+    sm_stmt *next_id, *insert, *count_unread, *list_unread, *find_private, *set_read,
+        *history, *count_pair, *unread_senders, *hide_pair, *release_pair, *mark_batch,
+        *more_to_mark;
 } msg_store;
 
 /* One message to insert. Public messages have room/room_lower and no
@@ -85,7 +85,9 @@ int store_open(msg_store *st, const sm_host *host, sm_plugin *self);
 void store_close(msg_store *st);
 
 
-/* The next message id from the sequence. Call inside a transaction. */
+/* The next message id from the sequence, atomic on its own. Inside a
+ * transaction the sequence stays locked until it ends (on PostgreSQL,
+ * against every other node's messages). */
 int store_reserve_id(msg_store *st, int64_t *id);
 int store_insert(msg_store *st, const msg_row *row);
 
@@ -112,9 +114,9 @@ int store_release_pair(msg_store *st, const char *recipient_lower, const char *s
 
 /* Marks read (at `now`, which becomes their read_at) the user's oldest
  * visible unread messages with ids up to up_to_id, at most `limit` (> 0),
- * and lists them (id, sender) in *out
- * (free with store_marked_free); *more says whether further ones remain.
- * Call inside a transaction. */
+ * and lists those this call marked (id, sender), in id order, in *out
+ * (free with store_marked_free): none that another session marked
+ * meanwhile. *more says whether further ones remain. */
 int store_mark_all(msg_store *st, const char *user_lower, int64_t up_to_id, double now,
                    int limit, store_marked *out, int *more);
 void store_marked_free(store_marked *list);
@@ -132,8 +134,10 @@ int store_list_unread(msg_store *st, const char *user_lower, int64_t after_id, d
  * it was read. SM_ENOTFOUND otherwise, whichever reason. */
 int store_find_private(msg_store *st, int64_t id, const char *user_lower, double now,
                        char *sender, size_t sender_len, int *is_read);
-/* Marks the message read, with `now` as its read_at. */
-int store_set_read(msg_store *st, int64_t id, double now);
+/* Marks the message read, with `now` as its read_at, if it is still
+ * unread and visible: *marked says whether this call marked it (0 when
+ * another session read it, or it was hidden, since store_find_private). */
+int store_set_read(msg_store *st, int64_t id, double now, int *marked);
 
 /* Appends up to `limit` of the room's messages with ids below before_id,
  * newest first, shaped as public_message events, within `budget` bytes as

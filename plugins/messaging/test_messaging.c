@@ -8,19 +8,37 @@
  * rooms plugin does, and policy_veto denies private messages to "denied"
  * and drops those to "blocked". Suites on blocks that come and go load the
  * real friends plugin instead, whose policy drops what a blocked user
- * sends. */
+ * sends.
+ *
+ * services.plugin_messaging_pg runs it again on PostgreSQL, with cases of
+ * its own where another node of a cluster writes meanwhile. */
+#include <libpq-fe.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "safemessenger/testhost.h"
 #include "safemessenger/testhost_suite.h"
+#include "service_url.h"
 
 #define NOW0 SM_TESTHOST_EPOCH
 #define BOB_KEY                                                                                    \
     "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA\n-----END PUBLIC "   \
     "KEY-----\n"
+
+/* The fixture's connection string when the host runs on PostgreSQL
+ * (SM_TESTHOST_POSTGRES_URL_FILE, services.plugin_messaging_pg), "" on
+ * SQLite. */
+static char pg_base[1024];
+
+static int on_postgres(void)
+{
+    return pg_base[0] != '\0';
+}
 
 /* The core's rate limit would answer 1008 to the long loops below. */
 #define FAST_LIMITS "limits = { commands_per_second = 100000; command_burst = 100000; };\n"
@@ -36,12 +54,22 @@ static const char *const users_sql =
     "INSERT INTO auth_users VALUES (5, 'blocked', 'blocked', 'x', NULL, 0);"
     "INSERT INTO auth_users VALUES (6, 'dave', 'dave', 'x', NULL, 0);";
 
+/* Loads a plugin. A failure frees the host before it ends the test:
+ * there is one host at a time, and the next tests need theirs. */
+static void load(sm_testhost *th, const char *so, const char *name)
+{
+    if (sm_testhost_load(th, so, name) == SM_OK)
+        return;
+    sm_testhost_free(th);
+    CU_FAIL_FATAL("a plugin did not load (see the log above)");
+}
+
 /* The users above, and users_table to serve them as auth would (the
  * users service: messaging reads no table of auth's). */
 static void add_users(sm_testhost *th)
 {
     CU_ASSERT_EQUAL_FATAL(sm_testhost_exec(th, users_sql), SM_OK);
-    CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, USERS_TABLE_SO, "users_table"), SM_OK);
+    load(th, USERS_TABLE_SO, "users_table");
 }
 
 /* A host with auth_users, a policy (policy_veto, or friends when
@@ -54,10 +82,9 @@ static sm_testhost *start_with(const char *extra, const char *policy)
     CU_ASSERT_EQUAL_FATAL(sm_testhost_new(config, &th), SM_OK);
     add_users(th);
     int friends = strcmp(policy, "friends") == 0;
-    CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, friends ? FRIENDS_SO : POLICY_VETO_SO, policy),
-                          SM_OK);
-    CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, ROOM_HELPER_SO, "test_room_helper"), SM_OK);
-    CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, MESSAGING_SO, "messaging"), SM_OK);
+    load(th, friends ? FRIENDS_SO : POLICY_VETO_SO, policy);
+    load(th, ROOM_HELPER_SO, "test_room_helper");
+    load(th, MESSAGING_SO, "messaging");
     return th;
 }
 
@@ -1568,14 +1595,59 @@ static void retention_backlog_drains_in_bounded_runs(void)
     sm_testhost_free(th);
 }
 
+/* PostgreSQL has no INDEXED BY: the same question to its planner, in a
+ * function of the test's own (in the host's schema, dropped with it).
+ * In a subtransaction it then undoes, it drops every other index of the
+ * table (the primary key's too) and forbids sequential scans: a plan that
+ * names the index is one the index can serve. The count, or -1. */
+static const char *const pg_count_by_index =
+    "CREATE OR REPLACE FUNCTION sm_test_count_by_index(idx TEXT, cond TEXT) RETURNS BIGINT AS $$"
+    " DECLARE other TEXT; line TEXT; used BOOLEAN := FALSE; n BIGINT := -1;"
+    " BEGIN"
+    "  BEGIN"
+    "   FOR other IN SELECT conname FROM pg_constraint"
+    "    WHERE conrelid = 'messaging_messages'::regclass AND contype = 'p' LOOP"
+    "     EXECUTE format('ALTER TABLE messaging_messages DROP CONSTRAINT %I', other);"
+    "   END LOOP;"
+    "   FOR other IN SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+    "    WHERE i.indrelid = 'messaging_messages'::regclass AND c.relname <> idx LOOP"
+    "     EXECUTE format('DROP INDEX %I', other);"
+    "   END LOOP;"
+    "   SET LOCAL enable_seqscan = off;"
+    "   FOR line IN EXECUTE 'EXPLAIN SELECT COUNT(*) FROM messaging_messages WHERE ' || cond LOOP"
+    "    used := used OR position(idx IN line) > 0;"
+    "   END LOOP;"
+    "   IF used THEN"
+    "    EXECUTE 'SELECT COUNT(*) FROM messaging_messages WHERE ' || cond INTO n;"
+    "   END IF;"
+    "   RAISE EXCEPTION 'undone';"
+    "  EXCEPTION WHEN raise_exception THEN NULL;"
+    "  END;"
+    "  RETURN n;"
+    " END $$ LANGUAGE plpgsql";
+
 /* The query forced onto one index: SQLite refuses (no query solution)
  * when the index cannot serve it, e.g. a partial index whose condition
- * the query does not imply. Returns the count, -1 when refused. */
+ * the query does not imply; PostgreSQL's planner then plans no use of it
+ * (above). Returns the count, -1 when refused. */
 static int64_t count_by_index(sm_testhost *th, const char *index, const char *where)
 {
     char sql[512];
-    snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM messaging_messages INDEXED BY %s WHERE %s",
-             index, where);
+    if (on_postgres()) {
+        char quoted[256]; /* where as a string literal's text: ' doubled */
+        size_t n = 0;
+        for (const char *c = where; *c && n + 2 < sizeof quoted; c++) {
+            if (*c == '\'')
+                quoted[n++] = '\'';
+            quoted[n++] = *c;
+        }
+        quoted[n] = '\0';
+        CU_ASSERT_EQUAL_FATAL(sm_testhost_exec(th, pg_count_by_index), SM_OK);
+        snprintf(sql, sizeof sql, "SELECT sm_test_count_by_index('%s', '%s')", index, quoted);
+    } else {
+        snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM messaging_messages INDEXED BY %s WHERE %s",
+                 index, where);
+    }
     int64_t n = -1;
     return sm_testhost_query_int(th, sql, &n) == SM_OK ? n : -1;
 }
@@ -1583,10 +1655,13 @@ static int64_t count_by_index(sm_testhost *th, const char *index, const char *wh
 static void expect_partial_indexes_serve_their_queries(sm_testhost *th)
 {
     int64_t n = -1;
-    CU_ASSERT_EQUAL(sm_testhost_query_int(th,
-                                          "SELECT COUNT(*) FROM pragma_index_list("
-                                          "'messaging_messages') WHERE partial = 1",
-                                          &n),
+    CU_ASSERT_EQUAL(sm_testhost_query_int(
+                        th,
+                        on_postgres() ? "SELECT COUNT(*) FROM pg_index WHERE indrelid ="
+                                        " 'messaging_messages'::regclass AND indpred IS NOT NULL"
+                                      : "SELECT COUNT(*) FROM pragma_index_list("
+                                        "'messaging_messages') WHERE partial = 1",
+                        &n),
                     SM_OK);
     CU_ASSERT_EQUAL(n, 4);
     /* The shapes of store.c's statements (VISIBLE_UNREAD, the purges). */
@@ -1597,6 +1672,8 @@ static void expect_partial_indexes_serve_their_queries(sm_testhost *th)
                              " AND sender_lower = 'alice'") >= 0);
     CU_ASSERT(count_by_index(th, "messaging_messages_expiry", "expires_at <= 1e12") >= 0);
     CU_ASSERT(count_by_index(th, "messaging_messages_read_at", "read_at <= 1e12") >= 0);
+    /* A query that does not imply the condition cannot use the index. */
+    CU_ASSERT_EQUAL(count_by_index(th, "messaging_messages_read_at", "read_at IS NULL"), -1);
 }
 
 /* Schema version 4: room messages stay out of the unread, expiry and
@@ -1658,8 +1735,8 @@ static void upgrade_counts_earlier_reads_as_read_when_sent(void)
                 "INSERT INTO sm_migrations (owner, version, applied_at)"
                 " VALUES ('messaging', 1, 0), ('messaging', 2, 0);"),
         SM_OK);
-    CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, POLICY_VETO_SO, "policy_veto"), SM_OK);
-    CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, MESSAGING_SO, "messaging"), SM_OK);
+    load(th, POLICY_VETO_SO, "policy_veto");
+    load(th, MESSAGING_SO, "messaging");
     CU_ASSERT_EQUAL(count_rows(th, "read_at = created_at"), 2);
     CU_ASSERT_EQUAL(count_rows(th, "id = 3 AND read_at IS NULL"), 1);
     sm_testhost_advance(th, 30); /* id 1 was read 10,030 s ago, id 2 1,030 s ago */
@@ -1681,9 +1758,9 @@ static sm_testhost *start_with_rooms(void)
     sm_testhost *th = NULL;
     CU_ASSERT_EQUAL_FATAL(sm_testhost_new(FAST_LIMITS, &th), SM_OK);
     add_users(th);
-    CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, POLICY_VETO_SO, "policy_veto"), SM_OK);
-    CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, ROOMS_SO, "rooms"), SM_OK);
-    CU_ASSERT_EQUAL_FATAL(sm_testhost_load(th, MESSAGING_SO, "messaging"), SM_OK);
+    load(th, POLICY_VETO_SO, "policy_veto");
+    load(th, ROOMS_SO, "rooms");
+    load(th, MESSAGING_SO, "messaging");
     return th;
 }
 
@@ -1868,6 +1945,163 @@ static void retention_out_of_range_is_refused(void)
                                    " public_retention = 315360000; };", 1), SM_OK);
 }
 
+/* ---- a cluster: another node on the same PostgreSQL -------------------- */
+
+/* Another node of a cluster, on PostgreSQL only: a connection of its own
+ * to the host's schema (sm_testhost_<pid>_..., include/safemessenger/
+ * testhost.h; one host at a time) that holds a transaction open, and a
+ * thread that commits it once a statement of the host waits for its
+ * locks (or after 10 s). The host's next command then runs against a
+ * write that lands while it runs, as two nodes' commands can. */
+typedef struct other_node {
+    PGconn *conn;
+    pthread_t thread;
+    int waited_for; /* the host waited for this transaction (set by the thread) */
+} other_node;
+
+static void other_exec(PGconn *c, const char *sql)
+{
+    PGresult *res = PQexec(c, sql);
+    ExecStatusType t = PQresultStatus(res);
+    if (t != PGRES_COMMAND_OK && t != PGRES_TUPLES_OK)
+        fprintf(stderr, "%s: %s", sql, PQerrorMessage(c));
+    CU_ASSERT(t == PGRES_COMMAND_OK || t == PGRES_TUPLES_OK);
+    PQclear(res);
+}
+
+/* Connects to th's schema and runs sql in a transaction left open. A
+ * failure frees th before it ends the test, as load() does. */
+static void other_begin(sm_testhost *th, other_node *o, const char *sql)
+{
+    memset(o, 0, sizeof *o);
+    o->conn = PQconnectdb(pg_base);
+    char find[200];
+    snprintf(find, sizeof find,
+             "SELECT set_config('search_path', nspname, false) FROM pg_namespace"
+             " WHERE nspname LIKE 'sm\\_testhost\\_%ld\\_%%'",
+             (long)getpid());
+    PGresult *res = PQexec(o->conn, find);
+    int found = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+    PQclear(res);
+    if (!found) {
+        fprintf(stderr, "no schema of this host: %s", PQerrorMessage(o->conn));
+        PQfinish(o->conn);
+        sm_testhost_free(th);
+        CU_FAIL_FATAL("another node cannot reach the host's schema");
+    }
+    other_exec(o->conn, "BEGIN");
+    other_exec(o->conn, sql);
+}
+
+static void *commit_when_waited_for(void *arg)
+{
+    other_node *o = arg;
+    PGconn *watch = PQconnectdb(pg_base);
+    char sql[128];
+    snprintf(sql, sizeof sql,
+             "SELECT count(*) FROM pg_stat_activity WHERE %d = ANY(pg_blocking_pids(pid))",
+             PQbackendPID(o->conn));
+    const struct timespec pause = {0, 5000000};
+    for (int i = 0; i < 2000 && !o->waited_for && PQstatus(watch) == CONNECTION_OK; i++) {
+        PGresult *res = PQexec(watch, sql);
+        o->waited_for = PQresultStatus(res) == PGRES_TUPLES_OK && atoi(PQgetvalue(res, 0, 0)) > 0;
+        PQclear(res);
+        if (!o->waited_for)
+            nanosleep(&pause, NULL);
+    }
+    PQfinish(watch);
+    PQclear(PQexec(o->conn, "COMMIT"));
+    return NULL;
+}
+
+static void other_commit_when_waited_for(other_node *o)
+{
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&o->thread, NULL, commit_when_waited_for, o), 0);
+}
+
+/* Waits for the commit; whether the host waited for it. */
+static int other_end(other_node *o)
+{
+    pthread_join(o->thread, NULL);
+    PQfinish(o->conn);
+    return o->waited_for;
+}
+
+/* Another node marks two of carol's three messages read while her
+ * mark_all_read runs here: it marks and answers for the third alone (the
+ * other node sent the receipts of the two), where checking the count of
+ * rows it changed against what it had listed gave 1005. */
+static void mark_all_read_answers_for_what_it_marked_itself(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id a = user(th, "alice", 1), c = user(th, "carol", 3);
+    json_int_t m1 = pm(th, a, "carol", NULL), m2 = pm(th, a, "carol", NULL);
+    json_int_t m3 = pm(th, a, "carol", NULL);
+    sm_testhost_clear(th);
+    other_node o;
+    char sql[160];
+    snprintf(sql, sizeof sql,
+             "UPDATE messaging_messages SET is_read = 1, read_at = %.0f WHERE id IN (%lld, %lld)",
+             NOW0 - 1, (long long)m1, (long long)m2);
+    other_begin(th, &o, sql);
+    other_commit_when_waited_for(&o);
+    json_t *r = sm_testhost_call(th, c, "mark_all_read", "{}");
+    CU_ASSERT_TRUE(other_end(&o));
+    expect_marked(r, 1, 0);
+    char want[32];
+    snprintf(want, sizeof want, "%lld", (long long)m3);
+    expect_receipts(th, a, "carol", NOW0, want);
+    CU_ASSERT_EQUAL(count_rows(th, "is_read = 1 AND read_at < 1700000000"), 2);
+    CU_ASSERT_EQUAL(count_rows(th, "is_read = 0"), 0);
+    sm_testhost_free(th);
+}
+
+/* Another node marks the message read while mark_message_read runs here:
+ * one receipt in all (the other node's), its read time stays. */
+static void mark_read_sends_no_second_receipt_when_another_node_read_it(void)
+{
+    sm_testhost *th = start(NULL);
+    sm_session_id a = user(th, "alice", 1), c = user(th, "carol", 3);
+    json_int_t id = pm(th, a, "carol", NULL);
+    sm_testhost_clear(th);
+    other_node o;
+    char sql[128];
+    snprintf(sql, sizeof sql,
+             "UPDATE messaging_messages SET is_read = 1, read_at = %.0f WHERE id = %lld",
+             NOW0 - 1, (long long)id);
+    other_begin(th, &o, sql);
+    other_commit_when_waited_for(&o);
+    json_t *r = callf(th, c, "mark_message_read", "{\"message_id\": %lld}", (long long)id);
+    CU_ASSERT_TRUE(other_end(&o));
+    CU_ASSERT_EQUAL(integer(expect_response(r, "mark_message_read"), "message_id"), id);
+    json_decref(r);
+    CU_ASSERT_EQUAL(sm_testhost_pending(th, a), 0);
+    CU_ASSERT_EQUAL(count_rows(th, "is_read = 1 AND read_at < 1700000000"), 1);
+    sm_testhost_free(th);
+}
+
+/* Another node stores carol's second unread message while alice's third
+ * is checked here against max_unread = 2: refused, as on one node, not
+ * counted before the other node's commit and stored beyond the cap. */
+static void unread_cap_holds_across_nodes(void)
+{
+    sm_testhost *th = start("messaging = { max_unread = 2; };");
+    sm_session_id a = user(th, "alice", 1);
+    pm(th, a, "carol", NULL);
+    other_node o;
+    other_begin(th, &o, "UPDATE messaging_ids SET last_id = last_id + 1;"
+                    "INSERT INTO messaging_messages (id, kind, sender, sender_lower, recipient,"
+                    " recipient_lower, content, created_at) VALUES ((SELECT last_id FROM"
+                    " messaging_ids), 'private', 'Bob', 'bob', 'carol', 'carol', 'x', 1700000000)");
+    other_commit_when_waited_for(&o);
+    json_t *r = callf(th, a, "private_message",
+                      "{\"recipient\": \"carol\", \"content\": \"hi\", \"encrypted\": false}");
+    CU_ASSERT_TRUE(other_end(&o));
+    expect_error_message(r, 1008, "private_message", "the recipient has too many unread messages");
+    CU_ASSERT_EQUAL(count_rows(th, "recipient_lower = 'carol'"), 2);
+    sm_testhost_free(th);
+}
+
 int main(void)
 {
     static const sm_test_case cases[] = {
@@ -1923,5 +2157,21 @@ int main(void)
         SM_TEST(retention_out_of_range_is_refused),
         SM_TEST_END,
     };
-    return sm_test_run("plugin_messaging", cases, NULL, NULL);
+    /* What only a shared PostgreSQL has: another node writing meanwhile. */
+    static const sm_test_case cluster_cases[] = {
+        SM_TEST(mark_all_read_answers_for_what_it_marked_itself),
+        SM_TEST(mark_read_sends_no_second_receipt_when_another_node_read_it),
+        SM_TEST(unread_cap_holds_across_nodes),
+        SM_TEST_END,
+    };
+    const char *pg = getenv(SM_TESTHOST_POSTGRES_ENV);
+    if (pg && *pg && service_url_read(SM_TESTHOST_POSTGRES_ENV, pg_base, sizeof pg_base) != 0)
+        return 1;
+    enum { N = sizeof cases / sizeof cases[0], M = sizeof cluster_cases / sizeof cluster_cases[0] };
+    sm_test_case all[N + M - 1];
+    memcpy(all, cases, sizeof cases);
+    if (on_postgres())
+        memcpy(all + N - 1, cluster_cases, sizeof cluster_cases);
+    return sm_test_run(on_postgres() ? "plugin_messaging_pg" : "plugin_messaging", all, NULL,
+                       NULL);
 }
