@@ -47,9 +47,12 @@ int admin_socket_path(const server_config *sc, char *out, size_t out_len)
     if (sc->admin_socket && *sc->admin_socket) {
         n = snprintf(out, out_len, "%s", sc->admin_socket);
     } else {
-        const char *slash = strrchr(sc->database, '/');
-        int dir_len = slash ? (int)(slash - sc->database) : 1;
-        n = snprintf(out, out_len, "%.*s/admin.sock", dir_len, slash ? sc->database : ".");
+        /* Beside the SQLite file; on PostgreSQL, beside the key file, the
+         * one file such a server surely has in its state directory. */
+        const char *beside = strcmp(sc->backend, "postgresql") == 0 ? sc->key_file : sc->database;
+        const char *slash = strrchr(beside, '/');
+        int dir_len = slash ? (int)(slash - beside) : 1;
+        n = snprintf(out, out_len, "%.*s/admin.sock", dir_len, slash ? beside : ".");
     }
     if (n < 0 || (size_t)n >= out_len || (size_t)n >= max)
         return -1;

@@ -665,6 +665,27 @@ static size_t type_word(const char *sql, const char *p, const char **with)
     return 0;
 }
 
+/* A dollar-quoted string ($$...$$ or $tag$...$tag$: a PL/pgSQL body)
+ * starting at p: its length to the end of the closing tag, or 0 when p
+ * starts none (then `$` is something else: `$1`, or inside a name). */
+static size_t dollar_quoted(const char *sql, const char *p)
+{
+    if (p > sql && ident_char(p[-1]))
+        return 0;
+    size_t t = 1;
+    if (isdigit((unsigned char)p[1]))
+        return 0;
+    while (p[t] != '$' && (ident_char(p[t]) && p[t] != '$'))
+        t++;
+    if (p[t] != '$')
+        return 0;
+    t++; /* the tag, both dollars included */
+    for (const char *q = p + t; (q = strchr(q, '$')) != NULL; q++)
+        if (strncmp(q, p, t) == 0)
+            return (size_t)(q - p) + t;
+    return strlen(p); /* unterminated: the server will say so */
+}
+
 static int word_is(const char *p, size_t n, const char *word)
 {
     return strlen(word) == n && strncasecmp(p, word, n) == 0;
@@ -679,6 +700,7 @@ static int word_is(const char *p, size_t n, const char *word)
  * the definition or a constraint, and not preceded by AS (a cast). */
 static int text_column_type(const char *prev, size_t prev_len, const char *p)
 {
+    /* Called only inside CREATE TABLE and ALTER TABLE (see translate). */
     static const char *const next_ok[] = {"NOT", "NULL", "DEFAULT", "UNIQUE", "PRIMARY",
                                           "CHECK", "REFERENCES", "CONSTRAINT"};
     if (prev && word_is(prev, prev_len, "AS"))
@@ -714,6 +736,9 @@ static int translate(const char *sql, int placeholders, char **out, int *nparams
     int highest = 0, ended = 0, any = 0;
     const char *prev = NULL; /* the last word, for text_column_type */
     size_t prev_len = 0;
+    /* Where a column's type can stand: the statement began CREATE ...
+     * TABLE or ALTER TABLE (words counts its words). */
+    int words = 0, table_ddl = 0, create = 0;
     *why = NULL;
     while (*p && !*why) {
         char c = *p;
@@ -725,6 +750,8 @@ static int translate(const char *sql, int placeholders, char **out, int *nparams
         }
         if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == ';') {
             ended |= c == ';' && any;
+            if (c == ';')
+                words = table_ddl = create = 0;
             *o++ = *p++;
             continue;
         }
@@ -739,6 +766,10 @@ static int translate(const char *sql, int placeholders, char **out, int *nparams
             copy_quoted(&p, &o, c, e);
         } else if (c == '$' && isdigit((unsigned char)p[1]) && (p == sql || !ident_char(p[-1]))) {
             *why = "write placeholders as ? or ?N, not $N";
+        } else if (c == '$' && (n = dollar_quoted(sql, p)) > 0) {
+            memcpy(o, p, n);
+            o += n;
+            p += n;
         } else if ((n = type_word(sql, p, &with)) > 0) {
             size_t w = strlen(with);
             memcpy(o, with, w);
@@ -767,7 +798,14 @@ static int translate(const char *sql, int placeholders, char **out, int *nparams
             while (ident_char(*p))
                 *o++ = *p++;
             size_t wn = (size_t)(p - word);
-            if (!placeholders && word_is(word, wn, "TEXT") &&
+            if (++words == 1) {
+                create = word_is(word, wn, "CREATE");
+                table_ddl = 0;
+            } else if (words <= 3 && word_is(word, wn, "TABLE") &&
+                       (create || (words == 2 && word_is(prev, prev_len, "ALTER")))) {
+                table_ddl = 1;
+            }
+            if (!placeholders && table_ddl && word_is(word, wn, "TEXT") &&
                 text_column_type(prev, prev_len, p)) {
                 static const char collate[] = " COLLATE \"C\"";
                 memcpy(o, collate, sizeof collate - 1);

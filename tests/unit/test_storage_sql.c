@@ -882,6 +882,20 @@ static void translation_of_postgresql_only_syntax(void)
                                 "ALTER TABLE u ADD COLUMN d TEXT COLLATE \"C\";"
                                 "UPDATE u SET b = CAST(a AS TEXT)");
     free(out);
+    /* Only tables' columns; a dollar-quoted body is left as written. */
+    CU_ASSERT_EQUAL_FATAL(pg_translate_types("CREATE TEMP TABLE v (a TEXT);"
+                                             "CREATE FUNCTION f(a TEXT) RETURNS INTEGER AS $$"
+                                             " DECLARE x INTEGER; BEGIN RETURN $1; END $$"
+                                             " LANGUAGE plpgsql;"
+                                             "SELECT $body$ REAL $body$, $$INT$$",
+                                             &out, &why),
+                          SM_OK);
+    CU_ASSERT_STRING_EQUAL(out, "CREATE TEMP TABLE v (a TEXT COLLATE \"C\");"
+                                "CREATE FUNCTION f(a TEXT) RETURNS BIGINT AS $$"
+                                " DECLARE x INTEGER; BEGIN RETURN $1; END $$"
+                                " LANGUAGE plpgsql;"
+                                "SELECT $body$ REAL $body$, $$INT$$");
+    free(out);
     CU_ASSERT_EQUAL_FATAL(pg_translate_sql("SELECT CAST(? AS REAL), ?2 + 1::integer", &out, &n, &why),
                           SM_OK);
     CU_ASSERT_STRING_EQUAL(out, "SELECT CAST($1 AS DOUBLE PRECISION), $2 + 1::BIGINT");
