@@ -188,6 +188,7 @@ int core_start(const core_options *o)
     if (postgresql) {
         /* The string may hold a password: storage_open_pg logs what it
          * may (host, port, database). */
+        g_core.pg_conninfo = postgresql;
         if (storage_open_pg(postgresql, &g_core.db) != SM_OK) {
             LOG_ERROR("cannot open the PostgreSQL database");
             goto fail;
@@ -241,6 +242,7 @@ void core_stop(void)
         g_core.db = NULL;
     }
     core_cleanup();
+    g_core.pg_conninfo = NULL;
     crypto_pkey_free(g_core.server_key);
     g_core.server_key = NULL;
     crypto_thread_release();

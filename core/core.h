@@ -145,6 +145,7 @@ struct core {
      * strings from them. */
     int port_override;               /* -1: none */
     const char *database_override;   /* NULL: none */
+    const char *pg_conninfo;         /* the PostgreSQL storage's, or NULL on SQLite */
     config **retired;
     size_t n_retired;
     /* The transport's part of a reload (TLS certificate, per-address

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "core.h"
+#include "durability.h"
 #include "hashmap.h"
 #include "log.h"
 #include "session.h"
@@ -481,7 +482,7 @@ static int thread_stopped(io_thread *t)
 
 /* Queues it for thread t, waiting while t's queue is full: back-pressure
  * on the logic thread, never memory (io_threads.h). */
-static void push(io_thread *t, io_item *it)
+static void push_now(io_thread *t, io_item *it)
 {
     int waited = 0;
     while (handoff_push(t->inbox, it) == SM_EBUSY) {
@@ -503,6 +504,22 @@ static void push(io_thread *t, io_item *it)
         struct timespec pause = {0, 50000}; /* 50 us */
         nanosleep(&pause, NULL);
     }
+}
+
+/* Every item from the logic thread: held while a write it may follow is
+ * not yet flushed on PostgreSQL (durability.h), else queued. */
+static void push(io_thread *t, io_item *it)
+{
+    if (!durability_hold(t->index, it))
+        push_now(t, it);
+}
+
+void io_threads_release_held(int index, void *item)
+{
+    if (index >= 0 && (size_t)index < n_threads)
+        push_now(&threads[index], item);
+    else
+        item_free(item);
 }
 
 static io_thread *owner(const struct session *s)

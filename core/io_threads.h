@@ -106,6 +106,9 @@ int io_threads_post_completion(int index, void (*fn)(void *arg), void *arg);
 void io_threads_call_all(void (*fn)(int index));
 
 /* ---- on the logic thread ---- */
+/* Queues an item durability.h held for I/O thread `index`, now that it
+ * may go (its durability_release_fn). */
+void io_threads_release_held(int index, void *item);
 
 /* Runs the I/O threads' opened / command / gone items. Returns how many. */
 size_t io_threads_run_logic(void);

@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <ctype.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -55,6 +57,8 @@ struct storage {
      * again by sqlite3_exec for every transaction they were a tenth of
      * the logic thread's time storing a room message (perf, fan-out). */
     sqlite3_stmt *tx[3];
+    /* PostgreSQL: commits that may have written (storage_pg_writes). */
+    uint64_t pg_writes;
 };
 
 enum { TX_BEGIN, TX_COMMIT, TX_ROLLBACK };
@@ -856,12 +860,32 @@ int storage_bind_null(sm_stmt *st, int index)
     return bind_status(st, sqlite3_bind_null(st->stmt, index));
 }
 
+/* The statement is a SELECT (reads only: no commit to confirm). */
+static int starts_select(const char *sql)
+{
+    while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r' || *sql == '(')
+        sql++;
+    return strncasecmp(sql, "SELECT", 6) == 0 && !isalnum((unsigned char)sql[6]) && sql[6] != '_';
+}
+
+uint64_t storage_pg_writes(const storage *s)
+{
+    return s ? s->pg_writes : 0;
+}
+
 int storage_step(sm_stmt *st)
 {
     if (!st)
         return SM_EINVAL;
-    if (st->pg)
-        return pg_stmt_step(st->pg, st->owner);
+    if (st->pg) {
+        int in_tx = pg_db_in_transaction(st->s->pg);
+        int rc = pg_stmt_step(st->pg, st->owner);
+        /* A statement outside a transaction commits by itself; one that
+         * is not a plain SELECT may have written. */
+        if (!in_tx && (rc == SM_DONE || rc == SM_ROW) && !starts_select(pg_stmt_sql(st->pg)))
+            st->s->pg_writes++;
+        return rc;
+    }
     int rc = sqlite3_step(st->stmt);
     int status = status_from_sqlite(rc);
     switch (status) {
@@ -962,8 +986,12 @@ int storage_commit(storage *s)
 {
     if (!s)
         return SM_EINVAL;
-    if (s->pg)
-        return pg_db_commit(s->pg);
+    if (s->pg) {
+        int rc = pg_db_commit(s->pg);
+        if (rc == SM_OK)
+            s->pg_writes++;
+        return rc;
+    }
     if (sqlite3_get_autocommit(s->db))
         return SM_ESTATE;
     if (run_tx(s, TX_COMMIT) == SM_OK)
@@ -1012,8 +1040,13 @@ int storage_exec(storage *s, const char *sql)
 {
     if (!s || !sql)
         return SM_EINVAL;
-    if (s->pg)
-        return pg_db_exec(s->pg, "core", sql);
+    if (s->pg) {
+        int in_tx = pg_db_in_transaction(s->pg);
+        int rc = pg_db_exec(s->pg, "core", sql);
+        if (!in_tx && rc == SM_OK)
+            s->pg_writes++;
+        return rc;
+    }
     return exec_sql(s, "core", sql);
 }
 

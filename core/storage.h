@@ -31,6 +31,10 @@ int storage_open(const char *path, const char *synchronous, storage **out);
 int storage_open_pg(const char *conninfo, storage **out);
 /* 1 when s runs on PostgreSQL (storage_open_pg), 0 on SQLite. */
 int storage_is_postgresql(const storage *s);
+/* PostgreSQL: how many commits so far may have written (COMMITs, and
+ * statements other than SELECT run outside a transaction); what
+ * durability.h waits to see flushed. 0 on SQLite. */
+uint64_t storage_pg_writes(const storage *s);
 /* Finalizes statements left open (logging each as a leak), checkpoints the
  * WAL and closes. Stops the checkpoint jobs first if they were started
  * (the pool must then still run). NULL is ignored. */

@@ -20,6 +20,8 @@
 #include "cidr.h"
 #include "admin_socket.h"
 #include "core.h"
+#include "durability.h"
+#include "pg_barrier.h"
 #include "handshake.h"
 #include "io_threads.h"
 #include "listener.h"
@@ -987,6 +989,56 @@ static void free_io_contexts(void)
     n_ios = 0;
 }
 
+/* ---- group commit on PostgreSQL (durability.h) ----------------------- */
+
+static lws_sorted_usec_list_t durability_sul;
+static pg_barrier *barrier;
+
+static void durability_sul_cb(lws_sorted_usec_list_t *sul)
+{
+    (void)sul;
+    durability_kick();
+}
+
+/* After the work of this service pass, so one barrier covers all of it. */
+static void durability_kick_soon(void)
+{
+    if (lws_ctx)
+        lws_sul_schedule(lws_ctx, 0, &durability_sul, durability_sul_cb, 1);
+}
+
+static uint64_t pg_writes(void) { return storage_pg_writes(g_core.db); }
+
+/* On PostgreSQL the logic thread commits without waiting for the flush
+ * and what it sends after a write waits for a barrier instead. */
+static int start_durability(void)
+{
+    if (!g_core.db || !storage_is_postgresql(g_core.db) || !g_core.pg_conninfo)
+        return 0;
+    if (pg_barrier_new(g_core.pg_conninfo, &barrier) != SM_OK ||
+        storage_exec(g_core.db, "SET synchronous_commit = off") != SM_OK) {
+        LOG_ERROR("storage: cannot set up group commit on PostgreSQL");
+        return -1;
+    }
+    durability_ops ops = {
+        .barrier = pg_barrier_run,
+        .barrier_arg = barrier,
+        .release = io_threads_release_held,
+        .commits = pg_writes,
+        .kick = durability_kick_soon,
+    };
+    return durability_start(g_core.pool, &ops) == SM_OK ? 0 : -1;
+}
+
+static void stop_durability(void)
+{
+    durability_stop();
+    if (lws_ctx)
+        lws_sul_cancel(&durability_sul);
+    pg_barrier_free(barrier);
+    barrier = NULL;
+}
+
 int transport_start(const server_config *sc, int *port_out)
 {
     /* Errors only: lws 4.1 formats every log line in one static buffer, so
@@ -1019,7 +1071,8 @@ int transport_start(const server_config *sc, int *port_out)
         LOG_ERROR("cannot read back the listening address: %s", strerror(errno));
         goto fail;
     }
-    if (create_logic_context(sc) != 0 || create_io_contexts(sc, listen_fd) != 0)
+    if (create_logic_context(sc) != 0 || create_io_contexts(sc, listen_fd) != 0 ||
+        start_durability() != 0)
         goto fail;
     if (acceptor_start(ios[0].ctx, listen_fd, hand_over) != 0) {
         LOG_ERROR("cannot watch the listening socket %s", where);
@@ -1046,6 +1099,7 @@ int transport_start(const server_config *sc, int *port_out)
 fail:
     if (listen_fd >= 0)
         close(listen_fd);
+    stop_durability();
     free_io_contexts();
     admin_socket_stop();
     if (lws_ctx)
@@ -1082,6 +1136,8 @@ void transport_run(void (*on_reload)(void))
     }
     LOG_INFO("shutting down: closing %zu sessions", atomic_load(&g_core.n_sessions));
     atomic_store(&g_core.shutting_down, 1);
+    /* Replies and events waiting for a flush go before the 1001s. */
+    durability_stop();
     io_threads_call_all(close_all_on);
     schedule_timers();
     double deadline = core_mono_now() + SHUTDOWN_GRACE_SECONDS;
@@ -1093,6 +1149,7 @@ void transport_run(void (*on_reload)(void))
 void transport_stop(void)
 {
     atomic_store(&g_core.shutting_down, 2);
+    stop_durability();
     if (ios)
         free_io_contexts();
     if (lws_ctx) {

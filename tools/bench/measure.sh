@@ -25,6 +25,14 @@
 # seconds (perf stat, all its threads) and the deliveries in the same
 # window (safemessenger_deliveries_total from /metrics), in
 # OUT_DIR/NAME.<i>.syscalls; the summary adds syscalls per delivery.
+# SM_BENCH_POSTGRESQL=CONNINFO runs the server on PostgreSQL (issue 14):
+# each run in a new schema of that database (the role must be allowed to
+# create one), storage.backend "postgresql" instead of the SQLite file;
+# pg_stat_database's commits and rows written from the server's start to
+# the bench's end go to OUT_DIR/NAME.<i>.pgstat, and the summary divides
+# them by the messages the report counts (private: both phases; the
+# setup's registrations, one commit each, are included). The schema is
+# dropped after the run.
 # SM_BENCH_CEILING=0 skips the ceiling (tools/bench/compare-io-threads.sh
 # calls this script once per run).
 #
@@ -142,11 +150,24 @@ count_syscalls() {
         }' "$base.perf" > "$base.syscalls"
 }
 
+# pg_stat_database's counters of the benchmark's database, one line.
+pg_counters() {
+    psql "$SM_BENCH_POSTGRESQL" -AtF' ' -c "SELECT xact_commit, xact_rollback, tup_inserted,
+        tup_updated, tup_deleted FROM pg_stat_database WHERE datname = current_database()"
+}
+
 for i in $(seq "$runs"); do
     data=$(mktemp -d /tmp/smbench-run.XXXXXX)
+    storage_line="s|^\( *database = \).*|\1\"$data/bench.db\";|"
+    if [ -n "${SM_BENCH_POSTGRESQL:-}" ]; then
+        schema=smbench_$$_$i
+        psql "$SM_BENCH_POSTGRESQL" -qc "DROP SCHEMA IF EXISTS $schema CASCADE; CREATE SCHEMA $schema" \
+            || { echo "cannot create schema $schema" >&2; exit 1; }
+        storage_line="s|^\( *database = \).*|  backend = \"postgresql\"; postgresql = \"$SM_BENCH_POSTGRESQL options='-c search_path=$schema'\";|"
+    fi
     sed -e 's|^\( *port = \).*|\10;|' \
         -e "s|^\( *key_file = \).*|\1\"$out/server_key.pem\";|" \
-        -e "s|^\( *database = \).*|\1\"$data/bench.db\";|" \
+        -e "$storage_line" \
         -e "s|^\( *dir = \).*|\1\"$server_build/plugins\";|" \
         "${argon2[@]}" "$conf" > "$data/bench.conf"
     if [ ${#argon2[@]} -gt 0 ]; then
@@ -162,6 +183,7 @@ for i in $(seq "$runs"); do
     for _ in $(seq 300); do [ -s "$data/port" ] && break; sleep 0.1; done
     [ -s "$data/port" ] || { echo "server did not start" >&2; exit 1; }
     sleep 1   # let the server settle (idle measures its RSS first)
+    [ -n "${SM_BENCH_POSTGRESQL:-}" ] && pg_counters > "$out/$name.$i.pgstat-before"
     thread_ticks "$pid" > "$out/$name.$i.threads-before"
     "$build/tools/bench/safemessenger-bench" "$scenario" "$@" \
         --url "ws://127.0.0.1:$(cat "$data/port")/" --server-pid "$pid" \
@@ -177,6 +199,14 @@ for i in $(seq "$runs"); do
     thread_ticks "$pid" > "$out/$name.$i.threads-after"
     [ -n "${SM_BENCH_SYSCALLS:-}" ] && wait "$counter"
     stop_server
+    if [ -n "${SM_BENCH_POSTGRESQL:-}" ]; then
+        sleep 1.5   # PostgreSQL publishes a backend's counters within a second
+        pg_counters > "$out/$name.$i.pgstat-after"
+        paste -d' ' "$out/$name.$i.pgstat-before" "$out/$name.$i.pgstat-after" | awk '{
+            printf "commits %d\nrollbacks %d\ninserted %d\nupdated %d\ndeleted %d\n",
+                $6 - $1, $7 - $2, $8 - $3, $9 - $4, $10 - $5 }' > "$out/$name.$i.pgstat"
+        psql "$SM_BENCH_POSTGRESQL" -qc "DROP SCHEMA $schema CASCADE" 2>/dev/null
+    fi
 done
 
 python3 - "$out" "$name" "$runs" "$scenario" "$(getconf CLK_TCK)" <<'EOF'
@@ -235,6 +265,21 @@ for i in range(1, runs + 1):
     except OSError:
         pass
 summarise("syscalls_per_delivery")
+
+# PostgreSQL's writes per message (SM_BENCH_POSTGRESQL).
+for i, r in reports.items():
+    try:
+        pg = dict(line.split() for line in open(f"{out}/{name}.{i}.pgstat"))
+    except OSError:
+        continue
+    sent = sum(v for v in (get(r, "results.online.messages"), get(r, "results.offline.messages"),
+                           get(r, "results.messages")) if number(v))
+    if sent > 0:
+        per_run[i]["pg_commits_per_message"] = int(pg["commits"]) / sent
+        per_run[i]["pg_rows_written_per_message"] = (
+            int(pg["inserted"]) + int(pg["updated"]) + int(pg["deleted"])) / sent
+summarise("pg_commits_per_message")
+summarise("pg_rows_written_per_message")
 
 # Server CPU per thread group. The grouping is the bench's (threads.c):
 # a server without an sm-logic thread has its main thread counted as it.
