@@ -180,7 +180,7 @@ int core_start(const core_options *o)
     if (o->postgresql) {
         /* The string may hold a password: storage_open_pg logs what it
          * may (host, port, database). */
-        if (storage_open_pg(o->postgresql, &g_core.db) != SM_OK) {
+        if (storage_open_pg(o->postgresql, o->postgresql_wait, &g_core.db) != SM_OK) {
             LOG_ERROR("cannot open the PostgreSQL database");
             goto fail;
         }

@@ -362,7 +362,7 @@ fail:
     return SM_ERROR;
 }
 
-int storage_open_pg(const char *conninfo, storage **out)
+int storage_open_pg(const char *conninfo, double wait_seconds, storage **out)
 {
     if (!conninfo || !*conninfo || !out)
         return SM_EINVAL;
@@ -370,12 +370,20 @@ int storage_open_pg(const char *conninfo, storage **out)
     if (!s)
         return SM_ENOMEM;
     s->lock_fd = -1; /* PostgreSQL serves several servers: no lock file */
-    int rc = pg_db_open(conninfo, &s->pg);
+    int rc = pg_db_open(conninfo, wait_seconds, &s->pg);
     if (rc != SM_OK) {
         free(s);
         return rc;
     }
     *out = s;
+    return SM_OK;
+}
+
+int storage_pg_stats_get(const storage *s, storage_pg_stats *out)
+{
+    if (!s || !s->pg || !out)
+        return SM_EINVAL;
+    pg_db_stats(s->pg, out);
     return SM_OK;
 }
 
