@@ -538,6 +538,7 @@ static const core_key core_keys[] = {
     {"server", "coalesce_writes", parse_bool, 0, 0, AT(coalesce_writes)},
     {"storage", "backend", parse_backend, 0, 0, AT(backend)},
     {"storage", "postgresql", parse_conninfo, 1, 0, AT(postgresql)},
+    {"storage", "postgresql_timeout", parse_rate, 0, 300, AT(postgresql_timeout)},
     {"storage", "database", parse_path, 1, 0, AT(database)},
     {"storage", "synchronous", parse_synchronous, 0, 0, AT(synchronous)},
     {"plugins", "dir", parse_path, 1, 0, AT(plugin_dir)},
@@ -590,6 +591,7 @@ static void set_defaults(server_config *srv)
     srv->coalesce_writes = 1;
     srv->backend = "sqlite";
     srv->postgresql = "";
+    srv->postgresql_timeout = 5;
     srv->database = "data/safemessenger.db";
     srv->synchronous = "normal";
     srv->plugin_dir = SM_DEFAULT_PLUGIN_DIR;

@@ -46,6 +46,7 @@ typedef struct server_config {
     const char *backend;            /* "sqlite" (default) or "postgresql" */
     const char *postgresql;         /* libpq connection string; "" = not set. May hold a
                                        password: never logged */
+    double postgresql_timeout;      /* 5 s: one round trip's deadline (0.1..300) */
     const char *database;           /* "data/safemessenger.db" */
     const char *synchronous;        /* "normal" (off|normal|full|extra) */
     /* plugins */

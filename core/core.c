@@ -189,7 +189,9 @@ int core_start(const core_options *o)
         /* The string may hold a password: storage_open_pg logs what it
          * may (host, port, database). */
         g_core.pg_conninfo = postgresql;
-        if (storage_open_pg(postgresql, &g_core.db) != SM_OK) {
+        double wait = o->postgresql_wait > 0 ? o->postgresql_wait
+                                             : g_core.sc->postgresql_timeout;
+        if (storage_open_pg(postgresql, wait, &g_core.db) != SM_OK) {
             LOG_ERROR("cannot open the PostgreSQL database");
             goto fail;
         }

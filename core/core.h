@@ -183,6 +183,9 @@ typedef struct core_options {
      * SM_TESTHOST_POSTGRES_URL_FILE; the configuration's storage.backend
      * does not select it yet (issue 14). */
     const char *postgresql;
+    /* Seconds one round trip to that database may take (storage_open_pg);
+     * 0: STORAGE_PG_WAIT_S. */
+    double postgresql_wait;
     int port;                  /* overrides server.port when >= 0 */
     /* What would be refused later (the server's listener and TLS files),
      * checked before anything is opened; non-zero refuses the start. */

@@ -1,6 +1,7 @@
 /* See durability.h. */
 #include "durability.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -22,6 +23,10 @@ typedef struct flight {
     double seconds;
     double backoff; /* slept before trying, after a failure */
 } flight;
+
+/* The counters are read by /metrics on an I/O thread: under this lock;
+ * everything else is the logic thread's. */
+static pthread_mutex_t stats_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static struct {
     int active;
@@ -62,10 +67,13 @@ static void release_first(size_t n, int confirmed)
         if (!d.head)
             d.tail = NULL;
         d.n_held--;
+        pthread_mutex_lock(&stats_lock);
         if (confirmed)
             d.st.released++;
         else
             d.st.unconfirmed++;
+        d.st.held = d.n_held;
+        pthread_mutex_unlock(&stats_lock);
         d.ops.release(h->index, h->item);
         free(h);
     }
@@ -95,8 +103,11 @@ int durability_hold(int index, void *item)
     else
         d.head = h;
     d.tail = h;
+    pthread_mutex_lock(&stats_lock);
     if (++d.n_held > d.st.high_water)
         d.st.high_water = d.n_held;
+    d.st.held = d.n_held;
+    pthread_mutex_unlock(&stats_lock);
     if (!d.in_flight && !d.kick_pending) {
         d.kick_pending = 1;
         d.ops.kick();
@@ -122,10 +133,12 @@ static void barrier_done(void *arg, int cancelled)
     flight *f = arg;
     d.in_flight = 0;
     if (!cancelled && f->result == 0) {
+        pthread_mutex_lock(&stats_lock);
         d.st.barriers++;
         d.st.wait_seconds += f->seconds;
         if (f->seconds > d.st.wait_max)
             d.st.wait_max = f->seconds;
+        pthread_mutex_unlock(&stats_lock);
         d.covered = d.flight_commits;
         if (d.failing_since > 0)
             LOG_INFO("durability: PostgreSQL confirms commits again");
@@ -133,7 +146,9 @@ static void barrier_done(void *arg, int cancelled)
         d.backoff = 0;
         release_first(d.flight_upto, 1);
     } else if (!cancelled) {
+        pthread_mutex_lock(&stats_lock);
         d.st.failures++;
+        pthread_mutex_unlock(&stats_lock);
         double now = mono();
         if (d.failing_since == 0) {
             d.failing_since = now;
@@ -186,10 +201,15 @@ int durability_start(workers *pool, const durability_ops *ops)
     if (d.active)
         return SM_ESTATE;
     /* Everything but the stats' totals from a clean slate. */
+    pthread_mutex_lock(&stats_lock);
     durability_stats totals = d.st;
+    pthread_mutex_unlock(&stats_lock);
     memset(&d, 0, sizeof d);
+    totals.high_water = 0;
+    totals.held = 0;
+    pthread_mutex_lock(&stats_lock);
     d.st = totals;
-    d.st.high_water = 0;
+    pthread_mutex_unlock(&stats_lock);
     d.pool = pool;
     d.ops = *ops;
     d.covered = ops->commits();
@@ -209,7 +229,9 @@ void durability_stop(void)
         d.job.backoff = 0;
         barrier_work(&d.job);
         if (d.job.result == 0) {
+            pthread_mutex_lock(&stats_lock);
             d.st.barriers++;
+            pthread_mutex_unlock(&stats_lock);
             d.covered = d.ops.commits();
         }
         release_first(d.n_held, d.job.result == 0);
@@ -222,6 +244,7 @@ void durability_stop(void)
 
 void durability_stats_get(durability_stats *out)
 {
+    pthread_mutex_lock(&stats_lock);
     *out = d.st;
-    out->held = d.n_held;
+    pthread_mutex_unlock(&stats_lock);
 }

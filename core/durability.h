@@ -30,7 +30,8 @@
  * that is gone, and a commit PostgreSQL accepted is lost only if
  * PostgreSQL itself crashed before flushing it.
  *
- * Logic thread only, except the barrier function (a worker). Not used on
+ * Logic thread only, except the barrier function (a worker) and
+ * durability_stats_get (any thread). Not used on
  * SQLite, whose commits are durable by its own `synchronous` setting. */
 #ifndef SM_CORE_DURABILITY_H
 #define SM_CORE_DURABILITY_H
@@ -91,6 +92,7 @@ typedef struct durability_stats {
     double wait_max;       /* the longest barrier */
 } durability_stats;
 
+/* Any thread. */
 void durability_stats_get(durability_stats *out);
 
 #endif

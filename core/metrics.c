@@ -340,15 +340,21 @@ void metric_set(metric *s, double v)
         atomic_store_explicit(&s->bits, to_bits(v), memory_order_relaxed);
 }
 
+/* Raises the atomic double in bits to v, never lowers it. */
+static void raise_bits(_Atomic uint64_t *bits, double v)
+{
+    uint64_t old = atomic_load_explicit(bits, memory_order_relaxed);
+    while (from_bits(old) < v &&
+           !atomic_compare_exchange_weak_explicit(bits, &old, to_bits(v), memory_order_relaxed,
+                                                  memory_order_relaxed))
+        ;
+}
+
 void metric_raise(metric *s, double v)
 {
     if (!s || isnan(v) || s->family->type == METRIC_HISTOGRAM)
         return;
-    uint64_t old = atomic_load_explicit(&s->bits, memory_order_relaxed);
-    while (from_bits(old) < v &&
-           !atomic_compare_exchange_weak_explicit(&s->bits, &old, to_bits(v),
-                                                  memory_order_relaxed, memory_order_relaxed))
-        ;
+    raise_bits(&s->bits, v);
 }
 
 void metric_observe(metric *s, double v)
@@ -361,6 +367,22 @@ void metric_observe(metric *s, double v)
         i++;
     atomic_fetch_add_explicit(&s->counts[i], 1, memory_order_relaxed);
     add_bits(&s->bits, v);
+}
+
+void metric_histogram_raise(metric *s, const unsigned long long *counts, size_t n, double sum)
+{
+    if (!s || s->family->type != METRIC_HISTOGRAM || n != s->family->n_buckets + 1 ||
+        isnan(sum))
+        return;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t old = atomic_load_explicit(&s->counts[i], memory_order_relaxed);
+        while (old < counts[i] &&
+               !atomic_compare_exchange_weak_explicit(&s->counts[i], &old, (uint64_t)counts[i],
+                                                      memory_order_relaxed,
+                                                      memory_order_relaxed))
+            ;
+    }
+    raise_bits(&s->bits, sum);
 }
 
 double metric_value(const metric *s)

@@ -68,6 +68,11 @@ void metric_set(metric *s, double v);
 void metric_raise(metric *s, double v);
 /* Histograms only. */
 void metric_observe(metric *s, double v);
+/* Histograms observed elsewhere and copied in at scrape time: `counts`
+ * per bucket (not cumulative; n is the family's bucket count + 1, the
+ * last +Inf) and their sum. Each count and the sum only rise, as with
+ * metric_raise; a wrong n or type is ignored. */
+void metric_histogram_raise(metric *s, const unsigned long long *counts, size_t n, double sum);
 /* The value of a counter or gauge, or a histogram's count. */
 double metric_value(const metric *s);
 

@@ -21,7 +21,7 @@
 /* ---- settings that need a restart -------------------------------------- */
 
 /* FIXED_SECRET: a string that may hold a password, named but never shown. */
-typedef enum { FIXED_INT, FIXED_STRING, FIXED_SECRET } fixed_kind;
+typedef enum { FIXED_INT, FIXED_DOUBLE, FIXED_STRING, FIXED_SECRET } fixed_kind;
 
 typedef struct fixed_key {
     const char *name;
@@ -42,6 +42,7 @@ static const fixed_key fixed_keys[] = {
     {"server.io_threads", FIXED_INT, AT(io_threads)},
     {"storage.backend", FIXED_STRING, AT(backend)},
     {"storage.postgresql", FIXED_SECRET, AT(postgresql)},
+    {"storage.postgresql_timeout", FIXED_DOUBLE, AT(postgresql_timeout)},
     {"storage.database", FIXED_STRING, AT(database)},
     {"storage.synchronous", FIXED_STRING, AT(synchronous)},
     {"plugins.dir", FIXED_STRING, AT(plugin_dir)},
@@ -59,7 +60,15 @@ static size_t keep_fixed(const server_config *cur, server_config *next)
     size_t refused = 0;
     for (size_t i = 0; i < sizeof fixed_keys / sizeof fixed_keys[0]; i++) {
         const fixed_key *k = &fixed_keys[i];
-        if (k->kind == FIXED_INT) {
+        if (k->kind == FIXED_DOUBLE) {
+            double was = *FIELD(cur, const double, k->offset);
+            double *now = FIELD(next, double, k->offset);
+            if (*now == was)
+                continue;
+            LOG_WARN("%s: cannot change while running (%g -> %g); restart to apply", k->name,
+                     was, *now);
+            *now = was;
+        } else if (k->kind == FIXED_INT) {
             int was = *FIELD(cur, const int, k->offset);
             int *now = FIELD(next, int, k->offset);
             if (*now == was)

@@ -1,5 +1,7 @@
 #include "server_metrics.h"
 
+#include "durability.h"
+
 #include <dirent.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -10,6 +12,7 @@
 #include "core.h"
 #include "host_api.h"
 #include "io_threads.h"
+#include "storage.h"
 
 /* Seconds from dispatch to reply: from a table lookup to an Argon2 hash
  * on a busy pool. */
@@ -33,6 +36,12 @@ static struct {
     metric_family *deliveries, *drops, *worker_queue, *plugin_info;
     metric_family *cpu, *resident, *virtual_bytes, *open_fds, *refused_calls;
     metric_family *io_threads, *io_queue, *io_queue_waits;
+    /* Storage on PostgreSQL: series only when it is (storage_pg_stats_get). */
+    metric_family *pg_up, *pg_wait, *pg_wait_max, *pg_wait_failures, *pg_refused, *pg_losses;
+    metric_family *pg_reconnects, *pg_attempts;
+    /* Group commit on PostgreSQL (durability.h). */
+    metric_family *flush_barriers, *flush_failures, *flush_seconds, *flush_max, *held,
+        *unconfirmed;
 } fam;
 
 static metric_family *family(metrics *m, metric_type type, const char *name, const char *help,
@@ -90,6 +99,50 @@ int server_metrics_init(metrics *m)
                                 "Times the logic thread waited because an I/O thread's queue "
                                 "was full (back-pressure from a thread that fell behind).",
                                 NULL);
+    fam.pg_up = family(m, METRIC_GAUGE, "safemessenger_postgresql_up",
+                       "1 while the storage's PostgreSQL connection is up, 0 while it is lost.",
+                       NULL);
+    fam.pg_wait = metrics_family(m, METRIC_HISTOGRAM, "safemessenger_postgresql_wait_seconds",
+                                 "Round trips to PostgreSQL the logic thread waited for, by "
+                                 "duration (answered or not).",
+                                 NULL, storage_pg_wait_bounds, STORAGE_PG_WAIT_BUCKETS);
+    fam.pg_wait_max = family(m, METRIC_GAUGE, "safemessenger_postgresql_wait_max_seconds",
+                             "The longest round trip to PostgreSQL since the start.", NULL);
+    fam.pg_wait_failures = family(m, METRIC_COUNTER,
+                                  "safemessenger_postgresql_wait_failures_total",
+                                  "Round trips to PostgreSQL without an answer, by reason "
+                                  "(timeout: the deadline passed; connection: it failed); "
+                                  "each cost the connection.",
+                                  reason);
+    fam.pg_refused = family(m, METRIC_COUNTER, "safemessenger_postgresql_calls_refused_total",
+                            "Storage calls that failed at once: no PostgreSQL connection, or "
+                            "their transaction was lost with one.",
+                            NULL);
+    fam.pg_losses = family(m, METRIC_COUNTER, "safemessenger_postgresql_connection_losses_total",
+                           "Times the PostgreSQL connection was lost.", NULL);
+    fam.pg_reconnects = family(m, METRIC_COUNTER, "safemessenger_postgresql_reconnects_total",
+                               "Times a new PostgreSQL connection was taken into use.", NULL);
+    fam.flush_barriers = family(m, METRIC_COUNTER, "safemessenger_storage_flush_barriers_total",
+                                "Flushes PostgreSQL confirmed for the replies and events held "
+                                "after writes (group commit).",
+                                NULL);
+    fam.flush_failures = family(m, METRIC_COUNTER, "safemessenger_storage_flush_failures_total",
+                                "Flush confirmations that failed and were retried.", NULL);
+    fam.flush_seconds = family(m, METRIC_COUNTER, "safemessenger_storage_flush_seconds_total",
+                               "Time the confirmed flushes took, in all.", NULL);
+    fam.flush_max = family(m, METRIC_GAUGE, "safemessenger_storage_flush_max_seconds",
+                           "The longest confirmed flush.", NULL);
+    fam.held = family(m, METRIC_GAUGE, "safemessenger_storage_held_items",
+                      "Replies and events waiting for a flush now.", NULL);
+    fam.unconfirmed = family(m, METRIC_COUNTER, "safemessenger_storage_unconfirmed_total",
+                             "Replies and events released without a confirmed flush, after "
+                             "10 s of failures.",
+                             NULL);
+    fam.pg_attempts = family(m, METRIC_COUNTER,
+                             "safemessenger_postgresql_connect_attempts_total",
+                             "Connection attempts to PostgreSQL in the background, after a "
+                             "loss (failed or not).",
+                             NULL);
     fam.cpu = family(m, METRIC_COUNTER, "process_cpu_seconds_total",
                      "User and system CPU time spent in seconds.", NULL);
     fam.resident = family(m, METRIC_GAUGE, "process_resident_memory_bytes",
@@ -101,7 +154,10 @@ int server_metrics_init(metrics *m)
     if (!fam.sessions || !fam.connections || !fam.handshakes || !fam.commands ||
         !fam.command_seconds || !fam.deliveries || !fam.drops || !fam.worker_queue ||
         !fam.plugin_info || !fam.refused_calls || !fam.io_threads || !fam.io_queue ||
-        !fam.io_queue_waits || !fam.cpu || !fam.resident || !fam.virtual_bytes || !fam.open_fds ||
+        !fam.io_queue_waits || !fam.pg_up || !fam.pg_wait || !fam.pg_wait_max ||
+        !fam.pg_wait_failures || !fam.pg_refused || !fam.pg_losses || !fam.pg_reconnects ||
+        !fam.pg_attempts || !fam.flush_barriers || !fam.flush_failures || !fam.flush_seconds ||
+        !fam.flush_max || !fam.held || !fam.unconfirmed || !fam.cpu || !fam.resident || !fam.virtual_bytes || !fam.open_fds ||
         precreate(fam.sessions, session_states, COUNT(session_states)) != 0 ||
         precreate(fam.handshakes, handshake_results, COUNT(handshake_results)) != 0 ||
         precreate(fam.drops, drop_reasons, COUNT(drop_reasons)) != 0 ||
@@ -213,6 +269,33 @@ static void collect_process(void)
     metric_set(metrics_series(fam.open_fds, NULL), (double)count_open_fds());
 }
 
+/* Copied from the storage's own counters (atomics) when it runs on
+ * PostgreSQL; a SQLite server shows these families without series. */
+static void collect_postgresql(void)
+{
+    storage_pg_stats st;
+    if (storage_pg_stats_get(g_core.db, &st) != SM_OK)
+        return;
+    metric_set(metrics_series(fam.pg_up, NULL), st.up);
+    metric_histogram_raise(metrics_series(fam.pg_wait, NULL), st.wait_buckets,
+                           STORAGE_PG_WAIT_BUCKETS + 1, st.wait_seconds);
+    metric_raise(metrics_series(fam.pg_wait_max, NULL), st.wait_max);
+    metric_raise(metrics_series1(fam.pg_wait_failures, "timeout"), (double)st.timeouts);
+    metric_raise(metrics_series1(fam.pg_wait_failures, "connection"), (double)st.failures);
+    metric_raise(metrics_series(fam.pg_refused, NULL), (double)st.refused);
+    metric_raise(metrics_series(fam.pg_losses, NULL), (double)st.losses);
+    metric_raise(metrics_series(fam.pg_reconnects, NULL), (double)st.reconnects);
+    metric_raise(metrics_series(fam.pg_attempts, NULL), (double)st.attempts);
+    durability_stats ds;
+    durability_stats_get(&ds);
+    metric_raise(metrics_series(fam.flush_barriers, NULL), (double)ds.barriers);
+    metric_raise(metrics_series(fam.flush_failures, NULL), (double)ds.failures);
+    metric_raise(metrics_series(fam.flush_seconds, NULL), ds.wait_seconds);
+    metric_raise(metrics_series(fam.flush_max, NULL), ds.wait_max);
+    metric_set(metrics_series(fam.held, NULL), (double)ds.held);
+    metric_raise(metrics_series(fam.unconfirmed, NULL), (double)ds.unconfirmed);
+}
+
 void server_metrics_collect(void)
 {
     if (!fam.sessions)
@@ -225,5 +308,6 @@ void server_metrics_collect(void)
     metric_set(metrics_series(fam.io_threads, NULL), (double)io_threads_count());
     metric_set(metrics_series(fam.io_queue, NULL), (double)io.queue.queued);
     metric_raise(metrics_series(fam.io_queue_waits, NULL), (double)io.full_waits);
+    collect_postgresql();
     collect_process();
 }

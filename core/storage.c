@@ -371,7 +371,7 @@ int storage_is_postgresql(const storage *s)
     return s->pg != NULL;
 }
 
-int storage_open_pg(const char *conninfo, storage **out)
+int storage_open_pg(const char *conninfo, double wait_seconds, storage **out)
 {
     if (!conninfo || !*conninfo || !out)
         return SM_EINVAL;
@@ -379,12 +379,20 @@ int storage_open_pg(const char *conninfo, storage **out)
     if (!s)
         return SM_ENOMEM;
     s->lock_fd = -1; /* PostgreSQL serves several servers: no lock file */
-    int rc = pg_db_open(conninfo, &s->pg);
+    int rc = pg_db_open(conninfo, wait_seconds, &s->pg);
     if (rc != SM_OK) {
         free(s);
         return rc;
     }
     *out = s;
+    return SM_OK;
+}
+
+int storage_pg_stats_get(const storage *s, storage_pg_stats *out)
+{
+    if (!s || !s->pg || !out)
+        return SM_EINVAL;
+    pg_db_stats(s->pg, out);
     return SM_OK;
 }
 
@@ -866,6 +874,13 @@ static int starts_select(const char *sql)
     while (*sql == ' ' || *sql == '\t' || *sql == '\n' || *sql == '\r' || *sql == '(')
         sql++;
     return strncasecmp(sql, "SELECT", 6) == 0 && !isalnum((unsigned char)sql[6]) && sql[6] != '_';
+}
+
+int storage_pg_session_option(storage *s, const char *name, const char *value)
+{
+    if (!s || !s->pg)
+        return SM_EINVAL;
+    return pg_db_session_option(s->pg, name, value);
 }
 
 uint64_t storage_pg_writes(const storage *s)

@@ -18,23 +18,75 @@ typedef struct storage storage;
  * locked ("<path>.lock", flock) for as long as it is open: a second server
  * on it is refused, naming the first one's pid. */
 int storage_open(const char *path, const char *synchronous, storage **out);
+/* Seconds one round trip to PostgreSQL may take by default (storage_open_pg's
+ * wait_seconds 0). */
+#define STORAGE_PG_WAIT_S 5.0
+/* The longest wait_seconds storage_open_pg accepts. */
+#define STORAGE_PG_WAIT_MAX_S 3600.0
+
 /* Connects to PostgreSQL instead (cluster mode, issue 14) with a libpq
- * connection string or URI; a connect_timeout of 5 s is added when it sets
- * none, so that an unreachable server fails the start fast. Creates
- * sm_migrations and sm_meta if missing. Logs say host, port and database,
- * never the password. SM_EINVAL for a string libpq cannot parse, SM_ERROR
- * when the server cannot be reached or refuses. Every function below then
+ * connection string or URI. Creates sm_migrations and sm_meta if missing.
+ * Logs say host, port and database, never the password. SM_EINVAL for a
+ * string libpq cannot parse or a wait_seconds out of range, SM_ERROR when
+ * the server cannot be reached or refuses. Every function below then
  * works on PostgreSQL with the same semantics, except where it says
- * otherwise ("PostgreSQL:"). Calls wait for the server on the calling
- * thread (storage_pg.h says why, for now). SQL is PostgreSQL's: plugins
- * write portable SQL; `?` and `?NNN` placeholders are translated. */
-int storage_open_pg(const char *conninfo, storage **out);
+ * otherwise ("PostgreSQL:"). SQL is PostgreSQL's: plugins write portable
+ * SQL; `?` and `?NNN` placeholders are translated.
+ *
+ * Waits: calls still wait for the server on the calling thread (the logic
+ * thread), but each round trip at most wait_seconds (0: STORAGE_PG_WAIT_S;
+ * at most STORAGE_PG_WAIT_MAX_S); migrations get 12 times as long. The
+ * server cancels a statement itself a fifth of that earlier
+ * (statement_timeout, unless the string's options set one), and the
+ * connection goes on; when the deadline passes the connection is dropped
+ * and the call fails (SM_ERROR). Connecting waits at most the string's
+ * connect_timeout, by default wait_seconds rounded up (libpq's minimum
+ * is 2 s).
+ *
+ * A lost connection (the server went away, a deadline, a socket error)
+ * is logged once, and every call fails at once (SM_ERROR) while a thread
+ * of the storage's own connects again in the background (100 ms, then
+ * doubling up to 5 s between attempts); the first call after it
+ * succeeded uses the new connection ("connection restored" is logged),
+ * and statements prepared before are prepared again when next stepped.
+ * A transaction open when the connection went is gone (the server rolled
+ * it back): until the caller ends it, storage_in_transaction stays 1 and
+ * every call fails, storage_commit fails (SM_ERROR: nothing of it is
+ * stored) and storage_rollback succeeds. A COMMIT whose answer never came
+ * is an error, though the server may have committed it. */
+int storage_open_pg(const char *conninfo, double wait_seconds, storage **out);
 /* 1 when s runs on PostgreSQL (storage_open_pg), 0 on SQLite. */
 int storage_is_postgresql(const storage *s);
 /* PostgreSQL: how many commits so far may have written (COMMITs, and
  * statements other than SELECT run outside a transaction); what
  * durability.h waits to see flushed. 0 on SQLite. */
 uint64_t storage_pg_writes(const storage *s);
+/* PostgreSQL: a server setting for this connection and every one made
+ * again (pg_db_session_option). SM_EINVAL on SQLite. At start only. */
+int storage_pg_session_option(storage *s, const char *name, const char *value);
+
+/* The waits on PostgreSQL and the connection's state, for metrics. */
+#define STORAGE_PG_WAIT_BUCKETS 15
+/* The buckets' upper bounds in seconds, ascending; a last one is +Inf. */
+extern const double storage_pg_wait_bounds[STORAGE_PG_WAIT_BUCKETS];
+typedef struct storage_pg_stats {
+    int up; /* 1 while a connection is up (or made and not yet taken) */
+    unsigned long long waits;    /* round trips waited for, answered or not */
+    unsigned long long timeouts; /* of which no answer came before the deadline */
+    unsigned long long failures; /* of which the connection failed first */
+    unsigned long long refused;  /* calls failed at once: no connection, or a lost transaction */
+    double wait_seconds;         /* the time the waits took, in all */
+    double wait_max;             /* the longest one, seconds */
+    /* Waits per bucket (not cumulative); the last one is above every bound. */
+    unsigned long long wait_buckets[STORAGE_PG_WAIT_BUCKETS + 1];
+    unsigned long long losses;     /* times the connection was lost */
+    unsigned long long reconnects; /* times a new one was taken into use */
+    unsigned long long attempts;   /* connection attempts in the background */
+} storage_pg_stats;
+/* Copies them; any thread (atomics), for as long as s is open. SM_OK, or
+ * SM_EINVAL when s is not on PostgreSQL. */
+int storage_pg_stats_get(const storage *s, storage_pg_stats *out);
+
 /* Finalizes statements left open (logging each as a leak), checkpoints the
  * WAL and closes. Stops the checkpoint jobs first if they were started
  * (the pool must then still run). NULL is ignored. */
@@ -103,8 +155,9 @@ int storage_in_transaction(const storage *s);
 /* SQLite: the rowid of the last insert. PostgreSQL has no rowid: this is
  * `SELECT lastval()`, the value the session's last nextval gave, i.e. the
  * key of the row just inserted into a table keyed by an identity (or
- * serial) column; a round trip (three inside a transaction, where it runs
- * under a savepoint); 0 and a log line if no sequence was used yet.
+ * serial) column; a round trip (inside a transaction under a savepoint,
+ * in the same round trip); 0 and a log line if no sequence was used yet
+ * or the connection is gone.
  * Read it right after your own INSERT. */
 int64_t storage_last_insert_id(storage *s);
 /* Rows changed by the last INSERT, UPDATE or DELETE. */

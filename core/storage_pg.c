@@ -1,11 +1,24 @@
 /* The storage service on PostgreSQL (libpq), for cluster mode: one
  * connection, used by the logic thread alone, like SQLite's.
  *
- * Every call blocks the calling thread until the server answers: this is
- * the first, synchronous step. Issue 14 requires the logic thread's waits
- * on the database to be bounded and measured (non-blocking libpq, pipeline
- * mode or a pool on the workers), which a later step brings; until then
- * only connecting is bounded (connect_timeout).
+ * Waits are bounded and measured (issue 14). Every exchange with the
+ * server is one round trip (round_trip below) through libpq's
+ * asynchronous API on a non-blocking connection: send, then poll() the
+ * socket with the time left until the deadline, read what came
+ * (PQconsumeInput) until a whole answer is there (PQisBusy). So no call
+ * can wait longer than the deadline (the open's wait, 5 s by default),
+ * whatever the server or the network do. When it passes, the connection
+ * is dropped (PQfinish: PostgreSQL rolls back a transaction open on it)
+ * and the call fails; a COMMIT that got no answer is an error, never a
+ * success. The server cancels a statement itself at statement_timeout, a
+ * fifth of the deadline earlier, so that a slow statement costs an error,
+ * not the connection. Each round trip is counted and timed (pg_db_stats).
+ *
+ * A lost connection is replaced in the background (connector, below):
+ * until then every call fails at once, and a transaction it held is
+ * refused to the end. Statements carry the number of the connection they
+ * were prepared on and are prepared again on a newer one, in the same
+ * round trip as their next run.
  *
  * Where PostgreSQL and SQLite differ, SQLite's behaviour is kept, since
  * plugins were written against it:
@@ -21,17 +34,93 @@
 #include "log.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
+
+/* Between two connection attempts after a loss: from the first to the
+ * last, doubling. */
+#define PG_RECONNECT_FIRST_MS 100
+#define PG_RECONNECT_MAX_MS 5000
+/* Migrations may rebuild a table: their round trips get this many waits. */
+#define PG_MIGRATION_WAIT_FACTOR 12
+
+/* Seconds; fine at the low end, where a healthy round trip falls, and up
+ * to twice the default deadline. */
+const double storage_pg_wait_bounds[STORAGE_PG_WAIT_BUCKETS] = {
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1,     0.25,   0.5,   1,      2.5,   5,    10};
+
+/* Written by the logic thread (waits) and the connector (attempts, up),
+ * read by anyone (metrics): relaxed atomics. */
+struct pg_counters {
+    atomic_ullong waits, timeouts, failures, refused, wait_ns, max_ns;
+    atomic_ullong buckets[STORAGE_PG_WAIT_BUCKETS + 1];
+    atomic_ullong losses, reconnects, attempts;
+    atomic_int up;
+};
+
+/* Reconnecting happens on a thread of its own, not on the logic thread
+ * through PQconnectStart/PQconnectPoll. Measured on loopback (PostgreSQL
+ * 15, libpq 15, 50 connections each): trust authentication 3.2 ms median
+ * (9.8 ms max), 0.2 ms of it client CPU; SCRAM-SHA-256, the default for
+ * passwords, 8.6 ms median (26 ms max), 4.3 ms of it client CPU (9.5 ms
+ * max): the proof's 4096 hashes, computed inside one PQconnectPoll call.
+ * Driven from the logic thread, every attempt would stall it for that
+ * CPU, TLS's handshake would add its own, and PQconnectStart resolves a
+ * host name with a blocking getaddrinfo (a resolver timeout is seconds).
+ * A thread may block as long as it likes; what the logic thread pays
+ * instead, measured with the storage built -O2: a call while down 0.7 us
+ * on average (15 us max: a mutex and a pointer test), and the call that
+ * takes the new connection over 0.5 ms, including the join and the round
+ * trip that prepares the statement again and runs it.
+ *
+ * The thread runs only while the connection is down: it waits the
+ * backoff, connects (PQconnectdbParams, bounded by connect_timeout), and
+ * on success leaves the connection in `made` and ends; the logic thread
+ * takes it, under the lock, on its next call. */
+typedef struct pg_connector {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;  /* stop was set */
+    pthread_t thread;
+    int started;          /* logic thread: a thread to join */
+    int stop;             /* lock */
+    PGconn *made;         /* lock: a new connection, for the logic thread */
+    unsigned failed;      /* lock: attempts failed since the loss */
+    char why[256];        /* lock: the last failure */
+} pg_connector;
 
 struct pg_db {
-    PGconn *conn;
-    unsigned long next_name; /* statement names: sm_1, sm_2, ... per connection */
-    int64_t changes;         /* rows of the last INSERT, UPDATE or DELETE */
+    PGconn *conn;            /* NULL while the connection is lost */
+    double wait;             /* seconds a round trip may take */
+    char where[256];         /* host, port and database, for logs */
+    /* The connection parameters, for connecting again; read by the
+     * connector too, never changed after the open. */
+    PQconninfoOption *opts;  /* owns most of the values */
+    const char **keys, **vals;
+    char *options;           /* the `options` value: statement_timeout first */
+    char connect_timeout[16];
+    unsigned long generation; /* of conn: 1 for the first, +1 for each new one */
+    unsigned long next_name;  /* statement names: sm_1, sm_2, ... */
+    int64_t changes;          /* rows of the last INSERT, UPDATE or DELETE */
+    /* The transaction status after the last answer: libpq says
+     * PQTRANS_UNKNOWN once the connection broke, which is too late. */
+    PGTransactionStatusType idle_status;
+    int tx_lost;              /* the caller's transaction went with a connection */
+    int tx_lost_logged;
+    char why_logged[256];     /* the connector's last failure, as logged */
+    double down_since;        /* monotonic, when conn was lost */
+    pg_connector rc;
+    struct pg_counters n;
 };
 
 enum { ST_READY, ST_ROWS, ST_DONE };
@@ -40,6 +129,8 @@ struct pg_stmt {
     pg_db *db;
     char name[32];
     char *sql;      /* the caller's text, for logs */
+    char *pg_sql;   /* translated, for preparing again */
+    unsigned long generation; /* the connection it is prepared on; 0: none */
     int nparams;
     char **values;  /* nparams text values; NULL is SQL NULL */
     PGresult *res;  /* the whole result of the run in progress */
@@ -48,6 +139,13 @@ struct pg_stmt {
 };
 
 #define PG_MAX_PARAMS 65535 /* the protocol's limit (a 16-bit count) */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 /* ---- errors ------------------------------------------------------------ */
 
@@ -69,6 +167,23 @@ static int status_from_result(const PGresult *res)
     return SM_ERROR;
 }
 
+/* libpq's messages span lines, indented: one log line each, one space
+ * between words. */
+static void one_line(char *buf)
+{
+    char *out = buf;
+    for (const char *c = buf; *c; c++) {
+        int blank = *c == '\n' || *c == '\t' || *c == ' ';
+        if (!blank)
+            *out++ = *c;
+        else if (out > buf && out[-1] != ' ')
+            *out++ = ' ';
+    }
+    while (out > buf && out[-1] == ' ')
+        out--;
+    *out = '\0';
+}
+
 /* The server's message without libpq's "ERROR:  " prefix and newline, or
  * the connection's (copied into buf, trimmed). */
 static const char *error_text(const pg_db *db, const PGresult *res, char *buf, size_t size)
@@ -79,13 +194,7 @@ static const char *error_text(const pg_db *db, const PGresult *res, char *buf, s
         snprintf(buf, size, "%s (SQLSTATE %s)", msg, state ? state : "?");
     else
         snprintf(buf, size, "%s", db->conn ? PQerrorMessage(db->conn) : "no connection");
-    /* libpq's connection messages span lines: one log line each. */
-    for (char *c = buf; *c; c++)
-        if (*c == '\n' || *c == '\t')
-            *c = ' ';
-    size_t n = strlen(buf);
-    while (n > 0 && buf[n - 1] == ' ')
-        buf[--n] = '\0';
+    one_line(buf);
     return buf;
 }
 
@@ -93,6 +202,14 @@ static int result_ok(const PGresult *res)
 {
     ExecStatusType t = PQresultStatus(res);
     return t == PGRES_COMMAND_OK || t == PGRES_TUPLES_OK;
+}
+
+/* An answer that says the session is over: the server is shutting down
+ * or crashed (57P01..57P03), or a connection exception (class 08). */
+static int session_ended(const PGresult *res)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    return state && (strncmp(state, "57P0", 4) == 0 || strncmp(state, "08", 2) == 0);
 }
 
 /* Remembers the row count of an INSERT, UPDATE, DELETE or MERGE, as
@@ -106,6 +223,53 @@ static void note_changes(pg_db *db, const PGresult *res)
             db->changes = strtoll(PQcmdTuples((PGresult *)res), NULL, 10);
             return;
         }
+}
+
+/* ---- counting the waits ------------------------------------------------- */
+
+#define COUNT(c) atomic_fetch_add_explicit(&(c), 1, memory_order_relaxed)
+
+enum { WAIT_ANSWERED, WAIT_TIMEOUT, WAIT_FAILED };
+
+static void count_wait(pg_db *db, double seconds, int outcome)
+{
+    struct pg_counters *n = &db->n;
+    unsigned long long ns = seconds > 0 ? (unsigned long long)(seconds * 1e9) : 0;
+    size_t b = 0;
+    while (b < STORAGE_PG_WAIT_BUCKETS && seconds > storage_pg_wait_bounds[b])
+        b++;
+    COUNT(n->waits);
+    COUNT(n->buckets[b]);
+    atomic_fetch_add_explicit(&n->wait_ns, ns, memory_order_relaxed);
+    /* The logic thread is the only writer. */
+    if (ns > atomic_load_explicit(&n->max_ns, memory_order_relaxed))
+        atomic_store_explicit(&n->max_ns, ns, memory_order_relaxed);
+    if (outcome == WAIT_TIMEOUT)
+        COUNT(n->timeouts);
+    else if (outcome == WAIT_FAILED)
+        COUNT(n->failures);
+}
+
+void pg_db_stats(const pg_db *db, storage_pg_stats *out)
+{
+    /* The counters are atomics the logic thread updates while a scrape
+     * reads them: the const is the caller's promise, not the memory's. */
+    struct pg_counters *n = (struct pg_counters *)&db->n;
+    memset(out, 0, sizeof *out);
+    out->up = atomic_load_explicit(&n->up, memory_order_relaxed);
+#define LOAD(x) atomic_load_explicit(&n->x, memory_order_relaxed)
+    out->waits = LOAD(waits);
+    out->timeouts = LOAD(timeouts);
+    out->failures = LOAD(failures);
+    out->refused = LOAD(refused);
+    out->wait_seconds = (double)LOAD(wait_ns) / 1e9;
+    out->wait_max = (double)LOAD(max_ns) / 1e9;
+    for (size_t i = 0; i <= STORAGE_PG_WAIT_BUCKETS; i++)
+        out->wait_buckets[i] = LOAD(buckets[i]);
+    out->losses = LOAD(losses);
+    out->reconnects = LOAD(reconnects);
+    out->attempts = LOAD(attempts);
+#undef LOAD
 }
 
 /* ---- connecting -------------------------------------------------------- */
@@ -137,41 +301,385 @@ static void describe(const PQconninfoOption *opts, char *buf, size_t size)
              port ? port : "(default)", dbname ? dbname : "(default)");
 }
 
-/* The parsed options plus defaults the caller did not set: a connect
- * timeout, UTF-8 (what every column holds) and an application name for
- * pg_stat_activity. */
-static PGconn *connect_with_defaults(const PQconninfoOption *opts)
+/* The connection parameters: the parsed ones plus defaults the caller did
+ * not set: a connect timeout (the wait, whole seconds), UTF-8 (what every
+ * column holds), an application name for pg_stat_activity, and
+ * statement_timeout in `options`, before the caller's own options so that
+ * one set there wins. Startup options cost no round trip and hold on
+ * every connection, the ones made again too. */
+static int build_params(pg_db *db)
 {
-    static const char *const defaults[][2] = {
-        {"connect_timeout", PG_CONNECT_TIMEOUT_S},
+    const PQconninfoOption *opts = db->opts;
+    snprintf(db->connect_timeout, sizeof db->connect_timeout, "%.0f", ceil(db->wait));
+    const char *const defaults[][2] = {
+        {"connect_timeout", db->connect_timeout},
         {"client_encoding", "UTF8"},
         {"application_name", "safemessenger"},
     };
     size_t n = 0, ndefaults = sizeof defaults / sizeof defaults[0];
     for (const PQconninfoOption *o = opts; o->keyword; o++)
         n++;
-    const char **keys = calloc(n + ndefaults + 1, sizeof *keys);
-    const char **vals = calloc(n + ndefaults + 1, sizeof *vals);
-    PGconn *conn = NULL;
-    if (!keys || !vals)
-        goto out;
+    const char *theirs = option(opts, "options");
+    long timeout_ms = (long)(db->wait * 800.0); /* a fifth before the deadline */
+    size_t len = 64 + (theirs ? strlen(theirs) : 0);
+    db->keys = calloc(n + ndefaults + 2, sizeof *db->keys);
+    db->vals = calloc(n + ndefaults + 2, sizeof *db->vals);
+    db->options = malloc(len);
+    if (!db->keys || !db->vals || !db->options)
+        return SM_ENOMEM;
+    snprintf(db->options, len, "-c statement_timeout=%ld%s%s", timeout_ms > 0 ? timeout_ms : 1,
+             theirs ? " " : "", theirs ? theirs : "");
     size_t k = 0;
     for (const PQconninfoOption *o = opts; o->keyword; o++)
-        if (o->val && *o->val) {
-            keys[k] = o->keyword;
-            vals[k++] = o->val;
+        if (o->val && *o->val && strcmp(o->keyword, "options") != 0) {
+            db->keys[k] = o->keyword;
+            db->vals[k++] = o->val;
         }
     for (size_t i = 0; i < ndefaults; i++)
         if (!option(opts, defaults[i][0])) {
-            keys[k] = defaults[i][0];
-            vals[k++] = defaults[i][1];
+            db->keys[k] = defaults[i][0];
+            db->vals[k++] = defaults[i][1];
         }
-    conn = PQconnectdbParams(keys, vals, 0);
-out:
-    free(keys);
-    free(vals);
-    return conn;
+    db->keys[k] = "options";
+    db->vals[k++] = db->options;
+    return SM_OK;
 }
+
+/* Blocks until connected or failed (connect_timeout): the open, at the
+ * start, and the connector thread. */
+static PGconn *connect_now(const pg_db *db)
+{
+    return PQconnectdbParams(db->keys, db->vals, 0);
+}
+
+/* Makes conn the connection the calls use: non-blocking (a send never
+ * waits for the socket: round_trip polls it with the time left, and
+ * PQfinish's goodbye cannot hang on a full socket either). */
+static int use_connection(pg_db *db, PGconn *conn)
+{
+    if (PQsetnonblocking(conn, 1) != 0)
+        return -1;
+    PQsetNoticeProcessor(conn, notice_to_log, NULL);
+    db->conn = conn;
+    db->generation++;
+    db->idle_status = PQtransactionStatus(conn);
+    atomic_store_explicit(&db->n.up, 1, memory_order_relaxed);
+    return 0;
+}
+
+/* ---- the connector ------------------------------------------------------ */
+
+static void *connector_main(void *arg)
+{
+    pg_db *db = arg;
+    pg_connector *r = &db->rc;
+    long backoff_ms = PG_RECONNECT_FIRST_MS;
+    pthread_mutex_lock(&r->lock);
+    while (!r->stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += backoff_ms / 1000;
+        until.tv_nsec += (backoff_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        while (!r->stop && pthread_cond_timedwait(&r->wake, &r->lock, &until) != ETIMEDOUT)
+            ;
+        if (r->stop)
+            break;
+        pthread_mutex_unlock(&r->lock);
+        PGconn *conn = connect_now(db);
+        COUNT(db->n.attempts);
+        pthread_mutex_lock(&r->lock);
+        if (conn && PQstatus(conn) == CONNECTION_OK) {
+            r->made = conn;
+            atomic_store_explicit(&db->n.up, 1, memory_order_relaxed);
+            break;
+        }
+        r->failed++;
+        snprintf(r->why, sizeof r->why, "%s", conn ? PQerrorMessage(conn) : "out of memory");
+        one_line(r->why);
+        PQfinish(conn);
+        backoff_ms = backoff_ms * 2 > PG_RECONNECT_MAX_MS ? PG_RECONNECT_MAX_MS : backoff_ms * 2;
+    }
+    pthread_mutex_unlock(&r->lock);
+    return NULL;
+}
+
+/* Logic thread: starts reconnecting, unless it runs already. A failure
+ * is logged, and tried again on the next call. */
+static void start_connector(pg_db *db)
+{
+    pg_connector *r = &db->rc;
+    if (r->started)
+        return;
+    r->failed = 0;
+    r->why[0] = '\0';
+    int rc = pthread_create(&r->thread, NULL, connector_main, db);
+    if (rc != 0) {
+        LOG_ERROR("storage: cannot start reconnecting to PostgreSQL: %s", strerror(rc));
+        return;
+    }
+    r->started = 1;
+}
+
+/* Logic thread: stops the connector (waiting for an attempt in progress)
+ * and closes a connection it made and nobody took. */
+static void stop_connector(pg_db *db)
+{
+    pg_connector *r = &db->rc;
+    if (!r->started)
+        return;
+    pthread_mutex_lock(&r->lock);
+    r->stop = 1;
+    pthread_cond_signal(&r->wake);
+    pthread_mutex_unlock(&r->lock);
+    pthread_join(r->thread, NULL);
+    r->started = 0;
+    r->stop = 0;
+    PQfinish(r->made);
+    r->made = NULL;
+}
+
+/* Logic thread, while conn is NULL: takes the connection the connector
+ * made, if it has. 1 when there is one now. */
+static int take_restored(pg_db *db)
+{
+    pg_connector *r = &db->rc;
+    if (!r->started) {
+        start_connector(db);
+        return 0;
+    }
+    char why[sizeof r->why];
+    pthread_mutex_lock(&r->lock);
+    PGconn *conn = r->made;
+    unsigned failed = r->failed;
+    r->made = NULL;
+    memcpy(why, r->why, sizeof why);
+    pthread_mutex_unlock(&r->lock);
+    /* Why reconnecting fails (a password changed, the database gone) is
+     * worth a line: once per reason, not per attempt. */
+    if (!conn && why[0] && strcmp(why, db->why_logged) != 0) {
+        memcpy(db->why_logged, why, sizeof db->why_logged);
+        LOG_WARN("storage: reconnecting to PostgreSQL (%s) fails, retrying: %s", db->where, why);
+    }
+    if (!conn)
+        return 0;
+    /* It ended after leaving conn: the join does not wait. */
+    pthread_join(r->thread, NULL);
+    r->started = 0;
+    if (use_connection(db, conn) != 0) {
+        LOG_ERROR("storage: PostgreSQL connection made again (%s) but unusable: %s", db->where,
+                  PQerrorMessage(conn));
+        PQfinish(conn);
+        atomic_store_explicit(&db->n.up, 0, memory_order_relaxed);
+        start_connector(db);
+        return 0;
+    }
+    COUNT(db->n.reconnects);
+    db->why_logged[0] = '\0';
+    LOG_INFO("storage: PostgreSQL connection restored (%s) after %.1f s and %u failed attempt%s",
+             db->where, now_s() - db->down_since, failed, failed == 1 ? "" : "s");
+    return 1;
+}
+
+/* The connection failed or the deadline passed during `what`: drop it
+ * (PostgreSQL rolls back a transaction open on it when it notices) and
+ * start connecting again. Logged here, once per outage. */
+static void connection_lost(pg_db *db, const char *what, const char *why)
+{
+    int in_tx = db->idle_status == PQTRANS_INTRANS || db->idle_status == PQTRANS_INERROR;
+    if (in_tx) {
+        db->tx_lost = 1;
+        db->tx_lost_logged = 0;
+    }
+    PQfinish(db->conn);
+    db->conn = NULL;
+    db->idle_status = PQTRANS_IDLE;
+    db->down_since = now_s();
+    COUNT(db->n.losses);
+    atomic_store_explicit(&db->n.up, 0, memory_order_relaxed);
+    LOG_ERROR("storage: PostgreSQL connection lost (%s) during \"%.200s\": %s%s;"
+              " calls fail until it is restored",
+              db->where, what, why,
+              !in_tx ? ""
+              : strcmp(what, "COMMIT") == 0
+                  ? "; the COMMIT got no answer: reported as failed, its outcome is unknown"
+                  : "; the open transaction is lost (the server rolls it back)");
+    start_connector(db);
+}
+
+/* 1 when a call may go to the server now: a connection is up (maybe
+ * the connector's, taken now) and no lost transaction is still open.
+ * Otherwise the call fails at once, without a log line per call. */
+static int usable(pg_db *db, const char *what)
+{
+    if (!db->conn && !take_restored(db)) {
+        COUNT(db->n.refused);
+        LOG_DEBUG("storage: PostgreSQL is down (%s): \"%.200s\" not sent", db->where, what);
+        return 0;
+    }
+    if (db->tx_lost) {
+        COUNT(db->n.refused);
+        if (!db->tx_lost_logged)
+            LOG_ERROR("storage: \"%.200s\" refused: its transaction was lost with the PostgreSQL"
+                      " connection; every call fails until it is rolled back",
+                      what);
+        db->tx_lost_logged = 1;
+        return 0;
+    }
+    return 1;
+}
+
+/* ---- round trips -------------------------------------------------------- */
+
+/* One query of a round trip. */
+enum { Q_SIMPLE, Q_PARAMS, Q_PREPARE, Q_PREPARED };
+
+typedef struct pg_query {
+    int kind;
+    const char *sql;  /* SIMPLE (several statements allowed), PARAMS, PREPARE */
+    const char *name; /* PREPARE, PREPARED */
+    int nparams;      /* PARAMS, PREPARED */
+    const char *const *values;
+} pg_query;
+
+#define PG_MAX_BATCH 4
+
+static int send_query(PGconn *c, const pg_query *q)
+{
+    switch (q->kind) {
+    case Q_SIMPLE:
+        return PQsendQuery(c, q->sql);
+    case Q_PARAMS:
+        return PQsendQueryParams(c, q->sql, q->nparams, NULL, q->values, NULL, NULL, 0);
+    case Q_PREPARE:
+        /* Parameter types are left to the server, which infers each from
+         * where it stands (a column compared or assigned, a LIMIT); values
+         * go as text, which it converts. */
+        return PQsendPrepare(c, q->name, q->sql, 0, NULL);
+    default:
+        return PQsendQueryPrepared(c, q->name, q->nparams, q->values, NULL, NULL, 0);
+    }
+}
+
+/* Sends what libpq holds and reads until PQgetResult can answer without
+ * blocking. 0; -1 when the connection failed or (*timed_out set) the
+ * deadline passed. */
+static int await_result(PGconn *c, double deadline, int *timed_out)
+{
+    for (;;) {
+        int unsent = PQflush(c);
+        if (unsent < 0 || !PQconsumeInput(c))
+            return -1;
+        if (!unsent && !PQisBusy(c))
+            return 0;
+        double left = deadline - now_s();
+        if (left <= 0) {
+            *timed_out = 1;
+            return -1;
+        }
+        struct pollfd p = {.fd = PQsocket(c), .events = (short)(POLLIN | (unsent ? POLLOUT : 0))};
+        /* Rounded up: a poll that returns early would spin. */
+        if (poll(&p, 1, (int)ceil(left * 1000.0)) < 0 && errno != EINTR)
+            return -1;
+    }
+}
+
+/* The results of one query, or of a pipeline: res[i] the i-th query's
+ * (a simple query's last, which is its error if one failed: the server
+ * stops there); 0, or -1 as await_result. */
+static int collect(PGconn *c, size_t n, PGresult **res, double deadline, int *timed_out)
+{
+    size_t i = 0;
+    for (;;) {
+        if (await_result(c, deadline, timed_out) != 0)
+            return -1;
+        PGresult *r = PQgetResult(c);
+        if (!r) {
+            /* The end of a query's results; alone, the end of all. */
+            if (n == 1)
+                return 0;
+            if (++i > n)
+                return -1; /* the sync never came: libpq and we disagree */
+            continue;
+        }
+        if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+            PQclear(r);
+            return 0;
+        }
+        if (n == 1) {
+            PQclear(res[0]);
+            res[0] = r;
+        } else if (i < n && !res[i]) {
+            res[i] = r;
+        } else {
+            PQclear(r);
+        }
+    }
+}
+
+/* One round trip: sends q[0..n-1] (n > 1: in one pipeline, ended by a
+ * sync; then no Q_SIMPLE) and waits for every answer, until now + wait at
+ * most; counts and times the wait. SM_OK with res[i] the i-th query's
+ * result (each may be an error, or PGRES_PIPELINE_ABORTED after one).
+ * SM_ERROR, every res[i] NULL, when there was no connection (refused at
+ * once) or it failed or the deadline passed: then it is dropped, logged
+ * once, and a new one is made in the background. `what` names the call
+ * in that log line: SQL as the caller wrote it, never a bound value. */
+static int round_trip(pg_db *db, const char *what, const pg_query *q, size_t n, PGresult **res,
+                      double wait)
+{
+    for (size_t i = 0; i < n; i++)
+        res[i] = NULL;
+    if (!usable(db, what))
+        return SM_ERROR;
+    PGconn *c = db->conn;
+    double start = now_s();
+    int timed_out = 0, ok = n == 1 || PQenterPipelineMode(c);
+    for (size_t i = 0; ok && i < n; i++)
+        ok = send_query(c, &q[i]);
+    if (ok && n > 1)
+        ok = PQpipelineSync(c);
+    if (ok)
+        ok = collect(c, n, res, start + wait, &timed_out) == 0;
+    if (ok && n > 1)
+        ok = PQexitPipelineMode(c);
+    count_wait(db, now_s() - start, ok ? WAIT_ANSWERED : timed_out ? WAIT_TIMEOUT : WAIT_FAILED);
+    char why[512] = "";
+    if (!ok && timed_out)
+        snprintf(why, sizeof why, "no answer within %.1f s", wait);
+    else if (!ok || PQstatus(c) == CONNECTION_BAD)
+        snprintf(why, sizeof why, "%s", PQerrorMessage(c));
+    for (size_t i = 0; ok && i < n; i++)
+        if (session_ended(res[i])) {
+            error_text(db, res[i], why, sizeof why);
+            ok = 0;
+        }
+    if (ok && PQstatus(c) != CONNECTION_BAD) {
+        db->idle_status = PQtransactionStatus(c);
+        return SM_OK;
+    }
+    for (size_t i = 0; i < n; i++) {
+        PQclear(res[i]);
+        res[i] = NULL;
+    }
+    one_line(why);
+    connection_lost(db, what, why[0] ? why : "connection failed");
+    return SM_ERROR;
+}
+
+/* One simple query (no parameters, one or more statements): its result,
+ * NULL when it had no answer (round_trip said why). */
+static PGresult *exec_simple(pg_db *db, const char *sql, double wait)
+{
+    pg_query q = {.kind = Q_SIMPLE, .sql = sql};
+    PGresult *res;
+    return round_trip(db, sql, &q, 1, &res, wait) == SM_OK ? res : NULL;
+}
+
+/* ---- opening and closing ------------------------------------------------ */
 
 /* A libpq parse error quotes the text it stumbled on, which may be part of
  * a password: shown only when the string holds none. */
@@ -188,9 +696,46 @@ static const char create_core_tables[] =
     " PRIMARY KEY(owner, version));"
     "CREATE TABLE IF NOT EXISTS sm_meta(name TEXT PRIMARY KEY, value TEXT NOT NULL)";
 
-int pg_db_open(const char *conninfo, pg_db **out)
+static void free_db(pg_db *db)
 {
-    if (!conninfo || !out)
+    stop_connector(db);
+    PQfinish(db->conn);
+    pthread_cond_destroy(&db->rc.wake);
+    pthread_mutex_destroy(&db->rc.lock);
+    PQconninfoFree(db->opts);
+    free(db->keys);
+    free(db->vals);
+    free(db->options);
+    free(db);
+}
+
+static pg_db *new_db(PQconninfoOption *opts, double wait)
+{
+    pg_db *db = calloc(1, sizeof *db);
+    pthread_condattr_t attr;
+    if (!db || pthread_condattr_init(&attr) != 0) {
+        free(db);
+        return NULL;
+    }
+    /* The backoff is measured on the monotonic clock, as is the wait. */
+    int ok = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
+             pthread_cond_init(&db->rc.wake, &attr) == 0;
+    pthread_condattr_destroy(&attr);
+    if (!ok || pthread_mutex_init(&db->rc.lock, NULL) != 0) {
+        if (ok)
+            pthread_cond_destroy(&db->rc.wake);
+        free(db);
+        return NULL;
+    }
+    db->opts = opts;
+    db->wait = wait;
+    describe(opts, db->where, sizeof db->where);
+    return db;
+}
+
+int pg_db_open(const char *conninfo, double wait, pg_db **out)
+{
+    if (!conninfo || !out || isnan(wait) || wait < 0 || wait > STORAGE_PG_WAIT_MAX_S)
         return SM_EINVAL;
     char *perr = NULL;
     PQconninfoOption *opts = PQconninfoParse(conninfo, &perr);
@@ -203,41 +748,38 @@ int pg_db_open(const char *conninfo, pg_db **out)
         PQfreemem(perr);
         return status;
     }
-    char where[256];
-    describe(opts, where, sizeof where);
-    PGconn *conn = connect_with_defaults(opts);
-    PQconninfoFree(opts);
-    if (!conn) {
-        LOG_ERROR("storage: cannot connect to PostgreSQL (%s): out of memory", where);
-        return SM_ENOMEM;
-    }
-    char why[512];
-    if (PQstatus(conn) != CONNECTION_OK) {
-        pg_db tmp = {.conn = conn};
-        LOG_ERROR("storage: cannot connect to PostgreSQL (%s): %s", where,
-                  error_text(&tmp, NULL, why, sizeof why));
-        PQfinish(conn);
-        return SM_ERROR;
-    }
-    PQsetNoticeProcessor(conn, notice_to_log, NULL);
-    pg_db *db = calloc(1, sizeof *db);
+    pg_db *db = new_db(opts, wait > 0 ? wait : STORAGE_PG_WAIT_S);
     if (!db) {
-        PQfinish(conn);
+        PQconninfoFree(opts);
         return SM_ENOMEM;
     }
-    db->conn = conn;
+    if (build_params(db) != SM_OK) {
+        free_db(db);
+        return SM_ENOMEM;
+    }
+    PGconn *conn = connect_now(db);
+    char why[512];
+    if (!conn || PQstatus(conn) != CONNECTION_OK || use_connection(db, conn) != 0) {
+        snprintf(why, sizeof why, "%s", conn ? PQerrorMessage(conn) : "out of memory");
+        one_line(why);
+        LOG_ERROR("storage: cannot connect to PostgreSQL (%s): %s", db->where, why);
+        PQfinish(conn);
+        free_db(db);
+        return conn ? SM_ERROR : SM_ENOMEM;
+    }
     /* One simple query: its statements run in one implicit transaction. */
-    PGresult *res = PQexec(conn, create_core_tables);
+    PGresult *res = exec_simple(db, create_core_tables, db->wait);
     if (!result_ok(res)) {
-        LOG_ERROR("storage: cannot create the core's tables on PostgreSQL (%s): %s", where,
+        LOG_ERROR("storage: cannot create the core's tables on PostgreSQL (%s): %s", db->where,
                   error_text(db, res, why, sizeof why));
         PQclear(res);
-        pg_db_close(db);
+        free_db(db);
         return SM_ERROR;
     }
     PQclear(res);
-    int version = PQserverVersion(conn);
-    LOG_INFO("storage: PostgreSQL %d.%d at %s", version / 10000, version % 10000, where);
+    int version = PQserverVersion(db->conn);
+    LOG_INFO("storage: PostgreSQL %d.%d at %s, %.1f s per round trip at most", version / 10000,
+             version % 10000, db->where, db->wait);
     *out = db;
     return SM_OK;
 }
@@ -248,10 +790,10 @@ void pg_db_close(pg_db *db)
         return;
     if (pg_db_in_transaction(db)) {
         LOG_WARN("storage: transaction left open at close, rolling back");
-        PQclear(PQexec(db->conn, "ROLLBACK"));
+        if (db->conn && !db->tx_lost)
+            PQclear(exec_simple(db, "ROLLBACK", db->wait));
     }
-    PQfinish(db->conn);
-    free(db);
+    free_db(db);
 }
 
 /* ---- statement-level rollback ------------------------------------------ */
@@ -264,17 +806,18 @@ void pg_db_close(pg_db *db)
 #define RELEASE_SQL "RELEASE SAVEPOINT sm_stmt"
 #define UNDO_SQL "ROLLBACK TO SAVEPOINT sm_stmt; RELEASE SAVEPOINT sm_stmt"
 
+/* After a round trip (idle_status is the server's last word). */
 static int in_open_transaction(const pg_db *db)
 {
-    return PQtransactionStatus(db->conn) == PQTRANS_INTRANS;
+    return db->idle_status == PQTRANS_INTRANS;
 }
 
 /* After the guarded statement: release, or undo it if it failed. A
  * failure here leaves the transaction aborted; the commit reports it. */
 static void end_savepoint(pg_db *db, int failed)
 {
-    PGresult *res = PQexec(db->conn, failed ? UNDO_SQL : RELEASE_SQL);
-    if (!result_ok(res)) {
+    PGresult *res = exec_simple(db, failed ? UNDO_SQL : RELEASE_SQL, db->wait);
+    if (res && !result_ok(res)) {
         char why[256];
         LOG_ERROR("storage: %s failed: %s", failed ? "undoing a statement" : "RELEASE SAVEPOINT",
                   error_text(db, res, why, sizeof why));
@@ -283,81 +826,87 @@ static void end_savepoint(pg_db *db, int failed)
 }
 
 /* A simple query (one or more statements, no parameters), guarded as
- * above inside a transaction. */
+ * above inside a transaction: savepoint, query and release are three
+ * round trips (a simple query cannot join a pipeline). NULL when the
+ * connection is gone. */
 static PGresult *exec_guarded(pg_db *db, const char *sql)
 {
+    if (!usable(db, sql))
+        return NULL;
     int guard = in_open_transaction(db);
     if (guard) {
-        PGresult *sp = PQexec(db->conn, SAVEPOINT_SQL);
+        PGresult *sp = exec_simple(db, SAVEPOINT_SQL, db->wait);
         if (!result_ok(sp))
             return sp;
         PQclear(sp);
     }
-    PGresult *res = PQexec(db->conn, sql);
-    if (guard)
+    PGresult *res = exec_simple(db, sql, db->wait);
+    if (guard && res)
         end_savepoint(db, !result_ok(res));
     return res;
 }
 
-/* The prepared statement with its bindings. In a transaction, the
- * savepoint, the statement and the release go in one round trip (libpq's
- * pipeline mode); only a failure costs a second one, to undo it. */
-static PGresult *exec_prepared(pg_stmt *st)
+/* One statement with parameters (q: PARAMS, PREPARE or PREPARED), after
+ * `prep` (a PREPARE, or NULL) when the statement must be prepared on this
+ * connection first; in a transaction, under a savepoint. All in one round
+ * trip (a pipeline: savepoint, prepare, statement, release); only a
+ * failure in a transaction costs a second one, to undo it. *out: the
+ * statement's result, or the first failed one's before it; *prepared set
+ * when prep succeeded. SM_ERROR when the connection is gone. */
+static int run_statement(pg_db *db, const char *what, const pg_query *prep, const pg_query *q,
+                         PGresult **out, int *prepared)
 {
-    PGconn *c = st->db->conn;
-    const char *const *values = (const char *const *)st->values;
-    if (!in_open_transaction(st->db))
-        return PQexecPrepared(c, st->name, st->nparams, values, NULL, NULL, 0);
-    if (!PQenterPipelineMode(c))
-        return NULL;
-    int sent = PQsendQueryParams(c, SAVEPOINT_SQL, 0, NULL, NULL, NULL, NULL, 0) &&
-               PQsendQueryPrepared(c, st->name, st->nparams, values, NULL, NULL, 0) &&
-               PQsendQueryParams(c, RELEASE_SQL, 0, NULL, NULL, NULL, NULL, 0) &&
-               PQpipelineSync(c);
-    /* Each query's result is followed by NULL; the sync's closes the run. */
-    PGresult *results[3] = {NULL, NULL, NULL};
-    size_t i = 0;
-    while (sent) {
-        PGresult *r = PQgetResult(c);
-        if (!r) {
-            if (++i > 3 || PQstatus(c) != CONNECTION_OK)
-                break;
-            continue;
-        }
-        if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
-            PQclear(r);
+    if (!usable(db, what))
+        return SM_ERROR;
+    static const pg_query savepoint = {.kind = Q_PARAMS, .sql = SAVEPOINT_SQL};
+    static const pg_query release = {.kind = Q_PARAMS, .sql = RELEASE_SQL};
+    pg_query batch[PG_MAX_BATCH];
+    PGresult *res[PG_MAX_BATCH];
+    size_t n = 0, at_prep = PG_MAX_BATCH, at_q;
+    int guard = in_open_transaction(db);
+    if (guard)
+        batch[n++] = savepoint;
+    if (prep) {
+        at_prep = n;
+        batch[n++] = *prep;
+    }
+    at_q = n;
+    batch[n++] = *q;
+    if (guard)
+        batch[n++] = release;
+    if (round_trip(db, what, batch, n, res, db->wait) != SM_OK)
+        return SM_ERROR;
+    if (prepared)
+        *prepared = at_prep < n && result_ok(res[at_prep]);
+    size_t answer = at_q;
+    for (size_t i = 0; i < at_q; i++)
+        if (!result_ok(res[i])) {
+            answer = i;
             break;
         }
-        if (i < 3 && !results[i])
-            results[i] = r;
-        else
-            PQclear(r);
-    }
-    if (!PQexitPipelineMode(c))
-        LOG_ERROR("storage: PostgreSQL pipeline left unfinished: %s", PQerrorMessage(c));
-    if (result_ok(results[1]) && !result_ok(results[2])) {
+    *out = res[answer];
+    res[answer] = NULL;
+    if (guard && answer == at_q && result_ok(*out) && !result_ok(res[n - 1])) {
         /* The transaction is aborted now: the commit will say so. */
         char why[256];
         LOG_ERROR("storage: RELEASE SAVEPOINT failed: %s",
-                  error_text(st->db, results[2], why, sizeof why));
+                  error_text(db, res[n - 1], why, sizeof why));
     }
-    PQclear(results[2]);
-    if (!result_ok(results[0])) {
-        /* No savepoint: the statement did not run; say why. */
-        PQclear(results[1]);
-        return results[0];
-    }
-    PQclear(results[0]);
-    if (!result_ok(results[1]))
-        end_savepoint(st->db, 1);
-    return results[1];
+    for (size_t i = 0; i < n; i++)
+        PQclear(res[i]);
+    /* Without the savepoint the statement did not run: nothing to undo. */
+    if (guard && answer > 0 && !result_ok(*out))
+        end_savepoint(db, 1);
+    return SM_OK;
 }
 
 /* ---- transactions ------------------------------------------------------ */
 
 static int run_tx(pg_db *db, const char *sql)
 {
-    PGresult *res = PQexec(db->conn, sql);
+    PGresult *res = exec_simple(db, sql, db->wait);
+    if (!res)
+        return SM_ERROR; /* logged as the connection's loss */
     int ok = result_ok(res);
     if (!ok) {
         char why[256];
@@ -371,6 +920,10 @@ static int run_tx(pg_db *db, const char *sql)
 
 int pg_db_in_transaction(const pg_db *db)
 {
+    if (db->tx_lost)
+        return 1;
+    if (!db->conn)
+        return 0;
     PGTransactionStatusType t = PQtransactionStatus(db->conn);
     return t == PQTRANS_INTRANS || t == PQTRANS_INERROR || t == PQTRANS_ACTIVE;
 }
@@ -384,11 +937,25 @@ int pg_db_begin(pg_db *db)
 
 int pg_db_commit(pg_db *db)
 {
+    if (db->tx_lost) {
+        /* Its statements went to a connection that is gone, and no COMMIT
+         * was sent on it: the server rolled them back. */
+        db->tx_lost = 0;
+        LOG_ERROR("storage: COMMIT refused: the transaction was lost with the PostgreSQL"
+                  " connection, nothing of it is stored");
+        return SM_ERROR;
+    }
     if (!pg_db_in_transaction(db))
         return SM_ESTATE;
     /* COMMIT of an aborted transaction "succeeds" with the tag ROLLBACK:
-     * only the tag COMMIT means the rows are stored. */
-    PGresult *res = PQexec(db->conn, "COMMIT");
+     * only the tag COMMIT means the rows are stored. No answer at all is
+     * a failure too (round_trip logged it), though the server may have
+     * committed: the caller must not believe anything was stored. */
+    PGresult *res = exec_simple(db, "COMMIT", db->wait);
+    if (!res) {
+        db->tx_lost = 0;
+        return SM_ERROR;
+    }
     int ok = result_ok(res) && strcmp(PQcmdStatus(res), "COMMIT") == 0;
     if (!ok) {
         char why[256];
@@ -399,32 +966,51 @@ int pg_db_commit(pg_db *db)
     PQclear(res);
     if (ok)
         return SM_OK;
-    /* The caller must not believe anything was stored. */
     if (pg_db_in_transaction(db))
         run_tx(db, "ROLLBACK");
+    db->tx_lost = 0;
     return SM_ERROR;
 }
 
 int pg_db_rollback(pg_db *db)
 {
+    if (db->tx_lost) {
+        db->tx_lost = 0; /* the server rolled it back when the connection went */
+        return SM_OK;
+    }
     if (!pg_db_in_transaction(db))
         return SM_ESTATE;
-    return run_tx(db, "ROLLBACK") == SM_OK ? SM_OK : SM_ERROR;
+    PGresult *res = exec_simple(db, "ROLLBACK", db->wait);
+    if (!res) {
+        db->tx_lost = 0; /* nor is there a transaction without a connection */
+        return SM_OK;
+    }
+    int ok = result_ok(res);
+    if (!ok) {
+        char why[256];
+        log_msg(SM_LOG_ERROR, "core", "SQL failed (ROLLBACK): %s",
+                error_text(db, res, why, sizeof why));
+    }
+    PQclear(res);
+    return ok ? SM_OK : SM_ERROR;
 }
 
 /* PostgreSQL has no rowid: the id of the row just inserted is the value
  * its identity (or serial) column took from its sequence, which is
  * lastval(), the session's most recent nextval. So it is right after an
  * INSERT into a table whose key is such a column, as every plugin table
- * that reads it must have. A round trip per call, three inside a
- * transaction (exec_guarded: lastval() fails before any nextval, and a
- * failure must not abort the transaction). 0 (and a log line)
- * when no sequence was used yet in this session, as SQLite gives 0 before
- * any insert. */
+ * that reads it must have. One round trip, under a savepoint inside a
+ * transaction (lastval() fails before any nextval, and a failure must
+ * not abort the transaction). 0 (and a log line) when no sequence was
+ * used yet in this session, as SQLite gives 0 before any insert, or
+ * when the connection is gone. */
 int64_t pg_db_last_insert_id(pg_db *db)
 {
-    PGresult *res = exec_guarded(db, "SELECT lastval()");
+    pg_query q = {.kind = Q_PARAMS, .sql = "SELECT lastval()"};
+    PGresult *res = NULL;
     int64_t id = 0;
+    if (run_statement(db, q.sql, NULL, &q, &res, NULL) != SM_OK)
+        return 0;
     if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
         id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
     } else {
@@ -440,6 +1026,24 @@ int64_t pg_db_changes(const pg_db *db)
     return db->changes;
 }
 
+int pg_db_session_option(pg_db *db, const char *name, const char *value)
+{
+    /* Ahead of the rest: the caller's own options, last, still win. */
+    size_t len = strlen(db->options) + strlen(name) + strlen(value) + 8;
+    char *grown = malloc(len);
+    if (!grown)
+        return SM_ENOMEM;
+    snprintf(grown, len, "-c %s=%s %s", name, value, db->options);
+    for (size_t k = 0; db->keys[k]; k++)
+        if (db->vals[k] == db->options)
+            db->vals[k] = grown;
+    free(db->options);
+    db->options = grown;
+    char sql[256];
+    snprintf(sql, sizeof sql, "SET %s = %s", name, value);
+    return pg_db_exec(db, "core", sql);
+}
+
 int pg_db_exec(pg_db *db, const char *who, const char *sql)
 {
     char *text = NULL;
@@ -452,6 +1056,8 @@ int pg_db_exec(pg_db *db, const char *who, const char *sql)
     }
     PGresult *res = exec_guarded(db, text);
     free(text);
+    if (!res)
+        return SM_ERROR;
     if (result_ok(res)) {
         note_changes(db, res);
     } else {
@@ -471,7 +1077,10 @@ int pg_db_exec(pg_db *db, const char *who, const char *sql)
 static PGresult *query(pg_db *db, const char *who, const char *sql, int n,
                        const char *const *params)
 {
-    PGresult *res = PQexecParams(db->conn, sql, n, NULL, params, NULL, NULL, 0);
+    pg_query q = {.kind = Q_PARAMS, .sql = sql, .nparams = n, .values = params};
+    PGresult *res;
+    if (round_trip(db, sql, &q, 1, &res, db->wait) != SM_OK)
+        return NULL;
     if (result_ok(res))
         return res;
     char why[512];
@@ -483,9 +1092,14 @@ static PGresult *query(pg_db *db, const char *who, const char *sql, int n,
 int pg_db_apply_migration(pg_db *db, const char *owner, const sm_migration *m,
                           double applied_at)
 {
-    char version[16], at[32], why[512];
+    char version[16], at[32], why[512], begin[96];
     snprintf(version, sizeof version, "%d", m->version);
     snprintf(at, sizeof at, "%.17g", applied_at);
+    /* A migration may rebuild a table: a longer wait, and the server's
+     * cancel a fifth before it, for this transaction only. */
+    double wait = db->wait * PG_MIGRATION_WAIT_FACTOR;
+    snprintf(begin, sizeof begin, "BEGIN; SET LOCAL statement_timeout = %ld",
+             (long)(wait * 800.0));
     const char *params[] = {owner, version, at};
     char *text = NULL;
     const char *bad = NULL;
@@ -494,22 +1108,24 @@ int pg_db_apply_migration(pg_db *db, const char *owner, const sm_migration *m,
                 bad ? bad : "out of memory");
         return -1;
     }
-    PGresult *res = PQexec(db->conn, "BEGIN");
+    pg_query record = {.kind = Q_PARAMS,
+                       .sql = "INSERT INTO sm_migrations(owner, version, applied_at)"
+                              " VALUES($1, $2, $3)",
+                       .nparams = 3,
+                       .values = params};
+    PGresult *res = exec_simple(db, begin, db->wait);
     if (!result_ok(res))
         goto fail;
     PQclear(res);
     /* A simple query: the migration may hold several statements. */
-    res = PQexec(db->conn, text);
+    res = exec_simple(db, text, wait);
     if (!result_ok(res))
         goto fail;
     PQclear(res);
-    res = PQexecParams(db->conn,
-                       "INSERT INTO sm_migrations(owner, version, applied_at) VALUES($1, $2, $3)",
-                       3, NULL, params, NULL, NULL, 0);
-    if (!result_ok(res))
+    if (round_trip(db, record.sql, &record, 1, &res, db->wait) != SM_OK || !result_ok(res))
         goto fail;
     PQclear(res);
-    res = PQexec(db->conn, "COMMIT");
+    res = exec_simple(db, "COMMIT", wait);
     if (!result_ok(res) || strcmp(PQcmdStatus(res), "COMMIT") != 0)
         goto fail;
     PQclear(res);
@@ -519,10 +1135,11 @@ int pg_db_apply_migration(pg_db *db, const char *owner, const sm_migration *m,
 fail:
     free(text);
     log_msg(SM_LOG_ERROR, owner, "migration %d failed: %s", m->version,
-            error_text(db, res, why, sizeof why));
+            res ? error_text(db, res, why, sizeof why) : "no answer from PostgreSQL");
     PQclear(res);
+    db->tx_lost = 0; /* the server rolled back what the connection held */
     if (pg_db_in_transaction(db))
-        PQclear(PQexec(db->conn, "ROLLBACK"));
+        PQclear(exec_simple(db, "ROLLBACK", db->wait));
     return -1;
 }
 
@@ -869,25 +1486,29 @@ int pg_stmt_prepare(pg_db *db, const char *owner, const char *sql, pg_stmt **out
         goto fail;
     st->db = db;
     st->nparams = nparams;
+    st->pg_sql = translated;
+    translated = NULL;
     st->sql = copy_text(sql, strlen(sql));
     if (!st->sql || (nparams && !(st->values = calloc((size_t)nparams, sizeof *st->values))))
         goto fail;
     snprintf(st->name, sizeof st->name, "sm_%lu", ++db->next_name);
-    /* Parameter types are left to the server, which infers each from
-     * where it stands (a column compared or assigned, a LIMIT); values go
-     * as text, which it converts. */
-    PGresult *res = PQprepare(db->conn, st->name, translated, 0, NULL);
+    /* Prepared now, so that a mistake shows at once, not at the first
+     * step. */
+    pg_query q = {.kind = Q_PREPARE, .sql = st->pg_sql, .name = st->name};
+    PGresult *res = NULL;
+    status = SM_ERROR;
+    if (run_statement(db, sql, NULL, &q, &res, NULL) != SM_OK)
+        goto fail; /* no connection: logged */
     if (!result_ok(res)) {
         char buf[512];
         log_msg(SM_LOG_ERROR, owner, "cannot prepare \"%s\": %s", sql,
                 error_text(db, res, buf, sizeof buf));
         status = status_from_result(res) == SM_ENOMEM ? SM_ENOMEM : SM_ERROR;
         PQclear(res);
-        st->name[0] = '\0'; /* nothing to deallocate */
         goto fail;
     }
     PQclear(res);
-    free(translated);
+    st->generation = db->generation;
     *out = st;
     return SM_OK;
 fail:
@@ -895,6 +1516,7 @@ fail:
     if (st) {
         free(st->values);
         free(st->sql);
+        free(st->pg_sql);
         free(st);
     }
     return status;
@@ -954,6 +1576,27 @@ int pg_stmt_bind_text(pg_stmt *st, const char *owner, int index, const char *val
     return bind_value(st, owner, index, copy_text(value, len), 0);
 }
 
+/* Runs the statement with its bindings; prepared again first, in the same
+ * round trip, when it was prepared on an older connection. SM_OK with
+ * *out its result, SM_ERROR when the connection is gone. */
+static int exec_prepared(pg_stmt *st, PGresult **out)
+{
+    pg_db *db = st->db;
+    if (!usable(db, st->sql))
+        return SM_ERROR;
+    pg_query prep = {.kind = Q_PREPARE, .sql = st->pg_sql, .name = st->name};
+    pg_query q = {.kind = Q_PREPARED,
+                  .name = st->name,
+                  .nparams = st->nparams,
+                  .values = (const char *const *)st->values};
+    int stale = st->generation != db->generation, prepared = 0;
+    if (run_statement(db, st->sql, stale ? &prep : NULL, &q, out, &prepared) != SM_OK)
+        return SM_ERROR;
+    if (prepared)
+        st->generation = db->generation;
+    return SM_OK;
+}
+
 int pg_stmt_step(pg_stmt *st, const char *owner)
 {
     if (st->state == ST_DONE) {
@@ -963,7 +1606,11 @@ int pg_stmt_step(pg_stmt *st, const char *owner)
         st->state = ST_READY;
     }
     if (st->state == ST_READY) {
-        PGresult *res = exec_prepared(st);
+        PGresult *res = NULL;
+        if (exec_prepared(st, &res) != SM_OK) {
+            st->state = ST_DONE; /* no connection: logged once, not per call */
+            return SM_ERROR;
+        }
         if (!result_ok(res)) {
             char why[512];
             int status = status_from_result(res);
@@ -1039,19 +1686,22 @@ void pg_stmt_reset(pg_stmt *st)
 void pg_stmt_finalize(pg_stmt *st)
 {
     pg_stmt_reset(st);
-    /* The server keeps a prepared statement until the session ends. In an
-     * aborted transaction it would refuse DEALLOCATE: the statement then
+    /* The server keeps a prepared statement until the session ends: one
+     * prepared on a connection since lost is gone with it. In an aborted
+     * transaction the server would refuse DEALLOCATE: the statement then
      * stays until disconnection, which is harmless. */
-    if (PQstatus(st->db->conn) == CONNECTION_OK &&
-        PQtransactionStatus(st->db->conn) != PQTRANS_INERROR) {
+    pg_db *db = st->db;
+    if (db->conn && st->generation == db->generation && !db->tx_lost &&
+        db->idle_status != PQTRANS_INERROR) {
         char sql[48];
         snprintf(sql, sizeof sql, "DEALLOCATE %s", st->name);
-        PGresult *res = PQexec(st->db->conn, sql);
-        if (!result_ok(res))
-            LOG_DEBUG("storage: %s failed: %s", sql, PQerrorMessage(st->db->conn));
+        PGresult *res = exec_simple(db, sql, db->wait);
+        if (res && !result_ok(res))
+            LOG_DEBUG("storage: %s failed: %s", sql, PQerrorMessage(db->conn));
         PQclear(res);
     }
     free(st->values);
     free(st->sql);
+    free(st->pg_sql);
     free(st);
 }

@@ -3,36 +3,43 @@
  * and sends a storage opened with storage_open_pg here. The semantics are
  * those of storage.h; where PostgreSQL differs, the function says how.
  *
- * Blocking: in this increment every call is synchronous on the calling
- * thread (the logic thread) and waits for the server's answer. Issue 14
- * requires the logic thread's waits to be bounded and measured (a later
- * step); only connecting is bounded yet (connect_timeout, default
- * PG_CONNECT_TIMEOUT_S). */
+ * Waiting: every call runs on the calling thread (the logic thread) and
+ * waits for the server's answer, each round trip at most the open's wait
+ * (storage_open_pg in storage.h says what happens when it passes, when the
+ * connection is lost and when it comes back); reconnecting happens on a
+ * thread of the pg_db's own. Each wait is counted and timed
+ * (pg_db_stats). */
 #ifndef SM_CORE_STORAGE_PG_H
 #define SM_CORE_STORAGE_PG_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include "safemessenger/plugin.h"
-
-/* Seconds to wait for a connection when the connection string sets no
- * connect_timeout: an unreachable server fails the start, it does not
- * hang it. */
-#define PG_CONNECT_TIMEOUT_S "5"
+#include "storage.h"
 
 typedef struct pg_db pg_db;
 typedef struct pg_stmt pg_stmt;
 
 /* Connects (libpq connection string or URI) and creates sm_migrations and
- * sm_meta if missing. Logs host, port and database, never the password.
- * SM_EINVAL for a string libpq cannot parse, SM_ERROR if unreachable. */
-int pg_db_open(const char *conninfo, pg_db **out);
-/* Rolls back a transaction left open (with a warning) and disconnects. */
+ * sm_meta if missing; wait: seconds per round trip (0: STORAGE_PG_WAIT_S).
+ * Logs host, port and database, never the password. SM_EINVAL for a
+ * string libpq cannot parse or a wait out of range, SM_ERROR if
+ * unreachable. */
+int pg_db_open(const char *conninfo, double wait, pg_db **out);
+/* Rolls back a transaction left open (with a warning), stops reconnecting
+ * (waiting for an attempt in progress, at most its connect_timeout) and
+ * disconnects. */
 void pg_db_close(pg_db *db);
+/* The counters; any thread. */
+void pg_db_stats(const pg_db *db, storage_pg_stats *out);
 
 /* SQL without parameters, one or several statements. Inside a transaction
  * a failure undoes this call's statements only, as with SQLite. */
 int pg_db_exec(pg_db *db, const char *who, const char *sql);
+/* Sets a server setting on this connection and on every one made again
+ * after a loss (a startup option). name and value are trusted words (the
+ * core's own). Only while no reconnection is under way: at start. */
+int pg_db_session_option(pg_db *db, const char *name, const char *value);
 int pg_db_begin(pg_db *db);
 int pg_db_commit(pg_db *db);
 int pg_db_rollback(pg_db *db);
@@ -50,7 +57,8 @@ int pg_db_meta_set(pg_db *db, const char *name, const char *value);
 int pg_db_has_migrations(pg_db *db);
 
 /* `?` and `?NNN` placeholders become `$N` (quoted text and comments are
- * left alone); the statement is prepared once on the server. */
+ * left alone); the statement is prepared on the server now, and again
+ * when it is stepped on a newer connection. */
 int pg_stmt_prepare(pg_db *db, const char *owner, const char *sql, pg_stmt **out);
 /* The SQL as the caller wrote it. */
 const char *pg_stmt_sql(const pg_stmt *st);

@@ -1016,7 +1016,7 @@ static int start_durability(void)
     if (!g_core.db || !storage_is_postgresql(g_core.db) || !g_core.pg_conninfo)
         return 0;
     if (pg_barrier_new(g_core.pg_conninfo, &barrier) != SM_OK ||
-        storage_exec(g_core.db, "SET synchronous_commit = off") != SM_OK) {
+        storage_pg_session_option(g_core.db, "synchronous_commit", "off") != SM_OK) {
         LOG_ERROR("storage: cannot set up group commit on PostgreSQL");
         return -1;
     }

@@ -198,6 +198,39 @@ static void raise_never_lowers_a_counter(void)
     metrics_free(m);
 }
 
+/* A histogram observed elsewhere (the storage's waits on PostgreSQL) and
+ * copied in at scrape time: buckets and sum as given, never lowered; a
+ * count of buckets that does not match is ignored. */
+static void histogram_copied_in_renders_and_never_lowers(void)
+{
+    metrics *m = metrics_new();
+    static const double buckets[] = {0.1, 1};
+    metric_family *h = metrics_family(m, METRIC_HISTOGRAM, "sm_wait", "W.", NULL, buckets, 2);
+    metric *s = metrics_series(h, NULL);
+    const unsigned long long first[] = {2, 1, 1}, older[] = {1, 1, 0}, wrong[] = {9, 9};
+    metric_histogram_raise(s, first, 3, 3.25);
+    metric_histogram_raise(s, older, 3, 1.0); /* a slower scrape's reading */
+    metric_histogram_raise(s, wrong, 2, 99.0);
+    metric_histogram_raise(NULL, first, 3, 1.0);
+    char *text = render(m);
+    CU_ASSERT_STRING_EQUAL(text, "# HELP sm_wait W.\n"
+                                 "# TYPE sm_wait histogram\n"
+                                 "sm_wait_bucket{le=\"0.1\"} 2\n"
+                                 "sm_wait_bucket{le=\"1\"} 3\n"
+                                 "sm_wait_bucket{le=\"+Inf\"} 4\n"
+                                 "sm_wait_sum 3.25\n"
+                                 "sm_wait_count 4\n");
+    free(text);
+    const unsigned long long later[] = {3, 1, 1};
+    metric_histogram_raise(s, later, 3, 3.5);
+    CU_ASSERT_DOUBLE_EQUAL(metric_value(s), 5, 0);
+    /* Not a histogram: nothing. */
+    metric *g = metrics_series(metrics_family(m, METRIC_GAUGE, "sm_g", "", NULL, NULL, 0), NULL);
+    metric_histogram_raise(g, later, 3, 3.5);
+    CU_ASSERT_DOUBLE_EQUAL(metric_value(g), 0, 0);
+    metrics_free(m);
+}
+
 /* ---- rendering while other threads update and register -------------- */
 
 #define RENDERERS 2
@@ -335,6 +368,7 @@ static const sm_test_case cases[] = {
     SM_TEST(numbers_print_exactly),
     SM_TEST(counts_from_several_threads_add_up_exactly),
     SM_TEST(raise_never_lowers_a_counter),
+    SM_TEST(histogram_copied_in_renders_and_never_lowers),
     SM_TEST(render_is_whole_while_others_update_and_register),
     SM_TEST_END
 };

@@ -11,6 +11,7 @@
 #include "core.h"
 #include "fake_transport.h"
 #include "metrics.h"
+#include "metrics_page.h"
 #include "plugin_loader.h"
 #include "server_metrics.h"
 #include "session.h"
@@ -28,23 +29,6 @@ static int teardown(void)
     fake_reset();
     core_stop();
     return 0;
-}
-
-/* The value of the sample line that starts with `series` followed by a
- * space in page, or -1 when there is none. */
-static double sample_in(const char *page, const char *series)
-{
-    size_t n = strlen(series);
-    const char *line = page;
-    while (*line) {
-        if (strncmp(line, series, n) == 0 && line[n] == ' ')
-            return strtod(line + n + 1, NULL);
-        const char *end = strchr(line, '\n');
-        if (!end)
-            break;
-        line = end + 1;
-    }
-    return -1;
 }
 
 /* A scrape as /metrics answers it: collect, then render. */
@@ -249,10 +233,20 @@ static void scrapes_on_several_threads_while_others_count_and_register(void)
     CU_ASSERT_TRUE(sessions_are(0, 0, 0, 0, 0));
 }
 
+/* The storage's PostgreSQL families have no series on SQLite
+ * (services.storage_pg checks them on PostgreSQL). */
+static void postgresql_families_without_series_on_sqlite(void)
+{
+    CU_ASSERT_EQUAL(scrape("safemessenger_postgresql_up"), -1);
+    CU_ASSERT_EQUAL(scrape("safemessenger_postgresql_wait_seconds_count"), -1);
+    CU_ASSERT_EQUAL(scrape("safemessenger_postgresql_connection_losses_total"), -1);
+}
+
 static const sm_test_case cases[] = {
     SM_TEST(sessions_are_counted_in_their_state_as_it_changes),
     SM_TEST(plugin_info_is_set_as_plugins_load_and_unload),
     SM_TEST(scrapes_on_several_threads_while_others_count_and_register),
+    SM_TEST(postgresql_families_without_series_on_sqlite),
     SM_TEST_END
 };
 

@@ -20,12 +20,17 @@
 #include <unistd.h>
 
 #ifdef SM_TEST_STORAGE_PG
+#include "core.h"
+#include "metrics.h"
+#include "metrics_page.h"
+#include "server_metrics.h"
 #include "service_url.h"
 #include "storage_pg.h"
 
 #include <arpa/inet.h>
 #include <libpq-fe.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 
 /* A key column whose value storage_last_insert_id returns. */
@@ -85,7 +90,7 @@ static void drop_db(void)
 static storage *open_db(void)
 {
     storage *s = NULL;
-    CU_ASSERT_EQUAL_FATAL(storage_open_pg(conninfo, &s), SM_OK);
+    CU_ASSERT_EQUAL_FATAL(storage_open_pg(conninfo, 0, &s), SM_OK);
     CU_ASSERT_PTR_NOT_NULL_FATAL(s);
     return s;
 }
@@ -747,18 +752,23 @@ static int loopback_socket(int listening, int *port)
     return fd;
 }
 
-/* Opens with conninfo, which must fail; returns the seconds it took and
- * what it logged in *log (malloc'd). */
-static double failed_open(const char *info, int want, char **log)
+/* Opens with conninfo (and a wait), which must fail; returns the seconds
+ * it took and what it logged in *log (malloc'd). */
+static double failed_open_waiting(const char *info, double wait, int want, char **log)
 {
     storage *s = (storage *)&s, *before = s;
     double t0 = now_s();
     int rc;
-    LOGGED(rc = storage_open_pg(info, &s), *log);
+    LOGGED(rc = storage_open_pg(info, wait, &s), *log);
     double took = now_s() - t0;
     CU_ASSERT_EQUAL(rc, want);
     CU_ASSERT_PTR_EQUAL(s, before);
     return took;
+}
+
+static double failed_open(const char *info, int want, char **log)
+{
+    return failed_open_waiting(info, 0, want, log);
 }
 
 static void closed_port_fails_fast_naming_the_server_not_the_password(void)
@@ -785,7 +795,8 @@ static void closed_port_fails_fast_naming_the_server_not_the_password(void)
 }
 
 /* A server that accepts TCP but never answers: the open gives up after
- * the default connect timeout (5 s) or the one the string sets. */
+ * the default connect timeout (5 s), the one the string sets, or the
+ * open's wait rounded up. */
 static void silent_server_times_out(void)
 {
     int port;
@@ -801,6 +812,11 @@ static void silent_server_times_out(void)
              port);
     took = failed_open(info, SM_ERROR, &log);
     CU_ASSERT(took >= 0.9 && took < 3.5);
+    free(log);
+    snprintf(info, sizeof info, "host=127.0.0.1 port=%d dbname=chat user=sm", port);
+    took = failed_open_waiting(info, 2.0, SM_ERROR, &log);
+    CU_ASSERT(took >= 0.9 && took < 3.5);
+    CU_ASSERT_PTR_NOT_NULL(strstr(log, "timeout expired"));
     free(log);
     close(fd);
 }
@@ -836,6 +852,472 @@ static void sqlite_only_operations_refused_with_a_reason(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "pg_dump"));
     CU_ASSERT_EQUAL(access("/tmp/never.db", F_OK), -1);
     close_db(s);
+}
+
+/* ---- bounded waits, reconnection, counters ------------------------------ */
+
+static storage *open_waiting(const char *info, double wait)
+{
+    storage *s = NULL;
+    CU_ASSERT_EQUAL_FATAL(storage_open_pg(info, wait, &s), SM_OK);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    return s;
+}
+
+static storage_pg_stats stats_of(const storage *s)
+{
+    storage_pg_stats st;
+    memset(&st, 0xff, sizeof st);
+    CU_ASSERT_EQUAL(storage_pg_stats_get(s, &st), SM_OK);
+    return st;
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static const char *setting(storage *s, const char *name, char *buf, size_t len)
+{
+    sm_stmt *st = NULL;
+    buf[0] = '\0';
+    CU_ASSERT_EQUAL_FATAL(storage_prepare(s, "test", "SELECT current_setting(?1)", &st), SM_OK);
+    CU_ASSERT_EQUAL(storage_bind_text(st, 1, name, -1), SM_OK);
+    if (storage_step(st) == SM_ROW)
+        snprintf(buf, len, "%s", storage_column_text(st, 0));
+    storage_finalize(st);
+    return buf;
+}
+
+static size_t occurrences(const char *text, const char *what)
+{
+    size_t n = 0;
+    for (const char *p = strstr(text, what); p; p = strstr(p + 1, what))
+        n++;
+    return n;
+}
+
+/* The server cancels a statement at statement_timeout, a fifth before the
+ * deadline: the call fails in time and the connection goes on, also
+ * inside a transaction (only that statement undone). */
+static void slow_statement_cancelled_by_the_server_in_time(void)
+{
+    fresh_db();
+    storage *s = open_waiting(conninfo, 1.5);
+    char buf[64];
+    CU_ASSERT_STRING_EQUAL(setting(s, "statement_timeout", buf, sizeof buf), "1200ms");
+    CU_ASSERT_EQUAL_FATAL(storage_exec(s, "CREATE TABLE w(x INTEGER)"), SM_OK);
+    sm_stmt *slow = NULL;
+    CU_ASSERT_EQUAL_FATAL(storage_prepare(s, "test", "SELECT pg_sleep(?1)", &slow), SM_OK);
+    CU_ASSERT_EQUAL(storage_bind_double(slow, 1, 30.0), SM_OK);
+    char *log;
+    int rc;
+    double t0 = now_s();
+    LOGGED(rc = storage_step(slow), log);
+    double took = now_s() - t0;
+    CU_ASSERT_EQUAL(rc, SM_ERROR);
+    CU_ASSERT(took >= 1.1 && took < 1.5 + 1.0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(log, "canceling statement due to statement timeout"));
+    CU_ASSERT_PTR_NULL(strstr(log, "connection lost"));
+    free(log);
+    CU_ASSERT_EQUAL(query_int(s, "SELECT 7"), 7);
+
+    CU_ASSERT_EQUAL_FATAL(storage_begin(s), SM_OK);
+    CU_ASSERT_EQUAL(storage_exec(s, "INSERT INTO w VALUES(1)"), SM_OK);
+    CU_ASSERT_EQUAL(storage_reset(slow), SM_OK);
+    CU_ASSERT_EQUAL(storage_bind_double(slow, 1, 30.0), SM_OK);
+    t0 = now_s();
+    CU_ASSERT_EQUAL(storage_step(slow), SM_ERROR);
+    CU_ASSERT(now_s() - t0 < 1.5 + 1.0);
+    CU_ASSERT_TRUE(storage_in_transaction(s));
+    CU_ASSERT_EQUAL(storage_exec(s, "INSERT INTO w VALUES(2)"), SM_OK);
+    CU_ASSERT_EQUAL(storage_commit(s), SM_OK);
+    storage_finalize(slow);
+    CU_ASSERT_EQUAL(query_int(s, "SELECT count(*) FROM w"), 2);
+    storage_pg_stats st = stats_of(s);
+    CU_ASSERT_EQUAL(st.timeouts, 0);
+    CU_ASSERT_EQUAL(st.losses, 0);
+    CU_ASSERT_EQUAL(st.up, 1);
+    close_db(s);
+}
+
+/* Every round trip is counted and timed; what each call costs in round
+ * trips is part of the contract (a statement in a transaction: one). */
+static void waits_counted_and_timed(void)
+{
+    fresh_db();
+    storage *s = open_db();
+    char buf[64];
+    /* The default: 5 s per round trip, the server's cancel at 4 s. */
+    CU_ASSERT_STRING_EQUAL(setting(s, "statement_timeout", buf, sizeof buf), "4s");
+    CU_ASSERT_EQUAL_FATAL(storage_exec(s, "CREATE TABLE c(x INTEGER)"), SM_OK);
+    sm_stmt *ins = NULL;
+    CU_ASSERT_EQUAL_FATAL(storage_prepare(s, "test", "INSERT INTO c VALUES(?1)", &ins), SM_OK);
+    storage_pg_stats a = stats_of(s);
+    CU_ASSERT_EQUAL(storage_bind_int64(ins, 1, 1), SM_OK);
+    CU_ASSERT_EQUAL(storage_step(ins), SM_DONE);
+    storage_pg_stats b = stats_of(s);
+    CU_ASSERT_EQUAL(b.waits - a.waits, 1);
+    CU_ASSERT_EQUAL_FATAL(storage_begin(s), SM_OK);
+    CU_ASSERT_EQUAL(storage_reset(ins), SM_OK);
+    CU_ASSERT_EQUAL(storage_step(ins), SM_DONE); /* savepoint, insert, release: pipelined */
+    CU_ASSERT_EQUAL(storage_exec(s, "INSERT INTO c VALUES(3)"), SM_OK); /* three */
+    CU_ASSERT_EQUAL(storage_commit(s), SM_OK);
+    storage_pg_stats c = stats_of(s);
+    CU_ASSERT_EQUAL(c.waits - b.waits, 1 + 1 + 3 + 1);
+    CU_ASSERT_EQUAL(storage_exec(s, "SELECT pg_sleep(0.3)"), SM_OK);
+    storage_pg_stats d = stats_of(s);
+    CU_ASSERT_EQUAL(d.waits - c.waits, 1);
+    CU_ASSERT(d.wait_max >= 0.3 && d.wait_max < 3.0);
+    CU_ASSERT(d.wait_seconds - c.wait_seconds >= 0.3);
+    /* 0.3 s falls in the bucket up to 0.5 s. */
+    size_t b05 = 0;
+    while (storage_pg_wait_bounds[b05] < 0.5)
+        b05++;
+    CU_ASSERT_EQUAL(d.wait_buckets[b05] - c.wait_buckets[b05], 1);
+    unsigned long long total = 0;
+    for (size_t i = 0; i <= STORAGE_PG_WAIT_BUCKETS; i++)
+        total += d.wait_buckets[i];
+    CU_ASSERT_EQUAL(total, d.waits);
+    CU_ASSERT_EQUAL(d.timeouts + d.failures + d.refused + d.losses + d.reconnects, 0);
+    CU_ASSERT_EQUAL(d.up, 1);
+    storage_finalize(ins);
+    close_db(s);
+
+    /* A statement_timeout of the string's own options wins; SQLite has no
+     * such counters. */
+    char info[900];
+    fresh_db();
+    snprintf(info, sizeof info, "%s options='-c search_path=%s -c statement_timeout=1234'",
+             base_conninfo, schema);
+    s = open_waiting(info, 0);
+    CU_ASSERT_STRING_EQUAL(setting(s, "statement_timeout", buf, sizeof buf), "1234ms");
+    CU_ASSERT_STRING_EQUAL(setting(s, "search_path", buf, sizeof buf), schema);
+    close_db(s);
+    storage *lite = NULL;
+    char dir[] = "/tmp/sm_test_storage_pg_XXXXXX", path[64];
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/x.db", dir);
+    CU_ASSERT_EQUAL_FATAL(storage_open(path, "normal", &lite), SM_OK);
+    storage_pg_stats none;
+    CU_ASSERT_EQUAL(storage_pg_stats_get(lite, &none), SM_EINVAL);
+    storage_close(lite);
+    static const char *const files[] = {"x.db", "x.db-wal", "x.db-shm", "x.db.lock"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        unlink(path);
+    }
+    CU_ASSERT_EQUAL(rmdir(dir), 0);
+    CU_ASSERT_EQUAL(storage_open_pg(conninfo, -1.0, &lite), SM_EINVAL);
+    CU_ASSERT_EQUAL(storage_open_pg(conninfo, STORAGE_PG_WAIT_MAX_S + 1, &lite), SM_EINVAL);
+}
+
+/* The server's /metrics page shows the storage's waits when it runs on
+ * PostgreSQL (server_metrics_collect copies them at scrape time). */
+static void metrics_page_shows_the_waits(void)
+{
+    fresh_db();
+    storage *s = open_db();
+    metrics *m = metrics_new();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    CU_ASSERT_EQUAL_FATAL(server_metrics_init(m), 0);
+    storage *saved = g_core.db;
+    g_core.db = s;
+    CU_ASSERT_EQUAL(storage_exec(s, "SELECT pg_sleep(0.05)"), SM_OK);
+    CU_ASSERT_EQUAL(query_int(s, "SELECT 1"), 1);
+    server_metrics_collect();
+    storage_pg_stats st = stats_of(s);
+    char *page = NULL;
+    size_t len = 0;
+    CU_ASSERT_EQUAL_FATAL(metrics_render(m, &page, &len), 0);
+    CU_ASSERT_EQUAL(sample_in(page, "safemessenger_postgresql_up"), 1);
+    CU_ASSERT_EQUAL(sample_in(page, "safemessenger_postgresql_wait_seconds_count"),
+                    (double)st.waits);
+    CU_ASSERT(st.waits >= 4);
+    CU_ASSERT(sample_in(page, "safemessenger_postgresql_wait_seconds_sum") >= 0.05);
+    CU_ASSERT(sample_in(page, "safemessenger_postgresql_wait_seconds_bucket{le=\"0.1\"}") >= 1);
+    CU_ASSERT(sample_in(page, "safemessenger_postgresql_wait_max_seconds") >= 0.05);
+    CU_ASSERT_EQUAL(
+        sample_in(page, "safemessenger_postgresql_wait_failures_total{reason=\"timeout\"}"), 0);
+    CU_ASSERT_EQUAL(sample_in(page, "safemessenger_postgresql_connection_losses_total"), 0);
+    CU_ASSERT_EQUAL(sample_in(page, "safemessenger_postgresql_reconnects_total"), 0);
+    free(page);
+    g_core.db = saved;
+    server_metrics_reset();
+    metrics_free(m);
+    close_db(s);
+}
+
+/* ---- a private instance, to stop, start and freeze ----------------------- */
+
+static char private_dir[64];
+static volatile sig_atomic_t frozen_pid;
+
+/* postgres-instance VERB on the private directory; 0 on success. */
+static int private_instance(const char *verb)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "'%s/tests/services/postgres-instance' %s '%s' >/dev/null",
+             SM_SOURCE_DIR, verb, private_dir);
+    int rc = system(cmd);
+    if (rc != 0)
+        fprintf(stderr, "%s: status %d\n", cmd, rc);
+    return rc;
+}
+
+/* Starts a case's own PostgreSQL (the fixture is shared with suites
+ * running meanwhile: never stopped or frozen) and puts its connection
+ * string, with a password the server never asks for, in info. */
+static int private_start(char *info, size_t len)
+{
+    snprintf(private_dir, sizeof private_dir, "/tmp/sm-storage-pg.XXXXXX");
+    if (!mkdtemp(private_dir)) {
+        private_dir[0] = '\0';
+        CU_FAIL("mkdtemp");
+        return -1;
+    }
+    char path[128], url[256] = "";
+    snprintf(path, sizeof path, "%s/url", private_dir);
+    FILE *f = NULL;
+    if (private_instance("start") != 0 || !(f = fopen(path, "r")) || !fgets(url, sizeof url, f)) {
+        if (f)
+            fclose(f);
+        CU_FAIL("cannot start a private PostgreSQL");
+        return -1;
+    }
+    fclose(f);
+    url[strcspn(url, "\n")] = '\0';
+    snprintf(info, len, "%s password=hunter2", url);
+    return 0;
+}
+
+static void thaw(void)
+{
+    if (frozen_pid > 0)
+        kill((pid_t)frozen_pid, SIGCONT);
+    frozen_pid = 0;
+}
+
+/* Should a frozen server's answer never be given up on (the storage
+ * waiting without bound), the case goes on after a while: the assertions
+ * on time then fail instead of the suite hanging. */
+static void thaw_on_alarm(int sig)
+{
+    (void)sig;
+    if (frozen_pid > 0)
+        kill((pid_t)frozen_pid, SIGCONT);
+}
+
+static void private_stop(void)
+{
+    thaw();
+    if (private_dir[0])
+        private_instance("stop");
+    private_dir[0] = '\0';
+}
+
+/* Steps st (reset first) until it gives a row, for at most `seconds`:
+ * the connector's backoff is 5 s at most. 1 when it did. */
+static int row_within(sm_stmt *st, double seconds)
+{
+    double until = now_s() + seconds;
+    do {
+        storage_reset(st);
+        if (storage_step(st) == SM_ROW)
+            return 1;
+        sleep_ms(50);
+    } while (now_s() < until);
+    return 0;
+}
+
+/* A COMMIT whose answer never comes (the server process is stopped, so
+ * statement_timeout cannot help): an error at the deadline, never a
+ * success, the connection dropped, then made again by itself. */
+static void commit_without_answer_fails_at_the_deadline(void)
+{
+    char info[512], *log = NULL;
+    storage *s = NULL;
+    if (private_start(info, sizeof info) != 0)
+        goto out;
+    s = open_waiting(info, 1.0);
+    CU_ASSERT_EQUAL_FATAL(storage_exec(s, "CREATE TABLE f(x INTEGER)"), SM_OK);
+    sm_stmt *pid = NULL;
+    CU_ASSERT_EQUAL_FATAL(storage_prepare(s, "test", "SELECT pg_backend_pid()", &pid), SM_OK);
+    CU_ASSERT_EQUAL_FATAL(storage_step(pid), SM_ROW);
+    pid_t backend = (pid_t)storage_column_int64(pid, 0);
+    CU_ASSERT_EQUAL_FATAL(storage_begin(s), SM_OK);
+    CU_ASSERT_EQUAL(storage_exec(s, "INSERT INTO f VALUES(1)"), SM_OK);
+
+    struct sigaction sa = {.sa_handler = thaw_on_alarm}, old;
+    sigaction(SIGALRM, &sa, &old);
+    CU_ASSERT_EQUAL_FATAL(kill(backend, SIGSTOP), 0);
+    frozen_pid = backend;
+    alarm(15);
+    int rc;
+    double t0 = now_s();
+    LOGGED(rc = storage_commit(s), log);
+    double took = now_s() - t0;
+    alarm(0);
+    sigaction(SIGALRM, &old, NULL);
+    thaw();
+    CU_ASSERT_EQUAL(rc, SM_ERROR);
+    CU_ASSERT(took >= 0.95 && took < 1.0 + 1.5);
+    CU_ASSERT_FALSE(storage_in_transaction(s));
+    CU_ASSERT_EQUAL(occurrences(log, "PostgreSQL connection lost"), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(log, "no answer within 1.0 s"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(log, "outcome is unknown"));
+    CU_ASSERT_PTR_NULL(strstr(log, "hunter2"));
+    free(log);
+    storage_pg_stats st = stats_of(s);
+    CU_ASSERT_EQUAL(st.timeouts, 1);
+    CU_ASSERT_EQUAL(st.losses, 1);
+    CU_ASSERT(st.wait_max >= 0.95);
+    /* The postmaster was never stopped: a new connection comes at once,
+     * and the statement prepared on the old one runs on it. */
+    LOGGED(CU_ASSERT_TRUE(row_within(pid, 10.0)), log);
+    CU_ASSERT_NOT_EQUAL(storage_column_int64(pid, 0), backend);
+    CU_ASSERT_EQUAL(occurrences(log, "PostgreSQL connection restored"), 1);
+    free(log);
+    CU_ASSERT_EQUAL(stats_of(s).reconnects, 1);
+    storage_finalize(pid);
+out:
+    storage_close(s);
+    private_stop();
+}
+
+/* PostgreSQL stopped: each call fails at once, the loss is logged once;
+ * started again on the same port, the statements prepared before work
+ * again without the caller preparing them. */
+static void calls_fail_fast_while_down_and_statements_work_after_restart(void)
+{
+    char info[512], *log = NULL;
+    storage *s = NULL;
+    sm_stmt *ins = NULL, *count = NULL;
+    if (private_start(info, sizeof info) != 0)
+        goto out;
+    s = open_waiting(info, 2.0);
+    CU_ASSERT_EQUAL_FATAL(storage_exec(s, "CREATE TABLE r(id " ID_KEY ", x BIGINT)"), SM_OK);
+    CU_ASSERT_EQUAL_FATAL(storage_prepare(s, "test", "INSERT INTO r(x) VALUES(?1)", &ins), SM_OK);
+    CU_ASSERT_EQUAL_FATAL(storage_prepare(s, "test", "SELECT count(*) FROM r", &count), SM_OK);
+    CU_ASSERT_EQUAL(storage_bind_int64(ins, 1, 1), SM_OK);
+    CU_ASSERT_EQUAL(storage_step(ins), SM_DONE);
+    CU_ASSERT_EQUAL_FATAL(private_instance("down"), 0);
+
+    double slowest = 0;
+    capture c;
+    CU_ASSERT_FATAL(capture_begin(&c) == 0);
+    for (int i = 0; i < 6; i++) {
+        double t0 = now_s();
+        CU_ASSERT_EQUAL(storage_reset(count), SM_OK);
+        CU_ASSERT_EQUAL(storage_step(count), SM_ERROR);
+        CU_ASSERT_EQUAL(storage_exec(s, "INSERT INTO r(x) VALUES(9)"), SM_ERROR);
+        CU_ASSERT_EQUAL(storage_begin(s), SM_ERROR);
+        CU_ASSERT_FALSE(storage_in_transaction(s));
+        double took = now_s() - t0;
+        slowest = took > slowest ? took : slowest;
+        sleep_ms(100);
+    }
+    /* Attempts fail in the background meanwhile: why, once. */
+    double until = now_s() + 10.0;
+    while (stats_of(s).attempts < 3 && now_s() < until)
+        sleep_ms(50);
+    CU_ASSERT_EQUAL(storage_step(count), SM_ERROR);
+    log = capture_end(&c);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(log);
+    CU_ASSERT(slowest < 0.5);
+    CU_ASSERT_EQUAL(occurrences(log, "PostgreSQL connection lost"), 1);
+    CU_ASSERT_EQUAL(occurrences(log, "fails, retrying"), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(log, "Connection refused"));
+    CU_ASSERT_PTR_NULL(strstr(log, "hunter2"));
+    free(log);
+    storage_pg_stats st = stats_of(s);
+    CU_ASSERT_EQUAL(st.up, 0);
+    CU_ASSERT_EQUAL(st.losses, 1);
+    CU_ASSERT(st.refused >= 6 * 3);
+    CU_ASSERT(st.attempts >= 3);
+
+    CU_ASSERT_EQUAL_FATAL(private_instance("up"), 0);
+    LOGGED(CU_ASSERT_TRUE(row_within(count, 15.0)), log);
+    CU_ASSERT_EQUAL(storage_column_int64(count, 0), 1);
+    CU_ASSERT_EQUAL(occurrences(log, "PostgreSQL connection restored"), 1);
+    CU_ASSERT_PTR_NULL(strstr(log, "hunter2"));
+    free(log);
+    CU_ASSERT_EQUAL(storage_reset(ins), SM_OK);
+    CU_ASSERT_EQUAL(storage_bind_int64(ins, 1, 2), SM_OK);
+    CU_ASSERT_EQUAL(storage_step(ins), SM_DONE);
+    CU_ASSERT_EQUAL(storage_last_insert_id(s), 2);
+    CU_ASSERT_TRUE(row_within(count, 0));
+    CU_ASSERT_EQUAL(storage_column_int64(count, 0), 2);
+    st = stats_of(s);
+    CU_ASSERT_EQUAL(st.up, 1);
+    CU_ASSERT_EQUAL(st.reconnects, 1);
+    CU_ASSERT_EQUAL(st.losses, 1);
+out:
+    storage_finalize(ins);
+    storage_finalize(count);
+    storage_close(s);
+    private_stop();
+}
+
+/* Waits until the connector has a connection again. */
+static int up_within(storage *s, double seconds)
+{
+    double until = now_s() + seconds;
+    while (!stats_of(s).up && now_s() < until)
+        sleep_ms(50);
+    return stats_of(s).up;
+}
+
+/* A transaction the connection took with it: nothing of it is stored,
+ * its later statements are refused even once a new connection is up
+ * (they would be stored one by one, outside any transaction), its
+ * commit fails and its rollback is harmless. */
+static void transaction_cut_by_a_restart_leaves_nothing(void)
+{
+    char info[512];
+    storage *s = NULL;
+    sm_stmt *ins = NULL;
+    if (private_start(info, sizeof info) != 0)
+        goto out;
+    s = open_waiting(info, 2.0);
+    CU_ASSERT_EQUAL_FATAL(storage_exec(s, "CREATE TABLE r(x BIGINT)"), SM_OK);
+    CU_ASSERT_EQUAL_FATAL(storage_prepare(s, "test", "INSERT INTO r(x) VALUES(?1)", &ins), SM_OK);
+    for (int end = 0; end < 2; end++) {
+        CU_ASSERT_EQUAL_FATAL(storage_begin(s), SM_OK);
+        CU_ASSERT_EQUAL(storage_reset(ins), SM_OK);
+        CU_ASSERT_EQUAL(storage_bind_int64(ins, 1, 1), SM_OK);
+        CU_ASSERT_EQUAL(storage_step(ins), SM_DONE);
+        CU_ASSERT_EQUAL_FATAL(private_instance("down"), 0);
+        CU_ASSERT_EQUAL_FATAL(private_instance("up"), 0);
+        /* The first call finds the connection gone. */
+        CU_ASSERT_EQUAL(storage_reset(ins), SM_OK);
+        CU_ASSERT_EQUAL(storage_bind_int64(ins, 1, 2), SM_OK);
+        CU_ASSERT_EQUAL(storage_step(ins), SM_ERROR);
+        CU_ASSERT_TRUE(storage_in_transaction(s));
+        CU_ASSERT_TRUE(up_within(s, 15.0));
+        CU_ASSERT_EQUAL(storage_reset(ins), SM_OK);
+        CU_ASSERT_EQUAL(storage_bind_int64(ins, 1, 3), SM_OK);
+        CU_ASSERT_EQUAL(storage_step(ins), SM_ERROR);
+        CU_ASSERT_EQUAL(storage_exec(s, "INSERT INTO r(x) VALUES(4)"), SM_ERROR);
+        CU_ASSERT_EQUAL(storage_last_insert_id(s), 0);
+        CU_ASSERT_EQUAL(storage_begin(s), SM_ESTATE);
+        CU_ASSERT_TRUE(storage_in_transaction(s));
+        int ended = end == 0 ? storage_commit(s) : storage_rollback(s);
+        CU_ASSERT_EQUAL(ended, end == 0 ? SM_ERROR : SM_OK);
+        CU_ASSERT_FALSE(storage_in_transaction(s));
+        CU_ASSERT_EQUAL(query_int(s, "SELECT count(*) FROM r"), 0);
+    }
+    /* And the next transaction is an ordinary one. */
+    CU_ASSERT_EQUAL_FATAL(storage_begin(s), SM_OK);
+    CU_ASSERT_EQUAL(storage_exec(s, "INSERT INTO r(x) VALUES(5)"), SM_OK);
+    CU_ASSERT_EQUAL(storage_commit(s), SM_OK);
+    CU_ASSERT_EQUAL(query_int(s, "SELECT count(*) FROM r"), 1);
+    CU_ASSERT_EQUAL(stats_of(s).losses, 2);
+out:
+    storage_finalize(ins);
+    storage_close(s);
+    private_stop();
 }
 
 /* The translation itself, for what SQLite's syntax has no test for. */
@@ -932,6 +1414,12 @@ int main(void)
         SM_TEST(commit_visible_to_another_connection_only_after_commit),
         SM_TEST(sqlite_only_operations_refused_with_a_reason),
         SM_TEST(translation_of_postgresql_only_syntax),
+        SM_TEST(slow_statement_cancelled_by_the_server_in_time),
+        SM_TEST(waits_counted_and_timed),
+        SM_TEST(metrics_page_shows_the_waits),
+        SM_TEST(commit_without_answer_fails_at_the_deadline),
+        SM_TEST(calls_fail_fast_while_down_and_statements_work_after_restart),
+        SM_TEST(transaction_cut_by_a_restart_leaves_nothing),
 #endif
         SM_TEST_END,
     };
