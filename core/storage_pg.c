@@ -116,6 +116,10 @@ struct pg_db {
      * PQTRANS_UNKNOWN once the connection broke, which is too late. */
     PGTransactionStatusType idle_status;
     int tx_lost;              /* the caller's transaction went with a connection */
+    /* BEGIN was asked for and not sent yet: it goes in the same round
+     * trip as the transaction's first statement (one round trip fewer per
+     * transaction, a seventh of a private message's). */
+    int begin_pending;
     int tx_lost_logged;
     char why_logged[256];     /* the connector's last failure, as logged */
     double down_since;        /* monotonic, when conn was lost */
@@ -545,7 +549,7 @@ typedef struct pg_query {
     const char *const *values;
 } pg_query;
 
-#define PG_MAX_BATCH 4
+#define PG_MAX_BATCH 5
 
 static int send_query(PGconn *c, const pg_query *q)
 {
@@ -825,13 +829,29 @@ static void end_savepoint(pg_db *db, int failed)
     PQclear(res);
 }
 
+/* Sends a BEGIN still pending, alone (a simple query cannot join a
+ * pipeline). A BEGIN that got no answer loses the transaction: nothing
+ * after it may run outside one. */
+static int send_pending_begin(pg_db *db)
+{
+    if (!db->begin_pending)
+        return SM_OK;
+    db->begin_pending = 0;
+    PGresult *res = exec_simple(db, "BEGIN", db->wait);
+    int ok = res && result_ok(res);
+    PQclear(res);
+    if (!ok && !db->conn)
+        db->tx_lost = 1;
+    return ok ? SM_OK : SM_ERROR;
+}
+
 /* A simple query (one or more statements, no parameters), guarded as
  * above inside a transaction: savepoint, query and release are three
  * round trips (a simple query cannot join a pipeline). NULL when the
  * connection is gone. */
 static PGresult *exec_guarded(pg_db *db, const char *sql)
 {
-    if (!usable(db, sql))
+    if (!usable(db, sql) || send_pending_begin(db) != SM_OK)
         return NULL;
     int guard = in_open_transaction(db);
     if (guard) {
@@ -858,12 +878,17 @@ static int run_statement(pg_db *db, const char *what, const pg_query *prep, cons
 {
     if (!usable(db, what))
         return SM_ERROR;
+    static const pg_query begin = {.kind = Q_PARAMS, .sql = "BEGIN"};
     static const pg_query savepoint = {.kind = Q_PARAMS, .sql = SAVEPOINT_SQL};
     static const pg_query release = {.kind = Q_PARAMS, .sql = RELEASE_SQL};
     pg_query batch[PG_MAX_BATCH];
     PGresult *res[PG_MAX_BATCH];
     size_t n = 0, at_prep = PG_MAX_BATCH, at_q;
-    int guard = in_open_transaction(db);
+    int began = db->begin_pending;
+    int guard = began || in_open_transaction(db);
+    db->begin_pending = 0;
+    if (began)
+        batch[n++] = begin;
     if (guard)
         batch[n++] = savepoint;
     if (prep) {
@@ -874,8 +899,13 @@ static int run_statement(pg_db *db, const char *what, const pg_query *prep, cons
     batch[n++] = *q;
     if (guard)
         batch[n++] = release;
-    if (round_trip(db, what, batch, n, res, db->wait) != SM_OK)
+    if (round_trip(db, what, batch, n, res, db->wait) != SM_OK) {
+        /* The connection went with the BEGIN: the transaction is lost
+         * (connection_lost saw no transaction open yet). */
+        if (began && !db->conn)
+            db->tx_lost = 1;
         return SM_ERROR;
+    }
     if (prepared)
         *prepared = at_prep < n && result_ok(res[at_prep]);
     size_t answer = at_q;
@@ -920,7 +950,7 @@ static int run_tx(pg_db *db, const char *sql)
 
 int pg_db_in_transaction(const pg_db *db)
 {
-    if (db->tx_lost)
+    if (db->tx_lost || db->begin_pending)
         return 1;
     if (!db->conn)
         return 0;
@@ -932,7 +962,11 @@ int pg_db_begin(pg_db *db)
 {
     if (pg_db_in_transaction(db))
         return SM_ESTATE;
-    return run_tx(db, "BEGIN");
+    /* Fails at once while the connection is down, as a BEGIN sent would. */
+    if (!usable(db, "BEGIN"))
+        return SM_ERROR;
+    db->begin_pending = 1;
+    return SM_OK;
 }
 
 int pg_db_commit(pg_db *db)
@@ -947,6 +981,10 @@ int pg_db_commit(pg_db *db)
     }
     if (!pg_db_in_transaction(db))
         return SM_ESTATE;
+    if (db->begin_pending) {
+        db->begin_pending = 0; /* nothing was sent: nothing to commit */
+        return SM_OK;
+    }
     /* COMMIT of an aborted transaction "succeeds" with the tag ROLLBACK:
      * only the tag COMMIT means the rows are stored. No answer at all is
      * a failure too (round_trip logged it), though the server may have
@@ -980,6 +1018,10 @@ int pg_db_rollback(pg_db *db)
     }
     if (!pg_db_in_transaction(db))
         return SM_ESTATE;
+    if (db->begin_pending) {
+        db->begin_pending = 0;
+        return SM_OK;
+    }
     PGresult *res = exec_simple(db, "ROLLBACK", db->wait);
     if (!res) {
         db->tx_lost = 0; /* nor is there a transaction without a connection */
@@ -1079,7 +1121,7 @@ static PGresult *query(pg_db *db, const char *who, const char *sql, int n,
 {
     pg_query q = {.kind = Q_PARAMS, .sql = sql, .nparams = n, .values = params};
     PGresult *res;
-    if (round_trip(db, sql, &q, 1, &res, db->wait) != SM_OK)
+    if (send_pending_begin(db) != SM_OK || round_trip(db, sql, &q, 1, &res, db->wait) != SM_OK)
         return NULL;
     if (result_ok(res))
         return res;

@@ -961,11 +961,26 @@ static void waits_counted_and_timed(void)
     CU_ASSERT_EQUAL(b.waits - a.waits, 1);
     CU_ASSERT_EQUAL_FATAL(storage_begin(s), SM_OK);
     CU_ASSERT_EQUAL(storage_reset(ins), SM_OK);
-    CU_ASSERT_EQUAL(storage_step(ins), SM_DONE); /* savepoint, insert, release: pipelined */
+    /* BEGIN, savepoint, insert, release: one pipeline (BEGIN waits for
+     * the transaction's first statement). */
+    CU_ASSERT_EQUAL(storage_step(ins), SM_DONE);
     CU_ASSERT_EQUAL(storage_exec(s, "INSERT INTO c VALUES(3)"), SM_OK); /* three */
     CU_ASSERT_EQUAL(storage_commit(s), SM_OK);
     storage_pg_stats c = stats_of(s);
-    CU_ASSERT_EQUAL(c.waits - b.waits, 1 + 1 + 3 + 1);
+    CU_ASSERT_EQUAL(c.waits - b.waits, 1 + 3 + 1);
+    /* A transaction that ran nothing costs nothing; one that starts with
+     * a simple query sends its BEGIN alone, and its rollback takes all. */
+    CU_ASSERT_EQUAL_FATAL(storage_begin(s), SM_OK);
+    CU_ASSERT_TRUE(storage_in_transaction(s));
+    CU_ASSERT_EQUAL(storage_begin(s), SM_ESTATE);
+    CU_ASSERT_EQUAL(storage_commit(s), SM_OK);
+    CU_ASSERT_FALSE(storage_in_transaction(s));
+    CU_ASSERT_EQUAL(stats_of(s).waits - c.waits, 0);
+    CU_ASSERT_EQUAL_FATAL(storage_begin(s), SM_OK);
+    CU_ASSERT_EQUAL(storage_exec(s, "INSERT INTO c VALUES(4)"), SM_OK);
+    CU_ASSERT_EQUAL(storage_rollback(s), SM_OK);
+    CU_ASSERT_EQUAL(query_int(s, "SELECT count(*) FROM c WHERE x = 4"), 0);
+    c = stats_of(s);
     CU_ASSERT_EQUAL(storage_exec(s, "SELECT pg_sleep(0.3)"), SM_OK);
     storage_pg_stats d = stats_of(s);
     CU_ASSERT_EQUAL(d.waits - c.waits, 1);
