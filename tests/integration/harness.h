@@ -20,10 +20,9 @@
  * server the harness starts gets a schema of its own, created through
  * libpq (sm_it_<pid>_<n>_<8 hex>), and its storage section reads
  *     storage = { backend = "postgresql";
- *                 postgresql = "<url> options='-c search_path=<schema>'";
- *                 database = "<dir>/server.db"; };
- * (database: unused on PostgreSQL, it only keeps the admin socket's
- * default, <dir>/admin.sock). harness_reload() keeps the schema;
+ *                 postgresql = "<url> options='-c search_path=<schema>'"; };
+ * (the admin socket's default is then beside the key: <dir>/admin.sock
+ * too). harness_reload() keeps the schema;
  * harness_cleanup() drops it once the last server on it is cleaned up
  * (harness_start_on() shares it), and keeps it, saying so, when something
  * failed and SM_KEEP_TEST_DIRS is set. A suite stays engine-neutral with

@@ -156,22 +156,15 @@ static char *config_quoted(const char *text)
 
 char *harness_storage_section(const harness_server *s)
 {
-    char own[600];
-    if (harness_path(s, "server.db", own, sizeof own) != 0)
-        return NULL;
-    /* On PostgreSQL storage.database is not opened: it only keeps the
-     * admin socket's default (its directory) where the suites look. */
-    char *db = config_quoted(s->pg ? own : s->db);
-    char *pg = s->pg ? config_quoted(s->pg->conninfo) : NULL;
+    char *value = config_quoted(s->pg ? s->pg->conninfo : s->db);
     char *out = NULL;
     int n = -1;
-    if (db && pg)
-        n = asprintf(&out, "storage = { backend = \"postgresql\"; postgresql = \"%s\";"
-                           " database = \"%s\"; };\n", pg, db);
-    else if (db && !s->pg)
-        n = asprintf(&out, "storage = { database = \"%s\"; };\n", db);
-    free(db);
-    free(pg);
+    if (value && s->pg)
+        n = asprintf(&out, "storage = { backend = \"postgresql\"; postgresql = \"%s\"; };\n",
+                     value);
+    else if (value)
+        n = asprintf(&out, "storage = { database = \"%s\"; };\n", value);
+    free(value);
     return n < 0 ? NULL : out;
 }
 
