@@ -30,6 +30,7 @@
 #include <openssl/x509v3.h>
 
 #include "crypto.h"
+#include "harness_storage.h"
 
 #ifndef SM_SERVER_PATH
 #error "SM_SERVER_PATH must name the server binary"
@@ -338,8 +339,12 @@ static int write_config(const harness_server *s, const char *extra)
         sb_str(&b, " };\n");
     }
     if (!defines_section(extra, "storage")) {
-        snprintf(line, sizeof line, "storage = { database = \"%s/server.db\"; };\n", s->dir);
-        sb_str(&b, line);
+        char *storage = harness_storage_section(s);
+        if (!storage)
+            b.failed = 1;
+        else
+            sb_str(&b, storage);
+        free(storage);
     }
     if (!defines_section(extra, "plugins")) {
         snprintf(line, sizeof line, "plugins = { dir = \"%s\"; load = [\"testcmds\"]; };\n",
@@ -440,7 +445,9 @@ static int read_port(const harness_server *s)
     return ok ? (int)v : -1;
 }
 
-int harness_spawn(harness_server *s, const char *extra_config, const char *const *args)
+/* harness_spawn() on the storage of other (NULL: a storage of its own). */
+static int spawn_on(harness_server *s, const harness_server *other, const char *extra_config,
+                    const char *const *args)
 {
     memset(s, 0, sizeof *s);
     signal(SIGPIPE, SIG_IGN);
@@ -451,6 +458,13 @@ int harness_spawn(harness_server *s, const char *extra_config, const char *const
         s->dir[0] = '\0';
         return -1;
     }
+    if (other && defines_section(extra_config, "storage")) {
+        fprintf(stderr, "harness: a server on another's storage cannot have its own storage "
+                        "section\n");
+        return -1;
+    }
+    if (harness_storage_prepare(s, other) != 0)
+        return -1;
     char key[512];
     if (harness_path(s, "server_key.pem", key, sizeof key) != 0 || write_cached_key(key) != 0) {
         fprintf(stderr, "harness: cannot write the server key in %s\n", s->dir);
@@ -474,10 +488,14 @@ int harness_spawn(harness_server *s, const char *extra_config, const char *const
     return 0;
 }
 
-int harness_start_args(harness_server *s, const char *extra_config, const char *const *args)
+int harness_spawn(harness_server *s, const char *extra_config, const char *const *args)
 {
-    if (harness_spawn(s, extra_config, args) != 0)
-        return -1;
+    return spawn_on(s, NULL, extra_config, args);
+}
+
+/* The second half of harness_start_args(): waits for the port file. */
+static int wait_listening(harness_server *s)
+{
     pid_t pid = s->pid;
     long long deadline = now_ms() + START_TIMEOUT_MS;
     for (;;) {
@@ -505,6 +523,17 @@ int harness_start_args(harness_server *s, const char *extra_config, const char *
     snprintf(s->url, sizeof s->url, "ws://127.0.0.1:%d/", s->port);
     snprintf(s->wss_url, sizeof s->wss_url, "wss://127.0.0.1:%d/", s->port);
     return 0;
+}
+
+int harness_start_args(harness_server *s, const char *extra_config, const char *const *args)
+{
+    return spawn_on(s, NULL, extra_config, args) == 0 ? wait_listening(s) : -1;
+}
+
+int harness_start_on(harness_server *s, const harness_server *other, const char *extra_config,
+                     const char *const *args)
+{
+    return spawn_on(s, other, extra_config, args) == 0 ? wait_listening(s) : -1;
 }
 
 int harness_start(harness_server *s, const char *extra_config)
@@ -567,8 +596,10 @@ int harness_cleanup(harness_server *s)
         rc = -1;
     }
     s->stopped = 0;
-    if (s->dir[0] == '\0')
+    if (s->dir[0] == '\0') {
+        harness_storage_release(s, 0);
         return rc;
+    }
     /* Whatever the exit, a sanitizer report in the log fails the suite:
      * the server's overflows and leaks are test failures too. A log that
      * cannot be read fails it as well: an unchecked log is no evidence. */
@@ -587,8 +618,11 @@ int harness_cleanup(harness_server *s)
             rc = -1;
         }
     }
-    if (rc != 0 || CU_get_number_of_failures() > s->failures_at_start)
+    int failed = rc != 0 || CU_get_number_of_failures() > s->failures_at_start;
+    if (failed)
         harness_dump_log(s);
+    /* After the stop above: no server of s's is connected to its schema. */
+    harness_storage_release(s, failed && getenv("SM_KEEP_TEST_DIRS"));
     if (getenv("SM_KEEP_TEST_DIRS") || rc != 0)
         fprintf(stderr, "harness: keeping %s\n", s->dir);
     else if (nftw(s->dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0)

@@ -12,6 +12,25 @@
  * harness_cleanup() prints the tail of the server's log when a CUnit
  * assertion failed since harness_start(), and keeps the directory when the
  * environment variable SM_KEEP_TEST_DIRS is set.
+ *
+ * Storage: SQLite (<dir>/server.db) by default. PostgreSQL mode: when the
+ * environment variable SM_TEST_SERVER_POSTGRES_URL_FILE names a file whose
+ * first line is a libpq connection string in keyword form (ctest's
+ * integration.<suite>.pg runs with the postgres fixture's DIR/url), each
+ * server the harness starts gets a schema of its own, created through
+ * libpq (sm_it_<pid>_<n>_<8 hex>), and its storage section reads
+ *     storage = { backend = "postgresql";
+ *                 postgresql = "<url> options='-c search_path=<schema>'"; };
+ * (the admin socket's default is then beside the key: <dir>/admin.sock
+ * too). harness_reload() keeps the schema;
+ * harness_cleanup() drops it once the last server on it is cleaned up
+ * (harness_start_on() shares it), and keeps it, saying so, when something
+ * failed and SM_KEEP_TEST_DIRS is set. A suite stays engine-neutral with
+ * harness_postgresql(), harness_start_on() (a second server on the
+ * storage of a first, instead of `--db <first's server.db>`) and
+ * harness_query_int() (instead of opening server.db with sqlite3). A case
+ * about what only one engine has asks harness_postgresql() and checks
+ * what the other does instead (backup refused, --db refused, ...).
  */
 #ifndef SM_TEST_HARNESS_H
 #define SM_TEST_HARNESS_H
@@ -21,10 +40,15 @@
 
 #include "sm_client.h"
 
+struct harness_pg;
+
 typedef struct harness_server {
     pid_t pid;              /* 0 when not running */
     int port;
     char dir[256];          /* mkdtemp: holds server.conf, server.db, server_key.pem, server.log */
+    char db[512];           /* the SQLite database it runs on: <dir>/server.db, or the one of
+                               the server harness_start_on() named */
+    struct harness_pg *pg;  /* PostgreSQL mode: its schema (shared, counted), else NULL */
     char url[128];          /* ws://127.0.0.1:<port>/ */
     char wss_url[128];      /* wss://127.0.0.1:<port>/ (when the config enables TLS) */
     unsigned failures_at_start;   /* CUnit failure count when started */
@@ -40,8 +64,8 @@ typedef struct harness_server {
 
 /* The server.io_threads every server of the suite runs with: the
  * environment variable SM_TEST_IO_THREADS (ctest runs each integration
- * suite twice, integration.<suite> with 1 and integration.<suite>.io4 with
- * 4), 1 when unset. -1, with a message, when it is not a positive
+ * suite as integration.<suite> with 1, integration.<suite>.io4 with 4 and
+ * integration.<suite>.pg with 2), 1 when unset. -1, with a message, when it is not a positive
  * integer (the server refuses one above its range itself). For
  * configuration files a suite writes without the harness. */
 int harness_io_threads(void);
@@ -59,10 +83,14 @@ int harness_io_threads(void);
     "port = 0; bind = \"127.0.0.1\"; key_file = \"@DIR@/server_key.pem\"; key_bits = 2048; " \
     HARNESS_IO_THREADS
 
+/* 1 in PostgreSQL mode (SM_TEST_SERVER_POSTGRES_URL_FILE is set and not
+ * empty, see the top of this file), 0 on SQLite. */
+int harness_postgresql(void);
+
 /* Starts a server. The configuration is written to <dir>/server.conf:
  *   server  { port = 0; bind = "127.0.0.1"; key_file = "<dir>/server_key.pem"; key_bits = 2048;
  *             io_threads = harness_io_threads(); }
- *   storage { database = "<dir>/server.db"; }
+ *   storage { database = "<dir>/server.db"; }   (PostgreSQL mode: see the top)
  *   plugins { dir = SM_TEST_PLUGIN_DIR; load = ["testcmds"]; }
  *   log     { level = "info"; }
  *   limits  { handshakes_per_address = 100000; }  (the suites' many connections
@@ -89,6 +117,24 @@ int harness_start(harness_server *s, const char *extra_config);
 /* Like harness_start() with extra command-line arguments (NULL-terminated
  * list, may be NULL), e.g. {"--db", "/tmp/x.db", NULL}. */
 int harness_start_args(harness_server *s, const char *extra_config, const char *const *args);
+
+/* Like harness_start_args(), on the storage of `other`, a server started
+ * before (running or stopped, not yet cleaned up): its SQLite database
+ * (storage.database = other->db, as `--db` would) or, in PostgreSQL mode,
+ * its schema. For a restart on the same data: the storage outlives
+ * `other`'s cleanup until the last server on it is cleaned up (on SQLite
+ * the file is in other's directory: clean up `s` first). extra_config
+ * must not define a storage section. */
+int harness_start_on(harness_server *s, const harness_server *other, const char *extra_config,
+                     const char *const *args);
+
+/* Runs sql, a query both engines understand that returns one integer (e.g.
+ * "SELECT count(*) FROM auth_users WHERE username_lower = 'bob'"; no
+ * parameters), on the storage s runs on: its SQLite database (read-only)
+ * or its PostgreSQL schema, on a connection of the harness's own. Works
+ * while the server runs and after it stopped. Returns 0 with *out, or -1
+ * with the reason on stderr (also when the result is not one integer). */
+int harness_query_int(const harness_server *s, const char *sql, long long *out);
 
 /* The first half of harness_start_args(): the directory, the config and
  * the server process, without waiting for its port file (s->port stays

@@ -1290,8 +1290,10 @@ static void live_private_message_is_marked_read(void)
     cli_free(&rx);
 }
 
-/* A server of its own: database and key kept across restarts. */
-static int start_own_server(harness_server *s, const char *db, int port)
+/* A server of its own, on the storage of `before` (NULL: a new one) and
+ * with the harness's key (the same in every server of the process), so
+ * that a restart keeps both. */
+static int start_own_server(harness_server *s, const harness_server *before, int port)
 {
     char conf[1024];
     char server[256] = "";
@@ -1300,13 +1302,12 @@ static int start_own_server(harness_server *s, const char *db, int port)
                  "server = { port = %d; bind = \"127.0.0.1\"; key_file = \"@DIR@/server_key.pem\"; "
                  "key_bits = 2048; " HARNESS_IO_THREADS " };\n", port);
     snprintf(conf, sizeof conf,
-             "%sstorage = { database = \"%s/%s\"; };\n"
-             "plugins = { dir = \"@PLUGIN_BUILD_DIR@\"; load = [\"auth\", \"heartbeat\", \"rooms\", "
+             "%splugins = { dir = \"@PLUGIN_BUILD_DIR@\"; load = [\"auth\", \"heartbeat\", \"rooms\", "
              "\"messaging\", \"friends\"]; };\n"
              "auth = { allow_weak_argon2 = true; argon2_memory_kib = 1024; argon2_passes = 1; "
              "registrations_per_hour = 1000; };\n",
-             server, base_dir, db);
-    return harness_start(s, conf);
+             server);
+    return before ? harness_start_on(s, before, conf, NULL) : harness_start(s, conf);
 }
 
 static void rename_dir(const char *cfg, const char *kind, const char *from, const char *to)
@@ -1322,7 +1323,7 @@ static void keys_follow_the_server_fingerprint_across_ports(void)
 {
     harness_server s1, s2;
     memset(&s2, 0, sizeof s2);
-    CU_ASSERT_EQUAL_FATAL(start_own_server(&s1, "fp.db", 0), 0);
+    CU_ASSERT_EQUAL_FATAL(start_own_server(&s1, NULL, 0), 0);
     cli_run r;
     CU_ASSERT_EQUAL(cli_at(&r, "fp_to", PASSWORD, s1.url, "-e", "/register fp_to", NULL), 0);
     cli_free(&r);
@@ -1351,7 +1352,7 @@ static void keys_follow_the_server_fingerprint_across_ports(void)
     /* The same server (key and database) on another port: the message
      * written before is still readable. */
     CU_ASSERT_EQUAL(harness_stop(&s1, SIGTERM, NULL), 0);
-    CU_ASSERT_EQUAL_FATAL(start_own_server(&s2, "fp.db", 0), 0);
+    CU_ASSERT_EQUAL_FATAL(start_own_server(&s2, &s1, 0), 0);
     CU_ASSERT_NOT_EQUAL(s2.port, s1.port);
     CU_ASSERT_EQUAL(cli_at(&r, "fp_to", PASSWORD, s2.url, "-e", "/login fp_to", "-e", "/unread", NULL), 0);
     json_t *item = unread_item(&r, "written before the move", 0, 0);
@@ -1359,8 +1360,9 @@ static void keys_follow_the_server_fingerprint_across_ports(void)
     CU_ASSERT_STRING_EQUAL(item ? jstr(item, "e2e", "status") : "", "ok");
     json_decref(item);
     cli_free(&r);
-    CU_ASSERT_EQUAL(harness_cleanup(&s1), 0);
+    /* s2 first: it runs on s1's storage (on SQLite, a file in s1's directory). */
     CU_ASSERT_EQUAL(harness_cleanup(&s2), 0);
+    CU_ASSERT_EQUAL(harness_cleanup(&s1), 0);
 }
 
 static void exported_key_lets_a_second_device_read(void)
@@ -1431,7 +1433,7 @@ static void interactive_client_reconnects_and_keeps_the_typed_line(void)
 {
     harness_server s1, s2;
     memset(&s2, 0, sizeof s2);
-    CU_ASSERT_EQUAL_FATAL(start_own_server(&s1, "rc.db", 0), 0);
+    CU_ASSERT_EQUAL_FATAL(start_own_server(&s1, NULL, 0), 0);
     cli_run r;
     CU_ASSERT_EQUAL(cli_at(&r, "rc_user", PASSWORD, s1.url, "-e", "/register rc_user", NULL), 0);
     cli_free(&r);
@@ -1458,7 +1460,7 @@ static void interactive_client_reconnects_and_keeps_the_typed_line(void)
     int port = s1.port;
     CU_ASSERT_EQUAL(harness_stop(&s1, SIGTERM, NULL), 0);
     CU_ASSERT(pty_wait_for(&p, "reconnecting", 20000));
-    CU_ASSERT_EQUAL_FATAL(start_own_server(&s2, "rc.db", port), 0);
+    CU_ASSERT_EQUAL_FATAL(start_own_server(&s2, &s1, port), 0);
     CU_ASSERT_FATAL(pty_wait_for(&p, "reconnected to", 40000));
     CU_ASSERT(pty_wait_for(&p, "in room rc_room", 1000));
     sm_client *c = NULL;
@@ -1489,15 +1491,15 @@ static void interactive_client_reconnects_and_keeps_the_typed_line(void)
     sm_client_close(c, 1000);
     pty_write(&p, "/quit\n");
     CU_ASSERT_EQUAL(pty_finish(&p, 20000), 0);
-    CU_ASSERT_EQUAL(harness_cleanup(&s1), 0);
     CU_ASSERT_EQUAL(harness_cleanup(&s2), 0);
+    CU_ASSERT_EQUAL(harness_cleanup(&s1), 0);
 }
 
 static void batch_reconnects_with_the_option(void)
 {
     harness_server s1, s2;
     memset(&s2, 0, sizeof s2);
-    CU_ASSERT_EQUAL_FATAL(start_own_server(&s1, "brc.db", 0), 0);
+    CU_ASSERT_EQUAL_FATAL(start_own_server(&s1, NULL, 0), 0);
     cli_run r;
     CU_ASSERT_EQUAL(cli_at(&r, "brc_user", PASSWORD, s1.url, "-e", "/register brc_user", NULL), 0);
     cli_free(&r);
@@ -1510,7 +1512,7 @@ static void batch_reconnects_with_the_option(void)
     CU_ASSERT_FATAL(cli_wait_for(&r, "\"action\":\"join_room\"", 15000));
     int port = s1.port;
     CU_ASSERT_EQUAL(harness_stop(&s1, SIGTERM, NULL), 0);
-    CU_ASSERT_EQUAL_FATAL(start_own_server(&s2, "brc.db", port), 0);
+    CU_ASSERT_EQUAL_FATAL(start_own_server(&s2, &s1, port), 0);
     CU_ASSERT_FATAL(cli_wait_for(&r, "\"what\":\"reconnected\"", 40000));
     sm_client *c = NULL;
     CU_ASSERT_EQUAL_FATAL(harness_connect(&s2, &c), SM_CLIENT_OK);
@@ -1530,8 +1532,8 @@ static void batch_reconnects_with_the_option(void)
     json_decref(o);
     cli_free(&r);
     sm_client_close(c, 1000);
-    CU_ASSERT_EQUAL(harness_cleanup(&s1), 0);
     CU_ASSERT_EQUAL(harness_cleanup(&s2), 0);
+    CU_ASSERT_EQUAL(harness_cleanup(&s1), 0);
 }
 
 int main(void)

@@ -347,12 +347,9 @@ static void rooms_outlive_restart_and_empty_default_assigns_null(void)
     CU_ASSERT_EQUAL(harness_stop(&first, SIGTERM, &status), 0);
     CU_ASSERT_EQUAL(status, 0);
 
-    char db[512];
-    CU_ASSERT_EQUAL_FATAL(harness_path(&first, "server.db", db, sizeof db), 0);
-    const char *const args[] = {"--db", db, NULL};
-    int started = harness_start_args(&second, AUTH_AND_ROOMS
-                                     "rooms = { default_room = \"\"; allow_create = false; };\n",
-                                     args);
+    int started = harness_start_on(&second, &first, AUTH_AND_ROOMS
+                                   "rooms = { default_room = \"\"; allow_create = false; };\n",
+                                   NULL);
     CU_ASSERT_EQUAL(started, 0);
     if (started == 0) {
         sm_client *b = registered_on(&second, "rf_bob", NULL);
@@ -368,7 +365,7 @@ static void rooms_outlive_restart_and_empty_default_assigns_null(void)
     }
     CU_ASSERT_EQUAL(harness_cleanup(&second), 0);
 
-    started = harness_start_args(&third, AUTH_AND_ROOMS, args);
+    started = harness_start_on(&third, &first, AUTH_AND_ROOMS, NULL);
     CU_ASSERT_EQUAL(started, 0);
     if (started == 0) {
         sm_client *c = connect_to(&third);

@@ -3,10 +3,12 @@
  * the send-queue and held-events bounds, PONG and the rate limit, graceful
  * shutdown, -p, the pre-handshake size limit at its boundary, 8 MiB
  * server messages, no permessage-deflate, log levels and what is never
- * logged; and the harness's own log scan, which every suite relies on. */
+ * logged; and the harness's own log scan and storage (SQLite file or
+ * PostgreSQL schema), which every suite relies on. */
 #define _GNU_SOURCE /* strcasestr */
 #include <arpa/inet.h>
 #include <jansson.h>
+#include <libpq-fe.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -20,6 +22,7 @@
 #include "envelope.h"
 #include "harness.h"
 #include "safemessenger/testhost_suite.h"
+#include "service_url.h"
 
 #define WAIT_MS 10000
 
@@ -828,6 +831,142 @@ static void harness_cleanup_finds_a_report_past_64_mib_of_log(void)
     remove_dir(dir);
 }
 
+/* ---- the harness's storage ----------------------------------------------- */
+
+/* kv_get of key on s: the value, or "" when it failed (static buffer). */
+static const char *kv_value(const harness_server *s, const char *key)
+{
+    static char value[64];
+    value[0] = '\0';
+    sm_client *c = NULL;
+    CU_ASSERT_EQUAL_FATAL(harness_connect(s, &c), SM_CLIENT_OK);
+    sm_message *m = harness_callf(c, "kv_get", "{s:s}", "key", key);
+    const char *v = m ? json_string_value(json_object_get(m->payload, "value")) : NULL;
+    snprintf(value, sizeof value, "%s", v ? v : "");
+    sm_message_free(m);
+    sm_client_close(c, 1000);
+    return value;
+}
+
+static void kv_put_on(const harness_server *s, const char *key, const char *value)
+{
+    sm_client *c = NULL;
+    CU_ASSERT_EQUAL_FATAL(harness_connect(s, &c), SM_CLIENT_OK);
+    sm_message *m = harness_callf(c, "kv_put", "{s:s, s:s}", "key", key, "value", value);
+    CU_ASSERT_STRING_EQUAL(m ? m->type : "", "response");
+    sm_message_free(m);
+    sm_client_close(c, 1000);
+}
+
+/* In PostgreSQL mode, whether the schema with that oid exists, asked
+ * through the storage of the running server `via` (pg_catalog is in every
+ * search path). -1 when the query failed. */
+static long long schema_exists(const harness_server *via, long long oid)
+{
+    char sql[128];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM pg_namespace WHERE oid = %lld", oid);
+    long long n = -1;
+    CU_ASSERT_EQUAL(harness_query_int(via, sql, &n), 0);
+    return n;
+}
+
+#define SCHEMA_OID "SELECT oid::bigint FROM pg_namespace WHERE nspname = current_schema()"
+
+/* Each server has storage of its own on the engine of the run (SQLite:
+ * <dir>/server.db; PostgreSQL: a schema, no file); harness_start_on() puts
+ * a second one on the first's, which harness_query_int() reads; the
+ * schema is dropped with the last server on it. */
+static void harness_storage_is_the_runs_engine_and_shared_on_request(void)
+{
+    harness_server one = {0}, two = {0}, other = {0};
+    CU_ASSERT_EQUAL_FATAL(harness_start(&one, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(harness_start(&other, NULL), 0);
+    kv_put_on(&one, "shared", "by one");
+    char db[512];
+    CU_ASSERT_EQUAL_FATAL(harness_path(&one, "server.db", db, sizeof db), 0);
+    int pg = harness_postgresql();
+    CU_ASSERT_EQUAL(access(db, F_OK) == 0, !pg);
+    CU_ASSERT_EQUAL(harness_log_contains(&one, "storage: PostgreSQL"), pg);
+    long long oid = -1, n = -1;
+    if (pg)
+        CU_ASSERT_EQUAL(harness_query_int(&one, SCHEMA_OID, &oid), 0);
+    /* A restart on the same storage finds the row; the other server's is
+     * its own. */
+    CU_ASSERT_EQUAL(harness_stop(&one, SIGTERM, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(harness_start_on(&two, &one, NULL, NULL), 0);
+    CU_ASSERT_STRING_EQUAL(kv_value(&two, "shared"), "by one");
+    CU_ASSERT_STRING_EQUAL(kv_value(&other, "shared"), "");
+    kv_put_on(&two, "shared", "by two");
+    CU_ASSERT_EQUAL(harness_query_int(&one, "SELECT count(*) FROM testcmds_kv"
+                                            " WHERE v = 'by two'", &n), 0);
+    CU_ASSERT_EQUAL(n, 1);
+    CU_ASSERT_EQUAL(harness_query_int(&other, "SELECT count(*) FROM testcmds_kv", &n), 0);
+    CU_ASSERT_EQUAL(n, 0);
+    CU_ASSERT_EQUAL(harness_cleanup(&two), 0);
+    if (pg)
+        CU_ASSERT_EQUAL(schema_exists(&other, oid), 1);
+    CU_ASSERT_EQUAL(harness_cleanup(&one), 0);
+    if (pg)
+        CU_ASSERT_EQUAL(schema_exists(&other, oid), 0);
+    fprintf(stderr, "\n  (expected: the harness says the server has no storage now)\n");
+    CU_ASSERT_EQUAL(harness_query_int(&one, "SELECT 1", &n), -1);
+    CU_ASSERT_EQUAL(harness_cleanup(&other), 0);
+}
+
+/* SM_KEEP_TEST_DIRS keeps a failed server's schema for a look, and only
+ * a failed one's. (On SQLite the file is in the directory, kept as
+ * before.) */
+static void harness_keeps_a_failed_servers_schema_with_sm_keep_test_dirs(void)
+{
+    if (!harness_postgresql())
+        return; /* SQLite's file is in the directory, kept as the cases above check */
+    harness_server ok = {0}, failed = {0}, via = {0};
+    CU_ASSERT_EQUAL_FATAL(harness_start(&via, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(harness_start(&ok, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(harness_start(&failed, NULL), 0);
+    long long ok_oid = -1, failed_oid = -1;
+    CU_ASSERT_EQUAL(harness_query_int(&ok, SCHEMA_OID, &ok_oid), 0);
+    CU_ASSERT_EQUAL(harness_query_int(&failed, SCHEMA_OID, &failed_oid), 0);
+    char dir[sizeof failed.dir], ok_dir[sizeof ok.dir], log[512];
+    memcpy(dir, failed.dir, sizeof dir);
+    memcpy(ok_dir, ok.dir, sizeof ok_dir);
+    CU_ASSERT_EQUAL(harness_stop(&failed, SIGTERM, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(harness_path(&failed, "server.log", log, sizeof log), 0);
+    CU_ASSERT_EQUAL_FATAL(unlink(log), 0);
+    const char *keep = getenv("SM_KEEP_TEST_DIRS");
+    char *saved = keep ? strdup(keep) : NULL;
+    setenv("SM_KEEP_TEST_DIRS", "1", 1);
+    CU_ASSERT_EQUAL(harness_cleanup(&ok), 0);
+    fprintf(stderr, "\n  (expected: the harness keeps the schema of a server whose log "
+                    "is missing)\n");
+    CU_ASSERT_EQUAL(harness_cleanup(&failed), -1);
+    if (saved)
+        setenv("SM_KEEP_TEST_DIRS", saved, 1);
+    else
+        unsetenv("SM_KEEP_TEST_DIRS");
+    free(saved);
+    CU_ASSERT_EQUAL(schema_exists(&via, ok_oid), 0);
+    CU_ASSERT_EQUAL(schema_exists(&via, failed_oid), 1);
+    /* Kept for a person to look at; this test removes it itself. */
+    char url[1024], sql[256];
+    CU_ASSERT_EQUAL_FATAL(service_url_read("SM_TEST_SERVER_POSTGRES_URL_FILE", url, sizeof url),
+                          0);
+    snprintf(sql, sizeof sql,
+             "DO $$BEGIN EXECUTE format('DROP SCHEMA %%I CASCADE',"
+             " (SELECT nspname FROM pg_namespace WHERE oid = %lld)); END$$",
+             failed_oid);
+    PGconn *c = PQconnectdb(url);
+    PQclear(PQexec(c, "SET client_min_messages = warning"));
+    PGresult *res = PQexec(c, sql);
+    CU_ASSERT_EQUAL(PQresultStatus(res), PGRES_COMMAND_OK);
+    PQclear(res);
+    PQfinish(c);
+    CU_ASSERT_EQUAL(schema_exists(&via, failed_oid), 0);
+    remove_dir(dir);
+    remove_dir(ok_dir); /* kept too, as SM_KEEP_TEST_DIRS asks */
+    CU_ASSERT_EQUAL(harness_cleanup(&via), 0);
+}
+
 int main(void)
 {
     static const sm_test_case cases[] = {
@@ -847,6 +986,8 @@ int main(void)
         SM_TEST(json_log_format_writes_only_json_objects),
         SM_TEST(harness_cleanup_fails_when_the_log_cannot_be_read),
         SM_TEST(harness_cleanup_finds_a_report_past_64_mib_of_log),
+        SM_TEST(harness_storage_is_the_runs_engine_and_shared_on_request),
+        SM_TEST(harness_keeps_a_failed_servers_schema_with_sm_keep_test_dirs),
         SM_TEST_END,
     };
     return sm_test_run("integration_rules", cases, init, fini);
