@@ -18,6 +18,10 @@ import sys
 # (section, key) whose default depends on the machine: server.io_threads is
 # the number of online CPUs, at most 8.
 MACHINE_DEFAULTS = {('server', 'io_threads')}
+# (section, key) that has no default and is used only with another
+# setting (storage.postgresql, with storage.backend = "postgresql"): shown
+# commented out too, since setting it otherwise is warned about.
+NO_DEFAULT = {('storage', 'postgresql')}
 
 
 def core_keys(config_c):
@@ -30,7 +34,7 @@ def shipped_keys(conf):
     Also the keys shown in a comment line `# key = value;`."""
     keys, commented, stack = [], [], []
     for raw in conf.splitlines():
-        m = re.match(r'^\s*#\s*([A-Za-z_][A-Za-z0-9_]*)\s*=[^=]*;\s*$', raw)
+        m = re.match(r'^\s*#\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*("[^"]*"|[^=]*);\s*$', raw)
         if m and stack:
             commented.append(('.'.join(stack[:1]), '.'.join(stack[1:] + [m.group(1)])))
         line = re.sub(r'(#|//).*', '', raw).strip()
@@ -68,10 +72,11 @@ def main():
             continue  # a group: its keys cert and key are checked below
         if f'`{section}.{key}`' not in ops:
             gaps.append(f'docs/OPERATIONS.md does not name `{section}.{key}`')
-        if (section, key) in MACHINE_DEFAULTS:
+        if (section, key) in MACHINE_DEFAULTS | NO_DEFAULT:
             if (section, key) in shipped:
                 gaps.append(f'conf/safemessenger.conf sets {section}.{key}, replacing its '
-                            f'machine-dependent default (show it commented out)')
+                            f'machine-dependent default or used only with another setting '
+                            f'(show it commented out)')
             elif (section, key) not in commented:
                 gaps.append(f'conf/safemessenger.conf does not show {section}.{key} '
                             f'(as a comment: # {key} = ...;)')
