@@ -914,3 +914,69 @@ int harness_run_server(const char *args, char *out, size_t out_len)
     int st = pclose(p);
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
+
+/* ---- running a tool ------------------------------------------------------ */
+
+static void slurp_file(const char *path, char *buf, size_t len)
+{
+    buf[0] = '\0';
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    size_t n = fread(buf, 1, len - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+}
+
+static double tool_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int harness_run_tool(const harness_server *s, const char *const *argv, const char *in_path,
+                     char *out, size_t out_len, char *err, size_t err_len, double timeout_s)
+{
+    char out_path[600], err_path[600];
+    if (harness_path(s, "tool.out", out_path, sizeof out_path) != 0 ||
+        harness_path(s, "tool.err", err_path, sizeof err_path) != 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        int in = open(in_path ? in_path : "/dev/null", O_RDONLY),
+            o = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600),
+            e = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (in < 0 || o < 0 || e < 0)
+            _exit(127);
+        dup2(in, 0);
+        dup2(o, 1);
+        dup2(e, 2);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    int status = 0;
+    double deadline = tool_now() + timeout_s;
+    pid_t r;
+    while ((r = waitpid(pid, &status, WNOHANG)) == 0 && tool_now() < deadline) {
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+    if (r != pid) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        return -1;
+    }
+    slurp_file(out_path, out, out_len);
+    slurp_file(err_path, err, err_len);
+    static const char *const reports[] = {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                                          "runtime error:", "WARNING: ThreadSanitizer"};
+    for (size_t i = 0; i < sizeof reports / sizeof *reports; i++)
+        if (strstr(err, reports[i])) {
+            fprintf(stderr, "%s reported:\n%s\n", argv[0], err);
+            CU_FAIL("a sanitizer report from a tool");
+        }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}

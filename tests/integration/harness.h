@@ -187,6 +187,15 @@ char *harness_http_exchange(int port, const char *source, const char *req, size_
  * fit). Returns its exit status, -1 if it did not run or exit normally. */
 int harness_run_server(const char *args, char *out, size_t out_len);
 
+/* Runs argv (argv[0] a path, NULL-terminated) with stdin from in_path
+ * (NULL: /dev/null) and stdout / stderr into out / err (NUL-terminated,
+ * cut to their sizes; the files go to s's directory), waiting at most
+ * timeout_s. A sanitizer report on its stderr fails the current test
+ * (the tools run the core in their own process). Returns its exit status,
+ * -1 if it did not run or end in time (it is killed then). */
+int harness_run_tool(const harness_server *s, const char *const *argv, const char *in_path,
+                     char *out, size_t out_len, char *err, size_t err_len, double timeout_s);
+
 /* Prints the last lines of <dir>/server.log to stderr. */
 void harness_dump_log(const harness_server *s);
 

@@ -52,27 +52,14 @@ static double now_s(void)
 /* Output of the last run_admin. */
 static char out_text[65536], err_text[8192];
 
-static void slurp(const char *path, char *buf, size_t len)
-{
-    buf[0] = '\0';
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return;
-    size_t n = fread(buf, 1, len - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-}
-
 /* Runs safemessenger-admin -c <dir>/server.conf ARGS... (NULL-ended),
  * with `input` on stdin (NULL: /dev/null); returns its exit status, -1 if
  * it did not run or end within 60 s. */
 static int run_admin(const char *input, ...)
 {
-    char conf[512], in_path[512], out_path[512], err_path[512];
+    char conf[512], in_path[512];
     harness_path(&srv, "server.conf", conf, sizeof conf);
     harness_path(&srv, "admin.in", in_path, sizeof in_path);
-    harness_path(&srv, "admin.out", out_path, sizeof out_path);
-    harness_path(&srv, "admin.err", err_path, sizeof err_path);
     FILE *f = fopen(in_path, "w");
     if (!f)
         return -1;
@@ -88,44 +75,8 @@ static int run_admin(const char *input, ...)
         argv[n++] = a;
     va_end(ap);
     argv[n] = NULL;
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        int in = open(in_path, O_RDONLY), out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600),
-            err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (in < 0 || out < 0 || err < 0)
-            _exit(127);
-        dup2(in, 0);
-        dup2(out, 1);
-        dup2(err, 2);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    int status = 0;
-    double deadline = now_s() + 60;
-    pid_t r;
-    while ((r = waitpid(pid, &status, WNOHANG)) == 0 && now_s() < deadline) {
-        struct timespec ts = {0, 10000000};
-        nanosleep(&ts, NULL);
-    }
-    if (r != pid) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        return -1;
-    }
-    slurp(out_path, out_text, sizeof out_text);
-    slurp(err_path, err_text, sizeof err_text);
-    /* The tool runs the core in its own process too: the sanitizers'
-     * reports there are failures as in the server's log. */
-    static const char *const reports[] = {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
-                                          "runtime error:", "WARNING: ThreadSanitizer"};
-    for (size_t i = 0; i < sizeof reports / sizeof *reports; i++)
-        if (strstr(err_text, reports[i])) {
-            fprintf(stderr, "safemessenger-admin reported:\n%s\n", err_text);
-            CU_FAIL("a sanitizer report from safemessenger-admin");
-        }
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return harness_run_tool(&srv, argv, in_path, out_text, sizeof out_text, err_text,
+                            sizeof err_text, 60);
 }
 
 static sm_client *connect_to(void)

@@ -110,68 +110,14 @@ static void write_pg_conf(const char *path, const char *schema, const char *load
 
 /* ---- the tool ------------------------------------------------------------ */
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void slurp(const char *path, char *buf, size_t len)
-{
-    buf[0] = '\0';
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return;
-    size_t n = fread(buf, 1, len - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-}
-
 /* safemessenger-admin -c conf import-sqlite db [--json]: its exit status
  * (-1 if it did not end within 120 s), output in out_text / err_text. */
 static int run_import(const char *conf, const char *db, int json)
 {
-    char out_path[600], err_path[600];
-    harness_path(&old, "import.out", out_path, sizeof out_path);
-    harness_path(&old, "import.err", err_path, sizeof err_path);
     const char *argv[] = {SM_ADMIN_PATH, "-c", conf, "import-sqlite", db,
                           json ? "--json" : NULL, NULL};
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        int out = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0600),
-            err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (out < 0 || err < 0)
-            _exit(127);
-        dup2(out, 1);
-        dup2(err, 2);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    int status = 0;
-    double deadline = now_s() + 120;
-    pid_t r;
-    while ((r = waitpid(pid, &status, WNOHANG)) == 0 && now_s() < deadline) {
-        struct timespec ts = {0, 10000000};
-        nanosleep(&ts, NULL);
-    }
-    if (r != pid) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        return -1;
-    }
-    slurp(out_path, out_text, sizeof out_text);
-    slurp(err_path, err_text, sizeof err_text);
-    static const char *const reports[] = {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
-                                          "runtime error:", "WARNING: ThreadSanitizer"};
-    for (size_t i = 0; i < sizeof reports / sizeof *reports; i++)
-        if (strstr(err_text, reports[i])) {
-            fprintf(stderr, "safemessenger-admin reported:\n%s\n", err_text);
-            CU_FAIL("a sanitizer report from safemessenger-admin");
-        }
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return harness_run_tool(&old, argv, NULL, out_text, sizeof out_text, err_text,
+                            sizeof err_text, 120);
 }
 
 /* ---- clients ------------------------------------------------------------- */
