@@ -29,15 +29,24 @@
 #define BENCH_MAX_SOURCES 64u
 #define BENCH_MAX_CONTENT 16000u        /* below the server's default 16384 */
 #define BENCH_MAX_WINDOW 1024u
+#define BENCH_MAX_TARGETS 16u           /* --url given this many times at most */
 
 /* ---- options ------------------------------------------------------------ */
 
+/* One server (a node of a cluster): --url may be repeated, and
+ * connections go to the targets in turn (the n-th opened to target
+ * n mod count), so every scenario's users spread evenly over the nodes. */
+typedef struct bench_target {
+    const char *url;
+    ws_url ws;                      /* parsed url */
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+} bench_target;
+
 typedef struct bench_opts {
     const char *scenario;
-    const char *url;
-    ws_url target;                  /* parsed url */
-    struct sockaddr_storage addr;   /* the server */
-    socklen_t addr_len;
+    bench_target targets[BENCH_MAX_TARGETS];
+    unsigned n_targets;             /* 1 when no --url: the default */
     double duration_s;              /* measured time */
     double warmup_s;                /* load before measuring */
     double setup_timeout_s;         /* connecting and logging in */
@@ -183,6 +192,7 @@ typedef struct bench_handlers {
 
 typedef struct bench_counters {
     uint64_t connects;          /* TCP connections started */
+    uint64_t per_target[BENCH_MAX_TARGETS]; /* of which to each target */
     uint64_t ended[END_COUNT];
     uint64_t verified;          /* deliveries opened fully */
     uint64_t unverified;        /* deliveries only parsed (sampling) */

@@ -78,6 +78,7 @@ struct bench_conn {
     char accept[WS_ACCEPT_LEN + 1];
     envelope_dir c2s, s2c;
     uint64_t deliveries;        /* for --verify-one-in; starts staggered */
+    const bench_target *target; /* the node it connects to */
 };
 
 struct bench_loop {
@@ -306,7 +307,7 @@ uint64_t conn_started_ns(const bench_conn *c) { return c->started_ns; }
 
 static int send_upgrade(bench_conn *c)
 {
-    const ws_url *u = &c->loop->o->target;
+    const ws_url *u = &c->target->ws;
     uint8_t raw[16];
     char *key = NULL;
     size_t key_len = 0;
@@ -874,7 +875,9 @@ int loop_connect(bench_loop *L, void *user, bench_conn **out)
     if (L->n_live >= L->max_conns)
         return -1;
     const bench_opts *o = L->o;
-    int fd = socket(o->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    unsigned ti = (unsigned)(L->ctr.connects % o->n_targets);
+    const bench_target *t = &o->targets[ti];
+    int fd = socket(t->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
     int one = 1;
@@ -889,12 +892,13 @@ int loop_connect(bench_loop *L, void *user, bench_conn **out)
             return -1;
         }
     }
-    if (connect(fd, (const struct sockaddr *)&o->addr, o->addr_len) != 0
+    if (connect(fd, (const struct sockaddr *)&t->addr, t->addr_len) != 0
         && errno != EINPROGRESS) {
         /* Typically EADDRNOTAVAIL: the source address ran out of ports. */
         int e = errno;
         close(fd);
         L->ctr.connects++;
+        L->ctr.per_target[ti]++;
         L->ctr.ended[END_CONNECT]++;
         errno = e;
         return -1;
@@ -905,6 +909,7 @@ int loop_connect(bench_loop *L, void *user, bench_conn **out)
         return -1;
     }
     c->loop = L;
+    c->target = t;
     c->fd = fd;
     c->user = user;
     c->state = ST_CONNECTING;
@@ -931,6 +936,7 @@ int loop_connect(bench_loop *L, void *user, bench_conn **out)
     L->live = c;
     L->n_live++;
     L->ctr.connects++;
+    L->ctr.per_target[ti]++;
     *out = c;
     return 0;
 }
@@ -957,7 +963,7 @@ static int make_sources(bench_loop *L, const bench_opts *o)
     unsigned n = o->sources ? o->sources : 1;
     if (n > BENCH_MAX_SOURCES)
         n = BENCH_MAX_SOURCES;
-    if (o->addr.ss_family != AF_INET)
+    if (o->targets[0].addr.ss_family != AF_INET)
         n = 1;   /* ::1 is the only IPv6 loopback address */
     for (unsigned i = 0; i < n; i++) {
         struct sockaddr_in *sin = (struct sockaddr_in *)&L->src[i];

@@ -37,7 +37,9 @@ static void usage(FILE *out)
         "Scenarios: handshakes, logins, fanout, private, idle (docs/BENCHMARKS.md).\n"
         "The target must be on this machine (127.0.0.0/8 or ::1); the JSON report goes to\n"
         "stdout, a progress line to stderr once a second.\n"
-        "  --url URL               server (default ws://127.0.0.1:8765/)\n"
+        "  --url URL               server (default ws://127.0.0.1:8765/); repeat it for the\n"
+        "                          nodes of a cluster (at most 16): connections go to\n"
+        "                          them in turn\n"
         "  --duration S            measured seconds (default 10, at most 300)\n"
         "  --warmup S              load before measuring (default 1)\n"
         "  --setup-timeout S       connecting and logging in users (default 120)\n"
@@ -97,42 +99,57 @@ static int parse_uint(const char *name, const char *s, unsigned min, unsigned ma
 
 /* Only a server on this machine: an IPv4 address in 127.0.0.0/8 or ::1,
  * written as a literal (a name could resolve anywhere). */
-static int set_target(bench_opts *o)
+static int set_one_target(bench_target *t)
 {
-    if (ws_url_parse(o->url, &o->target) != 0) {
-        fprintf(stderr, "safemessenger-bench: bad --url '%s'\n", o->url);
+    if (ws_url_parse(t->url, &t->ws) != 0) {
+        fprintf(stderr, "safemessenger-bench: bad --url '%s'\n", t->url);
         return -1;
     }
-    if (o->target.tls) {
+    if (t->ws.tls) {
         fprintf(stderr, "safemessenger-bench: wss:// is not supported (loopback ws:// only)\n");
         return -1;
     }
-    unsigned port = (unsigned)strtoul(o->target.port, NULL, 10);
-    memset(&o->addr, 0, sizeof o->addr);
-    struct sockaddr_in *v4 = (struct sockaddr_in *)&o->addr;
-    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&o->addr;
-    if (inet_pton(AF_INET, o->target.host, &v4->sin_addr) == 1) {
+    unsigned port = (unsigned)strtoul(t->ws.port, NULL, 10);
+    memset(&t->addr, 0, sizeof t->addr);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&t->addr;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&t->addr;
+    if (inet_pton(AF_INET, t->ws.host, &v4->sin_addr) == 1) {
         if ((ntohl(v4->sin_addr.s_addr) >> 24) != 127)
             goto refuse;
         v4->sin_family = AF_INET;
         v4->sin_port = htons((uint16_t)port);
-        o->addr_len = sizeof *v4;
+        t->addr_len = sizeof *v4;
         return 0;
     }
-    if (inet_pton(AF_INET6, o->target.host, &v6->sin6_addr) == 1) {
+    if (inet_pton(AF_INET6, t->ws.host, &v6->sin6_addr) == 1) {
         if (!IN6_IS_ADDR_LOOPBACK(&v6->sin6_addr))
             goto refuse;
         v6->sin6_family = AF_INET6;
         v6->sin6_port = htons((uint16_t)port);
-        o->addr_len = sizeof *v6;
+        t->addr_len = sizeof *v6;
         return 0;
     }
 refuse:
     fprintf(stderr,
             "safemessenger-bench: refusing target '%s': only 127.0.0.0/8 or ::1, written as an "
             "address, may be loaded\n",
-            o->target.host);
+            t->ws.host);
     return -1;
+}
+
+/* Every target checked; one address family for all (the source
+ * addresses the connections bind to are of one family). */
+static int set_targets(bench_opts *o)
+{
+    for (unsigned i = 0; i < o->n_targets; i++) {
+        if (set_one_target(&o->targets[i]) != 0)
+            return -1;
+        if (o->targets[i].addr.ss_family != o->targets[0].addr.ss_family) {
+            fprintf(stderr, "safemessenger-bench: every --url must be IPv4 or every one IPv6\n");
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* Raises the soft descriptor limit to the hard one and derives the
@@ -298,12 +315,21 @@ static int parse_args(int argc, char **argv, bench_opts *o, int *given_conns, in
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
-    int opt, rc = 0;
+    int opt, rc = 0, urls_given = 0;
     double pid = 0;
     while (rc == 0 && (opt = getopt_long(argc, argv, "h", options, NULL)) != -1) {
         switch (opt) {
         case OPT_URL:
-            o->url = optarg;
+            /* The first replaces the default; later ones add nodes. */
+            if (!urls_given)
+                o->n_targets = 0;
+            urls_given = 1;
+            if (o->n_targets == BENCH_MAX_TARGETS) {
+                fprintf(stderr, "safemessenger-bench: at most %u --url\n", BENCH_MAX_TARGETS);
+                rc = -1;
+                break;
+            }
+            o->targets[o->n_targets++].url = optarg;
             break;
         case OPT_DURATION:
             rc = parse_num("duration", optarg, 0.1, BENCH_MAX_DURATION_S, &o->duration_s);
@@ -402,7 +428,7 @@ int main(int argc, char **argv)
 {
     static char prefix[16];
     bench_opts o = {
-        .url = "ws://127.0.0.1:8765/", .duration_s = 10, .warmup_s = 1, .setup_timeout_s = 120,
+        .targets = {{.url = "ws://127.0.0.1:8765/"}}, .n_targets = 1, .duration_s = 10, .warmup_s = 1, .setup_timeout_s = 120,
         .rooms = 1, .members = 100, .online = 16, .offline = 16, .window = 4,
         .room_window = 16, .content_bytes = 64, .verify_one_in = 1, .setup_concurrency = 128,
         .password = "bench-password", .bystander_ms = 10, .bystander_rounds = 1,
@@ -430,7 +456,7 @@ int main(int argc, char **argv)
         return 2;
     }
     set_fd_limit(&o);
-    if (set_target(&o) != 0 || check_opts(&o, given_conns, given_senders) != 0)
+    if (set_targets(&o) != 0 || check_opts(&o, given_conns, given_senders) != 0)
         return 2;
 
     struct sigaction sa;
@@ -448,9 +474,12 @@ int main(int argc, char **argv)
                      + o.bystander_rounds * (o.warmup_s + 5) + 60));
 
     json_t *report = json_pack("{s:s, s:s, s:s, s:I, s:i}", "tool", "safemessenger-bench",
-                               "scenario", o.scenario, "target", o.url, "started_at",
+                               "scenario", o.scenario, "target", o.targets[0].url, "started_at",
                                (json_int_t)time(NULL), "nproc", (int)sysconf(_SC_NPROCESSORS_ONLN));
-    if (!report)
+    json_t *urls = json_array();
+    for (unsigned i = 0; urls && i < o.n_targets; i++)
+        json_array_append_new(urls, json_string(o.targets[i].url));
+    if (!report || !urls || json_object_set_new(report, "targets", urls) != 0)
         return 2;
     json_object_set_new(report, "parameters", params_json(&o));
     int rc = fn(&o, report);

@@ -526,9 +526,12 @@ void run_report(run *r, json_t *report)
                         json_pack("{s:f, s:I, s:I}", "seconds", r->teardown_s, "close_timeouts",
                                   (json_int_t)r->teardown_timeouts, "unclosed",
                                   (json_int_t)r->teardown_unclosed));
+    json_t *per_target = json_array();
+    for (unsigned i = 0; per_target && i < r->o->n_targets; i++)
+        json_array_append_new(per_target, json_integer((json_int_t)k->per_target[i]));
     json_object_set_new(report, "traffic",
-                        json_pack("{s:I, s:I, s:I, s:I}", "connections_opened",
-                                  (json_int_t)k->connects, "frames_in", (json_int_t)k->frames_in,
-                                  "bytes_in", (json_int_t)k->bytes_in, "bytes_out",
-                                  (json_int_t)k->bytes_out));
+                        json_pack("{s:I, s:o*, s:I, s:I, s:I}", "connections_opened",
+                                  (json_int_t)k->connects, "connections_per_target", per_target,
+                                  "frames_in", (json_int_t)k->frames_in, "bytes_in",
+                                  (json_int_t)k->bytes_in, "bytes_out", (json_int_t)k->bytes_out));
 }

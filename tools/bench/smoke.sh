@@ -82,6 +82,31 @@ run private 'res["online"]["messages_per_s"] > 0 and res["offline"]["messages_pe
 run idle 'res["sessions"] == 5 and res["alive_at_end"] == 5 and res["rss_before_kib"] > 0 and res["rss_after_kib"] > 0 and res["rss_end_kib"] > 0' \
     idle --connections 5 --duration 1
 
+# --url repeated (the nodes of a cluster): connections go to the targets
+# in turn. The same server twice here, so that every scenario still works:
+# the spread is what is checked.
+echo "== two targets"
+"$bench" private --senders 2 --online 2 --offline 2 --duration 1 --warmup 0.3 --quiet \
+    --url "$url" --url "ws://127.0.0.1:$(cat "$dir/port")/" > "$dir/two.json" 2> "$dir/two.err" \
+    || { cat "$dir/two.err" >&2; fail "two targets: exit status $?"; }
+python3 - "$dir/two.json" "$url" <<'EOF2' || fail "two targets: report check failed"
+import json, sys
+r = json.load(open(sys.argv[1]))
+per = r["traffic"]["connections_per_target"]
+ok = (r["ok"] is True and r["targets"] == [sys.argv[2], sys.argv[2]] and len(per) == 2
+      and sum(per) == r["traffic"]["connections_opened"] and abs(per[0] - per[1]) <= 1 and min(per) > 0)
+print(r["targets"], per)
+sys.exit(0 if ok else 1)
+EOF2
+targets=()
+for _ in $(seq 17); do targets+=(--url "$url"); done
+"$bench" handshakes "${targets[@]}" --duration 1 > /dev/null 2>&1
+[ $? -eq 2 ] || fail "17 --url were not refused"
+"$bench" handshakes --url "$url" --url ws://10.0.0.1:8765/ --duration 1 > /dev/null 2>&1
+[ $? -eq 2 ] || fail "a second, non-loopback target was not refused"
+"$bench" handshakes --url "$url" --url "ws://[::1]:8765/" --duration 1 > /dev/null 2>&1
+[ $? -eq 2 ] || fail "IPv4 and IPv6 targets together were not refused"
+
 # The bench refuses anything but loopback and stops within its bounds.
 "$bench" handshakes --url ws://10.0.0.1:8765/ --duration 1 > /dev/null 2>&1
 [ $? -eq 2 ] || fail "a non-loopback target was not refused"
