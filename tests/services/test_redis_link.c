@@ -14,7 +14,6 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <safemessenger/testhost_suite.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "private_redis.h"
 #include "redis_link.h"
 #include "service_url.h"
 
@@ -34,8 +34,7 @@
 static struct lws_context *ctx;
 static lws_sorted_usec_list_t tick;
 static char fixture_url[256];
-static char private_dir[128]; /* the restart case's instance, while it exists */
-static pid_t frozen_pid;      /* its redis-server while SIGSTOPped */
+static private_redis priv; /* the restart and freeze cases' instance, while it exists */
 static char channel_prefix[64];
 
 /* ---- the loop ------------------------------------------------------------ */
@@ -542,67 +541,6 @@ out:
 
 /* ---- a Redis restart ------------------------------------------------------ */
 
-/* redis-instance VERB DIR, with SM_REDIS_PORT=port when port > 0. */
-static int instance(const char *verb, int port)
-{
-    char cmd[512];
-    char env[32] = "";
-    if (port > 0)
-        snprintf(env, sizeof env, "SM_REDIS_PORT=%d ", port);
-    snprintf(cmd, sizeof cmd, "%s'%s/tests/services/redis-instance' %s '%s'", env, SM_SOURCE_DIR,
-             verb, private_dir);
-    int rc = system(cmd);
-    if (rc != 0)
-        fprintf(stderr, "%s: status %d\n", cmd, rc);
-    return rc;
-}
-
-static int read_private(const char *name, char *buf, size_t len)
-{
-    char path[192];
-    snprintf(path, sizeof path, "%s/%s", private_dir, name);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
-    int rc = fgets(buf, (int)len, f) ? 0 : -1;
-    fclose(f);
-    buf[strcspn(buf, "\n")] = '\0';
-    return rc;
-}
-
-/* Lets the private redis-server run again if a case froze it. */
-static void thaw_private(void)
-{
-    if (frozen_pid > 0)
-        kill(frozen_pid, SIGCONT);
-    frozen_pid = 0;
-}
-
-/* Starts a case's private redis-server in a new mkdtemp directory, its
- * URL in url; 0, or -1 after a CUnit failure. */
-static int start_private(char *url, size_t len)
-{
-    snprintf(private_dir, sizeof private_dir, "/tmp/sm-redis-link.XXXXXX");
-    if (!mkdtemp(private_dir)) {
-        private_dir[0] = '\0';
-        CU_FAIL("mkdtemp");
-        return -1;
-    }
-    if (instance("start", 0) != 0 || read_private("url", url, len) != 0) {
-        CU_FAIL("cannot start a private redis-server");
-        return -1;
-    }
-    return 0;
-}
-
-static void stop_private(void)
-{
-    thaw_private(); /* a frozen one would not stop politely */
-    if (private_dir[0])
-        instance("stop", 0);
-    private_dir[0] = '\0';
-}
-
 /* After Redis came back: the two links reported up a second time and
  * reconnected once, the subscriber's subscription to channel restored
  * (a publish from `from` reaches it as its second message). */
@@ -623,18 +561,15 @@ static void check_back_with_subscription(redis_link *pub, const probe *pp, redis
 
 static void links_come_back_after_a_redis_restart_with_their_subscriptions(void)
 {
-    char url[128], port_text[16], a[128];
+    char a[128];
     probe pp, sp;
     redis_link *pub = NULL, *sub = NULL;
-    if (start_private(url, sizeof url) != 0)
-        goto out;
-    if (read_private("port", port_text, sizeof port_text) != 0) {
-        CU_FAIL("no port file");
+    if (private_redis_start(&priv, "redis-link") != 0) {
+        CU_FAIL("cannot start a private redis-server");
         goto out;
     }
-    int port = atoi(port_text);
-    pub = start_link(url, &pp);
-    sub = start_link(url, &sp);
+    pub = start_link(priv.url, &pp);
+    sub = start_link(priv.url, &sp);
     if (!pub || !sub)
         goto out;
     CU_ASSERT_EQUAL(redis_link_subscribe(sub, chan(a, sizeof a, "restart")), 0);
@@ -645,7 +580,7 @@ static void links_come_back_after_a_redis_restart_with_their_subscriptions(void)
     CU_ASSERT_EQUAL(sp.messages, 1);
 
     /* Redis goes away: both links say so, and publishing is refused. */
-    CU_ASSERT_EQUAL(instance("stop", 0), 0);
+    CU_ASSERT_EQUAL(private_redis_down(&priv), 0);
     WAIT_FOR(pp.downs == 1 && sp.downs == 1, 5000);
     CU_ASSERT_EQUAL(pp.downs, 1);
     CU_ASSERT_EQUAL(sp.downs, 1);
@@ -657,7 +592,7 @@ static void links_come_back_after_a_redis_restart_with_their_subscriptions(void)
 
     /* Back on the same port: the links return by themselves, the
      * subscription with them. */
-    CU_ASSERT_EQUAL(instance("start", port), 0);
+    CU_ASSERT_EQUAL(private_redis_up(&priv), 0);
     double back_from = now_s();
     WAIT_FOR(redis_link_is_up(pub) && redis_link_is_up(sub), 8000);
     CU_ASSERT(redis_link_is_up(pub) && redis_link_is_up(sub));
@@ -666,24 +601,21 @@ static void links_come_back_after_a_redis_restart_with_their_subscriptions(void)
 out:
     redis_link_stop(pub);
     redis_link_stop(sub);
-    stop_private();
+    private_redis_stop(&priv);
 }
 
 
 static void a_frozen_redis_is_detected_and_the_links_come_back_when_it_resumes(void)
 {
-    char url[128], pid_text[32], a[128], other[128];
+    char a[128], other[128];
     probe pp, sp, lp;
     redis_link *pub = NULL, *sub = NULL, *late = NULL;
-    if (start_private(url, sizeof url) != 0)
-        goto out;
-    if (read_private("redis.pid", pid_text, sizeof pid_text) != 0 || atoi(pid_text) <= 0) {
-        CU_FAIL("no pid file");
+    if (private_redis_start(&priv, "redis-link") != 0) {
+        CU_FAIL("cannot start a private redis-server");
         goto out;
     }
-    pid_t pid = (pid_t)atoi(pid_text);
-    pub = start_link(url, &pp);
-    sub = start_link(url, &sp);
+    pub = start_link(priv.url, &pp);
+    sub = start_link(priv.url, &sp);
     if (!pub || !sub)
         goto out;
     CU_ASSERT_EQUAL(redis_link_subscribe(sub, chan(a, sizeof a, "frozen")), 0);
@@ -701,18 +633,17 @@ static void a_frozen_redis_is_detected_and_the_links_come_back_when_it_resumes(v
 
     /* Frozen: the kernel still accepts connections and data, Redis
      * answers nothing. */
-    if (kill(pid, SIGSTOP) != 0) {
+    if (private_redis_freeze(&priv) != 0) {
         CU_FAIL("cannot SIGSTOP redis-server");
         goto out;
     }
-    frozen_pid = pid;
     double frozen_at = now_s();
     /* Sent, never answered: it counts as failed once the link gives up.
      * (On a channel nobody reads: Redis may still run it on resuming.) */
     CU_ASSERT_EQUAL(redis_link_publish(pub, chan(other, sizeof other, "frozen:lost"), "x", 1), 0);
     /* A link that starts meanwhile connects (TCP) but gets no answer to
      * its SELECT: down after the connect timeout. */
-    late = start_link(url, &lp);
+    late = start_link(priv.url, &lp);
     WAIT_FOR(lp.downs == 1, REDIS_LINK_CONNECT_TIMEOUT_MS + SLACK_MS);
     double late_down = now_s() - frozen_at;
     /* A link is down once one of its connections is found silent, and
@@ -752,7 +683,7 @@ static void a_frozen_redis_is_detected_and_the_links_come_back_when_it_resumes(v
 
     /* Resumed: all three come up by themselves, the subscription with
      * them. */
-    thaw_private();
+    private_redis_thaw(&priv);
     double thawed_at = now_s();
     WAIT_FOR(redis_link_is_up(pub) && redis_link_is_up(sub) && redis_link_is_up(late), 8000);
     CU_ASSERT(redis_link_is_up(pub) && redis_link_is_up(sub) && redis_link_is_up(late));
@@ -763,7 +694,7 @@ out:
     redis_link_stop(pub);
     redis_link_stop(sub);
     redis_link_stop(late);
-    stop_private();
+    private_redis_stop(&priv);
 }
 
 /* ---- the suite ------------------------------------------------------------ */
@@ -784,7 +715,7 @@ static int suite_init(void)
 
 static int suite_cleanup(void)
 {
-    stop_private(); /* a failed assertion left a case early */
+    private_redis_stop(&priv); /* a failed assertion left a case early */
     lws_sul_schedule(ctx, 0, &tick, tick_cb, LWS_SET_TIMER_USEC_CANCEL);
     lws_context_destroy(ctx);
     return 0;
