@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cluster_frame.h"
 #include "hashmap.h"
 #include "log.h"
 #include "redis_link.h"
@@ -21,8 +22,7 @@ _Static_assert(CLUSTER_BUS_DOWN == REDIS_LINK_DOWN && CLUSTER_BUS_BUSY == REDIS_
 _Static_assert(CLUSTER_BUS_PREFIX_MAX + 2 + CLUSTER_BUS_TOPIC_MAX <= REDIS_LINK_CHANNEL_MAX,
                "every channel fits redis_link");
 
-#define CB_VERSION 1
-#define CB_INSTANCE_LEN 8
+#define CB_INSTANCE_LEN CLUSTER_FRAME_INSTANCE_LEN
 #define CB_TOPIC_TAG "t:"
 #define CB_USER_TAG "u:"
 #define CB_TAG_LEN 2
@@ -104,107 +104,16 @@ static int user_channel(const cluster_bus *bus, const char *user, char *out)
                    == SM_OK ? 0 : -1;
 }
 
-/* ---- the frame (cluster_bus.h) ------------------------------------------ */
+/* ---- the frame (cluster_frame.h) ---------------------------------------- */
 
-typedef struct cb_frame {
-    const unsigned char *instance; /* CB_INSTANCE_LEN bytes */
-    char origin[CLUSTER_BUS_NODE_MAX + 1];
-    char except_user[CLUSTER_BUS_USER_MAX + 1]; /* "" for none */
-    char action[CLUSTER_BUS_ACTION_MAX + 1];
-    const unsigned char *payload;
-    size_t len;
-} cb_frame;
-
-/* A reader over the message: each take fails once the bytes run out. */
-typedef struct cb_reader {
-    const unsigned char *p, *end;
-} cb_reader;
-
-static const unsigned char *take(cb_reader *r, size_t n)
-{
-    if ((size_t)(r->end - r->p) < n)
-        return NULL;
-    const unsigned char *at = r->p;
-    r->p += n;
-    return at;
-}
-
-/* A 1-byte length and that many bytes into out (NUL-terminated), min to
- * max bytes. NULL when it is not there, out of bounds or holds a NUL
- * (which would cut the string the handler sees). */
-static const char *take_string(cb_reader *r, size_t min, size_t max, char *out)
-{
-    const unsigned char *n = take(r, 1);
-    const unsigned char *s = n && *n >= min && *n <= max ? take(r, *n) : NULL;
-    if (!s || memchr(s, '\0', *n))
-        return NULL;
-    memcpy(out, s, *n);
-    out[*n] = '\0';
-    return out;
-}
-
-/* Returns NULL and fills *f, or why the message does not parse. */
-static const char *frame_decode(const void *msg, size_t len, cb_frame *f)
-{
-    cb_reader r = { msg, (const unsigned char *)msg + len };
-    const unsigned char *version = take(&r, 1);
-    if (!version)
-        return "empty";
-    if (*version != CB_VERSION)
-        return "unknown version";
-    if (!(f->instance = take(&r, CB_INSTANCE_LEN)))
-        return "cut short";
-    if (!take_string(&r, 1, CLUSTER_BUS_NODE_MAX, f->origin)
-        || !sm_name_valid(f->origin, 1, CLUSTER_BUS_NODE_MAX))
-        return "bad origin node id";
-    if (!take_string(&r, 0, CLUSTER_BUS_USER_MAX, f->except_user)
-        || (f->except_user[0] && !sm_name_valid(f->except_user, 1, CLUSTER_BUS_USER_MAX)))
-        return "bad except-user";
-    if (!take_string(&r, 1, CLUSTER_BUS_ACTION_MAX, f->action))
-        return "bad action";
-    const unsigned char *n = take(&r, 4);
-    if (!n)
-        return "cut short";
-    uint32_t payload_len = (uint32_t)n[0] << 24 | (uint32_t)n[1] << 16 | (uint32_t)n[2] << 8 | n[3];
-    if (payload_len > CLUSTER_BUS_PAYLOAD_MAX || payload_len != (size_t)(r.end - r.p))
-        return "payload length does not match";
-    f->payload = r.p;
-    f->len = payload_len;
-    return NULL;
-}
-
-static void put_string(unsigned char **p, const char *s, size_t len)
-{
-    *(*p)++ = (unsigned char)len;
-    if (len) /* s may be NULL then */
-        memcpy(*p, s, len);
-    *p += len;
-}
-
-/* One frame in a new buffer (*out, *out_len), or CLUSTER_BUS_NO_MEMORY.
- * The caller checked every length. */
 static int frame_encode(const cluster_bus *bus, const char *except_user, size_t except_len,
                         const char *action, size_t action_len, const void *payload, size_t len,
                         unsigned char **out, size_t *out_len)
 {
-    size_t size = 1 + sizeof bus->instance + 1 + bus->node_len + 1 + except_len + 1 + action_len
-                  + 4 + len;
-    unsigned char *buf = malloc(size), *p = buf;
-    if (!buf)
-        return CLUSTER_BUS_NO_MEMORY;
-    *p++ = CB_VERSION;
-    memcpy(p, bus->instance, sizeof bus->instance);
-    p += sizeof bus->instance;
-    put_string(&p, bus->node, bus->node_len);
-    put_string(&p, except_user, except_len);
-    put_string(&p, action, action_len);
-    for (int shift = 24; shift >= 0; shift -= 8)
-        *p++ = (unsigned char)(len >> shift);
-    if (len)
-        memcpy(p, payload, len);
-    *out = buf;
-    *out_len = size;
-    return 0;
+    return cluster_frame_encode(bus->instance, bus->node, bus->node_len, except_user, except_len,
+                                action, action_len, payload, len, out, out_len) == 0
+               ? 0
+               : CLUSTER_BUS_NO_MEMORY;
 }
 
 /* ---- receiving -------------------------------------------------------- */
@@ -227,8 +136,8 @@ static void note_malformed(cluster_bus *bus, const char *channel, const char *wh
 static void on_message(const char *channel, const void *msg, size_t len, void *arg)
 {
     cluster_bus *bus = arg;
-    cb_frame f;
-    const char *why = frame_decode(msg, len, &f);
+    cluster_frame f;
+    const char *why = cluster_frame_decode(msg, len, &f);
     const char *name = channel + bus->prefix_len + CB_TAG_LEN;
     int is_user = strncmp(channel + bus->prefix_len, CB_USER_TAG, CB_TAG_LEN) == 0;
     if (!why && is_user && f.except_user[0])
