@@ -27,10 +27,14 @@ _Static_assert(CLUSTER_PRESENCE_DOWN == REDIS_LINK_DOWN && CLUSTER_PRESENCE_BUSY
 
 /* ---- the scripts (cluster_presence.h says what each does) ---------------- */
 
-/* session. KEYS: node:<id>, pu:<user>, nu:<id>. ARGV: instance, id,
- * user, the node's count of the user's sessions now. Returns 2 when
- * node:<id> is not this instance (the node must register), else the
- * change in the existence of pu:<user>: 1, -1 or 0. */
+/* What the scripts count are entries: "pu:<user>" (a user's sessions)
+ * or "pr:<user>:<topic>" (a user's sessions in a topic), each the name
+ * of its hash under the prefix, and what nu:<id> holds.
+ *
+ * session. KEYS: node:<id>, <prefix><entry>, nu:<id>. ARGV: instance,
+ * id, entry, the node's count for it now. Returns 2 when node:<id> is
+ * not this instance (the node must register), else the change in the
+ * existence of the entry's hash: 1, -1 or 0. */
 static const char session_lua[] =
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 2 end\n"
     "local before = redis.call('EXISTS', KEYS[2])\n"
@@ -44,9 +48,9 @@ static const char session_lua[] =
     "return redis.call('EXISTS', KEYS[2]) - before\n";
 
 /* register. KEYS: node:<id>, nodes, nu:<id>. ARGV: prefix, instance,
- * id, TTL in ms, then a user and the node's count for each user with
- * sessions here. Returns {0} when node:<id> holds another instance, else
- * {1, users now online, users now offline}. */
+ * id, TTL in ms, then an entry and the node's count for each entry it
+ * counts. Returns {0} when node:<id> holds another instance, else {1,
+ * entries whose hash came to exist, entries whose hash went}. */
 static const char register_lua[] =
     "local prefix, id = ARGV[1], ARGV[3]\n"
     "local current = redis.call('GET', KEYS[1])\n"
@@ -55,19 +59,19 @@ static const char register_lua[] =
     "redis.call('SADD', KEYS[2], id)\n"
     "local online, offline, here = {}, {}, {}\n"
     "for i = 5, #ARGV - 1, 2 do\n"
-    "  local user = ARGV[i]\n"
-    "  local pu = prefix .. 'pu:' .. user\n"
-    "  here[user] = true\n"
-    "  if redis.call('EXISTS', pu) == 0 then online[#online + 1] = user end\n"
-    "  redis.call('HSET', pu, id, ARGV[i + 1])\n"
-    "  redis.call('SADD', KEYS[3], user)\n"
+    "  local entry = ARGV[i]\n"
+    "  local key = prefix .. entry\n"
+    "  here[entry] = true\n"
+    "  if redis.call('EXISTS', key) == 0 then online[#online + 1] = entry end\n"
+    "  redis.call('HSET', key, id, ARGV[i + 1])\n"
+    "  redis.call('SADD', KEYS[3], entry)\n"
     "end\n"
-    "for _, user in ipairs(redis.call('SMEMBERS', KEYS[3])) do\n"
-    "  if not here[user] then\n"
-    "    local pu = prefix .. 'pu:' .. user\n"
-    "    redis.call('SREM', KEYS[3], user)\n"
-    "    if redis.call('HDEL', pu, id) == 1 and redis.call('EXISTS', pu) == 0 then\n"
-    "      offline[#offline + 1] = user\n"
+    "for _, entry in ipairs(redis.call('SMEMBERS', KEYS[3])) do\n"
+    "  if not here[entry] then\n"
+    "    local key = prefix .. entry\n"
+    "    redis.call('SREM', KEYS[3], entry)\n"
+    "    if redis.call('HDEL', key, id) == 1 and redis.call('EXISTS', key) == 0 then\n"
+    "      offline[#offline + 1] = entry\n"
     "    end\n"
     "  end\n"
     "end\n"
@@ -84,17 +88,17 @@ static const char refresh_lua[] =
     "if current then return -1 end\n"
     "return 0\n";
 
-/* Removes node id's fields from every user of its nu:<id>, drops
- * nu:<id> and its member of nodes; returns the users left with no
+/* Removes node id's fields from every entry of its nu:<id>, drops
+ * nu:<id> and its member of nodes; returns the entries left with no
  * field. Shared by reap and leave (ARGV[1] is the prefix in both). */
 #define DROP_NODE_LUA                                                                             \
     "local function drop_node(prefix, id)\n"                                                      \
     "  local gone = {}\n"                                                                         \
     "  local nu = prefix .. 'nu:' .. id\n"                                                        \
-    "  for _, user in ipairs(redis.call('SMEMBERS', nu)) do\n"                                    \
-    "    local pu = prefix .. 'pu:' .. user\n"                                                    \
-    "    if redis.call('HDEL', pu, id) == 1 and redis.call('EXISTS', pu) == 0 then\n"             \
-    "      gone[#gone + 1] = user\n"                                                              \
+    "  for _, entry in ipairs(redis.call('SMEMBERS', nu)) do\n"                                   \
+    "    local key = prefix .. entry\n"                                                           \
+    "    if redis.call('HDEL', key, id) == 1 and redis.call('EXISTS', key) == 0 then\n"           \
+    "      gone[#gone + 1] = entry\n"                                                             \
     "    end\n"                                                                                   \
     "  end\n"                                                                                     \
     "  redis.call('DEL', nu)\n"                                                                   \
@@ -103,22 +107,22 @@ static const char refresh_lua[] =
     "end\n"
 
 /* reap. KEYS: nodes. ARGV: prefix, this node's id (never reaped here:
- * its own lapse is its refresh's business). Returns {nodes reaped, users
- * now offline}. */
+ * its own lapse is its refresh's business). Returns {nodes reaped,
+ * entries whose hash went}. */
 static const char reap_lua[] =
     DROP_NODE_LUA
     "local reaped, gone = {}, {}\n"
     "for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do\n"
     "  if id ~= ARGV[2] and redis.call('EXISTS', ARGV[1] .. 'node:' .. id) == 0 then\n"
     "    reaped[#reaped + 1] = id\n"
-    "    for _, user in ipairs(drop_node(ARGV[1], id)) do gone[#gone + 1] = user end\n"
+    "    for _, entry in ipairs(drop_node(ARGV[1], id)) do gone[#gone + 1] = entry end\n"
     "  end\n"
     "end\n"
     "return {reaped, gone}\n";
 
 /* leave. KEYS: node:<id>. ARGV: prefix, instance, id. Returns {0} when
- * node:<id> is not this instance (nothing done), else {1, users now
- * offline}. */
+ * node:<id> is not this instance (nothing done), else {1, entries whose
+ * hash went}. */
 static const char leave_lua[] =
     DROP_NODE_LUA
     "if redis.call('GET', KEYS[1]) ~= ARGV[2] then return {0} end\n"
@@ -127,9 +131,12 @@ static const char leave_lua[] =
 
 /* ---- the state ------------------------------------------------------------ */
 
-typedef struct cp_user {
+/* The longest entry: "pr:<user>:<topic>". */
+#define CP_ENTRY_MAX (3 + CLUSTER_PRESENCE_USER_MAX + 1 + CLUSTER_PRESENCE_TOPIC_MAX)
+
+typedef struct cp_count {
     unsigned long sessions;
-} cp_user;
+} cp_count;
 
 struct cluster_presence {
     struct lws_context *ctx;
@@ -146,7 +153,7 @@ struct cluster_presence {
     unsigned ttl_ms, refresh_ms, reap_ms;
     redis_link_script *session_script, *register_script, *refresh_script, *reap_script,
         *leave_script;
-    hashmap *users; /* lower-cased name -> cp_user */
+    hashmap *entries; /* entry, with its NUL -> cp_count: what this node counts */
     int link_up;
     int registered;     /* register succeeded, and nothing since says the key lapsed */
     int refused, left;  /* for good */
@@ -159,13 +166,14 @@ struct cluster_presence {
     void (*leave_done)(int status, void *arg);
     void *leave_arg;
     int stopping;
-    _Atomic uint64_t online, offline, registrations, reaped_nodes, not_sent, lost, n_users;
+    _Atomic uint64_t online, offline, joined, parted, registrations, reaped_nodes, not_sent, lost,
+        n_users, n_members;
 };
 
-/* A session script in flight: whose user. */
+/* A session script in flight: for which entry. */
 typedef struct cp_call {
     cluster_presence *cp;
-    char user[CLUSTER_PRESENCE_USER_MAX + 1];
+    char entry[CP_ENTRY_MAX + 1];
 } cp_call;
 
 static void count(_Atomic uint64_t *c, int64_t delta)
@@ -202,8 +210,10 @@ static void state_changed(cluster_presence *cp, int log_down)
         return;
     cp->reported = s;
     if (s == CLUSTER_PRESENCE_STATE_UP)
-        LOG_INFO("cluster presence: node %s registered, %zu users with local sessions written "
-                 "back", cp->node, hashmap_count(cp->users));
+        LOG_INFO("cluster presence: node %s registered, %llu users and %llu topic members with "
+                 "local sessions written back", cp->node,
+                 (unsigned long long)read_count(&cp->n_users),
+                 (unsigned long long)read_count(&cp->n_members));
     else if (s == CLUSTER_PRESENCE_STATE_DOWN && log_down)
         LOG_WARN("cluster presence: node %s cannot reach Redis; sessions are counted here and "
                  "written back once it answers", cp->node);
@@ -211,28 +221,51 @@ static void state_changed(cluster_presence *cp, int log_down)
         cp->handlers.on_state(s, cp->arg);
 }
 
-static void report_user(cluster_presence *cp, const char *user, int online,
+/* An entry's hash came to exist (up) or went: a user online or
+ * offline, or a user who joined or left a topic. Returns -1 for what is
+ * no entry (whoever else writes to this Redis put it there). */
+static int report_entry(cluster_presence *cp, const char *entry, size_t len, int up,
                         enum cluster_presence_reason reason)
 {
-    count(online ? &cp->online : &cp->offline, 1);
-    if (cp->handlers.on_user)
-        cp->handlers.on_user(user, online, reason, cp->arg);
+    if (strlen(entry) != len || len < 4)
+        return -1;
+    if (memcmp(entry, "pu:", 3) == 0) {
+        if (!sm_name_valid(entry + 3, 1, CLUSTER_PRESENCE_USER_MAX))
+            return -1;
+        count(up ? &cp->online : &cp->offline, 1);
+        if (cp->handlers.on_user)
+            cp->handlers.on_user(entry + 3, up, reason, cp->arg);
+        return 0;
+    }
+    const char *colon = memchr(entry + 3, ':', len - 3);
+    size_t user_len = colon ? (size_t)(colon - entry - 3) : 0;
+    size_t topic_len = colon ? len - 3 - user_len - 1 : 0;
+    char user[CLUSTER_PRESENCE_USER_MAX + 1];
+    if (memcmp(entry, "pr:", 3) != 0 || user_len == 0 || user_len > CLUSTER_PRESENCE_USER_MAX
+        || topic_len == 0 || topic_len > CLUSTER_PRESENCE_TOPIC_MAX)
+        return -1;
+    memcpy(user, entry + 3, user_len);
+    user[user_len] = '\0';
+    if (!sm_name_valid(user, 1, CLUSTER_PRESENCE_USER_MAX))
+        return -1;
+    count(up ? &cp->joined : &cp->parted, 1);
+    if (cp->handlers.on_member)
+        cp->handlers.on_member(colon + 1, user, up, reason, cp->arg);
+    return 0;
 }
 
-/* Every name of an array reply: a user name, unless whoever else writes
- * to this Redis put something else there. */
-static void report_users(cluster_presence *cp, const redisReply *names, int online,
-                         enum cluster_presence_reason reason)
+/* Every entry of an array reply. */
+static void report_entries(cluster_presence *cp, const redisReply *entries, int up,
+                           enum cluster_presence_reason reason)
 {
-    if (!names || names->type != REDIS_REPLY_ARRAY)
+    if (!entries || entries->type != REDIS_REPLY_ARRAY)
         return;
-    for (size_t i = 0; i < names->elements; i++) {
-        const redisReply *n = names->element[i];
-        if (n->type == REDIS_REPLY_STRING
-            && sm_name_valid(n->str, 1, CLUSTER_PRESENCE_USER_MAX))
-            report_user(cp, n->str, online, reason);
-        else
-            LOG_WARN("cluster presence: a user name in Redis that is not one; skipped");
+    for (size_t i = 0; i < entries->elements; i++) {
+        const redisReply *e = entries->element[i];
+        if (e->type != REDIS_REPLY_STRING
+            || report_entry(cp, e->str, (size_t)e->len, up, reason) != 0)
+            LOG_WARN("cluster presence: something in Redis that is no entry of this module; "
+                     "skipped");
     }
 }
 
@@ -260,7 +293,7 @@ static void register_reply(const redisReply *r, void *arg);
  * here (a later change is sent after it, on the same connection). */
 static void send_register(cluster_presence *cp)
 {
-    size_t n = hashmap_count(cp->users);
+    size_t n = hashmap_count(cp->entries);
     if (n > (size_t)(INT32_MAX - 8) / 2) {
         cp->dirty = 1;
         return;
@@ -286,11 +319,11 @@ static void send_register(cluster_presence *cp)
     void *v;
     int i = 7;
     size_t k = 0;
-    hashmap_iter_init(cp->users, &it);
+    hashmap_iter_init(cp->entries, &it);
     while (hashmap_iter_next(&it, &key, NULL, &v)) {
-        const cp_user *u = v;
-        snprintf(numbers[k], sizeof numbers[k], "%lu", u->sessions);
-        argv[i++] = key; /* stored with its NUL (session_up) */
+        const cp_count *c = v;
+        snprintf(numbers[k], sizeof numbers[k], "%lu", c->sessions);
+        argv[i++] = key; /* stored with its NUL (find_entry) */
         argv[i++] = numbers[k++];
     }
     int rc = redis_link_eval(cp->link, cp->register_script, 3, argc, argv, NULL, register_reply,
@@ -325,8 +358,8 @@ static void register_reply(const redisReply *r, void *arg)
         return;
     }
     if (r->elements == 3) {
-        report_users(cp, r->element[1], 1, CLUSTER_PRESENCE_RESYNC);
-        report_users(cp, r->element[2], 0, CLUSTER_PRESENCE_RESYNC);
+        report_entries(cp, r->element[1], 1, CLUSTER_PRESENCE_RESYNC);
+        report_entries(cp, r->element[2], 0, CLUSTER_PRESENCE_RESYNC);
     }
     count(&cp->registrations, 1);
     if (!cp->link_up) {
@@ -412,7 +445,7 @@ static void reap_reply(const redisReply *r, void *arg)
         cp->warned_error = 1;
         return;
     }
-    const redisReply *nodes = r->element[0], *users = r->element[1];
+    const redisReply *nodes = r->element[0], *entries = r->element[1];
     if (nodes->type == REDIS_REPLY_ARRAY && nodes->elements > 0) {
         count(&cp->reaped_nodes, (int64_t)nodes->elements);
         for (size_t i = 0; i < nodes->elements; i++)
@@ -420,7 +453,7 @@ static void reap_reply(const redisReply *r, void *arg)
                      "its sessions", CLUSTER_PRESENCE_NODE_MAX,
                      nodes->element[i]->str ? nodes->element[i]->str : "?", cp->node);
     }
-    report_users(cp, users, 0, CLUSTER_PRESENCE_REAPED);
+    report_entries(cp, entries, 0, CLUSTER_PRESENCE_REAPED);
 }
 
 static void reap_cb(lws_sorted_usec_list_t *sul)
@@ -461,20 +494,20 @@ static void session_reply(const redisReply *r, void *arg)
     cp_call *call = arg;
     cluster_presence *cp = call->cp;
     if (!cp->stopping && !script_failed(cp, r, "session")) {
-        if (r->type != REDIS_REPLY_INTEGER) {
+        if (r->type != REDIS_REPLY_INTEGER)
             script_failed(cp, NULL, "session");
-        } else if (r->integer == 2) {
+        else if (r->integer == 2)
             lapsed(cp); /* under this call: register writes it back */
-        } else if (r->integer != 0) {
-            report_user(cp, call->user, r->integer > 0, CLUSTER_PRESENCE_SESSION);
-        }
+        else if (r->integer != 0)
+            report_entry(cp, call->entry, strlen(call->entry), r->integer > 0,
+                         CLUSTER_PRESENCE_SESSION);
     }
     free(call);
 }
 
-/* Tells Redis the node's count for user (folded) now; the count is
- * already in memory. */
-static int send_session(cluster_presence *cp, const char *user, unsigned long sessions)
+/* Tells Redis the node's count for entry now; the count is already in
+ * memory. */
+static int send_count(cluster_presence *cp, const char *entry, unsigned long sessions)
 {
     if (cp->refused || cp->left)
         return CLUSTER_PRESENCE_REFUSED;
@@ -489,11 +522,11 @@ static int send_session(cluster_presence *cp, const char *user, unsigned long se
         return CLUSTER_PRESENCE_NO_MEMORY;
     }
     call->cp = cp;
-    snprintf(call->user, sizeof call->user, "%s", user);
-    char pu[CP_KEY_MAX + 1], n[24];
-    snprintf(pu, sizeof pu, "%spu:%s", cp->prefix, user);
+    snprintf(call->entry, sizeof call->entry, "%s", entry);
+    char key[CLUSTER_PRESENCE_PREFIX_MAX + CP_ENTRY_MAX + 1], n[24];
+    snprintf(key, sizeof key, "%s%s", cp->prefix, entry);
     snprintf(n, sizeof n, "%lu", sessions);
-    const char *argv[] = { cp->key_node, pu, cp->key_nu, cp->instance, cp->node, user, n };
+    const char *argv[] = { cp->key_node, key, cp->key_nu, cp->instance, cp->node, entry, n };
     int rc = redis_link_eval(cp->link, cp->session_script, 3, 7, argv, NULL, session_reply, call);
     if (rc != 0) {
         free(call);
@@ -503,63 +536,107 @@ static int send_session(cluster_presence *cp, const char *user, unsigned long se
     return rc;
 }
 
-/* user folded into name (CLUSTER_PRESENCE_USER_MAX + 1 bytes), its
- * length in *len and its record (NULL: no local session); 0, or -1 for
- * a bad name. The map's keys keep their NUL, so that send_register can
- * pass them on as they are. */
-static int find_user(const cluster_presence *cp, const char *user, char *name, size_t *len,
-                     cp_user **out)
+/* The entry for user alone (topic NULL) or for user in topic, into
+ * entry (CP_ENTRY_MAX + 1 bytes), the user lower-cased; its length with
+ * the NUL in *len (the map's keys keep it, so that send_register can
+ * pass them on as they are) and its count (NULL: none here). 0, or -1
+ * for a bad name or topic. */
+static int find_entry(const cluster_presence *cp, const char *topic, const char *user,
+                      char *entry, size_t *len, cp_count **out)
 {
+    char name[CLUSTER_PRESENCE_USER_MAX + 1];
     if (!user || !sm_name_valid(user, 1, CLUSTER_PRESENCE_USER_MAX)
-        || sm_name_fold(user, name, CLUSTER_PRESENCE_USER_MAX + 1) != SM_OK)
+        || sm_name_fold(user, name, sizeof name) != SM_OK)
         return -1;
-    *len = strlen(name) + 1;
-    *out = hashmap_get(cp->users, name, *len);
+    size_t topic_len = topic ? strnlen(topic, CLUSTER_PRESENCE_TOPIC_MAX + 1) : 0;
+    if (topic && (topic_len == 0 || topic_len > CLUSTER_PRESENCE_TOPIC_MAX))
+        return -1;
+    int n = topic ? snprintf(entry, CP_ENTRY_MAX + 1, "pr:%s:%s", name, topic)
+                  : snprintf(entry, CP_ENTRY_MAX + 1, "pu:%s", name);
+    *len = (size_t)n + 1;
+    *out = hashmap_get(cp->entries, entry, *len);
     return 0;
+}
+
+static void count_entries(cluster_presence *cp, const char *topic, int64_t delta)
+{
+    count(topic ? &cp->n_members : &cp->n_users, delta);
+}
+
+static int entry_up(cluster_presence *cp, const char *topic, const char *user)
+{
+    char entry[CP_ENTRY_MAX + 1];
+    size_t len;
+    cp_count *c;
+    if (find_entry(cp, topic, user, entry, &len, &c) != 0)
+        return CLUSTER_PRESENCE_INVALID;
+    if (!c) {
+        c = calloc(1, sizeof *c);
+        if (!c || hashmap_put(cp->entries, entry, len, c) != 0) {
+            free(c);
+            return CLUSTER_PRESENCE_NO_MEMORY;
+        }
+        count_entries(cp, topic, 1);
+    }
+    c->sessions++;
+    return send_count(cp, entry, c->sessions);
+}
+
+static int entry_down(cluster_presence *cp, const char *topic, const char *user)
+{
+    char entry[CP_ENTRY_MAX + 1];
+    size_t len;
+    cp_count *c;
+    if (find_entry(cp, topic, user, entry, &len, &c) != 0 || !c)
+        return CLUSTER_PRESENCE_INVALID;
+    unsigned long left = --c->sessions;
+    if (left == 0) {
+        free(hashmap_remove(cp->entries, entry, len));
+        count_entries(cp, topic, -1);
+    }
+    return send_count(cp, entry, left);
+}
+
+static unsigned long entry_sessions(const cluster_presence *cp, const char *topic,
+                                    const char *user)
+{
+    char entry[CP_ENTRY_MAX + 1];
+    size_t len;
+    cp_count *c;
+    if (find_entry(cp, topic, user, entry, &len, &c) != 0 || !c)
+        return 0;
+    return c->sessions;
 }
 
 int cluster_presence_session_up(cluster_presence *cp, const char *user)
 {
-    char name[CLUSTER_PRESENCE_USER_MAX + 1];
-    size_t len;
-    cp_user *u;
-    if (find_user(cp, user, name, &len, &u) != 0)
-        return CLUSTER_PRESENCE_INVALID;
-    if (!u) {
-        u = calloc(1, sizeof *u);
-        if (!u || hashmap_put(cp->users, name, len, u) != 0) {
-            free(u);
-            return CLUSTER_PRESENCE_NO_MEMORY;
-        }
-        count(&cp->n_users, 1);
-    }
-    u->sessions++;
-    return send_session(cp, name, u->sessions);
+    return entry_up(cp, NULL, user);
 }
 
 int cluster_presence_session_down(cluster_presence *cp, const char *user)
 {
-    char name[CLUSTER_PRESENCE_USER_MAX + 1];
-    size_t len;
-    cp_user *u;
-    if (find_user(cp, user, name, &len, &u) != 0 || !u)
-        return CLUSTER_PRESENCE_INVALID;
-    unsigned long left = --u->sessions;
-    if (left == 0) {
-        free(hashmap_remove(cp->users, name, len));
-        count(&cp->n_users, -1);
-    }
-    return send_session(cp, name, left);
+    return entry_down(cp, NULL, user);
 }
 
 unsigned long cluster_presence_local_sessions(const cluster_presence *cp, const char *user)
 {
-    char name[CLUSTER_PRESENCE_USER_MAX + 1];
-    size_t len;
-    cp_user *u;
-    if (find_user(cp, user, name, &len, &u) != 0 || !u)
-        return 0;
-    return u->sessions;
+    return entry_sessions(cp, NULL, user);
+}
+
+int cluster_presence_topic_join(cluster_presence *cp, const char *topic, const char *user)
+{
+    return topic ? entry_up(cp, topic, user) : CLUSTER_PRESENCE_INVALID;
+}
+
+int cluster_presence_topic_leave(cluster_presence *cp, const char *topic, const char *user)
+{
+    return topic ? entry_down(cp, topic, user) : CLUSTER_PRESENCE_INVALID;
+}
+
+unsigned long cluster_presence_local_members(const cluster_presence *cp, const char *topic,
+                                             const char *user)
+{
+    return topic ? entry_sessions(cp, topic, user) : 0;
 }
 
 /* ---- leave ----------------------------------------------------------------- */
@@ -572,7 +649,7 @@ static void leave_reply(const redisReply *r, void *arg)
         && r->element[0]->type == REDIS_REPLY_INTEGER) {
         status = CLUSTER_PRESENCE_OK;
         if (r->element[0]->integer == 1 && r->elements == 2 && !cp->stopping)
-            report_users(cp, r->element[1], 0, CLUSTER_PRESENCE_LEFT);
+            report_entries(cp, r->element[1], 0, CLUSTER_PRESENCE_LEFT);
         LOG_INFO("cluster presence: node %s left the cluster", cp->node);
     } else if (r) {
         LOG_ERROR("cluster presence: the leave script failed: %s",
@@ -673,7 +750,7 @@ static int add_scripts(cluster_presence *cp)
     return 0;
 }
 
-static void free_user(void *v)
+static void free_count(void *v)
 {
     free(v);
 }
@@ -691,7 +768,7 @@ int cluster_presence_start(struct lws_context *ctx, const cluster_presence_optio
         return start_error(err, err_len, CLUSTER_PRESENCE_NO_MEMORY,
                            "cluster presence: no random bytes for the instance");
     cluster_presence *cp = calloc(1, sizeof *cp);
-    if (!cp || !(cp->users = hashmap_new())) {
+    if (!cp || !(cp->entries = hashmap_new())) {
         free(cp);
         return start_error(err, err_len, CLUSTER_PRESENCE_NO_MEMORY, "out of memory");
     }
@@ -717,7 +794,7 @@ int cluster_presence_start(struct lws_context *ctx, const cluster_presence_optio
         rc = start_error(err, err_len, CLUSTER_PRESENCE_NO_MEMORY, "out of memory");
     if (rc != 0) {
         redis_link_stop(cp->link);
-        hashmap_free(cp->users, NULL);
+        hashmap_free(cp->entries, NULL);
         free(cp);
         return rc;
     }
@@ -737,7 +814,7 @@ void cluster_presence_stop(cluster_presence *cp)
     lws_sul_cancel(&cp->reap_timer);
     /* Runs what is in flight with NULL: the calls' records are freed. */
     redis_link_stop(cp->link);
-    hashmap_free(cp->users, free_user);
+    hashmap_free(cp->entries, free_count);
     free(cp);
 }
 
@@ -755,6 +832,9 @@ void cluster_presence_get_counters(const cluster_presence *cp, cluster_presence_
     out->not_sent = read_count(&cp->not_sent);
     out->lost = read_count(&cp->lost);
     out->users = read_count(&cp->n_users);
+    out->joined = read_count(&cp->joined);
+    out->left = read_count(&cp->parted);
+    out->members = read_count(&cp->n_members);
 }
 
 const struct redis_link *cluster_presence_link(const cluster_presence *cp)

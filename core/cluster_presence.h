@@ -1,7 +1,9 @@
-/* Cluster mode's presence: who has sessions anywhere in the cluster, so
- * that a user's first session (on any node) and last session (on every
- * node) are seen exactly once cluster-wide, and the users of a node that
- * died go offline everywhere within 15 s (issue 14). Counting happens in
+/* Cluster mode's presence: who has sessions anywhere in the cluster, and
+ * in which topics (rooms), so that a user's first session (on any node)
+ * and last session (on every node), and a user's first and last session
+ * in a room, are seen exactly once cluster-wide (presence, user_joined,
+ * user_left), and the users of a node that died go offline, and leave
+ * their rooms, everywhere within 15 s (issue 14). Counting happens in
  * Redis, in Lua scripts (atomic: Redis runs one script at a time), over
  * a redis_link of the presence's own (core/redis_link.h); nothing
  * blocks the loop. Not wired into the server yet.
@@ -19,8 +21,13 @@
  *                      = that node's count of the user's sessions (> 0;
  *                      a node without one has no field). The key exists
  *                      exactly while the user has a session somewhere.
- *   <prefix>nu:<id>    set, the users with a field of node <id>: what to
- *                      undo when it dies.
+ *   <prefix>pr:<user>:<topic>
+ *                      hash, the same for the user's sessions that joined
+ *                      topic (its bytes as they are: the first ':' after
+ *                      the user ends the name, which holds none).
+ *   <prefix>nu:<id>    set of the entries ("pu:<user>", "pr:<user>:<topic>":
+ *                      the hashes' names without the prefix) with a field
+ *                      of node <id>: what to undo when it dies.
  *
  * The scripts (cluster_presence.c holds their text):
  *
@@ -28,40 +35,42 @@
  *             node's writes may have missed Redis) refuses when node:<id>
  *             holds another instance; else sets node:<id> to this
  *             instance with its expiry, adds <id> to nodes, writes every
- *             local count back as it is in memory (a field per user with
- *             sessions here, no field for the others of nu:<id>) and
- *             returns the users this made go online (their pu key did
- *             not exist) or offline (their pu key went).
- *   session   (per session_up/_down) checks that node:<id> is still this
- *             instance, sets the user's field to the node's new local
- *             count (absolute, not +1/-1: a call replayed by register
- *             changes nothing) or removes it at 0, and returns 1 when
- *             the user's pu key came to exist (first session anywhere),
- *             -1 when it went (last session anywhere), else 0.
+ *             local count back as it is in memory (a field per entry
+ *             counted here, no field for the others of nu:<id>) and
+ *             returns the entries this made come to exist (online,
+ *             joined) or go (offline, left).
+ *   session   (per session_up/_down, topic_join/_leave) checks that
+ *             node:<id> is still this instance, sets the entry's field to
+ *             the node's new local count (absolute, not +1/-1: a call
+ *             replayed by register changes nothing) or removes it at 0,
+ *             and returns 1 when the entry's hash came to exist (the
+ *             first session anywhere, in the topic), -1 when it went (the
+ *             last), else 0.
  *   refresh   PEXPIREs node:<id> when it is still this instance; says
  *             when it lapsed (register then runs) or was taken.
  *   reap      (every reap_interval_ms on every node) finds the members
  *             of nodes whose node:<id> expired, removes each one's fields
- *             from every user of its nu:<id>, drops nu:<id> and the
- *             member, and returns the users left with no field at all.
+ *             from every entry of its nu:<id>, drops nu:<id> and the
+ *             member, and returns the entries left with no field at all.
  *   leave     (a node shutting down) the same for the node itself, after
  *             deleting its node:<id>, so a restart need not wait.
  *
- * Why exactly once. Every transition is a pu key coming to exist or
- * going, inside one script; Redis runs scripts one at a time, so of two
+ * Why exactly once. Every transition is an entry's hash coming to exist
+ * or going, inside one script; Redis runs scripts one at a time, so of two
  * nodes whose users' first sessions come at once, one script sees the
  * key absent and the other present; of several nodes reaping the same
  * dead one, the first removes its fields and the others find nu:<id>
  * gone. No claim key is needed for that (an earlier plan had the reaper
- * claim a dead node with SET NX first): the script is the claim. The
- * user's key counts every node's field, the fields of a node that died
+ * claim a dead node with SET NX first): the script is the claim. An
+ * entry's hash counts every node's field, the fields of a node that died
  * but is not reaped yet included: a user who moves from a dead node to a
  * live one before the reap stays online without an offline/online pair,
  * and the reap reports exactly those left with nothing.
  *
  * Timing. A node dies at most refresh_ms after its last refresh, so its
  * key expires at most alive_ttl_ms after its death, and the next reap on
- * any node (every reap_interval_ms) reports its users: with the defaults,
+ * any node (every reap_interval_ms) reports its users offline and out of
+ * their topics: with the defaults,
  * 8 + 2 s plus Redis round trips, within the issue's 15 s. The TTL leaves
  * a node three refreshes' worth of slack (a slow Redis, redis_link's
  * 3-4 s to notice a silent one and reconnect) before it is taken for
@@ -83,9 +92,10 @@
  * CLUSTER_PRESENCE_DOWN: Redis was not told now (the caller decides what
  * to tell users meanwhile). Once Redis answers again, register writes
  * every local count back in one script and reports the transitions that
- * makes as seen from Redis: users who came or went here meanwhile. A
- * Redis that lost its data (restarted without persistence) has no user
- * online, so every user of the node is reported online again (RESYNC).
+ * makes as seen from Redis: users who came or went here meanwhile (and
+ * topics joined or left). A Redis that lost its data (restarted without
+ * persistence) has no user online, so every user of the node is
+ * reported online again, and in its topics (RESYNC).
  * A call whose reply is lost (the connection dropped after sending it)
  * is written back the same way; if Redis had run it, the transition it
  * made is not reported. The state is logged once per change.
@@ -123,10 +133,12 @@ struct redis_link;
 #define CLUSTER_PRESENCE_NODE_MAX 64   /* node id, bytes */
 #define CLUSTER_PRESENCE_PREFIX_MAX 64 /* key prefix, bytes */
 #define CLUSTER_PRESENCE_USER_MAX 64   /* user name, bytes (SESSION_USERNAME_MAX) */
+#define CLUSTER_PRESENCE_TOPIC_MAX 256 /* topic name, bytes (TOPIC_NAME_MAX) */
 
-/* What made a user go online or offline (on_user). */
+/* What made a user go online or offline (on_user), or join or leave a
+ * topic (on_member). */
 enum cluster_presence_reason {
-    CLUSTER_PRESENCE_SESSION = 1, /* this node's session_up/_down */
+    CLUSTER_PRESENCE_SESSION = 1, /* this node's session_up/_down, topic_join/_leave */
     CLUSTER_PRESENCE_REAPED = 2,  /* offline: the user's sessions were on nodes that died */
     CLUSTER_PRESENCE_RESYNC = 3,  /* this node's counts written back (register): sessions that
                                      came or went while Redis could not be told, the
@@ -152,6 +164,11 @@ typedef struct cluster_presence_handlers {
                     void *arg);
     /* The state changed. May be NULL. */
     void (*on_state)(enum cluster_presence_state state, void *arg);
+    /* user (lower-cased) joined topic (1: none of the user's sessions was
+     * in it anywhere, one is now) or left it (0: the other way round);
+     * as on_user otherwise. May be NULL. */
+    void (*on_member)(const char *topic, const char *user, int joined,
+                      enum cluster_presence_reason reason, void *arg);
 } cluster_presence_handlers;
 
 typedef struct cluster_presence_options {
@@ -194,9 +211,21 @@ int cluster_presence_session_down(cluster_presence *presence, const char *user);
 /* This node's local sessions of user (any case); 0 for a bad name. */
 unsigned long cluster_presence_local_sessions(const cluster_presence *presence, const char *user);
 
+/* A local session of user joined or left topic (1..CLUSTER_PRESENCE_TOPIC_MAX
+ * bytes, compared exactly): counted and reported (on_member) as the
+ * sessions above, with the same statuses. Independent of session_up and
+ * _down: the caller ends a session's topics before the session. */
+int cluster_presence_topic_join(cluster_presence *presence, const char *topic, const char *user);
+int cluster_presence_topic_leave(cluster_presence *presence, const char *topic, const char *user);
+
+/* This node's local sessions of user in topic. */
+unsigned long cluster_presence_local_members(const cluster_presence *presence, const char *topic,
+                                             const char *user);
+
 /* A clean shutdown: removes this node's key and fields from Redis
- * (leave script) and reports, through on_user (reason LEFT), the users
- * that leaves with no session anywhere; then done(status) runs: OK, or
+ * (leave script) and reports, through on_user and on_member (reason
+ * LEFT), the users that leaves with no session anywhere and the topics
+ * they are no longer in; then done(status) runs: OK, or
  * DOWN when Redis could not be told (the others reap the node once its
  * key expires). From then on the node takes no part (calls return
  * REFUSED); stop it. done may be NULL. Returns OK (done will run) or a
@@ -215,6 +244,9 @@ typedef struct cluster_presence_counters {
     uint64_t not_sent;      /* session calls that returned DOWN or BUSY */
     uint64_t lost;          /* scripts sent whose answer never came or was an error */
     uint64_t users;         /* users with local sessions now (a gauge) */
+    uint64_t joined;        /* on_member(..., 1, ...) calls */
+    uint64_t left;          /* on_member(..., 0, ...) calls */
+    uint64_t members;       /* (topic, user) pairs with local sessions now (a gauge) */
 } cluster_presence_counters;
 
 void cluster_presence_get_counters(const cluster_presence *presence,

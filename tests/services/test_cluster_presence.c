@@ -44,6 +44,7 @@ static private_redis priv;
 /* ---- what a node reports ------------------------------------------------- */
 
 typedef struct event {
+    char topic[CLUSTER_PRESENCE_TOPIC_MAX + 1]; /* "" for on_user */
     char user[CLUSTER_PRESENCE_USER_MAX + 1];
     int online;
     enum cluster_presence_reason reason;
@@ -62,17 +63,24 @@ typedef struct node {
 
 static node na, nb, nc, nd;
 
-static void on_user(const char *user, int online, enum cluster_presence_reason reason, void *arg)
+static void on_member(const char *topic, const char *user, int joined,
+                      enum cluster_presence_reason reason, void *arg)
 {
     node *n = arg;
     if (n->n < MAX_EVENTS) {
         event *e = &n->ev[n->n];
+        snprintf(e->topic, sizeof e->topic, "%s", topic);
         snprintf(e->user, sizeof e->user, "%s", user);
-        e->online = online;
+        e->online = joined;
         e->reason = reason;
         e->at = service_loop_now();
     }
     n->n++;
+}
+
+static void on_user(const char *user, int online, enum cluster_presence_reason reason, void *arg)
+{
+    on_member("", user, online, reason, arg);
 }
 
 static void on_state(enum cluster_presence_state state, void *arg)
@@ -82,7 +90,7 @@ static void on_state(enum cluster_presence_state state, void *arg)
     n->state_changes++;
 }
 
-static const cluster_presence_handlers handlers = { on_user, on_state };
+static const cluster_presence_handlers handlers = { on_user, on_state, on_member };
 
 /* Starts node n as id on url with these intervals (0: defaults). */
 static int start_node_with(node *n, const char *id, const char *url, unsigned ttl,
@@ -156,19 +164,32 @@ static void settle(void)
 
 /* How many times n reported user going online (1) or offline (0), for
  * any reason (reason 0) or that one. */
-static int events_of(const node *n, const char *user, int online, int reason)
+static int topic_events_of(const node *n, const char *topic, const char *user, int up,
+                           int reason)
 {
     int k = 0;
     for (int i = 0; i < n->n && i < MAX_EVENTS; i++)
-        k += strcmp(n->ev[i].user, user) == 0 && n->ev[i].online == online
-             && (reason == 0 || (int)n->ev[i].reason == reason);
+        k += strcmp(n->ev[i].topic, topic) == 0 && strcmp(n->ev[i].user, user) == 0
+             && n->ev[i].online == up && (reason == 0 || (int)n->ev[i].reason == reason);
     return k;
+}
+
+static int events_of(const node *n, const char *user, int online, int reason)
+{
+    return topic_events_of(n, "", user, online, reason);
+}
+
+/* The same, on every node: how many times user joined (1) or left (0)
+ * topic ("": went online or offline). */
+static int topic_events_all(const char *topic, const char *user, int up, int reason)
+{
+    return topic_events_of(&na, topic, user, up, reason) + topic_events_of(&nb, topic, user, up, reason)
+           + topic_events_of(&nc, topic, user, up, reason) + topic_events_of(&nd, topic, user, up, reason);
 }
 
 static int events_all(const char *user, int online, int reason)
 {
-    return events_of(&na, user, online, reason) + events_of(&nb, user, online, reason)
-           + events_of(&nc, user, online, reason) + events_of(&nd, user, online, reason);
+    return topic_events_all("", user, online, reason);
 }
 
 static int total_events(void)
@@ -214,13 +235,23 @@ static long long redis_int(const char *url, const char *cmd, const char *key, co
     return n;
 }
 
-/* Node id's count of user's sessions as Redis holds it (0: no field). */
-static long long field(const char *url, const char *user, const char *id)
+/* Node id's count of user's sessions (in topic, unless NULL) as Redis
+ * holds it (0: no field). */
+static long long topic_field(const char *url, const char *topic, const char *user,
+                             const char *id)
 {
-    char key[128];
-    snprintf(key, sizeof key, "pu:%s", user);
+    char key[400];
+    if (topic)
+        snprintf(key, sizeof key, "pr:%s:%s", user, topic);
+    else
+        snprintf(key, sizeof key, "pu:%s", user);
     long long n = redis_int(url, "HGET", key, id);
     return n < 0 ? 0 : n;
+}
+
+static long long field(const char *url, const char *user, const char *id)
+{
+    return topic_field(url, NULL, user, id);
 }
 
 static int is_member(const char *url, const char *set, const char *member)
@@ -332,7 +363,7 @@ static void first_and_last_sessions_are_reported_once_across_nodes(void)
     CU_ASSERT_EQUAL(cluster_presence_local_sessions(nb.p, "aLiCe"), 1);
     CU_ASSERT_EQUAL(field(fixture_url, "alice", "a"), 2);
     CU_ASSERT_EQUAL(field(fixture_url, "alice", "b"), 1);
-    CU_ASSERT_EQUAL(is_member(fixture_url, "nu:a", "alice"), 1);
+    CU_ASSERT_EQUAL(is_member(fixture_url, "nu:a", "pu:alice"), 1);
     CU_ASSERT_EQUAL(is_member(fixture_url, "nodes", "a"), 1);
     CU_ASSERT_EQUAL(is_member(fixture_url, "nodes", "b"), 1);
     long long ttl = redis_int(fixture_url, "PTTL", "node:a", NULL);
@@ -344,7 +375,7 @@ static void first_and_last_sessions_are_reported_once_across_nodes(void)
     settle();
     CU_ASSERT_EQUAL(total_events(), 1);
     CU_ASSERT_EQUAL(field(fixture_url, "alice", "a"), 0);
-    CU_ASSERT_EQUAL(is_member(fixture_url, "nu:a", "alice"), 0);
+    CU_ASSERT_EQUAL(is_member(fixture_url, "nu:a", "pu:alice"), 0);
     CU_ASSERT_EQUAL(cluster_presence_session_down(na.p, "alice"), CLUSTER_PRESENCE_INVALID);
     /* The last one anywhere: reported by b, once. */
     CU_ASSERT_EQUAL(cluster_presence_session_down(nb.p, "alice"), 0);
@@ -370,6 +401,71 @@ static void first_and_last_sessions_are_reported_once_across_nodes(void)
     CU_ASSERT_EQUAL(c.users, 0);
     CU_ASSERT_EQUAL(c.registered, 1);
     CU_ASSERT_EQUAL(c.lost + c.not_sent, 0);
+out:
+    end_case();
+}
+
+/* Topics (rooms) counted as users are, apart from them: user_joined
+ * and user_left once cluster-wide. */
+static void first_and_last_members_of_a_topic_are_reported_once_across_nodes(void)
+{
+    new_case();
+    if (start_pair(fixture_url, SHORT_TTL_MS, SHORT_REFRESH_MS) != 0)
+        goto out;
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(na.p, "general", "alice"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(nb.p, "general", "ALICE"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(na.p, "general", "Alice"), 0);
+    /* Topics compare exactly, and may hold ':'. */
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(na.p, "General", "alice"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(nb.p, "team:x", "alice"), 0);
+    settle();
+    CU_ASSERT_EQUAL(topic_events_of(&na, "general", "alice", 1, CLUSTER_PRESENCE_SESSION), 1);
+    CU_ASSERT_EQUAL(topic_events_of(&na, "General", "alice", 1, CLUSTER_PRESENCE_SESSION), 1);
+    CU_ASSERT_EQUAL(topic_events_of(&nb, "team:x", "alice", 1, CLUSTER_PRESENCE_SESSION), 1);
+    CU_ASSERT_EQUAL(total_events(), 3);
+    /* Not online for that: sessions are counted apart. */
+    CU_ASSERT_EQUAL(events_all("alice", 1, 0), 0);
+    CU_ASSERT_EQUAL(cluster_presence_local_members(na.p, "general", "alice"), 2);
+    CU_ASSERT_EQUAL(cluster_presence_local_members(nb.p, "general", "alice"), 1);
+    CU_ASSERT_EQUAL(cluster_presence_local_sessions(na.p, "alice"), 0);
+    CU_ASSERT_EQUAL(topic_field(fixture_url, "general", "alice", "a"), 2);
+    CU_ASSERT_EQUAL(topic_field(fixture_url, "team:x", "alice", "b"), 1);
+    CU_ASSERT_EQUAL(is_member(fixture_url, "nu:b", "pr:alice:team:x"), 1);
+
+    CU_ASSERT_EQUAL(cluster_presence_topic_leave(na.p, "general", "alice"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_topic_leave(na.p, "general", "alice"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_topic_leave(nb.p, "team:x", "alice"), 0);
+    settle();
+    CU_ASSERT_EQUAL(topic_events_of(&nb, "team:x", "alice", 0, CLUSTER_PRESENCE_SESSION), 1);
+    CU_ASSERT_EQUAL(total_events(), 4); /* general: b still has her */
+    CU_ASSERT_EQUAL(cluster_presence_topic_leave(nb.p, "general", "alice"), 0);
+    settle();
+    CU_ASSERT_EQUAL(topic_events_of(&nb, "general", "alice", 0, CLUSTER_PRESENCE_SESSION), 1);
+    CU_ASSERT_EQUAL(total_events(), 5);
+    CU_ASSERT_EQUAL(redis_int(fixture_url, "EXISTS", "pr:alice:general", NULL), 0);
+
+    char long_topic[CLUSTER_PRESENCE_TOPIC_MAX + 2];
+    memset(long_topic, 't', sizeof long_topic - 1);
+    long_topic[sizeof long_topic - 1] = '\0';
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(na.p, long_topic, "alice"),
+                    CLUSTER_PRESENCE_INVALID);
+    long_topic[CLUSTER_PRESENCE_TOPIC_MAX] = '\0'; /* the longest */
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(na.p, long_topic, "alice"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_topic_leave(na.p, long_topic, "alice"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(na.p, "", "alice"), CLUSTER_PRESENCE_INVALID);
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(na.p, NULL, "alice"), CLUSTER_PRESENCE_INVALID);
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(na.p, "general", "a:b"),
+                    CLUSTER_PRESENCE_INVALID);
+    CU_ASSERT_EQUAL(cluster_presence_topic_leave(na.p, "general", "alice"),
+                    CLUSTER_PRESENCE_INVALID);
+    settle();
+    CU_ASSERT_EQUAL(total_events(), 7);
+    cluster_presence_counters c;
+    cluster_presence_get_counters(na.p, &c);
+    CU_ASSERT_EQUAL(c.joined, 3);
+    CU_ASSERT_EQUAL(c.left, 1);
+    CU_ASSERT_EQUAL(c.members, 1); /* alice in General */
+    CU_ASSERT_EQUAL(c.online + c.offline, 0);
 out:
     end_case();
 }
@@ -428,7 +524,7 @@ out:
 /* ---- a node that dies ---------------------------------------------------- */
 
 /* On the default intervals: the bound. */
-static void a_dead_nodes_users_go_offline_once_within_15_s(void)
+static void a_dead_nodes_users_go_offline_and_leave_their_topics_once_within_15_s(void)
 {
     new_case();
     if (start_node_with(&na, "a", fixture_url, 0, 0, 0)
@@ -444,14 +540,19 @@ static void a_dead_nodes_users_go_offline_once_within_15_s(void)
     CU_ASSERT_EQUAL(cluster_presence_session_up(nc.p, "dave"), 0);
     CU_ASSERT_EQUAL(cluster_presence_session_up(nb.p, "dave"), 0);
     CU_ASSERT_EQUAL(cluster_presence_session_up(na.p, "erin"), 0);
+    /* carol in general only on c; dave in general on b and c. */
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(nc.p, "general", "carol"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(nc.p, "general", "dave"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(nb.p, "general", "dave"), 0);
     settle();
-    CU_ASSERT_EQUAL(total_events(), 4);
+    CU_ASSERT_EQUAL(total_events(), 6);
     int before = total_events();
 
     /* c dies: its connections close, nothing is said to Redis. */
     stop_node(&nc);
     double died = service_loop_now();
-    WAIT_FOR(events_all("carol", 0, 0) + events_all("frank", 0, 0) == 2, 20000);
+    WAIT_FOR(events_all("carol", 0, 0) + events_all("frank", 0, 0)
+                 + topic_events_all("general", "carol", 0, 0) == 3, 20000);
     double took = service_loop_now() - died;
     fprintf(stderr, "a dead node's users offline after %.2f s (key %d s, refresh %d s, reap "
             "every %d s)\n", took, CLUSTER_PRESENCE_ALIVE_TTL_MS / 1000,
@@ -466,7 +567,8 @@ static void a_dead_nodes_users_go_offline_once_within_15_s(void)
     settle();
     CU_ASSERT_EQUAL(events_all("carol", 0, CLUSTER_PRESENCE_REAPED), 1);
     CU_ASSERT_EQUAL(events_all("frank", 0, CLUSTER_PRESENCE_REAPED), 1);
-    CU_ASSERT_EQUAL(total_events(), before + 2);
+    CU_ASSERT_EQUAL(topic_events_all("general", "carol", 0, CLUSTER_PRESENCE_REAPED), 1);
+    CU_ASSERT_EQUAL(total_events(), before + 3);
     CU_ASSERT_EQUAL(events_of(&na, "carol", 0, 0) + events_of(&na, "frank", 0, 0) == 2
                         || events_of(&nb, "carol", 0, 0) + events_of(&nb, "frank", 0, 0) == 2,
                     1);
@@ -479,7 +581,10 @@ static void a_dead_nodes_users_go_offline_once_within_15_s(void)
     CU_ASSERT_EQUAL(redis_int(fixture_url, "EXISTS", "nu:c", NULL), 0);
     CU_ASSERT_EQUAL(field(fixture_url, "dave", "c"), 0);
     CU_ASSERT_EQUAL(field(fixture_url, "dave", "b"), 1);
+    CU_ASSERT_EQUAL(topic_field(fixture_url, "general", "dave", "c"), 0);
+    CU_ASSERT_EQUAL(topic_field(fixture_url, "general", "dave", "b"), 1);
     CU_ASSERT_EQUAL(redis_int(fixture_url, "EXISTS", "pu:carol", NULL), 0);
+    CU_ASSERT_EQUAL(redis_int(fixture_url, "EXISTS", "pr:carol:general", NULL), 0);
     /* The survivors went on. */
     CU_ASSERT(all_up(&na, &nb, NULL));
     CU_ASSERT_EQUAL(na.state_changes + nb.state_changes, 2);
@@ -558,14 +663,16 @@ static void a_node_that_leaves_takes_its_sessions_with_it_at_once(void)
     CU_ASSERT_EQUAL(cluster_presence_session_up(na.p, "alice"), 0);
     CU_ASSERT_EQUAL(cluster_presence_session_up(na.p, "bob"), 0);
     CU_ASSERT_EQUAL(cluster_presence_session_up(nb.p, "bob"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(na.p, "general", "alice"), 0);
     settle();
-    CU_ASSERT_EQUAL(total_events(), 2);
+    CU_ASSERT_EQUAL(total_events(), 3);
     CU_ASSERT_EQUAL(cluster_presence_leave(na.p, on_left, &na), 0);
     CU_ASSERT_EQUAL(cluster_presence_session_up(na.p, "carol"), CLUSTER_PRESENCE_REFUSED);
     WAIT_FOR(na.left_status != 0, 3000);
     CU_ASSERT_EQUAL(na.left_status, 1 + CLUSTER_PRESENCE_OK);
     CU_ASSERT_EQUAL(events_of(&na, "alice", 0, CLUSTER_PRESENCE_LEFT), 1);
-    CU_ASSERT_EQUAL(total_events(), 3);
+    CU_ASSERT_EQUAL(topic_events_of(&na, "general", "alice", 0, CLUSTER_PRESENCE_LEFT), 1);
+    CU_ASSERT_EQUAL(total_events(), 5);
     CU_ASSERT_EQUAL(redis_int(fixture_url, "EXISTS", "node:a", NULL), 0);
     CU_ASSERT_EQUAL(is_member(fixture_url, "nodes", "a"), 0);
     CU_ASSERT_EQUAL(field(fixture_url, "bob", "b"), 1);
@@ -580,7 +687,7 @@ static void a_node_that_leaves_takes_its_sessions_with_it_at_once(void)
     /* Nothing more to reap, for anyone. */
     WAIT_FOR(0, SHORT_TTL_MS + 3 * SHORT_REAP_MS);
     settle();
-    CU_ASSERT_EQUAL(total_events(), 3);
+    CU_ASSERT_EQUAL(total_events(), 5);
 out:
     end_case();
 }
@@ -635,8 +742,9 @@ static void calls_while_redis_is_down_are_counted_and_written_back_after_a_resta
         goto out;
     CU_ASSERT_EQUAL(cluster_presence_session_up(na.p, "alice"), 0);
     CU_ASSERT_EQUAL(cluster_presence_session_up(nb.p, "bob"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(nb.p, "lobby", "bob"), 0);
     settle();
-    CU_ASSERT_EQUAL(total_events(), 2);
+    CU_ASSERT_EQUAL(total_events(), 3);
 
     CU_ASSERT_EQUAL(private_redis_down(&priv), 0);
     WAIT_FOR(na.state == CLUSTER_PRESENCE_STATE_DOWN && nb.state == CLUSTER_PRESENCE_STATE_DOWN,
@@ -647,7 +755,9 @@ static void calls_while_redis_is_down_are_counted_and_written_back_after_a_resta
     CU_ASSERT_EQUAL(cluster_presence_session_up(na.p, "carol"), CLUSTER_PRESENCE_DOWN);
     CU_ASSERT_EQUAL(cluster_presence_session_down(na.p, "alice"), CLUSTER_PRESENCE_DOWN);
     CU_ASSERT_EQUAL(cluster_presence_session_up(nb.p, "bob"), CLUSTER_PRESENCE_DOWN);
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(na.p, "lobby", "carol"), CLUSTER_PRESENCE_DOWN);
     CU_ASSERT_EQUAL(cluster_presence_local_sessions(nb.p, "bob"), 2);
+    CU_ASSERT_EQUAL(cluster_presence_local_members(na.p, "lobby", "carol"), 1);
     CU_ASSERT_EQUAL(cluster_presence_local_sessions(na.p, "alice"), 0);
     WAIT_FOR(0, 500); /* some failed attempts: no new report */
     CU_ASSERT_EQUAL(na.state_changes, 2);
@@ -665,20 +775,25 @@ static void calls_while_redis_is_down_are_counted_and_written_back_after_a_resta
     CU_ASSERT_EQUAL(field(priv.url, "carol", "a"), 1);
     CU_ASSERT_EQUAL(field(priv.url, "bob", "b"), 2);
     CU_ASSERT_EQUAL(redis_int(priv.url, "EXISTS", "pu:alice", NULL), 0);
-    CU_ASSERT_EQUAL(is_member(priv.url, "nu:a", "carol"), 1);
-    CU_ASSERT_EQUAL(is_member(priv.url, "nu:b", "bob"), 1);
+    CU_ASSERT_EQUAL(is_member(priv.url, "nu:a", "pu:carol"), 1);
+    CU_ASSERT_EQUAL(is_member(priv.url, "nu:b", "pu:bob"), 1);
     CU_ASSERT_EQUAL(is_member(priv.url, "nodes", "a"), 1);
     CU_ASSERT_EQUAL(is_member(priv.url, "nodes", "b"), 1);
     CU_ASSERT(redis_int(priv.url, "PTTL", "node:a", NULL) > 0);
     CU_ASSERT_EQUAL(events_of(&na, "carol", 1, CLUSTER_PRESENCE_RESYNC), 1);
     CU_ASSERT_EQUAL(events_of(&nb, "bob", 1, CLUSTER_PRESENCE_RESYNC), 1);
-    CU_ASSERT_EQUAL(total_events(), 4);
+    CU_ASSERT_EQUAL(topic_field(priv.url, "lobby", "bob", "b"), 1);
+    CU_ASSERT_EQUAL(topic_field(priv.url, "lobby", "carol", "a"), 1);
+    CU_ASSERT_EQUAL(is_member(priv.url, "nu:a", "pr:carol:lobby"), 1);
+    CU_ASSERT_EQUAL(topic_events_of(&nb, "lobby", "bob", 1, CLUSTER_PRESENCE_RESYNC), 1);
+    CU_ASSERT_EQUAL(topic_events_of(&na, "lobby", "carol", 1, CLUSTER_PRESENCE_RESYNC), 1);
+    CU_ASSERT_EQUAL(total_events(), 7);
     /* And it goes on from there. */
     CU_ASSERT_EQUAL(cluster_presence_session_down(nb.p, "bob"), 0);
     CU_ASSERT_EQUAL(cluster_presence_session_down(nb.p, "bob"), 0);
     settle();
     CU_ASSERT_EQUAL(events_of(&nb, "bob", 0, CLUSTER_PRESENCE_SESSION), 1);
-    CU_ASSERT_EQUAL(total_events(), 5);
+    CU_ASSERT_EQUAL(total_events(), 8);
 out:
     stop_node(&na);
     stop_node(&nb);
@@ -757,11 +872,12 @@ int main(void)
     static const sm_test_case tests[] = {
         SM_TEST(start_refuses_bad_options_with_the_reason),
         SM_TEST(first_and_last_sessions_are_reported_once_across_nodes),
+        SM_TEST(first_and_last_members_of_a_topic_are_reported_once_across_nodes),
         SM_TEST(simultaneous_sessions_on_three_nodes_give_one_first_and_one_last),
         SM_TEST(a_node_id_in_use_is_refused_and_a_restart_cleans_up_after_its_predecessor),
         SM_TEST(a_node_that_leaves_takes_its_sessions_with_it_at_once),
         SM_TEST(a_lapsed_node_registers_again_and_reports_in_pairs),
-        SM_TEST(a_dead_nodes_users_go_offline_once_within_15_s),
+        SM_TEST(a_dead_nodes_users_go_offline_and_leave_their_topics_once_within_15_s),
         SM_TEST(calls_while_redis_is_down_are_counted_and_written_back_after_a_restart),
         SM_TEST(changes_while_redis_is_frozen_are_reported_once_when_it_resumes),
         SM_TEST_END,
