@@ -9,11 +9,13 @@
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <libwebsockets.h>
+#include <openssl/evp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -250,6 +252,14 @@ typedef struct rl_channel {
 
 enum rl_state { RL_STARTING, RL_UP, RL_DOWN };
 
+struct redis_link_script {
+    struct redis_link_script *next;
+    struct redis_link *link;
+    char sha[41];
+    size_t len;
+    char source[];
+};
+
 struct redis_link {
     struct lws_context *ctx;
     struct lws_vhost *vhost;
@@ -258,11 +268,14 @@ struct redis_link {
     void *arg;
     rl_conn cmd, sub;
     hashmap *channels; /* name -> rl_channel */
+    redis_link_script *scripts; /* loaded on every command connection */
     size_t resub_pending;
     char heartbeat_channel[64]; /* the subscriber connection's, see heartbeat_send */
     enum rl_state state;
     int stopping;
     _Atomic uint64_t published, publish_failed, publish_refused, received, reconnects, in_flight;
+    _Atomic uint64_t commands, command_failed, command_refused, commands_in_flight,
+        script_fallbacks;
 };
 
 /* Monotonic, unlike the wall clock lws_now_usecs documents: a clock
@@ -314,6 +327,7 @@ static void update_state(redis_link *l, const char *why)
 
 static void conn_connect(rl_conn *c);
 static void subscribe_now(redis_link *l, rl_channel *ch);
+static void script_load(redis_link *l, redis_link_script *script);
 static void heartbeat_cb(lws_sorted_usec_list_t *sul);
 
 /* No subscription holds any more (the subscriber connection is gone);
@@ -746,6 +760,11 @@ static void conn_connect(rl_conn *c)
         redisAsyncCommand(ac, handshake_reply, c, "AUTH %s", l->url.password);
     }
     redisAsyncCommand(ac, handshake_reply, c, "SELECT %d", l->url.db);
+    /* Before anything the caller sends once the connection is ready, so
+     * no EVALSHA on it can find its script missing (redis_link.h). */
+    if (c == &l->cmd)
+        for (redis_link_script *s = l->scripts; s; s = s->next)
+            script_load(l, s);
 }
 
 /* ---- the API -------------------------------------------------------------- */
@@ -822,6 +841,11 @@ void redis_link_stop(redis_link *l)
     l->stopping = 1;
     conn_close(&l->cmd);
     conn_close(&l->sub);
+    while (l->scripts) {
+        redis_link_script *next = l->scripts->next;
+        free(l->scripts);
+        l->scripts = next;
+    }
     hashmap_free(l->channels, free_channel);
     explicit_bzero(&l->url, sizeof l->url);
     free(l);
@@ -906,6 +930,277 @@ int redis_link_publish(redis_link *l, const char *channel, const void *payload, 
     return 0;
 }
 
+/* ---- commands with replies and scripts ---------------------------------- */
+
+/* One command sent, until its callback ran. An EVALSHA keeps a copy of
+ * its arguments, for the EVAL it becomes on NOSCRIPT. */
+typedef struct rl_request {
+    redis_link *link;
+    redis_link_reply_fn cb;
+    void *arg;
+    const redis_link_script *script; /* NULL: a plain command */
+    int argc;                        /* EVALSHA's: sha, numkeys and the arguments */
+    const char **argv;
+    size_t *argvlen;
+} rl_request;
+
+_Static_assert(_Alignof(size_t) >= _Alignof(const char *) && sizeof(size_t) % _Alignof(const char *) == 0,
+               "the request's argv array may follow its argvlen array");
+
+/* Commands that would change the command connection's state behind the
+ * link (subscribed mode, another database, a closed connection). */
+static int command_allowed(const char *name, size_t len)
+{
+    static const char *const refused[] = {
+        "SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE",
+        "MONITOR", "SELECT", "AUTH", "HELLO", "RESET", "QUIT",
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+        if (strlen(refused[i]) == len && strncasecmp(refused[i], name, len) == 0)
+            return 0;
+    return 1;
+}
+
+static size_t arg_len(const char *const *argv, const size_t *argvlen, int i)
+{
+    return argvlen ? argvlen[i] : strlen(argv[i]);
+}
+
+static int args_valid(int argc, const char *const *argv)
+{
+    if (argc < 0 || (argc > 0 && !argv))
+        return 0;
+    for (int i = 0; i < argc; i++)
+        if (!argv[i])
+            return 0;
+    return 1;
+}
+
+/* DOWN or BUSY before anything is sent, counted. */
+static int command_admit(redis_link *l)
+{
+    int rc = !l->cmd.ready || !l->cmd.ac ? REDIS_LINK_DOWN
+             : read_count(&l->commands_in_flight) >= REDIS_LINK_MAX_IN_FLIGHT ? REDIS_LINK_BUSY
+                                                                               : 0;
+    if (rc != 0)
+        count(&l->command_refused, 1);
+    return rc;
+}
+
+static void command_reply(redisAsyncContext *ac, void *reply, void *privdata);
+
+static void request_free(rl_request *rq)
+{
+    free(rq->argvlen); /* argv lives in the same block */
+    free(rq);
+}
+
+
+static int request_send(rl_request *rq, int argc, const char **argv, const size_t *argvlen)
+{
+    redis_link *l = rq->link;
+    /* Refused while hiredis closes the connection (a callback run by the
+     * close itself may send): the connection is as good as down. */
+    if (!l->cmd.ac || redisAsyncCommandArgv(l->cmd.ac, command_reply, rq, argc, argv, argvlen)
+                          != REDIS_OK)
+        return REDIS_LINK_DOWN;
+    return 0;
+}
+
+/* EVALSHA's arguments with EVAL and the source in front instead. */
+static int request_send_eval(rl_request *rq)
+{
+    rq->argv[0] = "EVAL";
+    rq->argvlen[0] = 4;
+    rq->argv[1] = rq->script->source;
+    rq->argvlen[1] = rq->script->len;
+    return request_send(rq, rq->argc, rq->argv, rq->argvlen);
+}
+
+static void command_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    (void)ac;
+    rl_request *rq = privdata;
+    redis_link *l = rq->link;
+    redisReply *r = reply;
+    if (r)
+        l->cmd.last_answer = now_us();
+    if (r && rq->script && !l->stopping && r->type == REDIS_REPLY_ERROR && r->str
+        && strncmp(r->str, "NOSCRIPT", 8) == 0) {
+        count(&l->script_fallbacks, 1);
+        LOG_DEBUG("redis %s:%d: script %.12s is not loaded (%s); sending it as EVAL",
+                  l->url.host, l->url.port, rq->script->sha, r->str);
+        if (request_send_eval(rq) == 0)
+            return; /* still in flight */
+        r = NULL;   /* the connection is going: no answer will come */
+    }
+    count(&l->commands_in_flight, -1);
+    count(r ? &l->commands : &l->command_failed, 1);
+    if (rq->cb)
+        rq->cb(r, rq->arg);
+    request_free(rq);
+}
+
+/* Sends rq, in flight from then on; on failure frees it and counts the
+ * refusal. */
+static int request_start(redis_link *l, rl_request *rq, redis_link_reply_fn cb, void *arg,
+                         int argc, const char **argv, const size_t *argvlen)
+{
+    rq->link = l;
+    rq->cb = cb;
+    rq->arg = arg;
+    int rc = request_send(rq, argc, argv, argvlen);
+    if (rc != 0) {
+        request_free(rq);
+        count(&l->command_refused, 1);
+        return rc;
+    }
+    count(&l->commands_in_flight, 1);
+    return 0;
+}
+
+int redis_link_command(redis_link *l, int argc, const char *const *argv, const size_t *argvlen,
+                       redis_link_reply_fn cb, void *arg)
+{
+    if (argc < 1 || !args_valid(argc, argv) || !argv[0]
+        || !command_allowed(argv[0], arg_len(argv, argvlen, 0)))
+        return REDIS_LINK_INVALID;
+    int rc = command_admit(l);
+    if (rc != 0)
+        return rc;
+    rl_request *rq = calloc(1, sizeof *rq);
+    if (!rq)
+        return REDIS_LINK_NO_MEMORY;
+    /* hiredis formats the command at once: nothing to copy. Its argv
+     * lacks const on the pointers only; it writes through neither. */
+    return request_start(l, rq, cb, arg, argc, (const char **)argv, argvlen);
+}
+
+/* An EVALSHA request: argv (EVALSHA, sha, numkeys, then the caller's
+ * arguments) and their bytes copied into one block. */
+static rl_request *eval_request(const redis_link_script *script, int numkeys, int argc,
+                                const char *const *argv, const size_t *argvlen)
+{
+    size_t n = (size_t)argc + 3, bytes = 0;
+    for (int i = 0; i < argc; i++) {
+        size_t len = arg_len(argv, argvlen, i);
+        if (len > SIZE_MAX / 2 - bytes)
+            return NULL;
+        bytes += len;
+    }
+    char numkeys_text[16];
+    int numkeys_len = snprintf(numkeys_text, sizeof numkeys_text, "%d", numkeys);
+    rl_request *rq = calloc(1, sizeof *rq);
+    size_t arrays = n * (sizeof(size_t) + sizeof(char *));
+    char *block = rq ? malloc(arrays + bytes + (size_t)numkeys_len + 1) : NULL;
+    if (!block) {
+        free(rq);
+        return NULL;
+    }
+    rq->script = script;
+    rq->argc = (int)n;
+    rq->argvlen = (size_t *)(void *)block;
+    rq->argv = (const char **)(void *)(block + n * sizeof(size_t));
+    char *data = block + arrays;
+    rq->argv[0] = "EVALSHA";
+    rq->argvlen[0] = 7;
+    rq->argv[1] = script->sha;
+    rq->argvlen[1] = 40;
+    memcpy(data, numkeys_text, (size_t)numkeys_len + 1);
+    rq->argv[2] = data;
+    rq->argvlen[2] = (size_t)numkeys_len;
+    data += numkeys_len + 1;
+    for (int i = 0; i < argc; i++) {
+        size_t len = arg_len(argv, argvlen, i);
+        if (len)
+            memcpy(data, argv[i], len);
+        rq->argv[i + 3] = data;
+        rq->argvlen[i + 3] = len;
+        data += len;
+    }
+    return rq;
+}
+
+int redis_link_eval(redis_link *l, const redis_link_script *script, int numkeys, int argc,
+                    const char *const *argv, const size_t *argvlen, redis_link_reply_fn cb,
+                    void *arg)
+{
+    if (!script || script->link != l || numkeys < 0 || numkeys > argc
+        || !args_valid(argc, argv))
+        return REDIS_LINK_INVALID;
+    int rc = command_admit(l);
+    if (rc != 0)
+        return rc;
+    rl_request *rq = eval_request(script, numkeys, argc, argv, argvlen);
+    if (!rq)
+        return REDIS_LINK_NO_MEMORY;
+    return request_start(l, rq, cb, arg, rq->argc, rq->argv, rq->argvlen);
+}
+
+static void script_load_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    redis_link_script *script = privdata;
+    redis_link *l = script->link;
+    redisReply *r = reply;
+    if (!r || l->cmd.ac != ac)
+        return; /* the connection is going: loaded again on the next */
+    l->cmd.last_answer = now_us();
+    if (r->type == REDIS_REPLY_ERROR)
+        LOG_ERROR("redis %s:%d: Lua script %s does not load: %s", l->url.host, l->url.port,
+                  script->sha, r->str ? r->str : "error");
+    else if (r->type != REDIS_REPLY_STRING || r->len != 40 || memcmp(r->str, script->sha, 40) != 0)
+        LOG_WARN("redis %s:%d: SCRIPT LOAD of %s answered something else than its SHA1",
+                 l->url.host, l->url.port, script->sha);
+}
+
+static void script_load(redis_link *l, redis_link_script *script)
+{
+    /* A refusal means hiredis is closing the connection: the next one
+     * loads it. */
+    (void)redisAsyncCommand(l->cmd.ac, script_load_reply, script, "SCRIPT LOAD %b",
+                            script->source, script->len);
+}
+
+int redis_link_script_add(redis_link *l, const char *source, redis_link_script **out)
+{
+    size_t len = source ? strlen(source) : 0;
+    if (len == 0)
+        return REDIS_LINK_INVALID;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned md_len = 0;
+    if (EVP_Digest(source, len, md, &md_len, EVP_sha1(), NULL) != 1 || md_len != 20)
+        return REDIS_LINK_NO_MEMORY;
+    char sha[41];
+    for (unsigned i = 0; i < 20; i++)
+        snprintf(sha + 2 * i, 3, "%02x", md[i]);
+    for (redis_link_script *s = l->scripts; s; s = s->next)
+        if (memcmp(s->sha, sha, 41) == 0) {
+            *out = s;
+            return 0;
+        }
+    redis_link_script *script = malloc(sizeof *script + len + 1);
+    if (!script)
+        return REDIS_LINK_NO_MEMORY;
+    script->link = l;
+    memcpy(script->sha, sha, sizeof sha);
+    script->len = len;
+    memcpy(script->source, source, len + 1);
+    script->next = l->scripts;
+    l->scripts = script;
+    /* On a live connection, now: before any EVALSHA of it. Otherwise the
+     * connection being made has it queued (conn_connect) or the next
+     * one will. */
+    if (l->cmd.ac && !l->cmd.lost)
+        script_load(l, script);
+    *out = script;
+    return 0;
+}
+
+const char *redis_link_script_sha(const redis_link_script *script)
+{
+    return script->sha;
+}
+
 int redis_link_is_up(const redis_link *l)
 {
     return l->state == RL_UP;
@@ -919,6 +1214,11 @@ void redis_link_get_counters(const redis_link *l, redis_link_counters *out)
     out->received = read_count(&l->received);
     out->reconnects = read_count(&l->reconnects);
     out->in_flight = read_count(&l->in_flight);
+    out->commands = read_count(&l->commands);
+    out->command_failed = read_count(&l->command_failed);
+    out->command_refused = read_count(&l->command_refused);
+    out->commands_in_flight = read_count(&l->commands_in_flight);
+    out->script_fallbacks = read_count(&l->script_fallbacks);
 }
 
 const char *redis_link_status_text(int status)

@@ -1,8 +1,9 @@
-/* A link to one Redis for cluster mode: PUBLISH and SUBSCRIBE through
- * hiredis's asynchronous API, driven by an lws context's own loop (no
- * blocking Redis call). A link holds two connections to the same server,
- * one for commands (PUBLISH) and one for SUBSCRIBE: in RESP2 a subscribed
- * connection can issue nothing else. When either drops (a Redis restart),
+/* A link to one Redis for cluster mode: PUBLISH, SUBSCRIBE, commands
+ * with replies and Lua scripts through hiredis's asynchronous API, driven
+ * by an lws context's own loop (no blocking Redis call). A link holds two
+ * connections to the same server, one for commands (PUBLISH, the others)
+ * and one for SUBSCRIBE: in RESP2 a subscribed connection can issue
+ * nothing else. When either drops (a Redis restart),
  * the link reports itself down, reconnects with backoff (100 ms doubling
  * to 5 s) and, once both are back, subscribes again to every channel it
  * has before reporting itself up.
@@ -20,8 +21,9 @@
  *
  * Every function runs on the thread that services the context the link
  * was started on, and none from within the link's own handlers
- * (on_message, on_state) except publish, subscribe, unsubscribe and the
- * queries. Stop a link before destroying its context. */
+ * (on_message, on_state, a command's callback) except publish,
+ * subscribe, unsubscribe, command, eval, script_add and the queries.
+ * Stop a link before destroying its context. */
 #ifndef SM_CORE_REDIS_LINK_H
 #define SM_CORE_REDIS_LINK_H
 
@@ -29,16 +31,18 @@
 #include <stdint.h>
 
 struct lws_context;
+struct redisReply;
 
 /* Statuses of the functions below. */
 #define REDIS_LINK_OK 0
 #define REDIS_LINK_DOWN (-1)      /* no connection to Redis now: the caller decides */
-#define REDIS_LINK_BUSY (-2)      /* REDIS_LINK_MAX_IN_FLIGHT publishes await Redis */
+#define REDIS_LINK_BUSY (-2)      /* REDIS_LINK_MAX_IN_FLIGHT publishes (or commands) await Redis */
 #define REDIS_LINK_NO_MEMORY (-3)
 #define REDIS_LINK_INVALID (-4)   /* a bad argument: empty or over-long channel, bad URL */
 
-/* Publishes sent and not yet answered, at most: beyond, publish returns
- * REDIS_LINK_BUSY instead of queueing without bound. */
+/* Publishes sent and not yet answered, at most, and as many commands
+ * (redis_link_command, redis_link_eval; counted apart): beyond, the call
+ * returns REDIS_LINK_BUSY instead of queueing without bound. */
 #define REDIS_LINK_MAX_IN_FLIGHT 10000
 /* Liveness. Issue 14 wants the users of a dead node offline everywhere
  * within 15 s: nodes refresh their presence keys through this link, so a
@@ -99,8 +103,10 @@ typedef struct redis_link_handlers {
 int redis_link_start(struct lws_context *ctx, const char *url, const redis_link_handlers *handlers,
                      void *arg, redis_link **out, char *err, size_t err_len);
 
-/* Closes both connections and frees the link; publishes not yet answered
- * count as failed. NULL is a no-op. */
+/* Closes both connections and frees the link (and its scripts);
+ * publishes not yet answered count as failed, and commands not yet
+ * answered get their callbacks with NULL before this returns. NULL is a
+ * no-op. */
 void redis_link_stop(redis_link *link);
 
 /* Adds channel (NUL-terminated, 1..REDIS_LINK_CHANNEL_MAX bytes) to the
@@ -127,6 +133,68 @@ int redis_link_is_subscribed(const redis_link *link, const char *channel);
  * it does not return 0. */
 int redis_link_publish(redis_link *link, const char *channel, const void *payload, size_t len);
 
+/* ---- commands with replies ----------------------------------------------
+
+ * What a command's callback gets: Redis's reply (any type, an error reply
+ * included: REDIS_REPLY_ERROR with its text), valid during the call only;
+ * or NULL when no reply will come: the command connection was lost or
+ * dropped for its silence after the command was sent (Redis may or may
+ * not have run it), or the link is being stopped. Called once per
+ * command sent, on the loop's thread. From within it the caller may send
+ * commands (they return REDIS_LINK_DOWN while the connection is going) but
+ * not stop the link. */
+typedef void (*redis_link_reply_fn)(const struct redisReply *reply, void *arg);
+
+/* Sends one command (argv[0] the command's name, argc >= 1; each
+ * argument argvlen[i] bytes, binary-safe, or NUL-terminated when argvlen
+ * is NULL) on the command connection; cb (may be NULL) gets its reply.
+ * Commands are sent, and answered, in the order of the calls, after any
+ * publish sent before. Returns 0 when sent: cb runs exactly once, later;
+ * else cb never runs and nothing is queued: REDIS_LINK_DOWN when the
+ * command connection is not up (at once: nothing waits for Redis),
+ * REDIS_LINK_BUSY when REDIS_LINK_MAX_IN_FLIGHT commands await an answer,
+ * REDIS_LINK_NO_MEMORY, or REDIS_LINK_INVALID for a bad argument or a
+ * command that would change the connection behind the link's back
+ * (SUBSCRIBE and its kin, MONITOR, SELECT, AUTH, HELLO, RESET, QUIT). A
+ * blocking command (BLPOP...) holds every later one and, past
+ * REDIS_LINK_DEAD_AFTER_MS, the heartbeat drops the connection: don't. */
+int redis_link_command(redis_link *link, int argc, const char *const *argv,
+                       const size_t *argvlen, redis_link_reply_fn cb, void *arg);
+
+/* ---- Lua scripts ---------------------------------------------------------- */
+
+/* A Lua script known to a link: run by SHA1 (EVALSHA), so its text
+ * crosses the network once per connection, not once per call. The link
+ * SCRIPT LOADs every script it knows on each command connection, right
+ * after AUTH/SELECT and before anything else (and at once on a live
+ * connection when a script is added): an EVALSHA sent afterwards on that
+ * connection reaches Redis after the load, so a script is never missing
+ * after a Redis restart, and calls keep their order. Should Redis answer
+ * NOSCRIPT all the same (an operator's SCRIPT FLUSH, a failover to a
+ * replica that never saw the load), the call is sent again as EVAL with
+ * the text (which loads it too), and only that call may then run after
+ * calls made later. A script that does not compile is logged once per
+ * connection; its calls get Redis's error reply. */
+typedef struct redis_link_script redis_link_script;
+
+/* Adds a script (NUL-terminated Lua source) to the link, which owns it
+ * until redis_link_stop; adding the same source again gives the same
+ * script. Returns 0 with *out set, REDIS_LINK_INVALID (empty source) or
+ * REDIS_LINK_NO_MEMORY. */
+int redis_link_script_add(redis_link *link, const char *source, redis_link_script **out);
+
+/* The script's SHA1, 40 lower-case hexadecimal digits. */
+const char *redis_link_script_sha(const redis_link_script *script);
+
+/* Runs script: EVALSHA sha numkeys argv[0..argc), the first numkeys of
+ * argv being its KEYS, the rest its ARGV (argvlen as for
+ * redis_link_command; 0 <= numkeys <= argc). Returns and calls back as
+ * redis_link_command (a NOSCRIPT answer is not passed on: the EVAL's
+ * is). The arguments are copied. */
+int redis_link_eval(redis_link *link, const redis_link_script *script, int numkeys, int argc,
+                    const char *const *argv, const size_t *argvlen, redis_link_reply_fn cb,
+                    void *arg);
+
 /* 1 while the link is up (see on_state), else 0. */
 int redis_link_is_up(const redis_link *link);
 
@@ -139,6 +207,11 @@ typedef struct redis_link_counters {
     uint64_t received;       /* messages passed to on_message */
     uint64_t reconnects;     /* times the link came up again after being down */
     uint64_t in_flight;      /* publishes sent, not yet answered (a gauge) */
+    uint64_t commands;       /* commands and scripts Redis answered (error replies too) */
+    uint64_t command_failed; /* sent but not answered: their callbacks got NULL */
+    uint64_t command_refused; /* command and eval calls that returned DOWN or BUSY */
+    uint64_t commands_in_flight; /* sent, not yet answered (a gauge) */
+    uint64_t script_fallbacks; /* EVALSHA answered NOSCRIPT, sent again as EVAL */
 } redis_link_counters;
 
 void redis_link_get_counters(const redis_link *link, redis_link_counters *out);

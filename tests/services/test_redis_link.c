@@ -131,27 +131,35 @@ static uint64_t counter(const redis_link *link, size_t offset)
 
 #define COUNTER(link, field) counter(link, offsetof(redis_link_counters, field))
 
-/* Subscribers Redis itself counts on channel (PUBSUB NUMSUB, asked on a
- * blocking connection of the test's own), -1 on failure. */
-static long redis_subscribers(const char *channel)
+/* Redis's reply at url to a command of the test's own, on a blocking
+ * connection (freeReplyObject it), or NULL. */
+static redisReply *blocking_command(const char *url, const char *fmt, const char *arg)
 {
     redis_link_url u;
     char err[128];
-    if (redis_link_parse_url(fixture_url, &u, err, sizeof err) != 0)
-        return -1;
+    if (redis_link_parse_url(url, &u, err, sizeof err) != 0)
+        return NULL;
     struct timeval timeout = { 5, 0 };
     redisContext *c = redisConnectWithTimeout(u.host, u.port, timeout);
     if (!c || c->err) {
         redisFree(c);
-        return -1;
+        return NULL;
     }
+    redisReply *r = redisCommand(c, fmt, arg);
+    redisFree(c);
+    return r;
+}
+
+/* Subscribers Redis itself counts on channel (PUBSUB NUMSUB), -1 on
+ * failure. */
+static long redis_subscribers(const char *channel)
+{
     long n = -1;
-    redisReply *r = redisCommand(c, "PUBSUB NUMSUB %s", channel);
+    redisReply *r = blocking_command(fixture_url, "PUBSUB NUMSUB %s", channel);
     if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2
         && r->element[1]->type == REDIS_REPLY_INTEGER)
         n = (long)r->element[1]->integer;
     freeReplyObject(r);
-    redisFree(c);
     return n;
 }
 
@@ -697,6 +705,392 @@ out:
     private_redis_stop(&priv);
 }
 
+/* ---- commands with replies ------------------------------------------------ */
+
+/* A copy of what one callback got. */
+typedef struct reply_copy {
+    int got_null;            /* no reply: the command failed */
+    int type;
+    long long integer;
+    char str[64];            /* a string, status or error reply's bytes */
+    size_t len;
+    size_t elements;
+    char element[4][32];     /* an array's first string (or integer) elements, as text */
+} reply_copy;
+
+typedef struct replies {
+    reply_copy r[32];
+    int n;                   /* callbacks run */
+    redis_link *link;        /* with send_in_callback: */
+    int send_in_callback;    /* a command sent from a failure callback... */
+    int sent_in_callback;    /* ...returned this */
+} replies;
+
+static void copy_reply(reply_copy *c, const redisReply *r)
+{
+    memset(c, 0, sizeof *c);
+    if (!r) {
+        c->got_null = 1;
+        return;
+    }
+    c->type = r->type;
+    c->integer = r->integer;
+    if (r->str) {
+        c->len = r->len;
+        memcpy(c->str, r->str, r->len < sizeof c->str ? r->len : sizeof c->str - 1);
+    }
+    c->elements = r->elements;
+    for (size_t i = 0; i < r->elements && i < 4; i++) {
+        const redisReply *e = r->element[i];
+        if (e->type == REDIS_REPLY_INTEGER)
+            snprintf(c->element[i], sizeof c->element[i], "%lld", e->integer);
+        else if (e->str)
+            snprintf(c->element[i], sizeof c->element[i], "%.*s", (int)e->len, e->str);
+    }
+}
+
+static void on_reply(const struct redisReply *r, void *arg)
+{
+    replies *rs = arg;
+    if (rs->n < (int)(sizeof rs->r / sizeof rs->r[0]))
+        copy_reply(&rs->r[rs->n], r);
+    rs->n++;
+    if (!r && rs->send_in_callback) {
+        static const char *const get[] = { "GET", "x" };
+        rs->sent_in_callback = redis_link_command(rs->link, 2, get, NULL, NULL, NULL);
+        rs->send_in_callback = 0;
+    }
+}
+
+/* One command of NUL-terminated arguments. */
+static int command(redis_link *link, replies *rs, int argc, const char *const *argv)
+{
+    return redis_link_command(link, argc, argv, NULL, on_reply, rs);
+}
+
+/* An integer Redis at url answers to a command of the test's own (for
+ * an array, its first element; 0 for a status), or -1. */
+static long long redis_int(const char *url, const char *fmt, const char *arg)
+{
+    long long n = -1;
+    redisReply *r = blocking_command(url, fmt, arg);
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements > 0)
+        n = r->element[0]->type == REDIS_REPLY_INTEGER ? r->element[0]->integer : -1;
+    else if (r && r->type == REDIS_REPLY_INTEGER)
+        n = r->integer;
+    else if (r && r->type == REDIS_REPLY_STATUS)
+        n = 0;
+    freeReplyObject(r);
+    return n;
+}
+
+/* A link to the fixture, up (else NULL, stopped), and rs emptied. */
+static redis_link *start_up_link(probe *p, replies *rs)
+{
+    memset(rs, 0, sizeof *rs);
+    redis_link *link = start_link(fixture_url, p);
+    if (link)
+        WAIT_FOR(redis_link_is_up(link), 5000);
+    if (link && !redis_link_is_up(link)) {
+        redis_link_stop(link);
+        link = NULL;
+    }
+    return link;
+}
+
+static void commands_get_every_type_of_reply_in_order_and_binary_safe(void)
+{
+    static const char value[] = "a\0b\xff";
+    char key[128], num[128], list[128], missing[128];
+    chan(key, sizeof key, "cmd:bin");
+    chan(num, sizeof num, "cmd:num");
+    chan(list, sizeof list, "cmd:list");
+    chan(missing, sizeof missing, "cmd:missing");
+    probe p;
+    replies rs;
+    redis_link *link = start_up_link(&p, &rs);
+    CU_ASSERT_FATAL(link != NULL);
+
+    const char *set[] = { "SET", key, value };
+    const size_t set_len[] = { 3, strlen(key), sizeof value - 1 };
+    CU_ASSERT_EQUAL(redis_link_command(link, 3, set, set_len, on_reply, &rs), 0);
+    CU_ASSERT_EQUAL(command(link, &rs, 2, (const char *const[]){ "GET", key }), 0);
+    CU_ASSERT_EQUAL(command(link, &rs, 2, (const char *const[]){ "GET", missing }), 0);
+    CU_ASSERT_EQUAL(command(link, &rs, 2, (const char *const[]){ "INCR", num }), 0);
+    CU_ASSERT_EQUAL(command(link, &rs, 4, (const char *const[]){ "RPUSH", list, "x", "y" }), 0);
+    CU_ASSERT_EQUAL(command(link, &rs, 4, (const char *const[]){ "LRANGE", list, "0", "-1" }), 0);
+    CU_ASSERT_EQUAL(command(link, &rs, 2, (const char *const[]){ "INCR", key }), 0);
+    CU_ASSERT_EQUAL(command(link, &rs, 1, (const char *const[]){ "NO-SUCH-COMMAND" }), 0);
+    CU_ASSERT_EQUAL(command(link, &rs, 4, (const char *const[]){ "DEL", key, num, list }), 0);
+    CU_ASSERT_EQUAL(rs.n, 0); /* nothing before the loop runs */
+    WAIT_FOR(rs.n == 9, 3000);
+    CU_ASSERT_EQUAL_FATAL(rs.n, 9);
+    CU_ASSERT_EQUAL(rs.r[0].type, REDIS_REPLY_STATUS);
+    CU_ASSERT_STRING_EQUAL(rs.r[0].str, "OK");
+    CU_ASSERT_EQUAL(rs.r[1].type, REDIS_REPLY_STRING);
+    CU_ASSERT_EQUAL(rs.r[1].len, sizeof value - 1);
+    CU_ASSERT_EQUAL(memcmp(rs.r[1].str, value, sizeof value - 1), 0);
+    CU_ASSERT_EQUAL(rs.r[2].type, REDIS_REPLY_NIL);
+    CU_ASSERT_EQUAL(rs.r[3].type, REDIS_REPLY_INTEGER);
+    CU_ASSERT_EQUAL(rs.r[3].integer, 1);
+    CU_ASSERT_EQUAL(rs.r[4].type, REDIS_REPLY_INTEGER);
+    CU_ASSERT_EQUAL(rs.r[4].integer, 2);
+    CU_ASSERT_EQUAL(rs.r[5].type, REDIS_REPLY_ARRAY);
+    CU_ASSERT_EQUAL(rs.r[5].elements, 2);
+    CU_ASSERT_STRING_EQUAL(rs.r[5].element[0], "x");
+    CU_ASSERT_STRING_EQUAL(rs.r[5].element[1], "y");
+    CU_ASSERT_EQUAL(rs.r[6].type, REDIS_REPLY_ERROR);
+    CU_ASSERT_PTR_NOT_NULL(strstr(rs.r[6].str, "not an integer"));
+    CU_ASSERT_EQUAL(rs.r[7].type, REDIS_REPLY_ERROR);
+    CU_ASSERT_PTR_NOT_NULL(strstr(rs.r[7].str, "unknown command"));
+    CU_ASSERT_EQUAL(rs.r[8].type, REDIS_REPLY_INTEGER);
+    CU_ASSERT_EQUAL(rs.r[8].integer, 3);
+    for (int i = 0; i < 9; i++)
+        CU_ASSERT_EQUAL(rs.r[i].got_null, 0);
+    CU_ASSERT_EQUAL(COUNTER(link, commands), 9);
+    CU_ASSERT_EQUAL(COUNTER(link, command_failed), 0);
+    CU_ASSERT_EQUAL(COUNTER(link, commands_in_flight), 0);
+
+    /* What would change the connection behind the link, and bad
+     * arguments, are refused before anything is sent. */
+    static const char *const refused[] = { "subscribe", "PSUBSCRIBE", "Monitor", "SELECT",
+                                           "AUTH", "QUIT", "HELLO", "RESET", "UNSUBSCRIBE" };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++)
+        CU_ASSERT_EQUAL(command(link, &rs, 2, (const char *const[]){ refused[i], "1" }),
+                        REDIS_LINK_INVALID);
+    CU_ASSERT_EQUAL(command(link, &rs, 0, (const char *const[]){ "PING" }), REDIS_LINK_INVALID);
+    CU_ASSERT_EQUAL(command(link, &rs, 2, (const char *const[]){ "GET", NULL }),
+                    REDIS_LINK_INVALID);
+    CU_ASSERT_EQUAL(redis_link_command(link, 1, NULL, NULL, on_reply, &rs), REDIS_LINK_INVALID);
+    /* A callback may be NULL. */
+    CU_ASSERT_EQUAL(redis_link_command(link, 1, (const char *const[]){ "PING" }, NULL, NULL,
+                                       NULL), 0);
+    WAIT_FOR(COUNTER(link, commands) == 10, 3000);
+    CU_ASSERT_EQUAL(COUNTER(link, commands), 10);
+    CU_ASSERT_EQUAL(rs.n, 9);
+    redis_link_stop(link);
+}
+
+static void commands_beyond_the_in_flight_cap_are_busy(void)
+{
+    probe p;
+    replies rs;
+    redis_link *link = start_up_link(&p, &rs);
+    CU_ASSERT_FATAL(link != NULL);
+    static const char *const ping[] = { "PING" };
+    int ok = 0;
+    for (int i = 0; i < REDIS_LINK_MAX_IN_FLIGHT; i++)
+        ok += redis_link_command(link, 1, ping, NULL, NULL, NULL) == 0;
+    CU_ASSERT_EQUAL(ok, REDIS_LINK_MAX_IN_FLIGHT);
+    CU_ASSERT_EQUAL(command(link, &rs, 1, ping), REDIS_LINK_BUSY);
+    /* Publishes have a cap of their own. */
+    char a[128];
+    CU_ASSERT_EQUAL(redis_link_publish(link, chan(a, sizeof a, "cap"), "x", 1), 0);
+    CU_ASSERT_EQUAL(COUNTER(link, command_refused), 1);
+    CU_ASSERT_EQUAL(COUNTER(link, commands_in_flight), REDIS_LINK_MAX_IN_FLIGHT);
+    WAIT_FOR(COUNTER(link, commands_in_flight) == 0, 10000);
+    CU_ASSERT_EQUAL(COUNTER(link, commands), REDIS_LINK_MAX_IN_FLIGHT);
+    CU_ASSERT_EQUAL(command(link, &rs, 1, ping), 0);
+    WAIT_FOR(rs.n == 1, 3000);
+    CU_ASSERT_EQUAL(rs.n, 1);
+    CU_ASSERT_STRING_EQUAL(rs.r[0].str, "PONG");
+    CU_ASSERT_EQUAL(rs.r[0].type, REDIS_REPLY_STATUS);
+    redis_link_stop(link);
+}
+
+static void commands_without_redis_are_refused_at_once(void)
+{
+    char url[64];
+    int port = closed_port();
+    CU_ASSERT_FATAL(port > 0);
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", port);
+    probe p;
+    replies rs;
+    memset(&rs, 0, sizeof rs);
+    redis_link *link = start_link(url, &p);
+    CU_ASSERT_FATAL(link != NULL);
+    redis_link_script *script = NULL;
+    CU_ASSERT_EQUAL(redis_link_script_add(link, "return 1", &script), 0);
+    static const char *const ping[] = { "PING" };
+    /* Before the first attempt, and after it failed. */
+    CU_ASSERT_EQUAL(command(link, &rs, 1, ping), REDIS_LINK_DOWN);
+    CU_ASSERT_EQUAL(redis_link_eval(link, script, 0, 0, NULL, NULL, on_reply, &rs),
+                    REDIS_LINK_DOWN);
+    WAIT_FOR(p.downs > 0, 3000);
+    CU_ASSERT_EQUAL(p.downs, 1);
+    double t0 = now_s();
+    CU_ASSERT_EQUAL(command(link, &rs, 1, ping), REDIS_LINK_DOWN);
+    CU_ASSERT_EQUAL(redis_link_eval(link, script, 0, 0, NULL, NULL, on_reply, &rs),
+                    REDIS_LINK_DOWN);
+    CU_ASSERT(now_s() - t0 < 0.1);
+    WAIT_FOR(0, 300);
+    CU_ASSERT_EQUAL(rs.n, 0); /* a refused call never calls back */
+    CU_ASSERT_EQUAL(COUNTER(link, command_refused), 4);
+    CU_ASSERT_EQUAL(COUNTER(link, commands_in_flight), 0);
+    redis_link_stop(link);
+}
+
+/* ---- scripts ---------------------------------------------------------------- */
+
+/* KEYS[1], ARGV[1] as given (binary), ARGV[2] + 1 as an integer. */
+static const char echo_script[] =
+    "return { KEYS[1], ARGV[1], tonumber(ARGV[2]) + 1 }";
+
+static void check_echo(const reply_copy *c, const char *key)
+{
+    CU_ASSERT_EQUAL(c->got_null, 0);
+    CU_ASSERT_EQUAL(c->type, REDIS_REPLY_ARRAY);
+    CU_ASSERT_EQUAL(c->elements, 3);
+    CU_ASSERT_STRING_EQUAL(c->element[0], key);
+    CU_ASSERT_STRING_EQUAL(c->element[1], "v\xff");
+    CU_ASSERT_STRING_EQUAL(c->element[2], "42");
+}
+
+static int eval_echo(redis_link *link, const redis_link_script *script, const char *key,
+                     replies *rs)
+{
+    const char *argv[] = { key, "v\xff", "41" };
+    return redis_link_eval(link, script, 1, 3, argv, NULL, on_reply, rs);
+}
+
+static void scripts_run_by_sha_loaded_on_connect_and_after_a_flush(void)
+{
+    probe p;
+    replies rs;
+    memset(&rs, 0, sizeof rs);
+    redis_link *link = NULL;
+    redis_link_script *echo = NULL, *again = NULL, *late = NULL, *broken = NULL;
+    if (private_redis_start(&priv, "redis-link") != 0) {
+        CU_FAIL("cannot start a private redis-server");
+        goto out;
+    }
+    link = start_link(priv.url, &p);
+    if (!link)
+        goto out;
+    /* Added before the link is up: loaded as it connects. */
+    CU_ASSERT_EQUAL(redis_link_script_add(link, echo_script, &echo), 0);
+    CU_ASSERT_EQUAL(redis_link_script_add(link, echo_script, &again), 0);
+    CU_ASSERT_PTR_EQUAL(echo, again);
+    CU_ASSERT_EQUAL(redis_link_script_add(link, "", &again), REDIS_LINK_INVALID);
+    CU_ASSERT_EQUAL(strlen(redis_link_script_sha(echo)), 40);
+    CU_ASSERT_EQUAL(redis_int(priv.url, "SCRIPT EXISTS %s", redis_link_script_sha(echo)), 0);
+    WAIT_FOR(redis_link_is_up(link), 5000);
+    CU_ASSERT_FATAL(redis_link_is_up(link));
+    /* Redis's SHA1 of the text is the link's. */
+    CU_ASSERT_EQUAL(redis_int(priv.url, "SCRIPT EXISTS %s", redis_link_script_sha(echo)), 1);
+    CU_ASSERT_EQUAL(eval_echo(link, echo, "k1", &rs), 0);
+    /* Added on a live connection: loaded at once, before its first call. */
+    CU_ASSERT_EQUAL(redis_link_script_add(link, "return 'late'", &late), 0);
+    CU_ASSERT_EQUAL(redis_link_eval(link, late, 0, 0, NULL, NULL, on_reply, &rs), 0);
+    /* A script that does not compile: Redis's error reaches the caller. */
+    CU_ASSERT_EQUAL(redis_link_script_add(link, "return (", &broken), 0);
+    CU_ASSERT_EQUAL(redis_link_eval(link, broken, 0, 0, NULL, NULL, on_reply, &rs), 0);
+    WAIT_FOR(rs.n == 3, 3000);
+    CU_ASSERT_EQUAL_FATAL(rs.n, 3);
+    check_echo(&rs.r[0], "k1");
+    CU_ASSERT_EQUAL(rs.r[1].type, REDIS_REPLY_STRING);
+    CU_ASSERT_STRING_EQUAL(rs.r[1].str, "late");
+    CU_ASSERT_EQUAL(rs.r[2].type, REDIS_REPLY_ERROR);
+    CU_ASSERT_EQUAL(COUNTER(link, script_fallbacks), 1); /* the broken one's */
+
+    /* Forgotten by Redis behind the link's back: sent again as EVAL,
+     * which loads it too; the numbers of keys and arguments hold. */
+    CU_ASSERT_EQUAL(redis_int(priv.url, "SCRIPT FLUSH", NULL), 0);
+    CU_ASSERT_EQUAL(redis_int(priv.url, "SCRIPT EXISTS %s", redis_link_script_sha(echo)), 0);
+    CU_ASSERT_EQUAL(eval_echo(link, echo, "k2", &rs), 0);
+    CU_ASSERT_EQUAL(redis_link_eval(link, echo, 4, 3, (const char *const[]){ "a", "b", "c" },
+                                    NULL, on_reply, &rs), REDIS_LINK_INVALID);
+    WAIT_FOR(rs.n == 4, 3000);
+    CU_ASSERT_EQUAL_FATAL(rs.n, 4);
+    check_echo(&rs.r[3], "k2");
+    CU_ASSERT_EQUAL(COUNTER(link, script_fallbacks), 2);
+    CU_ASSERT_EQUAL(redis_int(priv.url, "SCRIPT EXISTS %s", redis_link_script_sha(echo)), 1);
+
+    /* A restart: every script is loaded again as the link reconnects,
+     * before any call (no fallback). */
+    CU_ASSERT_EQUAL(private_redis_down(&priv), 0);
+    WAIT_FOR(p.downs == 1, 5000);
+    CU_ASSERT_EQUAL(private_redis_up(&priv), 0);
+    WAIT_FOR(redis_link_is_up(link), 8000);
+    CU_ASSERT_FATAL(redis_link_is_up(link));
+    CU_ASSERT_EQUAL(redis_int(priv.url, "SCRIPT EXISTS %s", redis_link_script_sha(echo)), 1);
+    CU_ASSERT_EQUAL(redis_int(priv.url, "SCRIPT EXISTS %s", redis_link_script_sha(late)), 1);
+    CU_ASSERT_EQUAL(eval_echo(link, echo, "k3", &rs), 0);
+    WAIT_FOR(rs.n == 5, 3000);
+    CU_ASSERT_EQUAL_FATAL(rs.n, 5);
+    check_echo(&rs.r[4], "k3");
+    CU_ASSERT_EQUAL(COUNTER(link, script_fallbacks), 2);
+out:
+    redis_link_stop(link);
+    private_redis_stop(&priv);
+}
+
+/* ---- a command whose answer never comes ------------------------------------ */
+
+static void commands_in_flight_when_the_connection_drops_fail_and_the_link_recovers(void)
+{
+    char list[128];
+    chan(list, sizeof list, "cmd:blocked");
+    probe p, op;
+    replies rs, stopped;
+    memset(&rs, 0, sizeof rs);
+    memset(&stopped, 0, sizeof stopped);
+    redis_link *link = NULL, *other = NULL;
+    if (private_redis_start(&priv, "redis-link") != 0) {
+        CU_FAIL("cannot start a private redis-server");
+        goto out;
+    }
+    link = start_link(priv.url, &p);
+    if (!link)
+        goto out;
+    WAIT_FOR(redis_link_is_up(link), 5000);
+    CU_ASSERT_FATAL(redis_link_is_up(link));
+    rs.link = link;
+    rs.send_in_callback = 1;
+    /* Held by Redis (a list nobody pushes to), and one behind it. */
+    CU_ASSERT_EQUAL(command(link, &rs, 3, (const char *const[]){ "BLPOP", list, "0" }), 0);
+    CU_ASSERT_EQUAL(command(link, &rs, 1, (const char *const[]){ "PING" }), 0);
+    WAIT_FOR(0, 200);
+    CU_ASSERT_EQUAL(rs.n, 0);
+    CU_ASSERT_EQUAL(private_redis_down(&priv), 0);
+    WAIT_FOR(rs.n == 2, 5000);
+    CU_ASSERT_EQUAL(rs.n, 2);
+    CU_ASSERT_EQUAL(rs.r[0].got_null, 1);
+    CU_ASSERT_EQUAL(rs.r[1].got_null, 1);
+    /* A command sent from the failure callback is refused, not lost. */
+    CU_ASSERT_EQUAL(rs.sent_in_callback, REDIS_LINK_DOWN);
+    CU_ASSERT_EQUAL(COUNTER(link, command_failed), 2);
+    CU_ASSERT_EQUAL(COUNTER(link, commands_in_flight), 0);
+    WAIT_FOR(p.downs == 1, 3000);
+    CU_ASSERT_EQUAL(p.downs, 1);
+    CU_ASSERT_EQUAL(command(link, &rs, 1, (const char *const[]){ "PING" }), REDIS_LINK_DOWN);
+
+    CU_ASSERT_EQUAL(private_redis_up(&priv), 0);
+    WAIT_FOR(redis_link_is_up(link), 8000);
+    CU_ASSERT_FATAL(redis_link_is_up(link));
+    CU_ASSERT_EQUAL(command(link, &rs, 1, (const char *const[]){ "PING" }), 0);
+    WAIT_FOR(rs.n == 3, 3000);
+    CU_ASSERT_EQUAL(rs.n, 3);
+    CU_ASSERT_STRING_EQUAL(rs.r[2].str, "PONG");
+
+    /* Stopping a link fails what it has in flight before returning. */
+    other = start_link(priv.url, &op);
+    if (!other)
+        goto out;
+    WAIT_FOR(redis_link_is_up(other), 5000);
+    CU_ASSERT_FATAL(redis_link_is_up(other));
+    CU_ASSERT_EQUAL(command(other, &stopped, 3, (const char *const[]){ "BLPOP", list, "0" }), 0);
+    WAIT_FOR(0, 100);
+    redis_link_stop(other);
+    other = NULL;
+    CU_ASSERT_EQUAL(stopped.n, 1);
+    CU_ASSERT_EQUAL(stopped.r[0].got_null, 1);
+out:
+    redis_link_stop(link);
+    redis_link_stop(other);
+    private_redis_stop(&priv);
+}
+
 /* ---- the suite ------------------------------------------------------------ */
 
 static int suite_init(void)
@@ -735,6 +1129,11 @@ int main(void)
         SM_TEST(connect_to_an_address_that_drops_packets_times_out_and_retries),
         SM_TEST(links_come_back_after_a_redis_restart_with_their_subscriptions),
         SM_TEST(a_frozen_redis_is_detected_and_the_links_come_back_when_it_resumes),
+        SM_TEST(commands_get_every_type_of_reply_in_order_and_binary_safe),
+        SM_TEST(commands_beyond_the_in_flight_cap_are_busy),
+        SM_TEST(commands_without_redis_are_refused_at_once),
+        SM_TEST(scripts_run_by_sha_loaded_on_connect_and_after_a_flush),
+        SM_TEST(commands_in_flight_when_the_connection_drops_fail_and_the_link_recovers),
         SM_TEST_END,
     };
     return sm_test_run("services.redis_link", tests, suite_init, suite_cleanup);
