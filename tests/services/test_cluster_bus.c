@@ -22,45 +22,15 @@
 #include "cluster_bus.h"
 #include "private_redis.h"
 #include "redis_link.h"
+#include "service_loop.h"
 #include "service_url.h"
 
 #define BIG_PAYLOAD 70000 /* over 65535: a 16-bit length would not hold it */
 #define ORDERED 1000
 
-static struct lws_context *ctx;
-static lws_sorted_usec_list_t tick;
 static char fixture_url[256];
 static char prefix[64]; /* this run's channels, so suites sharing the fixture never meet */
 static private_redis priv;
-
-/* ---- the loop ------------------------------------------------------------ */
-
-static void tick_cb(lws_sorted_usec_list_t *sul)
-{
-    (void)sul;
-}
-
-/* One turn of the loop, never longer than 10 ms. */
-static void pump(void)
-{
-    lws_sul_schedule(ctx, 0, &tick, tick_cb, 10 * LWS_US_PER_MS);
-    lws_service(ctx, 0);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* Runs the loop until cond holds or ms pass; the caller asserts cond. */
-#define WAIT_FOR(cond, ms)                                                                        \
-    do {                                                                                          \
-        double wait_end_ = now_s() + (ms) / 1000.0;                                               \
-        while (!(cond) && now_s() < wait_end_)                                                    \
-            pump();                                                                               \
-    } while (0)
 
 /* ---- what a bus delivers --------------------------------------------------- */
 
@@ -128,7 +98,7 @@ static cluster_bus *start_bus(const char *url, const char *node, probe *p)
 {
     char err[256] = "";
     memset(p, 0, sizeof *p);
-    int rc = cluster_bus_start(ctx, url, node, prefix, &handlers, p, &p->bus, err, sizeof err);
+    int rc = cluster_bus_start(service_loop_ctx, url, node, prefix, &handlers, p, &p->bus, err, sizeof err);
     if (rc != 0)
         fprintf(stderr, "cluster_bus_start(%s, %s): %d %s\n", url, node, rc, err);
     CU_ASSERT_EQUAL(rc, 0);
@@ -142,7 +112,7 @@ static int start_pair(cluster_bus **a, cluster_bus **b)
     *b = start_bus(fixture_url, "b", &pb);
     if (!*a || !*b)
         return -1;
-    WAIT_FOR(cluster_bus_is_up(*a) && cluster_bus_is_up(*b), 5000);
+    SERVICE_WAIT_FOR(cluster_bus_is_up(*a) && cluster_bus_is_up(*b), 5000);
     CU_ASSERT(cluster_bus_is_up(*a) && cluster_bus_is_up(*b));
     return cluster_bus_is_up(*a) && cluster_bus_is_up(*b) ? 0 : -1;
 }
@@ -261,12 +231,12 @@ static void start_refuses_bad_node_ids_prefixes_and_urls(void)
         { "redis://127.0.0.1:70000/0", "a", "sm:", "port '70000'" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        cluster_bus *bus = (cluster_bus *)&ctx; /* a sentinel: must stay untouched */
+        cluster_bus *bus = (cluster_bus *)&service_loop_ctx; /* a sentinel: must stay untouched */
         char err[160] = "";
-        CU_ASSERT_EQUAL(cluster_bus_start(ctx, cases[i].url, cases[i].node, cases[i].prefix,
+        CU_ASSERT_EQUAL(cluster_bus_start(service_loop_ctx, cases[i].url, cases[i].node, cases[i].prefix,
                                           &handlers, NULL, &bus, err, sizeof err),
                         CLUSTER_BUS_INVALID);
-        CU_ASSERT_PTR_EQUAL(bus, (cluster_bus *)&ctx);
+        CU_ASSERT_PTR_EQUAL(bus, (cluster_bus *)&service_loop_ctx);
         if (!strstr(err, cases[i].reason))
             fprintf(stderr, "case %zu: expected '%s' in '%s'\n", i, cases[i].reason, err);
         CU_ASSERT_PTR_NOT_NULL(strstr(err, cases[i].reason));
@@ -278,7 +248,7 @@ static void start_refuses_bad_node_ids_prefixes_and_urls(void)
     for (size_t i = 0; i < 2; i++) {
         cluster_bus *bus = NULL;
         char err[160] = "";
-        CU_ASSERT_EQUAL(cluster_bus_start(ctx, "redis://127.0.0.1:1/0", long_node, prefixes[i],
+        CU_ASSERT_EQUAL(cluster_bus_start(service_loop_ctx, "redis://127.0.0.1:1/0", long_node, prefixes[i],
                                           &handlers, NULL, &bus, err, sizeof err), 0);
         cluster_bus_stop(bus);
     }
@@ -294,13 +264,13 @@ static void a_topic_publish_reaches_the_other_node_once_and_not_its_own(void)
         goto out;
     CU_ASSERT_EQUAL(cluster_bus_topic_join(a, "room:general"), 0);
     CU_ASSERT_EQUAL(cluster_bus_topic_join(b, "room:general"), 0);
-    WAIT_FOR(cluster_bus_topic_subscribed(a, "room:general")
+    SERVICE_WAIT_FOR(cluster_bus_topic_subscribed(a, "room:general")
                  && cluster_bus_topic_subscribed(b, "room:general"), 3000);
     CU_ASSERT(cluster_bus_topic_subscribed(b, "room:general"));
     CU_ASSERT_EQUAL(cluster_bus_publish_topic(a, "room:general", NULL, "public_message", payload,
                                               sizeof payload - 1), 0);
     /* b gets it; a gets its own copy back from Redis and drops it. */
-    WAIT_FOR(pb.topics == 1 && COUNTER(a, dropped_own) == 1, 3000);
+    SERVICE_WAIT_FOR(pb.topics == 1 && COUNTER(a, dropped_own) == 1, 3000);
     CU_ASSERT_EQUAL(pb.topics, 1);
     CU_ASSERT_STRING_EQUAL(pb.topic, "room:general");
     CU_ASSERT_STRING_EQUAL(pb.except, "(null)");
@@ -311,13 +281,13 @@ static void a_topic_publish_reaches_the_other_node_once_and_not_its_own(void)
     CU_ASSERT_EQUAL(pa.topics, 0);
     /* Once: a second publish is b's second delivery, not its third. */
     CU_ASSERT_EQUAL(cluster_bus_publish_topic(a, "room:general", NULL, "marker", "", 0), 0);
-    WAIT_FOR(strcmp(pb.action, "marker") == 0 && COUNTER(a, dropped_own) == 2, 3000);
+    SERVICE_WAIT_FOR(strcmp(pb.action, "marker") == 0 && COUNTER(a, dropped_own) == 2, 3000);
     CU_ASSERT_EQUAL(pb.topics, 2);
     CU_ASSERT_EQUAL(pb.len, 0);
     CU_ASSERT_EQUAL(pa.topics, 0);
     /* And the other way round. */
     CU_ASSERT_EQUAL(cluster_bus_publish_topic(b, "room:general", NULL, "from_b", "x", 1), 0);
-    WAIT_FOR(pa.topics == 1 && COUNTER(b, dropped_own) == 1, 3000);
+    SERVICE_WAIT_FOR(pa.topics == 1 && COUNTER(b, dropped_own) == 1, 3000);
     CU_ASSERT_EQUAL(pa.topics, 1);
     CU_ASSERT_STRING_EQUAL(pa.action, "from_b");
     CU_ASSERT_EQUAL(pb.topics, 2);
@@ -340,7 +310,7 @@ static void nothing_reaches_a_node_without_interest(void)
     CU_ASSERT_EQUAL(cluster_bus_topic_join(b, "marker"), 0);
     CU_ASSERT_EQUAL(cluster_bus_topic_join(b, "gone"), 0);
     CU_ASSERT_EQUAL(cluster_bus_user_online(b, "gone_user"), 0);
-    WAIT_FOR(cluster_bus_topic_subscribed(b, "marker") && cluster_bus_topic_subscribed(b, "gone")
+    SERVICE_WAIT_FOR(cluster_bus_topic_subscribed(b, "marker") && cluster_bus_topic_subscribed(b, "gone")
                  && cluster_bus_user_subscribed(b, "gone_user"), 3000);
     CU_ASSERT_EQUAL(cluster_bus_topic_leave(b, "gone"), 0);
     CU_ASSERT_EQUAL(cluster_bus_user_offline(b, "gone_user"), 0);
@@ -353,7 +323,7 @@ static void nothing_reaches_a_node_without_interest(void)
     CU_ASSERT_EQUAL(cluster_bus_publish_user(a, "nobody", "x", "3", 1), 0);
     CU_ASSERT_EQUAL(cluster_bus_publish_user(a, "gone_user", "x", "4", 1), 0);
     CU_ASSERT_EQUAL(cluster_bus_publish_topic(a, "marker", NULL, "end", "", 0), 0);
-    WAIT_FOR(pb.topics == 1, 3000);
+    SERVICE_WAIT_FOR(pb.topics == 1, 3000);
     CU_ASSERT_EQUAL(pb.topics, 1);
     CU_ASSERT_STRING_EQUAL(pb.topic, "marker");
     CU_ASSERT_EQUAL(pb.users, 0);
@@ -371,7 +341,7 @@ static void sync_on_marker(cluster_bus *a, int *topics_seen)
 {
     int before = *topics_seen;
     CU_ASSERT_EQUAL(cluster_bus_publish_topic(a, "marker", NULL, "end", "", 0), 0);
-    WAIT_FOR(*topics_seen > before && strcmp(pb.topic, "marker") == 0, 3000);
+    SERVICE_WAIT_FOR(*topics_seen > before && strcmp(pb.topic, "marker") == 0, 3000);
     CU_ASSERT_STRING_EQUAL(pb.topic, "marker");
 }
 
@@ -388,7 +358,7 @@ static void joins_and_leaves_count_references_one_subscription_per_node(void)
     CU_ASSERT_EQUAL(cluster_bus_topic_join(b, "room:counted"), 0);
     CU_ASSERT_EQUAL(cluster_bus_user_online(b, "Alice"), 0);
     CU_ASSERT_EQUAL(cluster_bus_user_online(b, "ALICE"), 0); /* the same user */
-    WAIT_FOR(cluster_bus_topic_subscribed(b, "room:counted")
+    SERVICE_WAIT_FOR(cluster_bus_topic_subscribed(b, "room:counted")
                  && cluster_bus_user_subscribed(b, "alice")
                  && cluster_bus_topic_subscribed(b, "marker"), 3000);
     CU_ASSERT_EQUAL(subscribers(ch), 1);
@@ -409,7 +379,7 @@ static void joins_and_leaves_count_references_one_subscription_per_node(void)
 
     /* The other node's interest is its own subscription. */
     CU_ASSERT_EQUAL(cluster_bus_topic_join(a, "room:counted"), 0);
-    WAIT_FOR(cluster_bus_topic_subscribed(a, "room:counted"), 3000);
+    SERVICE_WAIT_FOR(cluster_bus_topic_subscribed(a, "room:counted"), 3000);
     CU_ASSERT_EQUAL(subscribers(ch), 2);
     CU_ASSERT_EQUAL(cluster_bus_topic_leave(a, "room:counted"), 0);
 
@@ -423,7 +393,7 @@ static void joins_and_leaves_count_references_one_subscription_per_node(void)
     CU_ASSERT_EQUAL(pb.users, 1);
     /* Redis saw the UNSUBSCRIBEs (b's connection, not a's: no order
      * between them and the marker). */
-    WAIT_FOR(subscribers(ch) == 0 && subscribers(uch) == 0, 3000);
+    SERVICE_WAIT_FOR(subscribers(ch) == 0 && subscribers(uch) == 0, 3000);
     CU_ASSERT_EQUAL(subscribers(ch), 0);
     CU_ASSERT_EQUAL(subscribers(uch), 0);
     CU_ASSERT_EQUAL(COUNTER(b, topics), 1);
@@ -444,9 +414,9 @@ static void except_user_is_carried_and_names_are_checked(void)
     if (start_pair(&a, &b) != 0)
         goto out;
     CU_ASSERT_EQUAL(cluster_bus_topic_join(b, "room:lobby"), 0);
-    WAIT_FOR(cluster_bus_topic_subscribed(b, "room:lobby"), 3000);
+    SERVICE_WAIT_FOR(cluster_bus_topic_subscribed(b, "room:lobby"), 3000);
     CU_ASSERT_EQUAL(cluster_bus_publish_topic(a, "room:lobby", "Bob", "user_joined", "{}", 2), 0);
-    WAIT_FOR(pb.topics == 1, 3000);
+    SERVICE_WAIT_FOR(pb.topics == 1, 3000);
     CU_ASSERT_EQUAL(pb.topics, 1);
     CU_ASSERT_STRING_EQUAL(pb.except, "Bob");
     CU_ASSERT_STRING_EQUAL(pb.action, "user_joined");
@@ -491,10 +461,10 @@ static void a_user_channel_ignores_ascii_case(void)
     if (start_pair(&a, &b) != 0)
         goto out;
     CU_ASSERT_EQUAL(cluster_bus_user_online(b, "Carol"), 0);
-    WAIT_FOR(cluster_bus_user_subscribed(b, "CAROL"), 3000);
+    SERVICE_WAIT_FOR(cluster_bus_user_subscribed(b, "CAROL"), 3000);
     CU_ASSERT_EQUAL(cluster_bus_user_subscribed(b, "carol"), 1);
     CU_ASSERT_EQUAL(cluster_bus_publish_user(a, "cAROL", "private_message", "{\"id\":1}", 8), 0);
-    WAIT_FOR(pb.users == 1, 3000);
+    SERVICE_WAIT_FOR(pb.users == 1, 3000);
     CU_ASSERT_EQUAL(pb.users, 1);
     CU_ASSERT_STRING_EQUAL(pb.user, "carol");
     CU_ASSERT_STRING_EQUAL(pb.action, "private_message");
@@ -513,7 +483,7 @@ static void a_nodes_publishes_arrive_in_order(void)
         goto out;
     CU_ASSERT_EQUAL(cluster_bus_topic_join(b, "room:ordered"), 0);
     CU_ASSERT_EQUAL(cluster_bus_user_online(b, "dave"), 0);
-    WAIT_FOR(cluster_bus_topic_subscribed(b, "room:ordered")
+    SERVICE_WAIT_FOR(cluster_bus_topic_subscribed(b, "room:ordered")
                  && cluster_bus_user_subscribed(b, "dave"), 3000);
     /* Topic and user channel interleaved: a private message and a room
      * event keep their order too. */
@@ -527,7 +497,7 @@ static void a_nodes_publishes_arrive_in_order(void)
         sent += rc == 0;
     }
     CU_ASSERT_EQUAL(sent, ORDERED);
-    WAIT_FOR(pb.n_seq == ORDERED, 10000);
+    SERVICE_WAIT_FOR(pb.n_seq == ORDERED, 10000);
     CU_ASSERT_EQUAL(pb.n_seq, ORDERED);
     int in_order = 0;
     for (int i = 0; i < pb.n_seq; i++)
@@ -551,19 +521,19 @@ static void binary_payloads_arrive_whole(void)
         big[i] = (unsigned char)(i * 31 + i / 256);
     CU_ASSERT_EQUAL(cluster_bus_topic_join(b, "room:bin"), 0);
     CU_ASSERT_EQUAL(cluster_bus_user_online(b, "erin"), 0);
-    WAIT_FOR(cluster_bus_topic_subscribed(b, "room:bin") && cluster_bus_user_subscribed(b, "erin"),
+    SERVICE_WAIT_FOR(cluster_bus_topic_subscribed(b, "room:bin") && cluster_bus_user_subscribed(b, "erin"),
              3000);
     CU_ASSERT_EQUAL(cluster_bus_publish_topic(a, "room:bin", NULL, "nuls", nuls, sizeof nuls - 1),
                     0);
-    WAIT_FOR(pb.topics == 1, 3000);
+    SERVICE_WAIT_FOR(pb.topics == 1, 3000);
     CU_ASSERT_EQUAL(pb.len, sizeof nuls - 1);
     CU_ASSERT_EQUAL(memcmp(pb.payload, nuls, sizeof nuls - 1), 0);
     CU_ASSERT_EQUAL(cluster_bus_publish_user(a, "erin", "big", big, sizeof big), 0);
-    WAIT_FOR(pb.users == 1, 3000);
+    SERVICE_WAIT_FOR(pb.users == 1, 3000);
     CU_ASSERT_EQUAL(pb.len, sizeof big);
     CU_ASSERT_EQUAL(memcmp(pb.payload, big, sizeof big), 0);
     CU_ASSERT_EQUAL(cluster_bus_publish_user(a, "erin", "empty", NULL, 0), 0);
-    WAIT_FOR(pb.users == 2, 3000);
+    SERVICE_WAIT_FOR(pb.users == 2, 3000);
     CU_ASSERT_STRING_EQUAL(pb.action, "empty");
     CU_ASSERT_EQUAL(pb.len, 0);
 out:
@@ -585,7 +555,7 @@ static void garbage_is_counted_as_malformed_and_never_delivered(void)
         goto out;
     CU_ASSERT_EQUAL(cluster_bus_topic_join(b, "room:junk"), 0);
     CU_ASSERT_EQUAL(cluster_bus_user_online(b, "frank"), 0);
-    WAIT_FOR(cluster_bus_topic_subscribed(b, "room:junk")
+    SERVICE_WAIT_FOR(cluster_bus_topic_subscribed(b, "room:junk")
                  && cluster_bus_user_subscribed(b, "frank"), 5000);
     topic_chan(ch, sizeof ch, "room:junk");
     user_chan(uch, sizeof uch, "frank");
@@ -659,7 +629,7 @@ static void garbage_is_counted_as_malformed_and_never_delivered(void)
      * everything before it was read (one publisher connection). */
     sent += raw_publish(raw, ch, good, good_len) == 0;
     CU_ASSERT_EQUAL(sent, (int)good_len + 1 + 9 + 2 + 2 + 1 + 1 + 200 + 1);
-    WAIT_FOR(pb.topics == 1, 5000);
+    SERVICE_WAIT_FOR(pb.topics == 1, 5000);
     CU_ASSERT_EQUAL(pb.topics, 1);
     CU_ASSERT_EQUAL(pb.users, 0);
     CU_ASSERT_STRING_EQUAL(pb.topic, "room:junk");
@@ -674,7 +644,7 @@ static void garbage_is_counted_as_malformed_and_never_delivered(void)
      * another process configured as "b": delivered, and counted. */
     n = build_frame(bad, 1, "another!", "b", NULL, "clash", "", 0);
     CU_ASSERT_EQUAL(raw_publish(raw, uch, bad, n), 0);
-    WAIT_FOR(pb.users == 1, 3000);
+    SERVICE_WAIT_FOR(pb.users == 1, 3000);
     CU_ASSERT_EQUAL(pb.users, 1);
     CU_ASSERT_STRING_EQUAL(pb.user, "frank");
     CU_ASSERT_STRING_EQUAL(pb.action, "clash");
@@ -696,17 +666,17 @@ static void a_handler_may_leave_the_topic_it_is_called_for(void)
         goto out;
     CU_ASSERT_EQUAL(cluster_bus_topic_join(b, "room:brief"), 0);
     CU_ASSERT_EQUAL(cluster_bus_topic_join(b, "marker"), 0);
-    WAIT_FOR(cluster_bus_topic_subscribed(b, "room:brief")
+    SERVICE_WAIT_FOR(cluster_bus_topic_subscribed(b, "room:brief")
                  && cluster_bus_topic_subscribed(b, "marker"), 3000);
     pb.leave_in_handler = 1;
     CU_ASSERT_EQUAL(cluster_bus_publish_topic(a, "room:brief", NULL, "once", "", 0), 0);
     CU_ASSERT_EQUAL(cluster_bus_publish_topic(a, "room:brief", NULL, "twice", "", 0), 0);
-    WAIT_FOR(pb.topics == 1, 3000);
+    SERVICE_WAIT_FOR(pb.topics == 1, 3000);
     CU_ASSERT_EQUAL(pb.topics, 1);
     CU_ASSERT_STRING_EQUAL(pb.topic, "room:brief");
     CU_ASSERT_STRING_EQUAL(pb.action, "once");
     /* Redis saw the UNSUBSCRIBE (it may come after the test asks). */
-    WAIT_FOR(subscribers(topic_chan(ch, sizeof ch, "room:brief")) == 0, 3000);
+    SERVICE_WAIT_FOR(subscribers(topic_chan(ch, sizeof ch, "room:brief")) == 0, 3000);
     CU_ASSERT_EQUAL(subscribers(ch), 0);
     /* "twice" came before the marker, or never: not after the leave. */
     sync_on_marker(a, &pb.topics);
@@ -745,7 +715,7 @@ static void publishing_without_redis_is_refused_as_down(void)
     snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", port);
     cluster_bus *bus = start_bus(url, "a", &pa);
     CU_ASSERT_FATAL(bus != NULL);
-    WAIT_FOR(pa.downs > 0, 3000);
+    SERVICE_WAIT_FOR(pa.downs > 0, 3000);
     CU_ASSERT_EQUAL(pa.downs, 1);
     CU_ASSERT_EQUAL(pa.ups, 0);
     CU_ASSERT_EQUAL(cluster_bus_is_up(bus), 0);
@@ -766,7 +736,7 @@ static void publishing_beyond_the_in_flight_cap_is_refused_as_busy(void)
 {
     cluster_bus *a = start_bus(fixture_url, "a", &pa);
     CU_ASSERT_FATAL(a != NULL);
-    WAIT_FOR(cluster_bus_is_up(a), 5000);
+    SERVICE_WAIT_FOR(cluster_bus_is_up(a), 5000);
     CU_ASSERT_FATAL(cluster_bus_is_up(a));
     int ok = 0;
     /* Nothing is answered while the loop does not run. */
@@ -777,7 +747,7 @@ static void publishing_beyond_the_in_flight_cap_is_refused_as_busy(void)
     CU_ASSERT_EQUAL(COUNTER(a, refused_busy), 1);
     CU_ASSERT_EQUAL(COUNTER(a, published), REDIS_LINK_MAX_IN_FLIGHT);
     redis_link_counters lc;
-    WAIT_FOR((redis_link_get_counters(cluster_bus_link(a), &lc), lc.in_flight == 0), 10000);
+    SERVICE_WAIT_FOR((redis_link_get_counters(cluster_bus_link(a), &lc), lc.in_flight == 0), 10000);
     CU_ASSERT_EQUAL(lc.in_flight, 0);
     CU_ASSERT_EQUAL(lc.published, REDIS_LINK_MAX_IN_FLIGHT);
     CU_ASSERT_EQUAL(cluster_bus_publish_user(a, "hank", "x", "1", 1), 0);
@@ -799,15 +769,15 @@ static void subscriptions_come_back_after_a_redis_restart(void)
         goto out;
     CU_ASSERT_EQUAL(cluster_bus_topic_join(b, "room:r"), 0);
     CU_ASSERT_EQUAL(cluster_bus_user_online(b, "ivan"), 0);
-    WAIT_FOR(cluster_bus_is_up(a) && cluster_bus_is_up(b), 5000);
+    SERVICE_WAIT_FOR(cluster_bus_is_up(a) && cluster_bus_is_up(b), 5000);
     CU_ASSERT(cluster_bus_is_up(a) && cluster_bus_is_up(b));
     CU_ASSERT_EQUAL(cluster_bus_publish_topic(a, "room:r", NULL, "before", "", 0), 0);
-    WAIT_FOR(pb.topics == 1, 3000);
+    SERVICE_WAIT_FOR(pb.topics == 1, 3000);
     CU_ASSERT_EQUAL(pb.topics, 1);
 
     /* Redis goes: both report it, publishing is refused. */
     CU_ASSERT_EQUAL(private_redis_down(&priv), 0);
-    WAIT_FOR(pa.downs == 1 && pb.downs == 1, 5000);
+    SERVICE_WAIT_FOR(pa.downs == 1 && pb.downs == 1, 5000);
     CU_ASSERT_EQUAL(pa.downs, 1);
     CU_ASSERT_EQUAL(pb.downs, 1);
     CU_ASSERT_EQUAL(cluster_bus_publish_topic(a, "room:r", NULL, "lost", "", 0),
@@ -820,7 +790,7 @@ static void subscriptions_come_back_after_a_redis_restart(void)
 
     /* Back on the same port: every subscription with it. */
     CU_ASSERT_EQUAL(private_redis_up(&priv), 0);
-    WAIT_FOR(cluster_bus_is_up(a) && cluster_bus_is_up(b), 8000);
+    SERVICE_WAIT_FOR(cluster_bus_is_up(a) && cluster_bus_is_up(b), 8000);
     CU_ASSERT(cluster_bus_is_up(a) && cluster_bus_is_up(b));
     CU_ASSERT_EQUAL(pa.ups, 2);
     CU_ASSERT_EQUAL(pb.ups, 2);
@@ -829,7 +799,7 @@ static void subscriptions_come_back_after_a_redis_restart(void)
     CU_ASSERT_EQUAL(cluster_bus_publish_topic(a, "room:r", NULL, "after", "", 0), 0);
     CU_ASSERT_EQUAL(cluster_bus_publish_user(a, "ivan", "after", "", 0), 0);
     CU_ASSERT_EQUAL(cluster_bus_publish_topic(a, "room:new", NULL, "after", "", 0), 0);
-    WAIT_FOR(pb.topics == 3 && pb.users == 1, 3000);
+    SERVICE_WAIT_FOR(pb.topics == 3 && pb.users == 1, 3000);
     CU_ASSERT_EQUAL(pb.topics, 3);
     CU_ASSERT_EQUAL(pb.users, 1);
     CU_ASSERT_STRING_EQUAL(pb.topic, "room:new");
@@ -846,20 +816,13 @@ static int suite_init(void)
     if (service_url_read("SM_TEST_REDIS_URL_FILE", fixture_url, sizeof fixture_url) != 0)
         return -1;
     snprintf(prefix, sizeof prefix, "sm:test:cluster_bus:%ld:", (long)getpid());
-    lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
-    struct lws_context_creation_info info;
-    memset(&info, 0, sizeof info);
-    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
-    info.port = CONTEXT_PORT_NO_LISTEN;
-    ctx = lws_create_context(&info);
-    return ctx ? 0 : -1;
+    return service_loop_init();
 }
 
 static int suite_cleanup(void)
 {
     private_redis_stop(&priv); /* a failed assertion left a case early */
-    lws_sul_schedule(ctx, 0, &tick, tick_cb, LWS_SET_TIMER_USEC_CANCEL);
-    lws_context_destroy(ctx);
+    service_loop_cleanup();
     return 0;
 }
 

@@ -23,6 +23,7 @@
 
 #include "private_redis.h"
 #include "redis_link.h"
+#include "service_loop.h"
 #include "service_url.h"
 
 /* How late a timer may run on a loaded CI machine (ASan or TSan, the
@@ -31,41 +32,9 @@
  * two minutes. */
 #define SLACK_MS 3000
 
-static struct lws_context *ctx;
-static lws_sorted_usec_list_t tick;
 static char fixture_url[256];
 static private_redis priv; /* the restart and freeze cases' instance, while it exists */
 static char channel_prefix[64];
-
-/* ---- the loop ------------------------------------------------------------ */
-
-static void tick_cb(lws_sorted_usec_list_t *sul)
-{
-    (void)sul;
-}
-
-/* One turn of the loop, never longer than 10 ms: lws_service waits for
- * the next event or timer, and the tick is a timer. */
-static void pump(void)
-{
-    lws_sul_schedule(ctx, 0, &tick, tick_cb, 10 * LWS_US_PER_MS);
-    lws_service(ctx, 0);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* Runs the loop until cond holds or ms pass; the caller asserts cond. */
-#define WAIT_FOR(cond, ms)                                                                        \
-    do {                                                                                          \
-        double wait_end_ = now_s() + (ms) / 1000.0;                                               \
-        while (!(cond) && now_s() < wait_end_)                                                    \
-            pump();                                                                               \
-    } while (0)
 
 /* ---- what a link reports ------------------------------------------------- */
 
@@ -106,7 +75,7 @@ static redis_link *start_link(const char *url, probe *p)
     char err[256] = "";
     redis_link *link = NULL;
     memset(p, 0, sizeof *p);
-    int rc = redis_link_start(ctx, url, &handlers, p, &link, err, sizeof err);
+    int rc = redis_link_start(service_loop_ctx, url, &handlers, p, &link, err, sizeof err);
     if (rc != 0)
         fprintf(stderr, "redis_link_start(%s): %d %s\n", url, rc, err);
     CU_ASSERT_EQUAL(rc, 0);
@@ -271,12 +240,12 @@ static void url_too_long_is_refused_and_errors_never_show_the_password(void)
 
 static void start_refuses_a_bad_url(void)
 {
-    redis_link *link = (redis_link *)&ctx; /* a sentinel: must stay untouched */
+    redis_link *link = (redis_link *)&service_loop_ctx; /* a sentinel: must stay untouched */
     char err[128] = "";
     probe p;
-    CU_ASSERT_EQUAL(redis_link_start(ctx, "redis://host:70000", &handlers, &p, &link, err,
+    CU_ASSERT_EQUAL(redis_link_start(service_loop_ctx, "redis://host:70000", &handlers, &p, &link, err,
                                      sizeof err), REDIS_LINK_INVALID);
-    CU_ASSERT_PTR_EQUAL(link, (redis_link *)&ctx);
+    CU_ASSERT_PTR_EQUAL(link, (redis_link *)&service_loop_ctx);
     CU_ASSERT_PTR_NOT_NULL(strstr(err, "port '70000'"));
 }
 
@@ -293,7 +262,7 @@ static void publish_reaches_a_subscriber_binary_safe_and_only_on_its_channel(voi
     /* Subscribing before the link is up: sent once it is. */
     CU_ASSERT_EQUAL(redis_link_subscribe(sub, chan(a, sizeof a, "topic:a")), 0);
     CU_ASSERT_EQUAL(redis_link_subscribe(sub, a), 0); /* twice is once */
-    WAIT_FOR(redis_link_is_up(pub) && redis_link_is_up(sub), 5000);
+    SERVICE_WAIT_FOR(redis_link_is_up(pub) && redis_link_is_up(sub), 5000);
     CU_ASSERT(redis_link_is_up(pub) && redis_link_is_up(sub));
     CU_ASSERT_EQUAL(pp.ups, 1);
     CU_ASSERT_EQUAL(sp.ups, 1);
@@ -304,14 +273,14 @@ static void publish_reaches_a_subscriber_binary_safe_and_only_on_its_channel(voi
 
     CU_ASSERT_EQUAL(redis_link_publish(pub, b, "not for you", 11), 0);
     CU_ASSERT_EQUAL(redis_link_publish(pub, a, payload, sizeof payload - 1), 0);
-    WAIT_FOR(sp.messages >= 1, 3000);
+    SERVICE_WAIT_FOR(sp.messages >= 1, 3000);
     /* One publisher connection: Redis handles its commands in order, so
      * had the first reached the subscriber, it would have come first. */
     CU_ASSERT_EQUAL(sp.messages, 1);
     CU_ASSERT_STRING_EQUAL(sp.channel, a);
     CU_ASSERT_EQUAL(sp.len, sizeof payload - 1);
     CU_ASSERT_EQUAL(memcmp(sp.payload, payload, sizeof payload - 1), 0);
-    WAIT_FOR(COUNTER(pub, in_flight) == 0, 3000);
+    SERVICE_WAIT_FOR(COUNTER(pub, in_flight) == 0, 3000);
     CU_ASSERT_EQUAL(COUNTER(pub, published), 2);
     CU_ASSERT_EQUAL(COUNTER(pub, publish_failed), 0);
     CU_ASSERT_EQUAL(COUNTER(sub, received), 1);
@@ -330,17 +299,17 @@ static void unsubscribe_stops_delivery(void)
     redis_link *pub = start_link(fixture_url, &pp);
     redis_link *sub = start_link(fixture_url, &sp);
     CU_ASSERT_FATAL(pub && sub);
-    WAIT_FOR(redis_link_is_up(pub) && redis_link_is_up(sub), 5000);
+    SERVICE_WAIT_FOR(redis_link_is_up(pub) && redis_link_is_up(sub), 5000);
     CU_ASSERT_FATAL(redis_link_is_up(pub) && redis_link_is_up(sub));
     /* Subscribing while up: confirmed a moment later. */
     CU_ASSERT_EQUAL(redis_link_subscribe(sub, chan(a, sizeof a, "unsub:a")), 0);
     CU_ASSERT_EQUAL(redis_link_subscribe(sub, chan(marker, sizeof marker, "unsub:marker")), 0);
-    WAIT_FOR(redis_link_is_subscribed(sub, a) && redis_link_is_subscribed(sub, marker), 3000);
+    SERVICE_WAIT_FOR(redis_link_is_subscribed(sub, a) && redis_link_is_subscribed(sub, marker), 3000);
     CU_ASSERT(redis_link_is_subscribed(sub, a) && redis_link_is_subscribed(sub, marker));
     CU_ASSERT_EQUAL(redis_subscribers(a), 1);
     snprintf(sp.counted, sizeof sp.counted, "%s", a);
     CU_ASSERT_EQUAL(redis_link_publish(pub, a, "1", 1), 0);
-    WAIT_FOR(sp.on_counted == 1, 3000);
+    SERVICE_WAIT_FOR(sp.on_counted == 1, 3000);
     CU_ASSERT_EQUAL(sp.on_counted, 1);
 
     CU_ASSERT_EQUAL(redis_link_unsubscribe(sub, a), 0);
@@ -350,7 +319,7 @@ static void unsubscribe_stops_delivery(void)
      * it must not reach the caller either way. */
     CU_ASSERT_EQUAL(redis_link_publish(pub, a, "2", 1), 0);
     CU_ASSERT_EQUAL(redis_link_publish(pub, marker, "end", 3), 0);
-    WAIT_FOR(strcmp(sp.channel, marker) == 0, 3000);
+    SERVICE_WAIT_FOR(strcmp(sp.channel, marker) == 0, 3000);
     CU_ASSERT_STRING_EQUAL(sp.channel, marker);
     CU_ASSERT_EQUAL(sp.on_counted, 1);
     CU_ASSERT_EQUAL(sp.messages, 2);
@@ -360,7 +329,7 @@ static void unsubscribe_stops_delivery(void)
     redis_link_stop(pub);
     redis_link_stop(sub);
     /* Stopping a link closes its connections. */
-    WAIT_FOR(redis_subscribers(marker) == 0, 3000);
+    SERVICE_WAIT_FOR(redis_subscribers(marker) == 0, 3000);
     CU_ASSERT_EQUAL(redis_subscribers(marker), 0);
 }
 
@@ -370,7 +339,7 @@ static void publish_beyond_the_in_flight_cap_is_busy(void)
     probe pp;
     redis_link *pub = start_link(fixture_url, &pp);
     CU_ASSERT_FATAL(pub != NULL);
-    WAIT_FOR(redis_link_is_up(pub), 5000);
+    SERVICE_WAIT_FOR(redis_link_is_up(pub), 5000);
     CU_ASSERT_FATAL(redis_link_is_up(pub));
     chan(a, sizeof a, "busy");
     int ok = 0;
@@ -380,7 +349,7 @@ static void publish_beyond_the_in_flight_cap_is_busy(void)
     CU_ASSERT_EQUAL(ok, REDIS_LINK_MAX_IN_FLIGHT);
     CU_ASSERT_EQUAL(redis_link_publish(pub, a, "x", 1), REDIS_LINK_BUSY);
     CU_ASSERT_EQUAL(COUNTER(pub, publish_refused), 1);
-    WAIT_FOR(COUNTER(pub, in_flight) == 0, 10000);
+    SERVICE_WAIT_FOR(COUNTER(pub, in_flight) == 0, 10000);
     CU_ASSERT_EQUAL(COUNTER(pub, published), REDIS_LINK_MAX_IN_FLIGHT);
     CU_ASSERT_EQUAL(redis_link_publish(pub, a, "x", 1), 0);
     /* Stopped with one in flight: it counts as failed, nothing leaks. */
@@ -418,7 +387,7 @@ static void publish_without_redis_is_refused_and_the_link_reports_down(void)
     CU_ASSERT_FATAL(link != NULL);
     CU_ASSERT_EQUAL(redis_link_publish(link, chan(a, sizeof a, "nowhere"), "x", 1),
                     REDIS_LINK_DOWN);
-    WAIT_FOR(p.downs > 0, 3000);
+    SERVICE_WAIT_FOR(p.downs > 0, 3000);
     CU_ASSERT_EQUAL(p.downs, 1);
     CU_ASSERT_EQUAL(p.ups, 0);
     CU_ASSERT_EQUAL(redis_link_is_up(link), 0);
@@ -427,7 +396,7 @@ static void publish_without_redis_is_refused_and_the_link_reports_down(void)
     CU_ASSERT_EQUAL(redis_link_subscribe(link, a), 0);
     CU_ASSERT_EQUAL(redis_link_is_subscribed(link, a), 0);
     /* Further failed attempts (backoff) report nothing new. */
-    WAIT_FOR(0, 400);
+    SERVICE_WAIT_FOR(0, 400);
     CU_ASSERT_EQUAL(p.downs, 1);
     CU_ASSERT_EQUAL(COUNTER(link, publish_refused), 2);
     CU_ASSERT_EQUAL(COUNTER(link, published), 0);
@@ -483,9 +452,9 @@ static int link_attempt_arrives(int lfd, int ms)
     static const char handshake[] = "*2\r\n$6\r\nSELECT\r\n";
     int fds[16], n = 0, seen = 0;
     char buf[64];
-    double end = now_s() + ms / 1000.0;
-    while (!seen && now_s() < end) {
-        pump();
+    double end = service_loop_now() + ms / 1000.0;
+    while (!seen && service_loop_now() < end) {
+        service_loop_pump();
         int fd = accept(lfd, NULL, NULL);
         if (fd >= 0 && n < (int)(sizeof fds / sizeof fds[0]))
             fds[n++] = fd;
@@ -510,13 +479,13 @@ static void connect_to_an_address_that_drops_packets_times_out_and_retries(void)
     CU_ASSERT_FATAL(lfd >= 0);
     snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", port);
     probe p;
-    double started = now_s();
+    double started = service_loop_now();
     redis_link *link = start_link(url, &p);
     if (!link)
         goto out;
     const double bound = REDIS_LINK_CONNECT_TIMEOUT_MS / 1000.0;
-    WAIT_FOR(p.downs > 0, REDIS_LINK_CONNECT_TIMEOUT_MS + SLACK_MS);
-    double took = now_s() - started;
+    SERVICE_WAIT_FOR(p.downs > 0, REDIS_LINK_CONNECT_TIMEOUT_MS + SLACK_MS);
+    double took = service_loop_now() - started;
     fprintf(stderr, "down %.2f s after start (connect timeout %.1f s)\n", took, bound);
     CU_ASSERT_EQUAL(p.downs, 1);
     /* The timeout, not a refusal, and not the kernel's two minutes. */
@@ -536,7 +505,7 @@ static void connect_to_an_address_that_drops_packets_times_out_and_retries(void)
     CU_ASSERT_EQUAL(link_attempt_arrives(lfd, REDIS_LINK_CONNECT_TIMEOUT_MS + 3000), 1);
     /* An attempt that connects but is never answered times out too,
      * without a new report. */
-    WAIT_FOR(0, REDIS_LINK_CONNECT_TIMEOUT_MS + 300);
+    SERVICE_WAIT_FOR(0, REDIS_LINK_CONNECT_TIMEOUT_MS + 300);
     CU_ASSERT_EQUAL(p.downs, 1);
     CU_ASSERT_EQUAL(p.ups, 0);
     CU_ASSERT_EQUAL(redis_link_is_up(link), 0);
@@ -561,7 +530,7 @@ static void check_back_with_subscription(redis_link *pub, const probe *pp, redis
     CU_ASSERT_EQUAL(COUNTER(sub, reconnects), 1);
     CU_ASSERT_EQUAL(redis_link_is_subscribed(sub, channel), 1);
     CU_ASSERT_EQUAL(redis_link_publish(from, channel, "after", 5), 0);
-    WAIT_FOR(sp->messages == 2, 3000);
+    SERVICE_WAIT_FOR(sp->messages == 2, 3000);
     CU_ASSERT_EQUAL(sp->messages, 2);
     CU_ASSERT_EQUAL(sp->len, 5);
     CU_ASSERT_EQUAL(memcmp(sp->payload, "after", 5), 0);
@@ -581,30 +550,30 @@ static void links_come_back_after_a_redis_restart_with_their_subscriptions(void)
     if (!pub || !sub)
         goto out;
     CU_ASSERT_EQUAL(redis_link_subscribe(sub, chan(a, sizeof a, "restart")), 0);
-    WAIT_FOR(redis_link_is_up(pub) && redis_link_is_up(sub), 5000);
+    SERVICE_WAIT_FOR(redis_link_is_up(pub) && redis_link_is_up(sub), 5000);
     CU_ASSERT(redis_link_is_up(pub) && redis_link_is_up(sub));
     CU_ASSERT_EQUAL(redis_link_publish(pub, a, "before", 6), 0);
-    WAIT_FOR(sp.messages == 1, 3000);
+    SERVICE_WAIT_FOR(sp.messages == 1, 3000);
     CU_ASSERT_EQUAL(sp.messages, 1);
 
     /* Redis goes away: both links say so, and publishing is refused. */
     CU_ASSERT_EQUAL(private_redis_down(&priv), 0);
-    WAIT_FOR(pp.downs == 1 && sp.downs == 1, 5000);
+    SERVICE_WAIT_FOR(pp.downs == 1 && sp.downs == 1, 5000);
     CU_ASSERT_EQUAL(pp.downs, 1);
     CU_ASSERT_EQUAL(sp.downs, 1);
     CU_ASSERT_EQUAL(redis_link_is_up(sub), 0);
     CU_ASSERT_EQUAL(redis_link_publish(pub, a, "lost", 4), REDIS_LINK_DOWN);
     CU_ASSERT_EQUAL(redis_link_is_subscribed(sub, a), 0);
     /* Some failed attempts while it is away (the backoff grows). */
-    WAIT_FOR(0, 700);
+    SERVICE_WAIT_FOR(0, 700);
 
     /* Back on the same port: the links return by themselves, the
      * subscription with them. */
     CU_ASSERT_EQUAL(private_redis_up(&priv), 0);
-    double back_from = now_s();
-    WAIT_FOR(redis_link_is_up(pub) && redis_link_is_up(sub), 8000);
+    double back_from = service_loop_now();
+    SERVICE_WAIT_FOR(redis_link_is_up(pub) && redis_link_is_up(sub), 8000);
     CU_ASSERT(redis_link_is_up(pub) && redis_link_is_up(sub));
-    fprintf(stderr, "links up again %.2f s after redis-server answered\n", now_s() - back_from);
+    fprintf(stderr, "links up again %.2f s after redis-server answered\n", service_loop_now() - back_from);
     check_back_with_subscription(pub, &pp, sub, &sp, a, pub);
 out:
     redis_link_stop(pub);
@@ -627,16 +596,16 @@ static void a_frozen_redis_is_detected_and_the_links_come_back_when_it_resumes(v
     if (!pub || !sub)
         goto out;
     CU_ASSERT_EQUAL(redis_link_subscribe(sub, chan(a, sizeof a, "frozen")), 0);
-    WAIT_FOR(redis_link_is_up(pub) && redis_link_is_up(sub), 5000);
+    SERVICE_WAIT_FOR(redis_link_is_up(pub) && redis_link_is_up(sub), 5000);
     if (!redis_link_is_up(pub) || !redis_link_is_up(sub)) {
         CU_FAIL("the links did not come up");
         goto out;
     }
     /* A few heartbeats answered: an idle link stays up. */
-    WAIT_FOR(0, REDIS_LINK_PING_INTERVAL_MS * 2 + 200);
+    SERVICE_WAIT_FOR(0, REDIS_LINK_PING_INTERVAL_MS * 2 + 200);
     CU_ASSERT_EQUAL(pp.downs + sp.downs, 0);
     CU_ASSERT_EQUAL(redis_link_publish(pub, a, "before", 6), 0);
-    WAIT_FOR(sp.messages == 1, 3000);
+    SERVICE_WAIT_FOR(sp.messages == 1, 3000);
     CU_ASSERT_EQUAL(sp.messages, 1);
 
     /* Frozen: the kernel still accepts connections and data, Redis
@@ -645,26 +614,26 @@ static void a_frozen_redis_is_detected_and_the_links_come_back_when_it_resumes(v
         CU_FAIL("cannot SIGSTOP redis-server");
         goto out;
     }
-    double frozen_at = now_s();
+    double frozen_at = service_loop_now();
     /* Sent, never answered: it counts as failed once the link gives up.
      * (On a channel nobody reads: Redis may still run it on resuming.) */
     CU_ASSERT_EQUAL(redis_link_publish(pub, chan(other, sizeof other, "frozen:lost"), "x", 1), 0);
     /* A link that starts meanwhile connects (TCP) but gets no answer to
      * its SELECT: down after the connect timeout. */
     late = start_link(priv.url, &lp);
-    WAIT_FOR(lp.downs == 1, REDIS_LINK_CONNECT_TIMEOUT_MS + SLACK_MS);
-    double late_down = now_s() - frozen_at;
+    SERVICE_WAIT_FOR(lp.downs == 1, REDIS_LINK_CONNECT_TIMEOUT_MS + SLACK_MS);
+    double late_down = service_loop_now() - frozen_at;
     /* A link is down once one of its connections is found silent, and
      * each connection is, at most an interval after DEAD_AFTER from its
      * last answer: publish is refused once the command connection's
      * turn came, the subscription gone once the subscriber's did. */
-    WAIT_FOR(pp.downs == 1 && sp.downs == 1, REDIS_LINK_DEAD_AFTER_MS
+    SERVICE_WAIT_FOR(pp.downs == 1 && sp.downs == 1, REDIS_LINK_DEAD_AFTER_MS
                                                  + REDIS_LINK_PING_INTERVAL_MS + SLACK_MS);
-    double down = now_s() - frozen_at;
-    WAIT_FOR(COUNTER(pub, publish_failed) == 1 && !redis_link_is_subscribed(sub, a),
+    double down = service_loop_now() - frozen_at;
+    SERVICE_WAIT_FOR(COUNTER(pub, publish_failed) == 1 && !redis_link_is_subscribed(sub, a),
              REDIS_LINK_DEAD_AFTER_MS + REDIS_LINK_PING_INTERVAL_MS + SLACK_MS
-                 - (now_s() - frozen_at) * 1000);
-    double all_down = now_s() - frozen_at;
+                 - (service_loop_now() - frozen_at) * 1000);
+    double all_down = service_loop_now() - frozen_at;
     fprintf(stderr, "frozen redis: links down after %.2f s, every connection after %.2f s, a "
             "new link after %.2f s\n", down, all_down, late_down);
     CU_ASSERT_EQUAL(lp.downs, 1);
@@ -685,17 +654,17 @@ static void a_frozen_redis_is_detected_and_the_links_come_back_when_it_resumes(v
     CU_ASSERT_EQUAL(redis_link_is_subscribed(sub, a), 0);
     /* Still frozen: the retries connect and time out, reporting nothing
      * new. */
-    WAIT_FOR(0, REDIS_LINK_CONNECT_TIMEOUT_MS + 500);
+    SERVICE_WAIT_FOR(0, REDIS_LINK_CONNECT_TIMEOUT_MS + 500);
     CU_ASSERT_EQUAL(pp.downs + sp.downs + lp.downs, 3);
     CU_ASSERT_EQUAL(pp.ups + sp.ups + lp.ups, 2);
 
     /* Resumed: all three come up by themselves, the subscription with
      * them. */
     private_redis_thaw(&priv);
-    double thawed_at = now_s();
-    WAIT_FOR(redis_link_is_up(pub) && redis_link_is_up(sub) && redis_link_is_up(late), 8000);
+    double thawed_at = service_loop_now();
+    SERVICE_WAIT_FOR(redis_link_is_up(pub) && redis_link_is_up(sub) && redis_link_is_up(late), 8000);
     CU_ASSERT(redis_link_is_up(pub) && redis_link_is_up(sub) && redis_link_is_up(late));
-    fprintf(stderr, "links up again %.2f s after SIGCONT\n", now_s() - thawed_at);
+    fprintf(stderr, "links up again %.2f s after SIGCONT\n", service_loop_now() - thawed_at);
     CU_ASSERT_EQUAL(lp.ups, 1);
     check_back_with_subscription(pub, &pp, sub, &sp, a, late);
 out:
@@ -790,7 +759,7 @@ static redis_link *start_up_link(probe *p, replies *rs)
     memset(rs, 0, sizeof *rs);
     redis_link *link = start_link(fixture_url, p);
     if (link)
-        WAIT_FOR(redis_link_is_up(link), 5000);
+        SERVICE_WAIT_FOR(redis_link_is_up(link), 5000);
     if (link && !redis_link_is_up(link)) {
         redis_link_stop(link);
         link = NULL;
@@ -823,7 +792,7 @@ static void commands_get_every_type_of_reply_in_order_and_binary_safe(void)
     CU_ASSERT_EQUAL(command(link, &rs, 1, (const char *const[]){ "NO-SUCH-COMMAND" }), 0);
     CU_ASSERT_EQUAL(command(link, &rs, 4, (const char *const[]){ "DEL", key, num, list }), 0);
     CU_ASSERT_EQUAL(rs.n, 0); /* nothing before the loop runs */
-    WAIT_FOR(rs.n == 9, 3000);
+    SERVICE_WAIT_FOR(rs.n == 9, 3000);
     CU_ASSERT_EQUAL_FATAL(rs.n, 9);
     CU_ASSERT_EQUAL(rs.r[0].type, REDIS_REPLY_STATUS);
     CU_ASSERT_STRING_EQUAL(rs.r[0].str, "OK");
@@ -865,7 +834,7 @@ static void commands_get_every_type_of_reply_in_order_and_binary_safe(void)
     /* A callback may be NULL. */
     CU_ASSERT_EQUAL(redis_link_command(link, 1, (const char *const[]){ "PING" }, NULL, NULL,
                                        NULL), 0);
-    WAIT_FOR(COUNTER(link, commands) == 10, 3000);
+    SERVICE_WAIT_FOR(COUNTER(link, commands) == 10, 3000);
     CU_ASSERT_EQUAL(COUNTER(link, commands), 10);
     CU_ASSERT_EQUAL(rs.n, 9);
     redis_link_stop(link);
@@ -888,10 +857,10 @@ static void commands_beyond_the_in_flight_cap_are_busy(void)
     CU_ASSERT_EQUAL(redis_link_publish(link, chan(a, sizeof a, "cap"), "x", 1), 0);
     CU_ASSERT_EQUAL(COUNTER(link, command_refused), 1);
     CU_ASSERT_EQUAL(COUNTER(link, commands_in_flight), REDIS_LINK_MAX_IN_FLIGHT);
-    WAIT_FOR(COUNTER(link, commands_in_flight) == 0, 10000);
+    SERVICE_WAIT_FOR(COUNTER(link, commands_in_flight) == 0, 10000);
     CU_ASSERT_EQUAL(COUNTER(link, commands), REDIS_LINK_MAX_IN_FLIGHT);
     CU_ASSERT_EQUAL(command(link, &rs, 1, ping), 0);
-    WAIT_FOR(rs.n == 1, 3000);
+    SERVICE_WAIT_FOR(rs.n == 1, 3000);
     CU_ASSERT_EQUAL(rs.n, 1);
     CU_ASSERT_STRING_EQUAL(rs.r[0].str, "PONG");
     CU_ASSERT_EQUAL(rs.r[0].type, REDIS_REPLY_STATUS);
@@ -916,14 +885,14 @@ static void commands_without_redis_are_refused_at_once(void)
     CU_ASSERT_EQUAL(command(link, &rs, 1, ping), REDIS_LINK_DOWN);
     CU_ASSERT_EQUAL(redis_link_eval(link, script, 0, 0, NULL, NULL, on_reply, &rs),
                     REDIS_LINK_DOWN);
-    WAIT_FOR(p.downs > 0, 3000);
+    SERVICE_WAIT_FOR(p.downs > 0, 3000);
     CU_ASSERT_EQUAL(p.downs, 1);
-    double t0 = now_s();
+    double t0 = service_loop_now();
     CU_ASSERT_EQUAL(command(link, &rs, 1, ping), REDIS_LINK_DOWN);
     CU_ASSERT_EQUAL(redis_link_eval(link, script, 0, 0, NULL, NULL, on_reply, &rs),
                     REDIS_LINK_DOWN);
-    CU_ASSERT(now_s() - t0 < 0.1);
-    WAIT_FOR(0, 300);
+    CU_ASSERT(service_loop_now() - t0 < 0.1);
+    SERVICE_WAIT_FOR(0, 300);
     CU_ASSERT_EQUAL(rs.n, 0); /* a refused call never calls back */
     CU_ASSERT_EQUAL(COUNTER(link, command_refused), 4);
     CU_ASSERT_EQUAL(COUNTER(link, commands_in_flight), 0);
@@ -974,7 +943,7 @@ static void scripts_run_by_sha_loaded_on_connect_and_after_a_flush(void)
     CU_ASSERT_EQUAL(redis_link_script_add(link, "", &again), REDIS_LINK_INVALID);
     CU_ASSERT_EQUAL(strlen(redis_link_script_sha(echo)), 40);
     CU_ASSERT_EQUAL(redis_int(priv.url, "SCRIPT EXISTS %s", redis_link_script_sha(echo)), 0);
-    WAIT_FOR(redis_link_is_up(link), 5000);
+    SERVICE_WAIT_FOR(redis_link_is_up(link), 5000);
     CU_ASSERT_FATAL(redis_link_is_up(link));
     /* Redis's SHA1 of the text is the link's. */
     CU_ASSERT_EQUAL(redis_int(priv.url, "SCRIPT EXISTS %s", redis_link_script_sha(echo)), 1);
@@ -985,7 +954,7 @@ static void scripts_run_by_sha_loaded_on_connect_and_after_a_flush(void)
     /* A script that does not compile: Redis's error reaches the caller. */
     CU_ASSERT_EQUAL(redis_link_script_add(link, "return (", &broken), 0);
     CU_ASSERT_EQUAL(redis_link_eval(link, broken, 0, 0, NULL, NULL, on_reply, &rs), 0);
-    WAIT_FOR(rs.n == 3, 3000);
+    SERVICE_WAIT_FOR(rs.n == 3, 3000);
     CU_ASSERT_EQUAL_FATAL(rs.n, 3);
     check_echo(&rs.r[0], "k1");
     CU_ASSERT_EQUAL(rs.r[1].type, REDIS_REPLY_STRING);
@@ -1000,7 +969,7 @@ static void scripts_run_by_sha_loaded_on_connect_and_after_a_flush(void)
     CU_ASSERT_EQUAL(eval_echo(link, echo, "k2", &rs), 0);
     CU_ASSERT_EQUAL(redis_link_eval(link, echo, 4, 3, (const char *const[]){ "a", "b", "c" },
                                     NULL, on_reply, &rs), REDIS_LINK_INVALID);
-    WAIT_FOR(rs.n == 4, 3000);
+    SERVICE_WAIT_FOR(rs.n == 4, 3000);
     CU_ASSERT_EQUAL_FATAL(rs.n, 4);
     check_echo(&rs.r[3], "k2");
     CU_ASSERT_EQUAL(COUNTER(link, script_fallbacks), 2);
@@ -1009,14 +978,14 @@ static void scripts_run_by_sha_loaded_on_connect_and_after_a_flush(void)
     /* A restart: every script is loaded again as the link reconnects,
      * before any call (no fallback). */
     CU_ASSERT_EQUAL(private_redis_down(&priv), 0);
-    WAIT_FOR(p.downs == 1, 5000);
+    SERVICE_WAIT_FOR(p.downs == 1, 5000);
     CU_ASSERT_EQUAL(private_redis_up(&priv), 0);
-    WAIT_FOR(redis_link_is_up(link), 8000);
+    SERVICE_WAIT_FOR(redis_link_is_up(link), 8000);
     CU_ASSERT_FATAL(redis_link_is_up(link));
     CU_ASSERT_EQUAL(redis_int(priv.url, "SCRIPT EXISTS %s", redis_link_script_sha(echo)), 1);
     CU_ASSERT_EQUAL(redis_int(priv.url, "SCRIPT EXISTS %s", redis_link_script_sha(late)), 1);
     CU_ASSERT_EQUAL(eval_echo(link, echo, "k3", &rs), 0);
-    WAIT_FOR(rs.n == 5, 3000);
+    SERVICE_WAIT_FOR(rs.n == 5, 3000);
     CU_ASSERT_EQUAL_FATAL(rs.n, 5);
     check_echo(&rs.r[4], "k3");
     CU_ASSERT_EQUAL(COUNTER(link, script_fallbacks), 2);
@@ -1043,17 +1012,17 @@ static void commands_in_flight_when_the_connection_drops_fail_and_the_link_recov
     link = start_link(priv.url, &p);
     if (!link)
         goto out;
-    WAIT_FOR(redis_link_is_up(link), 5000);
+    SERVICE_WAIT_FOR(redis_link_is_up(link), 5000);
     CU_ASSERT_FATAL(redis_link_is_up(link));
     rs.link = link;
     rs.send_in_callback = 1;
     /* Held by Redis (a list nobody pushes to), and one behind it. */
     CU_ASSERT_EQUAL(command(link, &rs, 3, (const char *const[]){ "BLPOP", list, "0" }), 0);
     CU_ASSERT_EQUAL(command(link, &rs, 1, (const char *const[]){ "PING" }), 0);
-    WAIT_FOR(0, 200);
+    SERVICE_WAIT_FOR(0, 200);
     CU_ASSERT_EQUAL(rs.n, 0);
     CU_ASSERT_EQUAL(private_redis_down(&priv), 0);
-    WAIT_FOR(rs.n == 2, 5000);
+    SERVICE_WAIT_FOR(rs.n == 2, 5000);
     CU_ASSERT_EQUAL(rs.n, 2);
     CU_ASSERT_EQUAL(rs.r[0].got_null, 1);
     CU_ASSERT_EQUAL(rs.r[1].got_null, 1);
@@ -1061,15 +1030,15 @@ static void commands_in_flight_when_the_connection_drops_fail_and_the_link_recov
     CU_ASSERT_EQUAL(rs.sent_in_callback, REDIS_LINK_DOWN);
     CU_ASSERT_EQUAL(COUNTER(link, command_failed), 2);
     CU_ASSERT_EQUAL(COUNTER(link, commands_in_flight), 0);
-    WAIT_FOR(p.downs == 1, 3000);
+    SERVICE_WAIT_FOR(p.downs == 1, 3000);
     CU_ASSERT_EQUAL(p.downs, 1);
     CU_ASSERT_EQUAL(command(link, &rs, 1, (const char *const[]){ "PING" }), REDIS_LINK_DOWN);
 
     CU_ASSERT_EQUAL(private_redis_up(&priv), 0);
-    WAIT_FOR(redis_link_is_up(link), 8000);
+    SERVICE_WAIT_FOR(redis_link_is_up(link), 8000);
     CU_ASSERT_FATAL(redis_link_is_up(link));
     CU_ASSERT_EQUAL(command(link, &rs, 1, (const char *const[]){ "PING" }), 0);
-    WAIT_FOR(rs.n == 3, 3000);
+    SERVICE_WAIT_FOR(rs.n == 3, 3000);
     CU_ASSERT_EQUAL(rs.n, 3);
     CU_ASSERT_STRING_EQUAL(rs.r[2].str, "PONG");
 
@@ -1077,10 +1046,10 @@ static void commands_in_flight_when_the_connection_drops_fail_and_the_link_recov
     other = start_link(priv.url, &op);
     if (!other)
         goto out;
-    WAIT_FOR(redis_link_is_up(other), 5000);
+    SERVICE_WAIT_FOR(redis_link_is_up(other), 5000);
     CU_ASSERT_FATAL(redis_link_is_up(other));
     CU_ASSERT_EQUAL(command(other, &stopped, 3, (const char *const[]){ "BLPOP", list, "0" }), 0);
-    WAIT_FOR(0, 100);
+    SERVICE_WAIT_FOR(0, 100);
     redis_link_stop(other);
     other = NULL;
     CU_ASSERT_EQUAL(stopped.n, 1);
@@ -1098,20 +1067,13 @@ static int suite_init(void)
     if (service_url_read("SM_TEST_REDIS_URL_FILE", fixture_url, sizeof fixture_url) != 0)
         return -1;
     snprintf(channel_prefix, sizeof channel_prefix, "sm:test:redis_link:%ld:", (long)getpid());
-    lws_set_log_level(LLL_ERR | LLL_WARN, NULL);
-    struct lws_context_creation_info info;
-    memset(&info, 0, sizeof info);
-    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS;
-    info.port = CONTEXT_PORT_NO_LISTEN;
-    ctx = lws_create_context(&info);
-    return ctx ? 0 : -1;
+    return service_loop_init();
 }
 
 static int suite_cleanup(void)
 {
     private_redis_stop(&priv); /* a failed assertion left a case early */
-    lws_sul_schedule(ctx, 0, &tick, tick_cb, LWS_SET_TIMER_USEC_CANCEL);
-    lws_context_destroy(ctx);
+    service_loop_cleanup();
     return 0;
 }
 
