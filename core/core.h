@@ -169,6 +169,13 @@ sm_timer *core_timer_start(double after, sm_timer_fn fn, void *arg);
  * old-style callbacks get the room in `username` for ROOM_DELETED. */
 void core_fire_event(sm_core_event event, sm_session_id id, const char *username,
                      const char *room);
+/* The same for SM_EVENT_TOPIC_JOINED and _LEFT, which carry a topic. */
+void core_fire_topic_event(sm_core_event event, sm_session_id id, const char *username,
+                           const char *topic);
+/* The account's name as the users service spells it (host_api.c), valid
+ * until the next users-service lookup; NULL without a provider or such
+ * an account. */
+const char *core_user_name(const char *name);
 
 /* What core_start opens besides the maps, timers, clocks and the
  * configuration. The server, the plugin test host and the unit tests all

@@ -8,6 +8,7 @@
 
 #include "admin.h"
 #include "audit.h"
+#include "cluster.h"
 #include "core.h"
 #include "dispatch.h"
 #include "host_metrics.h"
@@ -221,6 +222,18 @@ static int h_subscribe_ex(sm_plugin *self, sm_core_event event, sm_event_ex_fn f
     return add_subscriber(self, event, NULL, fn, "subscribe_ex");
 }
 
+static void fire(const sm_event_info *info, const char *old_name)
+{
+    size_t n = g_core.n_subscribers[info->event];
+    core_subscriber *subs = g_core.subscribers[info->event];
+    for (size_t i = 0; i < n; i++) {
+        if (subs[i].fn_ex)
+            subs[i].fn_ex(info, subs[i].plugin->data);
+        else
+            subs[i].fn(info->event, info->session, old_name, subs[i].plugin->data);
+    }
+}
+
 void core_fire_event(sm_core_event event, sm_session_id id, const char *username,
                      const char *room)
 {
@@ -233,15 +246,20 @@ void core_fire_event(sm_core_event event, sm_session_id id, const char *username
     };
     /* Old-style callbacks have no room argument: for ROOM_DELETED they
      * always got the room as `username` (plugin.h), and keep getting it. */
-    const char *old_name = room ? room : username;
-    size_t n = g_core.n_subscribers[event];
-    core_subscriber *subs = g_core.subscribers[event];
-    for (size_t i = 0; i < n; i++) {
-        if (subs[i].fn_ex)
-            subs[i].fn_ex(&info, subs[i].plugin->data);
-        else
-            subs[i].fn(event, id, old_name, subs[i].plugin->data);
-    }
+    fire(&info, room ? room : username);
+}
+
+void core_fire_topic_event(sm_core_event event, sm_session_id id, const char *username,
+                           const char *topic)
+{
+    const sm_event_info info = {
+        .size = sizeof info,
+        .event = event,
+        .session = id,
+        .username = username,
+        .topic = topic,
+    };
+    fire(&info, username);
 }
 
 static int h_register_migrations(sm_plugin *self, const sm_migration *migrations)
@@ -401,6 +419,14 @@ static int user_lookup(const char *name, int64_t id, sm_user_info *out)
         return SM_ERROR;
     }
     return out ? user_answer(&got, out) : SM_OK;
+}
+
+const char *core_user_name(const char *name)
+{
+    sm_user_info info = {.size = sizeof info};
+    if (!name || user_lookup(name, 0, &info) != SM_OK)
+        return NULL;
+    return info.name;
 }
 
 /* SM_ESTATE before SM_EINVAL: user_lookup(NULL, NULL) is how a plugin's
@@ -587,30 +613,15 @@ static int h_send_event_user(const char *username, const char *action, const jso
         return SM_ESTATE;
     if (!action || !*action || (payload && !json_is_object(payload)))
         return SM_EINVAL;
-    user_sessions *u = session_user(username);
-    if (!u)
-        return SM_OK;
     char *text = session_payload_text(payload);
     if (!text)
         return SM_ENOMEM;
     size_t len = strlen(text);
-    /* Copy the ids: a delivery failure may close a session, and the user's
-     * list must not change under the loop. */
-    size_t n = u->n;
-    sm_session_id *ids = malloc(n * sizeof *ids);
-    if (!ids) {
-        free(text);
-        return SM_ENOMEM;
-    }
-    memcpy(ids, u->ids, n * sizeof *ids);
-    for (size_t i = 0; i < n; i++) {
-        session *s = session_find(ids[i]);
-        if (s)
-            session_io_send(s, "event", action, NULL, text, len);
-    }
-    free(ids);
+    int rc = session_send_user(username, action, text, len);
+    if (rc == SM_OK)
+        rc = cluster_publish_user(username, action, text, len);
     free(text);
-    return SM_OK;
+    return rc;
 }
 
 /* ---- topics ---- */

@@ -168,8 +168,7 @@ int main(int argc, char **argv)
         LOG_ERROR("cannot write the port file %s", port_file);
         goto out;
     }
-    transport_run(reload);
-    status = 0;
+    status = transport_run(reload) == 0 ? 0 : 1;
 out:
     transport_stop();
     core_stop();

@@ -11,6 +11,8 @@
 #include "bridge.h"
 #include "log.h"
 #include "plugin_loader.h"
+#include "presence.h"
+#include "cluster.h"
 #include "server_metrics.h"
 #include "session_io.h"
 #include "topic.h"
@@ -156,6 +158,7 @@ static void user_remove_session(session *s)
         free(u->name);
         free(u->ids);
         free(u);
+        cluster_user_unsubscribe(key);
     }
 }
 
@@ -175,6 +178,13 @@ static int user_add_session(session *s)
             free(u);
             return -1;
         }
+        /* Events other nodes send the user: theirs to deliver here. */
+        if (cluster_user_subscribe(key) != SM_OK) {
+            hashmap_remove(g_core.users, key, strlen(key));
+            free(u->name);
+            free(u);
+            return -1;
+        }
     }
     if (u->n == u->cap) {
         size_t cap = u->cap ? u->cap * 2 : 4;
@@ -184,6 +194,7 @@ static int user_add_session(session *s)
                 hashmap_remove(g_core.users, key, strlen(key));
                 free(u->name);
                 free(u);
+                cluster_user_unsubscribe(key);
             }
             return -1;
         }
@@ -202,6 +213,37 @@ user_sessions *session_user(const char *username)
     return hashmap_get(g_core.users, key, strlen(key));
 }
 
+int session_send_user(const char *username, const char *action, const char *text, size_t len)
+{
+    user_sessions *u = session_user(username);
+    if (!u)
+        return SM_OK;
+    /* Copy the ids: a delivery failure may close a session, and the user's
+     * list must not change under the loop. */
+    size_t n = u->n;
+    sm_session_id *ids = malloc(n * sizeof *ids);
+    if (!ids)
+        return SM_ENOMEM;
+    memcpy(ids, u->ids, n * sizeof *ids);
+    for (size_t i = 0; i < n; i++) {
+        session *s = session_find(ids[i]);
+        if (s)
+            session_io_send(s, "event", action, NULL, text, len);
+    }
+    free(ids);
+    return SM_OK;
+}
+
+/* After the user index dropped the session: tells presence whether it
+ * was the user's last one here. */
+static void presence_down(session *s)
+{
+    if (!s->counted)
+        return;
+    s->counted = 0;
+    presence_session_down(s->id, s->username, session_user(s->username) == NULL);
+}
+
 void session_audit(const session *s, const char *event, const char *username, const char *by)
 {
     audit_line(event, username, s->address, s->id, by);
@@ -215,6 +257,7 @@ int session_logout(session *s)
     /* Subscribers still see the username during LOGGED_OUT. */
     session_fire(SM_EVENT_LOGGED_OUT, s);
     user_remove_session(s);
+    presence_down(s);
     free(s->username);
     s->username = NULL;
     s->user_id = 0;
@@ -271,6 +314,13 @@ int session_login(session *s, const char *username, int64_t user_id)
     }
     session_audit(s, "login", s->username, NULL);
     session_fire(SM_EVENT_LOGGED_IN, s);
+    /* The plugins may have ended the login meanwhile (LOGGED_OUT, and
+     * presence told, already). */
+    if (s->username) {
+        user_sessions *u = session_user(s->username);
+        s->counted = 1;
+        presence_session_up(s->id, s->username, u && u->n == 1);
+    }
     return SM_OK;
 }
 
@@ -322,6 +372,7 @@ void session_destroy(session *s)
         session_fire(SM_EVENT_SESSION_CLOSED, s);
     } else if (s->username) {
         user_remove_session(s);
+        presence_down(s);
     }
     topic_leave_all(s);
     if (s->handshake_timer)

@@ -82,11 +82,12 @@ typedef struct session {
     /* login */
     char *username;                  /* as first written */
     int64_t user_id;
+    int counted;                     /* this login was told to presence (presence.h) */
 
     session_attr attrs[SESSION_MAX_ATTRS];
     size_t n_attrs;
 
-    char **topics;                   /* names of topics this session is in */
+    struct session_topic *topics;    /* the topics this session is in (topic.c) */
     size_t n_topics;
     size_t cap_topics;
 
@@ -122,6 +123,14 @@ typedef struct session {
      * (session.c moves it as state and login change). */
     atomic_int metric_word;          /* its safemessenger_sessions category (session.c) */
 } session;
+
+/* One topic a session is in: the name (owned by the topic) and the
+ * folded name of the user the session was logged in as when it joined
+ * (NULL: not logged in), whose count in the topic it holds. */
+struct session_topic {
+    const char *name;
+    char *user;
+};
 
 /* The logged-in sessions of one user. */
 typedef struct user_sessions {
@@ -183,6 +192,9 @@ void session_audit(const session *s, const char *event, const char *username, co
 int session_start_login_deadline(session *s);
 int session_logout(session *s);
 user_sessions *session_user(const char *username);
+/* An event (action, text: a serialised object of len bytes) to every
+ * session of username on this node; SM_OK also when there is none. */
+int session_send_user(const char *username, const char *action, const char *text, size_t len);
 
 int session_set_attr(session *s, const char *key, const char *value);
 const char *session_get_attr(const session *s, const char *key);

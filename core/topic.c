@@ -1,16 +1,21 @@
 #include "topic.h"
 
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bucket.h"
+#include "cluster.h"
 #include "core.h"
+#include "presence.h"
 #include "session.h"
 #include "session_io.h"
 
 typedef struct topic {
     char *name;
     hashmap *members; /* sm_session_id -> session * */
+    hashmap *users;   /* folded user name -> its member sessions here (uintptr_t) */
     bucket fanout;    /* limits.room_fanout_bytes_per_second */
 } topic;
 
@@ -22,32 +27,84 @@ static topic *find(const char *name)
 static void topic_free(topic *t)
 {
     hashmap_free(t->members, NULL);
+    hashmap_free(t->users, NULL);
     free(t->name);
     free(t);
 }
 
-static int session_track(struct session *s, const char *name)
+/* Counts a member session of user (folded) in t; returns the count. */
+static uintptr_t user_count(topic *t, const char *user, int delta)
+{
+    size_t len = strlen(user);
+    uintptr_t n = (uintptr_t)hashmap_get(t->users, user, len);
+    n = delta > 0 ? n + 1 : n - 1;
+    if (n == 0)
+        hashmap_remove(t->users, user, len);
+    else if (hashmap_put(t->users, user, len, (void *)n) != 0)
+        return 0;
+    return n;
+}
+
+static int session_track(struct session *s, const char *name, char *user)
 {
     if (s->n_topics == s->cap_topics) {
         size_t cap = s->cap_topics ? s->cap_topics * 2 : 4;
-        char **names = realloc(s->topics, cap * sizeof *names);
-        if (!names)
+        struct session_topic *topics = realloc(s->topics, cap * sizeof *topics);
+        if (!topics)
             return -1;
-        s->topics = names;
+        s->topics = topics;
         s->cap_topics = cap;
     }
-    s->topics[s->n_topics++] = (char *)name; /* owned by the topic */
+    s->topics[s->n_topics++] = (struct session_topic){.name = name, .user = user};
     return 0;
 }
 
-static void session_untrack(struct session *s, const char *name)
+/* Forgets the session's entry for name and returns its user (the
+ * caller's to free), NULL if it had none. */
+static char *session_untrack(struct session *s, const char *name)
 {
     for (size_t i = 0; i < s->n_topics; i++) {
-        if (s->topics[i] == name) {
+        if (s->topics[i].name == name) {
+            char *user = s->topics[i].user;
             s->topics[i] = s->topics[--s->n_topics];
-            return;
+            return user;
         }
     }
+    return NULL;
+}
+
+/* A topic with a name of len bytes, in the table and, in a cluster,
+ * subscribed to (other nodes' publishes come here); NULL when out of
+ * memory. */
+static topic *topic_create(const char *name, size_t len)
+{
+    topic *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->name = malloc(len + 1);
+    t->members = hashmap_new();
+    t->users = hashmap_new();
+    if (!t->name || !t->members || !t->users)
+        goto fail;
+    memcpy(t->name, name, len + 1);
+    if (hashmap_put(g_core.topics, t->name, len, t) != 0)
+        goto fail;
+    if (cluster_topic_subscribe(t->name) != SM_OK) {
+        hashmap_remove(g_core.topics, t->name, len);
+        goto fail;
+    }
+    bucket_init(&t->fanout, (double)g_core.sc->room_fanout_burst, core_mono_now());
+    return t;
+fail:
+    topic_free(t);
+    return NULL;
+}
+
+static void topic_drop(topic *t)
+{
+    hashmap_remove(g_core.topics, t->name, strlen(t->name));
+    cluster_topic_unsubscribe(t->name);
+    topic_free(t);
 }
 
 int topic_join(const char *name, struct session *s)
@@ -58,41 +115,50 @@ int topic_join(const char *name, struct session *s)
     topic *t = find(name);
     int created = 0;
     if (!t) {
-        t = calloc(1, sizeof *t);
+        t = topic_create(name, len);
         if (!t)
             return SM_ENOMEM;
-        t->name = malloc(len + 1);
-        t->members = hashmap_new();
-        if (!t->name || !t->members || (memcpy(t->name, name, len + 1), 0) ||
-            hashmap_put(g_core.topics, t->name, len, t) != 0) {
-            hashmap_free(t->members, NULL);
-            free(t->name);
-            free(t);
-            return SM_ENOMEM;
-        }
-        bucket_init(&t->fanout, (double)g_core.sc->room_fanout_burst, core_mono_now());
         created = 1;
     }
     if (hashmap_get_u64(t->members, s->id))
         return SM_OK;
-    if (hashmap_put_u64(t->members, s->id, s) != 0 || session_track(s, t->name) != 0) {
+    char key[SESSION_USERNAME_MAX + 1], *user = NULL;
+    if (s->username && sm_name_fold(s->username, key, sizeof key) == SM_OK)
+        user = core_strdup(key);
+    uintptr_t count = 0;
+    if ((s->username && !user) || hashmap_put_u64(t->members, s->id, s) != 0 ||
+        (user && (count = user_count(t, user, 1)) == 0) || session_track(s, t->name, user) != 0) {
+        if (count)
+            user_count(t, user, -1);
         hashmap_remove_u64(t->members, s->id);
-        if (created) {
-            hashmap_remove(g_core.topics, t->name, len);
-            topic_free(t);
-        }
+        free(user);
+        if (created)
+            topic_drop(t);
         return SM_ENOMEM;
     }
+    if (user)
+        presence_topic_up(t->name, s->id, s->username, count == 1);
     return SM_OK;
 }
 
+/* The topic may be freed on return; a presence event may run plugins,
+ * so nothing of t is read after it. */
 static void leave(topic *t, struct session *s)
 {
     hashmap_remove_u64(t->members, s->id);
-    session_untrack(s, t->name);
-    if (hashmap_count(t->members) == 0) {
-        hashmap_remove(g_core.topics, t->name, strlen(t->name));
-        topic_free(t);
+    char *user = session_untrack(s, t->name);
+    uintptr_t left = user ? user_count(t, user, -1) : 0;
+    char name[TOPIC_NAME_MAX + 1];
+    if (user)
+        snprintf(name, sizeof name, "%s", t->name);
+    if (hashmap_count(t->members) == 0)
+        topic_drop(t);
+    if (user) {
+        /* The login's spelling, unless the session logged out (or in
+         * as someone else) since it joined. */
+        const char *who = s->username && sm_name_equal(s->username, user) ? s->username : NULL;
+        presence_topic_down(name, s->id, who, user, left == 0);
+        free(user);
     }
 }
 
@@ -131,22 +197,19 @@ size_t topic_members(const char *name, sm_session_id *out, size_t max)
 /* Members collected for one publish, on the stack up to this many. */
 #define PUBLISH_STACK 256
 
-static int publish(const char *name, const char *action, const json_t *payload,
+/* To this node's members of topic name but the session except (0: none)
+ * and the sessions of except_user (NULL: none). */
+static int deliver(const char *name, const char *action, const char *text, size_t len,
                    sm_session_id except, const char *except_user)
 {
     topic *t = name ? find(name) : NULL;
     if (!t)
         return SM_OK;
-    char *text = session_payload_text(payload);
-    if (!text)
-        return SM_ENOMEM;
-    size_t len = strlen(text), n = 0, cap = hashmap_count(t->members);
+    size_t n = 0, cap = hashmap_count(t->members);
     struct session *stack[PUBLISH_STACK];
     struct session **to = cap <= PUBLISH_STACK ? stack : malloc(cap * sizeof *to);
-    if (!to) {
-        free(text);
+    if (!to)
         return SM_ENOMEM;
-    }
     hashmap_iter it;
     void *value;
     hashmap_iter_init(t->members, &it);
@@ -166,8 +229,25 @@ static int publish(const char *name, const char *action, const json_t *payload,
     session_io_publish(to, n, action, text, len);
     if (to != stack)
         free(to);
-    free(text);
     return SM_OK;
+}
+
+/* Here, then to the other nodes of a cluster (which have no session
+ * `except`: it is one of ours). */
+static int publish(const char *name, const char *action, const json_t *payload,
+                   sm_session_id except, const char *except_user)
+{
+    if (!name)
+        return SM_OK;
+    char *text = session_payload_text(payload);
+    if (!text)
+        return SM_ENOMEM;
+    size_t len = strlen(text);
+    int rc = deliver(name, action, text, len, except, except_user);
+    if (rc == SM_OK)
+        rc = cluster_publish_topic(name, except_user, action, text, len);
+    free(text);
+    return rc;
 }
 
 int topic_publish(const char *name, const char *action, const json_t *payload,
@@ -180,6 +260,12 @@ int topic_publish_except_user(const char *name, const char *action, const json_t
                               const char *except_user)
 {
     return publish(name, action, payload, 0, except_user);
+}
+
+int topic_deliver_here(const char *name, const char *action, const char *text, size_t len,
+                       const char *except_user)
+{
+    return deliver(name, action, text, len, 0, except_user);
 }
 
 int topic_fanout_take(const char *name, size_t payload_bytes, double *retry_after)
@@ -203,9 +289,9 @@ int topic_fanout_take(const char *name, size_t payload_bytes, double *retry_afte
 void topic_leave_all(struct session *s)
 {
     while (s->n_topics > 0) {
-        topic *t = find(s->topics[s->n_topics - 1]);
+        topic *t = find(s->topics[s->n_topics - 1].name);
         if (!t) {
-            s->n_topics--;
+            free(s->topics[--s->n_topics].user);
             continue;
         }
         leave(t, s);
@@ -222,8 +308,6 @@ void topic_destroy_all(void)
         hashmap_iter_init(g_core.topics, &it);
         if (!hashmap_iter_next(&it, NULL, NULL, &value))
             break;
-        topic *t = value;
-        hashmap_remove(g_core.topics, t->name, strlen(t->name));
-        topic_free(t);
+        topic_drop(value);
     }
 }

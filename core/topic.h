@@ -22,6 +22,10 @@ int topic_publish(const char *name, const char *action, const json_t *payload,
  * regard to ASCII case; NULL: none). */
 int topic_publish_except_user(const char *name, const char *action, const json_t *payload,
                               const char *except_user);
+/* To this node's members only (a publish from another node of a
+ * cluster): text is the serialised payload, len bytes. */
+int topic_deliver_here(const char *name, const char *action, const char *text, size_t len,
+                       const char *except_user);
 /* The fan-out budget (sm_host.topic_fanout_take): SM_OK and charged, or
  * SM_EBUSY with *retry_after (may be NULL) and nothing charged. */
 int topic_fanout_take(const char *name, size_t payload_bytes, double *retry_after);

@@ -19,6 +19,7 @@
 #include "acceptor.h"
 #include "cidr.h"
 #include "admin_socket.h"
+#include "cluster.h"
 #include "core.h"
 #include "durability.h"
 #include "pg_barrier.h"
@@ -41,6 +42,8 @@
 /* How long a closing session may take to flush before it is dropped. */
 #define CLOSE_FLUSH_SECONDS 5
 #define SHUTDOWN_GRACE_SECONDS 3.0
+/* How long a clean shutdown waits for Redis to hear that a node left. */
+#define CLUSTER_LEAVE_SECONDS 2.0
 /* Quiet addresses are forgotten this often; the table's bound is
  * max_sessions plus this many addresses without sessions. */
 #define PEERS_SWEEP_SECONDS 30.0
@@ -102,6 +105,7 @@ static sm_timer *peers_timer;
  * flags are that thread's alone. */
 static struct lws *signal_wsi;
 static int stop_requested;
+static int failed;          /* transport_fail: exit with a failure status */
 static int reload_requested;
 /* The paths the vhosts were made with: lws re-reads a certificate only
  * under them (lws_tls_cert_updated). */
@@ -1072,7 +1076,7 @@ int transport_start(const server_config *sc, int *port_out)
         goto fail;
     }
     if (create_logic_context(sc) != 0 || create_io_contexts(sc, listen_fd) != 0 ||
-        start_durability() != 0)
+        start_durability() != 0 || cluster_start(lws_ctx, sc) != 0)
         goto fail;
     if (acceptor_start(ios[0].ctx, listen_fd, hand_over) != 0) {
         LOG_ERROR("cannot watch the listening socket %s", where);
@@ -1099,6 +1103,7 @@ int transport_start(const server_config *sc, int *port_out)
 fail:
     if (listen_fd >= 0)
         close(listen_fd);
+    cluster_stop();
     stop_durability();
     free_io_contexts();
     admin_socket_stop();
@@ -1120,7 +1125,14 @@ static void close_all_on(int index)
     io_threads_each(close_session);
 }
 
-void transport_run(void (*on_reload)(void))
+void transport_fail(const char *why)
+{
+    LOG_ERROR("stopping: %s", why);
+    failed = 1;
+    stop_requested = 1;
+}
+
+int transport_run(void (*on_reload)(void))
 {
     while (!stop_requested) {
         /* Here, between two services, on the logic thread where plugins
@@ -1144,11 +1156,15 @@ void transport_run(void (*on_reload)(void))
     while (atomic_load(&g_core.n_sessions) > 0 && core_mono_now() < deadline)
         if (lws_service(lws_ctx, 0) < 0)
             break;
+    /* Their logouts went to Redis first, on the same connection. */
+    cluster_leave(lws_ctx, CLUSTER_LEAVE_SECONDS);
+    return failed ? -1 : 0;
 }
 
 void transport_stop(void)
 {
     atomic_store(&g_core.shutting_down, 2);
+    cluster_stop();
     stop_durability();
     if (ios)
         free_io_contexts();

@@ -18,8 +18,12 @@ int transport_start(const server_config *sc, int *port_out);
  * thread, signals.h: main blocks them first); then closes every session
  * with 1001 and waits (bounded) for their queues to flush. After each
  * SIGHUP it calls on_reload (may be NULL) on the loop thread, between two
- * services. */
-void transport_run(void (*on_reload)(void));
+ * services. Returns 0, or -1 after transport_fail. */
+int transport_run(void (*on_reload)(void));
+/* Has transport_run stop as for SIGTERM but return -1 (the server exits
+ * with a failure status), after logging why at error level. Logic
+ * thread. */
+void transport_fail(const char *why);
 /* Destroys the context (remaining connections are dropped). */
 void transport_stop(void);
 /* Worker wake-up hook (any thread). */

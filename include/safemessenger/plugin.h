@@ -188,6 +188,27 @@ typedef enum sm_core_event {
      * ASCII case. Delete what you keep for that room. Its members were
      * moved out before. */
     SM_EVENT_ROOM_DELETED = 5,
+    /* (appended) Presence: the user's first session logged in (ONLINE)
+     * or the last one ended (OFFLINE), counting every node of a cluster.
+     * Fired once for each change, on one node: with one node, right
+     * after the LOGGED_IN (LOGGED_OUT) of that session; in a cluster, on
+     * the node whose session made the change, a moment later (after
+     * Redis counted it), or on any node when a node died (its users go
+     * offline within 15 s). session is that local session, or 0 when the
+     * change came from elsewhere (a dead node, a resync after a Redis
+     * outage); username is the account's name. A user may have sessions
+     * on other nodes: sm_host.user_sessions counts this node's only. */
+    SM_EVENT_USER_ONLINE = 6,
+    SM_EVENT_USER_OFFLINE = 7,
+    /* (appended) Topic presence: the first session of a user joined a
+     * topic (TOPIC_JOINED), or the user's last session in it left
+     * (TOPIC_LEFT), counting every node; once for each change, as the
+     * presence events above. sm_event_info.topic is the topic,
+     * username the user; only logged-in sessions count. Rooms send
+     * user_joined and user_left from these. Subscribe with subscribe_ex:
+     * an sm_event_fn gets the username but has no topic argument. */
+    SM_EVENT_TOPIC_JOINED = 8,
+    SM_EVENT_TOPIC_LEFT = 9,
     SM_EVENT_COUNT
 } sm_core_event;
 
@@ -212,6 +233,7 @@ typedef struct sm_event_info {
                                USER_DELETED: the deleted account; ROOM_DELETED: NULL */
     const char *room;       /* ROOM_DELETED: the deleted room (ASCII lower-cased
                                by the rooms plugin); NULL for every other event */
+    const char *topic;      /* (appended) TOPIC_JOINED, TOPIC_LEFT: the topic; else NULL */
 } sm_event_info;
 
 /* True when the core filled the given field of an sm_event_info. */

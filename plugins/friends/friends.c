@@ -394,9 +394,9 @@ static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
     if (rc == SM_OK)
         rc = host->register_migrations(self, migrations);
     if (rc == SM_OK)
-        rc = host->subscribe_ex(self, SM_EVENT_LOGGED_IN, fr_on_session_event);
+        rc = host->subscribe_ex(self, SM_EVENT_USER_ONLINE, fr_on_presence_event);
     if (rc == SM_OK)
-        rc = host->subscribe_ex(self, SM_EVENT_LOGGED_OUT, fr_on_session_event);
+        rc = host->subscribe_ex(self, SM_EVENT_USER_OFFLINE, fr_on_presence_event);
     if (rc == SM_OK)
         rc = host->register_policy(self, fr_policy);
     if (rc == SM_OK && SM_HOST_HAS(host, user_deleted))

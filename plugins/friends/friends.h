@@ -98,7 +98,7 @@ int fr_target(friends *fr, sm_ctx *ctx, const json_t *payload, const char *field
 
 /* ---- presence.c ---- */
 
-void fr_on_session_event(const sm_event_info *info, void *plugin_data);
+void fr_on_presence_event(const sm_event_info *info, void *plugin_data);
 
 /* ---- blocking.c ---- */
 

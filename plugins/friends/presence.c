@@ -1,7 +1,8 @@
 /* Presence: friend_online when a user's first session logs in and
  * friend_offline when the last one logs out or closes, to the user's
  * friends (sessions of friends who are offline simply get nothing).
- * A second device changes nothing for the friends. */
+ * A second device changes nothing for the friends, on the same node or
+ * on another node of a cluster. */
 #include "friends.h"
 
 static void tell_friends(friends *fr, const char *username, const char *action)
@@ -19,23 +20,15 @@ static void tell_friends(friends *fr, const char *username, const char *action)
     fr_names_free(&names);
 }
 
-void fr_on_session_event(const sm_event_info *info, void *plugin_data)
+void fr_on_presence_event(const sm_event_info *info, void *plugin_data)
 {
-    sm_core_event event = info->event;
-    sm_session_id session = info->session;
-    const char *username = info->username;
-    (void)session;
     friends *fr = plugin_data;
-    if (!username || !fr->stmt[FR_FRIENDS_OF])
+    if (!info->username || !fr->stmt[FR_FRIENDS_OF])
         return;
-    /* The core counts the session among the user's sessions during both
-     * events: it is added before LOGGED_IN and removed after LOGGED_OUT.
-     * So 1 means "the first one" at login and "the last one" at logout. */
-    size_t count = fr->host->user_sessions(username, NULL, 0);
-    if (count != 1)
-        return;
-    if (event == SM_EVENT_LOGGED_IN)
-        tell_friends(fr, username, "friend_online");
-    else if (event == SM_EVENT_LOGGED_OUT)
-        tell_friends(fr, username, "friend_offline");
+    /* The core fires these once per change of the user's presence,
+     * counting every session on every node (plugin.h). */
+    if (info->event == SM_EVENT_USER_ONLINE)
+        tell_friends(fr, info->username, "friend_online");
+    else if (info->event == SM_EVENT_USER_OFFLINE)
+        tell_friends(fr, info->username, "friend_offline");
 }

@@ -58,10 +58,15 @@ const char *membership_display(const membership *m, const char *room_key)
 /* Room events go to the room's other users: every member session except
  * those of the acting user (its other devices are "the user", PROTOCOL.md
  * section 7), not merely except the acting session as topic_publish would.
- * Every member of a room's topic is logged in (rooms leave at logout). */
-static void notify_user(membership *m, const char *topic, const char *action,
-                        const char *username, const char *display, const char *user_key)
+ * Every member of a room's topic is logged in (rooms leave at logout).
+ * The core says when (SM_EVENT_TOPIC_JOINED, _LEFT: once per user, in a
+ * cluster too); rooms.c passes that on here. */
+void membership_notify(membership *m, const char *topic, const char *action,
+                       const char *username, const char *display)
 {
+    char user_key[ROOMS_USER_MAX + 1];
+    if (sm_name_fold(username, user_key, sizeof user_key) != SM_OK)
+        return;
     json_t *event = json_pack("{s:s, s:s}", "username", username, "room", display);
     if (!event) {
         m->host->log(m->self, SM_LOG_ERROR, "out of memory: %s not sent to %s", action, topic);
@@ -117,9 +122,6 @@ int membership_enter(membership *m, sm_session_id session, const char *username,
     /* Nothing can fail from here on. */
     json_int_t count = json_integer_value(json_object_get(user, "count")) + 1;
     json_integer_set(json_object_get(user, "count"), count);
-    if (count == 1)
-        notify_user(m, topic, "user_joined", json_string_value(json_object_get(user, "name")),
-                    json_string_value(json_object_get(room, "name")), user_key);
     return SM_OK;
 fail:
     if (session_added)
@@ -162,11 +164,8 @@ int membership_leave(membership *m, sm_session_id session)
         return SM_OK;
     json_int_t count = json_integer_value(json_object_get(user, "count")) - 1;
     json_integer_set(json_object_get(user, "count"), count);
-    if (count <= 0) {
-        notify_user(m, topic, "user_left", json_string_value(json_object_get(user, "name")),
-                    json_string_value(json_object_get(room, "name")), user_key);
+    if (count <= 0)
         json_object_del(users, user_key);
-    }
     /* Empty rooms live on in the database only. */
     if (json_object_size(users) == 0)
         json_object_del(m->active, room_key);

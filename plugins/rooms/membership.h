@@ -44,6 +44,11 @@ int membership_enter(membership *m, sm_session_id session, const char *username,
  * was the user's last session there. SM_ENOTFOUND if it is in no room. */
 int membership_leave(membership *m, sm_session_id session);
 
+/* Sends action ("user_joined", "user_left") about username, in the room
+ * shown as display, to the topic's sessions but username's. */
+void membership_notify(membership *m, const char *topic, const char *action,
+                       const char *username, const char *display);
+
 /* {"room": display, "users": [names sorted without regard to ASCII case]}
  * for an occupied room, or NULL (no memory, unknown room). */
 json_t *membership_listing(const membership *m, const char *room_key);

@@ -183,6 +183,27 @@ static void on_logout(const sm_event_info *info, void *data)
 
 /* ---- actions ------------------------------------------------------------ */
 
+/* A user's first session came into a room's topic, or the last left,
+ * counting every node: the room's other users hear of it. In a cluster
+ * this may run on a node without the room in memory (the user's node
+ * died): the stored name then. */
+static void on_topic_event(const sm_event_info *info, void *data)
+{
+    rooms *r = data;
+    static const char prefix[] = "room:";
+    if (!SM_EVENT_INFO_HAS(info, topic) || !info->topic || !info->username ||
+        strncmp(info->topic, prefix, sizeof prefix - 1) != 0)
+        return;
+    const char *key = info->topic + sizeof prefix - 1;
+    char stored[ROOMS_NAME_MAX + 1];
+    const char *display = membership_display(&r->members, key);
+    if (!display)
+        display = db_find(r, key, stored) == SM_OK ? stored : key;
+    membership_notify(&r->members, info->topic,
+                      info->event == SM_EVENT_TOPIC_JOINED ? "user_joined" : "user_left",
+                      info->username, display);
+}
+
 static void reply_listing(rooms *r, sm_ctx *ctx, const char *key)
 {
     json_t *listing = membership_listing(&r->members, key);
@@ -530,6 +551,10 @@ static int init(sm_plugin *self, const sm_host *host, void **plugin_data)
         rc = host->subscribe_ex(self, SM_EVENT_LOGGED_OUT, on_logout);
     if (rc == SM_OK)
         rc = host->subscribe_ex(self, SM_EVENT_SESSION_CLOSED, on_logout);
+    if (rc == SM_OK)
+        rc = host->subscribe_ex(self, SM_EVENT_TOPIC_JOINED, on_topic_event);
+    if (rc == SM_OK)
+        rc = host->subscribe_ex(self, SM_EVENT_TOPIC_LEFT, on_topic_event);
     if (rc == SM_OK && SM_HOST_HAS(host, user_deleted))
         rc = host->register_admin_commands(self, admin_commands);
     /* An older server has no reload: the settings then stay as read. */

@@ -1,0 +1,292 @@
+#include "cluster.h"
+
+#include <libwebsockets.h>
+#include <string.h>
+
+#include "cluster_bus.h"
+#include "cluster_presence.h"
+#include "config.h"
+#include "core.h"
+#include "crypto.h"
+#include "redis_link.h"
+#include "log.h"
+#include "presence.h"
+#include "session.h"
+#include "topic.h"
+#include "transport.h"
+
+/* A warning a minute at most while publishes are refused. */
+#define REFUSED_LOG_INTERVAL 60.0
+
+static struct {
+    cluster_bus *bus;
+    cluster_presence *presence;
+    int on;
+    /* publishes refused since the last warning, and when it was */
+    unsigned long refused;
+    double refused_logged;
+    int leaving, left;
+} cl;
+
+int cluster_on(void) { return cl.on; }
+
+/* ---- from the other nodes ------------------------------------------------ */
+
+static void on_topic(const char *topic, const char *except_user, const char *action,
+                     const void *payload, size_t len, void *arg)
+{
+    (void)arg;
+    topic_deliver_here(topic, action, payload, len, except_user);
+}
+
+static void on_user(const char *user, const char *action, const void *payload, size_t len,
+                    void *arg)
+{
+    (void)arg;
+    session_send_user(user, action, payload, len);
+}
+
+static void on_bus_state(int up, void *arg)
+{
+    (void)arg;
+    if (up) {
+        LOG_INFO("cluster: bus up: publishes reach the other nodes");
+        if (cl.refused)
+            LOG_WARN("cluster: %lu events reached this node's sessions only while Redis was "
+                     "unreachable", cl.refused);
+        cl.refused = 0;
+        cl.refused_logged = 0;
+    } else {
+        LOG_WARN("cluster: bus down (Redis unreachable): events reach this node's sessions "
+                 "only until it is back");
+    }
+}
+
+/* ---- presence ------------------------------------------------------------- */
+
+static void on_presence_user(const char *user, int online, enum cluster_presence_reason reason,
+                             void *arg)
+{
+    (void)arg;
+    (void)reason;
+    presence_reported_user(user, online);
+}
+
+static void on_presence_member(const char *topic, const char *user, int joined,
+                               enum cluster_presence_reason reason, void *arg)
+{
+    (void)arg;
+    (void)reason;
+    presence_reported_member(topic, user, joined);
+}
+
+static void on_presence_state(enum cluster_presence_state state, void *arg)
+{
+    (void)arg;
+    switch (state) {
+    case CLUSTER_PRESENCE_STATE_UP:
+        LOG_INFO("cluster: presence up: node %s registered", g_core.sc->cluster_node);
+        break;
+    case CLUSTER_PRESENCE_STATE_DOWN:
+        if (!cl.leaving)
+            LOG_WARN("cluster: presence down (Redis unreachable): logins and room changes are "
+                     "counted here and written to Redis once it is back");
+        break;
+    case CLUSTER_PRESENCE_STATE_REFUSED:
+        transport_fail("this node may not take part in the cluster: another node runs with "
+                       "cluster.node = the same id (see the error above)");
+        break;
+    case CLUSTER_PRESENCE_STATE_KEY_MISMATCH:
+        transport_fail("this node serves another server key than the cluster (see the error "
+                       "above)");
+        break;
+    }
+}
+
+/* ---- life ------------------------------------------------------------------ */
+
+int cluster_start(struct lws_context *ctx, const struct server_config *sc)
+{
+    if (!sc->cluster_node || !*sc->cluster_node)
+        return 0;
+    char err[256];
+    const cluster_bus_handlers bh = {
+        .on_topic = on_topic,
+        .on_user = on_user,
+        .on_state = on_bus_state,
+    };
+    if (cluster_bus_start(ctx, sc->cluster_redis, sc->cluster_node, sc->cluster_prefix, &bh,
+                          NULL, &cl.bus, err, sizeof err) != CLUSTER_BUS_OK) {
+        LOG_ERROR("cluster: cannot start the bus: %s", err);
+        return -1;
+    }
+    const cluster_presence_options po = {
+        .redis_url = sc->cluster_redis,
+        .node_id = sc->cluster_node,
+        .prefix = sc->cluster_prefix,
+        .fingerprint = g_core.fingerprint,
+    };
+    const cluster_presence_handlers ph = {
+        .on_user = on_presence_user,
+        .on_state = on_presence_state,
+        .on_member = on_presence_member,
+    };
+    if (cluster_presence_start(ctx, &po, &ph, NULL, &cl.presence, err, sizeof err) !=
+        CLUSTER_PRESENCE_OK) {
+        LOG_ERROR("cluster: cannot start presence: %s", err);
+        cluster_bus_stop(cl.bus);
+        cl.bus = NULL;
+        return -1;
+    }
+    cl.on = 1;
+    redis_link_url u;
+    if (redis_link_parse_url(sc->cluster_redis, &u, err, sizeof err) == 0)
+        LOG_INFO("cluster: node %s, Redis %s:%d db %d, prefix \"%s\"", sc->cluster_node,
+                 u.host, u.port, u.db, sc->cluster_prefix);
+    crypto_wipe(&u, sizeof u);
+    return 0;
+}
+
+static void left(int status, void *arg)
+{
+    (void)arg;
+    cl.left = 1;
+    if (status == CLUSTER_PRESENCE_OK)
+        LOG_INFO("cluster: node %s left: its users are offline on the other nodes",
+                 g_core.sc->cluster_node);
+    else
+        LOG_WARN("cluster: could not tell Redis that node %s left (%s): the other nodes take "
+                 "its users offline once its key expires",
+                 g_core.sc->cluster_node, cluster_presence_status_text(status));
+}
+
+void cluster_leave(struct lws_context *ctx, double seconds)
+{
+    if (!cl.on || cl.leaving)
+        return;
+    cl.leaving = 1;
+    if (cluster_presence_leave(cl.presence, left, NULL) != CLUSTER_PRESENCE_OK) {
+        left(CLUSTER_PRESENCE_DOWN, NULL);
+        return;
+    }
+    double deadline = core_mono_now() + seconds;
+    while (!cl.left && core_mono_now() < deadline)
+        if (lws_service(ctx, 0) < 0)
+            break;
+}
+
+void cluster_stop(void)
+{
+    cl.on = 0;
+    cluster_presence_stop(cl.presence);
+    cluster_bus_stop(cl.bus);
+    memset(&cl, 0, sizeof cl);
+}
+
+/* ---- interest -------------------------------------------------------------- */
+
+static int bus_status(int rc)
+{
+    switch (rc) {
+    case CLUSTER_BUS_OK: return SM_OK;
+    case CLUSTER_BUS_NO_MEMORY: return SM_ENOMEM;
+    case CLUSTER_BUS_INVALID: return SM_EINVAL;
+    default: return SM_EBUSY;
+    }
+}
+
+int cluster_topic_subscribe(const char *topic)
+{
+    return cl.on ? bus_status(cluster_bus_topic_join(cl.bus, topic)) : SM_OK;
+}
+
+void cluster_topic_unsubscribe(const char *topic)
+{
+    if (cl.on)
+        cluster_bus_topic_leave(cl.bus, topic);
+}
+
+int cluster_user_subscribe(const char *user)
+{
+    return cl.on ? bus_status(cluster_bus_user_online(cl.bus, user)) : SM_OK;
+}
+
+void cluster_user_unsubscribe(const char *user)
+{
+    if (cl.on)
+        cluster_bus_user_offline(cl.bus, user);
+}
+
+/* ---- publishing ------------------------------------------------------------ */
+
+static int published(int rc, const char *what, const char *name, const char *action)
+{
+    if (rc == CLUSTER_BUS_OK)
+        return SM_OK;
+    if (rc == CLUSTER_BUS_INVALID || rc == CLUSTER_BUS_NO_MEMORY) {
+        LOG_ERROR("cluster: %s for %s %s not sent to the other nodes: %s", action, what, name,
+                  cluster_bus_status_text(rc));
+        return bus_status(rc);
+    }
+    cl.refused++;
+    double now = core_mono_now();
+    if (cl.refused == 1 || now - cl.refused_logged >= REFUSED_LOG_INTERVAL) {
+        LOG_WARN("cluster: %s for %s %s reached this node's sessions only (%s); %lu so far in "
+                 "this outage",
+                 action, what, name, cluster_bus_status_text(rc), cl.refused);
+        cl.refused_logged = now;
+    }
+    return SM_EBUSY;
+}
+
+int cluster_publish_topic(const char *topic, const char *except_user, const char *action,
+                          const char *text, size_t len)
+{
+    if (!cl.on)
+        return SM_OK;
+    return published(cluster_bus_publish_topic(cl.bus, topic, except_user, action, text, len),
+                     "topic", topic, action);
+}
+
+int cluster_publish_user(const char *user, const char *action, const char *text, size_t len)
+{
+    if (!cl.on)
+        return SM_OK;
+    return published(cluster_bus_publish_user(cl.bus, user, action, text, len), "user", user,
+                     action);
+}
+
+/* ---- presence counts ------------------------------------------------------- */
+
+/* DOWN and BUSY keep the count (written back later) and REFUSED means the
+ * server is stopping: only the others are news. */
+static void counted(int rc, const char *what, const char *user)
+{
+    if (rc == CLUSTER_PRESENCE_INVALID || rc == CLUSTER_PRESENCE_NO_MEMORY)
+        LOG_ERROR("cluster: %s of %s not counted: %s", what, user,
+                  cluster_presence_status_text(rc));
+}
+
+void cluster_session_up(const char *user)
+{
+    if (cl.on)
+        counted(cluster_presence_session_up(cl.presence, user), "a login", user);
+}
+
+void cluster_session_down(const char *user)
+{
+    if (cl.on)
+        counted(cluster_presence_session_down(cl.presence, user), "a logout", user);
+}
+
+void cluster_member_up(const char *topic, const char *user)
+{
+    if (cl.on)
+        counted(cluster_presence_topic_join(cl.presence, topic, user), "a topic join", user);
+}
+
+void cluster_member_down(const char *topic, const char *user)
+{
+    if (cl.on)
+        counted(cluster_presence_topic_leave(cl.presence, topic, user), "a topic leave", user);
+}

@@ -1,0 +1,70 @@
+/* Cluster mode (issue 14): the server's part of a cluster of nodes that
+ * share one PostgreSQL database and one Redis. Off unless the
+ * configuration has a cluster section (config.h: cluster_node); then
+ * every function below does nothing and returns SM_OK, so the callers
+ * (topic.c, session.c, presence.c, host_api.c) need no test of their own.
+ *
+ * What it joins: the bus (core/cluster_bus.h: topic publishes and per-user
+ * events between nodes over Redis pub/sub) and presence
+ * (core/cluster_presence.h: who is online and in which topics, counted in
+ * Redis, each change reported once cluster-wide). Both run on the logic
+ * thread's lws context, as everything that calls them does.
+ *
+ * A publish goes to this node's sessions first (the caller's part), then
+ * once to Redis for the others; without Redis the local part still
+ * happens and the caller gets SM_EBUSY, with a warning in the log (the
+ * first of each outage, then one a minute with a count). */
+#ifndef SM_CORE_CLUSTER_H
+#define SM_CORE_CLUSTER_H
+
+#include <stddef.h>
+
+struct lws_context;
+struct server_config;
+
+/* Starts both on ctx when sc names a cluster (else does nothing and
+ * returns 0). 0, or -1 with the reason logged. The node's state is
+ * logged as it changes; a node refused by the cluster (another node runs
+ * with its id, or the cluster serves another key) has the server stop
+ * with a failure status (transport_fail). */
+int cluster_start(struct lws_context *ctx, const struct server_config *sc);
+
+/* A clean shutdown, after the sessions are gone: tells Redis this node
+ * left (its users go offline everywhere at once instead of after the
+ * liveness timeout), servicing ctx until Redis answered or `seconds`
+ * passed. */
+void cluster_leave(struct lws_context *ctx, double seconds);
+
+/* Stops both; before ctx is destroyed. Safe when not started. */
+void cluster_stop(void);
+
+/* 1 in a cluster (started), else 0. */
+int cluster_on(void);
+
+/* This node has members of topic (the first, and no more: topic.c calls
+ * them once per topic it creates and frees), or sessions of user
+ * (folded): subscribes to what other nodes publish there. SM_OK, or
+ * SM_EINVAL / SM_ENOMEM (nothing subscribed). */
+int cluster_topic_subscribe(const char *topic);
+void cluster_topic_unsubscribe(const char *topic);
+int cluster_user_subscribe(const char *user);
+void cluster_user_unsubscribe(const char *user);
+
+/* To the other nodes: an event (action, text of len bytes: a serialised
+ * object) for topic's members but except_user's sessions (NULL: none),
+ * or for user's sessions. SM_OK (handed to Redis, or not in a cluster),
+ * SM_EBUSY (Redis unreachable or saturated: logged, nothing sent),
+ * SM_EINVAL or SM_ENOMEM. */
+int cluster_publish_topic(const char *topic, const char *except_user, const char *action,
+                          const char *text, size_t len);
+int cluster_publish_user(const char *user, const char *action, const char *text, size_t len);
+
+/* Presence counts (presence.c): a logged-in session of user began or
+ * ended; one joined or left topic. The changes come back through
+ * presence_reported_user and _member. */
+void cluster_session_up(const char *user);
+void cluster_session_down(const char *user);
+void cluster_member_up(const char *topic, const char *user);
+void cluster_member_down(const char *topic, const char *user);
+
+#endif

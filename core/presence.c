@@ -1,0 +1,72 @@
+#include "presence.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "cluster.h"
+#include "core.h"
+#include "session.h"
+
+/* The account's name for a folded one, copied into buf (an event's
+ * subscribers may look users up or log sessions out, which frees the
+ * strings it comes from): a local session's login if there is one (no
+ * query), else the users service's spelling, else the folded name itself
+ * (no users provider, or the account is gone). */
+static const char *display_name(const char *user, char *buf, size_t len)
+{
+    user_sessions *u = session_user(user);
+    const char *name = u && u->name ? u->name : core_user_name(user);
+    if (!name || strlen(name) >= len)
+        name = user;
+    snprintf(buf, len, "%s", name);
+    return buf;
+}
+
+void presence_session_up(sm_session_id id, const char *username, int first_here)
+{
+    if (cluster_on())
+        cluster_session_up(username);
+    else if (first_here)
+        core_fire_event(SM_EVENT_USER_ONLINE, id, username, NULL);
+}
+
+void presence_session_down(sm_session_id id, const char *username, int last_here)
+{
+    if (cluster_on())
+        cluster_session_down(username);
+    else if (last_here)
+        core_fire_event(SM_EVENT_USER_OFFLINE, id, username, NULL);
+}
+
+void presence_topic_up(const char *topic, sm_session_id id, const char *username, int first_here)
+{
+    if (cluster_on())
+        cluster_member_up(topic, username);
+    else if (first_here)
+        core_fire_topic_event(SM_EVENT_TOPIC_JOINED, id, username, topic);
+}
+
+void presence_topic_down(const char *topic, sm_session_id id, const char *username,
+                         const char *user, int last_here)
+{
+    char name[SESSION_USERNAME_MAX + 1];
+    if (cluster_on())
+        cluster_member_down(topic, user);
+    else if (last_here)
+        core_fire_topic_event(SM_EVENT_TOPIC_LEFT, id,
+                              username ? username : display_name(user, name, sizeof name), topic);
+}
+
+void presence_reported_user(const char *user, int online)
+{
+    char name[SESSION_USERNAME_MAX + 1];
+    core_fire_event(online ? SM_EVENT_USER_ONLINE : SM_EVENT_USER_OFFLINE, 0,
+                    display_name(user, name, sizeof name), NULL);
+}
+
+void presence_reported_member(const char *topic, const char *user, int joined)
+{
+    char name[SESSION_USERNAME_MAX + 1];
+    core_fire_topic_event(joined ? SM_EVENT_TOPIC_JOINED : SM_EVENT_TOPIC_LEFT, 0,
+                          display_name(user, name, sizeof name), topic);
+}
