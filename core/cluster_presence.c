@@ -47,18 +47,27 @@ static const char session_lua[] =
     "end\n"
     "return redis.call('EXISTS', KEYS[2]) - before\n";
 
-/* register. KEYS: node:<id>, nodes, nu:<id>. ARGV: prefix, instance,
- * id, TTL in ms, then an entry and the node's count for each entry it
- * counts. Returns {0} when node:<id> holds another instance, else {1,
- * entries whose hash came to exist, entries whose hash went}. */
+/* register. KEYS: node:<id>, nodes, nu:<id>, fingerprint. ARGV:
+ * prefix, instance, id, TTL in ms, the node's key fingerprint ("": no
+ * check), then an entry and the node's count for each entry it counts.
+ * Returns {2, the stored fingerprint} when it is not the node's, {0}
+ * when node:<id> holds another instance (both before anything is
+ * written), else {1, entries whose hash came to exist, entries whose
+ * hash went}. */
 static const char register_lua[] =
-    "local prefix, id = ARGV[1], ARGV[3]\n"
+    "local prefix, id, fingerprint = ARGV[1], ARGV[3], ARGV[5]\n"
+    "local stored = false\n"
+    "if fingerprint ~= '' then\n"
+    "  stored = redis.call('GET', KEYS[4])\n"
+    "  if stored and stored ~= fingerprint then return {2, stored} end\n"
+    "end\n"
     "local current = redis.call('GET', KEYS[1])\n"
     "if current and current ~= ARGV[2] then return {0} end\n"
+    "if fingerprint ~= '' and not stored then redis.call('SET', KEYS[4], fingerprint) end\n"
     "redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[4])\n"
     "redis.call('SADD', KEYS[2], id)\n"
     "local online, offline, here = {}, {}, {}\n"
-    "for i = 5, #ARGV - 1, 2 do\n"
+    "for i = 6, #ARGV - 1, 2 do\n"
     "  local entry = ARGV[i]\n"
     "  local key = prefix .. entry\n"
     "  here[entry] = true\n"
@@ -149,6 +158,9 @@ struct cluster_presence {
     char key_node[CP_KEY_MAX + 1];  /* <prefix>node:<id> */
     char key_nodes[CP_KEY_MAX + 1]; /* <prefix>nodes */
     char key_nu[CP_KEY_MAX + 1];    /* <prefix>nu:<id> */
+    char key_fingerprint[CP_KEY_MAX + 1]; /* <prefix>fingerprint */
+    char fingerprint[CLUSTER_PRESENCE_FINGERPRINT_MAX + 1]; /* "": no check */
+    char cluster_fingerprint[CLUSTER_PRESENCE_FINGERPRINT_MAX + 1]; /* Redis's, on a mismatch */
     char ttl_text[16];
     unsigned ttl_ms, refresh_ms, reap_ms;
     redis_link_script *session_script, *register_script, *refresh_script, *reap_script,
@@ -157,6 +169,7 @@ struct cluster_presence {
     int link_up;
     int registered;     /* register succeeded, and nothing since says the key lapsed */
     int refused, left;  /* for good */
+    int mismatch;       /* refused because of the server key (refused is set too) */
     int dirty;          /* a change may have missed Redis: register again */
     int register_in_flight, refresh_in_flight, reap_in_flight;
     int warned_error;   /* a script's error reply was logged (once per registration) */
@@ -195,6 +208,8 @@ static lws_usec_t now_us(void)
 
 static enum cluster_presence_state current_state(const cluster_presence *cp)
 {
+    if (cp->mismatch)
+        return CLUSTER_PRESENCE_STATE_KEY_MISMATCH;
     if (cp->refused)
         return CLUSTER_PRESENCE_STATE_REFUSED;
     return cp->registered && cp->link_up && !cp->left ? CLUSTER_PRESENCE_STATE_UP
@@ -298,7 +313,7 @@ static void send_register(cluster_presence *cp)
         cp->dirty = 1;
         return;
     }
-    int argc = 7 + 2 * (int)n;
+    int argc = 9 + 2 * (int)n;
     const char **argv = calloc((size_t)argc, sizeof *argv);
     char(*numbers)[24] = calloc(n ? n : 1, sizeof *numbers);
     if (!argv || !numbers) {
@@ -310,14 +325,16 @@ static void send_register(cluster_presence *cp)
     argv[0] = cp->key_node;
     argv[1] = cp->key_nodes;
     argv[2] = cp->key_nu;
-    argv[3] = cp->prefix;
-    argv[4] = cp->instance;
-    argv[5] = cp->node;
-    argv[6] = cp->ttl_text;
+    argv[3] = cp->key_fingerprint;
+    argv[4] = cp->prefix;
+    argv[5] = cp->instance;
+    argv[6] = cp->node;
+    argv[7] = cp->ttl_text;
+    argv[8] = cp->fingerprint;
     hashmap_iter it;
     const void *key;
     void *v;
-    int i = 7;
+    int i = 9;
     size_t k = 0;
     hashmap_iter_init(cp->entries, &it);
     while (hashmap_iter_next(&it, &key, NULL, &v)) {
@@ -326,7 +343,7 @@ static void send_register(cluster_presence *cp)
         argv[i++] = key; /* stored with its NUL (find_entry) */
         argv[i++] = numbers[k++];
     }
-    int rc = redis_link_eval(cp->link, cp->register_script, 3, argc, argv, NULL, register_reply,
+    int rc = redis_link_eval(cp->link, cp->register_script, 4, argc, argv, NULL, register_reply,
                              cp);
     free(argv);
     free(numbers);
@@ -338,6 +355,27 @@ static void send_register(cluster_presence *cp)
     cp->register_in_flight = 1;
 }
 
+/* register found another fingerprint in Redis: the node takes no part,
+ * for good (as when refused). What Redis holds is kept for the getter
+ * and the log as printable ASCII, bounded: anyone may have written it. */
+static void key_mismatch(cluster_presence *cp, const redisReply *stored)
+{
+    size_t n = 0;
+    if (stored && stored->type == REDIS_REPLY_STRING)
+        for (; n < stored->len && n < CLUSTER_PRESENCE_FINGERPRINT_MAX; n++) {
+            char c = stored->str[n];
+            cp->cluster_fingerprint[n] = c > ' ' && c < 0x7f ? c : '?';
+        }
+    cp->cluster_fingerprint[n] = '\0';
+    cp->refused = 1;
+    cp->mismatch = 1;
+    LOG_ERROR("cluster presence: this node's server key (fingerprint %s) differs from the "
+              "cluster's (%s, key %s in Redis): every node of a cluster serves the same key; "
+              "copy server.key_file from a running node", cp->fingerprint, cp->cluster_fingerprint,
+              cp->key_fingerprint);
+    state_changed(cp, 0);
+}
+
 static void register_reply(const redisReply *r, void *arg)
 {
     cluster_presence *cp = arg;
@@ -347,6 +385,10 @@ static void register_reply(const redisReply *r, void *arg)
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 1
         || r->element[0]->type != REDIS_REPLY_INTEGER) {
         script_failed(cp, NULL, "register");
+        return;
+    }
+    if (r->element[0]->integer == 2) {
+        key_mismatch(cp, r->elements == 2 ? r->element[1] : NULL);
         return;
     }
     if (r->element[0]->integer == 0) {
@@ -703,6 +745,17 @@ static int prefix_valid(const char *s)
     return 1;
 }
 
+/* "" (no check) or printable ASCII without spaces, bounded: it goes
+ * into Redis and the log as it is. */
+static int fingerprint_valid(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (n >= CLUSTER_PRESENCE_FINGERPRINT_MAX || s[n] <= ' ' || s[n] >= 0x7f)
+            return 0;
+    return 1;
+}
+
 /* One interval: 0 gives the default; else within the bounds. */
 static int interval(unsigned given, unsigned def, unsigned *out)
 {
@@ -721,6 +774,10 @@ static int check_options(const cluster_presence_options *o, unsigned *ttl, unsig
         return start_error(err, err_len, CLUSTER_PRESENCE_INVALID,
                            "cluster presence: the key prefix must be 0 to %d of A-Z a-z 0-9 _ . "
                            ": -", CLUSTER_PRESENCE_PREFIX_MAX);
+    if (o->fingerprint && !fingerprint_valid(o->fingerprint))
+        return start_error(err, err_len, CLUSTER_PRESENCE_INVALID,
+                           "cluster presence: the key fingerprint must be at most %d printable "
+                           "ASCII characters without spaces", CLUSTER_PRESENCE_FINGERPRINT_MAX);
     if (!interval(o->alive_ttl_ms, CLUSTER_PRESENCE_ALIVE_TTL_MS, ttl)
         || !interval(o->refresh_ms, CLUSTER_PRESENCE_REFRESH_MS, refresh)
         || !interval(o->reap_interval_ms, CLUSTER_PRESENCE_REAP_INTERVAL_MS, reap))
@@ -787,6 +844,9 @@ int cluster_presence_start(struct lws_context *ctx, const cluster_presence_optio
     snprintf(cp->key_node, sizeof cp->key_node, "%snode:%s", cp->prefix, cp->node);
     snprintf(cp->key_nodes, sizeof cp->key_nodes, "%snodes", cp->prefix);
     snprintf(cp->key_nu, sizeof cp->key_nu, "%snu:%s", cp->prefix, cp->node);
+    snprintf(cp->key_fingerprint, sizeof cp->key_fingerprint, "%sfingerprint", cp->prefix);
+    snprintf(cp->fingerprint, sizeof cp->fingerprint, "%s",
+             options->fingerprint ? options->fingerprint : "");
     cp->reported = CLUSTER_PRESENCE_STATE_DOWN;
     const redis_link_handlers lh = { NULL, on_link_state };
     rc = redis_link_start(ctx, options->redis_url, &lh, cp, &cp->link, err, err_len);
@@ -823,6 +883,11 @@ enum cluster_presence_state cluster_presence_get_state(const cluster_presence *c
     return current_state(cp);
 }
 
+const char *cluster_presence_cluster_fingerprint(const cluster_presence *cp)
+{
+    return cp->mismatch ? cp->cluster_fingerprint : NULL;
+}
+
 void cluster_presence_get_counters(const cluster_presence *cp, cluster_presence_counters *out)
 {
     out->online = read_count(&cp->online);
@@ -845,6 +910,7 @@ const struct redis_link *cluster_presence_link(const cluster_presence *cp)
 const char *cluster_presence_status_text(int status)
 {
     if (status == CLUSTER_PRESENCE_REFUSED)
-        return "this node takes no part in cluster presence (its id is taken, or it left)";
+        return "this node takes no part in cluster presence (its id is taken, its server key "
+               "is not the cluster's, or it left)";
     return redis_link_status_text(status);
 }

@@ -28,12 +28,20 @@
  *   <prefix>nu:<id>    set of the entries ("pu:<user>", "pr:<user>:<topic>":
  *                      the hashes' names without the prefix) with a field
  *                      of node <id>: what to undo when it dies.
+ *   <prefix>fingerprint
+ *                      string, the fingerprint of the server key the
+ *                      cluster's nodes serve (no expiry): set by the first
+ *                      node that registers with one (options.fingerprint),
+ *                      checked by every later one.
  *
  * The scripts (cluster_presence.c holds their text):
  *
  *   register  (at start, after every reconnection, and whenever this
- *             node's writes may have missed Redis) refuses when node:<id>
- *             holds another instance; else sets node:<id> to this
+ *             node's writes may have missed Redis) refuses when the node
+ *             has a fingerprint and fingerprint holds another (returning
+ *             the one stored), or when node:<id> holds another instance;
+ *             else sets fingerprint to the node's if it has one and the
+ *             key is absent, sets node:<id> to this
  *             instance with its expiry, adds <id> to nodes, writes every
  *             local count back as it is in memory (a field per entry
  *             counted here, no field for the others of nu:<id>) and
@@ -80,8 +88,14 @@
  * every node's key expired.
  *
  * A node id whose key holds another instance belongs to a running node:
- * start reports CLUSTER_PRESENCE_REFUSED (on_state) and the node takes
- * no part (every call returns REFUSED); stop it. A node that crashed
+ * start reports CLUSTER_PRESENCE_STATE_REFUSED (on_state) and the node
+ * takes no part (every call returns CLUSTER_PRESENCE_REFUSED); stop it.
+ * Every node of a cluster must serve the same server key (clients pin its
+ * fingerprint, and reach any node): a node whose fingerprint differs from
+ * the one stored reports CLUSTER_PRESENCE_STATE_KEY_MISMATCH, logs both
+ * and takes no part either, for good. The stored fingerprint stays when
+ * every node is gone: a cluster moving to a new key deletes
+ * <prefix>fingerprint by hand. A node that crashed
  * leaves its key for up to alive_ttl_ms, so a restart that soon is
  * refused too (cluster_presence_leave on a clean shutdown avoids this).
  * A node whose own key lapsed (Redis or the node too slow) registers
@@ -123,7 +137,8 @@ struct redis_link;
 #define CLUSTER_PRESENCE_NO_MEMORY (-3)
 #define CLUSTER_PRESENCE_INVALID (-4)   /* a bad argument, or a session_down without an up */
 #define CLUSTER_PRESENCE_REFUSED (-5)   /* the node takes no part: another node runs with
-                                           its id, or it left */
+                                           its id, its server key is not the cluster's,
+                                           or it left */
 
 /* Defaults of the liveness intervals (cluster_presence_options). */
 #define CLUSTER_PRESENCE_ALIVE_TTL_MS 8000
@@ -134,6 +149,8 @@ struct redis_link;
 #define CLUSTER_PRESENCE_PREFIX_MAX 64 /* key prefix, bytes */
 #define CLUSTER_PRESENCE_USER_MAX 64   /* user name, bytes (SESSION_USERNAME_MAX) */
 #define CLUSTER_PRESENCE_TOPIC_MAX 256 /* topic name, bytes (TOPIC_NAME_MAX) */
+#define CLUSTER_PRESENCE_FINGERPRINT_MAX 128 /* key fingerprint, bytes ("sha256:" + 64
+                                                hex digits is 71) */
 
 /* What made a user go online or offline (on_user), or join or leave a
  * topic (on_member). */
@@ -151,7 +168,9 @@ enum cluster_presence_reason {
 enum cluster_presence_state {
     CLUSTER_PRESENCE_STATE_DOWN = 0,   /* not registered: Redis unreachable, or not yet */
     CLUSTER_PRESENCE_STATE_UP = 1,     /* registered, counts written back */
-    CLUSTER_PRESENCE_STATE_REFUSED = 2 /* another node runs with this id: for good */
+    CLUSTER_PRESENCE_STATE_REFUSED = 2, /* another node runs with this id: for good */
+    CLUSTER_PRESENCE_STATE_KEY_MISMATCH = 3 /* this node's server key is not the one the
+                                               cluster serves: for good */
 };
 
 typedef struct cluster_presence_handlers {
@@ -181,6 +200,11 @@ typedef struct cluster_presence_options {
     unsigned alive_ttl_ms;
     unsigned refresh_ms;
     unsigned reap_interval_ms;
+    /* The fingerprint of the server key this node serves
+     * (crypto_fingerprint's text: 1..CLUSTER_PRESENCE_FINGERPRINT_MAX
+     * printable ASCII bytes, no space), checked against the cluster's;
+     * NULL or "" for no check (nor is one stored). */
+    const char *fingerprint;
 } cluster_presence_options;
 
 typedef struct cluster_presence cluster_presence;
@@ -234,6 +258,10 @@ int cluster_presence_leave(cluster_presence *presence, void (*done)(int status, 
                            void *arg);
 
 enum cluster_presence_state cluster_presence_get_state(const cluster_presence *presence);
+
+/* The fingerprint the cluster serves, as Redis held it, once the state
+ * is CLUSTER_PRESENCE_STATE_KEY_MISMATCH; NULL before or otherwise. */
+const char *cluster_presence_cluster_fingerprint(const cluster_presence *presence);
 
 /* Counters for metrics; readable from any thread (atomics). */
 typedef struct cluster_presence_counters {

@@ -15,7 +15,9 @@
 #include <unistd.h>
 
 #include "cidr.h"
+#include "cluster_presence.h"
 #include "log.h"
+#include "redis_link.h"
 
 /* CMake defines this for sm_core; the fallback keeps a bare gcc build (the
  * unit test command line) working. */
@@ -52,8 +54,12 @@ struct config {
  * destructor on hooks when one is installed, and none is. */
 static char read_mark;
 
-static const char *const core_sections[] = {"server", "storage", "plugins", "limits", "log",
-                                            "web", "metrics"};
+static const char *const core_sections[] = {"server", "storage", "cluster", "plugins",
+                                            "limits", "log", "web", "metrics"};
+
+/* cluster.node and cluster.prefix: the bounds cluster_presence takes. */
+#define CLUSTER_NODE_MAX CLUSTER_PRESENCE_NODE_MAX
+#define CLUSTER_PREFIX_MAX CLUSTER_PRESENCE_PREFIX_MAX
 
 static const char *const synchronous_values[] = {"off", "normal", "full", "extra"};
 static const char *const backend_values[] = {"sqlite", "postgresql"};
@@ -310,6 +316,84 @@ static int parse_conninfo(config *cfg, const config_setting_t *s, const core_key
     return 0;
 }
 
+/* cluster.node: "" (not in a cluster) or a node id, the names
+ * cluster_presence takes. */
+static int parse_cluster_node(config *cfg, const config_setting_t *s, const core_key *k)
+{
+    const char *v = config_setting_type(s) == CONFIG_TYPE_STRING ? config_setting_get_string(s)
+                                                                 : NULL;
+    if (!v || (v[0] != '\0' && !sm_name_valid(v, 1, CLUSTER_NODE_MAX))) {
+        report(cfg, SM_LOG_ERROR, s,
+               "%s.%s must be a node id of 1 to %d characters from [A-Za-z0-9_.-] (or \"\" "
+               "outside cluster mode)", k->section, k->name, CLUSTER_NODE_MAX);
+        return -1;
+    }
+    *FIELD(const char *, k->offset) = v;
+    return 0;
+}
+
+/* cluster.prefix: a node id's characters and ':', so that "sm:" and
+ * "chat.prod:" work; "" is allowed (a Redis of the cluster's own). */
+static int parse_cluster_prefix(config *cfg, const config_setting_t *s, const core_key *k)
+{
+    const char *v = config_setting_type(s) == CONFIG_TYPE_STRING ? config_setting_get_string(s)
+                                                                 : NULL;
+    size_t n = 0;
+    for (; v && v[n]; n++)
+        if (n >= CLUSTER_PREFIX_MAX || !(sm_name_char(v[n]) || v[n] == ':'))
+            break;
+    if (!v || v[n] != '\0') {
+        report(cfg, SM_LOG_ERROR, s,
+               "%s.%s must be 0 to %d characters from [A-Za-z0-9_.:-]", k->section, k->name,
+               CLUSTER_PREFIX_MAX);
+        return -1;
+    }
+    *FIELD(const char *, k->offset) = v;
+    return 0;
+}
+
+/* 1: url's authority ends at a '/' that an '@' follows, so the parser
+ * took part of what was meant as the password for the host, port or
+ * database, and its reason would quote it. */
+static int redis_password_cut(const char *url)
+{
+    static const char scheme[] = "redis://";
+    if (strncmp(url, scheme, sizeof scheme - 1) != 0)
+        return 0;
+    const char *slash = strchr(url + sizeof scheme - 1, '/');
+    return slash && strchr(slash, '@') != NULL;
+}
+
+/* cluster.redis: parsed by redis_link here, so a typo stops the start
+ * with its line rather than as a link that never comes up. Its reasons
+ * never repeat the password; the one case where they could quote part
+ * of it (a '/' in the password, written as it is) gets its own. "" is
+ * allowed: not in a cluster. */
+static int parse_redis_url(config *cfg, const config_setting_t *s, const core_key *k)
+{
+    if (parse_string(cfg, s, k) != 0)
+        return -1;
+    const char *v = config_setting_get_string(s);
+    if (v[0] == '\0')
+        return 0;
+    redis_link_url url;
+    char err[256];
+    int rc = redis_link_parse_url(v, &url, err, sizeof err);
+    explicit_bzero(&url, sizeof url);
+    if (rc == 0)
+        return 0;
+    if (redis_password_cut(v))
+        report(cfg, SM_LOG_ERROR, s,
+               "%s.%s is not a Redis URL: an '@' after the first '/' (write a '/' in the "
+               "password as %%2F)", k->section, k->name);
+    else {
+        static const char said[] = "redis URL: "; /* the parser's own start: said once */
+        const char *why = strncmp(err, said, sizeof said - 1) == 0 ? err + sizeof said - 1 : err;
+        report(cfg, SM_LOG_ERROR, s, "%s.%s is not a Redis URL: %s", k->section, k->name, why);
+    }
+    return -1;
+}
+
 static int parse_log_level(config *cfg, const config_setting_t *s, const core_key *k)
 {
     const char *v = config_setting_type(s) == CONFIG_TYPE_STRING ? config_setting_get_string(s)
@@ -541,6 +625,9 @@ static const core_key core_keys[] = {
     {"storage", "postgresql_timeout", parse_rate, 0, 300, AT(postgresql_timeout)},
     {"storage", "database", parse_path, 1, 0, AT(database)},
     {"storage", "synchronous", parse_synchronous, 0, 0, AT(synchronous)},
+    {"cluster", "node", parse_cluster_node, 0, 0, AT(cluster_node)},
+    {"cluster", "redis", parse_redis_url, 0, 0, AT(cluster_redis)},
+    {"cluster", "prefix", parse_cluster_prefix, 0, 0, AT(cluster_prefix)},
     {"plugins", "dir", parse_path, 1, 0, AT(plugin_dir)},
     {"plugins", "load", parse_plugin_list, 0, 0, 0},
     {"limits", "commands_per_second", parse_rate, 0, 100000, AT(commands_per_second)},
@@ -594,6 +681,9 @@ static void set_defaults(server_config *srv)
     srv->postgresql_timeout = 5;
     srv->database = "data/safemessenger.db";
     srv->synchronous = "normal";
+    srv->cluster_node = "";
+    srv->cluster_redis = "";
+    srv->cluster_prefix = "sm:";
     srv->plugin_dir = SM_DEFAULT_PLUGIN_DIR;
     srv->commands_per_second = 20;
     srv->command_burst = 40;
@@ -697,7 +787,7 @@ static int check_tree(config *cfg)
              * core key written outside its section. */
             report(cfg, SM_LOG_ERROR, s,
                    "top-level setting '%s' must be a section { ... } (core keys belong inside "
-                   "server, storage, plugins, limits, log, web or metrics)", name);
+                   "server, storage, cluster, plugins, limits, log, web or metrics)", name);
             rc = -1;
         }
     }
@@ -737,6 +827,18 @@ static int conninfo_has_password(const char *conninfo)
     return has;
 }
 
+/* A setting that holds a password (key, "section.name") in a file others
+ * can read: said, never the password. advice completes "make it 0600". */
+static void warn_readable_password(config *cfg, const char *key, const char *advice)
+{
+    struct stat st;
+    if (!cfg->path || stat(cfg->path, &st) != 0 || !(st.st_mode & (S_IRGRP | S_IROTH)))
+        return;
+    report(cfg, SM_LOG_WARNING, config_lookup(&cfg->lc, key),
+           "%s holds a password and %s is readable by others (mode %03o): make it 0600%s", key,
+           cfg->path, (unsigned)(st.st_mode & 0777), advice);
+}
+
 /* The backend and its settings agree. A connection string left beside
  * backend "sqlite" is only a warning (an operator trying both keeps
  * both), the opposite cannot start. */
@@ -754,14 +856,50 @@ static int check_storage(config *cfg)
         report(cfg, SM_LOG_WARNING, config_lookup(&cfg->lc, "storage.postgresql"),
                "storage.postgresql is set but storage.backend is \"%s\": it is not used",
                srv->backend);
-    if (srv->postgresql[0] != '\0' && conninfo_has_password(srv->postgresql) && cfg->path) {
-        struct stat st;
-        if (stat(cfg->path, &st) == 0 && (st.st_mode & (S_IRGRP | S_IROTH)))
-            report(cfg, SM_LOG_WARNING, config_lookup(&cfg->lc, "storage.postgresql"),
-                   "storage.postgresql holds a password and %s is readable by others (mode "
-                   "%03o): make it 0600, or keep the password in a ~/.pgpass file",
-                   cfg->path, (unsigned)(st.st_mode & 0777));
+    if (srv->postgresql[0] != '\0' && conninfo_has_password(srv->postgresql))
+        warn_readable_password(cfg, "storage.postgresql",
+                               ", or keep the password in a ~/.pgpass file");
+    return 0;
+}
+
+/* 1: the Redis URL sets a password. */
+static int redis_url_has_password(const char *url)
+{
+    redis_link_url parsed;
+    int has = redis_link_parse_url(url, &parsed, NULL, 0) == 0 && parsed.password[0] != '\0';
+    explicit_bzero(&parsed, sizeof parsed);
+    return has;
+}
+
+/* Cluster mode is cluster.node and cluster.redis together; one without
+ * the other is a half-done setup that must not start as a lone node.
+ * The nodes share one database, which only PostgreSQL gives. */
+static int check_cluster(config *cfg)
+{
+    server_config *srv = &cfg->server;
+    int node = srv->cluster_node[0] != '\0', redis = srv->cluster_redis[0] != '\0';
+    if (node && !redis) {
+        report(cfg, SM_LOG_ERROR, config_lookup(&cfg->lc, "cluster.node"),
+               "cluster.node is set but cluster.redis (a Redis URL) is not: set both for cluster "
+               "mode, or neither");
+        return -1;
     }
+    if (redis && !node) {
+        report(cfg, SM_LOG_ERROR, config_lookup(&cfg->lc, "cluster.redis"),
+               "cluster.redis is set but cluster.node (this node's id) is not: set both for "
+               "cluster mode, or neither");
+        return -1;
+    }
+    if (!node)
+        return 0;
+    if (strcmp(srv->backend, "postgresql") != 0) {
+        report(cfg, SM_LOG_ERROR, config_lookup(&cfg->lc, "cluster.node"),
+               "cluster mode needs storage.backend = \"postgresql\": every node must see the "
+               "same rows");
+        return -1;
+    }
+    if (redis_url_has_password(srv->cluster_redis))
+        warn_readable_password(cfg, "cluster.redis", "");
     return 0;
 }
 
@@ -901,7 +1039,7 @@ int config_load(const char *path, config **out)
             resolve_paths(cfg) != 0)
             goto fail;
     }
-    if (check_limits(cfg) != 0 || check_storage(cfg) != 0)
+    if (check_limits(cfg) != 0 || check_storage(cfg) != 0 || check_cluster(cfg) != 0)
         goto fail;
     *out = cfg;
     return 0;

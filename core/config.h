@@ -1,6 +1,6 @@
 /* Configuration: one libconfig file, as docs/OPERATIONS.md describes it.
- * The core's own sections (server, storage, plugins, limits, log, web,
- * metrics) are read
+ * The core's own sections (server, storage, cluster, plugins, limits, log,
+ * web, metrics) are read
  * and checked here into server_config; every other top-level section belongs
  * to the plugin of that name, which reads it through the getters below
  * (the host table's config_* services). Errors name the file and line. */
@@ -49,6 +49,13 @@ typedef struct server_config {
     double postgresql_timeout;      /* 5 s: one round trip's deadline (0.1..300) */
     const char *database;           /* "data/safemessenger.db" */
     const char *synchronous;        /* "normal" (off|normal|full|extra) */
+    /* cluster (issue 14): cluster mode is node and redis both set */
+    const char *cluster_node;       /* this node's id, 1..64 of [A-Za-z0-9_.-]; "" = not in
+                                       a cluster */
+    const char *cluster_redis;      /* a Redis URL (redis_link_parse_url's forms); "" = not
+                                       set. May hold a password: never logged */
+    const char *cluster_prefix;     /* key and channel prefix, 0..64 of [A-Za-z0-9_.:-],
+                                       "sm:"; the same on every node */
     /* plugins */
     const char *plugin_dir;         /* build-time default */
     const char *plugins[CONFIG_MAX_PLUGINS];

@@ -2,12 +2,12 @@
  * again; if anything in it is wrong nothing changes. Settings bound to
  * what was opened at start (the listening socket, the database, the key,
  * the worker and I/O threads, the plugin directory, TLS on or off, the web
- * client's directory) keep their running values, each refused with a
- * warning that names the key; the rest takes effect: limits, log level
- * and format, origins, proxies, metrics.allow, the TLS certificate (re-read from its
- * files), plugin settings through the plugins' reload callbacks, and
- * plugins added to or removed from plugins.load. Sessions stay open
- * throughout. */
+ * client's directory, the cluster's node id, Redis and prefix) keep their
+ * running values, each refused with a warning that names the key; the
+ * rest takes effect: limits, log level and format, origins, proxies,
+ * metrics.allow, the TLS certificate (re-read from its files), plugin
+ * settings through the plugins' reload callbacks, and plugins added to or
+ * removed from plugins.load. Sessions stay open throughout. */
 #include "core.h"
 
 #include <inttypes.h>
@@ -45,6 +45,11 @@ static const fixed_key fixed_keys[] = {
     {"storage.postgresql_timeout", FIXED_DOUBLE, AT(postgresql_timeout)},
     {"storage.database", FIXED_STRING, AT(database)},
     {"storage.synchronous", FIXED_STRING, AT(synchronous)},
+    /* The node joined its cluster under this id, on this Redis, with
+     * these keys: another would be another node. */
+    {"cluster.node", FIXED_STRING, AT(cluster_node)},
+    {"cluster.redis", FIXED_SECRET, AT(cluster_redis)},
+    {"cluster.prefix", FIXED_STRING, AT(cluster_prefix)},
     {"plugins.dir", FIXED_STRING, AT(plugin_dir)},
     {"web.enabled", FIXED_INT, AT(web_enabled)},
     {"web.root", FIXED_STRING, AT(web_root)},

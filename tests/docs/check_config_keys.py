@@ -19,13 +19,16 @@ import sys
 # the number of online CPUs, at most 8.
 MACHINE_DEFAULTS = {('server', 'io_threads')}
 # (section, key) that has no default and is used only with another
-# setting (storage.postgresql, with storage.backend = "postgresql"): shown
-# commented out too, since setting it otherwise is warned about.
-NO_DEFAULT = {('storage', 'postgresql')}
+# setting (storage.postgresql, with storage.backend = "postgresql"; the
+# cluster keys, in cluster mode only, which a node and a Redis started):
+# shown commented out too, since setting it otherwise is warned about or
+# starts cluster mode.
+NO_DEFAULT = {('storage', 'postgresql'), ('cluster', 'node'), ('cluster', 'redis'),
+              ('cluster', 'prefix')}
 
 
 def core_keys(config_c):
-    return re.findall(r'\{"(server|storage|plugins|limits|log|web|metrics)",\s*"([a-z_]+)",\s*parse_', config_c)
+    return re.findall(r'\{"(server|storage|cluster|plugins|limits|log|web|metrics)",\s*"([a-z_]+)",\s*parse_', config_c)
 
 
 def shipped_keys(conf):

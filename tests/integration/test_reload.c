@@ -168,6 +168,24 @@ static void io_threads_change_is_refused_by_name(void)
     stop();
 }
 
+/* The cluster keys name what the node joined at start (core/reload.c):
+ * a reload keeps them. Shown on cluster.prefix, which needs no Redis. */
+static void cluster_prefix_change_is_refused_by_name(void)
+{
+    start(NULL);
+    sm_client *c = connect_ok();
+    CU_ASSERT_EQUAL(harness_reload(&srv, "server = { " HARNESS_SERVER_BASE " };\n" SLOW_LIMITS
+                                         "cluster = { prefix = \"other:\"; };\n"),
+                    1);
+    CU_ASSERT_EQUAL(harness_log_count(&srv, "cluster.prefix: cannot change while running "
+                                            "(\"sm:\" -> \"other:\")"),
+                    1);
+    CU_ASSERT_EQUAL(harness_log_count(&srv, "1 setting(s) kept until restart"), 1);
+    CU_ASSERT_EQUAL(echoes_passing(c, 4), 2);
+    sm_client_close(c, 1000);
+    stop();
+}
+
 static void invalid_files_change_nothing(void)
 {
     start(FAST_LIMITS);
@@ -347,6 +365,7 @@ int main(void)
         SM_TEST(log_level_changes_live),
         SM_TEST(port_change_is_refused_by_name_and_the_old_port_serves),
         SM_TEST(io_threads_change_is_refused_by_name),
+        SM_TEST(cluster_prefix_change_is_refused_by_name),
         SM_TEST(invalid_files_change_nothing),
         SM_TEST(removed_plugin_answers_unknown_action_and_comes_back),
         SM_TEST(unloading_answers_the_plugins_deferred_commands),

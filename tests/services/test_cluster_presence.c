@@ -92,19 +92,33 @@ static void on_state(enum cluster_presence_state state, void *arg)
 
 static const cluster_presence_handlers handlers = { on_user, on_state, on_member };
 
-/* Starts node n as id on url with these intervals (0: defaults). */
-static int start_node_with(node *n, const char *id, const char *url, unsigned ttl,
-                           unsigned refresh, unsigned reap)
+/* Starts node n as id on url with these intervals (0: defaults),
+ * serving the key of fingerprint (NULL: no check). */
+static int start_node_full(node *n, const char *id, const char *url, unsigned ttl,
+                           unsigned refresh, unsigned reap, const char *fingerprint)
 {
     memset(n, 0, sizeof *n);
     n->id = id;
-    cluster_presence_options o = { url, id, prefix, ttl, refresh, reap };
+    cluster_presence_options o = { url, id, prefix, ttl, refresh, reap, fingerprint };
     char err[256] = "";
     int rc = cluster_presence_start(service_loop_ctx, &o, &handlers, n, &n->p, err, sizeof err);
     if (rc != 0)
         fprintf(stderr, "cluster_presence_start(%s): %d %s\n", id, rc, err);
     CU_ASSERT_EQUAL(rc, 0);
     return rc;
+}
+
+static int start_node_with(node *n, const char *id, const char *url, unsigned ttl,
+                           unsigned refresh, unsigned reap)
+{
+    return start_node_full(n, id, url, ttl, refresh, reap, NULL);
+}
+
+/* On the fixture with the short intervals, serving fingerprint's key. */
+static int start_node_serving(node *n, const char *id, const char *fingerprint)
+{
+    return start_node_full(n, id, fixture_url, SHORT_TTL_MS, SHORT_REFRESH_MS, SHORT_REAP_MS,
+                           fingerprint);
 }
 
 static int start_node(node *n, const char *id)
@@ -315,10 +329,20 @@ static void start_refuses_bad_options_with_the_reason(void)
         { "redis://127.0.0.1", "a", "p:", 0, 4001, 0, "at most half" },
         { "http://127.0.0.1", "a", "p:", 0, 0, 0, "scheme" },
         { "redis://:secret@127.0.0.1:0", "a", "p:", 0, 0, 0, "port" },
+        { "redis://127.0.0.1", "a", "p:", 0, 0, 0, "fingerprint" },
+        { "redis://127.0.0.1", "a", "p:", 0, 0, 0, "fingerprint" },
+        { "redis://127.0.0.1", "a", "p:", 0, 0, 0, "fingerprint" },
     };
+    /* The last three: a space, a control character, one byte too many. */
+    static char long_fingerprint[CLUSTER_PRESENCE_FINGERPRINT_MAX + 2];
+    memset(long_fingerprint, 'f', sizeof long_fingerprint - 1);
+    const char *const fingerprints[] = { "sha256:ab cd", "sha256:ab\x01", long_fingerprint };
+    const size_t first_fingerprint = sizeof cases / sizeof cases[0] - 3;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         cluster_presence_options o = { cases[i].url, cases[i].id, cases[i].prefix,
-                                       cases[i].ttl, cases[i].refresh, cases[i].reap };
+                                       cases[i].ttl, cases[i].refresh, cases[i].reap,
+                                       i >= first_fingerprint
+                                           ? fingerprints[i - first_fingerprint] : NULL };
         cluster_presence *p = (cluster_presence *)&o; /* must stay untouched */
         char err[256] = "";
         CU_ASSERT_EQUAL(cluster_presence_start(service_loop_ctx, &o, &handlers, NULL, &p, err,
@@ -329,10 +353,17 @@ static void start_refuses_bad_options_with_the_reason(void)
         CU_ASSERT_PTR_NULL(strstr(err, "secret"));
         CU_ASSERT_PTR_EQUAL(p, (cluster_presence *)&o);
     }
-    /* Defaults and the bounds themselves pass; an empty prefix too. */
-    cluster_presence_options ok = { fixture_url, "a", "", 20, 10, 600000 };
+    /* Defaults and the bounds themselves pass; an empty prefix too, and
+     * an empty fingerprint (no check) or one of the longest. */
+    long_fingerprint[CLUSTER_PRESENCE_FINGERPRINT_MAX] = '\0';
+    cluster_presence_options ok = { fixture_url, "a", "", 20, 10, 600000, long_fingerprint };
     cluster_presence *p = NULL;
     char err[256];
+    CU_ASSERT_EQUAL(cluster_presence_start(service_loop_ctx, &ok, NULL, NULL, &p, err, sizeof err),
+                    0);
+    cluster_presence_stop(p);
+    ok.fingerprint = "";
+    p = NULL;
     CU_ASSERT_EQUAL(cluster_presence_start(service_loop_ctx, &ok, NULL, NULL, &p, err, sizeof err),
                     0);
     cluster_presence_stop(p);
@@ -649,6 +680,104 @@ out:
     end_case();
 }
 
+/* The value of the case's key <prefix><key> as Redis holds it, into out
+ * ("" when absent). */
+static void redis_string(const char *url, const char *key, char *out, size_t len)
+{
+    out[0] = '\0';
+    redisContext *c = redis_connect(url);
+    if (!c)
+        return;
+    redisReply *r = redisCommand(c, "GET %s%s", prefix, key);
+    if (r && r->type == REDIS_REPLY_STRING)
+        snprintf(out, len, "%s", r->str);
+    freeReplyObject(r);
+    redisFree(c);
+}
+
+/* Every node of a cluster serves the same server key: the first node
+ * with a fingerprint stores it, a node with another is refused for good
+ * (KEY_MISMATCH), one with the same, or with none, takes part. */
+static void a_node_serving_another_key_is_refused_with_both_fingerprints(void)
+{
+    static const char fa[] = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+                             "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    static const char fb[] = "sha256:bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+                             "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    char stored[256];
+    new_case();
+    if (start_node_serving(&na, "a", fa))
+        goto out;
+    WAIT_FOR(is_up(&na), 5000);
+    CU_ASSERT_FATAL(is_up(&na));
+    redis_string(fixture_url, "fingerprint", stored, sizeof stored);
+    CU_ASSERT_STRING_EQUAL(stored, fa);
+    CU_ASSERT_EQUAL(redis_int(fixture_url, "PTTL", "fingerprint", NULL), -1); /* no expiry */
+    CU_ASSERT_PTR_NULL(cluster_presence_cluster_fingerprint(na.p));
+    CU_ASSERT_EQUAL(cluster_presence_session_up(na.p, "alice"), 0);
+    settle();
+
+    /* b serves another key: refused before it wrote anything. */
+    if (start_node_serving(&nb, "b", fb))
+        goto out;
+    WAIT_FOR(nb.state == CLUSTER_PRESENCE_STATE_KEY_MISMATCH, 5000);
+    CU_ASSERT_EQUAL(nb.state, CLUSTER_PRESENCE_STATE_KEY_MISMATCH);
+    CU_ASSERT_EQUAL(nb.state_changes, 1);
+    CU_ASSERT_EQUAL(cluster_presence_get_state(nb.p), CLUSTER_PRESENCE_STATE_KEY_MISMATCH);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cluster_presence_cluster_fingerprint(nb.p));
+    CU_ASSERT_STRING_EQUAL(cluster_presence_cluster_fingerprint(nb.p), fa);
+    CU_ASSERT_EQUAL(cluster_presence_session_up(nb.p, "bob"), CLUSTER_PRESENCE_REFUSED);
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(nb.p, "general", "bob"),
+                    CLUSTER_PRESENCE_REFUSED);
+    CU_ASSERT_EQUAL(cluster_presence_session_up(nb.p, "alice"), CLUSTER_PRESENCE_REFUSED);
+    CU_ASSERT_EQUAL(cluster_presence_leave(nb.p, NULL, NULL), CLUSTER_PRESENCE_REFUSED);
+    CU_ASSERT_EQUAL(redis_int(fixture_url, "EXISTS", "node:b", NULL), 0);
+    CU_ASSERT_EQUAL(is_member(fixture_url, "nodes", "b"), 0);
+    redis_string(fixture_url, "fingerprint", stored, sizeof stored);
+    CU_ASSERT_STRING_EQUAL(stored, fa);
+    /* It stays out across refresh intervals; a goes on. */
+    WAIT_FOR(0, 3 * SHORT_REFRESH_MS);
+    CU_ASSERT_EQUAL(nb.state, CLUSTER_PRESENCE_STATE_KEY_MISMATCH);
+    CU_ASSERT_EQUAL(nb.state_changes, 1);
+    CU_ASSERT_EQUAL(redis_int(fixture_url, "EXISTS", "pu:bob", NULL), 0);
+    CU_ASSERT_EQUAL(nb.n, 0);
+    CU_ASSERT(is_up(&na));
+    stop_node(&nb);
+
+    /* c serves a's key, d none: both take part. */
+    if (start_node_serving(&nc, "c", fa) || start_node_serving(&nd, "d", NULL))
+        goto out;
+    WAIT_FOR(all_up(&nc, &nd, NULL), 5000);
+    CU_ASSERT(all_up(&nc, &nd, NULL));
+    CU_ASSERT_PTR_NULL(cluster_presence_cluster_fingerprint(nc.p));
+    CU_ASSERT_EQUAL(cluster_presence_session_up(nc.p, "alice"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_session_up(nd.p, "carol"), 0);
+    settle();
+    CU_ASSERT_EQUAL(field(fixture_url, "alice", "c"), 1);
+    CU_ASSERT_EQUAL(field(fixture_url, "carol", "d"), 1);
+    CU_ASSERT_EQUAL(events_all("alice", 1, 0), 1);
+    CU_ASSERT_EQUAL(events_all("carol", 1, 0), 1);
+    redis_string(fixture_url, "fingerprint", stored, sizeof stored);
+    CU_ASSERT_STRING_EQUAL(stored, fa);
+out:
+    end_case();
+}
+
+/* Nodes without a fingerprint neither check nor store one. */
+static void nodes_without_a_fingerprint_store_none(void)
+{
+    new_case();
+    if (start_pair(fixture_url, SHORT_TTL_MS, SHORT_REFRESH_MS) != 0)
+        goto out;
+    CU_ASSERT_EQUAL(redis_int(fixture_url, "EXISTS", "fingerprint", NULL), 0);
+    CU_ASSERT_EQUAL(cluster_presence_session_up(na.p, "alice"), 0);
+    settle();
+    CU_ASSERT_EQUAL(events_all("alice", 1, 0), 1);
+    CU_ASSERT_PTR_NULL(cluster_presence_cluster_fingerprint(na.p));
+out:
+    end_case();
+}
+
 static void on_left(int status, void *arg)
 {
     node *n = arg;
@@ -875,6 +1004,8 @@ int main(void)
         SM_TEST(first_and_last_members_of_a_topic_are_reported_once_across_nodes),
         SM_TEST(simultaneous_sessions_on_three_nodes_give_one_first_and_one_last),
         SM_TEST(a_node_id_in_use_is_refused_and_a_restart_cleans_up_after_its_predecessor),
+        SM_TEST(a_node_serving_another_key_is_refused_with_both_fingerprints),
+        SM_TEST(nodes_without_a_fingerprint_store_none),
         SM_TEST(a_node_that_leaves_takes_its_sessions_with_it_at_once),
         SM_TEST(a_lapsed_node_registers_again_and_reports_in_pairs),
         SM_TEST(a_dead_nodes_users_go_offline_and_leave_their_topics_once_within_15_s),

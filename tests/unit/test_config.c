@@ -138,6 +138,9 @@ static void config_null_path_gives_defaults(void)
     CU_ASSERT_STRING_EQUAL(s->synchronous, "normal");
     CU_ASSERT_STRING_EQUAL(s->backend, "sqlite");
     CU_ASSERT_STRING_EQUAL(s->postgresql, "");
+    CU_ASSERT_STRING_EQUAL(s->cluster_node, "");
+    CU_ASSERT_STRING_EQUAL(s->cluster_redis, "");
+    CU_ASSERT_STRING_EQUAL(s->cluster_prefix, "sm:");
     CU_ASSERT_PTR_NOT_NULL(s->plugin_dir);
     CU_ASSERT(s->plugin_dir && s->plugin_dir[0] != '\0');
     CU_ASSERT_EQUAL(s->n_plugins, 0);
@@ -448,6 +451,178 @@ static void config_storage_backend(void)
     CU_ASSERT(log_has(log, 2, "storage.postgresql is not a libpq connection string"));
     CU_ASSERT_PTR_NULL(strstr(log, "open"));
     free(log);
+}
+
+/* ---- cluster ------------------------------------------------------------ */
+
+#define PG_STORAGE "storage = { backend = \"postgresql\"; postgresql = \"dbname=sm\"; };\n"
+
+/* Cluster mode is node and redis together, on PostgreSQL; the three keys
+ * are read as written. */
+static void config_cluster_mode(void)
+{
+    config *cfg = NULL;
+    char *log = NULL;
+    CU_ASSERT_EQUAL_FATAL(load_text(PG_STORAGE "cluster = {\n  node = \"node-1.eu_west\";\n"
+                                    "  redis = \"redis://10.0.0.5:6380/2\";\n"
+                                    "  prefix = \"chat.prod:\";\n};\n",
+                                    &cfg, &log),
+                          0);
+    const server_config *s = config_server(cfg);
+    CU_ASSERT_STRING_EQUAL(s->cluster_node, "node-1.eu_west");
+    CU_ASSERT_STRING_EQUAL(s->cluster_redis, "redis://10.0.0.5:6380/2");
+    CU_ASSERT_STRING_EQUAL(s->cluster_prefix, "chat.prod:");
+    config_free(cfg);
+    free(log);
+    /* The prefix defaults to "sm:" in cluster mode too; "" and 64
+     * characters are taken, and a 64-character node id. */
+    CU_ASSERT_EQUAL_FATAL(load_text(PG_STORAGE
+                                    "cluster = { node = \"a\"; redis = \"redis://r\"; };\n",
+                                    &cfg, &log),
+                          0);
+    CU_ASSERT_STRING_EQUAL(config_server(cfg)->cluster_prefix, "sm:");
+    config_free(cfg);
+    free(log);
+    CU_ASSERT_EQUAL_FATAL(load_text("cluster = { prefix = \"\"; };\n", &cfg, &log), 0);
+    CU_ASSERT_STRING_EQUAL(config_server(cfg)->cluster_prefix, "");
+    config_free(cfg);
+    free(log);
+    char text[512];
+    snprintf(text, sizeof text,
+             PG_STORAGE
+             "cluster = { node = \"%064d\"; redis = \"redis://r\"; prefix = \"%s\"; };\n",
+             7, "0123456789:abcdefghij.ABCDEFGHIJ-_0123456789:abcdefghij.ABCDEFGH");
+    CU_ASSERT_EQUAL_FATAL(load_text(text, &cfg, &log), 0);
+    CU_ASSERT_EQUAL(strlen(config_server(cfg)->cluster_node), 64);
+    CU_ASSERT_EQUAL(strlen(config_server(cfg)->cluster_prefix), 64);
+    config_free(cfg);
+    free(log);
+    /* Written empty: not in a cluster, as when left out. */
+    CU_ASSERT_EQUAL_FATAL(load_text("cluster = { node = \"\"; redis = \"\"; };\n", &cfg, &log), 0);
+    CU_ASSERT_STRING_EQUAL(config_server(cfg)->cluster_node, "");
+    config_free(cfg);
+    free(log);
+}
+
+static void config_cluster_needs_node_and_redis(void)
+{
+    expect_error(PG_STORAGE "cluster = {\n  node = \"n1\";\n};\n", 3,
+                 "cluster.node is set but cluster.redis (a Redis URL) is not: set both for "
+                 "cluster mode, or neither");
+    expect_error(PG_STORAGE "cluster = {\n  redis = \"redis://r\";\n};\n", 3,
+                 "cluster.redis is set but cluster.node (this node's id) is not: set both for "
+                 "cluster mode, or neither");
+    expect_error(PG_STORAGE "cluster = {\n  node = \"n1\";\n  redis = \"\";\n};\n", 3,
+                 "cluster.node is set but cluster.redis");
+}
+
+static void config_cluster_needs_postgresql(void)
+{
+    expect_error("cluster = {\n  node = \"n1\";\n  redis = \"redis://r\";\n};\n", 2,
+                 "cluster mode needs storage.backend = \"postgresql\": every node must see the "
+                 "same rows");
+    expect_error("storage = { backend = \"sqlite\"; };\n"
+                 "cluster = {\n  node = \"n1\";\n  redis = \"redis://r\";\n};\n", 3,
+                 "cluster mode needs storage.backend = \"postgresql\"");
+}
+
+static void config_cluster_rejects_bad_node_id(void)
+{
+    static const char want[] = "cluster.node must be a node id of 1 to 64 characters from "
+                               "[A-Za-z0-9_.-] (or \"\" outside cluster mode)";
+    expect_error(PG_STORAGE "cluster = {\n  node = \"node 1\";\n  redis = \"redis://r\";\n};\n",
+                 3, want);
+    expect_error(PG_STORAGE "cluster = {\n  node = \"n:1\";\n  redis = \"redis://r\";\n};\n", 3,
+                 want);
+    expect_error(PG_STORAGE "cluster = {\n  node = 1;\n  redis = \"redis://r\";\n};\n", 3, want);
+    char text[512];
+    snprintf(text, sizeof text,
+             PG_STORAGE "cluster = {\n  node = \"%065d\";\n  redis = \"redis://r\";\n};\n", 7);
+    expect_error(text, 3, want);
+}
+
+static void config_cluster_rejects_bad_prefix(void)
+{
+    static const char want[] = "cluster.prefix must be 0 to 64 characters from [A-Za-z0-9_.:-]";
+    expect_error("cluster = {\n  prefix = \"sm prod:\";\n};\n", 2, want);
+    expect_error("cluster = {\n  prefix = \"sm/\";\n};\n", 2, want);
+    expect_error("cluster = {\n  prefix = 3;\n};\n", 2, want);
+    char text[512];
+    snprintf(text, sizeof text, "cluster = {\n  prefix = \"%065d\";\n};\n", 7);
+    expect_error(text, 2, want);
+}
+
+/* redis_link_parse_url's reasons, without its "redis URL: " and never
+ * with the password, not even part of one cut at a '/'. */
+static void config_cluster_rejects_bad_redis_url(void)
+{
+    expect_error("cluster = {\n  redis = \"http://r\";\n};\n", 2,
+                 "cluster.redis is not a Redis URL: unknown scheme: it must begin with redis://");
+    expect_error("cluster = {\n  redis = \"redis://r:99999\";\n};\n", 2,
+                 "cluster.redis is not a Redis URL: the port '99999' is not a number from 1 to "
+                 "65535");
+    expect_error("cluster = {\n  redis = 6379;\n};\n", 2, "cluster.redis must be a string");
+    config *cfg = NULL;
+    char *log = NULL;
+    CU_ASSERT_EQUAL(load_text("cluster = {\n  redis = \"redis://admin:hunter4@r\";\n};\n", &cfg,
+                              &log),
+                    -1);
+    CU_ASSERT(log_has(log, 2, "cluster.redis is not a Redis URL: a user name is not supported"));
+    CU_ASSERT_PTR_NULL(strstr(log, "hunter4"));
+    free(log);
+    /* Unescaped, the '/' ends the host part: "hunter5" would be quoted
+     * as the port. */
+    CU_ASSERT_EQUAL(load_text("cluster = {\n  redis = \"redis://x:hunter5/secret@r\";\n};\n", &cfg,
+                              &log),
+                    -1);
+    CU_ASSERT(log_has(log, 2, "cluster.redis is not a Redis URL: an '@' after the first '/' "
+                              "(write a '/' in the password as %2F)"));
+    CU_ASSERT_PTR_NULL(strstr(log, "hunter5"));
+    CU_ASSERT_PTR_NULL(strstr(log, "secret"));
+    free(log);
+}
+
+/* The storage.postgresql warning, for the Redis password. */
+static void config_cluster_redis_password_in_a_readable_file(void)
+{
+    config *cfg = NULL;
+    char *log = NULL;
+    CU_ASSERT_FATAL(write_conf("") == 0);
+    CU_ASSERT_EQUAL_FATAL(chmod(conf_path, 0644), 0);
+    CU_ASSERT_EQUAL_FATAL(load_text(PG_STORAGE "cluster = {\n  node = \"n1\";\n"
+                                    "  redis = \"redis://:hunter6@r\";\n};\n",
+                                    &cfg, &log),
+                          0);
+    CU_ASSERT(log_has(log, 4, "cluster.redis holds a password and"));
+    CU_ASSERT(strstr(log, "is readable by others (mode 644): make it 0600\n") != NULL);
+    CU_ASSERT_PTR_NULL(strstr(log, "hunter6"));
+    CU_ASSERT_PTR_NULL(strstr(log, "storage.postgresql holds"));
+    config_free(cfg);
+    free(log);
+    /* Without a password, or in a file of mode 0600: nothing said. */
+    CU_ASSERT_EQUAL_FATAL(load_text(PG_STORAGE
+                                    "cluster = { node = \"n1\"; redis = \"redis://r\"; };\n",
+                                    &cfg, &log),
+                          0);
+    CU_ASSERT_PTR_NULL(strstr(log, "holds a password"));
+    config_free(cfg);
+    free(log);
+    CU_ASSERT_EQUAL_FATAL(chmod(conf_path, 0600), 0);
+    CU_ASSERT_EQUAL_FATAL(load_text(PG_STORAGE "cluster = {\n  node = \"n1\";\n"
+                                    "  redis = \"redis://:hunter6@r\";\n};\n",
+                                    &cfg, &log),
+                          0);
+    CU_ASSERT_PTR_NULL(strstr(log, "holds a password"));
+    config_free(cfg);
+    free(log);
+}
+
+static void config_cluster_unknown_key_is_suggested(void)
+{
+    expect_error("cluster = {\n  nodes = \"n1\";\n};\n", 2,
+                 "unknown key cluster.nodes (did you mean 'cluster.node'?)");
+    expect_error("server = {\n  redis = \"redis://r\";\n};\n", 2,
+                 "unknown key server.redis (did you mean 'cluster.redis'?)");
 }
 
 static void config_rejects_unknown_synchronous(void)
@@ -965,6 +1140,14 @@ static const sm_test_case cases[] = {
     SM_TEST(config_reports_every_error_not_only_the_first),
     SM_TEST(config_rejects_unknown_synchronous),
     SM_TEST(config_storage_backend),
+    SM_TEST(config_cluster_mode),
+    SM_TEST(config_cluster_needs_node_and_redis),
+    SM_TEST(config_cluster_needs_postgresql),
+    SM_TEST(config_cluster_rejects_bad_node_id),
+    SM_TEST(config_cluster_rejects_bad_prefix),
+    SM_TEST(config_cluster_rejects_bad_redis_url),
+    SM_TEST(config_cluster_redis_password_in_a_readable_file),
+    SM_TEST(config_cluster_unknown_key_is_suggested),
     SM_TEST(config_rejects_tls_cert_without_key),
     SM_TEST(config_rejects_bad_plugin_name),
     SM_TEST(config_accepts_64_character_plugin_name),
