@@ -1,6 +1,7 @@
 #include "cluster.h"
 
 #include <libwebsockets.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cluster_bus.h"
@@ -10,6 +11,7 @@
 #include "crypto.h"
 #include "redis_link.h"
 #include "log.h"
+#include "plugin_loader.h"
 #include "presence.h"
 #include "session.h"
 #include "topic.h"
@@ -32,11 +34,35 @@ int cluster_on(void) { return cl.on; }
 
 /* ---- from the other nodes ------------------------------------------------ */
 
+/* The topic of a plugin's broadcasts: "\x1eplugin:<name>". */
+#define BROADCAST_TAG "\x1eplugin:"
+#define BROADCAST_TAG_LEN (sizeof BROADCAST_TAG - 1)
+#define BROADCAST_ACTION "broadcast"
+
+static void on_broadcast(const char *name, const void *payload, size_t len)
+{
+    plugin *p = plugin_find(name);
+    if (!p || !p->broadcast)
+        return; /* unloaded meanwhile */
+    json_error_t err;
+    json_t *body = json_loadb(payload, len, JSON_REJECT_DUPLICATES, &err);
+    if (!json_is_object(body)) {
+        LOG_WARN("cluster: a broadcast for plugin %s that is no JSON object dropped", name);
+        json_decref(body);
+        return;
+    }
+    p->broadcast(body, p->data);
+    json_decref(body);
+}
+
 static void on_topic(const char *topic, const char *except_user, const char *action,
                      const void *payload, size_t len, void *arg)
 {
     (void)arg;
-    topic_deliver_here(topic, action, payload, len, except_user);
+    if (strncmp(topic, BROADCAST_TAG, BROADCAST_TAG_LEN) == 0)
+        on_broadcast(topic + BROADCAST_TAG_LEN, payload, len);
+    else
+        topic_deliver_here(topic, action, payload, len, except_user);
 }
 
 static void on_user(const char *user, const char *action, const void *payload, size_t len,
@@ -139,6 +165,10 @@ int cluster_start(struct lws_context *ctx, const struct server_config *sc)
         return -1;
     }
     cl.on = 1;
+    for (size_t i = 0; i < g_core.n_plugins; i++)
+        if (g_core.plugins[i]->broadcast && cluster_broadcast_on(g_core.plugins[i]->name) != SM_OK)
+            LOG_ERROR("cluster: plugin %s will not hear its other nodes (no memory)",
+                      g_core.plugins[i]->name);
     redis_link_url u;
     if (redis_link_parse_url(sc->cluster_redis, &u, err, sizeof err) == 0)
         LOG_INFO("cluster: node %s, Redis %s:%d db %d, prefix \"%s\"", sc->cluster_node,
@@ -256,6 +286,42 @@ int cluster_publish_user(const char *user, const char *action, const char *text,
                      action);
 }
 
+/* ---- plugin broadcasts ------------------------------------------------------- */
+
+static int broadcast_topic(const char *plugin_name, char *buf, size_t len)
+{
+    int n = snprintf(buf, len, "%s%s", BROADCAST_TAG, plugin_name);
+    return n > 0 && (size_t)n < len ? 0 : -1;
+}
+
+int cluster_broadcast_on(const char *plugin_name)
+{
+    char t[CLUSTER_BUS_TOPIC_MAX + 1];
+    if (!cl.on)
+        return SM_OK;
+    if (broadcast_topic(plugin_name, t, sizeof t) != 0)
+        return SM_EINVAL;
+    return bus_status(cluster_bus_topic_join(cl.bus, t));
+}
+
+void cluster_broadcast_off(const char *plugin_name)
+{
+    char t[CLUSTER_BUS_TOPIC_MAX + 1];
+    if (cl.on && broadcast_topic(plugin_name, t, sizeof t) == 0)
+        cluster_bus_topic_leave(cl.bus, t);
+}
+
+int cluster_broadcast(const char *plugin_name, const char *text, size_t len)
+{
+    char t[CLUSTER_BUS_TOPIC_MAX + 1];
+    if (!cl.on)
+        return SM_OK;
+    if (broadcast_topic(plugin_name, t, sizeof t) != 0)
+        return SM_EINVAL;
+    return published(cluster_bus_publish_topic(cl.bus, t, NULL, BROADCAST_ACTION, text, len),
+                     "plugin", plugin_name, BROADCAST_ACTION);
+}
+
 /* ---- presence counts ------------------------------------------------------- */
 
 /* DOWN and BUSY keep the count (written back later) and REFUSED means the
@@ -289,4 +355,62 @@ void cluster_member_down(const char *topic, const char *user)
 {
     if (cl.on)
         counted(cluster_presence_topic_leave(cl.presence, topic, user), "a topic leave", user);
+}
+
+/* ---- queries ----------------------------------------------------------------- */
+
+/* A query's SM_ status: Redis answered, or this node answered alone. */
+static int query_status(int rc)
+{
+    return rc == CLUSTER_PRESENCE_OK ? SM_OK : SM_EBUSY;
+}
+
+typedef struct query {
+    void (*online)(int status, const int *online, size_t n, void *arg);
+    void (*members)(int status, const char *const *users, size_t n, void *arg);
+    void *arg;
+} query;
+
+static void online_answer(int status, const int *online, size_t n, void *arg)
+{
+    query q = *(query *)arg;
+    free(arg);
+    q.online(query_status(status), online, n, q.arg);
+}
+
+static void members_answer(int status, const char *const *users, size_t n, void *arg)
+{
+    query q = *(query *)arg;
+    free(arg);
+    q.members(query_status(status), users, n, q.arg);
+}
+
+static int query_sent(int rc, query *q)
+{
+    if (rc == CLUSTER_PRESENCE_OK)
+        return SM_OK;
+    free(q);
+    return rc == CLUSTER_PRESENCE_NO_MEMORY ? SM_ENOMEM : SM_EINVAL;
+}
+
+int cluster_users_online(const char *const *users, size_t n,
+                         void (*done)(int status, const int *online, size_t n, void *arg),
+                         void *arg)
+{
+    query *q = malloc(sizeof *q);
+    if (!q)
+        return SM_ENOMEM;
+    *q = (query){.online = done, .arg = arg};
+    return query_sent(cluster_presence_query_online(cl.presence, users, n, online_answer, q), q);
+}
+
+int cluster_topic_users(const char *topic,
+                        void (*done)(int status, const char *const *users, size_t n, void *arg),
+                        void *arg)
+{
+    query *q = malloc(sizeof *q);
+    if (!q)
+        return SM_ENOMEM;
+    *q = (query){.members = done, .arg = arg};
+    return query_sent(cluster_presence_query_members(cl.presence, topic, members_answer, q), q);
 }

@@ -67,4 +67,27 @@ void cluster_session_down(const char *user);
 void cluster_member_up(const char *topic, const char *user);
 void cluster_member_down(const char *topic, const char *user);
 
+/* Plugin broadcasts (sm_host.broadcast): a plugin with a broadcast
+ * callback has this node listen for its instances on the others (on:
+ * SM_OK, or SM_EINVAL / SM_ENOMEM; called again for every such plugin by
+ * cluster_start); cluster_broadcast sends text (a serialised object, len
+ * bytes) to them, with cluster_publish_topic's statuses. The channel is a
+ * topic no plugin can name (its first byte is a control character: the
+ * host refuses those for topics). */
+int cluster_broadcast_on(const char *plugin);
+void cluster_broadcast_off(const char *plugin);
+int cluster_broadcast(const char *plugin, const char *text, size_t len);
+
+/* Presence queries in a cluster (presence.c answers them on one node):
+ * done gets an SM_ status: SM_OK from Redis, SM_EBUSY with this node's
+ * answer when Redis could not be asked. SM_OK (done ran or will run),
+ * else SM_EINVAL / SM_ENOMEM (it will not). topic_users' names are
+ * folded. */
+int cluster_users_online(const char *const *users, size_t n,
+                         void (*done)(int status, const int *online, size_t n, void *arg),
+                         void *arg);
+int cluster_topic_users(const char *topic,
+                        void (*done)(int status, const char *const *users, size_t n, void *arg),
+                        void *arg);
+
 #endif

@@ -14,6 +14,7 @@
 #include "host_metrics.h"
 #include "log.h"
 #include "plugin_loader.h"
+#include "presence.h"
 #include "session.h"
 #include "session_io.h"
 #include "topic.h"
@@ -447,6 +448,62 @@ static int h_user_lookup_id(int64_t id, sm_user_info *out)
     if (host_off_logic_thread("user_lookup_id"))
         return SM_ESTATE;
     return user_lookup(NULL, id, out);
+}
+
+/* ---- presence across nodes ---- */
+
+#define USERS_ONLINE_MAX 4096
+
+static int h_users_online(sm_plugin *self, const char *const *names, size_t n,
+                          sm_users_online_fn done, void *arg)
+{
+    (void)self;
+    if (host_off_logic_thread("users_online"))
+        return SM_ESTATE;
+    if (!done || (!names && n) || n > USERS_ONLINE_MAX)
+        return SM_EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (!sm_name_valid(names[i], 1, SESSION_USERNAME_MAX))
+            return SM_EINVAL;
+    return presence_users_online(names, n, done, arg);
+}
+
+static int h_topic_users(sm_plugin *self, const char *topic, sm_topic_users_fn done, void *arg)
+{
+    (void)self;
+    if (host_off_logic_thread("topic_users"))
+        return SM_ESTATE;
+    if (!done || !topic || !*topic || strlen(topic) > TOPIC_NAME_MAX)
+        return SM_EINVAL;
+    return presence_topic_users(topic, done, arg);
+}
+
+static int h_register_broadcast(sm_plugin *self, sm_broadcast_fn fn)
+{
+    if (host_off_logic_thread("register_broadcast"))
+        return SM_ESTATE;
+    if (!in_init(self, "register_broadcast"))
+        return SM_ESTATE;
+    if (!fn || self->broadcast)
+        return refused(SM_EINVAL);
+    self->broadcast = fn;
+    /* A plugin loaded by a reload joins a running cluster now; the others
+     * when it starts. */
+    return refused(cluster_broadcast_on(self->name));
+}
+
+static int h_broadcast(sm_plugin *self, const json_t *payload)
+{
+    if (host_off_logic_thread("broadcast"))
+        return SM_ESTATE;
+    if (!self || !json_is_object(payload))
+        return SM_EINVAL;
+    char *text = session_payload_text(payload);
+    if (!text)
+        return SM_ENOMEM;
+    int rc = cluster_broadcast(self->name, text, strlen(text));
+    free(text);
+    return rc;
 }
 
 /* ---- replies ---- */
@@ -888,6 +945,10 @@ static const sm_host host_table = {
     .register_users_provider = h_register_users_provider,
     .user_lookup = h_user_lookup,
     .user_lookup_id = h_user_lookup_id,
+    .users_online = h_users_online,
+    .topic_users = h_topic_users,
+    .register_broadcast = h_register_broadcast,
+    .broadcast = h_broadcast,
 };
 
 const sm_host *host_api_table(void) { return &host_table; }

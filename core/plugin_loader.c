@@ -213,6 +213,22 @@ int plugin_load_all(const char *dir, const char *const *names, size_t n)
     return rc;
 }
 
+plugin *plugin_find(const char *name)
+{
+    for (size_t i = 0; name && i < g_core.n_plugins; i++)
+        if (strcmp(g_core.plugins[i]->name, name) == 0)
+            return g_core.plugins[i];
+    return NULL;
+}
+
+int plugin_loaded(const plugin *p)
+{
+    for (size_t i = 0; p && i < g_core.n_plugins; i++)
+        if (g_core.plugins[i] == p)
+            return 1;
+    return 0;
+}
+
 void plugin_unload(plugin *p)
 {
     size_t at = 0;
@@ -224,6 +240,8 @@ void plugin_unload(plugin *p)
      * (their done callbacks may still answer deferred commands) before
      * fini frees what they use. */
     remove_subscriptions(p);
+    if (p->broadcast)
+        cluster_broadcast_off(p->name);
     if (g_core.pool)
         workers_drain_owner(g_core.pool, p);
     if (p->initialised && p->desc->fini)

@@ -16,6 +16,7 @@ struct sm_plugin {
     void *data;
     const sm_migration *migrations;
     sm_reload_fn reload;    /* register_reload; NULL: settings fixed until restart */
+    sm_broadcast_fn broadcast; /* register_broadcast; NULL: none */
     int initialised;
 };
 typedef struct sm_plugin plugin;
@@ -38,6 +39,10 @@ int plugin_start_last(void);
  * deferred are answered with an error, and its file is closed. Sessions
  * stay open. */
 void plugin_unload(plugin *p);
+/* The loaded plugin named name, or NULL. */
+plugin *plugin_find(const char *name);
+/* 1 when p is a loaded plugin (a callback that outlived an unload checks). */
+int plugin_loaded(const plugin *p);
 /* fini in reverse load order, timers stopped, handles closed. */
 void plugin_unload_all(void);
 

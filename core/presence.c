@@ -1,11 +1,13 @@
 #include "presence.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cluster.h"
 #include "core.h"
 #include "session.h"
+#include "topic.h"
 
 /* The account's name for a folded one, copied into buf (an event's
  * subscribers may look users up or log sessions out, which frees the
@@ -69,4 +71,70 @@ void presence_reported_member(const char *topic, const char *user, int joined)
     char name[SESSION_USERNAME_MAX + 1];
     core_fire_topic_event(joined ? SM_EVENT_TOPIC_JOINED : SM_EVENT_TOPIC_LEFT, 0,
                           display_name(user, name, sizeof name), topic);
+}
+
+/* ---- queries ---------------------------------------------------------------- */
+
+int presence_users_online(const char *const *names, size_t n, sm_users_online_fn done,
+                          void *arg)
+{
+    if (cluster_on())
+        return cluster_users_online(names, n, done, arg);
+    int *online = malloc((n ? n : 1) * sizeof *online);
+    if (!online)
+        return SM_ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        online[i] = session_user(names[i]) != NULL;
+    done(SM_OK, online, n, arg);
+    free(online);
+    return SM_OK;
+}
+
+/* A topic_users answer on its way to the plugin: the folded names made
+ * the accounts' names. */
+typedef struct users_query {
+    sm_topic_users_fn done;
+    void *arg;
+} users_query;
+
+static void named(int status, const char *const *users, size_t n, void *arg)
+{
+    users_query q = *(users_query *)arg;
+    free(arg);
+    char(*names)[SESSION_USERNAME_MAX + 1] = malloc((n ? n : 1) * sizeof *names);
+    const char **list = malloc((n ? n : 1) * sizeof *list);
+    if (!names || !list) {
+        /* Nothing better to give than nothing: said so. */
+        q.done(SM_ENOMEM, NULL, 0, q.arg);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            list[i] = display_name(users[i], names[i], sizeof names[i]);
+        q.done(status, list, n, q.arg);
+    }
+    free(names);
+    free(list);
+}
+
+int presence_topic_users(const char *topic, sm_topic_users_fn done, void *arg)
+{
+    users_query *q = malloc(sizeof *q);
+    if (!q)
+        return SM_ENOMEM;
+    *q = (users_query){.done = done, .arg = arg};
+    if (cluster_on()) {
+        int rc = cluster_topic_users(topic, named, q);
+        if (rc != SM_OK)
+            free(q);
+        return rc;
+    }
+    size_t n = topic_user_keys(topic, NULL, 0);
+    const char **keys = malloc((n ? n : 1) * sizeof *keys);
+    if (!keys) {
+        free(q);
+        return SM_ENOMEM;
+    }
+    topic_user_keys(topic, keys, n);
+    named(SM_OK, keys, n, q);
+    free(keys);
+    return SM_OK;
 }

@@ -8,6 +8,8 @@
 #ifndef SM_CORE_PRESENCE_H
 #define SM_CORE_PRESENCE_H
 
+#include <stddef.h>
+
 #include "safemessenger/plugin.h"
 
 /* A session of username logged in (after LOGGED_IN; first_here: it is
@@ -30,5 +32,13 @@ void presence_topic_down(const char *topic, sm_session_id id, const char *userna
  * session 0 and the account's name as the users service spells it. */
 void presence_reported_user(const char *user, int online);
 void presence_reported_member(const char *topic, const char *user, int joined);
+
+/* sm_host.users_online and sm_host.topic_users (plugin.h): answered from
+ * this node on one node (done runs before these return), from Redis in a
+ * cluster. The names are checked by the caller (host_api.c). SM_OK (done
+ * ran or will run) or SM_ENOMEM (it will not). */
+int presence_users_online(const char *const *names, size_t n, sm_users_online_fn done,
+                          void *arg);
+int presence_topic_users(const char *topic, sm_topic_users_fn done, void *arg);
 
 #endif

@@ -15,7 +15,7 @@
 typedef struct topic {
     char *name;
     hashmap *members; /* sm_session_id -> session * */
-    hashmap *users;   /* folded user name -> its member sessions here (uintptr_t) */
+    hashmap *users;   /* folded user name (with its NUL) -> its member sessions here */
     bucket fanout;    /* limits.room_fanout_bytes_per_second */
 } topic;
 
@@ -32,10 +32,11 @@ static void topic_free(topic *t)
     free(t);
 }
 
-/* Counts a member session of user (folded) in t; returns the count. */
+/* Counts a member session of user (folded) in t; returns the count. The
+ * keys hold their NUL, so topic_user_keys can hand them out as strings. */
 static uintptr_t user_count(topic *t, const char *user, int delta)
 {
-    size_t len = strlen(user);
+    size_t len = strlen(user) + 1;
     uintptr_t n = (uintptr_t)hashmap_get(t->users, user, len);
     n = delta > 0 ? n + 1 : n - 1;
     if (n == 0)
@@ -71,6 +72,13 @@ static char *session_untrack(struct session *s, const char *name)
         }
     }
     return NULL;
+}
+
+int topic_name_ok(const char *name)
+{
+    size_t len = name ? strlen(name) : 0;
+    /* A first byte below 0x20 names the core's own channels (cluster.h). */
+    return len > 0 && len <= TOPIC_NAME_MAX && (unsigned char)name[0] >= 0x20;
 }
 
 /* A topic with a name of len bytes, in the table and, in a cluster,
@@ -110,7 +118,7 @@ static void topic_drop(topic *t)
 int topic_join(const char *name, struct session *s)
 {
     size_t len = name ? strlen(name) : 0;
-    if (len == 0 || len > TOPIC_NAME_MAX)
+    if (!topic_name_ok(name))
         return SM_EINVAL;
     topic *t = find(name);
     int created = 0;
@@ -194,6 +202,23 @@ size_t topic_members(const char *name, sm_session_id *out, size_t max)
     return n;
 }
 
+size_t topic_user_keys(const char *name, const char **out, size_t max)
+{
+    topic *t = name ? find(name) : NULL;
+    if (!t)
+        return 0;
+    size_t n = 0;
+    hashmap_iter it;
+    const void *key;
+    hashmap_iter_init(t->users, &it);
+    while (hashmap_iter_next(&it, &key, NULL, NULL)) {
+        if (n < max && out)
+            out[n] = key;
+        n++;
+    }
+    return n;
+}
+
 /* Members collected for one publish, on the stack up to this many. */
 #define PUBLISH_STACK 256
 
@@ -237,8 +262,8 @@ static int deliver(const char *name, const char *action, const char *text, size_
 static int publish(const char *name, const char *action, const json_t *payload,
                    sm_session_id except, const char *except_user)
 {
-    if (!name)
-        return SM_OK;
+    if (!topic_name_ok(name))
+        return SM_EINVAL;
     char *text = session_payload_text(payload);
     if (!text)
         return SM_ENOMEM;

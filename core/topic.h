@@ -11,6 +11,9 @@ struct session;
 
 #define TOPIC_NAME_MAX 256
 
+/* 1 for a name plugins may use: 1..TOPIC_NAME_MAX bytes, the first not
+ * a control character (those are the core's: cluster.h). */
+int topic_name_ok(const char *name);
 int topic_join(const char *name, struct session *s);
 int topic_leave(const char *name, struct session *s);
 int topic_is_member(const char *name, const struct session *s);
@@ -26,6 +29,10 @@ int topic_publish_except_user(const char *name, const char *action, const json_t
  * cluster): text is the serialised payload, len bytes. */
 int topic_deliver_here(const char *name, const char *action, const char *text, size_t len,
                        const char *except_user);
+/* The folded names of the users with a logged-in member session of
+ * topic name on this node: up to max written to out (valid until the
+ * topic changes), the total returned. */
+size_t topic_user_keys(const char *name, const char **out, size_t max);
 /* The fan-out budget (sm_host.topic_fanout_take): SM_OK and charged, or
  * SM_EBUSY with *retry_after (may be NULL) and nothing charged. */
 int topic_fanout_take(const char *name, size_t payload_bytes, double *retry_after);

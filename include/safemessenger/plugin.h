@@ -244,6 +244,15 @@ typedef struct sm_event_info {
  * on the loop thread. Ignore event values you do not know. */
 typedef void (*sm_event_ex_fn)(const sm_event_info *info, void *plugin_data);
 
+/* The answers of sm_host.users_online and sm_host.topic_users, on the
+ * loop thread; `arg` is what the call got. */
+typedef void (*sm_users_online_fn)(int status, const int *online, size_t n, void *arg);
+typedef void (*sm_topic_users_fn)(int status, const char *const *users, size_t n, void *arg);
+
+/* What another node's instance of the plugin broadcast (sm_host.broadcast),
+ * on the loop thread; payload is borrowed for the call. */
+typedef void (*sm_broadcast_fn)(const json_t *payload, void *plugin_data);
+
 /* A timer callback, on the loop thread; `arg` is what timer_start got. */
 typedef void (*sm_timer_fn)(sm_timer *timer, void *arg);
 
@@ -741,6 +750,43 @@ typedef struct sm_host {
     int (*user_lookup)(const char *name, sm_user_info *out);
     /* As user_lookup, by the account's id. */
     int (*user_lookup_id)(int64_t id, sm_user_info *out);
+
+    /* -- presence across nodes (appended: check SM_HOST_HAS(host, topic_users)) -- */
+
+    /* Whether each of names[0..n) has a session anywhere: on this server,
+     * or on any node of a cluster. done runs once on the loop thread with
+     * online[i] (1 or 0) for names[i], valid during the call: on one node
+     * before users_online returns, with SM_OK; in a cluster once Redis
+     * answered (SM_OK), or, when Redis cannot be asked, with SM_EBUSY and
+     * this node's sessions only. Meant for a handler that defers its
+     * reply (sm_host.defer) and replies from done. Returns SM_OK (done ran
+     * or will run), or SM_EINVAL (a NULL list, n over 4096, a name that
+     * is no user name) / SM_ENOMEM, and done will not run. */
+    int (*users_online)(sm_plugin *self, const char *const *names, size_t n,
+                        sm_users_online_fn done, void *arg);
+    /* The users with a session in topic, counting every node of a
+     * cluster: done runs once with users[0..n), each the account's name
+     * (as its session logged in, else as the users service spells it),
+     * valid during the call, in no particular order. As users_online
+     * otherwise: SM_EBUSY with this node's members only when Redis cannot
+     * be asked. Only logged-in sessions count. */
+    int (*topic_users)(sm_plugin *self, const char *topic, sm_topic_users_fn done, void *arg);
+
+    /* -- a plugin's instances on the nodes of a cluster (appended: check
+     * SM_HOST_HAS(host, broadcast)) -- */
+
+    /* Has fn receive what this plugin's instances on the other nodes
+     * broadcast (never its own). Only during init; once. */
+    int (*register_broadcast)(sm_plugin *self, sm_broadcast_fn fn);
+    /* Sends payload (an object, borrowed, serialised now) to this
+     * plugin's instances on every other node of the cluster that
+     * registered a broadcast callback, each once, in the order sent;
+     * nothing without a cluster. For state every node must share, such
+     * as rate-limit counters (auth counts failed logins cluster-wide
+     * this way). SM_OK (handed to Redis, or no cluster), SM_EBUSY (Redis
+     * unreachable: nothing sent, the server logs it), SM_EINVAL,
+     * SM_ENOMEM. */
+    int (*broadcast)(sm_plugin *self, const json_t *payload);
 } sm_host;
 
 /* True when the host table has the given entry (it may be older than the

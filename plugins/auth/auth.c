@@ -34,6 +34,7 @@
 
 #include "admin_users.h"
 #include "auth.h"
+#include "shared_limits.h"
 #include "hashing.h"
 #include "limits.h"
 #include "pubkey.h"
@@ -199,6 +200,8 @@ static void release(auth *a, auth_req *r, int failed, double now)
         ratelimit_end(a->fail_addr, r->address, failed, now);
     if (r->held_user)
         ratelimit_end(a->fail_user, r->lower, failed, now);
+    if (failed && (r->held_addr || r->held_user))
+        shared_login_failed(a, r->address, r->lower);
     r->held_hash = r->held_addr = r->held_user = 0;
 }
 
@@ -360,6 +363,7 @@ static void do_register(sm_ctx *ctx, const json_t *payload, void *data)
     /* Every well-formed attempt counts, taken names included: the limit
      * also slows down probing which names exist. */
     ratelimit_add(a->reg_addr, address, now);
+    shared_registered(a, address);
     int found = users_find(a->users, r->lower, NULL);
     if (found != 0) {
         if (found > 0)
@@ -487,6 +491,7 @@ static void do_login(sm_ctx *ctx, const json_t *payload, void *data)
      * without hashing (the caller knows what it sent; nothing leaks). */
     if (!users_valid_name(username, ulen) || plen < PASSWORD_MIN || plen > PASSWORD_MAX) {
         ratelimit_add(a->fail_addr, address, now);
+        shared_login_failed(a, address, NULL);
         /* Nor an invalid name. */
         if (SM_HOST_HAS(h, audit))
             h->audit(a->self, sid, "login_failed", NULL);
@@ -669,6 +674,9 @@ static int init(sm_plugin *self, const sm_host *host, void **data)
         goto fail;
     /* An older server has no reload: the settings then stay as read. */
     if (SM_HOST_HAS(host, register_reload) && (rc = host->register_reload(self, reload)) != SM_OK)
+        goto fail;
+    if (SM_HOST_HAS(host, broadcast) &&
+        (rc = host->register_broadcast(self, shared_on_broadcast)) != SM_OK)
         goto fail;
     *data = a;
     return SM_OK;

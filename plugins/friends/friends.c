@@ -285,24 +285,59 @@ int fr_my_list(friends *fr, sm_ctx *ctx, fr_stmt_id id, fr_names *out)
     return SM_OK;
 }
 
-static void get_friends_list(sm_ctx *ctx, const json_t *payload, void *plugin_data)
+/* The list waits for whether each friend has a session anywhere (on
+ * another node of a cluster, Redis says). */
+typedef struct friends_query {
+    friends *fr;
+    sm_ctx *ctx;
+    fr_names names;
+} friends_query;
+
+static void reply_friends(friends_query *q, const int *online)
 {
-    (void)payload;
-    friends *fr = plugin_data;
-    fr_names names = {0};
-    if (fr_my_list(fr, ctx, FR_FRIENDS_OF, &names) != SM_OK)
-        return;
     json_t *list = json_array();
-    for (size_t i = 0; list && i < names.n; i++) {
-        int online = fr->host->user_sessions(names.name[i], NULL, 0) > 0;
-        json_t *item = json_pack("{s:s, s:b}", "username", names.name[i], "online", online);
+    for (size_t i = 0; list && i < q->names.n; i++) {
+        json_t *item = json_pack("{s:s, s:b}", "username", q->names.name[i], "online",
+                                 online ? online[i]
+                                        : q->fr->host->user_sessions(q->names.name[i], NULL,
+                                                                     0) > 0);
         if (json_array_append_new(list, item) != 0) {
             json_decref(list);
             list = NULL;
         }
     }
-    fr_names_free(&names);
-    fr_reply(fr, ctx, "friends_list", list ? json_pack("{s:o}", "friends", list) : NULL);
+    fr_reply(q->fr, q->ctx, "friends_list", list ? json_pack("{s:o}", "friends", list) : NULL);
+}
+
+static void friends_online(int status, const int *online, size_t n, void *arg)
+{
+    friends_query *q = arg;
+    /* SM_EBUSY (Redis unreachable): this node's answer, the best there is. */
+    (void)status;
+    reply_friends(q, n == q->names.n ? online : NULL);
+    fr_names_free(&q->names);
+    free(q);
+}
+
+static void get_friends_list(sm_ctx *ctx, const json_t *payload, void *plugin_data)
+{
+    (void)payload;
+    friends *fr = plugin_data;
+    const sm_host *h = fr->host;
+    friends_query local = {.fr = fr, .ctx = ctx};
+    if (fr_my_list(fr, ctx, FR_FRIENDS_OF, &local.names) != SM_OK)
+        return;
+    friends_query *q = SM_HOST_HAS(h, topic_users) ? malloc(sizeof *q) : NULL;
+    if (q) {
+        *q = local;
+        h->defer(ctx);
+        if (h->users_online(fr->self, (const char *const *)q->names.name, q->names.n,
+                            friends_online, q) == SM_OK)
+            return; /* q is friends_online's */
+        free(q);
+    }
+    reply_friends(&local, NULL);
+    fr_names_free(&local.names);
 }
 
 static void get_friend_requests(sm_ctx *ctx, const json_t *payload, void *plugin_data)

@@ -225,6 +225,51 @@ static void send_message(sm_ctx *ctx, const json_t *payload, void *data)
 
 /* ---- private messages --------------------------------------------------- */
 
+/* message_delivered, once it is known whether the recipient has a
+ * session anywhere (on another node of a cluster, Redis says). */
+typedef struct delivered {
+    messaging *m;
+    sm_ctx *ctx;
+    int64_t id;
+    double timestamp;
+    char recipient[STORE_NAME_MAX];
+} delivered;
+
+static void send_delivered(delivered *d, int online)
+{
+    messaging_reply_json(d->m, d->ctx, "message_delivered",
+                         json_pack("{s:I, s:s, s:b, s:f}", "message_id", (json_int_t)d->id,
+                                   "recipient", d->recipient, "online", online, "timestamp",
+                                   d->timestamp));
+}
+
+static void online_known(int status, const int *online, size_t n, void *arg)
+{
+    delivered *d = arg;
+    /* SM_EBUSY (Redis unreachable): this node's answer, the best there is. */
+    (void)status;
+    send_delivered(d, n == 1 && online[0]);
+    free(d);
+}
+
+static void reply_delivered(messaging *m, sm_ctx *ctx, int64_t id, const char *recipient,
+                            double now)
+{
+    const sm_host *h = m->host;
+    delivered local = {.m = m, .ctx = ctx, .id = id, .timestamp = now};
+    snprintf(local.recipient, sizeof local.recipient, "%s", recipient);
+    delivered *d = SM_HOST_HAS(h, topic_users) ? malloc(sizeof *d) : NULL;
+    if (d) {
+        *d = local;
+        h->defer(ctx);
+        const char *names[] = {d->recipient};
+        if (h->users_online(m->self, names, 1, online_known, d) == SM_OK)
+            return; /* d is online_known's */
+        free(d);
+    }
+    send_delivered(&local, h->user_sessions(recipient, NULL, 0) > 0);
+}
+
 static void private_message(sm_ctx *ctx, const json_t *payload, void *data)
 {
     messaging *m = data;
@@ -297,7 +342,6 @@ static void private_message(sm_ctx *ctx, const json_t *payload, void *data)
         messaging_reply_internal(m, ctx);
         return;
     }
-    int online = h->user_sessions(recipient, NULL, 0) > 0;
     if (!drop) {
         json_t *ev = json_pack("{s:I, s:s, s:s, s:s, s:b, s:s?, s:f}", "id", (json_int_t)id,
                                "sender", sender, "recipient", recipient, "content", in.content,
@@ -310,9 +354,7 @@ static void private_message(sm_ctx *ctx, const json_t *payload, void *data)
                    (long long)id);
         json_decref(ev);
     }
-    messaging_reply_json(m, ctx, "message_delivered",
-               json_pack("{s:I, s:s, s:b, s:f}", "message_id", (json_int_t)id, "recipient",
-                         recipient, "online", online, "timestamp", now));
+    reply_delivered(m, ctx, id, recipient, now);
 }
 
 /* ---- core events -------------------------------------------------------- */

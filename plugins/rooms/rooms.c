@@ -204,8 +204,60 @@ static void on_topic_event(const sm_event_info *info, void *data)
                       info->username, display);
 }
 
+/* A listing waits for the room's users on every node (Redis says, in a
+ * cluster). */
+typedef struct listing_query {
+    rooms *r;
+    sm_ctx *ctx;
+    char display[ROOMS_NAME_MAX + 1];
+} listing_query;
+
+static int by_name(const void *a, const void *b)
+{
+    return sm_name_compare(*(const char *const *)a, *(const char *const *)b);
+}
+
+static void users_known(int status, const char *const *users, size_t n, void *arg)
+{
+    listing_query *q = arg;
+    const sm_host *h = q->r->host;
+    /* SM_EBUSY (Redis unreachable): this node's users, the best there is. */
+    const char **sorted = status == SM_ENOMEM ? NULL : malloc((n ? n : 1) * sizeof *sorted);
+    json_t *list = sorted ? json_array() : NULL;
+    if (list) {
+        memcpy(sorted, users, n * sizeof *sorted);
+        qsort(sorted, n, sizeof *sorted, by_name);
+        for (size_t i = 0; list && i < n; i++)
+            if (json_array_append_new(list, json_string(sorted[i])) != 0) {
+                json_decref(list);
+                list = NULL;
+            }
+    }
+    json_t *listing = list ? json_pack("{s:s, s:o}", "room", q->display, "users", list) : NULL;
+    if (listing)
+        h->reply(q->ctx, h->ctx_action(q->ctx), listing);
+    else
+        h->reply_error(q->ctx, SM_ERR_INTERNAL, "internal server error");
+    json_decref(listing);
+    free(sorted);
+    free(q);
+}
+
 static void reply_listing(rooms *r, sm_ctx *ctx, const char *key)
 {
+    const sm_host *h = r->host;
+    const char *display = membership_display(&r->members, key);
+    char topic[sizeof "room:" + ROOMS_NAME_MAX];
+    listing_query *q = display && SM_HOST_HAS(h, topic_users) ? malloc(sizeof *q) : NULL;
+    if (q) {
+        *q = (listing_query){.r = r, .ctx = ctx};
+        snprintf(q->display, sizeof q->display, "%s", display);
+        snprintf(topic, sizeof topic, "room:%s", key);
+        h->defer(ctx);
+        if (h->topic_users(r->self, topic, users_known, q) == SM_OK)
+            return; /* q is users_known's */
+        free(q);
+    }
     json_t *listing = membership_listing(&r->members, key);
     if (!listing) {
         r->host->reply_error(ctx, SM_ERR_INTERNAL, "internal server error");
