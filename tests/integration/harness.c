@@ -179,9 +179,7 @@ static void sb_expand(sbuf *b, const char *text, const char *dir, int io_threads
     }
 }
 
-/* Whether text defines the top-level section `name`: a line starting in
- * column 0 with the name, optional blanks, then '=' or ':'. */
-static int defines_section(const char *text, const char *name)
+int harness_config_defines(const char *text, const char *name)
 {
     if (!text)
         return 0;
@@ -326,19 +324,19 @@ static int write_config(const harness_server *s, const char *extra)
     /* Every server a suite starts runs with the chosen count: a server
      * section of the suite's own that forgot the key would silently run
      * with the machine's default instead. */
-    if (defines_section(extra, "server") && !strstr(extra, "io_threads")) {
+    if (harness_config_defines(extra, "server") && !strstr(extra, "io_threads")) {
         fprintf(stderr, "harness: the suite's server section does not set io_threads (use "
                         "HARNESS_SERVER_BASE or HARNESS_IO_THREADS in it)\n");
         return -1;
     }
     sbuf b = {0};
     char line[1024];
-    if (!defines_section(extra, "server")) {
+    if (!harness_config_defines(extra, "server")) {
         sb_str(&b, "server = { ");
         sb_expand(&b, HARNESS_SERVER_BASE, s->dir, io_threads);
         sb_str(&b, " };\n");
     }
-    if (!defines_section(extra, "storage")) {
+    if (!harness_config_defines(extra, "storage")) {
         char *storage = harness_storage_section(s);
         if (!storage)
             b.failed = 1;
@@ -346,17 +344,17 @@ static int write_config(const harness_server *s, const char *extra)
             sb_str(&b, storage);
         free(storage);
     }
-    if (!defines_section(extra, "plugins")) {
+    if (!harness_config_defines(extra, "plugins")) {
         snprintf(line, sizeof line, "plugins = { dir = \"%s\"; load = [\"testcmds\"]; };\n",
                  SM_TEST_PLUGIN_DIR);
         sb_str(&b, line);
     }
-    if (!defines_section(extra, "log"))
+    if (!harness_config_defines(extra, "log"))
         sb_str(&b, "log = { level = \"info\"; };\n");
     /* A suite talks to one server from 127.0.0.1 for minutes: on a fast
      * machine its handshakes go over the default 60 a minute. Suites that
      * test the limit write their own limits section. */
-    if (!defines_section(extra, "limits"))
+    if (!harness_config_defines(extra, "limits"))
         sb_str(&b, "limits = { handshakes_per_address = 100000; };\n");
     if (extra) {
         sb_expand(&b, extra, s->dir, io_threads);
@@ -458,7 +456,7 @@ static int spawn_on(harness_server *s, const harness_server *other, const char *
         s->dir[0] = '\0';
         return -1;
     }
-    if (other && defines_section(extra_config, "storage")) {
+    if (other && harness_config_defines(extra_config, "storage")) {
         fprintf(stderr, "harness: a server on another's storage cannot have its own storage "
                         "section\n");
         return -1;

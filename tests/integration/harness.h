@@ -31,6 +31,9 @@
  * harness_query_int() (instead of opening server.db with sqlite3). A case
  * about what only one engine has asks harness_postgresql() and checks
  * what the other does instead (backup refused, --db refused, ...).
+ *
+ * Several servers as the nodes of one cluster (one key, one schema, one
+ * Redis): harness_cluster.h.
  */
 #ifndef SM_TEST_HARNESS_H
 #define SM_TEST_HARNESS_H
@@ -80,8 +83,16 @@ int harness_io_threads(void);
  * `server = { ... }` section: "server = { " HARNESS_SERVER_BASE
  * " max_message_bytes = 200000; };". */
 #define HARNESS_SERVER_BASE                                                                 \
-    "port = 0; bind = \"127.0.0.1\"; key_file = \"@DIR@/server_key.pem\"; key_bits = 2048; " \
+    HARNESS_SERVER_ADDR "key_file = \"@DIR@/server_key.pem\"; key_bits = 2048; "             \
     HARNESS_IO_THREADS
+/* Its listening part: an ephemeral port on the loopback address. */
+#define HARNESS_SERVER_ADDR "port = 0; bind = \"127.0.0.1\"; "
+
+/* Whether text (may be NULL) defines the top-level section `name`: a line
+ * starting in column 0 with the name, optional blanks, then '=' or ':'
+ * (how harness_start() tells which default sections extra_config
+ * replaces). 1 or 0. */
+int harness_config_defines(const char *text, const char *name);
 
 /* 1 in PostgreSQL mode (SM_TEST_SERVER_POSTGRES_URL_FILE is set and not
  * empty, see the top of this file), 0 on SQLite. */

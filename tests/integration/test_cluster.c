@@ -1,0 +1,684 @@
+/* Cluster mode (issue 14) end to end: two real servers, nodes "a" and
+ * "b", on one server key, one PostgreSQL schema and one Redis
+ * (harness_cluster.h), with clients spread over both. What a user sees
+ * must not depend on which node their peers reached: room messages and
+ * user_joined / user_left, private messages (online and stored), read
+ * receipts, friend requests and presence, each exactly once, also for a
+ * user logged in on both nodes at once; and a node that dies takes its
+ * users offline for the others.
+ *
+ * Every case starts a cluster of its own (a new schema and a new key
+ * prefix: no state leaks between cases) on the suite's private Redis
+ * (tests/services/private_redis.c, started by init and always stopped).
+ * Until the server understands the `cluster` section every case fails at
+ * its start, with the node's log tail showing the refusal.
+ *
+ * "Exactly once": the event arrives within WAIT_MS and no second one
+ * within QUIET_MS after it; "never": none within QUIET_MS (events about a
+ * remote user cross Redis, so a round trip to one node proves nothing).
+ * Events arrive interleaved across nodes in any order, so each client
+ * keeps what it read but was not looking for (struct peer's inbox) and
+ * every expectation looks there first. PINGs are answered (auto_pong). */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "harness.h"
+#include "harness_cluster.h"
+#include "private_redis.h"
+#include "safemessenger/testhost_suite.h"
+
+#define PASSWORD "correct horse battery"
+#define WAIT_MS 5000       /* for an event that must come */
+#define QUIET_MS 300       /* for one that must not (a duplicate, a wrong recipient) */
+#define REAP_WAIT_MS 20000 /* for a dead node's users to go offline (issue 14: 15 s) */
+#define INBOX_MAX 256
+
+#define CONFIG                                                                               \
+    "plugins = { dir = \"@PLUGIN_BUILD_DIR@\";"                                              \
+    " load = [\"auth\", \"rooms\", \"messaging\", \"friends\"]; };\n"                        \
+    "auth = { allow_weak_argon2 = true; argon2_memory_kib = 1024; argon2_passes = 1;\n"      \
+    "         registrations_per_hour = 1000; };\n"
+
+static private_redis redis;
+static harness_cluster cl;
+
+static int init(void)
+{
+    return private_redis_start(&redis, "it-cluster");
+}
+
+static int fini(void)
+{
+    /* A case that ended on a fatal assertion left its nodes running. */
+    int rc = harness_cluster_cleanup(&cl);
+    private_redis_stop(&redis);
+    return rc;
+}
+
+/* The case's cluster: nodes a (cl.node[0]) and b (cl.node[1]). */
+static void up(void)
+{
+    harness_cluster_cleanup(&cl); /* what a failed case left */
+    if (harness_cluster_start(&cl, 2, redis.url, CONFIG) != 0) {
+        harness_cluster_cleanup(&cl);
+        CU_FAIL_FATAL("the two nodes did not start in cluster mode (reason and server.log "
+                      "above; a server without issue 14's wiring refuses the cluster section)");
+    }
+}
+
+static void down(void)
+{
+    CU_ASSERT_EQUAL(harness_cluster_cleanup(&cl), 0);
+}
+
+#define NODE_A (&cl.node[0])
+#define NODE_B (&cl.node[1])
+
+/* ---- clients ------------------------------------------------------------ */
+
+/* A client and the events it read that no expectation took yet. */
+typedef struct peer {
+    sm_client *c;
+    char label[64]; /* "alice@a", for messages */
+    sm_message *inbox[INBOX_MAX];
+    size_t n;
+} peer;
+
+/* The line of the case's expectation being checked, for the messages:
+ * CUnit's own point into the helpers. Set by the macros below. */
+static int line_;
+
+static const char *jstr(const json_t *obj, const char *key)
+{
+    const char *s = json_string_value(json_object_get(obj, key));
+    return s ? s : "<none>";
+}
+
+static json_int_t jint(const json_t *obj, const char *key)
+{
+    return json_integer_value(json_object_get(obj, key));
+}
+
+static const char *node_name(const harness_server *node)
+{
+    return node == NODE_A ? "a" : node == NODE_B ? "b" : "?";
+}
+
+/* A connection to node, handshaken, answering PINGs; not logged in. */
+static peer *connected(const harness_server *node, const char *name)
+{
+    peer *p = calloc(1, sizeof *p);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(p);
+    snprintf(p->label, sizeof p->label, "%s@%s", name, node_name(node));
+    sm_client_options o;
+    memset(&o, 0, sizeof o);
+    o.auto_pong = 1;
+    if (harness_connect_opts(node, &o, &p->c) != SM_CLIENT_OK) {
+        free(p);
+        CU_FAIL_FATAL("cannot connect to a node");
+    }
+    return p;
+}
+
+/* A new connection to node logged in as name (registered first when reg). */
+static peer *user(const harness_server *node, const char *name, int reg)
+{
+    peer *p = connected(node, name);
+    sm_message *r = harness_callf(p->c, reg ? "register" : "login", "{s:s, s:s}", "username",
+                                  name, "password", PASSWORD);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    if (strcmp(r->type, "response") != 0)
+        fprintf(stderr, "%s: %s got error %d\n", p->label, reg ? "register" : "login",
+                harness_error_code(r));
+    CU_ASSERT_STRING_EQUAL(r->action, reg ? "registration_success" : "login_success");
+    sm_message_free(r);
+    return p;
+}
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void drop_inbox(peer *p)
+{
+    for (size_t i = 0; i < p->n; i++)
+        sm_message_free(p->inbox[i]);
+    p->n = 0;
+}
+
+/* Closes politely (close frame 1000) or abruptly (no frame, no logout). */
+static void bye(peer *p, int abrupt)
+{
+    if (!p)
+        return;
+    if (abrupt)
+        sm_client_free(p->c);
+    else
+        sm_client_close(p->c, 1000);
+    drop_inbox(p);
+    free(p);
+}
+
+/* Whether m is the event action with payload f1 == v1 and f2 == v2
+ * (strings; a NULL field is not checked). */
+static int matches(const sm_message *m, const char *action, const char *f1, const char *v1,
+                   const char *f2, const char *v2)
+{
+    return strcmp(m->action, action) == 0 &&
+           (!f1 || strcmp(jstr(m->payload, f1), v1) == 0) &&
+           (!f2 || strcmp(jstr(m->payload, f2), v2) == 0);
+}
+
+/* The first matching event: from the inbox, else read within timeout_ms
+ * (what else arrives meanwhile goes to the inbox). NULL when none came. */
+static sm_message *take(peer *p, int timeout_ms, const char *action, const char *f1,
+                        const char *v1, const char *f2, const char *v2)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        if (matches(p->inbox[i], action, f1, v1, f2, v2)) {
+            sm_message *m = p->inbox[i];
+            memmove(&p->inbox[i], &p->inbox[i + 1], (p->n - i - 1) * sizeof *p->inbox);
+            p->n--;
+            return m;
+        }
+    }
+    long long deadline = now_ms() + timeout_ms;
+    for (;;) {
+        long long left = deadline - now_ms();
+        sm_message *m = NULL;
+        int rc = sm_client_next_event(p->c, left > 0 ? (int)left : 0, &m);
+        if (rc != SM_CLIENT_OK) {
+            if (rc != SM_CLIENT_TIMEOUT)
+                fprintf(stderr, "%s: reading events failed (%d), close code %d\n", p->label, rc,
+                        sm_client_close_code(p->c));
+            return NULL;
+        }
+        if (matches(m, action, f1, v1, f2, v2))
+            return m;
+        if (p->n == INBOX_MAX) { /* the oldest unwanted one goes */
+            sm_message_free(p->inbox[0]);
+            memmove(&p->inbox[0], &p->inbox[1], (INBOX_MAX - 1) * sizeof *p->inbox);
+            p->n--;
+        }
+        p->inbox[p->n++] = m;
+    }
+}
+
+static void describe(const peer *p, const char *what, const char *action, const char *f1,
+                     const char *v1, const char *f2, const char *v2)
+{
+    fprintf(stderr, "\nline %d: %s: %s %s {%s: %s%s%s%s%s}\n", line_, p->label, what, action,
+            f1 ? f1 : "",
+            f1 ? v1 : "", f2 ? ", " : "", f2 ? f2 : "", f2 ? ": " : "", f2 ? v2 : "");
+}
+
+/* The event comes within wait_ms and no second one within QUIET_MS;
+ * returns it (the caller frees) or NULL. */
+static sm_message *once_within_(peer *p, int wait_ms, const char *action, const char *f1,
+                               const char *v1, const char *f2, const char *v2)
+{
+    sm_message *m = take(p, wait_ms, action, f1, v1, f2, v2);
+    if (!m)
+        describe(p, "no", action, f1, v1, f2, v2);
+    CU_ASSERT_PTR_NOT_NULL(m);
+    if (!m)
+        return NULL;
+    sm_message *dup = take(p, QUIET_MS, action, f1, v1, f2, v2);
+    if (dup)
+        describe(p, "a second", action, f1, v1, f2, v2);
+    CU_ASSERT_PTR_NULL(dup);
+    sm_message_free(dup);
+    return m;
+}
+
+static sm_message *once_(peer *p, const char *action, const char *f1, const char *v1,
+                        const char *f2, const char *v2)
+{
+    return once_within_(p, WAIT_MS, action, f1, v1, f2, v2);
+}
+
+/* once_(), the message itself not needed. */
+static void expect_once_(peer *p, const char *action, const char *f1, const char *v1,
+                        const char *f2, const char *v2)
+{
+    sm_message_free(once_(p, action, f1, v1, f2, v2));
+}
+
+/* No such event within QUIET_MS (nor one read earlier). */
+static void expect_none_(peer *p, const char *action, const char *f1, const char *v1,
+                        const char *f2, const char *v2)
+{
+    sm_message *m = take(p, QUIET_MS, action, f1, v1, f2, v2);
+    if (m)
+        describe(p, "an unexpected", action, f1, v1, f2, v2);
+    CU_ASSERT_PTR_NULL(m);
+    sm_message_free(m);
+}
+
+/* A command answered with a response whose action is reply; returns it. */
+static sm_message *call_ok(peer *p, const char *action, const char *reply, const char *fmt,
+                           const char *key, const char *value)
+{
+    sm_message *r = fmt ? harness_callf(p->c, action, fmt, key, value)
+                        : harness_callf(p->c, action, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    if (strcmp(r->type, "response") != 0)
+        fprintf(stderr, "%s: %s got error %d\n", p->label, action, harness_error_code(r));
+    CU_ASSERT_STRING_EQUAL(r->type, "response");
+    CU_ASSERT_STRING_EQUAL(r->action, reply);
+    return r;
+}
+
+static void call_ok_free(peer *p, const char *action, const char *reply, const char *fmt,
+                         const char *key, const char *value)
+{
+    sm_message_free(call_ok(p, action, reply, fmt, key, value));
+}
+
+/* private_message to `to`; returns message_delivered's message_id after
+ * checking its online flag. */
+static json_int_t send_pm_(peer *p, const char *to, const char *content, int online)
+{
+    sm_message *r = harness_callf(p->c, "private_message", "{s:s, s:s, s:b}", "recipient", to,
+                                  "content", content, "encrypted", 0);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_STRING_EQUAL(r->action, "message_delivered");
+    CU_ASSERT_STRING_EQUAL(jstr(r->payload, "recipient"), to);
+    if (json_is_true(json_object_get(r->payload, "online")) != online)
+        fprintf(stderr, "\nline %d: %s: message_delivered.online for %s is not %s\n", line_,
+                p->label, to, online ? "true" : "false");
+    CU_ASSERT_EQUAL(json_is_true(json_object_get(r->payload, "online")), online);
+    json_int_t id = jint(r->payload, "message_id");
+    CU_ASSERT_TRUE(id > 0);
+    sm_message_free(r);
+    return id;
+}
+
+/* The private_message event for content reaches p once, from `from`. */
+static void expect_pm_(peer *p, const char *from, const char *to, const char *content,
+                      json_int_t id)
+{
+    sm_message *ev = once_(p, "private_message", "content", content, NULL, NULL);
+    if (ev) {
+        CU_ASSERT_EQUAL(jint(ev->payload, "id"), id);
+        CU_ASSERT_STRING_EQUAL(jstr(ev->payload, "sender"), from);
+        CU_ASSERT_STRING_EQUAL(jstr(ev->payload, "recipient"), to);
+    }
+    sm_message_free(ev);
+}
+
+/* get_friends_list as "name:1,name:0" equals expected. */
+static void expect_friends_(peer *p, const char *expected)
+{
+    sm_message *r = call_ok(p, "get_friends_list", "friends_list", NULL, NULL, NULL);
+    char got[256] = "";
+    size_t len = 0, i;
+    json_t *item;
+    json_array_foreach(json_object_get(r->payload, "friends"), i, item) {
+        int n = snprintf(got + len, sizeof got - len, "%s%s:%d", i ? "," : "",
+                         jstr(item, "username"), json_is_true(json_object_get(item, "online")));
+        CU_ASSERT_FATAL(n > 0 && (size_t)n < sizeof got - len);
+        len += (size_t)n;
+    }
+    if (strcmp(got, expected) != 0)
+        fprintf(stderr, "\nline %d: %s: friends \"%s\", expected \"%s\"\n", line_, p->label, got,
+                expected);
+    CU_ASSERT_STRING_EQUAL(got, expected);
+    sm_message_free(r);
+}
+
+/* get_users lists exactly "u1,u2" (as the server sorts them). */
+static void expect_users_(peer *p, const char *room, const char *expected)
+{
+    sm_message *r = call_ok(p, "get_users", "get_users", NULL, NULL, NULL);
+    CU_ASSERT_STRING_EQUAL(jstr(r->payload, "room"), room);
+    char got[256] = "";
+    size_t len = 0, i;
+    json_t *item;
+    json_array_foreach(json_object_get(r->payload, "users"), i, item) {
+        int n = snprintf(got + len, sizeof got - len, "%s%s", i ? "," : "",
+                         json_string_value(item) ? json_string_value(item) : "<none>");
+        CU_ASSERT_FATAL(n > 0 && (size_t)n < sizeof got - len);
+        len += (size_t)n;
+    }
+    if (strcmp(got, expected) != 0)
+        fprintf(stderr, "\nline %d: %s: users of %s \"%s\", expected \"%s\"\n", line_, p->label,
+                room, got, expected);
+    CU_ASSERT_STRING_EQUAL(got, expected);
+    sm_message_free(r);
+}
+
+/* request on from's node, accept on to's, with the events across. */
+static void befriend_(peer *from, const char *from_name, peer *to, const char *to_name)
+{
+    call_ok_free(from, "send_friend_request", "friend_request_response", "{s:s}",
+                 "friend_username", to_name);
+    expect_once_(to, "friend_request", "from", from_name, NULL, NULL);
+    call_ok_free(to, "accept_friend_request", "friend_request_accept_response", "{s:s}",
+                 "friend_username", from_name);
+    expect_once_(from, "friend_request_accepted", "friend_username", to_name, NULL, NULL);
+}
+
+/* The helpers as the cases call them, noting the case's line. */
+#define AT(call) (line_ = __LINE__, call)
+#define once_within(...) AT(once_within_(__VA_ARGS__))
+#define once(...) AT(once_(__VA_ARGS__))
+#define expect_once(...) AT(expect_once_(__VA_ARGS__))
+#define expect_none(...) AT(expect_none_(__VA_ARGS__))
+#define send_pm(...) AT(send_pm_(__VA_ARGS__))
+#define expect_pm(...) AT(expect_pm_(__VA_ARGS__))
+#define expect_friends(...) AT(expect_friends_(__VA_ARGS__))
+#define expect_users(...) AT(expect_users_(__VA_ARGS__))
+#define befriend(...) AT(befriend_(__VA_ARGS__))
+
+/* ---- cases -------------------------------------------------------------- */
+
+/* The harness's part, true of any two servers it starts this way: one
+ * fingerprint on both nodes, one user table (registered on a, logs in on
+ * b, a second registration of the name refused on b). */
+static void nodes_share_the_key_and_the_database(void)
+{
+    up();
+    peer *a = connected(NODE_A, "probe"), *b = connected(NODE_B, "probe");
+    CU_ASSERT_NOT_EQUAL(NODE_A->port, NODE_B->port);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(sm_client_fingerprint(a->c));
+    CU_ASSERT_STRING_EQUAL(sm_client_fingerprint(a->c), sm_client_fingerprint(b->c));
+    bye(a, 0);
+    bye(b, 0);
+
+    peer *alice = user(NODE_A, "alice", 1);
+    peer *alice_b = user(NODE_B, "Alice", 0);
+    peer *dup = connected(NODE_B, "alice");
+    sm_message *r = harness_callf(dup->c, "register", "{s:s, s:s}", "username", "ALICE",
+                                  "password", PASSWORD);
+    CU_ASSERT_EQUAL(harness_error_code(r), 1010);
+    sm_message_free(r);
+    bye(dup, 0);
+    bye(alice, 0);
+    bye(alice_b, 0);
+    down();
+}
+
+/* alice on a and bob on b in one room: user_joined and user_left about
+ * bob reach alice once and never bob; each one's public_message reaches
+ * both once; get_users on either node lists both. */
+static void room_events_and_messages_cross_nodes_once(void)
+{
+    up();
+    peer *alice = user(NODE_A, "alice", 1);
+    peer *bob = user(NODE_B, "bob", 1);
+    /* Registration put both in general: bob's arrival there crossed too. */
+    expect_once(alice, "user_joined", "username", "bob", "room", "general");
+    expect_none(bob, "user_joined", "username", "bob", NULL, NULL);
+
+    sm_message *r = call_ok(alice, "join_room", "join_room", "{s:s}", "room_name", "lobby");
+    CU_ASSERT_STRING_EQUAL(jstr(r->payload, "room"), "lobby");
+    sm_message_free(r);
+    expect_once(bob, "user_left", "username", "alice", "room", "general");
+    r = call_ok(bob, "join_room", "join_room", "{s:s}", "room_name", "LOBBY");
+    CU_ASSERT_STRING_EQUAL(jstr(r->payload, "room"), "lobby");
+    sm_message_free(r);
+    expect_once(alice, "user_joined", "username", "bob", "room", "lobby");
+    expect_none(bob, "user_joined", "username", "bob", NULL, NULL);
+    expect_users(alice, "lobby", "alice,bob");
+    expect_users(bob, "lobby", "alice,bob");
+
+    /* Each message: the sender's reply, then the event once on each side. */
+    r = call_ok(alice, "public_message", "public_message", "{s:s}", "content", "hello from a");
+    json_int_t id_a = jint(r->payload, "id");
+    sm_message_free(r);
+    r = call_ok(bob, "public_message", "public_message", "{s:s}", "content", "hello from b");
+    json_int_t id_b = jint(r->payload, "id");
+    sm_message_free(r);
+    CU_ASSERT_TRUE(id_a > 0 && id_b > 0 && id_a != id_b);
+    peer *both[2] = {alice, bob};
+    for (int i = 0; i < 2; i++) {
+        sm_message *ev = once(both[i], "public_message", "content", "hello from a", NULL, NULL);
+        if (ev) {
+            CU_ASSERT_EQUAL(jint(ev->payload, "id"), id_a);
+            CU_ASSERT_STRING_EQUAL(jstr(ev->payload, "sender"), "alice");
+            CU_ASSERT_STRING_EQUAL(jstr(ev->payload, "room"), "lobby");
+        }
+        sm_message_free(ev);
+        ev = once(both[i], "public_message", "content", "hello from b", NULL, NULL);
+        if (ev) {
+            CU_ASSERT_EQUAL(jint(ev->payload, "id"), id_b);
+            CU_ASSERT_STRING_EQUAL(jstr(ev->payload, "sender"), "bob");
+            CU_ASSERT_STRING_EQUAL(jstr(ev->payload, "room"), "lobby");
+        }
+        sm_message_free(ev);
+    }
+
+    /* bob leaves: alice hears it once, bob nothing about himself. */
+    r = call_ok(bob, "leave_room", "leave_room", NULL, NULL, NULL);
+    CU_ASSERT_STRING_EQUAL(jstr(r->payload, "room"), "lobby");
+    sm_message_free(r);
+    expect_once(alice, "user_left", "username", "bob", "room", "lobby");
+    expect_none(bob, "user_left", "username", "bob", NULL, NULL);
+    expect_users(alice, "lobby", "alice");
+    /* A message in the room now reaches alice only. */
+    call_ok_free(alice, "public_message", "public_message", "{s:s}", "content", "alone");
+    expect_once(alice, "public_message", "content", "alone", NULL, NULL);
+    expect_none(bob, "public_message", "content", "alone", NULL, NULL);
+
+    /* bob back, then gone without a word (disconnect): once each way. */
+    call_ok_free(bob, "join_room", "join_room", "{s:s}", "room_name", "lobby");
+    expect_once(alice, "user_joined", "username", "bob", "room", "lobby");
+    bye(bob, 1);
+    expect_once(alice, "user_left", "username", "bob", "room", "lobby");
+    bye(alice, 0);
+    down();
+}
+
+/* alice (a) to bob (b): delivered online as an event to bob only; with
+ * bob logged out, stored (online false) and found by bob logging in on
+ * a: unread_count and get_unread_messages. */
+static void private_messages_cross_nodes_online_and_offline(void)
+{
+    up();
+    peer *bob = user(NODE_B, "bob", 1);
+    peer *alice = user(NODE_A, "alice", 1);
+    json_int_t id = send_pm(alice, "bob", "hi bob, from a", 1);
+    expect_pm(bob, "alice", "bob", "hi bob, from a", id);
+    expect_none(alice, "private_message", NULL, NULL, NULL, NULL);
+
+    /* bob logs out on b (the connection stays, logged out). */
+    call_ok_free(bob, "logout", "logout", NULL, NULL, NULL);
+    json_int_t stored = send_pm(alice, "bob", "while you were out", 0);
+    CU_ASSERT_TRUE(stored > id);
+    expect_none(bob, "private_message", NULL, NULL, NULL, NULL);
+
+    peer *bob_a = connected(NODE_A, "bob");
+    sm_message *r = harness_callf(bob_a->c, "login", "{s:s, s:s}", "username", "bob",
+                                  "password", PASSWORD);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_STRING_EQUAL_FATAL(r->action, "login_success");
+    /* The first message was delivered but never marked read: both wait. */
+    CU_ASSERT_EQUAL(jint(r->payload, "unread_count"), 2);
+    sm_message_free(r);
+    r = call_ok(bob_a, "get_unread_messages", "unread_messages", NULL, NULL, NULL);
+    json_t *list = json_object_get(r->payload, "messages");
+    CU_ASSERT_EQUAL(json_array_size(list), 2);
+    json_t *last = json_array_get(list, json_array_size(list) - 1);
+    CU_ASSERT_EQUAL(jint(last, "id"), stored);
+    CU_ASSERT_STRING_EQUAL(jstr(last, "sender"), "alice");
+    CU_ASSERT_STRING_EQUAL(jstr(last, "content"), "while you were out");
+    sm_message_free(r);
+    /* Online again (on a now): the next one is delivered as an event. */
+    id = send_pm(alice, "bob", "welcome back", 1);
+    expect_pm(bob_a, "alice", "bob", "welcome back", id);
+    expect_none(bob, "private_message", NULL, NULL, NULL, NULL);
+    bye(bob_a, 0);
+    bye(bob, 0);
+    bye(alice, 0);
+    down();
+}
+
+/* bob (b) marks alice's message read: message_read reaches alice's
+ * sessions on a and on b once each, and marking it again sends none. */
+static void read_receipts_cross_nodes_once(void)
+{
+    up();
+    peer *alice = user(NODE_A, "alice", 1);
+    peer *bob = user(NODE_B, "bob", 1);
+    peer *alice_b = user(NODE_B, "alice", 0);
+    json_int_t id = send_pm(alice, "bob", "read me", 1);
+    expect_pm(bob, "alice", "bob", "read me", id);
+
+    sm_message *r = harness_callf(bob->c, "mark_message_read", "{s:I}", "message_id", id);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_STRING_EQUAL(r->action, "mark_message_read");
+    CU_ASSERT_EQUAL(jint(r->payload, "message_id"), id);
+    sm_message_free(r);
+    peer *alices[2] = {alice, alice_b};
+    for (int i = 0; i < 2; i++) {
+        sm_message *ev = once(alices[i], "message_read", "reader", "bob", NULL, NULL);
+        if (ev) {
+            CU_ASSERT_EQUAL(jint(ev->payload, "message_id"), id);
+            CU_ASSERT_TRUE(json_is_number(json_object_get(ev->payload, "timestamp")));
+        }
+        sm_message_free(ev);
+    }
+    expect_none(bob, "message_read", NULL, NULL, NULL, NULL);
+
+    /* Again: the reply, no second receipt anywhere. */
+    r = harness_callf(bob->c, "mark_message_read", "{s:I}", "message_id", id);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_STRING_EQUAL(r->action, "mark_message_read");
+    sm_message_free(r);
+    expect_none(alice, "message_read", NULL, NULL, NULL, NULL);
+    expect_none(alice_b, "message_read", NULL, NULL, NULL, NULL);
+    bye(alice, 0);
+    bye(alice_b, 0);
+    bye(bob, 0);
+    down();
+}
+
+/* Request and accept across nodes, the friends list's online flags from
+ * the other node, and friend_offline / friend_online once each way. */
+static void friends_and_presence_cross_nodes_once(void)
+{
+    up();
+    peer *alice = user(NODE_A, "alice", 1);
+    peer *bob = user(NODE_B, "bob", 1);
+    befriend(alice, "alice", bob, "bob");
+    expect_none(bob, "friend_request_accepted", NULL, NULL, NULL, NULL);
+    expect_friends(alice, "bob:1");
+    expect_friends(bob, "alice:1");
+
+    /* bob goes (logout on b): alice on a is told once. */
+    call_ok_free(bob, "logout", "logout", NULL, NULL, NULL);
+    expect_once(alice, "friend_offline", "username", "bob", NULL, NULL);
+    expect_friends(alice, "bob:0");
+    /* bob comes back on b: once. */
+    sm_message *r = harness_callf(bob->c, "login", "{s:s, s:s}", "username", "bob", "password",
+                                  PASSWORD);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_STRING_EQUAL(r->action, "login_success");
+    sm_message_free(r);
+    expect_once(alice, "friend_online", "username", "bob", NULL, NULL);
+    expect_friends(alice, "bob:1");
+    expect_none(bob, "friend_online", NULL, NULL, NULL, NULL);
+
+    /* The other way: alice's connection on a drops; bob on b is told once. */
+    bye(alice, 1);
+    expect_once(bob, "friend_offline", "username", "alice", NULL, NULL);
+    expect_friends(bob, "alice:0");
+    peer *alice2 = user(NODE_A, "alice", 0);
+    expect_once(bob, "friend_online", "username", "alice", NULL, NULL);
+    bye(alice2, 0);
+    expect_once(bob, "friend_offline", "username", "alice", NULL, NULL);
+    bye(bob, 0);
+    down();
+}
+
+/* bob on both nodes at once: a private message reaches both sessions
+ * once; his friend carol sees friend_online for the first session only
+ * and friend_offline only once the last of the two has gone, whichever
+ * node each was on. */
+static void one_user_on_both_nodes(void)
+{
+    up();
+    peer *carol = user(NODE_A, "carol", 1);
+    peer *bob_b = user(NODE_B, "bob", 1);
+    befriend(carol, "carol", bob_b, "bob");
+    bye(bob_b, 0);
+    expect_once(carol, "friend_offline", "username", "bob", NULL, NULL);
+
+    /* First session on b (the node carol is not on), second on a. */
+    bob_b = user(NODE_B, "bob", 0);
+    expect_once(carol, "friend_online", "username", "bob", NULL, NULL);
+    peer *bob_a = user(NODE_A, "bob", 0);
+    expect_none(carol, "friend_online", "username", "bob", NULL, NULL);
+    expect_friends(carol, "bob:1");
+
+    json_int_t id = send_pm(carol, "bob", "to every bob", 1);
+    expect_pm(bob_a, "carol", "bob", "to every bob", id);
+    expect_pm(bob_b, "carol", "bob", "to every bob", id);
+    expect_none(carol, "private_message", NULL, NULL, NULL, NULL);
+
+    /* The first session goes: bob is still online (on a). */
+    bye(bob_b, 0);
+    expect_none(carol, "friend_offline", "username", "bob", NULL, NULL);
+    expect_friends(carol, "bob:1");
+    id = send_pm(carol, "bob", "still there?", 1);
+    expect_pm(bob_a, "carol", "bob", "still there?", id);
+    /* The last goes: now once. */
+    bye(bob_a, 0);
+    expect_once(carol, "friend_offline", "username", "bob", NULL, NULL);
+    expect_friends(carol, "bob:0");
+
+    /* And the other way round: first on a, then b; a goes first. */
+    bob_a = user(NODE_A, "bob", 0);
+    expect_once(carol, "friend_online", "username", "bob", NULL, NULL);
+    bob_b = user(NODE_B, "bob", 0);
+    expect_none(carol, "friend_online", "username", "bob", NULL, NULL);
+    bye(bob_a, 1);
+    expect_none(carol, "friend_offline", "username", "bob", NULL, NULL);
+    bye(bob_b, 1);
+    expect_once(carol, "friend_offline", "username", "bob", NULL, NULL);
+    bye(carol, 0);
+    down();
+}
+
+/* Node b dies (SIGKILL: it tells Redis nothing): bob, online only there,
+ * goes offline for carol on a once, within REAP_WAIT_MS, and a message to
+ * him is stored; node a serves on. */
+static void a_dead_nodes_users_go_offline(void)
+{
+    up();
+    peer *carol = user(NODE_A, "carol", 1);
+    peer *bob = user(NODE_B, "bob", 1);
+    befriend(carol, "carol", bob, "bob");
+    expect_friends(carol, "bob:1");
+
+    CU_ASSERT_EQUAL(harness_cluster_kill(&cl, 1), 0);
+    sm_message_free(once_within(carol, REAP_WAIT_MS, "friend_offline", "username", "bob", NULL,
+                                NULL));
+    expect_friends(carol, "bob:0");
+    send_pm(carol, "bob", "are you there?", 0);
+    bye(bob, 1);
+    bye(carol, 0);
+    down();
+}
+
+int main(void)
+{
+    static const sm_test_case cases[] = {
+        SM_TEST(nodes_share_the_key_and_the_database),
+        SM_TEST(room_events_and_messages_cross_nodes_once),
+        SM_TEST(private_messages_cross_nodes_online_and_offline),
+        SM_TEST(read_receipts_cross_nodes_once),
+        SM_TEST(friends_and_presence_cross_nodes_once),
+        SM_TEST(one_user_on_both_nodes),
+        SM_TEST(a_dead_nodes_users_go_offline),
+        SM_TEST_END,
+    };
+    return sm_test_run("integration_cluster", cases, init, fini);
+}
