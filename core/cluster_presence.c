@@ -29,12 +29,19 @@ _Static_assert(CLUSTER_PRESENCE_DOWN == REDIS_LINK_DOWN && CLUSTER_PRESENCE_BUSY
 
 /* What the scripts count are entries: "pu:<user>" (a user's sessions)
  * or "pr:<user>:<topic>" (a user's sessions in a topic), each the name
- * of its hash under the prefix, and what nu:<id> holds.
+ * of its hash under the prefix, and what nu:<id> holds. Every script
+ * that makes a pr:<user>:<topic> hash exist or go adds user to, or
+ * removes them from, tm:<topic> in the same run: the topic's index for
+ * cluster_presence_query_members.
  *
- * session. KEYS: node:<id>, <prefix><entry>, nu:<id>. ARGV: instance,
- * id, entry, the node's count for it now. Returns 2 when node:<id> is
- * not this instance (the node must register), else the change in the
- * existence of the entry's hash: 1, -1 or 0. */
+ * session. KEYS: node:<id>, <prefix><entry>, nu:<id>, and for a pr
+ * entry tm:<topic>. ARGV: instance, id, entry, the node's count for it
+ * now, and for a pr entry the user. Returns 2 when node:<id> is not this
+ * instance (the node must register), else the change in the existence of
+ * the entry's hash: 1, -1 or 0. The index follows the hash as it is
+ * after the write, not only its change: adding a member present or
+ * removing one absent changes nothing, and an index that missed a change
+ * (written by an older version) mends itself on the user's next call. */
 static const char session_lua[] =
     "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 2 end\n"
     "local before = redis.call('EXISTS', KEYS[2])\n"
@@ -45,7 +52,23 @@ static const char session_lua[] =
     "  redis.call('HDEL', KEYS[2], ARGV[2])\n"
     "  redis.call('SREM', KEYS[3], ARGV[3])\n"
     "end\n"
-    "return redis.call('EXISTS', KEYS[2]) - before\n";
+    "local after = redis.call('EXISTS', KEYS[2])\n"
+    "if KEYS[4] then\n"
+    "  if after == 1 then redis.call('SADD', KEYS[4], ARGV[5])\n"
+    "  else redis.call('SREM', KEYS[4], ARGV[5]) end\n"
+    "end\n"
+    "return after - before\n";
+
+/* The index set of entry and its member (user), or nil for a pu entry:
+ * the user ends at the first ':' after "pr:" (names hold none), the
+ * topic is the rest, whatever its bytes. Shared by register, reap and
+ * leave, which get entries from nu:<id> or the node. */
+#define TOPIC_SET_LUA                                                                             \
+    "local function topic_set(prefix, entry)\n"                                                   \
+    "  local user, topic = string.match(entry, '^pr:([^:]+):(.+)$')\n"                            \
+    "  if user then return prefix .. 'tm:' .. topic, user end\n"                                  \
+    "  return nil\n"                                                                              \
+    "end\n"
 
 /* register. KEYS: node:<id>, nodes, nu:<id>, fingerprint. ARGV:
  * prefix, instance, id, TTL in ms, the node's key fingerprint ("": no
@@ -55,6 +78,7 @@ static const char session_lua[] =
  * written), else {1, entries whose hash came to exist, entries whose
  * hash went}. */
 static const char register_lua[] =
+    TOPIC_SET_LUA
     "local prefix, id, fingerprint = ARGV[1], ARGV[3], ARGV[5]\n"
     "local stored = false\n"
     "if fingerprint ~= '' then\n"
@@ -74,6 +98,8 @@ static const char register_lua[] =
     "  if redis.call('EXISTS', key) == 0 then online[#online + 1] = entry end\n"
     "  redis.call('HSET', key, id, ARGV[i + 1])\n"
     "  redis.call('SADD', KEYS[3], entry)\n"
+    "  local set, user = topic_set(prefix, entry)\n"
+    "  if set then redis.call('SADD', set, user) end\n"
     "end\n"
     "for _, entry in ipairs(redis.call('SMEMBERS', KEYS[3])) do\n"
     "  if not here[entry] then\n"
@@ -81,6 +107,8 @@ static const char register_lua[] =
     "    redis.call('SREM', KEYS[3], entry)\n"
     "    if redis.call('HDEL', key, id) == 1 and redis.call('EXISTS', key) == 0 then\n"
     "      offline[#offline + 1] = entry\n"
+    "      local set, user = topic_set(prefix, entry)\n"
+    "      if set then redis.call('SREM', set, user) end\n"
     "    end\n"
     "  end\n"
     "end\n"
@@ -101,6 +129,7 @@ static const char refresh_lua[] =
  * nu:<id> and its member of nodes; returns the entries left with no
  * field. Shared by reap and leave (ARGV[1] is the prefix in both). */
 #define DROP_NODE_LUA                                                                             \
+    TOPIC_SET_LUA                                                                                 \
     "local function drop_node(prefix, id)\n"                                                      \
     "  local gone = {}\n"                                                                         \
     "  local nu = prefix .. 'nu:' .. id\n"                                                        \
@@ -108,6 +137,8 @@ static const char refresh_lua[] =
     "    local key = prefix .. entry\n"                                                           \
     "    if redis.call('HDEL', key, id) == 1 and redis.call('EXISTS', key) == 0 then\n"           \
     "      gone[#gone + 1] = entry\n"                                                             \
+    "      local set, user = topic_set(prefix, entry)\n"                                          \
+    "      if set then redis.call('SREM', set, user) end\n"                                       \
     "    end\n"                                                                                   \
     "  end\n"                                                                                     \
     "  redis.call('DEL', nu)\n"                                                                   \
@@ -138,10 +169,21 @@ static const char leave_lua[] =
     "redis.call('DEL', KEYS[1])\n"
     "return {1, drop_node(ARGV[1], ARGV[3])}\n";
 
+/* online (cluster_presence_query_online). KEYS: pu:<user> of each user
+ * asked about. Returns 1 or 0 for each, in order. One script, not an
+ * EXISTS per user: one round trip, and one moment of Redis for all. */
+static const char online_lua[] =
+    "local online = {}\n"
+    "for i, key in ipairs(KEYS) do online[i] = redis.call('EXISTS', key) end\n"
+    "return online\n";
+
 /* ---- the state ------------------------------------------------------------ */
 
 /* The longest entry: "pr:<user>:<topic>". */
 #define CP_ENTRY_MAX (3 + CLUSTER_PRESENCE_USER_MAX + 1 + CLUSTER_PRESENCE_TOPIC_MAX)
+
+/* The longest topic index key: "<prefix>tm:<topic>". */
+#define CP_TOPIC_SET_MAX (CLUSTER_PRESENCE_PREFIX_MAX + 3 + CLUSTER_PRESENCE_TOPIC_MAX)
 
 typedef struct cp_count {
     unsigned long sessions;
@@ -164,7 +206,7 @@ struct cluster_presence {
     char ttl_text[16];
     unsigned ttl_ms, refresh_ms, reap_ms;
     redis_link_script *session_script, *register_script, *refresh_script, *reap_script,
-        *leave_script;
+        *leave_script, *online_script;
     hashmap *entries; /* entry, with its NUL -> cp_count: what this node counts */
     int link_up;
     int registered;     /* register succeeded, and nothing since says the key lapsed */
@@ -197,6 +239,12 @@ static void count(_Atomic uint64_t *c, int64_t delta)
 static uint64_t read_count(const _Atomic uint64_t *c)
 {
     return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+/* <prefix>tm:<topic> into set (CP_TOPIC_SET_MAX + 1 bytes). */
+static void topic_set_key(const cluster_presence *cp, const char *topic, char *set)
+{
+    snprintf(set, CP_TOPIC_SET_MAX + 1, "%stm:%s", cp->prefix, topic);
 }
 
 static lws_usec_t now_us(void)
@@ -566,10 +614,27 @@ static int send_count(cluster_presence *cp, const char *entry, unsigned long ses
     call->cp = cp;
     snprintf(call->entry, sizeof call->entry, "%s", entry);
     char key[CLUSTER_PRESENCE_PREFIX_MAX + CP_ENTRY_MAX + 1], n[24];
+    char set[CP_TOPIC_SET_MAX + 1], user[CLUSTER_PRESENCE_USER_MAX + 1];
     snprintf(key, sizeof key, "%s%s", cp->prefix, entry);
     snprintf(n, sizeof n, "%lu", sessions);
-    const char *argv[] = { cp->key_node, key, cp->key_nu, cp->instance, cp->node, entry, n };
-    int rc = redis_link_eval(cp->link, cp->session_script, 3, 7, argv, NULL, session_reply, call);
+    /* A pr entry also passes its topic's index set (a KEY) and the user. */
+    const char *colon = strncmp(entry, "pr:", 3) == 0 ? strchr(entry + 3, ':') : NULL;
+    const char *argv[9] = { cp->key_node, key, cp->key_nu };
+    int argc = 3;
+    if (colon) {
+        snprintf(user, sizeof user, "%.*s", (int)(colon - entry - 3), entry + 3);
+        topic_set_key(cp, colon + 1, set);
+        argv[argc++] = set;
+    }
+    int numkeys = argc;
+    argv[argc++] = cp->instance;
+    argv[argc++] = cp->node;
+    argv[argc++] = entry;
+    argv[argc++] = n;
+    if (colon)
+        argv[argc++] = user;
+    int rc = redis_link_eval(cp->link, cp->session_script, numkeys, argc, argv, NULL,
+                             session_reply, call);
     if (rc != 0) {
         free(call);
         cp->dirty = 1;
@@ -679,6 +744,286 @@ unsigned long cluster_presence_local_members(const cluster_presence *cp, const c
                                              const char *user)
 {
     return topic ? entry_sessions(cp, topic, user) : 0;
+}
+
+/* ---- queries ----------------------------------------------------------------- */
+
+/* A query_online in flight: the users asked about (folded), and room for
+ * the answer, taken before sending so that the reply needs no memory. */
+typedef struct cp_online_query {
+    cluster_presence *cp;
+    cluster_presence_online_fn done;
+    void *arg;
+    size_t n;
+    char (*users)[CLUSTER_PRESENCE_USER_MAX + 1];
+    int *online;
+} cp_online_query;
+
+static void free_online_query(cp_online_query *q)
+{
+    free(q->users);
+    free(q->online);
+    free(q);
+}
+
+/* Adds this node's own sessions to the flags (all of the answer when
+ * Redis gave none), runs done and frees q. */
+static void finish_online(cp_online_query *q, int status)
+{
+    for (size_t i = 0; i < q->n; i++)
+        if (cluster_presence_local_sessions(q->cp, q->users[i]) > 0)
+            q->online[i] = 1;
+    q->done(status, q->online, q->n, q->arg);
+    free_online_query(q);
+}
+
+/* The reply of a script or command that answers a query: an error reply
+ * is logged (once per registration, as the others' are) and, as a lost
+ * one, gives the local answer. */
+static int query_answered(cluster_presence *cp, const redisReply *r, const char *what)
+{
+    if (!r || cp->stopping)
+        return 0;
+    if (r->type == REDIS_REPLY_ERROR) {
+        if (!cp->warned_error)
+            LOG_ERROR("cluster presence: the %s query failed: %s", what,
+                      r->str ? r->str : "error");
+        cp->warned_error = 1;
+        return 0;
+    }
+    return 1;
+}
+
+static void online_reply(const redisReply *r, void *arg)
+{
+    cp_online_query *q = arg;
+    int status = CLUSTER_PRESENCE_DOWN;
+    if (query_answered(q->cp, r, "online")) {
+        if (r->type == REDIS_REPLY_ARRAY && r->elements == q->n) {
+            status = CLUSTER_PRESENCE_OK;
+            for (size_t i = 0; i < q->n; i++) {
+                const redisReply *e = r->element[i];
+                if (e->type != REDIS_REPLY_INTEGER) {
+                    status = CLUSTER_PRESENCE_DOWN;
+                    break;
+                }
+                q->online[i] = e->integer != 0;
+            }
+        }
+        if (status != CLUSTER_PRESENCE_OK) {
+            memset(q->online, 0, q->n * sizeof *q->online);
+            LOG_WARN("cluster presence: an unexpected reply to the online query; answered "
+                     "from this node's sessions");
+        }
+    }
+    finish_online(q, status);
+}
+
+/* Sends the online script for q; REDIS_LINK's status. */
+static int send_online(cluster_presence *cp, cp_online_query *q)
+{
+    if (q->n > (size_t)INT32_MAX)
+        return CLUSTER_PRESENCE_INVALID;
+    enum { KEY_LEN = CLUSTER_PRESENCE_PREFIX_MAX + 3 + CLUSTER_PRESENCE_USER_MAX + 1 };
+    const char **argv = calloc(q->n, sizeof *argv);
+    char(*keys)[KEY_LEN] = calloc(q->n, sizeof *keys);
+    if (!argv || !keys) {
+        free(argv);
+        free(keys);
+        return CLUSTER_PRESENCE_NO_MEMORY;
+    }
+    for (size_t i = 0; i < q->n; i++) {
+        snprintf(keys[i], sizeof keys[i], "%spu:%s", cp->prefix, q->users[i]);
+        argv[i] = keys[i];
+    }
+    int rc = redis_link_eval(cp->link, cp->online_script, (int)q->n, (int)q->n, argv, NULL,
+                             online_reply, q);
+    free(argv);
+    free(keys);
+    return rc;
+}
+
+/* Why a query cannot go to Redis now (0: it can). While stopping the
+ * link is going: nothing is sent. */
+static int query_blocked(const cluster_presence *cp)
+{
+    if (cp->stopping)
+        return CLUSTER_PRESENCE_DOWN;
+    if (cp->refused || cp->left)
+        return CLUSTER_PRESENCE_REFUSED;
+    return cp->link_up ? 0 : CLUSTER_PRESENCE_DOWN;
+}
+
+int cluster_presence_query_online(cluster_presence *cp, const char *const *users, size_t n,
+                                  cluster_presence_online_fn done, void *arg)
+{
+    if (!cp || !done || (n && !users))
+        return CLUSTER_PRESENCE_INVALID;
+    for (size_t i = 0; i < n; i++)
+        if (!users[i] || !sm_name_valid(users[i], 1, CLUSTER_PRESENCE_USER_MAX))
+            return CLUSTER_PRESENCE_INVALID;
+    if (n == 0) {
+        done(CLUSTER_PRESENCE_OK, NULL, 0, arg);
+        return CLUSTER_PRESENCE_OK;
+    }
+    cp_online_query *q = calloc(1, sizeof *q);
+    if (q) {
+        q->users = calloc(n, sizeof *q->users);
+        q->online = calloc(n, sizeof *q->online);
+    }
+    if (!q || !q->users || !q->online) {
+        if (q)
+            free_online_query(q);
+        return CLUSTER_PRESENCE_NO_MEMORY;
+    }
+    q->cp = cp;
+    q->done = done;
+    q->arg = arg;
+    q->n = n;
+    for (size_t i = 0; i < n; i++)
+        sm_name_fold(users[i], q->users[i], sizeof q->users[i]);
+    int rc = query_blocked(cp);
+    if (rc == 0)
+        rc = send_online(cp, q);
+    if (rc == 0)
+        return CLUSTER_PRESENCE_OK; /* online_reply finishes it */
+    if (rc != CLUSTER_PRESENCE_DOWN && rc != CLUSTER_PRESENCE_BUSY
+        && rc != CLUSTER_PRESENCE_REFUSED) {
+        free_online_query(q);
+        return rc;
+    }
+    finish_online(q, rc);
+    return CLUSTER_PRESENCE_OK;
+}
+
+/* A query_members in flight: its topic, for the local answer. */
+typedef struct cp_members_query {
+    cluster_presence *cp;
+    cluster_presence_members_fn done;
+    void *arg;
+    char topic[CLUSTER_PRESENCE_TOPIC_MAX + 1];
+} cp_members_query;
+
+static int compare_names(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+/* The user of a local entry "pr:<user>:<topic>" (key_len with its NUL)
+ * when its topic is topic, into user; else 0. */
+static int local_member(const char *key, size_t key_len, const char *topic, size_t topic_len,
+                        char *user)
+{
+    if (key_len < 6 || memcmp(key, "pr:", 3) != 0)
+        return 0;
+    const char *colon = memchr(key + 3, ':', key_len - 4);
+    if (!colon)
+        return 0;
+    size_t user_len = (size_t)(colon - key - 3);
+    if (user_len == 0 || user_len > CLUSTER_PRESENCE_USER_MAX
+        || key_len - 1 - user_len - 4 != topic_len || memcmp(colon + 1, topic, topic_len) != 0)
+        return 0;
+    memcpy(user, key + 3, user_len);
+    user[user_len] = '\0';
+    return 1;
+}
+
+/* Answers a members query: Redis's members (reply, NULL for none) and
+ * this node's own (sessions Redis may not have been told of yet), each
+ * user once. Returns NO_MEMORY without calling done when that is
+ * short. */
+static int answer_members(cluster_presence *cp, const char *topic, int status,
+                          const redisReply *reply, cluster_presence_members_fn done, void *arg)
+{
+    size_t from_redis = reply ? reply->elements : 0;
+    size_t max = from_redis + hashmap_count(cp->entries);
+    char(*names)[CLUSTER_PRESENCE_USER_MAX + 1] = calloc(max ? max : 1, sizeof *names);
+    const char **list = calloc(max ? max : 1, sizeof *list);
+    if (!names || !list) {
+        free(names);
+        free(list);
+        return CLUSTER_PRESENCE_NO_MEMORY;
+    }
+    size_t n = 0, skipped = 0;
+    for (size_t i = 0; i < from_redis; i++) {
+        const redisReply *e = reply->element[i];
+        /* Anyone may write to Redis: names only. */
+        if (e->type != REDIS_REPLY_STRING || strlen(e->str) != e->len
+            || !sm_name_valid(e->str, 1, CLUSTER_PRESENCE_USER_MAX)
+            || sm_name_fold(e->str, names[n], sizeof names[n]) != SM_OK)
+            skipped++;
+        else
+            n++;
+    }
+    if (skipped)
+        LOG_WARN("cluster presence: %zu members of topic index %stm:%s are no user names; "
+                 "skipped", skipped, cp->prefix, topic);
+    size_t topic_len = strlen(topic);
+    hashmap_iter it;
+    const void *key;
+    size_t key_len;
+    hashmap_iter_init(cp->entries, &it);
+    while (hashmap_iter_next(&it, &key, &key_len, NULL))
+        if (local_member(key, key_len, topic, topic_len, names[n]))
+            n++;
+    /* Each once: sorted, duplicates dropped. */
+    if (n > 1)
+        qsort(names, n, sizeof *names, compare_names);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (k == 0 || strcmp(list[k - 1], names[i]) != 0)
+            list[k++] = names[i];
+    done(status, list, k, arg);
+    free(names);
+    free(list);
+    return CLUSTER_PRESENCE_OK;
+}
+
+static void members_reply(const redisReply *r, void *arg)
+{
+    cp_members_query *q = arg;
+    int status = CLUSTER_PRESENCE_DOWN;
+    if (query_answered(q->cp, r, "members")) {
+        if (r->type == REDIS_REPLY_ARRAY)
+            status = CLUSTER_PRESENCE_OK;
+        else
+            LOG_WARN("cluster presence: an unexpected reply to the members query; answered "
+                     "from this node's sessions");
+    }
+    if (answer_members(q->cp, q->topic, status, status == CLUSTER_PRESENCE_OK ? r : NULL,
+                       q->done, q->arg) != 0) {
+        LOG_ERROR("cluster presence: out of memory for the members of a topic");
+        q->done(CLUSTER_PRESENCE_NO_MEMORY, NULL, 0, q->arg);
+    }
+    free(q);
+}
+
+int cluster_presence_query_members(cluster_presence *cp, const char *topic,
+                                   cluster_presence_members_fn done, void *arg)
+{
+    size_t topic_len = topic ? strnlen(topic, CLUSTER_PRESENCE_TOPIC_MAX + 1) : 0;
+    if (!cp || !done || topic_len == 0 || topic_len > CLUSTER_PRESENCE_TOPIC_MAX)
+        return CLUSTER_PRESENCE_INVALID;
+    int rc = query_blocked(cp);
+    if (rc != 0)
+        return answer_members(cp, topic, rc, NULL, done, arg);
+    cp_members_query *q = calloc(1, sizeof *q);
+    if (!q)
+        return CLUSTER_PRESENCE_NO_MEMORY;
+    q->cp = cp;
+    q->done = done;
+    q->arg = arg;
+    memcpy(q->topic, topic, topic_len + 1);
+    char set[CP_TOPIC_SET_MAX + 1];
+    topic_set_key(cp, topic, set);
+    const char *argv[] = { "SMEMBERS", set };
+    rc = redis_link_command(cp->link, 2, argv, NULL, members_reply, q);
+    if (rc == 0)
+        return CLUSTER_PRESENCE_OK;
+    free(q);
+    if (rc != CLUSTER_PRESENCE_DOWN && rc != CLUSTER_PRESENCE_BUSY)
+        return rc;
+    return answer_members(cp, topic, rc, NULL, done, arg);
 }
 
 /* ---- leave ----------------------------------------------------------------- */
@@ -799,7 +1144,7 @@ static int add_scripts(cluster_presence *cp)
     } scripts[] = {
         { session_lua, &cp->session_script }, { register_lua, &cp->register_script },
         { refresh_lua, &cp->refresh_script }, { reap_lua, &cp->reap_script },
-        { leave_lua, &cp->leave_script },
+        { leave_lua, &cp->leave_script }, { online_lua, &cp->online_script },
     };
     for (size_t i = 0; i < sizeof scripts / sizeof scripts[0]; i++)
         if (redis_link_script_add(cp->link, scripts[i].source, scripts[i].out) != 0)

@@ -6,7 +6,8 @@
  * their rooms, everywhere within 15 s (issue 14). Counting happens in
  * Redis, in Lua scripts (atomic: Redis runs one script at a time), over
  * a redis_link of the presence's own (core/redis_link.h); nothing
- * blocks the loop. Not wired into the server yet.
+ * blocks the loop. Two queries read what Redis holds (who is online,
+ * who is in a topic), with this node's counts as the fallback.
  *
  * Keys, all under the cluster's prefix (the same on every node):
  *
@@ -25,6 +26,14 @@
  *                      hash, the same for the user's sessions that joined
  *                      topic (its bytes as they are: the first ':' after
  *                      the user ends the name, which holds none).
+ *   <prefix>tm:<topic> set, the index of a topic's members: the users
+ *                      (lower-cased) whose pr:<user>:<topic> hash
+ *                      exists. Every script that makes such a hash come
+ *                      to exist or go (session, register, reap, leave)
+ *                      adds or removes the user in the same run, so the
+ *                      set exists exactly while the topic has a member
+ *                      somewhere (Redis drops an empty set).
+ *                      cluster_presence_query_members reads it.
  *   <prefix>nu:<id>    set of the entries ("pu:<user>", "pr:<user>:<topic>":
  *                      the hashes' names without the prefix) with a field
  *                      of node <id>: what to undo when it dies.
@@ -44,24 +53,33 @@
  *             key is absent, sets node:<id> to this
  *             instance with its expiry, adds <id> to nodes, writes every
  *             local count back as it is in memory (a field per entry
- *             counted here, no field for the others of nu:<id>) and
- *             returns the entries this made come to exist (online,
- *             joined) or go (offline, left).
+ *             counted here, no field for the others of nu:<id>), adds
+ *             the user to tm:<topic> for each pr entry written and
+ *             removes them for each pr hash that went, and returns the
+ *             entries this made come to exist (online, joined) or go
+ *             (offline, left).
  *   session   (per session_up/_down, topic_join/_leave) checks that
  *             node:<id> is still this instance, sets the entry's field to
  *             the node's new local count (absolute, not +1/-1: a call
  *             replayed by register changes nothing) or removes it at 0,
- *             and returns 1 when the entry's hash came to exist (the
+ *             for a pr entry adds the user to tm:<topic> while the hash
+ *             exists after that and removes them once it is gone, and
+ *             returns 1 when the entry's hash came to exist (the
  *             first session anywhere, in the topic), -1 when it went (the
  *             last), else 0.
  *   refresh   PEXPIREs node:<id> when it is still this instance; says
  *             when it lapsed (register then runs) or was taken.
  *   reap      (every reap_interval_ms on every node) finds the members
  *             of nodes whose node:<id> expired, removes each one's fields
- *             from every entry of its nu:<id>, drops nu:<id> and the
- *             member, and returns the entries left with no field at all.
+ *             from every entry of its nu:<id>, removes the user from
+ *             tm:<topic> for each pr hash that this empties, drops
+ *             nu:<id> and the member, and returns the entries left with
+ *             no field at all.
  *   leave     (a node shutting down) the same for the node itself, after
  *             deleting its node:<id>, so a restart need not wait.
+ *   online    (cluster_presence_query_online) whether pu:<user> exists,
+ *             for each user asked about; reads only. Members are read
+ *             with a plain SMEMBERS of tm:<topic>.
  *
  * Why exactly once. Every transition is an entry's hash coming to exist
  * or going, inside one script; Redis runs scripts one at a time, so of two
@@ -219,8 +237,11 @@ int cluster_presence_start(struct lws_context *ctx, const cluster_presence_optio
                            cluster_presence **out, char *err, size_t err_len);
 
 /* Stops the link and frees everything, telling Redis nothing: to the
- * others this node died (its key expires, they reap it). NULL is a
- * no-op. */
+ * others this node died (its key expires, they reap it). Queries still
+ * awaiting Redis get their done before this returns, with
+ * CLUSTER_PRESENCE_DOWN and this node's local answer; from within that
+ * done, call nothing of this presence but the queries (which answer the
+ * same way at once). NULL is a no-op. */
 void cluster_presence_stop(cluster_presence *presence);
 
 /* A local session of user (1..CLUSTER_PRESENCE_USER_MAX of
@@ -256,6 +277,43 @@ unsigned long cluster_presence_local_members(const cluster_presence *presence, c
  * status (done will not). */
 int cluster_presence_leave(cluster_presence *presence, void (*done)(int status, void *arg),
                            void *arg);
+
+/* ---- queries ----------------------------------------------------------------
+
+ * Both ask Redis without blocking the loop, and fall back on this node's
+ * own counts when Redis cannot answer. This node's local sessions count
+ * in an OK answer too: Redis may not have been told of them yet (a call
+ * that returned DOWN or BUSY, written back at the next registration).
+ * A Redis error reply, or one of an unexpected shape, is treated as a lost
+ * reply (DOWN, the local answer; logged). */
+
+/* Which of users (n folded or any-case names, 1..CLUSTER_PRESENCE_USER_MAX
+ * of [A-Za-z0-9_.-]) have a session anywhere in the cluster (a
+ * pu:<user> entry, a dead node's not yet reaped included). done runs
+ * once, on the loop thread: later with CLUSTER_PRESENCE_OK and online[i]
+ * 0/1 for users[i]; or, when Redis could not answer (the command was not
+ * sent: DOWN/BUSY/REFUSED, or its reply was lost), with that status and
+ * online[i] = whether this node has local sessions of users[i]
+ * (cluster_presence_local_sessions). If the query cannot be sent, done
+ * runs before this returns. Returns CLUSTER_PRESENCE_OK (done ran or
+ * will run) or CLUSTER_PRESENCE_INVALID / NO_MEMORY (done will not run).
+ * n may be 0 (done runs at once with OK, online NULL). online is valid
+ * during the call. */
+typedef void (*cluster_presence_online_fn)(int status, const int *online, size_t n, void *arg);
+int cluster_presence_query_online(cluster_presence *presence, const char *const *users, size_t n,
+                                  cluster_presence_online_fn done, void *arg);
+
+/* The users (lower-cased) with a session in topic (1..CLUSTER_PRESENCE_TOPIC_MAX
+ * bytes, compared exactly; else INVALID) anywhere in the cluster, each
+ * once: tm:<topic>. done as above: OK with every member from Redis; or a
+ * failure status with this node's local members of the topic only. users
+ * are valid during the call; order unspecified. The answer is built when
+ * the reply comes: should memory be short then, done gets
+ * CLUSTER_PRESENCE_NO_MEMORY and no users. */
+typedef void (*cluster_presence_members_fn)(int status, const char *const *users, size_t n,
+                                            void *arg);
+int cluster_presence_query_members(cluster_presence *presence, const char *topic,
+                                   cluster_presence_members_fn done, void *arg);
 
 enum cluster_presence_state cluster_presence_get_state(const cluster_presence *presence);
 

@@ -940,8 +940,10 @@ static void changes_while_redis_is_frozen_are_reported_once_when_it_resumes(void
     CU_ASSERT_EQUAL(cluster_presence_session_up(na.p, "alice"), 0);
     CU_ASSERT_EQUAL(cluster_presence_session_up(na.p, "bob"), 0);
     CU_ASSERT_EQUAL(cluster_presence_session_up(nb.p, "bob"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(nb.p, "lobby", "bob"), 0);
     settle();
-    CU_ASSERT_EQUAL(total_events(), 2);
+    CU_ASSERT_EQUAL(total_events(), 3);
+    CU_ASSERT_EQUAL(is_member(priv.url, "tm:lobby", "bob"), 1);
 
     if (private_redis_freeze(&priv) != 0) {
         CU_FAIL("cannot SIGSTOP redis-server");
@@ -956,9 +958,12 @@ static void changes_while_redis_is_frozen_are_reported_once_when_it_resumes(void
     CU_ASSERT_EQUAL(cluster_presence_session_up(nb.p, "carol"), CLUSTER_PRESENCE_DOWN);
     CU_ASSERT_EQUAL(cluster_presence_session_up(nb.p, "carol"), CLUSTER_PRESENCE_DOWN);
     CU_ASSERT_EQUAL(cluster_presence_session_down(nb.p, "carol"), CLUSTER_PRESENCE_DOWN);
+    /* bob leaves lobby, carol joins it: register moves the index. */
+    CU_ASSERT_EQUAL(cluster_presence_topic_leave(nb.p, "lobby", "bob"), CLUSTER_PRESENCE_DOWN);
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(na.p, "lobby", "carol"), CLUSTER_PRESENCE_DOWN);
     cluster_presence_counters c;
     cluster_presence_get_counters(nb.p, &c);
-    CU_ASSERT_EQUAL(c.not_sent, 3);
+    CU_ASSERT_EQUAL(c.not_sent, 4);
 
     private_redis_thaw(&priv);
     WAIT_FOR(all_up(&na, &nb, NULL), 10000);
@@ -967,12 +972,303 @@ static void changes_while_redis_is_frozen_are_reported_once_when_it_resumes(void
     /* alice left (a's last), carol came (b's first); bob still on b. */
     CU_ASSERT_EQUAL(events_of(&na, "alice", 0, CLUSTER_PRESENCE_RESYNC), 1);
     CU_ASSERT_EQUAL(events_of(&nb, "carol", 1, CLUSTER_PRESENCE_RESYNC), 1);
-    CU_ASSERT_EQUAL(total_events(), 4);
+    CU_ASSERT_EQUAL(topic_events_of(&nb, "lobby", "bob", 0, CLUSTER_PRESENCE_RESYNC), 1);
+    CU_ASSERT_EQUAL(topic_events_of(&na, "lobby", "carol", 1, CLUSTER_PRESENCE_RESYNC), 1);
+    CU_ASSERT_EQUAL(total_events(), 7);
+    CU_ASSERT_EQUAL(is_member(priv.url, "tm:lobby", "bob"), 0);
+    CU_ASSERT_EQUAL(is_member(priv.url, "tm:lobby", "carol"), 1);
+    CU_ASSERT_EQUAL(redis_int(priv.url, "SCARD", "tm:lobby", NULL), 1);
     CU_ASSERT_EQUAL(field(priv.url, "carol", "b"), 1);
     CU_ASSERT_EQUAL(field(priv.url, "bob", "a"), 0);
     CU_ASSERT_EQUAL(field(priv.url, "bob", "b"), 1);
     CU_ASSERT_EQUAL(redis_int(priv.url, "EXISTS", "pu:alice", NULL), 0);
-    CU_ASSERT_EQUAL(redis_int(priv.url, "SCARD", "nu:a", NULL), 0);
+    CU_ASSERT_EQUAL(redis_int(priv.url, "SCARD", "nu:a", NULL), 1); /* pr:carol:lobby */
+out:
+    stop_node(&na);
+    stop_node(&nb);
+    private_redis_stop(&priv);
+}
+
+/* ---- queries ------------------------------------------------------------------ */
+
+#define QUERY_USERS_MAX 8
+
+/* What a query's done got: called counts its calls (exactly one is
+ * expected), status and the answer as it was then. */
+typedef struct answer {
+    int called;
+    int status;
+    size_t n;
+    int online[QUERY_USERS_MAX];
+    char users[QUERY_USERS_MAX][CLUSTER_PRESENCE_USER_MAX + 1];
+} answer;
+
+static void on_online(int status, const int *online, size_t n, void *arg)
+{
+    answer *a = arg;
+    a->called++;
+    a->status = status;
+    a->n = n;
+    for (size_t i = 0; i < n && i < QUERY_USERS_MAX; i++)
+        a->online[i] = online[i];
+}
+
+static void on_members(int status, const char *const *users, size_t n, void *arg)
+{
+    answer *a = arg;
+    a->called++;
+    a->status = status;
+    a->n = n;
+    for (size_t i = 0; i < n && i < QUERY_USERS_MAX; i++)
+        snprintf(a->users[i], sizeof a->users[i], "%s", users[i]);
+}
+
+/* Asks n about users and waits for the answer (done once). */
+static answer ask_online(const node *n, const char *const *users, size_t count)
+{
+    answer a;
+    memset(&a, 0, sizeof a);
+    CU_ASSERT_EQUAL(cluster_presence_query_online(n->p, users, count, on_online, &a), 0);
+    WAIT_FOR(a.called, 5000);
+    CU_ASSERT_EQUAL(a.called, 1);
+    CU_ASSERT_EQUAL(a.n, count);
+    return a;
+}
+
+static answer ask_members(const node *n, const char *topic)
+{
+    answer a;
+    memset(&a, 0, sizeof a);
+    CU_ASSERT_EQUAL(cluster_presence_query_members(n->p, topic, on_members, &a), 0);
+    WAIT_FOR(a.called, 5000);
+    CU_ASSERT_EQUAL(a.called, 1);
+    return a;
+}
+
+/* Times user is in an answer's members. */
+static int listed(const answer *a, const char *user)
+{
+    int k = 0;
+    for (size_t i = 0; i < a->n && i < QUERY_USERS_MAX; i++)
+        k += strcmp(a->users[i], user) == 0;
+    return k;
+}
+
+/* a's answer has exactly these members (NULL-terminated), each once. */
+static int members_are(const answer *a, ...)
+{
+    va_list ap;
+    size_t count = 0;
+    int ok = a->status == CLUSTER_PRESENCE_OK;
+    va_start(ap, a);
+    for (const char *u = va_arg(ap, const char *); u; u = va_arg(ap, const char *), count++)
+        ok = ok && listed(a, u) == 1;
+    va_end(ap);
+    if (!ok || a->n != count) {
+        fprintf(stderr, "members (status %d):", a->status);
+        for (size_t i = 0; i < a->n && i < QUERY_USERS_MAX; i++)
+            fprintf(stderr, " %s", a->users[i]);
+        fprintf(stderr, "\n");
+    }
+    return ok && a->n == count;
+}
+
+static void query_online_answers_from_either_node_until_a_dead_node_is_reaped(void)
+{
+    static const char *const users[] = { "alice", "BOB", "carol", "Dave" };
+    new_case();
+    if (start_pair(fixture_url, SHORT_TTL_MS, SHORT_REFRESH_MS) != 0)
+        goto out;
+    /* alice on a, bob on b, dave on both, carol nowhere. */
+    CU_ASSERT_EQUAL(cluster_presence_session_up(na.p, "alice"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_session_up(nb.p, "bob"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_session_up(na.p, "dave"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_session_up(nb.p, "dave"), 0);
+    settle();
+    node *nodes[2] = { &na, &nb };
+    for (int k = 0; k < 2; k++) {
+        answer a = ask_online(nodes[k], users, 4);
+        CU_ASSERT_EQUAL(a.status, CLUSTER_PRESENCE_OK);
+        CU_ASSERT(a.online[0] == 1 && a.online[1] == 1 && a.online[2] == 0 && a.online[3] == 1);
+    }
+    /* No user: answered at once. Bad arguments: done never runs. */
+    answer a;
+    memset(&a, 0, sizeof a);
+    CU_ASSERT_EQUAL(cluster_presence_query_online(na.p, users, 0, on_online, &a), 0);
+    CU_ASSERT_EQUAL(a.called, 1);
+    CU_ASSERT_EQUAL(a.status, CLUSTER_PRESENCE_OK);
+    static const char *const bad[] = { "alice", "a:b" };
+    static const char *const null_user[] = { "alice", NULL };
+    memset(&a, 0, sizeof a);
+    CU_ASSERT_EQUAL(cluster_presence_query_online(na.p, bad, 2, on_online, &a),
+                    CLUSTER_PRESENCE_INVALID);
+    CU_ASSERT_EQUAL(cluster_presence_query_online(na.p, null_user, 2, on_online, &a),
+                    CLUSTER_PRESENCE_INVALID);
+    CU_ASSERT_EQUAL(cluster_presence_query_online(na.p, NULL, 1, on_online, &a),
+                    CLUSTER_PRESENCE_INVALID);
+    CU_ASSERT_EQUAL(cluster_presence_query_online(na.p, users, 1, NULL, &a),
+                    CLUSTER_PRESENCE_INVALID);
+    settle();
+    CU_ASSERT_EQUAL(a.called, 0);
+
+    /* b dies: until reaped its users stay online (its fields count)... */
+    stop_node(&nb);
+    a = ask_online(&na, users, 4);
+    CU_ASSERT_EQUAL(a.status, CLUSTER_PRESENCE_OK);
+    CU_ASSERT_EQUAL(a.online[1], 1);
+    /* ...then bob is offline; dave, still on a, is not. */
+    WAIT_FOR(events_of(&na, "bob", 0, CLUSTER_PRESENCE_REAPED) == 1,
+             SHORT_TTL_MS + 4 * SHORT_REAP_MS + 3000);
+    CU_ASSERT_EQUAL(events_of(&na, "bob", 0, CLUSTER_PRESENCE_REAPED), 1);
+    a = ask_online(&na, users, 4);
+    CU_ASSERT_EQUAL(a.status, CLUSTER_PRESENCE_OK);
+    CU_ASSERT(a.online[0] == 1 && a.online[1] == 0 && a.online[2] == 0 && a.online[3] == 1);
+
+    /* Asked, then stopped before the reply: done runs within the stop,
+     * with DOWN and a's own sessions. */
+    memset(&a, 0, sizeof a);
+    CU_ASSERT_EQUAL(cluster_presence_query_online(na.p, users, 4, on_online, &a), 0);
+    CU_ASSERT_EQUAL(a.called, 0);
+    stop_node(&na);
+    CU_ASSERT_EQUAL(a.called, 1);
+    CU_ASSERT_EQUAL(a.status, CLUSTER_PRESENCE_DOWN);
+    CU_ASSERT(a.online[0] == 1 && a.online[1] == 0 && a.online[2] == 0 && a.online[3] == 1);
+out:
+    end_case();
+}
+
+static void query_members_lists_each_member_of_a_topic_once_across_nodes(void)
+{
+    new_case();
+    if (start_pair(fixture_url, SHORT_TTL_MS, SHORT_REFRESH_MS) != 0)
+        goto out;
+    /* alice twice on a, bob on b, dave on both; erin joins and leaves;
+     * frank elsewhere. */
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(na.p, "general", "alice"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(na.p, "general", "Alice"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(nb.p, "general", "bob"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(na.p, "general", "dave"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(nb.p, "general", "DAVE"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(nb.p, "general", "erin"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(na.p, "team:x", "frank"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_topic_leave(nb.p, "general", "erin"), 0);
+    settle();
+    answer a = ask_members(&na, "general");
+    CU_ASSERT(members_are(&a, "alice", "bob", "dave", NULL));
+    a = ask_members(&nb, "general");
+    CU_ASSERT(members_are(&a, "alice", "bob", "dave", NULL));
+    a = ask_members(&nb, "team:x");
+    CU_ASSERT(members_are(&a, "frank", NULL));
+    a = ask_members(&na, "General"); /* topics compare exactly */
+    CU_ASSERT(members_are(&a, NULL));
+    CU_ASSERT_EQUAL(redis_int(fixture_url, "SCARD", "tm:general", NULL), 3);
+    CU_ASSERT_EQUAL(is_member(fixture_url, "tm:team:x", "frank"), 1);
+    CU_ASSERT_EQUAL(cluster_presence_query_members(na.p, "", on_members, &a),
+                    CLUSTER_PRESENCE_INVALID);
+    CU_ASSERT_EQUAL(cluster_presence_query_members(na.p, NULL, on_members, &a),
+                    CLUSTER_PRESENCE_INVALID);
+    CU_ASSERT_EQUAL(cluster_presence_query_members(na.p, "general", NULL, &a),
+                    CLUSTER_PRESENCE_INVALID);
+
+    /* b dies and is reaped: bob goes, dave (on a) stays. */
+    stop_node(&nb);
+    WAIT_FOR(topic_events_of(&na, "general", "bob", 0, CLUSTER_PRESENCE_REAPED) == 1,
+             SHORT_TTL_MS + 4 * SHORT_REAP_MS + 3000);
+    CU_ASSERT_EQUAL(topic_events_of(&na, "general", "bob", 0, CLUSTER_PRESENCE_REAPED), 1);
+    a = ask_members(&na, "general");
+    CU_ASSERT(members_are(&a, "alice", "dave", NULL));
+    CU_ASSERT_EQUAL(is_member(fixture_url, "tm:general", "bob"), 0);
+
+    /* The last members leave: the index goes with them. */
+    CU_ASSERT_EQUAL(cluster_presence_topic_leave(na.p, "general", "alice"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_topic_leave(na.p, "general", "alice"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_topic_leave(na.p, "general", "dave"), 0);
+    settle();
+    a = ask_members(&na, "general");
+    CU_ASSERT(members_are(&a, NULL));
+    CU_ASSERT_EQUAL(redis_int(fixture_url, "EXISTS", "tm:general", NULL), 0);
+
+    /* A node that leaves takes its members out of the index. */
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(na.p, "general", "gina"), 0);
+    settle();
+    CU_ASSERT_EQUAL(is_member(fixture_url, "tm:general", "gina"), 1);
+    CU_ASSERT_EQUAL(cluster_presence_leave(na.p, on_left, &na), 0);
+    WAIT_FOR(na.left_status != 0, 3000);
+    CU_ASSERT_EQUAL(na.left_status, 1 + CLUSTER_PRESENCE_OK);
+    CU_ASSERT_EQUAL(redis_int(fixture_url, "EXISTS", "tm:general", NULL), 0);
+    CU_ASSERT_EQUAL(redis_int(fixture_url, "EXISTS", "tm:team:x", NULL), 0);
+    /* Left: refused, answered from a's own counts at once. */
+    memset(&a, 0, sizeof a);
+    CU_ASSERT_EQUAL(cluster_presence_query_members(na.p, "team:x", on_members, &a), 0);
+    CU_ASSERT_EQUAL(a.called, 1);
+    CU_ASSERT_EQUAL(a.status, CLUSTER_PRESENCE_REFUSED);
+    CU_ASSERT(a.n == 1 && listed(&a, "frank") == 1);
+
+    /* Asked, then stopped before the reply: DOWN and the local members. */
+    if (start_node(&nc, "c"))
+        goto out;
+    WAIT_FOR(is_up(&nc), 5000);
+    CU_ASSERT_FATAL(is_up(&nc));
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(nc.p, "lobby", "hank"), 0);
+    memset(&a, 0, sizeof a);
+    CU_ASSERT_EQUAL(cluster_presence_query_members(nc.p, "lobby", on_members, &a), 0);
+    CU_ASSERT_EQUAL(a.called, 0);
+    stop_node(&nc);
+    CU_ASSERT_EQUAL(a.called, 1);
+    CU_ASSERT_EQUAL(a.status, CLUSTER_PRESENCE_DOWN);
+    CU_ASSERT(a.n == 1 && listed(&a, "hank") == 1);
+out:
+    end_case();
+}
+
+/* Redis stopped: both queries answer at once, DOWN, from the node's own
+ * counts; back (empty), register rebuilds the index from every node's. */
+static void queries_while_redis_is_down_answer_from_local_counts(void)
+{
+    static const char *const users[] = { "alice", "bob", "carol" };
+    new_case();
+    if (start_private_pair(SHORT_TTL_MS, SHORT_REFRESH_MS) != 0)
+        goto out;
+    CU_ASSERT_EQUAL(cluster_presence_session_up(na.p, "alice"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_session_up(nb.p, "bob"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(na.p, "lobby", "alice"), 0);
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(nb.p, "lobby", "bob"), 0);
+    settle();
+    answer a = ask_members(&na, "lobby");
+    CU_ASSERT(members_are(&a, "alice", "bob", NULL));
+
+    CU_ASSERT_EQUAL(private_redis_down(&priv), 0);
+    WAIT_FOR(na.state == CLUSTER_PRESENCE_STATE_DOWN && nb.state == CLUSTER_PRESENCE_STATE_DOWN,
+             5000);
+    CU_ASSERT_FATAL(na.state == CLUSTER_PRESENCE_STATE_DOWN);
+    memset(&a, 0, sizeof a);
+    CU_ASSERT_EQUAL(cluster_presence_query_online(na.p, users, 3, on_online, &a), 0);
+    CU_ASSERT_EQUAL(a.called, 1); /* before it returned */
+    CU_ASSERT_EQUAL(a.status, CLUSTER_PRESENCE_DOWN);
+    CU_ASSERT(a.online[0] == 1 && a.online[1] == 0 && a.online[2] == 0);
+    memset(&a, 0, sizeof a);
+    CU_ASSERT_EQUAL(cluster_presence_query_members(nb.p, "lobby", on_members, &a), 0);
+    CU_ASSERT_EQUAL(a.called, 1);
+    CU_ASSERT_EQUAL(a.status, CLUSTER_PRESENCE_DOWN);
+    CU_ASSERT(a.n == 1 && listed(&a, "bob") == 1);
+    /* A member who came meanwhile is counted here, so listed here. */
+    CU_ASSERT_EQUAL(cluster_presence_topic_join(nb.p, "lobby", "carol"),
+                    CLUSTER_PRESENCE_DOWN);
+    memset(&a, 0, sizeof a);
+    CU_ASSERT_EQUAL(cluster_presence_query_members(nb.p, "lobby", on_members, &a), 0);
+    CU_ASSERT_EQUAL(a.called, 1);
+    CU_ASSERT(a.n == 2 && listed(&a, "bob") == 1 && listed(&a, "carol") == 1);
+
+    CU_ASSERT_EQUAL(private_redis_up(&priv), 0);
+    WAIT_FOR(all_up(&na, &nb, NULL), 10000);
+    CU_ASSERT_FATAL(all_up(&na, &nb, NULL));
+    settle();
+    a = ask_members(&na, "lobby");
+    CU_ASSERT(members_are(&a, "alice", "bob", "carol", NULL));
+    CU_ASSERT_EQUAL(redis_int(priv.url, "SCARD", "tm:lobby", NULL), 3);
+    a = ask_online(&na, users, 3);
+    CU_ASSERT_EQUAL(a.status, CLUSTER_PRESENCE_OK);
+    CU_ASSERT(a.online[0] == 1 && a.online[1] == 1 && a.online[2] == 0);
 out:
     stop_node(&na);
     stop_node(&nb);
@@ -1011,6 +1307,9 @@ int main(void)
         SM_TEST(a_dead_nodes_users_go_offline_and_leave_their_topics_once_within_15_s),
         SM_TEST(calls_while_redis_is_down_are_counted_and_written_back_after_a_restart),
         SM_TEST(changes_while_redis_is_frozen_are_reported_once_when_it_resumes),
+        SM_TEST(query_online_answers_from_either_node_until_a_dead_node_is_reaped),
+        SM_TEST(query_members_lists_each_member_of_a_topic_once_across_nodes),
+        SM_TEST(queries_while_redis_is_down_answer_from_local_counts),
         SM_TEST_END,
     };
     return sm_test_run("services.cluster_presence", tests, suite_init, suite_cleanup);
