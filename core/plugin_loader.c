@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "admin.h"
+#include "cluster.h"
 #include "core.h"
 #include "dispatch.h"
 #include "host_api.h"
