@@ -8,6 +8,7 @@
 #include "cluster_presence.h"
 #include "config.h"
 #include "core.h"
+#include "durability.h"
 #include "crypto.h"
 #include "redis_link.h"
 #include "log.h"
@@ -109,14 +110,10 @@ static void on_presence_member(const char *topic, const char *user, int joined,
 static void on_presence_state(enum cluster_presence_state state, void *arg)
 {
     (void)arg;
+    /* cluster_presence logs its ups and downs itself. */
     switch (state) {
     case CLUSTER_PRESENCE_STATE_UP:
-        LOG_INFO("cluster: presence up: node %s registered", g_core.sc->cluster_node);
-        break;
     case CLUSTER_PRESENCE_STATE_DOWN:
-        if (!cl.leaving)
-            LOG_WARN("cluster: presence down (Redis unreachable): logins and room changes are "
-                     "counted here and written to Redis once it is back");
         break;
     case CLUSTER_PRESENCE_STATE_REFUSED:
         transport_fail("this node may not take part in the cluster: another node runs with "
@@ -269,21 +266,82 @@ static int published(int rc, const char *what, const char *name, const char *act
     return SM_EBUSY;
 }
 
-int cluster_publish_topic(const char *topic, const char *except_user, const char *action,
-                          const char *text, size_t len)
+/* A publish held until PostgreSQL confirmed the flush of the writes
+ * before it (durability.h): another node must not show what this one
+ * has not made durable, nor in another order than this node's sessions
+ * see it. */
+typedef struct held_publish {
+    int to_user;
+    char *name, *except_user, *action, *text;
+    size_t len;
+} held_publish;
+
+static int publish_now(int to_user, const char *name, const char *except_user,
+                       const char *action, const char *text, size_t len)
+{
+    if (to_user)
+        return published(cluster_bus_publish_user(cl.bus, name, action, text, len), "user",
+                         name, action);
+    return published(cluster_bus_publish_topic(cl.bus, name, except_user, action, text, len),
+                     "topic", name, action);
+}
+
+static void held_free(held_publish *h)
+{
+    free(h->name);
+    free(h->except_user);
+    free(h->action);
+    free(h->text);
+    free(h);
+}
+
+static int publish(int to_user, const char *name, const char *except_user, const char *action,
+                   const char *text, size_t len)
 {
     if (!cl.on)
         return SM_OK;
-    return published(cluster_bus_publish_topic(cl.bus, topic, except_user, action, text, len),
-                     "topic", topic, action);
+    if (durability_active()) {
+        held_publish *h = calloc(1, sizeof *h);
+        if (h) {
+            h->to_user = to_user;
+            h->name = core_strdup(name);
+            h->except_user = except_user ? core_strdup(except_user) : NULL;
+            h->action = core_strdup(action);
+            h->text = malloc(len ? len : 1);
+            h->len = len;
+        }
+        if (!h || !h->name || (except_user && !h->except_user) || !h->action || !h->text) {
+            if (h)
+                held_free(h);
+            LOG_ERROR("cluster: out of memory: %s for %s not sent to the other nodes", action,
+                      name);
+            return SM_ENOMEM;
+        }
+        memcpy(h->text, text, len);
+        if (durability_hold(CLUSTER_HELD_INDEX, h))
+            return SM_OK; /* cluster_release_held sends it */
+        held_free(h);
+    }
+    return publish_now(to_user, name, except_user, action, text, len);
+}
+
+void cluster_release_held(void *item)
+{
+    held_publish *h = item;
+    if (cl.on)
+        publish_now(h->to_user, h->name, h->except_user, h->action, h->text, h->len);
+    held_free(h);
+}
+
+int cluster_publish_topic(const char *topic, const char *except_user, const char *action,
+                          const char *text, size_t len)
+{
+    return publish(0, topic, except_user, action, text, len);
 }
 
 int cluster_publish_user(const char *user, const char *action, const char *text, size_t len)
 {
-    if (!cl.on)
-        return SM_OK;
-    return published(cluster_bus_publish_user(cl.bus, user, action, text, len), "user", user,
-                     action);
+    return publish(1, user, NULL, action, text, len);
 }
 
 /* ---- plugin broadcasts ------------------------------------------------------- */
@@ -318,8 +376,7 @@ int cluster_broadcast(const char *plugin_name, const char *text, size_t len)
         return SM_OK;
     if (broadcast_topic(plugin_name, t, sizeof t) != 0)
         return SM_EINVAL;
-    return published(cluster_bus_publish_topic(cl.bus, t, NULL, BROADCAST_ACTION, text, len),
-                     "plugin", plugin_name, BROADCAST_ACTION);
+    return publish(0, t, NULL, BROADCAST_ACTION, text, len);
 }
 
 /* ---- presence counts ------------------------------------------------------- */

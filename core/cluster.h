@@ -13,7 +13,10 @@
  * A publish goes to this node's sessions first (the caller's part), then
  * once to Redis for the others; without Redis the local part still
  * happens and the caller gets SM_EBUSY, with a warning in the log (the
- * first of each outage, then one a minute with a count). */
+ * first of each outage, then one a minute with a count). On PostgreSQL a
+ * publish after a write waits for the write's flush, as the local
+ * replies and events do (CLUSTER_HELD_INDEX below); its outcome is then
+ * only logged (the caller got SM_OK). */
 #ifndef SM_CORE_CLUSTER_H
 #define SM_CORE_CLUSTER_H
 
@@ -66,6 +69,13 @@ void cluster_session_up(const char *user);
 void cluster_session_down(const char *user);
 void cluster_member_up(const char *topic, const char *user);
 void cluster_member_down(const char *topic, const char *user);
+
+/* On PostgreSQL a publish that follows a write not yet flushed waits
+ * with the replies and events (durability.h) under this index; the
+ * transport's release hands it to cluster_release_held, which publishes
+ * it (or drops it once the cluster stopped) and frees it. */
+#define CLUSTER_HELD_INDEX (-2)
+void cluster_release_held(void *item);
 
 /* Plugin broadcasts (sm_host.broadcast): a plugin with a broadcast
  * callback has this node listen for its instances on the others (on:

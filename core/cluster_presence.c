@@ -217,6 +217,9 @@ struct cluster_presence {
     int warned_error;   /* a script's error reply was logged (once per registration) */
     enum cluster_presence_state reported;
     lws_usec_t registered_since;
+    lws_usec_t started;   /* cluster_presence_start */
+    int ever_registered;  /* a register succeeded once */
+    int warned_held;      /* "node id held" logged while waiting for it */
     lws_sorted_usec_list_t refresh_timer, reap_timer;
     void (*leave_done)(int status, void *arg);
     void *leave_arg;
@@ -440,6 +443,21 @@ static void register_reply(const redisReply *r, void *arg)
         return;
     }
     if (r->element[0]->integer == 0) {
+        /* Held by another instance. A previous run of this node that
+         * crashed holds it until its key expires (alive_ttl_ms): a node
+         * that never registered waits that long, registering again at
+         * each refresh, before it takes the id for another live node's. */
+        lws_usec_t patience = (lws_usec_t)(cp->ttl_ms + 2 * cp->refresh_ms) * LWS_US_PER_MS;
+        if (!cp->ever_registered && now_us() - cp->started < patience) {
+            if (!cp->warned_held)
+                LOG_WARN("cluster presence: the node id '%s' is held by another instance (a "
+                         "previous run that stopped without leaving?); waiting up to %u ms for "
+                         "its key %s to expire",
+                         cp->node, cp->ttl_ms + 2 * cp->refresh_ms, cp->key_node);
+            cp->warned_held = 1;
+            cp->dirty = 1;
+            return;
+        }
         cp->refused = 1;
         LOG_ERROR("cluster presence: another node runs with the node id '%s' (its key %s is "
                   "alive and holds another instance); this node takes no part in presence",
@@ -459,6 +477,7 @@ static void register_reply(const redisReply *r, void *arg)
     if (!cp->registered)
         cp->registered_since = now_us();
     cp->registered = 1;
+    cp->ever_registered = 1;
     cp->warned_error = 0;
     state_changed(cp, 0);
 }
@@ -1193,6 +1212,7 @@ int cluster_presence_start(struct lws_context *ctx, const cluster_presence_optio
     snprintf(cp->fingerprint, sizeof cp->fingerprint, "%s",
              options->fingerprint ? options->fingerprint : "");
     cp->reported = CLUSTER_PRESENCE_STATE_DOWN;
+    cp->started = now_us();
     const redis_link_handlers lh = { NULL, on_link_state };
     rc = redis_link_start(ctx, options->redis_url, &lh, cp, &cp->link, err, err_len);
     if (rc == 0 && add_scripts(cp) != 0)

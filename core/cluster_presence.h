@@ -105,17 +105,20 @@
  * and refresh their keys, and a Redis that restarts from a snapshot holds
  * every node's key expired.
  *
- * A node id whose key holds another instance belongs to a running node:
- * start reports CLUSTER_PRESENCE_STATE_REFUSED (on_state) and the node
+ * A node id whose key holds another instance belongs to a running node,
+ * or to this node's previous run that stopped without leaving (a crash),
+ * whose key expires within alive_ttl_ms: a node that never registered
+ * tries again at each refresh for alive_ttl_ms + 2 refresh_ms (logged
+ * once), then reports CLUSTER_PRESENCE_STATE_REFUSED (on_state) and
  * takes no part (every call returns CLUSTER_PRESENCE_REFUSED); stop it.
  * Every node of a cluster must serve the same server key (clients pin its
  * fingerprint, and reach any node): a node whose fingerprint differs from
  * the one stored reports CLUSTER_PRESENCE_STATE_KEY_MISMATCH, logs both
  * and takes no part either, for good. The stored fingerprint stays when
  * every node is gone: a cluster moving to a new key deletes
- * <prefix>fingerprint by hand. A node that crashed
- * leaves its key for up to alive_ttl_ms, so a restart that soon is
- * refused too (cluster_presence_leave on a clean shutdown avoids this).
+ * <prefix>fingerprint by hand. A node that crashed leaves its key for up
+ * to alive_ttl_ms, so a restart that soon waits for it, as above
+ * (cluster_presence_leave on a clean shutdown avoids the wait).
  * A node whose own key lapsed (Redis or the node too slow) registers
  * again: if it was reaped meanwhile, its users come back online
  * (reason RESYNC).

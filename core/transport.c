@@ -1013,6 +1013,16 @@ static void durability_kick_soon(void)
 
 static uint64_t pg_writes(void) { return storage_pg_writes(g_core.db); }
 
+/* A held item's way on: a session's to its I/O thread, a cluster
+ * publish to Redis. */
+static void release_held(int index, void *item)
+{
+    if (index == CLUSTER_HELD_INDEX)
+        cluster_release_held(item);
+    else
+        io_threads_release_held(index, item);
+}
+
 /* On PostgreSQL the logic thread commits without waiting for the flush
  * and what it sends after a write waits for a barrier instead. */
 static int start_durability(void)
@@ -1027,7 +1037,7 @@ static int start_durability(void)
     durability_ops ops = {
         .barrier = pg_barrier_run,
         .barrier_arg = barrier,
-        .release = io_threads_release_held,
+        .release = release_held,
         .commits = pg_writes,
         .kick = durability_kick_soon,
     };

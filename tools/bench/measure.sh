@@ -33,6 +33,14 @@
 # them by the messages the report counts (private: both phases; the
 # setup's registrations, one commit each, are included). The schema is
 # dropped after the run.
+# SM_BENCH_NODES=N (2..8, needs SM_BENCH_POSTGRESQL) runs a cluster of N
+# nodes on this machine instead (issue 14): each a server on the run's
+# schema, with cluster.node n1..nN, cluster.redis SM_BENCH_REDIS (a
+# redis:// URL; a private one: tests/services/redis-instance start DIR)
+# and a prefix of the run's own; the bench gets one --url per node (its
+# connections go to them in turn) and --server-pid of node 1 (its CPU
+# figures are node 1's alone); the server logs are NAME.<i>.server.log
+# (node 1) and NAME.<i>.server<n>.log.
 # SM_BENCH_CEILING=0 skips the ceiling (tools/bench/compare-io-threads.sh
 # calls this script once per run).
 #
@@ -49,7 +57,14 @@
 # delivery over that interval and their ratio. Medians and each run's
 # figures also go to OUT_DIR/NAME.summary.json.
 set -u
-[ $# -ge 5 ] || { sed -n '2,42p' "$0" >&2; exit 2; }
+[ $# -ge 5 ] || { sed -n '2,50p' "$0" >&2; exit 2; }
+nodes=${SM_BENCH_NODES:-1}
+case $nodes in
+    1) ;;
+    [2-8]) [ -n "${SM_BENCH_POSTGRESQL:-}" ] && [ -n "${SM_BENCH_REDIS:-}" ] \
+               || { echo "SM_BENCH_NODES needs SM_BENCH_POSTGRESQL and SM_BENCH_REDIS" >&2; exit 2; } ;;
+    *) echo "SM_BENCH_NODES is 1..8" >&2; exit 2 ;;
+esac
 build=$1 out=$2 name=$3 runs=$4 scenario=$5
 shift 5
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -86,6 +101,7 @@ case ${SM_BENCH_CEILING:-1}:$scenario in
 esac
 
 pid=
+others=()   # the other nodes' pids (SM_BENCH_NODES)
 data=
 bench=
 stop_server() {
@@ -96,12 +112,16 @@ stop_server() {
         wait "$bench" 2>/dev/null
     fi
     bench=
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid"
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null
-    fi
-    wait "$pid" 2>/dev/null
+    local p
+    for p in $pid "${others[@]}"; do
+        if kill -0 "$p" 2>/dev/null; then
+            kill -TERM "$p"
+            for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+            kill -KILL "$p" 2>/dev/null
+        fi
+        wait "$p" 2>/dev/null
+    done
+    others=()
     pid=
     [ -n "$data" ] && rm -rf "$data"
     data=
@@ -177,20 +197,35 @@ for i in $(seq "$runs"); do
             || { echo "$conf: argon2 settings not replaced" >&2; exit 2; }
         cp "$data/bench.conf" "$out/$name.conf"
     fi
-    "$server_build/safemessenger-server" -c "$data/bench.conf" --port-file "$data/port" \
-        > "$out/$name.$i.server.log" 2>&1 &
-    pid=$!
-    for _ in $(seq 300); do [ -s "$data/port" ] && break; sleep 0.1; done
-    [ -s "$data/port" ] || { echo "server did not start" >&2; exit 1; }
+    urls=()
+    for n in $(seq "$nodes"); do
+        nconf=$data/bench.conf log=$out/$name.$i.server.log
+        if [ "$nodes" -gt 1 ]; then
+            # The first node makes the schema's tables before the others start.
+            nconf=$data/bench$n.conf log=$out/$name.$i.server$n.log
+            [ "$n" = 1 ] && log=$out/$name.$i.server.log
+            sed -e "s|^\( *key_file = .*\)|\1\n  admin_socket = \"$data/admin$n.sock\";|" \
+                "$data/bench.conf" > "$nconf"
+            printf 'cluster: { node = "n%d"; redis = "%s"; prefix = "smbench:%d:%d:"; };\n' \
+                "$n" "$SM_BENCH_REDIS" "$$" "$i" >> "$nconf"
+        fi
+        rm -f "$data/port"
+        "$server_build/safemessenger-server" -c "$nconf" --port-file "$data/port" > "$log" 2>&1 &
+        if [ "$n" = 1 ]; then pid=$!; else others+=($!); fi
+        for _ in $(seq 300); do [ -s "$data/port" ] && break; sleep 0.1; done
+        [ -s "$data/port" ] || { echo "server $n did not start (log: $log)" >&2; exit 1; }
+        urls+=(--url "ws://127.0.0.1:$(cat "$data/port")/")
+        [ "$n" = 1 ] && first_port=$(cat "$data/port")
+    done
     sleep 1   # let the server settle (idle measures its RSS first)
     [ -n "${SM_BENCH_POSTGRESQL:-}" ] && pg_counters > "$out/$name.$i.pgstat-before"
     thread_ticks "$pid" > "$out/$name.$i.threads-before"
     "$build/tools/bench/safemessenger-bench" "$scenario" "$@" \
-        --url "ws://127.0.0.1:$(cat "$data/port")/" --server-pid "$pid" \
+        "${urls[@]}" --server-pid "$pid" \
         > "$out/$name.$i.json" 2> "$out/$name.$i.err" &
     bench=$!
     if [ -n "${SM_BENCH_SYSCALLS:-}" ]; then
-        count_syscalls "$(cat "$data/port")" "$out/$name.$i" &
+        count_syscalls "$first_port" "$out/$name.$i" &
         counter=$!
     fi
     wait "$bench"
