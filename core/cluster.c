@@ -1,6 +1,8 @@
 #include "cluster.h"
 
 #include <libwebsockets.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +34,48 @@ static struct {
 } cl;
 
 int cluster_on(void) { return cl.on; }
+
+/* ---- metrics ----------------------------------------------------------------- */
+
+/* What cluster_stats_get reads off the logic thread: the bus and presence
+ * as published under the lock (set once both started, cleared before
+ * they are freed), and the states as the handlers last reported them
+ * (redis_link's and presence's own state fields are the logic thread's
+ * alone). Apart from cl, which cluster_stop wipes. */
+static struct {
+    pthread_mutex_t lock;
+    cluster_bus *bus;
+    cluster_presence *presence;
+    atomic_int bus_up, presence_state;
+} st = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void stats_publish(cluster_bus *bus, cluster_presence *presence)
+{
+    pthread_mutex_lock(&st.lock);
+    st.bus = bus;
+    st.presence = presence;
+    pthread_mutex_unlock(&st.lock);
+}
+
+int cluster_stats_get(cluster_stats *out)
+{
+    int rc = -1;
+    pthread_mutex_lock(&st.lock);
+    if (st.bus && st.presence) {
+        /* The counters are atomics; the lock only keeps the objects alive. */
+        memset(out, 0, sizeof *out);
+        int bus_up = atomic_load(&st.bus_up);
+        out->presence_state = atomic_load(&st.presence_state);
+        out->up = bus_up && out->presence_state == CLUSTER_PRESENCE_STATE_UP;
+        cluster_bus_get_counters(st.bus, &out->bus);
+        cluster_presence_get_counters(st.presence, &out->presence);
+        redis_link_get_counters(cluster_bus_link(st.bus), &out->bus_link);
+        redis_link_get_counters(cluster_presence_link(st.presence), &out->presence_link);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&st.lock);
+    return rc;
+}
 
 /* ---- from the other nodes ------------------------------------------------ */
 
@@ -76,6 +120,7 @@ static void on_user(const char *user, const char *action, const void *payload, s
 static void on_bus_state(int up, void *arg)
 {
     (void)arg;
+    atomic_store(&st.bus_up, up ? 1 : 0);
     if (up) {
         LOG_INFO("cluster: bus up: publishes reach the other nodes");
         if (cl.refused)
@@ -110,6 +155,7 @@ static void on_presence_member(const char *topic, const char *user, int joined,
 static void on_presence_state(enum cluster_presence_state state, void *arg)
 {
     (void)arg;
+    atomic_store(&st.presence_state, (int)state);
     /* cluster_presence logs its ups and downs itself. */
     switch (state) {
     case CLUSTER_PRESENCE_STATE_UP:
@@ -132,6 +178,10 @@ int cluster_start(struct lws_context *ctx, const struct server_config *sc)
 {
     if (!sc->cluster_node || !*sc->cluster_node)
         return 0;
+    /* Down until the handlers say otherwise (a restart in one process,
+     * as the tests do, must not inherit the last run's states). */
+    atomic_store(&st.bus_up, 0);
+    atomic_store(&st.presence_state, CLUSTER_PRESENCE_STATE_DOWN);
     char err[256];
     const cluster_bus_handlers bh = {
         .on_topic = on_topic,
@@ -162,6 +212,7 @@ int cluster_start(struct lws_context *ctx, const struct server_config *sc)
         return -1;
     }
     cl.on = 1;
+    stats_publish(cl.bus, cl.presence);
     for (size_t i = 0; i < g_core.n_plugins; i++)
         if (g_core.plugins[i]->broadcast && cluster_broadcast_on(g_core.plugins[i]->name) != SM_OK)
             LOG_ERROR("cluster: plugin %s will not hear its other nodes (no memory)",
@@ -204,6 +255,11 @@ void cluster_leave(struct lws_context *ctx, double seconds)
 
 void cluster_stop(void)
 {
+    /* First: a scrape from now on finds no cluster, and one under way
+     * has finished copying once the lock is taken. */
+    stats_publish(NULL, NULL);
+    atomic_store(&st.bus_up, 0);
+    atomic_store(&st.presence_state, CLUSTER_PRESENCE_STATE_DOWN);
     cl.on = 0;
     cluster_presence_stop(cl.presence);
     cluster_bus_stop(cl.bus);

@@ -22,6 +22,10 @@
 
 #include <stddef.h>
 
+#include "cluster_bus.h"
+#include "cluster_presence.h"
+#include "redis_link.h"
+
 struct lws_context;
 struct server_config;
 
@@ -43,6 +47,21 @@ void cluster_stop(void);
 
 /* 1 in a cluster (started), else 0. */
 int cluster_on(void);
+
+/* The node's counters for /metrics (server_metrics.c). */
+typedef struct cluster_stats {
+    int up;             /* 1: the bus's link is up and presence is registered */
+    int presence_state; /* enum cluster_presence_state */
+    cluster_bus_counters bus;
+    cluster_presence_counters presence;
+    redis_link_counters bus_link, presence_link;
+} cluster_stats;
+
+/* Copies them into *out: 0 in a cluster, -1 (nothing copied) when not.
+ * Callable from any thread: scrapes run on the I/O threads, and a scrape
+ * racing cluster_stop() either copies before the bus and presence are
+ * freed or finds the node out of the cluster. */
+int cluster_stats_get(cluster_stats *out);
 
 /* This node has members of topic (the first, and no more: topic.c calls
  * them once per topic it creates and frees), or sessions of user

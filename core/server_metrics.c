@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "cluster.h"
 #include "core.h"
 #include "host_api.h"
 #include "io_threads.h"
@@ -23,6 +24,8 @@ static const char *const session_states[] = {"handshake", "key_pending", "open",
                                              "closing"};
 static const char *const handshake_results[] = {"ok", "failed", "refused", "timeout"};
 static const char *const drop_reasons[] = {"queue_full", "send_timeout"};
+/* The cluster's Redis connections (cluster_stats). */
+static const char *const redis_links[] = {"bus", "presence"};
 
 #define COUNT(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -42,6 +45,13 @@ static struct {
     /* Group commit on PostgreSQL (durability.h). */
     metric_family *flush_barriers, *flush_failures, *flush_seconds, *flush_max, *held,
         *unconfirmed;
+    /* Cluster mode (cluster.h): series only in a cluster (cluster_stats_get). */
+    metric_family *cl_up, *cl_presence_state;
+    metric_family *bus_published, *bus_received, *bus_dropped_own, *bus_malformed,
+        *bus_id_clashes, *bus_refused, *bus_topics, *bus_users;
+    metric_family *pr_online, *pr_offline, *pr_joined, *pr_left, *pr_registered, *pr_reaped,
+        *pr_not_sent, *pr_lost, *pr_users, *pr_members;
+    metric_family *rl_reconnects, *rl_commands, *rl_command_failures, *rl_publish_failures;
 } fam;
 
 static metric_family *family(metrics *m, metric_type type, const char *name, const char *help,
@@ -57,6 +67,92 @@ static int precreate(metric_family *f, const char *const *values, size_t n)
     for (size_t i = 0; i < n; i++)
         if (!metrics_series1(f, values[i]))
             return -1;
+    return 0;
+}
+
+/* Declared whether or not the server is in a cluster, as the PostgreSQL
+ * families are: a lone server shows them without series. */
+static int cluster_families(metrics *m)
+{
+    static const char *const reason[] = {"reason", NULL}, *const link[] = {"link", NULL};
+    fam.cl_up = family(m, METRIC_GAUGE, "safemessenger_cluster_up",
+                       "1 while this node's bus link to Redis is up and its presence is "
+                       "registered, else 0.",
+                       NULL);
+    fam.cl_presence_state = family(m, METRIC_GAUGE, "safemessenger_cluster_presence_state",
+                                   "This node's presence: 0 down, 1 up (registered), 2 refused "
+                                   "(its id is taken), 3 server key mismatch.",
+                                   NULL);
+    fam.bus_published = family(m, METRIC_COUNTER, "safemessenger_cluster_bus_published_total",
+                               "Events handed to Redis for the other nodes.", NULL);
+    fam.bus_received = family(m, METRIC_COUNTER, "safemessenger_cluster_bus_received_total",
+                              "Events from the other nodes passed on here.", NULL);
+    fam.bus_dropped_own = family(m, METRIC_COUNTER,
+                                 "safemessenger_cluster_bus_dropped_own_total",
+                                 "This node's own publishes come back from Redis, dropped.",
+                                 NULL);
+    fam.bus_malformed = family(m, METRIC_COUNTER, "safemessenger_cluster_bus_malformed_total",
+                               "Messages on the bus that did not parse, dropped.", NULL);
+    fam.bus_id_clashes = family(m, METRIC_COUNTER,
+                                "safemessenger_cluster_bus_id_clashes_total",
+                                "Messages from another process with this node's id.", NULL);
+    fam.bus_refused = family(m, METRIC_COUNTER, "safemessenger_cluster_bus_refused_total",
+                             "Events that reached this node's sessions only, by reason (down: "
+                             "Redis unreachable; busy: too many publishes in flight).",
+                             reason);
+    fam.bus_topics = family(m, METRIC_GAUGE, "safemessenger_cluster_bus_topics",
+                            "Topics this node listens to on the bus.", NULL);
+    fam.bus_users = family(m, METRIC_GAUGE, "safemessenger_cluster_bus_users",
+                           "Users this node listens for on the bus (online here).", NULL);
+    fam.pr_online = family(m, METRIC_COUNTER, "safemessenger_cluster_presence_online_total",
+                           "Users this node found going online cluster-wide.", NULL);
+    fam.pr_offline = family(m, METRIC_COUNTER, "safemessenger_cluster_presence_offline_total",
+                            "Users this node found going offline cluster-wide.", NULL);
+    fam.pr_joined = family(m, METRIC_COUNTER, "safemessenger_cluster_presence_joined_total",
+                           "Users this node found joining a topic cluster-wide.", NULL);
+    fam.pr_left = family(m, METRIC_COUNTER, "safemessenger_cluster_presence_left_total",
+                         "Users this node found leaving a topic cluster-wide.", NULL);
+    fam.pr_registered = family(m, METRIC_COUNTER,
+                               "safemessenger_cluster_presence_registered_total",
+                               "Times this node registered with the cluster (start, "
+                               "reconnections).",
+                               NULL);
+    fam.pr_reaped = family(m, METRIC_COUNTER, "safemessenger_cluster_presence_reaped_nodes_total",
+                           "Dead nodes this node reaped (their users taken offline).", NULL);
+    fam.pr_not_sent = family(m, METRIC_COUNTER, "safemessenger_cluster_presence_not_sent_total",
+                             "Presence changes not sent to Redis at once (down or busy), "
+                             "written back later.",
+                             NULL);
+    fam.pr_lost = family(m, METRIC_COUNTER, "safemessenger_cluster_presence_lost_total",
+                         "Presence scripts sent whose answer never came or was an error.", NULL);
+    fam.pr_users = family(m, METRIC_GAUGE, "safemessenger_cluster_presence_users",
+                          "Users with sessions on this node.", NULL);
+    fam.pr_members = family(m, METRIC_GAUGE, "safemessenger_cluster_presence_members",
+                            "(topic, user) pairs with sessions on this node.", NULL);
+    fam.rl_reconnects = family(m, METRIC_COUNTER, "safemessenger_cluster_redis_reconnects_total",
+                               "Times a Redis link came up again after being down, by link.",
+                               link);
+    fam.rl_commands = family(m, METRIC_COUNTER, "safemessenger_cluster_redis_commands_total",
+                             "Commands and scripts Redis answered (error replies too), by link.",
+                             link);
+    fam.rl_command_failures = family(m, METRIC_COUNTER,
+                                     "safemessenger_cluster_redis_command_failures_total",
+                                     "Commands sent and never answered (the link was lost), "
+                                     "by link.",
+                                     link);
+    fam.rl_publish_failures = family(m, METRIC_COUNTER,
+                                     "safemessenger_cluster_redis_publish_failures_total",
+                                     "Publishes sent and not answered, or refused by Redis, by "
+                                     "link.",
+                                     link);
+    if (!fam.cl_up || !fam.cl_presence_state || !fam.bus_published || !fam.bus_received ||
+        !fam.bus_dropped_own || !fam.bus_malformed || !fam.bus_id_clashes || !fam.bus_refused ||
+        !fam.bus_topics || !fam.bus_users || !fam.pr_online || !fam.pr_offline ||
+        !fam.pr_joined || !fam.pr_left || !fam.pr_registered || !fam.pr_reaped ||
+        !fam.pr_not_sent || !fam.pr_lost || !fam.pr_users || !fam.pr_members ||
+        !fam.rl_reconnects || !fam.rl_commands || !fam.rl_command_failures ||
+        !fam.rl_publish_failures)
+        return -1;
     return 0;
 }
 
@@ -143,6 +239,10 @@ int server_metrics_init(metrics *m)
                              "Connection attempts to PostgreSQL in the background, after a "
                              "loss (failed or not).",
                              NULL);
+    if (cluster_families(m) != 0) {
+        server_metrics_reset();
+        return -1;
+    }
     fam.cpu = family(m, METRIC_COUNTER, "process_cpu_seconds_total",
                      "User and system CPU time spent in seconds.", NULL);
     fam.resident = family(m, METRIC_GAUGE, "process_resident_memory_bytes",
@@ -296,6 +396,46 @@ static void collect_postgresql(void)
     metric_raise(metrics_series(fam.unconfirmed, NULL), (double)ds.unconfirmed);
 }
 
+static void collect_redis_link(const char *link, const redis_link_counters *c)
+{
+    metric_raise(metrics_series1(fam.rl_reconnects, link), (double)c->reconnects);
+    metric_raise(metrics_series1(fam.rl_commands, link), (double)c->commands);
+    metric_raise(metrics_series1(fam.rl_command_failures, link), (double)c->command_failed);
+    metric_raise(metrics_series1(fam.rl_publish_failures, link), (double)c->publish_failed);
+}
+
+/* Copied from the bus's, presence's and their links' counters (atomics)
+ * in a cluster; a lone server shows these families without series. */
+static void collect_cluster(void)
+{
+    cluster_stats cs;
+    if (cluster_stats_get(&cs) != 0)
+        return;
+    metric_set(metrics_series(fam.cl_up, NULL), cs.up);
+    metric_set(metrics_series(fam.cl_presence_state, NULL), cs.presence_state);
+    metric_raise(metrics_series(fam.bus_published, NULL), (double)cs.bus.published);
+    metric_raise(metrics_series(fam.bus_received, NULL), (double)cs.bus.received);
+    metric_raise(metrics_series(fam.bus_dropped_own, NULL), (double)cs.bus.dropped_own);
+    metric_raise(metrics_series(fam.bus_malformed, NULL), (double)cs.bus.malformed);
+    metric_raise(metrics_series(fam.bus_id_clashes, NULL), (double)cs.bus.id_clashes);
+    metric_raise(metrics_series1(fam.bus_refused, "down"), (double)cs.bus.refused_down);
+    metric_raise(metrics_series1(fam.bus_refused, "busy"), (double)cs.bus.refused_busy);
+    metric_set(metrics_series(fam.bus_topics, NULL), (double)cs.bus.topics);
+    metric_set(metrics_series(fam.bus_users, NULL), (double)cs.bus.users);
+    metric_raise(metrics_series(fam.pr_online, NULL), (double)cs.presence.online);
+    metric_raise(metrics_series(fam.pr_offline, NULL), (double)cs.presence.offline);
+    metric_raise(metrics_series(fam.pr_joined, NULL), (double)cs.presence.joined);
+    metric_raise(metrics_series(fam.pr_left, NULL), (double)cs.presence.left);
+    metric_raise(metrics_series(fam.pr_registered, NULL), (double)cs.presence.registered);
+    metric_raise(metrics_series(fam.pr_reaped, NULL), (double)cs.presence.reaped_nodes);
+    metric_raise(metrics_series(fam.pr_not_sent, NULL), (double)cs.presence.not_sent);
+    metric_raise(metrics_series(fam.pr_lost, NULL), (double)cs.presence.lost);
+    metric_set(metrics_series(fam.pr_users, NULL), (double)cs.presence.users);
+    metric_set(metrics_series(fam.pr_members, NULL), (double)cs.presence.members);
+    collect_redis_link(redis_links[0], &cs.bus_link);
+    collect_redis_link(redis_links[1], &cs.presence_link);
+}
+
 void server_metrics_collect(void)
 {
     if (!fam.sessions)
@@ -309,5 +449,6 @@ void server_metrics_collect(void)
     metric_set(metrics_series(fam.io_queue, NULL), (double)io.queue.queued);
     metric_raise(metrics_series(fam.io_queue_waits, NULL), (double)io.full_waits);
     collect_postgresql();
+    collect_cluster();
     collect_process();
 }

@@ -5,7 +5,7 @@
  * the page, read by the Prometheus client's own parser, holds exactly the
  * counts; a slow consumer's cut is counted; only addresses in
  * metrics.allow are answered, by the TCP peer and never by
- * X-Forwarded-For. */
+ * X-Forwarded-For; the cluster families are declared, without samples. */
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -205,6 +205,14 @@ static void scrape_after_a_known_workload_has_exact_counts(void)
     CU_ASSERT_EQUAL(sample(p, "safemessenger_auth_logins_total", "result=failed"), 1);
     CU_ASSERT_PTR_NOT_NULL(strstr(p, "\nsafemessenger_plugin_info|name=auth,version="));
     CU_ASSERT_PTR_NOT_NULL(strstr(p, "\nsafemessenger_plugin_info|name=messaging,version="));
+    /* A lone server declares the cluster families without samples (as
+     * the PostgreSQL ones on SQLite); integration.cluster's nodes have them. */
+    CU_ASSERT_TRUE(has_type(p, "safemessenger_cluster_up", "gauge"));
+    CU_ASSERT_TRUE(has_type(p, "safemessenger_cluster_presence_state", "gauge"));
+    CU_ASSERT_TRUE(has_type(p, "safemessenger_cluster_bus_published", "counter"));
+    CU_ASSERT_TRUE(has_type(p, "safemessenger_cluster_presence_online", "counter"));
+    CU_ASSERT_TRUE(has_type(p, "safemessenger_cluster_redis_reconnects", "counter"));
+    CU_ASSERT_PTR_NULL(strstr(p, "\nsafemessenger_cluster_"));
     CU_ASSERT(sample(p, "process_cpu_seconds_total", "") > 0);
     CU_ASSERT(sample(p, "process_resident_memory_bytes", "") > 1e6);
     CU_ASSERT(sample(p, "process_open_fds", "") > 3);

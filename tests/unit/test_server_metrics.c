@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cluster.h"
 #include "core.h"
 #include "fake_transport.h"
 #include "metrics.h"
@@ -242,11 +243,47 @@ static void postgresql_families_without_series_on_sqlite(void)
     CU_ASSERT_EQUAL(scrape("safemessenger_postgresql_connection_losses_total"), -1);
 }
 
+/* Nor do the cluster families outside a cluster, though the page
+ * declares them (docs/OPERATIONS.md "Monitoring"); cluster_stats_get
+ * says there is none. */
+static void cluster_families_declared_without_series_outside_a_cluster(void)
+{
+    cluster_stats cs;
+    CU_ASSERT_EQUAL(cluster_on(), 0);
+    CU_ASSERT_EQUAL(cluster_stats_get(&cs), -1);
+    static const char *const gauges[] = {"safemessenger_cluster_up",
+                                         "safemessenger_cluster_presence_state",
+                                         "safemessenger_cluster_bus_topics",
+                                         "safemessenger_cluster_presence_members"};
+    static const char *const counters[] = {"safemessenger_cluster_bus_published_total",
+                                           "safemessenger_cluster_bus_refused_total",
+                                           "safemessenger_cluster_presence_online_total",
+                                           "safemessenger_cluster_redis_reconnects_total"};
+    char *page = NULL;
+    size_t len = 0;
+    server_metrics_collect();
+    CU_ASSERT_EQUAL_FATAL(metrics_render(g_core.metrics, &page, &len), 0);
+    char line[160];
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(line, sizeof line, "\n# TYPE %s gauge\n", gauges[i]);
+        CU_ASSERT_PTR_NOT_NULL(strstr(page, line));
+        snprintf(line, sizeof line, "\n%s ", gauges[i]);
+        CU_ASSERT_PTR_NULL(strstr(page, line));
+        snprintf(line, sizeof line, "\n# TYPE %s counter\n", counters[i]);
+        CU_ASSERT_PTR_NOT_NULL(strstr(page, line));
+        snprintf(line, sizeof line, "\n%s", counters[i]);
+        /* Only the HELP and TYPE lines name it: no sample line starts with it. */
+        CU_ASSERT_PTR_NULL(strstr(page, line));
+    }
+    free(page);
+}
+
 static const sm_test_case cases[] = {
     SM_TEST(sessions_are_counted_in_their_state_as_it_changes),
     SM_TEST(plugin_info_is_set_as_plugins_load_and_unload),
     SM_TEST(scrapes_on_several_threads_while_others_count_and_register),
     SM_TEST(postgresql_families_without_series_on_sqlite),
+    SM_TEST(cluster_families_declared_without_series_outside_a_cluster),
     SM_TEST_END
 };
 
