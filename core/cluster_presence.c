@@ -1180,7 +1180,7 @@ int cluster_presence_start(struct lws_context *ctx, const cluster_presence_optio
                            const cluster_presence_handlers *handlers, void *arg,
                            cluster_presence **out, char *err, size_t err_len)
 {
-    unsigned ttl, refresh, reap;
+    unsigned ttl = 0, refresh = 0, reap = 0;
     int rc = check_options(options, &ttl, &refresh, &reap, err, err_len);
     if (rc != 0)
         return rc;
