@@ -62,6 +62,13 @@ static void expect_log(const char *want)
         fprintf(stderr, "presence log: got \"%s\", want \"%s\"\n", got, want);
 }
 
+/* Empties the log, whatever it holds. */
+static void expect_log_any(void)
+{
+    char got[1024];
+    take_log(got, sizeof got);
+}
+
 static int topic_call(sm_session_id s, const char *action, const char *topic)
 {
     char body[300];
@@ -137,12 +144,80 @@ static void presence_anonymous_sessions_do_not_count(void)
     expect_log("");
 }
 
+static json_t *payload_of(sm_session_id s, const char *action, const char *body)
+{
+    json_t *r = sm_testhost_call(th, s, action, body);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    json_t *p = json_incref(json_object_get(r, "payload"));
+    json_decref(r);
+    return p;
+}
+
+/* users_online and topic_users on one node answer at once from this
+ * node's sessions; broadcast sends nothing and says SM_OK. */
+static void presence_queries_and_broadcast_on_one_node(void)
+{
+    sm_session_id d1 = sm_testhost_connect_user(th, "Dora", 4);
+    sm_session_id d2 = sm_testhost_connect_user(th, "dora", 4);
+    sm_session_id e = sm_testhost_connect_user(th, "Eve", 5);
+    sm_session_id anon = sm_testhost_connect(th, NULL);
+    json_t *p = payload_of(anon, "presence_online", "{\"names\": [\"DORA\", \"frank\", \"eve\"]}");
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(p, "status")), SM_OK);
+    const json_t *online = json_object_get(p, "online");
+    CU_ASSERT_EQUAL(json_array_size(online), 3);
+    CU_ASSERT(json_is_true(json_array_get(online, 0)));
+    CU_ASSERT(json_is_false(json_array_get(online, 1)));
+    CU_ASSERT(json_is_true(json_array_get(online, 2)));
+    json_decref(p);
+    p = payload_of(anon, "presence_online", "{\"names\": [\"no spaces\"]}");
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(p, "status")), SM_EINVAL);
+    CU_ASSERT_PTR_NULL(json_object_get(p, "online"));
+    json_decref(p);
+
+    CU_ASSERT_EQUAL(topic_call(d1, "presence_join", "room:y"), SM_OK);
+    CU_ASSERT_EQUAL(topic_call(d2, "presence_join", "room:y"), SM_OK);
+    CU_ASSERT_EQUAL(topic_call(e, "presence_join", "room:y"), SM_OK);
+    CU_ASSERT_EQUAL(topic_call(anon, "presence_join", "room:y"), SM_OK);
+    p = payload_of(anon, "presence_users", "{\"topic\": \"room:y\"}");
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(p, "status")), SM_OK);
+    const json_t *users = json_object_get(p, "users");
+    CU_ASSERT_EQUAL(json_array_size(users), 2); /* Dora once, Eve; not the anonymous one */
+    int dora = 0, eve = 0;
+    for (size_t i = 0; i < json_array_size(users); i++) {
+        const char *u = json_string_value(json_array_get(users, i));
+        dora += u && strcmp(u, "Dora") == 0;
+        eve += u && strcmp(u, "Eve") == 0;
+    }
+    CU_ASSERT_EQUAL(dora, 1);
+    CU_ASSERT_EQUAL(eve, 1);
+    json_decref(p);
+    p = payload_of(anon, "presence_users", "{\"topic\": \"room:none\"}");
+    CU_ASSERT_EQUAL(json_array_size(json_object_get(p, "users")), 0);
+    json_decref(p);
+    /* The core's own channels: a topic may not begin with a control byte. */
+    CU_ASSERT_EQUAL(topic_call(d1, "presence_join", "\\u001eplugin:x"), SM_EINVAL);
+
+    p = payload_of(anon, "presence_broadcast", "{\"x\": 1}");
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(p, "status")), SM_OK);
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(p, "late_register")), SM_ESTATE);
+    json_decref(p);
+    p = payload_of(anon, "presence_log", "{}");
+    CU_ASSERT_EQUAL(json_integer_value(json_object_get(p, "broadcasts")), 0);
+    json_decref(p);
+    sm_testhost_disconnect(th, anon);
+    sm_testhost_disconnect(th, e);
+    sm_testhost_disconnect(th, d2);
+    sm_testhost_disconnect(th, d1);
+    expect_log_any();
+}
+
 int main(void)
 {
     static const sm_test_case cases[] = {
         SM_TEST(presence_first_and_last_session_only),
         SM_TEST(presence_topic_per_user_not_per_session),
         SM_TEST(presence_anonymous_sessions_do_not_count),
+        SM_TEST(presence_queries_and_broadcast_on_one_node),
         SM_TEST_END,
     };
     return sm_test_run("presence", cases, setup, teardown);
