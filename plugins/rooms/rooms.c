@@ -343,6 +343,74 @@ static json_int_t occupants(const rooms *r, const char *key)
  * many users are in each; at most ROOMS_LIST_MAX, "more" when there are
  * others. The query has no LIMIT: a server without room creation may skip
  * any number of stored rooms. */
+/* A listing of rooms waits for each room's users on every node (one
+ * topic_users each; on one node they all answer at once). The extra
+ * count held while asking keeps the reply from going out before every
+ * question was asked. */
+typedef struct rooms_query {
+    rooms *r;
+    sm_ctx *ctx;
+    json_t *reply;
+    size_t pending;
+} rooms_query;
+
+typedef struct room_count {
+    rooms_query *q;
+    json_t *item;
+} room_count;
+
+static void rooms_query_done(rooms_query *q)
+{
+    if (--q->pending > 0)
+        return;
+    q->r->host->reply(q->ctx, "list_rooms", q->reply);
+    json_decref(q->reply);
+    free(q);
+}
+
+static void room_counted(int status, const char *const *users, size_t n, void *arg)
+{
+    room_count *c = arg;
+    (void)users;
+    /* SM_EBUSY (Redis unreachable): this node's count stands. */
+    if (status == SM_OK || status == SM_EBUSY)
+        json_object_set_new(c->item, "users", json_integer((json_int_t)n));
+    rooms_query_done(c->q);
+    free(c);
+}
+
+/* Asks every room's users across the nodes, then replies; SM_OK when the
+ * reply is on its way (or sent), else nothing was asked. */
+static int count_everywhere(rooms *r, sm_ctx *ctx, json_t *reply)
+{
+    const sm_host *h = r->host;
+    rooms_query *q = SM_HOST_HAS(h, topic_users) ? malloc(sizeof *q) : NULL;
+    if (!q)
+        return SM_ENOMEM;
+    *q = (rooms_query){.r = r, .ctx = ctx, .reply = json_incref(reply), .pending = 1};
+    h->defer(ctx);
+    size_t i;
+    json_t *item;
+    json_array_foreach(json_object_get(reply, "rooms"), i, item) {
+        char key[ROOMS_NAME_MAX + 1], topic[sizeof "room:" + ROOMS_NAME_MAX];
+        room_count *c = malloc(sizeof *c);
+        if (!c || sm_name_fold(json_string_value(json_object_get(item, "room")), key,
+                               sizeof key) != SM_OK) {
+            free(c);
+            continue; /* this node's count stands */
+        }
+        *c = (room_count){.q = q, .item = item};
+        snprintf(topic, sizeof topic, "room:%s", key);
+        q->pending++;
+        if (h->topic_users(r->self, topic, room_counted, c) != SM_OK) {
+            q->pending--;
+            free(c);
+        }
+    }
+    rooms_query_done(q);
+    return SM_OK;
+}
+
 static void list_rooms(sm_ctx *ctx, const json_t *payload, void *data)
 {
     (void)payload;
@@ -376,10 +444,10 @@ static void list_rooms(sm_ctx *ctx, const json_t *payload, void *data)
     }
     h->db_reset(r->list_stmt);
     json_t *reply = rc == SM_OK ? json_pack("{s:O,s:b}", "rooms", list, "more", more) : NULL;
-    if (reply)
-        h->reply(ctx, "list_rooms", reply);
-    else
+    if (!reply)
         h->reply_error(ctx, SM_ERR_INTERNAL, "internal server error");
+    else if (count_everywhere(r, ctx, reply) != SM_OK)
+        h->reply(ctx, "list_rooms", reply); /* this node's counts */
     json_decref(reply);
     json_decref(list);
 }
