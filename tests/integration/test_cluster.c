@@ -34,6 +34,10 @@
 #define WAIT_MS 5000       /* for an event that must come */
 #define QUIET_MS 300       /* for one that must not (a duplicate, a wrong recipient) */
 #define REAP_WAIT_MS 20000 /* for a dead node's users to go offline (issue 14: 15 s) */
+#define KILL_OFFLINE_MS 15000     /* issue 14's bound on that, checked after the wait */
+#define REDIS_DOWN_WAIT_MS 5000   /* for a node to notice Redis went (its connection closes) */
+#define RECONNECT_WAIT_MS 10000   /* for a node back on Redis (redis_link backs off to 5 s) */
+#define OUTAGE_MS 6500            /* a Redis outage long enough for that backoff to reach 5 s */
 #define INBOX_MAX 256
 
 #define CONFIG                                                                               \
@@ -44,6 +48,7 @@
 
 static private_redis redis;
 static harness_cluster cl;
+static int redis_is_down; /* a case stopped it (private_redis_down) and has not started it */
 
 static int init(void)
 {
@@ -62,6 +67,10 @@ static int fini(void)
 static void up(void)
 {
     harness_cluster_cleanup(&cl); /* what a failed case left */
+    if (redis_is_down) {          /* a failed case's outage */
+        CU_ASSERT_EQUAL_FATAL(private_redis_up(&redis), 0);
+        redis_is_down = 0;
+    }
     if (harness_cluster_start(&cl, 2, redis.url, CONFIG) != 0) {
         harness_cluster_cleanup(&cl);
         CU_FAIL_FATAL("the two nodes did not start in cluster mode (reason and server.log "
@@ -282,7 +291,9 @@ static void call_ok_free(peer *p, const char *action, const char *reply, const c
 }
 
 /* private_message to `to`; returns message_delivered's message_id after
- * checking its online flag. */
+ * checking its online flag (ONLINE_EITHER: not checked, for a recipient
+ * whose node died and whose presence is not reaped yet). */
+#define ONLINE_EITHER (-1)
 static json_int_t send_pm_(peer *p, const char *to, const char *content, int online)
 {
     sm_message *r = harness_callf(p->c, "private_message", "{s:s, s:s, s:b}", "recipient", to,
@@ -290,10 +301,11 @@ static json_int_t send_pm_(peer *p, const char *to, const char *content, int onl
     CU_ASSERT_PTR_NOT_NULL_FATAL(r);
     CU_ASSERT_STRING_EQUAL(r->action, "message_delivered");
     CU_ASSERT_STRING_EQUAL(jstr(r->payload, "recipient"), to);
-    if (json_is_true(json_object_get(r->payload, "online")) != online)
+    int got = json_is_true(json_object_get(r->payload, "online"));
+    if (online != ONLINE_EITHER && got != online)
         fprintf(stderr, "\nline %d: %s: message_delivered.online for %s is not %s\n", line_,
                 p->label, to, online ? "true" : "false");
-    CU_ASSERT_EQUAL(json_is_true(json_object_get(r->payload, "online")), online);
+    CU_ASSERT_TRUE(online == ONLINE_EITHER || got == online);
     json_int_t id = jint(r->payload, "message_id");
     CU_ASSERT_TRUE(id > 0);
     sm_message_free(r);
@@ -365,6 +377,97 @@ static void befriend_(peer *from, const char *from_name, peer *to, const char *t
     expect_once_(from, "friend_request_accepted", "friend_username", to_name, NULL, NULL);
 }
 
+/* alice and carol, both on one node, at step `tag`: a room message from
+ * each (they share general: each reaches both once) and a private
+ * message each way (online, once): what happens to another node or to
+ * Redis must not disturb sessions that share a node. */
+static void chat_(peer *alice, peer *carol, const char *tag)
+{
+    char room_a[96], room_c[96], pm_a[96], pm_c[96];
+    snprintf(room_a, sizeof room_a, "room from alice, %s", tag);
+    snprintf(room_c, sizeof room_c, "room from carol, %s", tag);
+    snprintf(pm_a, sizeof pm_a, "alice to carol, %s", tag);
+    snprintf(pm_c, sizeof pm_c, "carol to alice, %s", tag);
+    call_ok_free(alice, "public_message", "public_message", "{s:s}", "content", room_a);
+    call_ok_free(carol, "public_message", "public_message", "{s:s}", "content", room_c);
+    peer *both[2] = {alice, carol};
+    for (int i = 0; i < 2; i++) {
+        expect_once_(both[i], "public_message", "content", room_a, "sender", "alice");
+        expect_once_(both[i], "public_message", "content", room_c, "sender", "carol");
+    }
+    json_int_t id = send_pm_(alice, "carol", pm_a, 1);
+    expect_pm_(carol, "alice", "carol", pm_a, id);
+    id = send_pm_(carol, "alice", pm_c, 1);
+    expect_pm_(alice, "carol", "alice", pm_c, id);
+}
+
+/* A private message as its sender's message_delivered acknowledged it. */
+typedef struct sent_pm {
+    json_int_t id;
+    const char *content;
+} sent_pm;
+
+/* A new connection to node logging in as name: login_success's
+ * unread_count is n and get_unread_messages lists exactly those of sent
+ * (in any order), each from `from` with its content. Returns the
+ * logged-in peer. */
+static peer *login_unread_(const harness_server *node, const char *name, const char *from,
+                           const sent_pm *sent, size_t n)
+{
+    peer *p = connected(node, name);
+    sm_message *r = harness_callf(p->c, "login", "{s:s, s:s}", "username", name, "password",
+                                  PASSWORD);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
+    CU_ASSERT_STRING_EQUAL_FATAL(r->action, "login_success");
+    if (jint(r->payload, "unread_count") != (json_int_t)n)
+        fprintf(stderr, "\nline %d: %s: login_success.unread_count %lld, expected %zu\n", line_,
+                p->label, (long long)jint(r->payload, "unread_count"), n);
+    CU_ASSERT_EQUAL(jint(r->payload, "unread_count"), (json_int_t)n);
+    sm_message_free(r);
+
+    r = call_ok(p, "get_unread_messages", "unread_messages", NULL, NULL, NULL);
+    json_t *list = json_object_get(r->payload, "messages");
+    CU_ASSERT_EQUAL(json_array_size(list), n);
+    for (size_t k = 0; k < n; k++) {
+        size_t i;
+        json_t *item, *found = NULL;
+        json_array_foreach(list, i, item) {
+            if (jint(item, "id") == sent[k].id)
+                found = item;
+        }
+        if (!found)
+            fprintf(stderr, "\nline %d: %s: message %lld (\"%s\"), acknowledged to %s, is not "
+                            "among the unread\n",
+                    line_, p->label, (long long)sent[k].id, sent[k].content, from);
+        CU_ASSERT_PTR_NOT_NULL(found);
+        if (found) {
+            CU_ASSERT_STRING_EQUAL(jstr(found, "sender"), from);
+            CU_ASSERT_STRING_EQUAL(jstr(found, "content"), sent[k].content);
+        }
+    }
+    sm_message_free(r);
+    return p;
+}
+
+/* Waits until server.log has more than `before` lines with needle, up to
+ * the deadline (now_ms()); 1 when it did, else 0 (with a message). */
+static int log_grows_(const harness_server *node, const char *needle, int before,
+                      long long deadline)
+{
+    for (;;) {
+        int n = harness_log_count(node, needle);
+        if (n > before)
+            return 1;
+        if (n < 0 || now_ms() >= deadline) {
+            fprintf(stderr, "\nline %d: node %s: no new \"%s\" in its log (%d before, %d now)\n",
+                    line_, node_name(node), needle, before, n);
+            return 0;
+        }
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
 /* The helpers as the cases call them, noting the case's line. */
 #define AT(call) (line_ = __LINE__, call)
 #define once_within(...) AT(once_within_(__VA_ARGS__))
@@ -376,6 +479,9 @@ static void befriend_(peer *from, const char *from_name, peer *to, const char *t
 #define expect_friends(...) AT(expect_friends_(__VA_ARGS__))
 #define expect_users(...) AT(expect_users_(__VA_ARGS__))
 #define befriend(...) AT(befriend_(__VA_ARGS__))
+#define chat(...) AT(chat_(__VA_ARGS__))
+#define login_unread(...) AT(login_unread_(__VA_ARGS__))
+#define log_grows(...) AT(log_grows_(__VA_ARGS__))
 
 /* ---- cases -------------------------------------------------------------- */
 
@@ -494,22 +600,9 @@ static void private_messages_cross_nodes_online_and_offline(void)
     CU_ASSERT_TRUE(stored > id);
     expect_none(bob, "private_message", NULL, NULL, NULL, NULL);
 
-    peer *bob_a = connected(NODE_A, "bob");
-    sm_message *r = harness_callf(bob_a->c, "login", "{s:s, s:s}", "username", "bob",
-                                  "password", PASSWORD);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(r);
-    CU_ASSERT_STRING_EQUAL_FATAL(r->action, "login_success");
     /* The first message was delivered but never marked read: both wait. */
-    CU_ASSERT_EQUAL(jint(r->payload, "unread_count"), 2);
-    sm_message_free(r);
-    r = call_ok(bob_a, "get_unread_messages", "unread_messages", NULL, NULL, NULL);
-    json_t *list = json_object_get(r->payload, "messages");
-    CU_ASSERT_EQUAL(json_array_size(list), 2);
-    json_t *last = json_array_get(list, json_array_size(list) - 1);
-    CU_ASSERT_EQUAL(jint(last, "id"), stored);
-    CU_ASSERT_STRING_EQUAL(jstr(last, "sender"), "alice");
-    CU_ASSERT_STRING_EQUAL(jstr(last, "content"), "while you were out");
-    sm_message_free(r);
+    const sent_pm unread[] = {{id, "hi bob, from a"}, {stored, "while you were out"}};
+    peer *bob_a = login_unread(NODE_A, "bob", "alice", unread, sizeof unread / sizeof *unread);
     /* Online again (on a now): the next one is delivered as an event. */
     id = send_pm(alice, "bob", "welcome back", 1);
     expect_pm(bob_a, "alice", "bob", "welcome back", id);
@@ -668,6 +761,153 @@ static void a_dead_nodes_users_go_offline(void)
     down();
 }
 
+/* Node b dies (SIGKILL) under bob; alice and carol stay on a. Every
+ * private message acknowledged to alice (message_delivered), before the
+ * kill, between the kill and the reap (when bob may still count as
+ * online) and after it, waits for bob: he logs in again on a and finds
+ * them all unread. alice, his friend, hears friend_offline within
+ * KILL_OFFLINE_MS of the kill, and friend_online once when he is back
+ * (he reconnects only after the reap, so the two cannot cross). carol
+ * and alice talk through it all without reconnecting. */
+static void a_killed_nodes_users_reconnect_and_find_their_unread(void)
+{
+    up();
+    peer *alice = user(NODE_A, "alice", 1);
+    peer *carol = user(NODE_A, "carol", 1);
+    peer *bob = user(NODE_B, "bob", 1);
+    befriend(alice, "alice", bob, "bob");
+    chat(alice, carol, "before the kill");
+
+    sent_pm sent[4] = {
+        {0, "before the kill"}, {0, "just after the kill"},
+        {0, "while b is dead"}, {0, "after the reap"},
+    };
+    sent[0].id = send_pm(alice, "bob", sent[0].content, 1);
+    expect_pm(bob, "alice", "bob", sent[0].content, sent[0].id);
+
+    long long killed = now_ms();
+    CU_ASSERT_EQUAL_FATAL(harness_cluster_kill(&cl, 1), 0);
+    /* Until the reap bob may still count as online: stored either way. */
+    sent[1].id = send_pm(alice, "bob", sent[1].content, ONLINE_EITHER);
+    chat(alice, carol, "after the kill");
+    sent[2].id = send_pm(alice, "bob", sent[2].content, ONLINE_EITHER);
+
+    sm_message *off = once_within(alice, REAP_WAIT_MS, "friend_offline", "username", "bob",
+                                  NULL, NULL);
+    /* once_within waited QUIET_MS more for a duplicate. */
+    long long took = now_ms() - killed - QUIET_MS;
+    if (off && took > KILL_OFFLINE_MS)
+        fprintf(stderr, "\nalice@a: friend_offline for bob %lld ms after the kill (bound %d)\n",
+                took, KILL_OFFLINE_MS);
+    CU_ASSERT_TRUE(off && took <= KILL_OFFLINE_MS);
+    sm_message_free(off);
+    expect_none(carol, "friend_offline", NULL, NULL, NULL, NULL); /* not his friend */
+    expect_friends(alice, "bob:0");
+    sent[3].id = send_pm(alice, "bob", sent[3].content, 0);
+    chat(alice, carol, "after the reap");
+
+    peer *bob_a = login_unread(NODE_A, "bob", "alice", sent, sizeof sent / sizeof *sent);
+    expect_once(alice, "friend_online", "username", "bob", NULL, NULL);
+    expect_friends(alice, "bob:1");
+    json_int_t id = send_pm(alice, "bob", "welcome back", 1);
+    expect_pm(bob_a, "alice", "bob", "welcome back", id);
+    chat(alice, carol, "after bob is back");
+
+    bye(bob_a, 0);
+    bye(bob, 1);
+    bye(carol, 0);
+    bye(alice, 0);
+    down();
+}
+
+/* The private Redis stops under both nodes for OUTAGE_MS and starts again
+ * on its port. While it is down: a room message from alice reaches alice's sessions on
+ * a (local delivery continues; node a logs that it reached this node's
+ * sessions only), not bob on b. Once it is back, both nodes reconnect and
+ * resubscribe within RECONNECT_WAIT_MS (each logs the bus down, the link
+ * connected again with its subscriptions restored, the bus and presence
+ * up again); then a room message and a private message reach bob once,
+ * and presence works: bob's logout is friend_offline once for each of
+ * alice's sessions. */
+static void redis_restart_nodes_reconnect_and_resubscribe(void)
+{
+    up();
+    peer *alice = user(NODE_A, "alice", 1);
+    peer *bob = user(NODE_B, "bob", 1);
+    expect_once(alice, "user_joined", "username", "bob", "room", "general");
+    befriend(alice, "alice", bob, "bob");
+    peer *alice2 = user(NODE_A, "alice", 0);
+    peer *alices[2] = {alice, alice2};
+    harness_server *nodes[2] = {NODE_A, NODE_B};
+    /* Both also come at start: the return is a line more. */
+    int bus_up[2], presence_up[2];
+    for (int i = 0; i < 2; i++) {
+        bus_up[i] = harness_log_count(nodes[i], "cluster: bus up");
+        presence_up[i] = harness_log_count(nodes[i], "cluster: presence up");
+        CU_ASSERT_TRUE(bus_up[i] >= 1 && presence_up[i] >= 1);
+    }
+
+    CU_ASSERT_EQUAL_FATAL(private_redis_down(&redis), 0);
+    redis_is_down = 1;
+    long long outage_end = now_ms() + OUTAGE_MS;
+    for (int i = 0; i < 2; i++) {
+        int seen = harness_wait_log(nodes[i], "cluster: bus down", REDIS_DOWN_WAIT_MS);
+        if (seen != 1)
+            fprintf(stderr, "\nnode %s did not log \"cluster: bus down\" within %d ms of Redis "
+                            "stopping\n", node_name(nodes[i]), REDIS_DOWN_WAIT_MS);
+        CU_ASSERT_EQUAL(seen, 1);
+    }
+    call_ok_free(alice, "public_message", "public_message", "{s:s}", "content",
+                 "while redis is down");
+    for (int i = 0; i < 2; i++)
+        expect_once(alices[i], "public_message", "content", "while redis is down", "sender",
+                    "alice");
+    expect_none(bob, "public_message", "content", "while redis is down", NULL, NULL);
+    CU_ASSERT_EQUAL(harness_wait_log(NODE_A, "reached this node's sessions only", WAIT_MS), 1);
+    /* Down long enough for the links' retries to back off to their longest. */
+    long long rest = outage_end - now_ms();
+    if (rest > 0) {
+        struct timespec ts = {(time_t)(rest / 1000), (long)(rest % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+
+    CU_ASSERT_EQUAL_FATAL(private_redis_up(&redis), 0);
+    redis_is_down = 0;
+    long long deadline = now_ms() + RECONNECT_WAIT_MS;
+    for (int i = 0; i < 2; i++) {
+        long long left = deadline - now_ms();
+        int seen = harness_wait_log(nodes[i], "subscriptions restored",
+                                    left > 0 ? (int)left : 0);
+        if (seen != 1)
+            fprintf(stderr, "\nnode %s did not log its Redis link \"connected again, ... "
+                            "subscriptions restored\" within %d ms of Redis starting\n",
+                    node_name(nodes[i]), RECONNECT_WAIT_MS);
+        CU_ASSERT_EQUAL(seen, 1);
+        CU_ASSERT_TRUE(log_grows(nodes[i], "cluster: bus up", bus_up[i], deadline));
+        CU_ASSERT_TRUE(log_grows(nodes[i], "cluster: presence up", presence_up[i], deadline));
+    }
+
+    call_ok_free(alice, "public_message", "public_message", "{s:s}", "content",
+                 "redis is back");
+    expect_once(bob, "public_message", "content", "redis is back", "sender", "alice");
+    for (int i = 0; i < 2; i++)
+        expect_once(alices[i], "public_message", "content", "redis is back", "sender", "alice");
+    json_int_t id = send_pm(alice, "bob", "after the outage", 1);
+    expect_pm(bob, "alice", "bob", "after the outage", id);
+    expect_friends(alice, "bob:1");
+    expect_friends(bob, "alice:1");
+
+    call_ok_free(bob, "logout", "logout", NULL, NULL, NULL);
+    for (int i = 0; i < 2; i++)
+        expect_once(alices[i], "friend_offline", "username", "bob", NULL, NULL);
+    expect_friends(alice, "bob:0");
+
+    bye(bob, 0);
+    bye(alice2, 0);
+    bye(alice, 0);
+    down();
+}
+
 int main(void)
 {
     static const sm_test_case cases[] = {
@@ -678,6 +918,8 @@ int main(void)
         SM_TEST(friends_and_presence_cross_nodes_once),
         SM_TEST(one_user_on_both_nodes),
         SM_TEST(a_dead_nodes_users_go_offline),
+        SM_TEST(a_killed_nodes_users_reconnect_and_find_their_unread),
+        SM_TEST(redis_restart_nodes_reconnect_and_resubscribe),
         SM_TEST_END,
     };
     return sm_test_run("integration_cluster", cases, init, fini);
