@@ -33,11 +33,12 @@
 # them by the messages the report counts (private: both phases; the
 # setup's registrations, one commit each, are included). The schema is
 # dropped after the run.
-# SM_BENCH_NODES=N (2..8, needs SM_BENCH_POSTGRESQL) runs a cluster of N
-# nodes on this machine instead (issue 14): each a server on the run's
-# schema, with cluster.node n1..nN, cluster.redis SM_BENCH_REDIS (a
-# redis:// URL; a private one: tests/services/redis-instance start DIR)
-# and a prefix of the run's own; the bench gets one --url per node (its
+# SM_BENCH_REDIS=URL (needs SM_BENCH_POSTGRESQL) runs the server as a
+# cluster node on that Redis (a redis:// URL; a private one:
+# tests/services/redis-instance start DIR), and SM_BENCH_NODES=N (2..8)
+# runs N such nodes on this machine (issue 14): each a server on the
+# run's schema, with cluster.node n1..nN and a prefix of the run's own,
+# started one after the other; the bench gets one --url per node (its
 # connections go to them in turn) and --server-pid of node 1 (its CPU
 # figures are node 1's alone); the server logs are NAME.<i>.server.log
 # (node 1) and NAME.<i>.server<n>.log.
@@ -61,10 +62,12 @@ set -u
 nodes=${SM_BENCH_NODES:-1}
 case $nodes in
     1) ;;
-    [2-8]) [ -n "${SM_BENCH_POSTGRESQL:-}" ] && [ -n "${SM_BENCH_REDIS:-}" ] \
-               || { echo "SM_BENCH_NODES needs SM_BENCH_POSTGRESQL and SM_BENCH_REDIS" >&2; exit 2; } ;;
+    [2-8]) [ -n "${SM_BENCH_REDIS:-}" ] \
+               || { echo "SM_BENCH_NODES needs SM_BENCH_REDIS" >&2; exit 2; } ;;
     *) echo "SM_BENCH_NODES is 1..8" >&2; exit 2 ;;
 esac
+[ -z "${SM_BENCH_REDIS:-}" ] || [ -n "${SM_BENCH_POSTGRESQL:-}" ] \
+    || { echo "SM_BENCH_REDIS (a cluster) needs SM_BENCH_POSTGRESQL" >&2; exit 2; }
 build=$1 out=$2 name=$3 runs=$4 scenario=$5
 shift 5
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -200,7 +203,7 @@ for i in $(seq "$runs"); do
     urls=()
     for n in $(seq "$nodes"); do
         nconf=$data/bench.conf log=$out/$name.$i.server.log
-        if [ "$nodes" -gt 1 ]; then
+        if [ -n "${SM_BENCH_REDIS:-}" ]; then
             # The first node makes the schema's tables before the others start.
             nconf=$data/bench$n.conf log=$out/$name.$i.server$n.log
             [ "$n" = 1 ] && log=$out/$name.$i.server.log
