@@ -457,7 +457,6 @@ static int h_user_lookup_id(int64_t id, sm_user_info *out)
 static int h_users_online(sm_plugin *self, const char *const *names, size_t n,
                           sm_users_online_fn done, void *arg)
 {
-    (void)self;
     if (host_off_logic_thread("users_online"))
         return SM_ESTATE;
     if (!done || (!names && n) || n > USERS_ONLINE_MAX)
@@ -465,17 +464,16 @@ static int h_users_online(sm_plugin *self, const char *const *names, size_t n,
     for (size_t i = 0; i < n; i++)
         if (!sm_name_valid(names[i], 1, SESSION_USERNAME_MAX))
             return SM_EINVAL;
-    return presence_users_online(names, n, done, arg);
+    return presence_users_online(self, names, n, done, arg);
 }
 
 static int h_topic_users(sm_plugin *self, const char *topic, sm_topic_users_fn done, void *arg)
 {
-    (void)self;
     if (host_off_logic_thread("topic_users"))
         return SM_ESTATE;
     if (!done || !topic || !*topic || strlen(topic) > TOPIC_NAME_MAX)
         return SM_EINVAL;
-    return presence_topic_users(topic, done, arg);
+    return presence_topic_users(self, topic, done, arg);
 }
 
 static int h_register_broadcast(sm_plugin *self, sm_broadcast_fn fn)

@@ -6,6 +6,7 @@
 
 #include "cluster.h"
 #include "core.h"
+#include "plugin_loader.h"
 #include "session.h"
 #include "topic.h"
 
@@ -75,11 +76,46 @@ void presence_reported_member(const char *topic, const char *user, int joined)
 
 /* ---- queries ---------------------------------------------------------------- */
 
-int presence_users_online(const char *const *names, size_t n, sm_users_online_fn done,
-                          void *arg)
+/* A query's answer on its way back to a plugin, which a configuration
+ * reload may have unloaded meanwhile: its callback is then not called
+ * (its code is gone; the commands it deferred were answered with 1005 at
+ * the unload). */
+typedef struct query {
+    const plugin *self;
+    sm_users_online_fn online;
+    sm_topic_users_fn users;
+    void *arg;
+} query;
+
+static query *query_new(const plugin *self, sm_users_online_fn online, sm_topic_users_fn users,
+                        void *arg)
 {
-    if (cluster_on())
-        return cluster_users_online(names, n, done, arg);
+    query *q = malloc(sizeof *q);
+    if (q)
+        *q = (query){.self = self, .online = online, .users = users, .arg = arg};
+    return q;
+}
+
+static void online_answer(int status, const int *online, size_t n, void *arg)
+{
+    query q = *(query *)arg;
+    free(arg);
+    if (!q.self || plugin_loaded(q.self))
+        q.online(status, online, n, q.arg);
+}
+
+int presence_users_online(const plugin *self, const char *const *names, size_t n,
+                          sm_users_online_fn done, void *arg)
+{
+    if (cluster_on()) {
+        query *q = query_new(self, done, NULL, arg);
+        if (!q)
+            return SM_ENOMEM;
+        int rc = cluster_users_online(names, n, online_answer, q);
+        if (rc != SM_OK)
+            free(q);
+        return rc;
+    }
     int *online = malloc((n ? n : 1) * sizeof *online);
     if (!online)
         return SM_ENOMEM;
@@ -90,37 +126,33 @@ int presence_users_online(const char *const *names, size_t n, sm_users_online_fn
     return SM_OK;
 }
 
-/* A topic_users answer on its way to the plugin: the folded names made
- * the accounts' names. */
-typedef struct users_query {
-    sm_topic_users_fn done;
-    void *arg;
-} users_query;
-
+/* A topic_users answer: the folded names made the accounts' names. */
 static void named(int status, const char *const *users, size_t n, void *arg)
 {
-    users_query q = *(users_query *)arg;
+    query q = *(query *)arg;
     free(arg);
+    if (q.self && !plugin_loaded(q.self))
+        return;
     char(*names)[SESSION_USERNAME_MAX + 1] = malloc((n ? n : 1) * sizeof *names);
     const char **list = malloc((n ? n : 1) * sizeof *list);
     if (!names || !list) {
         /* Nothing better to give than nothing: said so. */
-        q.done(SM_ENOMEM, NULL, 0, q.arg);
+        q.users(SM_ENOMEM, NULL, 0, q.arg);
     } else {
         for (size_t i = 0; i < n; i++)
             list[i] = display_name(users[i], names[i], sizeof names[i]);
-        q.done(status, list, n, q.arg);
+        q.users(status, list, n, q.arg);
     }
     free(names);
     free(list);
 }
 
-int presence_topic_users(const char *topic, sm_topic_users_fn done, void *arg)
+int presence_topic_users(const plugin *self, const char *topic, sm_topic_users_fn done,
+                         void *arg)
 {
-    users_query *q = malloc(sizeof *q);
+    query *q = query_new(self, NULL, done, arg);
     if (!q)
         return SM_ENOMEM;
-    *q = (users_query){.done = done, .arg = arg};
     if (cluster_on()) {
         int rc = cluster_topic_users(topic, named, q);
         if (rc != SM_OK)

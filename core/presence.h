@@ -36,9 +36,11 @@ void presence_reported_member(const char *topic, const char *user, int joined);
 /* sm_host.users_online and sm_host.topic_users (plugin.h): answered from
  * this node on one node (done runs before these return), from Redis in a
  * cluster. The names are checked by the caller (host_api.c). SM_OK (done
- * ran or will run) or SM_ENOMEM (it will not). */
-int presence_users_online(const char *const *names, size_t n, sm_users_online_fn done,
-                          void *arg);
-int presence_topic_users(const char *topic, sm_topic_users_fn done, void *arg);
+ * ran or will run, unless self, the asking plugin, is unloaded first) or
+ * SM_ENOMEM (it will not). */
+int presence_users_online(const struct sm_plugin *self, const char *const *names, size_t n,
+                          sm_users_online_fn done, void *arg);
+int presence_topic_users(const struct sm_plugin *self, const char *topic, sm_topic_users_fn done,
+                         void *arg);
 
 #endif

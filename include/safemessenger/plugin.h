@@ -760,8 +760,9 @@ typedef struct sm_host {
      * answered (SM_OK), or, when Redis cannot be asked, with SM_EBUSY and
      * this node's sessions only. Meant for a handler that defers its
      * reply (sm_host.defer) and replies from done. Returns SM_OK (done ran
-     * or will run), or SM_EINVAL (a NULL list, n over 4096, a name that
-     * is no user name) / SM_ENOMEM, and done will not run. */
+     * or will run; not if a configuration reload unloads the plugin
+     * first), or SM_EINVAL (a NULL list, n over 4096, a name that is no
+     * user name) / SM_ENOMEM, and done will not run. */
     int (*users_online)(sm_plugin *self, const char *const *names, size_t n,
                         sm_users_online_fn done, void *arg);
     /* The users with a session in topic, counting every node of a
