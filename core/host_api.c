@@ -223,20 +223,10 @@ static int h_subscribe_ex(sm_plugin *self, sm_core_event event, sm_event_ex_fn f
     return add_subscriber(self, event, NULL, fn, "subscribe_ex");
 }
 
-static void fire(const sm_event_info *info, const char *old_name)
-{
-    size_t n = g_core.n_subscribers[info->event];
-    core_subscriber *subs = g_core.subscribers[info->event];
-    for (size_t i = 0; i < n; i++) {
-        if (subs[i].fn_ex)
-            subs[i].fn_ex(info, subs[i].plugin->data);
-        else
-            subs[i].fn(info->event, info->session, old_name, subs[i].plugin->data);
-    }
-}
-
-void core_fire_event(sm_core_event event, sm_session_id id, const char *username,
-                     const char *room)
+/* Old-style callbacks have no room or topic argument: for ROOM_DELETED
+ * they always got the room as `username` (plugin.h), and keep getting it. */
+static void fire(sm_core_event event, sm_session_id id, const char *username, const char *room,
+                 const char *topic)
 {
     const sm_event_info info = {
         .size = sizeof info,
@@ -244,23 +234,29 @@ void core_fire_event(sm_core_event event, sm_session_id id, const char *username
         .session = id,
         .username = username,
         .room = room,
+        .topic = topic,
     };
-    /* Old-style callbacks have no room argument: for ROOM_DELETED they
-     * always got the room as `username` (plugin.h), and keep getting it. */
-    fire(&info, room ? room : username);
+    const char *old_name = room ? room : username;
+    size_t n = g_core.n_subscribers[event];
+    core_subscriber *subs = g_core.subscribers[event];
+    for (size_t i = 0; i < n; i++) {
+        if (subs[i].fn_ex)
+            subs[i].fn_ex(&info, subs[i].plugin->data);
+        else
+            subs[i].fn(event, id, old_name, subs[i].plugin->data);
+    }
+}
+
+void core_fire_event(sm_core_event event, sm_session_id id, const char *username,
+                     const char *room)
+{
+    fire(event, id, username, room, NULL);
 }
 
 void core_fire_topic_event(sm_core_event event, sm_session_id id, const char *username,
                            const char *topic)
 {
-    const sm_event_info info = {
-        .size = sizeof info,
-        .event = event,
-        .session = id,
-        .username = username,
-        .topic = topic,
-    };
-    fire(&info, username);
+    fire(event, id, username, NULL, topic);
 }
 
 static int h_register_migrations(sm_plugin *self, const sm_migration *migrations)
