@@ -843,7 +843,7 @@ static void redis_restart_nodes_reconnect_and_resubscribe(void)
     int bus_up[2], presence_up[2];
     for (int i = 0; i < 2; i++) {
         bus_up[i] = harness_log_count(nodes[i], "cluster: bus up");
-        presence_up[i] = harness_log_count(nodes[i], "cluster: presence up");
+        presence_up[i] = harness_log_count(nodes[i], "with local sessions written back");
         CU_ASSERT_TRUE(bus_up[i] >= 1 && presence_up[i] >= 1);
     }
 
@@ -884,7 +884,7 @@ static void redis_restart_nodes_reconnect_and_resubscribe(void)
                     node_name(nodes[i]), RECONNECT_WAIT_MS);
         CU_ASSERT_EQUAL(seen, 1);
         CU_ASSERT_TRUE(log_grows(nodes[i], "cluster: bus up", bus_up[i], deadline));
-        CU_ASSERT_TRUE(log_grows(nodes[i], "cluster: presence up", presence_up[i], deadline));
+        CU_ASSERT_TRUE(log_grows(nodes[i], "with local sessions written back", presence_up[i], deadline));
     }
 
     call_ok_free(alice, "public_message", "public_message", "{s:s}", "content",

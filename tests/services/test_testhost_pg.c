@@ -103,11 +103,13 @@ static void each_host_has_a_schema_of_its_own_dropped_at_free(void)
                     SM_OK);
     CU_ASSERT_EQUAL(host_int(th, "SELECT sum(x) FROM t"), 3);
     /* Other suites share the fixture meanwhile, each in schemas of its
-     * own: the test host's (sm_testhost_...) and services.storage_pg's
-     * (sm_test_...). */
+     * own: the test host's (sm_testhost_...), services.storage_pg's
+     * (sm_test_...) and the integration suites' servers' (sm_it_...,
+     * tests/integration/harness_storage.c). */
     CU_ASSERT_EQUAL(pg_int("SELECT count(*) FROM information_schema.tables WHERE table_name"
                            " IN ('t', 'sm_migrations') AND table_schema NOT LIKE 'sm\\_testhost\\_%'"
-                           " AND table_schema NOT LIKE 'sm\\_test\\_%'"),
+                           " AND table_schema NOT LIKE 'sm\\_test\\_%'"
+                           " AND table_schema NOT LIKE 'sm\\_it\\_%'"),
                     0);
     sm_testhost_free(th);
     CU_ASSERT_EQUAL(my_schemas(), 0);
