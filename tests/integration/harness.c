@@ -255,6 +255,16 @@ static int write_pem_file(const char *path, mode_t mode, EVP_PKEY *key, X509 *ce
     return ok ? 0 : -1;
 }
 
+int harness_write_key(const char *path)
+{
+    EVP_PKEY *key = NULL;
+    if (crypto_rsa_generate(2048, &key) != 0)
+        return -1;
+    int rc = write_pem_file(path, 0600, key, NULL);
+    crypto_pkey_free(key);
+    return rc;
+}
+
 /* EC P-256 (fast to generate), valid for a day, for 127.0.0.1, ::1 and
  * localhost; it is its own CA so clients can use it as ca_file. */
 static int write_tls_cert(const harness_server *s)
@@ -520,6 +530,33 @@ static int wait_listening(harness_server *s)
     }
     snprintf(s->url, sizeof s->url, "ws://127.0.0.1:%d/", s->port);
     snprintf(s->wss_url, sizeof s->wss_url, "wss://127.0.0.1:%d/", s->port);
+    return 0;
+}
+
+int harness_spawn_on(harness_server *s, const harness_server *other, const char *extra_config,
+                     const char *const *args)
+{
+    return spawn_on(s, other, extra_config, args);
+}
+
+int harness_wait_exit(harness_server *s, int timeout_ms, int *exit_status)
+{
+    if (s->pid <= 0)
+        return -1;
+    long long deadline = now_ms() + timeout_ms;
+    int status = 0;
+    pid_t r;
+    while ((r = waitpid(s->pid, &status, WNOHANG)) == 0 && now_ms() < deadline)
+        sleep_ms(10);
+    if (r == 0)
+        return -1;
+    /* Not a stop: s->stopped stays as it was, so harness_cleanup() leaves
+     * the status to the caller. */
+    s->pid = 0;
+    if (r < 0)
+        return -1;
+    if (exit_status)
+        *exit_status = decode_status(status);
     return 0;
 }
 

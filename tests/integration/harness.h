@@ -152,6 +152,19 @@ int harness_query_int(const harness_server *s, const char *sql, long long *out);
  * 0). For a test that acts on a server still starting; stop it with
  * harness_stop() or harness_cleanup(). */
 int harness_spawn(harness_server *s, const char *extra_config, const char *const *args);
+/* harness_spawn() on the storage of `other`, as harness_start_on(): for a
+ * server expected to exit by itself (harness_wait_exit()), perhaps before
+ * it listens. */
+int harness_spawn_on(harness_server *s, const harness_server *other, const char *extra_config,
+                     const char *const *args);
+
+/* Waits up to timeout_ms for the server to exit by itself (it is sent
+ * nothing) and reaps it. Returns 0 with *exit_status (may be NULL; as
+ * harness_stop() reports it), or -1 when it still runs (it is left
+ * running) or was not running. The status is the caller's to check:
+ * harness_cleanup() does not count an exit waited for this way against
+ * the server (it still checks the log for sanitizer reports). */
+int harness_wait_exit(harness_server *s, int timeout_ms, int *exit_status);
 
 /* Sends `sig` (e.g. SIGTERM; 0 sends nothing and only waits for an exit
  * already under way), waits up to 10 s, then SIGKILLs. Returns 0 when the
@@ -181,6 +194,10 @@ int harness_cleanup(harness_server *s);
  * log. Returns 1 when the server logged "configuration reloaded", 0 when
  * it logged "configuration reload refused", -1 on error or timeout. */
 int harness_reload(harness_server *s, const char *extra_config);
+/* Writes a newly generated RSA key (2048 bits, PEM, mode 0600; not the
+ * key harness_start() pre-writes) to path, which must not exist: for a
+ * server that must serve another key than the others. 0 or -1. */
+int harness_write_key(const char *path);
 /* Writes a new self-signed certificate and key over <dir>/tls_cert.pem and
  * <dir>/tls_key.pem (a renewal in place). 0 or -1. */
 int harness_renew_tls(const harness_server *s);

@@ -33,17 +33,18 @@ static int make_prefix(harness_cluster *c)
     return n > 0 && (size_t)n < sizeof c->prefix ? 0 : -1;
 }
 
-/* Node i's configuration: its server and cluster sections, then the
- * suite's. Node 0's key_file is its own (@DIR@), the others' node 0's
- * file; the admin socket is each node's own, since its default is beside
- * the key on PostgreSQL and two servers cannot hold one socket.
- * malloc'd, NULL when out of memory. */
-static char *node_config(const harness_cluster *c, size_t i, const char *redis_url,
-                         const char *extra)
+/* A node's configuration: its server and cluster sections, then the
+ * suite's. key_file is the node's (node 0's "@DIR@/server_key.pem"), NULL
+ * for node 0's file, as every other node has it; the admin socket is each
+ * node's own, since its default is beside the key on PostgreSQL and two
+ * servers cannot hold one socket. malloc'd, NULL when out of memory or
+ * the path does not fit. */
+static char *node_config(const harness_cluster *c, const char *id, const char *key_file,
+                         const char *redis_url, const char *extra)
 {
     char key[600];
-    if (i == 0)
-        snprintf(key, sizeof key, "@DIR@/server_key.pem");
+    if (key_file)
+        snprintf(key, sizeof key, "%s", key_file);
     else if (harness_path(&c->node[0], "server_key.pem", key, sizeof key) != 0)
         return NULL;
     char *out = NULL;
@@ -51,7 +52,7 @@ static char *node_config(const harness_cluster *c, size_t i, const char *redis_u
                      "server = { " HARNESS_SERVER_ADDR "key_file = \"%s\"; key_bits = 2048; "
                      "admin_socket = \"@DIR@/admin.sock\"; " HARNESS_IO_THREADS " };\n"
                      "cluster = { node = \"%s\"; redis = \"%s\"; prefix = \"%s\"; };\n%s",
-                     key, harness_cluster_node_id(i), redis_url, c->prefix, extra ? extra : "");
+                     key, id, redis_url, c->prefix, extra ? extra : "");
     return n < 0 ? NULL : out;
 }
 
@@ -87,7 +88,9 @@ int harness_cluster_start(harness_cluster *c, size_t n, const char *redis_url,
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
-        char *conf = node_config(c, i, redis_url, extra_config);
+        char *conf = node_config(c, harness_cluster_node_id(i),
+                                 i == 0 ? "@DIR@/server_key.pem" : NULL, redis_url,
+                                 extra_config);
         if (!conf) {
             fprintf(stderr, "harness: out of memory for node %s's configuration\n",
                     harness_cluster_node_id(i));
@@ -104,6 +107,27 @@ int harness_cluster_start(harness_cluster *c, size_t n, const char *redis_url,
         }
     }
     return 0;
+}
+
+int harness_cluster_spawn(const harness_cluster *c, harness_server *s, const char *id,
+                          const char *redis_url, const char *extra_config, const char *key_file)
+{
+    memset(s, 0, sizeof *s);
+    if (c->n == 0 || c->node[0].dir[0] == '\0') {
+        fprintf(stderr, "harness: node %s: the cluster has no node 0 to share storage with\n",
+                id);
+        return -1;
+    }
+    char *conf = node_config(c, id, key_file, redis_url, extra_config);
+    if (!conf) {
+        fprintf(stderr, "harness: out of memory for node %s's configuration\n", id);
+        return -1;
+    }
+    int rc = harness_spawn_on(s, &c->node[0], conf, NULL);
+    free(conf);
+    if (rc != 0)
+        fprintf(stderr, "harness: node %s (prefix %s) could not be spawned\n", id, c->prefix);
+    return rc;
 }
 
 int harness_cluster_kill(harness_cluster *c, size_t i)

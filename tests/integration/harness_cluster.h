@@ -53,6 +53,19 @@ const char *harness_cluster_node_id(size_t i);
 int harness_cluster_start(harness_cluster *c, size_t n, const char *redis_url,
                           const char *extra_config);
 
+/* Spawns one more server as node `id` of c: c's storage (node 0's
+ * schema), prefix and Redis (redis_url, as given to
+ * harness_cluster_start()), its configuration as a node's with
+ * extra_config, and key_file (NULL: the cluster's, node 0's file; for
+ * another key, a file harness_write_key() wrote: a server makes no key of
+ * its own on a database that served clients). It does not wait for the
+ * server to listen: it may be refused by the cluster and exit first
+ * (harness_wait_exit()). s is the caller's, not one of c's nodes:
+ * harness_cleanup(s), in any order with c's cleanup. 0, or -1 with the
+ * reason on stderr (s is then left for harness_cleanup()). */
+int harness_cluster_spawn(const harness_cluster *c, harness_server *s, const char *id,
+                          const char *redis_url, const char *extra_config, const char *key_file);
+
 /* SIGKILLs node i (a crash: it tells Redis nothing) and reaps it. 0, or -1
  * when it was not running. harness_cluster_cleanup() does not count a
  * killed node's status against it. */

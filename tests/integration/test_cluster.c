@@ -5,7 +5,10 @@
  * user_joined / user_left, private messages (online and stored), read
  * receipts, friend requests and presence, each exactly once, also for a
  * user logged in on both nodes at once; and a node that dies takes its
- * users offline for the others.
+ * users offline for the others. What a node counts or lists covers the
+ * whole cluster too: auth's failed-login and registration limits, room
+ * listings (list_rooms, get_users, join_room), the cluster metrics. A node
+ * with another server key is refused.
  *
  * Every case starts a cluster of its own (a new schema and a new key
  * prefix: no state leaks between cases) on the suite's private Redis
@@ -20,6 +23,7 @@
  * keeps what it read but was not looking for (struct peer's inbox) and
  * every expectation looks there first. PINGs are answered (auto_pong). */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,14 +44,24 @@
 #define OUTAGE_MS 6500            /* a Redis outage long enough for that backoff to reach 5 s */
 #define INBOX_MAX 256
 
-#define CONFIG                                                                               \
+#define PLUGINS                                                                              \
     "plugins = { dir = \"@PLUGIN_BUILD_DIR@\";"                                              \
-    " load = [\"auth\", \"rooms\", \"messaging\", \"friends\"]; };\n"                        \
-    "auth = { allow_weak_argon2 = true; argon2_memory_kib = 1024; argon2_passes = 1;\n"      \
-    "         registrations_per_hour = 1000; };\n"
+    " load = [\"auth\", \"rooms\", \"messaging\", \"friends\"]; };\n"
+/* Cheap hashes: the suites' many registrations and logins. */
+#define WEAK_ARGON2 "allow_weak_argon2 = true; argon2_memory_kib = 1024; argon2_passes = 1;\n"
+#define CONFIG PLUGINS "auth = { " WEAK_ARGON2 "         registrations_per_hour = 1000; };\n"
+/* auth_limits_count_every_node: limits a few attempts reach. Per address
+ * below per user, as auth requires; the window long enough for a slow
+ * run. */
+#define LIMITS_CONFIG                                                                        \
+    PLUGINS "auth = { " WEAK_ARGON2 "         failed_logins = 2; failed_logins_per_user = 3;"  \
+            " failed_login_window = 600;\n         registrations_per_hour = 3; };\n"
+#define SHARE_WAIT_MS 2000    /* for a node to count another's attempt (a Redis round trip) */
+#define OTHER_KEY_EXIT_MS 15000 /* for a node with another key to give up */
 
 static private_redis redis;
 static harness_cluster cl;
+static harness_server odd; /* a_node_with_another_key_is_refused's third node */
 static int redis_is_down; /* a case stopped it (private_redis_down) and has not started it */
 
 static int init(void)
@@ -59,23 +73,32 @@ static int fini(void)
 {
     /* A case that ended on a fatal assertion left its nodes running. */
     int rc = harness_cluster_cleanup(&cl);
+    if (harness_cleanup(&odd) != 0)
+        rc = -1;
     private_redis_stop(&redis);
     return rc;
 }
 
-/* The case's cluster: nodes a (cl.node[0]) and b (cl.node[1]). */
-static void up(void)
+/* The case's cluster: nodes a (cl.node[0]) and b (cl.node[1]), with
+ * config as every node's extra configuration. */
+static void up_with(const char *config)
 {
     harness_cluster_cleanup(&cl); /* what a failed case left */
+    harness_cleanup(&odd);
     if (redis_is_down) {          /* a failed case's outage */
         CU_ASSERT_EQUAL_FATAL(private_redis_up(&redis), 0);
         redis_is_down = 0;
     }
-    if (harness_cluster_start(&cl, 2, redis.url, CONFIG) != 0) {
+    if (harness_cluster_start(&cl, 2, redis.url, config) != 0) {
         harness_cluster_cleanup(&cl);
         CU_FAIL_FATAL("the two nodes did not start in cluster mode (reason and server.log "
                       "above; a server without issue 14's wiring refuses the cluster section)");
     }
+}
+
+static void up(void)
+{
+    up_with(CONFIG);
 }
 
 static void down(void)
@@ -116,8 +139,10 @@ static const char *node_name(const harness_server *node)
     return node == NODE_A ? "a" : node == NODE_B ? "b" : "?";
 }
 
-/* A connection to node, handshaken, answering PINGs; not logged in. */
-static peer *connected(const harness_server *node, const char *name)
+/* A connection to node from the loopback address source (NULL: the
+ * kernel's choice, 127.0.0.1), handshaken, answering PINGs; not logged
+ * in. */
+static peer *connected_from(const harness_server *node, const char *name, const char *source)
 {
     peer *p = calloc(1, sizeof *p);
     CU_ASSERT_PTR_NOT_NULL_FATAL(p);
@@ -125,11 +150,17 @@ static peer *connected(const harness_server *node, const char *name)
     sm_client_options o;
     memset(&o, 0, sizeof o);
     o.auto_pong = 1;
+    o.source_address = source;
     if (harness_connect_opts(node, &o, &p->c) != SM_CLIENT_OK) {
         free(p);
         CU_FAIL_FATAL("cannot connect to a node");
     }
     return p;
+}
+
+static peer *connected(const harness_server *node, const char *name)
+{
+    return connected_from(node, name, NULL);
 }
 
 /* A new connection to node logged in as name (registered first when reg). */
@@ -152,6 +183,12 @@ static long long now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
 }
 
 static void drop_inbox(peer *p)
@@ -345,10 +382,11 @@ static void expect_friends_(peer *p, const char *expected)
     sm_message_free(r);
 }
 
-/* get_users lists exactly "u1,u2" (as the server sorts them). */
-static void expect_users_(peer *p, const char *room, const char *expected)
+/* A listing's room and users (get_users, join_room) are room and exactly
+ * "u1,u2" (as the server sorts them). */
+static void expect_listing_(const peer *p, const sm_message *r, const char *room,
+                            const char *expected)
 {
-    sm_message *r = call_ok(p, "get_users", "get_users", NULL, NULL, NULL);
     CU_ASSERT_STRING_EQUAL(jstr(r->payload, "room"), room);
     char got[256] = "";
     size_t len = 0, i;
@@ -360,9 +398,24 @@ static void expect_users_(peer *p, const char *room, const char *expected)
         len += (size_t)n;
     }
     if (strcmp(got, expected) != 0)
-        fprintf(stderr, "\nline %d: %s: users of %s \"%s\", expected \"%s\"\n", line_, p->label,
-                room, got, expected);
+        fprintf(stderr, "\nline %d: %s: %s lists users of %s \"%s\", expected \"%s\"\n", line_,
+                p->label, r->action, room, got, expected);
     CU_ASSERT_STRING_EQUAL(got, expected);
+}
+
+/* get_users lists exactly "u1,u2" (as the server sorts them). */
+static void expect_users_(peer *p, const char *room, const char *expected)
+{
+    sm_message *r = call_ok(p, "get_users", "get_users", NULL, NULL, NULL);
+    expect_listing_(p, r, room, expected);
+    sm_message_free(r);
+}
+
+/* join_room room: its listing is exactly "u1,u2". */
+static void expect_join_(peer *p, const char *room, const char *expected)
+{
+    sm_message *r = call_ok(p, "join_room", "join_room", "{s:s}", "room_name", room);
+    expect_listing_(p, r, room, expected);
     sm_message_free(r);
 }
 
@@ -463,8 +516,183 @@ static int log_grows_(const harness_server *node, const char *needle, int before
                     line_, node_name(node), needle, before, n);
             return 0;
         }
-        struct timespec ts = {0, 50 * 1000000L};
-        nanosleep(&ts, NULL);
+        sleep_ms(50);
+    }
+}
+
+/* ---- auth's limits ------------------------------------------------------- */
+
+/* What r is: 0 for a response, its error code for an error, -1 for no
+ * reply. */
+static int outcome(const sm_message *r)
+{
+    if (!r)
+        return -1;
+    return strcmp(r->type, "response") == 0 ? 0 : harness_error_code(r);
+}
+
+/* One register or login (action) as name with password on a new
+ * connection to node from the loopback address source; its reply (NULL:
+ * none; the caller frees), the connection closed. */
+static sm_message *attempt(const harness_server *node, const char *source, const char *action,
+                           const char *name, const char *password)
+{
+    peer *p = connected_from(node, name, source);
+    sm_message *r = harness_callf(p->c, action, "{s:s, s:s}", "username", name, "password",
+                                  password);
+    bye(p, 0);
+    return r;
+}
+
+/* The attempt is refused: error 1008 with a retry_after of a second or
+ * more. While its outcome (outcome()) is `pending`, what it is until node
+ * has counted the other node's attempts, it is repeated every 50 ms for up
+ * to SHARE_WAIT_MS; ONCE: never. A repeated attempt must not count itself
+ * (a successful login, a malformed registration), or node would reach the
+ * limit on its own and hide that nothing was shared. */
+#define ONCE (-2)
+static void expect_refused_(const harness_server *node, const char *source, const char *action,
+                            const char *name, const char *password, int pending)
+{
+    long long start = now_ms();
+    int tries = 0;
+    sm_message *r;
+    for (;;) {
+        r = attempt(node, source, action, name, password);
+        tries++;
+        if (outcome(r) != pending || now_ms() - start >= SHARE_WAIT_MS)
+            break;
+        sm_message_free(r);
+        sleep_ms(50);
+    }
+    json_t *after = r ? json_object_get(r->payload, "retry_after") : NULL;
+    if (outcome(r) != 1008)
+        fprintf(stderr, "\nline %d: node %s: %s as %s from %s got %d (0: success, else the "
+                        "error code) after %d tries in %lld ms, not 1008: the other node's "
+                        "attempts were not counted here\n",
+                line_, node_name(node), action, name, source, outcome(r), tries,
+                now_ms() - start);
+    CU_ASSERT_EQUAL(outcome(r), 1008);
+    CU_ASSERT_TRUE(outcome(r) != 1008 ||
+                   (json_is_integer(after) && json_integer_value(after) >= 1));
+    sm_message_free(r);
+}
+
+/* One attempt whose outcome is `expected` (0: success). */
+static void expect_outcome_(const harness_server *node, const char *source, const char *action,
+                            const char *name, const char *password, int expected)
+{
+    sm_message *r = attempt(node, source, action, name, password);
+    if (outcome(r) != expected)
+        fprintf(stderr, "\nline %d: node %s: %s as %s from %s got %d, expected %d (0: success)\n",
+                line_, node_name(node), action, name, source, outcome(r), expected);
+    CU_ASSERT_EQUAL(outcome(r), expected);
+    sm_message_free(r);
+}
+
+/* ---- a node with another key ---------------------------------------------- */
+
+/* The fingerprint node logged for its key at start ("server key <file>,
+ * fingerprint <fp> (clients pin this)") into out; 0, or -1 when none. */
+static int logged_fingerprint(const harness_server *node, char *out, size_t out_len)
+{
+    static const char tag[] = "fingerprint ", tail[] = " (clients pin this)";
+    char path[600];
+    if (harness_path(node, "server.log", path, sizeof path) != 0)
+        return -1;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    char line[2048];
+    int rc = -1;
+    while (rc != 0 && fgets(line, sizeof line, f)) {
+        const char *at = strstr(line, "server key ");
+        at = at ? strstr(at, tag) : NULL;
+        const char *end = at ? strstr(at, tail) : NULL;
+        if (!end)
+            continue;
+        at += sizeof tag - 1;
+        size_t n = (size_t)(end - at);
+        if (n > 0 && n < out_len) {
+            memcpy(out, at, n);
+            out[n] = '\0';
+            rc = 0;
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+/* ---- metrics ------------------------------------------------------------- */
+
+/* node's GET /metrics, the whole response (malloc'd), NULL when none. */
+static char *page_of(const harness_server *node)
+{
+    static const char req[] = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                              "Connection: close\r\n\r\n";
+    return harness_http_exchange(node->port, NULL, req, sizeof req - 1, 5000, NULL);
+}
+
+/* The value of series (its name and labels as on the page) on node's
+ * page; NAN when the page or the series is missing. */
+static double metric_of(const harness_server *node, const char *series)
+{
+    char *page = page_of(node), needle[256];
+    snprintf(needle, sizeof needle, "\n%s ", series);
+    const char *at = page ? strstr(page, needle) : NULL;
+    double v = at ? strtod(at + strlen(needle), NULL) : NAN;
+    free(page);
+    return v;
+}
+
+/* Polls series on node every 50 ms, up to WAIT_MS, until its value is
+ * want (at_least: want or more). 1 when it got there, else 0 with the
+ * last value. */
+static int metric_reaches_(const harness_server *node, const char *series, double want,
+                           int at_least)
+{
+    long long deadline = now_ms() + WAIT_MS;
+    for (;;) {
+        double v = metric_of(node, series);
+        if (at_least ? v >= want : v == want) /* NAN is neither */
+            return 1;
+        if (now_ms() >= deadline) {
+            fprintf(stderr, "\nline %d: node %s: %s is %g, expected %s%g within %d ms\n",
+                    line_, node_name(node), series, v, at_least ? "at least " : "", want,
+                    WAIT_MS);
+            return 0;
+        }
+        sleep_ms(50);
+    }
+}
+
+/* ---- list_rooms ------------------------------------------------------------ */
+
+/* list_rooms on p's node counts want users in room: polled every 50 ms up
+ * to WAIT_MS (the counts come from every node through Redis). 1 when it
+ * did, else 0 with the last count. */
+static int room_count_reaches_(peer *p, const char *room, json_int_t want)
+{
+    long long deadline = now_ms() + WAIT_MS;
+    for (;;) {
+        sm_message *r = call_ok(p, "list_rooms", "list_rooms", NULL, NULL, NULL);
+        json_int_t got = -1;
+        size_t i;
+        json_t *item;
+        json_array_foreach(json_object_get(r->payload, "rooms"), i, item) {
+            if (strcmp(jstr(item, "room"), room) == 0)
+                got = jint(item, "users");
+        }
+        sm_message_free(r);
+        if (got == want)
+            return 1;
+        if (now_ms() >= deadline) {
+            fprintf(stderr, "\nline %d: %s: list_rooms counts %lld users in %s (-1: not "
+                            "listed), expected %lld within %d ms\n",
+                    line_, p->label, (long long)got, room, (long long)want, WAIT_MS);
+            return 0;
+        }
+        sleep_ms(50);
     }
 }
 
@@ -478,10 +706,16 @@ static int log_grows_(const harness_server *node, const char *needle, int before
 #define expect_pm(...) AT(expect_pm_(__VA_ARGS__))
 #define expect_friends(...) AT(expect_friends_(__VA_ARGS__))
 #define expect_users(...) AT(expect_users_(__VA_ARGS__))
+#define expect_join(...) AT(expect_join_(__VA_ARGS__))
 #define befriend(...) AT(befriend_(__VA_ARGS__))
 #define chat(...) AT(chat_(__VA_ARGS__))
 #define login_unread(...) AT(login_unread_(__VA_ARGS__))
 #define log_grows(...) AT(log_grows_(__VA_ARGS__))
+#define expect_refused(...) AT(expect_refused_(__VA_ARGS__))
+#define expect_outcome(...) AT(expect_outcome_(__VA_ARGS__))
+#define metric_is(node, series, want) AT(metric_reaches_(node, series, want, 0))
+#define metric_at_least(node, series, want) AT(metric_reaches_(node, series, want, 1))
+#define room_count_is(p, room, want) AT(room_count_reaches_(p, room, want))
 
 /* ---- cases -------------------------------------------------------------- */
 
@@ -908,6 +1142,209 @@ static void redis_restart_nodes_reconnect_and_resubscribe(void)
     down();
 }
 
+/* auth's limits count the attempts of every node (shared_limits.c, over
+ * the bus): failed logins for xavier on a, up to failed_logins_per_user,
+ * refuse him on b, right password or not, from an address b never saw
+ * fail; the address that failed failed_logins times on a is refused on b
+ * for another user too; registrations from one address, on a and b in
+ * turn, reach registrations_per_hour and the next is refused on both.
+ * Each node alone stays below every limit: without the sharing b (and a,
+ * for registrations) would accept. Clients come from several loopback
+ * addresses, since per address auth allows fewer failures than per user.
+ * The events cross Redis: expect_refused() repeats, within SHARE_WAIT_MS,
+ * only attempts that count nothing themselves. */
+#define FAIL_FROM "127.0.0.2"  /* fails twice on a: failed_logins */
+#define FAIL_FROM2 "127.0.0.3" /* fails once on a: xavier's third */
+#define FRESH_FROM "127.0.0.4" /* never fails */
+#define REG_FROM "127.0.0.5"   /* registers three times */
+#define WRONG "not the password"
+static void auth_limits_count_every_node(void)
+{
+    up_with(LIMITS_CONFIG);
+    bye(user(NODE_A, "xavier", 1), 0);
+    bye(user(NODE_B, "yvonne", 1), 0);
+
+    /* Failed logins: 2 from FAIL_FROM and 1 from FAIL_FROM2, all on a. */
+    expect_outcome(NODE_A, FAIL_FROM, "login", "xavier", WRONG, 1001);
+    expect_outcome(NODE_A, FAIL_FROM, "login", "xavier", WRONG, 1001);
+    expect_outcome(NODE_A, FAIL_FROM2, "login", "xavier", WRONG, 1001);
+    /* b counts xavier's 3: his right password is refused from FRESH_FROM
+     * too (until then it logs in, which counts nothing). */
+    expect_refused(NODE_B, FRESH_FROM, "login", "xavier", PASSWORD, 0);
+    expect_refused(NODE_A, FRESH_FROM, "login", "xavier", PASSWORD, ONCE);
+    /* and FAIL_FROM's 2: yvonne's right password from there is refused on b. */
+    expect_refused(NODE_B, FAIL_FROM, "login", "yvonne", PASSWORD, ONCE);
+    expect_outcome(NODE_B, FRESH_FROM, "login", "yvonne", PASSWORD, 0);
+
+    /* Registrations from REG_FROM: a, b, a; a alone has seen 2, b 1. */
+    expect_outcome(NODE_A, REG_FROM, "register", "rita", PASSWORD, 0);
+    expect_outcome(NODE_B, REG_FROM, "register", "rolf", PASSWORD, 0);
+    expect_outcome(NODE_A, REG_FROM, "register", "rosa", PASSWORD, 0);
+    /* A name too short is refused with 1004 and counts nothing, but is
+     * checked after the limit: the probe until each node has counted 3. */
+    harness_server *nodes[2] = {NODE_A, NODE_B};
+    for (int i = 0; i < 2; i++) {
+        expect_refused(nodes[i], REG_FROM, "register", "no", PASSWORD, 1004);
+        expect_refused(nodes[i], REG_FROM, "register", "ruth", PASSWORD, ONCE);
+    }
+    long long ruths = -1;
+    CU_ASSERT_EQUAL(harness_query_int(NODE_A, "SELECT count(*) FROM auth_users WHERE "
+                                              "username_lower = 'ruth'", &ruths), 0);
+    CU_ASSERT_EQUAL(ruths, 0);
+    /* Another address still registers. */
+    expect_outcome(NODE_B, FRESH_FROM, "register", "ruth", PASSWORD, 0);
+    down();
+}
+
+/* A third server on the cluster's storage and Redis, node "c", with a key
+ * of its own: it exits with status 1 within OTHER_KEY_EXIT_MS, its log
+ * naming both fingerprints (its own as it logged it at start, the
+ * cluster's as clients see it); nodes a and b serve on. */
+static void a_node_with_another_key_is_refused(void)
+{
+    up();
+    peer *alice = user(NODE_A, "alice", 1);
+    peer *bob = user(NODE_B, "bob", 1);
+    expect_once(alice, "user_joined", "username", "bob", "room", "general");
+    char cluster_fp[256];
+    CU_ASSERT_PTR_NOT_NULL_FATAL(sm_client_fingerprint(alice->c));
+    snprintf(cluster_fp, sizeof cluster_fp, "%s", sm_client_fingerprint(alice->c));
+
+    char key[600];
+    CU_ASSERT_EQUAL_FATAL(harness_path(NODE_A, "other_key.pem", key, sizeof key), 0);
+    CU_ASSERT_EQUAL_FATAL(harness_write_key(key), 0);
+    long long spawned = now_ms();
+    CU_ASSERT_EQUAL_FATAL(harness_cluster_spawn(&cl, &odd, "c", redis.url, CONFIG, key), 0);
+    int status = -1;
+    int exited = harness_wait_exit(&odd, OTHER_KEY_EXIT_MS, &status) == 0;
+    if (!exited)
+        fprintf(stderr, "\nnode c, with another key, still runs %lld ms after its start\n",
+                now_ms() - spawned);
+    CU_ASSERT_TRUE(exited);
+    CU_ASSERT_EQUAL(status, 1);
+    char own_fp[256] = "", line[700];
+    CU_ASSERT_EQUAL(logged_fingerprint(&odd, own_fp, sizeof own_fp), 0);
+    CU_ASSERT_STRING_NOT_EQUAL(own_fp, cluster_fp);
+    CU_ASSERT_EQUAL(harness_log_contains(&odd, "differs from the cluster's"), 1);
+    snprintf(line, sizeof line, "(fingerprint %s) differs from the cluster's (%s,", own_fp,
+             cluster_fp);
+    int named = harness_log_contains(&odd, line);
+    if (named != 1)
+        fprintf(stderr, "\nnode c's log has no \"%s\"\n", line);
+    CU_ASSERT_EQUAL(named, 1);
+    CU_ASSERT_EQUAL(harness_cleanup(&odd), 0);
+
+    /* a and b: one fingerprint, messages and presence across as before. */
+    peer *probe = connected(NODE_B, "probe");
+    CU_ASSERT_STRING_EQUAL(sm_client_fingerprint(probe->c), cluster_fp);
+    bye(probe, 0);
+    call_ok_free(bob, "public_message", "public_message", "{s:s}", "content", "after c");
+    expect_once(alice, "public_message", "content", "after c", "sender", "bob");
+    json_int_t id = send_pm(alice, "bob", "still here", 1);
+    expect_pm(bob, "alice", "bob", "still here", id);
+    peer *dave = user(NODE_B, "dave", 1);
+    expect_once(alice, "user_joined", "username", "dave", "room", "general");
+    bye(dave, 0);
+    expect_once(alice, "user_left", "username", "dave", "room", "general");
+    bye(bob, 0);
+    bye(alice, 0);
+    down();
+}
+
+/* The safemessenger_cluster_* metrics on each node's /metrics: up and
+ * registered; with alice on a and bob on b one user on each node's
+ * presence and bus, two users online in all; a room message counted
+ * published on a and received on b; no malformed message, id clash or
+ * refused publish. */
+static void metrics_describe_the_cluster(void)
+{
+    up();
+    harness_server *nodes[2] = {NODE_A, NODE_B};
+    for (int i = 0; i < 2; i++) {
+        CU_ASSERT_TRUE(metric_is(nodes[i], "safemessenger_cluster_up", 1));
+        CU_ASSERT_TRUE(metric_is(nodes[i], "safemessenger_cluster_presence_state", 1));
+    }
+    peer *alice = user(NODE_A, "alice", 1);
+    peer *bob = user(NODE_B, "bob", 1);
+    expect_once(alice, "user_joined", "username", "bob", "room", "general");
+    for (int i = 0; i < 2; i++) {
+        CU_ASSERT_TRUE(metric_is(nodes[i], "safemessenger_cluster_presence_users", 1));
+        CU_ASSERT_TRUE(metric_is(nodes[i], "safemessenger_cluster_bus_users", 1));
+        CU_ASSERT_TRUE(metric_at_least(nodes[i], "safemessenger_cluster_bus_topics", 1));
+    }
+    /* Each going online is counted once, by one node; then no more. */
+    static const char online[] = "safemessenger_cluster_presence_online_total";
+    long long deadline = now_ms() + WAIT_MS;
+    double sum;
+    while ((sum = metric_of(NODE_A, online) + metric_of(NODE_B, online)) < 2 &&
+           now_ms() < deadline)
+        sleep_ms(50);
+    sleep_ms(QUIET_MS);
+    double later = metric_of(NODE_A, online) + metric_of(NODE_B, online);
+    if (sum != 2 || later != 2)
+        fprintf(stderr, "\n%s summed over a and b: %g, then %g, expected 2\n", online, sum,
+                later);
+    CU_ASSERT_TRUE(sum == 2 && later == 2);
+
+    static const char published[] = "safemessenger_cluster_bus_published_total",
+                      received[] = "safemessenger_cluster_bus_received_total";
+    double published0 = metric_of(NODE_A, published), received0 = metric_of(NODE_B, received);
+    CU_ASSERT_FALSE(isnan(published0) || isnan(received0));
+    call_ok_free(alice, "public_message", "public_message", "{s:s}", "content", "counted");
+    expect_once(bob, "public_message", "content", "counted", "sender", "alice");
+    CU_ASSERT_TRUE(metric_at_least(NODE_A, published, published0 + 1));
+    CU_ASSERT_TRUE(metric_at_least(NODE_B, received, received0 + 1));
+
+    static const char *const zero[] = {"safemessenger_cluster_bus_malformed_total",
+                                       "safemessenger_cluster_bus_id_clashes_total",
+                                       "safemessenger_cluster_bus_refused_total{reason=\"down\"}"};
+    for (int i = 0; i < 2; i++)
+        for (size_t k = 0; k < sizeof zero / sizeof *zero; k++)
+            CU_ASSERT_TRUE(metric_is(nodes[i], zero[k], 0));
+    bye(bob, 0);
+    bye(alice, 0);
+    down();
+}
+
+/* alice (a) and bob (b) in lobby, carol (a) in general: list_rooms on
+ * either node counts lobby's users on both; get_users and join_room's
+ * listing name the users of both nodes. */
+static void list_rooms_and_get_users_count_every_node(void)
+{
+    up();
+    peer *alice = user(NODE_A, "alice", 1);
+    peer *bob = user(NODE_B, "bob", 1);
+    peer *carol = user(NODE_A, "carol", 1);
+    expect_once(alice, "user_joined", "username", "bob", "room", "general");
+    expect_once(bob, "user_joined", "username", "carol", "room", "general");
+    expect_join(alice, "lobby", "alice");
+    expect_once(bob, "user_left", "username", "alice", "room", "general");
+    expect_join(bob, "lobby", "alice,bob");
+    expect_once(alice, "user_joined", "username", "bob", "room", "lobby");
+    expect_once(carol, "user_left", "username", "bob", "room", "general");
+    expect_users(alice, "lobby", "alice,bob");
+    expect_users(bob, "lobby", "alice,bob");
+    expect_users(carol, "general", "carol");
+    peer *all[3] = {alice, bob, carol};
+    for (int i = 0; i < 3; i++) {
+        CU_ASSERT_TRUE(room_count_is(all[i], "lobby", 2));
+        CU_ASSERT_TRUE(room_count_is(all[i], "general", 1));
+    }
+
+    /* carol to lobby, on a: her listing has bob, on b; the counts follow. */
+    expect_join(carol, "lobby", "alice,bob,carol");
+    expect_once(bob, "user_joined", "username", "carol", "room", "lobby");
+    expect_users(bob, "lobby", "alice,bob,carol");
+    for (int i = 0; i < 3; i++) {
+        CU_ASSERT_TRUE(room_count_is(all[i], "lobby", 3));
+        CU_ASSERT_TRUE(room_count_is(all[i], "general", 0));
+    }
+    bye(carol, 0);
+    bye(bob, 0);
+    bye(alice, 0);
+    down();
+}
+
 int main(void)
 {
     static const sm_test_case cases[] = {
@@ -920,6 +1357,10 @@ int main(void)
         SM_TEST(a_dead_nodes_users_go_offline),
         SM_TEST(a_killed_nodes_users_reconnect_and_find_their_unread),
         SM_TEST(redis_restart_nodes_reconnect_and_resubscribe),
+        SM_TEST(auth_limits_count_every_node),
+        SM_TEST(a_node_with_another_key_is_refused),
+        SM_TEST(metrics_describe_the_cluster),
+        SM_TEST(list_rooms_and_get_users_count_every_node),
         SM_TEST_END,
     };
     return sm_test_run("integration_cluster", cases, init, fini);
