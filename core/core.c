@@ -199,7 +199,8 @@ int core_start(const core_options *o)
         LOG_ERROR("cannot open the database %s", g_core.sc->database);
         goto fail;
     }
-    if (o->open_identity && identity_open(g_core.sc->key_file, g_core.sc->key_bits, g_core.db) != 0)
+    if (o->open_identity && identity_open(g_core.sc->key_file, g_core.sc->key_bits, g_core.db,
+                                          g_core.sc->cluster_node && *g_core.sc->cluster_node) != 0)
         goto fail;
     size_t n_workers = o->workers ? o->workers : (size_t)g_core.sc->workers;
     /* Started from the loop thread: workers run worker_nice levels below it,

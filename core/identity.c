@@ -23,7 +23,7 @@ static int database_used(storage *db, char *recorded, size_t size)
     return storage_has_migrations(db);
 }
 
-int identity_open(const char *key_file, int bits, storage *db)
+int identity_open(const char *key_file, int bits, storage *db, int shared)
 {
     char recorded[CRYPTO_FINGERPRINT_LEN + 16];
     int used = database_used(db, recorded, sizeof recorded);
@@ -51,6 +51,15 @@ int identity_open(const char *key_file, int bits, storage *db)
         crypto_pubkey_pem(g_core.server_key, &g_core.server_public_pem) != 0 ||
         crypto_fingerprint(g_core.server_key, g_core.fingerprint) != 0) {
         LOG_ERROR("cannot use the server key %s", key_file);
+        return -1;
+    }
+    if (shared && recorded[0] && strcmp(recorded, g_core.fingerprint) != 0) {
+        /* The other nodes serve the recorded key: this one would split the
+         * clients in two (and, recording its own, mislead the others). */
+        LOG_ERROR("the server key %s (%s) is not the one the cluster's database was used with "
+                  "(%s): every node of a cluster serves the same key; copy server.key_file from "
+                  "a running node",
+                  key_file, g_core.fingerprint, recorded);
         return -1;
     }
     if (recorded[0] && strcmp(recorded, g_core.fingerprint) != 0)

@@ -10,7 +10,9 @@
  * is missing and db has never been used; refuses, with the remedy logged,
  * to create one for a database that was. Records the key's fingerprint in
  * db (warning when it changed), and fills g_core.server_key,
- * server_public_pem and fingerprint. Returns 0 or -1. */
-int identity_open(const char *key_file, int bits, storage *db);
+ * server_public_pem and fingerprint. With shared (a cluster node: other
+ * servers use db too) a key other than the recorded one is refused
+ * instead, before anything is written. Returns 0 or -1. */
+int identity_open(const char *key_file, int bits, storage *db, int shared);
 
 #endif
