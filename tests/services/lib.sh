@@ -93,3 +93,25 @@ svc_make_dir() {
     fi
     : >"$1/.sm-service-$svc_name"
 }
+
+# Has the instance in DIR ended once process OWNER is gone: a suite that
+# ctest kills at its timeout cannot stop its private instance itself. The
+# watcher is the instance script again (`watch OWNER DIR`), in a session of
+# its own (a kill of the suite's process group does not reach it), holding
+# none of the caller's descriptors (ctest waits for those to close).
+svc_watch_owner() {
+    case "$1" in
+        *[!0-9]* | "") svc_fail "SM_SERVICE_OWNER is not a pid: '$1'" ;;
+    esac
+    setsid "$0" watch "$1" "$2" </dev/null >/dev/null 2>&1 &
+}
+
+# The watcher's loop: polls each second; then ends what runs in DIR and
+# removes it, if DIR is still this service's (a stop may have come first).
+svc_watch() {
+    local owner=$1 dir=$2
+    while svc_pid_alive "$owner"; do sleep 1; done
+    [ -f "$dir/.sm-service-$svc_name" ] || return 0
+    svc_kill_in "$dir"
+    rm -rf "$dir"
+}

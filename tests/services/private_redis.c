@@ -4,14 +4,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
-/* redis-instance VERB DIR, with SM_REDIS_PORT=port when port > 0. */
+/* redis-instance VERB DIR, with SM_REDIS_PORT=port when port > 0, and
+ * this process as the instance's owner: should the suite die before it
+ * stops the instance (a ctest timeout), the instance goes too. */
 static int instance(const private_redis *r, const char *verb, int port)
 {
     char cmd[512];
-    char env[32] = "";
-    if (port > 0)
-        snprintf(env, sizeof env, "SM_REDIS_PORT=%d ", port);
+    char env[64];
+    int n = snprintf(env, sizeof env, "SM_SERVICE_OWNER=%ld ", (long)getpid());
+    if (port > 0 && n > 0 && (size_t)n < sizeof env)
+        snprintf(env + n, sizeof env - (size_t)n, "SM_REDIS_PORT=%d ", port);
     snprintf(cmd, sizeof cmd, "%s'%s/tests/services/redis-instance' %s '%s'", env, SM_SOURCE_DIR,
              verb, r->dir);
     int rc = system(cmd);
