@@ -328,8 +328,9 @@ static int published(int rc, const char *what, const char *name, const char *act
  * see it. */
 typedef struct held_publish {
     int to_user;
-    char *name, *except_user, *action, *text;
+    const char *name, *except_user, *action, *text; /* in data */
     size_t len;
+    char data[]; /* name, except_user (if any), action, each with its NUL; then the text */
 } held_publish;
 
 static int publish_now(int to_user, const char *name, const char *except_user,
@@ -342,13 +343,27 @@ static int publish_now(int to_user, const char *name, const char *except_user,
                      "topic", name, action);
 }
 
-static void held_free(held_publish *h)
+/* One block for the publish and its strings, copied only when the
+ * durability module will hold it (most publishes go at once). */
+static held_publish *held_new(int to_user, const char *name, const char *except_user,
+                              const char *action, const char *text, size_t len)
 {
-    free(h->name);
-    free(h->except_user);
-    free(h->action);
-    free(h->text);
-    free(h);
+    size_t n = strlen(name) + 1, e = except_user ? strlen(except_user) + 1 : 0,
+           a = strlen(action) + 1;
+    held_publish *h = malloc(sizeof *h + n + e + a + len);
+    if (!h)
+        return NULL;
+    char *at = h->data;
+    h->to_user = to_user;
+    h->name = memcpy(at, name, n);
+    at += n;
+    h->except_user = except_user ? memcpy(at, except_user, e) : NULL;
+    at += e;
+    h->action = memcpy(at, action, a);
+    at += a;
+    h->text = memcpy(at, text, len);
+    h->len = len;
+    return h;
 }
 
 static int publish(int to_user, const char *name, const char *except_user, const char *action,
@@ -356,27 +371,16 @@ static int publish(int to_user, const char *name, const char *except_user, const
 {
     if (!cl.on)
         return SM_OK;
-    if (durability_active()) {
-        held_publish *h = calloc(1, sizeof *h);
-        if (h) {
-            h->to_user = to_user;
-            h->name = core_strdup(name);
-            h->except_user = except_user ? core_strdup(except_user) : NULL;
-            h->action = core_strdup(action);
-            h->text = malloc(len ? len : 1);
-            h->len = len;
-        }
-        if (!h || !h->name || (except_user && !h->except_user) || !h->action || !h->text) {
-            if (h)
-                held_free(h);
+    if (durability_would_hold()) {
+        held_publish *h = held_new(to_user, name, except_user, action, text, len);
+        if (!h) {
             LOG_ERROR("cluster: out of memory: %s for %s not sent to the other nodes", action,
                       name);
             return SM_ENOMEM;
         }
-        memcpy(h->text, text, len);
         if (durability_hold(CLUSTER_HELD_INDEX, h))
             return SM_OK; /* cluster_release_held sends it */
-        held_free(h);
+        free(h); /* not held (no memory for its place: confirmed at once): on its way now */
     }
     return publish_now(to_user, name, except_user, action, text, len);
 }
@@ -386,7 +390,7 @@ void cluster_release_held(void *item)
     held_publish *h = item;
     if (cl.on)
         publish_now(h->to_user, h->name, h->except_user, h->action, h->text, h->len);
-    held_free(h);
+    free(h);
 }
 
 int cluster_publish_topic(const char *topic, const char *except_user, const char *action,

@@ -79,12 +79,15 @@ static void release_first(size_t n, int confirmed)
     }
 }
 
+int durability_would_hold(void)
+{
+    /* Nothing held and every write confirmed: an item goes on its way now. */
+    return d.active && (d.head || d.ops.commits() != d.covered);
+}
+
 int durability_hold(int index, void *item)
 {
-    if (!d.active)
-        return 0;
-    /* Nothing held and every write confirmed: on its way now. */
-    if (!d.head && d.ops.commits() == d.covered)
+    if (!durability_would_hold())
         return 0;
     held *h = malloc(sizeof *h);
     if (!h) {

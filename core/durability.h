@@ -77,6 +77,9 @@ int durability_active(void);
  * later through ops.release, the caller hands it nowhere), 0 when the
  * caller queues it now (nothing unconfirmed is ahead of it). */
 int durability_hold(int index, void *item);
+/* 1 when durability_hold would hold an item now: a caller that must copy
+ * what it holds (a cluster publish) copies only then. */
+int durability_would_hold(void);
 /* Starts a barrier for what is held, unless one is in flight (ops.kick
  * brings the call). */
 void durability_kick(void);

@@ -467,7 +467,7 @@ static int h_topic_users(sm_plugin *self, const char *topic, sm_topic_users_fn d
 {
     if (host_off_logic_thread("topic_users"))
         return SM_ESTATE;
-    if (!done || !topic || !*topic || strlen(topic) > TOPIC_NAME_MAX)
+    if (!done || !topic_name_ok(topic))
         return SM_EINVAL;
     return presence_topic_users(self, topic, done, arg);
 }
