@@ -297,17 +297,19 @@ static void stopped_reader_is_cut_past_the_message_count_bound(void)
     int read_by_reader = 0;
     for (int i = 0; i < EVENTS; i++) {
         publish(sender, "count_bound", body);
-        int n = drain_events(reader);
-        CU_ASSERT_TRUE_FATAL(n >= 0);
-        read_by_reader += n;
+        /* The reader keeps up: each event read before the next publish.
+         * One that only took what had arrived fell behind whenever the
+         * server's writes came late (a loaded machine, events held for a
+         * flush on PostgreSQL), and was cut too. */
+        while (read_by_reader <= i) {
+            sm_message *m = NULL;
+            CU_ASSERT_EQUAL_FATAL(sm_client_recv(reader, WAIT_MS, &m), SM_CLIENT_OK);
+            read_by_reader += strcmp(m->action, "topic_event") == 0;
+            sm_message_free(m);
+        }
     }
     free(body);
-    while (read_by_reader < EVENTS) {
-        sm_message *m = NULL;
-        CU_ASSERT_EQUAL_FATAL(sm_client_next_event(reader, WAIT_MS, &m), SM_CLIENT_OK);
-        read_by_reader++;
-        sm_message_free(m);
-    }
+    CU_ASSERT_EQUAL(drain_events(reader), 0);
     CU_ASSERT_EQUAL(read_by_reader, EVENTS);
     /* The slow one reads now: what reached its socket, then the end of a
      * connection dropped without a close frame. */
