@@ -242,29 +242,27 @@ static envelope_status decrypt_payload(const envelope_dir *d, const char *h, siz
     return ENVELOPE_OK;
 }
 
-envelope_status envelope_open(envelope_dir *d, const envelope_in *in, json_t **payload)
+envelope_status envelope_open_text(envelope_dir *d, const char *type, const char *action,
+                                   const char *nonce, const char *reply_to, const char *signature,
+                                   size_t signature_len, const char *b64, size_t b64_len,
+                                   uint8_t **plaintext, size_t *plaintext_len)
 {
-    if (!d || !in || !payload || !in->type || !in->action || !in->nonce || !in->signature)
+    if (!d || !type || !action || !nonce || !signature || !b64 || !plaintext || !plaintext_len)
         return ENVELOPE_INTERNAL;
     if (d->cipher != ENVELOPE_CIPHER_AES256_GCM && d->cipher != ENVELOPE_CIPHER_AES256_CBC_HMAC)
         return ENVELOPE_INTERNAL;
-    /* No signature can cover a payload that is not the base64 string. */
-    if (!json_is_string(in->payload))
-        return ENVELOPE_INTEGRITY;
-    const char *b64 = json_string_value(in->payload);
-    size_t b64_len = json_string_length(in->payload);
 
     envelope_status st = ENVELOPE_INTERNAL;
     char *h = NULL;
     size_t h_len = 0;
-    uint8_t *sig = NULL, *raw = NULL, *pt = NULL;
-    size_t sig_len = 0, raw_len = 0, pt_len = 0;
+    uint8_t *sig = NULL, *raw = NULL;
+    size_t sig_len = 0, raw_len = 0;
     uint8_t mac[CRYPTO_MAC_LEN];
 
-    h = header_alloc(in->type, in->action, in->nonce, in->reply_to, &h_len);
+    h = header_alloc(type, action, nonce, reply_to, &h_len);
     if (!h)
         goto done;
-    if (crypto_b64_decode(in->signature, strlen(in->signature), &sig, &sig_len) != 0
+    if (crypto_b64_decode(signature, signature_len, &sig, &sig_len) != 0
         || sig_len != CRYPTO_MAC_LEN) {
         st = ENVELOPE_INTEGRITY;
         goto done;
@@ -278,7 +276,7 @@ envelope_status envelope_open(envelope_dir *d, const envelope_in *in, json_t **p
 
     /* Only an authenticated message may move the counter (section 4). */
     uint64_t n = 0;
-    if (d->nonce == UINT64_MAX || parse_nonce(in->nonce, &n) != 0 || n != d->nonce + 1) {
+    if (d->nonce == UINT64_MAX || parse_nonce(nonce, &n) != 0 || n != d->nonce + 1) {
         st = ENVELOPE_NONCE;
         goto done;
     }
@@ -288,27 +286,41 @@ envelope_status envelope_open(envelope_dir *d, const envelope_in *in, json_t **p
         st = ENVELOPE_INTEGRITY;
         goto done;
     }
-    st = decrypt_payload(d, h, h_len, raw, raw_len, &pt, &pt_len);
-    if (st != ENVELOPE_OK)
-        goto done;
-    json_t *obj = envelope_json_loads((const char *)pt, pt_len);
-    if (!json_is_object(obj)) {
-        json_decref(obj);
-        st = ENVELOPE_MALFORMED;
-        goto done;
-    }
-    *payload = obj;
-    st = ENVELOPE_OK;
+    st = decrypt_payload(d, h, h_len, raw, raw_len, plaintext, plaintext_len);
 done:
-    if (pt) {
-        crypto_wipe(pt, pt_len);
-        free(pt);
-    }
     free(raw);
     free(sig);
     free(h);
     crypto_wipe(mac, sizeof mac);
     return st;
+}
+
+envelope_status envelope_open(envelope_dir *d, const envelope_in *in, json_t **payload)
+{
+    if (!d || !in || !payload || !in->type || !in->action || !in->nonce || !in->signature)
+        return ENVELOPE_INTERNAL;
+    if (d->cipher != ENVELOPE_CIPHER_AES256_GCM && d->cipher != ENVELOPE_CIPHER_AES256_CBC_HMAC)
+        return ENVELOPE_INTERNAL;
+    /* No signature can cover a payload that is not the base64 string. */
+    if (!json_is_string(in->payload))
+        return ENVELOPE_INTEGRITY;
+    uint8_t *pt = NULL;
+    size_t pt_len = 0;
+    envelope_status st = envelope_open_text(d, in->type, in->action, in->nonce, in->reply_to,
+                                            in->signature, strlen(in->signature),
+                                            json_string_value(in->payload),
+                                            json_string_length(in->payload), &pt, &pt_len);
+    if (st != ENVELOPE_OK)
+        return st;
+    json_t *obj = envelope_json_loads((const char *)pt, pt_len);
+    crypto_wipe(pt, pt_len);
+    free(pt);
+    if (!json_is_object(obj)) {
+        json_decref(obj);
+        return ENVELOPE_MALFORMED;
+    }
+    *payload = obj;
+    return ENVELOPE_OK;
 }
 
 /* iv || ct || tag (GCM) or iv || ct (CBC), base64-encoded. */

@@ -81,6 +81,17 @@ void envelope_in_clear(envelope_in *in);
  * ENVELOPE_MALFORMED (the nonce has still advanced). */
 envelope_status envelope_open(envelope_dir *d, const envelope_in *in, json_t **payload);
 
+/* envelope_open's checks on fields already taken out of the text (for a
+ * reader that scans instead of parsing JSON): signature and payload
+ * (base64) are given with their lengths and need no NUL. On success the
+ * nonce has advanced and *plaintext holds the decrypted bytes (malloc'd,
+ * not NUL-terminated, not checked to be JSON; the caller wipes and frees
+ * them). */
+envelope_status envelope_open_text(envelope_dir *d, const char *type, const char *action,
+                                   const char *nonce, const char *reply_to, const char *signature,
+                                   size_t signature_len, const char *b64, size_t b64_len,
+                                   uint8_t **plaintext, size_t *plaintext_len);
+
 /* Seals `plaintext` (a serialised JSON object) as the next message of
  * direction d: increments d->nonce, draws a fresh IV, encrypts, signs and
  * writes the complete envelope JSON text to *out (malloc'd, NUL-terminated,

@@ -591,6 +591,61 @@ static void envelope_rejects_bad_signature(void)
     free(msg);
 }
 
+/* envelope_open_text: the checks of envelope_open on fields given with
+ * their lengths (not NUL-terminated), the plaintext handed back as bytes. */
+static void open_text_checks_as_open_does(void)
+{
+    session_pair s;
+    session_init(&s, ENVELOPE_CIPHER_AES256_GCM);
+    const char *body = "{\"content\":\"12 x\"}";
+    char *msg = seal(&s.srv_s2c, "event", "public_message", NULL, body);
+    json_t *root = json_loads(msg, 0, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(root);
+    const char *b64 = json_string_value(json_object_get(root, "payload"));
+    const char *sig = json_string_value(json_object_get(root, "signature"));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(b64);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(sig);
+    /* Followed by bytes that are not theirs, as in a scanned text. */
+    char b64_buf[512], sig_buf[128];
+    snprintf(b64_buf, sizeof b64_buf, "%s\",\"nonce", b64);
+    snprintf(sig_buf, sizeof sig_buf, "%s\"}", sig);
+    uint8_t *pt = NULL;
+    size_t pt_len = 0;
+
+    /* A bad signature: refused, the counter stays. */
+    sig_buf[0] = sig_buf[0] == 'A' ? 'B' : 'A';
+    CU_ASSERT_EQUAL(envelope_open_text(&s.cli_s2c, "event", "public_message", "1", NULL, sig_buf,
+                                       strlen(sig), b64_buf, strlen(b64), &pt, &pt_len),
+                    ENVELOPE_INTEGRITY);
+    sig_buf[0] = sig[0];
+    CU_ASSERT_EQUAL(s.cli_s2c.nonce, 0);
+    /* Another action than the one signed. */
+    CU_ASSERT_EQUAL(envelope_open_text(&s.cli_s2c, "event", "private_message", "1", NULL,
+                                       sig_buf, strlen(sig), b64_buf, strlen(b64), &pt, &pt_len),
+                    ENVELOPE_INTEGRITY);
+    /* The payload cut short by one character. */
+    CU_ASSERT_EQUAL(envelope_open_text(&s.cli_s2c, "event", "public_message", "1", NULL, sig_buf,
+                                       strlen(sig), b64_buf, strlen(b64) - 1, &pt, &pt_len),
+                    ENVELOPE_INTEGRITY);
+    CU_ASSERT_PTR_NULL(pt);
+    /* The right one opens and moves the counter; the same again is a replay. */
+    CU_ASSERT_EQUAL_FATAL(envelope_open_text(&s.cli_s2c, "event", "public_message", "1", NULL,
+                                             sig_buf, strlen(sig), b64_buf, strlen(b64), &pt,
+                                             &pt_len),
+                          ENVELOPE_OK);
+    CU_ASSERT_EQUAL(s.cli_s2c.nonce, 1);
+    CU_ASSERT_EQUAL(pt_len, strlen(body));
+    CU_ASSERT(pt && memcmp(pt, body, pt_len) == 0);
+    free(pt);
+    pt = NULL;
+    CU_ASSERT_EQUAL(envelope_open_text(&s.cli_s2c, "event", "public_message", "1", NULL, sig_buf,
+                                       strlen(sig), b64_buf, strlen(b64), &pt, &pt_len),
+                    ENVELOPE_NONCE);
+    CU_ASSERT_PTR_NULL(pt);
+    json_decref(root);
+    free(msg);
+}
+
 static void envelope_rejects_signature_of_wrong_length(void)
 {
     session_pair s;
@@ -924,6 +979,7 @@ static const sm_test_case cases[] = {
     SM_TEST(envelope_rejects_nonce_zero),
     SM_TEST(envelope_rejects_nonce_above_2_64_minus_1),
     SM_TEST(envelope_rejects_bad_signature),
+    SM_TEST(open_text_checks_as_open_does),
     SM_TEST(envelope_rejects_signature_of_wrong_length),
     SM_TEST(envelope_rejects_tampered_payload_byte),
     SM_TEST(envelope_rejects_tampered_header_field),

@@ -180,6 +180,7 @@ typedef struct bench_msg {
     uint64_t reply_nonce;       /* reply_to as a number, 0 when absent */
     json_t *payload;            /* borrowed, valid during the callback */
     int verified;
+    uint64_t content_ns;        /* a verified delivery's send time, 0 if none */
     uint64_t recv_ns;
 } bench_msg;
 

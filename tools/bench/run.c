@@ -427,18 +427,6 @@ void run_close_all(run *r, double seconds)
     r->teardown_unclosed += loop_live(r->loop);
 }
 
-uint64_t content_ns(const json_t *payload)
-{
-    const char *s = json_string_value(json_object_get(payload, "content"));
-    if (!s)
-        return 0;
-    uint64_t v = 0;
-    size_t i = 0;
-    for (; s[i] >= '0' && s[i] <= '9' && i < 20; i++)
-        v = v * 10 + (uint64_t)(s[i] - '0');
-    return i > 0 && (s[i] == '\0' || s[i] == ' ') ? v : 0;
-}
-
 size_t content_make(const bench_opts *o, uint64_t now, char *buf, size_t cap)
 {
     int n = snprintf(buf, cap, "%" PRIu64, now);

@@ -132,9 +132,6 @@ int run_count_error(run *r, const bench_msg *m);
  * what is slower is counted as teardown, not as an error. */
 void run_close_all(run *r, double seconds);
 
-/* The send time a delivery's content carries (CLOCK_MONOTONIC ns as
- * decimal text first, then optional padding); 0 when absent. */
-uint64_t content_ns(const json_t *payload);
 /* Writes the content for now: the timestamp, a space and padding to
  * o->content_bytes. Returns its length. */
 size_t content_make(const bench_opts *o, uint64_t now, char *buf, size_t cap);

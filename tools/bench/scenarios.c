@@ -528,7 +528,7 @@ static void fo_message(run *r, user *u, const bench_msg *m)
         count_delivery(r);
         if (!r->measuring)
             return;
-        uint64_t t = m->verified ? content_ns(m->payload) : 0;
+        uint64_t t = m->content_ns;
         if (t && t <= m->recv_ns)
             hist_add(&s->lat, m->recv_ns - t);
         return;
@@ -695,7 +695,7 @@ static void pm_message(run *r, user *u, const bench_msg *m)
         if (!r->measuring)
             return;
         ph->deliveries++;
-        uint64_t t = m->verified ? content_ns(m->payload) : 0;
+        uint64_t t = m->content_ns;
         if (t && t <= m->recv_ns)
             hist_add(&ph->lat, m->recv_ns - t);
         return;
