@@ -181,7 +181,11 @@ typedef struct bench_msg {
     json_t *payload;            /* borrowed, valid during the callback */
     int verified;
     uint64_t content_ns;        /* a verified delivery's send time, 0 if none */
-    uint64_t recv_ns;
+    uint64_t recv_ns;           /* when the bench took it (after the frames before it) */
+    /* When the kernel received the bytes that completed it (SO_TIMESTAMPNS,
+     * monotonic clock; 0 if unknown): what a client with a core of its own
+     * would see, without the bench's own queue of connections to read. */
+    uint64_t arrival_ns;
 } bench_msg;
 
 typedef struct bench_handlers {

@@ -105,6 +105,11 @@ struct bench_loop {
     char fingerprint[CRYPTO_FINGERPRINT_LEN];
     EVP_PKEY *server_key;
     uint8_t *scratch;
+    /* When the kernel queued the bytes of the recv being fed (its
+     * SO_TIMESTAMPNS, on the monotonic clock; 0: unknown), and the
+     * realtime - monotonic offset that converts it, refreshed each sweep. */
+    uint64_t arrival_ns;
+    int64_t realtime_offset_ns;
 };
 
 static const char *const end_names[END_COUNT] = {
@@ -649,12 +654,14 @@ static int handle_sealed(bench_conn *c, const char *text, size_t len)
             return -1;
         c->s2c.nonce = n;
         L->ctr.unverified++;
-        bench_msg m = {.type = "event", .action = sc.action, .recv_ns = now};
+        bench_msg m = {.type = "event", .action = sc.action, .recv_ns = now,
+                       .arrival_ns = L->arrival_ns};
         deliver(c, &m);
         return 0;
     }
     if (scanned) {
-        bench_msg m = {.type = "event", .action = sc.action, .verified = 1, .recv_ns = now};
+        bench_msg m = {.type = "event", .action = sc.action, .verified = 1, .recv_ns = now,
+                       .arrival_ns = L->arrival_ns};
         if (open_scanned(c, &sc, &m.content_ns) != 0)
             return -1;
         L->ctr.verified++;
@@ -681,7 +688,8 @@ static int handle_sealed(bench_conn *c, const char *text, size_t len)
     }
     bench_msg m = {.type = env.type, .action = env.action, .reply_to = env.reply_to,
                    .payload = payload, .verified = payload != NULL,
-                   .content_ns = content_ns(payload), .recv_ns = now};
+                   .content_ns = content_ns(payload), .recv_ns = now,
+                   .arrival_ns = L->arrival_ns};
     if (env.reply_to && parse_u64(env.reply_to, &m.reply_nonce) != 0)
         m.reply_nonce = 0;
     deliver(c, &m);
@@ -910,12 +918,46 @@ static int feed(bench_conn *c, const uint8_t *data, size_t n)
     return 0;
 }
 
+/* realtime - monotonic, read between two monotonic reads. */
+static int64_t realtime_offset(void)
+{
+    struct timespec rt;
+    uint64_t before = bench_now_ns();
+    clock_gettime(CLOCK_REALTIME, &rt);
+    uint64_t after = bench_now_ns();
+    int64_t real = (int64_t)rt.tv_sec * 1000000000 + (int64_t)rt.tv_nsec;
+    return real - (int64_t)(before + (after - before) / 2);
+}
+
+/* The SCM_TIMESTAMPNS of a recvmsg on the monotonic clock, 0 if none. */
+static uint64_t arrival_of(const bench_loop *L, struct msghdr *mh)
+{
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_TIMESTAMPNS)
+            continue;
+        struct timespec ts;
+        memcpy(&ts, CMSG_DATA(cm), sizeof ts);
+        int64_t real = (int64_t)ts.tv_sec * 1000000000 + (int64_t)ts.tv_nsec;
+        int64_t mono = real - L->realtime_offset_ns;
+        return mono > 0 ? (uint64_t)mono : 0;
+    }
+    return 0;
+}
+
 static void on_readable(bench_conn *c)
 {
     bench_loop *L = c->loop;
     for (int i = 0; i < READS_PER_EVENT && c->state != ST_DEAD; i++) {
-        ssize_t n = recv(c->fd, L->scratch, SCRATCH_BYTES, 0);
+        struct iovec iov = {.iov_base = L->scratch, .iov_len = SCRATCH_BYTES};
+        union {
+            char buf[CMSG_SPACE(sizeof(struct timespec))];
+            struct cmsghdr align;
+        } control;
+        struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                            .msg_controllen = sizeof control.buf};
+        ssize_t n = recvmsg(c->fd, &mh, 0);
         if (n > 0) {
+            L->arrival_ns = arrival_of(L, &mh);
             L->ctr.bytes_in += (uint64_t)n;
             if (feed(c, L->scratch, (size_t)n) != 0 || (size_t)n < SCRATCH_BYTES)
                 return;
@@ -960,6 +1002,8 @@ int loop_connect(bench_loop *L, void *user, bench_conn **out)
         return -1;
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    /* The kernel's receive time of each read (bench_msg.arrival_ns). */
+    (void)setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one);
     if (L->n_src > 1) {
         /* The port is picked at connect() from the whole 4-tuple, so each
          * source address has its own ~28k ephemeral ports. */
@@ -1065,6 +1109,7 @@ int loop_new(const bench_opts *o, const bench_handlers *h, void *arg, bench_loop
     L->max_conns = o->max_connections;
     L->setup_timeout_ns = (uint64_t)(o->setup_timeout_s * 1e9);
     L->scratch = malloc(SCRATCH_BYTES);
+    L->realtime_offset_ns = realtime_offset();
     L->ep = epoll_create1(EPOLL_CLOEXEC);
     if (!L->scratch || L->ep < 0 || make_sources(L, o) != 0) {
         loop_free(L);
@@ -1123,6 +1168,7 @@ int loop_run(bench_loop *L, uint64_t deadline_ns, unsigned tick_ms, bench_tick_f
         if (now >= deadline_ns)
             break;
         if (now >= next_sweep) {
+            L->realtime_offset_ns = realtime_offset();
             sweep(L, now);
             free_dead(L);
             next_sweep = now + SWEEP_NS;

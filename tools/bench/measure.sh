@@ -272,6 +272,7 @@ metrics = {
                "bystander.alone.cpu.server_percent", "bystander.alone.missed_sends",
                "bystander.storm.missed_sends"],
     "fanout": ["deliveries_per_s", "messages_per_s", "latency_ms.p50", "latency_ms.p99", "latency_ms.max",
+               "arrival_latency_ms.p50", "arrival_latency_ms.p99",
                "undelivered", "cpu.server_percent", "cpu.bench_percent"],
     "private": ["online.messages_per_s", "online.rtt_ms.p50", "online.rtt_ms.p99", "online.delivery_latency_ms.p99",
                 "offline.messages_per_s", "offline.rtt_ms.p50", "offline.rtt_ms.p99",

@@ -490,6 +490,7 @@ typedef struct fo_state {
     uint64_t *room_sent;    /* messages accepted for sending, whole run */
     uint64_t *room_recv;    /* deliveries received, whole run */
     bench_hist lat, rtt;
+    bench_hist arrival;     /* latency to the kernel's receive time (bench_msg) */
     uint64_t sent_measured;
     pacer pace;
     char content[BENCH_MAX_CONTENT + 32];
@@ -531,6 +532,8 @@ static void fo_message(run *r, user *u, const bench_msg *m)
         uint64_t t = m->content_ns;
         if (t && t <= m->recv_ns)
             hist_add(&s->lat, m->recv_ns - t);
+        if (t && m->arrival_ns && t <= m->arrival_ns)
+            hist_add(&s->arrival, m->arrival_ns - t);
         return;
     }
     uint64_t sent = 0;
@@ -629,6 +632,7 @@ int scenario_fanout(const bench_opts *o, json_t *report)
         "deliveries_per_s", per_s(r.deliveries, secs), "undelivered", (json_int_t)undelivered,
         "rate_shortfall", s->pace.shortfall, "measured_seconds", secs);
     json_object_set_new(res, "latency_ms", hist_json_ms(&s->lat));
+    json_object_set_new(res, "arrival_latency_ms", hist_json_ms(&s->arrival));
     json_object_set_new(res, "send_rtt_ms", hist_json_ms(&s->rtt));
     add_cpu(res, "cpu", &a, &b);
     json_object_set_new(report, "results", res);
