@@ -532,18 +532,22 @@ static int take(const char **p, const char *end, const char *lit, size_t n)
 
 #define TAKE(p, end, lit) take(p, end, lit, sizeof lit - 1)
 
-/* The send time a delivery's content carries (CLOCK_MONOTONIC ns as
- * decimal text first, then optional padding); 0 when absent. */
+/* The send time a delivery's content starts with (CLOCK_MONOTONIC ns as
+ * decimal text, then the end of the content, `end`, or a space and
+ * padding), read from the len bytes at s; 0 when absent. */
+static uint64_t leading_ns(const char *s, size_t len, char end)
+{
+    uint64_t v = 0;
+    size_t i = 0;
+    for (; i < len && i < 20 && s[i] >= '0' && s[i] <= '9'; i++)
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    return i > 0 && i < len && (s[i] == end || s[i] == ' ') ? v : 0;
+}
+
 static uint64_t content_ns(const json_t *payload)
 {
     const char *s = json_string_value(json_object_get(payload, "content"));
-    if (!s)
-        return 0;
-    uint64_t v = 0;
-    size_t i = 0;
-    for (; s[i] >= '0' && s[i] <= '9' && i < 20; i++)
-        v = v * 10 + (uint64_t)(s[i] - '0');
-    return i > 0 && (s[i] == '\0' || s[i] == ' ') ? v : 0;
+    return s ? leading_ns(s, strlen(s) + 1, '\0') : 0;
 }
 
 /* A delivery found by scan_delivery: where its fields are in the text. */
@@ -602,15 +606,9 @@ static uint64_t scan_content_ns(const uint8_t *pt, size_t len)
 {
     static const char key[] = "\"content\":\"";
     const size_t klen = sizeof key - 1;
-    for (size_t i = 1; i + klen < len; i++) {
-        if (memcmp(pt + i, key, klen) != 0 || (pt[i - 1] != '{' && pt[i - 1] != ','))
-            continue;
-        uint64_t v = 0;
-        size_t j = i + klen, digits = 0;
-        for (; j < len && pt[j] >= '0' && pt[j] <= '9' && digits < 20; j++, digits++)
-            v = v * 10 + (uint64_t)(pt[j] - '0');
-        return digits > 0 && j < len && (pt[j] == '"' || pt[j] == ' ') ? v : 0;
-    }
+    for (size_t i = 1; i + klen < len; i++)
+        if (memcmp(pt + i, key, klen) == 0 && (pt[i - 1] == '{' || pt[i - 1] == ','))
+            return leading_ns((const char *)pt + i + klen, len - i - klen, '"');
     return 0;
 }
 
