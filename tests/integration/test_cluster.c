@@ -419,6 +419,15 @@ static void expect_join_(peer *p, const char *room, const char *expected)
     sm_message_free(r);
 }
 
+/* alice registered on node a and bob on node b: registration puts both in
+ * general, and bob's arrival there reaches alice once (taken here). */
+static void alice_and_bob_(peer **alice, peer **bob)
+{
+    *alice = user(NODE_A, "alice", 1);
+    *bob = user(NODE_B, "bob", 1);
+    expect_once_(*alice, "user_joined", "username", "bob", "room", "general");
+}
+
 /* request on from's node, accept on to's, with the events across. */
 static void befriend_(peer *from, const char *from_name, peer *to, const char *to_name)
 {
@@ -718,10 +727,9 @@ static void nodes_share_the_key_and_the_database(void)
 static void room_events_and_messages_cross_nodes_once(void)
 {
     up();
-    peer *alice = user(NODE_A, "alice", 1);
-    peer *bob = user(NODE_B, "bob", 1);
     /* Registration put both in general: bob's arrival there crossed too. */
-    expect_once(alice, "user_joined", "username", "bob", "room", "general");
+    peer *alice, *bob;
+    AT(alice_and_bob_(&alice, &bob));
     expect_none(bob, "user_joined", "username", "bob", NULL, NULL);
 
     sm_message *r = call_ok(alice, "join_room", "join_room", "{s:s}", "room_name", "lobby");
@@ -1033,9 +1041,8 @@ static void a_killed_nodes_users_reconnect_and_find_their_unread(void)
 static void redis_restart_nodes_reconnect_and_resubscribe(void)
 {
     up();
-    peer *alice = user(NODE_A, "alice", 1);
-    peer *bob = user(NODE_B, "bob", 1);
-    expect_once(alice, "user_joined", "username", "bob", "room", "general");
+    peer *alice, *bob;
+    AT(alice_and_bob_(&alice, &bob));
     befriend(alice, "alice", bob, "bob");
     peer *alice2 = user(NODE_A, "alice", 0);
     peer *alices[2] = {alice, alice2};
@@ -1170,9 +1177,8 @@ static void auth_limits_count_every_node(void)
 static void a_node_with_another_key_is_refused(void)
 {
     up();
-    peer *alice = user(NODE_A, "alice", 1);
-    peer *bob = user(NODE_B, "bob", 1);
-    expect_once(alice, "user_joined", "username", "bob", "room", "general");
+    peer *alice, *bob;
+    AT(alice_and_bob_(&alice, &bob));
     char cluster_fp[256];
     CU_ASSERT_PTR_NOT_NULL_FATAL(sm_client_fingerprint(alice->c));
     snprintf(cluster_fp, sizeof cluster_fp, "%s", sm_client_fingerprint(alice->c));
@@ -1239,9 +1245,8 @@ static void metrics_describe_the_cluster(void)
         CU_ASSERT_TRUE(metric_is(nodes[i], "safemessenger_cluster_up", 1));
         CU_ASSERT_TRUE(metric_is(nodes[i], "safemessenger_cluster_presence_state", 1));
     }
-    peer *alice = user(NODE_A, "alice", 1);
-    peer *bob = user(NODE_B, "bob", 1);
-    expect_once(alice, "user_joined", "username", "bob", "room", "general");
+    peer *alice, *bob;
+    AT(alice_and_bob_(&alice, &bob));
     for (int i = 0; i < 2; i++) {
         CU_ASSERT_TRUE(metric_is(nodes[i], "safemessenger_cluster_presence_users", 1));
         CU_ASSERT_TRUE(metric_is(nodes[i], "safemessenger_cluster_bus_users", 1));
