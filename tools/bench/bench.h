@@ -58,6 +58,7 @@ typedef struct bench_opts {
     unsigned room_window;           /* fanout: undelivered messages per room */
     unsigned content_bytes;         /* message content length */
     unsigned verify_one_in;         /* open 1 delivery in K fully */
+    unsigned readers;               /* fanout: threads reading members' deliveries */
     double bystander_ms;            /* logins: the bystander's get_users period; 0 = none */
     unsigned bystander_rounds;      /* logins: alone/storm alternations */
     long server_pid;                /* 0 = unknown */
@@ -73,6 +74,15 @@ typedef struct bench_opts {
 
 /* CLOCK_MONOTONIC in nanoseconds: the clock the content timestamps use. */
 uint64_t bench_now_ns(void);
+/* A kernel receive time on the realtime clock (SO_TIMESTAMPNS) as a
+ * bench_now_ns time: real_ns - *offset_ns, the offset being realtime -
+ * monotonic as last measured. A result later than now_ns means the
+ * realtime clock stepped since: the offset is taken again from
+ * fresh_offset (kept in *offset_ns) and the time converted anew. 0 when
+ * it still cannot be placed (before the epoch of the monotonic clock, or
+ * after now). */
+uint64_t bench_arrival_mono(int64_t real_ns, int64_t *offset_ns, uint64_t now_ns,
+                            int64_t (*fresh_offset)(void));
 
 /* ---- latency histograms (stats.c) --------------------------------------- */
 
@@ -92,6 +102,8 @@ typedef struct bench_hist {
 
 void hist_reset(bench_hist *h);
 void hist_add(bench_hist *h, uint64_t value);
+/* Adds every sample of `from` to `into`. */
+void hist_merge(bench_hist *into, const bench_hist *from);
 /* Nearest rank: the smallest recorded bucket value v with at least p% of
  * the samples <= v (reported as the bucket's upper bound, at most max).
  * p in (0, 100]; 0 when the histogram is empty. */
@@ -228,6 +240,15 @@ size_t loop_closing(const bench_loop *L);
 const bench_counters *loop_counters(const bench_loop *L);
 /* The descriptor budget: how many more connections may be opened. */
 size_t loop_room(const bench_loop *L);
+
+/* Hands a ready connection to another loop (another thread's), whose
+ * handlers see it from then on. Neither loop may be running. Returns 0,
+ * or -1 (not ready, closing, or epoll refused). */
+int loop_move(bench_conn *c, bench_loop *to);
+/* Adds the traffic, verification and end counts of `from` to `into`'s
+ * (connects stay with the loop that opened them): one report for a
+ * scenario that read on several loops. */
+void loop_counters_add(bench_loop *into, const bench_loop *from);
 
 /* Seals a command (payload: a serialised JSON object) and queues it.
  * *nonce (may be NULL) receives its nonce. Returns 0 or -1. */

@@ -124,6 +124,18 @@ const char *bench_end_name(bench_end e)
 
 /* ---- lifetime ------------------------------------------------------------ */
 
+static void live_unlink(bench_loop *L, bench_conn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        L->live = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = c->next = NULL;
+    L->n_live--;
+}
+
 static void conn_end(bench_conn *c, bench_end why)
 {
     if (c->state == ST_DEAD)
@@ -135,13 +147,7 @@ static void conn_end(bench_conn *c, bench_end why)
     (void)epoll_ctl(L->ep, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
     c->fd = -1;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        L->live = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    L->n_live--;
+    live_unlink(L, c);
     L->ctr.ended[why]++;
     if (L->h.ended)
         L->h.ended(c, why, L->arg);
@@ -928,7 +934,7 @@ static int64_t realtime_offset(void)
 }
 
 /* The SCM_TIMESTAMPNS of a recvmsg on the monotonic clock, 0 if none. */
-static uint64_t arrival_of(const bench_loop *L, struct msghdr *mh)
+static uint64_t arrival_of(bench_loop *L, struct msghdr *mh)
 {
     for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
         if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_TIMESTAMPNS)
@@ -936,8 +942,8 @@ static uint64_t arrival_of(const bench_loop *L, struct msghdr *mh)
         struct timespec ts;
         memcpy(&ts, CMSG_DATA(cm), sizeof ts);
         int64_t real = (int64_t)ts.tv_sec * 1000000000 + (int64_t)ts.tv_nsec;
-        int64_t mono = real - L->realtime_offset_ns;
-        return mono > 0 ? (uint64_t)mono : 0;
+        return bench_arrival_mono(real, &L->realtime_offset_ns, bench_now_ns(),
+                                  realtime_offset);
     }
     return 0;
 }
@@ -1136,6 +1142,44 @@ void loop_free(bench_loop *L)
     free(L->server_pem);
     crypto_pkey_free(L->server_key);
     free(L);
+}
+
+int loop_move(bench_conn *c, bench_loop *to)
+{
+    bench_loop *from = c ? c->loop : NULL;
+    if (!from || !to || from == to)
+        return -1;
+    /* Only a ready connection: no setup or close deadline is running on
+     * the loop it leaves (a write still queued goes with it, and so does
+     * its epoll interest). */
+    if (c->state != ST_READY || c->deadline_ns)
+        return -1;
+    struct epoll_event ev = {.events = c->events, .data.ptr = c};
+    if (epoll_ctl(to->ep, EPOLL_CTL_ADD, c->fd, &ev) != 0)
+        return -1;
+    (void)epoll_ctl(from->ep, EPOLL_CTL_DEL, c->fd, NULL);
+    live_unlink(from, c);
+    c->loop = to;
+    c->next = to->live;
+    if (to->live)
+        to->live->prev = c;
+    to->live = c;
+    to->n_live++;
+    return 0;
+}
+
+void loop_counters_add(bench_loop *into, const bench_loop *from)
+{
+    bench_counters *a = &into->ctr;
+    const bench_counters *b = &from->ctr;
+    for (int i = 0; i < END_COUNT; i++)
+        a->ended[i] += b->ended[i];
+    a->verified += b->verified;
+    a->unverified += b->unverified;
+    a->close_timeouts += b->close_timeouts;
+    a->frames_in += b->frames_in;
+    a->bytes_in += b->bytes_in;
+    a->bytes_out += b->bytes_out;
 }
 
 size_t loop_live(const bench_loop *L) { return L->n_live; }

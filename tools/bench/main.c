@@ -52,6 +52,8 @@ static void usage(FILE *out)
         "  --room-window K         fanout: undelivered messages per room (default 16)\n"
         "  --content-bytes B       message content length (default 64)\n"
         "  --verify-one-in K       open (verify + decrypt) 1 delivery in K (default 1)\n"
+        "  --readers N             fanout: threads reading the members' deliveries, the main\n"
+        "                          thread (senders, pacing) included (default 1, at most 16)\n"
         "  --bystander-ms T        logins: a separate user sends get_users every T ms, alone\n"
         "                          and then during the storm (default 10; 0 = no bystander)\n"
         "  --bystander-rounds K    logins: alternate K times between --duration/K s alone\n"
@@ -67,8 +69,8 @@ static void usage(FILE *out)
 enum {
     OPT_URL = 256, OPT_DURATION, OPT_WARMUP, OPT_SETUP_TIMEOUT, OPT_CONNECTIONS, OPT_ROOMS,
     OPT_MEMBERS, OPT_SENDERS, OPT_ONLINE, OPT_OFFLINE, OPT_RATE, OPT_WINDOW, OPT_ROOM_WINDOW,
-    OPT_CONTENT, OPT_VERIFY, OPT_PID, OPT_SOURCES, OPT_SETUP_CONC, OPT_PREFIX, OPT_PASSWORD,
-    OPT_QUIET, OPT_BYSTANDER, OPT_ROUNDS, OPT_HELP
+    OPT_CONTENT, OPT_VERIFY, OPT_READERS, OPT_PID, OPT_SOURCES, OPT_SETUP_CONC, OPT_PREFIX,
+    OPT_PASSWORD, OPT_QUIET, OPT_BYSTANDER, OPT_ROUNDS, OPT_HELP
 };
 
 static int parse_num(const char *name, const char *s, double min, double max, double *out)
@@ -238,6 +240,10 @@ static int check_opts(bench_opts *o, int given_conns, int given_senders)
                 need, o->max_connections, BENCH_MAX_CONNECTIONS, BENCH_FD_RESERVE);
         return -1;
     }
+    if (o->readers > 1 && strcmp(s, "fanout") != 0) {
+        fprintf(stderr, "safemessenger-bench: --readers is for fanout only\n");
+        return -1;
+    }
     if (strcmp(s, "idle") == 0 && o->server_pid <= 0) {
         fprintf(stderr, "safemessenger-bench: idle needs --server-pid (to read its VmRSS)\n");
         return -1;
@@ -262,6 +268,8 @@ static json_t *params_json(const bench_opts *o)
                      (int)o->verify_one_in, "sources", (int)o->sources, "setup_concurrency",
                      (int)o->setup_concurrency, "user_prefix", o->user_prefix, "server_pid",
                      (json_int_t)o->server_pid);
+    if (p && strcmp(o->scenario, "fanout") == 0)
+        json_object_set_new(p, "readers", json_integer(o->readers));
     if (p && strcmp(o->scenario, "logins") == 0)
     {
         json_object_set_new(p, "bystander_ms", json_real(o->bystander_ms));
@@ -304,6 +312,7 @@ static int parse_args(int argc, char **argv, bench_opts *o, int *given_conns, in
         {"room-window", required_argument, NULL, OPT_ROOM_WINDOW},
         {"content-bytes", required_argument, NULL, OPT_CONTENT},
         {"verify-one-in", required_argument, NULL, OPT_VERIFY},
+        {"readers", required_argument, NULL, OPT_READERS},
         {"server-pid", required_argument, NULL, OPT_PID},
         {"sources", required_argument, NULL, OPT_SOURCES},
         {"setup-concurrency", required_argument, NULL, OPT_SETUP_CONC},
@@ -375,6 +384,9 @@ static int parse_args(int argc, char **argv, bench_opts *o, int *given_conns, in
         case OPT_VERIFY:
             rc = parse_uint("verify-one-in", optarg, 1, 1000000, &o->verify_one_in);
             break;
+        case OPT_READERS:
+            rc = parse_uint("readers", optarg, 1, 16, &o->readers);
+            break;
         case OPT_PID:
             rc = parse_num("server-pid", optarg, 1, 4194304, &pid);
             o->server_pid = (long)pid;
@@ -430,7 +442,7 @@ int main(int argc, char **argv)
     bench_opts o = {
         .targets = {{.url = "ws://127.0.0.1:8765/"}}, .n_targets = 1, .duration_s = 10, .warmup_s = 1, .setup_timeout_s = 120,
         .rooms = 1, .members = 100, .online = 16, .offline = 16, .window = 4,
-        .room_window = 16, .content_bytes = 64, .verify_one_in = 1, .setup_concurrency = 128,
+        .room_window = 16, .content_bytes = 64, .verify_one_in = 1, .readers = 1, .setup_concurrency = 128,
         .password = "bench-password", .bystander_ms = 10, .bystander_rounds = 1,
     };
     int given_conns = 0, given_senders = 0;

@@ -203,7 +203,8 @@ static void progress(run *r, uint64_t now)
     else if (r->hooks.progress)
         r->hooks.progress(r, part, sizeof part, dt);
     fprintf(stderr, "[%6.1fs] %-8s conns %5zu | %s | errors %" PRIu64 "\n",
-            (double)(now - r->t0_ns) / NS, r->phase, loop_live(r->loop), part, error_total(r));
+            (double)(now - r->t0_ns) / NS, r->phase, loop_live(r->loop) + r->live_elsewhere, part,
+            error_total(r) + r->errors_elsewhere);
     r->done_shown = r->all_done;
     r->deliveries_shown = r->all_deliveries;
     r->last_progress_ns = now;

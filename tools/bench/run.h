@@ -91,6 +91,10 @@ struct run {
     uint64_t deliveries, all_deliveries, deliveries_shown;
     uint64_t cmd_errors;
     uint64_t unexpected;
+    /* connections and ended ones on other threads' loops (fanout
+     * --readers), for the progress line; the scenario keeps them current */
+    size_t live_elsewhere;
+    uint64_t errors_elsewhere;
     json_t *error_codes;            /* "code" -> count, every phase */
     /* teardown (run_close_all): not errors of the run */
     uint64_t teardown_timeouts;     /* closes the server did not finish in time */

@@ -5,6 +5,8 @@
 #include "run.h"
 
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -486,21 +488,61 @@ out:
 
 /* ---- (c) fanout -------------------------------------------------------------- */
 
+/* user.role in fanout: a sender, or a member another thread reads. */
+enum { FO_SENDER = 1, FO_ELSEWHERE };
+
 typedef struct fo_state {
     uint64_t *room_sent;    /* messages accepted for sending, whole run */
-    uint64_t *room_recv;    /* deliveries received, whole run */
+    /* deliveries received, whole run, by every reading thread */
+    _Atomic uint64_t *room_recv;
     bench_hist lat, rtt;
     bench_hist arrival;     /* latency to the kernel's receive time (bench_msg) */
     uint64_t sent_measured;
     pacer pace;
+    /* --readers N: N - 1 threads besides this one read members'
+     * deliveries, each on a loop of its own (fo_readers_start) */
+    struct fo_reader *readers;
+    unsigned n_readers;
+    atomic_int measuring;   /* run.measuring, for those threads */
+    uint64_t deliveries_shown;
     char content[BENCH_MAX_CONTENT + 32];
     char payload[PAYLOAD_MAX];
 } fo_state;
 
+/* A thread reading members' deliveries (--readers; see below). */
+typedef struct fo_reader {
+    fo_state *s;
+    bench_loop *loop;
+    pthread_t tid;
+    int started;
+    atomic_int stop;
+    bench_hist lat, arrival;            /* this thread's, read after the join */
+    uint64_t deliveries;                /* measured, read after the join */
+    _Atomic uint64_t all_deliveries;    /* for the progress line */
+    atomic_size_t live;
+    _Atomic uint64_t ended;
+} fo_reader;
+
 static uint64_t fo_in_flight(const run *r, const fo_state *s, unsigned room)
 {
     uint64_t expect = s->room_sent[room] * r->o->members;
-    return expect > s->room_recv[room] ? expect - s->room_recv[room] : 0;
+    uint64_t got = atomic_load_explicit(&s->room_recv[room], memory_order_relaxed);
+    return expect > got ? expect - got : 0;
+}
+
+/* A measured delivery's latency samples (verified deliveries only). */
+static void fo_sample(bench_hist *lat, bench_hist *arrival, const bench_msg *m)
+{
+    uint64_t t = m->content_ns;
+    if (t && t <= m->recv_ns)
+        hist_add(lat, m->recv_ns - t);
+    if (t && m->arrival_ns && t <= m->arrival_ns)
+        hist_add(arrival, m->arrival_ns - t);
+}
+
+static int is_delivery(const bench_msg *m)
+{
+    return strcmp(m->type, "event") == 0 && strcmp(m->action, "public_message") == 0;
 }
 
 static int fo_try_send(run *r, user *u, uint64_t now)
@@ -524,16 +566,11 @@ static int fo_try_send(run *r, user *u, uint64_t now)
 static void fo_message(run *r, user *u, const bench_msg *m)
 {
     fo_state *s = r->scenario;
-    if (strcmp(m->type, "event") == 0 && strcmp(m->action, "public_message") == 0) {
-        s->room_recv[u->room]++;
+    if (is_delivery(m)) {
+        atomic_fetch_add_explicit(&s->room_recv[u->room], 1, memory_order_relaxed);
         count_delivery(r);
-        if (!r->measuring)
-            return;
-        uint64_t t = m->content_ns;
-        if (t && t <= m->recv_ns)
-            hist_add(&s->lat, m->recv_ns - t);
-        if (t && m->arrival_ns && t <= m->arrival_ns)
-            hist_add(&s->arrival, m->arrival_ns - t);
+        if (r->measuring)
+            fo_sample(&s->lat, &s->arrival, m);
         return;
     }
     uint64_t sent = 0;
@@ -558,14 +595,26 @@ static int fo_tick(run *r, uint64_t now)
 {
     fo_state *s = r->scenario;
     pace(r, &s->pace, now);
+    size_t live = 0;
+    uint64_t ended = 0;
+    for (unsigned i = 0; i < s->n_readers; i++) {
+        live += atomic_load_explicit(&s->readers[i].live, memory_order_relaxed);
+        ended += atomic_load_explicit(&s->readers[i].ended, memory_order_relaxed);
+    }
+    r->live_elsewhere = live;
+    r->errors_elsewhere = ended;
     return 0;
 }
+
+static uint64_t fo_all_deliveries(const run *r, const fo_state *s);
 
 static void fo_progress(run *r, char *buf, size_t len, double dt)
 {
     fo_state *s = r->scenario;
     char d[32], m[32];
-    rate_text(d, sizeof d, per_s(r->all_deliveries - r->deliveries_shown, dt));
+    uint64_t all = fo_all_deliveries(r, s);
+    rate_text(d, sizeof d, per_s(all - s->deliveries_shown, dt));
+    s->deliveries_shown = all;
     rate_text(m, sizeof m, per_s(r->all_done - r->done_shown, dt));
     snprintf(buf, len, "deliveries %s/s msgs %s/s p99 %.1f ms", d, m,
              (double)hist_percentile(&s->lat, 99) / 1e6);
@@ -577,7 +626,160 @@ static int fo_all_delivered(run *r)
     for (unsigned i = 0; i < r->o->rooms; i++)
         if (fo_in_flight(r, s, i))
             return 0;
-    return nothing_in_flight(r);
+    /* Only senders have commands in flight; the members' user records
+     * may belong to reading threads now. */
+    for (unsigned k = 0; k < s->pace.n_senders; k++) {
+        const user *u = &r->users[s->pace.senders[k]];
+        if (u->conn && u->inflight)
+            return 0;
+    }
+    return 1;
+}
+
+/* ---- fanout --readers: members read on several threads --------------------
+ *
+ * One thread cannot read a 1,000-member room as fast as 1,000 clients
+ * with cores of their own: it takes each delivery after the ones before
+ * it (BENCHMARKS (h), "the floor"). With --readers N the members other
+ * than the senders are dealt over this thread and N - 1 others after
+ * setup, each with a loop of its own (loop_move); the senders, the pacing
+ * and the progress line stay here. What the threads share: the rooms'
+ * delivery counts (atomics, for the room window and the drain), the
+ * measuring flag, and their counters for the progress line; their
+ * latency samples and loop counters are merged once they are joined. A
+ * member's user record belongs to its thread until then. */
+
+static uint64_t fo_all_deliveries(const run *r, const fo_state *s)
+{
+    uint64_t all = r->all_deliveries;
+    for (unsigned i = 0; i < s->n_readers; i++)
+        all += atomic_load_explicit(&s->readers[i].all_deliveries, memory_order_relaxed);
+    return all;
+}
+
+static void rd_message(bench_conn *c, const bench_msg *m, void *arg)
+{
+    fo_reader *rd = arg;
+    const user *u = conn_user(c);
+    if (!u || !is_delivery(m))
+        return;   /* user_joined and the like: members send no commands */
+    atomic_fetch_add_explicit(&rd->s->room_recv[u->room], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&rd->all_deliveries, 1, memory_order_relaxed);
+    if (!atomic_load_explicit(&rd->s->measuring, memory_order_relaxed))
+        return;
+    rd->deliveries++;
+    fo_sample(&rd->lat, &rd->arrival, m);
+}
+
+static void rd_ended(bench_conn *c, bench_end why, void *arg)
+{
+    fo_reader *rd = arg;
+    (void)why;   /* the loop counted it; merged into the report */
+    user *u = conn_user(c);
+    if (u && u->conn == c) {
+        u->conn = NULL;
+        u->stage = STAGE_GONE;
+    }
+    atomic_fetch_sub_explicit(&rd->live, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&rd->ended, 1, memory_order_relaxed);
+}
+
+static int rd_tick(void *arg, uint64_t now)
+{
+    (void)now;
+    fo_reader *rd = arg;
+    return atomic_load(&rd->stop) != 0;
+}
+
+static void *rd_main(void *arg)
+{
+    fo_reader *rd = arg;
+    (void)loop_run(rd->loop, UINT64_MAX, 5, rd_tick, rd);
+    return NULL;
+}
+
+/* Deals the members over N threads and starts the N - 1 others. */
+static int fo_readers_start(run *r, fo_state *s)
+{
+    static const bench_handlers handlers = {.message = rd_message, .ended = rd_ended};
+    unsigned extra = r->o->readers > 1 ? r->o->readers - 1 : 0;
+    if (extra == 0)
+        return 0;
+    s->readers = calloc(extra, sizeof *s->readers);
+    if (!s->readers)
+        return -1;
+    s->n_readers = extra;
+    for (unsigned i = 0; i < extra; i++) {
+        s->readers[i].s = s;
+        if (loop_new(r->o, &handlers, &s->readers[i], &s->readers[i].loop) != 0)
+            return -1;
+    }
+    unsigned turn = 0;
+    for (unsigned i = 0; i < r->n_users; i++) {
+        user *u = &r->users[i];
+        if (!u->conn || u->role == FO_SENDER)
+            continue;
+        unsigned t = turn++ % r->o->readers;
+        if (t == 0)
+            continue;   /* this thread's share */
+        fo_reader *rd = &s->readers[t - 1];
+        if (loop_move(u->conn, rd->loop) == 0) {
+            u->role = FO_ELSEWHERE;
+            atomic_fetch_add_explicit(&rd->live, 1, memory_order_relaxed);
+        }
+    }
+    for (unsigned i = 0; i < extra; i++) {
+        if (pthread_create(&s->readers[i].tid, NULL, rd_main, &s->readers[i]) != 0)
+            return -1;
+        s->readers[i].started = 1;
+    }
+    return 0;
+}
+
+/* Stops and joins the reading threads, takes their connections back
+ * (for run_close_all) and merges what they counted. Safe after a failed
+ * start. */
+static void fo_readers_stop(run *r, fo_state *s, json_t *by_reader)
+{
+    if (by_reader)   /* measured deliveries per thread, this one first */
+        json_array_append_new(by_reader, json_integer((json_int_t)r->deliveries));
+    for (unsigned i = 0; i < s->n_readers; i++) {
+        atomic_store(&s->readers[i].stop, 1);
+        if (s->readers[i].started)
+            pthread_join(s->readers[i].tid, NULL);
+        s->readers[i].started = 0;
+    }
+    for (unsigned i = 0; s->n_readers && i < r->n_users; i++) {
+        user *u = &r->users[i];
+        if (u->role != FO_ELSEWHERE)
+            continue;
+        u->role = 0;
+        if (u->conn && loop_move(u->conn, r->loop) != 0) {
+            /* Not movable (it cannot be mid-close: only run_close_all
+             * closes members): it goes with its loop below, unclosed. */
+            u->conn = NULL;
+            u->stage = STAGE_GONE;
+            r->teardown_unclosed++;
+        }
+    }
+    for (unsigned i = 0; i < s->n_readers; i++) {
+        fo_reader *rd = &s->readers[i];
+        if (by_reader)
+            json_array_append_new(by_reader, json_integer((json_int_t)rd->deliveries));
+        r->deliveries += rd->deliveries;
+        r->all_deliveries += atomic_load(&rd->all_deliveries);
+        hist_merge(&s->lat, &rd->lat);
+        hist_merge(&s->arrival, &rd->arrival);
+        if (rd->loop) {
+            loop_counters_add(r->loop, rd->loop);
+            loop_free(rd->loop);
+        }
+    }
+    free(s->readers);
+    s->readers = NULL;
+    s->n_readers = 0;
+    r->live_elsewhere = 0;
+    r->errors_elsewhere = 0;
 }
 
 int scenario_fanout(const bench_opts *o, json_t *report)
@@ -607,19 +809,28 @@ int scenario_fanout(const bench_opts *o, json_t *report)
     for (unsigned k = 0; k < o->senders; k++) {
         unsigned idx = (k % o->rooms) * o->members + k / o->rooms;
         s->pace.senders[s->pace.n_senders++] = idx;
+        r.users[idx].role = FO_SENDER;
         if (run_sender(&r, &r.users[idx]) != 0)
             goto out;
     }
     if (run_setup(&r, report) != 0)
         goto out;
+    if (fo_readers_start(&r, s) != 0) {
+        json_object_set_new(report, "error", json_string("cannot start the reading threads"));
+        goto out;
+    }
     pacer_start(&s->pace, o->rate);
     (void)run_phase(&r, "warmup", o->warmup_s, 0, NULL);
     cpu_mark a, b;
     cpu_take(&r, &a);
+    atomic_store(&s->measuring, 1);
     double secs = run_phase(&r, "measure", o->duration_s, 1, NULL);
+    atomic_store(&s->measuring, 0);
     cpu_take(&r, &b);
     s->pace.sending = 0;
     (void)run_phase(&r, "drain", DRAIN_S, 0, fo_all_delivered);
+    json_t *by_reader = json_array();
+    fo_readers_stop(&r, s, by_reader);
     uint64_t undelivered = 0;
     for (unsigned i = 0; i < o->rooms; i++)
         undelivered += fo_in_flight(&r, s, i);
@@ -631,6 +842,7 @@ int scenario_fanout(const bench_opts *o, json_t *report)
         per_s(s->sent_measured, secs), "deliveries", (json_int_t)r.deliveries,
         "deliveries_per_s", per_s(r.deliveries, secs), "undelivered", (json_int_t)undelivered,
         "rate_shortfall", s->pace.shortfall, "measured_seconds", secs);
+    json_object_set_new(res, "deliveries_by_reader", by_reader);
     json_object_set_new(res, "latency_ms", hist_json_ms(&s->lat));
     json_object_set_new(res, "arrival_latency_ms", hist_json_ms(&s->arrival));
     json_object_set_new(res, "send_rtt_ms", hist_json_ms(&s->rtt));
@@ -638,6 +850,7 @@ int scenario_fanout(const bench_opts *o, json_t *report)
     json_object_set_new(report, "results", res);
     rc = 0;
 out:
+    fo_readers_stop(&r, s, NULL);
     run_close_all(&r, CLOSE_S);
     run_report(&r, report);
     run_free(&r);

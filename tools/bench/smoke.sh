@@ -77,6 +77,8 @@ run fanout 'res["deliveries"] > 0 and res["deliveries_per_s"] > 0 and res["messa
     fanout --rooms 2 --members 4 --senders 2 --duration 1.5
 run fanout_sampled 'res["deliveries"] > 0 and res["latency_ms"]["samples"] > 0 and res["undelivered"] == 0 and r["verification"]["deliveries_verified"] > 0 and r["verification"]["deliveries_unverified"] > r["verification"]["deliveries_verified"]' \
     fanout --rooms 1 --members 6 --senders 2 --rate 200 --verify-one-in 3 --duration 1.5
+run fanout_readers 'res["deliveries"] > 0 and res["undelivered"] == 0 and len(res["deliveries_by_reader"]) == 3 and min(res["deliveries_by_reader"]) > 0 and sum(res["deliveries_by_reader"]) == res["deliveries"] and res["latency_ms"]["samples"] == res["deliveries"] and res["arrival_latency_ms"]["samples"] == res["latency_ms"]["samples"] and 0 < res["arrival_latency_ms"]["p50"] <= res["latency_ms"]["p50"] and res["arrival_latency_ms"]["max"] <= res["latency_ms"]["max"] and r["verification"]["deliveries_verified"] >= res["deliveries"] and r["teardown"]["unclosed"] == 0 and r["parameters"]["readers"] == 3' \
+    fanout --rooms 2 --members 6 --senders 2 --readers 3 --duration 1.5
 run private 'res["online"]["messages_per_s"] > 0 and res["offline"]["messages_per_s"] > 0 and res["online"]["deliveries_per_s"] > 0 and res["online"]["delivery_latency_ms"]["p50"] > 0 and res["offline"]["rtt_ms"]["p50"] > 0 and res["online"]["wrong_online_flag"] == 0 and res["offline"]["wrong_online_flag"] == 0' \
     private --senders 2 --online 2 --offline 2 --duration 2
 run idle 'res["sessions"] == 5 and res["alive_at_end"] == 5 and res["rss_before_kib"] > 0 and res["rss_after_kib"] > 0 and res["rss_end_kib"] > 0' \
@@ -106,6 +108,9 @@ for _ in $(seq 17); do targets+=(--url "$url"); done
 [ $? -eq 2 ] || fail "a second, non-loopback target was not refused"
 "$bench" handshakes --url "$url" --url "ws://[::1]:8765/" --duration 1 > /dev/null 2>&1
 [ $? -eq 2 ] || fail "IPv4 and IPv6 targets together were not refused"
+
+"$bench" private --readers 2 --url "$url" --duration 1 > /dev/null 2>&1
+[ $? -eq 2 ] || fail "--readers outside fanout was not refused"
 
 # The bench refuses anything but loopback and stops within its bounds.
 "$bench" handshakes --url ws://10.0.0.1:8765/ --duration 1 > /dev/null 2>&1

@@ -41,6 +41,19 @@ static uint64_t bucket_top(size_t b)
     return low + ((uint64_t)1 << shift) - 1;
 }
 
+uint64_t bench_arrival_mono(int64_t real_ns, int64_t *offset_ns, uint64_t now_ns,
+                            int64_t (*fresh_offset)(void))
+{
+    int64_t mono = real_ns - *offset_ns;
+    if (mono > (int64_t)now_ns && fresh_offset) {
+        /* Later than now: the realtime clock stepped forward since the
+         * offset was taken (a resumed VM did, by 3.7 s, once). */
+        *offset_ns = fresh_offset();
+        mono = real_ns - *offset_ns;
+    }
+    return mono > 0 && mono <= (int64_t)now_ns ? (uint64_t)mono : 0;
+}
+
 void hist_reset(bench_hist *h)
 {
     memset(h, 0, sizeof *h);
@@ -53,6 +66,16 @@ void hist_add(bench_hist *h, uint64_t value)
     h->sum += (double)value;
     if (value > h->max)
         h->max = value;
+}
+
+void hist_merge(bench_hist *into, const bench_hist *from)
+{
+    for (unsigned i = 0; i < HIST_BUCKETS; i++)
+        into->counts[i] += from->counts[i];
+    into->n += from->n;
+    into->sum += from->sum;
+    if (from->max > into->max)
+        into->max = from->max;
 }
 
 uint64_t hist_percentile(const bench_hist *h, double p)
