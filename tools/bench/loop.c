@@ -106,9 +106,10 @@ struct bench_loop {
     EVP_PKEY *server_key;
     uint8_t *scratch;
     /* When the kernel queued the bytes of the recv being fed (its
-     * SO_TIMESTAMPNS, on the monotonic clock; 0: unknown), and the
-     * realtime - monotonic offset that converts it, refreshed each sweep. */
-    uint64_t arrival_ns;
+     * SO_TIMESTAMPNS, realtime clock; 0: unknown), and the realtime -
+     * monotonic offset that converts it, refreshed each sweep. Converted
+     * per message, with the time the message was taken. */
+    int64_t arrival_real_ns;
     int64_t realtime_offset_ns;
 };
 
@@ -636,6 +637,17 @@ static int open_scanned(bench_conn *c, const scanned_delivery *sc, uint64_t *con
     return object ? 0 : -1;
 }
 
+/* realtime - monotonic, read between two monotonic reads. */
+static int64_t realtime_offset(void)
+{
+    struct timespec rt;
+    uint64_t before = bench_now_ns();
+    clock_gettime(CLOCK_REALTIME, &rt);
+    uint64_t after = bench_now_ns();
+    int64_t real = (int64_t)rt.tv_sec * 1000000000 + (int64_t)rt.tv_nsec;
+    return real - (int64_t)(before + (after - before) / 2);
+}
+
 static void deliver(bench_conn *c, const bench_msg *m)
 {
     if (c->loop->h.message)
@@ -646,6 +658,10 @@ static int handle_sealed(bench_conn *c, const char *text, size_t len)
 {
     bench_loop *L = c->loop;
     uint64_t now = bench_now_ns();
+    uint64_t arrival = L->arrival_real_ns ? bench_arrival_mono(L->arrival_real_ns,
+                                                               &L->realtime_offset_ns, now,
+                                                               realtime_offset)
+                                          : 0;
     unsigned k = L->o->verify_one_in;
     uint64_t n = 0;
     scanned_delivery sc;
@@ -659,13 +675,13 @@ static int handle_sealed(bench_conn *c, const char *text, size_t len)
         c->s2c.nonce = n;
         L->ctr.unverified++;
         bench_msg m = {.type = "event", .action = sc.action, .recv_ns = now,
-                       .arrival_ns = L->arrival_ns};
+                       .arrival_ns = arrival};
         deliver(c, &m);
         return 0;
     }
     if (scanned) {
         bench_msg m = {.type = "event", .action = sc.action, .verified = 1, .recv_ns = now,
-                       .arrival_ns = L->arrival_ns};
+                       .arrival_ns = arrival};
         if (open_scanned(c, &sc, &m.content_ns) != 0)
             return -1;
         L->ctr.verified++;
@@ -693,7 +709,7 @@ static int handle_sealed(bench_conn *c, const char *text, size_t len)
     bench_msg m = {.type = env.type, .action = env.action, .reply_to = env.reply_to,
                    .payload = payload, .verified = payload != NULL,
                    .content_ns = content_ns(payload), .recv_ns = now,
-                   .arrival_ns = L->arrival_ns};
+                   .arrival_ns = arrival};
     if (env.reply_to && parse_u64(env.reply_to, &m.reply_nonce) != 0)
         m.reply_nonce = 0;
     deliver(c, &m);
@@ -922,28 +938,15 @@ static int feed(bench_conn *c, const uint8_t *data, size_t n)
     return 0;
 }
 
-/* realtime - monotonic, read between two monotonic reads. */
-static int64_t realtime_offset(void)
-{
-    struct timespec rt;
-    uint64_t before = bench_now_ns();
-    clock_gettime(CLOCK_REALTIME, &rt);
-    uint64_t after = bench_now_ns();
-    int64_t real = (int64_t)rt.tv_sec * 1000000000 + (int64_t)rt.tv_nsec;
-    return real - (int64_t)(before + (after - before) / 2);
-}
-
-/* The SCM_TIMESTAMPNS of a recvmsg on the monotonic clock, 0 if none. */
-static uint64_t arrival_of(bench_loop *L, struct msghdr *mh)
+/* The SCM_TIMESTAMPNS of a recvmsg (realtime clock, ns), 0 if none. */
+static int64_t arrival_real_of(struct msghdr *mh)
 {
     for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
         if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_TIMESTAMPNS)
             continue;
         struct timespec ts;
         memcpy(&ts, CMSG_DATA(cm), sizeof ts);
-        int64_t real = (int64_t)ts.tv_sec * 1000000000 + (int64_t)ts.tv_nsec;
-        return bench_arrival_mono(real, &L->realtime_offset_ns, bench_now_ns(),
-                                  realtime_offset);
+        return (int64_t)ts.tv_sec * 1000000000 + (int64_t)ts.tv_nsec;
     }
     return 0;
 }
@@ -961,7 +964,7 @@ static void on_readable(bench_conn *c)
                             .msg_controllen = sizeof control.buf};
         ssize_t n = recvmsg(c->fd, &mh, 0);
         if (n > 0) {
-            L->arrival_ns = arrival_of(L, &mh);
+            L->arrival_real_ns = arrival_real_of(&mh);
             L->ctr.bytes_in += (uint64_t)n;
             if (feed(c, L->scratch, (size_t)n) != 0 || (size_t)n < SCRATCH_BYTES)
                 return;
