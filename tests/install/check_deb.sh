@@ -61,7 +61,7 @@ expect -rw-r--r-- /usr/share/safemessenger/safemessenger.conf
 expect -rw-r--r-- /usr/lib/systemd/system/safemessenger.service
 expect -rw-r--r-- /usr/share/safemessenger/web/index.html
 # Developers' files stay out; so does anything not under /usr or /etc.
-if grep -E 'safemessenger-bench|/include/|pkgconfig|testhost' "$tmp/entries"; then
+if grep -E 'safemessenger-bench|safemessenger-ceiling|/include/|pkgconfig|testhost' "$tmp/entries"; then
     fail "the package holds developer files (above)"
 fi
 if awk '{print $3}' "$tmp/entries" | grep -vE '^(|/usr(/.*)?|/etc(/.*)?)$'; then

@@ -22,12 +22,25 @@
 # SM_COMPARE_IO="1 2" the values compared (the first is the baseline);
 # SM_COMPARE_HALF=1 then runs each at half its median messages/s
 # (--rate), interleaved the same way, for the p99 at half load (doubles
-# the time). About 25 s a run: 12 runs, 5 minutes, on the 2-core machine.
+# the time). About 25 s a run: 12 runs, 5 minutes, on the 2-core machine,
+# plus the ceiling (below).
 #
 # A server that refuses server.io_threads (before issue 11) is detected
 # with --check-config; the script then stops, unless
 # SM_COMPARE_WITHOUT_IO_THREADS=1, which runs every configuration without
 # the key (the same server each time: a check of this script's plumbing).
+#
+# The ceiling: after each maximum run, safemessenger-ceiling runs the same
+# fan-out (rooms, members, window 4, 8 s) over bare loopback TCP, with as
+# many writing threads as the run's io_threads and one reading thread, at
+# its maximum and then at half of it (OUT_DIR/<scenario>-ceiling-io<N>-r<i>.json):
+# what this machine allows any server, measured between the server's runs.
+# With SM_COMPARE_HALF=1 the ceiling also runs after each half-load run at
+# that run's own --rate (OUT_DIR/<scenario>-ceilhalf-io<N>-r<i>.json): the
+# p99 bare TCP gives at exactly the load the server was given. Printed
+# next to the server's figures: its deliveries/s against the ceiling's,
+# and the ceiling's p99 at half load against the server's and the goal's.
+# SM_COMPARE_CEILING=0 skips it (about 20 s a run, 10 s at half load).
 set -u
 [ $# -ge 2 ] || { sed -n '2,30p' "$0" >&2; exit 2; }
 build=$1 out=$2
@@ -105,6 +118,13 @@ busy() {
 busy
 echo "bench options: ${common[*]} $*"
 
+ceiling=${SM_COMPARE_CEILING:-1}
+[ "$ceiling" = 0 ] || [ -x "$build/tools/bench/safemessenger-ceiling" ] \
+    || { echo "no $build/tools/bench/safemessenger-ceiling (SM_COMPARE_CEILING=0 skips it)" >&2; exit 2; }
+declare -A ceiling_args=(
+    [1x1000]="--rooms 1 --members 1000"
+    [10x100]="--rooms 10 --members 100"
+)
 total=$(( ${#scenarios[@]} * ${#ios[@]} * runs * (${SM_COMPARE_HALF:-0} == 1 ? 2 : 1) ))
 n=0
 # One measure.sh run: $1 scenario, $2 io_threads, $3 run index, $4 phase
@@ -140,10 +160,57 @@ except (OSError, ValueError, KeyError) as e:
 EOF
 }
 
+# The ceiling for $1 scenario, $2 writers (io_threads), $3 run index.
+ceiling_one() {
+    local sc=$1 io=$2 i=$3 name="$1-ceiling-io$2-r$3" start=$SECONDS
+    # shellcheck disable=SC2086
+    "$build/tools/bench/safemessenger-ceiling" ${ceiling_args[$sc]} --writers "$io" \
+        --window 4 --duration 8 --half > "$out/$name.json" 2> "$out/$name.err" &
+    child=$!
+    wait "$child"
+    local rc=$?
+    child=
+    python3 - "$out/$name.json" "ceiling $sc writers=$io run $i" "$((SECONDS - start))" "$rc" <<'EOF'
+import json, sys
+path, label, secs, rc = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+try:
+    p = {ph["name"]: ph for ph in json.load(open(path))["phases"]}
+    print(f"[{label}] {p['max']['deliveries_per_s']:,.0f} deliveries/s; at half load p99 "
+          f"{p['half']['latency_ms']['p99']:.1f} ms; exit {rc} ({secs} s)")
+except (OSError, ValueError, KeyError) as e:
+    print(f"[{label}] no report ({e}); exit {rc}, see {path[:-5]}.err")
+EOF
+}
+
+# The ceiling at the server's half load: $1 scenario, $2 writers, $3 run
+# index, $4 messages/s.
+ceiling_at() {
+    local sc=$1 io=$2 i=$3 name="$1-ceilhalf-io$2-r$3" start=$SECONDS
+    # shellcheck disable=SC2086
+    "$build/tools/bench/safemessenger-ceiling" ${ceiling_args[$sc]} --writers "$io" \
+        --window 4 --duration 8 --rate "$4" > "$out/$name.json" 2> "$out/$name.err" &
+    child=$!
+    wait "$child"
+    local rc=$?
+    child=
+    python3 - "$out/$name.json" "ceiling $sc writers=$io at $4 msg/s run $i" \
+        "$((SECONDS - start))" "$rc" <<'EOF'
+import json, sys
+path, label, secs, rc = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+try:
+    p = json.load(open(path))["phases"][0]
+    print(f"[{label}] p99 {p['latency_ms']['p99']:.1f} ms, shortfall "
+          f"{p['rate_shortfall']:.3f}; exit {rc} ({secs} s)")
+except (OSError, ValueError, KeyError, IndexError) as e:
+    print(f"[{label}] no report ({e}); exit {rc}, see {path[:-5]}.err")
+EOF
+}
+
 for i in $(seq "$runs"); do
     for sc in "${scenarios[@]}"; do
         for io in "${ios[@]}"; do
             run_one "$sc" "$io" "$i" max "$@"
+            [ "$ceiling" = 0 ] || ceiling_one "$sc" "$io" "$i"
         done
     done
 done
@@ -176,6 +243,7 @@ if [ "${SM_COMPARE_HALF:-0}" = 1 ]; then
         for sc in "${scenarios[@]}"; do
             for io in "${ios[@]}"; do
                 run_one "$sc" "$io" "$i" half "$@" --rate "${rate[$sc.$io]}"
+                [ "$ceiling" = 0 ] || ceiling_at "$sc" "$io" "$i" "${rate[$sc.$io]}"
             done
         done
     done
@@ -183,10 +251,11 @@ fi
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 busy
 
-python3 - "$out" "$runs" "$with_key" "${scenarios[*]}" "${ios[*]}" <<'EOF'
+python3 - "$out" "$runs" "$with_key" "${scenarios[*]}" "${ios[*]}" "$ceiling" <<'EOF'
 import json, statistics, sys
 out, runs, with_key = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
 scenarios, ios = sys.argv[4].split(), sys.argv[5].split()
+with_ceiling = sys.argv[6] != "0"
 FIGURES = [("deliveries_per_s", "deliveries/s", "{:,.0f}"),
            ("messages_per_s", "msg/s", "{:.1f}"),
            ("latency_ms.p99", "p99 ms", "{:.1f}"),
@@ -260,6 +329,60 @@ for phase in ("max", "half"):
                       f"{at_socket} (goal: under 20 ms)")
     result["phases"][phase] = {sc: {io: {"medians": m, "problems": b} for io, (m, b) in t.items()}
                                for sc, t in table.items()}
+def ceiling_medians(sc, io):
+    maxes, p99s, cpus, at = [], [], [], []
+    for i in range(1, runs + 1):
+        try:
+            at.append(json.load(open(f"{out}/{sc}-ceilhalf-io{io}-r{i}.json"))
+                      ["phases"][0]["latency_ms"]["p99"])
+        except (OSError, ValueError, KeyError, IndexError):
+            pass
+        try:
+            p = {ph["name"]: ph for ph in
+                 json.load(open(f"{out}/{sc}-ceiling-io{io}-r{i}.json"))["phases"]}
+            maxes.append(p["max"]["deliveries_per_s"])
+            p99s.append(p["half"]["latency_ms"]["p99"])
+            cpus.append(p["half"]["cpu_percent"]["writers"] + p["half"]["cpu_percent"]["reader"])
+        except (OSError, ValueError, KeyError):
+            continue
+    if not maxes:
+        return None
+    return {"deliveries_per_s": statistics.median(maxes), "deliveries_per_s.runs": maxes,
+            "half_p99_ms": statistics.median(p99s), "half_p99_ms.runs": p99s,
+            "half_cpu_percent": statistics.median(cpus),
+            "at_server_half_p99_ms": statistics.median(at) if at else None,
+            "at_server_half_p99_ms.runs": at}
+if with_ceiling:
+    print()
+    print(f"ceiling: the same fan-out over bare loopback TCP (safemessenger-ceiling, as many"
+          f" writing threads as io_threads, one reader), medians of {runs}")
+    result["ceiling"] = {}
+    for sc in scenarios:
+        result["ceiling"][sc] = {}
+        for io in ios:
+            c = ceiling_medians(sc, io)
+            if c is None:
+                print(f"  {sc} writers={io}: no ceiling report")
+                continue
+            result["ceiling"][sc][io] = c
+            srv = result["phases"].get("max", {}).get(sc, {}).get(io, {}).get("medians", {})
+            half = result["phases"].get("half", {}).get(sc, {}).get(io, {}).get("medians", {})
+            line = (f"  {sc} writers={io}: {c['deliveries_per_s']:,.0f} deliveries/s ("
+                    + " / ".join(f"{v:,.0f}" for v in c["deliveries_per_s.runs"]) + ")")
+            if srv.get("deliveries_per_s"):
+                line += f"; server / ceiling {srv['deliveries_per_s'] / c['deliveries_per_s']:.2f}"
+            print(line)
+            line = (f"  {sc} writers={io}: p99 at its own half load {c['half_p99_ms']:.1f} ms ("
+                    + " / ".join(f"{v:.1f}" for v in c["half_p99_ms.runs"])
+                    + f"), writers + reader CPU {c['half_cpu_percent']:.0f}%")
+            print(line)
+            if c["at_server_half_p99_ms"] is not None:
+                line = (f"  {sc} writers={io}: p99 at the server's half load "
+                        f"{c['at_server_half_p99_ms']:.1f} ms ("
+                        + " / ".join(f"{v:.1f}" for v in c["at_server_half_p99_ms.runs"]) + ")")
+                if "latency_ms.p99" in half:
+                    line += f"; the server's {half['latency_ms.p99']:.1f} ms"
+                print(line)
 with open(f"{out}/compare.json", "w") as f:
     json.dump(result, f, indent=1)
     f.write("\n")
