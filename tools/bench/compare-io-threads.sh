@@ -160,50 +160,40 @@ except (OSError, ValueError, KeyError) as e:
 EOF
 }
 
-# The ceiling for $1 scenario, $2 writers (io_threads), $3 run index.
-ceiling_one() {
-    local sc=$1 io=$2 i=$3 name="$1-ceiling-io$2-r$3" start=$SECONDS
-    # shellcheck disable=SC2086
-    "$build/tools/bench/safemessenger-ceiling" ${ceiling_args[$sc]} --writers "$io" \
-        --window 4 --duration 8 --half > "$out/$name.json" 2> "$out/$name.err" &
+# One safemessenger-ceiling run: $1 file name, $2 label, then its options.
+ceiling_run() {
+    local name=$1 label=$2 start=$SECONDS
+    shift 2
+    "$build/tools/bench/safemessenger-ceiling" "$@" --window 4 --duration 8 \
+        > "$out/$name.json" 2> "$out/$name.err" &
     child=$!
     wait "$child"
     local rc=$?
     child=
-    python3 - "$out/$name.json" "ceiling $sc writers=$io run $i" "$((SECONDS - start))" "$rc" <<'EOF'
+    python3 - "$out/$name.json" "$label" "$((SECONDS - start))" "$rc" <<'EOF'
 import json, sys
 path, label, secs, rc = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 try:
-    p = {ph["name"]: ph for ph in json.load(open(path))["phases"]}
-    print(f"[{label}] {p['max']['deliveries_per_s']:,.0f} deliveries/s; at half load p99 "
-          f"{p['half']['latency_ms']['p99']:.1f} ms; exit {rc} ({secs} s)")
+    phases = json.load(open(path))["phases"]
+    print(f"[{label}] " + "; ".join(
+        f"{p['name']}: {p['deliveries_per_s']:,.0f} deliveries/s, p99 {p['latency_ms']['p99']:.1f} ms"
+        for p in phases) + f"; exit {rc} ({secs} s)")
 except (OSError, ValueError, KeyError) as e:
     print(f"[{label}] no report ({e}); exit {rc}, see {path[:-5]}.err")
 EOF
 }
-
-# The ceiling at the server's half load: $1 scenario, $2 writers, $3 run
-# index, $4 messages/s.
-ceiling_at() {
-    local sc=$1 io=$2 i=$3 name="$1-ceilhalf-io$2-r$3" start=$SECONDS
+# The ceiling at its maximum and half of it: $1 scenario, $2 writers
+# (io_threads), $3 run index.
+ceiling_one() {
     # shellcheck disable=SC2086
-    "$build/tools/bench/safemessenger-ceiling" ${ceiling_args[$sc]} --writers "$io" \
-        --window 4 --duration 8 --rate "$4" > "$out/$name.json" 2> "$out/$name.err" &
-    child=$!
-    wait "$child"
-    local rc=$?
-    child=
-    python3 - "$out/$name.json" "ceiling $sc writers=$io at $4 msg/s run $i" \
-        "$((SECONDS - start))" "$rc" <<'EOF'
-import json, sys
-path, label, secs, rc = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-try:
-    p = json.load(open(path))["phases"][0]
-    print(f"[{label}] p99 {p['latency_ms']['p99']:.1f} ms, shortfall "
-          f"{p['rate_shortfall']:.3f}; exit {rc} ({secs} s)")
-except (OSError, ValueError, KeyError, IndexError) as e:
-    print(f"[{label}] no report ({e}); exit {rc}, see {path[:-5]}.err")
-EOF
+    ceiling_run "$1-ceiling-io$2-r$3" "ceiling $1 writers=$2 run $3" ${ceiling_args[$1]} \
+        --writers "$2" --half
+}
+# The ceiling at the server's half load: the same and $4 messages/s.
+ceiling_at() {
+    # shellcheck disable=SC2086
+    ceiling_run "$1-ceilhalf-io$2-r$3" "ceiling $1 writers=$2 at $4 msg/s run $3" \
+        ${ceiling_args[$1]} --writers "$2" --rate "$4"
 }
 
 for i in $(seq "$runs"); do
