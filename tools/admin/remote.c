@@ -8,26 +8,11 @@
 #include <unistd.h>
 
 #include "tool.h"
+#include "write_all.h"
 
 /* A reply may be a long list; a command may wait for a hash or a backup. */
 #define REPLY_MAX (64u << 20)
 #define REPLY_TIMEOUT_MS 120000
-
-static int write_all(int fd, const char *p, size_t len)
-{
-    while (len > 0) {
-        /* A server that went away must not kill the tool with SIGPIPE. */
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
 
 static char *read_line(int fd, char *err, size_t err_len)
 {
@@ -95,7 +80,7 @@ int remote_call(const char *socket_path, const json_t *request, json_t **reply, 
     char *text = json_dumps(request, JSON_COMPACT);
     int rc = -1;
     char *line = NULL;
-    if (!text || write_all(fd, text, strlen(text)) != 0 || write_all(fd, "\n", 1) != 0) {
+    if (!text || tool_write_all(fd, text, strlen(text)) != 0 || tool_write_all(fd, "\n", 1) != 0) {
         snprintf(err, err_len, "cannot send to %s: %s", socket_path, strerror(errno));
         goto out;
     }

@@ -15,6 +15,7 @@
  * shared by both processes). */
 #define _GNU_SOURCE /* accept4 */
 #include "bench.h"
+#include "write_all.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -297,23 +298,6 @@ typedef struct writer {
     size_t frame_bytes;
 } writer;
 
-/* Blocking sockets: a member that cannot take a frame holds its writer up,
- * as a full send queue would; at the loads compared that does not happen
- * (the report's failed flag says when a write failed). */
-static int write_all(int fd, const uint8_t *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 static void *writer_main(void *arg)
 {
     writer *w = arg;
@@ -331,9 +315,13 @@ static void *writer_main(void *arg)
         put32(frame, m.id);
         put32(frame + 4, CEIL_MAGIC);
         put64(frame + 8, m.sent_ns);
+        /* Blocking sockets: a member that cannot take a frame holds its
+         * writer up, as a full send queue would; at the loads compared
+         * that does not happen (write_failed in the report says if it
+         * failed). */
         int failed = 0;
         for (unsigned i = w->room_first[m.room]; i < w->room_first[m.room + 1] && !failed; i++)
-            failed = write_all(w->fds[i], frame, w->frame_bytes) != 0;
+            failed = tool_write_all(w->fds[i], frame, w->frame_bytes) != 0;
         pthread_mutex_lock(&w->mu);
         if (failed)
             w->failed = 1;

@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "write_all.h"
+
 int files_default_config_dir(char *out, size_t out_len)
 {
     const char *xdg = getenv("XDG_CONFIG_HOME");
@@ -107,21 +109,6 @@ fail:
     return -1;
 }
 
-static int write_all(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Writes data into a fresh temporary file beside path; its name goes to tmp. */
 static int write_temp(const char *path, const void *data, size_t len, char *tmp, size_t tmp_len)
 {
@@ -132,7 +119,7 @@ static int write_temp(const char *path, const void *data, size_t len, char *tmp,
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
         return -1;
-    if (write_all(fd, data, len) != 0 || fsync(fd) != 0) {
+    if (tool_write_all(fd, data, len) != 0 || fsync(fd) != 0) {
         close(fd);
         unlink(tmp);
         return -1;
@@ -175,7 +162,7 @@ int files_append(const char *path, const void *data, size_t len)
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0)
         return -1;
-    int rc = write_all(fd, data, len);
+    int rc = tool_write_all(fd, data, len);
     if (close(fd) != 0)
         rc = -1;
     return rc;
