@@ -113,9 +113,34 @@ typedef struct {
     uint32_t counts[CEIL_RING];
     bench_hist hist;
     uint64_t deliveries;
-    double cpu_at_start;
+    /* The reader's CPU over the measured window, as the writers' is:
+     * taken at the first wake-up at or after each end of it. */
+    double cpu_from, cpu_to;
+    int cpu_state; /* 0: before the window, 1: in it, 2: after it */
     int failed;
 } reader;
+
+static void reader_clock(reader *r, uint64_t now)
+{
+    if (r->cpu_state == 0 && now >= r->from_ns) {
+        r->cpu_from = cpu_seconds();
+        r->cpu_state = 1;
+    }
+    if (r->cpu_state == 1 && now >= r->to_ns) {
+        r->cpu_to = cpu_seconds();
+        r->cpu_state = 2;
+    }
+}
+
+/* Milliseconds until the next end of the window the CPU is taken at; -1
+ * once both are past. */
+static int reader_timeout(const reader *r, uint64_t now)
+{
+    if (r->cpu_state == 2)
+        return -1;
+    uint64_t at = r->cpu_state == 0 ? r->from_ns : r->to_ns;
+    return at > now ? (int)((at - now + 999999) / 1000000) : 0;
+}
 
 static void reader_frame(reader *r, const uint8_t *f, uint64_t now)
 {
@@ -177,7 +202,7 @@ static int reader_control(reader *r)
         r->to_ns = m.to_ns;
         hist_reset(&r->hist);
         r->deliveries = 0;
-        r->cpu_at_start = cpu_seconds();
+        r->cpu_state = 0;
         return 0;
     }
     if (m.kind == CTL_REPORT) {
@@ -190,7 +215,7 @@ static int reader_control(reader *r)
             .p99_ns = hist_percentile(&r->hist, 99),
             .max_ns = r->hist.max,
             .mean_ns = hist_mean(&r->hist),
-            .cpu_s = cpu_seconds() - r->cpu_at_start,
+            .cpu_s = r->cpu_state == 2 ? r->cpu_to - r->cpu_from : 0,
         };
         return ctl_send(r->ctl, &rep, sizeof rep);
     }
@@ -244,7 +269,8 @@ static int reader_main(const ceil_opts *o, int port, int ctl)
     }
     struct epoll_event evs[256];
     for (;;) {
-        int n = epoll_wait(ep, evs, 256, -1);
+        int n = epoll_wait(ep, evs, 256, reader_timeout(r, bench_now_ns()));
+        reader_clock(r, bench_now_ns());
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0)
