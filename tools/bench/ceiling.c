@@ -696,6 +696,17 @@ static void on_signal(int sig)
     bench_interrupted = 1;
 }
 
+/* The backstop for "stops by itself": a reader that stopped reading would
+ * leave a writer blocked in send and the parent waiting for its report. */
+static void on_alarm(int sig)
+{
+    (void)sig;
+    static const char msg[] = "safemessenger-ceiling: hard time limit reached, exiting\n";
+    ssize_t w = write(2, msg, sizeof msg - 1);
+    (void)w;
+    _exit(3);
+}
+
 int main(int argc, char **argv)
 {
     ceil_opts o = {.rooms = 1, .members = 1000, .writers = 2, .window = 4, .frame_bytes = 315,
@@ -760,6 +771,11 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    sa.sa_handler = on_alarm;
+    sigaction(SIGALRM, &sa, NULL);
+    /* Set-up (30 s to accept), then each phase's warm-up, window and drain. */
+    unsigned limit = (unsigned)(60 + (o.half ? 2 : 1)
+                                         * (o.warmup_s + o.duration_s + CEIL_DRAIN_NS / 1e9));
 
     int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     struct sockaddr_in a = {.sin_family = AF_INET};
@@ -780,10 +796,12 @@ int main(int argc, char **argv)
         return 1;
     }
     if (child == 0) {
+        alarm(limit); /* a child does not inherit its parent's */
         close(lfd);
         close(pair[0]);
         _exit(reader_main(&o, ntohs(a.sin_port), pair[1]));
     }
+    alarm(limit);
     close(pair[1]);
     int rc = writer_side(&o, lfd, pair[0], child);
     close(pair[0]);
