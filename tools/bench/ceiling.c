@@ -103,7 +103,7 @@ static uint64_t get64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v
 typedef struct {
     int fd;
     size_t have;           /* bytes of a frame split across reads */
-    uint8_t part[CEIL_FRAME_MAX];
+    uint8_t *part;         /* frame_bytes of room for it */
 } reader_conn;
 
 typedef struct {
@@ -244,13 +244,16 @@ static int reader_main(const ceil_opts *o, int port, int ctl)
     reader *r = calloc(1, sizeof *r);
     unsigned total = o->rooms * o->members;
     reader_conn *conns = calloc(total, sizeof *conns);
+    uint8_t *parts = malloc(total * o->frame_bytes);
     uint8_t *buf = malloc(65536);
-    if (!r || !conns || !buf)
+    if (!r || !conns || !parts || !buf)
         goto out;
     r->o = o;
     r->ctl = ctl;
-    for (unsigned i = 0; i < total; i++)
+    for (unsigned i = 0; i < total; i++) {
         conns[i].fd = -1;
+        conns[i].part = parts + (size_t)i * o->frame_bytes;
+    }
     ep = epoll_create1(EPOLL_CLOEXEC);
     if (ep < 0)
         goto out;
@@ -296,6 +299,7 @@ out:
             if (conns[i].fd >= 0)
                 close(conns[i].fd);
     free(conns);
+    free(parts);
     free(buf);
     free(r);
     return rc;
@@ -447,6 +451,8 @@ static int run_phase(const ceil_opts *o, writer *ws, int ctl, double rate, uint3
     unsigned turn = 0;
     uint64_t sent = 0, measured = 0, due = start;
     double gap_ns = rate > 0 ? 1e9 / rate : 0;
+    double due_ns = (double)start;
+    double backlog_ns = gap_ns * (rate * 0.05 > 1 ? rate * 0.05 : 1);
     for (;;) {
         uint64_t now = bench_now_ns();
         if (!cpu_taken && now >= from) {
@@ -465,8 +471,15 @@ static int run_phase(const ceil_opts *o, writer *ws, int ctl, double rate, uint3
             sent++;
             if (now >= from)
                 measured++;
-            if (rate > 0)
-                due = start + (uint64_t)((double)sent * gap_ns);
+            if (rate > 0) {
+                /* As the bench paces: at most 50 ms (or one message) of
+                 * backlog; a stall shows as rate_shortfall, not as a
+                 * burst that would distort the latency after it. */
+                due_ns += gap_ns;
+                if ((double)now - due_ns > backlog_ns)
+                    due_ns = (double)now - backlog_ns;
+                due = (uint64_t)due_ns;
+            }
             if (take_done(ctl, 0, f) < 0)
                 goto out;
             continue;
