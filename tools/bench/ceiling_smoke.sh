@@ -54,6 +54,25 @@ check paced 2 10 --writers 1 --rate 50
 # A warm-up three times the window: CPU counted outside the window shows.
 check warmup 1 40 --writers 2 --warmup 1 --duration 0.3
 
+# Paced as the bench: a stall during the window is a shortfall, not made
+# up for afterwards with a burst (the writer process stopped for 0.6 s of
+# a 2 s window at 200 msg/s leaves about 30% of the messages unsent).
+echo "== stall: --members 10 --rate 200, stopped 0.6 s"
+"$ceiling" --members 10 --writers 1 --rate 200 --duration 2 --warmup 0.2 \
+    > "$dir/stall.json" 2> "$dir/stall.err" &
+stalled=$!
+sleep 1
+kill -STOP "$stalled"
+sleep 0.6
+kill -CONT "$stalled"
+wait "$stalled" || { cat "$dir/stall.err" >&2; fail "stall: exit status $?"; }
+python3 - "$dir/stall.json" <<'PY' || fail "stall: a stopped writer was made up for (report above)"
+import json, sys
+p = json.load(open(sys.argv[1]))["phases"][0]
+print(f'rate: {p["messages_per_s"]:.0f} msg/s, shortfall {p["rate_shortfall"]:.3f}')
+assert 0.15 < p["rate_shortfall"] < 0.6, p
+PY
+
 refused() {
     "$ceiling" "$@" > /dev/null 2>&1
     local rc=$?
